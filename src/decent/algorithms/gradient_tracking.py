@@ -1,0 +1,79 @@
+"""Decentralized stochastic gradient tracking (DSGT)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
+
+import torch
+
+from decent._types import NodeTensor
+from decent.algorithms._common import check_lr
+from decent.algorithms.base import LearningRate
+from decent.comm.base import Communicator
+
+
+class GradientTrackingState(NamedTuple):
+    """Attributes:
+    z: ``(m, 2d)`` = ``[x_t | W y_{t-1}]``: models and the mixed tracker of last round.
+    g_prev: ``(m, d)`` the gradients of last round ``g_{t-1}`` (zeros before round 1).
+    """
+
+    z: NodeTensor
+    g_prev: NodeTensor
+
+    @property
+    def x(self) -> NodeTensor:
+        return self.z[:, : self.z.shape[1] // 2]
+
+
+@dataclass(frozen=True)
+class GradientTracking:
+    r"""Gradient tracking: each node tracks the network-average gradient with ``y``.
+
+    Per node ``i`` at round ``t`` with ``g_t^i = \nabla f_i(x_t^i; z_t^i)``,
+    ``y_0 = g_0 = 0``:
+
+    * ``y_t^i = sum_j W[i, j] y_{t-1}^j + g_t^i - g_{t-1}^i``  (so ``y_1 = g_1``)
+    * ``x_{t+1}^i = sum_j W_t[i, j] (x_t^j - eta_t y_t^j)``
+
+    ``x - eta y`` and ``y`` are gossiped together as one message of ``2d`` values, so a
+    round costs one communication step (the mixed ``y`` is kept for the next round). The
+    mean of ``y`` equals the mean of the current gradients at every round when ``W`` is
+    doubly stochastic, which removes the heterogeneity bias of D-SGD.
+
+    References:
+        Pu & Nedić, "Distributed Stochastic Gradient Tracking Methods", Math. Programming
+        2021, https://arxiv.org/abs/1805.11454. Koloskova, Lin, Stich, "An Improved Analysis
+        of Gradient Tracking for Decentralized Machine Learning", NeurIPS 2021,
+        https://arxiv.org/abs/2202.03836.
+    """
+
+    lr: LearningRate
+    name: ClassVar[str] = "gradient_tracking"
+    _eta: object = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_eta", check_lr("gradient_tracking", self.lr))
+
+    def init(self, params: NodeTensor) -> GradientTrackingState:
+        return GradientTrackingState(
+            z=torch.cat([params, torch.zeros_like(params)], dim=1), g_prev=torch.zeros_like(params)
+        )
+
+    def query(self, state: GradientTrackingState) -> NodeTensor:
+        return state.x
+
+    def output(self, state: GradientTrackingState) -> NodeTensor:
+        return state.x
+
+    def update(
+        self, state: GradientTrackingState, grads: NodeTensor, comm: Communicator, t: int
+    ) -> GradientTrackingState:
+        eta = self._eta(t)  # type: ignore[operator]
+        z, g_prev = state.z, state.g_prev
+        d = z.shape[1] // 2
+        x, y = z[:, :d], z[:, d:]
+        y.add_(grads).sub_(g_prev)  # y_t = W y_{t-1} + g_t - g_{t-1}
+        x.add_(y, alpha=-eta)  # x_t - eta y_t
+        return GradientTrackingState(z=comm.mix(z, t), g_prev=grads)

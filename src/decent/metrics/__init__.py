@@ -1,0 +1,58 @@
+"""Metrics computed through the Communicator, so they mean the same on every backend.
+
+Names are stable and flat (see ``docs/metrics.md``):
+
+* ``eval/loss@mean``: global objective ``f`` at the network average ``x_bar``;
+  ``eval/subopt@mean = f(x_bar) - f*`` for tasks with a known optimum;
+  ``eval/<metric>@mean`` for every metric the task reports (``accuracy``, ...);
+* ``eval/<metric>@node_min|node_mean|node_max``: the same at each node's own model;
+* ``consensus/dist2``: ``(1/n) sum_i ||x_i - x_bar||^2``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from decent._types import NodeTensor
+from decent.comm.base import Communicator
+from decent.tasks.base import Task
+
+
+def network_mean(x: NodeTensor, comm: Communicator) -> torch.Tensor:
+    """``x_bar = (1/n) sum_i x_i`` as ``(d,)`` (a metric collective, not accounted)."""
+    return comm.all_reduce(x, "mean", accounted=False)
+
+
+def consensus_distance(x: NodeTensor, comm: Communicator, x_bar: torch.Tensor | None = None) -> float:
+    """``(1/n) sum_i ||x_i - x_bar||^2`` over all ``n`` nodes."""
+    if x_bar is None:
+        x_bar = network_mean(x, comm)
+    sq = (x - x_bar).square().sum(dim=1, keepdim=True)
+    return float(comm.all_reduce(sq, "mean", accounted=False).item())
+
+
+def evaluate(
+    task: Task, x: NodeTensor, comm: Communicator, *, per_node: bool = True
+) -> dict[str, float]:
+    """Evaluate the averaged model and (optionally) every node's own model."""
+    x_bar = network_mean(x, comm)
+    out: dict[str, float] = {}
+    at_mean = task.evaluate(x_bar[None, :])
+    for key, value in at_mean.items():
+        out[f"eval/{key}@mean"] = float(value[0].item())
+    if task.optimum is not None:
+        out["eval/subopt@mean"] = out["eval/loss@mean"] - float(task.optimum)
+    out["consensus/dist2"] = consensus_distance(x, comm, x_bar)
+    if per_node:
+        at_nodes = task.evaluate(x)
+        for key, value in at_nodes.items():
+            col = value.reshape(-1, 1).to(x.dtype)
+            out[f"eval/{key}@node_min"] = float(comm.all_reduce(col, "min", accounted=False).item())
+            out[f"eval/{key}@node_mean"] = float(comm.all_reduce(col, "mean", accounted=False).item())
+            out[f"eval/{key}@node_max"] = float(comm.all_reduce(col, "max", accounted=False).item())
+        if task.optimum is not None:
+            out["eval/subopt@node_max"] = out["eval/loss@node_max"] - float(task.optimum)
+    return out
+
+
+__all__ = ["consensus_distance", "evaluate", "network_mean"]
