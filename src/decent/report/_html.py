@@ -1,0 +1,359 @@
+"""A self-contained HTML report of one study, built from the results store only."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from decent.report._plots import (
+    ReportError,
+    config_columns,
+    plot_consensus,
+    plot_metric,
+    plot_node_spread,
+)
+from decent.results import DONE_STATUSES, Store
+from decent.results._store import package_version
+
+PRIMARY_METRICS = (
+    "eval/subopt@mean",
+    "eval/loss@mean",
+    "eval/accuracy@mean",
+    "train/loss",
+)
+X_AXES = ("grad_evals", "comm/bytes", "time/wall_s", "time/sim_s")
+TABLE_ORDER = (
+    "eval/subopt@mean",
+    "eval/loss@mean",
+    "eval/accuracy@mean",
+    "eval/loss@node_max",
+    "consensus/dist2",
+    "train/loss",
+    "grad_evals",
+    "comm/bytes",
+    "comm/bytes_per_node_max",
+    "comm/messages",
+    "time/wall_s",
+    "time/sim_s",
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;
+color:#222;max-width:1400px}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.scroll{overflow-x:auto}
+.status-finished{color:#1a7f37}.status-diverged{color:#9a6700}
+.status-running,.status-failed,.status-interrupted{color:#cf222e;font-weight:bold}
+figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
+img{max-width:100%}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.8em}
+.meta td:first-child{font-weight:bold}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def figure_to_data_uri(fig: Figure, dpi: int = 100) -> str:
+    """Return ``data:image/png;base64,...`` for ``fig``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _fmt(x: float) -> str:
+    return "nan" if pd.isna(x) else f"{x:.4g}"
+
+
+def _mean_std(values: pd.Series) -> str:
+    v = values.dropna() if values.notna().any() else values
+    if len(v) == 0:
+        return "—"
+    if len(v) == 1:
+        return _fmt(float(v.iloc[0]))
+    return f"{_fmt(float(v.mean()))} ± {_fmt(float(v.std(ddof=1)))}"
+
+
+def _metric_order(metrics: Sequence[str]) -> list[str]:
+    known = [m for m in TABLE_ORDER if m in metrics]
+    return known + sorted(m for m in metrics if m not in TABLE_ORDER)
+
+
+def _status_summary(statuses: pd.Series) -> str:
+    counts = statuses.value_counts()
+    return ", ".join(f"{int(n)} {s}" for s, n in counts.sort_index().items())
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], row_class: str) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "\n".join(f'<tr class="{row_class}">' + "".join(r) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead>\n{body}</table></div>'
+
+
+def _final_table(store: Store, study: str, runs: pd.DataFrame, group_cols: list[str]) -> str:
+    final = store.final(study)
+    metrics = _metric_order(sorted(final["metric"].unique())) if len(final) else []
+    wide = (
+        final.pivot_table(index="run_id", columns="metric", values="value", dropna=False)
+        if len(final)
+        else pd.DataFrame(index=pd.Index([], name="run_id"))
+    )
+    runs = runs.set_index("run_id").join(wide, how="left")
+    keys = runs[group_cols].astype(str) if group_cols else pd.DataFrame(index=runs.index)
+    shown = [c for c in group_cols if keys[c].nunique() > 1] or group_cols[:3]
+    header = [*shown, "seeds", "runs (status)", *metrics]
+    rows: list[list[str]] = []
+    groups = keys.groupby(group_cols, sort=True).groups if group_cols else {"": runs.index}
+    for _, idx in groups.items():
+        grp = runs.loc[list(idx)]
+        done = grp[grp["status"].isin(DONE_STATUSES)]
+        cells = [f"<td>{_e(grp.iloc[0][c])}</td>" for c in shown]
+        seeds = sorted(grp["seed"].dropna().tolist()) if "seed" in grp.columns else []
+        cells.append(f"<td>{_e(', '.join(str(s) for s in seeds))}</td>")
+        cells.append(f"<td>{_e(_status_summary(grp['status']))}</td>")
+        for m in metrics:
+            cells.append(f'<td class="num">{_e(_mean_std(done[m]) if len(done) else "—")}</td>')
+        rows.append(cells)
+    note = (
+        "<p>Mean ± sample std over the finished or diverged runs (seeds) of each "
+        "configuration; a run's value is its <code>final</code> metric, else its last record. "
+        "Unfinished runs are counted in the status column but not averaged.</p>"
+    )
+    return note + _table(header, rows, "final-row")
+
+
+def _status_table(runs: pd.DataFrame, shown: list[str]) -> str:
+    header = [
+        "run id",
+        "name",
+        *shown,
+        "seed",
+        "status",
+        "started",
+        "finished",
+        "wall (s)",
+        "error",
+    ]
+    rows = []
+    for _, r in runs.iterrows():
+        err = str(r["error"]).strip().splitlines()[-1] if r["error"] else ""
+        wall = "" if pd.isna(r["wall_s"]) else f"{r['wall_s']:.1f}"
+        cells = [
+            f"<td><code>{_e(r['run_id'])}</code></td>",
+            f"<td>{_e(r['name'])}</td>",
+            *(f"<td>{_e(r[c])}</td>" for c in shown),
+            f"<td>{_e(r['seed'] if 'seed' in r else '')}</td>",
+            f'<td class="status status-{_e(r["status"])}">{_e(r["status"])}</td>',
+            f"<td>{_e(r['started_at'])}</td>",
+            f"<td>{_e(r['finished_at'])}</td>",
+            f'<td class="num">{_e(wall)}</td>',
+            f"<td>{_e(err[:200])}</td>",
+        ]
+        rows.append(cells)
+    return _table(header, rows, "run-row")
+
+
+def _configs_section(store: Store, study: str, seed_col: str) -> str:
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    for rid, cfg in store.configs(study).items():
+        rest = {k: v for k, v in cfg.items() if k != seed_col}
+        text = json.dumps(rest, indent=2, sort_keys=True)
+        groups.setdefault(text, []).append((rid, cfg.get(seed_col)))
+    parts = []
+    for i, (text, members) in enumerate(groups.items()):
+        seeds = ", ".join(str(s) for _, s in members)
+        ids = ", ".join(r for r, _ in members)
+        parts.append(
+            f"<details{' open' if i == 0 else ''}><summary>configuration {i + 1}: "
+            f"{seed_col} = {_e(seeds)} ({len(members)} runs)</summary>"
+            f"<p>run ids: <code>{_e(ids)}</code></p><pre>{_e(text)}</pre></details>"
+        )
+    return "\n".join(parts)
+
+
+def report_figures(
+    df: pd.DataFrame,
+    hue: str | list[str] | None,
+    facet: str | None,
+    metrics: Sequence[str] | None = None,
+    band: str | None = "std",
+) -> list[tuple[str, Figure]]:
+    """Return the report's ``(caption, figure)`` list for long records ``df``.
+
+    Figures: each primary metric present against rounds; the first of
+    ``eval/subopt@mean``/``eval/loss@mean`` against gradient evaluations, bytes and time
+    when those are recorded; the consensus distance; the best/worst node spread.
+    """
+    present = set(df["metric"].unique())
+    figs: list[tuple[str, Figure]] = []
+    chosen = list(metrics) if metrics is not None else [m for m in PRIMARY_METRICS if m in present]
+    if not chosen and metrics is None:
+        chosen = sorted(present)[:6]
+    band_txt = {"std": "mean ± std", "ci95": "mean with 95% t-interval", None: "mean"}[band]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for m in chosen:
+            figs.append(
+                (
+                    f"{m} per round ({band_txt} over seeds)",
+                    plot_metric(df, m, "round", hue, facet, band=band),
+                )
+            )
+        main = next((m for m in ("eval/subopt@mean", "eval/loss@mean") if m in present), None)
+        if main is not None:
+            for x in X_AXES:
+                if x in present:
+                    figs.append(
+                        (
+                            f"{main} against {x} ({band_txt} over seeds)",
+                            plot_metric(df, main, x, hue, facet, band=band),
+                        )
+                    )
+        if "consensus/dist2" in present:
+            figs.append(
+                ("consensus distance per round", plot_consensus(df, "round", hue, facet, band=band))
+            )
+        if {"eval/loss@node_min", "eval/loss@node_max"} <= present:
+            figs.append(
+                (
+                    "best (dashed) and worst (solid) node loss, mean over seeds",
+                    plot_node_spread(df, "eval/loss", "round", hue, facet),
+                )
+            )
+    return figs
+
+
+def write_report(
+    store_or_path: Store | str | os.PathLike[str],
+    study: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    metrics: Sequence[str] | None = None,
+    facet: str | None = "topology.kind",
+    band: str | None = "std",
+    seed_col: str = "seed",
+    title: str | None = None,
+) -> Path:
+    """Write ``out_dir/report.html``: a self-contained report of ``study``.
+
+    Reads the store only. Contains the figures as embedded base64 PNGs, a table of final
+    metrics per configuration (mean ± std over seeds, grouped by every config column except
+    the seed), run statuses (unfinished runs flagged), the configs as JSON, and when and with
+    which version it was generated. No external CSS/JS: it opens from disk.
+
+    Lines are coloured by every config column that varies across the study except the seed
+    and the ``facet`` column (one subplot per ``facet`` value when it varies).
+
+    Args:
+        store_or_path: A :class:`~decent.results.Store` or a results directory.
+        study: The study to report.
+        out_dir: Output directory (created).
+        metrics: Metrics plotted against rounds (default: the primary ones present).
+        facet: Config column for subplots (ignored when absent or constant).
+        band: ``"std"``, ``"ci95"`` or ``None``.
+        seed_col: The config column averaged over.
+        title: Page title.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        ReportError: If the study has no runs.
+        FileNotFoundError: If there is no results database at the path.
+    """
+    args = (study, Path(out_dir), metrics, facet, band, seed_col, title)
+    if isinstance(store_or_path, Store):
+        return _write(store_or_path, *args)
+    with Store(store_or_path, create=False) as store:
+        return _write(store, *args)
+
+
+def _write(
+    store: Store,
+    study: str,
+    out_dir: Path,
+    metrics: Sequence[str] | None,
+    facet: str | None,
+    band: str | None,
+    seed_col: str,
+    title: str | None,
+) -> Path:
+    runs = store.runs(study)
+    if runs.empty:
+        raise ReportError(
+            f"study {study!r} has no runs in {store.path}; studies present: {store.studies()}"
+        )
+    df = store.records(study)
+    cfg_cols = config_columns(runs)
+    varying = [c for c in cfg_cols if runs[c].astype(str).nunique() > 1]
+    use_facet = facet if facet in varying else None
+    hue_cols = [c for c in varying if c not in (seed_col, use_facet)]
+    hue: str | list[str] | None = (
+        None if not hue_cols else hue_cols[0] if len(hue_cols) == 1 else hue_cols
+    )
+    group_cols = [c for c in cfg_cols if c != seed_col]
+    shown = [c for c in varying if c != seed_col]
+
+    figs = report_figures(df, hue, use_facet, metrics, band) if len(df) else []
+    fig_html = "\n".join(
+        f'<figure><img src="{figure_to_data_uri(fig)}" alt="{_e(cap)}">'
+        f"<figcaption>{_e(cap)}</figcaption></figure>"
+        for cap, fig in figs
+    )
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    versions = sorted({str(v) for v in runs["package_version"].dropna()})
+    commits = sorted({str(v) for v in runs["git_commit"].dropna()})
+    unfinished = runs[~runs["status"].isin(DONE_STATUSES)]
+    warn = (
+        f'<p class="status-running">{len(unfinished)} of {len(runs)} runs are not finished '
+        f"({_e(_status_summary(unfinished['status']))}); their partial records are plotted, "
+        "but the table averages finished runs only.</p>"
+        if len(unfinished)
+        else ""
+    )
+    page_title = title or f"decent report: {study}"
+    meta_rows = [
+        ("study", study),
+        ("store", str(store.path)),
+        ("runs", f"{len(runs)} ({_status_summary(runs['status'])})"),
+        ("varying config", ", ".join(shown) or "none"),
+        ("generated", f"{now} by decent {package_version() or 'unknown'}"),
+        ("runs written by decent", ", ".join(versions) or "unknown"),
+        ("git commits", ", ".join(commits) or "unknown"),
+    ]
+    meta = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta_rows)
+    body = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{_e(page_title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{_e(page_title)}</h1>
+<table class="meta">{meta}</table>
+{warn}
+<h2>Final metrics per configuration</h2>
+{_final_table(store, study, runs, group_cols)}
+<h2>Figures</h2>
+{fig_html or "<p>No records.</p>"}
+<h2>Runs</h2>
+{_status_table(runs, shown)}
+<h2>Configurations</h2>
+{_configs_section(store, study, seed_col)}
+</body></html>
+"""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "report.html"
+    out.write_text(body, encoding="utf-8")
+    return out

@@ -1,0 +1,101 @@
+"""One-call loading for notebooks, and export to CSV / Parquet."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from decent.results._errors import MissingDependencyError, ResultsError
+from decent.results._store import Store
+
+EXPORT_FORMATS = ("csv", "parquet")
+EXPORT_TABLES = ("records", "runs", "final")
+
+
+def load(
+    path: str | os.PathLike[str] | Store,
+    study: str | None = None,
+    metrics: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Load records joined with flattened configs: one call for a notebook.
+
+    Args:
+        path: A results directory (or ``.sqlite`` file, or an open :class:`Store`).
+        study: Only this study.
+        metrics: Only these metric names.
+
+    Returns:
+        Long DataFrame: ``run_id, round, metric, value, study, name, status, ...`` and one
+        dotted column per config leaf (``algorithm.kind``, ``topology.num_nodes``, ``seed``).
+
+    Raises:
+        FileNotFoundError: If there is no database at ``path``.
+
+    Example:
+        >>> df = load("results", study="ring-vs-torus")  # doctest: +SKIP
+        >>> df[df.metric == "eval/loss@mean"].groupby(["algorithm.kind", "round"]).value.mean()
+        ... # doctest: +SKIP
+    """
+    if isinstance(path, Store):
+        return path.records(study=study, metrics=metrics)
+    with Store(path, create=False) as store:
+        return store.records(study=study, metrics=metrics)
+
+
+def export(
+    store: Store | str | os.PathLike[str],
+    study: str | None,
+    path: str | os.PathLike[str],
+    format: str = "csv",
+    *,
+    table: str = "records",
+) -> Path:
+    """Write a study's records (or runs, or final metrics) to CSV or Parquet.
+
+    Args:
+        store: A :class:`Store` or a results directory.
+        study: The study to export (``None``: all studies).
+        path: Output file.
+        format: ``"csv"`` or ``"parquet"`` (Parquet needs ``pyarrow``).
+        table: ``"records"`` (long format joined with config, as :func:`load`), ``"runs"``
+            (one row per run) or ``"final"`` (final metrics per run).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ResultsError: For an unknown ``format`` or ``table``.
+        MissingDependencyError: For Parquet without ``pyarrow`` installed.
+    """
+    if format not in EXPORT_FORMATS:
+        raise ResultsError(f"format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
+    if table not in EXPORT_TABLES:
+        raise ResultsError(f"table must be one of {list(EXPORT_TABLES)}, got {table!r}")
+    if format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise MissingDependencyError(
+            "exporting to Parquet needs pyarrow, which is not installed; "
+            "run `pip install pyarrow` or use format='csv'"
+        )
+    owned = not isinstance(store, Store)
+    s = Store(store, create=False) if not isinstance(store, Store) else store
+    try:
+        if table == "records":
+            df = s.records(study=study)
+        elif table == "runs":
+            df = s.runs(study=study)
+        else:
+            df = s.final(study=study)
+    finally:
+        if owned:
+            s.close()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if format == "csv":
+        df.to_csv(out, index=False)
+    else:
+        df.to_parquet(out, index=False, engine="pyarrow")
+    return out

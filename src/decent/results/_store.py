@@ -1,0 +1,780 @@
+"""The embedded results store: one SQLite database per results directory.
+
+Layout (schema version 1)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)           -- 'schema_version' -> '1'
+    runs(id TEXT PRIMARY KEY, study, name, config_json, config_hash,
+         status CHECK IN ('running','finished','failed','diverged','interrupted'),
+         package_version, git_commit, created_at, started_at, finished_at,
+         wall_s REAL, error, final_json)
+    records(run_id -> runs.id ON DELETE CASCADE, round INTEGER, metric TEXT, value REAL,
+            PRIMARY KEY (run_id, round, metric))   -- WITHOUT ROWID
+    index records_metric ON records(metric, run_id); index runs_study ON runs(study)
+
+Concurrency: WAL journal, ``busy_timeout``, every write an ``IMMEDIATE`` transaction. A
+process holds one connection, opened lazily and reopened after ``fork``; threads share it
+under a lock. Committed batches survive a ``SIGKILL`` of the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pandas as pd
+
+from decent.results._canon import canonical_json, content_hash, flatten, to_plain
+from decent.results._errors import (
+    ResultsError,
+    RunClosedError,
+    RunExistsError,
+    StoreVersionError,
+)
+
+SCHEMA_VERSION = 1
+DB_NAME = "decent.sqlite"
+
+STATUSES = ("running", "finished", "failed", "diverged", "interrupted")
+DONE_STATUSES = ("finished", "diverged")
+"""Statuses of runs that completed and are skipped by a resumed sweep."""
+UNFINISHED_STATUSES = ("running", "failed", "interrupted")
+"""Statuses of runs that a resumed sweep re-runs (their old records are replaced)."""
+
+RUN_COLUMNS = (
+    "run_id",
+    "study",
+    "name",
+    "status",
+    "config_hash",
+    "package_version",
+    "git_commit",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "wall_s",
+    "error",
+)
+"""Columns of :meth:`Store.runs` that are not config (``<dotted config>``) or ``final.*``."""
+RECORD_COLUMNS = ("run_id", "round", "metric", "value")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY,
+        study TEXT NOT NULL,
+        name TEXT,
+        config_json TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('running','finished','failed','diverged','interrupted')),
+        package_version TEXT,
+        git_commit TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        wall_s REAL,
+        error TEXT,
+        final_json TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS runs_study ON runs(study)",
+    """CREATE TABLE IF NOT EXISTS records (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        round INTEGER NOT NULL,
+        metric TEXT NOT NULL,
+        value REAL,
+        PRIMARY KEY (run_id, round, metric)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS records_metric ON records(metric, run_id)",
+)
+
+_BUSY_TIMEOUT_MS = 60_000
+# Connections inherited through fork() must never be used or closed by the child (closing
+# could checkpoint or unlink the parent's WAL); they are parked here for the process's life.
+_ABANDONED: list[sqlite3.Connection] = []
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@lru_cache(maxsize=1)
+def package_version() -> str | None:
+    """Return the installed version of ``decent`` (``None`` when not installed)."""
+    try:
+        from importlib.metadata import version
+
+        return version("decent")
+    except Exception:
+        return None
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """Return ``git rev-parse HEAD`` of the source tree of ``decent``, or ``None``."""
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except Exception:
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and sha else None
+
+
+def resolve_db_path(path: str | os.PathLike[str]) -> Path:
+    """Return the database file for ``path``: ``path`` itself if it ends in ``.sqlite``,
+    ``.sqlite3`` or ``.db``, else ``path / "decent.sqlite"`` (a results directory)."""
+    p = Path(path).expanduser()
+    if p.suffix in (".sqlite", ".sqlite3", ".db"):
+        return p
+    return p / DB_NAME
+
+
+def _check_status(status: str, allowed: Sequence[str], arg: str = "status") -> str:
+    if status not in allowed:
+        raise ResultsError(
+            f"{arg} must be one of {list(allowed)}, got {status!r}; pick one of those names"
+        )
+    return status
+
+
+class Store:
+    """An embedded results store: ``<dir>/decent.sqlite`` (no server).
+
+    Safe to share between threads (one connection per process, guarded by a lock) and between
+    processes (WAL journal, ``busy_timeout``, short ``IMMEDIATE`` write transactions). A store
+    object can be pickled to ``spawn``-ed workers and survives ``fork``: the connection is
+    opened lazily and reopened in a child process.
+
+    Args:
+        path: A results directory (the database is ``path/decent.sqlite``) or a path ending in
+            ``.sqlite``/``.sqlite3``/``.db``.
+        create: Create the directory and database if missing; with ``False`` a missing
+            database raises ``FileNotFoundError``.
+
+    Example:
+        >>> import tempfile
+        >>> with Store(tempfile.mkdtemp()) as store:
+        ...     with store.start_run("demo", {"lr": 0.1, "seed": 0}) as run:
+        ...         run.log(0, {"train/loss": 1.0})
+        ...     store.runs()["status"].tolist()
+        ['finished']
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = resolve_db_path(path)
+        self.create = create
+        if not create and not self.path.exists():
+            raise FileNotFoundError(
+                f"no results database at {str(self.path)!r} (from path={str(path)!r}); "
+                "pass the results directory a run wrote to, or create one with Store(path)"
+            )
+        self._reset_process_state()
+        self._connection()  # create the database (and surface path errors) now
+
+    # -- connection management --------------------------------------------------------------
+    def _reset_process_state(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # forked: never touch the parent's connection
+            if self._conn is not None:
+                _ABANDONED.append(self._conn)
+            self._reset_process_state()
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        if self.create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,  # explicit BEGIN/COMMIT only
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while True:  # switching to WAL needs a brief exclusive lock; retry while contended
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"could not enable WAL journal on {self.path} (got {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            found = int(
+                conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        conn.execute("COMMIT")
+        if found > SCHEMA_VERSION:
+            conn.close()
+            raise StoreVersionError(
+                f"{self.path} has schema version {found}, this decent knows up to "
+                f"{SCHEMA_VERSION}; upgrade decent to read it"
+            )
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the body as one all-or-nothing ``IMMEDIATE`` write transaction."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._connection()
+
+    def close(self) -> None:
+        """Close this process's connection (it is reopened on next use)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "create": self.create}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self.create = state["create"]
+        self._reset_process_state()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- writing ----------------------------------------------------------------------------
+    def start_run(
+        self,
+        study: str,
+        config: Mapping[str, Any] | Any,
+        name: str | None = None,
+        run_id: str | None = None,
+        *,
+        replace: bool = False,
+        flush_every: int = 50,
+        flush_seconds: float = 10.0,
+    ) -> RunWriter:
+        """Register a run as ``running`` and return its writer.
+
+        The default run id is ``run_id_for(study, config)``: a hash of the study and the
+        canonical config JSON, so a resumed sweep can ask :meth:`is_finished` and skip. If a
+        run with this id exists with status running/failed/interrupted, its row and records are
+        replaced (``created_at`` is kept). If it is finished or diverged, ``RunExistsError`` is
+        raised unless ``replace=True``.
+
+        Args:
+            study: Study (sweep) name; groups runs.
+            config: Resolved experiment config: a JSON-able dict or a pydantic model.
+            name: Optional human-readable name.
+            run_id: Explicit id instead of the config hash.
+            replace: Overwrite a finished/diverged run with the same id.
+            flush_every: Commit buffered records every this many ``log`` calls.
+            flush_seconds: ... or when this many seconds passed since the last commit.
+
+        Returns:
+            A :class:`RunWriter` (also a context manager).
+
+        Raises:
+            ResultsError: For an empty study, a non-JSON config or bad flush settings.
+            RunExistsError: If the run already completed and ``replace`` is false.
+        """
+        if not isinstance(study, str) or not study:
+            raise ResultsError(f"study must be a non-empty string, got {study!r}")
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+            raise ResultsError(f"flush_every must be an int >= 1, got {flush_every!r}")
+        if not flush_seconds >= 0:
+            raise ResultsError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
+        plain = to_plain(config)
+        if not isinstance(plain, dict):
+            raise ResultsError(
+                f"config must be a mapping (or pydantic model), got {type(config).__name__}"
+            )
+        config_json = canonical_json(plain)
+        rid = run_id if run_id is not None else content_hash(f"{study}\0{config_json}")
+        if not isinstance(rid, str) or not rid:
+            raise ResultsError(f"run_id must be a non-empty string, got {run_id!r}")
+        now = _now()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT status, created_at FROM runs WHERE id = ?", (rid,)
+            ).fetchone()
+            created_at = now
+            if row is not None:
+                if row[0] in DONE_STATUSES and not replace:
+                    raise RunExistsError(
+                        f"run {rid!r} of study {study!r} already has status {row[0]!r}; "
+                        "skip it (store.is_finished(run_id)), pass replace=True to re-run it, "
+                        "or store.delete_run(run_id)"
+                    )
+                created_at = row[1]
+                conn.execute("DELETE FROM runs WHERE id = ?", (rid,))  # cascades to records
+            conn.execute(
+                "INSERT INTO runs(id, study, name, config_json, config_hash, status,"
+                " package_version, git_commit, created_at, started_at)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                (
+                    rid,
+                    study,
+                    name,
+                    config_json,
+                    content_hash(config_json),
+                    package_version(),
+                    git_commit(),
+                    created_at,
+                    now,
+                ),
+            )
+        return RunWriter(
+            self, rid, study, plain, flush_every=flush_every, flush_seconds=flush_seconds
+        )
+
+    def delete_run(self, run_id: str) -> bool:
+        """Delete a run and its records; return whether it existed."""
+        with self._transaction() as conn:
+            cur = conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            return cur.rowcount > 0
+
+    def reset_unfinished(self, study: str | None = None) -> list[str]:
+        """Delete runs (and records) whose status is running, failed or interrupted.
+
+        Call this when resuming a sweep while no worker is writing: a ``running`` run found
+        then was left by a killed process. (Re-starting such a run with :meth:`start_run`
+        replaces it too; this is the bulk version.)
+
+        Args:
+            study: Only this study; ``None`` for all.
+
+        Returns:
+            The deleted run ids, sorted.
+        """
+        marks = ",".join("?" * len(UNFINISHED_STATUSES))
+        sql = f"SELECT id FROM runs WHERE status IN ({marks})"
+        params: list[Any] = list(UNFINISHED_STATUSES)
+        if study is not None:
+            sql += " AND study = ?"
+            params.append(study)
+        with self._transaction() as conn:
+            ids = sorted(r[0] for r in conn.execute(sql, params).fetchall())
+            conn.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in ids])
+        return ids
+
+    # -- reading ----------------------------------------------------------------------------
+    def status(self, run_id: str) -> str | None:
+        """Return the status of ``run_id`` (``None`` if there is no such run)."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def is_finished(self, run_id: str) -> bool:
+        """Return whether ``run_id`` completed (status ``finished`` or ``diverged``).
+
+        A diverged run is a complete result (that step size diverges); a resumed sweep skips
+        it like a finished one.
+        """
+        return self.status(run_id) in DONE_STATUSES
+
+    def studies(self) -> list[str]:
+        """Return the study names present, sorted."""
+        with self._reading() as conn:
+            rows = conn.execute("SELECT DISTINCT study FROM runs ORDER BY study").fetchall()
+        return [r[0] for r in rows]
+
+    def configs(self, study: str | None = None) -> dict[str, dict[str, Any]]:
+        """Return ``{run_id: config}`` with each run's config as stored (nested dicts)."""
+        sql = "SELECT id, config_json FROM runs"
+        params: tuple[Any, ...] = ()
+        if study is not None:
+            sql += " WHERE study = ?"
+            params = (study,)
+        with self._reading() as conn:
+            rows = conn.execute(sql + " ORDER BY created_at, id", params).fetchall()
+        return {rid: json.loads(text) for rid, text in rows}
+
+    def runs(self, study: str | None = None) -> pd.DataFrame:
+        """Return one row per run with the config flattened to dotted columns.
+
+        Columns: :data:`RUN_COLUMNS`, then the config (``algorithm.kind``, ``seed``, ...; a
+        config key equal to a run column gets a ``config.`` prefix; lists are JSON text),
+        then the final metrics as ``final.<name>``.
+
+        Args:
+            study: Only this study; ``None`` for all.
+        """
+        sql = (
+            "SELECT id, study, name, status, config_hash, package_version, git_commit,"
+            " created_at, started_at, finished_at, wall_s, error, config_json, final_json"
+            " FROM runs"
+        )
+        params: tuple[Any, ...] = ()
+        if study is not None:
+            sql += " WHERE study = ?"
+            params = (study,)
+        sql += " ORDER BY study, created_at, id"
+        with self._reading() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        reserved = set(RUN_COLUMNS) | {"round", "metric", "value"}
+        out: list[dict[str, Any]] = []
+        config_cols: dict[str, None] = {}
+        final_cols: dict[str, None] = {}
+        for row in rows:
+            rec = dict(zip(RUN_COLUMNS, row[:12], strict=True))
+            for key, value in flatten(json.loads(row[12])).items():
+                col = f"config.{key}" if key in reserved else key
+                config_cols[col] = None
+                rec[col] = value
+            if row[13]:
+                for key, value in flatten(json.loads(row[13]), prefix="final.").items():
+                    final_cols[key] = None
+                    rec[key] = value
+            out.append(rec)
+        columns = [*RUN_COLUMNS, *config_cols, *final_cols]
+        df = pd.DataFrame(out, columns=columns)
+        df["wall_s"] = df["wall_s"].astype("float64")
+        return df
+
+    def records(
+        self,
+        study: str | None = None,
+        run_ids: Iterable[str] | None = None,
+        metrics: Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        """Return records in long format joined with the run columns.
+
+        Columns: ``run_id, round, metric, value`` then the columns of :meth:`runs` except
+        ``error`` and ``final.*``. A NaN value logged (e.g. a diverged loss) reads back as NaN.
+
+        Args:
+            study: Only this study.
+            run_ids: Only these runs.
+            metrics: Only these metric names.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if study is not None:
+            where.append("run_id IN (SELECT id FROM runs WHERE study = ?)")
+            params.append(study)
+        if metrics is not None:
+            mlist = list(metrics)
+            where.append(f"metric IN ({','.join('?' * len(mlist))})")
+            params.extend(mlist)
+        ids = None if run_ids is None else sorted(set(run_ids))
+        chunks: list[list[str] | None] = (
+            [None] if ids is None else [ids[i : i + 500] for i in range(0, len(ids), 500)]
+        )
+        frames: list[pd.DataFrame] = []
+        with self._reading() as conn:
+            for chunk in chunks:
+                w, p = list(where), list(params)
+                if chunk is not None:
+                    w.append(f"run_id IN ({','.join('?' * len(chunk))})")
+                    p.extend(chunk)
+                sql = "SELECT run_id, round, metric, value FROM records"
+                if w:
+                    sql += " WHERE " + " AND ".join(w)
+                rows = conn.execute(sql, p).fetchall()
+                frames.append(pd.DataFrame(rows, columns=list(RECORD_COLUMNS)))
+        if not frames:
+            frames.append(pd.DataFrame([], columns=list(RECORD_COLUMNS)))
+        rec = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        rec["round"] = rec["round"].astype("int64")
+        rec["value"] = rec["value"].astype("float64")
+        runs = self.runs(study)
+        keep = [c for c in runs.columns if c != "error" and not c.startswith("final.")]
+        df = rec.merge(runs[keep], on="run_id", how="inner")
+        df = df.sort_values(["study", "run_id", "metric", "round"], kind="stable")
+        return df.reset_index(drop=True)
+
+    def final(self, study: str | None = None) -> pd.DataFrame:
+        """Return the final metrics: one row per run and metric (long format).
+
+        A run's value of a metric is the one in its ``final`` dict when present, else its
+        last recorded value. Columns: ``run_id, metric, value`` then the run columns.
+        """
+        rec = self.records(study)
+        runs = self.runs(study)
+        last = (
+            rec.sort_values("round").groupby(["run_id", "metric"], sort=False).tail(1)
+            if len(rec)
+            else rec
+        )
+        values = {
+            (r, m): v for r, m, v in zip(last["run_id"], last["metric"], last["value"], strict=True)
+        }
+        for _, row in runs.iterrows():
+            for col in runs.columns:
+                if col.startswith("final.") and pd.notna(row[col]):
+                    try:
+                        values[(row["run_id"], col[len("final.") :])] = float(row[col])
+                    except (TypeError, ValueError):
+                        continue
+        df = pd.DataFrame(
+            [(r, m, v) for (r, m), v in values.items()], columns=["run_id", "metric", "value"]
+        )
+        keep = [c for c in runs.columns if c != "error" and not c.startswith("final.")]
+        df = df.merge(runs[keep], on="run_id", how="inner")
+        return df.sort_values(["run_id", "metric"], kind="stable").reset_index(drop=True)
+
+
+class RunWriter:
+    """Write one run's records, buffered and committed in all-or-nothing batches.
+
+    Free of engine imports: an engine callback only needs ``log(round, metrics)``,
+    ``finish(...)`` and ``fail(...)``. Used as a context manager, a clean exit finishes the
+    run (if not finished already), ``KeyboardInterrupt`` marks it ``interrupted``, any other
+    exception marks it ``failed`` with the traceback; the exception is re-raised.
+
+    Attributes:
+        run_id: The run's id.
+        study: The study name.
+        config: The plain (JSON) config.
+        status: ``running`` until ``finish``/``fail``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        study: str,
+        config: dict[str, Any],
+        *,
+        flush_every: int = 50,
+        flush_seconds: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.study = study
+        self.config = config
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self.status = "running"
+        self._buffer: list[tuple[str, int, str, float]] = []
+        self._pending_logs = 0
+        self._t0 = time.monotonic()
+        self._last_flush = self._t0
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``finish`` or ``fail`` was called."""
+        return self.status != "running"
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RunClosedError(
+                f"run {self.run_id!r} is already closed with status {self.status!r}; "
+                "start a new run with store.start_run(...)"
+            )
+
+    def log(self, round: int, metrics: Mapping[str, Any]) -> None:
+        """Buffer ``metrics`` at ``round``; commit when a batch is due.
+
+        A batch is committed after ``flush_every`` calls or ``flush_seconds`` seconds since
+        the last commit, whichever comes first. Logging a metric twice at one round keeps the
+        last value.
+
+        Args:
+            round: Round index, an int >= 0.
+            metrics: ``{name: value}``; values are anything ``float()`` accepts except strings
+                (Python/numpy numbers, 0-d tensors). NaN is stored as NULL and read as NaN.
+
+        Raises:
+            ResultsError: For a bad round, metric name or value (nothing is buffered then).
+            RunClosedError: After ``finish``/``fail``.
+        """
+        self._check_open()
+        r = _check_round(round)
+        if not isinstance(metrics, Mapping):
+            raise ResultsError(
+                f"metrics must be a mapping {{name: value}}, got {type(metrics).__name__}"
+            )
+        rows = [(self.run_id, r, _check_metric(k), _to_float(k, v)) for k, v in metrics.items()]
+        self._buffer.extend(rows)
+        self._pending_logs += 1
+        if (
+            self._pending_logs >= self.flush_every
+            or time.monotonic() - self._last_flush >= self.flush_seconds
+        ):
+            self.flush()
+
+    def _write_buffer(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO records(run_id, round, metric, value) VALUES (?, ?, ?, ?)",
+            self._buffer,
+        )
+
+    def _written(self) -> None:
+        self._buffer.clear()
+        self._pending_logs = 0
+        self._last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        """Commit buffered records now as one transaction (all or nothing).
+
+        On failure nothing of the batch is stored and the buffer is kept for a retry.
+        """
+        if not self._buffer:
+            self._last_flush = time.monotonic()
+            return
+        with self.store._transaction() as conn:
+            self._write_buffer(conn)
+        self._written()
+
+    def _close(self, status: str, final: Mapping[str, Any] | None, error: str | None) -> None:
+        final_json = (
+            None
+            if final is None
+            else canonical_json(to_plain(final, where="final", allow_nan=True), allow_nan=True)
+        )
+        wall = time.monotonic() - self._t0
+        update = (
+            "UPDATE runs SET status = ?, finished_at = ?, wall_s = ?, error = ?,"
+            " final_json = COALESCE(?, final_json) WHERE id = ?"
+        )
+        args = (status, _now(), wall, error, final_json, self.run_id)
+        try:
+            with self.store._transaction() as conn:
+                self._write_buffer(conn)
+                conn.execute(update, args)
+        except sqlite3.DatabaseError as e:
+            if status == "finished":
+                raise  # never report a run finished whose records could not be stored
+            lost = len(self._buffer)
+            note = f"\n[decent.results] {lost} buffered records lost: {e}"
+            with self.store._transaction() as conn:
+                conn.execute(update, (*args[:3], (error or "") + note, *args[4:]))
+        self._written()
+        self.status = status
+
+    def finish(self, status: str = "finished", final: Mapping[str, Any] | None = None) -> None:
+        """Commit buffered records and close the run with ``status``.
+
+        Args:
+            status: ``finished`` or ``diverged`` (or ``failed``/``interrupted``).
+            final: Final metrics, JSON data (e.g. ``{"eval/loss@mean": 0.12}``).
+
+        Raises:
+            ResultsError: For an unknown status or non-JSON ``final``.
+            RunClosedError: If already closed.
+        """
+        self._check_open()
+        _check_status(status, STATUSES[1:])
+        self._close(status, final, None)
+
+    def fail(self, status: str = "failed", error: str | BaseException | None = None) -> None:
+        """Commit buffered records and close the run as failed, interrupted or diverged.
+
+        Args:
+            status: ``failed``, ``interrupted`` or ``diverged``.
+            error: A message or exception (its traceback is stored).
+        """
+        self._check_open()
+        _check_status(status, ("failed", "interrupted", "diverged"))
+        if isinstance(error, BaseException):
+            error = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        self._close(status, None, error)
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.closed:
+            return
+        if exc is None:
+            self.finish()
+        elif isinstance(exc, KeyboardInterrupt):
+            self.fail("interrupted", exc)
+        else:
+            self.fail("failed", exc)
+
+    def __repr__(self) -> str:
+        return f"RunWriter(run_id={self.run_id!r}, study={self.study!r}, status={self.status!r})"
+
+
+def _check_round(round: Any) -> int:
+    if isinstance(round, bool) or not hasattr(round, "__index__"):
+        raise ResultsError(f"round must be an int >= 0, got {round!r}; pass the round index t")
+    r = int(round.__index__())
+    if r < 0:
+        raise ResultsError(f"round must be an int >= 0, got {r}")
+    return r
+
+
+def _check_metric(name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise ResultsError(
+            f"metric names must be non-empty strings, got {name!r}; use names like 'eval/loss@mean'"
+        )
+    return name
+
+
+def _to_float(name: str, value: Any) -> float:
+    if isinstance(value, (str, bytes)):
+        raise ResultsError(f"metric {name!r} has value {value!r}; values must be numbers")
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ResultsError(
+            f"metric {name!r} has value {value!r} ({type(value).__name__}), which float() "
+            f"rejects ({e}); log a number or a 0-d tensor"
+        ) from None
