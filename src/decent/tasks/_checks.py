@@ -1,0 +1,57 @@
+"""Argument checks shared by the task builders; every failure is a :class:`TaskError`."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from decent.tasks.base import TaskError
+
+
+def check_int(name: str, value: Any, *, minimum: int, fix: str = "") -> int:
+    """Return ``value`` as an ``int`` if it is an integer ``>= minimum``, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TaskError(
+            f"{name} must be an integer >= {minimum}, got {value!r} "
+            f"({type(value).__name__}){'; ' + fix if fix else ''}"
+        )
+    if value < minimum:
+        raise TaskError(
+            f"{name} must be an integer >= {minimum}, got {value}{'; ' + fix if fix else ''}"
+        )
+    return int(value)
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    strict: bool = False,
+    maximum: float | None = None,
+    fix: str = "",
+) -> float:
+    """Return ``value`` as a finite ``float`` within the stated bounds, else raise.
+
+    Args:
+        name: argument name for the message.
+        value: the value to check.
+        minimum: lower bound (``None`` for none).
+        strict: whether the lower bound is exclusive.
+        maximum: inclusive upper bound (``None`` for none).
+        fix: a suggestion appended to the message.
+    """
+    suffix = f"; {fix}" if fix else ""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TaskError(f"{name} must be a real number, got {value!r}{suffix}") from None
+    if isinstance(value, bool) or not math.isfinite(out):
+        raise TaskError(f"{name} must be a finite real number, got {value!r}{suffix}")
+    if minimum is not None and (out <= minimum if strict else out < minimum):
+        rule = ">" if strict else ">="
+        raise TaskError(f"{name} must be {rule} {minimum}, got {value!r}{suffix}")
+    if maximum is not None and out > maximum:
+        raise TaskError(f"{name} must be <= {maximum}, got {value!r}{suffix}")
+    return out

@@ -1,0 +1,597 @@
+"""Finite-data tasks: any ``torch.nn.Module`` plus a loss over partitioned data.
+
+:class:`ModuleTask` adapts a module to the functional :class:`~decent.tasks.base.Task`
+protocol through ``torch.func.functional_call``: the flat ``(d,)`` parameter vector is split
+into views shaped like the module's named parameters, so ``torch.func.vmap`` over a leading
+node axis turns every layer into one batched op (``(m, B, f) x (m, f, h)``), and gradients
+of all nodes come from one ``vmap(grad_and_value(task.loss))`` call.
+
+Node ``i``'s local objective is the mean loss over its shard ``S_i`` plus an optional ridge
+term,
+
+.. math:: f_i(x) = \\frac{1}{|S_i|} \\sum_{j \\in S_i} \\ell(x; z_j) + \\frac{l_2}{2}\\|x\\|^2,
+    \\qquad f = \\frac1n \\sum_i f_i,
+
+and a minibatch draws ``batch_size`` indices uniformly with replacement from ``S_i``, so
+its gradient is unbiased for ``grad f_i``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from decent import _rng
+from decent._types import Batch, Params
+from decent.tasks._checks import check_float, check_int
+from decent.tasks._optim import minimize_convex, newton_minimize
+from decent.tasks.base import TaskError
+from decent.tasks.data import Dataset, DatasetSplit
+from decent.tasks.partition import PARTITIONERS
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(outputs (B, ...), labels (B,)) -> scalar`` mean loss; must be vmappable."""
+
+_INDEX_STREAM = 0x0DA7_A001
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+}
+
+
+def _check_module(module: nn.Module) -> None:
+    for name, sub in module.named_modules():
+        is_batchnorm = isinstance(sub, nn.modules.batchnorm._BatchNorm)
+        tracks = isinstance(sub, nn.modules.batchnorm._NormBase) and sub.track_running_stats
+        if is_batchnorm or tracks:
+            raise TaskError(
+                f"module layer {name or '<root>'!r} is {type(sub).__name__}, whose batch "
+                "statistics/running buffers change during training and couple the samples "
+                "of a batch; decentralized functional training needs stateless layers: "
+                "replace it with torch.nn.GroupNorm (or LayerNorm)"
+            )
+
+
+def _per_sample(loss: str | LossFn) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Return ``(outputs (B, ...), labels (B,)) -> (B,)`` per-sample losses."""
+    if loss == "cross_entropy":
+        return lambda out, y: F.cross_entropy(out, y, reduction="none")
+    if loss == "bce":
+
+        def bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            logits = out.reshape(out.shape[0])
+            return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="none")
+
+        return bce
+    if callable(loss):
+        fn = loss
+        return torch.func.vmap(lambda o, y: fn(o[None], y[None]))
+    raise TaskError(
+        f"loss must be 'cross_entropy', 'bce' or a callable (outputs, labels) -> scalar, "
+        f"got {loss!r}"
+    )
+
+
+def _correct(loss: str | LossFn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    if loss == "cross_entropy":
+        return (out.argmax(dim=-1) == y).to(out.dtype)
+    if loss == "bce":
+        logits = out.reshape(out.shape[0], -1)  # (k, B): one logit per sample
+        return ((logits > 0).to(torch.int64) == y).to(out.dtype)
+    return None
+
+
+class ModuleTask:
+    """A ``torch.nn.Module`` and a loss over data partitioned across nodes.
+
+    Batches are tuples ``(x (m, B, f), y (m, B))``. The module is deep-copied, cast to the
+    dataset's dtype and put in ``eval()`` mode (dropout off: the loss must be a
+    deterministic function of ``(params, batch)``). Non-trainable buffers that never change
+    are passed as constants; layers with running statistics are rejected.
+
+    Args:
+        module: the model; its parameters define ``d`` and the flattening order
+            (``named_parameters()``).
+        dataset: training data; ``dataset.features`` are the module's inputs.
+        partition: ``n`` index tensors into ``dataset``, node ``i``'s shard ``S_i``; none may
+            be empty. Shards may overlap (each node still weighs its own shard equally).
+        loss: ``"cross_entropy"`` (logits ``(B, C)``), ``"bce"`` (one logit per sample) or a
+            callable ``(outputs, labels) -> scalar`` mean loss.
+        batch_size: samples per node per round, drawn with replacement.
+        test: optional held-out dataset for ``test_loss`` / ``test_accuracy``.
+        seed: default seed (kept for reference; ``sample`` and ``init_params`` take theirs).
+        optimum: known ``f*`` if any.
+        l2: ridge coefficient added to every node's loss.
+        name: task name; default ``"<dataset>_<module class>"``.
+        device: where data lives and batches are produced; default the dataset's device.
+
+    Raises:
+        TaskError: for BatchNorm-like layers, an empty or out-of-range shard, or a bad
+            argument.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        dataset: Dataset,
+        partition: Sequence[torch.Tensor | np.ndarray | Sequence[int]],
+        *,
+        loss: str | LossFn = "cross_entropy",
+        batch_size: int = 32,
+        test: Dataset | None = None,
+        seed: int = 0,
+        optimum: float | None = None,
+        l2: float = 0.0,
+        name: str | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TaskError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if not isinstance(dataset, Dataset):
+            raise TaskError(
+                f"dataset must be a decent.tasks.Dataset, got {type(dataset).__name__}; "
+                "wrap arrays with decent.tasks.from_numpy(X, y)"
+            )
+        _check_module(module)
+        self._per_sample_loss = _per_sample(loss)
+        self._loss_kind = loss
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.l2 = check_float("l2", l2, minimum=0.0)
+        self.dtype: torch.dtype = dataset.features.dtype
+        self.device = torch.device(device) if device is not None else dataset.features.device
+        self.name = name or f"{dataset.name}_{type(module).__name__.lower()}"
+        self.optimum: float | None = optimum
+
+        self.module = copy.deepcopy(module).to(dtype=self.dtype, device=self.device).eval()
+        named = list(self.module.named_parameters())
+        if not named:
+            raise TaskError("module has no parameters; nothing to train")
+        self._names = [n for n, _ in named]
+        self._shapes = [tuple(p.shape) for _, p in named]
+        self._numels = [p.numel() for _, p in named]
+        self.dim = int(sum(self._numels))
+        self._buffers = {n: b.detach() for n, b in self.module.named_buffers()}
+
+        self.train = dataset.to(device=self.device)
+        self.test = test.to(dtype=self.dtype, device=self.device) if test is not None else None
+        self._build_partition(partition)
+
+    # ---------------------------------------------------------------- set-up
+
+    def _build_partition(self, partition: Sequence[Any]) -> None:
+        if isinstance(partition, torch.Tensor) or not isinstance(partition, Sequence):
+            raise TaskError(
+                "partition must be a list of per-node index arrays, e.g. "
+                "decent.tasks.partition.iid(dataset.labels, num_nodes, seed=0)"
+            )
+        n_data = len(self.train)
+        shards = [torch.as_tensor(np.asarray(s), dtype=torch.int64).reshape(-1) for s in partition]
+        if not shards:
+            raise TaskError("partition is empty; it needs one index array per node")
+        for i, s in enumerate(shards):
+            if s.numel() == 0:
+                raise TaskError(
+                    f"partition[{i}] is empty; every node needs data (use min_size=1 in "
+                    "dirichlet or fewer nodes)"
+                )
+            if int(s.min()) < 0 or int(s.max()) >= n_data:
+                raise TaskError(
+                    f"partition[{i}] has indices outside [0, {n_data}) "
+                    f"(range [{int(s.min())}, {int(s.max())}]); index the training set"
+                )
+        self.num_nodes = len(shards)
+        self.partition: list[torch.Tensor] = shards
+        lengths = torch.tensor([s.numel() for s in shards], dtype=torch.int64)
+        table = torch.zeros(self.num_nodes, int(lengths.max()), dtype=torch.int64)
+        for i, s in enumerate(shards):  # set-up only; sampling is a single gather
+            table[i, : s.numel()] = s
+        self._lengths = lengths.to(self.device)
+        self._table = table.to(self.device)
+        # w_j = (1/n) sum_i [j in S_i] / |S_i|, so f = sum_j w_j l_j + ridge.
+        weights = torch.zeros(n_data, dtype=torch.float64)
+        for s in shards:
+            weights.index_add_(0, s, torch.full((s.numel(),), 1.0 / s.numel(), dtype=torch.float64))
+        self._weights = (weights / self.num_nodes).to(dtype=self.dtype, device=self.device)
+
+    # ---------------------------------------------------------------- functional model
+
+    def unflatten(self, params: Params) -> dict[str, torch.Tensor]:
+        """Split a flat ``(d,)`` vector into views shaped like the named parameters."""
+        chunks = torch.split(params, self._numels)
+        return {n: c.view(s) for n, c, s in zip(self._names, chunks, self._shapes, strict=True)}
+
+    def flatten(self, module: nn.Module | None = None) -> Params:
+        """Concatenate a module's parameters (default: the task's own) into ``(d,)``."""
+        mod = module if module is not None else self.module
+        return torch.cat([p.detach().reshape(-1) for p in mod.parameters()]).to(self.dtype)
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Model outputs for inputs ``x (B, f)`` at flat parameters ``params (d,)``."""
+        return torch.func.functional_call(
+            self.module, (self.unflatten(params), self._buffers), (x,)
+        )
+
+    def init_params(self, seed: int) -> Params:
+        """Re-initialise the module under ``torch.manual_seed(seed)`` and flatten it.
+
+        The global RNG state is restored afterwards.
+        """
+        seed = check_int("seed", seed, minimum=0)
+        fresh = copy.deepcopy(self.module)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for sub in fresh.modules():
+                reset = getattr(sub, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+        return self.flatten(fresh)
+
+    def loss(self, params: Params, batch: Batch) -> torch.Tensor:
+        """Mean loss of one node's minibatch ``(x (B, f), y (B,))`` plus the ridge term."""
+        x, y = batch
+        value = self._per_sample_loss(self.forward(params, x), y).mean()
+        if self.l2 > 0:
+            value = value + 0.5 * self.l2 * params.square().sum()
+        return value
+
+    def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
+        """Draw ``batch_size`` indices per node uniformly from its shard, with replacement.
+
+        Returns ``(x (m, B, f), y (m, B))``; row ``r`` depends only on
+        ``(seed, nodes[r], t)``.
+        """
+        nodes = nodes.to(device=self.device, dtype=torch.int64)
+        local = _rng.integers(seed, _INDEX_STREAM, t, nodes, self.batch_size, self._lengths[nodes])
+        # One flat gather from the padded (n, max_len) table: no per-node work.
+        index = self._table.view(-1)[nodes[:, None] * self._table.shape[1] + local]  # (m, B)
+        return self.train.features[index], self.train.labels[index]
+
+    # ---------------------------------------------------------------- evaluation
+
+    def _outputs_losses(
+        self, params: torch.Tensor, data: Dataset, chunk_models: int, chunk_rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-sample losses ``(k, N)`` and correctness ``(k, N)`` (or ``None``)."""
+        losses, corrects = [], []
+        per_model = torch.func.vmap(self.forward, in_dims=(0, None))
+        for m0 in range(0, params.shape[0], chunk_models):
+            p = params[m0 : m0 + chunk_models]
+            row_l, row_c = [], []
+            for r0 in range(0, len(data), chunk_rows):
+                x = data.features[r0 : r0 + chunk_rows]
+                y = data.labels[r0 : r0 + chunk_rows]
+                out = per_model(p, x)  # (k, B, ...)
+                row_l.append(torch.func.vmap(self._per_sample_loss, in_dims=(0, None))(out, y))
+                c = _correct(self._loss_kind, out, y)
+                if c is not None:
+                    row_c.append(c)
+            losses.append(torch.cat(row_l, dim=1))
+            if row_c:
+                corrects.append(torch.cat(row_c, dim=1))
+        return torch.cat(losses), (torch.cat(corrects) if corrects else None)
+
+    @torch.no_grad()
+    def evaluate(
+        self, params: torch.Tensor, *, chunk_models: int = 32, chunk_rows: int = 8192
+    ) -> dict[str, torch.Tensor]:
+        """Global objective and accuracy for ``k`` models ``(k, d)``.
+
+        ``"loss"`` is ``f = (1/n) sum_i f_i`` (node-weighted); ``"accuracy"`` is weighted
+        the same way, i.e. the mean over nodes of each node's shard accuracy.
+        ``"test_loss"`` / ``"test_accuracy"`` are plain means over the test set.
+        Models and rows are processed in chunks to bound memory.
+        """
+        if params.ndim != 2 or params.shape[1] != self.dim:
+            raise TaskError(
+                f"evaluate expects (k, {self.dim}) parameters, got {tuple(params.shape)}; "
+                "stack models with torch.stack or add a leading axis with x[None]"
+            )
+        params = params.to(device=self.device, dtype=self.dtype)
+        ridge = 0.5 * self.l2 * params.square().sum(dim=1)
+        losses, correct = self._outputs_losses(params, self.train, chunk_models, chunk_rows)
+        out = {"loss": losses @ self._weights + ridge}
+        if correct is not None:
+            out["accuracy"] = correct @ self._weights
+        if self.test is not None:
+            t_losses, t_correct = self._outputs_losses(params, self.test, chunk_models, chunk_rows)
+            out["test_loss"] = t_losses.mean(dim=1) + ridge
+            if t_correct is not None:
+                out["test_accuracy"] = t_correct.mean(dim=1)
+        return out
+
+    def objective(self, params: Params) -> torch.Tensor:
+        """The global objective ``f`` at one ``(d,)`` point, differentiable (full batch)."""
+        out = self.forward(params, self.train.features)
+        value = self._per_sample_loss(out, self.train.labels) @ self._weights
+        return value + 0.5 * self.l2 * params.square().sum()
+
+    def compute_optimum(self) -> float:
+        """Minimize ``f`` in float64 to near machine precision and set ``optimum``.
+
+        Linear models (a single ``torch.nn.Linear`` with ``"cross_entropy"`` or ``"bce"``)
+        use Newton's method with the closed-form Hessian
+        ``H = sum_j w_j (diag(p_j) - p_j p_j^T) (x) [x_j; 1][x_j; 1]^T + l2 I``; other modules
+        use autograd Newton for ``d <= 2048`` and L-BFGS with a strong-Wolfe line search
+        above. Only meaningful for convex objectives (linear models with ``l2 > 0``).
+
+        Returns:
+            ``f*`` as measured by ``evaluate(...)["loss"]``; also sets ``x_star``.
+        """
+        task64 = self if self.dtype == torch.float64 else self._as_float64()
+        x0 = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
+        hessian = task64._linear_hessian()
+        if hessian is not None:
+            x_opt = newton_minimize(
+                task64.objective, x0, grad=torch.func.grad(task64.objective), hessian=hessian
+            )
+        else:
+            x_opt = minimize_convex(task64.objective, x0)
+        self.x_star: torch.Tensor = x_opt.to(self.dtype)
+        self.optimum = float(task64.evaluate(x_opt[None])["loss"][0])
+        return self.optimum
+
+    def _linear_hessian(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Closed-form Hessian of ``objective`` for a lone ``nn.Linear``, else ``None``."""
+        lin = self.module
+        if not isinstance(lin, nn.Linear) or lin.bias is None:
+            return None
+        if self._loss_kind not in ("cross_entropy", "bce"):
+            return None
+        classes, feats = lin.out_features, lin.in_features
+        x = self.train.features
+        ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+        x1 = torch.cat([x, ones], dim=1)  # (N, f + 1), last column multiplies the bias
+        w = self._weights
+        # Flat index of (class c, column k) in the parameter vector [W (C, f), b (C,)].
+        c = torch.arange(classes, device=x.device)[:, None]
+        k = torch.arange(feats + 1, device=x.device)[None, :]
+        perm = torch.where(k < feats, c * feats + k, classes * feats + c).reshape(-1)
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        kind = self._loss_kind
+
+        def hessian(params: torch.Tensor) -> torch.Tensor:
+            z = self.forward(params, x)  # (N, C)
+            if kind == "bce":
+                p = torch.sigmoid(z)
+                a = (p * (1.0 - p))[:, :, None]  # (N, 1, 1)
+            else:
+                p = torch.softmax(z, dim=1)
+                a = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # (N, C, C)
+            # H~[c, k, d, l] = sum_j w_j a_j[c, d] x1_j[k] x1_j[l]
+            g = (w[:, None, None] * a)[:, :, :, None] * x1[:, None, None, :]  # (N, C, C, F)
+            h_tilde = torch.einsum("jk,jcdl->ckdl", x1, g).reshape(perm.numel(), perm.numel())
+            h = torch.empty_like(h_tilde)
+            h[perm[:, None], perm[None, :]] = h_tilde
+            return h + self.l2 * eye
+
+        return hessian
+
+    def _as_float64(self) -> ModuleTask:
+        twin = copy.copy(self)
+        twin.dtype = torch.float64
+        twin.module = copy.deepcopy(self.module).to(torch.float64)
+        twin._buffers = {n: b.detach() for n, b in twin.module.named_buffers()}
+        twin.train = self.train.to(dtype=torch.float64)
+        twin.test = self.test.to(dtype=torch.float64) if self.test is not None else None
+        twin._weights = self._weights.to(torch.float64)
+        return twin
+
+
+# -------------------------------------------------------------------- builders
+
+
+def _resolve(
+    dataset: Dataset | DatasetSplit, test: Dataset | None
+) -> tuple[Dataset, Dataset | None]:
+    if isinstance(dataset, DatasetSplit):
+        return dataset.train, test if test is not None else dataset.test
+    return dataset, test
+
+
+def _make_partition(
+    train: Dataset,
+    num_nodes: int,
+    partition: str | Sequence[Any],
+    alpha: float,
+    classes_per_node: int,
+    seed: int,
+) -> Sequence[Any]:
+    if not isinstance(partition, str):
+        if len(partition) != num_nodes:
+            raise TaskError(
+                f"partition has {len(partition)} index arrays but num_nodes={num_nodes}; "
+                "pass one array per node"
+            )
+        return partition
+    if partition == "iid":
+        return PARTITIONERS["iid"](train.labels, num_nodes, seed=seed)
+    if partition == "dirichlet":
+        return PARTITIONERS["dirichlet"](train.labels, num_nodes, alpha, seed=seed)
+    if partition == "shards":
+        return PARTITIONERS["shards"](train.labels, num_nodes, classes_per_node, seed=seed)
+    raise TaskError(
+        f"partition must be one of {sorted(PARTITIONERS)} or a list of index arrays, "
+        f"got {partition!r}"
+    )
+
+
+def logistic_regression(
+    dataset: Dataset | DatasetSplit,
+    num_nodes: int,
+    partition: str | Sequence[Any] = "iid",
+    *,
+    alpha: float = 0.5,
+    classes_per_node: int = 1,
+    batch_size: int = 32,
+    l2: float = 1e-4,
+    test: Dataset | None = None,
+    seed: int = 0,
+    compute_optimum: bool = True,
+) -> ModuleTask:
+    """Binary logistic regression, a ``Linear(f, 1)`` with the logistic (BCE) loss.
+
+    The parameter vector is ``[w (f), b]``. With ``l2 > 0`` the objective is strongly
+    convex and ``optimum`` is computed by Newton's method in float64.
+
+    Args:
+        dataset: a two-class dataset, or a ``DatasetSplit`` (its test part is used).
+        num_nodes: ``n``.
+        partition: ``"iid"``, ``"dirichlet"``, ``"shards"`` or a list of index arrays.
+        alpha: Dirichlet concentration (for ``"dirichlet"``).
+        classes_per_node: shards per node (for ``"shards"``).
+        batch_size: samples per node per round.
+        l2: ridge coefficient.
+        test: held-out set (overrides a split's test part).
+        seed: seed of the partition.
+        compute_optimum: compute ``f*`` (only when ``l2 > 0``).
+
+    Raises:
+        TaskError: for a dataset that is not binary (use ``Dataset.binarize`` or
+            :func:`softmax_regression`) or a bad argument.
+    """
+    train, test = _resolve(dataset, test)
+    if train.num_classes != 2:
+        raise TaskError(
+            f"logistic_regression needs a two-class dataset, {train.name!r} has "
+            f"{train.num_classes} classes; use softmax_regression or dataset.binarize(...)"
+        )
+    n = check_int("num_nodes", num_nodes, minimum=1)
+    part = _make_partition(train, n, partition, alpha, classes_per_node, seed)
+    with torch.random.fork_rng(devices=[]):  # construction must not move the global RNG
+        module = nn.Linear(train.num_features, 1)
+    task = ModuleTask(
+        module,
+        train,
+        part,
+        loss="bce",
+        batch_size=batch_size,
+        test=test,
+        seed=seed,
+        l2=l2,
+        name=f"{train.name}_logreg",
+    )
+    if compute_optimum and task.l2 > 0:
+        task.compute_optimum()
+    return task
+
+
+def softmax_regression(
+    dataset: Dataset | DatasetSplit,
+    num_nodes: int,
+    partition: str | Sequence[Any] = "iid",
+    *,
+    alpha: float = 0.5,
+    classes_per_node: int = 2,
+    batch_size: int = 32,
+    l2: float = 1e-4,
+    test: Dataset | None = None,
+    seed: int = 0,
+    compute_optimum: bool = True,
+) -> ModuleTask:
+    """Multinomial logistic regression, a ``Linear(f, C)`` with cross-entropy.
+
+    With ``l2 > 0`` the objective is strongly convex and ``optimum`` is computed in float64
+    (Newton for ``d <= 2048``, L-BFGS with strong-Wolfe line search above).
+
+    Args:
+        dataset: a dataset or a ``DatasetSplit``.
+        num_nodes: ``n``.
+        partition: ``"iid"``, ``"dirichlet"``, ``"shards"`` or a list of index arrays.
+        alpha: Dirichlet concentration (for ``"dirichlet"``).
+        classes_per_node: shards per node (for ``"shards"``).
+        batch_size: samples per node per round.
+        l2: ridge coefficient.
+        test: held-out set (overrides a split's test part).
+        seed: seed of the partition.
+        compute_optimum: compute ``f*`` (only when ``l2 > 0``).
+    """
+    train, test = _resolve(dataset, test)
+    n = check_int("num_nodes", num_nodes, minimum=1)
+    part = _make_partition(train, n, partition, alpha, classes_per_node, seed)
+    with torch.random.fork_rng(devices=[]):
+        module = nn.Linear(train.num_features, train.num_classes)
+    task = ModuleTask(
+        module,
+        train,
+        part,
+        loss="cross_entropy",
+        batch_size=batch_size,
+        test=test,
+        seed=seed,
+        l2=l2,
+        name=f"{train.name}_softmax",
+    )
+    if compute_optimum and task.l2 > 0:
+        task.compute_optimum()
+    return task
+
+
+def mlp(
+    dataset: Dataset | DatasetSplit,
+    num_nodes: int,
+    partition: str | Sequence[Any] = "iid",
+    *,
+    hidden: Sequence[int] = (64,),
+    activation: str = "relu",
+    alpha: float = 0.5,
+    classes_per_node: int = 2,
+    batch_size: int = 32,
+    l2: float = 0.0,
+    test: Dataset | None = None,
+    seed: int = 0,
+) -> ModuleTask:
+    """A multilayer perceptron ``f -> hidden... -> C`` with cross-entropy (non-convex).
+
+    Args:
+        dataset: a dataset or a ``DatasetSplit``.
+        num_nodes: ``n``.
+        partition: ``"iid"``, ``"dirichlet"``, ``"shards"`` or a list of index arrays.
+        hidden: widths of the hidden layers (may be empty: softmax regression).
+        activation: one of ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``silu``, ``elu``.
+        alpha: Dirichlet concentration (for ``"dirichlet"``).
+        classes_per_node: shards per node (for ``"shards"``).
+        batch_size: samples per node per round.
+        l2: ridge coefficient.
+        test: held-out set (overrides a split's test part).
+        seed: seed of the partition.
+    """
+    train, test = _resolve(dataset, test)
+    if activation not in _ACTIVATIONS:
+        raise TaskError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    widths = [check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden)]
+    n = check_int("num_nodes", num_nodes, minimum=1)
+    layers: list[nn.Module] = []
+    fan_in = train.num_features
+    with torch.random.fork_rng(devices=[]):
+        for width in widths:
+            layers += [nn.Linear(fan_in, width), _ACTIVATIONS[activation]()]
+            fan_in = width
+        layers.append(nn.Linear(fan_in, train.num_classes))
+    part = _make_partition(train, n, partition, alpha, classes_per_node, seed)
+    shape = "-".join(str(w) for w in [train.num_features, *widths, train.num_classes])
+    return ModuleTask(
+        nn.Sequential(*layers),
+        train,
+        part,
+        loss="cross_entropy",
+        batch_size=batch_size,
+        test=test,
+        seed=seed,
+        l2=l2,
+        name=f"{train.name}_mlp{shape}",
+    )
+
+
+__all__ = ["LossFn", "ModuleTask", "logistic_regression", "mlp", "softmax_regression"]
