@@ -1,0 +1,121 @@
+"""Input validation shared by the topology generators; every failure is a :class:`TopologyError`."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse import csgraph
+
+from decent.topology._matrix import TopologyError
+
+_SHOW_MEMBERS = 8
+
+
+def check_num_nodes(num_nodes: object, *, who: str, minimum: int = 1, hint: str = "") -> int:
+    """Return ``num_nodes`` as an ``int`` after checking it is an integer ``>= minimum``."""
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral):
+        raise TopologyError(
+            f"{who} needs an integer num_nodes, got {num_nodes!r} ({type(num_nodes).__name__})"
+        )
+    n = int(num_nodes)
+    if n < minimum:
+        fix = f"; {hint}" if hint else ""
+        raise TopologyError(f"{who} needs num_nodes >= {minimum}, got {n}{fix}")
+    return n
+
+
+def check_int(value: object, *, who: str, arg: str, minimum: int | None = None) -> int:
+    """Return ``value`` as an ``int`` after checking it is an integer (``>= minimum``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TopologyError(f"{who}: {arg} must be an integer, got {value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise TopologyError(f"{who}: {arg} must be >= {minimum}, got {v}")
+    return v
+
+
+def check_probability(p: object, *, who: str, arg: str = "p") -> float:
+    """Return ``p`` as a ``float`` after checking ``0 <= p <= 1``."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TopologyError(f"{who}: {arg} must be a probability in [0, 1], got {p!r}")
+    value = float(p)
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise TopologyError(
+            f"{who}: {arg} must be a probability in [0, 1], got {value!r}; clip it into [0, 1]"
+        )
+    return value
+
+
+def check_seed(seed: object, *, who: str) -> int:
+    """Return ``seed`` as a nonnegative ``int``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
+        raise TopologyError(f"{who}: seed must be a nonnegative integer, got {seed!r}")
+    return int(seed)
+
+
+def check_round(t: object, *, who: str) -> int:
+    """Return the round ``t`` as an ``int`` after checking ``t >= 1``."""
+    if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+        raise TopologyError(f"{who}.weights: round t must be an integer >= 1, got {t!r}")
+    if int(t) < 1:
+        raise TopologyError(
+            f"{who}.weights: round t must be >= 1 (rounds are counted from 1), got {int(t)}"
+        )
+    return int(t)
+
+
+def is_power_of_two(n: int) -> bool:
+    """True when ``n`` is ``2**k`` for some ``k >= 0``."""
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+def check_power_of_two(n: int, *, who: str) -> int:
+    """Raise unless ``n`` is a power of two; the message suggests the nearest powers."""
+    if not is_power_of_two(n):
+        lower = 1 << (n.bit_length() - 1)
+        upper = lower << 1
+        raise TopologyError(
+            f"{who} needs num_nodes to be a power of 2, got {n}; "
+            f"use {lower} or {upper} nodes, or exponential({n}) which takes any n"
+        )
+    return n
+
+
+def require_connected(adjacency: sp.csr_array, *, who: str, directed: bool) -> None:
+    """Raise a :class:`TopologyError` naming the components unless the graph is connected.
+
+    ``adjacency[u, v] != 0`` means an edge ``u -> v``; a directed graph must be strongly
+    connected so that every node's value reaches every other node.
+    """
+    n = adjacency.shape[0]
+    if n <= 1:
+        return
+    count, labels = csgraph.connected_components(adjacency, directed=directed, connection="strong")
+    if count == 1:
+        return
+    raise TopologyError(f"{who}: {describe_components(labels, count, directed=directed)}")
+
+
+def describe_components(labels: np.ndarray, count: int, *, directed: bool) -> str:
+    """Say how a graph falls apart: component count, sizes, and members of the second one."""
+    sizes = np.bincount(labels, minlength=count)
+    first_member = np.full(count, labels.size, dtype=np.int64)
+    np.minimum.at(first_member, labels, np.arange(labels.size))
+    # Largest first; ties broken by the smallest node id in the component.
+    order = np.lexsort((first_member, -sizes))
+    shown_sizes = [int(sizes[c]) for c in order[:10]]
+    more = ", ..." if count > 10 else ""
+    second = np.flatnonzero(labels == order[1])
+    members = ", ".join(str(int(v)) for v in second[:_SHOW_MEMBERS])
+    if second.size > _SHOW_MEMBERS:
+        members += ", ..."
+    kind = "not strongly connected" if directed else "disconnected"
+    sizes_text = ", ".join(str(s) for s in shown_sizes)
+    return (
+        f"graph is {kind}: {count} components, sizes [{sizes_text}{more}]; "
+        f"component 2 = [{members}]; add edges that join the components "
+        f"(or use a connected generator such as ring or complete)"
+    )

@@ -1,0 +1,116 @@
+"""Build any topology by kind name: ``make("torus", 64)``."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from decent.topology._dynamic import EdgeDropout, OnePeerExponential, RandomMatching
+from decent.topology._matrix import Topology, TopologyError
+from decent.topology._static import (
+    StaticTopology,
+    complete,
+    erdos_renyi,
+    exponential,
+    grid,
+    hypercube,
+    random_regular,
+    ring,
+    star,
+    torus,
+    watts_strogatz,
+)
+
+
+def _base(n: int, base: str | StaticTopology, base_kwargs: dict[str, Any] | None) -> Any:
+    if isinstance(base, str):
+        topo = make(base, n, **(base_kwargs or {}))
+        if not isinstance(topo, StaticTopology):
+            raise TopologyError(f"base={base!r} must be a static topology kind")
+        return topo
+    return base
+
+
+def _random_matching(
+    n: int,
+    *,
+    seed: int,
+    base: str | StaticTopology = "complete",
+    base_kwargs: dict[str, Any] | None = None,
+) -> RandomMatching:
+    return RandomMatching(_base(n, base, base_kwargs), seed=seed)
+
+
+def _edge_dropout(
+    n: int,
+    p: float,
+    *,
+    seed: int,
+    base: str | StaticTopology = "complete",
+    base_kwargs: dict[str, Any] | None = None,
+) -> EdgeDropout:
+    return EdgeDropout(_base(n, base, base_kwargs), p, seed=seed)
+
+
+TOPOLOGY_KINDS: dict[str, Callable[..., Any]] = {
+    "ring": ring,
+    "torus": torus,
+    "grid": grid,
+    "hypercube": hypercube,
+    "exponential": exponential,
+    "one_peer_exponential": OnePeerExponential,
+    "complete": complete,
+    "star": star,
+    "erdos_renyi": erdos_renyi,
+    "random_regular": random_regular,
+    "watts_strogatz": watts_strogatz,
+    "random_matching": _random_matching,
+    "edge_dropout": _edge_dropout,
+}
+"""Generator for each kind name accepted by :func:`make`."""
+
+
+def make(kind: str, n: int, **kwargs: Any) -> Topology:
+    """Build a topology of the named kind on ``n`` nodes.
+
+    Keyword arguments go to the generator (``seed=``, ``p=``, ``k=``, ``rows=``,
+    ``weights=``, ``lazy=``, ...). ``random_matching`` and ``edge_dropout`` take
+    ``base=`` (a kind name, default ``"complete"``, or a :class:`StaticTopology`) and
+    ``base_kwargs=`` for the base generator.
+
+    Args:
+        kind: one of :data:`TOPOLOGY_KINDS`.
+        n: number of nodes.
+        **kwargs: generator arguments.
+
+    Returns:
+        An object implementing the :class:`Topology` protocol.
+
+    Raises:
+        TopologyError: an unknown kind (the message lists the allowed kinds and the closest
+            match), a missing or unknown argument, or any rule the generator checks.
+
+    Example:
+        >>> make("torus", 16).name
+        'torus(4x4)'
+        >>> make("edge_dropout", 8, p=0.5, seed=0, base="ring").num_nodes
+        8
+    """
+    factory = TOPOLOGY_KINDS.get(kind) if isinstance(kind, str) else None
+    if factory is None:
+        allowed = ", ".join(TOPOLOGY_KINDS)
+        close = difflib.get_close_matches(str(kind), list(TOPOLOGY_KINDS), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TopologyError(f"unknown topology kind {kind!r}; allowed kinds: {allowed}{hint}")
+    sig = inspect.signature(factory)
+    try:
+        sig.bind(n, **kwargs)
+    except TypeError as err:
+        params = [p for p in sig.parameters if p not in ("n", "self")]
+        raise TopologyError(
+            f"make({kind!r}, {n}): {err}; {kind} accepts: {', '.join(params)}"
+        ) from err
+    topo = factory(n, **kwargs)
+    return topo  # type: ignore[no-any-return]

@@ -1,0 +1,691 @@
+"""Static topologies: a fixed graph and one mixing matrix used at every round.
+
+Generators take networkx vocabulary and build the graph's CSR adjacency straight from
+numpy index arrays, so ``ring(8192)`` or ``exponential(8192)`` take milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse import csgraph
+
+from decent.topology._checks import (
+    check_int,
+    check_num_nodes,
+    check_power_of_two,
+    check_probability,
+    check_round,
+    check_seed,
+    require_connected,
+)
+from decent.topology._matrix import MixingMatrix, TopologyError
+from decent.topology._rules import WeightRule, lazy, resolve_weight_rule
+from decent.topology._spectral import _torch_to_scipy, spectral_gap
+
+_DIAMETER_CHUNK = 256
+
+
+@dataclass(frozen=True, eq=False)
+class StaticTopology:
+    """A fixed graph with one mixing matrix: ``W_t = W`` for every round ``t``.
+
+    Attributes:
+        graph: the communication graph on nodes ``0..n-1``. In a directed graph an edge
+            ``u -> v`` means ``u`` sends to ``v`` (``W[v, u] > 0``).
+        matrix: the mixing matrix ``W``.
+        name: a short human-readable name such as ``"ring(8)"``.
+        weight_rule: the name of the rule that produced ``matrix`` (``"custom"`` for
+            :func:`from_matrix`).
+
+    Example:
+        >>> topo = ring(4)
+        >>> topo.num_nodes, topo.is_static, topo.period
+        (4, True, 1)
+        >>> round(topo.spectral_gap, 6)
+        0.666667
+    """
+
+    graph: nx.Graph
+    matrix: MixingMatrix
+    name: str
+    weight_rule: str = "custom"
+
+    @property
+    def num_nodes(self) -> int:
+        return self.matrix.n
+
+    @property
+    def is_static(self) -> bool:
+        return True
+
+    @property
+    def period(self) -> int:
+        return 1
+
+    def weights(self, t: int) -> MixingMatrix:
+        """Return ``W`` (the same for every round ``t >= 1``)."""
+        check_round(t, who=self.name)
+        return self.matrix
+
+    @cached_property
+    def spectral_gap(self) -> float:
+        """``1 - |lambda_2(W)|`` (see :func:`decent.topology.spectral_gap`)."""
+        return spectral_gap(self.matrix)
+
+    @cached_property
+    def diameter(self) -> int | None:
+        """Longest shortest path in hops; ``None`` if the graph is not (strongly) connected."""
+        return _diameter(self.matrix)
+
+    def describe(self) -> dict[str, Any]:
+        """Summarize the topology: size, degrees, diameter, spectral gap and weight rule.
+
+        Degrees count the neighbours each node receives from (its degree in an undirected
+        graph).
+        """
+        deg = self.matrix.in_degree
+        return {
+            "name": self.name,
+            "num_nodes": self.num_nodes,
+            "directed": bool(self.graph.is_directed()),
+            "num_edges": int(self.graph.number_of_edges()),
+            "degree_min": int(deg.min()),
+            "degree_mean": float(deg.mean()),
+            "degree_max": int(deg.max()),
+            "diameter": self.diameter,
+            "spectral_gap": self.spectral_gap,
+            "weight_rule": self.weight_rule,
+        }
+
+
+def _diameter(matrix: MixingMatrix) -> int | None:
+    """Hop diameter of the off-diagonal pattern of ``W`` (edge ``j -> i`` when ``W[i,j]>0``)."""
+    n = matrix.n
+    if n == 1:
+        return 0
+    adj = sp.csr_array(matrix.off_diagonal.T)  # adj[j, i] != 0: j sends to i
+    directed = not matrix.is_symmetric
+    count, _ = csgraph.connected_components(adj, directed=directed, connection="strong")
+    if count > 1:
+        return None
+    best = 0
+    for start in range(0, n, _DIAMETER_CHUNK):
+        idx = np.arange(start, min(n, start + _DIAMETER_CHUNK))
+        dist = csgraph.shortest_path(adj, directed=directed, unweighted=True, indices=idx)
+        best = max(best, int(dist.max()))
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared builder
+# ---------------------------------------------------------------------------------------------
+
+
+def _build(
+    n: int,
+    u: np.ndarray,
+    v: np.ndarray,
+    *,
+    name: str,
+    weights: str | WeightRule,
+    lazy_alpha: float | None,
+    directed: bool = False,
+    check_connected: bool = True,
+) -> StaticTopology:
+    """Build a topology from edge index arrays ``u[k] -- v[k]`` (or ``u[k] -> v[k]``)."""
+    rule, rule_name = resolve_weight_rule(weights)
+    u = np.asarray(u, dtype=np.int64).ravel()
+    v = np.asarray(v, dtype=np.int64).ravel()
+    keep = u != v
+    u, v = u[keep], v[keep]
+    if not directed:
+        u, v = np.minimum(u, v), np.maximum(u, v)
+    key = np.unique(u * n + v)
+    u, v = key // n, key % n
+    if directed:
+        rows, cols = u, v
+    else:
+        rows, cols = np.concatenate([u, v]), np.concatenate([v, u])
+    adj = sp.csr_array((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    adj.sort_indices()
+    if check_connected:
+        require_connected(adj, who=name, directed=directed)
+    matrix = rule(adj)
+    if not isinstance(matrix, MixingMatrix):
+        raise TopologyError(
+            f"{name}: weight rule {rule_name!r} must return a MixingMatrix, "
+            f"got {type(matrix).__name__}"
+        )
+    if matrix.n != n:
+        raise TopologyError(
+            f"{name}: weight rule {rule_name!r} returned a {matrix.n}x{matrix.n} matrix for a "
+            f"graph on {n} nodes"
+        )
+    if lazy_alpha is not None:
+        matrix = lazy(matrix, lazy_alpha)
+        rule_name = f"lazy({float(lazy_alpha):g})*{rule_name}"
+    matrix = MixingMatrix(csr=matrix.csr, name=name)
+    graph: nx.Graph = nx.DiGraph() if directed else nx.Graph()
+    graph.add_nodes_from(range(n))
+    graph.add_edges_from(zip(u.tolist(), v.tolist(), strict=True))
+    return StaticTopology(graph=graph, matrix=matrix, name=name, weight_rule=rule_name)
+
+
+def _square_factors(n: int, minimum: int) -> tuple[int, int] | None:
+    """The factorization ``rows * cols = n`` with ``minimum <= rows <= cols``, most square."""
+    for rows in range(math.isqrt(n), minimum - 1, -1):
+        if n % rows == 0 and n // rows >= minimum:
+            return rows, n // rows
+    return None
+
+
+def _grid_shape(
+    who: str, n: int, rows: int | None, cols: int | None, minimum: int
+) -> tuple[int, int]:
+    if rows is None and cols is None:
+        shape = _square_factors(n, minimum)
+        if shape is None:
+            raise TopologyError(
+                f"{who}({n}): no factorization rows * cols = {n} with rows, cols >= {minimum}; "
+                f"pass rows= and cols= explicitly, or use ring({n}) or grid({n})"
+            )
+        return shape
+    if rows is None:
+        c = check_int(cols, who=who, arg="cols", minimum=minimum)
+        if n % c:
+            raise TopologyError(f"{who}: cols={c} does not divide num_nodes={n}; pick a divisor")
+        rows = n // c
+    if cols is None:
+        r = check_int(rows, who=who, arg="rows", minimum=minimum)
+        if n % r:
+            raise TopologyError(f"{who}: rows={r} does not divide num_nodes={n}; pick a divisor")
+        cols = n // r
+    r = check_int(rows, who=who, arg="rows", minimum=minimum)
+    c = check_int(cols, who=who, arg="cols", minimum=minimum)
+    if r * c != n:
+        shape = _square_factors(n, minimum)
+        hint = f"; for example rows={shape[0]}, cols={shape[1]}" if shape else ""
+        raise TopologyError(
+            f"{who} needs rows * cols == num_nodes, got rows={r}, cols={c} ({r * c} != {n}){hint}"
+        )
+    return r, c
+
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic generators
+# ---------------------------------------------------------------------------------------------
+
+
+def ring(
+    n: int, *, weights: str | WeightRule = "metropolis_hastings", lazy: float | None = None
+) -> StaticTopology:
+    """Build the cycle graph: node ``i`` talks to ``i - 1`` and ``i + 1`` (mod ``n``).
+
+    With Metropolis-Hastings weights every entry is ``1/3``; the gap is
+    ``1 - max_k |1/3 + 2/3 cos(2 pi k / n)|`` over ``k != 0``.
+
+    Args:
+        n: number of nodes, ``>= 3``.
+        weights: a weight rule name from ``WEIGHT_RULES`` or a callable.
+        lazy: if given, return ``lazy * I + (1 - lazy) * W``.
+
+    Raises:
+        TopologyError: ``n < 3``.
+
+    Example:
+        >>> ring(5).weights(1).dense()[0].round(4).tolist()
+        [0.3333, 0.3333, 0.0, 0.0, 0.3333]
+    """
+    n = check_num_nodes(n, who="ring", minimum=1, hint="a ring needs at least 3 nodes")
+    if n < 3:
+        raise TopologyError(f"ring needs num_nodes >= 3, got {n}; use complete({n})")
+    i = np.arange(n)
+    return _build(n, i, (i + 1) % n, name=f"ring({n})", weights=weights, lazy_alpha=lazy)
+
+
+def torus(
+    n: int,
+    rows: int | None = None,
+    cols: int | None = None,
+    *,
+    weights: str | WeightRule = "metropolis_hastings",
+    lazy: float | None = None,
+) -> StaticTopology:
+    """Build the 2-D periodic grid: node ``r * cols + c`` talks to its 4 wrap-around neighbours.
+
+    Args:
+        n: number of nodes, ``rows * cols``.
+        rows: grid rows, ``>= 3``; default: the most square factorization with both ``>= 3``.
+        cols: grid columns, ``>= 3``.
+        weights: a weight rule name or a callable.
+        lazy: optional laziness ``alpha``.
+
+    Raises:
+        TopologyError: ``rows * cols != n``, a side below 3, or no such factorization.
+
+    Example:
+        >>> torus(12).name
+        'torus(3x4)'
+    """
+    n = check_num_nodes(n, who="torus")
+    r, c = _grid_shape("torus", n, rows, cols, minimum=3)
+    i = np.arange(n)
+    row, col = i // c, i % c
+    right = row * c + (col + 1) % c
+    down = ((row + 1) % r) * c + col
+    u = np.concatenate([i, i])
+    v = np.concatenate([right, down])
+    return _build(n, u, v, name=f"torus({r}x{c})", weights=weights, lazy_alpha=lazy)
+
+
+def grid(
+    n: int,
+    rows: int | None = None,
+    cols: int | None = None,
+    *,
+    weights: str | WeightRule = "metropolis_hastings",
+    lazy: float | None = None,
+) -> StaticTopology:
+    """Build the 2-D grid without wrap-around (``rows x cols``, node ``r * cols + c``).
+
+    Args:
+        n: number of nodes, ``rows * cols``.
+        rows: grid rows (default: most square factorization; a prime ``n`` gives a path).
+        cols: grid columns.
+        weights: a weight rule name or a callable.
+        lazy: optional laziness ``alpha``.
+
+    Raises:
+        TopologyError: ``rows * cols != n``.
+
+    Example:
+        >>> grid(6).describe()["degree_max"]
+        3
+    """
+    n = check_num_nodes(n, who="grid")
+    r, c = _grid_shape("grid", n, rows, cols, minimum=1)
+    i = np.arange(n)
+    row, col = i // c, i % c
+    has_right = col < c - 1
+    has_down = row < r - 1
+    u = np.concatenate([i[has_right], i[has_down]])
+    v = np.concatenate([i[has_right] + 1, i[has_down] + c])
+    return _build(n, u, v, name=f"grid({r}x{c})", weights=weights, lazy_alpha=lazy)
+
+
+def hypercube(
+    n: int, *, weights: str | WeightRule = "metropolis_hastings", lazy: float | None = None
+) -> StaticTopology:
+    """Build the hypercube on ``n = 2**d`` nodes: ``i`` talks to ``i XOR 2**b``, ``b < d``.
+
+    With uniform weights ``W = (I + A) / (d + 1)`` and the gap is ``2 / (d + 1)``.
+
+    Raises:
+        TopologyError: ``n`` is not a power of 2 (the message suggests the nearest ones).
+
+    Example:
+        >>> round(hypercube(8, weights="uniform").spectral_gap, 6)
+        0.5
+    """
+    n = check_num_nodes(n, who="hypercube")
+    check_power_of_two(n, who="hypercube")
+    dim = n.bit_length() - 1
+    i = np.arange(n)
+    u = np.concatenate([i] * dim) if dim else i[:0]
+    v = np.concatenate([i ^ (1 << b) for b in range(dim)]) if dim else i[:0]
+    return _build(n, u, v, name=f"hypercube({n})", weights=weights, lazy_alpha=lazy)
+
+
+def exponential(
+    n: int,
+    directed: bool = False,
+    *,
+    weights: str | WeightRule | None = None,
+    lazy: float | None = None,
+) -> StaticTopology:
+    """Build the static base-2 exponential graph: ``i`` linked to ``i + 2**k mod n``.
+
+    Offsets ``2**k`` for ``k = 0 .. ceil(log2 n) - 1``. Undirected (default), every link is
+    two-way and the default weights are Metropolis-Hastings. With ``directed=True`` this is
+    the circulant of Ying et al. (2021): node ``i`` receives from ``i + 2**k mod n``
+    (``W[i, (i + 2**k) mod n] > 0``) and the default weights are uniform,
+    ``1 / (tau + 1)`` with ``tau = ceil(log2 n)`` distinct out-neighbours, which is doubly
+    stochastic.
+
+    Reference: Ying, Yuan, Chen, Hu, Pan, Yin, "Exponential Graph is Provably Efficient for
+    Decentralized Deep Training", NeurIPS 2021, https://arxiv.org/abs/2110.13363
+
+    Args:
+        n: number of nodes, ``>= 1`` (any ``n``, not only powers of 2).
+        directed: build the one-way circulant.
+        weights: a weight rule name or callable; default ``"metropolis_hastings"`` when
+            undirected, ``"uniform"`` when directed.
+        lazy: optional laziness ``alpha``.
+
+    Example:
+        >>> exponential(8, directed=True).weights(1).dense()[0].tolist()
+        [0.25, 0.25, 0.25, 0.0, 0.25, 0.0, 0.0, 0.0]
+    """
+    n = check_num_nodes(n, who="exponential")
+    if weights is None:
+        weights = "uniform" if directed else "metropolis_hastings"
+    tau = math.ceil(math.log2(n)) if n > 1 else 0
+    offsets = np.array([1 << k for k in range(tau)], dtype=np.int64) % max(n, 1)
+    i = np.arange(n)
+    recv = np.repeat(i, offsets.size)
+    send = (recv + np.tile(offsets, n)) % n
+    kind = "directed_exponential" if directed else "exponential"
+    # Directed: edge send -> recv (send's value flows to recv, W[recv, send] > 0).
+    return _build(
+        n, send, recv, name=f"{kind}({n})", weights=weights, lazy_alpha=lazy, directed=directed
+    )
+
+
+def complete(
+    n: int, *, weights: str | WeightRule = "metropolis_hastings", lazy: float | None = None
+) -> StaticTopology:
+    """Build the complete graph; Metropolis-Hastings weights give ``W = J = 11^T / n``.
+
+    Example:
+        >>> complete(4).weights(1).dense()[0].tolist()
+        [0.25, 0.25, 0.25, 0.25]
+    """
+    n = check_num_nodes(n, who="complete")
+    u, v = np.triu_indices(n, k=1)
+    return _build(n, u, v, name=f"complete({n})", weights=weights, lazy_alpha=lazy)
+
+
+def star(
+    n: int, *, weights: str | WeightRule = "metropolis_hastings", lazy: float | None = None
+) -> StaticTopology:
+    """Build the star graph: node 0 is the hub, nodes ``1..n-1`` are leaves.
+
+    Raises:
+        TopologyError: ``n < 2``.
+
+    Example:
+        >>> star(4).describe()["degree_max"]
+        3
+    """
+    n = check_num_nodes(n, who="star", minimum=2, hint="use complete(1) for a single node")
+    leaves = np.arange(1, n)
+    return _build(
+        n, np.zeros_like(leaves), leaves, name=f"star({n})", weights=weights, lazy_alpha=lazy
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Random generators (seeded; the same seed gives the same graph)
+# ---------------------------------------------------------------------------------------------
+
+
+def _from_nx_edges(
+    n: int, g: nx.Graph, *, name: str, weights: str | WeightRule, lazy_alpha: float | None
+) -> StaticTopology:
+    edges = np.asarray(list(g.edges()), dtype=np.int64).reshape(-1, 2)
+    return _build(n, edges[:, 0], edges[:, 1], name=name, weights=weights, lazy_alpha=lazy_alpha)
+
+
+def erdos_renyi(
+    n: int,
+    p: float,
+    *,
+    seed: int,
+    weights: str | WeightRule = "metropolis_hastings",
+    lazy: float | None = None,
+) -> StaticTopology:
+    """Build a G(n, p) random graph: every pair linked independently with probability ``p``.
+
+    Raises:
+        TopologyError: ``p`` outside ``[0, 1]``, or the drawn graph is disconnected (the
+            message names the components; raise ``p`` or change ``seed``).
+
+    Example:
+        >>> erdos_renyi(10, 0.6, seed=1).num_nodes
+        10
+    """
+    n = check_num_nodes(n, who="erdos_renyi")
+    p = check_probability(p, who="erdos_renyi")
+    seed = check_seed(seed, who="erdos_renyi")
+    g = nx.fast_gnp_random_graph(n, p, seed=seed) if p < 1 else nx.complete_graph(n)
+    return _from_nx_edges(
+        n, g, name=f"erdos_renyi({n}, p={p:g}, seed={seed})", weights=weights, lazy_alpha=lazy
+    )
+
+
+def random_regular(
+    n: int,
+    k: int,
+    *,
+    seed: int,
+    weights: str | WeightRule = "metropolis_hastings",
+    lazy: float | None = None,
+) -> StaticTopology:
+    """Build a uniformly random ``k``-regular graph on ``n`` nodes.
+
+    Raises:
+        TopologyError: ``n * k`` odd, ``k >= n``, ``k < 1`` or a disconnected draw.
+
+    Example:
+        >>> random_regular(10, 3, seed=0).describe()["degree_min"]
+        3
+    """
+    n = check_num_nodes(n, who="random_regular")
+    k = check_int(k, who="random_regular", arg="k", minimum=1)
+    seed = check_seed(seed, who="random_regular")
+    if k >= n:
+        raise TopologyError(
+            f"random_regular needs degree k < num_nodes, got k={k}, n={n}; "
+            f"use complete({n}) for k = n - 1"
+            if k == n - 1
+            else f"random_regular needs degree k < num_nodes, got k={k}, n={n}; use k <= {n - 1}"
+        )
+    if (n * k) % 2:
+        raise TopologyError(
+            f"random_regular needs n * k even (each edge has two ends), got n={n}, k={k}; "
+            f"use k={k + 1 if k + 1 < n else k - 1} or n={n + 1}"
+        )
+    g = nx.random_regular_graph(k, n, seed=seed)
+    return _from_nx_edges(
+        n, g, name=f"random_regular({n}, k={k}, seed={seed})", weights=weights, lazy_alpha=lazy
+    )
+
+
+def watts_strogatz(
+    n: int,
+    k: int,
+    p: float,
+    *,
+    seed: int,
+    weights: str | WeightRule = "metropolis_hastings",
+    lazy: float | None = None,
+) -> StaticTopology:
+    """Build a connected Watts-Strogatz small-world graph.
+
+    A ring where each node links to its ``k`` nearest neighbours (``k/2`` per side), then each
+    edge is rewired with probability ``p``; redrawn (deterministically from ``seed``) until
+    connected, as in ``networkx.connected_watts_strogatz_graph``.
+
+    Raises:
+        TopologyError: ``k`` odd or outside ``[2, n)``, ``p`` outside ``[0, 1]``.
+
+    Example:
+        >>> watts_strogatz(12, 4, 0.2, seed=0).num_nodes
+        12
+    """
+    n = check_num_nodes(n, who="watts_strogatz", minimum=3, hint="use complete(n)")
+    k = check_int(k, who="watts_strogatz", arg="k", minimum=2)
+    p = check_probability(p, who="watts_strogatz")
+    seed = check_seed(seed, who="watts_strogatz")
+    if k % 2 or k >= n:
+        raise TopologyError(
+            f"watts_strogatz needs an even k (k/2 neighbours per side) with k < num_nodes, "
+            f"got k={k}, n={n}; use k={max(2, min(k - k % 2, n - 1 - (n - 1) % 2))}"
+        )
+    try:
+        g = nx.connected_watts_strogatz_graph(n, k, p, tries=100, seed=seed)
+    except nx.NetworkXError as err:
+        raise TopologyError(
+            f"watts_strogatz({n}, k={k}, p={p:g}, seed={seed}): no connected draw in 100 "
+            f"tries; lower p or raise k ({err})"
+        ) from err
+    return _from_nx_edges(
+        n,
+        g,
+        name=f"watts_strogatz({n}, k={k}, p={p:g}, seed={seed})",
+        weights=weights,
+        lazy_alpha=lazy,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# From user data
+# ---------------------------------------------------------------------------------------------
+
+
+def from_networkx(
+    graph: nx.Graph,
+    *,
+    weights: str | WeightRule = "metropolis_hastings",
+    lazy: float | None = None,
+    name: str | None = None,
+) -> StaticTopology:
+    """Wrap a networkx graph; nodes are relabelled ``0..n-1`` in ``list(graph.nodes)`` order.
+
+    Self-loops and multi-edges are dropped (the weight rule sets the diagonal). In a
+    ``DiGraph`` an edge ``u -> v`` means ``u`` sends to ``v``; it must be strongly connected.
+    The original labels are kept on the relabelled graph's nodes as attribute ``"label"``.
+
+    Raises:
+        TopologyError: an empty or disconnected graph (the message names the components).
+
+    Example:
+        >>> from_networkx(nx.petersen_graph(), weights="uniform").describe()["diameter"]
+        2
+    """
+    if not isinstance(graph, nx.Graph):
+        raise TopologyError(
+            f"from_networkx needs a networkx Graph or DiGraph, got {type(graph).__name__}; "
+            "use from_edges(n, edges) for an edge list or from_matrix(W) for a matrix"
+        )
+    n = check_num_nodes(graph.number_of_nodes(), who="from_networkx", hint="the graph has no nodes")
+    index = {node: pos for pos, node in enumerate(graph.nodes)}
+    edges = np.asarray([(index[a], index[b]) for a, b in graph.edges()], dtype=np.int64).reshape(
+        -1, 2
+    )
+    directed = graph.is_directed()
+    topo = _build(
+        n,
+        edges[:, 0],
+        edges[:, 1],
+        name=name or f"from_networkx({n})",
+        weights=weights,
+        lazy_alpha=lazy,
+        directed=directed,
+    )
+    if list(graph.nodes) != list(range(n)):
+        nx.set_node_attributes(topo.graph, {pos: node for node, pos in index.items()}, name="label")
+    return topo
+
+
+def from_edges(
+    n: int,
+    edges: Iterable[tuple[int, int]] | np.ndarray,
+    *,
+    directed: bool = False,
+    weights: str | WeightRule = "metropolis_hastings",
+    lazy: float | None = None,
+    name: str | None = None,
+) -> StaticTopology:
+    """Build a topology on nodes ``0..n-1`` from an edge list (pairs or an ``(E, 2)`` array).
+
+    Duplicate edges and self-loops are dropped. With ``directed=True`` a pair ``(u, v)``
+    means ``u`` sends to ``v``.
+
+    Raises:
+        TopologyError: malformed edges, a node id outside ``[0, n)`` or a disconnected graph.
+
+    Example:
+        >>> from_edges(3, [(0, 1), (1, 2)]).describe()["diameter"]
+        2
+    """
+    n = check_num_nodes(n, who="from_edges")
+    try:
+        arr = np.asarray(list(edges) if not isinstance(edges, np.ndarray) else edges)
+    except (TypeError, ValueError) as err:
+        raise TopologyError(f"from_edges: edges must be pairs of node ids ({err})") from err
+    if arr.size == 0:
+        arr = np.zeros((0, 2), dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise TopologyError(
+            f"from_edges: edges must be (u, v) pairs or an (E, 2) array, got shape {arr.shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.mod(arr, 1) == 0):
+            raise TopologyError("from_edges: node ids must be integers")
+        arr = arr.astype(np.int64)
+    bad = (arr < 0) | (arr >= n)
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise TopologyError(
+            f"from_edges: node ids must lie in [0, {n}), got edge {tuple(arr[row].tolist())}; "
+            f"raise n or relabel"
+        )
+    return _build(
+        n,
+        arr[:, 0],
+        arr[:, 1],
+        name=name or f"from_edges({n})",
+        weights=weights,
+        lazy_alpha=lazy,
+        directed=directed,
+    )
+
+
+def from_matrix(
+    w: Any, *, name: str = "custom", require_connected_graph: bool = True
+) -> StaticTopology:
+    """Wrap a user mixing matrix (numpy array, scipy sparse matrix or torch tensor).
+
+    The matrix must be square, nonnegative and row-stochastic. Its graph is read off the
+    off-diagonal pattern: undirected when the pattern is symmetric, otherwise directed
+    with an edge ``j -> i`` for every ``W[i, j] > 0``.
+
+    Args:
+        w: the ``(n, n)`` matrix.
+        name: the topology's name.
+        require_connected_graph: reject a matrix whose graph is not (strongly) connected;
+            pass ``False`` for e.g. ``W = I`` (no communication).
+
+    Raises:
+        TopologyError: the matrix breaks a rule (the message names the row) or its graph is
+            disconnected.
+
+    Example:
+        >>> import numpy as np
+        >>> from_matrix(np.full((3, 3), 1 / 3), name="avg").describe()["weight_rule"]
+        'custom'
+    """
+    if type(w).__module__.split(".")[0] == "torch":
+        w = _torch_to_scipy(w)
+    matrix = MixingMatrix.from_array(w, name=name)
+    off = matrix.off_diagonal
+    directed = bool((off != off.T).nnz != 0) if off.nnz else False
+    adj = sp.csr_array(off.T)  # adj[j, i] != 0: j sends to i
+    adj.data[:] = 1.0
+    if require_connected_graph:
+        require_connected(adj, who=name, directed=directed)
+    n = matrix.n
+    coo = adj.tocoo()
+    graph: nx.Graph = nx.DiGraph() if directed else nx.Graph()
+    graph.add_nodes_from(range(n))
+    graph.add_edges_from(zip(coo.row.tolist(), coo.col.tolist(), strict=True))
+    return StaticTopology(graph=graph, matrix=matrix, name=name, weight_rule="custom")
