@@ -1,0 +1,485 @@
+"""The distributed communicator: each rank holds a few nodes and talks only to neighbours.
+
+Every rank computes ``W_t = topology.weights(t)`` itself (a topology is a pure function of
+``(seed, t)``), derives from it which of its rows each neighbouring rank needs, and swaps
+exactly those rows in one ``torch.distributed.batch_isend_irecv`` call: one packed buffer
+per peer rank and direction. Because every rank posts all of its sends and receives
+together, the exchange cannot deadlock whatever the graph (directed, time-varying, a rank
+with no neighbours in a round). Neighbours held on the same rank are mixed in locally.
+
+Backends: gloo for CPU tensors, NCCL for CUDA tensors; the code path is the same. NCCL needs
+every tensor on the rank's current CUDA device (call ``torch.cuda.set_device`` first) and a
+first collective that all ranks join, which the communicator issues itself once per device.
+
+Design note: the transport is the single method :meth:`DistCommunicator._exchange`. A
+later transport (a process group per edge, groups re-formed through the rendezvous store
+after a crash, non-blocking overlap) replaces that method and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+
+from decent._types import NodeTensor
+from decent.comm.base import CommStats, ReduceOp
+from decent.topology._matrix import MixingMatrix, Topology
+
+__all__ = ["DistCommunicator", "DistConfigError", "block_placement"]
+
+_REDUCE_OPS = ("mean", "sum", "min", "max")
+_PLAN_CACHE_SIZE = 1024
+_DEFAULT_DENSE_LIMIT = 1 << 16
+
+
+class DistConfigError(ValueError):
+    """A distributed set-up that cannot work; the message names the rule and the fix."""
+
+
+def block_placement(num_nodes: int, world_size: int) -> list[list[int]]:
+    """Split nodes ``0..n-1`` into ``world_size`` contiguous blocks of near-equal size.
+
+    The first ``n mod world_size`` ranks hold one node more than the others.
+
+    Args:
+        num_nodes: ``n``, the number of nodes in the network.
+        world_size: the number of ranks; each must receive at least one node.
+
+    Returns:
+        One list of global node ids per rank, in rank order.
+
+    Raises:
+        DistConfigError: ``world_size < 1`` or fewer nodes than ranks.
+
+    Example:
+        >>> block_placement(5, 2)
+        [[0, 1, 2], [3, 4]]
+    """
+    if world_size < 1:
+        raise DistConfigError(f"world_size must be >= 1, got {world_size}")
+    if num_nodes < world_size:
+        raise DistConfigError(
+            f"every rank must hold at least one node, but num_nodes={num_nodes} < "
+            f"world_size={world_size}; launch at most {num_nodes} ranks"
+        )
+    base, extra = divmod(num_nodes, world_size)
+    out: list[list[int]] = []
+    start = 0
+    for r in range(world_size):
+        size = base + (1 if r < extra else 0)
+        out.append(list(range(start, start + size)))
+        start += size
+    return out
+
+
+@dataclass
+class _ExchangePlan:
+    """What one rank sends, receives and computes for one mixing matrix ``W_t``.
+
+    ``send[p]`` are local row positions sent to group rank ``p``; ``recv[p]`` are the global
+    ids received from ``p``, in the order ``p`` packs them (ascending global id). After the
+    exchange the rank forms ``Z = [x; recv[p_1]; recv[p_2]; ...]`` (peers ascending) and
+    computes ``out = A @ Z`` with ``A = weights``, the held rows of ``W_t`` with columns
+    renumbered into ``Z``.
+    """
+
+    matrix: MixingMatrix
+    send: dict[int, np.ndarray]
+    recv: dict[int, np.ndarray]
+    weights: sp.csr_array  # (m, m + r)
+    dense: bool
+    _torch: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = field(
+        default_factory=dict
+    )
+    _index: dict[torch.device, dict[int, torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def num_received(self) -> int:
+        return int(sum(v.size for v in self.recv.values()))
+
+    def send_index(self, device: torch.device) -> dict[int, torch.Tensor]:
+        idx = self._index.get(device)
+        if idx is None:
+            idx = {
+                p: torch.as_tensor(pos, dtype=torch.int64, device=device)
+                for p, pos in self.send.items()
+            }
+            self._index[device] = idx
+        return idx
+
+    def apply(self, z: torch.Tensor, m: int) -> torch.Tensor:
+        """Return ``A @ z`` for ``z`` of shape ``(m + r, k)``."""
+        key = (z.dtype, z.device)
+        cached = self._torch.get(key)
+        if cached is None:
+            if self.dense:
+                cached = (torch.as_tensor(self.weights.toarray(), dtype=z.dtype, device=z.device),)
+            else:
+                coo = self.weights.tocoo()
+                cached = (
+                    torch.as_tensor(coo.row, dtype=torch.int64, device=z.device),
+                    torch.as_tensor(coo.col, dtype=torch.int64, device=z.device),
+                    torch.as_tensor(coo.data, dtype=z.dtype, device=z.device),
+                )
+            self._torch[key] = cached
+        if self.dense:
+            return cached[0] @ z
+        rows, cols, vals = cached
+        out = torch.zeros((m, z.shape[1]), dtype=z.dtype, device=z.device)
+        return out.index_add_(0, rows, z.index_select(0, cols) * vals[:, None])
+
+
+def _build_plan(
+    w: MixingMatrix,
+    my_nodes: np.ndarray,
+    owner: np.ndarray,
+    me: int,
+    dense_limit: int,
+) -> _ExchangePlan:
+    """Derive the exchange for rank ``me`` from ``W_t`` (the same on every rank)."""
+    csr = w.csr
+    m = my_nodes.size
+    # Receive side: remote columns of my rows, grouped by owner, ascending global id.
+    mine = csr[my_nodes]  # (m, n) rows held here
+    cols = np.unique(mine.indices)
+    remote = cols[owner[cols] != me]
+    recv: dict[int, np.ndarray] = {}
+    for p in np.unique(owner[remote]):
+        recv[int(p)] = remote[owner[remote] == p]  # np.unique sorted, so ascending ids
+    # Send side: my columns that rows held elsewhere use, grouped by that row's owner.
+    to_me = sp.coo_array(csr[:, my_nodes])  # (n, m): W[i, j] for j held here
+    away = owner[to_me.row] != me
+    pairs = np.stack([owner[to_me.row[away]], my_nodes[to_me.col[away]]], axis=1)
+    pairs = np.unique(pairs, axis=0) if pairs.size else pairs.reshape(0, 2)
+    pos_of = np.full(w.n, -1, dtype=np.int64)
+    pos_of[my_nodes] = np.arange(m)
+    send: dict[int, np.ndarray] = {}
+    for p in np.unique(pairs[:, 0]):
+        ids = np.sort(pairs[pairs[:, 0] == p, 1])
+        send[int(p)] = pos_of[ids]
+    # Renumber columns into Z = [x; received rows in peer order].
+    col_of = np.full(w.n, -1, dtype=np.int64)
+    col_of[my_nodes] = np.arange(m)
+    offset = m
+    for p in sorted(recv):
+        ids = recv[p]
+        col_of[ids] = np.arange(offset, offset + ids.size)
+        offset += ids.size
+    new_cols = col_of[mine.indices]
+    if new_cols.size and int(new_cols.min()) < 0:  # pragma: no cover - internal invariant
+        raise RuntimeError("exchange plan misses a column; this is a bug in decent")
+    a = sp.csr_array((mine.data, new_cols, mine.indptr), shape=(m, offset))
+    return _ExchangePlan(
+        matrix=w,
+        send=send,
+        recv=recv,
+        weights=a,
+        dense=m * offset <= dense_limit,
+    )
+
+
+class DistCommunicator:
+    """Mix the rows held by this rank with its graph neighbours over ``torch.distributed``.
+
+    Rank ``r`` holds the global nodes ``node_ids`` (``m >= 1`` rows). One gossip step is
+
+    .. math:: x_i \\leftarrow \\sum_j W_t[i, j]\\, x_j \\quad \\text{for every held } i,
+
+    computed from the held rows and the rows received from ranks that hold in-neighbours;
+    each rank sends each neighbouring rank exactly the rows it needs, in one packed buffer.
+    The process group must already be initialized (``torchrun`` or
+    ``dist.init_process_group``).
+
+    Args:
+        topology: who talks to whom at round ``t``; ``weights(t)`` is computed on every rank.
+        nodes_per_rank: contiguous block placement, rank ``r`` holds nodes
+            ``r*m .. r*m + m - 1``; needs ``num_nodes == world_size * nodes_per_rank``.
+            Default 1 when ``placement`` is not given.
+        placement: explicit placement instead, one list of global node ids per rank (in
+            group-rank order); together they must cover ``0..n-1`` exactly once. Rows of
+            ``x`` follow the order of this rank's list.
+        group: the process group (default: the world). Ranks are group ranks.
+        device: where node tensors live; when given, ``mix`` checks it, and a CUDA device
+            issues the NCCL warm-up collective in the constructor.
+        dense_limit: compute the local product ``A @ Z`` densely when ``A`` (held rows by
+            held plus received rows) has at most this many entries, else as a sparse gather.
+
+    Raises:
+        DistConfigError: the process group is not initialized, this process is not in
+            ``group``, or the placement does not fit the topology and the world size.
+
+    Example (on every rank, after ``dist.init_process_group``)::
+
+        comm = DistCommunicator(ring(world_size))
+        x = torch.randn(1, d, dtype=torch.float64)   # this rank's node
+        x = comm.mix(x, t=1)
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        nodes_per_rank: int | None = None,
+        placement: Sequence[Sequence[int]] | None = None,
+        group: dist.ProcessGroup | None = None,
+        device: torch.device | str | None = None,
+        dense_limit: int = _DEFAULT_DENSE_LIMIT,
+    ) -> None:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise DistConfigError(
+                "DistCommunicator needs an initialized torch.distributed process group; "
+                "launch with torchrun (or `decent launch`) or call "
+                "torch.distributed.init_process_group first, or use SimCommunicator in one process"
+            )
+        self.topology = topology
+        self.group = group
+        self.rank = dist.get_rank(group)
+        if self.rank < 0:
+            raise DistConfigError(
+                "this process is not a member of `group`; build the DistCommunicator only on "
+                "the ranks of the group"
+            )
+        self.world_size = dist.get_world_size(group)
+        self.num_nodes = int(topology.num_nodes)
+        self.device = torch.device(device) if device is not None else None
+        self.dense_limit = int(dense_limit)
+        self.backend = str(dist.get_backend(group))
+
+        blocks = self._resolve_placement(nodes_per_rank, placement)
+        self.placement: tuple[tuple[int, ...], ...] = tuple(tuple(b) for b in blocks)
+        self._owner = np.empty(self.num_nodes, dtype=np.int64)
+        for r, b in enumerate(blocks):
+            self._owner[np.asarray(b, dtype=np.int64)] = r
+        self._my_nodes = np.asarray(blocks[self.rank], dtype=np.int64)
+        self.num_local = int(self._my_nodes.size)
+        self.node_ids = torch.as_tensor(self._my_nodes, dtype=torch.int64)
+        self.stats = CommStats(num_nodes=self.num_nodes)
+        self._global_rank = [
+            r if group is None else dist.get_global_rank(group, r) for r in range(self.world_size)
+        ]
+
+        period = getattr(topology, "period", None)
+        self._period: int | None
+        if topology.is_static:
+            self._period = 1
+        elif isinstance(period, int) and not isinstance(period, bool) and period >= 1:
+            self._period = period
+        else:
+            self._period = None
+        self._plans: OrderedDict[int, _ExchangePlan] = OrderedDict()
+        self._warm: set[torch.device] = set()
+        if self.device is not None and self.device.type != "cpu":
+            self._warm_up(self.device)
+
+    # -- set-up --------------------------------------------------------------------------
+    def _resolve_placement(
+        self, nodes_per_rank: int | None, placement: Sequence[Sequence[int]] | None
+    ) -> list[list[int]]:
+        n, world = self.num_nodes, self.world_size
+        if placement is not None and nodes_per_rank is not None:
+            raise DistConfigError(
+                "give either nodes_per_rank or placement, not both; placement already says "
+                "how many nodes each rank holds"
+            )
+        if placement is None:
+            per = 1 if nodes_per_rank is None else nodes_per_rank
+            if isinstance(per, bool) or not isinstance(per, int) or per < 1:
+                raise DistConfigError(f"nodes_per_rank must be an int >= 1, got {per!r}")
+            if per * world != n:
+                raise DistConfigError(
+                    f"topology {self.topology.name!r} has num_nodes={n}, but nodes_per_rank={per} "
+                    f"on world_size={world} ranks holds {per * world}; launch {n // per} ranks "
+                    f"or pass placement=block_placement({n}, {world})"
+                    if n % per == 0
+                    else f"topology {self.topology.name!r} has num_nodes={n}, which "
+                    f"nodes_per_rank={per} does not divide; pass "
+                    f"placement=block_placement({n}, {world})"
+                )
+            return [list(range(r * per, (r + 1) * per)) for r in range(world)]
+        blocks = [[int(i) for i in b] for b in placement]
+        if len(blocks) != world:
+            raise DistConfigError(
+                f"placement must have one list of node ids per rank (world_size={world}), "
+                f"got {len(blocks)} lists"
+            )
+        for r, b in enumerate(blocks):
+            if not b:
+                raise DistConfigError(
+                    f"placement[{r}] is empty; every rank must hold at least one node "
+                    f"(use block_placement({n}, {world}))"
+                )
+        flat = np.asarray([i for b in blocks for i in b], dtype=np.int64)
+        if flat.size != n or not np.array_equal(np.sort(flat), np.arange(n)):
+            counts = np.bincount(flat[(flat >= 0) & (flat < n)], minlength=n)
+            bad_range = flat[(flat < 0) | (flat >= n)]
+            detail = (
+                f"node id {int(bad_range[0])} is out of range 0..{n - 1}"
+                if bad_range.size
+                else f"node {int(np.flatnonzero(counts != 1)[0])} appears "
+                f"{int(counts[np.flatnonzero(counts != 1)[0]])} times"
+            )
+            raise DistConfigError(
+                f"placement must list every node 0..{n - 1} of topology "
+                f"{self.topology.name!r} exactly once: {detail}"
+            )
+        return blocks
+
+    def _warm_up(self, device: torch.device) -> None:
+        """Run one collective on ``device`` that all ranks join (NCCL's first-call rule)."""
+        if device in self._warm:
+            return
+        dist.all_reduce(torch.zeros(1, device=device), group=self.group)
+        self._warm.add(device)
+
+    def _check_x(self, x: NodeTensor, what: str) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] != self.num_local:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"{what} expects x of shape (m, k) = ({self.num_local}, k), one row per node "
+                f"held by rank {self.rank} (nodes {list(self.placement[self.rank])}), got {shape}"
+            )
+        if self.device is not None and x.device != self.device:
+            raise ValueError(
+                f"{what}: x is on {x.device}, but this DistCommunicator was built for "
+                f"device={self.device}; move x with x.to({str(self.device)!r})"
+            )
+        cuda = x.device.type == "cuda"
+        if cuda and "nccl" not in self.backend:
+            raise DistConfigError(
+                f"{what}: x is on {x.device}, but the process group backend is "
+                f"{self.backend!r}; gloo point-to-point needs CPU tensors. Move x to CPU or "
+                "init the process group with backend='nccl'"
+            )
+        if not cuda and self.backend == "nccl":
+            raise DistConfigError(
+                f"{what}: x is on {x.device}, but the process group backend is 'nccl', which "
+                "needs CUDA tensors; move x to the rank's GPU or use backend='gloo'"
+            )
+        if not cuda and x.device.type != "cpu":
+            raise DistConfigError(f"{what}: unsupported device {x.device}; use CPU or CUDA")
+
+    # -- plans ---------------------------------------------------------------------------
+    def _plan(self, t: int) -> _ExchangePlan:
+        key = None if self._period is None else (t - 1) % self._period
+        if key is not None:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+                return plan
+        w = self.topology.weights(t)
+        if w.n != self.num_nodes:
+            raise DistConfigError(
+                f"topology {self.topology.name!r} returned a {w.n}x{w.n} matrix at t={t}, "
+                f"but it declares num_nodes={self.num_nodes}"
+            )
+        plan = _build_plan(w, self._my_nodes, self._owner, self.rank, self.dense_limit)
+        if key is not None:
+            self._plans[key] = plan
+            if len(self._plans) > _PLAN_CACHE_SIZE:
+                self._plans.popitem(last=False)
+        return plan
+
+    def weights(self, t: int) -> MixingMatrix:
+        """``W_t`` as used by :meth:`mix` (cached for static and periodic topologies)."""
+        return self._plan(t).matrix
+
+    def peers(self, t: int) -> tuple[list[int], list[int]]:
+        """Group ranks this rank sends to and receives from at round ``t`` (ascending)."""
+        plan = self._plan(t)
+        return sorted(plan.send), sorted(plan.recv)
+
+    # -- transport -----------------------------------------------------------------------
+    def _exchange(self, x: torch.Tensor, plan: _ExchangePlan) -> list[torch.Tensor]:
+        """Send each peer its rows of ``x`` and receive theirs; the only transport code.
+
+        All sends and receives are posted together with ``batch_isend_irecv``, so no
+        ordering between ranks can deadlock; the call returns when all have completed.
+
+        Returns:
+            The received ``(r_p, k)`` buffers, one per receiving peer, peers ascending.
+        """
+        k = x.shape[1]
+        ops: list[dist.P2POp] = []
+        index = plan.send_index(x.device)
+        for p in sorted(plan.send):
+            buf = x.index_select(0, index[p])
+            ops.append(dist.P2POp(dist.isend, buf, self._global_rank[p], self.group))
+        received: list[torch.Tensor] = []
+        for p in sorted(plan.recv):
+            buf = torch.empty((plan.recv[p].size, k), dtype=x.dtype, device=x.device)
+            received.append(buf)
+            ops.append(dist.P2POp(dist.irecv, buf, self._global_rank[p], self.group))
+        if ops:
+            for work in dist.batch_isend_irecv(ops):
+                work.wait()
+        return received
+
+    # -- Communicator --------------------------------------------------------------------
+    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
+        """One gossip step for the held rows: ``x_i <- sum_j W_t[i, j] x_j``.
+
+        Every rank must call ``mix`` with the same ``t`` (it is a collective over the
+        neighbours of this rank's nodes). Counts one gossip round in :attr:`stats`, with the
+        global numbers of ``W_t``, so every rank's stats equal the simulator's.
+
+        Args:
+            x: ``(m, k)`` values of the held nodes, rows in :attr:`node_ids` order.
+            t: the round, which selects ``W_t``.
+
+        Returns:
+            ``(m, k)`` mixed values, same dtype and device as ``x``.
+
+        Raises:
+            ValueError: ``x`` has the wrong shape or device.
+            DistConfigError: the device does not match the process group's backend.
+        """
+        self._check_x(x, "mix")
+        if x.device.type != "cpu":
+            self._warm_up(x.device)
+        plan = self._plan(t)
+        self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
+        x = x.contiguous()
+        received = self._exchange(x, plan)
+        z = torch.cat([x, *received], dim=0) if received else x
+        return plan.apply(z, self.num_local)
+
+    def all_reduce(
+        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
+    ) -> torch.Tensor:
+        """Reduce ``(m, k)`` over all ``n`` nodes of the network; returns ``(k,)`` on every rank.
+
+        ``mean`` is the sum over ranks of row sums divided by ``n``. An accounted call
+        counts one ring all-reduce of ``k`` values per node; ``accounted=False`` marks
+        metric traffic.
+
+        Raises:
+            ValueError: unknown ``op`` or a wrongly shaped ``x``.
+        """
+        if op not in _REDUCE_OPS:
+            raise ValueError(f"op must be one of {', '.join(_REDUCE_OPS)}; got {op!r}")
+        self._check_x(x, "all_reduce")
+        if x.device.type != "cpu":
+            self._warm_up(x.device)
+        if op in ("mean", "sum"):
+            local, red_op = x.sum(dim=0), dist.ReduceOp.SUM
+        elif op == "min":
+            local, red_op = x.amin(dim=0), dist.ReduceOp.MIN
+        else:
+            local, red_op = x.amax(dim=0), dist.ReduceOp.MAX
+        local = local.contiguous()
+        dist.all_reduce(local, op=red_op, group=self.group)
+        if accounted:
+            self.stats.add_all_reduce(x.shape[1] * x.element_size())
+        return local / self.num_nodes if op == "mean" else local
+
+    def __repr__(self) -> str:
+        return (
+            f"DistCommunicator({self.topology.name}, n={self.num_nodes}, rank={self.rank}/"
+            f"{self.world_size}, nodes={list(self.placement[self.rank])}, backend={self.backend})"
+        )
