@@ -1,4 +1,4 @@
-"""Counter-based random numbers: every draw is a pure function of ``(seed, node, t, k)``.
+"""Counter-based random numbers: every draw is a pure function of ``(seed, stream, t, node, k)``.
 
 Decentralized runs must be reproducible bit for bit and independent of how nodes are
 placed on processes: node 17's minibatch at round 250 must be the same whether node 17 is
@@ -6,50 +6,73 @@ row 17 of the simulator's stacked tensor or the only node of rank 17. A stateful
 cannot give that without every process generating every node's samples. A counter-based
 generator can (the idea behind Philox and JAX's threefry): hash the coordinates.
 
-The hash is MurmurHash3's 32-bit finalizer applied in a chain, evaluated on int64 tensors
-with every intermediate masked to 32 bits, so it is exact on any device. Uniforms in
-float64 take 53 bits from two independent 32-bit words.
+The hash is MurmurHash3's 32-bit finalizer (fmix32), in numpy ``uint32`` arithmetic (which
+wraps modulo 2**32 natively). The key ``(seed, stream, t)`` is hashed in Python; the node
+ids and the counters ``k`` are hashed once each, combined, and finalized with one more
+fmix32 over the ``(m, count)`` block. Integer arithmetic only, so the words are identical
+on every machine; they are made on the CPU (a handful of numpy calls, a few microseconds
+for small blocks) and moved to the requested device.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 _M32 = 0xFFFFFFFF
 _C1 = 0x85EBCA6B
 _C2 = 0xC2B2AE35
 _GOLDEN = 0x9E3779B9
+_C1_U32 = np.uint32(_C1)
+_C2_U32 = np.uint32(_C2)
+_GOLDEN_U32 = np.uint32(_GOLDEN)
 
 
-def _fmix32(h: torch.Tensor) -> torch.Tensor:
-    """MurmurHash3 fmix32 on non-negative int64 values below 2**32."""
-    h = h ^ (h >> 16)
-    h = (h * _C1) & _M32  # low 32 bits of the product are exact even if int64 wraps
-    h = h ^ (h >> 13)
+def _fmix32_int(h: int) -> int:
+    h &= _M32
+    h ^= h >> 16
+    h = (h * _C1) & _M32
+    h ^= h >> 13
     h = (h * _C2) & _M32
     return h ^ (h >> 16)
 
 
-def _mix_in(h: torch.Tensor, v: torch.Tensor | int) -> torch.Tensor:
-    return _fmix32((h ^ ((v + _GOLDEN) & _M32)) & _M32)
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3 fmix32, in place on a ``uint32`` array."""
+    h ^= h >> np.uint32(16)
+    h *= _C1_U32
+    h ^= h >> np.uint32(13)
+    h *= _C2_U32
+    h ^= h >> np.uint32(16)
+    return h
 
 
-def _key(seed: int, stream: int, t: int, device: torch.device | None) -> torch.Tensor:
-    h = torch.tensor(seed & _M32, dtype=torch.int64, device=device)
-    h = _mix_in(h, (seed >> 32) & _M32)
-    h = _mix_in(h, stream & _M32)
-    return _mix_in(h, t & _M32)
+def _keys(seed: int, stream: int, t: int) -> tuple[int, int]:
+    h = _fmix32_int(seed & _M32)
+    h = _fmix32_int(h ^ ((seed >> 32) + _GOLDEN))
+    h = _fmix32_int(h ^ (stream + _GOLDEN))
+    h = _fmix32_int(h ^ ((t & _M32) + _GOLDEN))
+    return h, _fmix32_int(h ^ 0x5BD1E995)
 
 
-def random_bits(
-    seed: int,
-    stream: int,
-    t: int,
-    nodes: torch.Tensor,
-    count: int,
-) -> torch.Tensor:
+def _node_array(nodes: torch.Tensor | np.ndarray) -> np.ndarray:
+    arr = nodes.detach().cpu().numpy() if isinstance(nodes, torch.Tensor) else np.asarray(nodes)
+    return arr.astype(np.uint32, copy=True).reshape(-1)
+
+
+def _bits(
+    seed: int, stream: int, t: int, nodes: torch.Tensor | np.ndarray, count: int
+) -> np.ndarray:
+    key_k, key_n = _keys(seed, stream, t)
+    cols = _fmix32(np.arange(count, dtype=np.uint32) ^ np.uint32(key_k))
+    rows = _fmix32(_node_array(nodes) ^ np.uint32(key_n))
+    rows *= _GOLDEN_U32
+    return _fmix32(rows[:, None] + cols[None, :])
+
+
+def random_bits(seed: int, stream: int, t: int, nodes: torch.Tensor, count: int) -> torch.Tensor:
     """Return ``(len(nodes), count)`` int64 words in ``[0, 2**32)``.
 
     Word ``[r, k]`` depends only on ``(seed, stream, t, nodes[r], k)``.
@@ -58,40 +81,62 @@ def random_bits(
         seed: the experiment seed.
         stream: a constant that separates independent uses (data index, noise, features).
         t: the round.
-        nodes: ``(m,)`` int64 global node ids.
+        nodes: ``(m,)`` global node ids (below ``2**32``).
         count: words per node.
     """
-    nodes = nodes.to(torch.int64)
-    key = _key(seed, stream, t, nodes.device)
-    h = _mix_in(key.expand(nodes.shape[0]), nodes & _M32)[:, None]
-    k = torch.arange(count, dtype=torch.int64, device=nodes.device)[None, :]
-    return _fmix32(_mix_in(h, k) ^ 0x5BD1E995)
+    out = torch.from_numpy(_bits(seed, stream, t, nodes, count).astype(np.int64))
+    return out.to(nodes.device) if isinstance(nodes, torch.Tensor) else out
+
+
+def _uniform_np(seed: int, stream: int, t: int, nodes: torch.Tensor, count: int) -> np.ndarray:
+    bits = _bits(seed, stream, t, nodes, 2 * count)
+    hi = (bits[:, :count] >> np.uint32(5)).astype(np.float64)  # 27 bits
+    lo = (bits[:, count:] >> np.uint32(6)).astype(np.float64)  # 26 bits
+    hi *= 67108864.0
+    hi += lo
+    hi += 0.5
+    hi *= 1.0 / 9007199254740992.0  # 2**-53: values in (0, 1), never 0 or 1
+    return hi
+
+
+def _to(arr: np.ndarray, nodes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    out = torch.from_numpy(arr)
+    device = nodes.device if isinstance(nodes, torch.Tensor) else None
+    return out.to(device=device, dtype=dtype)
 
 
 def uniform(
-    seed: int, stream: int, t: int, nodes: torch.Tensor, shape: tuple[int, ...],
+    seed: int,
+    stream: int,
+    t: int,
+    nodes: torch.Tensor,
+    shape: tuple[int, ...],
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Uniform draws in ``(0, 1)`` of shape ``(len(nodes), *shape)``, 53 random bits each."""
     count = math.prod(shape)
-    bits = random_bits(seed, stream, t, nodes, 2 * count)
-    hi, lo = bits[:, :count] >> 5, bits[:, count:] >> 6  # 27 + 26 = 53 bits
-    u = (hi.to(torch.float64) * 67108864.0 + lo.to(torch.float64) + 0.5) / 9007199254740992.0
-    return u.reshape(nodes.shape[0], *shape).to(dtype)
+    u = _uniform_np(seed, stream, t, nodes, count)
+    return _to(u.reshape(len(u), *shape), nodes, dtype)
 
 
 def normal(
-    seed: int, stream: int, t: int, nodes: torch.Tensor, shape: tuple[int, ...],
+    seed: int,
+    stream: int,
+    t: int,
+    nodes: torch.Tensor,
+    shape: tuple[int, ...],
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Standard normal draws of shape ``(len(nodes), *shape)`` (Box-Muller on two uniforms)."""
     count = math.prod(shape)
     half = (count + 1) // 2
-    u = uniform(seed, stream, t, nodes, (2, half))
-    r = torch.sqrt(-2.0 * torch.log(u[:, 0]))
-    theta = 2.0 * math.pi * u[:, 1]
-    z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=1)[:, :count]
-    return z.reshape(nodes.shape[0], *shape).to(dtype)
+    u = _uniform_np(seed, stream, t, nodes, 2 * half)
+    r = np.sqrt(-2.0 * np.log(u[:, :half]))
+    theta = (2.0 * math.pi) * u[:, half:]
+    z = np.empty((len(u), 2 * half), dtype=np.float64)
+    np.multiply(r, np.cos(theta), out=z[:, :half])
+    np.multiply(r, np.sin(theta), out=z[:, half:])
+    return _to(z[:, :count].reshape(len(u), *shape), nodes, dtype)
 
 
 def integers(
@@ -99,9 +144,11 @@ def integers(
 ) -> torch.Tensor:
     """Integers in ``[0, high[r])`` of shape ``(len(nodes), count)``; ``high`` is ``(m,)``.
 
-    Uses 53-bit uniforms scaled by ``high``, so the modulo bias is below 2**-40 for any
-    dataset that fits in memory.
+    Uses 53-bit uniforms scaled by ``high``, so the bias is below 2**-40 for any dataset
+    that fits in memory.
     """
-    u = uniform(seed, stream, t, nodes, (count,))
-    idx = (u * high.to(torch.float64)[:, None]).to(torch.int64)
-    return torch.minimum(idx, (high.to(torch.int64) - 1)[:, None])
+    u = _uniform_np(seed, stream, t, nodes, count)
+    h = high.detach().cpu().numpy().astype(np.float64)
+    idx = np.minimum((u * h[:, None]).astype(np.int64), h.astype(np.int64)[:, None] - 1)
+    out = torch.from_numpy(idx)
+    return out.to(nodes.device) if isinstance(nodes, torch.Tensor) else out

@@ -25,7 +25,10 @@ from decent.algorithms import (
         (lambda: DSGD(lr=math.nan), r"dsgd.lr"),
         (lambda: DSGD(lr=0.1, variant="both"), r"dsgd.variant must be 'atc'.*got 'both'"),
         (lambda: DSGD(lr=0.1, local_steps=0), r"dsgd.local_steps must be an integer >= 1"),
-        (lambda: DATSGD(lr=0.1, weight_power=-1), r"dat_sgd.weight_power must be a finite number >= 0"),
+        (
+            lambda: DATSGD(lr=0.1, weight_power=-1),
+            r"dat_sgd.weight_power must be a finite number >= 0",
+        ),
         (lambda: LocalSGD(lr=0.1, local_steps=2.5), r"local_sgd.local_steps"),
     ],
 )

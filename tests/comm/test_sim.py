@@ -58,7 +58,9 @@ def test_all_reduce_ops_and_ring_all_reduce_accounting():
     comm = SimCommunicator(ring(4))
     torch.testing.assert_close(comm.all_reduce(x, "mean"), torch.tensor([1.5, 1.5]))
     torch.testing.assert_close(comm.all_reduce(x, "sum", accounted=False), torch.tensor([6.0, 6.0]))
-    torch.testing.assert_close(comm.all_reduce(x, "min", accounted=False), torch.tensor([0.0, -1.0]))
+    torch.testing.assert_close(
+        comm.all_reduce(x, "min", accounted=False), torch.tensor([0.0, -1.0])
+    )
     torch.testing.assert_close(comm.all_reduce(x, "max", accounted=False), torch.tensor([3.0, 5.0]))
     # one accounted ring all-reduce of 16 bytes among 4 nodes: 2 * 3 chunks of 4 bytes each
     assert comm.stats.bytes_per_node.tolist() == [24, 24, 24, 24]

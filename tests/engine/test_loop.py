@@ -25,10 +25,21 @@ def test_records_have_stable_names_and_cadence():
     assert [int(r["round"]) for r in res.records] == [0, 5, 10, 15, 20]
     assert hist.records == res.records
     expected = {
-        "round", "eval/loss@mean", "eval/subopt@mean", "consensus/dist2",
-        "eval/loss@node_min", "eval/loss@node_mean", "eval/loss@node_max",
-        "eval/subopt@node_max", "grad_evals", "comm/bytes", "comm/messages",
-        "comm/bytes_per_node_max", "comm/bytes_per_node_mean", "comm/rounds", "time/wall_s",
+        "round",
+        "eval/loss@mean",
+        "eval/subopt@mean",
+        "consensus/dist2",
+        "eval/loss@node_min",
+        "eval/loss@node_mean",
+        "eval/loss@node_max",
+        "eval/subopt@node_max",
+        "grad_evals",
+        "comm/bytes",
+        "comm/messages",
+        "comm/bytes_per_node_max",
+        "comm/bytes_per_node_mean",
+        "comm/rounds",
+        "time/wall_s",
     }
     assert expected <= set(res.records[0])
     assert "train/loss" in res.records[1] and "train/loss" not in res.records[0]

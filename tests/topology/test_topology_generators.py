@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import networkx as nx
 import numpy as np
 import pytest
@@ -274,10 +272,11 @@ def test_torus_default_is_most_square() -> None:
     [T.ring, T.torus, T.exponential, lambda n: T.exponential(n, directed=True), T.hypercube],
     ids=["ring", "torus", "exponential", "directed_exponential", "hypercube"],
 )
-def test_large_generators_are_fast(build) -> None:  # type: ignore[no-untyped-def]
-    build(64)  # warm up imports
-    start = time.perf_counter()
+def test_large_generators_build_valid_matrices(build) -> None:  # type: ignore[no-untyped-def]
+    # Build speed at this size is measured in benchmarks/, not asserted here.
     topo = build(8192)
-    elapsed = time.perf_counter() - start
-    assert topo.num_nodes == 8192
-    assert elapsed < 1.0, f"{topo.name} took {elapsed:.2f}s"
+    w = topo.weights(1)
+    assert topo.num_nodes == 8192 == w.n
+    row_sums = np.asarray(w.csr.sum(axis=1)).ravel()
+    np.testing.assert_allclose(row_sums, 1.0, rtol=0, atol=1e-12)
+    assert w.is_doubly_stochastic

@@ -72,7 +72,9 @@ class CommStats:
         return {
             "comm/messages": float(self.messages),
             "comm/bytes": float(self.bytes),
-            "comm/bytes_per_node_mean": float(self.bytes_per_node.mean()) if self.num_nodes else 0.0,
+            "comm/bytes_per_node_mean": float(self.bytes_per_node.mean())
+            if self.num_nodes
+            else 0.0,
             "comm/bytes_per_node_max": float(self.bytes_per_node.max()) if self.num_nodes else 0.0,
             "comm/rounds": float(self.rounds),
         }
@@ -102,7 +104,9 @@ class Communicator(Protocol):
         """
         ...
 
-    def all_reduce(self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True) -> torch.Tensor:
+    def all_reduce(
+        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
+    ) -> torch.Tensor:
         """Reduce ``(m, k)`` over all ``n`` nodes of the network; returns ``(k,)``.
 
         ``accounted=False`` marks metric traffic that is not part of the algorithm.

@@ -8,6 +8,7 @@ and the exact average ``W = J`` (complete graph) is a mean and a broadcast.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,7 +55,11 @@ class SimCommunicator:
     """
 
     def __init__(
-        self, topology: Topology, *, kernel: Kernel = "auto", device: torch.device | str | None = None
+        self,
+        topology: Topology,
+        *,
+        kernel: Kernel = "auto",
+        device: torch.device | str | None = None,
     ) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -89,14 +94,16 @@ class SimCommunicator:
             weights = torch.as_tensor(w.dense(), dtype=dtype, device=self.device)
         else:
             csr = w.csr
-            weights = torch.sparse_csr_tensor(
-                torch.as_tensor(csr.indptr, dtype=torch.int64),
-                torch.as_tensor(csr.indices, dtype=torch.int64),
-                torch.as_tensor(csr.data, dtype=dtype),
-                size=csr.shape,
-                device=self.device,
-                check_invariants=False,
-            )
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                weights = torch.sparse_csr_tensor(
+                    torch.as_tensor(csr.indptr, dtype=torch.int64),
+                    torch.as_tensor(csr.indices, dtype=torch.int64),
+                    torch.as_tensor(csr.data, dtype=dtype),
+                    size=csr.shape,
+                    device=self.device,
+                    check_invariants=False,
+                )
         return _Plan(kind=kind, matrix=w, weights=weights)
 
     def _plan(self, t: int, dtype: torch.dtype) -> _Plan:

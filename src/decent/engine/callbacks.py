@@ -44,8 +44,15 @@ class Callback:
 class ProgressBar(Callback):
     """A tqdm progress bar over rounds showing the latest headline metric."""
 
-    def __init__(self, metric: str | None = None, *, leave: bool = True, position: int | None = None,
-                 desc: str | None = None, disable: bool | None = None) -> None:
+    def __init__(
+        self,
+        metric: str | None = None,
+        *,
+        leave: bool = True,
+        position: int | None = None,
+        desc: str | None = None,
+        disable: bool = False,
+    ) -> None:
         self.metric = metric
         self.leave = leave
         self.position = position
@@ -79,7 +86,10 @@ class ProgressBar(Callback):
         )
         if key is not None and key in metrics:
             value = metrics[key]
-            self._bar.set_postfix_str(f"{key.split('/')[-1]}={value:.3e}" if math.isfinite(value) else f"{key}={value}", refresh=False)
+            self._bar.set_postfix_str(
+                f"{key.split('/')[-1]}={value:.3e}" if math.isfinite(value) else f"{key}={value}",
+                refresh=False,
+            )
 
     def on_end(self, result: RunResult) -> None:
         if self._bar is not None:

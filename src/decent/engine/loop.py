@@ -132,7 +132,7 @@ def train(
     info = RunInfo(
         algorithm=algorithm.name,
         task=task.name,
-        topology=topology_name or getattr(getattr(comm, "topology", None), "name", "?"),
+        topology=topology_name or str(getattr(getattr(comm, "topology", None), "name", "?")),
         num_nodes=comm.num_nodes,
         dim=task.dim,
         rounds=rounds,
@@ -150,7 +150,8 @@ def train(
         nonlocal loss_sum, loss_count
         metrics = evaluate(task, algorithm.output(state), comm, per_node=per_node_eval)
         if loss_count:
-            local = (loss_sum / loss_count).reshape(1, 1).to(x0.dtype)
+            # one row per held node, so a rank holding m of the n nodes weighs its mean by m
+            local = (loss_sum / loss_count).reshape(1, 1).to(x0.dtype).expand(nodes.shape[0], 1)
             metrics["train/loss"] = float(comm.all_reduce(local, "mean", accounted=False).item())
         metrics["grad_evals"] = float(t * comm.num_nodes)
         metrics.update(comm.stats.summary())
@@ -203,7 +204,9 @@ def train(
                 return finish("diverged", t, message)
             if is_eval:
                 row = record(t)
-                bad = [k for k, v in row.items() if k.startswith("eval/loss") and not math.isfinite(v)]
+                bad = [
+                    k for k, v in row.items() if k.startswith("eval/loss") and not math.isfinite(v)
+                ]
                 if bad:
                     message = _divergence_message(algorithm, t, torch.tensor([math.inf]))
                     warnings.warn(message, DivergenceWarning, stacklevel=2)

@@ -23,7 +23,9 @@ def network_mean(x: NodeTensor, comm: Communicator) -> torch.Tensor:
     return comm.all_reduce(x, "mean", accounted=False)
 
 
-def consensus_distance(x: NodeTensor, comm: Communicator, x_bar: torch.Tensor | None = None) -> float:
+def consensus_distance(
+    x: NodeTensor, comm: Communicator, x_bar: torch.Tensor | None = None
+) -> float:
     """``(1/n) sum_i ||x_i - x_bar||^2`` over all ``n`` nodes."""
     if x_bar is None:
         x_bar = network_mean(x, comm)
@@ -48,7 +50,9 @@ def evaluate(
         for key, value in at_nodes.items():
             col = value.reshape(-1, 1).to(x.dtype)
             out[f"eval/{key}@node_min"] = float(comm.all_reduce(col, "min", accounted=False).item())
-            out[f"eval/{key}@node_mean"] = float(comm.all_reduce(col, "mean", accounted=False).item())
+            out[f"eval/{key}@node_mean"] = float(
+                comm.all_reduce(col, "mean", accounted=False).item()
+            )
             out[f"eval/{key}@node_max"] = float(comm.all_reduce(col, "max", accounted=False).item())
         if task.optimum is not None:
             out["eval/subopt@node_max"] = out["eval/loss@node_max"] - float(task.optimum)

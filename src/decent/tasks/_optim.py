@@ -58,8 +58,7 @@ def newton_minimize(
             # One last full step is free precision when the decrement is positive.
             if decrement > 0:
                 x_new = x - p
-                f_new = objective(x_new)
-                if f_new <= fx:
+                if float(grad_fn(x_new).norm()) < float(g.norm()):
                     x = x_new
             break
         step = 1.0
@@ -69,10 +68,15 @@ def newton_minimize(
             if f_new <= fx - 0.25 * step * decrement:
                 break
             step *= 0.5
-        else:
-            break  # rounding floor reached
-        if not f_new < fx:
-            break  # no strict decrease left: rounding floor reached
+        if step <= 1e-12 or not f_new < fx:
+            # f can no longer resolve the decrease (rounding floor of f). Near the optimum
+            # the full Newton step still converges quadratically in the gradient: take it
+            # while it shrinks the gradient norm, then stop.
+            x_new = x - p
+            if float(grad_fn(x_new).norm()) < float(g.norm()):
+                x, fx = x_new, objective(x_new)
+                continue
+            break
         x, fx = x_new, f_new
     return x.detach()
 

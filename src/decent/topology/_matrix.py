@@ -67,7 +67,9 @@ class MixingMatrix:
         """Check the stochasticity rules; raise :class:`TopologyError` naming the first bad row."""
         rows, cols = self.csr.shape
         if rows != cols:
-            raise TopologyError(f"{self.name}: a mixing matrix must be square, got shape {self.csr.shape}")
+            raise TopologyError(
+                f"{self.name}: a mixing matrix must be square, got shape {self.csr.shape}"
+            )
         if self.csr.nnz and float(self.csr.data.min()) < -_TOL:
             k = int(np.argmin(self.csr.data))
             i = int(np.searchsorted(self.csr.indptr, k, side="right") - 1)
