@@ -1,0 +1,50 @@
+"""decent: decentralized, distributed and asynchronous training.
+
+DAT-SGD (Decentralized Anytime SGD) and its peers on a vectorized single-process simulator
+and on torch.distributed, with the same algorithm code on both.
+
+Example:
+    >>> import decent
+    >>> task = decent.tasks.LeastSquares(num_nodes=16, dim=5, seed=0)
+    >>> comm = decent.SimCommunicator(decent.topology.ring(16))
+    >>> result = decent.train(decent.DATSGD(lr=0.001), task, comm, rounds=200)
+    >>> result.status
+    'finished'
+"""
+
+from decent import algorithms, comm, engine, metrics, tasks, topology
+from decent.algorithms import (
+    DATSGD,
+    DSGD,
+    AnytimeSGD,
+    GradientTracking,
+    LocalSGD,
+    MinibatchSGD,
+)
+from decent.comm import CommStats, Communicator, SimCommunicator
+from decent.engine import Callback, ProgressBar, RunResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATSGD",
+    "DSGD",
+    "AnytimeSGD",
+    "Callback",
+    "CommStats",
+    "Communicator",
+    "GradientTracking",
+    "LocalSGD",
+    "MinibatchSGD",
+    "ProgressBar",
+    "RunResult",
+    "SimCommunicator",
+    "__version__",
+    "algorithms",
+    "comm",
+    "engine",
+    "metrics",
+    "tasks",
+    "topology",
+    "train",
+]

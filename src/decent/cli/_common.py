@@ -1,0 +1,56 @@
+"""Shared pieces of the CLI: consoles, options, and turning user mistakes into exit code 2."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EPILOG = "Docs: docs/concepts.md, docs/config.md (every config field), docs/results.md."
+
+USER_ERROR = 2
+INTERRUPTED = 130
+
+SET_HELP = (
+    "Override a config field, e.g. --set algorithm.lr=0.05 --set topology.num_nodes=64 "
+    "(value read as TOML; repeatable)."
+)
+OUT_HELP = "Results directory (holds decent.sqlite)."
+
+
+def set_option() -> list[str]:
+    """The repeatable ``--set KEY=VALUE`` option."""
+    return typer.Option([], "--set", "-s", help=SET_HELP, metavar="KEY=VALUE")
+
+
+def out_option() -> Path:
+    """The ``--out`` results directory option."""
+    return typer.Option(Path("results"), "--out", "-o", help=OUT_HELP)
+
+
+def fail(message: str, code: int = USER_ERROR) -> typer.Exit:
+    """Print ``message`` to stderr and return the exit to raise."""
+    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn user mistakes (bad configs, unknown studies, missing extras) into exit code 2."""
+    from decent.config import ConfigError
+    from decent.results import MissingDependencyError, ResultsError
+
+    try:
+        yield
+    except ConfigError as err:
+        raise fail(str(err)) from None
+    except (ResultsError, MissingDependencyError, FileNotFoundError) as err:
+        raise fail(f"error: {err}") from None
+    except ValueError as err:  # ReportError, TopologyError, ...: messages name the fix
+        raise fail(f"error: {err}") from None

@@ -1,0 +1,99 @@
+"""``decent report [STUDY]`` and ``decent export STUDY``: read the results store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from decent.cli._common import console, fail, out_option, user_errors
+
+REPORT_HELP = """Write a self-contained HTML report (figures, final metrics, configs) of a study.
+
+\b
+Examples:
+  decent report                      # the most recent study in ./results
+  decent report flagship --out results
+  decent report dsgd --dest /tmp/dsgd-report
+"""
+
+EXPORT_HELP = """Export a study's records (or runs, or final metrics) to CSV or Parquet.
+
+\b
+Examples:
+  decent export flagship --format csv                  # -> results/flagship.records.csv
+  decent export flagship --format parquet --table final --dest final.parquet
+"""
+
+
+def _open_store(out: Path):  # type: ignore[no-untyped-def]
+    from decent.results import Store, resolve_db_path
+
+    if not resolve_db_path(out).is_file():
+        raise fail(
+            f"error: no results store at {resolve_db_path(out)}; run `decent run` or "
+            "`decent sweep` first, or pass --out DIR"
+        )
+    return Store(out, create=False)
+
+
+def latest_study(store) -> str | None:  # type: ignore[no-untyped-def]
+    """The study of the most recently created run, or ``None`` for an empty store."""
+    runs = store.runs()
+    if runs.empty:
+        return None
+    return str(runs.sort_values("created_at")["study"].iloc[-1])
+
+
+def report(
+    study: str | None = typer.Argument(None, help="Study (default: the most recent)."),
+    out: Path = out_option(),
+    dest: Path | None = typer.Option(
+        None, "--dest", help="Report directory (default: OUT/report/STUDY)."
+    ),
+) -> None:
+    from decent.report import write_report
+
+    store = _open_store(out)
+    with user_errors():
+        if study is None:
+            study = latest_study(store)
+            if study is None:
+                raise fail(f"error: the store {store.path} has no runs yet")
+        elif study not in store.studies():
+            raise fail(
+                f"error: no study {study!r} in {store.path}; studies: "
+                f"{', '.join(store.studies()) or '(none)'}"
+            )
+        path = write_report(store, study, dest or out / "report" / study)
+    console.print(f"report: {path}")
+
+
+def export(
+    study: str = typer.Argument(..., help="Study to export."),
+    format: str = typer.Option("csv", "--format", "-f", help="csv or parquet."),
+    table: str = typer.Option("records", "--table", help="records, runs or final."),
+    out: Path = out_option(),
+    dest: Path | None = typer.Option(
+        None, "--dest", help="Output file (default: OUT/STUDY.TABLE.FORMAT)."
+    ),
+) -> None:
+    from decent.results import export as export_study
+
+    store = _open_store(out)
+    with user_errors():
+        if study not in store.studies():
+            raise fail(
+                f"error: no study {study!r} in {store.path}; studies: "
+                f"{', '.join(store.studies()) or '(none)'}"
+            )
+        path = export_study(
+            store, study, dest or out / f"{study}.{table}.{format}", format, table=table
+        )
+    console.print(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``decent report`` and ``decent export`` to ``app``."""
+    app.command("report", help=REPORT_HELP)(report)
+    app.command("export", help=EXPORT_HELP)(export)

@@ -1,0 +1,116 @@
+"""``decent run CONFIG``: one run with a progress bar and a summary table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from decent.cli._common import (
+    INTERRUPTED,
+    console,
+    err_console,
+    out_option,
+    set_option,
+    user_errors,
+)
+
+RUN_HELP = """Run one experiment from a TOML config and record it in the results store.
+
+\b
+Examples:
+  decent run configs/dat_sgd.toml
+  decent run configs/dsgd.toml --set algorithm.lr=0.05 --set topology.num_nodes=64
+  decent run configs/digits_dirichlet.toml --set task.partition.alpha=1.0 --out my-results
+  decent run configs/flagship.toml --set rounds=200     # the base point of a sweep config
+
+A run whose resolved config is already finished in the store is not repeated (its stored
+result is shown); pass --force to run it again.
+"""
+
+
+def summary_table(title: str, final: dict[str, float]) -> Table:
+    """A two-column table of final metrics, headline metrics first."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("final value", justify="right")
+    first = ("eval/subopt@mean", "eval/loss@mean", "eval/test_accuracy@mean", "consensus/dist2")
+    keys = [k for k in first if k in final] + sorted(k for k in final if k not in first)
+    for key in keys:
+        value = final[key]
+        text = (
+            f"{value:.4e}"
+            if isinstance(value, float)
+            and math.isfinite(value)
+            and (abs(value) < 1e-2 or abs(value) >= 1e5)
+            else f"{value:.6g}"
+        )
+        table.add_row(key, text)
+    return table
+
+
+def describe(config: Any) -> str:
+    """One start-up line summarizing the resolved config."""
+    t, a, k = config.topology, config.algorithm, config.task
+    lr = a.lr if isinstance(a.lr, float) else a.lr.model_dump(exclude_defaults=True)
+    return (
+        f"[bold]{config.study}[/]: {a.kind} (lr={lr}) on {t.kind} with n={t.num_nodes}, "
+        f"task {k.kind}, T={config.rounds}, seed={config.seed}, {config.dtype}"
+    )
+
+
+def run(
+    config: Path = typer.Argument(..., help="Experiment config (TOML).", show_default=False),
+    set_: list[str] = set_option(),
+    out: Path = out_option(),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: config's)."),
+    force: bool = typer.Option(False, "--force", help="Run again even if already finished."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    from decent.config import load_config
+    from decent.engine import ProgressBar
+    from decent.results import Store, run_id_for
+    from decent.sweep import run_one
+
+    with user_errors():
+        cfg = load_config(config, set_, study=study)
+        if cfg.sweep is not None:
+            console.print(
+                "(this config has a [sweep] section: running its base point; "
+                "`decent sweep` runs the grid)"
+            )
+        console.print(describe(cfg))
+        store = Store(out)
+        experiment = None
+        if force or not store.is_finished(run_id_for(cfg.study, cfg.run_dict())):
+            experiment = cfg.build()  # rules the builders check fail here with exit code 2
+    try:
+        outcome = run_one(
+            cfg,
+            store,
+            experiment=experiment,
+            force=force,
+            callbacks=[ProgressBar(disable=not progress)],
+        )
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the run is marked 'interrupted' in the store")
+        raise typer.Exit(INTERRUPTED) from None
+    if outcome.status == "skipped":
+        console.print(
+            f"already finished in {store.path} (run {outcome.run_id}); "
+            "showing the stored result (--force to run again)"
+        )
+    elif outcome.status != "finished":
+        err_console.print(f"run {outcome.status}: {outcome.message or ''}", markup=False)
+    console.print(summary_table(f"{outcome.label} [{outcome.status}]", outcome.final))
+    console.print(f"store: {store.path}  run id: {outcome.run_id}  study: {cfg.study}")
+    if outcome.status not in ("finished", "skipped"):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``decent run`` to ``app``."""
+    app.command("run", help=RUN_HELP)(run)

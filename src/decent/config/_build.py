@@ -1,0 +1,203 @@
+"""Turn a validated config into the runtime objects of the core."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from decent.config import _models as m
+from decent.config._errors import ConfigError, Issue
+
+if TYPE_CHECKING:
+    import torch
+
+    from decent.comm.base import Communicator
+    from decent.engine import Callback, RunResult
+    from decent.tasks.base import Task
+    from decent.topology import Topology
+
+CommFactory = Callable[["Topology"], "Communicator"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The runtime objects of one config, ready for :func:`decent.engine.train`."""
+
+    config: m.ExperimentConfig
+    topology: Topology
+    algorithm: Any
+    task: Task
+    comm: Communicator
+
+    def train(self, callbacks: Sequence[Callback] = (), **kwargs: Any) -> RunResult:
+        """Run :func:`decent.engine.train` with the config's rounds, seed and evaluation."""
+        from decent.engine import train
+
+        cfg = self.config
+        return train(
+            self.algorithm,
+            self.task,
+            self.comm,
+            rounds=cfg.rounds,
+            seed=cfg.seed,
+            eval_every=cfg.eval_every,
+            per_node_eval=cfg.per_node_eval,
+            callbacks=callbacks,
+            topology_name=self.topology.name,
+            **kwargs,
+        )
+
+
+def _fields(section: BaseModel, *drop: str) -> dict[str, Any]:
+    return {k: getattr(section, k) for k in type(section).model_fields if k not in ("kind", *drop)}
+
+
+def _guard(section: str, value: Any, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except ConfigError:
+        raise
+    except ValueError as err:  # TopologyError, TaskError, AlgorithmError, ...
+        raise ConfigError([Issue(section, value, str(err))]) from None
+
+
+def build_topology(cfg: Any) -> Topology:
+    """Build the topology of a topology section (any of the ``kind`` models)."""
+    from decent.topology import make
+
+    kwargs = {k: v for k, v in _fields(cfg, "num_nodes").items() if v is not None}
+    if isinstance(cfg, (m.RandomMatching, m.EdgeDropout)) and not cfg.base_kwargs:
+        kwargs.pop("base_kwargs", None)
+    return _guard("topology", cfg, lambda: make(cfg.kind, cfg.num_nodes, **kwargs))
+
+
+def build_schedule(lr: Any, rounds: int) -> Any:
+    """Turn a number or a schedule section into what an algorithm takes as ``lr``."""
+    from decent.algorithms import Constant, Cosine, InverseSqrt, Warmup
+
+    if isinstance(lr, (int, float)):
+        return float(lr)
+    if isinstance(lr, m.ConstantLR):
+        return Constant(lr.lr)
+    if isinstance(lr, m.InverseSqrtLR):
+        return InverseSqrt(lr.lr, lr.t0)
+    if isinstance(lr, m.CosineLR):
+        return Cosine(lr.lr, lr.total if lr.total is not None else rounds, lr.final)
+    if isinstance(lr, m.WarmupLR):
+        return Warmup(build_schedule(lr.then, rounds), lr.steps)
+    raise TypeError(f"not a learning-rate config: {lr!r}")  # pragma: no cover
+
+
+def build_algorithm(cfg: Any, rounds: int) -> Any:
+    """Build the algorithm of an algorithm section; ``rounds`` completes schedules."""
+    from decent.algorithms import ALGORITHMS
+
+    kwargs = _fields(cfg)
+    kwargs["lr"] = build_schedule(cfg.lr, rounds)
+    return _guard("algorithm", cfg, lambda: ALGORITHMS[cfg.kind](**kwargs))
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def build_dataset(cfg: Any, dtype: torch.dtype) -> Any:
+    """Load the dataset of a dataset section as a ``DatasetSplit``."""
+    from decent import tasks
+
+    if isinstance(cfg, m.DigitsData):
+        return tasks.digits(test_fraction=cfg.test_fraction, seed=cfg.seed, dtype=dtype)
+    if isinstance(cfg, m.BreastCancerData):
+        return tasks.breast_cancer(test_fraction=cfg.test_fraction, seed=cfg.seed, dtype=dtype)
+    if isinstance(cfg, m.LibsvmData):
+        data = tasks.load_libsvm(cfg.path, num_features=cfg.num_features, dtype=dtype)
+        return data.train_test_split(cfg.test_fraction, seed=cfg.seed, standardize=cfg.standardize)
+    if isinstance(cfg, m.RandomData):
+        data = tasks.random_classification(
+            cfg.num_samples,
+            cfg.num_features,
+            cfg.num_classes,
+            cfg.seed,
+            separation=cfg.separation,
+            dtype=dtype,
+        )
+        return data.train_test_split(cfg.test_fraction, seed=cfg.seed)
+    raise TypeError(f"not a dataset config: {cfg!r}")  # pragma: no cover
+
+
+def _partition_kwargs(cfg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"partition": cfg.kind}
+    if isinstance(cfg, m.DirichletPartition):
+        out["alpha"] = cfg.alpha
+    if isinstance(cfg, m.ShardsPartition):
+        out["classes_per_node"] = cfg.classes_per_node
+    return out
+
+
+def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
+    """Build the task of a task section for ``num_nodes`` nodes."""
+    from decent import tasks
+
+    tdtype = _torch_dtype(dtype)
+
+    def make() -> Any:
+        if isinstance(cfg, m.LeastSquaresTask):
+            return tasks.LeastSquares(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
+        if isinstance(cfg, m.LogisticStreamTask):
+            return tasks.LogisticRegressionStream(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
+        data = build_dataset(cfg.dataset, tdtype)
+        common = dict(
+            batch_size=cfg.batch_size, l2=cfg.l2, seed=cfg.seed, **_partition_kwargs(cfg.partition)
+        )
+        if isinstance(cfg, m.LogisticRegressionTask):
+            return tasks.logistic_regression(data, num_nodes, **common)
+        if isinstance(cfg, m.SoftmaxRegressionTask):
+            return tasks.softmax_regression(data, num_nodes, **common)
+        if isinstance(cfg, m.MLPTask):
+            return tasks.mlp(
+                data, num_nodes, hidden=list(cfg.hidden), activation=cfg.activation, **common
+            )
+        raise TypeError(f"not a task config: {cfg!r}")  # pragma: no cover
+
+    return _guard("task", cfg, make)  # type: ignore[no-any-return]
+
+
+def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -> Experiment:
+    """Build (topology, algorithm, task, comm) from a validated config.
+
+    Args:
+        config: the experiment.
+        comm_factory: makes the communicator from the topology; default
+            :class:`~decent.comm.SimCommunicator` for ``backend = "sim"``. The distributed
+            launcher passes its own (``backend = "dist"`` needs one).
+
+    Raises:
+        ConfigError: for ``backend = "dist"`` without a ``comm_factory``, and for any rule a
+            builder checks (``TopologyError``, ``TaskError``, ``AlgorithmError``), each as one
+            ``section: value -> message`` line.
+    """
+    if comm_factory is None and config.backend == "dist":
+        raise ConfigError(
+            [
+                Issue(
+                    "backend",
+                    "dist",
+                    "torch.distributed runs are started with `decent launch CONFIG` (one "
+                    'process per rank); to simulate in one process set backend = "sim"',
+                )
+            ]
+        )
+    topology = build_topology(config.topology)
+    task = build_task(config.task, topology.num_nodes, config.dtype)
+    algorithm = build_algorithm(config.algorithm, config.rounds)
+    if comm_factory is None:
+        from decent.comm import SimCommunicator
+
+        comm_factory = SimCommunicator
+    comm = _guard("backend", config.backend, lambda: comm_factory(topology))
+    return Experiment(config, topology, algorithm, task, comm)

@@ -1,0 +1,590 @@
+"""The experiment schema: pydantic models, frozen, ``extra="forbid"``, discriminated by ``kind``.
+
+Keys in a TOML file are the field names below. Every field carries a description; the
+reference ``docs/config.md`` is generated from these models (``decent config-docs``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+# --------------------------------------------------------------------------- base
+
+
+class Section(BaseModel):
+    """Base of every config model: frozen, strict types, no unknown keys, finite floats."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        validate_default=False,
+    )
+
+
+WeightRule = Literal["metropolis_hastings", "max_degree", "uniform"]
+
+# --------------------------------------------------------------------------- topologies
+
+
+class _TopologyBase(Section):
+    num_nodes: int = Field(ge=1, description="Number of nodes n (also the task's node count).")
+
+
+class _Weighted(_TopologyBase):
+    weights: WeightRule = Field(
+        "metropolis_hastings", description="Rule turning the graph into the mixing matrix W."
+    )
+    lazy: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Self weight a: W <- a I + (1 - a) W (None: off)."
+    )
+
+
+class Ring(_Weighted):
+    """Cycle: node i talks to i - 1 and i + 1 (n >= 3)."""
+
+    kind: Literal["ring"]
+
+
+class Torus(_Weighted):
+    """2-D torus (wrap-around grid) of rows x cols = n nodes."""
+
+    kind: Literal["torus"]
+    rows: int | None = Field(None, ge=1, description="Rows (None: the most square factorization).")
+    cols: int | None = Field(None, ge=1, description="Columns (None: n / rows).")
+
+
+class Grid(_Weighted):
+    """2-D grid without wrap-around, rows x cols = n nodes."""
+
+    kind: Literal["grid"]
+    rows: int | None = Field(None, ge=1, description="Rows (None: the most square factorization).")
+    cols: int | None = Field(None, ge=1, description="Columns (None: n / rows).")
+
+
+class Hypercube(_Weighted):
+    """Hypercube: n a power of two, i talks to every j one bit away."""
+
+    kind: Literal["hypercube"]
+
+
+class Exponential(_TopologyBase):
+    """Exponential graph: i talks to i + 2^k (mod n), k = 0, 1, ..."""
+
+    kind: Literal["exponential"]
+    directed: bool = Field(False, description="One-way edges i -> i + 2^k (uniform weights).")
+    weights: WeightRule | None = Field(
+        None, description="Weight rule (None: uniform if directed, else metropolis_hastings)."
+    )
+    lazy: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Self weight a: W <- a I + (1 - a) W (None: off)."
+    )
+
+
+class Complete(_Weighted):
+    """Complete graph: exact averaging, W = 11^T / n."""
+
+    kind: Literal["complete"]
+
+
+class Star(_Weighted):
+    """Star: node 0 talks to every other node."""
+
+    kind: Literal["star"]
+
+
+class ErdosRenyi(_Weighted):
+    """Erdős–Rényi G(n, p) random graph (resampled from the seed until connected)."""
+
+    kind: Literal["erdos_renyi"]
+    p: float = Field(ge=0.0, le=1.0, description="Edge probability.")
+    seed: int = Field(0, ge=0, description="Seed of the graph.")
+
+
+class RandomRegular(_Weighted):
+    """Random k-regular graph (n * k even)."""
+
+    kind: Literal["random_regular"]
+    k: int = Field(ge=1, description="Degree of every node.")
+    seed: int = Field(0, ge=0, description="Seed of the graph.")
+
+
+class WattsStrogatz(_Weighted):
+    """Watts–Strogatz small world: a ring lattice of degree k, edges rewired with prob. p."""
+
+    kind: Literal["watts_strogatz"]
+    k: int = Field(ge=2, description="Degree of the ring lattice (even).")
+    p: float = Field(ge=0.0, le=1.0, description="Rewiring probability.")
+    seed: int = Field(0, ge=0, description="Seed of the graph.")
+
+
+StaticKind = Literal[
+    "ring",
+    "torus",
+    "grid",
+    "hypercube",
+    "exponential",
+    "complete",
+    "star",
+    "erdos_renyi",
+    "random_regular",
+    "watts_strogatz",
+]
+BaseKwargs = dict[str, Union[bool, int, float, str]]  # noqa: UP007
+
+
+class OnePeerExponential(_TopologyBase):
+    """Time-varying: at round t node i averages with i + 2^((t-1) mod log2 n); n a power of 2."""
+
+    kind: Literal["one_peer_exponential"]
+
+
+class RandomMatching(_TopologyBase):
+    """Time-varying: a random matching of a static base graph each round (seeded by t)."""
+
+    kind: Literal["random_matching"]
+    seed: int = Field(0, ge=0, description="Seed of the matchings.")
+    base: StaticKind = Field("complete", description="Kind of the static base graph.")
+    base_kwargs: BaseKwargs = Field(
+        default_factory=dict, description="Arguments of the base graph, e.g. {rows = 4}."
+    )
+
+
+class EdgeDropout(_TopologyBase):
+    """Time-varying: each edge of a static base graph fails with probability p each round."""
+
+    kind: Literal["edge_dropout"]
+    p: float = Field(ge=0.0, lt=1.0, description="Probability that an edge is dropped.")
+    seed: int = Field(0, ge=0, description="Seed of the failures.")
+    base: StaticKind = Field("complete", description="Kind of the static base graph.")
+    base_kwargs: BaseKwargs = Field(
+        default_factory=dict, description="Arguments of the base graph, e.g. {rows = 4}."
+    )
+
+
+TOPOLOGY_MODELS: tuple[type[Section], ...] = (
+    Ring,
+    Torus,
+    Grid,
+    Hypercube,
+    Exponential,
+    Complete,
+    Star,
+    ErdosRenyi,
+    RandomRegular,
+    WattsStrogatz,
+    OnePeerExponential,
+    RandomMatching,
+    EdgeDropout,
+)
+TopologyConfig = Annotated[
+    Union[  # noqa: UP007
+        Ring,
+        Torus,
+        Grid,
+        Hypercube,
+        Exponential,
+        Complete,
+        Star,
+        ErdosRenyi,
+        RandomRegular,
+        WattsStrogatz,
+        OnePeerExponential,
+        RandomMatching,
+        EdgeDropout,
+    ],
+    Field(discriminator="kind"),
+]
+
+# --------------------------------------------------------------------------- schedules
+
+
+class ConstantLR(Section):
+    """eta_t = lr."""
+
+    kind: Literal["constant"]
+    lr: float = Field(ge=0.0, description="The step size.")
+
+
+class InverseSqrtLR(Section):
+    """eta_t = lr * sqrt(t0 / (t0 + t - 1))."""
+
+    kind: Literal["inverse_sqrt"]
+    lr: float = Field(ge=0.0, description="Step size at t = 1.")
+    t0: int = Field(1, ge=1, description="Rounds before the decay sets in.")
+
+
+class CosineLR(Section):
+    """eta_t = final + (lr - final) (1 + cos(pi (t - 1) / total)) / 2."""
+
+    kind: Literal["cosine"]
+    lr: float = Field(ge=0.0, description="Step size at t = 1.")
+    total: int | None = Field(None, ge=1, description="Decay length (None: the run's rounds).")
+    final: float = Field(0.0, ge=0.0, description="Step size reached at t = total + 1.")
+
+
+class WarmupLR(Section):
+    """eta_t = then(t) * min(1, t / steps): linear warm-up into another schedule."""
+
+    kind: Literal["warmup"]
+    steps: int = Field(ge=1, description="Warm-up length in rounds.")
+    then: LearningRateConfig = Field(description="Step size or schedule after the warm-up.")
+
+
+def _lr_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("kind")
+        return kind if isinstance(kind, str) else None
+    if isinstance(value, BaseModel):
+        return getattr(value, "kind", None)
+    return "number"
+
+
+SCHEDULE_MODELS: tuple[type[Section], ...] = (ConstantLR, InverseSqrtLR, CosineLR, WarmupLR)
+LearningRateConfig = Annotated[
+    Union[  # noqa: UP007
+        Annotated[float, Field(ge=0.0), Tag("number")],
+        Annotated[ConstantLR, Tag("constant")],
+        Annotated[InverseSqrtLR, Tag("inverse_sqrt")],
+        Annotated[CosineLR, Tag("cosine")],
+        Annotated[WarmupLR, Tag("warmup")],
+    ],
+    Discriminator(_lr_tag),
+]
+"""A number (constant step size) or a schedule table ``{kind = "cosine", lr = 0.1}``."""
+
+WarmupLR.model_rebuild()
+
+# --------------------------------------------------------------------------- algorithms
+
+_LR_DOC = 'Step size eta: a number, or a schedule table such as {kind = "cosine", lr = 0.1}.'
+
+
+class DATSGDConfig(Section):
+    """Decentralized Anytime SGD: gradients at a running weighted average x, steps on w."""
+
+    kind: Literal["dat_sgd"]
+    lr: LearningRateConfig = Field(description=_LR_DOC + " The step on w is eta * t^power.")
+    weight_power: float = Field(1.0, ge=0.0, description="alpha_t = t ** weight_power.")
+    local_steps: int = Field(1, ge=1, description="Gossip every this many rounds.")
+
+
+class DSGDConfig(Section):
+    """Decentralized SGD: a local SGD step and one gossip step per round."""
+
+    kind: Literal["dsgd"]
+    lr: LearningRateConfig = Field(description=_LR_DOC)
+    variant: Literal["atc", "cta"] = Field(
+        "atc", description="atc: adapt then combine; cta: combine then adapt (D-PSGD)."
+    )
+    local_steps: int = Field(1, ge=1, description="Gossip every this many rounds.")
+
+
+class GradientTrackingConfig(Section):
+    """Gradient tracking: each node also gossips a running estimate of the mean gradient."""
+
+    kind: Literal["gradient_tracking"]
+    lr: LearningRateConfig = Field(description=_LR_DOC)
+
+
+class MinibatchSGDConfig(Section):
+    """Centralized minibatch SGD (an exact all-reduce of the gradients every round)."""
+
+    kind: Literal["minibatch_sgd"]
+    lr: LearningRateConfig = Field(description=_LR_DOC)
+
+
+class AnytimeSGDConfig(Section):
+    """Centralized Anytime SGD (DAT-SGD on the complete graph)."""
+
+    kind: Literal["anytime_sgd"]
+    lr: LearningRateConfig = Field(description=_LR_DOC)
+    weight_power: float = Field(1.0, ge=0.0, description="alpha_t = t ** weight_power.")
+
+
+class LocalSGDConfig(Section):
+    """Local SGD: local steps, exact averaging every local_steps rounds."""
+
+    kind: Literal["local_sgd"]
+    lr: LearningRateConfig = Field(description=_LR_DOC)
+    local_steps: int = Field(1, ge=1, description="Average every this many rounds.")
+
+
+ALGORITHM_MODELS: tuple[type[Section], ...] = (
+    DATSGDConfig,
+    DSGDConfig,
+    GradientTrackingConfig,
+    MinibatchSGDConfig,
+    AnytimeSGDConfig,
+    LocalSGDConfig,
+)
+AlgorithmConfig = Annotated[
+    Union[  # noqa: UP007
+        DATSGDConfig,
+        DSGDConfig,
+        GradientTrackingConfig,
+        MinibatchSGDConfig,
+        AnytimeSGDConfig,
+        LocalSGDConfig,
+    ],
+    Field(discriminator="kind"),
+]
+
+# --------------------------------------------------------------------------- data
+
+
+class IIDPartition(Section):
+    """Shuffle and deal the samples evenly."""
+
+    kind: Literal["iid"]
+
+
+class DirichletPartition(Section):
+    """Label skew: node class proportions drawn from Dirichlet(alpha)."""
+
+    kind: Literal["dirichlet"]
+    alpha: float = Field(
+        gt=0.0, description="Concentration: small = very skewed (0.1), large = iid."
+    )
+
+
+class ShardsPartition(Section):
+    """Sort by label, cut into shards, give each node classes_per_node shards."""
+
+    kind: Literal["shards"]
+    classes_per_node: int = Field(ge=1, description="Shards (about classes) per node.")
+
+
+PARTITION_MODELS: tuple[type[Section], ...] = (IIDPartition, DirichletPartition, ShardsPartition)
+PartitionConfig = Annotated[
+    Union[IIDPartition, DirichletPartition, ShardsPartition],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+
+
+class DigitsData(Section):
+    """scikit-learn's 8x8 digits: 1797 samples, 64 features, 10 classes (bundled)."""
+
+    kind: Literal["digits"]
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
+    seed: int = Field(0, ge=0, description="Seed of the train/test split.")
+
+
+class BreastCancerData(Section):
+    """scikit-learn's breast cancer data: 569 samples, 30 features, 2 classes (bundled)."""
+
+    kind: Literal["breast_cancer"]
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
+    seed: int = Field(0, ge=0, description="Seed of the train/test split.")
+
+
+class LibsvmData(Section):
+    """A LIBSVM/svmlight text file (labels remapped to 0..C-1)."""
+
+    kind: Literal["libsvm"]
+    path: str = Field(min_length=1, description="The file (relative to the working directory).")
+    num_features: int | None = Field(None, ge=1, description="Feature count (None: inferred).")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
+    seed: int = Field(0, ge=0, description="Seed of the train/test split.")
+    standardize: bool = Field(True, description="Standardize with the training statistics.")
+
+
+class RandomData(Section):
+    """A Gaussian-mixture classification dataset."""
+
+    kind: Literal["random"]
+    num_samples: int = Field(ge=2, description="Samples N.")
+    num_features: int = Field(ge=1, description="Features f.")
+    num_classes: int = Field(2, ge=1, description="Classes C.")
+    separation: float = Field(2.0, ge=0.0, description="Typical distance between class centres.")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
+    seed: int = Field(0, ge=0, description="Seed of the data and the split.")
+
+
+DATASET_MODELS: tuple[type[Section], ...] = (DigitsData, BreastCancerData, LibsvmData, RandomData)
+DatasetConfig = Annotated[
+    Union[DigitsData, BreastCancerData, LibsvmData, RandomData],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+
+# --------------------------------------------------------------------------- tasks
+
+
+class LeastSquaresTask(Section):
+    """Streaming least squares with heterogeneous local optima (closed-form f*)."""
+
+    kind: Literal["least_squares"]
+    dim: int = Field(20, ge=1, description="Dimension d.")
+    noise: float = Field(0.5, ge=0.0, description="Label noise standard deviation.")
+    heterogeneity: float = Field(0.0, ge=0.0, description="Spread of the local optima x*_i.")
+    batch_size: int = Field(1, ge=1, description="Samples per node per round.")
+    condition: float = Field(1.0, ge=1.0, description="Condition number of the feature covariance.")
+    seed: int = Field(0, ge=0, description="Seed of the problem (optima), not of the samples.")
+
+
+class LogisticStreamTask(Section):
+    """Streaming logistic regression with node-dependent feature shifts."""
+
+    kind: Literal["logistic_stream"]
+    dim: int = Field(20, ge=1, description="Dimension d.")
+    heterogeneity: float = Field(0.0, ge=0.0, description="Spread of the node feature means.")
+    batch_size: int = Field(1, ge=1, description="Samples per node per round.")
+    l2: float = Field(1e-3, ge=0.0, description="Ridge coefficient.")
+    eval_samples: int = Field(2**15, ge=1, description="Samples of the evaluation set.")
+    seed: int = Field(0, ge=0, description="Seed of the problem.")
+
+
+class _DatasetTask(Section):
+    dataset: DatasetConfig = Field(description="Where the samples come from.")
+    partition: PartitionConfig = Field(
+        default_factory=lambda: IIDPartition(kind="iid"),
+        description="How samples are split across nodes.",
+    )
+    batch_size: int = Field(32, ge=1, description="Samples per node per round.")
+    seed: int = Field(0, ge=0, description="Seed of the partition.")
+
+
+class LogisticRegressionTask(_DatasetTask):
+    """Binary logistic regression (Linear(f, 1) + BCE) on a two-class dataset."""
+
+    kind: Literal["logistic_regression"]
+    l2: float = Field(1e-4, ge=0.0, description="Ridge coefficient (> 0: f* is computed).")
+
+
+class SoftmaxRegressionTask(_DatasetTask):
+    """Multinomial logistic regression (Linear(f, C) + cross-entropy)."""
+
+    kind: Literal["softmax_regression"]
+    l2: float = Field(1e-4, ge=0.0, description="Ridge coefficient (> 0: f* is computed).")
+
+
+class MLPTask(_DatasetTask):
+    """A multilayer perceptron with cross-entropy (non-convex, no f*)."""
+
+    kind: Literal["mlp"]
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [64], description="Widths of the hidden layers."
+    )
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "silu", "elu"] = Field(
+        "relu", description="Hidden activation."
+    )
+    l2: float = Field(0.0, ge=0.0, description="Ridge coefficient.")
+
+
+TASK_MODELS: tuple[type[Section], ...] = (
+    LeastSquaresTask,
+    LogisticStreamTask,
+    LogisticRegressionTask,
+    SoftmaxRegressionTask,
+    MLPTask,
+)
+TaskConfig = Annotated[
+    Union[  # noqa: UP007
+        LeastSquaresTask,
+        LogisticStreamTask,
+        LogisticRegressionTask,
+        SoftmaxRegressionTask,
+        MLPTask,
+    ],
+    Field(discriminator="kind"),
+]
+
+# --------------------------------------------------------------------------- experiment
+
+GridValues = list[Any]
+
+
+class SweepConfig(Section):
+    """The grid of a sweep: fields and the values to cross, and the seeds.
+
+    ``grid`` maps a dotted field path to a list of values; a value that is a table replaces
+    the whole sub-table (so ``grid.algorithm = [{kind = "dsgd", lr = 0.1}, ...]`` varies the
+    method together with its step size). Entries are applied in the order written.
+    """
+
+    grid: dict[str, GridValues] = Field(
+        default_factory=dict,
+        description=(
+            'Dotted field path -> values, e.g. "algorithm.lr" = [0.1, 0.05]. A table value '
+            'replaces the whole sub-table: algorithm = [{kind = "dsgd", lr = 0.1}, ...].'
+        ),
+    )
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="Values of the top-level seed to cross with the grid (None: seed)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        for key, values in self.grid.items():
+            if not key or any(not part for part in key.split(".")):
+                raise ValueError(f"grid key {key!r} must be a dotted field path like algorithm.lr")
+            if key.split(".")[0] == "sweep":
+                raise ValueError(f"grid key {key!r}: a sweep cannot vary its own sweep section")
+            if not values:
+                raise ValueError(f"grid key {key!r} has an empty list of values")
+        if self.seeds is not None:
+            if not self.seeds:
+                raise ValueError("seeds is an empty list; remove it or list at least one seed")
+            if "seed" in self.grid:
+                raise ValueError("give the seeds either in sweep.seeds or in grid.seed, not both")
+        return self
+
+
+class ExperimentConfig(Section):
+    """One experiment: topology x algorithm x task, trained for ``rounds`` rounds."""
+
+    study: str = Field(
+        min_length=1,
+        description="Study name grouping runs in the store (default: the config file's name).",
+    )
+    name: str | None = Field(None, description="Optional human-readable run name.")
+    seed: int = Field(0, ge=0, description="Training seed: start point and every minibatch.")
+    rounds: int = Field(ge=1, description="Rounds T (one stochastic gradient per node each).")
+    eval_every: int | None = Field(
+        None, ge=1, description="Evaluation period in rounds (None: rounds // 50)."
+    )
+    per_node_eval: bool = Field(True, description="Also evaluate every node's own model.")
+    backend: Literal["sim", "dist"] = Field(
+        "sim", description="sim: one-process simulator; dist: torch.distributed (decent launch)."
+    )
+    dtype: Literal["float32", "float64"] = Field("float64", description="Floating dtype.")
+    topology: TopologyConfig = Field(description="Who talks to whom (and num_nodes).")
+    algorithm: AlgorithmConfig = Field(description="The training method.")
+    task: TaskConfig = Field(description="The learning problem.")
+    sweep: SweepConfig | None = Field(None, description="Grid of a sweep (decent sweep).")
+
+    SECTIONS: ClassVar[tuple[str, ...]] = ("topology", "algorithm", "task", "sweep")
+
+    def run_dict(self) -> dict[str, Any]:
+        """Return the resolved config of one run as plain JSON data (without ``sweep``)."""
+        return self.model_dump(mode="json", exclude={"sweep"})
+
+    def build(self, comm_factory: Any = None) -> Any:
+        """Build the runtime objects: an :class:`~decent.config.Experiment`.
+
+        See :func:`decent.config.build`; raises :class:`~decent.config.ConfigError` for
+        ``backend = "dist"`` (use ``decent launch``) and for rules the builders check.
+        """
+        from decent.config._build import build
+
+        return build(self, comm_factory)
+
+
+UNIONS: dict[str, tuple[type[Section], ...]] = {
+    "topology": TOPOLOGY_MODELS,
+    "algorithm": ALGORITHM_MODELS,
+    "task": TASK_MODELS,
+    "partition": PARTITION_MODELS,
+    "dataset": DATASET_MODELS,
+    "schedule": SCHEDULE_MODELS,
+}
+"""The kind-discriminated families, for error messages and the generated reference."""
+
+
+def kind_of(model: type[BaseModel]) -> str:
+    """Return the ``kind`` literal of a model of a discriminated family."""
+    ann = model.model_fields["kind"].annotation
+    return str(ann.__args__[0])  # type: ignore[union-attr]

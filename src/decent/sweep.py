@@ -1,0 +1,475 @@
+"""Run a config (one run) or its ``[sweep]`` grid into the results store, resumably.
+
+Every run's id is a hash of its study and resolved config, so rerunning a sweep skips the
+runs that are finished (or diverged: a complete result) and redoes the others. Runs execute
+in ``spawn``ed worker processes (one thread each); each run is committed to the store the
+moment it ends. Ctrl-C terminates the workers, which mark their runs ``interrupted``;
+finished runs are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from decent.config import ConfigError, ExperimentConfig, Issue, SweepPoint, expand
+from decent.results import Store, run_id_for
+
+HEADLINE = ("eval/subopt@mean", "eval/test_accuracy@mean", "eval/accuracy@mean", "eval/loss@mean")
+"""Metrics shown (first present) when a run ends."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How one run ended."""
+
+    run_id: str
+    label: str
+    status: str  # finished | diverged | failed | interrupted | skipped
+    final: dict[str, float] = field(default_factory=dict)
+    message: str | None = None
+
+    def headline(self) -> str:
+        """``subopt@mean=1.2e-03`` for the first headline metric present, else ``""``."""
+        for key in HEADLINE:
+            value = self.final.get(key)
+            if value is not None and math.isfinite(value):
+                return f"{key.split('/')[-1]}={value:.3e}"
+        return ""
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep did: one outcome per point, in grid order."""
+
+    study: str
+    outcomes: list[RunOutcome]
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        """Number of runs that ended with ``status``."""
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        """True when no run failed and the sweep was not interrupted."""
+        return not self.interrupted and all(
+            o.status in ("finished", "diverged", "skipped") for o in self.outcomes
+        )
+
+
+def run_label(config: ExperimentConfig, point: SweepPoint | None = None) -> str:
+    """A short human-readable name of a run."""
+    if config.name:
+        base = config.name
+    else:
+        lr = config.algorithm.lr
+        lr_text = f"{lr:.3g}" if isinstance(lr, float) else lr.kind
+        base = (
+            f"{config.algorithm.kind} lr={lr_text} {config.topology.kind}"
+            f"(n={config.topology.num_nodes}) {config.task.kind}"
+        )
+    return f"{base} seed={config.seed}"
+
+
+def run_one(
+    config: ExperimentConfig,
+    store: Store,
+    *,
+    callbacks: Sequence[Any] = (),
+    label: str | None = None,
+    force: bool = False,
+    experiment: Any = None,
+) -> RunOutcome:
+    """Build and train ``config``, recording it in ``store``; skip it if already done.
+
+    Args:
+        config: one run's config (its ``sweep`` section is ignored).
+        store: the results store.
+        callbacks: extra engine callbacks (a progress bar).
+        label: the run's name in the store (default :func:`run_label`).
+        force: re-run even if the store has it finished.
+        experiment: ``config.build()`` if already built.
+
+    Returns:
+        The outcome; ``status == "skipped"`` when it was already finished.
+
+    Raises:
+        ConfigError: when the config cannot be built (nothing is written then).
+        KeyboardInterrupt: after marking the run ``interrupted``.
+    """
+    from decent.engine import StoreRecorder
+
+    resolved = config.run_dict()
+    run_id = run_id_for(config.study, resolved)
+    label = label or run_label(config)
+    if not force and store.is_finished(run_id):
+        final = store.final(config.study)
+        row = final[final["run_id"] == run_id] if "run_id" in final else final.iloc[:0]
+        values = _final_values(row)
+        return RunOutcome(run_id, label, "skipped", values)
+    if experiment is None:
+        experiment = config.build()
+    with store.start_run(config.study, resolved, name=label, replace=force) as writer:
+        result = experiment.train(callbacks=[StoreRecorder(writer), *callbacks])
+    return RunOutcome(run_id, label, result.status, dict(result.final), result.message)
+
+
+def _final_values(row: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if row is None or len(row) == 0:
+        return out
+    if "metric" in row and "value" in row:  # long format
+        return {str(m): float(v) for m, v in zip(row["metric"], row["value"], strict=False)}
+    rec = row.iloc[0].to_dict()
+    for k, v in rec.items():
+        key = str(k).removeprefix("final.")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit this worker when the sweep process is gone (killed outright)."""
+    import time
+
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(3)
+        time.sleep(0.5)
+
+
+def _worker(out: str, tasks: Any, results: Any, parent_pid: int) -> None:
+    """Worker process: take (index, config) items until ``None``; report start/end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # parent's terminate(): stop the run
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    pid = os.getpid()
+    # one line per worker, repeated for every worker, is noise in a sweep's output
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        store = Store(out)
+        while True:
+            item = tasks.get()
+            if item is None:
+                return
+            index, run_id, raw, label = item
+            results.put(("start", pid, index, run_id))
+            try:
+                config = ExperimentConfig.model_validate(raw)
+                outcome = run_one(config, store, label=label)
+            except ConfigError as err:
+                outcome = RunOutcome(run_id, label, "failed", message=str(err))
+            except KeyboardInterrupt:
+                raise
+            except Exception:  # a bug or a failing run: report it, keep the sweep going
+                outcome = RunOutcome(run_id, label, "failed", message=traceback.format_exc())
+            results.put(("done", pid, index, outcome))
+    except KeyboardInterrupt:
+        return
+
+
+@contextlib.contextmanager
+def _single_threaded_env() -> Iterator[None]:
+    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(dict.fromkeys(keys, "1"))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _mark_interrupted(store: Store, study: str, run_id: str, config: dict[str, Any]) -> None:
+    from decent.results import RunWriter
+
+    if store.status(run_id) == "running":
+        RunWriter(store, run_id, study, config).fail("interrupted", "sweep stopped (Ctrl-C)")
+
+
+def default_workers() -> int:
+    """The number of usable CPU cores."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+Event = Callable[[RunOutcome], None]
+
+
+def run_sweep(
+    config: ExperimentConfig,
+    out: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    on_done: Event | None = None,
+) -> SweepSummary:
+    """Run every point of ``config``'s sweep into the store at ``out``; skip finished ones.
+
+    Args:
+        config: a config with a ``[sweep]`` section (without one: a single run).
+        out: results directory (``<out>/decent.sqlite``).
+        workers: worker processes (default: the number of cores); ``1`` runs in this process.
+        progress: show an overall progress bar.
+        on_done: called with each run's outcome as it ends (also for skipped runs).
+
+    Returns:
+        A :class:`SweepSummary`. On Ctrl-C the workers are stopped, their runs marked
+        ``interrupted``, and the summary has ``interrupted = True`` (nothing finished is
+        lost; rerun to resume).
+
+    Raises:
+        ConfigError: when a point of the grid is invalid or its topology/algorithm cannot
+            be built (checked for every point before anything runs).
+    """
+    points = expand(config)
+    study = config.study
+    _prebuild(points)
+    store = Store(out)
+    labels = [p.label() or run_label(p.config) for p in points]
+    labels = [
+        f"{lab} seed={p.config.seed}" if "seed=" not in lab else lab
+        for lab, p in zip(labels, points, strict=False)
+    ]
+    ids = [run_id_for(study, p.config.run_dict()) for p in points]
+    outcomes: dict[int, RunOutcome] = {}
+    pending: list[int] = []
+    seen: set[str] = set()
+    for i, rid in enumerate(ids):
+        if store.is_finished(rid) or rid in seen:
+            outcomes[i] = RunOutcome(rid, labels[i], "skipped")
+        else:
+            pending.append(i)
+        seen.add(rid)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=len(points),
+        desc=f"sweep {study}",
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+        initial=len(points) - len(pending),
+    )
+    for i in sorted(outcomes):
+        if on_done is not None:
+            on_done(outcomes[i])
+
+    def done(i: int, outcome: RunOutcome) -> None:
+        outcomes[i] = outcome
+        bar.update(1)
+        if on_done is not None:
+            on_done(outcome)
+
+    n_workers = max(1, min(workers or default_workers(), len(pending)))
+    interrupted = False
+    try:
+        if n_workers == 1:
+            interrupted = _run_inline(points, pending, labels, store, done)
+        else:
+            interrupted = _run_pool(points, pending, ids, labels, store, out, n_workers, done)
+    finally:
+        bar.close()
+    ordered = [
+        outcomes.get(i, RunOutcome(ids[i], labels[i], "interrupted")) for i in range(len(points))
+    ]
+    return SweepSummary(study, ordered, interrupted)
+
+
+def _prebuild(points: list[SweepPoint]) -> None:
+    """Build every distinct topology and algorithm once, so a bad point fails before running."""
+    from decent.config import build_algorithm, build_topology
+
+    seen: set[str] = set()
+    issues: list[Issue] = []
+    for p in points:
+        for section, fn in (
+            ("topology", lambda c: build_topology(c.topology)),
+            ("algorithm", lambda c: build_algorithm(c.algorithm, c.rounds)),
+        ):
+            key = section + repr(getattr(p.config, section))
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                fn(p.config)
+            except ConfigError as err:
+                issues += err.issues
+    if issues:
+        raise ConfigError(issues)
+
+
+def _run_inline(
+    points: list[SweepPoint],
+    pending: list[int],
+    labels: list[str],
+    store: Store,
+    done: Callable[[int, RunOutcome], None],
+) -> bool:
+    for i in pending:
+        try:
+            outcome = run_one(points[i].config, store, label=labels[i])
+        except KeyboardInterrupt:
+            return True
+        except ConfigError as err:
+            outcome = RunOutcome("", labels[i], "failed", message=str(err))
+        done(i, outcome)
+    return False
+
+
+def _run_pool(
+    points: list[SweepPoint],
+    pending: list[int],
+    ids: list[str],
+    labels: list[str],
+    store: Store,
+    out: str | os.PathLike[str],
+    n_workers: int,
+    done: Callable[[int, RunOutcome], None],
+) -> bool:
+    ctx = mp.get_context("spawn")
+    tasks = ctx.Queue()
+    results = ctx.Queue()
+    for i in pending:
+        tasks.put((i, ids[i], points[i].config.model_dump(mode="json"), labels[i]))
+    for _ in range(n_workers):
+        tasks.put(None)
+    out_str = str(Path(out))
+
+    def spawn() -> Any:
+        proc = ctx.Process(target=_worker, args=(out_str, tasks, results, os.getpid()), daemon=True)
+        with _single_threaded_env():
+            proc.start()
+        return proc
+
+    procs = [spawn() for _ in range(n_workers)]
+    in_flight: dict[int, int] = {}  # worker pid -> point index
+    remaining = set(pending)
+    respawns = len(pending)
+    try:
+        while remaining:
+            try:
+                msg = results.get(timeout=0.5)
+            except queue.Empty:
+                msg = None
+            if msg is not None and msg[0] == "start":
+                _, pid, index, _ = msg
+                in_flight[pid] = index
+            elif msg is not None and msg[0] == "done":
+                _, pid, index, outcome = msg
+                in_flight.pop(pid, None)
+                remaining.discard(index)
+                done(index, outcome)
+            if msg is None:
+                for k, proc in enumerate(procs):
+                    if proc.is_alive() or proc.exitcode is None:
+                        continue
+                    if proc.exitcode != 0:
+                        index = in_flight.pop(proc.pid, None)
+                        if index is not None:
+                            _mark_failed(
+                                store,
+                                points[index],
+                                ids[index],
+                                f"worker died (exit code {proc.exitcode})",
+                            )
+                            remaining.discard(index)
+                            done(
+                                index,
+                                RunOutcome(
+                                    ids[index],
+                                    labels[index],
+                                    "failed",
+                                    message=f"worker died (exit code {proc.exitcode})",
+                                ),
+                            )
+                        if respawns > 0 and remaining:
+                            respawns -= 1
+                            procs[k] = spawn()
+                            continue
+                if all(not p.is_alive() for p in procs):
+                    break  # every worker has exited: items lost with a dead worker stay pending
+        for proc in procs:
+            proc.join(timeout=30)
+        return False
+    except KeyboardInterrupt:
+        _stop(procs)
+        # drain reports that arrived while stopping
+        with contextlib.suppress(Exception):
+            while True:
+                msg = results.get(timeout=0.2)
+                if msg[0] == "done":
+                    in_flight.pop(msg[1], None)
+                    done(msg[2], msg[3])
+        for index in in_flight.values():
+            config = points[index].config
+            _mark_interrupted(store, config.study, ids[index], config.run_dict())
+        return True
+    finally:
+        for q in (tasks, results):
+            q.cancel_join_thread()
+            q.close()
+
+
+def _mark_failed(store: Store, point: SweepPoint, run_id: str, message: str) -> None:
+    from decent.results import RunWriter
+
+    if store.status(run_id) == "running":
+        RunWriter(store, run_id, point.config.study, point.config.run_dict()).fail(
+            "failed", message
+        )
+
+
+def _stop(procs: list[Any]) -> None:
+    """Terminate workers (SIGTERM: they mark their run interrupted), then kill stragglers."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort this
+    try:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+__all__ = [
+    "HEADLINE",
+    "RunOutcome",
+    "SweepSummary",
+    "default_workers",
+    "run_label",
+    "run_one",
+    "run_sweep",
+]
