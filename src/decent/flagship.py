@@ -1,37 +1,42 @@
-"""The flagship study: how close does each method get to centralized training on a sparse graph?
+"""The flagship study: what does decentralization cost each method on a sparse graph?
 
-DAT-SGD, D-SGD, gradient tracking and minibatch SGD (the centralized reference, exact
-all-reduce) on a ring and a 2-D torus of 64 nodes, streaming least squares with
-heterogeneous nodes. Each method's step size is tuned on a log grid with a separate seed,
-then every method runs with 3 seeds. Every run is recorded in the results store as it goes
-(a rerun skips finished runs); the table and the figure are made from the store.
+DAT-SGD and D-SGD and gradient tracking on a ring and a 2-D torus of 64 nodes, each next to
+its centralized counterpart (Anytime SGD for DAT-SGD, minibatch SGD for D-SGD and gradient
+tracking; both use an exact all-reduce), on streaming logistic regression whose nodes see
+shifted feature distributions. Logistic, not least squares: with a shared feature
+covariance, the network average of every linear method on least squares evolves exactly
+like the centralized method, so the topology would not show (see ``docs/design.md``).
+
+Protocol: each (method, topology) gets its step size from a log grid on a separate tuning
+seed, then runs with 3 seeds. Both stages are sweeps (:func:`decent.sweep.run_sweep`):
+parallel workers, every finished run committed to the results store at once, a rerun skips
+finished runs. The table, the figure and the HTML report are made from the store.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from decent.algorithms import ALGORITHMS
-from decent.comm import SimCommunicator
-from decent.engine import ProgressBar, StoreRecorder, train
-from decent.results import Store, load, run_id_for
-from decent.tasks import LeastSquares
-from decent.topology import make as make_topology
+from decent.config import validate
+from decent.results import Store, load
+from decent.sweep import run_sweep
 
 STUDY = "flagship"
 TUNING_STUDY = "flagship-tuning"
 
 METHOD_LABELS = {
     "dat_sgd": "DAT-SGD",
+    "anytime_sgd": "Anytime SGD (centralized)",
     "dsgd": "D-SGD",
     "gradient_tracking": "Gradient tracking",
     "minibatch_sgd": "Minibatch SGD (centralized)",
 }
+ANYTIME = ("dat_sgd", "anytime_sgd")
 
 
 @dataclass(frozen=True)
@@ -40,98 +45,82 @@ class FlagshipSpec:
 
     num_nodes: int = 64
     topologies: tuple[str, ...] = ("ring", "torus")
-    methods: tuple[str, ...] = ("dat_sgd", "dsgd", "gradient_tracking", "minibatch_sgd")
+    methods: tuple[str, ...] = tuple(METHOD_LABELS)
     rounds: int = 2000
     eval_every: int = 50
     seeds: tuple[int, ...] = (0, 1, 2)
     tune_seed: int = 1000
     dim: int = 20
-    noise: float = 1.0
     heterogeneity: float = 2.0
-    # Step-size grids. DAT-SGD's step on w is lr * alpha_t with alpha_t = t, so its grid is
-    # in gamma = lr * T (the largest step), the quantity that transfers across horizons.
-    lr_grid: tuple[float, ...] = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002)
-    gamma_grid: tuple[float, ...] = (2.0, 1.0, 0.5, 0.2, 0.1, 0.05)
-    extra: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 1
+    l2: float = 0.0
+    eval_samples: int = 2**13
+    # Step-size grids. The anytime methods step w by lr * alpha_t with alpha_t = t, so
+    # their grid is in gamma = lr * T (the largest step), which transfers across horizons.
+    lr_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    gamma_grid: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)
+    workers: int | None = None
 
     def grid(self, method: str) -> list[float]:
-        if method in ("dat_sgd", "anytime_sgd"):
+        if method in ANYTIME:
             return [g / self.rounds for g in self.gamma_grid]
         return list(self.lr_grid)
 
+    def topology(self, kind: str) -> dict[str, Any]:
+        return {"kind": kind, "num_nodes": self.num_nodes}
 
-def _config(spec: FlagshipSpec, method: str, topology: str, lr: float, seed: int) -> dict[str, Any]:
-    return {
-        "algorithm": {"kind": method, "lr": lr},
-        "topology": {"kind": topology, "num_nodes": spec.num_nodes},
-        "task": {
-            "kind": "least_squares",
-            "dim": spec.dim,
-            "noise": spec.noise,
-            "heterogeneity": spec.heterogeneity,
-            "seed": 0,
-        },
-        "backend": "sim",
-        "rounds": spec.rounds,
-        "eval_every": spec.eval_every,
-        "seed": seed,
+    def base(self, study: str, seed: int) -> dict[str, Any]:
+        """The config shared by every run (the grid varies topology and algorithm)."""
+        return {
+            "study": study,
+            "seed": seed,
+            "rounds": self.rounds,
+            "eval_every": self.eval_every,
+            "topology": self.topology(self.topologies[0]),
+            "algorithm": {"kind": self.methods[0], "lr": self.grid(self.methods[0])[0]},
+            "task": {
+                "kind": "logistic_stream",
+                "dim": self.dim,
+                "heterogeneity": self.heterogeneity,
+                "batch_size": self.batch_size,
+                "l2": self.l2,
+                "eval_samples": self.eval_samples,
+                "seed": 0,
+            },
+        }
+
+
+def _final(store_path: Path, study: str, metric: str) -> pd.DataFrame:
+    df = load(store_path, study=study)
+    df = df[df["metric"] == metric]
+    return df.sort_values("round").groupby("run_id").tail(1)
+
+
+def tune(spec: FlagshipSpec, out: Path, *, progress: bool = True) -> dict[tuple[str, str], float]:
+    """Pick each (method, topology)'s step size by final f(x_bar) - f* on ``tune_seed``."""
+    raw = spec.base(TUNING_STUDY, spec.tune_seed)
+    raw["per_node_eval"] = False
+    raw["eval_every"] = max(1, spec.rounds // 4)
+    raw["sweep"] = {
+        "grid": {
+            "topology": [spec.topology(k) for k in spec.topologies],
+            "algorithm": [{"kind": m, "lr": lr} for m in spec.methods for lr in spec.grid(m)],
+        }
     }
-
-
-def run_config(config: dict[str, Any], store: Store, study: str, *, progress: bool = True) -> None:
-    """Run one flagship configuration into ``store`` unless it is already finished."""
-    if store.is_finished(run_id_for(study, config)):
-        return
-    task_cfg = {k: v for k, v in config["task"].items() if k != "kind"}
-    n = config["topology"]["num_nodes"]
-    task = LeastSquares(num_nodes=n, **task_cfg)
-    topo = make_topology(config["topology"]["kind"], n)
-    algo_cfg = dict(config["algorithm"])
-    algorithm = ALGORITHMS[algo_cfg.pop("kind")](**algo_cfg)
-    label = f"{algorithm.name} lr={config['algorithm']['lr']:.3g} {topo.name} seed={config['seed']}"
-    with store.start_run(study, config, name=label) as writer:
-        callbacks: list[Any] = [StoreRecorder(writer)]
-        if progress:
-            callbacks.append(ProgressBar(desc=label, leave=False))
-        train(
-            algorithm,
-            task,
-            SimCommunicator(topo),
-            rounds=config["rounds"],
-            seed=config["seed"],
-            eval_every=config["eval_every"],
-            callbacks=callbacks,
-            per_node_eval=True,
-        )
-
-
-def _final_subopt(df: pd.DataFrame) -> pd.DataFrame:
-    last = df[df["metric"] == "eval/subopt@mean"].sort_values("round").groupby("run_id").tail(1)
-    return last
-
-
-def tune(
-    spec: FlagshipSpec, store: Store, *, progress: bool = True
-) -> dict[tuple[str, str], float]:
-    """Pick each (method, topology)'s step size by final suboptimality on ``tune_seed``."""
-    for topology in spec.topologies:
-        for method in spec.methods:
-            for lr in spec.grid(method):
-                run_config(
-                    _config(spec, method, topology, lr, spec.tune_seed),
-                    store,
-                    TUNING_STUDY,
-                    progress=progress,
-                )
-    df = load(store.path, study=TUNING_STUDY)
-    runs = store.runs(TUNING_STUDY)
-    last = _final_subopt(df).merge(runs[["run_id", "status"]], on="run_id", suffixes=("", "_run"))
+    run_sweep(validate(raw, "flagship tuning"), out, workers=spec.workers, progress=progress)
+    last = _final(out, TUNING_STUDY, "eval/subopt@mean")
+    with Store(out) as store:
+        runs = store.runs(TUNING_STUDY)[["run_id", "status"]]
+    last = last.merge(runs, on="run_id", suffixes=("", "_run"))
     best: dict[tuple[str, str], float] = {}
-    for (method, topology), group in last.groupby(["algorithm.kind", "topology.kind"]):
-        ok = group[(group["status_run"] == "finished") & group["value"].map(math.isfinite)]
-        if ok.empty:
-            raise RuntimeError(f"every step size diverged for {method} on {topology}")
-        best[(str(method), str(topology))] = float(ok.loc[ok["value"].idxmin(), "algorithm.lr"])
+    for method in spec.methods:
+        for topology in spec.topologies:
+            rows = last[(last["algorithm.kind"] == method) & (last["topology.kind"] == topology)]
+            rows = rows[rows["algorithm.lr"].isin(spec.grid(method))]
+            ok = rows[(rows["status_run"] == "finished") & rows["value"].map(math.isfinite)]
+            if ok.empty:
+                raise RuntimeError(f"every step size diverged for {method} on {topology}")
+            best[(method, topology)] = float(ok.loc[ok["value"].idxmin(), "algorithm.lr"])
     return best
 
 
@@ -141,31 +130,41 @@ def run(
     *,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Tune, run every method with every seed, and return the summary table.
+    """Tune, run every method with every seed, write figure and report; return the table.
 
-    Writes ``<out_dir>/decent.sqlite`` (all runs and records) and
-    ``<out_dir>/flagship/convergence.png``.
+    Writes ``<out_dir>/decent.sqlite`` (every run and record),
+    ``<out_dir>/flagship/convergence.png``, ``summary.csv``, ``spec.json`` and the HTML
+    report ``<out_dir>/flagship/report.html``.
     """
+    from decent.report import write_report
+
     spec = spec or FlagshipSpec()
     out = Path(out_dir)
-    with Store(out) as store:
-        best = tune(spec, store, progress=progress)
-        configs = [
-            _config(spec, method, topology, best[(method, topology)], seed)
-            for topology in spec.topologies
-            for method in spec.methods
-            for seed in spec.seeds
-        ]
-        for config in configs:
-            run_config(config, store, STUDY, progress=progress)
-        wanted = {run_id_for(STUDY, c) for c in configs}
-        df = load(store.path, study=STUDY)
-    df = df[df["run_id"].isin(wanted)]
+    best = tune(spec, out, progress=progress)
+    wanted: set[tuple[str, str, float]] = set()
+    for topology in spec.topologies:
+        raw = spec.base(STUDY, spec.seeds[0])
+        raw["topology"] = spec.topology(topology)
+        raw["sweep"] = {
+            "seeds": list(spec.seeds),
+            "grid": {"algorithm": [{"kind": m, "lr": best[(m, topology)]} for m in spec.methods]},
+        }
+        wanted |= {(m, topology, best[(m, topology)]) for m in spec.methods}
+        run_sweep(
+            validate(raw, f"flagship {topology}"), out, workers=spec.workers, progress=progress
+        )
+    df = load(out, study=STUDY)
+    keys = list(zip(df["algorithm.kind"], df["topology.kind"], df["algorithm.lr"], strict=True))
+    df = df[[k in wanted for k in keys]]
+    df = df[df["seed"].isin(spec.seeds) & (df["topology.num_nodes"] == spec.num_nodes)]
+    df = df[df["rounds"] == spec.rounds]
     table = summarize(df)
-    plot(df, out / "flagship" / "convergence.png")
-    (out / "flagship").mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "flagship" / "summary.csv", index=False)
-    (out / "flagship" / "spec.json").write_text(pd.Series(asdict(spec)).to_json(indent=2))
+    folder = out / "flagship"
+    folder.mkdir(parents=True, exist_ok=True)
+    plot(df, folder / "convergence.png")
+    table.to_csv(folder / "summary.csv", index=False)
+    (folder / "spec.json").write_text(pd.Series(asdict(spec)).to_json(indent=2))
+    write_report(out, STUDY, folder)
     return table
 
 
@@ -196,42 +195,55 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     order = {m: i for i, m in enumerate(METHOD_LABELS)}
     table = pd.DataFrame(rows)
-    return table.sort_values(
-        ["topology", "method"], key=lambda s: s.map(order) if s.name == "method" else s
-    ).reset_index(drop=True)
+    table["_order"] = table["method"].map(order)
+    return table.sort_values(["topology", "_order"]).drop(columns="_order").reset_index(drop=True)
 
 
 def plot(df: pd.DataFrame, path: Path) -> Path:
-    """Suboptimality and consensus distance against rounds, one panel per topology."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Suboptimality and consensus distance against rounds, one column per topology."""
+    from matplotlib.figure import Figure
 
     topologies = sorted(df["topology.kind"].unique())
-    fig, axes = plt.subplots(
-        2, len(topologies), figsize=(5.5 * len(topologies), 7.5), squeeze=False, sharex=True
-    )
+    fig = Figure(figsize=(5.5 * len(topologies), 7.5))
+    axes = fig.subplots(2, len(topologies), squeeze=False, sharex=True)
+    styles = {
+        "dat_sgd": "-",
+        "anytime_sgd": ":",
+        "dsgd": "-",
+        "gradient_tracking": "-",
+        "minibatch_sgd": ":",
+    }
+    colors = {
+        "dat_sgd": "C3",
+        "anytime_sgd": "C3",
+        "dsgd": "C0",
+        "gradient_tracking": "C2",
+        "minibatch_sgd": "C0",
+    }
     for col, topology in enumerate(topologies):
         sub = df[df["topology.kind"] == topology]
-        for row, (metric, ylabel) in enumerate(
-            [("eval/subopt@mean", r"$f(\bar x) - f^*$"), ("consensus/dist2", "consensus distance")]
-        ):
+        panels = [
+            ("eval/subopt@mean", r"$f(\bar x) - f^*$"),
+            ("consensus/dist2", r"consensus distance $\frac{1}{n}\sum_i\|x_i-\bar x\|^2$"),
+        ]
+        for row, (metric, ylabel) in enumerate(panels):
             ax = axes[row][col]
             for method, label in METHOD_LABELS.items():
                 m = sub[(sub["algorithm.kind"] == method) & (sub["metric"] == metric)]
-                if m.empty:
+                m = m[m["round"] > 0]
+                if m.empty or (row == 1 and method in ("anytime_sgd", "minibatch_sgd")):
                     continue
-                stats = m.groupby("round")["value"].agg(["mean", "std", "count"]).reset_index()
-                stats = stats[stats["round"] > 0]
-                line = ax.plot(stats["round"], stats["mean"], label=label)[0]
+                stats = m.groupby("round")["value"].agg(["mean", "std"]).reset_index()
                 band = stats["std"].fillna(0.0)
+                ax.plot(
+                    stats["round"], stats["mean"], styles[method], color=colors[method], label=label
+                )
                 ax.fill_between(
                     stats["round"],
-                    (stats["mean"] - band).clip(lower=1e-12),
+                    (stats["mean"] - band).clip(lower=1e-300),
                     stats["mean"] + band,
-                    color=line.get_color(),
-                    alpha=0.2,
+                    color=colors[method],
+                    alpha=0.15,
                 )
             ax.set_yscale("log")
             ax.set_xscale("log")
@@ -243,9 +255,8 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
             else:
                 ax.set_xlabel("round")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Streaming least squares: mean over seeds, band = ±1 std")
+    fig.suptitle("Streaming logistic regression, heterogeneous nodes: mean over seeds ± 1 std")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
