@@ -58,7 +58,7 @@ class FlagshipSpec:
     # Step-size grids. The anytime methods step w by lr * alpha_t with alpha_t = t, so
     # their grid is in gamma = lr * T (the largest step), which transfers across horizons.
     lr_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-    gamma_grid: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)
+    gamma_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     workers: int | None = None
 
     def grid(self, method: str) -> list[float]:

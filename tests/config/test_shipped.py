@@ -54,14 +54,28 @@ def test_shipped_config_loads_builds_and_runs(path, tmp_path):
 
 
 def test_flagship_config_expresses_the_flagship_grid():
+    """configs/flagship.toml is the study `decent flagship` runs (minus the tuning)."""
+    from decent.flagship import FlagshipSpec
+
+    spec = FlagshipSpec()
     cfg = load_config(CONFIGS[[p.stem for p in CONFIGS].index("flagship")])
     points = expand(cfg)
-    assert len(points) == 4 * 2 * 3
+    assert len(points) == len(spec.methods) * len(spec.topologies) * len(spec.seeds)
     combos = {(p.config.algorithm.kind, p.config.topology.kind, p.config.seed) for p in points}
-    assert {a for a, _, _ in combos} == {"dat_sgd", "dsgd", "gradient_tracking", "minibatch_sgd"}
-    assert {t for _, t, _ in combos} == {"ring", "torus"}
-    assert {s for _, _, s in combos} == {0, 1, 2}
-    assert {p.config.topology.num_nodes for p in points} == {64}
+    assert {a for a, _, _ in combos} == set(spec.methods)
+    assert {t for _, t, _ in combos} == set(spec.topologies)
+    assert {s for _, _, s in combos} == set(spec.seeds)
+    assert {p.config.topology.num_nodes for p in points} == {spec.num_nodes}
+    for point in points:  # every step size is one of the flagship's tuning grid
+        algo = point.config.algorithm
+        assert any(abs(algo.lr - g) < 1e-15 for g in spec.grid(algo.kind)), algo
     task = points[0].config.task
-    assert (task.kind, task.dim, task.noise, task.heterogeneity) == ("least_squares", 20, 1.0, 2.0)
-    assert cfg.rounds == 2000
+    assert (task.kind, task.dim, task.heterogeneity, task.batch_size, task.l2) == (
+        "logistic_stream",
+        spec.dim,
+        spec.heterogeneity,
+        spec.batch_size,
+        spec.l2,
+    )
+    assert task.eval_samples == spec.eval_samples
+    assert (cfg.rounds, cfg.eval_every) == (spec.rounds, spec.eval_every)
