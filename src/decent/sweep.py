@@ -157,7 +157,18 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.5)
 
 
-def _worker(out: str, tasks: Any, results: Any, parent_pid: int) -> None:
+def _sink_callbacks(config: ExperimentConfig, label: str, sinks: SinkOptions) -> list[Any]:
+    """The TensorBoard/MLflow callbacks asked for (``sinks = (tensorboard, mlflow)``)."""
+    if sinks == (None, None):
+        return []
+    from decent.results.sinks import make_sinks
+
+    return make_sinks(*sinks, run_name=label, config=config.run_dict(), experiment=config.study)
+
+
+def _worker(
+    out: str, tasks: Any, results: Any, parent_pid: int, sinks: SinkOptions = (None, None)
+) -> None:
     """Worker process: take (index, config) items until ``None``; report start/end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     signal.signal(signal.SIGTERM, _raise_interrupt)  # parent's terminate(): stop the run
@@ -178,7 +189,8 @@ def _worker(out: str, tasks: Any, results: Any, parent_pid: int) -> None:
             results.put(("start", pid, index, run_id))
             try:
                 config = ExperimentConfig.model_validate(raw)
-                outcome = run_one(config, store, label=label)
+                callbacks = _sink_callbacks(config, label, sinks)
+                outcome = run_one(config, store, label=label, callbacks=callbacks)
             except ConfigError as err:
                 outcome = RunOutcome(run_id, label, "failed", message=str(err))
             except KeyboardInterrupt:
@@ -221,6 +233,8 @@ def default_workers() -> int:
 
 
 Event = Callable[[RunOutcome], None]
+SinkOptions = tuple[str | None, str | None]
+"""``(tensorboard log dir, mlflow tracking URI)``; ``None`` for a sink not asked for."""
 
 
 def run_sweep(
@@ -230,6 +244,8 @@ def run_sweep(
     workers: int | None = None,
     progress: bool = True,
     on_done: Event | None = None,
+    tensorboard: str | os.PathLike[str] | None = None,
+    mlflow: str | os.PathLike[str] | None = None,
 ) -> SweepSummary:
     """Run every point of ``config``'s sweep into the store at ``out``; skip finished ones.
 
@@ -239,6 +255,8 @@ def run_sweep(
         workers: worker processes (default: the number of cores); ``1`` runs in this process.
         progress: show an overall progress bar.
         on_done: called with each run's outcome as it ends (also for skipped runs).
+        tensorboard: also write each run's TensorBoard events under this directory.
+        mlflow: also log each run to this MLflow tracking URI (experiment = the study).
 
     Returns:
         A :class:`SweepSummary`. On Ctrl-C the workers are stopped, their runs marked
@@ -248,7 +266,16 @@ def run_sweep(
     Raises:
         ConfigError: when a point of the grid is invalid or its topology/algorithm cannot
             be built (checked for every point before anything runs).
+        MissingDependencyError: when a sink is asked for without its extra installed.
     """
+    sinks: SinkOptions = (
+        None if tensorboard is None else os.fspath(tensorboard),
+        None if mlflow is None else os.fspath(mlflow),
+    )
+    if sinks != (None, None):  # fail before anything runs when an extra is missing
+        from decent.results.sinks import make_sinks
+
+        make_sinks(*sinks)
     points = expand(config)
     study = config.study
     _prebuild(points)
@@ -293,9 +320,11 @@ def run_sweep(
     interrupted = False
     try:
         if n_workers == 1:
-            interrupted = _run_inline(points, pending, labels, store, done)
+            interrupted = _run_inline(points, pending, labels, store, done, sinks)
         else:
-            interrupted = _run_pool(points, pending, ids, labels, store, out, n_workers, done)
+            interrupted = _run_pool(
+                points, pending, ids, labels, store, out, n_workers, done, sinks
+            )
     finally:
         bar.close()
     ordered = [
@@ -333,10 +362,13 @@ def _run_inline(
     labels: list[str],
     store: Store,
     done: Callable[[int, RunOutcome], None],
+    sinks: SinkOptions = (None, None),
 ) -> bool:
     for i in pending:
         try:
-            outcome = run_one(points[i].config, store, label=labels[i])
+            config = points[i].config
+            callbacks = _sink_callbacks(config, labels[i], sinks)
+            outcome = run_one(config, store, label=labels[i], callbacks=callbacks)
         except KeyboardInterrupt:
             return True
         except ConfigError as err:
@@ -354,6 +386,7 @@ def _run_pool(
     out: str | os.PathLike[str],
     n_workers: int,
     done: Callable[[int, RunOutcome], None],
+    sinks: SinkOptions = (None, None),
 ) -> bool:
     ctx = mp.get_context("spawn")
     tasks = ctx.Queue()
@@ -365,7 +398,9 @@ def _run_pool(
     out_str = str(Path(out))
 
     def spawn() -> Any:
-        proc = ctx.Process(target=_worker, args=(out_str, tasks, results, os.getpid()), daemon=True)
+        proc = ctx.Process(
+            target=_worker, args=(out_str, tasks, results, os.getpid(), sinks), daemon=True
+        )
         with _single_threaded_env():
             proc.start()
         return proc

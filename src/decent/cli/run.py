@@ -26,10 +26,18 @@ Examples:
   decent run configs/dsgd.toml --set algorithm.lr=0.05 --set topology.num_nodes=64
   decent run configs/digits_dirichlet.toml --set task.partition.alpha=1.0 --out my-results
   decent run configs/flagship.toml --set rounds=200     # the base point of a sweep config
+  decent run configs/dsgd.toml --tensorboard runs/tb --mlflow mlruns   # also log to these
 
 A run whose resolved config is already finished in the store is not repeated (its stored
 result is shown); pass --force to run it again.
 """
+
+
+TENSORBOARD_HELP = "Also write TensorBoard event files under DIR (needs decent[tensorboard])."
+MLFLOW_HELP = (
+    "Also log to MLflow at URI: a directory (file store, no server) or a server/database URI "
+    "(needs decent[mlflow]); the study is the MLflow experiment."
+)
 
 
 def summary_table(title: str, final: dict[str, float]) -> Table:
@@ -69,11 +77,15 @@ def run(
     study: str | None = typer.Option(None, "--study", help="Study name (default: config's)."),
     force: bool = typer.Option(False, "--force", help="Run again even if already finished."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    tensorboard: Path | None = typer.Option(
+        None, "--tensorboard", metavar="DIR", help=TENSORBOARD_HELP
+    ),
+    mlflow: str | None = typer.Option(None, "--mlflow", metavar="URI", help=MLFLOW_HELP),
 ) -> None:
     from decent.config import load_config
     from decent.engine import ProgressBar
     from decent.results import Store, run_id_for
-    from decent.sweep import run_one
+    from decent.sweep import run_label, run_one
 
     with user_errors():
         cfg = load_config(config, set_, study=study)
@@ -83,6 +95,17 @@ def run(
                 "`decent sweep` runs the grid)"
             )
         console.print(describe(cfg))
+        sinks: list[Any] = []
+        if tensorboard is not None or mlflow is not None:
+            from decent.results.sinks import make_sinks
+
+            sinks = make_sinks(  # a missing extra fails here, before the store is touched
+                tensorboard,
+                mlflow,
+                run_name=run_label(cfg),
+                config=cfg.run_dict(),
+                experiment=cfg.study,
+            )
         store = Store(out)
         experiment = None
         if force or not store.is_finished(run_id_for(cfg.study, cfg.run_dict())):
@@ -93,7 +116,7 @@ def run(
             store,
             experiment=experiment,
             force=force,
-            callbacks=[ProgressBar(disable=not progress)],
+            callbacks=[ProgressBar(disable=not progress), *sinks],
         )
     except KeyboardInterrupt:
         err_console.print("interrupted: the run is marked 'interrupted' in the store")

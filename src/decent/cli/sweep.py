@@ -15,6 +15,7 @@ from decent.cli._common import (
     set_option,
     user_errors,
 )
+from decent.cli.run import MLFLOW_HELP, TENSORBOARD_HELP
 
 SWEEP_HELP = """Run every point of a config's [sweep] grid (x seeds) into the results store.
 
@@ -23,6 +24,7 @@ Examples:
   decent sweep configs/flagship.toml                     # workers = number of cores
   decent sweep configs/flagship.toml --workers 2 --set rounds=500
   decent sweep configs/dsgd.toml --set 'sweep.grid."algorithm.lr"=[0.1, 0.05]' --set 'sweep.seeds=[0, 1]'
+  decent sweep configs/flagship.toml --tensorboard runs/tb --mlflow mlruns   # also log there
 
 Each run is committed to the store the moment it ends. Rerunning the same command skips
 finished runs and redoes unfinished ones; Ctrl-C stops the workers cleanly (their runs are
@@ -39,6 +41,10 @@ def sweep(
     ),
     study: str | None = typer.Option(None, "--study", help="Study name (default: config's)."),
     progress: bool = typer.Option(True, help="Show the overall progress bar."),
+    tensorboard: Path | None = typer.Option(
+        None, "--tensorboard", metavar="DIR", help=TENSORBOARD_HELP
+    ),
+    mlflow: str | None = typer.Option(None, "--mlflow", metavar="URI", help=MLFLOW_HELP),
 ) -> None:
     from decent.config import expand, load_config
     from decent.sweep import RunOutcome, default_workers, run_sweep
@@ -64,7 +70,15 @@ def sweep(
             tqdm.write("          " + outcome.message.strip().splitlines()[-1])
 
     with user_errors():
-        summary = run_sweep(cfg, out, workers=workers, progress=progress, on_done=report)
+        summary = run_sweep(
+            cfg,
+            out,
+            workers=workers,
+            progress=progress,
+            on_done=report,
+            tensorboard=tensorboard,
+            mlflow=mlflow,
+        )
     table = Table(title=f"sweep {cfg.study}")
     for col in ("finished", "diverged", "skipped (already done)", "failed", "not run"):
         table.add_column(col, justify="right")
