@@ -21,7 +21,7 @@ import queue
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch.multiprocessing as mp
@@ -29,7 +29,20 @@ import torch.multiprocessing as mp
 #: seconds a collective may block inside a child before gloo raises
 OP_TIMEOUT_S = 30.0
 
-_PRELOAD = ["torch", "torch.distributed", "scipy.sparse", "decent.comm.dist", "decent.comm.sim"]
+_PRELOAD = [
+    "torch",
+    "torch.distributed",
+    "scipy.sparse",
+    "decent.comm.dist",
+    "decent.comm.sim",
+    # the training tests: config, engine, tasks, store (pandas) imported once, in the server
+    "decent.config",
+    "decent.engine",
+    "decent.results",
+    "decent.sweep",
+    "decent.dist.runtime",
+    "decent.dist.gossip",
+]
 
 
 def _context() -> Any:
@@ -39,7 +52,7 @@ def _context() -> Any:
     ctx = mp.get_context(method)
     if method == "forkserver":
         # takes effect when the server starts (first use in this process); harmless after
-        ctx.set_forkserver_preload([*_PRELOAD, "dist_harness", "dist_cases"])
+        ctx.set_forkserver_preload([*_PRELOAD, "dist_harness", "dist_cases", "train_cases"])
     return ctx
 
 
@@ -58,6 +71,7 @@ def _entry(
     out: Any,
     args: tuple[Any, ...],
     backend: str,
+    parent_store: bool = False,
 ) -> None:
     import torch
     import torch.distributed as dist
@@ -66,19 +80,30 @@ def _entry(
     try:
         if "nccl" in backend:
             torch.cuda.set_device(rank)  # NCCL: one GPU per rank, set before any P2P
-        dist.init_process_group(
-            backend,
-            init_method=f"tcp://127.0.0.1:{port}",
-            rank=rank,
-            world_size=world_size,
-            timeout=datetime.timedelta(seconds=OP_TIMEOUT_S),
-        )
+        if parent_store:  # the parent hosts the store: any rank may die
+            store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False)
+            dist.init_process_group(
+                backend,
+                store=store,
+                rank=rank,
+                world_size=world_size,
+                timeout=datetime.timedelta(seconds=OP_TIMEOUT_S),
+            )
+        else:
+            dist.init_process_group(
+                backend,
+                init_method=f"tcp://127.0.0.1:{port}",
+                rank=rank,
+                world_size=world_size,
+                timeout=datetime.timedelta(seconds=OP_TIMEOUT_S),
+            )
     except BaseException:
         out.put((rank, False, traceback.format_exc()))
         return
     try:
         result = fn(rank, world_size, *args)
-        dist.barrier()  # nobody tears the group down while a peer still talks
+        if not parent_store:
+            dist.barrier()  # nobody tears the group down while a peer still talks
         out.put((rank, True, result))
     except BaseException:
         # report before tearing down, so the cause arrives before the peers' consequences
@@ -97,11 +122,17 @@ def run_group(
     *args: Any,
     backend: str = "gloo",
     timeout: float = 90.0,
+    may_die: Sequence[int] = (),
 ) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``world_size`` ranks; return results by rank.
 
     ``backend`` is passed to ``init_process_group`` (``"gloo"``; ``"nccl"`` sets the CUDA
     device of rank ``r`` to ``r`` first).
+
+    ``may_die``: ranks that are allowed to die or hang (crash tests). Then the parent hosts
+    the rendezvous store (so any rank may go), children skip the final barrier, the call
+    returns once every other rank reported, and those ranks' results are ``None`` (or
+    what they returned, if they did).
 
     Raises:
         RuntimeError: a rank raised (its traceback is in the message).
@@ -110,11 +141,23 @@ def run_group(
     ctx = _context()
     out = ctx.Queue()
     port = free_port()
+    parent_store = bool(may_die)
+    server = None
+    if parent_store:
+        import torch.distributed as dist
+
+        server = dist.TCPStore(
+            "127.0.0.1", port, world_size, is_master=True, wait_for_workers=False
+        )
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     procs = [
-        ctx.Process(target=_entry, args=(fn, r, world_size, port, out, args, backend), daemon=True)
+        ctx.Process(
+            target=_entry,
+            args=(fn, r, world_size, port, out, args, backend, parent_store),
+            daemon=True,
+        )
         for r in range(world_size)
     ]
     try:
@@ -132,7 +175,8 @@ def run_group(
     deadline = time.monotonic() + timeout
     give_up_at = deadline  # moved earlier once a rank failed or died without reporting
     try:
-        while len(results) + len(errors) < world_size:
+        must = set(range(world_size)) - set(may_die)
+        while not must <= set(results) | set(errors):
             now = time.monotonic()
             if now >= give_up_at:
                 break
@@ -142,7 +186,10 @@ def run_group(
                 dead = [
                     r
                     for r, p in enumerate(procs)
-                    if r not in results and r not in errors and p.exitcode is not None
+                    if r not in results
+                    and r not in errors
+                    and r not in may_die
+                    and p.exitcode is not None
                 ]
                 for r in dead:  # died (abort, segfault, os._exit) without a word
                     errors[r] = f"rank {r} exited with code {procs[r].exitcode} without reporting"
@@ -157,8 +204,9 @@ def run_group(
             p.join(timeout=5.0)
         for p in procs:
             if p.is_alive():
-                p.terminate()
+                p.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
                 p.join(timeout=5.0)
+        del server
     if errors:
         # the first report that is not a lost connection is the cause; the rest follow from it
         causes = [r for r, msg in errors.items() if not any(c in msg for c in _COLLATERAL)]
@@ -172,9 +220,11 @@ def run_group(
             f"rank {first} of {world_size} failed first (failed ranks {sorted(errors)}):\n"
             f"{errors[first]}{others}"
         )
-    if len(results) < world_size:
-        missing = sorted(set(range(world_size)) - set(results))
+    missing = sorted(set(range(world_size)) - set(results) - set(may_die))
+    if missing:
         raise TimeoutError(f"ranks {missing} of {world_size} did not finish within {timeout} s")
+    for r in may_die:
+        results.setdefault(r, None)
     return [results[r] for r in range(world_size)]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -209,6 +210,15 @@ class DistCommunicator:
             issues the NCCL warm-up collective in the constructor.
         dense_limit: compute the local product ``A @ Z`` densely when ``A`` (held rows by
             held plus received rows) has at most this many entries, else as a sparse gather.
+        overlap: non-blocking mode: ``mix`` posts the exchange of its input and returns
+            at once with the neighbours' values of the *previous* call (one-step-stale
+            mixing), so the exchange runs during the next gradient computation:
+
+            .. math:: x_i \\leftarrow W_{ii} x_i(t) + \\sum_{j \\ne i} W_{ij} x_j(t - 1),
+
+            with ``x_j(0) = x_j(1)``; it equals the simulator wrapped in
+            :class:`decent.comm.delay.DelayedCommunicator` (delay 1). Needs a static
+            topology; call :meth:`close` at the end to complete the last exchange.
 
     Raises:
         DistConfigError: the process group is not initialized, this process is not in
@@ -230,6 +240,7 @@ class DistCommunicator:
         group: dist.ProcessGroup | None = None,
         device: torch.device | str | None = None,
         dense_limit: int = _DEFAULT_DENSE_LIMIT,
+        overlap: bool = False,
     ) -> None:
         if not (dist.is_available() and dist.is_initialized()):
             raise DistConfigError(
@@ -274,6 +285,15 @@ class DistCommunicator:
             self._period = None
         self._plans: OrderedDict[int, _ExchangePlan] = OrderedDict()
         self._warm: set[torch.device] = set()
+        self.overlap = bool(overlap)
+        if self.overlap and not topology.is_static:
+            raise DistConfigError(
+                f"overlap=True needs a static topology, got time-varying {topology.name!r}: a "
+                "rank posts round t's values before it knows the neighbours of the next "
+                "round it mixes in; use overlap=False (or a static topology)"
+            )
+        # overlap mode: (works, received buffers, held rows) of the exchange in flight
+        self._pending: tuple[list[Any], list[torch.Tensor], torch.Tensor] | None = None
         if self.device is not None and self.device.type != "cpu":
             self._warm_up(self.device)
 
@@ -404,6 +424,13 @@ class DistCommunicator:
         Returns:
             The received ``(r_p, k)`` buffers, one per receiving peer, peers ascending.
         """
+        works, received = self._post(x, plan)
+        for work in works:
+            work.wait()
+        return received
+
+    def _post(self, x: torch.Tensor, plan: _ExchangePlan) -> tuple[list[Any], list[torch.Tensor]]:
+        """Post the exchange of :meth:`_exchange` without waiting; return (works, buffers)."""
         k = x.shape[1]
         ops: list[dist.P2POp] = []
         index = plan.send_index(x.device)
@@ -415,10 +442,8 @@ class DistCommunicator:
             buf = torch.empty((plan.recv[p].size, k), dtype=x.dtype, device=x.device)
             received.append(buf)
             ops.append(dist.P2POp(dist.irecv, buf, self._global_rank[p], self.group))
-        if ops:
-            for work in dist.batch_isend_irecv(ops):
-                work.wait()
-        return received
+        works = list(dist.batch_isend_irecv(ops)) if ops else []
+        return works, received
 
     # -- Communicator --------------------------------------------------------------------
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
@@ -445,9 +470,47 @@ class DistCommunicator:
         plan = self._plan(t)
         self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
         x = x.contiguous()
+        if self.overlap:
+            return self._mix_overlap(x, plan)
         received = self._exchange(x, plan)
         z = torch.cat([x, *received], dim=0) if received else x
         return plan.apply(z, self.num_local)
+
+    def _mix_overlap(self, x: torch.Tensor, plan: _ExchangePlan) -> torch.Tensor:
+        """``A @ [x_prev; received_prev] + diag(W)_held * (x - x_prev)``, then post ``x``."""
+        if self._pending is None:  # first call: nothing stale yet, exchange x itself
+            received = self._exchange(x, plan)
+            prev = x
+        else:
+            works, received, prev = self._pending
+            for work in works:
+                work.wait()
+            if prev.shape != x.shape or (received and received[0].dtype != x.dtype):
+                raise ValueError(
+                    f"overlap mode mixes the previous call's values, so every call must pass "
+                    f"the same shape and dtype; got {tuple(x.shape)} {x.dtype} after "
+                    f"{tuple(prev.shape)} {prev.dtype}"
+                )
+        z = torch.cat([prev, *received], dim=0) if received else prev
+        diag = torch.as_tensor(
+            plan.matrix.csr.diagonal()[self._my_nodes], dtype=x.dtype, device=x.device
+        )
+        out = plan.apply(z, self.num_local) + diag[:, None] * (x - prev)
+        own = x.clone()
+        works, bufs = self._post(own, plan)
+        self._pending = (works, bufs, own)
+        return out
+
+    def close(self) -> None:
+        """Complete the exchange still in flight (overlap mode); a no-op otherwise.
+
+        Every rank must call it after its last :meth:`mix` (the last posted sends are
+        matched by the neighbours' last posted receives).
+        """
+        if self._pending is not None:
+            for work in self._pending[0]:
+                work.wait()
+            self._pending = None
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True

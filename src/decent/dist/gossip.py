@@ -1,0 +1,492 @@
+"""Thread-based neighbour gossip: bounded staleness and survival of crashed or hung ranks.
+
+Each pair of neighbouring ranks gets its own two-rank gloo group (``new_group`` with local
+synchronization), so a failure poisons only that edge. Per neighbour there is one sending
+thread (blocking ``send``, fed by a queue) and one receiving thread (blocking ``recv`` in a
+loop): on gloo, ``is_completed()`` of ``isend``/``irecv`` only turns true inside ``wait()``
+and a timed-out ``wait`` closes the connection, so polling does not work and threads do.
+
+Every message carries its version (the sender's mix-call count ``c``). At its call ``c``
+a rank mixes, from each in-neighbour, the newest version ``v`` with
+``c - staleness <= v <= c``, waiting only when there is none. ``staleness = 0`` is the
+synchronous exchange (and equals the simulator).
+
+With ``failure_timeout`` set, each rank also beats a heartbeat counter in the rendezvous
+store and watches everyone's; a rank whose counter stalls for ``failure_timeout`` seconds
+(SIGSTOP) or whose connection closes (SIGKILL) is declared dead in the store. Survivors drop
+its edges and rebuild ``W`` with Metropolis-Hastings weights on the surviving graph (rows
+stay stochastic, and the matrix doubly stochastic once everyone knows), and reduce metrics
+through the store over the survivors only, since the world group is unusable after a loss.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from decent._types import NodeTensor
+from decent.comm.base import CommStats, ReduceOp
+from decent.comm.dist import DistConfigError, _build_plan, block_placement
+from decent.topology._matrix import MixingMatrix, Topology
+
+__all__ = ["GossipCommunicator", "surviving_metropolis"]
+
+_REDUCE_OPS = ("mean", "sum", "min", "max")
+_KEY = "decent/ft"
+
+
+_INSTANCES = 0
+_EDGE_GROUPS: dict[tuple[int, int], Any] = {}
+"""Two-rank gloo groups by rank pair, created once per process (``new_group`` is costly)."""
+
+
+def _rank_edges(w: MixingMatrix, owner: np.ndarray) -> list[tuple[int, int]]:
+    """Unordered pairs of distinct ranks whose nodes are adjacent in ``W`` (sorted)."""
+    coo = w.csr.tocoo()
+    a, b = owner[coo.row], owner[coo.col]
+    keep = a != b
+    pairs = {(int(min(i, j)), int(max(i, j))) for i, j in zip(a[keep], b[keep], strict=True)}
+    return sorted(pairs)
+
+
+def surviving_metropolis(w: MixingMatrix, dead_nodes: Sequence[int]) -> MixingMatrix:
+    """Metropolis-Hastings weights on the graph of ``W`` without the ``dead_nodes``.
+
+    With ``S`` the symmetric support of ``W`` among surviving nodes and ``deg_i = |S_i|``:
+
+    .. math::
+        W'_{ij} = \\frac{1}{1 + \\max(\\deg_i, \\deg_j)} \\ (ij \\in S), \\qquad
+        W'_{ii} = 1 - \\sum_{j \\ne i} W'_{ij}, \\qquad W'_{dd} = 1 \\ (d \\text{ dead}).
+
+    ``W'`` is symmetric and doubly stochastic; dead nodes keep their value and are
+    disconnected.
+
+    Example:
+        >>> from decent.topology import ring
+        >>> w = surviving_metropolis(ring(4).weights(1), [2])
+        >>> w.dense().sum(axis=1).tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    a = w.dense()
+    n = a.shape[0]
+    alive = np.ones(n, dtype=bool)
+    alive[list(dead_nodes)] = False
+    s = ((a != 0) | (a.T != 0)) & alive[:, None] & alive[None, :]
+    np.fill_diagonal(s, False)
+    deg = s.sum(axis=1)
+    out = np.where(s, 1.0 / (1.0 + np.maximum(deg[:, None], deg[None, :])), 0.0)
+    np.fill_diagonal(out, 1.0 - out.sum(axis=1))
+    return MixingMatrix.from_array(out, name=f"{w.name}-survivors")
+
+
+class GossipCommunicator:
+    """Mix with the freshest neighbour values (bounded staleness), optionally fault tolerant.
+
+    Row ``i`` at the rank's ``c``-th call:
+
+    .. math:: x_i \\leftarrow \\sum_j W[i, j]\\, x_j(v_j), \\qquad
+              c - s \\le v_j \\le c, \\ v_i = c,
+
+    where ``x_j(v)`` is the value node ``j`` passed to its ``v``-th call. ``s = 0`` is the
+    synchronous mix. Needs a static topology and one ``mix`` call per round with a fixed
+    number of columns (all algorithms of decent pack their state into one call).
+
+    Args:
+        topology: a static topology.
+        placement: nodes per rank (default :func:`~decent.comm.dist.block_placement`).
+        staleness: ``s >= 0``, how many calls old a neighbour's value may be.
+        failure_timeout: seconds of heartbeat silence after which a rank is declared dead
+            (``None``: no failure handling; a dead peer then fails the run).
+        heartbeat_interval: seconds between heartbeats (default ``failure_timeout / 10``,
+            at most 0.5).
+        dense_limit: as in :class:`~decent.comm.dist.DistCommunicator`.
+
+    Raises:
+        DistConfigError: no process group, a time-varying topology, a bad placement or
+            ``staleness < 0``.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        placement: Sequence[Sequence[int]] | None = None,
+        staleness: int = 0,
+        failure_timeout: float | None = None,
+        heartbeat_interval: float | None = None,
+        dense_limit: int = 1 << 16,
+    ) -> None:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise DistConfigError(
+                "GossipCommunicator needs an initialized torch.distributed process group; "
+                "launch with torchrun or `decent launch`"
+            )
+        if not topology.is_static:
+            raise DistConfigError(
+                f"the stale and fault_tolerant modes need a static topology, got time-varying "
+                f"{topology.name!r}; use mode 'sync' for time-varying graphs"
+            )
+        if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
+            raise DistConfigError(f"staleness must be an integer >= 0 (rounds), got {staleness!r}")
+        if failure_timeout is not None and not failure_timeout > 0:
+            raise DistConfigError(f"failure_timeout must be > 0 seconds, got {failure_timeout!r}")
+        self.topology = topology
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        self.num_nodes = int(topology.num_nodes)
+        blocks = (
+            block_placement(self.num_nodes, self.world_size)
+            if placement is None
+            else [[int(i) for i in b] for b in placement]
+        )
+        flat = sorted(i for b in blocks for i in b)
+        if len(blocks) != self.world_size or flat != list(range(self.num_nodes)):
+            raise DistConfigError(
+                f"placement must give one list per rank (world_size={self.world_size}) and "
+                f"cover nodes 0..{self.num_nodes - 1} once; use block_placement"
+            )
+        self.placement = tuple(tuple(b) for b in blocks)
+        self._owner = np.empty(self.num_nodes, dtype=np.int64)
+        for r, b in enumerate(blocks):
+            self._owner[np.asarray(b, dtype=np.int64)] = r
+        self._my_nodes = np.asarray(blocks[self.rank], dtype=np.int64)
+        self.num_local = int(self._my_nodes.size)
+        self.node_ids = torch.as_tensor(self._my_nodes, dtype=torch.int64)
+        self.stats = CommStats(num_nodes=self.num_nodes)
+        self.staleness = staleness
+        self.failure_timeout = failure_timeout
+        self.dense_limit = dense_limit
+        self._w = topology.weights(1)
+        self._base_plan = _build_plan(self._w, self._my_nodes, self._owner, self.rank, dense_limit)
+        self._plan = self._base_plan
+        self._out_peers = sorted(self._base_plan.send)
+        self._in_peers = sorted(self._base_plan.recv)
+        # one two-rank group per edge of the rank graph; new_group is collective, so every
+        # rank creates every edge's group in the same (lexicographic) order, once per process
+        rank_pairs = _rank_edges(self._w, self._owner)
+        self._edge: dict[int, Any] = {}
+        for low, high in rank_pairs:
+            group = _EDGE_GROUPS.get((low, high))
+            if group is None:
+                group = _EDGE_GROUPS[(low, high)] = dist.new_group([low, high])
+            if self.rank in (low, high):
+                self._edge[high if low == self.rank else low] = group
+
+        self._cond = threading.Condition()
+        self._inbox: dict[int, dict[int, torch.Tensor]] = {p: {} for p in self._in_peers}
+        self._peer_done: set[int] = set()
+        self.dead: set[int] = set()  # ranks
+        self.events: list[dict[str, Any]] = []
+        self.max_staleness_seen = 0
+        self._calls = 0
+        self._k: int | None = None
+        self._dtype: torch.dtype | None = None
+        self._queues: dict[int, queue.Queue[torch.Tensor | None]] = {}
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._ar_seq = 0
+        self._start = time.monotonic()
+
+        self._store: Any = None
+        self._stop = threading.Event()
+        global _INSTANCES
+        _INSTANCES += 1  # the same count on every rank: communicators are built collectively
+        self._key = f"{_KEY}/{_INSTANCES}"
+        if failure_timeout is not None:
+            from torch.distributed import distributed_c10d as c10d
+
+            self._store = c10d._get_default_store()
+            self._hb_interval = (
+                heartbeat_interval
+                if heartbeat_interval is not None
+                else min(0.5, failure_timeout / 10)
+            )
+            self._seen = {r: (-1, time.monotonic()) for r in range(self.world_size)}
+            self._finished: set[int] = set()
+            hb = threading.Thread(target=self._heartbeat, name="decent-heartbeat", daemon=True)
+            hb.start()
+            self._threads.append(hb)
+
+    # -- failure detection -------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        store = self._store
+        while not self._stop.is_set():
+            try:
+                store.add(f"{self._key}/hb/{self.rank}", 1)
+                now = time.monotonic()
+                for r in range(self.world_size):
+                    if r == self.rank or r in self.dead or r in self._finished:
+                        continue
+                    if store.check([f"{self._key}/done/{r}"]):
+                        self._finished.add(r)
+                        continue
+                    if store.check([f"{self._key}/dead/{r}"]):
+                        first = int(store.get(f"{self._key}/dead/{r}").decode())
+                        self._declare_dead(r, "store", now - self._seen[r][1], first)
+                        continue
+                    count = store.add(f"{self._key}/hb/{r}", 0)
+                    last, since = self._seen[r]
+                    if count != last:
+                        self._seen[r] = (count, now)
+                    elif now - since > float(self.failure_timeout or 0):
+                        self._declare_dead(r, "heartbeat", now - since)
+            except Exception:  # the store itself is gone: nothing left to watch
+                return
+            self._stop.wait(self._hb_interval)
+
+    def _declare_dead(
+        self, r: int, how: str, silent_s: float, left_round: int | None = None
+    ) -> None:
+        with self._cond:
+            if r in self.dead:
+                return
+            self.dead.add(r)
+            self.events.append(
+                {
+                    "rank": r,
+                    "nodes": list(self.placement[r]),
+                    "round": self._calls,  # this rank's round when it learned
+                    "left_round": self._calls if left_round is None else left_round,
+                    "detected_by": how,
+                    "silent_s": round(float(silent_s), 3),
+                    "wall_s": round(time.monotonic() - self._start, 3),
+                }
+            )
+            dead_nodes = [i for d in sorted(self.dead) for i in self.placement[d]]
+            w = surviving_metropolis(self._w, dead_nodes)
+            self._plan = _build_plan(w, self._my_nodes, self._owner, self.rank, self.dense_limit)
+            self._cond.notify_all()
+        if self._store is not None and how != "store":
+            try:
+                self._store.set(f"{self._key}/dead/{r}", str(self._calls))
+            except Exception:
+                pass
+
+    def fault_metrics(self) -> dict[str, float]:
+        """Flat metrics for the records: nodes alive, and per lost rank when it was seen gone."""
+        out = {"dist/alive_ranks": float(self.world_size - len(self.dead))}
+        out["dist/alive_nodes"] = float(
+            self.num_nodes - sum(len(self.placement[r]) for r in self.dead)
+        )
+        for e in self.events:
+            out[f"dist/left/rank{e['rank']}/round"] = float(e["left_round"])
+            out[f"dist/left/rank{e['rank']}/wall_s"] = float(e["wall_s"])
+        return out
+
+    # -- threads -----------------------------------------------------------------------
+    def _start_threads(self, k: int, dtype: torch.dtype) -> None:
+        self._k, self._dtype = k, dtype
+        for p in self._in_peers:
+            size = int(self._base_plan.recv[p].size) * k + 1
+            th = threading.Thread(
+                target=self._receive, args=(p, size), name=f"decent-recv-{p}", daemon=True
+            )
+            th.start()
+            self._threads.append(th)
+        for q in self._out_peers:
+            self._queues[q] = queue.Queue()
+            th = threading.Thread(
+                target=self._send, args=(q,), name=f"decent-send-{q}", daemon=True
+            )
+            th.start()
+            self._threads.append(th)
+
+    def _receive(self, p: int, size: int) -> None:
+        rows = int(self._base_plan.recv[p].size)
+        assert self._dtype is not None and self._k is not None
+        while True:
+            buf = torch.empty(size, dtype=self._dtype)
+            try:
+                dist.recv(buf, src=p, group=self._edge[p])
+            except Exception:
+                if not self._closed:
+                    self._declare_dead(p, "connection", 0.0)
+                return
+            version = int(buf[-1].item())
+            with self._cond:
+                if version < 0:
+                    self._peer_done.add(p)
+                    self._cond.notify_all()
+                    return
+                self._inbox[p][version] = buf[:-1].view(rows, self._k)
+                self._cond.notify_all()
+
+    def _send(self, q: int) -> None:
+        box = self._queues[q]
+        while True:
+            payload = box.get()
+            if payload is None:
+                return
+            if q in self.dead:
+                continue
+            try:
+                dist.send(payload, dst=q, group=self._edge[q])
+            except Exception:
+                if not self._closed:
+                    self._declare_dead(q, "connection", 0.0)
+
+    # -- Communicator ------------------------------------------------------------------
+    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
+        """Mix the held rows with the freshest neighbour values within the staleness bound.
+
+        Raises:
+            ValueError: a wrongly shaped ``x``, or a different number of columns or dtype
+                than the first call.
+            RuntimeError: a neighbour stays silent and failure handling is off.
+        """
+        if x.ndim != 2 or x.shape[0] != self.num_local or x.device.type != "cpu":
+            raise ValueError(
+                f"mix expects a CPU tensor of shape (m, k) = ({self.num_local}, k), got "
+                f"{tuple(x.shape)} on {x.device}"
+            )
+        if self._k is None:
+            self._start_threads(int(x.shape[1]), x.dtype)
+        elif x.shape[1] != self._k or x.dtype != self._dtype:
+            raise ValueError(
+                f"GossipCommunicator mixes one fixed-size message per round: first call had "
+                f"k={self._k} {self._dtype}, now k={x.shape[1]} {x.dtype}"
+            )
+        self._calls += 1
+        c = self._calls
+        self.stats.add_gossip(self._w.out_degree, x.shape[1] * x.element_size())
+        x = x.contiguous()
+        version = torch.tensor([float(c)], dtype=x.dtype)
+        index = self._base_plan.send_index(x.device)
+        for q in self._out_peers:
+            if q not in self.dead:
+                self._queues[q].put(torch.cat([x.index_select(0, index[q]).reshape(-1), version]))
+        lo = c - self.staleness
+        deadline = time.monotonic() + 300.0
+        with self._cond:
+            while True:
+                plan = self._plan
+                missing = [
+                    p
+                    for p in sorted(plan.recv)
+                    if p not in self.dead and not any(lo <= v <= c for v in self._inbox[p])
+                ]
+                if not missing:
+                    break
+                if self.failure_timeout is None and time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"rank {self.rank}: no message of rounds {lo}..{c} from ranks {missing} "
+                        "within 300 s; a peer died or hangs (use mode 'fault_tolerant')"
+                    )
+                self._cond.wait(0.05)
+            received = []
+            for p in sorted(plan.recv):
+                box = self._inbox[p]
+                v = max(v for v in box if lo <= v <= c)
+                self.max_staleness_seen = max(self.max_staleness_seen, c - v)
+                for old in [u for u in box if u < v]:
+                    del box[old]
+                rows = box[v]
+                want = plan.recv[p]
+                if want.size != self._base_plan.recv[p].size:  # a subset after a failure
+                    pos = np.searchsorted(self._base_plan.recv[p], want)
+                    rows = rows[torch.as_tensor(pos)]
+                received.append(rows)
+        z = torch.cat([x, *received], dim=0) if received else x
+        return plan.apply(z, self.num_local)
+
+    def all_reduce(
+        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
+    ) -> torch.Tensor:
+        """Reduce over all (surviving) nodes; through the store when failures are handled."""
+        if op not in _REDUCE_OPS:
+            raise ValueError(f"op must be one of {', '.join(_REDUCE_OPS)}; got {op!r}")
+        if x.ndim != 2 or x.shape[0] != self.num_local:
+            raise ValueError(
+                f"all_reduce expects (m, k) = ({self.num_local}, k), got {tuple(x.shape)}"
+            )
+        if op in ("mean", "sum"):
+            local = x.sum(dim=0)
+        elif op == "min":
+            local = x.amin(dim=0)
+        else:
+            local = x.amax(dim=0)
+        if accounted:
+            self.stats.add_all_reduce(x.shape[1] * x.element_size())
+        if self._store is None:
+            red = {"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}.get(op, dist.ReduceOp.SUM)
+            local = local.contiguous()
+            dist.all_reduce(local, op=red)
+            return local / self.num_nodes if op == "mean" else local
+        return self._store_reduce(local, op)
+
+    def _store_reduce(self, local: torch.Tensor, op: str) -> torch.Tensor:
+        """All-reduce through the rendezvous store among the ranks not declared dead."""
+        self._ar_seq += 1
+        seq = self._ar_seq
+        arr = local.detach().to(torch.float64).numpy()
+        self._store.set(f"{self._key}/ar/{seq}/{self.rank}", arr.tobytes())
+        parts: list[np.ndarray] = []
+        count = 0
+        for r in range(self.world_size):
+            if r == self.rank:
+                parts.append(arr)
+                count += self.num_local
+                continue
+            key = f"{self._key}/ar/{seq}/{r}"
+            while True:
+                if self._store.check([key]):
+                    parts.append(np.frombuffer(self._store.get(key), dtype=np.float64))
+                    count += len(self.placement[r])
+                    break
+                if r in self.dead:
+                    break
+                time.sleep(0.001)
+        stack = np.stack(parts)
+        if op == "min":
+            res = stack.min(axis=0)
+        elif op == "max":
+            res = stack.max(axis=0)
+        else:
+            res = stack.sum(axis=0)
+            if op == "mean":
+                res = res / count
+        return torch.as_tensor(res, dtype=local.dtype)
+
+    def close(self) -> None:
+        """Tell the neighbours this rank is done, flush the sends, stop the threads."""
+        if self._closed:
+            return
+        if self._k is not None:
+            end = torch.full((1,), -1.0, dtype=self._dtype)
+            for q in self._out_peers:
+                size = int(self._base_plan.send[q].size) * self._k + 1
+                msg = torch.cat([torch.zeros(size - 1, dtype=self._dtype), end])
+                self._queues[q].put(msg)
+                self._queues[q].put(None)
+            limit = time.monotonic() + 2 * (self.failure_timeout or 60.0)
+            for th in self._threads:  # senders flush; receivers end with the peer's last message
+                peer = (
+                    int(th.name.rsplit("-", 1)[1])
+                    if th.name.startswith("decent-s") or (th.name.startswith("decent-r"))
+                    else None
+                )
+                if peer is None or peer in self.dead:
+                    continue
+                while th.is_alive() and peer not in self.dead and time.monotonic() < limit:
+                    th.join(timeout=0.05)
+        self._closed = True
+        if self._store is not None:
+            try:
+                self._store.set(f"{self._key}/done/{self.rank}", "1")
+            except Exception:
+                pass
+        self._stop.set()
+
+    def __repr__(self) -> str:
+        return (
+            f"GossipCommunicator({self.topology.name}, n={self.num_nodes}, rank={self.rank}/"
+            f"{self.world_size}, staleness={self.staleness}, "
+            f"failure_timeout={self.failure_timeout})"
+        )

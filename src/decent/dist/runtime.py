@@ -1,0 +1,294 @@
+"""What every rank of a distributed run does, whoever started it (torchrun or a test).
+
+:func:`run_rank` is the whole life of one rank after ``init_process_group``: fit the world to
+the topology, check that every rank resolved the same config, build the experiment with a
+distributed communicator, train with the ONE round loop (:func:`decent.engine.train`), and
+record from one rank only. The metrics of the loop are global (collectives), so the single
+writer stores exactly what a simulator run of the same config stores, with the config
+marked ``backend = "dist"`` and a ``dist`` section (world size, mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch.distributed as dist
+
+from decent.comm.dist import DistConfigError, block_placement
+from decent.engine.callbacks import Callback
+
+if TYPE_CHECKING:
+    from decent.config import ExperimentConfig
+    from decent.engine import RunResult
+    from decent.results import RunWriter
+
+__all__ = [
+    "MODES",
+    "LaunchError",
+    "check_same_config",
+    "check_world",
+    "config_digest",
+    "dist_run_dict",
+    "run_rank",
+]
+
+MODES = ("sync", "overlap", "stale", "fault_tolerant")
+"""Transports of a distributed run.
+
+* ``sync``: :class:`~decent.comm.dist.DistCommunicator`, one blocking neighbour exchange
+  per round (equals the simulator).
+* ``overlap``: the exchange of round ``t`` runs during the gradient computation of round
+  ``t + 1``; equals the simulator with :class:`~decent.comm.delay.DelayedCommunicator`
+  (delay 1).
+* ``stale``: :class:`~decent.dist.gossip.GossipCommunicator`, each rank mixes the freshest
+  neighbour values at most ``staleness`` rounds old.
+* ``fault_tolerant``: the same transport with failure detection: a dead or hung rank is
+  dropped and the survivors go on.
+"""
+
+
+class LaunchError(DistConfigError):
+    """A distributed run that cannot start; the message names the rule and the fix."""
+
+
+def check_world(num_nodes: int, world_size: int) -> list[list[int]]:
+    """Place ``num_nodes`` nodes on ``world_size`` ranks (contiguous blocks).
+
+    Returns:
+        :func:`~decent.comm.dist.block_placement` ``(num_nodes, world_size)``.
+
+    Raises:
+        LaunchError: fewer nodes than ranks.
+
+    Example:
+        >>> check_world(6, 4)
+        [[0, 1], [2, 3], [4], [5]]
+    """
+    if world_size < 1 or num_nodes < world_size:
+        raise LaunchError(
+            f"world_size={world_size} ranks cannot hold topology.num_nodes={num_nodes} nodes: "
+            "every rank needs at least one node; launch at most "
+            f"{num_nodes} processes (--nproc {num_nodes}) or set topology.num_nodes >= "
+            f"{world_size}"
+        )
+    return block_placement(num_nodes, world_size)
+
+
+def config_digest(resolved: dict[str, Any]) -> str:
+    """The sha256 of the canonical JSON of a resolved config (key order does not matter)."""
+    text = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def check_same_config(resolved: dict[str, Any], group: dist.ProcessGroup | None = None) -> str:
+    """All-gather the digest of ``resolved`` and fail on every rank if two ranks differ.
+
+    Args:
+        resolved: this rank's resolved config.
+        group: the process group (default: the world).
+
+    Returns:
+        The common digest.
+
+    Raises:
+        LaunchError: naming the ranks whose config differs from rank 0's and the fields.
+    """
+    digest = config_digest(resolved)
+    world = dist.get_world_size(group)
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (digest, resolved), group=group)
+    bad = [r for r, (h, _) in enumerate(gathered) if h != gathered[0][0]]
+    if not bad:
+        return digest
+    ref = _flatten(gathered[0][1])
+    lines = []
+    for r in bad:
+        other = _flatten(gathered[r][1])
+        keys = sorted(k for k in set(ref) | set(other) if ref.get(k) != other.get(k))
+        fields = ", ".join(
+            f"{k} (rank 0: {ref.get(k)!r}, rank {r}: {other.get(k)!r})" for k in keys
+        )
+        lines.append(f"rank {r} (digest {gathered[r][0][:12]}): {fields}")
+    raise LaunchError(
+        f"the resolved config differs between ranks (rank 0 digest {gathered[0][0][:12]}):\n  "
+        + "\n  ".join(lines)
+        + "\nevery rank must load the same config file with the same --set overrides; copy "
+        "the file to every machine"
+    )
+
+
+def dist_run_dict(config: ExperimentConfig, world_size: int, mode: str, **extra: Any) -> dict:
+    """The resolved config stored for a distributed run.
+
+    It is ``config.run_dict()`` with ``backend = "dist"`` and a ``dist`` section
+    ``{"world_size": ..., "mode": ..., **extra}``, so a report groups it next to the
+    simulator run of the same experiment and tells them apart.
+    """
+    out = config.run_dict()
+    out["backend"] = "dist"
+    out["dist"] = {"world_size": int(world_size), "mode": mode, **extra}
+    return out
+
+
+class DistRecorder(Callback):
+    """Log the evaluations to a results writer, with what the communicator adds.
+
+    Like :class:`decent.engine.StoreRecorder`, plus ``comm.fault_metrics()`` (who left and
+    when) when the communicator has it.
+    """
+
+    def __init__(self, writer: RunWriter, comm: Any) -> None:
+        self.writer = writer
+        self.comm = comm
+
+    def _extra(self) -> dict[str, float]:
+        fn = getattr(self.comm, "fault_metrics", None)
+        return dict(fn()) if fn is not None else {}
+
+    def on_eval(self, t: int, metrics: dict[str, float]) -> None:
+        row = {**metrics, **self._extra()}
+        self.writer.log(t, {k: v for k, v in row.items() if math.isfinite(v)})
+
+    def on_end(self, result: RunResult) -> None:
+        if self.writer.closed:
+            return
+        final = {k: v for k, v in {**result.final, **self._extra()}.items() if math.isfinite(v)}
+        final["rounds_completed"] = result.rounds_completed
+        if result.status in ("finished", "diverged"):
+            self.writer.finish(result.status, final=final)
+        else:
+            self.writer.fail("interrupted", result.message)
+
+
+def make_comm_factory(
+    placement: list[list[int]],
+    mode: str,
+    *,
+    staleness: int = 0,
+    failure_timeout: float | None = None,
+    device: Any = None,
+) -> Callable[[Any], Any]:
+    """The ``comm_factory`` for :meth:`ExperimentConfig.build` of one transport mode."""
+    if mode not in MODES:
+        raise LaunchError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+    def factory(topology: Any) -> Any:
+        if mode in ("sync", "overlap"):
+            from decent.comm.dist import DistCommunicator
+
+            return DistCommunicator(
+                topology, placement=placement, device=device, overlap=mode == "overlap"
+            )
+        from decent.dist.gossip import GossipCommunicator
+
+        return GossipCommunicator(
+            topology,
+            placement=placement,
+            staleness=staleness,
+            failure_timeout=failure_timeout if mode == "fault_tolerant" else None,
+        )
+
+    return factory
+
+
+def run_rank(
+    config: ExperimentConfig,
+    *,
+    out: str | Path | None = None,
+    mode: str = "sync",
+    staleness: int = 0,
+    failure_timeout: float | None = None,
+    force: bool = True,
+    callbacks: Sequence[Callback] = (),
+    recorder_rank: int = 0,
+) -> RunResult | None:
+    """Run one rank of a distributed experiment (after ``init_process_group``).
+
+    Every rank: place the nodes (:func:`check_world`), compare the resolved config across
+    ranks (:func:`check_same_config`), build the experiment with a distributed
+    communicator, train. Only ``recorder_rank`` opens the results store and writes.
+
+    Args:
+        config: the experiment (its ``backend`` is set to ``"dist"``).
+        out: the results directory; ``None`` records nothing.
+        mode: one of :data:`MODES`.
+        staleness: bound of the ``stale`` mode (rounds).
+        failure_timeout: seconds without a heartbeat after which the ``fault_tolerant``
+            mode declares a rank dead (default 10).
+        force: re-run a config that the store already has finished; when ``False`` such a
+            run is skipped on every rank and ``None`` is returned.
+        callbacks: extra engine callbacks on this rank.
+        recorder_rank: the rank that writes the store.
+
+    Returns:
+        The rank's :class:`~decent.engine.RunResult`, or ``None`` when skipped.
+
+    Raises:
+        LaunchError: world size vs topology, a config that differs between ranks, bad mode.
+        ConfigError: the config cannot be built (on every rank alike).
+    """
+    from decent.results import Store, run_id_for
+    from decent.sweep import run_label
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    config = config.model_copy(update={"backend": "dist"})
+    placement = check_world(config.topology.num_nodes, world)
+    if mode == "fault_tolerant" and failure_timeout is None:
+        failure_timeout = 10.0
+    extra: dict[str, Any] = {}
+    if mode == "stale":
+        extra["staleness"] = staleness
+    resolved = dist_run_dict(config, world, mode, **extra)
+    check_same_config(resolved)
+    factory = make_comm_factory(
+        placement, mode, staleness=staleness, failure_timeout=failure_timeout
+    )
+    experiment = config.build(comm_factory=factory)
+    comm = experiment.comm
+
+    store = Store(out) if out is not None and rank == recorder_rank else None
+    run_id = run_id_for(config.study, resolved)
+    skip = [bool(store is not None and not force and store.is_finished(run_id))]
+    dist.broadcast_object_list(skip, src=recorder_rank)
+    if skip[0]:
+        _close(comm)
+        return None
+    cbs: list[Callback] = list(callbacks)
+    writer = None
+    if store is not None:
+        label = f"{run_label(config)} dist x{world} {mode}"
+        writer = store.start_run(config.study, resolved, name=label, replace=True)
+        cbs.insert(0, DistRecorder(writer, comm))
+    try:
+        result = experiment.train(callbacks=cbs)
+    except BaseException as err:
+        if writer is not None and not writer.closed:
+            writer.fail("failed", err)
+        _close(comm)
+        raise
+    _close(comm)
+    result.extra["node_ids"] = [int(i) for i in comm.node_ids.tolist()]
+    events = getattr(comm, "events", None)
+    if events is not None:
+        result.extra["events"] = list(events)
+    return result
+
+
+def _close(comm: Any) -> None:
+    close = getattr(comm, "close", None)
+    if close is not None:
+        close()
