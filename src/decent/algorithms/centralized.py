@@ -7,19 +7,20 @@ so "decentralized vs centralized" is one config switch. Exact averages go throug
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from decent._types import NodeTensor
 from decent.algorithms._common import check_finite, check_local_steps, check_lr, communicates
 from decent.algorithms.base import LearningRate
-from decent.algorithms.dat_sgd import DATSGDState
-from decent.algorithms.dsgd import DSGDState
+from decent.algorithms.dat_sgd import DATSGDState, anytime_step
+from decent.algorithms.dsgd import DSGDState, SingleIterate
 from decent.comm.base import Communicator
 
 
 @dataclass(frozen=True)
-class MinibatchSGD:
+class MinibatchSGD(SingleIterate):
     r"""Minibatch SGD with the exact average of all nodes' gradients (all-reduce).
 
     ``x_{t+1} = x_t - eta_t (1/n) sum_i g_t^i`` with ``g_t^i = \nabla f_i(x_t; z_t^i)``;
@@ -31,23 +32,14 @@ class MinibatchSGD:
 
     lr: LearningRate
     name: ClassVar[str] = "minibatch_sgd"
-    _eta: object = field(init=False, repr=False, compare=False)
+    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_eta", check_lr("minibatch_sgd", self.lr))
 
-    def init(self, params: NodeTensor) -> DSGDState:
-        return DSGDState(x=params.clone())
-
-    def query(self, state: DSGDState) -> NodeTensor:
-        return state.x
-
-    def output(self, state: DSGDState) -> NodeTensor:
-        return state.x
-
     def update(self, state: DSGDState, grads: NodeTensor, comm: Communicator, t: int) -> DSGDState:
         g_mean = comm.all_reduce(grads, "mean")
-        return DSGDState(x=state.x.sub_(g_mean, alpha=self._eta(t)))  # type: ignore[operator]
+        return DSGDState(x=state.x.sub_(g_mean, alpha=self._eta(t)))
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,7 @@ class AnytimeSGD:
     lr: LearningRate
     weight_power: float = 1.0
     name: ClassVar[str] = "anytime_sgd"
-    _eta: object = field(init=False, repr=False, compare=False)
+    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_eta", check_lr("anytime_sgd", self.lr))
@@ -89,18 +81,14 @@ class AnytimeSGD:
     def update(
         self, state: DATSGDState, grads: NodeTensor, comm: Communicator, t: int
     ) -> DATSGDState:
-        eta = self._eta(t)  # type: ignore[operator]
-        a = float(t) ** self.weight_power
-        prev, total = state.weight_sum, state.weight_sum + a
         g_mean = comm.all_reduce(grads, "mean")
-        w, x = state.w, state.x
-        w.sub_(g_mean, alpha=eta * a)
-        x.mul_(prev / total).add_(w, alpha=a / total)
-        return DATSGDState(z=state.z, weight_sum=total)
+        a = float(t) ** self.weight_power
+        z, total = anytime_step(state, g_mean, self._eta(t), a)
+        return DATSGDState(z=z, weight_sum=total)
 
 
 @dataclass(frozen=True)
-class LocalSGD:
+class LocalSGD(SingleIterate):
     r"""Local SGD / FedAvg-style periodic exact averaging.
 
     Every node takes ``x^i <- x^i - eta_t g_t^i``; every ``local_steps``-th round all
@@ -115,23 +103,14 @@ class LocalSGD:
     lr: LearningRate
     local_steps: int = 1
     name: ClassVar[str] = "local_sgd"
-    _eta: object = field(init=False, repr=False, compare=False)
+    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_eta", check_lr("local_sgd", self.lr))
         check_local_steps("local_sgd", self.local_steps)
 
-    def init(self, params: NodeTensor) -> DSGDState:
-        return DSGDState(x=params.clone())
-
-    def query(self, state: DSGDState) -> NodeTensor:
-        return state.x
-
-    def output(self, state: DSGDState) -> NodeTensor:
-        return state.x
-
     def update(self, state: DSGDState, grads: NodeTensor, comm: Communicator, t: int) -> DSGDState:
-        x = state.x.add_(grads, alpha=-self._eta(t))  # type: ignore[operator]
+        x = state.x.add_(grads, alpha=-self._eta(t))
         if communicates(t, self.local_steps):
             x.copy_(comm.all_reduce(x, "mean").expand_as(x))
         return DSGDState(x=x)

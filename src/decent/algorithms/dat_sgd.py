@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
@@ -31,6 +32,21 @@ class DATSGDState(NamedTuple):
     @property
     def x(self) -> NodeTensor:
         return self.z[:, self.z.shape[1] // 2 :]
+
+
+def anytime_step(
+    state: DATSGDState, grads: NodeTensor, eta: float, alpha: float
+) -> tuple[NodeTensor, float]:
+    """The local half of an anytime round, in place on ``state.z``.
+
+    ``w <- w - eta alpha g`` and ``x <- (A_{t-1} / A_t) x + (alpha / A_t) w`` with
+    ``A_t = A_{t-1} + alpha``. Returns ``(z, A_t)``; gossip or averaging is the caller's.
+    """
+    prev, total = state.weight_sum, state.weight_sum + alpha
+    w, x = state.w, state.x
+    w.add_(grads, alpha=-eta * alpha)  # w_{t+1/2}
+    x.mul_(prev / total).add_(w, alpha=alpha / total)  # x_{t+1/2}
+    return state.z, total
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,7 @@ class DATSGD:
     weight_power: float = 1.0
     local_steps: int = 1
     name: ClassVar[str] = "dat_sgd"
-    _eta: object = field(init=False, repr=False, compare=False)
+    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_eta", check_lr("dat_sgd", self.lr))
@@ -97,14 +113,7 @@ class DATSGD:
     def update(
         self, state: DATSGDState, grads: NodeTensor, comm: Communicator, t: int
     ) -> DATSGDState:
-        eta = self._eta(t)  # type: ignore[operator]
-        a = self.alpha(t)
-        prev, total = state.weight_sum, state.weight_sum + a
-        z = state.z
-        d = z.shape[1] // 2
-        w, x = z[:, :d], z[:, d:]
-        w.add_(grads, alpha=-eta * a)  # w_{t+1/2}
-        x.mul_(prev / total).add_(w, alpha=a / total)  # x_{t+1/2}
+        z, total = anytime_step(state, grads, self._eta(t), self.alpha(t))
         if communicates(t, self.local_steps):
             z = comm.mix(z, t)
         return DATSGDState(z=z, weight_sum=total)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, NamedTuple
 
@@ -15,8 +16,21 @@ class DSGDState(NamedTuple):
     x: NodeTensor  # (m, d) local models
 
 
+class SingleIterate:
+    """``init / query / output`` of methods whose state is one model per node."""
+
+    def init(self, params: NodeTensor) -> DSGDState:
+        return DSGDState(x=params.clone())
+
+    def query(self, state: DSGDState) -> NodeTensor:
+        return state.x
+
+    def output(self, state: DSGDState) -> NodeTensor:
+        return state.x
+
+
 @dataclass(frozen=True)
-class DSGD:
+class DSGD(SingleIterate):
     r"""Decentralized SGD: a local SGD step and one gossip step per round.
 
     Per node ``i`` at round ``t`` with ``g_t^i = \nabla f_i(x_t^i; z_t^i)``:
@@ -53,7 +67,7 @@ class DSGD:
     variant: Literal["atc", "cta"] = "atc"
     local_steps: int = 1
     name: ClassVar[str] = "dsgd"
-    _eta: object = field(init=False, repr=False, compare=False)
+    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_eta", check_lr("dsgd", self.lr))
@@ -64,17 +78,8 @@ class DSGD:
             )
         check_local_steps("dsgd", self.local_steps)
 
-    def init(self, params: NodeTensor) -> DSGDState:
-        return DSGDState(x=params.clone())
-
-    def query(self, state: DSGDState) -> NodeTensor:
-        return state.x
-
-    def output(self, state: DSGDState) -> NodeTensor:
-        return state.x
-
     def update(self, state: DSGDState, grads: NodeTensor, comm: Communicator, t: int) -> DSGDState:
-        eta = self._eta(t)  # type: ignore[operator]
+        eta = self._eta(t)
         x = state.x
         if not communicates(t, self.local_steps):
             return DSGDState(x=x.add_(grads, alpha=-eta))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
@@ -51,7 +52,7 @@ class GradientTracking:
 
     lr: LearningRate
     name: ClassVar[str] = "gradient_tracking"
-    _eta: object = field(init=False, repr=False, compare=False)
+    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_eta", check_lr("gradient_tracking", self.lr))
@@ -70,7 +71,7 @@ class GradientTracking:
     def update(
         self, state: GradientTrackingState, grads: NodeTensor, comm: Communicator, t: int
     ) -> GradientTrackingState:
-        eta = self._eta(t)  # type: ignore[operator]
+        eta = self._eta(t)
         z, g_prev = state.z, state.g_prev
         d = z.shape[1] // 2
         x, y = z[:, :d], z[:, d:]
