@@ -10,14 +10,30 @@ from torch.func import grad_and_value, vmap
 from decent._types import Batch, NodeTensor
 from decent.tasks.base import Task
 
+# Every oracle wraps the same functorch code objects, so dynamo counts all compiled oracles
+# of a process against one per-code-object cache; at its default (8) a sweep of compiled
+# runs silently falls back to eager. Raise it (never lower a user's setting).
+_RECOMPILE_LIMIT = 256
+
+
+def _raise_recompile_limit() -> None:
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        current = getattr(dynamo_config, name, None)
+        if isinstance(current, int) and current < _RECOMPILE_LIMIT:
+            setattr(dynamo_config, name, _RECOMPILE_LIMIT)
+
 
 class GradientOracle:
     """``(params (m, d), batch) -> (grads (m, d), losses (m,))`` via ``vmap(grad_and_value(loss))``.
 
     Args:
         task: supplies the pure per-node ``loss(params (d,), batch)``.
-        compile: wrap the batched function in ``torch.compile`` (first call compiles, a
-            few seconds on CPU; later calls are faster for small models).
+        compile: wrap the batched function in ``torch.compile`` (the first call compiles,
+            seconds on CPU; later calls are faster for small models). Query points are
+            passed contiguous so strided views (DAT-SGD's ``x`` inside ``[w | x]``) do not
+            force their own recompilation.
     """
 
     def __init__(self, task: Task, *, compile: bool = False) -> None:
@@ -25,7 +41,12 @@ class GradientOracle:
             grad_and_value(task.loss)
         )
         self.compiled = compile
-        self._fn = torch.compile(fn, dynamic=False) if compile else fn
+        if compile:
+            _raise_recompile_limit()
+            fn = torch.compile(fn, dynamic=False)
+        self._fn = fn
 
     def __call__(self, params: NodeTensor, batch: Batch) -> tuple[NodeTensor, torch.Tensor]:
+        if self.compiled:
+            params = params.contiguous()
         return self._fn(params, batch)
