@@ -1,8 +1,14 @@
-"""``decent launch``: torchrun on loopback, one writer, the same numbers as the simulator."""
+"""``decent launch``: ranks on loopback, one writer, the same numbers as the simulator.
+
+Also the launcher's failure policy: in ``fault_tolerant`` mode a rank that dies (SIGKILL)
+or hangs (SIGSTOP) does not end the run; in the other modes the first failure ends all.
+"""
 
 from __future__ import annotations
 
 import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +16,7 @@ from typer.testing import CliRunner
 
 from decent.cli import app
 from decent.config import load_config
+from decent.dist.launch import free_port, run_local
 from decent.results import Store
 
 pytestmark = pytest.mark.dist
@@ -97,3 +104,109 @@ def test_a_busy_port_fails_before_starting(config_file: Path, tmp_path: Path) ->
 def test_a_bad_mode_is_a_user_error(config_file: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["launch", "--nproc", "2", str(config_file), "--mode", "fast"])
     assert res.exit_code == 2 and "sync, overlap, stale, fault_tolerant" in res.output
+
+
+CRASH_CONFIG = """
+study = "launch-crash"
+rounds = 40
+eval_every = 10
+
+[topology]
+kind = "ring"
+num_nodes = 4
+
+[algorithm]
+kind = "dsgd"
+lr = 0.05
+
+[task]
+kind = "least_squares"
+dim = 3
+batch_size = 2
+heterogeneity = 1.0
+"""
+
+VICTIM, CRASH_ROUND = 2, 15
+
+
+@pytest.mark.parametrize("sig", ["KILL", "STOP"])
+def test_fault_tolerant_launch_survives_a_dead_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: str
+) -> None:
+    """Rank 2 of 4 SIGKILLs (SIGSTOPs) itself at round 15: the survivors finish, rank 0 records."""
+    config = tmp_path / "crash.toml"
+    config.write_text(CRASH_CONFIG)
+    out = tmp_path / "res"
+    monkeypatch.setenv("DECENT_TEST_KILL_AT", f"{VICTIM}:{CRASH_ROUND}:{sig}")
+    args = ["launch", "--nproc", "4", str(config), "--out", str(out)]
+    args += ["--mode", "fault_tolerant", "--failure-timeout", "2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    how = "died (SIGKILL)" if sig == "KILL" else "was stopped and killed by the launcher"
+    assert f"rank {VICTIM} {how}" in res.output
+    assert "3 of 4 ranks survived" in res.output
+    store = Store(out)
+    runs = store.runs("launch-crash")
+    assert list(runs["status"]) == ["finished"]
+    assert int(runs.iloc[0]["dist.world_size"]) == 4
+    table = store.final("launch-crash")
+    final = dict(zip(table["metric"], table["value"], strict=True))
+    assert final["dist/alive_nodes"] == 3.0
+    assert CRASH_ROUND <= final[f"dist/left/rank{VICTIM}/round"] <= CRASH_ROUND + 3
+    assert final["rounds_completed"] == 40
+    records = store.records("launch-crash")
+    alive = records[records["metric"] == "dist/alive_nodes"].sort_values("round")
+    assert list(alive["value"]) == [4.0, 4.0, 3.0, 3.0, 3.0]  # rounds 0, 10 | 20, 30, 40
+
+
+def test_the_fault_injection_hook_parses_its_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    from decent.dist.worker import _kill_at
+
+    monkeypatch.delenv("DECENT_TEST_KILL_AT", raising=False)
+    assert _kill_at(2) == []
+    monkeypatch.setenv("DECENT_TEST_KILL_AT", "2:15:KILL")
+    assert _kill_at(1) == [] and len(_kill_at(2)) == 1
+    monkeypatch.setenv("DECENT_TEST_KILL_AT", "2:15:SIGSTOP")
+    assert len(_kill_at(2)) == 1
+    for bad in ("2-15", "2:15:NOPE", "x:15:KILL"):
+        monkeypatch.setenv("DECENT_TEST_KILL_AT", bad)
+        with pytest.raises(ValueError, match="RANK:ROUND:SIGNAL"):
+            _kill_at(0)
+
+
+# a rank without torch: rank 2 fails (exit 3) or stops itself; the others sleep 1.5 s
+_TOY = """
+import os, signal, sys, time
+rank = int(os.environ["RANK"])
+assert os.environ["WORLD_SIZE"] == "3" and os.environ["MASTER_ADDR"] == "127.0.0.1"
+if rank == 2:
+    if sys.argv[1] == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+    sys.exit(3)
+time.sleep(1.5)
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "how", "code", "others"),
+    [
+        ("sync", "fail", 1, "fail-fast"),  # like torchrun: the first failure ends the rest
+        ("fault_tolerant", "fail", 0, ""),  # the others finish; rank 0 finished: success
+        ("fault_tolerant", "stop", 0, ""),  # the stopped rank is killed once the others exit
+    ],
+)
+def test_the_local_launcher_failure_policy(mode: str, how: str, code: int, others: str) -> None:
+    start = time.monotonic()
+    res = run_local(3, [sys.executable, "-c", _TOY, how], port=free_port(), mode=mode)
+    assert time.monotonic() - start < 10.0
+    assert res.returncode == code
+    victim = res.ranks[2]
+    if how == "fail":
+        assert victim.returncode == 3 and victim.killed_by_launcher == ""
+        assert "failed (exit code 3)" in victim.describe()
+    else:
+        assert victim.killed_by_launcher == "stopped" and victim.signal == "SIGKILL"
+    for r in res.ranks[:2]:
+        assert r.killed_by_launcher == others
+        assert (r.returncode == 0) == (others == "")
+    assert [r.rank for r in res.left] == ([0, 1, 2] if others else [2])

@@ -1,4 +1,4 @@
-"""``decent launch --nproc N CONFIG``: a local multi-process run through torchrun."""
+"""``decent launch --nproc N CONFIG``: a local multi-process run (no torchrun agent)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ Examples:
   decent launch --nproc 2 configs/dat_sgd.toml --set rounds=200 --out my-results
   decent launch --nproc 4 configs/dsgd.toml --mode overlap          # one-step-stale mixing
   decent launch --nproc 4 configs/dsgd.toml --mode stale --staleness 3
+  decent launch --nproc 4 configs/dsgd.toml --mode fault_tolerant  # a dead rank is dropped
 
 Several machines: see docs/distributed.md (torchrun --nnodes, --rdzv-endpoint).
 """
@@ -59,10 +60,19 @@ def launch(
             study=study,
             force=force,
         )
+    for rank in proc.left:
+        err_console.print(f"decent launch: {rank.describe()}")
     if proc.returncode != 0:
-        err_console.print(f"decent launch: torchrun exited with code {proc.returncode}")
+        err_console.print(f"decent launch: the ranks exited with code {proc.returncode}")
         raise typer.Exit(2 if proc.returncode == 2 else 1)
-    console.print(f"launch finished: {nproc} ranks, results in {out}")
+    survivors = sum(1 for r in proc.ranks if r.returncode == 0)
+    if survivors < nproc:
+        console.print(
+            f"launch finished: {survivors} of {nproc} ranks survived "
+            f"(mode {mode}), results in {out}"
+        )
+    else:
+        console.print(f"launch finished: {nproc} ranks, results in {out}")
 
 
 def register(app: typer.Typer) -> None:

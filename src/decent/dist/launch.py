@@ -1,27 +1,52 @@
-"""Start a local multi-process run through torchrun, bound to the loopback interface only.
+"""Start a local multi-process run, bound to the loopback interface only.
 
 ``decent launch --nproc N CONFIG`` checks what it can before starting anything (the config
-validates and builds, ``N`` ranks fit the topology, the port is free), then runs::
+validates and builds, ``N`` ranks fit the topology, the port is free), then starts the ranks
+itself, without torchrun's elastic agent: this process hosts the c10d ``TCPStore`` on
+``127.0.0.1:PORT`` and runs ``N`` times::
 
-    python -m torch.distributed.run --nnodes 1 --nproc-per-node N \\
-        --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT --local-addr 127.0.0.1 \\
-        -m decent.dist.worker CONFIG [--set ...] --out OUT --mode MODE
+    python -m decent.dist.worker CONFIG [--set ...] --out OUT --mode MODE ...
 
-with ``OMP_NUM_THREADS=1`` (unless set) and gloo bound to the loopback interface.
+with the environment torchrun would set (``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT``,
+``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK=0``,
+``OMP_NUM_THREADS=1`` unless set, ``TORCHELASTIC_USE_AGENT_STORE=True`` so every rank is a
+store client) and gloo bound to the loopback interface (``DECENT_LOOPBACK=1``).
+
+Why not torchrun: its agent tears down every local worker as soon as one fails, so a
+SIGKILLed rank would end a ``--mode fault_tolerant`` run. Here the policy depends on the
+mode: ``fault_tolerant`` lets the survivors finish (a dead rank is reported, not
+propagated; a rank still stopped or hung once the others have exited is killed); every other
+mode fails fast like torchrun (the first rank that fails ends the others). The store lives in
+the launcher, so any rank, rank 0 included, may die without taking the store with it.
+:func:`torchrun_command` remains the command line for torchrun (several machines).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from decent.dist.runtime import MODES, LaunchError, check_world
 
-__all__ = ["free_port", "launch", "port_is_free", "torchrun_command"]
+__all__ = [
+    "LaunchResult",
+    "RankExit",
+    "free_port",
+    "launch",
+    "port_is_free",
+    "run_local",
+    "torchrun_command",
+    "worker_command",
+]
 
 
 def free_port() -> int:
@@ -41,6 +66,37 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def _worker_args(
+    config: str | Path,
+    *,
+    overrides: Sequence[str],
+    out: str | Path,
+    mode: str,
+    staleness: int,
+    failure_timeout: float,
+    study: str | None,
+    force: bool,
+) -> list[str]:
+    args = [
+        str(config),
+        "--out",
+        str(out),
+        "--mode",
+        mode,
+        "--staleness",
+        str(staleness),
+        "--failure-timeout",
+        str(failure_timeout),
+    ]
+    for item in overrides:
+        args += ["--set", item]
+    if study:
+        args += ["--study", study]
+    if not force:
+        args += ["--no-force"]
+    return args
+
+
 def torchrun_command(
     nproc: int,
     config: str | Path,
@@ -54,8 +110,12 @@ def torchrun_command(
     study: str | None = None,
     force: bool = True,
 ) -> list[str]:
-    """The torchrun command line of a local run (a list for ``subprocess``)."""
-    cmd = [
+    """The torchrun command line of a local run (a list for ``subprocess``).
+
+    ``decent launch`` does not use it (see the module docstring); it is the reference for
+    runs on several machines (``docs/distributed.md``).
+    """
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -71,23 +131,289 @@ def torchrun_command(
         "127.0.0.1",
         "-m",
         "decent.dist.worker",
-        str(config),
-        "--out",
-        str(out),
-        "--mode",
-        mode,
-        "--staleness",
-        str(staleness),
-        "--failure-timeout",
-        str(failure_timeout),
+        *_worker_args(
+            config,
+            overrides=overrides,
+            out=out,
+            mode=mode,
+            staleness=staleness,
+            failure_timeout=failure_timeout,
+            study=study,
+            force=force,
+        ),
     ]
-    for item in overrides:
-        cmd += ["--set", item]
-    if study:
-        cmd += ["--study", study]
-    if not force:
-        cmd += ["--no-force"]
-    return cmd
+
+
+def worker_command(
+    config: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    out: str | Path = "results",
+    mode: str = "sync",
+    staleness: int = 2,
+    failure_timeout: float = 10.0,
+    study: str | None = None,
+    force: bool = True,
+) -> list[str]:
+    """The command line of one rank, ``python -m decent.dist.worker CONFIG ...``."""
+    return [
+        sys.executable,
+        "-m",
+        "decent.dist.worker",
+        *_worker_args(
+            config,
+            overrides=overrides,
+            out=out,
+            mode=mode,
+            staleness=staleness,
+            failure_timeout=failure_timeout,
+            study=study,
+            force=force,
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class RankExit:
+    """How one rank ended.
+
+    Attributes:
+        rank: the global rank.
+        returncode: its exit status (``-N``: ended by signal ``N``, as in ``subprocess``).
+        wall_s: seconds from the start of the launch to its exit.
+        killed_by_launcher: why the launcher ended it (``""``: it ended on its own), e.g.
+            ``"stopped"`` (found in state T after the others exited), ``"hung"``,
+            ``"fail-fast"`` (another rank failed first), ``"interrupted"`` (Ctrl-C).
+    """
+
+    rank: int
+    returncode: int
+    wall_s: float
+    killed_by_launcher: str = ""
+
+    @property
+    def signal(self) -> str | None:
+        """The name of the signal that ended the rank (``"SIGKILL"``), or ``None``."""
+        if self.returncode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.returncode).name
+        except ValueError:
+            return f"signal {-self.returncode}"
+
+    def describe(self) -> str:
+        """One line: ``rank 2 died (SIGKILL) after 12.3 s``."""
+        if self.killed_by_launcher:
+            how = f"was {self.killed_by_launcher} and killed by the launcher"
+        elif self.signal is not None:
+            how = f"died ({self.signal})"
+        elif self.returncode == 0:
+            how = "finished"
+        else:
+            how = f"failed (exit code {self.returncode})"
+        return f"rank {self.rank} {how} after {self.wall_s:.1f} s"
+
+
+@dataclass
+class LaunchResult:
+    """What a local launch ended with.
+
+    Attributes:
+        returncode: ``0`` when the run finished and was recorded; ``2`` for a user error
+            reported by the ranks; ``1`` otherwise. In ``fault_tolerant`` mode a run whose
+            recorder (rank 0) finished is a success even if other ranks died.
+        ranks: every rank's :class:`RankExit`, by rank.
+        mode: the transport mode.
+        stdout / stderr: the ranks' output in rank order when ``capture``, else ``None``.
+    """
+
+    returncode: int
+    ranks: list[RankExit]
+    mode: str
+    stdout: str | None = None
+    stderr: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def left(self) -> list[RankExit]:
+        """The ranks that did not finish cleanly (died, failed or were killed)."""
+        return [r for r in self.ranks if r.returncode != 0]
+
+
+def _is_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state ``T``; Linux ``/proc`` only)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] in ("T", "t")
+
+
+def _end(procs: dict[int, subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM the processes still alive, wait ``grace`` s, SIGKILL the rest."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            p.send_signal(signal.SIGCONT)  # a stopped process handles SIGTERM only when run
+    deadline = time.monotonic() + grace
+    for p in procs.values():
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_local(
+    nproc: int,
+    worker_cmd: Sequence[str],
+    *,
+    port: int,
+    mode: str = "sync",
+    hang_grace: float = 10.0,
+    env: dict[str, str] | None = None,
+    capture: bool = False,
+) -> LaunchResult:
+    """Host the store on ``127.0.0.1:port``, start ``nproc`` ranks, wait for them.
+
+    No check is made here (:func:`launch` checks first). Policy: in ``fault_tolerant`` mode
+    a rank that dies does not end the others; once every other rank has exited, a rank that
+    is stopped (state ``T``) is killed at once and one that still runs is killed after
+    ``hang_grace`` seconds. In every other mode the first rank that fails ends the others
+    (SIGTERM, then SIGKILL after 5 s), as torchrun does. Ctrl-C (or SIGTERM to the launcher)
+    forwards SIGTERM to the ranks.
+
+    Args:
+        nproc: number of ranks.
+        worker_cmd: the command of one rank (:func:`worker_command`).
+        port: a free port of 127.0.0.1 for the store.
+        mode: the transport mode (sets the failure policy).
+        hang_grace: seconds a fault-tolerant rank may outlive all the others.
+        env: base environment (default: ``os.environ``).
+        capture: collect the ranks' stdout and stderr instead of passing them through.
+
+    Returns:
+        The :class:`LaunchResult`.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    base = dict(os.environ if env is None else env)
+    base.setdefault("OMP_NUM_THREADS", "1")
+    base["DECENT_LOOPBACK"] = "1"
+    base.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(nproc),
+        LOCAL_WORLD_SIZE=str(nproc),
+        GROUP_RANK="0",
+        GROUP_WORLD_SIZE="1",
+        ROLE_RANK="0",
+        TORCHELASTIC_USE_AGENT_STORE="True",  # every rank is a client of our store
+    )
+    server = dist.TCPStore(
+        "127.0.0.1",
+        port,
+        nproc,
+        is_master=True,
+        wait_for_workers=False,
+        timeout=datetime.timedelta(seconds=300),
+    )
+    fault_tolerant = mode == "fault_tolerant"
+    logs: list[tuple[IO[bytes], IO[bytes]]] = []
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+    exits: dict[int, RankExit] = {}
+    start = time.monotonic()
+    previous_term: Any = None
+    try:
+        previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:  # not the main thread: Ctrl-C only
+        previous_term = None
+    try:
+        for rank in range(nproc):
+            rank_env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank), ROLE_RANK=str(rank))
+            out: Any = None
+            err: Any = None
+            if capture:
+                out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+                logs.append((out, err))
+            procs[rank] = subprocess.Popen(list(worker_cmd), env=rank_env, stdout=out, stderr=err)
+        last_exit = None
+        while len(exits) < nproc:
+            now = time.monotonic()
+            for rank, p in procs.items():
+                if rank not in exits and p.poll() is not None:
+                    exits[rank] = RankExit(rank, int(p.returncode), now - start)
+                    last_exit = now
+            failed = [e for e in exits.values() if e.returncode != 0]
+            if failed and not fault_tolerant:
+                _end(procs, 5.0)
+                for rank, p in procs.items():
+                    if rank not in exits:
+                        exits[rank] = RankExit(
+                            rank, int(p.returncode), time.monotonic() - start, "fail-fast"
+                        )
+                break
+            running = [r for r in procs if r not in exits]
+            if fault_tolerant and exits and running and last_exit is not None:
+                # only stragglers left? stopped ones go at once, running ones after the grace
+                stopped = {r for r in running if _is_stopped(procs[r].pid)}
+                late = any(e.returncode == 0 for e in exits.values()) and (
+                    now - last_exit > hang_grace
+                )
+                if len(stopped) == len(running) or late:
+                    for r in running:
+                        procs[r].kill()
+                        procs[r].wait()
+                        why = "stopped" if r in stopped else "hung"
+                        exits[r] = RankExit(r, int(procs[r].returncode), now - start, why)
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        # a terminal's Ctrl-C reached the ranks too: let them record "interrupted" first
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs.values()):
+            time.sleep(0.05)
+        _end(procs, 5.0)
+        for rank, p in procs.items():
+            if rank not in exits:
+                exits[rank] = RankExit(
+                    rank, int(p.returncode), time.monotonic() - start, "interrupted"
+                )
+        raise
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        del server
+    ranks = [exits[r] for r in range(nproc)]
+    stdout = stderr = None
+    if capture:
+        outs, errs = [], []
+        for o, e in logs:
+            o.seek(0)
+            e.seek(0)
+            outs.append(o.read().decode(errors="replace"))
+            errs.append(e.read().decode(errors="replace"))
+            o.close()
+            e.close()
+        stdout, stderr = "".join(outs), "".join(errs)
+    return LaunchResult(_returncode(ranks, mode), ranks, mode, stdout, stderr)
+
+
+def _returncode(ranks: list[RankExit], mode: str) -> int:
+    """0: the run finished and was recorded; 2: a user error; 1: anything else."""
+    codes = [r.returncode for r in ranks]
+    if all(c == 0 for c in codes):
+        return 0
+    if any(c == 2 for c in codes):
+        return 2
+    if mode == "fault_tolerant" and ranks[0].returncode == 0:
+        return 0  # the recorder finished: the survivors' run is in the store
+    return 1
 
 
 def launch(
@@ -103,8 +429,25 @@ def launch(
     study: str | None = None,
     force: bool = True,
     capture: bool = False,
-) -> subprocess.CompletedProcess[str]:
-    """Check the run, then start ``nproc`` local ranks with torchrun and wait for them.
+) -> LaunchResult:
+    """Check the run, then start ``nproc`` local ranks (:func:`run_local`) and wait for them.
+
+    Args:
+        nproc: number of local ranks.
+        config: the experiment config (TOML).
+        overrides: ``KEY=VALUE`` overrides, as ``--set``.
+        out: the results directory (rank 0 writes it).
+        port: the store's port on 127.0.0.1 (default: a free one).
+        mode: one of :data:`~decent.dist.runtime.MODES`.
+        staleness: bound of ``--mode stale``.
+        failure_timeout: seconds of heartbeat silence that declare a rank dead
+            (``fault_tolerant``).
+        study: the study name (default: the config's).
+        force: re-run a run the store has finished.
+        capture: collect the ranks' output in the result instead of printing it.
+
+    Returns:
+        The :class:`LaunchResult` (``returncode`` 0 when the run finished and was recorded).
 
     Raises:
         ConfigError: the config does not validate or build.
@@ -126,20 +469,21 @@ def launch(
             f"--port {port} is in use on 127.0.0.1; pick another port or leave --port out "
             "to use a free one"
         )
-    cmd = torchrun_command(
-        nproc,
+    cmd = worker_command(
         config,
         overrides=overrides,
         out=out,
-        port=port,
         mode=mode,
         staleness=staleness,
         failure_timeout=failure_timeout,
         study=study,
         force=force,
     )
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env["DECENT_LOOPBACK"] = "1"
-    env.setdefault("MASTER_ADDR", "127.0.0.1")
-    return subprocess.run(cmd, env=env, text=True, capture_output=capture, check=False)
+    return run_local(
+        nproc,
+        cmd,
+        port=port,
+        mode=mode,
+        hang_grace=max(10.0, 2 * failure_timeout),
+        capture=capture,
+    )
