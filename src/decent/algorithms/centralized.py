@@ -14,7 +14,7 @@ from typing import ClassVar
 from decent._types import NodeTensor
 from decent.algorithms._common import check_finite, check_local_steps, check_lr, communicates
 from decent.algorithms.base import LearningRate
-from decent.algorithms.dat_sgd import DATSGDState, anytime_step
+from decent.algorithms.dat_sgd import AnytimeIterate, DATSGDState, anytime_step
 from decent.algorithms.dsgd import DSGDState, SingleIterate
 from decent.comm.base import Communicator
 
@@ -43,7 +43,7 @@ class MinibatchSGD(SingleIterate):
 
 
 @dataclass(frozen=True)
-class AnytimeSGD:
+class AnytimeSGD(AnytimeIterate):
     r"""Centralized Anytime SGD: minibatch gradients at the running weighted average.
 
     With ``alpha_t = t ** weight_power``, ``A_t = alpha_1 + ... + alpha_t`` and
@@ -66,17 +66,6 @@ class AnytimeSGD:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_eta", check_lr("anytime_sgd", self.lr))
         check_finite("anytime_sgd", "weight_power", self.weight_power, minimum=0.0)
-
-    def init(self, params: NodeTensor) -> DATSGDState:
-        import torch
-
-        return DATSGDState(z=torch.cat([params, params], dim=1), weight_sum=0.0)
-
-    def query(self, state: DATSGDState) -> NodeTensor:
-        return state.x
-
-    def output(self, state: DATSGDState) -> NodeTensor:
-        return state.x
 
     def update(
         self, state: DATSGDState, grads: NodeTensor, comm: Communicator, t: int

@@ -49,8 +49,21 @@ def anytime_step(
     return state.z, total
 
 
+class AnytimeIterate:
+    """``init / query / output`` of the anytime methods: start at ``w = x``, query and output ``x``."""
+
+    def init(self, params: NodeTensor) -> DATSGDState:
+        return DATSGDState(z=torch.cat([params, params], dim=1), weight_sum=0.0)
+
+    def query(self, state: DATSGDState) -> NodeTensor:
+        return state.x
+
+    def output(self, state: DATSGDState) -> NodeTensor:
+        return state.x
+
+
 @dataclass(frozen=True)
-class DATSGD:
+class DATSGD(AnytimeIterate):
     r"""Decentralized Anytime SGD: gradients at a running weighted average, gossip both.
 
     Per node ``i`` at round ``t = 1..T`` with weights ``alpha_t = t ** weight_power``
@@ -100,15 +113,6 @@ class DATSGD:
     def alpha(self, t: int) -> float:
         """The averaging weight ``alpha_t = t ** weight_power``."""
         return float(t) ** self.weight_power
-
-    def init(self, params: NodeTensor) -> DATSGDState:
-        return DATSGDState(z=torch.cat([params, params], dim=1), weight_sum=0.0)
-
-    def query(self, state: DATSGDState) -> NodeTensor:
-        return state.x
-
-    def output(self, state: DATSGDState) -> NodeTensor:
-        return state.x
 
     def update(
         self, state: DATSGDState, grads: NodeTensor, comm: Communicator, t: int

@@ -427,6 +427,43 @@ def _make_partition(
     )
 
 
+def _linear_task(
+    train: Dataset,
+    test: Dataset | None,
+    num_nodes: int,
+    partition: str | Sequence[Any],
+    alpha: float,
+    classes_per_node: int,
+    batch_size: int,
+    l2: float,
+    seed: int,
+    compute_optimum: bool,
+    *,
+    out_features: int,
+    loss: str,
+    suffix: str,
+) -> ModuleTask:
+    """A ``Linear(f, out_features)`` task; its convex optimum is computed when ``l2 > 0``."""
+    n = check_int("num_nodes", num_nodes, minimum=1)
+    part = _make_partition(train, n, partition, alpha, classes_per_node, seed)
+    with torch.random.fork_rng(devices=[]):  # construction must not move the global RNG
+        module = nn.Linear(train.num_features, out_features)
+    task = ModuleTask(
+        module,
+        train,
+        part,
+        loss=loss,
+        batch_size=batch_size,
+        test=test,
+        seed=seed,
+        l2=l2,
+        name=f"{train.name}_{suffix}",
+    )
+    if compute_optimum and task.l2 > 0:
+        task.compute_optimum()
+    return task
+
+
 def logistic_regression(
     dataset: Dataset | DatasetSplit,
     num_nodes: int,
@@ -467,24 +504,21 @@ def logistic_regression(
             f"logistic_regression needs a two-class dataset, {train.name!r} has "
             f"{train.num_classes} classes; use softmax_regression or dataset.binarize(...)"
         )
-    n = check_int("num_nodes", num_nodes, minimum=1)
-    part = _make_partition(train, n, partition, alpha, classes_per_node, seed)
-    with torch.random.fork_rng(devices=[]):  # construction must not move the global RNG
-        module = nn.Linear(train.num_features, 1)
-    task = ModuleTask(
-        module,
+    return _linear_task(
         train,
-        part,
+        test,
+        num_nodes,
+        partition,
+        alpha,
+        classes_per_node,
+        batch_size,
+        l2,
+        seed,
+        compute_optimum,
+        out_features=1,
         loss="bce",
-        batch_size=batch_size,
-        test=test,
-        seed=seed,
-        l2=l2,
-        name=f"{train.name}_logreg",
+        suffix="logreg",
     )
-    if compute_optimum and task.l2 > 0:
-        task.compute_optimum()
-    return task
 
 
 def softmax_regression(
@@ -518,24 +552,21 @@ def softmax_regression(
         compute_optimum: compute ``f*`` (only when ``l2 > 0``).
     """
     train, test = _resolve(dataset, test)
-    n = check_int("num_nodes", num_nodes, minimum=1)
-    part = _make_partition(train, n, partition, alpha, classes_per_node, seed)
-    with torch.random.fork_rng(devices=[]):
-        module = nn.Linear(train.num_features, train.num_classes)
-    task = ModuleTask(
-        module,
+    return _linear_task(
         train,
-        part,
+        test,
+        num_nodes,
+        partition,
+        alpha,
+        classes_per_node,
+        batch_size,
+        l2,
+        seed,
+        compute_optimum,
+        out_features=train.num_classes,
         loss="cross_entropy",
-        batch_size=batch_size,
-        test=test,
-        seed=seed,
-        l2=l2,
-        name=f"{train.name}_softmax",
+        suffix="softmax",
     )
-    if compute_optimum and task.l2 > 0:
-        task.compute_optimum()
-    return task
 
 
 def mlp(
