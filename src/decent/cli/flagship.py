@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from decent.cli._common import console
@@ -33,7 +34,10 @@ def flagship(
         f"T={spec.rounds}, seeds {list(spec.seeds)}; step sizes tuned on seed {spec.tune_seed}."
     )
     table = fs.run(out, spec, progress=progress)
-    console.print(render_summary(table, fs.METHOD_LABELS, spec.rounds))
+    # at least 112 columns, so the table does not wrap in logs (rich assumes 80 off a TTY)
+    Console(width=max(console.width, 112), highlight=False).print(
+        render_summary(table, fs.METHOD_LABELS, spec.rounds)
+    )
     console.print(f"store: {out / 'decent.sqlite'}")
     console.print(f"figure: {out / 'flagship' / 'convergence.png'}")
     console.print(f"[bold]report: {out / 'flagship' / 'report.html'}[/]")
