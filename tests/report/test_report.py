@@ -221,3 +221,12 @@ def test_write_report_errors(store_dir: Path, tmp_path: Path) -> None:
         write_report(store, "missing", tmp_path)
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "nothing", STUDY, tmp_path)
+
+
+def test_legend_labels_round_floats():
+    from decent.report._plots import _label
+
+    assert _label([1.4999999999999999e-05], ["algorithm.lr"]) == "1.5e-05"
+    assert _label(["dsgd", 0.03, 64], ["algorithm.kind", "algorithm.lr", "topology.num_nodes"]) == (
+        "kind=dsgd, lr=0.03, num_nodes=64"
+    )

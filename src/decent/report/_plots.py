@@ -73,8 +73,15 @@ def _label(values: Sequence[Any], cols: Sequence[str]) -> str:
     if not cols:
         return ""
     if len(cols) == 1:
-        return str(values[0])
-    return ", ".join(f"{c.rsplit('.', 1)[-1]}={v}" for c, v in zip(cols, values, strict=True))
+        return _fmt(values[0])
+    return ", ".join(f"{c.rsplit('.', 1)[-1]}={_fmt(v)}" for c, v in zip(cols, values, strict=True))
+
+
+def _fmt(value: Any) -> str:
+    """Floats with 4 significant digits (1.5e-05, not 1.4999999999999999e-05)."""
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _series(df: pd.DataFrame, metric: str, x: str) -> pd.DataFrame:
