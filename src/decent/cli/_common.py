@@ -34,6 +34,23 @@ def out_option() -> Path:
     return typer.Option(Path("results"), "--out", "-o", help=OUT_HELP)
 
 
+TENSORBOARD_HELP = "Also write TensorBoard event files under DIR (needs decent[tensorboard])."
+MLFLOW_HELP = (
+    "Also log to MLflow at URI: a directory (file store, no server) or a server/database URI "
+    "(needs decent[mlflow]); the study is the MLflow experiment."
+)
+
+
+def tensorboard_option() -> Path | None:
+    """The ``--tensorboard DIR`` sink option."""
+    return typer.Option(None, "--tensorboard", metavar="DIR", help=TENSORBOARD_HELP)
+
+
+def mlflow_option() -> str | None:
+    """The ``--mlflow URI`` sink option."""
+    return typer.Option(None, "--mlflow", metavar="URI", help=MLFLOW_HELP)
+
+
 def fail(message: str, code: int = USER_ERROR) -> typer.Exit:
     """Print ``message`` to stderr and return the exit to raise."""
     err_console.print(message, markup=False, highlight=False, soft_wrap=True)

@@ -13,8 +13,10 @@ from decent.cli._common import (
     INTERRUPTED,
     console,
     err_console,
+    mlflow_option,
     out_option,
     set_option,
+    tensorboard_option,
     user_errors,
 )
 
@@ -31,13 +33,6 @@ Examples:
 A run whose resolved config is already finished in the store is not repeated (its stored
 result is shown); pass --force to run it again.
 """
-
-
-TENSORBOARD_HELP = "Also write TensorBoard event files under DIR (needs decent[tensorboard])."
-MLFLOW_HELP = (
-    "Also log to MLflow at URI: a directory (file store, no server) or a server/database URI "
-    "(needs decent[mlflow]); the study is the MLflow experiment."
-)
 
 
 def summary_table(title: str, final: dict[str, float]) -> Table:
@@ -77,10 +72,8 @@ def run(
     study: str | None = typer.Option(None, "--study", help="Study name (default: config's)."),
     force: bool = typer.Option(False, "--force", help="Run again even if already finished."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    tensorboard: Path | None = typer.Option(
-        None, "--tensorboard", metavar="DIR", help=TENSORBOARD_HELP
-    ),
-    mlflow: str | None = typer.Option(None, "--mlflow", metavar="URI", help=MLFLOW_HELP),
+    tensorboard: Path | None = tensorboard_option(),
+    mlflow: str | None = mlflow_option(),
 ) -> None:
     from decent.config import load_config
     from decent.engine import ProgressBar

@@ -11,11 +11,12 @@ from decent.cli._common import (
     INTERRUPTED,
     console,
     err_console,
+    mlflow_option,
     out_option,
     set_option,
+    tensorboard_option,
     user_errors,
 )
-from decent.cli.run import MLFLOW_HELP, TENSORBOARD_HELP
 
 SWEEP_HELP = """Run every point of a config's [sweep] grid (x seeds) into the results store.
 
@@ -41,10 +42,8 @@ def sweep(
     ),
     study: str | None = typer.Option(None, "--study", help="Study name (default: config's)."),
     progress: bool = typer.Option(True, help="Show the overall progress bar."),
-    tensorboard: Path | None = typer.Option(
-        None, "--tensorboard", metavar="DIR", help=TENSORBOARD_HELP
-    ),
-    mlflow: str | None = typer.Option(None, "--mlflow", metavar="URI", help=MLFLOW_HELP),
+    tensorboard: Path | None = tensorboard_option(),
+    mlflow: str | None = mlflow_option(),
 ) -> None:
     from decent.config import expand, load_config
     from decent.sweep import RunOutcome, default_workers, run_sweep
