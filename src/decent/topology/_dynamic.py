@@ -171,8 +171,36 @@ def greedy_matching(num_nodes: int, u: np.ndarray, v: np.ndarray, rank: np.ndarr
     return chosen
 
 
+class _OnBaseGraph:
+    """Shared plumbing of the random topologies drawn on an undirected base graph."""
+
+    base: StaticTopology | nx.Graph
+    _n: int
+    _edges: tuple[np.ndarray, np.ndarray]
+
+    def _set_base(self, who: str) -> None:
+        n, u, v = _base_edges(self.base, who)
+        object.__setattr__(self, "_n", n)
+        object.__setattr__(self, "_edges", (u, v))
+
+    def _base_name(self) -> str:
+        return self.base.name if isinstance(self.base, StaticTopology) else f"graph({self._n})"
+
+    @property
+    def num_nodes(self) -> int:
+        return self._n
+
+    @property
+    def is_static(self) -> bool:
+        return False
+
+    @property
+    def period(self) -> int | None:
+        return None
+
+
 @dataclass(frozen=True, eq=False)
-class RandomMatching:
+class RandomMatching(_OnBaseGraph):
     """Random pairwise gossip: each round a random maximal matching of the base graph.
 
     At round ``t`` the base edges are ranked by a permutation drawn from
@@ -202,26 +230,12 @@ class RandomMatching:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seed", check_seed(self.seed, who="random_matching"))
-        n, u, v = _base_edges(self.base, "random_matching")
-        object.__setattr__(self, "_n", n)
-        object.__setattr__(self, "_edges", (u, v))
-
-    @property
-    def num_nodes(self) -> int:
-        return self._n
+        self._set_base("random_matching")
 
     @property
     def name(self) -> str:
-        base = self.base.name if isinstance(self.base, StaticTopology) else f"graph({self._n})"
+        base = self._base_name()
         return f"random_matching({base}, seed={self.seed})"
-
-    @property
-    def is_static(self) -> bool:
-        return False
-
-    @property
-    def period(self) -> int | None:
-        return None
 
     def matching(self, t: int) -> np.ndarray:
         """Return the ``(P, 2)`` matched pairs ``(i, j)``, ``i < j``, of round ``t``."""
@@ -259,7 +273,7 @@ class RandomMatching:
 
 
 @dataclass(frozen=True, eq=False)
-class EdgeDropout:
+class EdgeDropout(_OnBaseGraph):
     """A base graph whose edges fail independently each round.
 
     At round ``t`` every undirected base edge is down with probability ``p`` (draws from
@@ -297,26 +311,12 @@ class EdgeDropout:
     def __post_init__(self) -> None:
         object.__setattr__(self, "p", check_probability(self.p, who="edge_dropout"))
         object.__setattr__(self, "seed", check_seed(self.seed, who="edge_dropout"))
-        n, u, v = _base_edges(self.base, "edge_dropout")
-        object.__setattr__(self, "_n", n)
-        object.__setattr__(self, "_edges", (u, v))
-
-    @property
-    def num_nodes(self) -> int:
-        return self._n
+        self._set_base("edge_dropout")
 
     @property
     def name(self) -> str:
-        base = self.base.name if isinstance(self.base, StaticTopology) else f"graph({self._n})"
+        base = self._base_name()
         return f"edge_dropout({base}, p={self.p:g}, seed={self.seed})"
-
-    @property
-    def is_static(self) -> bool:
-        return False
-
-    @property
-    def period(self) -> int | None:
-        return None
 
     def alive(self, t: int) -> np.ndarray:
         """Return the ``(E,)`` mask of base edges that are up in round ``t``."""
