@@ -203,6 +203,80 @@ def _build_plan(
     )
 
 
+def resolve_placement(
+    topology_name: str,
+    num_nodes: int,
+    world_size: int,
+    nodes_per_rank: int | None,
+    placement: Sequence[Sequence[int]] | None,
+) -> list[list[int]]:
+    """Validate and return the node ids each rank holds (one list per rank).
+
+    Raises:
+        DistConfigError: both or neither way is usable, a rank holds no node, or the lists
+            do not cover every node exactly once.
+    """
+    n, world = num_nodes, world_size
+    if placement is not None and nodes_per_rank is not None:
+        raise DistConfigError(
+            "give either nodes_per_rank or placement, not both; placement already says "
+            "how many nodes each rank holds"
+        )
+    if placement is None:
+        per = 1 if nodes_per_rank is None else nodes_per_rank
+        if isinstance(per, bool) or not isinstance(per, int) or per < 1:
+            raise DistConfigError(f"nodes_per_rank must be an int >= 1, got {per!r}")
+        if per * world != n:
+            raise DistConfigError(
+                f"topology {topology_name!r} has num_nodes={n}, but nodes_per_rank={per} "
+                f"on world_size={world} ranks holds {per * world}; launch {n // per} ranks "
+                f"or pass placement=block_placement({n}, {world})"
+                if n % per == 0
+                else f"topology {topology_name!r} has num_nodes={n}, which "
+                f"nodes_per_rank={per} does not divide; pass "
+                f"placement=block_placement({n}, {world})"
+            )
+        return [list(range(r * per, (r + 1) * per)) for r in range(world)]
+    blocks = [[int(i) for i in b] for b in placement]
+    if len(blocks) != world:
+        raise DistConfigError(
+            f"placement must have one list of node ids per rank (world_size={world}), "
+            f"got {len(blocks)} lists"
+        )
+    for r, b in enumerate(blocks):
+        if not b:
+            raise DistConfigError(
+                f"placement[{r}] is empty; every rank must hold at least one node "
+                f"(use block_placement({n}, {world}))"
+            )
+    flat = np.asarray([i for b in blocks for i in b], dtype=np.int64)
+    if flat.size != n or not np.array_equal(np.sort(flat), np.arange(n)):
+        counts = np.bincount(flat[(flat >= 0) & (flat < n)], minlength=n)
+        bad_range = flat[(flat < 0) | (flat >= n)]
+        detail = (
+            f"node id {int(bad_range[0])} is out of range 0..{n - 1}"
+            if bad_range.size
+            else f"node {int(np.flatnonzero(counts != 1)[0])} appears "
+            f"{int(counts[np.flatnonzero(counts != 1)[0]])} times"
+        )
+        raise DistConfigError(
+            f"placement must list every node 0..{n - 1} of topology "
+            f"{topology_name!r} exactly once: {detail}"
+        )
+    return blocks
+
+
+def local_layout(
+    blocks: Sequence[Sequence[int]], rank: int, num_nodes: int
+) -> tuple[tuple[tuple[int, ...], ...], np.ndarray, np.ndarray]:
+    """``(placement, owner, my_nodes)``: the placement as tuples, the rank owning each node
+    ``(n,)`` and this rank's node ids ``(m,)``."""
+    owner = np.empty(num_nodes, dtype=np.int64)
+    for r, b in enumerate(blocks):
+        owner[np.asarray(b, dtype=np.int64)] = r
+    return tuple(tuple(b) for b in blocks), owner, np.asarray(blocks[rank], dtype=np.int64)
+
+
 class DistCommunicator:
     """Mix the rows held by this rank with its graph neighbours over ``torch.distributed``.
 
@@ -280,12 +354,12 @@ class DistCommunicator:
         self.dense_limit = int(dense_limit)
         self.backend = str(dist.get_backend(group))
 
-        blocks = self._resolve_placement(nodes_per_rank, placement)
-        self.placement: tuple[tuple[int, ...], ...] = tuple(tuple(b) for b in blocks)
-        self._owner = np.empty(self.num_nodes, dtype=np.int64)
-        for r, b in enumerate(blocks):
-            self._owner[np.asarray(b, dtype=np.int64)] = r
-        self._my_nodes = np.asarray(blocks[self.rank], dtype=np.int64)
+        blocks = resolve_placement(
+            topology.name, self.num_nodes, self.world_size, nodes_per_rank, placement
+        )
+        self.placement, self._owner, self._my_nodes = local_layout(
+            blocks, self.rank, self.num_nodes
+        )
         self.num_local = int(self._my_nodes.size)
         self.node_ids = torch.as_tensor(self._my_nodes, dtype=torch.int64)
         self.stats = CommStats(num_nodes=self.num_nodes)
@@ -318,57 +392,6 @@ class DistCommunicator:
             self._warm_up(self.device)
 
     # -- set-up --------------------------------------------------------------------------
-    def _resolve_placement(
-        self, nodes_per_rank: int | None, placement: Sequence[Sequence[int]] | None
-    ) -> list[list[int]]:
-        n, world = self.num_nodes, self.world_size
-        if placement is not None and nodes_per_rank is not None:
-            raise DistConfigError(
-                "give either nodes_per_rank or placement, not both; placement already says "
-                "how many nodes each rank holds"
-            )
-        if placement is None:
-            per = 1 if nodes_per_rank is None else nodes_per_rank
-            if isinstance(per, bool) or not isinstance(per, int) or per < 1:
-                raise DistConfigError(f"nodes_per_rank must be an int >= 1, got {per!r}")
-            if per * world != n:
-                raise DistConfigError(
-                    f"topology {self.topology.name!r} has num_nodes={n}, but nodes_per_rank={per} "
-                    f"on world_size={world} ranks holds {per * world}; launch {n // per} ranks "
-                    f"or pass placement=block_placement({n}, {world})"
-                    if n % per == 0
-                    else f"topology {self.topology.name!r} has num_nodes={n}, which "
-                    f"nodes_per_rank={per} does not divide; pass "
-                    f"placement=block_placement({n}, {world})"
-                )
-            return [list(range(r * per, (r + 1) * per)) for r in range(world)]
-        blocks = [[int(i) for i in b] for b in placement]
-        if len(blocks) != world:
-            raise DistConfigError(
-                f"placement must have one list of node ids per rank (world_size={world}), "
-                f"got {len(blocks)} lists"
-            )
-        for r, b in enumerate(blocks):
-            if not b:
-                raise DistConfigError(
-                    f"placement[{r}] is empty; every rank must hold at least one node "
-                    f"(use block_placement({n}, {world}))"
-                )
-        flat = np.asarray([i for b in blocks for i in b], dtype=np.int64)
-        if flat.size != n or not np.array_equal(np.sort(flat), np.arange(n)):
-            counts = np.bincount(flat[(flat >= 0) & (flat < n)], minlength=n)
-            bad_range = flat[(flat < 0) | (flat >= n)]
-            detail = (
-                f"node id {int(bad_range[0])} is out of range 0..{n - 1}"
-                if bad_range.size
-                else f"node {int(np.flatnonzero(counts != 1)[0])} appears "
-                f"{int(counts[np.flatnonzero(counts != 1)[0]])} times"
-            )
-            raise DistConfigError(
-                f"placement must list every node 0..{n - 1} of topology "
-                f"{self.topology.name!r} exactly once: {detail}"
-            )
-        return blocks
 
     def _warm_up(self, device: torch.device) -> None:
         """Run one collective on ``device`` that all ranks join (NCCL's first-call rule)."""

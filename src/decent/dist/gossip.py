@@ -33,7 +33,13 @@ import torch.distributed as dist
 
 from decent._types import NodeTensor
 from decent.comm.base import CommStats, ReduceOp
-from decent.comm.dist import DistConfigError, _build_plan, block_placement
+from decent.comm.dist import (
+    DistConfigError,
+    _build_plan,
+    block_placement,
+    local_layout,
+    resolve_placement,
+)
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["GossipCommunicator", "surviving_metropolis"]
@@ -141,22 +147,16 @@ class GossipCommunicator:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         self.num_nodes = int(topology.num_nodes)
-        blocks = (
-            block_placement(self.num_nodes, self.world_size)
-            if placement is None
-            else [[int(i) for i in b] for b in placement]
+        blocks = resolve_placement(
+            topology.name,
+            self.num_nodes,
+            self.world_size,
+            None,
+            block_placement(self.num_nodes, self.world_size) if placement is None else placement,
         )
-        flat = sorted(i for b in blocks for i in b)
-        if len(blocks) != self.world_size or flat != list(range(self.num_nodes)):
-            raise DistConfigError(
-                f"placement must give one list per rank (world_size={self.world_size}) and "
-                f"cover nodes 0..{self.num_nodes - 1} once; use block_placement"
-            )
-        self.placement = tuple(tuple(b) for b in blocks)
-        self._owner = np.empty(self.num_nodes, dtype=np.int64)
-        for r, b in enumerate(blocks):
-            self._owner[np.asarray(b, dtype=np.int64)] = r
-        self._my_nodes = np.asarray(blocks[self.rank], dtype=np.int64)
+        self.placement, self._owner, self._my_nodes = local_layout(
+            blocks, self.rank, self.num_nodes
+        )
         self.num_local = int(self._my_nodes.size)
         self.node_ids = torch.as_tensor(self._my_nodes, dtype=torch.int64)
         self.stats = CommStats(num_nodes=self.num_nodes)
