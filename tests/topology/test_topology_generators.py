@@ -147,10 +147,24 @@ def test_erdos_renyi(n: int, seed: int, rule: str) -> None:
 def test_random_regular(n: int, k: int, seed: int) -> None:
     if (n * k) % 2:
         n += 1
+    # networkx's draw is disconnected for a few seeds (e.g. n=16, k=3, seed=2488): then the
+    # generator must refuse it with the components error, never return it.
+    connected = nx.is_connected(nx.random_regular_graph(k, n, seed=seed))
     for rule in RULES:
+        if not connected:
+            with pytest.raises(T.TopologyError, match="graph is disconnected"):
+                T.random_regular(n, k, seed=seed, weights=rule)
+            continue
         topo = T.random_regular(n, k, seed=seed, weights=rule)
         _check(topo, n)
         assert {d for _, d in topo.graph.degree()} == {k}
+
+
+def test_random_regular_refuses_a_disconnected_draw() -> None:
+    with pytest.raises(
+        T.TopologyError, match=r"graph is disconnected: 2 components, sizes \[8, 8\]"
+    ):
+        T.random_regular(16, 3, seed=2488)
 
 
 @SETTINGS
