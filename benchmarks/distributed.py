@@ -135,8 +135,8 @@ def straggler_worker(rank: int, world: int, mode: str, rounds: int) -> dict[str,
     import numpy as np
 
     from decent.config import ExperimentConfig
-    from decent.dist.runtime import run_rank
     from decent.engine import Callback
+    from decent.run.distributed.runtime import run_rank
 
     class Straggler(Callback):
         def on_round(self, t: int) -> None:

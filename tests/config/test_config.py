@@ -13,11 +13,13 @@ from decent.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
+    build,
     expand,
     load_config,
     loads_config,
     parse_override,
 )
+from decent.run import train_experiment
 
 BASE = """
 rounds = 20
@@ -84,7 +86,7 @@ def test_schedule_tables_build_to_schedule_objects():
         BASE,
         ['algorithm.lr={kind = "warmup", steps = 5, then = {kind = "cosine", lr = 0.1}}'],
     )
-    exp = cfg.build()
+    exp = build(cfg)
     assert isinstance(exp.algorithm, DATSGD)
     sched = exp.algorithm.lr
     assert isinstance(sched, Warmup) and isinstance(sched.then, Cosine)
@@ -94,10 +96,10 @@ def test_schedule_tables_build_to_schedule_objects():
 
 def test_build_gives_runtime_objects_and_trains():
     cfg = loads_config(BASE, ["algorithm.kind=dsgd", "algorithm.lr=0.05"])
-    exp = cfg.build()
+    exp = build(cfg)
     assert isinstance(exp.algorithm, DSGD) and isinstance(exp.comm, SimCommunicator)
     assert exp.task.num_nodes == exp.topology.num_nodes == 8
-    result = exp.train()
+    result = train_experiment(exp)
     assert result.status == "finished"
     assert result.records[-1]["round"] == 20.0
 
@@ -111,7 +113,7 @@ def test_build_dataset_task_float32():
             "dtype=float32",
         ],
     )
-    exp = cfg.build()
+    exp = build(cfg)
     assert exp.task.dtype.is_floating_point and str(exp.task.dtype) == "torch.float32"
 
 
@@ -162,15 +164,17 @@ def test_missing_section_and_syntax_error():
 
 def test_build_errors_become_config_errors():
     with pytest.raises(ConfigError) as err:
-        loads_config(BASE, ["topology.num_nodes=2"]).build()
+        build(loads_config(BASE, ["topology.num_nodes=2"]))
     assert lines(err.value)[0].startswith('  topology: {kind = "ring", num_nodes = 2} -> ring')
     with pytest.raises(ConfigError) as err:
-        loads_config(BASE, ["backend=dist"]).build()
+        build(loads_config(BASE, ["backend=dist"]))
     assert "decent launch" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        loads_config(
-            BASE, ['task={kind="softmax_regression", dataset={kind="libsvm", path="nope.svm"}}']
-        ).build()
+        build(
+            loads_config(
+                BASE, ['task={kind="softmax_regression", dataset={kind="libsvm", path="nope.svm"}}']
+            )
+        )
     assert "task:" in str(err.value) and "not found" in str(err.value)
 
 

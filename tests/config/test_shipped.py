@@ -55,7 +55,7 @@ def test_shipped_config_loads_builds_and_runs(path, tmp_path):
 
 def test_flagship_config_expresses_the_flagship_grid():
     """configs/flagship.toml is the study `decent flagship` runs (minus the tuning)."""
-    from decent.flagship import FlagshipSpec
+    from decent.studies.flagship import FlagshipSpec
 
     spec = FlagshipSpec()
     cfg = load_config(CONFIGS[[p.stem for p in CONFIGS].index("flagship")])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -71,3 +74,23 @@ def user_errors() -> Iterator[None]:
         raise fail(f"error: {err}") from None
     except ValueError as err:  # ReportError, TopologyError, ...: messages name the fix
         raise fail(f"error: {err}") from None
+
+
+def summary_table(title: str, final: dict[str, float]) -> Table:
+    """A two-column table of final metrics, headline metrics first."""
+    table = Table(title=escape(title))  # user text: "[diverged]" is not rich markup
+    table.add_column("metric")
+    table.add_column("final value", justify="right")
+    first = ("eval/subopt@mean", "eval/loss@mean", "eval/test_accuracy@mean", "consensus/dist2")
+    keys = [k for k in first if k in final] + sorted(k for k in final if k not in first)
+    for key in keys:
+        value = final[key]
+        text = (
+            f"{value:.4e}"
+            if isinstance(value, float)
+            and math.isfinite(value)
+            and (abs(value) < 1e-2 or abs(value) >= 1e5)
+            else f"{value:.6g}"
+        )
+        table.add_row(key, text)
+    return table

@@ -1,4 +1,4 @@
-"""``decent flagship``: the tuned flagship study (see :mod:`decent.flagship`)."""
+"""``decent flagship``: the tuned flagship study (see :mod:`decent.studies.flagship`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def flagship(
 
     Example: decent flagship --out results
     """
-    from decent import flagship as fs
+    from decent.studies import flagship as fs
 
     spec = fs.FlagshipSpec(
         rounds=rounds, num_nodes=num_nodes, eval_every=max(1, rounds // 40), workers=workers

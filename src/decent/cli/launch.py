@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from decent.cli._common import console, err_console, out_option, set_option, user_errors
+from decent.cli._common import (
+    console,
+    err_console,
+    out_option,
+    set_option,
+    summary_table,
+    user_errors,
+)
 
 LAUNCH_HELP = """Run one experiment on N local processes (torch.distributed, gloo, 127.0.0.1 only).
 
@@ -45,7 +52,8 @@ def launch(
     ),
     force: bool = typer.Option(True, "--force/--no-force", help="Re-run a finished run."),
 ) -> None:
-    from decent.dist.launch import launch as _launch
+    from decent.results import Store, resolve_db_path
+    from decent.run.distributed.launch import launch as _launch
 
     with user_errors():
         proc = _launch(
@@ -61,11 +69,20 @@ def launch(
             force=force,
         )
     for rank in proc.left:
-        err_console.print(f"decent launch: {rank.describe()}")
+        err_console.print(f"decent launch: {rank.describe()}", markup=False)
+    survivors = len(proc.survivors)
+    if proc.run_id is not None and resolve_db_path(out).is_file():
+        with Store(out) as store:
+            final = store.final_values(proc.run_id)
+            status = store.status(proc.run_id)
+        if final:
+            console.print(summary_table(f"{study or 'run'} dist x{nproc} {mode} [{status}]", final))
     if proc.returncode != 0:
-        err_console.print(f"decent launch: the ranks exited with code {proc.returncode}")
+        err_console.print(
+            f"decent launch: the ranks exited with code {proc.returncode} "
+            f"({survivors} of {nproc} ranks finished)"
+        )
         raise typer.Exit(2 if proc.returncode == 2 else 1)
-    survivors = sum(1 for r in proc.ranks if r.returncode == 0)
     if survivors < nproc:
         console.print(
             f"launch finished: {survivors} of {nproc} ranks survived "

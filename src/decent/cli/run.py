@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from decent.cli._common import (
     INTERRUPTED,
@@ -16,6 +14,7 @@ from decent.cli._common import (
     mlflow_option,
     out_option,
     set_option,
+    summary_table,
     tensorboard_option,
     user_errors,
 )
@@ -33,26 +32,6 @@ Examples:
 A run whose resolved config is already finished in the store is not repeated (its stored
 result is shown); pass --force to run it again.
 """
-
-
-def summary_table(title: str, final: dict[str, float]) -> Table:
-    """A two-column table of final metrics, headline metrics first."""
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("final value", justify="right")
-    first = ("eval/subopt@mean", "eval/loss@mean", "eval/test_accuracy@mean", "consensus/dist2")
-    keys = [k for k in first if k in final] + sorted(k for k in final if k not in first)
-    for key in keys:
-        value = final[key]
-        text = (
-            f"{value:.4e}"
-            if isinstance(value, float)
-            and math.isfinite(value)
-            and (abs(value) < 1e-2 or abs(value) >= 1e5)
-            else f"{value:.6g}"
-        )
-        table.add_row(key, text)
-    return table
 
 
 def describe(config: Any) -> str:
@@ -75,22 +54,22 @@ def run(
     tensorboard: Path | None = tensorboard_option(),
     mlflow: str | None = mlflow_option(),
 ) -> None:
-    from decent.config import load_config
+    from decent.config import build, load_config
     from decent.engine import ProgressBar
     from decent.results import Store, run_id_for
-    from decent.sweep import run_label, run_one
+    from decent.run import run_config, run_label
 
     with user_errors():
         cfg = load_config(config, set_, study=study)
         if cfg.sweep is not None:
             console.print(
-                "(this config has a [sweep] section: running its base point; "
+                "(this config has a \\[sweep] section: running its base point; "
                 "`decent sweep` runs the grid)"
             )
         console.print(describe(cfg))
         sinks: list[Any] = []
         if tensorboard is not None or mlflow is not None:
-            from decent.results.sinks import make_sinks
+            from decent.run.sinks import make_sinks
 
             sinks = make_sinks(  # a missing extra fails here, before the store is touched
                 tensorboard,
@@ -102,9 +81,9 @@ def run(
         store = Store(out)
         experiment = None
         if force or not store.is_finished(run_id_for(cfg.study, cfg.run_dict())):
-            experiment = cfg.build()  # rules the builders check fail here with exit code 2
+            experiment = build(cfg)  # rules the builders check fail here with exit code 2
     try:
-        outcome = run_one(
+        outcome = run_config(
             cfg,
             store,
             experiment=experiment,

@@ -46,7 +46,7 @@ def sweep(
     mlflow: str | None = mlflow_option(),
 ) -> None:
     from decent.config import expand, load_config
-    from decent.sweep import RunOutcome, default_workers, run_sweep
+    from decent.run import RunOutcome, default_workers, run_sweep
 
     with user_errors():
         cfg = load_config(config, set_, study=study)
@@ -54,7 +54,7 @@ def sweep(
     n = workers or default_workers()
     console.print(f"[bold]sweep {cfg.study}[/]: {len(points)} runs, {n} workers, store {out}")
     if cfg.sweep is None:
-        console.print("(no [sweep] section: one run)")
+        console.print("(no \\[sweep] section: one run)")
 
     def report(outcome: RunOutcome) -> None:
         if outcome.status == "skipped":

@@ -1,23 +1,46 @@
-"""Communicators: how node values move (simulated matrix mixing or torch.distributed)."""
+"""Communicators: how node values move (simulated matrix mixing or torch.distributed).
 
-from decent.comm.base import CommStats, Communicator, ReduceOp
+* :class:`SimCommunicator` - all nodes in one process, ``W_t @ X``;
+* :class:`DelayedCommunicator` - the simulator with neighbours' values ``delay`` calls old;
+* :class:`DistCommunicator` - neighbour-only exchange over torch.distributed (sync or
+  overlapped);
+* :class:`GossipCommunicator` - threads per neighbour: bounded staleness, crash tolerance.
+
+The two torch.distributed transports are imported on first use.
+"""
+
+from typing import Any
+
+from decent.comm.base import REDUCE_OPS, CommStats, Communicator, ReduceOp, reduce_rows
+from decent.comm.delay import DelayedCommunicator
 from decent.comm.sim import SimCommunicator
 
 __all__ = [
+    "REDUCE_OPS",
     "CommStats",
     "Communicator",
+    "DelayedCommunicator",
     "DistCommunicator",
     "DistConfigError",
+    "GossipCommunicator",
     "ReduceOp",
     "SimCommunicator",
     "block_placement",
+    "reduce_rows",
 ]
 
+_LAZY = {
+    "DistCommunicator": "decent.comm.dist",
+    "GossipCommunicator": "decent.comm.gossip",
+    "DistConfigError": "decent.comm._exchange",
+    "block_placement": "decent.comm._exchange",
+}
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    # DistCommunicator imports torch.distributed; load it only when asked for.
-    if name in ("DistCommunicator", "DistConfigError", "block_placement"):
-        from decent.comm import dist
 
-        return getattr(dist, name)
+def __getattr__(name: str) -> Any:
+    # the distributed transports import torch.distributed; load them only when asked for
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'decent.comm' has no attribute {name!r}")

@@ -16,6 +16,39 @@ import torch
 from decent._types import NodeTensor
 
 ReduceOp = Literal["mean", "sum", "min", "max"]
+REDUCE_OPS: tuple[str, ...] = ("mean", "sum", "min", "max")
+
+
+def reduce_rows(x: NodeTensor, op: str) -> torch.Tensor:
+    """This process's share of a reduction over nodes: ``(m, k) -> (k,)``.
+
+    ``mean`` and ``sum`` return the row sum (the caller divides a global sum by ``n``),
+    ``min`` and ``max`` the row-wise extremum. Every backend combines these partials its
+    own way (nothing to combine in the simulator, an all-reduce on ranks).
+
+    Raises:
+        ValueError: ``op`` is not one of :data:`REDUCE_OPS`.
+    """
+    if op in ("mean", "sum"):
+        return x.sum(dim=0)
+    if op == "min":
+        return x.amin(dim=0)
+    if op == "max":
+        return x.amax(dim=0)
+    raise ValueError(f"op must be one of {', '.join(REDUCE_OPS)}; got {op!r}")
+
+
+def period_of(topology: object) -> int | None:
+    """Rounds after which ``topology.weights(t)`` repeats (1 for static), ``None`` if never.
+
+    Communicators cache per-matrix work under the key ``(t - 1) % period``.
+    """
+    if getattr(topology, "is_static", False):
+        return 1
+    period = getattr(topology, "period", None)
+    if isinstance(period, int) and not isinstance(period, bool) and period >= 1:
+        return period
+    return None
 
 
 @dataclass
@@ -111,4 +144,16 @@ class Communicator(Protocol):
 
         ``accounted=False`` marks metric traffic that is not part of the algorithm.
         """
+        ...
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metrics the transport adds to every record (``{}`` for most backends).
+
+        The fault-tolerant transport reports who is alive and when ranks left
+        (``dist/alive_nodes``, ``dist/left/rank2/round``, ...).
+        """
+        ...
+
+    def close(self) -> None:
+        """Finish what is in flight and release the transport; call once after the last round."""
         ...

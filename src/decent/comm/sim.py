@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, ReduceOp
+from decent.comm.base import CommStats, ReduceOp, period_of, reduce_rows
 from decent.topology._matrix import MixingMatrix, Topology
 
 Kernel = Literal["auto", "dense", "sparse", "mean"]
@@ -70,8 +70,7 @@ class SimCommunicator:
         self.node_ids = torch.arange(self.num_nodes, dtype=torch.int64, device=self.device)
         self.stats = CommStats(num_nodes=self.num_nodes)
         self._plans: dict[tuple[object, torch.dtype], _Plan] = {}
-        period = getattr(topology, "period", None)
-        self._period: int | None = 1 if topology.is_static else (int(period) if period else None)
+        self._period = period_of(topology)
 
     # -- kernels -------------------------------------------------------------------------
     def _choose(self, w: MixingMatrix) -> str:
@@ -138,17 +137,17 @@ class SimCommunicator:
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
     ) -> torch.Tensor:
         """Reduce ``(n, k)`` over all nodes; an accounted call counts one ring all-reduce."""
+        out = x.mean(dim=0) if op == "mean" else reduce_rows(x, op)  # all n rows are here
         if accounted:
             self.stats.add_all_reduce(x.shape[1] * x.element_size())
-        if op == "mean":
-            return x.mean(dim=0)
-        if op == "sum":
-            return x.sum(dim=0)
-        if op == "min":
-            return x.amin(dim=0)
-        if op == "max":
-            return x.amax(dim=0)
-        raise ValueError(f"op must be one of mean, sum, min, max; got {op!r}")
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """Nothing beyond :attr:`stats` (the simulator has no faults)."""
+        return {}
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def __repr__(self) -> str:
         return f"SimCommunicator({self.topology.name}, n={self.num_nodes}, kernel={self.kernel!r})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     import torch
 
     from decent.comm.base import Communicator
-    from decent.engine import Callback, RunResult
     from decent.tasks.base import Task
     from decent.topology import Topology
 
@@ -24,31 +23,17 @@ CommFactory = Callable[["Topology"], "Communicator"]
 
 @dataclass(frozen=True)
 class Experiment:
-    """The runtime objects of one config, ready for :func:`decent.engine.train`."""
+    """The runtime objects of one config: plain objects for :func:`decent.engine.train`.
+
+    Building runs nothing; :func:`decent.run.train_experiment` trains it with the config's
+    rounds, seed and evaluation settings.
+    """
 
     config: m.ExperimentConfig
     topology: Topology
     algorithm: Any
     task: Task
     comm: Communicator
-
-    def train(self, callbacks: Sequence[Callback] = (), **kwargs: Any) -> RunResult:
-        """Run :func:`decent.engine.train` with the config's rounds, seed and evaluation."""
-        from decent.engine import train
-
-        cfg = self.config
-        return train(
-            self.algorithm,
-            self.task,
-            self.comm,
-            rounds=cfg.rounds,
-            seed=cfg.seed,
-            eval_every=cfg.eval_every,
-            per_node_eval=cfg.per_node_eval,
-            callbacks=callbacks,
-            topology_name=self.topology.name,
-            **kwargs,
-        )
 
 
 def _fields(section: BaseModel, *drop: str) -> dict[str, Any]:

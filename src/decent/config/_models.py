@@ -562,15 +562,6 @@ class ExperimentConfig(Section):
         """Return the resolved config of one run as plain JSON data (without ``sweep``)."""
         return self.model_dump(mode="json", exclude={"sweep"})
 
-    def build(self, comm_factory: Any = None) -> Any:
-        """Build the runtime objects: an :class:`~decent.config.Experiment`.
-
-        See :func:`decent.config.build`; raises :class:`~decent.config.ConfigError` for
-        ``backend = "dist"`` (use ``decent launch``) and for rules the builders check.
-        """
-        from decent.config._build import build
-
-        return build(self, comm_factory)
 
 
 UNIONS: dict[str, tuple[type[Section], ...]] = {

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from decent.config._errors import ConfigError, Issue, dotted, issues_from_validation
 from decent.config._models import ExperimentConfig
+from decent.config._overrides import set_path
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,6 @@ def expand(config: ExperimentConfig) -> list[SweepPoint]:
     seeds = sweep.seeds if sweep.seeds is not None else [config.seed]
     points: list[SweepPoint] = []
     issues: list[Issue] = []
-    from decent.config._load import set_path
-
     for combo in itertools.product(*axes):
         raw = copy.deepcopy(base)
         try:

@@ -1,9 +1,9 @@
-"""The round loop, the gradient oracle and callbacks."""
+"""The round loop, the gradient oracle, callbacks and the run result."""
 
-from decent.engine.callbacks import Callback, History, ProgressBar, RunInfo
-from decent.engine.loop import DivergenceWarning, RunResult, train
+from decent.engine.callbacks import Callback, History, ProgressBar
+from decent.engine.loop import train
 from decent.engine.oracle import GradientOracle
-from decent.engine.recording import StoreRecorder
+from decent.engine.result import DivergenceWarning, RunInfo, RunResult
 
 __all__ = [
     "Callback",
@@ -13,6 +13,5 @@ __all__ = [
     "ProgressBar",
     "RunInfo",
     "RunResult",
-    "StoreRecorder",
     "train",
 ]

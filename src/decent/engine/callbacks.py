@@ -3,26 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from decent.engine.loop import RunResult
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a callback learns at the start of a run."""
-
-    algorithm: str
-    task: str
-    topology: str
-    num_nodes: int
-    dim: int
-    rounds: int
-    eval_every: int
-    seed: int
-    extra: dict[str, Any] = field(default_factory=dict)
+from decent.engine.result import RunInfo, RunResult
 
 
 class Callback:

@@ -13,12 +13,9 @@ Quick use::
 
     df = load("results", study="sweep")  # long format joined with dotted config columns
 
-See ``docs/results.md`` for the schema. Optional sinks (``TensorBoardSink``, ``MLflowSink``,
-extras ``decent[tensorboard]`` and ``decent[mlflow]``) live in :mod:`decent.results.sinks` and
-are imported lazily: ``import decent.results`` imports neither tool.
+See ``docs/results.md`` for the schema. The store knows nothing of training: recording a
+run as it trains is :mod:`decent.run` (the recorder and the TensorBoard/MLflow sinks).
 """
-
-from typing import Any
 
 from decent.results._canon import flatten, run_id_for
 from decent.results._errors import (
@@ -42,28 +39,14 @@ from decent.results._store import (
     resolve_db_path,
 )
 
-_LAZY_SINKS = ("MLFLOW_STATUS", "MLflowSink", "TensorBoardSink", "make_sinks", "mlflow_metric_name")
-
-
-def __getattr__(name: str) -> Any:
-    """Import the optional sinks on first use (they pull in the engine, torch and the tools)."""
-    if name in _LAZY_SINKS:
-        from decent.results import sinks
-
-        return getattr(sinks, name)
-    raise AttributeError(f"module 'decent.results' has no attribute {name!r}")
-
-
 __all__ = [
     "DB_NAME",
     "DONE_STATUSES",
-    "MLFLOW_STATUS",
     "RECORD_COLUMNS",
     "RUN_COLUMNS",
     "SCHEMA_VERSION",
     "STATUSES",
     "UNFINISHED_STATUSES",
-    "MLflowSink",
     "MissingDependencyError",
     "ResultsError",
     "RunClosedError",
@@ -71,12 +54,9 @@ __all__ = [
     "RunWriter",
     "Store",
     "StoreVersionError",
-    "TensorBoardSink",
     "export",
     "flatten",
     "load",
-    "make_sinks",
-    "mlflow_metric_name",
     "resolve_db_path",
     "run_id_for",
 ]

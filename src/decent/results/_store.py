@@ -385,6 +385,60 @@ class Store:
             self, rid, study, plain, flush_every=flush_every, flush_seconds=flush_seconds
         )
 
+    def resume_run(
+        self,
+        study: str,
+        config: Mapping[str, Any] | Any,
+        name: str | None = None,
+        *,
+        flush_every: int = 50,
+        flush_seconds: float = 10.0,
+    ) -> RunWriter:
+        """Go on recording a run another process started, keeping everything it recorded.
+
+        For the takeover of a distributed run's recording when its recorder rank died: the
+        run (``run_id_for(study, config)``) keeps its row and records, is marked ``running``
+        again if it was closed as failed or interrupted, and further records are merged in
+        (``INSERT OR REPLACE`` by ``(round, metric)``). A run the store does not have yet
+        is started as by :meth:`start_run`.
+
+        Raises:
+            RunExistsError: the run already finished or diverged.
+        """
+        plain = to_plain(config)
+        if not isinstance(plain, dict):
+            raise ResultsError(
+                f"config must be a mapping (or pydantic model), got {type(config).__name__}"
+            )
+        rid = content_hash(f"{study}\0{canonical_json(plain)}")
+        status = self.status(rid)
+        if status is None:
+            return self.start_run(
+                study, plain, name, flush_every=flush_every, flush_seconds=flush_seconds
+            )
+        if status in DONE_STATUSES:
+            raise RunExistsError(f"run {rid!r} of study {study!r} already has status {status!r}")
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?", (rid,)
+            )
+        return RunWriter(
+            self, rid, study, plain, flush_every=flush_every, flush_seconds=flush_seconds
+        )
+
+    def final_values(self, run_id: str) -> dict[str, float]:
+        """The final metrics a run stored (``{}`` for an unknown or unfinished run)."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT final_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or not row[0]:
+            return {}
+        data = json.loads(row[0])
+        return {
+            k: float(v)
+            for k, v in flatten(data).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+
     def delete_run(self, run_id: str) -> bool:
         """Delete a run and its records; return whether it existed."""
         with self._transaction() as conn:
@@ -701,12 +755,19 @@ class RunWriter:
         self._written()
         self.status = status
 
-    def finish(self, status: str = "finished", final: Mapping[str, Any] | None = None) -> None:
+    def finish(
+        self,
+        status: str = "finished",
+        final: Mapping[str, Any] | None = None,
+        message: str | None = None,
+    ) -> None:
         """Commit buffered records and close the run with ``status``.
 
         Args:
             status: ``finished`` or ``diverged`` (or ``failed``/``interrupted``).
             final: Final metrics, JSON data (e.g. ``{"eval/loss@mean": 0.12}``).
+            message: Why the run ended as it did (stored in ``error``; e.g. where a
+                diverged run diverged).
 
         Raises:
             ResultsError: For an unknown status or non-JSON ``final``.
@@ -714,7 +775,7 @@ class RunWriter:
         """
         self._check_open()
         _check_status(status, STATUSES[1:])
-        self._close(status, final, None)
+        self._close(status, final, message)
 
     def fail(self, status: str = "failed", error: str | BaseException | None = None) -> None:
         """Commit buffered records and close the run as failed, interrupted or diverged.

@@ -39,9 +39,9 @@ _PRELOAD = [
     "decent.config",
     "decent.engine",
     "decent.results",
-    "decent.sweep",
-    "decent.dist.runtime",
-    "decent.dist.gossip",
+    "decent.run",
+    "decent.run.distributed.runtime",
+    "decent.comm.gossip",
 ]
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from decent.config import load_config
 from decent.results import Store
-from decent.sweep import run_sweep
+from decent.run import run_sweep
 
 GRID_2X2 = """
 [sweep]

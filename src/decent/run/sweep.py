@@ -1,4 +1,4 @@
-"""Run a config (one run) or its ``[sweep]`` grid into the results store, resumably.
+"""Run a config's ``[sweep]`` grid into the results store, in parallel and resumably.
 
 Every run's id is a hash of its study and resolved config, so rerunning a sweep skips the
 runs that are finished (or diverged: a complete result) and redoes the others. Runs execute
@@ -10,7 +10,7 @@ finished runs are never touched.
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -18,35 +18,14 @@ import signal
 import threading
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from decent.config import ConfigError, ExperimentConfig, Issue, SweepPoint, expand
 from decent.results import Store, run_id_for
-
-HEADLINE = ("eval/subopt@mean", "eval/test_accuracy@mean", "eval/accuracy@mean", "eval/loss@mean")
-"""Metrics shown (first present) when a run ends."""
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """How one run ended."""
-
-    run_id: str
-    label: str
-    status: str  # finished | diverged | failed | interrupted | skipped
-    final: dict[str, float] = field(default_factory=dict)
-    message: str | None = None
-
-    def headline(self) -> str:
-        """``subopt@mean=1.2e-03`` for the first headline metric present, else ``""``."""
-        for key in HEADLINE:
-            value = self.final.get(key)
-            if value is not None and math.isfinite(value):
-                return f"{key.split('/')[-1]}={value:.3e}"
-        return ""
+from decent.run.single import RunOutcome, run_config, run_label
 
 
 @dataclass
@@ -67,77 +46,6 @@ class SweepSummary:
         return not self.interrupted and all(
             o.status in ("finished", "diverged", "skipped") for o in self.outcomes
         )
-
-
-def run_label(config: ExperimentConfig, point: SweepPoint | None = None) -> str:
-    """A short human-readable name of a run."""
-    if config.name:
-        base = config.name
-    else:
-        lr = config.algorithm.lr
-        lr_text = f"{lr:.3g}" if isinstance(lr, float) else lr.kind
-        base = (
-            f"{config.algorithm.kind} lr={lr_text} {config.topology.kind}"
-            f"(n={config.topology.num_nodes}) {config.task.kind}"
-        )
-    return f"{base} seed={config.seed}"
-
-
-def run_one(
-    config: ExperimentConfig,
-    store: Store,
-    *,
-    callbacks: Sequence[Any] = (),
-    label: str | None = None,
-    force: bool = False,
-    experiment: Any = None,
-) -> RunOutcome:
-    """Build and train ``config``, recording it in ``store``; skip it if already done.
-
-    Args:
-        config: one run's config (its ``sweep`` section is ignored).
-        store: the results store.
-        callbacks: extra engine callbacks (a progress bar).
-        label: the run's name in the store (default :func:`run_label`).
-        force: re-run even if the store has it finished.
-        experiment: ``config.build()`` if already built.
-
-    Returns:
-        The outcome; ``status == "skipped"`` when it was already finished.
-
-    Raises:
-        ConfigError: when the config cannot be built (nothing is written then).
-        KeyboardInterrupt: after marking the run ``interrupted``.
-    """
-    from decent.engine import StoreRecorder
-
-    resolved = config.run_dict()
-    run_id = run_id_for(config.study, resolved)
-    label = label or run_label(config)
-    if not force and store.is_finished(run_id):
-        final = store.final(config.study)
-        row = final[final["run_id"] == run_id] if "run_id" in final else final.iloc[:0]
-        values = _final_values(row)
-        return RunOutcome(run_id, label, "skipped", values)
-    if experiment is None:
-        experiment = config.build()
-    with store.start_run(config.study, resolved, name=label, replace=force) as writer:
-        result = experiment.train(callbacks=[StoreRecorder(writer), *callbacks])
-    return RunOutcome(run_id, label, result.status, dict(result.final), result.message)
-
-
-def _final_values(row: Any) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if row is None or len(row) == 0:
-        return out
-    if "metric" in row and "value" in row:  # long format
-        return {str(m): float(v) for m, v in zip(row["metric"], row["value"], strict=False)}
-    rec = row.iloc[0].to_dict()
-    for k, v in rec.items():
-        key = str(k).removeprefix("final.")
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = float(v)
-    return out
 
 
 # ----------------------------------------------------------------------------- workers
@@ -161,7 +69,7 @@ def _sink_callbacks(config: ExperimentConfig, label: str, sinks: SinkOptions) ->
     """The TensorBoard/MLflow callbacks asked for (``sinks = (tensorboard, mlflow)``)."""
     if sinks == (None, None):
         return []
-    from decent.results.sinks import make_sinks
+    from decent.run.sinks import make_sinks
 
     return make_sinks(*sinks, run_name=label, config=config.run_dict(), experiment=config.study)
 
@@ -190,14 +98,14 @@ def _worker(
             try:
                 config = ExperimentConfig.model_validate(raw)
                 callbacks = _sink_callbacks(config, label, sinks)
-                outcome = run_one(config, store, label=label, callbacks=callbacks)
+                outcome = run_config(config, store, label=label, callbacks=callbacks)
             except ConfigError as err:
                 outcome = RunOutcome(run_id, label, "failed", message=str(err))
             except KeyboardInterrupt:
                 raise
             except Exception:  # a bug or a failing run: report it, keep the sweep going
                 outcome = RunOutcome(run_id, label, "failed", message=traceback.format_exc())
-            results.put(("done", pid, index, outcome))
+            results.put(("done", pid, index, dataclasses.replace(outcome, result=None)))
     except KeyboardInterrupt:
         return
 
@@ -273,7 +181,7 @@ def run_sweep(
         None if mlflow is None else os.fspath(mlflow),
     )
     if sinks != (None, None):  # fail before anything runs when an extra is missing
-        from decent.results.sinks import make_sinks
+        from decent.run.sinks import make_sinks
 
         make_sinks(*sinks)
     points = expand(config)
@@ -368,7 +276,7 @@ def _run_inline(
         try:
             config = points[i].config
             callbacks = _sink_callbacks(config, labels[i], sinks)
-            outcome = run_one(config, store, label=labels[i], callbacks=callbacks)
+            outcome = run_config(config, store, label=labels[i], callbacks=callbacks)
         except KeyboardInterrupt:
             return True
         except ConfigError as err:
@@ -499,12 +407,4 @@ def _stop(procs: list[Any]) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-__all__ = [
-    "HEADLINE",
-    "RunOutcome",
-    "SweepSummary",
-    "default_workers",
-    "run_label",
-    "run_one",
-    "run_sweep",
-]
+__all__ = ["SweepSummary", "default_workers", "run_sweep"]

@@ -1,7 +1,7 @@
 """Training on real gloo ranks equals the simulator: iterates to 1e-12, metrics to 1e-10.
 
 One spawn per world size runs every case (sync and overlap) through
-:func:`decent.dist.runtime.run_rank`, the path ``decent launch`` takes on each rank.
+:func:`decent.run.distributed.runtime.run_rank`, the path ``decent launch`` takes on each rank.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dist_harness import run_group
 from train_cases import CASES, OVERLAP_CASES, THREAD_CASES, train_worker
 
 from decent.comm.delay import DelayedCommunicator
-from decent.config import ExperimentConfig
+from decent.config import ExperimentConfig, build
+from decent.run import train_experiment
 
 pytestmark = pytest.mark.dist
 
@@ -23,7 +24,7 @@ METRIC_TOL = 1e-10
 
 
 def _mismatch(rank: int) -> str:
-    from decent.dist.runtime import LaunchError, check_same_config
+    from decent.run.distributed.runtime import LaunchError, check_same_config
 
     cfg = {"study": "s", "algorithm": {"kind": "dsgd", "lr": 0.2 if rank == 1 else 0.1}}
     try:
@@ -51,7 +52,7 @@ def runs() -> dict[int, list[dict[str, Any]]]:
 def _simulate(raw: dict[str, Any], delay: int = 0) -> Any:
     cfg = ExperimentConfig.model_validate(raw)
     factory = (lambda topo: DelayedCommunicator(topo, delay=delay)) if delay else None
-    return cfg.build(comm_factory=factory).train()
+    return train_experiment(build(cfg, factory))
 
 
 def _check(per_rank: list[dict[str, Any]], sim: Any) -> None:

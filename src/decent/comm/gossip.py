@@ -32,25 +32,20 @@ import torch
 import torch.distributed as dist
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, ReduceOp
-from decent.comm.dist import (
+from decent.comm._exchange import (
     DistConfigError,
-    _build_plan,
     block_placement,
+    build_plan,
+    dist_reduce_op,
     local_layout,
     resolve_placement,
 )
+from decent.comm.base import CommStats, ReduceOp, reduce_rows
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["GossipCommunicator", "surviving_metropolis"]
 
-_REDUCE_OPS = ("mean", "sum", "min", "max")
 _KEY = "decent/ft"
-
-
-_INSTANCES = 0
-_EDGE_GROUPS: dict[tuple[int, int], Any] = {}
-"""Two-rank gloo groups by rank pair, created once per process (``new_group`` is costly)."""
 
 
 def _rank_edges(w: MixingMatrix, owner: np.ndarray) -> list[tuple[int, int]]:
@@ -164,18 +159,15 @@ class GossipCommunicator:
         self.failure_timeout = failure_timeout
         self.dense_limit = dense_limit
         self._w = topology.weights(1)
-        self._base_plan = _build_plan(self._w, self._my_nodes, self._owner, self.rank, dense_limit)
+        self._base_plan = build_plan(self._w, self._my_nodes, self._owner, self.rank, dense_limit)
         self._plan = self._base_plan
         self._out_peers = sorted(self._base_plan.send)
         self._in_peers = sorted(self._base_plan.recv)
         # one two-rank group per edge of the rank graph; new_group is collective, so every
-        # rank creates every edge's group in the same (lexicographic) order, once per process
-        rank_pairs = _rank_edges(self._w, self._owner)
+        # rank creates every edge's group, in the same (lexicographic) order
         self._edge: dict[int, Any] = {}
-        for low, high in rank_pairs:
-            group = _EDGE_GROUPS.get((low, high))
-            if group is None:
-                group = _EDGE_GROUPS[(low, high)] = dist.new_group([low, high])
+        for low, high in _rank_edges(self._w, self._owner):
+            group = dist.new_group([low, high])
             if self.rank in (low, high):
                 self._edge[high if low == self.rank else low] = group
 
@@ -190,19 +182,22 @@ class GossipCommunicator:
         self._dtype: torch.dtype | None = None
         self._queues: dict[int, queue.Queue[torch.Tensor | None]] = {}
         self._threads: list[threading.Thread] = []
+        self._peer_of: dict[threading.Thread, int] = {}  # sender/receiver thread -> peer rank
         self._closed = False
         self._ar_seq = 0
         self._start = time.monotonic()
 
         self._store: Any = None
         self._stop = threading.Event()
-        global _INSTANCES
-        _INSTANCES += 1  # the same count on every rank: communicators are built collectively
-        self._key = f"{_KEY}/{_INSTANCES}"
+        self._key = _KEY
         if failure_timeout is not None:
             from torch.distributed import distributed_c10d as c10d
 
             self._store = c10d._get_default_store()
+            # a namespace per communicator: ranks build communicators collectively, so the
+            # k-th one of every rank gets the same count from the store
+            count = self._store.add(f"{_KEY}/instances/{self.rank}", 1)
+            self._key = f"{_KEY}/{count}"
             self._hb_interval = (
                 heartbeat_interval
                 if heartbeat_interval is not None
@@ -261,7 +256,7 @@ class GossipCommunicator:
             )
             dead_nodes = [i for d in sorted(self.dead) for i in self.placement[d]]
             w = surviving_metropolis(self._w, dead_nodes)
-            self._plan = _build_plan(w, self._my_nodes, self._owner, self.rank, self.dense_limit)
+            self._plan = build_plan(w, self._my_nodes, self._owner, self.rank, self.dense_limit)
             self._cond.notify_all()
         if self._store is not None and how != "store":
             try:
@@ -269,7 +264,7 @@ class GossipCommunicator:
             except Exception:
                 pass
 
-    def fault_metrics(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         """Flat metrics for the records: nodes alive, and per lost rank when it was seen gone."""
         out = {"dist/alive_ranks": float(self.world_size - len(self.dead))}
         out["dist/alive_nodes"] = float(
@@ -288,6 +283,7 @@ class GossipCommunicator:
             th = threading.Thread(
                 target=self._receive, args=(p, size), name=f"decent-recv-{p}", daemon=True
             )
+            self._peer_of[th] = p
             th.start()
             self._threads.append(th)
         for q in self._out_peers:
@@ -295,6 +291,7 @@ class GossipCommunicator:
             th = threading.Thread(
                 target=self._send, args=(q,), name=f"decent-send-{q}", daemon=True
             )
+            self._peer_of[th] = q
             th.start()
             self._threads.append(th)
 
@@ -400,24 +397,16 @@ class GossipCommunicator:
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
     ) -> torch.Tensor:
         """Reduce over all (surviving) nodes; through the store when failures are handled."""
-        if op not in _REDUCE_OPS:
-            raise ValueError(f"op must be one of {', '.join(_REDUCE_OPS)}; got {op!r}")
         if x.ndim != 2 or x.shape[0] != self.num_local:
             raise ValueError(
                 f"all_reduce expects (m, k) = ({self.num_local}, k), got {tuple(x.shape)}"
             )
-        if op in ("mean", "sum"):
-            local = x.sum(dim=0)
-        elif op == "min":
-            local = x.amin(dim=0)
-        else:
-            local = x.amax(dim=0)
+        local = reduce_rows(x, op)
         if accounted:
             self.stats.add_all_reduce(x.shape[1] * x.element_size())
         if self._store is None:
-            red = {"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}.get(op, dist.ReduceOp.SUM)
             local = local.contiguous()
-            dist.all_reduce(local, op=red)
+            dist.all_reduce(local, op=dist_reduce_op(op))
             return local / self.num_nodes if op == "mean" else local
         return self._store_reduce(local, op)
 
@@ -466,13 +455,8 @@ class GossipCommunicator:
                 self._queues[q].put(msg)
                 self._queues[q].put(None)
             limit = time.monotonic() + 2 * (self.failure_timeout or 60.0)
-            for th in self._threads:  # senders flush; receivers end with the peer's last message
-                peer = (
-                    int(th.name.rsplit("-", 1)[1])
-                    if th.name.startswith("decent-s") or (th.name.startswith("decent-r"))
-                    else None
-                )
-                if peer is None or peer in self.dead:
+            for th, peer in self._peer_of.items():  # senders flush; receivers end with
+                if peer in self.dead:  # the peer's last message
                     continue
                 while th.is_alive() and peer not in self.dead and time.monotonic() < limit:
                     th.join(timeout=0.05)
@@ -482,7 +466,18 @@ class GossipCommunicator:
                 self._store.set(f"{self._key}/done/{self.rank}", "1")
             except Exception:
                 pass
+            # return once every rank has finished or is known dead, so that what the caller
+            # does next (the recording takeover) sees the final membership
+            limit = time.monotonic() + 2 * float(self.failure_timeout or 0)
+            others = set(range(self.world_size)) - {self.rank}
+            while not others <= (self._finished | self.dead) and time.monotonic() < limit:
+                self._stop.wait(0.05)
         self._stop.set()
+
+    def alive_ranks(self) -> list[int]:
+        """The ranks not declared dead, ascending (all of them without failure handling)."""
+        with self._cond:
+            return [r for r in range(self.world_size) if r not in self.dead]
 
     def __repr__(self) -> str:
         return (

@@ -5,7 +5,7 @@ validates and builds, ``N`` ranks fit the topology, the port is free), then star
 itself, without torchrun's elastic agent: this process hosts the c10d ``TCPStore`` on
 ``127.0.0.1:PORT`` and runs ``N`` times::
 
-    python -m decent.dist.worker CONFIG [--set ...] --out OUT --mode MODE ...
+    python -m decent.run.distributed.worker CONFIG [--set ...] --out OUT --mode MODE ...
 
 with the environment torchrun would set (``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT``,
 ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK=0``,
@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from decent.dist.runtime import MODES, LaunchError, check_world
+from decent.results import run_id_for
+from decent.run.distributed.runtime import MODES, LaunchError, check_world, dist_run_dict
 
 __all__ = [
     "LaunchResult",
@@ -130,7 +131,7 @@ def torchrun_command(
         "--local-addr",
         "127.0.0.1",
         "-m",
-        "decent.dist.worker",
+        "decent.run.distributed.worker",
         *_worker_args(
             config,
             overrides=overrides,
@@ -155,11 +156,11 @@ def worker_command(
     study: str | None = None,
     force: bool = True,
 ) -> list[str]:
-    """The command line of one rank, ``python -m decent.dist.worker CONFIG ...``."""
+    """The command line of one rank, ``python -m decent.run.distributed.worker CONFIG ...``."""
     return [
         sys.executable,
         "-m",
-        "decent.dist.worker",
+        "decent.run.distributed.worker",
         *_worker_args(
             config,
             overrides=overrides,
@@ -233,11 +234,17 @@ class LaunchResult:
     stdout: str | None = None
     stderr: str | None = None
     notes: list[str] = field(default_factory=list)
+    run_id: str | None = None
 
     @property
     def left(self) -> list[RankExit]:
         """The ranks that did not finish cleanly (died, failed or were killed)."""
         return [r for r in self.ranks if r.returncode != 0]
+
+    @property
+    def survivors(self) -> list[RankExit]:
+        """The ranks that finished cleanly (exit code 0)."""
+        return [r for r in self.ranks if r.returncode == 0]
 
 
 def _is_stopped(pid: int) -> bool:
@@ -438,7 +445,7 @@ def launch(
         overrides: ``KEY=VALUE`` overrides, as ``--set``.
         out: the results directory (rank 0 writes it).
         port: the store's port on 127.0.0.1 (default: a free one).
-        mode: one of :data:`~decent.dist.runtime.MODES`.
+        mode: one of :data:`~decent.run.distributed.runtime.MODES`.
         staleness: bound of ``--mode stale``.
         failure_timeout: seconds of heartbeat silence that declare a rank dead
             (``fault_tolerant``).
@@ -453,7 +460,7 @@ def launch(
         ConfigError: the config does not validate or build.
         LaunchError: ``nproc < 1``, more ranks than nodes, a bad mode or a busy port.
     """
-    from decent.config import load_config
+    from decent.config import build, load_config
 
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise LaunchError(f"--nproc must be an integer >= 1, got {nproc!r}")
@@ -461,7 +468,7 @@ def launch(
         raise LaunchError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     cfg = load_config(config, list(overrides), study=study)
     check_world(cfg.topology.num_nodes, nproc)
-    cfg.model_copy(update={"backend": "sim"}).build()  # every builder rule, before any process
+    build(cfg.model_copy(update={"backend": "sim"}))  # every builder rule, before any process
     if port is None:
         port = free_port()
     elif not port_is_free(port):
@@ -479,7 +486,7 @@ def launch(
         study=study,
         force=force,
     )
-    return run_local(
+    result = run_local(
         nproc,
         cmd,
         port=port,
@@ -487,3 +494,7 @@ def launch(
         hang_grace=max(10.0, 2 * failure_timeout),
         capture=capture,
     )
+    extra = {"staleness": staleness} if mode == "stale" else {}
+    resolved = dist_run_dict(cfg.model_copy(update={"backend": "dist"}), nproc, mode, **extra)
+    result.run_id = run_id_for(cfg.study, resolved)
+    return result

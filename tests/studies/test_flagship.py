@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from decent import flagship as fs
 from decent.results import Store, load
+from decent.studies import flagship as fs
 
 
 def _spec() -> fs.FlagshipSpec:

@@ -1,31 +1,34 @@
 """What every rank of a distributed run does, whoever started it (torchrun or a test).
 
 :func:`run_rank` is the whole life of one rank after ``init_process_group``: fit the world to
-the topology, check that every rank resolved the same config, build the experiment with a
-distributed communicator, train with the ONE round loop (:func:`decent.engine.train`), and
-record from one rank only. The metrics of the loop are global (collectives), so the single
-writer stores exactly what a simulator run of the same config stores, with the config
-marked ``backend = "dist"`` and a ``dist`` section (world size, mode).
+the topology, check that every rank resolved the same config, then the one run path
+(:func:`decent.run.run_config`) with a distributed communicator as the only difference from
+the simulator. One rank records; the metrics of the loop are global (collectives), so it
+stores exactly what a simulator run of the same config stores, with the config marked
+``backend = "dist"`` and a ``dist`` section (world size, mode). In ``fault_tolerant`` mode
+every other rank stands by and the lowest surviving rank takes the recording over when the
+recorder dies.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
-from decent.comm.dist import DistConfigError, block_placement
-from decent.engine.callbacks import Callback
+from decent.comm._exchange import DistConfigError, block_placement
+from decent.config import build
+from decent.engine import Callback, RunResult
+from decent.results import Store, run_id_for
+from decent.run.single import run_config, run_label
 
 if TYPE_CHECKING:
     from decent.config import ExperimentConfig
-    from decent.engine import RunResult
-    from decent.results import RunWriter
 
 __all__ = [
     "MODES",
@@ -45,7 +48,7 @@ MODES = ("sync", "overlap", "stale", "fault_tolerant")
 * ``overlap``: the exchange of round ``t`` runs during the gradient computation of round
   ``t + 1``; equals the simulator with :class:`~decent.comm.delay.DelayedCommunicator`
   (delay 1).
-* ``stale``: :class:`~decent.dist.gossip.GossipCommunicator`, each rank mixes the freshest
+* ``stale``: :class:`~decent.comm.gossip.GossipCommunicator`, each rank mixes the freshest
   neighbour values at most ``staleness`` rounds old.
 * ``fault_tolerant``: the same transport with failure detection: a dead or hung rank is
   dropped and the survivors go on.
@@ -144,36 +147,6 @@ def dist_run_dict(config: ExperimentConfig, world_size: int, mode: str, **extra:
     return out
 
 
-class DistRecorder(Callback):
-    """Log the evaluations to a results writer, with what the communicator adds.
-
-    Like :class:`decent.engine.StoreRecorder`, plus ``comm.fault_metrics()`` (who left and
-    when) when the communicator has it.
-    """
-
-    def __init__(self, writer: RunWriter, comm: Any) -> None:
-        self.writer = writer
-        self.comm = comm
-
-    def _extra(self) -> dict[str, float]:
-        fn = getattr(self.comm, "fault_metrics", None)
-        return dict(fn()) if fn is not None else {}
-
-    def on_eval(self, t: int, metrics: dict[str, float]) -> None:
-        row = {**metrics, **self._extra()}
-        self.writer.log(t, {k: v for k, v in row.items() if math.isfinite(v)})
-
-    def on_end(self, result: RunResult) -> None:
-        if self.writer.closed:
-            return
-        final = {k: v for k, v in {**result.final, **self._extra()}.items() if math.isfinite(v)}
-        final["rounds_completed"] = result.rounds_completed
-        if result.status in ("finished", "diverged"):
-            self.writer.finish(result.status, final=final)
-        else:
-            self.writer.fail("interrupted", result.message)
-
-
 def make_comm_factory(
     placement: list[list[int]],
     mode: str,
@@ -193,7 +166,7 @@ def make_comm_factory(
             return DistCommunicator(
                 topology, placement=placement, device=device, overlap=mode == "overlap"
             )
-        from decent.dist.gossip import GossipCommunicator
+        from decent.comm.gossip import GossipCommunicator
 
         return GossipCommunicator(
             topology,
@@ -219,8 +192,11 @@ def run_rank(
     """Run one rank of a distributed experiment (after ``init_process_group``).
 
     Every rank: place the nodes (:func:`check_world`), compare the resolved config across
-    ranks (:func:`check_same_config`), build the experiment with a distributed
-    communicator, train. Only ``recorder_rank`` opens the results store and writes.
+    ranks (:func:`check_same_config`), then :func:`decent.run.run_config` with a
+    distributed communicator. ``recorder_rank`` writes the results store; in
+    ``fault_tolerant`` mode every other rank keeps the records in memory, and if the
+    recorder dies the lowest surviving rank resumes the run in the store (nothing already
+    recorded is lost) and finishes it.
 
     Args:
         config: the experiment (its ``backend`` is set to ``"dist"``).
@@ -241,9 +217,6 @@ def run_rank(
         LaunchError: world size vs topology, a config that differs between ranks, bad mode.
         ConfigError: the config cannot be built (on every rank alike).
     """
-    from decent.results import Store, run_id_for
-    from decent.sweep import run_label
-
     rank, world = dist.get_rank(), dist.get_world_size()
     config = config.model_copy(update={"backend": "dist"})
     placement = check_world(config.topology.num_nodes, world)
@@ -257,30 +230,33 @@ def run_rank(
     factory = make_comm_factory(
         placement, mode, staleness=staleness, failure_timeout=failure_timeout
     )
-    experiment = config.build(comm_factory=factory)
-    comm = experiment.comm
-
-    store = Store(out) if out is not None and rank == recorder_rank else None
+    fault_tolerant = mode == "fault_tolerant"
+    # every rank of a fault-tolerant run holds a recorder: one writes, the others stand by
+    store = Store(out) if out is not None and (rank == recorder_rank or fault_tolerant) else None
     run_id = run_id_for(config.study, resolved)
-    skip = [bool(store is not None and not force and store.is_finished(run_id))]
-    dist.broadcast_object_list(skip, src=recorder_rank)
-    if skip[0]:
-        _close(comm)
+    finished = [rank == recorder_rank and store is not None and store.is_finished(run_id)]
+    dist.broadcast_object_list(finished, src=recorder_rank)
+    if finished[0] and not force:
         return None
-    cbs: list[Callback] = list(callbacks)
-    writer = None
-    if store is not None:
-        label = f"{run_label(config)} dist x{world} {mode}"
-        writer = store.start_run(config.study, resolved, name=label, replace=True)
-        cbs.insert(0, DistRecorder(writer, comm))
-    try:
-        result = experiment.train(callbacks=cbs)
-    except BaseException as err:
-        if writer is not None and not writer.closed:
-            writer.fail("failed", err)
-        _close(comm)
-        raise
-    _close(comm)
+    experiment = build(config, factory)
+    comm = experiment.comm
+    recording: Callable[[], bool] | None = None
+    if fault_tolerant:
+        recording = functools.partial(_is_lowest_alive, comm, rank)
+    elif rank != recorder_rank:
+        store = None
+    outcome = run_config(
+        config,
+        store,
+        resolved=resolved,
+        label=f"{run_label(config)} dist x{world} {mode}",
+        force=True,
+        callbacks=callbacks,
+        recording=recording,
+        experiment=experiment,
+    )
+    result = outcome.result
+    assert result is not None
     result.extra["node_ids"] = [int(i) for i in comm.node_ids.tolist()]
     events = getattr(comm, "events", None)
     if events is not None:
@@ -288,7 +264,7 @@ def run_rank(
     return result
 
 
-def _close(comm: Any) -> None:
-    close = getattr(comm, "close", None)
-    if close is not None:
-        close()
+def _is_lowest_alive(comm: Any, rank: int) -> bool:
+    """Whether ``rank`` is the lowest rank the fault-tolerant transport still counts alive."""
+    alive = comm.alive_ranks()
+    return bool(alive) and alive[0] == rank

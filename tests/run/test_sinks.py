@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import decent
 from decent.engine import Callback, DivergenceWarning, RunInfo, RunResult, train
 from decent.results import MissingDependencyError, ResultsError, Store, flatten
-from decent.results.sinks import (
+from decent.run.sinks import (
     MLFLOW_STATUS,
     MLflowSink,
     TensorBoardSink,
@@ -289,7 +289,7 @@ def test_cli_run_writes_readable_tensorboard_and_mlflow(tmp_path):
 
 def test_sweep_logs_every_run(tmp_path):
     from decent.config import load_config
-    from decent.sweep import run_sweep
+    from decent.run import run_sweep
 
     path = tmp_path / "s.toml"
     path.write_text(

@@ -8,7 +8,7 @@ callbacks copy every evaluation into the tools users already have. Both are extr
 
 Example::
 
-    from decent.results.sinks import MLflowSink, TensorBoardSink
+    from decent.run.sinks import MLflowSink, TensorBoardSink
 
     result = decent.train(
         algorithm, task, comm, rounds=200,
@@ -29,14 +29,10 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from decent.engine.callbacks import Callback, RunInfo
-from decent.results._canon import flatten
-from decent.results._errors import MissingDependencyError, ResultsError
-
-if TYPE_CHECKING:
-    from decent.engine.loop import RunResult
+from decent.engine import Callback, RunInfo, RunResult
+from decent.results import MissingDependencyError, ResultsError, flatten
 
 MLFLOW_STATUS = {"finished": "FINISHED", "diverged": "FAILED", "interrupted": "KILLED"}
 """decent's run status -> MLflow's run status."""

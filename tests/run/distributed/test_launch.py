@@ -15,9 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from decent.cli import app
-from decent.config import load_config
-from decent.dist.launch import free_port, run_local
+from decent.config import build, load_config
 from decent.results import Store
+from decent.run import train_experiment
+from decent.run.distributed.launch import free_port, run_local
 
 pytestmark = pytest.mark.dist
 
@@ -62,7 +63,7 @@ def test_launch_records_the_simulator_numbers(config_file: Path, tmp_path: Path)
     assert run["backend"] == "dist" and int(run["dist.world_size"]) == 4
     table = store.final("launch-test")
     final = dict(zip(table["metric"], table["value"], strict=True))
-    sim = load_config(config_file).build().train()
+    sim = train_experiment(build(load_config(config_file)))
     for key, value in sim.final.items():
         if key.startswith("time/") or key == "round":
             continue
@@ -160,7 +161,7 @@ def test_fault_tolerant_launch_survives_a_dead_rank(
 
 
 def test_the_fault_injection_hook_parses_its_spec(monkeypatch: pytest.MonkeyPatch) -> None:
-    from decent.dist.worker import _kill_at
+    from decent.run.distributed.worker import _kill_at
 
     monkeypatch.delenv("DECENT_TEST_KILL_AT", raising=False)
     assert _kill_at(2) == []

@@ -54,9 +54,9 @@ THREAD_CASES: dict[str, dict[str, Any]] = {
 
 
 def train_worker(rank: int, world_size: int, cases: dict[str, dict[str, Any]], mode: str) -> Any:
-    """Train every case through :func:`decent.dist.runtime.run_rank`; return rows and finals."""
+    """Train every case through :func:`decent.run.distributed.runtime.run_rank`; return rows and finals."""
     from decent.config import ExperimentConfig
-    from decent.dist.runtime import run_rank
+    from decent.run.distributed.runtime import run_rank
 
     out = {}
     for name, raw in cases.items():

@@ -1,14 +1,14 @@
-"""The per-rank entry point that torchrun starts: ``python -m decent.dist.worker CONFIG ...``.
+"""The per-rank entry point that torchrun starts: ``python -m decent.run.distributed.worker CONFIG ...``.
 
 It reads the rank and world size from the environment torchrun sets, joins the process
-group (gloo, or NCCL with ``--backend nccl``), runs :func:`decent.dist.runtime.run_rank` and
+group (gloo, or NCCL with ``--backend nccl``), runs :func:`decent.run.distributed.runtime.run_rank` and
 leaves the group. User mistakes (a config that does not validate, a world that does not fit
 the topology, configs that differ between ranks) print one clear message and exit with
 code 2 on every rank, before any training.
 
 Fault injection, for tests only: ``DECENT_TEST_KILL_AT="RANK:ROUND:SIGNAL"`` (e.g.
 ``"2:15:KILL"`` or ``"2:15:STOP"``) makes rank ``RANK`` send itself ``SIGSIGNAL`` at the
-start of round ``ROUND`` (``tests/dist/test_launch.py`` crashes a ``decent launch`` run
+start of round ``ROUND`` (``tests/run/distributed/test_launch.py`` crashes a ``decent launch`` run
 with it). It is not part of the config and does nothing when unset.
 """
 
@@ -23,14 +23,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from decent.engine.callbacks import Callback
+    from decent.engine import Callback
 
 USER_ERROR = 2
 
 
 def parser() -> argparse.ArgumentParser:
     """The worker's command line (``decent launch`` forwards its options here)."""
-    p = argparse.ArgumentParser(prog="python -m decent.dist.worker", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m decent.run.distributed.worker", description=__doc__)
     p.add_argument("config", help="experiment config (TOML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default="results", help="results directory")
@@ -60,7 +60,7 @@ def _kill_at(rank: int) -> list[Callback]:
     import signal
     import time
 
-    from decent.engine.callbacks import Callback
+    from decent.engine import Callback
 
     try:
         victim, at, name = spec.split(":")
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch.distributed as dist
 
     from decent.config import ConfigError, load_config
-    from decent.dist.runtime import run_rank
+    from decent.run.distributed.runtime import run_rank
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
     if os.environ.get("DECENT_LOOPBACK") == "1" and "GLOO_SOCKET_IFNAME" not in os.environ:
@@ -132,16 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _summary(cfg: object, result: object, args: argparse.Namespace) -> None:
-    from decent.cli._common import console
-    from decent.cli.run import summary_table
+    """One plain line on rank 0 (``decent launch`` prints the full table from the store)."""
+    from decent.run.single import HEADLINE
 
     if result is None:
-        console.print(f"already finished in {args.out} (use force to re-run)")
+        print(f"already finished in {args.out} (use force to re-run)", flush=True)
         return
     final = getattr(result, "final", {})
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    console.print(summary_table(f"{cfg.study} dist x{world} {args.mode}", final))  # type: ignore[attr-defined]
-    console.print(f"store: {args.out}")
+    shown = ", ".join(f"{k}={final[k]:.4e}" for k in HEADLINE if k in final)
+    status = getattr(result, "status", "?")
+    print(f"{cfg.study} dist x{world} {args.mode} [{status}] {shown}; store: {args.out}", flush=True)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,7 @@ covariance, the network average of every linear method on least squares evolves 
 like the centralized method, so the topology would not show (see ``docs/design.md``).
 
 Protocol: each (method, topology) gets its step size from a log grid on a separate tuning
-seed, then runs with 3 seeds. Both stages are sweeps (:func:`decent.sweep.run_sweep`):
+seed, then runs with 3 seeds. Both stages are sweeps (:func:`decent.run.run_sweep`):
 parallel workers, every finished run committed to the results store at once, a rerun skips
 finished runs. The table, the figure and the HTML report are made from the store.
 """
@@ -24,7 +24,7 @@ import pandas as pd
 
 from decent.config import validate
 from decent.results import Store, load
-from decent.sweep import run_sweep
+from decent.run import run_sweep
 
 STUDY = "flagship"
 TUNING_STUDY = "flagship-tuning"

@@ -41,8 +41,8 @@ def _crash_worker(rank: int, world_size: int, out: str, sig: int, study: str) ->
     import time
 
     from decent.config import ExperimentConfig
-    from decent.dist.runtime import run_rank
     from decent.engine import Callback
+    from decent.run.distributed.runtime import run_rank
 
     class Crash(Callback):
         def on_round(self, t: int) -> None:

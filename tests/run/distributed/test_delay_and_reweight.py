@@ -9,8 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from decent.comm.delay import DelayedCommunicator
+from decent.comm.gossip import surviving_metropolis
 from decent.comm.sim import SimCommunicator
-from decent.dist.gossip import surviving_metropolis
 from decent.topology import erdos_renyi, ring
 
 

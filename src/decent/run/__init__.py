@@ -1,0 +1,25 @@
+"""Running configs into the results store: one run, a sweep, a distributed run.
+
+* :func:`run_config` - the one way to build, train and record a config (used by
+  ``decent run``, every sweep worker and every distributed rank);
+* :func:`run_sweep` - a config's ``[sweep]`` grid in parallel worker processes, resumable;
+* :class:`StoreRecorder` and the sinks (:mod:`decent.run.sinks`, TensorBoard and MLflow);
+* :mod:`decent.run.distributed` - ``decent launch`` and what every torch.distributed rank
+  does (imported on first use: it loads torch.distributed).
+"""
+
+from decent.run.recorders import StoreRecorder
+from decent.run.single import HEADLINE, RunOutcome, run_config, run_label, train_experiment
+from decent.run.sweep import SweepSummary, default_workers, run_sweep
+
+__all__ = [
+    "HEADLINE",
+    "RunOutcome",
+    "StoreRecorder",
+    "SweepSummary",
+    "default_workers",
+    "run_config",
+    "run_label",
+    "run_sweep",
+    "train_experiment",
+]

@@ -1,0 +1,131 @@
+"""The one recorder: stream a run's evaluations into the results store as it goes.
+
+Every way of running a config (``decent run``, a sweep worker, each rank of a distributed
+run) records through :class:`StoreRecorder`; the TensorBoard and MLflow sinks
+(:mod:`decent.run.sinks`) are extra callbacks beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from decent.engine.callbacks import Callback
+from decent.engine.result import RunInfo, RunResult
+from decent.results import RunWriter, Store, run_id_for
+
+
+def _finite(row: Mapping[str, float]) -> dict[str, float]:
+    return {k: v for k, v in row.items() if math.isfinite(v)}
+
+
+class StoreRecorder(Callback):
+    """Record every evaluation of one run in a :class:`~decent.results.Store`.
+
+    The run is registered as ``running`` when training starts, records are committed in
+    batches by the writer (a killed process loses at most the records since the last
+    commit, and its run stays unfinished), and :meth:`close` ends it with the run's status,
+    final metrics and message.
+
+    A recorder may also stand by: with ``active`` given and false, it only keeps the rows
+    in memory. The moment ``active()`` turns true (the recording rank of a distributed run
+    died and this rank is now the lowest survivor) it resumes the run in the store
+    (:meth:`Store.resume_run`, which keeps what the first recorder committed), writes every
+    row it kept, and records from then on.
+
+    Args:
+        store: the results store.
+        study: the run's study.
+        config: the resolved config (JSON data); with ``study`` it gives the run id.
+        name: a human-readable run name.
+        replace: overwrite a finished run with the same id (``--force``).
+        extra: metrics the transport adds to every row (``Communicator.metrics``).
+        active: whether this process records now (default: always).
+        flush_every: commit after this many evaluations.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        study: str,
+        config: dict[str, Any],
+        *,
+        name: str | None = None,
+        replace: bool = False,
+        extra: Callable[[], Mapping[str, float]] | None = None,
+        active: Callable[[], bool] | None = None,
+        flush_every: int = 50,
+    ) -> None:
+        self.store = store
+        self.study = study
+        self.config = config
+        self.name = name
+        self.replace = replace
+        self.run_id = run_id_for(study, config)
+        self._extra = extra
+        self._active = active
+        self._flush_every = flush_every
+        self._writer: RunWriter | None = None
+        self._kept: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def recording(self) -> bool:
+        """Whether this recorder writes to the store (as opposed to standing by)."""
+        return self._writer is not None
+
+    def _row(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        extra = self._extra() if self._extra is not None else {}
+        return _finite({**metrics, **extra})
+
+    def _maybe_take_over(self) -> None:
+        if self._writer is None and self._active is not None and self._active():
+            self._writer = self.store.resume_run(
+                self.study, self.config, self.name, flush_every=self._flush_every
+            )
+            for t, row in self._kept:
+                self._writer.log(t, row)
+            self._writer.flush()
+            self._kept.clear()
+
+    def on_start(self, info: RunInfo) -> None:
+        if self._active is None or self._active():
+            self._writer = self.store.start_run(
+                self.study,
+                self.config,
+                self.name,
+                replace=self.replace,
+                flush_every=self._flush_every,
+            )
+
+    def on_eval(self, t: int, metrics: dict[str, float]) -> None:
+        row = self._row(metrics)
+        if self._writer is None:
+            self._kept.append((t, row))
+            self._maybe_take_over()
+        else:
+            self._writer.log(t, row)
+
+    def close(self, result: RunResult) -> None:
+        """End the run in the store with ``result``'s status, final metrics and message.
+
+        A standby recorder that is still not active writes nothing.
+        """
+        self._maybe_take_over()
+        writer = self._writer
+        if writer is None or writer.closed:
+            return
+        final = self._row(result.final)
+        final["rounds_completed"] = result.rounds_completed
+        if result.status in ("finished", "diverged"):
+            writer.finish(result.status, final=final, message=result.message)
+        else:
+            writer.fail("interrupted", result.message)
+
+    def abort(self, status: str, error: str | BaseException | None) -> None:
+        """End the run as ``failed`` or ``interrupted`` (training raised)."""
+        if self._writer is not None and not self._writer.closed:
+            self._writer.fail(status, error)
+
+
+__all__ = ["StoreRecorder"]
