@@ -46,4 +46,4 @@ def test_schedules():
     assert cos(6) == pytest.approx(0.55)
     warm = Warmup(Constant(2.0), steps=4)
     assert [warm(t) for t in (1, 2, 4, 9)] == [0.5, 1.0, 2.0, 2.0]
-    assert DSGD(lr=InverseSqrt(0.5))._eta(4) == pytest.approx(0.25)  # type: ignore[operator]
+    assert DSGD(lr=InverseSqrt(0.5)).eta(4) == pytest.approx(0.25)

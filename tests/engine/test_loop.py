@@ -21,7 +21,9 @@ def _setup(n=8):
 def test_records_have_stable_names_and_cadence():
     task, comm = _setup()
     hist = History()
-    res = train(DSGD(lr=0.05), task, comm, rounds=20, eval_every=5, callbacks=[hist])
+    res = train(
+        DSGD(lr=0.05), task, comm, rounds=20, eval_every=5, callbacks=[hist], per_node_eval=True
+    )
     assert [int(r["round"]) for r in res.records] == [0, 5, 10, 15, 20]
     assert hist.records == res.records
     expected = {
@@ -52,9 +54,77 @@ def test_records_have_stable_names_and_cadence():
 
 def test_node_metrics_bracket_the_mean():
     task, comm = _setup()
-    res = train(DSGD(lr=0.05), task, comm, rounds=10, eval_every=10)
+    res = train(DSGD(lr=0.05), task, comm, rounds=10, eval_every=10, per_node_eval="every")
     r = res.final
     assert r["eval/loss@node_min"] <= r["eval/loss@node_mean"] <= r["eval/loss@node_max"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "with_nodes"),
+    [("every", [0, 5, 10]), ("final", [10]), ("none", []), (True, [0, 5, 10]), (False, [])],
+)
+def test_per_node_evaluation_modes(mode, with_nodes):
+    task, comm = _setup()
+    res = train(DSGD(lr=0.05), task, comm, rounds=10, eval_every=5, per_node_eval=mode)
+    assert [int(r["round"]) for r in res.records if "eval/loss@node_max" in r] == with_nodes
+    assert all("eval/loss@mean" in r for r in res.records)
+
+
+def test_per_node_metrics_do_not_depend_on_the_evaluation_chunks():
+    """Many nodes are evaluated in chunks; the numbers equal one evaluation of all rows."""
+    from decent.metrics import evaluate
+
+    task = LeastSquares(num_nodes=150, dim=3, heterogeneity=1.0)
+    comm = SimCommunicator(ring(150))
+    x = torch.randn(150, 3, generator=torch.Generator().manual_seed(1))
+    got = evaluate(task, x, comm)
+    whole = task.evaluate(x)["loss"]
+    assert got["eval/loss@node_max"] == float(whole.max())
+    assert got["eval/loss@node_min"] == float(whole.min())
+
+
+def test_divergence_is_caught_early_relative_to_the_initial_loss():
+    """A run whose loss explodes stops at the first check above the limit, not at inf."""
+    task, comm = _setup()
+    with pytest.warns(DivergenceWarning, match="above divergence_factor = 100 times") as rec:
+        res = train(
+            DSGD(lr=3.0),
+            task,
+            comm,
+            rounds=400,
+            eval_every=50,
+            check_every=4,
+            divergence_factor=100.0,
+        )
+    assert res.status == "diverged" and res.rounds_completed <= 40
+    assert len(rec) == 1  # one warning, one message
+    assert "produced a" not in res.message and "lr=3.0" in res.message
+    # without a factor the same run goes on until the loss is no longer finite
+    with pytest.warns(DivergenceWarning, match="infinite|NaN"):
+        late = train(
+            DSGD(lr=3.0),
+            task,
+            SimCommunicator(ring(8)),
+            rounds=4000,
+            eval_every=50,
+            check_every=4,
+            divergence_factor=None,
+        )
+    assert late.rounds_completed > res.rounds_completed
+
+
+def test_x0_sets_the_start_point_for_every_node_or_each_node():
+    task, comm = _setup()
+    start = torch.tensor([1.0, -1.0, 0.5, 2.0])
+    res = train(DSGD(lr=0.0), task, comm, rounds=3, x0=start)
+    assert torch.equal(res.output, start.expand(8, 4))  # lr = 0 keeps the start point
+    rows = torch.arange(32.0).reshape(8, 4)
+    res = train(DSGD(lr=0.0), task, SimCommunicator(ring(8)), rounds=1, x0=rows)
+    mixed = torch.as_tensor(ring(8).weights(1).dense()) @ rows
+    torch.testing.assert_close(res.output, mixed, rtol=0, atol=1e-12)
+    assert torch.equal(rows, torch.arange(32.0).reshape(8, 4))  # the caller's tensor is untouched
+    with pytest.raises(ValueError, match=r"x0 must be a tensor of shape \(d,\) = \(4,\)"):
+        train(DSGD(lr=0.1), task, comm, rounds=1, x0=torch.zeros(3))
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_records():

@@ -1,33 +1,38 @@
 """Decentralized first-order methods and their centralized references.
 
 Each algorithm is a frozen dataclass of hyperparameters with pure ``init / query / update /
-output`` methods over a ``NamedTuple`` state (see :mod:`decent.algorithms.base`).
+output`` methods over a ``NamedTuple`` state (see :mod:`decent.algorithms.base`). Its
+dataclass is the single source of its hyperparameters, defaults, rules and docs
+(:func:`~decent.algorithms.base.hparam`); the config schema is derived from it. Adding an
+algorithm is one module here and one line in :data:`ALGORITHMS`.
 """
 
-from decent.algorithms._common import AlgorithmError
 from decent.algorithms.base import (
     Algorithm,
+    AlgorithmError,
     Constant,
     Cosine,
     InverseSqrt,
     LearningRate,
+    Method,
+    MixingAssumptions,
+    MixingAssumptionWarning,
     Schedule,
     Warmup,
+    hparam,
+    hparams,
+    mixing_violations,
 )
 from decent.algorithms.centralized import AnytimeSGD, LocalSGD, MinibatchSGD
 from decent.algorithms.dat_sgd import DATSGD, DATSGDState
 from decent.algorithms.dsgd import DSGD, DSGDState
 from decent.algorithms.gradient_tracking import GradientTracking, GradientTrackingState
 
-ALGORITHMS: dict[str, type] = {
-    "dat_sgd": DATSGD,
-    "dsgd": DSGD,
-    "gradient_tracking": GradientTracking,
-    "minibatch_sgd": MinibatchSGD,
-    "anytime_sgd": AnytimeSGD,
-    "local_sgd": LocalSGD,
+ALGORITHMS: dict[str, type[Method]] = {
+    cls.name: cls
+    for cls in (DATSGD, DSGD, GradientTracking, MinibatchSGD, AnytimeSGD, LocalSGD)
 }
-"""Algorithm classes by their config ``kind``."""
+"""Algorithm classes by their config ``kind`` (their ``name``), in the order docs list them."""
 
 __all__ = [
     "ALGORITHMS",
@@ -45,7 +50,13 @@ __all__ = [
     "InverseSqrt",
     "LearningRate",
     "LocalSGD",
+    "Method",
     "MinibatchSGD",
+    "MixingAssumptionWarning",
+    "MixingAssumptions",
     "Schedule",
     "Warmup",
+    "hparam",
+    "hparams",
+    "mixing_violations",
 ]

@@ -1,4 +1,4 @@
-"""The Algorithm protocol and step-size schedules.
+"""The Algorithm protocol, the base of the built-in methods, and step-size schedules.
 
 An algorithm is a frozen dataclass of hyperparameters with pure methods over a
 ``NamedTuple`` state:
@@ -17,10 +17,15 @@ allocation every round.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from functools import cached_property
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import annotated_types as at
 
 from decent._types import NodeTensor
 from decent.comm.base import Communicator
@@ -32,7 +37,8 @@ S = TypeVar("S")
 class Algorithm(Protocol[S]):
     """A decentralized (or centralized reference) first-order method."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def init(self, params: NodeTensor) -> S: ...
 
@@ -106,3 +112,201 @@ class Warmup:
     def __call__(self, t: int) -> float:
         base = self.then(t) if callable(self.then) else float(self.then)
         return base * min(1.0, t / max(self.steps, 1))
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+class AlgorithmError(ValueError):
+    """Bad hyperparameters; the message names the field, the value and the rule."""
+
+
+def hparam(default: Any = dataclasses.MISSING, *rules: at.BaseMetadata, doc: str) -> Any:
+    """Declare a hyperparameter: its default, its rules and its one-line doc.
+
+    The algorithm's dataclass is the single source of truth: :class:`Method` checks the
+    rules when an instance is made, and the config schema (the TOML ``[algorithm]`` table),
+    its generated reference and the CLI docs are derived from the same declaration.
+
+    Args:
+        default: the default value (none: the field is required).
+        *rules: ``annotated_types`` constraints, e.g. ``Ge(0.0)``, ``Interval(ge=0, lt=1)``.
+        doc: what the field means, for the config reference.
+
+    Example:
+        >>> from annotated_types import Ge
+        >>> @dataclass(frozen=True)
+        ... class Averaging(Method):
+        ...     lr: LearningRate = hparam(doc="Step size.")
+        ...     rounds_between: int = hparam(1, Ge(1), doc="Average every this many rounds.")
+        ...     name: ClassVar[str] = "averaging"
+        >>> Averaging(lr=0.1, rounds_between=0)
+        Traceback (most recent call last):
+        ...
+        decent.algorithms.base.AlgorithmError: averaging.rounds_between must be an integer >= 1, got 0
+    """
+    return dataclasses.field(default=default, metadata={"doc": doc, "rules": tuple(rules)})
+
+
+def hparams(cls: type) -> list[dataclasses.Field[Any]]:
+    """The hyperparameter fields of an algorithm dataclass (``init`` fields), in order."""
+    return [f for f in dataclasses.fields(cls) if f.init]
+
+
+_RULES: tuple[tuple[type, str, str, Callable[[float, float], bool]], ...] = (
+    (at.Ge, "ge", ">=", lambda v, b: v >= b),
+    (at.Gt, "gt", ">", lambda v, b: v > b),
+    (at.Le, "le", "<=", lambda v, b: v <= b),
+    (at.Lt, "lt", "<", lambda v, b: v < b),
+)
+
+
+def _flat_rules(rules: Sequence[Any]) -> list[Any]:
+    out: list[Any] = []
+    for rule in rules:
+        out.extend(rule if isinstance(rule, at.GroupedMetadata) else [rule])
+    return out
+
+
+def rule_text(rules: Sequence[Any]) -> str:
+    """``">= 0, < 1"`` for ``Ge(0), Lt(1)``."""
+    parts = []
+    for rule in _flat_rules(rules):
+        for cls, attr, op, _ in _RULES:
+            if isinstance(rule, cls):
+                parts.append(f"{op} {getattr(rule, attr)}")
+    return ", ".join(parts)
+
+
+def _check_value(owner: str, name: str, hint: Any, rules: Sequence[Any], value: Any) -> None:
+    """Raise :class:`AlgorithmError` when ``value`` breaks the type ``hint`` or a rule."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            options = " or ".join(repr(a) for a in allowed)
+            raise AlgorithmError(f"{owner}.{name} must be {options}, got {value!r}")
+        return
+    bounds = rule_text(rules)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise AlgorithmError(f"{owner}.{name} must be true or false, got {value!r}")
+        return
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        what = "an integer"
+    elif hint is float:
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        )
+        what = "a finite number"
+    else:
+        return  # other types (schedules, callables) are checked where they are used
+    ok = ok and all(
+        test(value, getattr(rule, attr))
+        for rule in _flat_rules(rules)
+        for cls, attr, _, test in _RULES
+        if isinstance(rule, cls)
+    )
+    if not ok:
+        rule = what + (f" {bounds}" if bounds else "")
+        raise AlgorithmError(f"{owner}.{name} must be {rule}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class MixingAssumptions:
+    """What a method's analysis assumes of every mixing matrix ``W_t`` it gossips with.
+
+    Attributes:
+        doubly_stochastic: columns sum to one too, so gossip preserves the network mean.
+        symmetric: ``W = W^T`` (an undirected graph with symmetric weights).
+    """
+
+    doubly_stochastic: bool = False
+    symmetric: bool = False
+
+    def describe(self) -> str:
+        """``"a symmetric, doubly stochastic W"``."""
+        parts = [p for p, on in (("symmetric", self.symmetric),
+                                 ("doubly stochastic", self.doubly_stochastic)) if on]
+        return f"a {', '.join(parts)} W" if parts else "any row-stochastic W"
+
+
+class MixingAssumptionWarning(UserWarning):
+    """A method runs on mixing matrices outside what its analysis assumes."""
+
+
+def mixing_violations(
+    algorithm: Any, topology: Any, rounds: int, *, probe: int = 16
+) -> list[str]:
+    """What ``topology`` breaks of ``algorithm.assumes`` over the first rounds (``[]``: nothing).
+
+    Static topologies are checked once, periodic ones over one period, other time-varying
+    ones over the first ``probe`` rounds (their matrices are drawn the same way each round).
+    """
+    assumes: MixingAssumptions = getattr(algorithm, "assumes", MixingAssumptions())
+    if not (assumes.symmetric or assumes.doubly_stochastic):
+        return []
+    if getattr(topology, "is_static", False):
+        ts: Sequence[int] = [1]
+    else:
+        period = getattr(topology, "period", None)
+        ts = range(1, min(rounds, period if isinstance(period, int) else probe) + 1)
+    found: list[str] = []
+    for t in ts:
+        w = topology.weights(t)
+        if assumes.symmetric and not w.is_symmetric and "symmetric" not in found:
+            found.append("symmetric")
+        if assumes.doubly_stochastic and not w.is_doubly_stochastic and "doubly stochastic" not in found:
+            found.append("doubly stochastic")
+    return [f"W_t is not {what} (round {ts[0]}..{ts[-1]} checked)" for what in found]
+
+
+class Method:
+    """Base of the built-in methods: hyperparameters checked from their declaration.
+
+    Subclasses are frozen dataclasses whose fields are declared with :func:`hparam`;
+    ``lr`` (a number or a schedule) is turned into :attr:`eta`. Class attributes say what
+    the rest of the library needs to know without naming methods:
+
+    * ``name``: the config ``kind``;  ``label``: the name shown in tables and figures;
+    * ``assumes``: :class:`MixingAssumptions` of the method's analysis;
+    * ``centralized``: uses exact averages (all-reduce), not gossip;
+    * ``reference``: the ``kind`` of the centralized counterpart it is compared with;
+    * ``horizon_scaled``: the largest step is ``lr * T`` (anytime weights), so tune
+      ``gamma = lr * T`` rather than ``lr`` across horizons;
+    * ``divergence_hint``: what to try when a run diverges.
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str] = ""
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions()
+    centralized: ClassVar[bool] = False
+    reference: ClassVar[str | None] = None
+    horizon_scaled: ClassVar[bool] = False
+    divergence_hint: ClassVar[str] = "lower the step size (try lr / 10)"
+
+    def __post_init__(self) -> None:
+        owner = type(self).name
+        hints = typing.get_type_hints(type(self))
+        for f in hparams(type(self)):
+            value = getattr(self, f.name)
+            if f.name == "lr":
+                try:
+                    as_schedule(value)
+                except ValueError as err:
+                    raise AlgorithmError(f"{owner}.lr: {err}") from None
+                continue
+            _check_value(owner, f.name, hints.get(f.name), f.metadata.get("rules", ()), value)
+
+    @cached_property
+    def eta(self) -> Callable[[int], float]:
+        """The step size as a function of the round, ``eta(t)``."""
+        return as_schedule(getattr(self, "lr"))  # noqa: B009
+
+
+def communicates(t: int, local_steps: int) -> bool:
+    """Whether round ``t`` ends with communication: every ``local_steps``-th round."""
+    return t % local_steps == 0

@@ -7,20 +7,20 @@ so "decentralized vs centralized" is one config switch. Exact averages go throug
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
+from annotated_types import Ge
+
 from decent._types import NodeTensor
-from decent.algorithms._common import check_finite, check_local_steps, check_lr, communicates
-from decent.algorithms.base import LearningRate
-from decent.algorithms.dat_sgd import AnytimeIterate, DATSGDState, anytime_step
-from decent.algorithms.dsgd import DSGDState, SingleIterate
+from decent.algorithms.base import LearningRate, Method, communicates, hparam
+from decent.algorithms.dat_sgd import ANYTIME_HINT, AnytimeIterate, DATSGDState, anytime_step
+from decent.algorithms.dsgd import LR_DOC, DSGDState, SingleIterate
 from decent.comm.base import Communicator
 
 
 @dataclass(frozen=True)
-class MinibatchSGD(SingleIterate):
+class MinibatchSGD(SingleIterate, Method):
     r"""Minibatch SGD with the exact average of all nodes' gradients (all-reduce).
 
     ``x_{t+1} = x_t - eta_t (1/n) sum_i g_t^i`` with ``g_t^i = \nabla f_i(x_t; z_t^i)``;
@@ -30,20 +30,19 @@ class MinibatchSGD(SingleIterate):
     JMLR 2012, https://arxiv.org/abs/1012.1367.
     """
 
-    lr: LearningRate
-    name: ClassVar[str] = "minibatch_sgd"
-    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
+    lr: LearningRate = hparam(doc=LR_DOC)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_eta", check_lr("minibatch_sgd", self.lr))
+    name: ClassVar[str] = "minibatch_sgd"
+    label: ClassVar[str] = "Minibatch SGD"
+    centralized: ClassVar[bool] = True
 
     def update(self, state: DSGDState, grads: NodeTensor, comm: Communicator, t: int) -> DSGDState:
         g_mean = comm.all_reduce(grads, "mean")
-        return DSGDState(x=state.x.sub_(g_mean, alpha=self._eta(t)))
+        return DSGDState(x=state.x.sub_(g_mean, alpha=self.eta(t)))
 
 
 @dataclass(frozen=True)
-class AnytimeSGD(AnytimeIterate):
+class AnytimeSGD(AnytimeIterate, Method):
     r"""Centralized Anytime SGD: minibatch gradients at the running weighted average.
 
     With ``alpha_t = t ** weight_power``, ``A_t = alpha_1 + ... + alpha_t`` and
@@ -58,26 +57,26 @@ class AnytimeSGD(AnytimeIterate):
     https://arxiv.org/abs/1903.00974.
     """
 
-    lr: LearningRate
-    weight_power: float = 1.0
-    name: ClassVar[str] = "anytime_sgd"
-    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
+    lr: LearningRate = hparam(doc=LR_DOC + " The step on w is eta * t^weight_power.")
+    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_eta", check_lr("anytime_sgd", self.lr))
-        check_finite("anytime_sgd", "weight_power", self.weight_power, minimum=0.0)
+    name: ClassVar[str] = "anytime_sgd"
+    label: ClassVar[str] = "Anytime SGD"
+    centralized: ClassVar[bool] = True
+    horizon_scaled: ClassVar[bool] = True
+    divergence_hint: ClassVar[str] = ANYTIME_HINT
 
     def update(
         self, state: DATSGDState, grads: NodeTensor, comm: Communicator, t: int
     ) -> DATSGDState:
         g_mean = comm.all_reduce(grads, "mean")
         a = float(t) ** self.weight_power
-        z, total = anytime_step(state, g_mean, self._eta(t), a)
+        z, total = anytime_step(state, g_mean, self.eta(t), a)
         return DATSGDState(z=z, weight_sum=total)
 
 
 @dataclass(frozen=True)
-class LocalSGD(SingleIterate):
+class LocalSGD(SingleIterate, Method):
     r"""Local SGD / FedAvg-style periodic exact averaging.
 
     Every node takes ``x^i <- x^i - eta_t g_t^i``; every ``local_steps``-th round all
@@ -89,17 +88,15 @@ class LocalSGD(SingleIterate):
     https://arxiv.org/abs/1602.05629.
     """
 
-    lr: LearningRate
-    local_steps: int = 1
-    name: ClassVar[str] = "local_sgd"
-    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
+    lr: LearningRate = hparam(doc=LR_DOC)
+    local_steps: int = hparam(1, Ge(1), doc="Average every this many rounds.")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_eta", check_lr("local_sgd", self.lr))
-        check_local_steps("local_sgd", self.local_steps)
+    name: ClassVar[str] = "local_sgd"
+    label: ClassVar[str] = "Local SGD"
+    centralized: ClassVar[bool] = True
 
     def update(self, state: DSGDState, grads: NodeTensor, comm: Communicator, t: int) -> DSGDState:
-        x = state.x.add_(grads, alpha=-self._eta(t))
+        x = state.x.add_(grads, alpha=-self.eta(t))
         if communicates(t, self.local_steps):
             x.copy_(comm.all_reduce(x, "mean").expand_as(x))
         return DSGDState(x=x)

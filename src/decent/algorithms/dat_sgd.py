@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import torch
+from annotated_types import Ge
 
 from decent._types import NodeTensor
-from decent.algorithms._common import check_finite, check_local_steps, check_lr, communicates
-from decent.algorithms.base import LearningRate
+from decent.algorithms.base import (
+    LearningRate,
+    Method,
+    MixingAssumptions,
+    communicates,
+    hparam,
+)
 from decent.comm.base import Communicator
+
+ANYTIME_HINT = (
+    "lower the step size (try lr / 10); the step on w is lr * alpha_t, which reaches "
+    "lr * T, so tune gamma = lr * T"
+)
 
 
 class DATSGDState(NamedTuple):
@@ -63,7 +73,7 @@ class AnytimeIterate:
 
 
 @dataclass(frozen=True)
-class DATSGD(AnytimeIterate):
+class DATSGD(AnytimeIterate, Method):
     r"""Decentralized Anytime SGD: gradients at a running weighted average, gossip both.
 
     Per node ``i`` at round ``t = 1..T`` with weights ``alpha_t = t ** weight_power``
@@ -99,16 +109,19 @@ class DATSGD(AnytimeIterate):
         ([-0.1, -0.1], 1.0)
     """
 
-    lr: LearningRate
-    weight_power: float = 1.0
-    local_steps: int = 1
-    name: ClassVar[str] = "dat_sgd"
-    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
+    lr: LearningRate = hparam(
+        doc='Step size eta: a number, or a schedule table such as {kind = "cosine", lr = 0.1}. '
+        "The step on w is eta * t^weight_power."
+    )
+    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
+    local_steps: int = hparam(1, Ge(1), doc="Gossip every this many rounds.")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_eta", check_lr("dat_sgd", self.lr))
-        check_finite("dat_sgd", "weight_power", self.weight_power, minimum=0.0)
-        check_local_steps("dat_sgd", self.local_steps)
+    name: ClassVar[str] = "dat_sgd"
+    label: ClassVar[str] = "DAT-SGD"
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(symmetric=True, doubly_stochastic=True)
+    reference: ClassVar[str | None] = "anytime_sgd"
+    horizon_scaled: ClassVar[bool] = True
+    divergence_hint: ClassVar[str] = ANYTIME_HINT
 
     def alpha(self, t: int) -> float:
         """The averaging weight ``alpha_t = t ** weight_power``."""
@@ -117,7 +130,7 @@ class DATSGD(AnytimeIterate):
     def update(
         self, state: DATSGDState, grads: NodeTensor, comm: Communicator, t: int
     ) -> DATSGDState:
-        z, total = anytime_step(state, grads, self._eta(t), self.alpha(t))
+        z, total = anytime_step(state, grads, self.eta(t), self.alpha(t))
         if communicates(t, self.local_steps):
             z = comm.mix(z, t)
         return DATSGDState(z=z, weight_sum=total)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Literal, NamedTuple
 
+from annotated_types import Ge
+
 from decent._types import NodeTensor
-from decent.algorithms._common import AlgorithmError, check_local_steps, check_lr, communicates
-from decent.algorithms.base import LearningRate
+from decent.algorithms.base import (
+    LearningRate,
+    Method,
+    MixingAssumptions,
+    communicates,
+    hparam,
+)
 from decent.comm.base import Communicator
+
+LR_DOC = 'Step size eta: a number, or a schedule table such as {kind = "cosine", lr = 0.1}.'
 
 
 class DSGDState(NamedTuple):
@@ -30,7 +38,7 @@ class SingleIterate:
 
 
 @dataclass(frozen=True)
-class DSGD(SingleIterate):
+class DSGD(SingleIterate, Method):
     r"""Decentralized SGD: a local SGD step and one gossip step per round.
 
     Per node ``i`` at round ``t`` with ``g_t^i = \nabla f_i(x_t^i; z_t^i)``:
@@ -63,23 +71,19 @@ class DSGD(SingleIterate):
         [-1.0, -1.0, -1.0]
     """
 
-    lr: LearningRate
-    variant: Literal["atc", "cta"] = "atc"
-    local_steps: int = 1
-    name: ClassVar[str] = "dsgd"
-    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
+    lr: LearningRate = hparam(doc=LR_DOC)
+    variant: Literal["atc", "cta"] = hparam(
+        "atc", doc="atc: adapt then combine; cta: combine then adapt (D-PSGD)."
+    )
+    local_steps: int = hparam(1, Ge(1), doc="Gossip every this many rounds.")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_eta", check_lr("dsgd", self.lr))
-        if self.variant not in ("atc", "cta"):
-            raise AlgorithmError(
-                f"dsgd.variant must be 'atc' (adapt-then-combine) or 'cta' (combine-then-adapt), "
-                f"got {self.variant!r}"
-            )
-        check_local_steps("dsgd", self.local_steps)
+    name: ClassVar[str] = "dsgd"
+    label: ClassVar[str] = "D-SGD"
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True)
+    reference: ClassVar[str | None] = "minibatch_sgd"
 
     def update(self, state: DSGDState, grads: NodeTensor, comm: Communicator, t: int) -> DSGDState:
-        eta = self._eta(t)
+        eta = self.eta(t)
         x = state.x
         if not communicates(t, self.local_steps):
             return DSGDState(x=x.add_(grads, alpha=-eta))

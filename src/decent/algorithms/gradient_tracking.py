@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import torch
 
 from decent._types import NodeTensor
-from decent.algorithms._common import check_lr
-from decent.algorithms.base import LearningRate
+from decent.algorithms.base import LearningRate, Method, MixingAssumptions, hparam
+from decent.algorithms.dsgd import LR_DOC
 from decent.comm.base import Communicator
 
 
@@ -29,8 +28,8 @@ class GradientTrackingState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class GradientTracking:
-    r"""Gradient tracking: each node tracks the network-average gradient with ``y``.
+class GradientTracking(Method):
+    r"""Gradient tracking: each node also gossips a running estimate y of the mean gradient.
 
     Per node ``i`` at round ``t`` with ``g_t^i = \nabla f_i(x_t^i; z_t^i)``,
     ``y_0 = g_0 = 0``:
@@ -50,12 +49,12 @@ class GradientTracking:
         https://arxiv.org/abs/2202.03836.
     """
 
-    lr: LearningRate
-    name: ClassVar[str] = "gradient_tracking"
-    _eta: Callable[[int], float] = field(init=False, repr=False, compare=False)
+    lr: LearningRate = hparam(doc=LR_DOC)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_eta", check_lr("gradient_tracking", self.lr))
+    name: ClassVar[str] = "gradient_tracking"
+    label: ClassVar[str] = "Gradient tracking"
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True)
+    reference: ClassVar[str | None] = "minibatch_sgd"
 
     def init(self, params: NodeTensor) -> GradientTrackingState:
         return GradientTrackingState(
@@ -71,7 +70,7 @@ class GradientTracking:
     def update(
         self, state: GradientTrackingState, grads: NodeTensor, comm: Communicator, t: int
     ) -> GradientTrackingState:
-        eta = self._eta(t)
+        eta = self.eta(t)
         z, g_prev = state.z, state.g_prev
         d = z.shape[1] // 2
         x, y = z[:, :d], z[:, d:]

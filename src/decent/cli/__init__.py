@@ -14,7 +14,7 @@ import importlib.util
 
 import typer
 
-from decent.cli._common import EPILOG, console
+from decent.cli._common import EPILOG, console, show_warnings_as_lines
 
 COMMAND_MODULES: tuple[str, ...] = (
     "run",
@@ -52,6 +52,7 @@ app = typer.Typer(
 @app.callback()
 def _main() -> None:
     """decent: decentralized training on a simulator or torch.distributed."""
+    show_warnings_as_lines()
 
 
 def _register_all() -> None:

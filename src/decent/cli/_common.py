@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,15 @@ def tensorboard_option() -> Path | None:
 def mlflow_option() -> str | None:
     """The ``--mlflow URI`` sink option."""
     return typer.Option(None, "--mlflow", metavar="URI", help=MLFLOW_HELP)
+
+
+def show_warnings_as_lines() -> None:
+    """Print Python warnings as one ``warning: ...`` line on stderr (no file and line number)."""
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kw: object) -> None:
+        err_console.print(f"warning: {message}", markup=False, highlight=False)
+
+    warnings.showwarning = show  # type: ignore[assignment]
 
 
 def fail(message: str, code: int = USER_ERROR) -> typer.Exit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,31 @@ def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
     return _guard("task", cfg, make)  # type: ignore[no-any-return]
 
 
+def check_mixing(algorithm: Any, topology: Topology, config: m.ExperimentConfig) -> None:
+    """Refuse (or, with ``mixing_check = "warn"``, warn about) a W outside the method's theory.
+
+    Raises:
+        ConfigError: a line ``topology: ... -> <method> assumes ...`` naming the fix.
+    """
+    from decent.algorithms import MixingAssumptionWarning, mixing_violations
+
+    found = mixing_violations(algorithm, topology, config.rounds)
+    if not found:
+        return
+    what = f"{algorithm.name} assumes {algorithm.assumes.describe()}, but {topology.name}: "
+    what += "; ".join(found)
+    if config.mixing_check == "warn":
+        message = f"{what}; running it anyway, outside its analysis (mixing_check = 'warn')"
+        warnings.warn(message, MixingAssumptionWarning, stacklevel=3)
+        return
+    rule = (
+        f"{what}. Use an undirected topology with metropolis_hastings weights (ring, torus, "
+        'exponential, random_matching, ...), or set mixing_check = "warn" to run it outside '
+        "its analysis"
+    )
+    raise ConfigError([Issue("topology", config.topology, rule)])
+
+
 def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -> Experiment:
     """Build (topology, algorithm, task, comm) from a validated config.
 
@@ -180,6 +206,7 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
     topology = build_topology(config.topology)
     task = build_task(config.task, topology.num_nodes, config.dtype)
     algorithm = build_algorithm(config.algorithm, config.rounds)
+    check_mixing(algorithm, topology, config)
     if comm_factory is None:
         from decent.comm import SimCommunicator
 

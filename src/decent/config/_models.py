@@ -6,9 +6,21 @@ reference ``docs/config.md`` is generated from these models (``decent config-doc
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    model_validator,
+)
+
+from decent.algorithms import ALGORITHMS, hparams
 
 # --------------------------------------------------------------------------- base
 
@@ -260,78 +272,43 @@ WarmupLR.model_rebuild()
 
 # --------------------------------------------------------------------------- algorithms
 
-_LR_DOC = 'Step size eta: a number, or a schedule table such as {kind = "cosine", lr = 0.1}.'
+class AlgorithmSection(Section):
+    """What every ``[algorithm]`` table has: its ``kind`` and its step size ``lr``."""
+
+    kind: str
+    lr: LearningRateConfig
 
 
-class DATSGDConfig(Section):
-    """Decentralized Anytime SGD: gradients at a running weighted average x, steps on w."""
+def algorithm_model(cls: type) -> type[AlgorithmSection]:
+    """The ``[algorithm]`` table of one algorithm, derived from its dataclass.
 
-    kind: Literal["dat_sgd"]
-    lr: LearningRateConfig = Field(description=_LR_DOC + " The step on w is eta * t^power.")
-    weight_power: float = Field(1.0, ge=0.0, description="alpha_t = t ** weight_power.")
-    local_steps: int = Field(1, ge=1, description="Gossip every this many rounds.")
-
-
-class DSGDConfig(Section):
-    """Decentralized SGD: a local SGD step and one gossip step per round."""
-
-    kind: Literal["dsgd"]
-    lr: LearningRateConfig = Field(description=_LR_DOC)
-    variant: Literal["atc", "cta"] = Field(
-        "atc", description="atc: adapt then combine; cta: combine then adapt (D-PSGD)."
+    Every hyperparameter declared with :func:`decent.algorithms.hparam` becomes a field
+    with the same name, default, rules (``annotated_types``, read by pydantic) and
+    description; ``lr`` takes a number or a schedule table. The model's docstring is the
+    first line of the algorithm's.
+    """
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {"kind": (Literal[cls.name], ...)}  # type: ignore[attr-defined]
+    for f in hparams(cls):
+        hint = LearningRateConfig if f.name == "lr" else hints[f.name]
+        rules = f.metadata.get("rules", ())
+        annotation = Annotated[(hint, *rules)] if rules else hint  # type: ignore[valid-type]
+        default = ... if f.default is dataclasses.MISSING else f.default
+        fields[f.name] = (annotation, Field(default, description=f.metadata.get("doc", "")))
+    doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+    return create_model(
+        f"{cls.__name__}Config", __base__=AlgorithmSection, __doc__=doc, **fields
     )
-    local_steps: int = Field(1, ge=1, description="Gossip every this many rounds.")
 
 
-class GradientTrackingConfig(Section):
-    """Gradient tracking: each node also gossips a running estimate of the mean gradient."""
-
-    kind: Literal["gradient_tracking"]
-    lr: LearningRateConfig = Field(description=_LR_DOC)
-
-
-class MinibatchSGDConfig(Section):
-    """Centralized minibatch SGD (an exact all-reduce of the gradients every round)."""
-
-    kind: Literal["minibatch_sgd"]
-    lr: LearningRateConfig = Field(description=_LR_DOC)
-
-
-class AnytimeSGDConfig(Section):
-    """Centralized Anytime SGD (DAT-SGD on the complete graph)."""
-
-    kind: Literal["anytime_sgd"]
-    lr: LearningRateConfig = Field(description=_LR_DOC)
-    weight_power: float = Field(1.0, ge=0.0, description="alpha_t = t ** weight_power.")
-
-
-class LocalSGDConfig(Section):
-    """Local SGD: local steps, exact averaging every local_steps rounds."""
-
-    kind: Literal["local_sgd"]
-    lr: LearningRateConfig = Field(description=_LR_DOC)
-    local_steps: int = Field(1, ge=1, description="Average every this many rounds.")
-
-
-ALGORITHM_MODELS: tuple[type[Section], ...] = (
-    DATSGDConfig,
-    DSGDConfig,
-    GradientTrackingConfig,
-    MinibatchSGDConfig,
-    AnytimeSGDConfig,
-    LocalSGDConfig,
+ALGORITHM_MODELS: tuple[type[AlgorithmSection], ...] = tuple(
+    algorithm_model(cls) for cls in ALGORITHMS.values()
 )
-AlgorithmConfig = Annotated[
-    Union[  # noqa: UP007
-        DATSGDConfig,
-        DSGDConfig,
-        GradientTrackingConfig,
-        MinibatchSGDConfig,
-        AnytimeSGDConfig,
-        LocalSGDConfig,
-    ],
-    Field(discriminator="kind"),
-]
+if typing.TYPE_CHECKING:  # the union is built at import time; type checkers see the base
+    AlgorithmConfig = AlgorithmSection
+else:
+    AlgorithmConfig = Annotated[Union[ALGORITHM_MODELS], Field(discriminator="kind")]  # noqa: UP007
+"""The ``[algorithm]`` table: one model per entry of :data:`decent.algorithms.ALGORITHMS`."""
 
 # --------------------------------------------------------------------------- data
 
@@ -546,11 +523,32 @@ class ExperimentConfig(Section):
     eval_every: int | None = Field(
         None, ge=1, description="Evaluation period in rounds (None: rounds // 50)."
     )
-    per_node_eval: bool = Field(True, description="Also evaluate every node's own model.")
+    per_node_eval: bool | Literal["every", "final", "none"] = Field(
+        "final",
+        description=(
+            "When to also evaluate every node's own model (worst node, node spread): at "
+            "every evaluation, the final one, or none (true = every, false = none)."
+        ),
+    )
+    divergence_factor: float | None = Field(
+        1e4,
+        gt=1.0,
+        description=(
+            "Stop as diverged when a loss exceeds this many times the initial loss "
+            "(max(|f(x_0)|, 1)); None: only at NaN or inf."
+        ),
+    )
     backend: Literal["sim", "dist"] = Field(
         "sim", description="sim: one-process simulator; dist: torch.distributed (decent launch)."
     )
     dtype: Literal["float32", "float64"] = Field("float64", description="Floating dtype.")
+    mixing_check: Literal["error", "warn"] = Field(
+        "error",
+        description=(
+            "What to do when the topology's W breaks what the algorithm's analysis assumes "
+            "(e.g. DAT-SGD needs a symmetric doubly stochastic W): error, or warn and run."
+        ),
+    )
     topology: TopologyConfig = Field(description="Who talks to whom (and num_nodes).")
     algorithm: AlgorithmConfig = Field(description="The training method.")
     task: TaskConfig = Field(description="The learning problem.")

@@ -17,6 +17,9 @@ from decent._types import NodeTensor
 from decent.comm.base import Communicator
 from decent.tasks.base import Task
 
+_EVAL_CHUNK = 64
+"""Node models evaluated per call of ``task.evaluate``."""
+
 
 def network_mean(x: NodeTensor, comm: Communicator) -> torch.Tensor:
     """``x_bar = (1/n) sum_i x_i`` as ``(d,)`` (a metric collective, not accounted)."""
@@ -46,7 +49,10 @@ def evaluate(
         out["eval/subopt@mean"] = out["eval/loss@mean"] - float(task.optimum)
     out["consensus/dist2"] = consensus_distance(x, comm, x_bar)
     if per_node:
-        at_nodes = task.evaluate(x)
+        # models in chunks: a (k, N) loss matrix of many nodes on a large evaluation set
+        # would otherwise be one multi-GB temporary
+        parts = [task.evaluate(chunk) for chunk in x.split(_EVAL_CHUNK)]
+        at_nodes = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         for key, value in at_nodes.items():
             col = value.reshape(-1, 1).to(x.dtype)
             out[f"eval/{key}@node_min"] = float(comm.all_reduce(col, "min", accounted=False).item())

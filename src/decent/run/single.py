@@ -84,6 +84,7 @@ def train_experiment(
         seed=cfg.seed,
         eval_every=cfg.eval_every,
         per_node_eval=cfg.per_node_eval,
+        divergence_factor=cfg.divergence_factor,
         callbacks=callbacks,
         topology_name=experiment.topology.name,
         **kwargs,
