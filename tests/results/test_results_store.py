@@ -237,7 +237,7 @@ def test_bad_input_errors(tmp_path: Path) -> None:
     with pytest.raises(ResultsError, match="status"):
         run.fail("finished")
     run.finish()
-    with pytest.raises(FileNotFoundError, match="no results database"):
+    with pytest.raises(FileNotFoundError, match="no results store at"):
         load(tmp_path / "missing")
     store.close()
 
@@ -322,7 +322,9 @@ def test_sigkill_mid_run_keeps_committed_batches(tmp_path: Path) -> None:
     assert p.exitcode == -signal.SIGKILL
 
     rid = run_id_for("kill", _config())
-    assert store.status(rid) == "running"  # never claims to have finished
+    assert store.status(rid, stored=True) == "running"  # never claims to have finished
+    assert store.status(rid) == "interrupted"  # its writer is gone: it reads as interrupted
+    assert store.runs("kill")["status"].tolist() == ["interrupted"]
     assert not store.is_finished(rid)
     rec = store.records("kill")
     rounds = sorted(set(rec["round"]))
@@ -334,6 +336,8 @@ def test_sigkill_mid_run_keeps_committed_batches(tmp_path: Path) -> None:
         vals = rec[rec.metric == m].sort_values("round")["value"].to_numpy()
         np.testing.assert_array_equal(vals, [_value(0, r, j) for r in range(k)])
 
+    assert store.mark_stale("kill") == [rid] and store.status(rid, stored=True) == "interrupted"
+    assert store.mark_stale("kill") == []
     assert store.reset_unfinished("kill") == [rid]
     assert store.status(rid) is None
     assert len(store.records("kill")) == 0

@@ -21,6 +21,7 @@ def test_is_value_error() -> None:
         (lambda: T.ring(0), r"ring needs num_nodes >= 1, got 0"),
         (lambda: T.ring(2.5), r"ring needs an integer num_nodes, got 2.5"),
         (lambda: T.complete(0), r"complete needs num_nodes >= 1, got 0"),
+        (lambda: T.exponential(1), r"exponential needs num_nodes >= 2, got 1; use complete\(1\)"),
         (lambda: T.torus(12, rows=5, cols=3), r"rows \* cols == num_nodes.*rows=5, cols=3"),
         (lambda: T.torus(12, rows=5), r"rows=5 does not divide num_nodes=12"),
         (lambda: T.torus(7), r"no factorization rows \* cols = 7.*ring\(7\)"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,24 @@ def show_warnings_as_lines() -> None:
     warnings.showwarning = show  # type: ignore[assignment]
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C inside the block: runs are marked interrupted, not left running."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def fail(message: str, code: int = USER_ERROR) -> typer.Exit:
     """Print ``message`` to stderr and return the exit to raise."""
     err_console.print(message, markup=False, highlight=False, soft_wrap=True)
@@ -80,10 +99,31 @@ def user_errors() -> Iterator[None]:
         yield
     except ConfigError as err:
         raise fail(str(err)) from None
-    except (ResultsError, MissingDependencyError, FileNotFoundError) as err:
+    except (ResultsError, MissingDependencyError) as err:
         raise fail(f"error: {err}") from None
     except ValueError as err:  # ReportError, TopologyError, ...: messages name the fix
         raise fail(f"error: {err}") from None
+    except MemoryError as err:
+        raise fail(f"error: out of memory ({err}); use fewer nodes or a smaller task") from None
+    except OSError as err:  # a path that cannot be written or read: name it and the reason
+        raise fail(f"error: {os_error_text(err)}") from None
+
+
+def os_error_text(err: OSError) -> str:
+    """``cannot write /x/y.csv: Permission denied; ...``, from a file-system error."""
+    where = err.filename if err.filename is not None else "a file"
+    reason = err.strerror or str(err)
+    if isinstance(err, IsADirectoryError):
+        return f"{where} is a directory; give a file path (e.g. {where}/out.csv)"
+    if isinstance(err, NotADirectoryError | FileExistsError):
+        return f"{where} is a file where a directory is needed; pick another path"
+    if isinstance(err, PermissionError):
+        return f"cannot write {where}: {reason}; pick a writable path"
+    if isinstance(err, FileNotFoundError):
+        return f"{where} does not exist ({reason}); check the path"
+    if err.errno == 28:
+        return f"the disk is full writing {where}; free some space"
+    return f"{where}: {reason}"
 
 
 def summary_table(title: str, final: dict[str, float]) -> Table:

@@ -50,7 +50,7 @@ def launch(
     port: int | None = typer.Option(
         None, "--port", help="Rendezvous port on 127.0.0.1 (default: a free one)."
     ),
-    force: bool = typer.Option(True, "--force/--no-force", help="Re-run a finished run."),
+    force: bool = typer.Option(False, "--force", help="Run again even if already finished."),
 ) -> None:
     from decent.results import Store, resolve_db_path
     from decent.run.distributed.launch import launch as _launch

@@ -27,14 +27,9 @@ Examples:
 
 
 def _open_store(out: Path):  # type: ignore[no-untyped-def]
-    from decent.results import Store, resolve_db_path
+    from decent.results import Store
 
-    if not resolve_db_path(out).is_file():
-        raise fail(
-            f"error: no results store at {resolve_db_path(out)}; run `decent run` or "
-            "`decent sweep` first, or pass --out DIR"
-        )
-    return Store(out, create=False)
+    return Store(out, readonly=True)  # a reader never changes the store
 
 
 def latest_study(store) -> str | None:  # type: ignore[no-untyped-def]
@@ -45,6 +40,14 @@ def latest_study(store) -> str | None:  # type: ignore[no-untyped-def]
     return str(runs.sort_values("created_at")["study"].iloc[-1])
 
 
+def _check_study(store, study: str) -> None:  # type: ignore[no-untyped-def]
+    if study not in store.studies():
+        raise fail(
+            f"error: no study {study!r} in {store.path}; studies: "
+            f"{', '.join(store.studies()) or '(none)'}"
+        )
+
+
 def report(
     study: str | None = typer.Argument(None, help="Study (default: the most recent)."),
     out: Path = out_option(),
@@ -53,20 +56,18 @@ def report(
     ),
 ) -> None:
     from decent.report import write_report
+    from decent.results import safe_name
 
-    store = _open_store(out)
     with user_errors():
+        store = _open_store(out)
         if study is None:
             study = latest_study(store)
             if study is None:
                 raise fail(f"error: the store {store.path} has no runs yet")
-        elif study not in store.studies():
-            raise fail(
-                f"error: no study {study!r} in {store.path}; studies: "
-                f"{', '.join(store.studies()) or '(none)'}"
-            )
-        path = write_report(store, study, dest or out / "report" / study)
-    console.print(f"report: {path}")
+        else:
+            _check_study(store, study)
+        path = write_report(store, study, dest or out / "report" / safe_name(study))
+    console.print(f"report: {path}", markup=False)
 
 
 def export(
@@ -79,18 +80,14 @@ def export(
     ),
 ) -> None:
     from decent.results import export as export_study
+    from decent.results import safe_name
 
-    store = _open_store(out)
     with user_errors():
-        if study not in store.studies():
-            raise fail(
-                f"error: no study {study!r} in {store.path}; studies: "
-                f"{', '.join(store.studies()) or '(none)'}"
-            )
-        path = export_study(
-            store, study, dest or out / f"{study}.{table}.{format}", format, table=table
-        )
-    console.print(f"wrote {path}")
+        store = _open_store(out)
+        _check_study(store, study)
+        target = dest or out / f"{safe_name(study)}.{table}.{format}"
+        path = export_study(store, study, target, format, table=table)
+    console.print(f"wrote {path}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from decent.cli._common import (
     mlflow_option,
     out_option,
     set_option,
+    sigterm_as_interrupt,
     summary_table,
     tensorboard_option,
     user_errors,
@@ -79,17 +80,19 @@ def run(
                 experiment=cfg.study,
             )
         store = Store(out)
+        store.mark_stale(cfg.study)  # runs left "running" by killed processes
         experiment = None
         if force or not store.is_finished(run_id_for(cfg.study, cfg.run_dict())):
             experiment = build(cfg)  # rules the builders check fail here with exit code 2
     try:
-        outcome = run_config(
-            cfg,
-            store,
-            experiment=experiment,
-            force=force,
-            callbacks=[ProgressBar(disable=not progress), *sinks],
-        )
+        with sigterm_as_interrupt():
+            outcome = run_config(
+                cfg,
+                store,
+                experiment=experiment,
+                force=force,
+                callbacks=[ProgressBar(disable=not progress), *sinks],
+            )
     except KeyboardInterrupt:
         err_console.print("interrupted: the run is marked 'interrupted' in the store")
         raise typer.Exit(INTERRUPTED) from None

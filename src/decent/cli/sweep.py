@@ -14,6 +14,7 @@ from decent.cli._common import (
     mlflow_option,
     out_option,
     set_option,
+    sigterm_as_interrupt,
     tensorboard_option,
     user_errors,
 )
@@ -68,7 +69,7 @@ def sweep(
         if outcome.status == "failed" and outcome.message:
             tqdm.write("          " + outcome.message.strip().splitlines()[-1])
 
-    with user_errors():
+    with user_errors(), sigterm_as_interrupt():
         summary = run_sweep(
             cfg,
             out,

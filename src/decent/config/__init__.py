@@ -27,7 +27,7 @@ from decent.config._build import (
     build_topology,
 )
 from decent.config._docs import reference_markdown
-from decent.config._errors import ConfigError, Issue
+from decent.config._errors import ConfigError, ConfigWarning, Issue
 from decent.config._load import load_config, loads_config, read_toml, validate
 from decent.config._models import (
     UNIONS,
@@ -47,6 +47,7 @@ __all__ = [
     "AlgorithmConfig",
     "CommFactory",
     "ConfigError",
+    "ConfigWarning",
     "Experiment",
     "ExperimentConfig",
     "Issue",

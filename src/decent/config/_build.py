@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from decent.config import _models as m
-from decent.config._errors import ConfigError, Issue
+from decent.config._errors import ConfigError, ConfigWarning, Issue
 
 if TYPE_CHECKING:
     import torch
@@ -138,7 +138,11 @@ def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
             return tasks.LogisticRegressionStream(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
         data = build_dataset(cfg.dataset, tdtype)
         common = dict(
-            batch_size=cfg.batch_size, l2=cfg.l2, seed=cfg.seed, **_partition_kwargs(cfg.partition)
+            batch_size=cfg.batch_size,
+            l2=cfg.l2,
+            seed=cfg.seed,
+            sampling=cfg.sampling,
+            **_partition_kwargs(cfg.partition),
         )
         if isinstance(cfg, m.LogisticRegressionTask):
             return tasks.logistic_regression(data, num_nodes, **common)
@@ -151,6 +155,26 @@ def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
         raise TypeError(f"not a task config: {cfg!r}")  # pragma: no cover
 
     return _guard("task", cfg, make)  # type: ignore[no-any-return]
+
+
+def warn_odd(config: m.ExperimentConfig) -> None:
+    """Warn about values that validate but probably were not meant."""
+    if config.eval_every is not None and config.eval_every > config.rounds:
+        warnings.warn(
+            f"eval_every = {config.eval_every} is larger than rounds = {config.rounds}: only "
+            f"rounds 0 and {config.rounds} are evaluated",
+            ConfigWarning,
+            stacklevel=3,
+        )
+    lr = config.algorithm.lr
+    first = lr if isinstance(lr, (int, float)) else getattr(lr, "lr", None)
+    if first == 0 and not isinstance(lr, m.WarmupLR):
+        warnings.warn(
+            "algorithm.lr = 0: no step is ever taken, every node stays at its start point; "
+            "set a positive step size",
+            ConfigWarning,
+            stacklevel=3,
+        )
 
 
 def check_mixing(algorithm: Any, topology: Topology, config: m.ExperimentConfig) -> None:
@@ -207,6 +231,7 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
     task = build_task(config.task, topology.num_nodes, config.dtype)
     algorithm = build_algorithm(config.algorithm, config.rounds)
     check_mixing(algorithm, topology, config)
+    warn_odd(config)
     if comm_factory is None:
         from decent.comm import SimCommunicator
 

@@ -256,3 +256,7 @@ def issues_from_validation(
             rule = _SIMPLE.get(kind, e["msg"][:1].lower() + e["msg"][1:])
         issues.append(Issue(dotted([*prefix, *path]), value, rule))
     return issues
+
+
+class ConfigWarning(UserWarning):
+    """A config that is valid but probably not what was meant (the message says why)."""

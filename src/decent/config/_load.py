@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from decent._names import safe_name
 from decent.config._errors import MISSING, ConfigError, Issue, issues_from_validation
 from decent.config._models import ExperimentConfig
 from decent.config._overrides import apply_overrides
@@ -114,7 +115,7 @@ def load_config(
     overrides = list(overrides)
     if study is not None:
         overrides.append(f"study={json.dumps(study)}")
-    return _finish(raw, overrides, Path(path).stem, str(path))
+    return _finish(raw, overrides, safe_name(Path(path).stem), str(path))
 
 
 def _finish(

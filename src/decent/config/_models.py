@@ -17,9 +17,11 @@ from pydantic import (
     Field,
     Tag,
     create_model,
+    field_validator,
     model_validator,
 )
 
+from decent._names import is_safe_name
 from decent.algorithms import ALGORITHMS, hparams
 
 # --------------------------------------------------------------------------- base
@@ -421,6 +423,13 @@ class _DatasetTask(Section):
         description="How samples are split across nodes.",
     )
     batch_size: int = Field(32, ge=1, description="Samples per node per round.")
+    sampling: Literal["with_replacement", "without_replacement"] = Field(
+        "with_replacement",
+        description=(
+            "with_replacement: batch_size draws from the node's shard; without_replacement: "
+            "min(batch_size, shard) distinct samples each round."
+        ),
+    )
     seed: int = Field(0, ge=0, description="Seed of the partition.")
 
 
@@ -515,7 +524,10 @@ class ExperimentConfig(Section):
 
     study: str = Field(
         min_length=1,
-        description="Study name grouping runs in the store (default: the config file's name).",
+        description=(
+            "Study name grouping runs in the store (default: the config file's name); "
+            "letters, digits and . _ + = , @ - (it names report folders and export files)."
+        ),
     )
     name: str | None = Field(None, description="Optional human-readable run name.")
     seed: int = Field(0, ge=0, description="Training seed: start point and every minibatch.")
@@ -555,6 +567,17 @@ class ExperimentConfig(Section):
     sweep: SweepConfig | None = Field(None, description="Grid of a sweep (decent sweep).")
 
     SECTIONS: ClassVar[tuple[str, ...]] = ("topology", "algorithm", "task", "sweep")
+
+    @field_validator("study")
+    @classmethod
+    def _safe_study(cls, value: str) -> str:
+        if not is_safe_name(value):
+            raise ValueError(
+                "a study name may hold letters, digits and . _ + = , @ - only (no / or .., "
+                "not starting with .), at most 100 characters; it names report folders and "
+                "export files"
+            )
+        return value
 
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``)."""

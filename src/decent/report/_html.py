@@ -278,7 +278,7 @@ def write_report(
     args = (study, Path(out_dir), metrics, facet, band, seed_col, title)
     if isinstance(store_or_path, Store):
         return _write(store_or_path, *args)
-    with Store(store_or_path, create=False) as store:
+    with Store(store_or_path, readonly=True) as store:
         return _write(store, *args)
 
 

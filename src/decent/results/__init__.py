@@ -17,12 +17,15 @@ See ``docs/results.md`` for the schema. The store knows nothing of training: rec
 run as it trains is :mod:`decent.run` (the recorder and the TensorBoard/MLflow sinks).
 """
 
+from decent._names import safe_name
 from decent.results._canon import flatten, run_id_for
 from decent.results._errors import (
     MissingDependencyError,
     ResultsError,
     RunClosedError,
     RunExistsError,
+    StoreError,
+    StoreNotFoundError,
     StoreVersionError,
 )
 from decent.results._export import export, load
@@ -53,10 +56,13 @@ __all__ = [
     "RunExistsError",
     "RunWriter",
     "Store",
+    "StoreError",
+    "StoreNotFoundError",
     "StoreVersionError",
     "export",
     "flatten",
     "load",
     "resolve_db_path",
     "run_id_for",
+    "safe_name",
 ]

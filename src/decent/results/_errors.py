@@ -15,7 +15,15 @@ class RunClosedError(RuntimeError):
     """A ``RunWriter`` was used after ``finish``/``fail``."""
 
 
-class StoreVersionError(RuntimeError):
+class StoreError(ResultsError):
+    """The store cannot be opened, read or written; the message names the file and the fix."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """There is no results store at the path (both a ``StoreError`` and a ``FileNotFoundError``)."""
+
+
+class StoreVersionError(StoreError):
     """The database was written by a newer schema version than this package knows."""
 
 

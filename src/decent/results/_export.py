@@ -33,7 +33,7 @@ def load(
         dotted column per config leaf (``algorithm.kind``, ``topology.num_nodes``, ``seed``).
 
     Raises:
-        FileNotFoundError: If there is no database at ``path``.
+        StoreNotFoundError: If there is no results store at ``path`` (a ``FileNotFoundError``).
 
     Example:
         >>> df = load("results", study="ring-vs-torus")  # doctest: +SKIP
@@ -42,7 +42,7 @@ def load(
     """
     if isinstance(path, Store):
         return path.records(study=study, metrics=metrics)
-    with Store(path, create=False) as store:
+    with Store(path, readonly=True) as store:
         return store.records(study=study, metrics=metrics)
 
 
@@ -81,7 +81,7 @@ def export(
             "run `pip install pyarrow` or use format='csv'"
         )
     owned = not isinstance(store, Store)
-    s = Store(store, create=False) if not isinstance(store, Store) else store
+    s = Store(store, readonly=True) if not isinstance(store, Store) else store
     try:
         if table == "records":
             df = s.records(study=study)

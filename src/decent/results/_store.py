@@ -1,25 +1,33 @@
 """The embedded results store: one SQLite database per results directory.
 
-Layout (schema version 1)::
+Layout (schema version 2; version 1 stores are upgraded in place when opened for writing)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)           -- 'schema_version' -> '1'
     runs(id TEXT PRIMARY KEY, study, name, config_json, config_hash,
          status CHECK IN ('running','finished','failed','diverged','interrupted'),
          package_version, git_commit, created_at, started_at, finished_at,
-         wall_s REAL, error, final_json)
+         wall_s REAL, error, final_json,
+         owner)                                 -- v2: host:pid:start of the writing process
     records(run_id -> runs.id ON DELETE CASCADE, round INTEGER, metric TEXT, value REAL,
             PRIMARY KEY (run_id, round, metric))   -- WITHOUT ROWID
     index records_metric ON records(metric, run_id); index runs_study ON runs(study)
 
 Concurrency: WAL journal, ``busy_timeout``, every write an ``IMMEDIATE`` transaction. A
 process holds one connection, opened lazily and reopened after ``fork``; threads share it
-under a lock. Committed batches survive a ``SIGKILL`` of the writer.
+under a lock. Committed batches survive a ``SIGKILL`` of the writer, and a run whose writer
+is gone (its ``owner`` process no longer exists) reads back as ``interrupted``.
+
+Readers open the database read-only (``mode=ro``, no journal change; ``immutable`` on
+read-only media), so a report or an export never modifies a store. Every SQLite failure
+becomes one :class:`StoreError` naming the file and what to do; a damaged file is never
+written to.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -40,10 +48,12 @@ from decent.results._errors import (
     ResultsError,
     RunClosedError,
     RunExistsError,
+    StoreError,
+    StoreNotFoundError,
     StoreVersionError,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "decent.sqlite"
 
 STATUSES = ("running", "finished", "failed", "diverged", "interrupted")
@@ -86,7 +96,8 @@ _SCHEMA = (
         finished_at TEXT,
         wall_s REAL,
         error TEXT,
-        final_json TEXT
+        final_json TEXT,
+        owner TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS runs_study ON runs(study)",
     """CREATE TABLE IF NOT EXISTS records (
@@ -103,6 +114,87 @@ _BUSY_TIMEOUT_MS = 60_000
 # Connections inherited through fork() must never be used or closed by the child (closing
 # could checkpoint or unlink the parent's WAL); they are parked here for the process's life.
 _ABANDONED: list[sqlite3.Connection] = []
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (Linux), else ``None``."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_token(pid: int | None = None) -> str:
+    """``host:pid:start`` of a process (``start``: its start time in clock ticks, Linux)."""
+    pid = os.getpid() if pid is None else pid
+    fields = _proc_stat(pid)
+    start = fields[19] if fields is not None and len(fields) > 19 else ""
+    return f"{socket.gethostname()}:{pid}:{start}"
+
+
+def owner_is_gone(token: str | None) -> bool:
+    """Whether the process of an ``owner`` token is known to have ended (on this host).
+
+    A zombie (ended, not yet reaped) counts as ended, and so does a reused pid (another
+    start time). A process on another machine cannot be checked: not gone.
+    """
+    if not token:
+        return False
+    host, _, rest = token.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    fields = _proc_stat(pid)
+    if fields is not None:
+        return fields[0] in ("Z", "X") or (bool(start) and fields[19] != start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it exists (another user's)
+    return False
+
+
+def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
+    """One clear :class:`StoreError` for an SQLite or file-system failure on ``path``."""
+    text = str(err)
+    low = text.lower()
+    if isinstance(err, FileExistsError) or isinstance(err, NotADirectoryError):
+        return StoreError(
+            f"cannot create the results store {path}: {err.filename or path.parent} is a "
+            "file, not a directory; pass --out a directory (or a path ending in .sqlite)"
+        )
+    if isinstance(err, PermissionError) or "readonly" in low or "read-only" in low:
+        return StoreError(
+            f"cannot write the results store {path}: the file or its directory is read-only "
+            f"({text}); pass --out a writable directory (decent report and decent export "
+            "can still read it where it is)"
+        )
+    if "not a database" in low or "malformed" in low or "encrypted" in low:
+        return StoreError(
+            f"{path} is not a decent results store, or it is damaged ({text}); it was left "
+            f"untouched: move it aside (mv {path} {path}.damaged) or pass another --out"
+        )
+    if "locked" in low or "busy" in low:
+        return StoreError(
+            f"the results store {path} stayed locked by another writer for "
+            f"{_BUSY_TIMEOUT_MS // 1000} s ({text}); wait for that process to finish, or "
+            "pass another --out"
+        )
+    if "full" in low or (isinstance(err, OSError) and getattr(err, "errno", None) == 28):
+        return StoreError(
+            f"the disk holding the results store {path} is full ({text}); free some space; "
+            "what was committed before is kept"
+        )
+    if "unable to open" in low or isinstance(err, OSError):
+        verb = "create or open" if writing else "open"
+        return StoreError(
+            f"cannot {verb} the results store {path} ({text}); check that the directory "
+            "exists and is readable" + (" and writable" if writing else "")
+        )
+    return StoreError(f"the results store {path} failed: {text}")
 
 
 def _now() -> str:
@@ -168,7 +260,14 @@ class Store:
         path: A results directory (the database is ``path/decent.sqlite``) or a path ending in
             ``.sqlite``/``.sqlite3``/``.db``.
         create: Create the directory and database if missing; with ``False`` a missing
-            database raises ``FileNotFoundError``.
+            database raises :class:`StoreNotFoundError` (a ``FileNotFoundError``).
+        readonly: Open for reading only (``mode=ro``: no journal change, no schema
+            upgrade, works on read-only media); every write raises :class:`StoreError`.
+
+    Raises:
+        StoreError: The file is not a store, is damaged, locked, read-only (when
+            writing), or its directory cannot be created; the message says what to do.
+        StoreVersionError: The store was written by a newer decent.
 
     Example:
         >>> import tempfile
@@ -179,14 +278,19 @@ class Store:
         ['finished']
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False
+    ) -> None:
         self.path = resolve_db_path(path)
-        self.create = create
-        if not create and not self.path.exists():
-            raise FileNotFoundError(
-                f"no results database at {str(self.path)!r} (from path={str(path)!r}); "
-                "pass the results directory a run wrote to, or create one with Store(path)"
+        self.readonly = readonly
+        self.create = create and not readonly
+        if not self.create and not self.path.is_file():
+            what = "is a directory" if self.path.is_dir() else "does not exist"
+            raise StoreNotFoundError(
+                f"no results store at {self.path} (it {what}); run `decent run` or "
+                "`decent sweep` first, or pass --out the results directory a run wrote to"
             )
+        self._has_owner = False
         self._reset_process_state()
         self._connection()  # create the database (and surface path errors) now
 
@@ -206,8 +310,73 @@ class Store:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
+        try:
+            return self._open_readonly() if self.readonly else self._open_for_writing()
+        except sqlite3.Error as err:
+            raise explain(self.path, err, writing=not self.readonly) from err
+        except OSError as err:
+            raise explain(self.path, err, writing=not self.readonly) from err
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        from urllib.parse import quote
+
+        base = "file:" + quote(str(self.path.resolve()))
+        try:
+            conn = sqlite3.connect(
+                base + "?mode=ro",
+                uri=True,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            found = self._schema_version(conn)
+        except sqlite3.OperationalError as err:
+            if "unable to open" not in str(err).lower() and "readonly" not in str(err).lower():
+                raise
+            # a WAL store on read-only media: nothing can change it, read it as immutable
+            conn = sqlite3.connect(
+                base + "?mode=ro&immutable=1",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            found = self._schema_version(conn)
+        self._check_version(conn, found)
+        self._has_owner = _has_column(conn, "runs", "owner")
+        return conn
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                raise StoreError(
+                    f"{self.path} is an SQLite database but not a decent results store (no "
+                    "meta table); it was left untouched: pass --out the directory a run wrote to"
+                ) from None
+            raise
+        return int(row[0]) if row else 0
+
+    def _check_version(self, conn: sqlite3.Connection, found: int) -> None:
+        if found > SCHEMA_VERSION:
+            conn.close()
+            raise StoreVersionError(
+                f"{self.path} has schema version {found}, this decent knows up to "
+                f"{SCHEMA_VERSION}; upgrade decent to read it (pip install -U decent)"
+            )
+
+    def _open_for_writing(self) -> sqlite3.Connection:
         if self.create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            with open(self.path, "rb") as fh:  # refuse a non-SQLite file before SQLite writes
+                head = fh.read(16)
+            if head and head != b"SQLite format 3\x00":
+                raise StoreError(
+                    f"{self.path} is not a decent results store (not an SQLite database); it "
+                    f"was left untouched: move it aside (mv {self.path} {self.path}.damaged) "
+                    "or pass another --out"
+                )
         conn = sqlite3.connect(
             self.path,
             timeout=_BUSY_TIMEOUT_MS / 1000,
@@ -230,45 +399,63 @@ class Store:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in _SCHEMA:
-                conn.execute(stmt)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-            found = int(
-                conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-            )
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if tables and "meta" not in tables:
+                raise StoreError(
+                    f"{self.path} is an SQLite database but not a decent results store (no "
+                    "meta table); it was left untouched: pass --out another directory"
+                )
+            found = self._schema_version(conn) if "meta" in tables else 0
+            if found <= SCHEMA_VERSION:
+                for stmt in _SCHEMA:
+                    conn.execute(stmt)
+                if found == 1:  # v1 -> v2: who writes each run
+                    conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(max(found, SCHEMA_VERSION)),),
+                )
         except BaseException:
             conn.execute("ROLLBACK")
             conn.close()
             raise
         conn.execute("COMMIT")
-        if found > SCHEMA_VERSION:
-            conn.close()
-            raise StoreVersionError(
-                f"{self.path} has schema version {found}, this decent knows up to "
-                f"{SCHEMA_VERSION}; upgrade decent to read it"
-            )
+        self._check_version(conn, found)
+        self._has_owner = True
         return conn
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """Run the body as one all-or-nothing ``IMMEDIATE`` write transaction."""
+        if self.readonly:
+            raise StoreError(
+                f"the results store {self.path} was opened read-only; open Store(path) to write"
+            )
         with self._lock:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise explain(self.path, err, writing=True) from err
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                conn.execute("ROLLBACK")
+                raise explain(self.path, err, writing=True) from err
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            yield self._connection()
+            conn = self._connection()
+            try:
+                yield conn
+            except sqlite3.DatabaseError as err:
+                raise explain(self.path, err, writing=False) from err
 
     def close(self) -> None:
         """Close this process's connection (it is reopened on next use)."""
@@ -289,11 +476,13 @@ class Store:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "create": self.create}
+        return {"path": self.path, "create": self.create, "readonly": self.readonly}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
         self.create = state["create"]
+        self.readonly = state.get("readonly", False)
+        self._has_owner = False
         self._reset_process_state()
 
     def __repr__(self) -> str:
@@ -367,8 +556,8 @@ class Store:
                 conn.execute("DELETE FROM runs WHERE id = ?", (rid,))  # cascades to records
             conn.execute(
                 "INSERT INTO runs(id, study, name, config_json, config_hash, status,"
-                " package_version, git_commit, created_at, started_at)"
-                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                " package_version, git_commit, created_at, started_at, owner)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
                 (
                     rid,
                     study,
@@ -379,6 +568,7 @@ class Store:
                     git_commit(),
                     created_at,
                     now,
+                    process_token(),
                 ),
             )
         return RunWriter(
@@ -420,7 +610,8 @@ class Store:
             raise RunExistsError(f"run {rid!r} of study {study!r} already has status {status!r}")
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?", (rid,)
+                "UPDATE runs SET status = 'running', finished_at = NULL, owner = ? WHERE id = ?",
+                (process_token(), rid),
             )
         return RunWriter(
             self, rid, study, plain, flush_every=flush_every, flush_seconds=flush_seconds
@@ -470,11 +661,49 @@ class Store:
         return ids
 
     # -- reading ----------------------------------------------------------------------------
-    def status(self, run_id: str) -> str | None:
-        """Return the status of ``run_id`` (``None`` if there is no such run)."""
+    def status(self, run_id: str, *, stored: bool = False) -> str | None:
+        """Return the status of ``run_id`` (``None`` if there is no such run).
+
+        A run stored as ``running`` whose writing process is gone reads as
+        ``interrupted`` (``stored=True``: the value as stored).
+        """
         with self._reading() as conn:
-            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else str(row[0])
+            owner = "owner" if self._has_owner else "NULL"
+            row = conn.execute(
+                f"SELECT status, {owner} FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        if not stored and row[0] == "running" and owner_is_gone(row[1]):
+            return "interrupted"
+        return str(row[0])
+
+    def mark_stale(self, study: str | None = None) -> list[str]:
+        """Store ``interrupted`` for runs left ``running`` by a process that is gone.
+
+        Such a run was killed (``SIGKILL``, a crash, a lost machine) before it could close
+        itself; its records are kept and a resumed sweep or ``decent run`` redoes it.
+
+        Returns:
+            The run ids marked, sorted.
+        """
+        with self._reading() as conn:
+            owner = "owner" if self._has_owner else "NULL"
+            sql = f"SELECT id, {owner} FROM runs WHERE status = 'running'"
+            params: tuple[Any, ...] = ()
+            if study is not None:
+                sql += " AND study = ?"
+                params = (study,)
+            rows = conn.execute(sql, params).fetchall()
+        stale = sorted(rid for rid, tok in rows if owner_is_gone(tok))
+        if stale:
+            with self._transaction() as conn:
+                conn.executemany(
+                    "UPDATE runs SET status = 'interrupted', finished_at = ?, error = "
+                    "COALESCE(error, '') || ? WHERE id = ? AND status = 'running'",
+                    [(_now(), "its process ended without closing the run", r) for r in stale],
+                )
+        return stale
 
     def is_finished(self, run_id: str) -> bool:
         """Return whether ``run_id`` completed (status ``finished`` or ``diverged``).
@@ -511,17 +740,17 @@ class Store:
         Args:
             study: Only this study; ``None`` for all.
         """
-        sql = (
-            "SELECT id, study, name, status, config_hash, package_version, git_commit,"
-            " created_at, started_at, finished_at, wall_s, error, config_json, final_json"
-            " FROM runs"
-        )
         params: tuple[Any, ...] = ()
-        if study is not None:
-            sql += " WHERE study = ?"
-            params = (study,)
-        sql += " ORDER BY study, created_at, id"
         with self._reading() as conn:
+            sql = (
+                "SELECT id, study, name, status, config_hash, package_version, git_commit,"
+                " created_at, started_at, finished_at, wall_s, error, config_json, final_json,"
+                f" {'owner' if self._has_owner else 'NULL'} FROM runs"
+            )
+            if study is not None:
+                sql += " WHERE study = ?"
+                params = (study,)
+            sql += " ORDER BY study, created_at, id"
             rows = conn.execute(sql, params).fetchall()
         reserved = set(RUN_COLUMNS) | {"round", "metric", "value"}
         out: list[dict[str, Any]] = []
@@ -529,6 +758,9 @@ class Store:
         final_cols: dict[str, None] = {}
         for row in rows:
             rec = dict(zip(RUN_COLUMNS, row[:12], strict=True))
+            if rec["status"] == "running" and owner_is_gone(row[14]):
+                rec["status"] = "interrupted"
+                rec["error"] = rec["error"] or "its process ended without closing the run"
             for key, value in flatten(json.loads(row[12])).items():
                 col = f"config.{key}" if key in reserved else key
                 config_cols[col] = None
@@ -745,7 +977,7 @@ class RunWriter:
             with self.store._transaction() as conn:
                 self._write_buffer(conn)
                 conn.execute(update, args)
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, StoreError) as e:
             if status == "finished":
                 raise  # never report a run finished whose records could not be stored
             lost = len(self._buffer)
@@ -839,3 +1071,7 @@ def _to_float(name: str, value: Any) -> float:
             f"metric {name!r} has value {value!r} ({type(value).__name__}), which float() "
             f"rejects ({e}); log a number or a 0-d tensor"
         ) from None
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))

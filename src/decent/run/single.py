@@ -16,6 +16,7 @@ from typing import Any
 from decent.config import CommFactory, Experiment, ExperimentConfig, build
 from decent.engine import Callback, RunResult, train
 from decent.results import Store, run_id_for
+from decent.run import faults
 from decent.run.recorders import StoreRecorder
 
 HEADLINE = ("eval/subopt@mean", "eval/test_accuracy@mean", "eval/accuracy@mean", "eval/loss@mean")
@@ -147,7 +148,8 @@ def run_config(
             active=recording,
         )
     try:
-        result = train_experiment(experiment, [*([recorder] if recorder else []), *callbacks])
+        every = [*([recorder] if recorder else []), *callbacks, *faults.from_env()]
+        result = train_experiment(experiment, every)
     except BaseException as err:
         if recorder is not None:
             if isinstance(err, KeyboardInterrupt):

@@ -128,7 +128,7 @@ def _single_threaded_env() -> Iterator[None]:
 def _mark_interrupted(store: Store, study: str, run_id: str, config: dict[str, Any]) -> None:
     from decent.results import RunWriter
 
-    if store.status(run_id) == "running":
+    if store.status(run_id, stored=True) == "running":
         RunWriter(store, run_id, study, config).fail("interrupted", "sweep stopped (Ctrl-C)")
 
 
@@ -188,6 +188,7 @@ def run_sweep(
     study = config.study
     _prebuild(points)
     store = Store(out)
+    store.mark_stale(study)  # runs left "running" by killed processes read as interrupted
     labels = [p.label() or run_label(p.config) for p in points]
     labels = [
         f"{lab} seed={p.config.seed}" if "seed=" not in lab else lab
@@ -385,7 +386,7 @@ def _run_pool(
 def _mark_failed(store: Store, point: SweepPoint, run_id: str, message: str) -> None:
     from decent.results import RunWriter
 
-    if store.status(run_id) == "running":
+    if store.status(run_id, stored=True) == "running":
         RunWriter(store, run_id, point.config.study, point.config.run_dict()).fail(
             "failed", message
         )

@@ -12,7 +12,13 @@ from decent.tasks.data import (
     load_libsvm,
     random_classification,
 )
-from decent.tasks.models import ModuleTask, logistic_regression, mlp, softmax_regression
+from decent.tasks.models import (
+    ModuleTask,
+    TaskWarning,
+    logistic_regression,
+    mlp,
+    softmax_regression,
+)
 from decent.tasks.partition import PARTITIONERS, dirichlet, iid, shards
 from decent.tasks.streaming import LeastSquares, LogisticRegressionStream
 
@@ -26,6 +32,7 @@ __all__ = [
     "ModuleTask",
     "Task",
     "TaskError",
+    "TaskWarning",
     "breast_cancer",
     "digits",
     "dirichlet",

@@ -19,8 +19,9 @@ its gradient is unbiased for ``grad f_i``.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(outputs (B, ...), labels (B,)) -> scalar`` mean loss; must be vmappable."""
 
 _INDEX_STREAM = 0x0DA7_A001
+_DISTINCT_STREAM = 0x0DA7_A002
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -92,6 +94,16 @@ def _correct(loss: str | LossFn, out: torch.Tensor, y: torch.Tensor) -> torch.Te
     return None
 
 
+Sampling = Literal["with_replacement", "without_replacement"]
+SAMPLINGS: tuple[str, ...] = ("with_replacement", "without_replacement")
+Init = Literal["module", "reset"]
+INITS: tuple[str, ...] = ("module", "reset")
+
+
+class TaskWarning(UserWarning):
+    """A task that works but probably not as meant (the message says why and what to do)."""
+
+
 class ModuleTask:
     """A ``torch.nn.Module`` and a loss over data partitioned across nodes.
 
@@ -108,7 +120,16 @@ class ModuleTask:
             be empty. Shards may overlap (each node still weighs its own shard equally).
         loss: ``"cross_entropy"`` (logits ``(B, C)``), ``"bce"`` (one logit per sample) or a
             callable ``(outputs, labels) -> scalar`` mean loss.
-        batch_size: samples per node per round, drawn with replacement.
+        batch_size: samples per node per round.
+        sampling: ``"with_replacement"`` (default): ``batch_size`` indices drawn uniformly
+            from the shard, independently; ``"without_replacement"``: ``min(batch_size,
+            |S_i|)`` distinct indices of the shard each round (a node with fewer samples
+            than ``batch_size`` uses all of them). Either way a pure function of
+            ``(seed, node, t)``.
+        init: the common start point: ``"module"`` (default) keeps the module's parameters
+            as you built or initialised them, for every seed; ``"reset"`` re-initialises
+            the module under ``torch.manual_seed(seed)`` (``reset_parameters()`` of every
+            submodule), so each seed starts elsewhere.
         test: optional held-out dataset for ``test_loss`` / ``test_accuracy``.
         seed: default seed (kept for reference; ``sample`` and ``init_params`` take theirs).
         optimum: known ``f*`` if any.
@@ -129,6 +150,8 @@ class ModuleTask:
         *,
         loss: str | LossFn = "cross_entropy",
         batch_size: int = 32,
+        sampling: Sampling = "with_replacement",
+        init: Init = "module",
         test: Dataset | None = None,
         seed: int = 0,
         optimum: float | None = None,
@@ -147,6 +170,15 @@ class ModuleTask:
         self._per_sample_loss = _per_sample(loss)
         self._loss_kind = loss
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        if sampling not in SAMPLINGS:
+            raise TaskError(f"sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
+        if init not in INITS:
+            raise TaskError(
+                f"init must be 'module' (keep the module's parameters) or 'reset' "
+                f"(re-initialise under the seed), got {init!r}"
+            )
+        self.sampling: Sampling = sampling
+        self.init: Init = init
         self.seed = check_int("seed", seed, minimum=0)
         self.l2 = check_float("l2", l2, minimum=0.0)
         self.dtype: torch.dtype = dataset.features.dtype
@@ -199,6 +231,16 @@ class ModuleTask:
             table[i, : s.numel()] = s
         self._lengths = lengths.to(self.device)
         self._table = table.to(self.device)
+        short = int(lengths.argmin())
+        if self.sampling == "with_replacement" and int(lengths[short]) < self.batch_size:
+            warnings.warn(
+                f"node {short} holds {int(lengths[short])} samples, fewer than batch_size="
+                f"{self.batch_size}: its minibatches repeat samples; pass sampling="
+                "'without_replacement' to use each node's min(batch_size, shard) distinct "
+                "samples instead",
+                TaskWarning,
+                stacklevel=3,
+            )
         # w_j = (1/n) sum_i [j in S_i] / |S_i|, so f = sum_j w_j l_j + ridge.
         weights = torch.zeros(n_data, dtype=torch.float64)
         for s in shards:
@@ -224,11 +266,15 @@ class ModuleTask:
         )
 
     def init_params(self, seed: int) -> Params:
-        """Re-initialise the module under ``torch.manual_seed(seed)`` and flatten it.
+        """The start point ``(d,)``: the module's own parameters, or a re-initialisation.
 
-        The global RNG state is restored afterwards.
+        With ``init="module"`` the parameters the module was given (``seed`` unused); with
+        ``init="reset"`` the module re-initialised under ``torch.manual_seed(seed)`` (the
+        global RNG state is restored afterwards).
         """
         seed = check_int("seed", seed, minimum=0)
+        if self.init == "module":
+            return self.flatten()
         fresh = copy.deepcopy(self.module)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -239,24 +285,47 @@ class ModuleTask:
         return self.flatten(fresh)
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Mean loss of one node's minibatch ``(x (B, f), y (B,))`` plus the ridge term."""
-        x, y = batch
-        value = self._per_sample_loss(self.forward(params, x), y).mean()
+        """Mean loss of one node's minibatch ``(x (B, f), y (B,)[, w (B,)])`` plus the ridge.
+
+        Without replacement a batch carries weights ``w`` (``1 / |batch|`` for the samples
+        drawn, ``0`` for the padding of a node with fewer samples than ``batch_size``).
+        """
+        x, y = batch[0], batch[1]
+        per_sample = self._per_sample_loss(self.forward(params, x), y)
+        value = (per_sample * batch[2]).sum() if len(batch) == 3 else per_sample.mean()
         if self.l2 > 0:
             value = value + 0.5 * self.l2 * params.square().sum()
         return value
 
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
-        """Draw ``batch_size`` indices per node uniformly from its shard, with replacement.
+        """Draw each node's minibatch from its shard (see ``sampling``).
 
-        Returns ``(x (m, B, f), y (m, B))``; row ``r`` depends only on
+        Returns ``(x (m, B, f), y (m, B))`` with replacement, ``(x, y, w (m, B'))`` without
+        (``B' = min(batch_size, max_i |S_i|)``); row ``r`` depends only on
         ``(seed, nodes[r], t)``.
         """
         nodes = nodes.to(device=self.device, dtype=torch.int64)
+        if self.sampling == "without_replacement":
+            return self._sample_distinct(nodes, t, seed)
         local = _rng.integers(seed, _INDEX_STREAM, t, nodes, self.batch_size, self._lengths[nodes])
         # One flat gather from the padded (n, max_len) table: no per-node work.
         index = self._table.view(-1)[nodes[:, None] * self._table.shape[1] + local]  # (m, B)
         return self.train.features[index], self.train.labels[index]
+
+    def _sample_distinct(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
+        """``min(B, |S_i|)`` distinct shard positions per node: the smallest of random keys."""
+        lengths = self._lengths[nodes]
+        width = self._table.shape[1]
+        keys = _rng.uniform(seed, _DISTINCT_STREAM, t, nodes, (width,), dtype=torch.float64)
+        keys = keys.to(self.device)
+        keys.masked_fill_(torch.arange(width, device=self.device) >= lengths[:, None], 2.0)
+        take = min(self.batch_size, width)
+        local = keys.topk(take, dim=1, largest=False, sorted=True).indices  # (m, take)
+        valid = local < lengths[:, None]
+        weights = valid.to(self.dtype) / valid.sum(dim=1, keepdim=True).to(self.dtype)
+        local = torch.where(valid, local, torch.zeros_like(local))
+        index = self._table.view(-1)[nodes[:, None] * width + local]
+        return self.train.features[index], self.train.labels[index], weights
 
     # ---------------------------------------------------------------- evaluation
 
@@ -442,6 +511,7 @@ def _linear_task(
     out_features: int,
     loss: str,
     suffix: str,
+    sampling: Sampling = "with_replacement",
 ) -> ModuleTask:
     """A ``Linear(f, out_features)`` task; its convex optimum is computed when ``l2 > 0``."""
     n = check_int("num_nodes", num_nodes, minimum=1)
@@ -454,6 +524,8 @@ def _linear_task(
         part,
         loss=loss,
         batch_size=batch_size,
+        sampling=sampling,
+        init="reset",  # the module above is a placeholder: each seed starts fresh
         test=test,
         seed=seed,
         l2=l2,
@@ -476,6 +548,7 @@ def logistic_regression(
     test: Dataset | None = None,
     seed: int = 0,
     compute_optimum: bool = True,
+    sampling: Sampling = "with_replacement",
 ) -> ModuleTask:
     """Binary logistic regression, a ``Linear(f, 1)`` with the logistic (BCE) loss.
 
@@ -493,6 +566,8 @@ def logistic_regression(
         test: held-out set (overrides a split's test part).
         seed: seed of the partition.
         compute_optimum: compute ``f*`` (only when ``l2 > 0``).
+        sampling: ``"with_replacement"`` or ``"without_replacement"`` (see
+            :class:`ModuleTask`).
 
     Raises:
         TaskError: for a dataset that is not binary (use ``Dataset.binarize`` or
@@ -518,6 +593,7 @@ def logistic_regression(
         out_features=1,
         loss="bce",
         suffix="logreg",
+        sampling=sampling,
     )
 
 
@@ -533,6 +609,7 @@ def softmax_regression(
     test: Dataset | None = None,
     seed: int = 0,
     compute_optimum: bool = True,
+    sampling: Sampling = "with_replacement",
 ) -> ModuleTask:
     """Multinomial logistic regression, a ``Linear(f, C)`` with cross-entropy.
 
@@ -550,6 +627,8 @@ def softmax_regression(
         test: held-out set (overrides a split's test part).
         seed: seed of the partition.
         compute_optimum: compute ``f*`` (only when ``l2 > 0``).
+        sampling: ``"with_replacement"`` or ``"without_replacement"`` (see
+            :class:`ModuleTask`).
     """
     train, test = _resolve(dataset, test)
     return _linear_task(
@@ -566,6 +645,7 @@ def softmax_regression(
         out_features=train.num_classes,
         loss="cross_entropy",
         suffix="softmax",
+        sampling=sampling,
     )
 
 
@@ -582,6 +662,7 @@ def mlp(
     l2: float = 0.0,
     test: Dataset | None = None,
     seed: int = 0,
+    sampling: Sampling = "with_replacement",
 ) -> ModuleTask:
     """A multilayer perceptron ``f -> hidden... -> C`` with cross-entropy (non-convex).
 
@@ -597,6 +678,8 @@ def mlp(
         l2: ridge coefficient.
         test: held-out set (overrides a split's test part).
         seed: seed of the partition.
+        sampling: ``"with_replacement"`` or ``"without_replacement"`` (see
+            :class:`ModuleTask`).
     """
     train, test = _resolve(dataset, test)
     if activation not in _ACTIVATIONS:
@@ -618,6 +701,8 @@ def mlp(
         part,
         loss="cross_entropy",
         batch_size=batch_size,
+        sampling=sampling,
+        init="reset",  # each seed starts from its own initialisation
         test=test,
         seed=seed,
         l2=l2,
@@ -625,4 +710,13 @@ def mlp(
     )
 
 
-__all__ = ["LossFn", "ModuleTask", "logistic_regression", "mlp", "softmax_regression"]
+__all__ = [
+    "INITS",
+    "SAMPLINGS",
+    "LossFn",
+    "ModuleTask",
+    "TaskWarning",
+    "logistic_regression",
+    "mlp",
+    "softmax_regression",
+]

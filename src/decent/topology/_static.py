@@ -364,7 +364,7 @@ def exponential(
     Decentralized Deep Training", NeurIPS 2021, https://arxiv.org/abs/2110.13363
 
     Args:
-        n: number of nodes, ``>= 1`` (any ``n``, not only powers of 2).
+        n: number of nodes, ``>= 2`` (any ``n``, not only powers of 2).
         directed: build the one-way circulant.
         weights: a weight rule name or callable; default ``"metropolis_hastings"`` when
             undirected, ``"uniform"`` when directed.
@@ -374,7 +374,7 @@ def exponential(
         >>> exponential(8, directed=True).weights(1).dense()[0].tolist()
         [0.25, 0.25, 0.25, 0.0, 0.25, 0.0, 0.0, 0.0]
     """
-    n = check_num_nodes(n, who="exponential")
+    n = check_num_nodes(n, who="exponential", minimum=2, hint="use complete(1) for a single node")
     if weights is None:
         weights = "uniform" if directed else "metropolis_hastings"
     tau = math.ceil(math.log2(n)) if n > 1 else 0

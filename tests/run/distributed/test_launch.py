@@ -160,21 +160,6 @@ def test_fault_tolerant_launch_survives_a_dead_rank(
     assert list(alive["value"]) == [4.0, 4.0, 3.0, 3.0, 3.0]  # rounds 0, 10 | 20, 30, 40
 
 
-def test_the_fault_injection_hook_parses_its_spec(monkeypatch: pytest.MonkeyPatch) -> None:
-    from decent.run.distributed.worker import _kill_at
-
-    monkeypatch.delenv("DECENT_TEST_KILL_AT", raising=False)
-    assert _kill_at(2) == []
-    monkeypatch.setenv("DECENT_TEST_KILL_AT", "2:15:KILL")
-    assert _kill_at(1) == [] and len(_kill_at(2)) == 1
-    monkeypatch.setenv("DECENT_TEST_KILL_AT", "2:15:SIGSTOP")
-    assert len(_kill_at(2)) == 1
-    for bad in ("2-15", "2:15:NOPE", "x:15:KILL"):
-        monkeypatch.setenv("DECENT_TEST_KILL_AT", bad)
-        with pytest.raises(ValueError, match="RANK:ROUND:SIGNAL"):
-            _kill_at(0)
-
-
 # a rank without torch: rank 2 fails (exit 3) or stops itself; the others sleep 1.5 s
 _TOY = """
 import os, signal, sys, time

@@ -57,6 +57,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def loopback_listener(port: int) -> socket.socket:
+    """A TCP socket listening on ``127.0.0.1:port`` only (for the launcher's store)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def check_port(port: int) -> int:
+    """Return ``port`` if it is a TCP port number; raise :class:`LaunchError` otherwise."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise LaunchError(
+            f"--port must be a TCP port number in 1..65535, got {port!r}; leave --port out "
+            "to use a free one"
+        )
+    return port
+
+
 def port_is_free(port: int) -> bool:
     """Whether ``127.0.0.1:port`` can be bound now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -109,7 +132,7 @@ def torchrun_command(
     staleness: int = 2,
     failure_timeout: float = 10.0,
     study: str | None = None,
-    force: bool = True,
+    force: bool = False,
 ) -> list[str]:
     """The torchrun command line of a local run (a list for ``subprocess``).
 
@@ -154,7 +177,7 @@ def worker_command(
     staleness: int = 2,
     failure_timeout: float = 10.0,
     study: str | None = None,
-    force: bool = True,
+    force: bool = False,
 ) -> list[str]:
     """The command line of one rank, ``python -m decent.run.distributed.worker CONFIG ...``."""
     return [
@@ -319,6 +342,10 @@ def run_local(
         ROLE_RANK="0",
         TORCHELASTIC_USE_AGENT_STORE="True",  # every rank is a client of our store
     )
+    # The store is unauthenticated (it carries heartbeats and membership): listen on the
+    # loopback interface only. TCPStore's server ignores its host argument and binds every
+    # interface, so hand it a socket already bound to 127.0.0.1.
+    listener = loopback_listener(port)
     server = dist.TCPStore(
         "127.0.0.1",
         port,
@@ -326,6 +353,8 @@ def run_local(
         is_master=True,
         wait_for_workers=False,
         timeout=datetime.timedelta(seconds=300),
+        master_listen_fd=listener.fileno(),
+        use_libuv=True,
     )
     fault_tolerant = mode == "fault_tolerant"
     logs: list[tuple[IO[bytes], IO[bytes]]] = []
@@ -396,6 +425,7 @@ def run_local(
                 p.kill()
                 p.wait()
         del server
+        listener.close()
     ranks = [exits[r] for r in range(nproc)]
     stdout = stderr = None
     if capture:
@@ -434,7 +464,7 @@ def launch(
     staleness: int = 2,
     failure_timeout: float = 10.0,
     study: str | None = None,
-    force: bool = True,
+    force: bool = False,
     capture: bool = False,
 ) -> LaunchResult:
     """Check the run, then start ``nproc`` local ranks (:func:`run_local`) and wait for them.
@@ -450,7 +480,7 @@ def launch(
         failure_timeout: seconds of heartbeat silence that declare a rank dead
             (``fault_tolerant``).
         study: the study name (default: the config's).
-        force: re-run a run the store has finished.
+        force: re-run a run the store has finished (default: skip it, as ``decent run``).
         capture: collect the ranks' output in the result instead of printing it.
 
     Returns:
@@ -471,7 +501,7 @@ def launch(
     build(cfg.model_copy(update={"backend": "sim"}))  # every builder rule, before any process
     if port is None:
         port = free_port()
-    elif not port_is_free(port):
+    elif not port_is_free(check_port(port)):
         raise LaunchError(
             f"--port {port} is in use on 127.0.0.1; pick another port or leave --port out "
             "to use a free one"

@@ -6,10 +6,8 @@ leaves the group. User mistakes (a config that does not validate, a world that d
 the topology, configs that differ between ranks) print one clear message and exit with
 code 2 on every rank, before any training.
 
-Fault injection, for tests only: ``DECENT_TEST_KILL_AT="RANK:ROUND:SIGNAL"`` (e.g.
-``"2:15:KILL"`` or ``"2:15:STOP"``) makes rank ``RANK`` send itself ``SIGSIGNAL`` at the
-start of round ``ROUND`` (``tests/run/distributed/test_launch.py`` crashes a ``decent launch`` run
-with it). It is not part of the config and does nothing when unset.
+Fault injection for the tests (``DECENT_TEST_KILL_AT="RANK:ROUND:SIGNAL"``) is read by the
+run path itself, see :mod:`decent.run.faults`.
 """
 
 from __future__ import annotations
@@ -20,10 +18,6 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from decent.engine import Callback
 
 USER_ERROR = 2
 
@@ -52,36 +46,6 @@ def _loopback_ifname() -> str | None:
     return None
 
 
-def _kill_at(rank: int) -> list[Callback]:
-    """The fault-injection callback of ``DECENT_TEST_KILL_AT`` for this rank (or none)."""
-    spec = os.environ.get("DECENT_TEST_KILL_AT", "")
-    if not spec:
-        return []
-    import signal
-    import time
-
-    from decent.engine import Callback
-
-    try:
-        victim, at, name = spec.split(":")
-        sig = signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
-        victim_rank, round_ = int(victim), int(at)
-    except (ValueError, KeyError):
-        raise ValueError(
-            f"DECENT_TEST_KILL_AT={spec!r} must be RANK:ROUND:SIGNAL, e.g. 2:15:KILL"
-        ) from None
-    if victim_rank != rank:
-        return []
-
-    class KillAt(Callback):
-        def on_round(self, t: int) -> None:
-            if t == round_:
-                os.kill(os.getpid(), sig)
-                time.sleep(0.5)  # SIGSTOP: nothing more until continued
-
-    return [KillAt()]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one rank; return the exit code."""
     args = parser().parse_args(argv)
@@ -102,7 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     dist.init_process_group(args.backend, timeout=datetime.timedelta(seconds=args.timeout))
     code = 0
     try:
-        callbacks = _kill_at(rank)
         cfg = load_config(args.config, args.overrides, study=args.study)
         result = run_rank(
             cfg,
@@ -111,7 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             staleness=args.staleness if args.mode == "stale" else 0,
             failure_timeout=args.failure_timeout,
             force=not args.no_force,
-            callbacks=callbacks,
         )
         if rank == 0:
             _summary(cfg, result, args)
