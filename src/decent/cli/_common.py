@@ -63,6 +63,10 @@ def show_warnings_as_lines() -> None:
         err_console.print(f"warning: {message}", markup=False, highlight=False)
 
     warnings.showwarning = show  # type: ignore[assignment]
+    from decent.engine import DivergenceWarning
+
+    # the commands print a diverged run's message themselves: once is enough
+    warnings.filterwarnings("ignore", category=DivergenceWarning)
 
 
 @contextlib.contextmanager

@@ -83,13 +83,7 @@ def launch(
             f"({survivors} of {nproc} ranks finished)"
         )
         raise typer.Exit(2 if proc.returncode == 2 else 1)
-    if survivors < nproc:
-        console.print(
-            f"launch finished: {survivors} of {nproc} ranks survived "
-            f"(mode {mode}), results in {out}"
-        )
-    else:
-        console.print(f"launch finished: {nproc} ranks, results in {out}")
+    console.print(f"launch finished: {proc.summary()} (mode {mode}), results in {out}")
 
 
 def register(app: typer.Typer) -> None:

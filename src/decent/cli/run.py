@@ -59,6 +59,7 @@ def run(
     from decent.engine import ProgressBar
     from decent.results import Store, run_id_for
     from decent.run import run_config, run_label
+    from decent.run.resources import check as check_resources
 
     with user_errors():
         cfg = load_config(config, set_, study=study)
@@ -84,6 +85,12 @@ def run(
         experiment = None
         if force or not store.is_finished(run_id_for(cfg.study, cfg.run_dict())):
             experiment = build(cfg)  # rules the builders check fail here with exit code 2
+            check_resources(
+                experiment.algorithm,
+                experiment.task,
+                experiment.comm,
+                per_node_eval=cfg.per_node_eval,
+            )
     try:
         with sigterm_as_interrupt():
             outcome = run_config(
@@ -102,7 +109,10 @@ def run(
             "showing the stored result (--force to run again)"
         )
     elif outcome.status != "finished":
-        err_console.print(f"run {outcome.status}: {outcome.message or ''}", markup=False)
+        message = outcome.message or ""
+        if not message.startswith(f"run {outcome.status}"):
+            message = f"run {outcome.status}: {message}"
+        err_console.print(message, markup=False)
     console.print(summary_table(f"{outcome.label} [{outcome.status}]", outcome.final))
     console.print(f"store: {store.path}  run id: {outcome.run_id}  study: {cfg.study}")
     if outcome.status not in ("finished", "skipped"):

@@ -181,8 +181,9 @@ class GossipCommunicator:
         self._k: int | None = None
         self._dtype: torch.dtype | None = None
         self._queues: dict[int, queue.Queue[torch.Tensor | None]] = {}
-        self._threads: list[threading.Thread] = []
-        self._peer_of: dict[threading.Thread, int] = {}  # sender/receiver thread -> peer rank
+        self._heartbeat_thread: threading.Thread | None = None
+        self._senders: dict[int, threading.Thread] = {}  # peer rank -> its sending thread
+        self._receivers: dict[int, threading.Thread] = {}  # peer rank -> its receiving thread
         self._closed = False
         self._ar_seq = 0
         self._start = time.monotonic()
@@ -207,7 +208,7 @@ class GossipCommunicator:
             self._finished: set[int] = set()
             hb = threading.Thread(target=self._heartbeat, name="decent-heartbeat", daemon=True)
             hb.start()
-            self._threads.append(hb)
+            self._heartbeat_thread = hb
 
     # -- failure detection -------------------------------------------------------------
     def _heartbeat(self) -> None:
@@ -283,17 +284,15 @@ class GossipCommunicator:
             th = threading.Thread(
                 target=self._receive, args=(p, size), name=f"decent-recv-{p}", daemon=True
             )
-            self._peer_of[th] = p
             th.start()
-            self._threads.append(th)
+            self._receivers[p] = th
         for q in self._out_peers:
             self._queues[q] = queue.Queue()
             th = threading.Thread(
                 target=self._send, args=(q,), name=f"decent-send-{q}", daemon=True
             )
-            self._peer_of[th] = q
             th.start()
-            self._threads.append(th)
+            self._senders[q] = th
 
     def _receive(self, p: int, size: int) -> None:
         rows = int(self._base_plan.recv[p].size)
@@ -444,9 +443,27 @@ class GossipCommunicator:
         return torch.as_tensor(res, dtype=local.dtype)
 
     def close(self) -> None:
-        """Tell the neighbours this rank is done, flush the sends, stop the threads."""
+        """Tell the neighbours this rank is done, flush the sends, stop and join the threads.
+
+        With failure handling it also waits (at most ``2 * failure_timeout``) until every
+        rank has finished or is known dead, so the caller sees the final membership (the
+        recording takeover of a dead recorder relies on it).
+
+        When it returns, no thread of this communicator runs any more, except a receiver whose
+        peer was declared dead without closing its connection (a stopped process): gloo
+        cannot cancel a posted ``recv`` (neither ``shutdown`` nor ``abort`` of the group wakes
+        it), so that thread stays blocked inside it until the process exits.
+
+        The join matters at exit: a daemon thread that is still running when the interpreter
+        finalizes is ended by CPython (``pthread_exit``) the moment it takes the GIL back, for
+        instance inside a store call or while it drops the last reference to this
+        communicator and frees its tensors; the forced unwind through libtorch's ``noexcept``
+        frames then aborts the process ("terminate called without an active exception"),
+        which is how a neighbour of a killed rank used to die with SIGABRT.
+        """
         if self._closed:
             return
+        limit = time.monotonic() + 2 * (self.failure_timeout or 60.0)
         if self._k is not None:
             end = torch.full((1,), -1.0, dtype=self._dtype)
             for q in self._out_peers:
@@ -454,10 +471,9 @@ class GossipCommunicator:
                 msg = torch.cat([torch.zeros(size - 1, dtype=self._dtype), end])
                 self._queues[q].put(msg)
                 self._queues[q].put(None)
-            limit = time.monotonic() + 2 * (self.failure_timeout or 60.0)
-            for th, peer in self._peer_of.items():  # senders flush; receivers end with
-                if peer in self.dead:  # the peer's last message
-                    continue
+            # senders flush; receivers end with the peer's last message; the heartbeat still
+            # runs meanwhile, so a peer that fails now ends the wait for it
+            for peer, th in [*self._senders.items(), *self._receivers.items()]:
                 while th.is_alive() and peer not in self.dead and time.monotonic() < limit:
                     th.join(timeout=0.05)
         self._closed = True
@@ -466,13 +482,20 @@ class GossipCommunicator:
                 self._store.set(f"{self._key}/done/{self.rank}", "1")
             except Exception:
                 pass
-            # return once every rank has finished or is known dead, so that what the caller
-            # does next (the recording takeover) sees the final membership
-            limit = time.monotonic() + 2 * float(self.failure_timeout or 0)
             others = set(range(self.world_size)) - {self.rank}
             while not others <= (self._finished | self.dead) and time.monotonic() < limit:
                 self._stop.wait(0.05)
         self._stop.set()
+        # The heartbeat ends after its current pass over the store, a sender of a dead peer
+        # at its end-of-queue mark, a receiver whose recv failed at once; a receiver still in
+        # recv on a dead peer after a short wait is the blocked one described above.
+        grace = max(1.0, float(self.failure_timeout or 0.0))
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(timeout=grace)
+        for th in self._senders.values():
+            th.join(timeout=grace)
+        for peer, th in self._receivers.items():
+            th.join(timeout=0.1 if peer in self.dead else grace)
 
     def alive_ranks(self) -> list[int]:
         """The ranks not declared dead, ascending (all of them without failure handling)."""

@@ -17,7 +17,7 @@ from decent._types import NodeTensor
 from decent.comm.base import Communicator
 from decent.tasks.base import Task
 
-_EVAL_CHUNK = 64
+EVAL_CHUNK = 64
 """Node models evaluated per call of ``task.evaluate``."""
 
 
@@ -51,7 +51,7 @@ def evaluate(
     if per_node:
         # models in chunks: a (k, N) loss matrix of many nodes on a large evaluation set
         # would otherwise be one multi-GB temporary
-        parts = [task.evaluate(chunk) for chunk in x.split(_EVAL_CHUNK)]
+        parts = [task.evaluate(chunk) for chunk in x.split(EVAL_CHUNK)]
         at_nodes = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         for key, value in at_nodes.items():
             col = value.reshape(-1, 1).to(x.dtype)
@@ -65,4 +65,4 @@ def evaluate(
     return out
 
 
-__all__ = ["consensus_distance", "evaluate", "network_mean"]
+__all__ = ["EVAL_CHUNK", "consensus_distance", "evaluate", "network_mean"]

@@ -134,7 +134,7 @@ def aggregate(
         else "",
         hue=[_label(v, hue_cols) for v in data[hue_cols].itertuples(index=False)]
         if hue_cols
-        else metric,
+        else "",  # one line; the same label for every metric, so metrics can be joined
     )
     g = data.groupby(["facet", "hue", "round"], sort=True)
     out = g.agg(x=("_x", "mean"), mean=("_y", "mean"), std=("_y", "std"), n=("_y", "count"))
@@ -177,6 +177,8 @@ def _warn_mixed(data: pd.DataFrame, grouping: list[str], seed_col: str) -> None:
 
 
 def _grid(n: int, ncols: int, width: float = 4.6, height: float = 3.4) -> tuple[Figure, list[Axes]]:
+    if n < 1:
+        raise ReportError("nothing to plot: no records match (check the metric and the runs)")
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")

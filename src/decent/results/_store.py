@@ -110,7 +110,14 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS records_metric ON records(metric, run_id)",
 )
 
-_BUSY_TIMEOUT_MS = 60_000
+def _busy_timeout_ms() -> int:
+    """How long a writer waits for another writer's lock (``DECENT_STORE_TIMEOUT`` seconds)."""
+    try:
+        return max(1, int(float(os.environ.get("DECENT_STORE_TIMEOUT", "60")) * 1000))
+    except ValueError:
+        return 60_000
+
+
 # Connections inherited through fork() must never be used or closed by the child (closing
 # could checkpoint or unlink the parent's WAL); they are parked here for the process's life.
 _ABANDONED: list[sqlite3.Connection] = []
@@ -180,7 +187,7 @@ def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
     if "locked" in low or "busy" in low:
         return StoreError(
             f"the results store {path} stayed locked by another writer for "
-            f"{_BUSY_TIMEOUT_MS // 1000} s ({text}); wait for that process to finish, or "
+            f"{_busy_timeout_ms() / 1000:g} s ({text}); wait for that process to finish, or "
             "pass another --out"
         )
     if "full" in low or (isinstance(err, OSError) and getattr(err, "errno", None) == 28):
@@ -325,7 +332,7 @@ class Store:
             conn = sqlite3.connect(
                 base + "?mode=ro",
                 uri=True,
-                timeout=_BUSY_TIMEOUT_MS / 1000,
+                timeout=_busy_timeout_ms() / 1000,
                 isolation_level=None,
                 check_same_thread=False,
             )
@@ -365,6 +372,16 @@ class Store:
                 f"{SCHEMA_VERSION}; upgrade decent to read it (pip install -U decent)"
             )
 
+    def _refuse_foreign_or_newer(self, conn: sqlite3.Connection) -> None:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if tables and "meta" not in tables:
+            raise StoreError(
+                f"{self.path} is an SQLite database but not a decent results store (no meta "
+                "table); it was left untouched: pass --out another directory"
+            )
+        if "meta" in tables:
+            self._check_version(conn, self._schema_version(conn))
+
     def _open_for_writing(self) -> sqlite3.Connection:
         if self.create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -379,12 +396,18 @@ class Store:
                 )
         conn = sqlite3.connect(
             self.path,
-            timeout=_BUSY_TIMEOUT_MS / 1000,
+            timeout=_busy_timeout_ms() / 1000,
             isolation_level=None,  # explicit BEGIN/COMMIT only
             check_same_thread=False,
         )
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        conn.execute(f"PRAGMA busy_timeout = {_busy_timeout_ms()}")
+        # look before writing anything (even the journal mode changes the file's header)
+        try:
+            self._refuse_foreign_or_newer(conn)
+        except BaseException:
+            conn.close()
+            raise
+        deadline = time.monotonic() + _busy_timeout_ms() / 1000
         while True:  # switching to WAL needs a brief exclusive lock; retry while contended
             try:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -16,7 +16,7 @@ from typing import Any
 from decent.config import CommFactory, Experiment, ExperimentConfig, build
 from decent.engine import Callback, RunResult, train
 from decent.results import Store, run_id_for
-from decent.run import faults
+from decent.run import faults, resources
 from decent.run.recorders import StoreRecorder
 
 HEADLINE = ("eval/subopt@mean", "eval/test_accuracy@mean", "eval/accuracy@mean", "eval/loss@mean")
@@ -126,6 +126,7 @@ def run_config(
 
     Raises:
         ConfigError: the config cannot be built (nothing is written then).
+        ResourceError: the run cannot fit in memory (checked before anything is allocated).
         KeyboardInterrupt: after the run is marked ``interrupted``.
     """
     resolved = config.run_dict() if resolved is None else resolved
@@ -136,6 +137,9 @@ def run_config(
     if experiment is None:
         experiment = build(config, comm_factory)
     comm = experiment.comm
+    resources.check(
+        experiment.algorithm, experiment.task, comm, per_node_eval=config.per_node_eval
+    )
     recorder = None
     if store is not None:
         recorder = StoreRecorder(

@@ -198,6 +198,7 @@ class ModuleTask:
 
         self.train = dataset.to(device=self.device)
         self.test = test.to(dtype=self.dtype, device=self.device) if test is not None else None
+        self.eval_size = len(self.train) + (len(self.test) if self.test is not None else 0)
         self._build_partition(partition)
 
     # ---------------------------------------------------------------- set-up

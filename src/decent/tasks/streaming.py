@@ -137,6 +137,7 @@ class LeastSquares:
         """``(d,)`` minimizer of the global objective."""
         self._f_star = float(0.5 * self.noise**2 + spread)
         self.optimum: float | None = self._f_star
+        self.eval_size = 0  # evaluation is in closed form
         self._sqrt_sigma = sigma.sqrt().to(dtype)
 
     def init_params(self, seed: int) -> Params:
@@ -246,6 +247,7 @@ class LogisticRegressionStream:
         """``(n * per_node, d)`` the fixed evaluation sample defining ``f``."""
         self.eval_labels: torch.Tensor = y.reshape(-1)
         """``(n * per_node,)`` its labels in ``{0, 1}`` (floating)."""
+        self.eval_size = int(self.eval_labels.shape[0])
 
         a64 = self.eval_features.to(torch.float64)
         y64 = self.eval_labels.to(torch.float64)

@@ -127,37 +127,60 @@ batch_size = 2
 heterogeneity = 1.0
 """
 
-VICTIM, CRASH_ROUND = 2, 15
+ROUNDS, EVALS = 40, (0, 10, 20, 30, 40)
+# every victim killed once, at an early, a middle and a late round, and two stops (only the
+# heartbeat can tell); rank 0 is the recorder: the lowest survivor takes the recording over.
+# Each launch costs ~10 s on 2 cores, mostly 4 torch imports.
+CRASHES = [
+    ("KILL", 1, 2),
+    ("KILL", 2, 15),
+    ("KILL", 3, 38),
+    ("STOP", 1, 38),
+    ("STOP", 2, 15),
+    ("KILL", 0, 15),
+    ("STOP", 0, 25),
+]
 
 
-@pytest.mark.parametrize("sig", ["KILL", "STOP"])
+@pytest.mark.parametrize(
+    ("sig", "victim", "crash_round"), CRASHES, ids=[f"{s}-rank{v}-round{r}" for s, v, r in CRASHES]
+)
 def test_fault_tolerant_launch_survives_a_dead_rank(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: str, victim: int, crash_round: int
 ) -> None:
-    """Rank 2 of 4 SIGKILLs (SIGSTOPs) itself at round 15: the survivors finish, rank 0 records."""
+    """A rank of 4 SIGKILLs (SIGSTOPs) itself: the other three finish and the run is recorded.
+
+    When the victim is rank 0 (the recorder), the lowest surviving rank resumes the
+    recording: nothing recorded before is lost and the run ends finished.
+    """
     config = tmp_path / "crash.toml"
     config.write_text(CRASH_CONFIG)
     out = tmp_path / "res"
-    monkeypatch.setenv("DECENT_TEST_KILL_AT", f"{VICTIM}:{CRASH_ROUND}:{sig}")
+    monkeypatch.setenv("DECENT_TEST_KILL_AT", f"{victim}:{crash_round}:{sig}")
     args = ["launch", "--nproc", "4", str(config), "--out", str(out)]
     args += ["--mode", "fault_tolerant", "--failure-timeout", "2"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     how = "died (SIGKILL)" if sig == "KILL" else "was stopped and killed by the launcher"
-    assert f"rank {VICTIM} {how}" in res.output
-    assert "3 of 4 ranks survived" in res.output
-    store = Store(out)
+    lost = [line for line in res.output.splitlines() if line.startswith("decent launch: rank")]
+    assert len(lost) == 1 and f"rank {victim} {how}" in lost[0], res.output  # nobody else
+    assert "launch finished: 3 of 4 ranks survived (mode fault_tolerant)" in res.output
+    store = Store(out, readonly=True)
     runs = store.runs("launch-crash")
     assert list(runs["status"]) == ["finished"]
     assert int(runs.iloc[0]["dist.world_size"]) == 4
     table = store.final("launch-crash")
     final = dict(zip(table["metric"], table["value"], strict=True))
-    assert final["dist/alive_nodes"] == 3.0
-    assert CRASH_ROUND <= final[f"dist/left/rank{VICTIM}/round"] <= CRASH_ROUND + 3
-    assert final["rounds_completed"] == 40
+    assert final["dist/alive_nodes"] == 3.0 and final["dist/alive_ranks"] == 3.0
+    assert crash_round <= final[f"dist/left/rank{victim}/round"] <= crash_round + 3
+    assert final["rounds_completed"] == ROUNDS
     records = store.records("launch-crash")
     alive = records[records["metric"] == "dist/alive_nodes"].sort_values("round")
-    assert list(alive["value"]) == [4.0, 4.0, 3.0, 3.0, 3.0]  # rounds 0, 10 | 20, 30, 40
+    assert list(alive["round"]) == list(EVALS)  # every evaluation recorded, none lost
+    # the victim stops after its update of crash_round, before that round's evaluation
+    assert list(alive["value"]) == [4.0 if t < crash_round else 3.0 for t in EVALS]
+    loss = records[records["metric"] == "eval/loss@mean"]
+    assert sorted(loss["round"]) == list(EVALS)
 
 
 # a rank without torch: rank 2 fails (exit 3) or stops itself; the others sleep 1.5 s
@@ -196,3 +219,46 @@ def test_the_local_launcher_failure_policy(mode: str, how: str, code: int, other
         assert r.killed_by_launcher == others
         assert (r.returncode == 0) == (others == "")
     assert [r.rank for r in res.left] == ([0, 1, 2] if others else [2])
+    assert [r.rank for r in res.survivors] == ([] if others else [0, 1])
+    assert res.summary() == f"{len(res.survivors)} of 3 ranks survived"
+
+
+def test_a_local_launch_listens_on_loopback_only(tmp_path: Path, config_file: Path) -> None:
+    """Every listening socket of the launcher and its ranks is bound to 127.0.0.1.
+
+    The ranks hold at round 5 (decent.run.faults) so the sockets are inspected while the
+    run is in flight; the launcher's c10d store used to listen on every interface.
+    """
+    import os
+    import subprocess
+
+    import psutil
+
+    from decent.run import faults
+
+    hold = tmp_path / "hold"
+    env = dict(os.environ, **{faults.HOLD_ENV: f"5:{hold}"})
+    cmd = [sys.executable, "-m", "decent.cli", "launch", "--nproc", "2", str(config_file)]
+    cmd += ["--out", str(tmp_path / "res")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(hold.glob("held-*"))) < 2:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the ranks never reached the hold"
+            time.sleep(0.05)
+        launcher = psutil.Process(proc.pid)
+        family = [launcher, *launcher.children(recursive=True)]
+        listening = [
+            (p.pid, c.laddr)
+            for p in family
+            for c in p.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        ]
+        assert listening, "found no listening socket at all"
+        wide = [(pid, addr) for pid, addr in listening if addr.ip not in ("127.0.0.1", "::1")]
+        assert not wide, f"sockets listening beyond loopback: {wide}"
+    finally:
+        (hold / "release").touch()
+        out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out

@@ -244,8 +244,9 @@ class LaunchResult:
 
     Attributes:
         returncode: ``0`` when the run finished and was recorded; ``2`` for a user error
-            reported by the ranks; ``1`` otherwise. In ``fault_tolerant`` mode a run whose
-            recorder (rank 0) finished is a success even if other ranks died.
+            reported by the ranks; ``1`` otherwise. In ``fault_tolerant`` mode a run that
+            some rank finished is a success even if other ranks died (the lowest survivor
+            records it, taking the recording over when rank 0 died).
         ranks: every rank's :class:`RankExit`, by rank.
         mode: the transport mode.
         stdout / stderr: the ranks' output in rank order when ``capture``, else ``None``.
@@ -260,14 +261,21 @@ class LaunchResult:
     run_id: str | None = None
 
     @property
-    def left(self) -> list[RankExit]:
-        """The ranks that did not finish cleanly (died, failed or were killed)."""
-        return [r for r in self.ranks if r.returncode != 0]
+    def survivors(self) -> list[RankExit]:
+        """The ranks that finished on their own with exit code 0."""
+        return [r for r in self.ranks if r.returncode == 0 and not r.killed_by_launcher]
 
     @property
-    def survivors(self) -> list[RankExit]:
-        """The ranks that finished cleanly (exit code 0)."""
-        return [r for r in self.ranks if r.returncode == 0]
+    def left(self) -> list[RankExit]:
+        """The ranks that did not finish cleanly (died, failed or were killed): the others."""
+        return [r for r in self.ranks if r not in self.survivors]
+
+    def summary(self) -> str:
+        """One line: ``3 of 4 ranks survived`` (``4 ranks`` when no rank can be lost)."""
+        n = len(self.ranks)
+        if self.mode == "fault_tolerant" or self.left:
+            return f"{len(self.survivors)} of {n} ranks survived"
+        return f"{n} ranks"
 
 
 def _is_stopped(pid: int) -> bool:
@@ -346,16 +354,21 @@ def run_local(
     # loopback interface only. TCPStore's server ignores its host argument and binds every
     # interface, so hand it a socket already bound to 127.0.0.1.
     listener = loopback_listener(port)
-    server = dist.TCPStore(
-        "127.0.0.1",
-        port,
-        nproc,
-        is_master=True,
-        wait_for_workers=False,
-        timeout=datetime.timedelta(seconds=300),
-        master_listen_fd=listener.fileno(),
-        use_libuv=True,
-    )
+    try:
+        server = dist.TCPStore(
+            "127.0.0.1",
+            port,
+            nproc,
+            is_master=True,
+            wait_for_workers=False,
+            timeout=datetime.timedelta(seconds=300),
+            master_listen_fd=listener.fileno(),
+            use_libuv=True,
+        )
+    except BaseException:
+        listener.close()
+        raise
+    listener.detach()  # the store owns the socket now and closes it
     fault_tolerant = mode == "fault_tolerant"
     logs: list[tuple[IO[bytes], IO[bytes]]] = []
     procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -425,7 +438,6 @@ def run_local(
                 p.kill()
                 p.wait()
         del server
-        listener.close()
     ranks = [exits[r] for r in range(nproc)]
     stdout = stderr = None
     if capture:
@@ -448,8 +460,8 @@ def _returncode(ranks: list[RankExit], mode: str) -> int:
         return 0
     if any(c == 2 for c in codes):
         return 2
-    if mode == "fault_tolerant" and ranks[0].returncode == 0:
-        return 0  # the recorder finished: the survivors' run is in the store
+    if mode == "fault_tolerant" and any(r.returncode == 0 for r in ranks):
+        return 0  # a survivor finished: the lowest one recorded the run (taking over if need be)
     return 1
 
 

@@ -1,0 +1,150 @@
+"""Check before training that a run fits the machine: memory up front, evaluation cost.
+
+A run of ``n`` nodes holds its algorithm's state (one or two ``(n, d)`` tensors), the
+gradients and query points, one round's minibatches, the mixing output and, at
+evaluation rounds, per-node evaluation temporaries. :func:`estimate` adds these up from
+the built objects (the state is measured by running ``algorithm.init`` on meta tensors,
+so no memory is touched); :func:`check` refuses a run that cannot fit, with the estimate,
+what is available and what to change, before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from decent.metrics import EVAL_CHUNK
+
+
+class ResourceError(ValueError):
+    """A run that cannot fit the machine; the message has the estimate and the fix."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a run needs at its peak, by part, and the flops of one per-node evaluation."""
+
+    state: int
+    work: int
+    batch: int
+    evaluation: int
+    node_eval_flops: float
+
+    @property
+    def total(self) -> int:
+        return self.state + self.work + self.batch + self.evaluation
+
+
+def _nbytes(tree: Any) -> int:
+    if isinstance(tree, torch.Tensor):
+        return tree.numel() * tree.element_size()
+    if isinstance(tree, (tuple, list)):
+        return sum(_nbytes(t) for t in tree)
+    if isinstance(tree, dict):
+        return sum(_nbytes(t) for t in tree.values())
+    return 0
+
+
+def _largest(tree: Any) -> int:
+    if isinstance(tree, torch.Tensor):
+        return tree.numel() * tree.element_size()
+    if isinstance(tree, (tuple, list)):
+        return max((_largest(t) for t in tree), default=0)
+    return 0
+
+
+def estimate(algorithm: Any, task: Any, comm: Any) -> Estimate:
+    """Peak bytes of a run of ``algorithm`` on ``task`` over the nodes ``comm`` holds."""
+    m = int(comm.node_ids.shape[0])
+    d = int(task.dim)
+    item = torch.empty((), dtype=task.dtype).element_size()
+    meta = torch.empty((m, d), dtype=task.dtype, device="meta")
+    try:
+        state = algorithm.init(meta)
+        state_bytes, biggest = _nbytes(state), _largest(state)
+    except Exception:  # an algorithm that cannot run on meta tensors: assume two copies
+        state_bytes, biggest = 2 * m * d * item, 2 * m * d * item
+    # gradients, the query point, the mixing output (as large as the largest message)
+    work = 2 * m * d * item + biggest
+    one = task.sample(comm.node_ids[:1], 1, 0)
+    batch = _nbytes(one) * m
+    eval_size = int(getattr(task, "eval_size", 0) or 0)
+    # per-node evaluation: EVAL_CHUNK node models on the whole evaluation set at once
+    evaluation = min(m, EVAL_CHUNK) * max(eval_size, 1) * item * 4
+    flops = 2.0 * m * eval_size * d
+    return Estimate(state_bytes, work, batch, evaluation, flops)
+
+
+def available_memory(device: torch.device | str | None = None) -> int | None:
+    """Bytes available for a new allocation on ``device`` (``None`` if unknown)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**27 else f"{n / 2**20:.3g} MiB"
+
+
+def check(
+    algorithm: Any,
+    task: Any,
+    comm: Any,
+    *,
+    per_node_eval: Any = "final",
+    available: int | None = None,
+    flop_limit: float = 1e13,
+) -> Estimate:
+    """Refuse a run that cannot fit in memory, or whose per-node evaluation takes hours.
+
+    Args:
+        algorithm, task, comm: the built run.
+        per_node_eval: the run's setting; per-node evaluation cost only counts when on.
+        available: bytes available (default: :func:`available_memory` of the task's data).
+        flop_limit: a per-node evaluation above this many flops is refused (about an hour
+            at a few GFLOP/s).
+
+    Raises:
+        ResourceError: with the estimate by part, the memory available and what to change.
+    """
+    est = estimate(algorithm, task, comm)
+    nodes_on = per_node_eval not in (False, "none")
+    need = est.total if nodes_on else est.total - est.evaluation
+    if available is None:
+        available = available_memory(comm.node_ids.device)
+    if available is not None and need > 0.9 * available:
+        raise ResourceError(
+            f"this run needs about {_gib(need)} (state {_gib(est.state)}, gradients and "
+            f"mixing {_gib(est.work)}, minibatches {_gib(est.batch)}"
+            + (f", per-node evaluation {_gib(est.evaluation)}" if nodes_on else "")
+            + f") but {_gib(available)} is available; use fewer nodes "
+            f"(topology.num_nodes), a smaller model or batch, "
+            + ("per_node_eval = \"none\", fewer eval_samples, " if nodes_on else "")
+            + 'or dtype = "float32"'
+        )
+    if nodes_on and est.node_eval_flops > flop_limit:
+        raise ResourceError(
+            f"one per-node evaluation scores {int(comm.node_ids.shape[0])} node models on "
+            f"{int(getattr(task, 'eval_size', 0))} samples: about "
+            f"{est.node_eval_flops:.2g} flops, hours of work; set per_node_eval = \"none\" "
+            "(the metrics at the network average stay), or use fewer eval_samples"
+        )
+    return est
+
+
+__all__ = ["Estimate", "ResourceError", "available_memory", "check", "estimate"]

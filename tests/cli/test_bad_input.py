@@ -1,0 +1,316 @@
+"""Every user mistake and every damaged or unwritable file gets one clear line and exit 2.
+
+Each case runs the real ``decent`` CLI on a real file-system state (missing, a file where a
+directory should be, read-only, corrupted, locked by another writer, from a newer version)
+and checks: the exit code, one readable message naming the path or field, no traceback,
+the damaged file unchanged, and nothing written outside the results directory.
+
+Read-only states are real: as root (which ignores permission bits) the command runs under
+``setpriv`` with ``CAP_DAC_OVERRIDE`` dropped, so the kernel enforces the permissions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from decent.results import Store
+
+CONFIG = """
+rounds = 10
+eval_every = 5
+
+[topology]
+kind = "ring"
+num_nodes = 4
+
+[algorithm]
+kind = "dsgd"
+lr = 0.05
+
+[task]
+kind = "least_squares"
+dim = 3
+"""
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _decent(
+    *args: str | Path, unprivileged: bool = False, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "decent.cli", *[str(a) for a in args]]
+    if unprivileged and os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot make permissions bind")
+        drop = "-dac_override,-dac_read_search"
+        cmd = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", *cmd]
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("PYTHONWARNINGS", None)  # the CLI's own warnings are part of what is checked
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+def results(tmp_path: Path, cfg: Path) -> Path:
+    """A results directory with one finished run of study ``tiny``."""
+    out = tmp_path / "res"
+    proc = _decent("run", cfg, "--out", out, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _clean_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == code, text
+    assert "Traceback" not in text, text
+    for needle in needles:
+        assert needle in text, text
+
+
+# -- damaged stores: refused with one line, never modified ------------------------------------
+
+
+def _garbage(db: Path) -> None:
+    db.write_bytes(b"this is not a database, it is a text file\n" * 20)
+
+
+def _truncated(db: Path) -> None:
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 3])
+
+
+def _foreign_sqlite(db: Path) -> None:
+    db.unlink()
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE people (name TEXT)")
+
+
+def _newer_schema(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+
+
+DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "not a database": (_garbage, "is not a decent results store"),
+    "truncated": (_truncated, "decent.sqlite"),
+    "another sqlite database": (_foreign_sqlite, "not a decent results store"),
+    "newer schema": (_newer_schema, "upgrade decent"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize("command", ["run", "report", "export", "sweep"])
+def test_a_damaged_store_is_one_line_and_left_untouched(
+    damage: str, command: str, results: Path, cfg: Path
+) -> None:
+    db = results / "decent.sqlite"
+    for extra in ("decent.sqlite-wal", "decent.sqlite-shm"):
+        (results / extra).unlink(missing_ok=True)
+    fn, needle = DAMAGE[damage]
+    fn(db)
+    before = _digest(db)
+    args = {
+        "run": ["run", cfg, "--out", results, "--no-progress", "--force"],
+        "sweep": ["sweep", cfg, "--out", results, "--no-progress", "--workers", "1"],
+        "report": ["report", "tiny", "--out", results],
+        "export": ["export", "tiny", "--out", results],
+    }[command]
+    proc = _decent(*args)
+    _clean_error(proc, 2, "error:", needle)
+    assert _digest(db) == before, "the damaged store was modified"
+
+
+def test_a_store_locked_by_another_writer(results: Path, cfg: Path) -> None:
+    conn = sqlite3.connect(results / "decent.sqlite", isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        proc = _decent(
+            "run",
+            cfg,
+            "--out",
+            results,
+            "--no-progress",
+            "--force",
+            env={"DECENT_STORE_TIMEOUT": "0.5"},
+        )
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+    _clean_error(proc, 2, "locked by another writer", "decent.sqlite")
+
+
+# -- paths that are files, directories or read-only ---------------------------------------------
+
+
+def test_out_is_a_file(tmp_path: Path, cfg: Path) -> None:
+    out = tmp_path / "plain.txt"
+    out.write_text("x")
+    _clean_error(_decent("run", cfg, "--out", out, "--no-progress"), 2, "is a file")
+    _clean_error(_decent("report", "--out", out), 2, "no results store")
+    assert out.read_text() == "x"
+
+
+def test_readers_work_on_a_read_only_store(results: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "copies"
+    dest.mkdir()
+    for p in [results, *results.iterdir()]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        proc = _decent(
+            "export", "tiny", "--out", results, "--dest", dest / "t.csv", unprivileged=True
+        )
+        _clean_error(proc, 0, "wrote")
+        proc = _decent(
+            "report", "tiny", "--out", results, "--dest", dest / "rep", unprivileged=True
+        )
+        _clean_error(proc, 0, "report:")
+        assert (dest / "rep" / "report.html").is_file()
+    finally:
+        for p in [results, *results.iterdir()]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_writers_say_why_they_cannot_write(results: Path, cfg: Path, tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    before = _digest(results / "decent.sqlite")
+    results.chmod(0o555)
+    (results / "decent.sqlite").chmod(0o444)
+    try:
+        proc = _decent("run", cfg, "--out", results, "--no-progress", "--force", unprivileged=True)
+        _clean_error(proc, 2, "read-only", "--out")
+        proc = _decent("run", cfg, "--out", ro / "new", "--no-progress", unprivileged=True)
+        _clean_error(proc, 2, "error:", "new")
+        proc = _decent(
+            "export", "tiny", "--out", results, "--dest", ro / "x.csv", unprivileged=True
+        )
+        _clean_error(proc, 2, "cannot write", "x.csv")
+        proc = _decent("topology", "ring", "--n", "6", "--png", ro / "r.png", unprivileged=True)
+        _clean_error(proc, 2, "cannot write", "r.png")
+        proc = _decent(
+            "run",
+            cfg,
+            "--out",
+            tmp_path / "ok",
+            "--no-progress",
+            "--tensorboard",
+            ro / "tb",
+            unprivileged=True,
+        )
+        _clean_error(proc, 2, "error:", "tb")
+    finally:
+        ro.chmod(0o755)
+        results.chmod(0o755)
+        (results / "decent.sqlite").chmod(0o644)
+    assert _digest(results / "decent.sqlite") == before
+
+
+def test_export_dest_that_is_a_directory(results: Path, tmp_path: Path) -> None:
+    proc = _decent("export", "tiny", "--out", results, "--dest", tmp_path)
+    _clean_error(proc, 2, "is a directory")
+
+
+# -- names that would become paths ------------------------------------------------------------
+
+
+def test_a_study_name_cannot_leave_the_results_directory(cfg: Path, tmp_path: Path) -> None:
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    proc = _decent("run", cfg, "--study", "../../evil", "--out", work / "R", "--no-progress")
+    _clean_error(proc, 2, "study", "a study name may hold")
+    # a store written by an older version may hold such a name: paths built from it are safe
+    out = work / "R"
+    with Store(out) as store, store.start_run("../../evil", {"lr": 0.1}) as run:
+        run.log(0, {"eval/loss@mean": 1.0})
+    _clean_error(_decent("export", "../../evil", "--out", out), 0, "wrote")
+    written = [p for p in tmp_path.rglob("*.csv")]
+    assert written and all(out in p.parents for p in written), written
+
+
+# -- the launcher, topologies, resources ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["launch", "--nproc", "2", "CFG", "--port", "70000"], "--port must be a TCP port"),
+        (["launch", "--nproc", "2", "CFG", "--port", "0"], "--port must be a TCP port"),
+        (["launch", "--nproc", "0", "CFG"], "--nproc must be an integer >= 1"),
+        (["launch", "--nproc", "2", "CFG", "--mode", "fast"], "--mode must be one of"),
+        (["topology", "exponential", "--n", "1"], "exponential needs num_nodes >= 2"),
+        (["topology", "ring", "--n", "2"], "ring needs num_nodes >= 3"),
+        (
+            ["run", "CFG", "--set", "topology.num_nodes=10000000", "--set", "task.dim=2000"],
+            "GiB is available",
+        ),
+        (["run", "missing.toml"], "no such file"),
+        (["run", "CFG", "--set", "rounds"], "expected KEY=VALUE"),
+        (["run", "CFG", "--set", "study=a/b"], "a study name may hold"),
+        (["sweep", "CFG", "--set", 'sweep.grid."algorithm.lr"=[-1]'], "must be >= 0"),
+        (["report", "nope", "--out", "RES"], "no study 'nope'"),
+        (["export", "tiny", "--out", "RES", "--format", "xml"], "format must be one of"),
+        (["export", "tiny", "--out", "RES", "--table", "rows"], "table must be one of"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(
+    args: list[str], needle: str, cfg: Path, results: Path, tmp_path: Path
+) -> None:
+    full = [str(cfg) if a == "CFG" else str(results) if a == "RES" else a for a in args]
+    if full[0] == "run":
+        full += ["--out", str(tmp_path / "out"), "--no-progress"]
+    proc = _decent(*full)
+    _clean_error(proc, 2, needle)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["eval_every=50"], "eval_every = 50 is larger than rounds = 10"),
+        (["algorithm.lr=0"], "algorithm.lr = 0: no step is ever taken"),
+        (
+            [
+                "topology.kind=one_peer_exponential",
+                "algorithm.kind=dat_sgd",
+                "algorithm.lr=0.001",
+                "mixing_check=warn",
+            ],
+            "running it anyway",
+        ),
+    ],
+)
+def test_valid_but_odd_configs_warn_in_one_line(
+    overrides: list[str], needle: str, cfg: Path, tmp_path: Path
+) -> None:
+    sets = [x for o in overrides for x in ("--set", o)]
+    proc = _decent("run", cfg, *sets, "--out", tmp_path / "o", "--no-progress")
+    _clean_error(proc, 0, "warning: " + needle)
+
+
+def test_report_of_a_single_run_and_of_seeds_only(cfg: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    assert _decent("run", cfg, "--out", out, "--no-progress").returncode == 0
+    _clean_error(_decent("report", "--out", out), 0, "report:")
+    for seed in (1, 2):
+        assert (
+            _decent("run", cfg, "--set", f"seed={seed}", "--out", out, "--no-progress").returncode
+            == 0
+        )
+    _clean_error(_decent("report", "tiny", "--out", out), 0, "report:")
