@@ -21,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from decent.cli import app
 from decent.results import Store
 
 CONFIG = """
@@ -47,9 +49,18 @@ def _digest(path: Path) -> str | None:
 
 
 def _decent(
-    *args: str | Path, unprivileged: bool = False, env: dict | None = None
+    *args: str | Path, unprivileged: bool = False, env: dict | None = None, fresh: bool = False
 ) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "decent.cli", *[str(a) for a in args]]
+    """Run ``decent ARGS``: in this process (fast), or as a fresh process when it must be.
+
+    A fresh process is needed to drop privileges (``unprivileged``) and to see the CLI's
+    own warning lines (pytest records warnings raised in-process).
+    """
+    argv = [str(a) for a in args]
+    if not (unprivileged or fresh):
+        result = CliRunner().invoke(app, argv, env=env, catch_exceptions=False)
+        return subprocess.CompletedProcess(argv, result.exit_code, result.output, "")
+    cmd = [sys.executable, "-m", "decent.cli", *argv]
     if unprivileged and os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: cannot make permissions bind")
@@ -103,8 +114,11 @@ def _foreign_sqlite(db: Path) -> None:
 
 
 def _newer_schema(db: Path) -> None:
-    with sqlite3.connect(db) as conn:
+    conn = sqlite3.connect(db)
+    with conn:
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.execute("PRAGMA journal_mode = DELETE")  # fold the WAL in: the file is the whole store
+    conn.close()
 
 
 DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
@@ -300,8 +314,8 @@ def test_valid_but_odd_configs_warn_in_one_line(
     overrides: list[str], needle: str, cfg: Path, tmp_path: Path
 ) -> None:
     sets = [x for o in overrides for x in ("--set", o)]
-    proc = _decent("run", cfg, *sets, "--out", tmp_path / "o", "--no-progress")
-    _clean_error(proc, 0, "warning: " + needle)
+    proc = _decent("run", cfg, *sets, "--out", tmp_path / "o", "--no-progress", fresh=True)
+    _clean_error(proc, 0, "warning: ", needle)
 
 
 def test_report_of_a_single_run_and_of_seeds_only(cfg: Path, tmp_path: Path) -> None:

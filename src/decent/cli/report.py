@@ -58,8 +58,7 @@ def report(
     from decent.report import write_report
     from decent.results import safe_name
 
-    with user_errors():
-        store = _open_store(out)
+    with user_errors(), _open_store(out) as store:
         if study is None:
             study = latest_study(store)
             if study is None:
@@ -82,8 +81,7 @@ def export(
     from decent.results import export as export_study
     from decent.results import safe_name
 
-    with user_errors():
-        store = _open_store(out)
+    with user_errors(), _open_store(out) as store:
         _check_study(store, study)
         target = dest or out / f"{safe_name(study)}.{table}.{format}"
         path = export_study(store, study, target, format, table=table)

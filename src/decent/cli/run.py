@@ -60,6 +60,7 @@ def run(
     from decent.results import Store, run_id_for
     from decent.run import run_config, run_label
     from decent.run.resources import check as check_resources
+    from decent.run.resources import check_config as check_config_resources
 
     with user_errors():
         cfg = load_config(config, set_, study=study)
@@ -84,6 +85,7 @@ def run(
         store.mark_stale(cfg.study)  # runs left "running" by killed processes
         experiment = None
         if force or not store.is_finished(run_id_for(cfg.study, cfg.run_dict())):
+            check_config_resources(cfg)
             experiment = build(cfg)  # rules the builders check fail here with exit code 2
             check_resources(
                 experiment.algorithm,
@@ -103,6 +105,8 @@ def run(
     except KeyboardInterrupt:
         err_console.print("interrupted: the run is marked 'interrupted' in the store")
         raise typer.Exit(INTERRUPTED) from None
+    finally:
+        store.close()
     if outcome.status == "skipped":
         console.print(
             f"already finished in {store.path} (run {outcome.run_id}); "

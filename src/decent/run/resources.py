@@ -147,4 +147,38 @@ def check(
     return est
 
 
-__all__ = ["Estimate", "ResourceError", "available_memory", "check", "estimate"]
+def check_config(config: Any, *, available: int | None = None) -> None:
+    """A coarse check from the config alone, before the task is built (its set-up draws).
+
+    A streaming task of ``n`` nodes in ``d`` dimensions draws ``(n, d)`` blocks in float64
+    while it is built (local optima, feature shifts: about three such blocks at the peak)
+    and a run then holds several ``(n, d)`` tensors; a dataset task's size is only known
+    once it is loaded, so it is checked by :func:`check` after the build.
+
+    Raises:
+        ResourceError: when even this lower bound does not fit.
+    """
+    d = getattr(config.task, "dim", None)
+    if d is None:
+        return
+    n = int(config.topology.num_nodes)
+    item = 4 if config.dtype == "float32" else 8
+    need = n * int(d) * (3 * 8 + 6 * item)
+    if available is None:
+        available = available_memory()
+    if available is not None and need > 0.9 * available:
+        raise ResourceError(
+            f"{n} nodes in {d} dimensions need at least {_gib(need)} to build and train "
+            f"(several (n, d) = ({n}, {d}) tensors), but {_gib(available)} is available; use "
+            "fewer nodes (topology.num_nodes) or a smaller task.dim"
+        )
+
+
+__all__ = [
+    "Estimate",
+    "ResourceError",
+    "available_memory",
+    "check",
+    "check_config",
+    "estimate",
+]

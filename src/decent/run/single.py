@@ -135,6 +135,7 @@ def run_config(
     if store is not None and not force and store.is_finished(run_id):
         return RunOutcome(run_id, label, "skipped", store.final_values(run_id))
     if experiment is None:
+        resources.check_config(config)
         experiment = build(config, comm_factory)
     comm = experiment.comm
     resources.check(

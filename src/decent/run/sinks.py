@@ -164,6 +164,8 @@ class TensorBoardSink(Callback):
             )
         self._tb = _require("torch.utils.tensorboard", "tensorboard", "TensorBoardSink")
         self.log_dir = Path(log_dir)
+        # made now, so that an unwritable or mistyped path fails before training starts
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run_name = run_name
         self.config = _check_config(config, "TensorBoardSink")
         self.run_dir: Path | None = None

@@ -236,6 +236,7 @@ def run_sweep(
             )
     finally:
         bar.close()
+        store.close()
     ordered = [
         outcomes.get(i, RunOutcome(ids[i], labels[i], "interrupted")) for i in range(len(points))
     ]
