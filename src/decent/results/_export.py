@@ -78,7 +78,7 @@ def export(
     if format == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise MissingDependencyError(
             "exporting to Parquet needs pyarrow, which is not installed; "
-            "run `pip install pyarrow` or use format='csv'"
+            "run `pip install 'decent[parquet]'` (pyarrow) or use format='csv'"
         )
     owned = not isinstance(store, Store)
     s = Store(store, readonly=True) if not isinstance(store, Store) else store

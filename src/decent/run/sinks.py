@@ -302,9 +302,14 @@ class MLflowSink(Callback):
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
+        uri = self.tracking_uri
         if self._is_file_store():
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            if not uri.startswith("file:"):
+                # MLflow caches stores by URI: a relative path would keep pointing at the
+                # directory of the first working directory it was used in
+                uri = Path(uri).resolve().as_uri()
+        self._client = MlflowClient(tracking_uri=uri)
         tags = {f"decent.{k}": str(v) for k, v in _info_params(info).items()}
         run = self._client.create_run(
             self._experiment_id(),
