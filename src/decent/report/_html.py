@@ -113,15 +113,22 @@ def _final_table(store: Store, study: str, runs: pd.DataFrame, group_cols: list[
         else pd.DataFrame(index=pd.Index([], name="run_id"))
     )
     runs = runs.set_index("run_id").join(wide, how="left")
-    keys = runs[group_cols].astype(str) if group_cols else pd.DataFrame(index=runs.index)
+    # a column a method lacks (topology.lazy of a ring, algorithm.variant of DAT-SGD) is
+    # missing, not a reason to drop the row: group on text with an explicit placeholder
+    raw = runs[group_cols].astype(object)
+    keys = raw.where(raw.notna(), "—").astype(str) if group_cols else pd.DataFrame(index=runs.index)
     shown = [c for c in group_cols if keys[c].nunique() > 1] or group_cols[:3]
     header = [*shown, "seeds", "runs (status)", *metrics]
     rows: list[list[str]] = []
-    groups = keys.groupby(group_cols, sort=True).groups if group_cols else {"": runs.index}
+    groups = (
+        keys.groupby(group_cols, sort=True, dropna=False).groups
+        if group_cols
+        else {"": runs.index}
+    )
     for _, idx in groups.items():
         grp = runs.loc[list(idx)]
         done = grp[grp["status"].isin(DONE_STATUSES)]
-        cells = [f"<td>{_e(grp.iloc[0][c])}</td>" for c in shown]
+        cells = [f"<td>{_e(keys.loc[grp.index[0], c])}</td>" for c in shown]
         seeds = sorted(grp["seed"].dropna().tolist()) if "seed" in grp.columns else []
         cells.append(f"<td>{_e(', '.join(str(s) for s in seeds))}</td>")
         cells.append(f"<td>{_e(_status_summary(grp['status']))}</td>")
