@@ -224,7 +224,7 @@ class LoopRunner:
     Args:
         workload: architecture and loss.
         x0: common starting point ``(d,)``.
-        shard_list: node ``i``'s sample indices.
+        shard_list: node ``i``'s sample indices (tensors or arrays).
         topology: the graph (``weights(1)`` is used every round).
         batches: optional ``(node, t) -> batch``; default draws ``B`` indices of the node's
             shard with one ``torch.Generator`` per loop (what a typical simulator does).
@@ -235,7 +235,7 @@ class LoopRunner:
         self,
         workload: Workload,
         x0: torch.Tensor,
-        shard_list: Sequence[np.ndarray],
+        shard_list: Sequence[torch.Tensor | np.ndarray],
         topology: Any,
         *,
         batches: BatchFn | None = None,
@@ -309,7 +309,7 @@ class _Timed:
     """A variant under measurement: a step function and what was measured."""
 
     name: str
-    step: Callable[[], None]
+    step: Callable[[], object]  # what it returns is ignored
     nodes: int
     max_reps: int
     warmup: int = 2

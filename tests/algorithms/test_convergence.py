@@ -42,6 +42,7 @@ T = 2000
 def test_reaches_x_star(algo, tol):
     task = LeastSquares(num_nodes=16, dim=5, noise=0.5, heterogeneity=0.3, seed=0)
     res = train(algo, task, SimCommunicator(ring(16)), rounds=T, seed=0, eval_every=T // 4)
+    assert res.output is not None
     x_bar = res.output.mean(0)
     err = torch.linalg.vector_norm(x_bar - task.x_star).item()
     assert err < tol, f"{algo.name}: ||x_bar - x*|| = {err:.3g} (start {task.x_star.norm():.3g})"

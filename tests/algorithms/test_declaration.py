@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pytest
@@ -22,6 +22,7 @@ from decent.algorithms import (
     AlgorithmError,
     LearningRate,
     Method,
+    MinibatchSGD,
     MixingAssumptionWarning,
     hparam,
     hparams,
@@ -33,9 +34,9 @@ from decent.topology import OnePeerExponential, exponential, from_matrix, ring
 
 
 def test_every_registered_algorithm_has_a_config_model_mirroring_its_dataclass():
-    assert [m.model_fields["kind"].annotation.__args__[0] for m in ALGORITHM_MODELS] == list(
-        ALGORITHMS
-    )
+    assert [
+        typing.get_args(m.model_fields["kind"].annotation)[0] for m in ALGORITHM_MODELS
+    ] == list(ALGORITHMS)
     for model, cls in zip(ALGORITHM_MODELS, ALGORITHMS.values(), strict=True):
         fields = {f.name: f for f in hparams(cls)}
         assert set(model.model_fields) - {"kind"} == set(fields), cls.name
@@ -46,6 +47,7 @@ def test_every_registered_algorithm_has_a_config_model_mirroring_its_dataclass()
                 assert info.is_required()
             else:
                 assert info.default == f.default, (cls.name, name)
+        assert cls.__doc__ is not None and model.__doc__ is not None
         assert cls.label and cls.__doc__.strip().startswith(model.__doc__.rstrip("."))
 
 
@@ -63,21 +65,24 @@ class _Heavy(Method):
 
 def test_a_new_algorithm_is_checked_from_its_declaration():
     assert _Heavy(lr=0.1).eta(7) == 0.1
-    for kwargs, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"beta": 1.0}, r"heavy.beta must be a finite number >= 0.0, < 1.0, got 1.0"),
         ({"rounds_between": 0}, r"heavy.rounds_between must be an integer >= 1, got 0"),
         ({"rounds_between": True}, r"heavy.rounds_between must be an integer"),
         ({"mode": "quick"}, r"heavy.mode must be 'fast' or 'safe', got 'quick'"),
         ({"lr": -1.0}, r"heavy.lr: lr must be a finite number >= 0"),
-    ]:
+    ]
+    for kwargs, message in cases:
         with pytest.raises(AlgorithmError, match=message):
             _Heavy(**{"lr": 0.1, **kwargs})
 
 
 def test_a_new_algorithm_gets_its_config_model_with_the_same_rules():
     model = algorithm_model(_Heavy)
-    ok = model.model_validate({"kind": "heavy", "lr": 0.1, "beta": 0.5})
-    assert ok.beta == 0.5 and ok.rounds_between == 1 and ok.mode == "safe"
+    # the model is built at run time: its fields are read back as data, not attributes
+    ok = model.model_validate({"kind": "heavy", "lr": 0.1, "beta": 0.5}).model_dump()
+    assert ok["beta"] == 0.5 and ok["rounds_between"] == 1 and ok["mode"] == "safe"
+    assert _Heavy.__doc__ is not None
     assert model.__doc__ == _Heavy.__doc__.splitlines()[0]
     for bad in ({"beta": 1.0}, {"rounds_between": 0}, {"mode": "quick"}, {"gamma": 1}):
         with pytest.raises(ValidationError):
@@ -125,7 +130,7 @@ def test_mixing_violations_per_assumption():
     hub = rows_only  # rows sum to 1, the middle column to 1.5
     assert "doubly stochastic" in mixing_violations(DSGD(lr=0.1), hub, rounds=5)[0]
     # a centralized method assumes nothing of W
-    assert mixing_violations(ALGORITHMS["minibatch_sgd"](lr=0.1), hub, rounds=5) == []
+    assert mixing_violations(MinibatchSGD(lr=0.1), hub, rounds=5) == []
     # time-varying: checked over one period of the schedule
     one_peer = OnePeerExponential(8)
     assert mixing_violations(DSGD(lr=0.1), one_peer, rounds=50) == []

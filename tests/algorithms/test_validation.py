@@ -18,18 +18,25 @@ from decent.algorithms import (
 )
 
 
+# Cases marked type: ignore pass ill-typed values on purpose: the runtime checks are under test.
 @pytest.mark.parametrize(
     ("make", "match"),
     [
         (lambda: DSGD(lr=-1.0), r"dsgd.lr: lr must be a finite number >= 0, got -1.0"),
         (lambda: DSGD(lr=math.nan), r"dsgd.lr"),
-        (lambda: DSGD(lr=0.1, variant="both"), r"dsgd.variant must be 'atc'.*got 'both'"),
+        (
+            lambda: DSGD(lr=0.1, variant="both"),  # type: ignore[arg-type]
+            r"dsgd.variant must be 'atc'.*got 'both'",
+        ),
         (lambda: DSGD(lr=0.1, local_steps=0), r"dsgd.local_steps must be an integer >= 1"),
         (
             lambda: DATSGD(lr=0.1, weight_power=-1),
             r"dat_sgd.weight_power must be a finite number >= 0",
         ),
-        (lambda: LocalSGD(lr=0.1, local_steps=2.5), r"local_sgd.local_steps"),
+        (
+            lambda: LocalSGD(lr=0.1, local_steps=2.5),  # type: ignore[arg-type]
+            r"local_sgd.local_steps",
+        ),
     ],
 )
 def test_errors_name_the_field(make, match):

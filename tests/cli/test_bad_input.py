@@ -140,13 +140,13 @@ def test_a_damaged_store_is_one_line_and_left_untouched(
     fn, needle = DAMAGE[damage]
     fn(db)
     before = _digest(db)
-    args = {
+    args: dict[str, list[str | Path]] = {
         "run": ["run", cfg, "--out", results, "--no-progress", "--force"],
         "sweep": ["sweep", cfg, "--out", results, "--no-progress", "--workers", "1"],
         "report": ["report", "tiny", "--out", results],
         "export": ["export", "tiny", "--out", results],
-    }[command]
-    proc = _decent(*args)
+    }
+    proc = _decent(*args[command])
     _clean_error(proc, 2, "error:", needle)
     assert _digest(db) == before, "the damaged store was modified"
 

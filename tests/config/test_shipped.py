@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from decent.cli import app
 from decent.config import build_algorithm, build_topology, expand, load_config
+from decent.config._models import LogisticStreamTask
 from decent.results import Store
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
@@ -68,8 +69,10 @@ def test_flagship_config_expresses_the_flagship_grid():
     assert {p.config.topology.num_nodes for p in points} == {spec.num_nodes}
     for point in points:  # every step size is one of the flagship's tuning grid
         algo = point.config.algorithm
+        assert isinstance(algo.lr, float), algo  # a constant step size, not a schedule
         assert any(abs(algo.lr - g) < 1e-15 for g in spec.grid(algo.kind)), algo
     task = points[0].config.task
+    assert isinstance(task, LogisticStreamTask), task
     assert (task.kind, task.dim, task.heterogeneity, task.batch_size, task.l2) == (
         "logistic_stream",
         spec.dim,

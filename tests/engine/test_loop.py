@@ -98,6 +98,7 @@ def test_divergence_is_caught_early_relative_to_the_initial_loss():
         )
     assert res.status == "diverged" and res.rounds_completed <= 40
     assert len(rec) == 1  # one warning, one message
+    assert res.message is not None
     assert "produced a" not in res.message and "lr=3.0" in res.message
     # without a factor the same run goes on until the loss is no longer finite
     with pytest.warns(DivergenceWarning, match="infinite|NaN"):
@@ -117,6 +118,7 @@ def test_x0_sets_the_start_point_for_every_node_or_each_node():
     task, comm = _setup()
     start = torch.tensor([1.0, -1.0, 0.5, 2.0])
     res = train(DSGD(lr=0.0), task, comm, rounds=3, x0=start)
+    assert res.output is not None
     assert torch.equal(res.output, start.expand(8, 4))  # lr = 0 keeps the start point
     rows = torch.arange(32.0).reshape(8, 4)
     res = train(DSGD(lr=0.0), task, SimCommunicator(ring(8)), rounds=1, x0=rows)
@@ -133,6 +135,7 @@ def test_divergence_stops_with_a_clear_message_and_keeps_records():
         res = train(DATSGD(lr=50.0), task, comm, rounds=500, eval_every=2)
     assert res.status == "diverged"
     assert res.rounds_completed < 500
+    assert res.message is not None
     assert "gamma = lr * T" in res.message
     assert res.records and math.isfinite(res.records[0]["eval/loss@mean"])
 
@@ -179,6 +182,7 @@ def test_runs_are_reproducible_bit_for_bit():
     a = train(DATSGD(lr=0.01), task, SimCommunicator(ring(8)), rounds=30, seed=4).output
     b = train(DATSGD(lr=0.01), task, SimCommunicator(ring(8)), rounds=30, seed=4).output
     c = train(DATSGD(lr=0.01), task, SimCommunicator(ring(8)), rounds=30, seed=5).output
+    assert a is not None and b is not None and c is not None
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 

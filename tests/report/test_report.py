@@ -102,14 +102,15 @@ def test_plot_metric_facets_lines_and_values(finished: pd.DataFrame) -> None:
         assert topo in ax.get_title()
         assert ax.get_yscale() == "log"  # automatic for subopt
         lines = ax.get_lines()
-        assert sorted(line.get_label() for line in lines) == sorted(ALGOS)
+        assert sorted(str(line.get_label()) for line in lines) == sorted(ALGOS)
         assert len(ax.collections) == 2  # one band per line
         for line, band in zip(lines, ax.collections, strict=True):
             a = str(line.get_label())
             ref = np.array([_seed_values(a, topo, r, "eval/subopt@mean") for r in ROUNDS])
-            np.testing.assert_allclose(line.get_xdata(), ROUNDS)
-            np.testing.assert_allclose(line.get_ydata(), ref.mean(axis=1), rtol=1e-12)
-            ys = band.get_paths()[0].vertices[:, 1]
+            # matplotlib types line data and path vertices as ArrayLike: index them as arrays
+            np.testing.assert_allclose(np.asarray(line.get_xdata()), ROUNDS)
+            np.testing.assert_allclose(np.asarray(line.get_ydata()), ref.mean(axis=1), rtol=1e-12)
+            ys = np.asarray(band.get_paths()[0].vertices)[:, 1]
             mean, std = ref.mean(axis=1), ref.std(axis=1, ddof=1)
             assert np.isclose(ys.max(), (mean + std).max())
             assert np.isclose(ys.min(), (mean - std).min())
@@ -132,7 +133,9 @@ def test_plot_metric_against_bytes_and_hue_options(finished: pd.DataFrame) -> No
     fig = plot_metric(finished, "eval/loss@mean", x="comm/bytes")
     torus = fig.axes[1]
     assert torus.get_yscale() == "linear"
-    np.testing.assert_allclose(torus.get_lines()[0].get_xdata(), [200.0 * r for r in ROUNDS])
+    np.testing.assert_allclose(
+        np.asarray(torus.get_lines()[0].get_xdata()), [200.0 * r for r in ROUNDS]
+    )
     fig = plot_metric(
         finished, "eval/loss@mean", hue=["algorithm.kind", "topology.kind"], facet=None
     )
@@ -163,8 +166,8 @@ def test_consensus_and_node_spread(finished: pd.DataFrame) -> None:
     ax = fig.axes[0]  # ring
     lines = {str(line.get_label()): line for line in ax.get_lines()}
     assert len(lines) == 4
-    worst = lines["dat_sgd (worst node)"].get_ydata()
-    best = lines["dat_sgd (best)"].get_ydata()
+    worst = np.asarray(lines["dat_sgd (worst node)"].get_ydata())
+    best = np.asarray(lines["dat_sgd (best)"].get_ydata())
     ref = np.array([_seed_values("dat_sgd", "ring", r, "eval/loss@mean") for r in ROUNDS])
     np.testing.assert_allclose(worst, 1.2 * ref.mean(axis=1))
     np.testing.assert_allclose(best, 0.9 * ref.mean(axis=1))

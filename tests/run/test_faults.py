@@ -51,7 +51,12 @@ def test_hold_announces_itself_and_waits_for_the_release(tmp_path) -> None:
     hold.on_start(_info(seed=1))
     hold.on_round(2)  # another round: passes straight through
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (hold.on_round(3), done.set()))
+
+    def held_round() -> None:
+        hold.on_round(3)
+        done.set()
+
+    thread = threading.Thread(target=held_round)
     thread.start()
     deadline = time.monotonic() + 30
     while not list(tmp_path.glob("held-*-1")) and time.monotonic() < deadline:

@@ -141,6 +141,7 @@ def test_diverged_and_interrupted_runs_end_failed_and_killed(tmp_path):
         diverged = _train([tb, ml], lr=1e4, rounds=200)
     assert diverged.status == "diverged"
     client = MlflowClient(str(tmp_path / "ml"))
+    assert ml.run_id is not None  # set when the run started
     run = client.get_run(ml.run_id)
     assert run.info.status == MLFLOW_STATUS["diverged"] == "FAILED"
     assert run.data.tags["decent.message"] == diverged.message
@@ -154,6 +155,7 @@ def test_diverged_and_interrupted_runs_end_failed_and_killed(tmp_path):
     ml2 = MLflowSink(tmp_path / "ml", run_name="stop")
     with pytest.raises(KeyboardInterrupt):
         _train([tb2, ml2, _StopAt(7)])
+    assert ml2.run_id is not None
     assert client.get_run(ml2.run_id).info.status == "KILLED"
     assert [e.step for e in _accumulator(tb2.run_dir).Scalars("eval/loss@mean")] == [0, 5]
     # both runs share the experiment "decent" (the default)
@@ -183,6 +185,7 @@ def test_rerun_with_same_name_gets_its_own_directory_and_defaults(tmp_path):
     assert [e.value for e in _accumulator(second.run_dir).Scalars("eval/loss@mean")] == [2.0]
     ml = MLflowSink(f"file:{tmp_path / 'ml'}")  # a file: URI works like a path
     _manual_run(ml, 1.5)
+    assert ml.run_id is not None
     run = MlflowClient(f"file:{tmp_path / 'ml'}").get_run(ml.run_id)
     assert run.info.run_name == "dsgd_ring_n4_seed3"
     assert run.data.params["seed"] == "3" and run.data.params["task"] == "least_squares"

@@ -14,7 +14,7 @@ import pytest
 
 from decent.config import load_config
 from decent.results import Store
-from decent.run import faults, run_sweep
+from decent.run import RunOutcome, faults, run_sweep
 
 GRID_2X2 = """
 [sweep]
@@ -65,7 +65,7 @@ def test_sweep_2x2_with_2_workers_stores_all_then_skips(cli, small_config, tmp_p
 
 def test_inline_sweep_reports_each_run(small_config, tmp_path):
     cfg = load_config(small_config("inline", GRID_2X2), ["sweep.seeds=[0]"])
-    seen = []
+    seen: list[RunOutcome] = []
     summary = run_sweep(cfg, tmp_path / "res", workers=1, progress=False, on_done=seen.append)
     assert summary.ok and summary.count("finished") == 2 and len(seen) == 2
     again = run_sweep(cfg, tmp_path / "res", workers=1, progress=False)
@@ -106,6 +106,7 @@ def _held(proc: subprocess.Popen, hold: Path, count: int) -> list[int]:
         if len(held) >= count:
             return [int(p.name.split("-")[1]) for p in held]
         if proc.poll() is not None:
+            assert proc.stdout is not None  # started with stdout=PIPE
             pytest.fail(f"sweep ended early:\n{proc.stdout.read().decode()}")
         time.sleep(0.05)
     pytest.fail("the runs never reached the hold")

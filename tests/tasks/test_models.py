@@ -57,7 +57,11 @@ def _reference_grads(
         flat = parameters_to_vector(module.parameters())
         value = loss_fn(module(x), y) + 0.5 * task.l2 * flat.square().sum()
         value.backward()
-        grads.append(torch.cat([p.grad.reshape(-1) for p in module.parameters()]))
+        flat_grads = []
+        for p in module.parameters():
+            assert p.grad is not None  # every parameter takes part in the loss
+            flat_grads.append(p.grad.reshape(-1))
+        grads.append(torch.cat(flat_grads))
         values.append(value.detach())
     return torch.stack(grads), torch.stack(values)
 
@@ -131,6 +135,7 @@ def test_sampling_is_uniform_over_the_shard() -> None:
 
 def test_evaluate_matches_per_node_loop(small: Dataset) -> None:
     train, test = small.train_test_split(0.2, seed=0)
+    assert test is not None  # a fraction > 0 gives a test part
     parts = dirichlet(train.labels, 5, 0.2, seed=3)  # unequal shard sizes
     task = mlp(train, 5, parts, hidden=(4,), test=test, l2=1e-3)
     params = torch.stack([task.init_params(s) for s in range(3)])

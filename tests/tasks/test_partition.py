@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -98,11 +100,12 @@ def test_shards_limit_classes_per_node() -> None:
 
 def test_different_seeds_give_different_partitions() -> None:
     labels = np.arange(200) % 4
-    for name, kwargs in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("iid", {}),
         ("dirichlet", {"alpha": 0.5}),
         ("shards", {"classes_per_node": 2}),
-    ]:
+    ]
+    for name, kwargs in cases:
         a = PARTITIONERS[name](labels, 5, seed=0, **kwargs)
         b = PARTITIONERS[name](labels, 5, seed=1, **kwargs)
         assert any(not torch.equal(x, y) for x, y in zip(a, b, strict=True)), name

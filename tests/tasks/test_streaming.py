@@ -56,6 +56,7 @@ def test_least_squares_f_at_x_star_is_f_star(ls: LeastSquares) -> None:
 def test_least_squares_f_is_mean_of_local_closed_forms(ls: LeastSquares) -> None:
     x = torch.randn(7, ls.dim, dtype=DT, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(ls.evaluate(x)["loss"], ls.local_loss(x).mean(1), rtol=1e-13, atol=0)
+    assert ls.optimum is not None  # least squares knows f* in closed form
     assert bool((ls.evaluate(x)["loss"] >= ls.optimum).all())
 
 

@@ -14,12 +14,13 @@ def test_is_value_error() -> None:
     assert issubclass(TopologyError, ValueError)
 
 
+# Cases marked type: ignore pass ill-typed values on purpose: the runtime checks are under test.
 @pytest.mark.parametrize(
     ("call", "pattern"),
     [
         (lambda: T.ring(2), r"ring needs num_nodes >= 3, got 2; use complete\(2\)"),
         (lambda: T.ring(0), r"ring needs num_nodes >= 1, got 0"),
-        (lambda: T.ring(2.5), r"ring needs an integer num_nodes, got 2.5"),
+        (lambda: T.ring(2.5), r"ring needs an integer num_nodes, got 2.5"),  # type: ignore[arg-type]
         (lambda: T.complete(0), r"complete needs num_nodes >= 1, got 0"),
         (lambda: T.exponential(1), r"exponential needs num_nodes >= 2, got 1; use complete\(1\)"),
         (lambda: T.torus(12, rows=5, cols=3), r"rows \* cols == num_nodes.*rows=5, cols=3"),
@@ -43,7 +44,7 @@ def test_is_value_error() -> None:
         (lambda: T.ring(5, lazy=1.0), r"alpha must be in \[0, 1\), got 1.0"),
         (lambda: T.star(5, weights="uniform"), r"regular graph.*degrees from 1 .* to 4"),
         (lambda: T.from_edges(3, [(0, 3)]), r"node ids must lie in \[0, 3\), got edge \(0, 3\)"),
-        (lambda: T.from_edges(3, [(0, 1, 2)]), r"\(E, 2\) array"),
+        (lambda: T.from_edges(3, [(0, 1, 2)]), r"\(E, 2\) array"),  # type: ignore[list-item]
         (
             lambda: T.from_networkx(nx.DiGraph([(0, 1), (1, 2), (2, 0)])),
             r"metropolis_hastings weights need an undirected graph",
@@ -58,7 +59,10 @@ def test_is_value_error() -> None:
         (lambda: T.ring(5).weights(0), r"round t must be >= 1"),
         (lambda: T.OnePeerExponential(8).weights(0), r"round t must be >= 1.*got 0"),
         (lambda: T.RandomMatching(T.ring(5), seed=0).weights(-2), r"round t must be >= 1"),
-        (lambda: T.EdgeDropout(T.ring(5), 0.2, seed=0).weights(1.5), r"round t must be an integer"),
+        (
+            lambda: T.EdgeDropout(T.ring(5), 0.2, seed=0).weights(1.5),  # type: ignore[arg-type]
+            r"round t must be an integer",
+        ),
         (lambda: T.EdgeDropout(T.ring(5), 2.0, seed=0), r"edge_dropout: p must be a probability"),
         (lambda: T.RandomMatching(T.exponential(8, directed=True), seed=0), r"undirected base"),
     ],

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 import decent.topology as T
 from decent.topology import TOPOLOGY_KINDS, Topology, TopologyError, make
 
-KWARGS = {
+KWARGS: dict[str, dict[str, Any]] = {
     "erdos_renyi": {"p": 0.8, "seed": 0},
     "random_regular": {"k": 3, "seed": 0},
     "watts_strogatz": {"k": 4, "p": 0.2, "seed": 0},

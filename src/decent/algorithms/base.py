@@ -121,7 +121,9 @@ class AlgorithmError(ValueError):
     """Bad hyperparameters; the message names the field, the value and the rule."""
 
 
-def hparam(default: Any = dataclasses.MISSING, *rules: at.BaseMetadata, doc: str) -> Any:
+def hparam(
+    default: Any = dataclasses.MISSING, *rules: at.BaseMetadata | at.GroupedMetadata, doc: str
+) -> Any:
     """Declare a hyperparameter: its default, its rules and its one-line doc.
 
     The algorithm's dataclass is the single source of truth: :class:`Method` checks the

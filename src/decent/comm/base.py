@@ -125,7 +125,11 @@ class Communicator(Protocol):
 
     num_nodes: int
     node_ids: torch.Tensor
-    stats: CommStats
+
+    @property
+    def stats(self) -> CommStats:
+        """Exact accounting of algorithmic traffic (read-only: a plain attribute or a property)."""
+        ...
 
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """One gossip step: row ``i`` becomes ``sum_j W_t[i, j] x_j`` for the rows held here.

@@ -223,8 +223,11 @@ def all_reduce_worker(rank: int, world_size: int, n: int, k: int, comm_kw: dict[
     return {"results": res, "stats": stats_dict(comm.stats)}
 
 
-def error_worker(rank: int, world_size: int) -> list[tuple[str, str, str]]:
-    """Provoke every user error the communicator checks; return (label, type, message)."""
+def error_worker(rank: int, world_size: int) -> list[tuple[str, str, str, bool]]:
+    """Provoke every user error the communicator checks.
+
+    Return ``(label, type, message, is a ValueError)`` per attempt.
+    """
     import torch
 
     from decent.comm.dist import DistCommunicator

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.dist
 
 TOL = 1e-12
 
-SPECS_4 = [
+# One dict per case; the keys (name, kind, n, k, steps, params, comm, dtype, group_ranks) are
+# read by dist_cases.mix_worker / reference, whose specs are dict[str, Any].
+SPECS_4: list[dict[str, Any]] = [
     {"name": "ring4", "kind": "ring", "n": 4},
     {"name": "star4", "kind": "star", "n": 4},
     {"name": "complete4", "kind": "complete", "n": 4},
@@ -55,7 +57,7 @@ SPECS_4 = [
     {"name": "complete4_large", "kind": "complete", "n": 4, "k": 20_000, "steps": 2},
     {"name": "subgroup_ring3", "kind": "ring", "n": 3, "group_ranks": [1, 2, 3]},
 ]
-SPECS_2 = [
+SPECS_2: list[dict[str, Any]] = [
     {"name": "ring6", "kind": "ring", "n": 6, "comm": {"nodes_per_rank": 3}},
     {"name": "star6", "kind": "star", "n": 6, "comm": {"nodes_per_rank": 3}},
     {"name": "complete6", "kind": "complete", "n": 6, "comm": {"nodes_per_rank": 3}},
@@ -180,8 +182,8 @@ def test_agrees_with_simulator(request: pytest.FixtureRequest, name: str) -> Non
 def _expected_peers(w: np.ndarray, placement: list[list[int]], rank: int) -> tuple[list, list]:
     owner = {i: r for r, b in enumerate(placement) for i in b}
     mine = placement[rank]
-    recv = {owner[j] for i in mine for j in np.flatnonzero(w[i]) if owner[j] != rank}
-    send = {owner[i] for j in mine for i in np.flatnonzero(w[:, j]) if owner[i] != rank}
+    recv = {owner[int(j)] for i in mine for j in np.flatnonzero(w[i]) if owner[int(j)] != rank}
+    send = {owner[int(i)] for j in mine for i in np.flatnonzero(w[:, j]) if owner[int(i)] != rank}
     return sorted(send), sorted(recv)
 
 

@@ -58,7 +58,7 @@ def _crash_worker(rank: int, world_size: int, out: str, sig: int, study: str) ->
         failure_timeout=TIMEOUT_S,
         callbacks=[Crash()],
     )
-    assert result is not None
+    assert result is not None and result.output is not None
     return {
         "status": result.status,
         "events": result.extra["events"],

@@ -62,7 +62,7 @@ def train_worker(rank: int, world_size: int, cases: dict[str, dict[str, Any]], m
     for name, raw in cases.items():
         cfg = ExperimentConfig.model_validate(raw)
         result = run_rank(cfg, mode=mode, staleness=0)
-        assert result is not None
+        assert result is not None and result.output is not None
         out[name] = {
             "node_ids": [int(i) for i in result.extra.get("node_ids", [])],
             "output": result.output.numpy().copy(),
