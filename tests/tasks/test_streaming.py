@@ -170,3 +170,35 @@ def test_logistic_stream_rejects_bad_arguments() -> None:
         LogisticRegressionStream(2, l2=-1.0)
     with pytest.raises(TaskError, match="eval_samples"):
         LogisticRegressionStream(2, eval_samples=0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LeastSquares(12, dim=5, noise=0.3, heterogeneity=1.0, batch_size=3, condition=4.0),
+        lambda: LogisticRegressionStream(12, dim=5, heterogeneity=1.0, batch_size=4, l2=0.01),
+        lambda: LogisticRegressionStream(12, dim=5, batch_size=1, l2=0.0),
+    ],
+)
+def test_closed_form_gradients_equal_autograd(make) -> None:
+    """The engine's fast path (grad_and_loss) against vmap(grad_and_value(loss)), float64."""
+    from decent.engine import GradientOracle
+
+    task = make()
+    nodes = torch.arange(task.num_nodes)
+    params = torch.randn(task.num_nodes, task.dim, generator=torch.Generator().manual_seed(3))
+    batch = task.sample(nodes, 7, 0)
+    fast = GradientOracle(task)
+    slow = GradientOracle(task, autograd=True)
+    assert fast.closed_form and not slow.closed_form
+    (g1, l1), (g2, l2) = fast(params, batch), slow(params, batch)
+    torch.testing.assert_close(g1, g2, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(l1, l2, rtol=1e-13, atol=1e-14)
+
+
+def test_streaming_draws_do_not_depend_on_which_nodes_are_asked_for() -> None:
+    task = LeastSquares(2500, dim=3, heterogeneity=1.0, batch_size=2)
+    a, y = task.sample(torch.arange(2500), 4, 1)
+    some = torch.tensor([2499, 0, 1024, 7])
+    a2, y2 = task.sample(some, 4, 1)
+    assert torch.equal(a2, a[some]) and torch.equal(y2, y[some])

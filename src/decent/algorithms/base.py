@@ -26,6 +26,7 @@ from functools import cached_property
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import annotated_types as at
+import torch
 
 from decent._types import NodeTensor
 from decent.comm.base import Communicator
@@ -304,9 +305,32 @@ class Method:
             _check_value(owner, f.name, hints.get(f.name), f.metadata.get("rules", ()), value)
 
     @cached_property
-    def eta(self) -> Callable[[int], float]:
-        """The step size as a function of the round, ``eta(t)``."""
+    def eta(self) -> Callable[[int], Any]:
+        """The step size as a function of the round, ``eta(t)``.
+
+        A number for a single run; a replica-batched run gives each row its replica's
+        step size as a float64 column (see :mod:`decent.engine.replicas`).
+        """
         return as_schedule(getattr(self, "lr"))  # noqa: B009
+
+
+Scale = float | torch.Tensor
+"""A step's factor: a number, or a float64 column ``(m, 1)`` with one value per row."""
+
+
+def add_scaled_(x: NodeTensor, g: torch.Tensor, scale: Scale) -> NodeTensor:
+    """``x += scale * g`` in place; ``scale`` a number or an ``(m, 1)`` float64 column.
+
+    Both forms run the same elementwise kernel (``addcmul``) on the same values, so a
+    replica of a replica-batched run (one step size per row) computes bit for bit what the
+    single run with that step size computes. The factor is rounded to ``x``'s dtype from
+    float64, in both forms.
+    """
+    if isinstance(scale, torch.Tensor):
+        factor = scale.to(dtype=x.dtype, device=x.device)
+    else:
+        factor = torch.tensor(scale, dtype=x.dtype, device=x.device)
+    return x.addcmul_(g, factor)
 
 
 def communicates(t: int, local_steps: int) -> bool:

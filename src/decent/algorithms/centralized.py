@@ -13,7 +13,7 @@ from typing import ClassVar
 from annotated_types import Ge
 
 from decent._types import NodeTensor
-from decent.algorithms.base import LearningRate, Method, communicates, hparam
+from decent.algorithms.base import LearningRate, Method, add_scaled_, communicates, hparam
 from decent.algorithms.dat_sgd import ANYTIME_HINT, AnytimeIterate, DATSGDState, anytime_step
 from decent.algorithms.dsgd import LR_DOC, DSGDState, SingleIterate
 from decent.comm.base import Communicator
@@ -38,7 +38,7 @@ class MinibatchSGD(SingleIterate, Method):
 
     def update(self, state: DSGDState, grads: NodeTensor, comm: Communicator, t: int) -> DSGDState:
         g_mean = comm.all_reduce(grads, "mean")
-        return DSGDState(x=state.x.sub_(g_mean, alpha=self.eta(t)))
+        return DSGDState(x=add_scaled_(state.x, g_mean, -self.eta(t)))
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class LocalSGD(SingleIterate, Method):
     centralized: ClassVar[bool] = True
 
     def update(self, state: DSGDState, grads: NodeTensor, comm: Communicator, t: int) -> DSGDState:
-        x = state.x.add_(grads, alpha=-self.eta(t))
+        x = add_scaled_(state.x, grads, -self.eta(t))
         if communicates(t, self.local_steps):
             x.copy_(comm.all_reduce(x, "mean").expand_as(x))
         return DSGDState(x=x)

@@ -13,6 +13,8 @@ from decent.algorithms.base import (
     LearningRate,
     Method,
     MixingAssumptions,
+    Scale,
+    add_scaled_,
     communicates,
     hparam,
 )
@@ -45,7 +47,7 @@ class DATSGDState(NamedTuple):
 
 
 def anytime_step(
-    state: DATSGDState, grads: NodeTensor, eta: float, alpha: float
+    state: DATSGDState, grads: NodeTensor, eta: Scale, alpha: float
 ) -> tuple[NodeTensor, float]:
     """The local half of an anytime round, in place on ``state.z``.
 
@@ -54,7 +56,7 @@ def anytime_step(
     """
     prev, total = state.weight_sum, state.weight_sum + alpha
     w, x = state.w, state.x
-    w.add_(grads, alpha=-eta * alpha)  # w_{t+1/2}
+    add_scaled_(w, grads, -eta * alpha)  # w_{t+1/2}
     x.mul_(prev / total).add_(w, alpha=alpha / total)  # x_{t+1/2}
     return state.z, total
 

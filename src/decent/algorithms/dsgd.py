@@ -12,6 +12,7 @@ from decent.algorithms.base import (
     LearningRate,
     Method,
     MixingAssumptions,
+    add_scaled_,
     communicates,
     hparam,
 )
@@ -86,7 +87,7 @@ class DSGD(SingleIterate, Method):
         eta = self.eta(t)
         x = state.x
         if not communicates(t, self.local_steps):
-            return DSGDState(x=x.add_(grads, alpha=-eta))
+            return DSGDState(x=add_scaled_(x, grads, -eta))
         if self.variant == "atc":
-            return DSGDState(x=comm.mix(x.add_(grads, alpha=-eta), t))
-        return DSGDState(x=comm.mix(x, t).add_(grads, alpha=-eta))
+            return DSGDState(x=comm.mix(add_scaled_(x, grads, -eta), t))
+        return DSGDState(x=add_scaled_(comm.mix(x, t), grads, -eta))

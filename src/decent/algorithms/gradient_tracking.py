@@ -8,7 +8,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from decent._types import NodeTensor
-from decent.algorithms.base import LearningRate, Method, MixingAssumptions, hparam
+from decent.algorithms.base import LearningRate, Method, MixingAssumptions, add_scaled_, hparam
 from decent.algorithms.dsgd import LR_DOC
 from decent.comm.base import Communicator
 
@@ -75,5 +75,5 @@ class GradientTracking(Method):
         d = z.shape[1] // 2
         x, y = z[:, :d], z[:, d:]
         y.add_(grads).sub_(g_prev)  # y_t = W y_{t-1} + g_t - g_{t-1}
-        x.add_(y, alpha=-eta)  # x_t - eta y_t
+        add_scaled_(x, y, -eta)  # x_t - eta y_t
         return GradientTrackingState(z=comm.mix(z, t), g_prev=grads)

@@ -26,20 +26,30 @@ def _raise_recompile_limit() -> None:
 
 
 class GradientOracle:
-    """``(params (m, d), batch) -> (grads (m, d), losses (m,))`` via ``vmap(grad_and_value(loss))``.
+    """``(params (m, d), batch) -> (grads (m, d), losses (m,))`` for all held nodes at once.
+
+    A task with a closed-form ``grad_and_loss(params, batch)`` (the streaming convex tasks)
+    is used directly: no autograd, a handful of batched ops. Any other task goes through
+    ``vmap(grad_and_value(task.loss))``.
 
     Args:
-        task: supplies the pure per-node ``loss(params (d,), batch)``.
+        task: supplies ``grad_and_loss`` or the pure per-node ``loss(params (d,), batch)``.
         compile: wrap the batched function in ``torch.compile`` (the first call compiles,
             seconds on CPU; later calls are faster for small models). Query points are
             passed contiguous so strided views (DAT-SGD's ``x`` inside ``[w | x]``) do not
             force their own recompilation.
+        autograd: use ``vmap(grad_and_value(loss))`` even where a closed form exists (the
+            tests compare the two).
     """
 
-    def __init__(self, task: Task, *, compile: bool = False) -> None:
-        fn: Callable[[NodeTensor, Batch], tuple[NodeTensor, torch.Tensor]] = vmap(
-            grad_and_value(task.loss)
-        )
+    def __init__(self, task: Task, *, compile: bool = False, autograd: bool = False) -> None:
+        closed = getattr(task, "grad_and_loss", None)
+        fn: Callable[[NodeTensor, Batch], tuple[NodeTensor, torch.Tensor]]
+        if closed is not None and not autograd:
+            fn = closed
+        else:
+            fn = vmap(grad_and_value(task.loss))
+        self.closed_form = closed is not None and not autograd
         self.compiled = compile
         if compile:
             _raise_recompile_limit()

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from decent import _rng
+from decent import _stream
 from decent._types import Batch, Params
 from decent.tasks._checks import check_float, check_int
 from decent.tasks._optim import minimize_convex, newton_minimize
@@ -308,7 +308,9 @@ class ModuleTask:
         nodes = nodes.to(device=self.device, dtype=torch.int64)
         if self.sampling == "without_replacement":
             return self._sample_distinct(nodes, t, seed)
-        local = _rng.integers(seed, _INDEX_STREAM, t, nodes, self.batch_size, self._lengths[nodes])
+        local = _stream.integers(
+            seed, _INDEX_STREAM, t, nodes, self.batch_size, self.num_nodes, self._lengths[nodes]
+        )
         # One flat gather from the padded (n, max_len) table: no per-node work.
         index = self._table.view(-1)[nodes[:, None] * self._table.shape[1] + local]  # (m, B)
         return self.train.features[index], self.train.labels[index]
@@ -317,8 +319,7 @@ class ModuleTask:
         """``min(B, |S_i|)`` distinct shard positions per node: the smallest of random keys."""
         lengths = self._lengths[nodes]
         width = self._table.shape[1]
-        keys = _rng.uniform(seed, _DISTINCT_STREAM, t, nodes, (width,), dtype=torch.float64)
-        keys = keys.to(self.device)
+        keys = _stream.uniform(seed, _DISTINCT_STREAM, t, nodes, width, self.num_nodes)
         keys.masked_fill_(torch.arange(width, device=self.device) >= lengths[:, None], 2.0)
         take = min(self.batch_size, width)
         local = keys.topk(take, dim=1, largest=False, sorted=True).indices  # (m, take)

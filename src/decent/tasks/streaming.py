@@ -5,8 +5,12 @@ regime of the anytime/streaming analyses (each sample is used once). Both proble
 minimum ``f*`` of their global objective, so ``f(x) - f*`` can be reported.
 
 Batches are tuples ``(a, y)`` with ``a`` of shape ``(m, B, d)`` and ``y`` of shape
-``(m, B)``; every draw is a pure function of ``(seed, node, t)`` through
-:mod:`decent._rng`.
+``(m, B)``. The samples of every round are drawn in bulk on the run's device
+(:mod:`decent._stream`: torch's generator, keyed by ``(seed, stream, t, node block)``, so a
+node's draw does not depend on which process holds it); the problem itself (optima, node
+shifts, the evaluation set) is drawn once at construction with :mod:`decent._rng`. Both
+tasks also give their minibatch gradients in closed form (:meth:`grad_and_loss`), which the
+engine uses instead of autograd; tests check it against ``vmap(grad(loss))``.
 """
 
 from __future__ import annotations
@@ -14,19 +18,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from decent import _rng
+from decent import _rng, _stream
 from decent._types import Batch, Params
 from decent.tasks._checks import check_float, check_int
 from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
 
 # Stream constants: one per independent use of the counter-based generator.
-_LS_FEATURES = 0x15A0_0001
-_LS_NOISE = 0x15A0_0002
+_LS_SAMPLES = 0x15A0_0003  # features and label noise of one round, drawn together
 _LS_XSTAR = 0x15A0_0010
 _LS_HETERO = 0x15A0_0011
-_LR_FEATURES = 0x1061_0001
-_LR_LABELS = 0x1061_0002
+_LR_SAMPLES = 0x1061_0003  # features of one round
+_LR_LABELS = 0x1061_0004  # and the uniforms that decide the labels
 _LR_THETA = 0x1061_0010
 _LR_HETERO = 0x1061_0011
 _LR_EVAL_FEATURES = 0x1061_0020
@@ -154,13 +157,30 @@ class LeastSquares:
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``."""
         nodes = nodes.to(torch.int64)
-        shape = (self.batch_size, self.dim)
-        z = _rng.normal(seed, _LS_FEATURES, t, nodes, shape, dtype=self.dtype)
-        a = z * self._sqrt_sigma.to(z.device)
-        eps = _rng.normal(seed, _LS_NOISE, t, nodes, (self.batch_size,), dtype=self.dtype)
-        local = self.local_optima.to(z.device)[nodes]  # (m, d)
-        y = torch.einsum("mbd,md->mb", a, local) + self.noise * eps
+        m, b, d = nodes.shape[0], self.batch_size, self.dim
+        z = _stream.normal(seed, _LS_SAMPLES, t, nodes, b * (d + 1), self.num_nodes, self.dtype)
+        a = z[:, : b * d].view(m, b, d).mul_(self._sqrt_sigma.to(z.device))
+        eps = z[:, b * d :]
+        y = torch.einsum("mbd,md->mb", a, self._local_rows(nodes)).add_(eps, alpha=self.noise)
         return a, y
+
+    def _local_rows(self, nodes: torch.Tensor) -> torch.Tensor:
+        local = self.local_optima.to(nodes.device)
+        if nodes.shape[0] == self.num_nodes and _stream.is_range(nodes):
+            return local
+        return local[nodes]
+
+    def grad_and_loss(
+        self, params: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``.
+
+        ``r = a x - y``, ``loss = mean(r^2) / 2``, ``grad = a^T r / B`` per row.
+        """
+        a, y = batch
+        r = torch.einsum("mbd,md->mb", a, params).sub_(y)
+        grads = torch.einsum("mbd,mb->md", a, r).div_(r.shape[1])
+        return grads, 0.5 * r.square().mean(dim=1)
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Closed-form ``f`` and squared distance to ``x*`` for ``k`` models ``(k, d)``."""
@@ -283,6 +303,7 @@ class LogisticRegressionStream:
         feature_stream: int,
         label_stream: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The evaluation sample, drawn once with :mod:`decent._rng` at construction."""
         z = _rng.normal(seed, feature_stream, t, nodes, (count, self.dim), dtype=self.dtype)
         a = z + self.means.to(z.device)[nodes][:, None, :]
         prob = torch.sigmoid(a @ self.theta_true.to(z.device))
@@ -302,9 +323,36 @@ class LogisticRegressionStream:
         return (F.softplus(z) - y * z).mean() + 0.5 * self.l2 * params.square().sum()
 
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
-        """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``."""
+        """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``.
+
+        ``a ~ N(mu_i, I)`` and ``y = 1[u < sigmoid(a^T theta)]`` with ``u`` uniform.
+        """
         nodes = nodes.to(torch.int64)
-        return self._draw(nodes, t, seed, self.batch_size, _LR_FEATURES, _LR_LABELS)
+        m, b, d, n = nodes.shape[0], self.batch_size, self.dim, self.num_nodes
+        a = _stream.normal(seed, _LR_SAMPLES, t, nodes, b * d, n, self.dtype).view(m, b, d)
+        means = self.means.to(a.device)
+        a.add_((means if m == n and _stream.is_range(nodes) else means[nodes])[:, None, :])
+        prob = torch.sigmoid(a @ self.theta_true.to(a.device))
+        u = _stream.uniform(seed, _LR_LABELS, t, nodes, b, n, self.dtype)
+        return a, (u < prob).to(self.dtype)
+
+    def grad_and_loss(
+        self, params: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``.
+
+        ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
+        ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
+        """
+        a, y = batch
+        z = torch.einsum("mbd,md->mb", a, params)
+        losses = (F.softplus(z) - y * z).mean(dim=1)
+        residual = torch.sigmoid(z).sub_(y)
+        grads = torch.einsum("mbd,mb->md", a, residual).div_(z.shape[1])
+        if self.l2:
+            grads.add_(params, alpha=self.l2)
+            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
+        return grads, losses
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss ``f`` and accuracy on the evaluation sample for ``k`` models ``(k, d)``."""

@@ -1,0 +1,142 @@
+"""The per-round bulk draws (decent._stream): placement independence and statistical quality.
+
+The generator is torch's own (mt19937 on the CPU); what decent adds is the keying by
+(seed, stream, round, node block). So besides moments and the distribution, these tests
+look for what keying could break: correlation between neighbouring nodes, rounds, seeds
+(replicas) and streams, and between the blocks of a large network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from decent import _stream
+
+
+@pytest.mark.parametrize("n", [1, 7, 64, 100, 1024, 3000])
+def test_a_node_draws_the_same_whichever_process_holds_it(n: int) -> None:
+    everyone = _stream.normal(5, 1, 9, torch.arange(n), 6, n)
+    some = torch.tensor(sorted({0, n // 2, n - 1, (7 * n) // 9}))
+    assert torch.equal(_stream.normal(5, 1, 9, some, 6, n), everyone[some])
+    one = _stream.normal(5, 1, 9, torch.tensor([n - 1]), 6, n)
+    assert torch.equal(one[0], everyone[n - 1])
+    reversed_ids = torch.arange(n - 1, -1, -1)
+    assert torch.equal(_stream.normal(5, 1, 9, reversed_ids, 6, n), everyone.flip(0))
+
+
+def test_dtypes_share_the_draw_and_integers_respect_their_range() -> None:
+    nodes = torch.arange(50)
+    z32 = _stream.normal(1, 2, 3, nodes, 8, 50)
+    z64 = _stream.normal(1, 2, 3, nodes, 8, 50, torch.float64)
+    assert z64.dtype == torch.float64 and torch.equal(z64.float(), z32)
+    high = torch.arange(1, 51)
+    idx = _stream.integers(1, 2, 3, nodes, 4000, 50, high)
+    assert idx.dtype == torch.int64 and (idx >= 0).all() and (idx < high[:, None]).all()
+    for r in (0, 9, 49):
+        counts = np.bincount(idx[r].numpy(), minlength=int(high[r]))
+        assert counts.min() > 4000 / int(high[r]) * 0.75
+
+
+@pytest.mark.parametrize("change", ["seed", "stream", "t"])
+def test_each_key_coordinate_gives_a_fresh_draw(change: str) -> None:
+    args = {"seed": 3, "stream": 4, "t": 5}
+    nodes = torch.arange(16)
+    base = _stream.normal(args["seed"], args["stream"], args["t"], nodes, 64, 16)
+    args[change] += 1
+    other = _stream.normal(args["seed"], args["stream"], args["t"], nodes, 64, 16)
+    assert not torch.isclose(base, other).any()
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.reshape(-1).numpy(), b.reshape(-1).numpy())[0, 1])
+
+
+def test_moments_and_distribution() -> None:
+    z = _stream.normal(11, 1, 2, torch.arange(2000), 500, 2000, torch.float64).reshape(-1)
+    k = z.numel()
+    assert abs(float(z.mean())) < 5 / k**0.5
+    assert abs(float(z.var()) - 1) < 5 * (2 / k) ** 0.5
+    assert abs(float((z**3).mean())) < 5 * (15 / k) ** 0.5  # skewness 0
+    assert abs(float((z**4).mean()) - 3) < 5 * (96 / k) ** 0.5  # kurtosis 3
+    assert stats.kstest(z[:200_000].numpy(), "norm").pvalue > 1e-4
+    u = _stream.uniform(11, 2, 2, torch.arange(500), 400, 500, torch.float64).reshape(-1)
+    assert float(u.min()) >= 0 and float(u.max()) < 1
+    assert stats.kstest(u.numpy(), "uniform").pvalue > 1e-4
+    counts = np.histogram(u.numpy(), bins=64, range=(0, 1))[0]
+    assert stats.chisquare(counts).pvalue > 1e-4
+
+
+def test_no_correlation_between_neighbours_rounds_seeds_streams_and_blocks() -> None:
+    n, w = 2048, 256  # two blocks of 1024 node ids
+    z = _stream.normal(0, 7, 1, torch.arange(n), w, n, torch.float64)
+    limit = 5 / (n * w) ** 0.5
+    assert abs(_corr(z[:-1], z[1:])) < 5 / ((n - 1) * w) ** 0.5  # neighbouring nodes
+    assert abs(_corr(z[:1024], z[1024:])) < 5 / (1024 * w) ** 0.5  # the two blocks
+    assert abs(_corr(z[:, :-1], z[:, 1:])) < 5 / (n * (w - 1)) ** 0.5  # neighbouring draws
+    for other in (
+        _stream.normal(0, 7, 2, torch.arange(n), w, n, torch.float64),  # the next round
+        _stream.normal(1, 7, 1, torch.arange(n), w, n, torch.float64),  # the next seed
+        _stream.normal(0, 8, 1, torch.arange(n), w, n, torch.float64),  # another stream
+    ):
+        assert abs(_corr(z, other)) < limit
+
+
+def test_keys_are_a_pure_function_and_63_bit() -> None:
+    assert _stream.key(1, 2, 3, 4) == _stream.key(1, 2, 3, 4)
+    keys = {_stream.key(s, 0, t, b) for s in range(20) for t in range(20) for b in range(5)}
+    assert len(keys) == 2000 and all(0 <= k < 2**63 for k in keys)
+    assert _stream.block_size(1) == 1 and _stream.block_size(100) == 128
+    assert _stream.block_size(10**6) == _stream.NODE_BLOCK
+
+
+def _keyed_words(rounds: int) -> np.ndarray:
+    """32-bit words from the keyed draws, blocks and rounds interleaved as a run reads them.
+
+    Each round draws 64 uniforms for each of 1024 nodes (16 blocks of 64 ids); every four
+    24-bit uniforms are packed into three 32-bit words.
+    """
+    out = []
+    for t in range(1, rounds + 1):
+        u = _stream.uniform(7, 3, t, torch.arange(1024), 64, 1024, torch.float64).reshape(-1)
+        b = (u.numpy() * 2**24).astype(np.uint64).reshape(-1, 4)
+        low = (
+            b[:, 0] | (b[:, 1] << np.uint64(24)) | ((b[:, 2] & np.uint64(0xFFFF)) << np.uint64(48))
+        )
+        high = (b[:, 2] >> np.uint64(16)) | (b[:, 3] << np.uint64(8))
+        words = np.stack(
+            [(low & np.uint64(0xFFFFFFFF)), low >> np.uint64(32), high], axis=1
+        ).astype(np.uint32)
+        out.append(words.reshape(-1))
+    return np.concatenate(out)
+
+
+@pytest.mark.slow
+def test_keyed_stream_passes_dieharder(tmp_path) -> None:
+    """A standard battery (dieharder, from the system packages) on the keyed stream."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dieharder") is None:
+        pytest.skip("dieharder is not installed (apt-get install dieharder)")
+    data = tmp_path / "keyed.bin"
+    _keyed_words(400).tofile(data)  # 19.7M words, enough that no test rewinds the file
+    # birthdays, 32x32 binary rank, count the 1s, STS monobit / runs / serial; p-samples
+    # chosen so that no test runs past the end of the data (dieharder would rewind it)
+    for test, psamples in ((0, 10), (2, 5), (8, 10), (100, 10), (101, 10), (102, 10)):
+        proc = subprocess.run(
+            ["dieharder", "-g", "201", "-f", str(data), "-d", str(test), "-p", str(psamples)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        verdicts = [
+            line
+            for line in proc.stdout.splitlines()
+            if ("|" in line and "PASS" in line) or "WEAK" in line or "FAIL" in line
+        ]
+        assert verdicts, proc.stdout + proc.stderr
+        assert "rewound" not in proc.stdout + proc.stderr
+        assert not any("FAILED" in v for v in verdicts), "\n".join(verdicts)
