@@ -321,16 +321,35 @@ Scale = float | torch.Tensor
 def add_scaled_(x: NodeTensor, g: torch.Tensor, scale: Scale) -> NodeTensor:
     """``x += scale * g`` in place; ``scale`` a number or an ``(m, 1)`` float64 column.
 
-    Both forms run the same elementwise kernel (``addcmul``) on the same values, so a
-    replica of a replica-batched run (one step size per row) computes bit for bit what the
-    single run with that step size computes. The factor is rounded to ``x``'s dtype from
-    float64, in both forms.
+    Computed as a product then a sum, two correctly rounded operations, never a fused
+    multiply-add: vectorized kernels fuse (``add(alpha=...)``, ``addcmul``) in their vector
+    body but not in their scalar tail, so which elements get which rounding would depend on
+    the tensor's size. This way a replica of a replica-batched run (one step size per row,
+    more rows) computes bit for bit what its single run computes. The factor is rounded to
+    ``x``'s dtype from float64 in both forms. The product goes to a reused scratch buffer
+    (fresh multi-megabyte temporaries cost page faults).
     """
     if isinstance(scale, torch.Tensor):
         factor = scale.to(dtype=x.dtype, device=x.device)
     else:
         factor = torch.tensor(scale, dtype=x.dtype, device=x.device)
-    return x.addcmul_(g, factor)
+    work = scratch(g.shape, x.dtype, x.device)
+    torch.mul(g, factor, out=work)
+    return x.add_(work)
+
+
+_SCRATCH: dict[tuple[torch.Size, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def scratch(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A reused buffer of ``shape`` (one per shape, dtype and device; contents undefined)."""
+    key = (torch.Size(shape), dtype, torch.device(device))
+    buf = _SCRATCH.get(key)
+    if buf is None:
+        if len(_SCRATCH) > 16:
+            _SCRATCH.clear()
+        buf = _SCRATCH[key] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
 
 
 def communicates(t: int, local_steps: int) -> bool:

@@ -74,16 +74,28 @@ class CommStats:
     rounds: int = 0
     bytes_per_node: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
+    _gossip_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, int, int]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
     def __post_init__(self) -> None:
         if self.bytes_per_node.size == 0:
             self.bytes_per_node = np.zeros(self.num_nodes, dtype=np.int64)
 
     def add_gossip(self, out_degree: np.ndarray, payload_bytes: int) -> None:
         """Record one gossip round: node ``j`` sends ``payload_bytes`` to each out-neighbour."""
-        sent = out_degree.astype(np.int64) * payload_bytes
+        key = (id(out_degree), payload_bytes)
+        cached = self._gossip_cache.get(key)
+        if cached is None or cached[0] is not out_degree:
+            sent = out_degree.astype(np.int64) * payload_bytes
+            cached = (out_degree, sent, int(out_degree.sum()), int(sent.sum()))
+            if len(self._gossip_cache) > 64:
+                self._gossip_cache.clear()
+            self._gossip_cache[key] = cached
+        _, sent, messages, total = cached
         self.bytes_per_node += sent
-        self.messages += int(out_degree.sum())
-        self.bytes += int(sent.sum())
+        self.messages += messages
+        self.bytes += total
         self.rounds += 1
 
     def add_all_reduce(self, payload_bytes: int) -> None:

@@ -122,12 +122,23 @@ class SimCommunicator:
     # -- Communicator --------------------------------------------------------------------
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """Return ``W_t @ x`` for ``x`` of shape ``(n, k)``; counts one gossip round."""
+        plan = self._checked_plan(x, t)
+        self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
+        return self._apply(plan, x)
+
+    def apply(self, x: NodeTensor, t: int) -> NodeTensor:
+        """``W_t @ x`` without counting it (the replica-batched communicator counts itself)."""
+        return self._apply(self._checked_plan(x, t), x)
+
+    def _checked_plan(self, x: NodeTensor, t: int) -> _Plan:
         if x.ndim != 2 or x.shape[0] != self.num_nodes:
             raise ValueError(
                 f"mix expects a (num_nodes, k) = ({self.num_nodes}, k) tensor, got {tuple(x.shape)}"
             )
-        plan = self._plan(t, x.dtype)
-        self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
+        return self._plan(t, x.dtype)
+
+    @staticmethod
+    def _apply(plan: _Plan, x: NodeTensor) -> NodeTensor:
         if plan.kind == "mean":
             return x.mean(dim=0, keepdim=True).expand_as(x).clone()
         assert plan.weights is not None

@@ -1,7 +1,7 @@
 """The round loop, the gradient oracle, callbacks and the run result."""
 
 from decent.engine.callbacks import Callback, History, ProgressBar
-from decent.engine.loop import train
+from decent.engine.loop import train, train_replicas
 from decent.engine.oracle import GradientOracle
 from decent.engine.result import DivergenceWarning, RunInfo, RunResult
 
@@ -14,4 +14,5 @@ __all__ = [
     "RunInfo",
     "RunResult",
     "train",
+    "train_replicas",
 ]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 
+from decent._types import Batch
 from decent.algorithms.base import Algorithm
 from decent.comm.base import Communicator
+from decent.engine import replicas
 from decent.engine.callbacks import Callback
 from decent.engine.oracle import GradientOracle
 from decent.engine.result import DivergenceWarning, RunInfo, RunResult, Status
@@ -48,10 +50,11 @@ def train(
 ) -> RunResult:
     """Run ``algorithm`` on ``task`` for ``rounds`` rounds, mixing through ``comm``.
 
-    Each round: query points -> minibatches -> gradients (one ``vmap`` call for all held
+    Each round: query points -> minibatches -> gradients (one batched call for all held
     nodes) -> ``algorithm.update`` -> callbacks. Every ``eval_every`` rounds (and at
     round 0 and the last round) the metrics of :func:`decent.metrics.evaluate` plus
     training loss, gradient evaluations, communication and wall time are recorded.
+    This is :func:`train_replicas` with one replica: the one round loop.
 
     Args:
         algorithm: the method (frozen dataclass with init/query/update/output).
@@ -84,6 +87,68 @@ def train(
         ValueError: bad ``rounds``, ``eval_every``, ``check_every``, ``divergence_factor``
             or ``x0``, or a task built for another number of nodes than ``comm``.
     """
+    (result,) = train_replicas(
+        [algorithm],
+        [task],
+        comm,
+        rounds=rounds,
+        seeds=[seed],
+        eval_every=eval_every,
+        callbacks=[callbacks],
+        per_node_eval=per_node_eval,
+        check_every=check_every,
+        divergence_factor=divergence_factor,
+        x0s=[x0],
+        compile=compile,
+        topology_name=topology_name,
+    )
+    return result
+
+
+def train_replicas(
+    algorithms: Sequence[Algorithm[Any]],
+    tasks: Sequence[Task],
+    comm: Communicator,
+    *,
+    rounds: int,
+    seeds: Sequence[int],
+    eval_every: int | None = None,
+    callbacks: Sequence[Sequence[Callback]] | None = None,
+    per_node_eval: bool | PerNode = "final",
+    check_every: int | None = 16,
+    divergence_factor: float | None = 1e4,
+    x0s: Sequence[torch.Tensor | None] | None = None,
+    compile: bool = False,
+    topology_name: str | None = None,
+) -> list[RunResult]:
+    """Run ``R`` independent runs on one graph as one stacked tensor: a replica batch.
+
+    Replica ``r`` is the run of ``algorithms[r]`` on ``tasks[r]`` with seed ``seeds[r]``:
+    the algorithms share their class and every hyperparameter but ``lr``; the tasks share
+    their family and shapes (``task.replica_fields``) and may differ in their scalar
+    parameters (heterogeneity, noise, problem seed). All ``R`` runs go through the round
+    loop together: one batched gradient call, one algorithm step with a step size per row,
+    and one sparse product for every replica's gossip
+    (:class:`~decent.comm.replicated.ReplicatedCommunicator`); replica ``r`` computes bit for
+    bit what :func:`train` computes for it alone. Each replica is evaluated, recorded (its
+    own ``callbacks[r]``), checked for divergence and finished on its own: a diverged
+    replica is recorded as diverged and stopped (step size 0, state zeroed), the others go
+    on. With ``R > 1``, ``comm`` must be the simulator's (one replica's network).
+
+    Args: as :func:`train`, with one entry per replica in ``algorithms``, ``tasks``,
+    ``seeds``, ``callbacks`` and ``x0s``.
+
+    Returns:
+        One :class:`RunResult` per replica, in order.
+    """
+    R = len(algorithms)
+    if R < 1 or len(tasks) != R or len(seeds) != R:
+        raise ValueError(
+            f"a replica batch needs as many tasks and seeds as algorithms, got {R} algorithms, "
+            f"{len(tasks)} tasks, {len(seeds)} seeds"
+        )
+    callbacks = [list(c) for c in callbacks] if callbacks is not None else [[] for _ in tasks]
+    x0s = list(x0s) if x0s is not None else [None] * R
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if eval_every is None:
@@ -103,107 +168,174 @@ def train(
         raise ValueError(
             f"per_node_eval must be 'every', 'final', 'none' or a bool, got {per_node_eval!r}"
         )
-    if comm.num_nodes != task.num_nodes:
-        raise ValueError(
-            f"the topology has {comm.num_nodes} nodes but the task was built for "
-            f"{task.num_nodes}; build both with the same num_nodes"
-        )
+    for task in tasks:
+        if comm.num_nodes != task.num_nodes:
+            raise ValueError(
+                f"the topology has {comm.num_nodes} nodes but the task was built for "
+                f"{task.num_nodes}; build both with the same num_nodes"
+            )
     nodes = comm.node_ids
+    n = comm.num_nodes
     m = int(nodes.shape[0])
-    oracle = GradientOracle(task, compile=compile)
-    info = RunInfo(
-        algorithm=algorithm.name,
-        task=task.name,
-        topology=topology_name or str(getattr(getattr(comm, "topology", None), "name", "?")),
-        num_nodes=comm.num_nodes,
-        dim=task.dim,
-        rounds=rounds,
-        eval_every=eval_every,
-        seed=seed,
-    )
-    start_rows = _start_rows(task, seed, x0, nodes)
-    state = algorithm.init(start_rows)
-    records: list[dict[str, float]] = []
-    start = time.perf_counter()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    loss_count = 0
-    limit = math.inf  # set from the first evaluation
+    oracle = GradientOracle(tasks[0], compile=compile)
+    topo_name = topology_name or str(getattr(getattr(comm, "topology", None), "name", "?"))
+    infos = [
+        RunInfo(
+            algorithm=algo.name,
+            task=task.name,
+            topology=topo_name,
+            num_nodes=n,
+            dim=task.dim,
+            rounds=rounds,
+            eval_every=eval_every,
+            seed=seed,
+        )
+        for algo, task, seed in zip(algorithms, tasks, seeds, strict=True)
+    ]
+    starts = [_start_rows(task, s, x, nodes) for task, s, x in zip(tasks, seeds, x0s, strict=True)]
+    sample: Callable[[int], Batch]
+    if R == 1:
+        algorithm, loop_comm, eval_comm = algorithms[0], comm, comm
+        task0, seed0 = tasks[0], seeds[0]
 
-    def record(t: int) -> dict[str, float]:
+        def sample(t: int) -> Batch:  # type: ignore[misc]
+            return task0.sample(nodes, t, seed0)
+
+        state = algorithm.init(starts[0])
+    else:
+        from decent.comm.replicated import ReplicatedCommunicator
+        from decent.comm.sim import SimCommunicator
+
+        if not isinstance(comm, SimCommunicator):
+            raise ValueError(
+                f"a replica batch runs in the simulator: comm must be a SimCommunicator, got "
+                f"{type(comm).__name__}"
+            )
+        loop_comm = ReplicatedCommunicator(comm, R)
+        eval_comm = comm
+        algorithm = replicas.replicate(algorithms, n, device=nodes.device)
+        sample = replicas.stacked_sampler(tasks, seeds, nodes)
+        state = algorithm.init(replicas.interleave(starts))
+
+    def rows_of(x: torch.Tensor, r: int) -> torch.Tensor:
+        return x if R == 1 else x.view(n, R, *x.shape[1:])[:, r].contiguous()
+
+    records: list[list[dict[str, float]]] = [[] for _ in range(R)]
+    results: list[RunResult | None] = [None] * R
+    active = list(range(R))
+    start = time.perf_counter()
+    loss_sum = torch.zeros(R, dtype=torch.float64, device=nodes.device)
+    loss_count = 0
+    limits = [math.inf] * R  # set from the first evaluation
+    initial = [math.nan] * R
+
+    def record(t: int) -> None:
         nonlocal loss_sum, loss_count
         nodes_too = per_node == "every" or (per_node == "final" and t == rounds)
-        metrics = evaluate(task, algorithm.output(state), comm, per_node=nodes_too)
-        if loss_count:
-            # one row per held node, so a rank holding m of the n nodes weighs its mean by m
-            local = (loss_sum / loss_count).reshape(1, 1).to(task.dtype).expand(m, 1)
-            metrics["train/loss"] = float(comm.all_reduce(local, "mean", accounted=False).item())
-        metrics["grad_evals"] = float(t * comm.num_nodes)
-        metrics.update(comm.stats.summary())
-        metrics["time/wall_s"] = time.perf_counter() - start
-        row = {"round": float(t), **metrics}
-        records.append(row)
-        loss_sum = torch.zeros((), dtype=torch.float64)
+        output = algorithm.output(state)
+        stats = loop_comm.stats.summary()
+        train_loss = (loss_sum / loss_count).tolist() if loss_count and R > 1 else None
+        for r in list(active):
+            metrics = evaluate(tasks[r], rows_of(output, r), eval_comm, per_node=nodes_too)
+            if loss_count:
+                if train_loss is not None:
+                    metrics["train/loss"] = train_loss[r]
+                else:  # one row per held node: a rank holding m of the n nodes weighs by m
+                    local = (loss_sum[0] / loss_count).reshape(1, 1).to(tasks[0].dtype)
+                    value = comm.all_reduce(local.expand(m, 1), "mean", accounted=False)
+                    metrics["train/loss"] = float(value.item())
+            metrics["grad_evals"] = float(t * n)
+            metrics.update(stats)
+            metrics["time/wall_s"] = time.perf_counter() - start
+            records[r].append({"round": float(t), **metrics})
+            for cb in callbacks[r]:
+                cb.on_eval(t, metrics)
+        loss_sum = torch.zeros_like(loss_sum)
         loss_count = 0
-        for cb in callbacks:
-            cb.on_eval(t, metrics)
-        return row
 
-    def finish(status: Status, t: int, message: str | None) -> RunResult:
+    def finish(r: int, status: Status, t: int, message: str | None) -> None:
+        rows = type(state)._make(  # type: ignore[attr-defined]
+            rows_of(f, r) if isinstance(f, torch.Tensor) and f.shape[:1] == (n * R,) else f
+            for f in state
+        ) if R > 1 else state
         result = RunResult(
-            records=records,
+            records=records[r],
             status=status,
             rounds_completed=t,
-            state=state,
-            output=algorithm.output(state),
+            state=rows,
+            output=rows_of(algorithm.output(state), r),
             message=message,
-            info=info,
+            info=infos[r],
         )
-        for cb in callbacks:
+        results[r] = result
+        active.remove(r)
+        for cb in callbacks[r]:
             cb.on_end(result)
-        return result
 
-    def diverged(t: int, what: str) -> RunResult:
-        message = _divergence_message(algorithm, t, what)
+    def diverged(r: int, t: int, what: str) -> None:
+        nonlocal algorithm
+        message = _divergence_message(algorithms[r], t, what)
         warnings.warn(message, DivergenceWarning, stacklevel=3)
-        return finish("diverged", t, message)
+        finish(r, "diverged", t, message)
+        if R > 1 and active:  # stop it: no step, no values that could overflow
+            algorithm = replicas.stop_replica(algorithm, R, n, r)
+            for f in state:
+                if isinstance(f, torch.Tensor) and f.shape[:1] == (n * R,):
+                    f.view(n, R, -1)[:, r].zero_()
 
-    for cb in callbacks:
-        cb.on_start(info)
+    for r in range(R):
+        for cb in callbacks[r]:
+            cb.on_start(infos[r])
     t = 0
     try:
-        first = record(0)
-        initial = first.get("eval/loss@mean", math.nan)
-        if divergence_factor is not None and math.isfinite(initial):
-            limit = divergence_factor * max(abs(initial), 1.0)
+        record(0)
+        for r in range(R):
+            initial[r] = records[r][0].get("eval/loss@mean", math.nan)
+            if divergence_factor is not None and math.isfinite(initial[r]):
+                limits[r] = divergence_factor * max(abs(initial[r]), 1.0)
         for t in range(1, rounds + 1):
             # 1. where gradients are taken (DAT-SGD: the query point x, not w)
             query = algorithm.query(state)
             # 2. each node's minibatch: a pure function of (seed, node, t)
-            batch = task.sample(nodes, t, seed)
-            # 3. all held nodes' gradients in one batched call
+            batch = sample(t)
+            # 3. all held nodes' (all replicas') gradients in one batched call
             grads, losses = oracle(query, batch)
-            loss_sum = loss_sum + losses.detach().to(torch.float64).sum() / losses.shape[0]
+            detached = losses.detach().to(torch.float64)
+            if R == 1:
+                loss_sum = loss_sum + detached.sum() / detached.shape[0]
+            else:
+                loss_sum = loss_sum + detached.view(n, R).mean(dim=0)
             loss_count += 1
             # 4. the algorithm's step; rows interact only through comm
-            state = algorithm.update(state, grads, comm, t)
-            for cb in callbacks:
-                cb.on_round(t)
+            state = algorithm.update(state, grads, loop_comm, t)
+            for r in active:
+                for cb in callbacks[r]:
+                    cb.on_round(t)
             # 5. divergence check (one flag reduced over every rank, so all stop together)
             is_eval = t % eval_every == 0 or t == rounds
             if is_eval or (check_every is not None and t % check_every == 0):
-                worst = _worst_loss(losses.detach(), comm)
-                if not worst <= limit:
-                    return diverged(t, _what(worst, limit, divergence_factor, initial, "training"))
+                worst = _worst_losses(losses.detach(), comm, n, R)
+                for r in list(active):
+                    if not worst[r] <= limits[r]:
+                        what = _what(worst[r], limits[r], divergence_factor, initial[r], "training")
+                        diverged(r, t, what)
             # 6. evaluation
-            if is_eval:
-                row = record(t)
-                value = row.get("eval/loss@mean", 0.0)
-                if not value <= limit:
-                    return diverged(t, _what(value, limit, divergence_factor, initial, "evaluation"))
+            if is_eval and active:
+                record(t)
+                for r in list(active):
+                    value = records[r][-1].get("eval/loss@mean", 0.0)
+                    if not value <= limits[r]:
+                        what = _what(value, limits[r], divergence_factor, initial[r], "evaluation")
+                        diverged(r, t, what)
+            if not active:
+                break
     except KeyboardInterrupt:
-        finish("interrupted", max(t - 1, 0), "interrupted by the user (Ctrl-C or SIGTERM)")
+        for r in list(active):
+            finish(r, "interrupted", max(t - 1, 0), "interrupted by the user (Ctrl-C or SIGTERM)")
         raise
-    return finish("finished", rounds, None)
+    for r in list(active):
+        finish(r, "finished", rounds, None)
+    return [res for res in results if res is not None]
 
 
 def _start_rows(
@@ -225,11 +357,16 @@ def _start_rows(
     return x0.index_select(0, nodes.to(x0.device)).clone()
 
 
-def _worst_loss(losses: torch.Tensor, comm: Communicator) -> float:
-    """The largest training loss over every node (``inf`` when any is NaN or inf)."""
-    worst = torch.nan_to_num(losses.to(torch.float64), nan=math.inf).amax()
-    column = worst.reshape(1, 1).expand(int(comm.node_ids.shape[0]), 1)
-    return float(comm.all_reduce(column, "max", accounted=False).item())
+def _worst_losses(losses: torch.Tensor, comm: Communicator, n: int, R: int) -> list[float]:
+    """Each replica's largest training loss over every node (``inf`` for any NaN or inf).
+
+    A single run reduces its flag over every rank, so all ranks stop together.
+    """
+    worst = torch.nan_to_num(losses.to(torch.float64), nan=math.inf)
+    if R > 1:
+        return worst.view(n, R).amax(dim=0).tolist()  # type: ignore[no-any-return]
+    column = worst.amax().reshape(1, 1).expand(int(comm.node_ids.shape[0]), 1)
+    return [float(comm.all_reduce(column, "max", accounted=False).item())]
 
 
 def _what(value: float, limit: float, factor: float | None, initial: float, kind: str) -> str:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decent import _stream
+from decent._stack import ReplicaError, check_family, interleave
 from decent._types import Batch, Params
 from decent.tasks._checks import check_float, check_int
 from decent.tasks._optim import minimize_convex, newton_minimize
@@ -306,18 +307,20 @@ class ModuleTask:
         ``(seed, nodes[r], t)``.
         """
         nodes = nodes.to(device=self.device, dtype=torch.int64)
-        if self.sampling == "without_replacement":
-            return self._sample_distinct(nodes, t, seed)
-        local = _stream.integers(
-            seed, _INDEX_STREAM, t, nodes, self.batch_size, self.num_nodes, self._lengths[nodes]
-        )
-        # One flat gather from the padded (n, max_len) table: no per-node work.
-        index = self._table.view(-1)[nodes[:, None] * self._table.shape[1] + local]  # (m, B)
-        return self.train.features[index], self.train.labels[index]
+        local, weights = self._positions(nodes, t, seed)
+        return self._gather(nodes, local, weights)
 
-    def _sample_distinct(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
-        """``min(B, |S_i|)`` distinct shard positions per node: the smallest of random keys."""
+    def _positions(
+        self, nodes: torch.Tensor, t: int, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Shard positions ``(m, B)`` of each row's minibatch, and its weights without replacement."""
         lengths = self._lengths[nodes]
+        if self.sampling == "with_replacement":
+            local = _stream.integers(
+                seed, _INDEX_STREAM, t, nodes, self.batch_size, self.num_nodes, lengths
+            )
+            return local, None
+        # min(B, |S_i|) distinct positions per node: the smallest of random keys
         width = self._table.shape[1]
         keys = _stream.uniform(seed, _DISTINCT_STREAM, t, nodes, width, self.num_nodes)
         keys.masked_fill_(torch.arange(width, device=self.device) >= lengths[:, None], 2.0)
@@ -325,9 +328,49 @@ class ModuleTask:
         local = keys.topk(take, dim=1, largest=False, sorted=True).indices  # (m, take)
         valid = local < lengths[:, None]
         weights = valid.to(self.dtype) / valid.sum(dim=1, keepdim=True).to(self.dtype)
-        local = torch.where(valid, local, torch.zeros_like(local))
-        index = self._table.view(-1)[nodes[:, None] * width + local]
-        return self.train.features[index], self.train.labels[index], weights
+        return torch.where(valid, local, torch.zeros_like(local)), weights
+
+    def _gather(
+        self, nodes: torch.Tensor, local: torch.Tensor, weights: torch.Tensor | None
+    ) -> Batch:
+        # One flat gather from the padded (n, max_len) table: no per-node work.
+        index = self._table.view(-1)[nodes[:, None] * self._table.shape[1] + local]  # (m, B)
+        x, y = self.train.features[index], self.train.labels[index]
+        return (x, y) if weights is None else (x, y, weights)
+
+    @classmethod
+    def replica_sampler(
+        cls, tasks: Sequence[ModuleTask], seeds: Sequence[int], nodes: torch.Tensor
+    ) -> Callable[[int], Batch]:
+        """All replicas' minibatches, node-major: per-seed positions, one gather for all rows.
+
+        Replicas of a dataset task share the data, the partition and the model; they differ
+        in the training seed (minibatch draws, start point).
+        """
+        check_family(tasks, ("name", "num_nodes", "batch_size", "sampling", "l2", "dtype"))
+        first = tasks[0]
+        for other in tasks[1:]:
+            same = other is first or (
+                torch.equal(other._table, first._table)
+                and torch.equal(other._lengths, first._lengths)
+                and torch.equal(other.train.features, first.train.features)
+            )
+            if not same:
+                raise ReplicaError(
+                    f"replicas of {first.name} must share the data and its partition"
+                )
+        nodes = nodes.to(device=first.device, dtype=torch.int64)
+        rows = interleave([nodes] * len(tasks))
+
+        def sample(t: int) -> Batch:
+            drawn = [first._positions(nodes, t, seed) for seed in seeds]
+            local = interleave([d[0] for d in drawn])
+            weights = drawn[0][1]
+            if weights is not None:
+                weights = interleave([d[1] for d in drawn])  # type: ignore[misc]
+            return first._gather(rows, local, weights)
+
+        return sample
 
     # ---------------------------------------------------------------- evaluation
 

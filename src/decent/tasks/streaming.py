@@ -15,10 +15,13 @@ engine uses instead of autograd; tests check it against ``vmap(grad(loss))``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 
 from decent import _rng, _stream
+from decent._stack import check_family, interleave
 from decent._types import Batch, Params
 from decent.tasks._checks import check_float, check_int
 from decent.tasks._optim import newton_minimize
@@ -28,6 +31,7 @@ from decent.tasks.base import TaskError
 _LS_SAMPLES = 0x15A0_0003  # features and label noise of one round, drawn together
 _LS_XSTAR = 0x15A0_0010
 _LS_HETERO = 0x15A0_0011
+_LS_SIGNS = 0x15A0_0012
 _LR_SAMPLES = 0x1061_0003  # features of one round
 _LR_LABELS = 0x1061_0004  # and the uniforms that decide the labels
 _LR_THETA = 0x1061_0010
@@ -59,45 +63,59 @@ def _unit_vector(seed: int, stream: int, dim: int) -> torch.Tensor:
 
 
 class LeastSquares:
-    r"""Streaming linear regression with Gaussian features and node heterogeneity.
+    r"""Streaming linear regression with Gaussian features and heterogeneous nodes.
 
-    Node ``i`` draws ``a ~ N(0, Sigma)`` and ``y = a^T x*_i + noise * eps`` with
-    ``eps ~ N(0, 1)``, and its per-sample loss is ``(1/2) (a^T x - y)^2``. ``Sigma`` is
-    diagonal with eigenvalues ``condition^{-k/(d-1)}``, ``k = 0..d-1`` (geometric from 1 to
-    ``1/condition``). The local optima are ``x*_i = x_c + heterogeneity * u_i`` with
-    ``x_c`` a fixed unit vector and ``sum_i u_i = 0``, ``mean_i ||u_i||^2 = 1`` (all fixed
-    by ``seed``). In closed form
+    Node ``i`` draws ``a ~ N(0, Sigma_i)`` and ``y = a^T x*_i + noise * eps`` with
+    ``eps ~ N(0, 1)``; its per-sample loss is ``(1/2) (a^T x - y)^2``. The covariances are
+    diagonal: ``Sigma_i = diag(lambda_j (1 + h s_ij))`` with the spectrum ``lambda_j``
+    either geometric (``spectrum="geometric"``: ``condition^{-k/(d-1)}``, ``k = 0..d-1``,
+    from 1 to ``1/condition``) or a power law (``spectrum="power"``:
+    ``lambda_j = j^{-power}``, ``j = 1..d``), node-specific by ``h =
+    hessian_heterogeneity`` with signs ``s_ij = +-1`` balanced over nodes (half the nodes
+    get ``+1`` in each coordinate), so ``(1/n) sum_i Sigma_i = diag(lambda) = H``. The
+    local optima are ``x*_i = x_c + heterogeneity * u_i`` with ``x_c`` a fixed unit vector
+    and ``sum_i u_i = 0``, ``mean_i ||u_i||^2 = 1`` (all fixed by ``seed``). In closed form,
+    with ``b = (1/n) sum_i Sigma_i x*_i``,
 
     .. math::
 
-        f_i(x) = \tfrac12 (x - x^*_i)^T \Sigma (x - x^*_i) + \tfrac{\sigma^2}{2},\qquad
-        f = \tfrac1n \sum_i f_i,\qquad x^* = \tfrac1n \sum_i x^*_i,
+        f_i(x) = \tfrac12 (x - x^*_i)^T \Sigma_i (x - x^*_i) + \tfrac{\sigma^2}{2},\qquad
+        f = \tfrac1n \sum_i f_i,\qquad x^* = H^{-1} b,
 
-        f^* = \tfrac{\sigma^2}{2} + \tfrac{1}{2n} \sum_i (x^*_i - x^*)^T \Sigma (x^*_i - x^*),
-        \qquad f(x) = f^* + \tfrac12 (x - x^*)^T \Sigma (x - x^*).
+        f(x) = f^* + \tfrac12 (x - x^*)^T H (x - x^*),\qquad
+        f^* = \tfrac{\sigma^2}{2} + \tfrac{1}{2n} \sum_i x_i^{*T} \Sigma_i x^*_i
+              - \tfrac12 x^{*T} H x^*.
 
-    ``evaluate`` uses this closed form exactly.
+    ``evaluate`` uses this closed form exactly: it is the population risk, not a loss on a
+    sample. With ``hessian_heterogeneity = 0`` every node shares ``H``; then a linear
+    method's network average follows its centralized counterpart exactly, whatever the
+    graph (a useful sanity baseline); node-specific Hessians and optima break that.
 
     Args:
         num_nodes: ``n >= 1``.
         dim: ``d >= 1``.
         noise: label noise standard deviation ``sigma >= 0``.
-        heterogeneity: spread ``>= 0`` of the local optima around ``x*``.
+        heterogeneity: spread ``>= 0`` of the local optima around ``x_c``.
         batch_size: samples per node per round.
-        condition: ratio ``>= 1`` of the largest to the smallest eigenvalue of ``Sigma``.
-        seed: fixes ``x*`` and the ``u_i`` (the problem, not the sample stream).
+        condition: ratio ``>= 1`` of the largest to the smallest eigenvalue (geometric).
+        hessian_heterogeneity: ``h`` in ``[0, 1)``, how much the nodes' covariances differ.
+        spectrum: ``"geometric"`` (``condition``) or ``"power"`` (``power``).
+        power: exponent ``> 0`` of the power-law spectrum.
+        seed: fixes ``x_c``, the ``u_i`` and the signs (the problem, not the samples).
         dtype: floating dtype of parameters and samples.
 
     Raises:
         TaskError: for an argument outside its range.
 
     Example:
-        >>> task = LeastSquares(4, dim=3, noise=0.1)
-        >>> float(task.evaluate(task.x_star[None])["loss"][0]) == task.optimum
+        >>> task = LeastSquares(4, dim=3, noise=0.1, hessian_heterogeneity=0.5)
+        >>> abs(float(task.evaluate(task.x_star[None])["loss"][0]) - task.optimum) < 1e-15
         True
     """
 
     name = "least_squares"
+    replica_fields = ("num_nodes", "dim", "batch_size", "dtype")
+    """What every replica of a replica batch must share (the rest may differ)."""
 
     def __init__(
         self,
@@ -109,6 +127,9 @@ class LeastSquares:
         condition: float = 1.0,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
+        hessian_heterogeneity: float = 0.0,
+        spectrum: str = "geometric",
+        power: float = 1.0,
     ) -> None:
         self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
         self.dim = check_int("dim", dim, minimum=1)
@@ -119,29 +140,52 @@ class LeastSquares:
             "condition", condition, minimum=1.0, fix="use condition=1.0 for isotropic features"
         )
         self.seed = check_int("seed", seed, minimum=0)
+        self.hessian_heterogeneity = check_float(
+            "hessian_heterogeneity", hessian_heterogeneity, minimum=0.0
+        )
+        if self.hessian_heterogeneity >= 1.0:
+            raise TaskError(
+                f"hessian_heterogeneity must be in [0, 1) (covariances stay positive), got "
+                f"{hessian_heterogeneity!r}"
+            )
+        if spectrum not in ("geometric", "power"):
+            raise TaskError(f"spectrum must be 'geometric' or 'power', got {spectrum!r}")
+        self.spectrum = spectrum
+        self.power = check_float("power", power, minimum=0.0)
         if not dtype.is_floating_point:
             raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
         self.dtype = dtype
 
-        k = torch.arange(self.dim, dtype=torch.float64)
-        exponent = k / (self.dim - 1) if self.dim > 1 else k
-        sigma = self.condition ** (-exponent)
-        center = _unit_vector(self.seed, _LS_XSTAR, self.dim)
-        u = _centered_directions(self.seed, _LS_HETERO, self.num_nodes, self.dim, torch.float64)
+        n, d = self.num_nodes, self.dim
+        k = torch.arange(d, dtype=torch.float64)
+        if spectrum == "power":
+            lam = (k + 1.0) ** (-self.power)
+        else:
+            lam = self.condition ** (-(k / (d - 1) if d > 1 else k))
+        signs = _balanced_signs(self.seed, _LS_SIGNS, n, d)
+        node_sigma = lam[None, :] * (1.0 + self.hessian_heterogeneity * signs)  # (n, d)
+        center = _unit_vector(self.seed, _LS_XSTAR, d)
+        u = _centered_directions(self.seed, _LS_HETERO, n, d, torch.float64)
         local = center[None, :] + self.heterogeneity * u
-        x_star = local.mean(dim=0)
-        spread = 0.5 * ((local - x_star).square() * sigma).sum(dim=1).mean()
+        hess = node_sigma.mean(dim=0)  # = lam up to rounding
+        b = (node_sigma * local).mean(dim=0)
+        x_star = b / hess
+        const = 0.5 * (node_sigma * local.square()).sum(dim=1).mean()
 
-        self.sigma_diag: torch.Tensor = sigma.to(dtype)
-        """``(d,)`` eigenvalues of the feature covariance ``Sigma``."""
+        self.sigma_diag: torch.Tensor = hess.to(dtype)
+        """``(d,)`` the global Hessian ``H = (1/n) sum_i Sigma_i`` (diagonal)."""
+        self.node_sigma: torch.Tensor = node_sigma.to(dtype)
+        """``(n, d)`` each node's feature covariance ``Sigma_i`` (diagonal)."""
         self.local_optima: torch.Tensor = local.to(dtype)
         """``(n, d)`` local minimizers ``x*_i``."""
         self.x_star: torch.Tensor = x_star.to(dtype)
         """``(d,)`` minimizer of the global objective."""
-        self._f_star = float(0.5 * self.noise**2 + spread)
+        self._hess64, self._xstar64 = hess, x_star
+        self._f_star = float(0.5 * self.noise**2 + const - 0.5 * (hess * x_star.square()).sum())
         self.optimum: float | None = self._f_star
         self.eval_size = 0  # evaluation is in closed form
-        self._sqrt_sigma = sigma.sqrt().to(dtype)
+        self._sqrt_rows = node_sigma.sqrt().to(dtype)  # (n, d)
+        self._noise = torch.tensor(self.noise, dtype=dtype)
 
     def init_params(self, seed: int) -> Params:
         """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
@@ -157,18 +201,43 @@ class LeastSquares:
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``."""
         nodes = nodes.to(torch.int64)
-        m, b, d = nodes.shape[0], self.batch_size, self.dim
-        z = _stream.normal(seed, _LS_SAMPLES, t, nodes, b * (d + 1), self.num_nodes, self.dtype)
-        a = z[:, : b * d].view(m, b, d).mul_(self._sqrt_sigma.to(z.device))
-        eps = z[:, b * d :]
-        y = torch.einsum("mbd,md->mb", a, self._local_rows(nodes)).add_(eps, alpha=self.noise)
-        return a, y
+        raw = self._raw(nodes, t, seed)
+        rows = self._row_params(nodes)
+        return _ls_batch(raw, *rows, self.batch_size, self.dim)
 
-    def _local_rows(self, nodes: torch.Tensor) -> torch.Tensor:
+    def _raw(self, nodes: torch.Tensor, t: int, seed: int) -> torch.Tensor:
+        width = self.batch_size * (self.dim + 1)
+        return _stream.normal(seed, _LS_SAMPLES, t, nodes, width, self.num_nodes, self.dtype)
+
+    def _row_params(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(sqrt(Sigma_i) (m, d), x*_i (m, d), noise (1, 1))`` for the rows of ``nodes``."""
+        sqrt_rows = self._sqrt_rows.to(nodes.device)
         local = self.local_optima.to(nodes.device)
-        if nodes.shape[0] == self.num_nodes and _stream.is_range(nodes):
-            return local
-        return local[nodes]
+        if not (nodes.shape[0] == self.num_nodes and _stream.is_range(nodes)):
+            sqrt_rows, local = sqrt_rows[nodes], local[nodes]
+        return sqrt_rows, local, self._noise.to(nodes.device).reshape(1, 1)
+
+    @classmethod
+    def replica_sampler(
+        cls, tasks: Sequence[LeastSquares], seeds: Sequence[int], nodes: torch.Tensor
+    ) -> Callable[[int], Batch]:
+        """All replicas' batches for the simulator's rows, node-major, from one closure.
+
+        Each replica's raw normals come from its own seed; scaling by ``sqrt(Sigma_i)``
+        and the labels are computed once for all ``n * R`` rows with the single run's code.
+        """
+        check_family(tasks, cls.replica_fields)
+        params = [task._row_params(nodes) for task in tasks]
+        sqrt_rows = interleave([p[0] for p in params])
+        local = interleave([p[1] for p in params])
+        noise = interleave([p[2].expand(nodes.shape[0], 1) for p in params])
+        first = tasks[0]
+
+        def sample(t: int) -> Batch:
+            raw = interleave([tk._raw(nodes, t, sd) for tk, sd in zip(tasks, seeds, strict=True)])
+            return _ls_batch(raw, sqrt_rows, local, noise, first.batch_size, first.dim)
+
+        return sample
 
     def grad_and_loss(
         self, params: torch.Tensor, batch: Batch
@@ -189,11 +258,44 @@ class LeastSquares:
         gap = 0.5 * (diff.square() * sigma).sum(dim=-1)
         return {"loss": gap + self._f_star, "dist2_to_opt": diff.square().sum(dim=-1)}
 
+    def excess_risk(self, params: torch.Tensor) -> torch.Tensor:
+        """``f(x) - f*`` in float64 for ``(k, d)`` models, without cancellation."""
+        diff = params.to(torch.float64) - self._xstar64.to(params.device)
+        return 0.5 * (diff.square() * self._hess64.to(params.device)).sum(dim=-1)
+
     def local_loss(self, params: torch.Tensor) -> torch.Tensor:
         """Closed-form local objectives ``f_i(x_j)`` for ``(k, d)`` models: ``(k, n)``."""
         diff = params[:, None, :] - self.local_optima.to(params.device)[None]
-        sigma = self.sigma_diag.to(params.device)
+        sigma = self.node_sigma.to(params.device)[None]
         return 0.5 * (diff.square() * sigma).sum(dim=-1) + 0.5 * self.noise**2
+
+
+def _ls_batch(
+    raw: torch.Tensor,
+    sqrt_rows: torch.Tensor,
+    local: torch.Tensor,
+    noise: torch.Tensor,
+    b: int,
+    d: int,
+) -> Batch:
+    """Features and labels from raw normals ``(m, b (d + 1))``: the one sampling code."""
+    m = raw.shape[0]
+    a = raw[:, : b * d].view(m, b, d).mul_(sqrt_rows[:, None, :])
+    # a product then a sum (not a fused addcmul): the same rounding at every row position
+    y = torch.einsum("mbd,md->mb", a, local).add_(raw[:, b * d :] * noise)
+    return a, y
+
+
+def _balanced_signs(seed: int, stream: int, n: int, d: int) -> torch.Tensor:
+    """``(n, d)`` signs ``+-1`` with, in every column, as many ``+1`` as ``-1`` (a 0 when n is odd)."""
+    keys = _rng.uniform(seed, stream, 0, torch.arange(n, dtype=torch.int64), (d,))
+    order = keys.argsort(dim=0)  # a random permutation of the nodes per coordinate
+    ranks = torch.empty_like(order)
+    ranks.scatter_(0, order, torch.arange(n).unsqueeze(1).expand(n, d))
+    signs = torch.where(ranks < n // 2, 1.0, -1.0).to(torch.float64)
+    if n % 2:
+        signs[ranks == n - 1] = 0.0
+    return signs
 
 
 class LogisticRegressionStream:
@@ -227,6 +329,8 @@ class LogisticRegressionStream:
     """
 
     name = "logistic_stream"
+    replica_fields = ("num_nodes", "dim", "batch_size", "l2", "dtype")
+    """What every replica of a replica batch must share (the rest may differ)."""
 
     def __init__(
         self,
@@ -328,13 +432,42 @@ class LogisticRegressionStream:
         ``a ~ N(mu_i, I)`` and ``y = 1[u < sigmoid(a^T theta)]`` with ``u`` uniform.
         """
         nodes = nodes.to(torch.int64)
-        m, b, d, n = nodes.shape[0], self.batch_size, self.dim, self.num_nodes
-        a = _stream.normal(seed, _LR_SAMPLES, t, nodes, b * d, n, self.dtype).view(m, b, d)
-        means = self.means.to(a.device)
-        a.add_((means if m == n and _stream.is_range(nodes) else means[nodes])[:, None, :])
-        prob = torch.sigmoid(a @ self.theta_true.to(a.device))
-        u = _stream.uniform(seed, _LR_LABELS, t, nodes, b, n, self.dtype)
-        return a, (u < prob).to(self.dtype)
+        raw, u = self._raw(nodes, t, seed)
+        return _logistic_batch(raw, u, *self._row_params(nodes), self.batch_size, self.dim)
+
+    def _raw(self, nodes: torch.Tensor, t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        b, d, n = self.batch_size, self.dim, self.num_nodes
+        raw = _stream.normal(seed, _LR_SAMPLES, t, nodes, b * d, n, self.dtype)
+        return raw, _stream.uniform(seed, _LR_LABELS, t, nodes, b, n, self.dtype)
+
+    def _row_params(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu_i (m, d), theta (m, d))`` for the rows of ``nodes``."""
+        means = self.means.to(nodes.device)
+        if not (nodes.shape[0] == self.num_nodes and _stream.is_range(nodes)):
+            means = means[nodes]
+        theta = self.theta_true.to(nodes.device)
+        # contiguous rows, as a replica batch has: einsum takes another path for a
+        # broadcast (stride-0) operand, and the two must compute the same numbers
+        return means, theta.expand(means.shape[0], -1).contiguous()
+
+    @classmethod
+    def replica_sampler(
+        cls, tasks: Sequence[LogisticRegressionStream], seeds: Sequence[int], nodes: torch.Tensor
+    ) -> Callable[[int], Batch]:
+        """All replicas' batches, node-major (see :meth:`LeastSquares.replica_sampler`)."""
+        check_family(tasks, cls.replica_fields)
+        params = [task._row_params(nodes) for task in tasks]
+        means = interleave([p[0] for p in params])
+        theta = interleave([p[1] for p in params])
+        first = tasks[0]
+
+        def sample(t: int) -> Batch:
+            raws = [tk._raw(nodes, t, sd) for tk, sd in zip(tasks, seeds, strict=True)]
+            raw = interleave([r[0] for r in raws])
+            u = interleave([r[1] for r in raws])
+            return _logistic_batch(raw, u, means, theta, first.batch_size, first.dim)
+
+        return sample
 
     def grad_and_loss(
         self, params: torch.Tensor, batch: Batch
@@ -350,7 +483,7 @@ class LogisticRegressionStream:
         residual = torch.sigmoid(z).sub_(y)
         grads = torch.einsum("mbd,mb->md", a, residual).div_(z.shape[1])
         if self.l2:
-            grads.add_(params, alpha=self.l2)
+            grads.add_(params * self.l2)  # not add(alpha=): see add_scaled_
             losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
         return grads, losses
 
@@ -368,6 +501,16 @@ class LogisticRegressionStream:
         """Accuracy of ``theta`` itself on the evaluation sample (a reference ceiling)."""
         z = self.eval_features @ self.theta_true
         return float(((z > 0).to(self.dtype) == self.eval_labels).to(torch.float64).mean())
+
+
+def _logistic_batch(
+    raw: torch.Tensor, u: torch.Tensor, means: torch.Tensor, theta: torch.Tensor, b: int, d: int
+) -> Batch:
+    """Features and labels from raw normals ``(m, b d)`` and uniforms ``(m, b)``."""
+    m = raw.shape[0]
+    a = raw.view(m, b, d).add_(means[:, None, :])
+    prob = torch.sigmoid(torch.einsum("mbd,md->mb", a, theta))
+    return a, (u < prob).to(raw.dtype)
 
 
 __all__ = ["LeastSquares", "LogisticRegressionStream"]

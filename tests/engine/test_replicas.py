@@ -1,0 +1,175 @@
+"""A replica batch computes, for every replica, exactly what the single run computes.
+
+Bit for bit in float64: the state, the output and the records (but wall time) of every
+replica equal those of :func:`decent.train` with that replica's seed, step size and task,
+for every algorithm, for tasks that differ in their scalar parameters, and for dataset
+tasks, on sizes that leave partial vectors. One exception, measured and stated: a loss
+with transcendental functions evaluated in closed form (the logistic stream's sigmoid and
+softplus) agrees to about 1e-16 per step, not bitwise, because torch's vectorized ``exp``
+rounds differently in a kernel's vector body and in its scalar tail, so the last bit
+depends on where a value sits in the tensor. A diverged replica is recorded as diverged
+and stopped; the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from decent.algorithms import (
+    ALGORITHMS,
+    DATSGD,
+    DSGD,
+    AnytimeSGD,
+    Cosine,
+    GradientTracking,
+    InverseSqrt,
+    LocalSGD,
+    MinibatchSGD,
+)
+from decent.comm import SimCommunicator
+from decent.comm.replicated import ReplicatedCommunicator
+from decent.engine import DivergenceWarning, History, train, train_replicas
+from decent.engine.replicas import ReplicaError
+from decent.tasks import LeastSquares, LogisticRegressionStream, digits, mlp
+from decent.topology import OnePeerExponential, ring, torus
+
+N, ROUNDS = 8, 30
+
+
+def _same_records(a: list[dict[str, float]], b: list[dict[str, float]]) -> None:
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b, strict=True):
+        assert set(ra) == set(rb)
+        for key in ra:
+            if key == "train/loss":  # a mean over the round's rows, summed in another order
+                assert ra[key] == pytest.approx(rb[key], rel=1e-14), key
+            elif key != "time/wall_s":  # metrics of the (bit-identical) models: exact
+                assert ra[key] == rb[key] or (math.isnan(ra[key]) and math.isnan(rb[key])), key
+
+
+def _equal(a: torch.Tensor, b: torch.Tensor, exact: bool) -> None:
+    if exact:
+        assert torch.equal(a, b), float((a - b).abs().max())
+    else:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def _check(algorithms, tasks, seeds, topology, exact=True, **kw):
+    batched = train_replicas(
+        algorithms, tasks, SimCommunicator(topology), rounds=ROUNDS, seeds=seeds,
+        eval_every=10, per_node_eval="every", **kw,
+    )
+    assert len(batched) == len(algorithms)
+    for algo, task, seed, got in zip(algorithms, tasks, seeds, batched, strict=True):
+        alone = train(
+            algo, task, SimCommunicator(topology), rounds=ROUNDS, seed=seed, eval_every=10,
+            per_node_eval="every", **kw,
+        )
+        assert got.status == alone.status == "finished"
+        assert got.output is not None and alone.output is not None
+        _equal(got.output, alone.output, exact)  # bit for bit
+        for mine, theirs in zip(got.state, alone.state, strict=True):
+            if isinstance(theirs, torch.Tensor):
+                _equal(mine, theirs, exact)
+            else:
+                assert mine == theirs
+        if exact:
+            _same_records(got.records, alone.records)
+    return batched
+
+
+@pytest.mark.parametrize("kind", list(ALGORITHMS))
+def test_every_algorithm_replica_equals_its_single_run(kind: str) -> None:
+    cls: Any = ALGORITHMS[kind]
+    scale = 1.0 / ROUNDS if cls.horizon_scaled else 1.0
+    algorithms = [cls(lr=lr * scale) for lr in (0.01, 0.05, 0.03, 0.05)]
+    # 7 nodes, 5 dimensions, 3 replicas: no size is a multiple of a vector width
+    task = LeastSquares(7, dim=5, heterogeneity=1.0, hessian_heterogeneity=0.5, batch_size=3)
+    _check(algorithms[:3], [task] * 3, [0, 1, 2], ring(7))
+    task = LeastSquares(N, dim=4, heterogeneity=1.0, hessian_heterogeneity=0.5, batch_size=2)
+    _check(algorithms, [task] * 4, [0, 1, 2, 2], ring(N))
+
+
+def test_tasks_that_differ_in_their_parameters_and_schedules() -> None:
+    tasks = [
+        LeastSquares(N, dim=3, heterogeneity=h, noise=s, seed=k, hessian_heterogeneity=0.3)
+        for h, s, k in ((0.0, 0.1, 0), (1.0, 0.5, 1), (2.0, 0.2, 2))
+    ]
+    algorithms = [DSGD(lr=0.05), DSGD(lr=InverseSqrt(0.1)), DSGD(lr=Cosine(0.08, ROUNDS))]
+    _check(algorithms, tasks, [3, 4, 5], ring(N))
+
+
+def test_logistic_stream_and_gradient_tracking_on_a_time_varying_graph() -> None:
+    tasks = [LogisticRegressionStream(N, dim=4, heterogeneity=h, batch_size=3, seed=k,
+                                      eval_samples=256) for h, k in ((1.0, 0), (2.0, 1))]
+    _check([GradientTracking(lr=0.1), GradientTracking(lr=0.2)], tasks, [0, 1],
+           OnePeerExponential(N), exact=False)
+
+
+def test_dataset_task_replicas_differ_in_seed() -> None:
+    data = digits(seed=0)
+    tasks = [mlp(data, N, "dirichlet", hidden=(8,), batch_size=4, seed=0) for _ in range(3)]
+    _check([DATSGD(lr=0.3 / ROUNDS)] * 3, tasks, [0, 1, 2], ring(N))
+
+
+def test_a_diverged_replica_stops_alone() -> None:
+    task = LeastSquares(N, dim=4, heterogeneity=1.0)
+    algorithms = [DSGD(lr=0.05), DSGD(lr=5.0), DSGD(lr=0.02)]
+    hist = [History(), History(), History()]
+    with pytest.warns(DivergenceWarning, match="dsgd with lr=5.0"):
+        out = train_replicas(
+            algorithms, [task] * 3, SimCommunicator(ring(N)), rounds=200, seeds=[0, 0, 1],
+            eval_every=20, callbacks=[[h] for h in hist],
+        )
+    assert [r.status for r in out] == ["finished", "diverged", "finished"]
+    assert out[1].rounds_completed < 200 and "lr=5.0" in (out[1].message or "")
+    # the survivors are untouched by their neighbour's blow-up
+    for r in (0, 2):
+        alone = train(algorithms[r], task, SimCommunicator(ring(N)), rounds=200,
+                      seed=[0, 0, 1][r], eval_every=20)
+        got = out[r].output
+        assert got is not None and alone.output is not None
+        assert torch.equal(got, alone.output)
+        assert len(hist[r].records) == len(alone.records)
+
+
+def test_replicas_must_share_structure() -> None:
+    task = LeastSquares(N, dim=4)
+    comm = SimCommunicator(ring(N))
+    with pytest.raises(ReplicaError, match="differ only in lr"):
+        train_replicas([DSGD(lr=0.1), DSGD(lr=0.1, variant="cta")], [task] * 2, comm,
+                       rounds=3, seeds=[0, 1])
+    with pytest.raises(ReplicaError, match="share the algorithm"):
+        train_replicas([DSGD(lr=0.1), DATSGD(lr=0.1)], [task] * 2, comm, rounds=3, seeds=[0, 1])
+    with pytest.raises(ReplicaError, match="must share"):
+        train_replicas([DSGD(lr=0.1)] * 2, [task, LeastSquares(N, dim=5)], comm, rounds=3,
+                       seeds=[0, 1])
+
+
+def test_replicated_mixing_is_block_diagonal_without_a_big_matrix() -> None:
+    topo = torus(9)
+    comm = ReplicatedCommunicator(SimCommunicator(topo), replicas=3)
+    x = torch.randn(27, 5, generator=torch.Generator().manual_seed(0))
+    mixed = comm.mix(x, 1)
+    w = torch.as_tensor(topo.weights(1).dense())
+    for r in range(3):
+        torch.testing.assert_close(comm.replica_rows(mixed, r), w @ comm.replica_rows(x, r),
+                                   rtol=0, atol=1e-14)
+    single = SimCommunicator(topo)
+    single.mix(x[:9], 1)
+    assert comm.stats.bytes == single.stats.bytes  # one replica's traffic
+    mean = comm.all_reduce(x, "mean")
+    for r in range(3):
+        assert torch.equal(comm.replica_rows(mean, r), comm.replica_rows(x, r).mean(0).expand(9, 5))
+
+
+def test_centralized_methods_reduce_per_replica() -> None:
+    task = LeastSquares(N, dim=3, heterogeneity=1.0)
+    algos = [MinibatchSGD(lr=0.05), MinibatchSGD(lr=0.1)]
+    _check(algos, [task] * 2, [0, 1], ring(N))
+    _check([LocalSGD(lr=0.05, local_steps=3)] * 2, [task] * 2, [0, 1], ring(N))
+    _check([AnytimeSGD(lr=0.3 / ROUNDS)] * 2, [task] * 2, [0, 5], ring(N))
