@@ -94,6 +94,8 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
             parent[key]
         except (KeyError, IndexError, TypeError):
             continue
+        if not isinstance(parent, (dict, list)):  # an earlier mutation made it a scalar
+            continue
         op = draw(st.sampled_from(["replace", "delete", "extra"]))
         if op == "replace":
             parent[key] = draw(junk)

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from decent.config import load_config
+from decent.config import expand, load_config
 from decent.results import Store
 from decent.run import RunOutcome, faults, run_sweep
 
@@ -85,7 +85,17 @@ def _start(cfg: Path, out: Path, hold: Path) -> subprocess.Popen:
     """``decent sweep`` with 2 workers in a new session; runs of seed 2 hold at round 5."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     env[faults.HOLD_ENV] = f"{HOLD_ROUND}:{hold}:{HELD_SEED}"
-    cmd = [sys.executable, "-m", "decent.cli", "sweep", str(cfg), "--workers", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "decent.cli",
+        "sweep",
+        str(cfg),
+        "--workers",
+        "2",
+        "--replicas",
+        "1",
+    ]
     cmd += ["--out", str(out), "--no-progress"]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -129,7 +139,7 @@ def _gone(pids: list[int]) -> None:
 def _check_resume(cfg: Path, out: Path, before: dict[str, str], monkeypatch) -> None:
     """Resume in this process: only the unfinished runs run; nothing lost or doubled."""
     monkeypatch.delenv(faults.HOLD_ENV, raising=False)
-    summary = run_sweep(load_config(cfg), out, workers=1, progress=False)
+    summary = run_sweep(load_config(cfg), out, workers=1, progress=False, replicas=1)
     assert summary.ok and summary.count("skipped") == len(before)
     assert summary.count("finished") == 6 - len(before)
     st = statuses(out, "hold")
@@ -184,3 +194,66 @@ def test_a_stopped_sweep_resumes_with_nothing_lost(how, small_config, tmp_path, 
         assert "worker died" in output
     _check_resume(cfg, out, finished_at(out, "hold"), monkeypatch)
     assert {k: v for k, v in finished_at(out, "hold").items() if k in before} == before
+
+
+BATCH_GRID = """
+[sweep]
+seeds = [0, 1, 2]
+[sweep.grid]
+"algorithm.lr" = [0.02, 0.05]
+"task.heterogeneity" = [0.0, 1.0]
+"topology.kind" = ["ring", "complete"]
+"""
+
+
+def test_a_replica_batched_sweep_stores_what_separate_runs_store(small_config, tmp_path):
+    """24 points in 2 batches (one per topology) give the 24 runs of 24 separate processes."""
+    from decent.run import batches
+    from decent.run.single import replica_key
+
+    cfg = load_config(small_config("batch", BATCH_GRID, rounds=30, eval_every=10))
+    points = expand(cfg)
+    groups = batches(points, list(range(len(points))), None)
+    assert sorted(len(g) for g in groups) == [12, 12]
+    assert len({replica_key(points[g[0]].config) for g in groups}) == 2
+    batched = run_sweep(cfg, tmp_path / "b", workers=1, progress=False)
+    alone = run_sweep(cfg, tmp_path / "a", workers=1, progress=False, replicas=1)
+    assert batched.count("finished") == alone.count("finished") == 24
+    with Store(tmp_path / "b", readonly=True) as b, Store(tmp_path / "a", readonly=True) as a:
+        rb, ra = b.records("batch"), a.records("batch")
+        assert sorted(b.runs("batch")["run_id"]) == sorted(a.runs("batch")["run_id"])
+    keep = ~ra["metric"].isin(["time/wall_s", "train/loss"])
+    left = ra[keep].sort_values(["run_id", "metric", "round"])["value"].to_numpy()
+    right = (
+        rb[~rb["metric"].isin(["time/wall_s", "train/loss"])]
+        .sort_values(["run_id", "metric", "round"])["value"]
+        .to_numpy()
+    )
+    assert (left == right).all()  # every recorded metric, bit for bit
+    # a rerun skips every replica
+    again = run_sweep(cfg, tmp_path / "b", workers=1, progress=False)
+    assert again.count("skipped") == 24
+
+
+@pytest.mark.slow
+def test_an_interrupted_replica_batch_resumes(small_config, tmp_path, monkeypatch):
+    """Ctrl-C while a batch is held marks all of its replicas interrupted; a rerun redoes them."""
+    cfg = small_config("hold", HOLD_GRID, rounds=ROUNDS, eval_every=EVERY)
+    out, hold = tmp_path / "res", tmp_path / "hold"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env[faults.HOLD_ENV] = f"{HOLD_ROUND}:{hold}"
+    cmd = [sys.executable, "-m", "decent.cli", "sweep", str(cfg), "--workers", "1"]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    _held(proc, hold, 1)  # one batch of 6 replicas: its first replica's hold stops them all
+    assert sorted(statuses(out, "hold").values()) == ["running"] * 6
+    os.killpg(proc.pid, signal.SIGINT)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130 and "Traceback" not in output, output
+    assert sorted(statuses(out, "hold").values()) == ["interrupted"] * 6
+    _check_resume(cfg, out, {}, monkeypatch)

@@ -27,8 +27,11 @@ Examples:
   decent sweep configs/flagship.toml --workers 2 --set rounds=500
   decent sweep configs/dsgd.toml --set 'sweep.grid."algorithm.lr"=[0.1, 0.05]' --set 'sweep.seeds=[0, 1]'
   decent sweep configs/flagship.toml --tensorboard runs/tb --mlflow mlruns   # also log there
+  decent sweep configs/flagship.toml --replicas 1        # one process per run, no batching
 
-Each run is committed to the store the moment it ends. Rerunning the same command skips
+Points that differ only in seed, step size or task scalars run together as one replica
+batch (one stacked tensor; each replica recorded as its own run). Each run is committed
+to the store the moment it ends. Rerunning the same command skips
 finished runs and redoes unfinished ones; Ctrl-C stops the workers cleanly (their runs are
 marked interrupted, nothing finished is lost). Then: decent report STUDY.
 """
@@ -42,6 +45,16 @@ def sweep(
         None, "--workers", "-w", min=1, help="Worker processes (default: number of cores)."
     ),
     study: str | None = typer.Option(None, "--study", help="Study name (default: config's)."),
+    replicas: int | None = typer.Option(
+        None,
+        "--replicas",
+        "-r",
+        min=1,
+        help=(
+            "Most runs per replica batch: points that differ only in seed, step size or "
+            "task scalars run as one stacked tensor (default 64; 1: one process per run)."
+        ),
+    ),
     progress: bool = typer.Option(True, help="Show the overall progress bar."),
     tensorboard: Path | None = tensorboard_option(),
     mlflow: str | None = mlflow_option(),
@@ -78,6 +91,7 @@ def sweep(
             on_done=report,
             tensorboard=tensorboard,
             mlflow=mlflow,
+            replicas=replicas,
         )
     table = Table(title=f"sweep {cfg.study}")
     for col in ("finished", "diverged", "skipped (already done)", "failed", "not run"):

@@ -66,8 +66,13 @@ class ReplicatedCommunicator:
         """Every replica's ``W_t @ x_r`` in one product; counts one replica's gossip round."""
         self._check(x, "mix")
         n, k = self.num_nodes, x.shape[1]
-        self.stats.add_gossip(self.inner.weights(t).out_degree, k * x.element_size())
-        return self.inner.apply(x.reshape(n, self.replicas * k), t).view(self.rows, k)
+        plan = self.inner._checked_plan(x.view(n, self.replicas * k), t)
+        self.stats.add_gossip(plan.matrix.out_degree, k * x.element_size())
+        if plan.kind == "mean":  # the exact average: per replica, summed as a single run sums
+            parts = [self.replica_rows(x, r).contiguous() for r in range(self.replicas)]
+            means = torch.stack([p.mean(dim=0) for p in parts]).view(1, self.replicas * k)
+            return means.expand(n, self.replicas * k).reshape(self.rows, k)
+        return self.inner._apply(plan, x.view(n, self.replicas * k)).view(self.rows, k)
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True

@@ -9,15 +9,27 @@
 """
 
 from decent.run.recorders import StoreRecorder
-from decent.run.single import HEADLINE, RunOutcome, run_config, run_label, train_experiment
-from decent.run.sweep import SweepSummary, default_workers, run_sweep
+from decent.run.single import (
+    HEADLINE,
+    RunOutcome,
+    replica_key,
+    run_batch,
+    run_config,
+    run_label,
+    train_experiment,
+)
+from decent.run.sweep import DEFAULT_REPLICAS, SweepSummary, batches, default_workers, run_sweep
 
 __all__ = [
+    "DEFAULT_REPLICAS",
     "HEADLINE",
     "RunOutcome",
     "StoreRecorder",
     "SweepSummary",
+    "batches",
     "default_workers",
+    "replica_key",
+    "run_batch",
     "run_config",
     "run_label",
     "run_sweep",

@@ -147,6 +147,24 @@ def check(
     return est
 
 
+def check_batch(algorithm: Any, task: Any, comm: Any, replicas: int) -> None:
+    """Refuse a replica batch whose ``replicas`` copies of the per-row state do not fit.
+
+    Raises:
+        ResourceError: with the estimate and a smaller batch that would fit.
+    """
+    est = estimate(algorithm, task, comm)
+    per = est.state + est.work + est.batch
+    available = available_memory(comm.node_ids.device)
+    if available is not None and per * replicas > 0.9 * available:
+        fits = max(1, int(0.9 * available // max(per, 1)))
+        raise ResourceError(
+            f"a batch of {replicas} replicas needs about {_gib(per * replicas)} but "
+            f"{_gib(available)} is available; use at most {fits} replicas per batch "
+            "(decent sweep --replicas)"
+        )
+
+
 def check_config(config: Any, *, available: int | None = None) -> None:
     """A coarse check from the config alone, before the task is built (its set-up draws).
 
@@ -179,6 +197,7 @@ __all__ = [
     "ResourceError",
     "available_memory",
     "check",
+    "check_batch",
     "check_config",
     "estimate",
 ]

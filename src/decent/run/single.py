@@ -170,4 +170,114 @@ def run_config(
     return RunOutcome(run_id, label, result.status, result.final, result.message, result)
 
 
-__all__ = ["HEADLINE", "RunOutcome", "run_config", "run_label", "train_experiment"]
+def replica_key(config: ExperimentConfig) -> str:
+    """Runs with equal keys can share one replica batch (:func:`run_batch`).
+
+    The key is the resolved config without what replicas may differ in: the training
+    seed, the step size and, for the streaming tasks, every task field but the shapes the
+    task family requires replicas to share (``replica_fields``).
+    """
+    from decent.results._canon import canonical_json
+    from decent.tasks import LeastSquares, LogisticRegressionStream
+
+    data = config.run_dict()
+    for key in ("seed", "name", "study"):
+        data.pop(key, None)
+    data["algorithm"] = {k: v for k, v in data["algorithm"].items() if k != "lr"}
+    families: dict[str, Any] = {
+        "least_squares": LeastSquares,
+        "logistic_stream": LogisticRegressionStream,
+    }
+    family = families.get(data["task"]["kind"])
+    if family is not None:
+        shared = set(family.replica_fields) | {"kind"}
+        data["task"] = {k: v for k, v in data["task"].items() if k in shared}
+    return canonical_json(data)
+
+
+def run_batch(
+    configs: Sequence[ExperimentConfig],
+    store: Store | None,
+    *,
+    labels: Sequence[str] | None = None,
+    callbacks: Sequence[Sequence[Callback]] | None = None,
+) -> list[RunOutcome]:
+    """Run configs with one :func:`replica_key` as one replica batch, each recorded as its run.
+
+    Every replica is stored exactly as :func:`run_config` would store it (its own run id,
+    config, records and status), so reports, resume and export do not know the difference;
+    a single config is simply :func:`run_config`.
+
+    Raises:
+        ValueError: configs with different replica keys.
+        ConfigError / ResourceError: as :func:`run_config`.
+        KeyboardInterrupt: after every replica is marked ``interrupted``.
+    """
+    from decent.engine import train_replicas
+
+    labels = list(labels) if labels is not None else [run_label(c) for c in configs]
+    extra = [list(c) for c in callbacks] if callbacks is not None else [[] for _ in configs]
+    if len(configs) == 1:
+        return [run_config(configs[0], store, label=labels[0], callbacks=extra[0])]
+    keys = {replica_key(c) for c in configs}
+    if len(keys) != 1:
+        raise ValueError("run_batch needs configs that differ only in seed, lr and task scalars")
+    first = configs[0]
+    for c in configs:
+        resources.check_config(c)
+    experiments = [build(c) for c in configs]
+    comm = experiments[0].comm
+    r = len(configs)
+    resources.check(  # one replica, its evaluation included
+        experiments[0].algorithm, experiments[0].task, comm, per_node_eval=first.per_node_eval
+    )
+    resources.check_batch(experiments[0].algorithm, experiments[0].task, comm, r)
+    recorders = [
+        StoreRecorder(store, c.study, c.run_dict(), name=label)
+        if store is not None
+        else None
+        for c, label in zip(configs, labels, strict=True)
+    ]
+    every = [
+        [*([rec] if rec is not None else []), *cbs, *faults.from_env()]
+        for rec, cbs in zip(recorders, extra, strict=True)
+    ]
+    try:
+        results = train_replicas(
+            [e.algorithm for e in experiments],
+            [e.task for e in experiments],
+            comm,
+            rounds=first.rounds,
+            seeds=[c.seed for c in configs],
+            eval_every=first.eval_every,
+            callbacks=every,
+            per_node_eval=first.per_node_eval,
+            divergence_factor=first.divergence_factor,
+            topology_name=experiments[0].topology.name,
+        )
+    except BaseException as err:
+        for rec in recorders:
+            if rec is not None:
+                if isinstance(err, KeyboardInterrupt):
+                    rec.abort("interrupted", "interrupted (Ctrl-C or SIGTERM)")
+                else:
+                    rec.abort("failed", err)
+        raise
+    outcomes = []
+    for c, label, rec, res in zip(configs, labels, recorders, results, strict=True):
+        if rec is not None:
+            rec.close(res)
+        rid = run_id_for(c.study, c.run_dict())
+        outcomes.append(RunOutcome(rid, label, res.status, res.final, res.message, res))
+    return outcomes
+
+
+__all__ = [
+    "HEADLINE",
+    "RunOutcome",
+    "replica_key",
+    "run_batch",
+    "run_config",
+    "run_label",
+    "train_experiment",
+]

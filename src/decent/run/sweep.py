@@ -25,7 +25,7 @@ from typing import Any
 
 from decent.config import ConfigError, ExperimentConfig, Issue, SweepPoint, expand
 from decent.results import Store, run_id_for
-from decent.run.single import RunOutcome, run_config, run_label
+from decent.run.single import RunOutcome, replica_key, run_batch, run_label
 
 
 @dataclass
@@ -93,21 +93,60 @@ def _worker(
             item = tasks.get()
             if item is None:
                 return
-            index, run_id, raw, label = item
-            results.put(("start", pid, index, run_id))
-            try:
-                config = ExperimentConfig.model_validate(raw)
-                callbacks = _sink_callbacks(config, label, sinks)
-                outcome = run_config(config, store, label=label, callbacks=callbacks)
-            except ConfigError as err:
-                outcome = RunOutcome(run_id, label, "failed", message=str(err))
-            except KeyboardInterrupt:
-                raise
-            except Exception:  # a bug or a failing run: report it, keep the sweep going
-                outcome = RunOutcome(run_id, label, "failed", message=traceback.format_exc())
-            results.put(("done", pid, index, dataclasses.replace(outcome, result=None)))
+            indices, run_ids, raws, labels = item
+            results.put(("start", pid, indices))
+            configs = [ExperimentConfig.model_validate(raw) for raw in raws]
+            for index, outcome in zip(
+                indices, _run_group(configs, run_ids, labels, store, sinks), strict=True
+            ):
+                results.put(("done", pid, index, dataclasses.replace(outcome, result=None)))
     except KeyboardInterrupt:
         return
+
+
+def _run_group(
+    configs: list[ExperimentConfig],
+    run_ids: list[str],
+    labels: list[str],
+    store: Store,
+    sinks: SinkOptions,
+) -> list[RunOutcome]:
+    """Run one batch of the grid (one run, or a replica batch); failures become outcomes."""
+    try:
+        callbacks = [_sink_callbacks(c, lab, sinks) for c, lab in zip(configs, labels, strict=True)]
+        return run_batch(configs, store, labels=labels, callbacks=callbacks)
+    except KeyboardInterrupt:
+        raise
+    except ConfigError as err:
+        message = str(err)
+    except Exception:  # a bug or a failing run: report it, keep the sweep going
+        message = traceback.format_exc()
+    return [
+        RunOutcome(r, lab, "failed", message=message)
+        for r, lab in zip(run_ids, labels, strict=True)
+    ]
+
+
+def batches(points: list[SweepPoint], pending: list[int], replicas: int | None) -> list[list[int]]:
+    """Group the pending points that can share one replica batch (grid order kept).
+
+    Points with one :func:`~decent.run.single.replica_key` (they differ in seed, step size
+    or the task's scalars) form batches of at most ``replicas`` runs; ``replicas = 1``
+    runs every point alone.
+    """
+    limit = DEFAULT_REPLICAS if replicas is None else max(1, int(replicas))
+    groups: dict[str, list[int]] = {}
+    for i in pending:
+        key = replica_key(points[i].config) if limit > 1 else str(i)
+        groups.setdefault(key, []).append(i)
+    out: list[list[int]] = []
+    for members in groups.values():
+        out += [members[k : k + limit] for k in range(0, len(members), limit)]
+    return sorted(out, key=lambda g: g[0])
+
+
+DEFAULT_REPLICAS = 64
+"""Runs per replica batch unless ``replicas`` says otherwise."""
 
 
 @contextlib.contextmanager
@@ -154,8 +193,14 @@ def run_sweep(
     on_done: Event | None = None,
     tensorboard: str | os.PathLike[str] | None = None,
     mlflow: str | os.PathLike[str] | None = None,
+    replicas: int | None = None,
 ) -> SweepSummary:
     """Run every point of ``config``'s sweep into the store at ``out``; skip finished ones.
+
+    Points that differ only in seed, step size or the task's scalars run together as one
+    replica batch (:func:`decent.engine.train_replicas`; ``replicas`` runs per batch at
+    most, default :data:`DEFAULT_REPLICAS`, ``1`` for one process per run); each replica is
+    recorded as its own run, so resume, reports and export see no difference.
 
     Args:
         config: a config with a ``[sweep]`` section (without one: a single run).
@@ -165,6 +210,7 @@ def run_sweep(
         on_done: called with each run's outcome as it ends (also for skipped runs).
         tensorboard: also write each run's TensorBoard events under this directory.
         mlflow: also log each run to this MLflow tracking URI (experiment = the study).
+        replicas: the largest replica batch (``1``: no batching).
 
     Returns:
         A :class:`SweepSummary`. On Ctrl-C the workers are stopped, their runs marked
@@ -225,15 +271,14 @@ def run_sweep(
         if on_done is not None:
             on_done(outcome)
 
-    n_workers = max(1, min(workers or default_workers(), len(pending)))
+    groups = batches(points, pending, replicas)
+    n_workers = max(1, min(workers or default_workers(), len(groups)))
     interrupted = False
     try:
         if n_workers == 1:
-            interrupted = _run_inline(points, pending, labels, store, done, sinks)
+            interrupted = _run_inline(points, groups, ids, labels, store, done, sinks)
         else:
-            interrupted = _run_pool(
-                points, pending, ids, labels, store, out, n_workers, done, sinks
-            )
+            interrupted = _run_pool(points, groups, ids, labels, store, out, n_workers, done, sinks)
     finally:
         bar.close()
         store.close()
@@ -268,28 +313,29 @@ def _prebuild(points: list[SweepPoint]) -> None:
 
 def _run_inline(
     points: list[SweepPoint],
-    pending: list[int],
+    groups: list[list[int]],
+    ids: list[str],
     labels: list[str],
     store: Store,
     done: Callable[[int, RunOutcome], None],
     sinks: SinkOptions = (None, None),
 ) -> bool:
-    for i in pending:
+    for group in groups:
+        configs = [points[i].config for i in group]
         try:
-            config = points[i].config
-            callbacks = _sink_callbacks(config, labels[i], sinks)
-            outcome = run_config(config, store, label=labels[i], callbacks=callbacks)
+            outcomes = _run_group(
+                configs, [ids[i] for i in group], [labels[i] for i in group], store, sinks
+            )
         except KeyboardInterrupt:
             return True
-        except ConfigError as err:
-            outcome = RunOutcome("", labels[i], "failed", message=str(err))
-        done(i, outcome)
+        for i, outcome in zip(group, outcomes, strict=True):
+            done(i, outcome)
     return False
 
 
 def _run_pool(
     points: list[SweepPoint],
-    pending: list[int],
+    groups: list[list[int]],
     ids: list[str],
     labels: list[str],
     store: Store,
@@ -301,8 +347,9 @@ def _run_pool(
     ctx = mp.get_context("spawn")
     tasks = ctx.Queue()
     results = ctx.Queue()
-    for i in pending:
-        tasks.put((i, ids[i], points[i].config.model_dump(mode="json"), labels[i]))
+    for group in groups:
+        raws = [points[i].config.model_dump(mode="json") for i in group]
+        tasks.put((group, [ids[i] for i in group], raws, [labels[i] for i in group]))
     for _ in range(n_workers):
         tasks.put(None)
     out_str = str(Path(out))
@@ -316,9 +363,9 @@ def _run_pool(
         return proc
 
     procs = [spawn() for _ in range(n_workers)]
-    in_flight: dict[int, int] = {}  # worker pid -> point index
-    remaining = set(pending)
-    respawns = len(pending)
+    in_flight: dict[int, set[int]] = {}  # worker pid -> the point indices it runs
+    remaining = {i for g in groups for i in g}
+    respawns = len(groups)
     try:
         while remaining:
             try:
@@ -326,11 +373,11 @@ def _run_pool(
             except queue.Empty:
                 msg = None
             if msg is not None and msg[0] == "start":
-                _, pid, index, _ = msg
-                in_flight[pid] = index
+                _, pid, indices = msg
+                in_flight[pid] = set(indices)
             elif msg is not None and msg[0] == "done":
                 _, pid, index, outcome = msg
-                in_flight.pop(pid, None)
+                in_flight.get(pid, set()).discard(index)
                 remaining.discard(index)
                 done(index, outcome)
             if msg is None:
@@ -338,23 +385,12 @@ def _run_pool(
                     if proc.is_alive() or proc.exitcode is None:
                         continue
                     if proc.exitcode != 0:
-                        index = in_flight.pop(proc.pid, None)
-                        if index is not None:
-                            _mark_failed(
-                                store,
-                                points[index],
-                                ids[index],
-                                f"worker died (exit code {proc.exitcode})",
-                            )
+                        why = f"worker died (exit code {proc.exitcode})"
+                        for index in sorted(in_flight.pop(proc.pid, set())):
+                            _mark_failed(store, points[index], ids[index], why)
                             remaining.discard(index)
                             done(
-                                index,
-                                RunOutcome(
-                                    ids[index],
-                                    labels[index],
-                                    "failed",
-                                    message=f"worker died (exit code {proc.exitcode})",
-                                ),
+                                index, RunOutcome(ids[index], labels[index], "failed", message=why)
                             )
                         if respawns > 0 and remaining:
                             respawns -= 1
@@ -372,9 +408,9 @@ def _run_pool(
             while True:
                 msg = results.get(timeout=0.2)
                 if msg[0] == "done":
-                    in_flight.pop(msg[1], None)
+                    in_flight.get(msg[1], set()).discard(msg[2])
                     done(msg[2], msg[3])
-        for index in in_flight.values():
+        for index in sorted(i for indices in in_flight.values() for i in indices):
             config = points[index].config
             _mark_interrupted(store, config.study, ids[index], config.run_dict())
         return True
@@ -409,4 +445,4 @@ def _stop(procs: list[Any]) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-__all__ = ["SweepSummary", "default_workers", "run_sweep"]
+__all__ = ["DEFAULT_REPLICAS", "SweepSummary", "batches", "default_workers", "run_sweep"]
