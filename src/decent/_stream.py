@@ -28,14 +28,18 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
 NODE_BLOCK = 1024
-"""Node ids per generator key (a rank draws at most this many rows per block it touches)."""
+"""Node ids per generator key at most (a rank draws at most this many rows per block it
+touches; a large draw is cut into smaller blocks, drawn on parallel threads)."""
 
 _MASK64 = (1 << 64) - 1
+_PARALLEL = 1 << 16
+"""Values per block above which a draw is cut into blocks drawn on parallel threads."""
 
 
 def _splitmix(x: int) -> int:
@@ -53,9 +57,17 @@ def key(seed: int, stream: int, t: int, block: int) -> int:
     return h >> 1  # manual_seed takes a non-negative int64
 
 
-def block_size(num_nodes: int) -> int:
-    """Node ids per generator key for a network of ``num_nodes`` nodes."""
-    return min(NODE_BLOCK, 1 << max(0, int(num_nodes) - 1).bit_length())
+def block_size(num_nodes: int, width: int = 1) -> int:
+    """Node ids per generator key for a network of ``num_nodes`` nodes drawing ``width`` each.
+
+    The smallest power of two that covers the network, at most :data:`NODE_BLOCK`, and no
+    more than about ``2^16`` values per block (at least 64 nodes) so that large draws
+    split into blocks that run on parallel threads. A function of ``(n, width)`` only, the
+    same on every process.
+    """
+    cover = 1 << max(0, int(num_nodes) - 1).bit_length()
+    per_values = 1 << max(6, (_PARALLEL // max(1, width)).bit_length() - 1)
+    return max(1, min(NODE_BLOCK, cover, per_values))
 
 
 @dataclass(frozen=True)
@@ -83,10 +95,10 @@ def _layouts_of(nodes: torch.Tensor) -> dict[int, _Layout]:
     return per
 
 
-def _layout(nodes: torch.Tensor, num_nodes: int) -> _Layout:
+def _layout(nodes: torch.Tensor, num_nodes: int, width: int = 1) -> _Layout:
     """The block layout of ``nodes``, computed once per tensor (it is a run's node ids)."""
     per = _layouts_of(nodes)
-    block = block_size(num_nodes)
+    block = block_size(num_nodes, width)
     found = per.get(block)
     if found is not None:
         return found
@@ -109,6 +121,24 @@ def is_range(nodes: torch.Tensor) -> bool:
     return _layout(nodes, max(1, int(nodes.shape[0]))).contiguous
 
 
+def _fill_block(
+    fill: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    k: int,
+    rows: torch.Tensor,
+    block: int,
+    buffer_dtype: torch.dtype,
+) -> torch.Tensor | None:
+    """Draw one whole block with key ``k``: into ``rows`` when they are the whole block in
+    the buffer's dtype, else into a fresh buffer that is returned."""
+    gen = torch.Generator(device=rows.device)
+    gen.manual_seed(k)
+    if rows.shape[0] == block and rows.dtype == buffer_dtype:
+        fill(rows, gen)
+        return None
+    width = rows.shape[1]
+    return fill(torch.empty((block, width), dtype=buffer_dtype, device=rows.device), gen)
+
+
 def _draw(
     fill: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     buffer_dtype: torch.dtype,
@@ -120,29 +150,51 @@ def _draw(
     dtype: torch.dtype,
     num_nodes: int,
 ) -> torch.Tensor:
-    """``(len(nodes), width)`` draws in ``dtype``; row ``r`` is node ``nodes[r]``'s."""
+    """``(len(nodes), width)`` draws in ``dtype``; row ``r`` is node ``nodes[r]``'s.
+
+    Blocks have their own generators, so large draws of several blocks run on
+    ``torch.get_num_threads()`` threads at once (torch's CPU generators are sequential, and
+    drawing dominates a round of a large streaming task); the numbers do not depend on it.
+    """
     device = nodes.device
-    gen = torch.Generator(device=device)
-    layout = _layout(nodes, num_nodes)
+    layout = _layout(nodes, num_nodes, width)
     block = layout.block
     m = int(nodes.numel())
     out = torch.empty((m, width), dtype=dtype, device=device)
-    direct = buffer_dtype == dtype
+    jobs: list[tuple[int, torch.Tensor | None]]
     if layout.contiguous:
-        for b in range(math.ceil(m / block)):
-            gen.manual_seed(key(seed, stream, t, b))
-            rows = out[b * block : min(m, (b + 1) * block)]
-            if direct and rows.shape[0] == block:
-                fill(rows, gen)
-            else:
-                full = fill(torch.empty((block, width), dtype=buffer_dtype, device=device), gen)
+        jobs = [(b, out[b * block : min(m, (b + 1) * block)]) for b in range(math.ceil(m / block))]
+    else:
+        jobs = [(b, None) for b, _, _ in layout.gathers]
+
+    def one(b: int, rows: torch.Tensor | None) -> torch.Tensor | None:
+        target = rows if rows is not None else torch.empty((0, width), dtype=dtype, device=device)
+        return _fill_block(fill, key(seed, stream, t, b), target, block, buffer_dtype)
+
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and len(jobs) > 1 and threads > 1 and block * width * 2 >= _PARALLEL:
+        drawn = list(_executor(threads).map(lambda job: one(*job), jobs))
+    else:
+        drawn = [one(b, rows) for b, rows in jobs]
+    if layout.contiguous:
+        for (_, rows), full in zip(jobs, drawn, strict=True):
+            if full is not None and rows is not None:
                 rows.copy_(full[: rows.shape[0]])
         return out
-    for b, where, rows in layout.gathers:
-        gen.manual_seed(key(seed, stream, t, b))
-        full = fill(torch.empty((block, width), dtype=buffer_dtype, device=device), gen)
+    for (_, where, rows), full in zip(layout.gathers, drawn, strict=True):
+        assert full is not None
         out[where] = full[rows].to(dtype)
     return out
+
+
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    pool = _EXECUTORS.get(threads)
+    if pool is None:
+        pool = _EXECUTORS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="decent-draw")
+    return pool
 
 
 def _normal_(buf: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -90,6 +90,22 @@ def test_keys_are_a_pure_function_and_63_bit() -> None:
     assert len(keys) == 2000 and all(0 <= k < 2**63 for k in keys)
     assert _stream.block_size(1) == 1 and _stream.block_size(100) == 128
     assert _stream.block_size(10**6) == _stream.NODE_BLOCK
+    assert _stream.block_size(1024, 21) == 1024  # a small draw: one block
+    assert _stream.block_size(1024, 3200) == 64  # a large one: 16 blocks, drawn in parallel
+
+
+def test_a_large_draw_is_the_same_with_one_thread_or_two() -> None:
+    nodes = torch.arange(512)
+    two = _stream.normal(1, 2, 3, nodes, 3000, 512)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = _stream.normal(1, 2, 3, nodes, 3000, 512)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    some = torch.tensor([511, 3, 200])
+    assert torch.equal(_stream.normal(1, 2, 3, some, 3000, 512), two[some])
 
 
 def _keyed_words(rounds: int) -> np.ndarray:

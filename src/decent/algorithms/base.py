@@ -200,9 +200,7 @@ def _check_value(owner: str, name: str, hint: Any, rules: Sequence[Any], value: 
         what = "an integer"
     elif hint is float:
         ok = (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         )
         what = "a finite number"
     else:
@@ -232,8 +230,14 @@ class MixingAssumptions:
 
     def describe(self) -> str:
         """``"a symmetric, doubly stochastic W"``."""
-        parts = [p for p, on in (("symmetric", self.symmetric),
-                                 ("doubly stochastic", self.doubly_stochastic)) if on]
+        parts = [
+            p
+            for p, on in (
+                ("symmetric", self.symmetric),
+                ("doubly stochastic", self.doubly_stochastic),
+            )
+            if on
+        ]
         return f"a {', '.join(parts)} W" if parts else "any row-stochastic W"
 
 
@@ -241,9 +245,7 @@ class MixingAssumptionWarning(UserWarning):
     """A method runs on mixing matrices outside what its analysis assumes."""
 
 
-def mixing_violations(
-    algorithm: Any, topology: Any, rounds: int, *, probe: int = 16
-) -> list[str]:
+def mixing_violations(algorithm: Any, topology: Any, rounds: int, *, probe: int = 16) -> list[str]:
     """What ``topology`` breaks of ``algorithm.assumes`` over the first rounds (``[]``: nothing).
 
     Static topologies are checked once, periodic ones over one period, other time-varying
@@ -262,7 +264,11 @@ def mixing_violations(
         w = topology.weights(t)
         if assumes.symmetric and not w.is_symmetric and "symmetric" not in found:
             found.append("symmetric")
-        if assumes.doubly_stochastic and not w.is_doubly_stochastic and "doubly stochastic" not in found:
+        if (
+            assumes.doubly_stochastic
+            and not w.is_doubly_stochastic
+            and "doubly stochastic" not in found
+        ):
             found.append("doubly stochastic")
     return [f"W_t is not {what} (round {ts[0]}..{ts[-1]} checked)" for what in found]
 
@@ -329,12 +335,9 @@ def add_scaled_(x: NodeTensor, g: torch.Tensor, scale: Scale) -> NodeTensor:
     ``x``'s dtype from float64 in both forms. The product goes to a reused scratch buffer
     (fresh multi-megabyte temporaries cost page faults).
     """
-    if isinstance(scale, torch.Tensor):
-        factor = scale.to(dtype=x.dtype, device=x.device)
-    else:
-        factor = torch.tensor(scale, dtype=x.dtype, device=x.device)
+    factor = scale.to(dtype=x.dtype, device=x.device) if isinstance(scale, torch.Tensor) else scale
     work = scratch(g.shape, x.dtype, x.device)
-    torch.mul(g, factor, out=work)
+    torch.mul(g, factor, out=work)  # a Python number is rounded to x's dtype, as a column is
     return x.add_(work)
 
 

