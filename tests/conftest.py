@@ -22,6 +22,7 @@ _hyp_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     _hyp_settings.load_profile("ci")
 
+
 @pytest.fixture
 def cli():
     """Invoke ``decent ARGS...`` in-process; returns the click Result."""
@@ -62,3 +63,44 @@ def small_config(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture
+def spawn():
+    """``subprocess.Popen`` that kills what it started when the test ends, pass or fail.
+
+    Tests that hold a run mid-flight (decent.run.faults) would otherwise leave the held
+    processes behind when an assertion fails before the release.
+    """
+    import signal
+    import subprocess
+
+    import psutil
+
+    started: list[tuple[subprocess.Popen, bool]] = []
+
+    def popen(*args, **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(*args, **kwargs)
+        started.append((proc, bool(kwargs.get("start_new_session"))))
+        return proc
+
+    yield popen
+    for proc, own_group in started:
+        if own_group:  # reaches workers orphaned by a killed parent, too
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for p in family:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        try:
+            proc.communicate(timeout=30)
+        except (subprocess.TimeoutExpired, ValueError):
+            pass

@@ -30,15 +30,13 @@ dim = 3
 """
 
 
-def _held_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+def _held_run(tmp_path: Path, spawn) -> tuple[subprocess.Popen, Path, Path]:
     """Start ``decent run`` and wait until it holds at round 12 (records up to 10 logged)."""
     cfg, out, hold = tmp_path / "sig.toml", tmp_path / "res", tmp_path / "hold"
     cfg.write_text(CONFIG)
     env = dict(os.environ, **{faults.HOLD_ENV: f"12:{hold}"})
     cmd = [sys.executable, "-m", "decent.cli", "run", str(cfg), "--out", str(out)]
-    proc = subprocess.Popen(
-        [*cmd, "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    proc = spawn([*cmd, "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while not list(hold.glob("held-*")):
         if proc.poll() is not None:
@@ -49,8 +47,8 @@ def _held_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_a_signalled_run_reads_interrupted_and_a_rerun_restarts_it(tmp_path, sig):
-    proc, cfg, out = _held_run(tmp_path)
+def test_a_signalled_run_reads_interrupted_and_a_rerun_restarts_it(tmp_path, sig, spawn):
+    proc, cfg, out = _held_run(tmp_path, spawn)
     proc.send_signal(sig)
     output = proc.communicate(timeout=60)[0].decode()
     assert "Traceback" not in output, output

@@ -81,7 +81,7 @@ seeds = [0, 1, 2]
 ROUNDS, EVERY, HOLD_ROUND, HELD_SEED = 40, 10, 5, 2
 
 
-def _start(cfg: Path, out: Path, hold: Path) -> subprocess.Popen:
+def _start(spawn, cfg: Path, out: Path, hold: Path) -> subprocess.Popen:
     """``decent sweep`` with 2 workers in a new session; runs of seed 2 hold at round 5."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     env[faults.HOLD_ENV] = f"{HOLD_ROUND}:{hold}:{HELD_SEED}"
@@ -97,7 +97,7 @@ def _start(cfg: Path, out: Path, hold: Path) -> subprocess.Popen:
         "1",
     ]
     cmd += ["--out", str(out), "--no-progress"]
-    return subprocess.Popen(
+    return spawn(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
 
@@ -158,10 +158,10 @@ def _check_resume(cfg: Path, out: Path, before: dict[str, str], monkeypatch) -> 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL-parent", "SIGKILL-worker"])
-def test_a_stopped_sweep_resumes_with_nothing_lost(how, small_config, tmp_path, monkeypatch):
+def test_a_stopped_sweep_resumes_with_nothing_lost(how, small_config, tmp_path, monkeypatch, spawn):
     cfg = small_config("hold", HOLD_GRID, rounds=ROUNDS, eval_every=EVERY)
     out, hold = tmp_path / "res", tmp_path / "hold"
-    proc = _start(cfg, out, hold)
+    proc = _start(spawn, cfg, out, hold)
     workers = _held(proc, hold, 2)
     st = statuses(out, "hold")
     assert sorted(st.values()) == ["finished"] * 4 + ["running"] * 2, st
@@ -236,14 +236,14 @@ def test_a_replica_batched_sweep_stores_what_separate_runs_store(small_config, t
 
 
 @pytest.mark.slow
-def test_an_interrupted_replica_batch_resumes(small_config, tmp_path, monkeypatch):
+def test_an_interrupted_replica_batch_resumes(small_config, tmp_path, monkeypatch, spawn):
     """Ctrl-C while a batch is held marks all of its replicas interrupted; a rerun redoes them."""
     cfg = small_config("hold", HOLD_GRID, rounds=ROUNDS, eval_every=EVERY)
     out, hold = tmp_path / "res", tmp_path / "hold"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     env[faults.HOLD_ENV] = f"{HOLD_ROUND}:{hold}"
     cmd = [sys.executable, "-m", "decent.cli", "sweep", str(cfg), "--workers", "1"]
-    proc = subprocess.Popen(
+    proc = spawn(
         [*cmd, "--out", str(out), "--no-progress"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

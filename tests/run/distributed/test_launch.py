@@ -223,7 +223,7 @@ def test_the_local_launcher_failure_policy(mode: str, how: str, code: int, other
     assert res.summary() == f"{len(res.survivors)} of 3 ranks survived"
 
 
-def test_a_local_launch_listens_on_loopback_only(tmp_path: Path, config_file: Path) -> None:
+def test_a_local_launch_listens_on_loopback_only(tmp_path: Path, config_file: Path, spawn) -> None:
     """Every listening socket of the launcher and its ranks is bound to 127.0.0.1.
 
     The ranks hold at round 5 (decent.run.faults) so the sockets are inspected while the
@@ -240,7 +240,7 @@ def test_a_local_launch_listens_on_loopback_only(tmp_path: Path, config_file: Pa
     env = dict(os.environ, **{faults.HOLD_ENV: f"5:{hold}"})
     cmd = [sys.executable, "-m", "decent.cli", "launch", "--nproc", "2", str(config_file)]
     cmd += ["--out", str(tmp_path / "res")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = spawn(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while len(list(hold.glob("held-*"))) < 2:
