@@ -32,6 +32,7 @@ count_files() {
 # ruff's own list of the files it checks; for mypy, the .py/.pyi files it is given
 echo "ruff: checking $(ruff check --show-files "${DIRS[@]}" | count_files)"
 ruff check "${DIRS[@]}"
+ruff format --check --quiet "${DIRS[@]}"
 echo "mypy: checking $(find "${DIRS[@]}" -name __pycache__ -prune -o \( -name '*.py' -o -name '*.pyi' \) -print | count_files)"
 mypy "${DIRS[@]}"
 exec python -m pytest -n 2 -q "$@"

@@ -60,14 +60,26 @@ def _equal(a: torch.Tensor, b: torch.Tensor, exact: bool) -> None:
 
 def _check(algorithms, tasks, seeds, topology, exact=True, **kw):
     batched = train_replicas(
-        algorithms, tasks, SimCommunicator(topology), rounds=ROUNDS, seeds=seeds,
-        eval_every=10, per_node_eval="every", **kw,
+        algorithms,
+        tasks,
+        SimCommunicator(topology),
+        rounds=ROUNDS,
+        seeds=seeds,
+        eval_every=10,
+        per_node_eval="every",
+        **kw,
     )
     assert len(batched) == len(algorithms)
     for algo, task, seed, got in zip(algorithms, tasks, seeds, batched, strict=True):
         alone = train(
-            algo, task, SimCommunicator(topology), rounds=ROUNDS, seed=seed, eval_every=10,
-            per_node_eval="every", **kw,
+            algo,
+            task,
+            SimCommunicator(topology),
+            rounds=ROUNDS,
+            seed=seed,
+            eval_every=10,
+            per_node_eval="every",
+            **kw,
         )
         assert got.status == alone.status == "finished"
         assert got.output is not None and alone.output is not None
@@ -104,10 +116,17 @@ def test_tasks_that_differ_in_their_parameters_and_schedules() -> None:
 
 
 def test_logistic_stream_and_gradient_tracking_on_a_time_varying_graph() -> None:
-    tasks = [LogisticRegressionStream(N, dim=4, heterogeneity=h, batch_size=3, seed=k,
-                                      eval_samples=256) for h, k in ((1.0, 0), (2.0, 1))]
-    _check([GradientTracking(lr=0.1), GradientTracking(lr=0.2)], tasks, [0, 1],
-           OnePeerExponential(N), exact=False)
+    tasks = [
+        LogisticRegressionStream(N, dim=4, heterogeneity=h, batch_size=3, seed=k, eval_samples=256)
+        for h, k in ((1.0, 0), (2.0, 1))
+    ]
+    _check(
+        [GradientTracking(lr=0.1), GradientTracking(lr=0.2)],
+        tasks,
+        [0, 1],
+        OnePeerExponential(N),
+        exact=False,
+    )
 
 
 def test_dataset_task_replicas_differ_in_seed() -> None:
@@ -122,15 +141,26 @@ def test_a_diverged_replica_stops_alone() -> None:
     hist = [History(), History(), History()]
     with pytest.warns(DivergenceWarning, match="dsgd with lr=5.0"):
         out = train_replicas(
-            algorithms, [task] * 3, SimCommunicator(ring(N)), rounds=200, seeds=[0, 0, 1],
-            eval_every=20, callbacks=[[h] for h in hist],
+            algorithms,
+            [task] * 3,
+            SimCommunicator(ring(N)),
+            rounds=200,
+            seeds=[0, 0, 1],
+            eval_every=20,
+            callbacks=[[h] for h in hist],
         )
     assert [r.status for r in out] == ["finished", "diverged", "finished"]
     assert out[1].rounds_completed < 200 and "lr=5.0" in (out[1].message or "")
     # the survivors are untouched by their neighbour's blow-up
     for r in (0, 2):
-        alone = train(algorithms[r], task, SimCommunicator(ring(N)), rounds=200,
-                      seed=[0, 0, 1][r], eval_every=20)
+        alone = train(
+            algorithms[r],
+            task,
+            SimCommunicator(ring(N)),
+            rounds=200,
+            seed=[0, 0, 1][r],
+            eval_every=20,
+        )
         got = out[r].output
         assert got is not None and alone.output is not None
         assert torch.equal(got, alone.output)
@@ -141,13 +171,15 @@ def test_replicas_must_share_structure() -> None:
     task = LeastSquares(N, dim=4)
     comm = SimCommunicator(ring(N))
     with pytest.raises(ReplicaError, match="differ only in lr"):
-        train_replicas([DSGD(lr=0.1), DSGD(lr=0.1, variant="cta")], [task] * 2, comm,
-                       rounds=3, seeds=[0, 1])
+        train_replicas(
+            [DSGD(lr=0.1), DSGD(lr=0.1, variant="cta")], [task] * 2, comm, rounds=3, seeds=[0, 1]
+        )
     with pytest.raises(ReplicaError, match="share the algorithm"):
         train_replicas([DSGD(lr=0.1), DATSGD(lr=0.1)], [task] * 2, comm, rounds=3, seeds=[0, 1])
     with pytest.raises(ReplicaError, match="must share"):
-        train_replicas([DSGD(lr=0.1)] * 2, [task, LeastSquares(N, dim=5)], comm, rounds=3,
-                       seeds=[0, 1])
+        train_replicas(
+            [DSGD(lr=0.1)] * 2, [task, LeastSquares(N, dim=5)], comm, rounds=3, seeds=[0, 1]
+        )
 
 
 def test_replicated_mixing_is_block_diagonal_without_a_big_matrix() -> None:
@@ -157,8 +189,9 @@ def test_replicated_mixing_is_block_diagonal_without_a_big_matrix() -> None:
     mixed = comm.mix(x, 1)
     w = torch.as_tensor(topo.weights(1).dense())
     for r in range(3):
-        torch.testing.assert_close(comm.replica_rows(mixed, r), w @ comm.replica_rows(x, r),
-                                   rtol=0, atol=1e-14)
+        torch.testing.assert_close(
+            comm.replica_rows(mixed, r), w @ comm.replica_rows(x, r), rtol=0, atol=1e-14
+        )
     single = SimCommunicator(topo)
     single.mix(x[:9], 1)
     assert comm.stats.bytes == single.stats.bytes  # one replica's traffic

@@ -29,8 +29,7 @@ from decent.algorithms.dsgd import DSGD, DSGDState
 from decent.algorithms.gradient_tracking import GradientTracking, GradientTrackingState
 
 ALGORITHMS: dict[str, type[Method]] = {
-    cls.name: cls
-    for cls in (DATSGD, DSGD, GradientTracking, MinibatchSGD, AnytimeSGD, LocalSGD)
+    cls.name: cls for cls in (DATSGD, DSGD, GradientTracking, MinibatchSGD, AnytimeSGD, LocalSGD)
 }
 """Algorithm classes by their config ``kind`` (their ``name``), in the order docs list them."""
 

@@ -76,9 +76,7 @@ class RowSchedule:
 
 
 def _structure(algorithm: Any) -> tuple[type, dict[str, Any]]:
-    fields = {
-        f.name: getattr(algorithm, f.name) for f in dataclasses.fields(algorithm) if f.init
-    }
+    fields = {f.name: getattr(algorithm, f.name) for f in dataclasses.fields(algorithm) if f.init}
     fields.pop("lr", None)
     return type(algorithm), fields
 

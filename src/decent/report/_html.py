@@ -121,9 +121,7 @@ def _final_table(store: Store, study: str, runs: pd.DataFrame, group_cols: list[
     header = [*shown, "seeds", "runs (status)", *metrics]
     rows: list[list[str]] = []
     groups = (
-        keys.groupby(group_cols, sort=True, dropna=False).groups
-        if group_cols
-        else {"": runs.index}
+        keys.groupby(group_cols, sort=True, dropna=False).groups if group_cols else {"": runs.index}
     )
     for _, idx in groups.items():
         grp = runs.loc[list(idx)]

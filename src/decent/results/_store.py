@@ -110,6 +110,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS records_metric ON records(metric, run_id)",
 )
 
+
 def _busy_timeout_ms() -> int:
     """How long a writer waits for another writer's lock (``DECENT_STORE_TIMEOUT`` seconds)."""
     try:

@@ -134,14 +134,14 @@ def check(
             + (f", per-node evaluation {_gib(est.evaluation)}" if nodes_on else "")
             + f") but {_gib(available)} is available; use fewer nodes "
             f"(topology.num_nodes), a smaller model or batch, "
-            + ("per_node_eval = \"none\", fewer eval_samples, " if nodes_on else "")
+            + ('per_node_eval = "none", fewer eval_samples, ' if nodes_on else "")
             + 'or dtype = "float32"'
         )
     if nodes_on and est.node_eval_flops > flop_limit:
         raise ResourceError(
             f"one per-node evaluation scores {int(comm.node_ids.shape[0])} node models on "
             f"{int(getattr(task, 'eval_size', 0))} samples: about "
-            f"{est.node_eval_flops:.2g} flops, hours of work; set per_node_eval = \"none\" "
+            f'{est.node_eval_flops:.2g} flops, hours of work; set per_node_eval = "none" '
             "(the metrics at the network average stay), or use fewer eval_samples"
         )
     return est

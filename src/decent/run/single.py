@@ -138,9 +138,7 @@ def run_config(
         resources.check_config(config)
         experiment = build(config, comm_factory)
     comm = experiment.comm
-    resources.check(
-        experiment.algorithm, experiment.task, comm, per_node_eval=config.per_node_eval
-    )
+    resources.check(experiment.algorithm, experiment.task, comm, per_node_eval=config.per_node_eval)
     recorder = None
     if store is not None:
         recorder = StoreRecorder(
@@ -233,9 +231,7 @@ def run_batch(
     )
     resources.check_batch(experiments[0].algorithm, experiments[0].task, comm, r)
     recorders = [
-        StoreRecorder(store, c.study, c.run_dict(), name=label)
-        if store is not None
-        else None
+        StoreRecorder(store, c.study, c.run_dict(), name=label) if store is not None else None
         for c, label in zip(configs, labels, strict=True)
     ]
     every = [

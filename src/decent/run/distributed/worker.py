@@ -104,7 +104,8 @@ def _summary(cfg: object, result: object, args: argparse.Namespace) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     shown = ", ".join(f"{k}={final[k]:.4e}" for k in HEADLINE if k in final)
     status = getattr(result, "status", "?")
-    print(f"{cfg.study} dist x{world} {args.mode} [{status}] {shown}; store: {args.out}", flush=True)  # type: ignore[attr-defined]
+    study = getattr(cfg, "study", "?")
+    print(f"{study} dist x{world} {args.mode} [{status}] {shown}; store: {args.out}", flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
