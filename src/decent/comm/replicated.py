@@ -72,7 +72,8 @@ class ReplicatedCommunicator:
             parts = [self.replica_rows(x, r).contiguous() for r in range(self.replicas)]
             means = torch.stack([p.mean(dim=0) for p in parts]).view(1, self.replicas * k)
             return means.expand(n, self.replicas * k).reshape(self.rows, k)
-        return self.inner._apply(plan, x.view(n, self.replicas * k)).view(self.rows, k)
+        mixed = self.inner._apply(plan, x.view(n, self.replicas * k), self.replicas)
+        return mixed.view(self.rows, k)
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True

@@ -148,13 +148,36 @@ class SimCommunicator:
         return self._plan(t, x.dtype)
 
     @staticmethod
-    def _apply(plan: _Plan, x: NodeTensor) -> NodeTensor:
+    def _apply(plan: _Plan, x: NodeTensor, replicas: int = 1) -> NodeTensor:
+        """``W @ x``; ``x`` of shape ``(n, replicas * k)`` holds ``replicas`` side by side.
+
+        A dense BLAS product is not column-invariant (its blocking, and so its summation
+        order, depends on the width: on an AVX2 EPYC ``W @ x[:, :5]`` differs from
+        ``(W @ x)[:, :5]`` in the last bit), and a batched ``bmm``/``matmul`` takes yet
+        another kernel for small matrices, so replicas take a dense product as one ``mm``
+        per replica on the single run's contiguous shape (the dense kernel only serves
+        small products, where ``R`` calls cost little), and the kernel is chosen from one
+        replica's width. CSR products sum each row in a fixed order, whatever the width.
+        """
         if plan.kind == "mean":
             return x.mean(dim=0, keepdim=True).expand_as(x).clone()
-        if plan.dense is not None and plan.matrix.n**2 * x.shape[1] <= _SMALL_WORK:
-            return plan.dense @ x
-        assert plan.weights is not None
-        return plan.weights @ x
+        k = x.shape[1] // replicas
+        if plan.dense is not None and plan.matrix.n**2 * k <= _SMALL_WORK:
+            dense = plan.dense
+        elif plan.kind == "dense":
+            assert plan.weights is not None
+            dense = plan.weights
+        else:
+            assert plan.weights is not None
+            return plan.weights @ x
+        if replicas == 1:
+            return dense @ x
+        n = x.shape[0]
+        parts = x.view(n, replicas, k).transpose(0, 1).contiguous()  # (R, n, k)
+        per = torch.empty_like(parts)
+        for r in range(replicas):
+            torch.mm(dense, parts[r], out=per[r])
+        return per.transpose(0, 1).contiguous().view(n, replicas * k)
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
