@@ -26,11 +26,13 @@ pure function of ``(seed, stream, t, node, device type)``.
 from __future__ import annotations
 
 import math
+import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 NODE_BLOCK = 1024
@@ -55,6 +57,27 @@ def key(seed: int, stream: int, t: int, block: int) -> int:
     for part in (stream, t, block):
         h = _splitmix(h ^ (part & _MASK64))
     return h >> 1  # manual_seed takes a non-negative int64
+
+
+def _splitmix_np(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def keys(seeds: Sequence[int], stream: int, t: int, blocks: Sequence[int]) -> list[int]:
+    """``key(seed, stream, t, block)`` for every ``(seed, block)`` pair, seed-major, in one
+    vectorized pass (uint64 arithmetic wraps like the ``& _MASK64`` of :func:`key`)."""
+    if len(seeds) * len(blocks) <= 2:
+        return [key(sd, stream, t, b) for sd in seeds for b in blocks]
+    with np.errstate(over="ignore"):
+        h = _splitmix_np(np.array([sd & _MASK64 for sd in seeds], dtype=np.uint64))
+        h = _splitmix_np(h ^ np.uint64(stream & _MASK64))
+        h = _splitmix_np(h ^ np.uint64(t & _MASK64))
+        b = np.array([x & _MASK64 for x in blocks], dtype=np.uint64)
+        h = _splitmix_np(h[:, None] ^ b[None, :])
+    return (h >> np.uint64(1)).reshape(-1).tolist()
 
 
 def block_size(num_nodes: int, width: int = 1) -> int:
@@ -121,6 +144,20 @@ def is_range(nodes: torch.Tensor) -> bool:
     return _layout(nodes, max(1, int(nodes.shape[0]))).contiguous
 
 
+_LOCAL = threading.local()
+
+
+def _generator(device: torch.device) -> torch.Generator:
+    """This thread's generator for ``device`` (re-seeded for every block it draws)."""
+    gens = getattr(_LOCAL, "gens", None)
+    if gens is None:
+        gens = _LOCAL.gens = {}
+    gen = gens.get(device)
+    if gen is None:
+        gen = gens[device] = torch.Generator(device=device)
+    return gen
+
+
 def _fill_block(
     fill: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     k: int,
@@ -130,8 +167,8 @@ def _fill_block(
 ) -> torch.Tensor | None:
     """Draw one whole block with key ``k``: into ``rows`` when they are the whole block in
     the buffer's dtype, else into a fresh buffer that is returned."""
-    gen = torch.Generator(device=rows.device)
-    gen.manual_seed(k)
+    gen = _generator(rows.device)
+    gen.manual_seed(k)  # resets the whole state, cached normals included
     if rows.shape[0] == block and rows.dtype == buffer_dtype:
         fill(rows, gen)
         return None
@@ -142,7 +179,7 @@ def _fill_block(
 def _draw(
     fill: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     buffer_dtype: torch.dtype,
-    seed: int,
+    seeds: Sequence[int],
     stream: int,
     t: int,
     nodes: torch.Tensor,
@@ -150,41 +187,59 @@ def _draw(
     dtype: torch.dtype,
     num_nodes: int,
 ) -> torch.Tensor:
-    """``(len(nodes), width)`` draws in ``dtype``; row ``r`` is node ``nodes[r]``'s.
+    """``(R, len(nodes), width)`` draws in ``dtype``; ``[k, r]`` is node ``nodes[r]``'s under
+    ``seeds[k]``.
 
-    Blocks have their own generators, so large draws of several blocks run on
-    ``torch.get_num_threads()`` threads at once (torch's CPU generators are sequential, and
+    Every (seed, block) pair has its own key, so the pairs of a large draw are shared out
+    over ``torch.get_num_threads()`` threads (torch's CPU generators are sequential, and
     drawing dominates a round of a large streaming task); the numbers do not depend on it.
     """
     device = nodes.device
     layout = _layout(nodes, num_nodes, width)
     block = layout.block
     m = int(nodes.numel())
-    out = torch.empty((m, width), dtype=dtype, device=device)
-    jobs: list[tuple[int, torch.Tensor | None]]
-    if layout.contiguous:
-        jobs = [(b, out[b * block : min(m, (b + 1) * block)]) for b in range(math.ceil(m / block))]
-    else:
-        jobs = [(b, None) for b, _, _ in layout.gathers]
+    # whole blocks are drawn straight into the buffer, cast once at the end
+    buf = torch.empty((len(seeds), m, width), dtype=buffer_dtype, device=device)
+    blocks = (
+        list(range(math.ceil(m / block)))
+        if layout.contiguous
+        else [b for b, _, _ in layout.gathers]
+    )
+    empty = torch.empty((0, width), dtype=buffer_dtype, device=device)
+    jobs: list[tuple[int, torch.Tensor]] = []  # (generator key, rows to fill), seed-major
+    for j, k in enumerate(keys(seeds, stream, t, blocks)):
+        s, b = divmod(j, len(blocks))
+        rows = buf[s, b * block : min(m, (b + 1) * block)] if layout.contiguous else empty
+        jobs.append((k, rows))
 
-    def one(b: int, rows: torch.Tensor | None) -> torch.Tensor | None:
-        target = rows if rows is not None else torch.empty((0, width), dtype=dtype, device=device)
-        return _fill_block(fill, key(seed, stream, t, b), target, block, buffer_dtype)
+    def run(part: Sequence[tuple[int, torch.Tensor]]) -> list[torch.Tensor | None]:
+        return [_fill_block(fill, k, rows, block, buffer_dtype) for k, rows in part]
 
-    threads = torch.get_num_threads()
-    if device.type == "cpu" and len(jobs) > 1 and threads > 1 and block * width * 2 >= _PARALLEL:
-        drawn = list(_executor(threads).map(lambda job: one(*job), jobs))
+    threads = min(torch.get_num_threads(), len(jobs))
+    if device.type == "cpu" and threads > 1 and len(jobs) * block * width >= _PARALLEL:
+        step = math.ceil(len(jobs) / threads)
+        parts = [jobs[i : i + step] for i in range(0, len(jobs), step)]
+        drawn = [x for got in _executor(len(parts)).map(run, parts) for x in got]
     else:
-        drawn = [one(b, rows) for b, rows in jobs]
+        drawn = run(jobs)
     if layout.contiguous:
         for (_, rows), full in zip(jobs, drawn, strict=True):
-            if full is not None and rows is not None:
+            if full is not None:
                 rows.copy_(full[: rows.shape[0]])
-        return out
-    for (_, where, rows), full in zip(layout.gathers, drawn, strict=True):
+        return buf if dtype == buffer_dtype else buf.to(dtype)
+    out = torch.empty((len(seeds), m, width), dtype=dtype, device=device)
+    per_seed = len(layout.gathers)
+    for j, full in enumerate(drawn):
         assert full is not None
-        out[where] = full[rows].to(dtype)
+        _, where, rows = layout.gathers[j % per_seed]
+        out[j // per_seed, where] = full[rows].to(dtype)
     return out
+
+
+def _node_major(draws: torch.Tensor) -> torch.Tensor:
+    """``(R, m, width)`` to the replica batch's node-major ``(m * R, width)``."""
+    r, m, width = draws.shape
+    return draws.squeeze(0) if r == 1 else draws.transpose(0, 1).reshape(m * r, width)
 
 
 _EXECUTORS: dict[int, ThreadPoolExecutor] = {}
@@ -206,7 +261,7 @@ def _uniform_(buf: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def normal(
-    seed: int,
+    seed: int | Sequence[int],
     stream: int,
     t: int,
     nodes: torch.Tensor,
@@ -217,17 +272,21 @@ def normal(
     """Standard normal draws ``(len(nodes), width)`` (float32 resolution, cast to ``dtype``).
 
     Args:
-        seed, stream, t: the key (experiment seed, the use, the round).
+        seed, stream, t: the key (experiment seed, the use, the round). A sequence of ``R``
+            seeds draws a replica batch: ``(len(nodes) * R, width)`` node-major, row
+            ``r * R + k`` being what seed ``seeds[k]`` alone gives row ``r``.
         nodes: ``(m,)`` global node ids, on the device to draw on.
         width: draws per node.
         num_nodes: ``n`` of the network (fixes the block size, the same on every process).
         dtype: the output dtype.
     """
-    return _draw(_normal_, torch.float32, seed, stream, t, nodes, width, dtype, num_nodes)
+    return _node_major(
+        _draw(_normal_, torch.float32, _seeds(seed), stream, t, nodes, width, dtype, num_nodes)
+    )
 
 
 def uniform(
-    seed: int,
+    seed: int | Sequence[int],
     stream: int,
     t: int,
     nodes: torch.Tensor,
@@ -235,12 +294,15 @@ def uniform(
     num_nodes: int,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Uniform draws in ``[0, 1)``, ``(len(nodes), width)`` (float32 resolution)."""
-    return _draw(_uniform_, torch.float32, seed, stream, t, nodes, width, dtype, num_nodes)
+    """Uniform draws in ``[0, 1)``, ``(len(nodes), width)`` (float32 resolution; a sequence of
+    seeds as in :func:`normal`)."""
+    return _node_major(
+        _draw(_uniform_, torch.float32, _seeds(seed), stream, t, nodes, width, dtype, num_nodes)
+    )
 
 
 def integers(
-    seed: int,
+    seed: int | Sequence[int],
     stream: int,
     t: int,
     nodes: torch.Tensor,
@@ -248,10 +310,17 @@ def integers(
     num_nodes: int,
     high: torch.Tensor,
 ) -> torch.Tensor:
-    """Integers in ``[0, high[r])``, ``(len(nodes), width)`` int64, from 53-bit uniforms."""
-    u = _draw(_uniform_, torch.float64, seed, stream, t, nodes, width, torch.float64, num_nodes)
+    """Integers in ``[0, high[r])``, ``(len(nodes), width)`` int64, from 53-bit uniforms (a
+    sequence of seeds as in :func:`normal`; ``high`` is per row of ``nodes``)."""
+    seeds = _seeds(seed)
+    u = _draw(_uniform_, torch.float64, seeds, stream, t, nodes, width, torch.float64, num_nodes)
     h = high.to(device=u.device)
-    return torch.minimum((u * h[:, None]).to(torch.int64), (h - 1)[:, None])
+    ints = torch.minimum((u * h[:, None]).to(torch.int64), (h - 1)[:, None])
+    return _node_major(ints)
 
 
-__all__ = ["NODE_BLOCK", "block_size", "integers", "is_range", "key", "normal", "uniform"]
+def _seeds(seed: int | Sequence[int]) -> Sequence[int]:
+    return list(seed) if isinstance(seed, Sequence) else [int(seed)]
+
+
+__all__ = ["NODE_BLOCK", "block_size", "integers", "is_range", "key", "keys", "normal", "uniform"]

@@ -156,3 +156,28 @@ def test_keyed_stream_passes_dieharder(tmp_path) -> None:
         assert verdicts, proc.stdout + proc.stderr
         assert "rewound" not in proc.stdout + proc.stderr
         assert not any("FAILED" in v for v in verdicts), "\n".join(verdicts)
+
+
+def test_vectorized_keys_are_the_scalar_chain() -> None:
+    seeds = [0, 1, 7, 2**31 - 1, 2**63 - 1, 2**64 - 1, 12345678901234]
+    blocks = [0, 1, 5, 1023]
+    for stream, t in ((0, 1), (0x0DA7_A001, 250), (2**40 + 3, 2**33)):
+        got = _stream.keys(seeds, stream, t, blocks)
+        want = [_stream.key(sd, stream, t, b) for sd in seeds for b in blocks]
+        assert got == want
+        assert all(0 <= k < 2**63 for k in got)
+
+
+def test_a_draw_of_many_seeds_is_each_seeds_own_draw_node_major() -> None:
+    nodes = torch.arange(300)
+    for dtype in (torch.float32, torch.float64):
+        many = _stream.normal([3, 9, 4], 5, 17, nodes, 21, 300, dtype)
+        assert many.shape == (900, 21) and many.dtype == dtype
+        for k, sd in enumerate((3, 9, 4)):
+            alone = _stream.normal(sd, 5, 17, nodes, 21, 300, dtype)
+            assert torch.equal(many[k::3], alone)
+    held = torch.tensor([17, 3, 250, 299])  # a rank's nodes: gathered from their blocks
+    many = _stream.integers([1, 2], 7, 3, held, 5, 300, torch.tensor([10, 20, 30, 40]))
+    for k, sd in enumerate((1, 2)):
+        alone = _stream.integers(sd, 7, 3, held, 5, 300, torch.tensor([10, 20, 30, 40]))
+        assert torch.equal(many[k::2], alone)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -90,6 +91,47 @@ def test_logistic_vmapped_grad_equals_module_autograd(cancer_logreg: ModuleTask)
     ref_g, ref_v = _reference_grads(task, params, batch, bce)
     torch.testing.assert_close(grads, ref_g, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(values, ref_v, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["bce", "cross_entropy"])
+@pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])
+def test_linear_closed_form_gradients_equal_module_autograd(
+    loss: str, sampling: Literal["with_replacement", "without_replacement"]
+) -> None:
+    """The engine's fast path for logistic / softmax regression against loss.backward()."""
+    from decent.engine import GradientOracle
+
+    classes = 2 if loss == "bce" else 4
+    data = random_classification(90, 6, classes, seed=3)
+    build = logistic_regression if loss == "bce" else softmax_regression
+    # 8 nodes of about 11 samples, batch 16: without replacement the batches are padded
+    task = build(data, 8, "iid", batch_size=16, l2=1e-2, sampling=sampling)
+    oracle = GradientOracle(task)
+    assert oracle.closed_form
+    params = torch.randn(8, task.dim, dtype=DT, generator=torch.Generator().manual_seed(4))
+    batch = task.sample(torch.arange(8), t=2, seed=5)
+    grads, values = oracle(params, batch)
+    slow_g, slow_v = GradientOracle(task, autograd=True)(params, batch)
+    torch.testing.assert_close(grads, slow_g, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(values, slow_v, rtol=1e-13, atol=1e-14)
+    if sampling == "with_replacement":  # an independent third computation
+
+        def ref(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if loss == "bce":
+                return F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype))
+            return F.cross_entropy(out, y)
+
+        ref_g, ref_v = _reference_grads(task, params, batch, ref)
+        torch.testing.assert_close(grads, ref_g, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(values, ref_v, rtol=1e-12, atol=1e-12)
+
+
+def test_only_lone_linear_models_take_the_closed_form(small: Dataset) -> None:
+    from decent.engine import GradientOracle
+
+    assert not GradientOracle(mlp(small, 3, hidden=(4,), batch_size=2)).closed_form
+    task = ModuleTask(nn.Linear(6, 3, bias=False), small, iid(small.labels, 3, seed=0))
+    assert task.grad_and_loss is None
 
 
 def test_groupnorm_model_works_under_vmap(small: Dataset) -> None:

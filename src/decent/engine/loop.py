@@ -46,6 +46,7 @@ def train(
     divergence_factor: float | None = 1e4,
     x0: torch.Tensor | None = None,
     compile: bool = False,
+    autograd: bool = False,
     topology_name: str | None = None,
 ) -> RunResult:
     """Run ``algorithm`` on ``task`` for ``rounds`` rounds, mixing through ``comm``.
@@ -77,6 +78,8 @@ def train(
         x0: the starting point: ``(d,)`` shared by every node, or ``(n, d)`` one row per
             node of the network (default ``task.init_params(seed)`` for every node).
         compile: ``torch.compile`` the gradient oracle.
+        autograd: take gradients by ``vmap(grad(task.loss))`` even where the task has them
+            in closed form (``task.grad_and_loss``), e.g. to check one against the other.
         topology_name: the name recorded in :class:`RunInfo` (default: the comm's topology).
 
     Returns:
@@ -100,6 +103,7 @@ def train(
         divergence_factor=divergence_factor,
         x0s=[x0],
         compile=compile,
+        autograd=autograd,
         topology_name=topology_name,
     )
     return result
@@ -119,6 +123,7 @@ def train_replicas(
     divergence_factor: float | None = 1e4,
     x0s: Sequence[torch.Tensor | None] | None = None,
     compile: bool = False,
+    autograd: bool = False,
     topology_name: str | None = None,
 ) -> list[RunResult]:
     """Run ``R`` independent runs on one graph as one stacked tensor: a replica batch.
@@ -177,7 +182,7 @@ def train_replicas(
     nodes = comm.node_ids
     n = comm.num_nodes
     m = int(nodes.shape[0])
-    oracle = GradientOracle(tasks[0], compile=compile)
+    oracle = GradientOracle(tasks[0], compile=compile, autograd=autograd)
     topo_name = topology_name or str(getattr(getattr(comm, "topology", None), "name", "?"))
     infos = [
         RunInfo(

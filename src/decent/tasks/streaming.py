@@ -206,7 +206,7 @@ class LeastSquares:
         rows = self._row_params(nodes)
         return _ls_batch(raw, *rows, self.batch_size, self.dim)
 
-    def _raw(self, nodes: torch.Tensor, t: int, seed: int) -> torch.Tensor:
+    def _raw(self, nodes: torch.Tensor, t: int, seed: int | Sequence[int]) -> torch.Tensor:
         width = self.batch_size * (self.dim + 1)
         return _stream.normal(seed, _LS_SAMPLES, t, nodes, width, self.num_nodes, self.dtype)
 
@@ -242,7 +242,7 @@ class LeastSquares:
         first = tasks[0]
 
         def sample(t: int) -> Batch:
-            raw = interleave([tk._raw(nodes, t, sd) for tk, sd in zip(tasks, seeds, strict=True)])
+            raw = first._raw(nodes, t, seeds)  # node-major, as interleave would give
             return _ls_batch(raw, sqrt_rows, local, noise, first.batch_size, first.dim)
 
         return sample
@@ -452,7 +452,9 @@ class LogisticRegressionStream:
         raw, u = self._raw(nodes, t, seed)
         return _logistic_batch(raw, u, *self._row_params(nodes), self.batch_size, self.dim)
 
-    def _raw(self, nodes: torch.Tensor, t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _raw(
+        self, nodes: torch.Tensor, t: int, seed: int | Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, d, n = self.batch_size, self.dim, self.num_nodes
         raw = _stream.normal(seed, _LR_SAMPLES, t, nodes, b * d, n, self.dtype)
         return raw, _stream.uniform(seed, _LR_LABELS, t, nodes, b, n, self.dtype)
@@ -479,9 +481,7 @@ class LogisticRegressionStream:
         first = tasks[0]
 
         def sample(t: int) -> Batch:
-            raws = [tk._raw(nodes, t, sd) for tk, sd in zip(tasks, seeds, strict=True)]
-            raw = interleave([r[0] for r in raws])
-            u = interleave([r[1] for r in raws])
+            raw, u = first._raw(nodes, t, seeds)  # node-major
             return _logistic_batch(raw, u, means, theta, first.batch_size, first.dim)
 
         return sample
