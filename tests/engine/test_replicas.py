@@ -129,9 +129,13 @@ def test_logistic_stream_and_gradient_tracking_on_a_time_varying_graph() -> None
     )
 
 
-def test_dataset_task_replicas_differ_in_seed() -> None:
+@pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])
+def test_dataset_task_replicas_differ_in_seed(sampling: str) -> None:
     data = digits(seed=0)
-    tasks = [mlp(data, N, "dirichlet", hidden=(8,), batch_size=4, seed=0) for _ in range(3)]
+    tasks = [
+        mlp(data, N, "dirichlet", hidden=(8,), batch_size=4, seed=0, sampling=sampling)  # type: ignore[arg-type]
+        for _ in range(3)
+    ]
     _check([DATSGD(lr=0.3 / ROUNDS)] * 3, tasks, [0, 1, 2], ring(N))
 
 

@@ -368,9 +368,13 @@ class ModuleTask:
         return self._gather(nodes, local, weights)
 
     def _positions(
-        self, nodes: torch.Tensor, t: int, seed: int
+        self, nodes: torch.Tensor, t: int, seed: int | Sequence[int]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Shard positions ``(m, B)`` of each row's minibatch, and its weights without replacement."""
+        """Shard positions ``(m, B)`` of each row's minibatch, and its weights without replacement.
+
+        A sequence of ``R`` seeds draws a replica batch: ``(m * R, B)`` node-major rows, row
+        ``r * R + k`` being what ``seed[k]`` alone gives row ``r`` (every step is per row).
+        """
         lengths = self._lengths[nodes]
         if self.sampling == "with_replacement":
             local = _stream.integers(
@@ -380,6 +384,8 @@ class ModuleTask:
         # min(B, |S_i|) distinct positions per node: the smallest of random keys
         width = self._table.shape[1]
         keys = _stream.uniform(seed, _DISTINCT_STREAM, t, nodes, width, self.num_nodes)
+        if keys.shape[0] != lengths.shape[0]:  # node-major replica rows
+            lengths = lengths.repeat_interleave(keys.shape[0] // lengths.shape[0])
         keys.masked_fill_(torch.arange(width, device=self.device) >= lengths[:, None], 2.0)
         take = min(self.batch_size, width)
         local = keys.topk(take, dim=1, largest=False, sorted=True).indices  # (m, take)
@@ -422,17 +428,10 @@ class ModuleTask:
         nodes = nodes.to(device=first.device, dtype=torch.int64)
         rows = interleave([nodes] * len(tasks))
 
-        def sample(t: int) -> Batch:
-            if first.sampling == "with_replacement":  # every seed's indices in one call
-                lengths = first._lengths[nodes]
-                size, n = first.batch_size, first.num_nodes
-                local = _stream.integers(list(seeds), _INDEX_STREAM, t, nodes, size, n, lengths)
-                return first._gather(rows, local, None)
-            drawn = [first._positions(nodes, t, seed) for seed in seeds]
-            local = interleave([d[0] for d in drawn])
-            weights = drawn[0][1]
-            if weights is not None:
-                weights = interleave([d[1] for d in drawn])  # type: ignore[misc]
+        every_seed = list(seeds)
+
+        def sample(t: int) -> Batch:  # every seed's positions in one draw, node-major
+            local, weights = first._positions(nodes, t, every_seed)
             return first._gather(rows, local, weights)
 
         return sample
