@@ -202,3 +202,42 @@ def test_compiled_oracle_equals_eager_and_survives_many_instances():
         torch.testing.assert_close(grads, eager[0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(losses, eager[1], rtol=1e-12, atol=1e-12)
     assert dynamo_config.recompile_limit >= 256
+
+
+def test_output_averages_equal_averages_of_the_iterates_computed_by_hand():
+    """Weighted: sum_s s x_s / sum_s s; tail: uniform over rounds T//2 + 1 .. T."""
+    task = LeastSquares(num_nodes=6, dim=4, noise=0.3, heterogeneity=1.0, seed=1)
+    T = 9
+    outputs = []
+    for s in range(1, T + 1):  # x_s: the output after s rounds (same draws: a prefix)
+        res = train(DSGD(lr=0.1), task, SimCommunicator(ring(6)), rounds=s, seed=4)
+        outputs.append(res.output.mean(dim=0))
+    weighted = sum(s * x for s, x in zip(range(1, T + 1), outputs, strict=True)) / (T * (T + 1) / 2)
+    tail = torch.stack(outputs[T // 2 :]).mean(dim=0)
+    res = train(
+        DSGD(lr=0.1),
+        task,
+        SimCommunicator(ring(6)),
+        rounds=T,
+        seed=4,
+        eval_every=3,
+        averages=("tail", "weighted"),
+    )
+    last = res.records[-1]
+    assert last["eval/subopt@mean"] == pytest.approx(
+        float(task.excess_risk(outputs[-1][None])[0]), rel=1e-9
+    )
+    assert last["eval/subopt@weighted"] == pytest.approx(
+        float(task.excess_risk(weighted[None])[0]), rel=1e-9
+    )
+    assert last["eval/subopt@tail"] == pytest.approx(
+        float(task.excess_risk(tail[None])[0]), rel=1e-9
+    )
+    # the tail average exists only once the tail has begun (round 6 > 4, not round 3)
+    assert [("eval/subopt@tail" in r) for r in res.records] == [False, False, True, True]
+
+
+def test_unknown_average_is_rejected():
+    task, comm = _setup()
+    with pytest.raises(ValueError, match=r"averages may hold \['tail', 'weighted'\], got 'ema'"):
+        train(DSGD(lr=0.1), task, comm, rounds=2, averages=("ema",))  # type: ignore[arg-type]

@@ -229,3 +229,22 @@ def test_replicated_mixing_is_each_single_mix_bit_for_bit(topo, width, replicas)
     for r in range(replicas):
         alone = SimCommunicator(topo).mix(comm.replica_rows(x, r).contiguous(), 1)
         assert torch.equal(comm.replica_rows(mixed, r), alone), (r, topo.name)
+
+
+def test_component_tasks_and_output_averages_replica_equals_single_run() -> None:
+    tasks = [
+        LeastSquares(
+            N,
+            dim=3,
+            heterogeneity=h,
+            noise=s,
+            seed=k,
+            hessian_heterogeneity=0.4,
+            batch_size=3,
+            components=4 * N,
+        )
+        for h, s, k in ((0.5, 0.1, 0), (1.0, 0.5, 1), (2.0, 0.2, 2))
+    ]
+    algorithms = [DATSGD(lr=0.05 / ROUNDS), DATSGD(lr=0.1 / ROUNDS), DATSGD(lr=0.02 / ROUNDS)]
+    got = _check(algorithms, tasks, [3, 4, 5], ring(N), averages=("tail", "weighted"))
+    assert "eval/subopt@tail" in got[0].records[-1]

@@ -202,3 +202,89 @@ def test_streaming_draws_do_not_depend_on_which_nodes_are_asked_for() -> None:
     some = torch.tensor([2499, 0, 1024, 7])
     a2, y2 = task.sample(some, 4, 1)
     assert torch.equal(a2, a[some]) and torch.equal(y2, y[some])
+
+
+# ------------------------------------------------------------------ least squares components
+
+K_COMP = 24
+
+
+def _components(n: int, **kw) -> LeastSquares:
+    base = dict(dim=6, noise=0.4, heterogeneity=1.3, hessian_heterogeneity=0.6, batch_size=5)
+    return LeastSquares(n, components=K_COMP, seed=2, **(base | kw))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 24])
+def test_components_give_the_same_problem_for_every_number_of_nodes(n: int) -> None:
+    task, one_per_node = (
+        _components(n),
+        LeastSquares(
+            K_COMP, dim=6, noise=0.4, heterogeneity=1.3, hessian_heterogeneity=0.6, seed=2
+        ),
+    )
+    assert task.optimum == one_per_node.optimum
+    assert torch.equal(task.x_star, one_per_node.x_star)
+    assert torch.equal(task.node_sigma, one_per_node.node_sigma)
+    x = torch.randn(3, 6, dtype=DT, generator=torch.Generator().manual_seed(n))
+    torch.testing.assert_close(task.evaluate(x)["loss"], one_per_node.evaluate(x)["loss"])
+    # node i's objective is the mean of its components i, i + n, ...; their mean is f
+    per_component = one_per_node.local_loss(x)  # (3, K)
+    expected = torch.stack([per_component[:, i::n].mean(dim=1) for i in range(n)], dim=1)
+    torch.testing.assert_close(task.local_loss(x), expected, rtol=1e-14, atol=0)
+    torch.testing.assert_close(task.local_loss(x).mean(dim=1), task.evaluate(x)["loss"])
+
+
+def test_one_component_per_node_is_the_plain_task_bit_for_bit() -> None:
+    plain = LeastSquares(8, dim=4, heterogeneity=1.0, hessian_heterogeneity=0.5, batch_size=2)
+    comp = LeastSquares(
+        8, dim=4, heterogeneity=1.0, hessian_heterogeneity=0.5, batch_size=2, components=8
+    )
+    for t in (1, 7):
+        for got, want in zip(
+            comp.sample(torch.arange(8), t, 3), plain.sample(torch.arange(8), t, 3), strict=True
+        ):
+            assert torch.equal(got, want)
+
+
+def test_component_samples_rebuilt_by_hand() -> None:
+    """Each sample: a component c = i + n j with j uniform, then a ~ N(0, Sigma_c), y."""
+    from decent import _stream
+    from decent.tasks.streaming import _LS_COMPONENT, _LS_SAMPLES
+
+    n, task = 3, _components(3)
+    nodes = torch.arange(n)
+    a, y = task.sample(nodes, 11, 5)
+    b, d = task.batch_size, task.dim
+    raw = _stream.normal(5, _LS_SAMPLES, 11, nodes, b * (d + 1), n, DT)
+    j = _stream.integers(5, _LS_COMPONENT, 11, nodes, b, n, torch.full((n,), K_COMP // n))
+    for i in range(n):
+        for s in range(b):
+            c = i + n * int(j[i, s])
+            feat = raw[i, s * d : (s + 1) * d] * task.node_sigma[c].sqrt()
+            torch.testing.assert_close(a[i, s], feat, rtol=1e-15, atol=0)
+            label = feat @ task.local_optima[c] + task.noise * raw[i, b * d + s]
+            torch.testing.assert_close(y[i, s], label, rtol=1e-13, atol=1e-15)
+
+
+def test_a_single_machine_samples_the_mixture_uniformly() -> None:
+    """Component counts over 4800 draws of one node pass a chi-square test (fixed seed)."""
+    from scipy import stats
+
+    from decent import _stream
+    from decent.tasks.streaming import _LS_COMPONENT
+
+    draws = torch.cat(
+        [
+            _stream.integers(0, _LS_COMPONENT, t, torch.arange(1), 48, 1, torch.tensor([K_COMP]))
+            for t in range(1, 101)
+        ],
+        dim=1,
+    )
+    counts = torch.bincount(draws.reshape(-1), minlength=K_COMP).numpy()
+    assert counts.sum() == 4800
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_components_must_divide_among_the_nodes() -> None:
+    with pytest.raises(TaskError, match="components must be a multiple of num_nodes = 5"):
+        LeastSquares(5, components=12)

@@ -415,6 +415,15 @@ class LeastSquaresTask(Section):
         "geometric", description="geometric: from 1 to 1/condition; power: lambda_j = j^-power."
     )
     power: float = Field(1.0, gt=0.0, description="Exponent of the power-law spectrum.")
+    components: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "K: the problem is K components, node i holds components i, i + n, ... and samples "
+            "one uniformly (a multiple of num_nodes; the same problem for every n dividing K; "
+            "None: one per node)."
+        ),
+    )
     seed: int = Field(0, ge=0, description="Seed of the problem (optima), not of the samples.")
 
 
@@ -556,6 +565,14 @@ class ExperimentConfig(Section):
             "every evaluation, the final one, or none (true = every, false = none)."
         ),
     )
+    averages: list[Literal["tail", "weighted"]] = Field(
+        default_factory=list,
+        description=(
+            "Output averages evaluated besides the last iterate, free of communication: tail "
+            "(uniform over the second half of the rounds), weighted (weights alpha_t = t); "
+            "metrics eval/<metric>@tail, eval/<metric>@weighted."
+        ),
+    )
     divergence_factor: float | None = Field(
         1e4,
         gt=1.0,
@@ -594,8 +611,15 @@ class ExperimentConfig(Section):
         return value
 
     def run_dict(self) -> dict[str, Any]:
-        """Return the resolved config of one run as plain JSON data (without ``sweep``)."""
-        return self.model_dump(mode="json", exclude={"sweep"})
+        """Return the resolved config of one run as plain JSON data (without ``sweep``).
+
+        ``averages`` appears only when it is not empty, so runs recorded before the field
+        existed keep their ids.
+        """
+        data = self.model_dump(mode="json", exclude={"sweep"})
+        if not data["averages"]:
+            del data["averages"]
+        return data
 
 
 UNIONS: dict[str, tuple[type[Section], ...]] = {

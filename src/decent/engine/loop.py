@@ -21,6 +21,9 @@ from decent.metrics import evaluate
 from decent.tasks.base import Task
 
 PerNode = Literal["every", "final", "none"]
+Average = Literal["tail", "weighted"]
+AVERAGES: tuple[str, ...] = ("tail", "weighted")
+"""Output averages the loop can keep besides the last iterate (no communication)."""
 
 
 def _divergence_message(algorithm: Algorithm[Any], t: int, what: str) -> str:
@@ -48,6 +51,7 @@ def train(
     compile: bool = False,
     autograd: bool = False,
     topology_name: str | None = None,
+    averages: Sequence[Average] = (),
 ) -> RunResult:
     """Run ``algorithm`` on ``task`` for ``rounds`` rounds, mixing through ``comm``.
 
@@ -81,6 +85,12 @@ def train(
         autograd: take gradients by ``vmap(grad(task.loss))`` even where the task has them
             in closed form (``task.grad_and_loss``), e.g. to check one against the other.
         topology_name: the name recorded in :class:`RunInfo` (default: the comm's topology).
+        averages: also evaluate averages of the outputs over rounds, kept per node in
+            float64 at no communication cost: ``"tail"``, the uniform average of the outputs
+            of rounds ``T//2 + 1 .. t`` (recorded once ``t > T//2``), and ``"weighted"``,
+            ``sum_s s x_s / sum_s s`` (weights ``alpha_s = s``). Their metrics are those of
+            the network mean, named ``eval/<metric>@tail`` and ``eval/<metric>@weighted``
+            (e.g. ``eval/subopt@tail``); the last iterate stays ``eval/<metric>@mean``.
 
     Returns:
         A :class:`RunResult`; ``status == "diverged"`` (with a :class:`DivergenceWarning`
@@ -105,6 +115,7 @@ def train(
         compile=compile,
         autograd=autograd,
         topology_name=topology_name,
+        averages=averages,
     )
     return result
 
@@ -125,6 +136,7 @@ def train_replicas(
     compile: bool = False,
     autograd: bool = False,
     topology_name: str | None = None,
+    averages: Sequence[Average] = (),
 ) -> list[RunResult]:
     """Run ``R`` independent runs on one graph as one stacked tensor: a replica batch.
 
@@ -173,6 +185,10 @@ def train_replicas(
         raise ValueError(
             f"per_node_eval must be 'every', 'final', 'none' or a bool, got {per_node_eval!r}"
         )
+    averages = tuple(averages)
+    for avg in averages:
+        if avg not in AVERAGES:
+            raise ValueError(f"averages may hold {list(AVERAGES)}, got {avg!r}")
     for task in tasks:
         if comm.num_nodes != task.num_nodes:
             raise ValueError(
@@ -233,6 +249,26 @@ def train_replicas(
     loss_count = 0
     limits = [math.inf] * R  # set from the first evaluation
     initial = [math.nan] * R
+    tail_start = rounds // 2
+    sums: dict[str, torch.Tensor] = {
+        a: torch.zeros(m * R, tasks[0].dim, dtype=torch.float64, device=nodes.device)
+        for a in averages
+    }
+
+    def accumulate(t: int) -> None:
+        output = algorithm.output(state)
+        if "weighted" in sums:
+            sums["weighted"].add_(output, alpha=float(t))
+        if "tail" in sums and t > tail_start:
+            sums["tail"].add_(output)
+
+    def averaged(t: int) -> dict[str, torch.Tensor]:
+        out = {}
+        if "weighted" in sums and t > 0:
+            out["weighted"] = sums["weighted"] / (t * (t + 1) / 2)
+        if "tail" in sums and t > tail_start:
+            out["tail"] = sums["tail"] / (t - tail_start)
+        return out
 
     def record(t: int) -> None:
         nonlocal loss_count
@@ -241,8 +277,14 @@ def train_replicas(
         stats = loop_comm.stats.summary()
         loss_sum = loss_rows.view(m, R).mean(dim=0)  # per replica: mean over its rows
         train_loss = (loss_sum / loss_count).tolist() if loss_count and R > 1 else None
+        means = averaged(t)
         for r in list(active):
             metrics = evaluate(tasks[r], rows_of(output, r), eval_comm, per_node=nodes_too)
+            for avg, x in means.items():
+                rows = rows_of(x, r).to(tasks[r].dtype)
+                for key, at in evaluate(tasks[r], rows, eval_comm, per_node=False).items():
+                    if key.startswith("eval/") and key.endswith("@mean"):
+                        metrics[key.removesuffix("@mean") + "@" + avg] = at
             if loss_count:
                 if train_loss is not None:
                     metrics["train/loss"] = train_loss[r]
@@ -314,6 +356,8 @@ def train_replicas(
             loss_count += 1
             # 4. the algorithm's step; rows interact only through comm
             state = algorithm.update(state, grads, loop_comm, t)
+            if sums:
+                accumulate(t)
             for r in active:
                 for cb in callbacks[r]:
                     cb.on_round(t)

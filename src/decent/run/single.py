@@ -86,6 +86,7 @@ def train_experiment(
         eval_every=cfg.eval_every,
         per_node_eval=cfg.per_node_eval,
         divergence_factor=cfg.divergence_factor,
+        averages=cfg.averages,
         callbacks=callbacks,
         topology_name=experiment.topology.name,
         **kwargs,
@@ -249,6 +250,7 @@ def run_batch(
             callbacks=every,
             per_node_eval=first.per_node_eval,
             divergence_factor=first.divergence_factor,
+            averages=first.averages,
             topology_name=experiments[0].topology.name,
         )
     except BaseException as err:

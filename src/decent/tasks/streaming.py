@@ -32,6 +32,7 @@ _LS_SAMPLES = 0x15A0_0003  # features and label noise of one round, drawn togeth
 _LS_XSTAR = 0x15A0_0010
 _LS_HETERO = 0x15A0_0011
 _LS_SIGNS = 0x15A0_0012
+_LS_COMPONENT = 0x15A0_0004  # which of its components a node's sample comes from
 _LR_SAMPLES = 0x1061_0003  # features of one round
 _LR_LABELS = 0x1061_0004  # and the uniforms that decide the labels
 _LR_THETA = 0x1061_0010
@@ -91,6 +92,15 @@ class LeastSquares:
     method's network average follows its centralized counterpart exactly, whatever the
     graph (a useful sanity baseline); node-specific Hessians and optima break that.
 
+    **Components** (``components = K``): the problem is then defined by ``K`` components
+    (covariances, optima and signs are drawn over ``K``, not over ``n``), ``K`` a multiple of
+    ``n``. Node ``i`` holds the components ``c = i + n j``, ``j = 0 .. K/n - 1``, and each of
+    its samples comes from one of them, chosen uniformly. The global objective is the mean
+    over the ``K`` components for every ``n`` dividing ``K``: the same problem, split over
+    more or fewer machines, which is what a scaling study at a fixed sample budget needs;
+    ``n = 1`` samples the mixture itself (the single-machine reference). Without
+    ``components`` every node is one component (``K = n``).
+
     Args:
         num_nodes: ``n >= 1``.
         dim: ``d >= 1``.
@@ -101,6 +111,7 @@ class LeastSquares:
         hessian_heterogeneity: ``h`` in ``[0, 1)``, how much the nodes' covariances differ.
         spectrum: ``"geometric"`` (``condition``) or ``"power"`` (``power``).
         power: exponent ``> 0`` of the power-law spectrum.
+        components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
         seed: fixes ``x_c``, the ``u_i`` and the signs (the problem, not the samples).
         dtype: floating dtype of parameters and samples.
 
@@ -114,7 +125,7 @@ class LeastSquares:
     """
 
     name = "least_squares"
-    replica_fields = ("num_nodes", "dim", "batch_size", "dtype")
+    replica_fields = ("num_nodes", "dim", "batch_size", "dtype", "components")
     """What every replica of a replica batch must share (the rest may differ)."""
 
     def __init__(
@@ -130,8 +141,17 @@ class LeastSquares:
         hessian_heterogeneity: float = 0.0,
         spectrum: str = "geometric",
         power: float = 1.0,
+        components: int | None = None,
     ) -> None:
         self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+        if components is not None:
+            check_int("components", components, minimum=1)
+            if components % self.num_nodes:
+                raise TaskError(
+                    f"components must be a multiple of num_nodes = {self.num_nodes} (each node "
+                    f"holds components / num_nodes of them), got {components!r}"
+                )
+        self.components = components
         self.dim = check_int("dim", dim, minimum=1)
         self.noise = check_float("noise", noise, minimum=0.0)
         self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
@@ -157,15 +177,17 @@ class LeastSquares:
         self.dtype = dtype
 
         n, d = self.num_nodes, self.dim
+        kc = n if components is None else components
+        self._per_node = kc // n
         k = torch.arange(d, dtype=torch.float64)
         if spectrum == "power":
             lam = (k + 1.0) ** (-self.power)
         else:
             lam = self.condition ** (-(k / (d - 1) if d > 1 else k))
-        signs = _balanced_signs(self.seed, _LS_SIGNS, n, d)
-        node_sigma = lam[None, :] * (1.0 + self.hessian_heterogeneity * signs)  # (n, d)
+        signs = _balanced_signs(self.seed, _LS_SIGNS, kc, d)
+        node_sigma = lam[None, :] * (1.0 + self.hessian_heterogeneity * signs)  # (K, d)
         center = _unit_vector(self.seed, _LS_XSTAR, d)
-        u = _centered_directions(self.seed, _LS_HETERO, n, d, torch.float64)
+        u = _centered_directions(self.seed, _LS_HETERO, kc, d, torch.float64)
         local = center[None, :] + self.heterogeneity * u
         hess = node_sigma.mean(dim=0)  # = lam up to rounding
         b = (node_sigma * local).mean(dim=0)
@@ -175,18 +197,20 @@ class LeastSquares:
         self.sigma_diag: torch.Tensor = hess.to(dtype)
         """``(d,)`` the global Hessian ``H = (1/n) sum_i Sigma_i`` (diagonal)."""
         self.node_sigma: torch.Tensor = node_sigma.to(dtype)
-        """``(n, d)`` each node's feature covariance ``Sigma_i`` (diagonal)."""
+        """``(K, d)`` each component's feature covariance ``Sigma_c`` (diagonal; ``K = n``
+        without ``components``: one per node)."""
         self.local_optima: torch.Tensor = local.to(dtype)
-        """``(n, d)`` local minimizers ``x*_i``."""
+        """``(K, d)`` each component's minimizer ``x*_c``."""
         self.x_star: torch.Tensor = x_star.to(dtype)
         """``(d,)`` minimizer of the global objective."""
         self._hess64, self._xstar64 = hess, x_star
         self._f_star = float(0.5 * self.noise**2 + const - 0.5 * (hess * x_star.square()).sum())
         self.optimum: float | None = self._f_star
         self.eval_size = 0  # evaluation is in closed form
-        self._sqrt_rows = node_sigma.sqrt().to(dtype)  # (n, d)
+        self._sqrt_rows = node_sigma.sqrt().to(dtype)  # (K, d)
         self._noise = torch.tensor(self.noise, dtype=dtype)
         self._all_rows: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def init_params(self, seed: int) -> Params:
         """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
@@ -203,8 +227,56 @@ class LeastSquares:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``."""
         nodes = nodes.to(torch.int64)
         raw = self._raw(nodes, t, seed)
+        if self._per_node > 1:
+            tables = self._component_tables([self], nodes, nodes.device)
+            return self._mixture_batch(raw, nodes, seed, t, tables, 1)
         rows = self._row_params(nodes)
         return _ls_batch(raw, *rows, self.batch_size, self.dim)
+
+    @staticmethod
+    def _component_tables(
+        tasks: Sequence[LeastSquares], nodes: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every replica's component tables stacked ``(R K, d)`` and a noise column per row."""
+        first = tasks[0]
+        if len(tasks) == 1 and device in first._tables:
+            return first._tables[device]
+        sqrt_c = torch.cat([t._sqrt_rows for t in tasks]).to(device)
+        local_c = torch.cat([t.local_optima for t in tasks]).to(device)
+        noise = torch.stack([t._noise for t in tasks]).to(device).repeat(nodes.shape[0])[:, None]
+        tables = (sqrt_c, local_c, noise)
+        if len(tasks) == 1:
+            first._tables[device] = tables
+        return tables
+
+    def _mixture_batch(
+        self,
+        raw: torch.Tensor,
+        nodes: torch.Tensor,
+        seed: int | Sequence[int],
+        t: int,
+        tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        replicas: int,
+    ) -> Batch:
+        """Samples of nodes holding several components: each sample picks one, uniformly.
+
+        ``raw`` and the component draws are node-major over ``replicas``; replica ``r``'s
+        rows read its own task's tables (rows ``r K .. (r + 1) K - 1`` of ``tables``).
+        """
+        n, b, d = self.num_nodes, self.batch_size, self.dim
+        kc = n * self._per_node
+        m = nodes.shape[0]
+        high = torch.full((m,), self._per_node, dtype=torch.int64, device=nodes.device)
+        j = _stream.integers(seed, _LS_COMPONENT, t, nodes, b, n, high)  # (m R, b)
+        node = nodes.repeat_interleave(replicas)[:, None]
+        rep = torch.arange(replicas, device=nodes.device).repeat(m)[:, None]
+        comp = (rep * kc + node + n * j).reshape(-1)  # (m R b,)
+        sqrt_c, local_c, noise = tables
+        rows = m * replicas
+        a = raw[:, : b * d].reshape(rows, b, d).mul_(sqrt_c.index_select(0, comp).view(rows, b, d))
+        local = local_c.index_select(0, comp).view(rows, b, d)
+        y = (a * local).sum(dim=2).add_(raw[:, b * d :] * noise)
+        return a, y
 
     def _raw(self, nodes: torch.Tensor, t: int, seed: int | Sequence[int]) -> torch.Tensor:
         width = self.batch_size * (self.dim + 1)
@@ -235,11 +307,19 @@ class LeastSquares:
         and the labels are computed once for all ``n * R`` rows with the single run's code.
         """
         check_family(tasks, cls.replica_fields)
+        first = tasks[0]
+        if first._per_node > 1:
+            tables = cls._component_tables(tasks, nodes, nodes.device)
+
+            def mixture(t: int) -> Batch:
+                raw = first._raw(nodes, t, seeds)
+                return first._mixture_batch(raw, nodes, seeds, t, tables, len(tasks))
+
+            return mixture
         params = [task._row_params(nodes) for task in tasks]
         sqrt_rows = interleave([p[0] for p in params])
         local = interleave([p[1] for p in params])
         noise = interleave([p[2].expand(nodes.shape[0], 1) for p in params])
-        first = tasks[0]
 
         def sample(t: int) -> Batch:
             raw = first._raw(nodes, t, seeds)  # node-major, as interleave would give
@@ -271,10 +351,16 @@ class LeastSquares:
         return 0.5 * (diff.square() * self._hess64.to(params.device)).sum(dim=-1)
 
     def local_loss(self, params: torch.Tensor) -> torch.Tensor:
-        """Closed-form local objectives ``f_i(x_j)`` for ``(k, d)`` models: ``(k, n)``."""
+        """Closed-form local objectives ``f_i(x_j)`` for ``(k, d)`` models: ``(k, n)``.
+
+        A node holding several components has the mean of theirs.
+        """
         diff = params[:, None, :] - self.local_optima.to(params.device)[None]
         sigma = self.node_sigma.to(params.device)[None]
-        return 0.5 * (diff.square() * sigma).sum(dim=-1) + 0.5 * self.noise**2
+        per = 0.5 * (diff.square() * sigma).sum(dim=-1) + 0.5 * self.noise**2  # (k, K)
+        if self._per_node == 1:
+            return per
+        return per.view(params.shape[0], self._per_node, self.num_nodes).mean(dim=1)
 
 
 def _rows_times(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
