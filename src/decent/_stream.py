@@ -194,6 +194,12 @@ def _draw(
     over ``torch.get_num_threads()`` threads (torch's CPU generators are sequential, and
     drawing dominates a round of a large streaming task); the numbers do not depend on it.
     """
+    unique = list(dict.fromkeys(seeds))
+    if len(unique) < len(seeds):  # replicas sharing a seed share its draw (e.g. a step grid)
+        drawn = _draw(fill, buffer_dtype, unique, stream, t, nodes, width, dtype, num_nodes)
+        where = {sd: i for i, sd in enumerate(unique)}
+        index = torch.tensor([where[sd] for sd in seeds], device=nodes.device)
+        return drawn.index_select(0, index)
     device = nodes.device
     layout = _layout(nodes, num_nodes, width)
     block = layout.block

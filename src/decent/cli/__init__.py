@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "topology",
     "launch",
     "flagship",
+    "scaling",
     "config_docs",
 )
 """Command modules under ``decent.cli``, registered in this order."""

@@ -11,12 +11,19 @@ The two torch.distributed transports are imported on first use.
 
 from typing import Any
 
+from decent.comm.accelerated import (
+    ChebyshevCommunicator,
+    accelerate,
+    chebyshev_contraction,
+    chebyshev_steps_for,
+)
 from decent.comm.base import REDUCE_OPS, CommStats, Communicator, ReduceOp, reduce_rows
 from decent.comm.delay import DelayedCommunicator
 from decent.comm.sim import SimCommunicator
 
 __all__ = [
     "REDUCE_OPS",
+    "ChebyshevCommunicator",
     "CommStats",
     "Communicator",
     "DelayedCommunicator",
@@ -25,7 +32,10 @@ __all__ = [
     "GossipCommunicator",
     "ReduceOp",
     "SimCommunicator",
+    "accelerate",
     "block_placement",
+    "chebyshev_contraction",
+    "chebyshev_steps_for",
     "reduce_rows",
 ]
 

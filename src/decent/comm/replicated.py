@@ -68,6 +68,8 @@ class ReplicatedCommunicator:
         n, k = self.num_nodes, x.shape[1]
         plan = self.inner._checked_plan(x.view(n, self.replicas * k), t)
         self.stats.add_gossip(plan.matrix.out_degree, k * x.element_size())
+        if n == 1:  # W = [[1]]: every replica's row is its own average, exactly
+            return x.clone()
         if plan.kind == "mean":  # the exact average: per replica, summed as a single run sums
             parts = [self.replica_rows(x, r).contiguous() for r in range(self.replicas)]
             means = torch.stack([p.mean(dim=0) for p in parts]).view(1, self.replicas * k)
@@ -85,12 +87,14 @@ class ReplicatedCommunicator:
         """
         self._check(x, "all_reduce")
         n, r, k = self.num_nodes, self.replicas, x.shape[1]
+        if accounted:
+            self.stats.add_all_reduce(k * x.element_size())
+        if n == 1:  # one node: the reduction of a single row is the row, exactly
+            return x.clone()
         # each replica's reduction on its own contiguous rows: the single run's kernel on
         # the single run's shape, so the sums come out in the same order, bit for bit
         parts = [self.replica_rows(x, i).contiguous() for i in range(r)]
         per = torch.stack([p.mean(dim=0) if op == "mean" else reduce_rows(p, op) for p in parts])
-        if accounted:
-            self.stats.add_all_reduce(k * x.element_size())
         return per.view(1, r * k).expand(n, r * k).reshape(self.rows, k)
 
     def replica_rows(self, x: NodeTensor, r: int) -> NodeTensor:

@@ -237,4 +237,13 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
 
         comm_factory = SimCommunicator
     comm = _guard("backend", config.backend, lambda: comm_factory(topology))
+    if config.chebyshev_steps > 1:
+        from decent.comm import accelerate
+
+        inner = comm
+        comm = _guard(
+            "chebyshev_steps",
+            config.chebyshev_steps,
+            lambda: accelerate(inner, config.chebyshev_steps),
+        )
     return Experiment(config, topology, algorithm, task, comm)

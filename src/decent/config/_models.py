@@ -573,6 +573,14 @@ class ExperimentConfig(Section):
             "metrics eval/<metric>@tail, eval/<metric>@weighted."
         ),
     )
+    chebyshev_steps: int = Field(
+        1,
+        ge=1,
+        description=(
+            "K: accelerated gossip, each mixing is the degree-K Chebyshev polynomial of W (K "
+            "exchanges, counted as such; needs a symmetric W). 1: plain gossip."
+        ),
+    )
     divergence_factor: float | None = Field(
         1e4,
         gt=1.0,
@@ -613,12 +621,14 @@ class ExperimentConfig(Section):
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``).
 
-        ``averages`` appears only when it is not empty, so runs recorded before the field
-        existed keep their ids.
+        ``averages`` and ``chebyshev_steps`` appear only when they are not their defaults,
+        so runs recorded before the fields existed keep their ids.
         """
         data = self.model_dump(mode="json", exclude={"sweep"})
         if not data["averages"]:
             del data["averages"]
+        if data["chebyshev_steps"] == 1:
+            del data["chebyshev_steps"]
         return data
 
 

@@ -227,12 +227,16 @@ def train_replicas(
         from decent.comm.replicated import ReplicatedCommunicator
         from decent.comm.sim import SimCommunicator
 
-        if not isinstance(comm, SimCommunicator):
+        replicated = getattr(comm, "replicated", None)
+        if callable(replicated):  # a wrapper (ChebyshevCommunicator) re-wraps its simulator
+            loop_comm = replicated(R)
+        elif isinstance(comm, SimCommunicator):
+            loop_comm = ReplicatedCommunicator(comm, R)
+        else:
             raise ValueError(
                 f"a replica batch runs in the simulator: comm must be a SimCommunicator, got "
                 f"{type(comm).__name__}"
             )
-        loop_comm = ReplicatedCommunicator(comm, R)
         eval_comm = comm
         algorithm = replicas.replicate(algorithms, n, device=nodes.device)
         sample = replicas.stacked_sampler(tasks, seeds, nodes)

@@ -18,7 +18,7 @@ import signal
 import threading
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,11 @@ DEFAULT_REPLICAS = 64
 """Runs per replica batch unless ``replicas`` says otherwise."""
 
 
+def _work(config: ExperimentConfig, replicas: int) -> float:
+    """A batch's rough cost: rounds times (a fixed per-round overhead + its node rows)."""
+    return config.rounds * (64 + config.topology.num_nodes * replicas)
+
+
 @contextlib.contextmanager
 def _single_threaded_env() -> Iterator[None]:
     keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -222,6 +227,43 @@ def run_sweep(
             be built (checked for every point before anything runs).
         MissingDependencyError: when a sink is asked for without its extra installed.
     """
+    return run_points(
+        expand(config),
+        out,
+        workers=workers,
+        progress=progress,
+        on_done=on_done,
+        tensorboard=tensorboard,
+        mlflow=mlflow,
+        replicas=replicas,
+    )
+
+
+def run_points(
+    points: Sequence[SweepPoint | ExperimentConfig],
+    out: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    on_done: Event | None = None,
+    tensorboard: str | os.PathLike[str] | None = None,
+    mlflow: str | os.PathLike[str] | None = None,
+    replicas: int | None = None,
+    desc: str | None = None,
+    longest_first: bool = False,
+) -> SweepSummary:
+    """Run any list of validated configs as one sweep: what :func:`run_sweep` does for a grid.
+
+    A study whose points are not a cross product (e.g. a scaling study pairs each number
+    of nodes with its own number of rounds) builds its configs itself and runs them here,
+    with the same workers, replica batches, resume and store. Arguments as
+    :func:`run_sweep`; ``desc`` labels the progress bar (default ``sweep <study>``);
+    ``longest_first`` starts the batches with the most node-rounds of work first (fewer
+    idle workers at the end when run lengths differ by orders of magnitude).
+    """
+    if not points:
+        raise ValueError("run_points needs at least one config")
+    points = [p if isinstance(p, SweepPoint) else SweepPoint(p, {}) for p in points]
     sinks: SinkOptions = (
         None if tensorboard is None else os.fspath(tensorboard),
         None if mlflow is None else os.fspath(mlflow),
@@ -230,17 +272,17 @@ def run_sweep(
         from decent.run.sinks import make_sinks
 
         make_sinks(*sinks)
-    points = expand(config)
-    study = config.study
+    study = points[0].config.study
     _prebuild(points)
     store = Store(out)
-    store.mark_stale(study)  # runs left "running" by killed processes read as interrupted
+    for name in sorted({p.config.study for p in points}):
+        store.mark_stale(name)  # runs left "running" by killed processes read as interrupted
     labels = [p.label() or run_label(p.config) for p in points]
     labels = [
         f"{lab} seed={p.config.seed}" if "seed=" not in lab else lab
         for lab, p in zip(labels, points, strict=False)
     ]
-    ids = [run_id_for(study, p.config.run_dict()) for p in points]
+    ids = [run_id_for(p.config.study, p.config.run_dict()) for p in points]
     outcomes: dict[int, RunOutcome] = {}
     pending: list[int] = []
     seen: set[str] = set()
@@ -255,7 +297,7 @@ def run_sweep(
 
     bar = tqdm(
         total=len(points),
-        desc=f"sweep {study}",
+        desc=desc or f"sweep {study}",
         unit="run",
         disable=not progress,
         dynamic_ncols=True,
@@ -272,6 +314,8 @@ def run_sweep(
             on_done(outcome)
 
     groups = batches(points, pending, replicas)
+    if longest_first:
+        groups.sort(key=lambda g: -_work(points[g[0]].config, len(g)))
     n_workers = max(1, min(workers or default_workers(), len(groups)))
     interrupted = False
     try:
@@ -445,4 +489,11 @@ def _stop(procs: list[Any]) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-__all__ = ["DEFAULT_REPLICAS", "SweepSummary", "batches", "default_workers", "run_sweep"]
+__all__ = [
+    "DEFAULT_REPLICAS",
+    "SweepSummary",
+    "batches",
+    "default_workers",
+    "run_points",
+    "run_sweep",
+]

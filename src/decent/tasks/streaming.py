@@ -210,7 +210,8 @@ class LeastSquares:
         self._sqrt_rows = node_sigma.sqrt().to(dtype)  # (K, d)
         self._noise = torch.tensor(self.noise, dtype=dtype)
         self._all_rows: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+        self._tables_nodes: torch.Tensor | None = None
 
     def init_params(self, seed: int) -> Params:
         """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
@@ -228,25 +229,32 @@ class LeastSquares:
         nodes = nodes.to(torch.int64)
         raw = self._raw(nodes, t, seed)
         if self._per_node > 1:
-            tables = self._component_tables([self], nodes, nodes.device)
-            return self._mixture_batch(raw, nodes, seed, t, tables, 1)
+            tables = self._component_tables([self], nodes)
+            return self._mixture_batch(raw, nodes, seed, t, tables)
         rows = self._row_params(nodes)
         return _ls_batch(raw, *rows, self.batch_size, self.dim)
 
     @staticmethod
     def _component_tables(
-        tasks: Sequence[LeastSquares], nodes: torch.Tensor, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Every replica's component tables stacked ``(R K, d)`` and a noise column per row."""
-        first = tasks[0]
-        if len(tasks) == 1 and device in first._tables:
+        tasks: Sequence[LeastSquares], nodes: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """What a mixture draw needs, built once: every replica's component tables stacked
+        ``(R K, d)``, a noise column, each row's first component ``r K + i`` and its node's
+        number of components."""
+        first, device = tasks[0], nodes.device
+        if len(tasks) == 1 and device in first._tables and first._tables_nodes is nodes:
             return first._tables[device]
+        r, m = len(tasks), nodes.shape[0]
+        kc = first.num_nodes * first._per_node
         sqrt_c = torch.cat([t._sqrt_rows for t in tasks]).to(device)
         local_c = torch.cat([t.local_optima for t in tasks]).to(device)
-        noise = torch.stack([t._noise for t in tasks]).to(device).repeat(nodes.shape[0])[:, None]
-        tables = (sqrt_c, local_c, noise)
+        noise = torch.stack([t._noise for t in tasks]).to(device).repeat(m)[:, None]
+        rep = torch.arange(r, device=device).repeat(m)[:, None]
+        base = rep * kc + nodes.to(torch.int64).repeat_interleave(r)[:, None]
+        high = torch.full((m,), first._per_node, dtype=torch.int64, device=device)
+        tables = (sqrt_c, local_c, noise, base, high)
         if len(tasks) == 1:
-            first._tables[device] = tables
+            first._tables[device], first._tables_nodes = tables, nodes
         return tables
 
     def _mixture_batch(
@@ -255,24 +263,18 @@ class LeastSquares:
         nodes: torch.Tensor,
         seed: int | Sequence[int],
         t: int,
-        tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        replicas: int,
+        tables: tuple[torch.Tensor, ...],
     ) -> Batch:
         """Samples of nodes holding several components: each sample picks one, uniformly.
 
-        ``raw`` and the component draws are node-major over ``replicas``; replica ``r``'s
+        ``raw`` and the component draws are node-major over the replicas; replica ``r``'s
         rows read its own task's tables (rows ``r K .. (r + 1) K - 1`` of ``tables``).
         """
         n, b, d = self.num_nodes, self.batch_size, self.dim
-        kc = n * self._per_node
-        m = nodes.shape[0]
-        high = torch.full((m,), self._per_node, dtype=torch.int64, device=nodes.device)
+        sqrt_c, local_c, noise, base, high = tables
         j = _stream.integers(seed, _LS_COMPONENT, t, nodes, b, n, high)  # (m R, b)
-        node = nodes.repeat_interleave(replicas)[:, None]
-        rep = torch.arange(replicas, device=nodes.device).repeat(m)[:, None]
-        comp = (rep * kc + node + n * j).reshape(-1)  # (m R b,)
-        sqrt_c, local_c, noise = tables
-        rows = m * replicas
+        comp = j.mul_(n).add_(base).view(-1)  # component r K + i + n j of each sample
+        rows = raw.shape[0]
         a = raw[:, : b * d].reshape(rows, b, d).mul_(sqrt_c.index_select(0, comp).view(rows, b, d))
         local = local_c.index_select(0, comp).view(rows, b, d)
         y = (a * local).sum(dim=2).add_(raw[:, b * d :] * noise)
@@ -309,11 +311,11 @@ class LeastSquares:
         check_family(tasks, cls.replica_fields)
         first = tasks[0]
         if first._per_node > 1:
-            tables = cls._component_tables(tasks, nodes, nodes.device)
+            tables = cls._component_tables(tasks, nodes)
 
             def mixture(t: int) -> Batch:
                 raw = first._raw(nodes, t, seeds)
-                return first._mixture_batch(raw, nodes, seeds, t, tables, len(tasks))
+                return first._mixture_batch(raw, nodes, seeds, t, tables)
 
             return mixture
         params = [task._row_params(nodes) for task in tasks]

@@ -1,0 +1,117 @@
+"""``decent scaling``: the scaling study (see :mod:`decent.studies.scaling`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from decent.cli._common import console
+
+
+def scaling(
+    config: Path = typer.Argument(
+        Path("configs/studies/scaling.toml"), help="The study spec (TOML)."
+    ),
+    out: Path = typer.Option(Path("results"), help="Results directory (store + figures)."),
+    folder: Path | None = typer.Option(None, help="Tables and figures (default OUT/<study>)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+    workers: int | None = typer.Option(None, min=1, help="Worker processes (default: cores)."),
+) -> None:
+    """Run a scaling study: M* per method and graph at fixed sample budgets.
+
+    Example: decent scaling configs/studies/scaling.toml --out results
+    """
+    from decent.studies import scaling as sc
+
+    spec = sc.load_spec(config)
+    if workers is not None:
+        spec = spec.model_copy(update={"workers": workers})
+    labels = spec.labels()
+    console.print(
+        f"[bold]decent scaling[/] {config}: {', '.join(labels[m.name] for m in spec.methods)} "
+        f"on {', '.join(spec.topologies)}; N in {spec.budgets}, M up to {spec.max_machines}, "
+        f"{len(sc.cells(spec))} cells x {len(spec.seeds)} seeds, step sizes tuned on seed "
+        f"{spec.tune_seed}."
+    )
+    result = sc.run(spec, out, folder=folder, progress=progress)
+    wide = Console(width=max(console.width, 120), highlight=False)
+    wide.print(render(sc.headline(spec, result), labels))
+    wide.print(render_critical(result.critical, result.slopes, labels, spec))
+    where = folder or out / spec.study
+    console.print(f"wall time {result.wall_s:.0f} s; store: {out / 'decent.sqlite'}")
+    console.print(f"[bold]tables and figures: {where}[/]")
+
+
+def render(table, labels: dict[str, str]) -> Table:  # type: ignore[no-untyped-def]
+    """The headline table: error, vs reference, penalty vs complete, worst node, bytes."""
+    n = int(table["N"].iloc[0]) if len(table) else 0
+    out = Table(title=f"N = {n}: final f(x) - f*, mean ± 95% CI over seeds")
+    for col in (
+        "M",
+        "topology",
+        "method",
+        "f(x) - f*",
+        "/ reference",
+        "/ complete",
+        "worst node",
+        "KiB/node",
+    ):
+        out.add_column(col, justify="left" if col in ("topology", "method") else "right")
+    for _, r in table.iterrows():
+        out.add_row(
+            str(int(r["M"])),
+            str(r["topology"]),
+            labels.get(str(r["method"]), str(r["method"])),
+            f"{r['error']:.3e} ± {r['ci']:.0e}",
+            f"{r['vs_reference']:.2f}",
+            f"{r['penalty_vs_complete']:.2f}",
+            f"{r['worst_node']:.2e}",
+            f"{r['bytes_per_node'] / 1024:.0f}",
+        )
+    return out
+
+
+def render_critical(critical, slopes, labels: dict[str, str], spec) -> Table:  # type: ignore[no-untyped-def]
+    """M* per (method, topology) and budget, with the fitted exponent and the theory's."""
+    out = Table(
+        title=f"M*: the largest M within (1 + {spec.delta:g}) x the best single-machine error"
+    )
+    budgets = sorted(critical["N"].unique())
+    out.add_column("method", justify="left")
+    out.add_column("topology", justify="left")
+    for n in budgets:
+        out.add_column(f"N={n}", justify="right")
+    out.add_column("slope [95% CI]", justify="right")
+    out.add_column("theory", justify="right")
+    methods = [m.name for m in spec.methods]
+    for (method, topology), g in critical[critical["method"].isin(methods)].groupby(
+        ["method", "topology"], sort=False
+    ):
+        row = [labels.get(method, method), topology]
+        for n in budgets:
+            hit = g[g["N"] == n]
+            if hit.empty:
+                row.append("")
+                continue
+            h = hit.iloc[0]
+            text = "none" if h["below_grid"] else f"{int(h['m_star'])}"
+            row.append(text + ("+" if h["censored"] else ""))
+        s = slopes[(slopes["method"] == method) & (slopes["topology"] == topology)]
+        if len(s) and s.iloc[0]["slope"] == s.iloc[0]["slope"]:
+            r = s.iloc[0]
+            row.append(f"{r['slope']:.2f} [{r['slope_low']:.2f}, {r['slope_high']:.2f}]")
+        else:
+            row.append("n/a")
+        theory = s.iloc[0]["theory"] if len(s) else float("nan")
+        row.append(f"{theory:.3f}" if theory == theory else "")
+        out.add_row(*row)
+    out.caption = "+: every M of the grid passes (M* is at least this); none: the smallest M fails."
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``decent scaling`` to ``app``."""
+    app.command()(scaling)

@@ -1,0 +1,400 @@
+"""Accelerated gossip: Chebyshev acceleration of the mixing matrix, ``K`` gossip steps per call.
+
+One call of :meth:`ChebyshevCommunicator.mix` applies the degree-``K`` polynomial
+
+.. math::
+    P_K(W) = \\frac{T_K(W / \\lambda)}{T_K(1 / \\lambda)}, \\qquad
+    \\lambda = \\max(|\\lambda_2(W)|, |\\lambda_n(W)|) = 1 - \\gamma,
+
+(``T_K`` the Chebyshev polynomial of the first kind, ``gamma`` the spectral gap of a
+symmetric doubly stochastic ``W``) through the Chebyshev semi-iterative three-term
+recurrence, one ordinary gossip step of the wrapped communicator per term. Among all
+polynomials of degree ``K`` with ``P(1) = 1`` it has the smallest maximum modulus on
+``[-lambda, lambda]``, so ``K`` accelerated steps contract the disagreement by about
+``2 (1 - sqrt(gamma))^K`` where ``K`` plain steps give ``(1 - gamma)^K``.
+
+Every algorithm gets it without a change: wrap its communicator. Traffic is counted by the
+wrapped communicator, ``K`` gossip rounds per call (honest accounting).
+
+Reference: Scaman, Bach, Bubeck, Lee, Massoulié, "Optimal algorithms for smooth and strongly
+convex distributed optimization in networks", ICML 2017, https://arxiv.org/abs/1702.08704
+(accelerated gossip, after Auzinger, "Iterative Solution of Large Linear Systems", lecture
+notes, TU Wien, 2011); Golub, Varga, "Chebyshev semi-iterative methods, successive
+overrelaxation iterative methods, and second order Richardson iterative methods",
+Numerische Mathematik 3, 1961.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+
+from decent._types import NodeTensor
+from decent.comm.base import CommStats, Communicator, ReduceOp
+from decent.comm.replicated import ReplicatedCommunicator
+from decent.comm.sim import SimCommunicator
+from decent.topology._matrix import Topology, TopologyError
+from decent.topology._spectral import spectral_gap
+
+__all__ = [
+    "ChebyshevCommunicator",
+    "accelerate",
+    "chebyshev_contraction",
+    "chebyshev_steps_for",
+]
+
+_HIDDEN = frozenset({"weights", "apply"})
+"""Inner attributes that describe one plain step, not ``P_K(W)``: not delegated."""
+
+
+def _check_lambda2(lambda2: object, *, who: str) -> float:
+    if isinstance(lambda2, bool) or not isinstance(lambda2, numbers.Real):
+        raise ValueError(f"{who}: lambda2 must be a number in [0, 1], got {lambda2!r}")
+    value = float(lambda2)
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ValueError(
+            f"{who}: lambda2 must be in [0, 1] (the second largest eigenvalue modulus of a "
+            f"symmetric doubly stochastic W, i.e. 1 - spectral gap), got {value!r}"
+        )
+    return value
+
+
+def _check_steps(steps: object, *, who: str, minimum: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or int(steps) < minimum:
+        raise ValueError(
+            f"{who}: steps must be an integer >= {minimum} (gossip steps per mix), got {steps!r}"
+        )
+    return int(steps)
+
+
+def _ratio(lambda2: float) -> float:
+    """``c = lambda / (1 + sqrt(1 - lambda^2)) = exp(-arccosh(1 / lambda))``, in ``[0, 1]``."""
+    return lambda2 / (1.0 + math.sqrt((1.0 - lambda2) * (1.0 + lambda2)))
+
+
+def chebyshev_contraction(lambda2: float, steps: int) -> float:
+    """Return ``1 / T_K(1 / lambda2)``: the worst contraction of ``K`` accelerated steps.
+
+    For every eigenvalue ``|mu| <= lambda2`` of ``W`` (every eigenvalue but the unit one),
+    ``|P_K(mu)| <= 1 / T_K(1 / lambda2)``, with equality at ``mu = +-lambda2``. In closed form,
+
+    .. math::
+        \\frac{1}{T_K(1/\\lambda)} = \\frac{2 c^K}{1 + c^{2K}} < 2 c^K
+        \\le 2 (1 - \\sqrt{\\gamma})^K, \\qquad
+        c = \\frac{\\lambda}{1 + \\sqrt{1 - \\lambda^2}}, \\quad \\gamma = 1 - \\lambda,
+
+    since ``T_K(z) = cosh(K arccosh z)`` and ``arccosh(1 / lambda) = -ln c``; the last step
+    uses ``1 - lambda^2 = gamma (2 - gamma) >= gamma``, so ``c <= (1 - gamma) / (1 +
+    sqrt(gamma)) = 1 - sqrt(gamma)``. ``K`` plain steps contract by ``lambda^K``.
+
+    Args:
+        lambda2: ``lambda``, the second largest eigenvalue modulus, in ``[0, 1]``.
+        steps: ``K >= 0`` (``K = 0`` is the identity: contraction 1).
+
+    Returns:
+        The contraction factor in ``[0, 1]`` (``0`` for ``lambda2 = 0``, ``K >= 1``; ``1``
+        for ``lambda2 = 1``).
+
+    Raises:
+        ValueError: ``lambda2`` outside ``[0, 1]`` or ``steps`` not an integer ``>= 0``.
+
+    Example:
+        >>> round(chebyshev_contraction(0.5, 2), 12)  # 1 / T_2(2) = 1 / (2 * 2**2 - 1)
+        0.142857142857
+    """
+    rho = _check_lambda2(lambda2, who="chebyshev_contraction")
+    k = _check_steps(steps, who="chebyshev_contraction", minimum=0)
+    ck = _ratio(rho) ** k
+    return 2.0 * ck / (1.0 + ck * ck)
+
+
+def chebyshev_steps_for(gap: float, target: float) -> int:
+    """Return the smallest ``K >= 1`` with ``1 / T_K(1 / (1 - gap)) <= target``.
+
+    .. math::
+        K = \\left\\lceil \\frac{\\operatorname{arccosh}(1 / \\varepsilon)}
+        {\\operatorname{arccosh}(1 / (1 - \\gamma))} \\right\\rceil
+        \\le \\left\\lceil \\frac{\\ln(2 / \\varepsilon)}{\\sqrt{\\gamma}} \\right\\rceil,
+
+    against ``ceil(ln(1 / eps) / -ln(1 - gamma)) ~ ln(1 / eps) / gamma`` plain steps. The
+    ceiling is checked against :func:`chebyshev_contraction`, so the two always agree.
+
+    Args:
+        gap: the spectral gap ``gamma = 1 - lambda2`` of ``W``, in ``(0, 1]``
+            (:func:`decent.topology.spectral_gap`).
+        target: ``eps``, the contraction wanted, in ``(0, 1)``.
+
+    Raises:
+        ValueError: ``gap`` outside ``(0, 1]`` or ``target`` outside ``(0, 1)``.
+
+    Example:
+        >>> chebyshev_steps_for(0.5, 0.15)  # 1 / T_2(2) = 1/7 <= 0.15 < 1 / T_1(2) = 1/2
+        2
+    """
+    if isinstance(gap, bool) or not isinstance(gap, numbers.Real) or not 0.0 < float(gap) <= 1.0:
+        raise ValueError(
+            f"chebyshev_steps_for: gap must be in (0, 1], got {gap!r}; a gap of 0 (a "
+            "disconnected or bipartite W) never contracts, whatever the number of steps"
+        )
+    if (
+        isinstance(target, bool)
+        or not isinstance(target, numbers.Real)
+        or not 0.0 < float(target) < 1.0
+    ):
+        raise ValueError(f"chebyshev_steps_for: target must be in (0, 1), got {target!r}")
+    rho = 1.0 - float(gap)
+    eps = float(target)
+    if rho == 0.0:
+        return 1  # W = J: one step is exact consensus
+    per_step = -math.log(_ratio(rho))  # arccosh(1 / rho), without cancellation near rho = 1
+    steps = max(1, math.ceil(math.acosh(1.0 / eps) / per_step))
+    while steps > 1 and chebyshev_contraction(rho, steps - 1) <= eps:
+        steps -= 1
+    while chebyshev_contraction(rho, steps) > eps:
+        steps += 1
+    return steps
+
+
+def _recurrence_weights(lambda2: float, steps: int) -> tuple[float, ...]:
+    """``omega_2 .. omega_K`` of the recurrence (see :class:`ChebyshevCommunicator`)."""
+    out: list[float] = []
+    quarter = lambda2 * lambda2 / 4.0
+    omega = 2.0 / (2.0 - lambda2 * lambda2)
+    for _ in range(2, steps + 1):
+        out.append(omega)
+        omega = 1.0 / (1.0 - quarter * omega)
+    return tuple(out)
+
+
+class ChebyshevCommunicator:
+    """Mix with the Chebyshev polynomial ``P_K(W_t)``: ``K`` gossip steps of ``inner`` per call.
+
+    With ``lambda = lambda2`` and ``y_k = P_k(W_t) x``, the recurrence
+    ``T_{k+1}(z) = 2 z T_k(z) - T_{k-1}(z)`` divided by ``T_{k+1}(1 / lambda)`` reads
+
+    .. math::
+        y_0 = x, \\qquad y_1 = W_t x, \\qquad
+        y_{k+1} = \\omega_{k+1} W_t y_k + (1 - \\omega_{k+1})\\, y_{k-1}
+        \\quad (k = 1, \\dots, K - 1),
+
+        \\omega_{k+1} = \\frac{2\\, T_k(1/\\lambda)}{\\lambda\\, T_{k+1}(1/\\lambda)}:
+        \\qquad \\omega_2 = \\frac{2}{2 - \\lambda^2}, \\qquad
+        \\omega_{k+1} = \\Big(1 - \\frac{\\lambda^2}{4}\\, \\omega_k\\Big)^{-1},
+
+    so ``1 <= omega_k <= 2`` (stable, no ``T_K`` that overflows) and every ``W_t y_k`` is one
+    call of ``inner.mix(., t)``. Since ``P_K(1) = 1`` the average of the rows is kept for a
+    doubly stochastic ``W_t``; every other eigenvalue ``|mu| <= lambda`` of ``W_t`` becomes
+    ``|P_K(mu)| <= 1 / T_K(1 / lambda)`` (:func:`chebyshev_contraction`, about
+    ``2 (1 - sqrt(gamma))^K``). ``P_K`` has negative coefficients for ``K >= 2``, so
+    ``P_K(W)`` is not a nonnegative mixing matrix: it is applied, never formed. ``K = 1`` is
+    exactly ``inner.mix`` (``P_1(W) = W``), bit for bit.
+
+    Accounting is the inner communicator's: one call counts ``K`` gossip rounds (messages,
+    bytes and rounds), because ``K`` exchanges happen. :attr:`stats`, :meth:`all_reduce`,
+    :meth:`metrics`, :meth:`close`, ``num_nodes``, ``node_ids``, ``topology`` and any other
+    attribute come from ``inner``, except ``weights`` and ``apply``, which describe one
+    plain step.
+
+    Args:
+        inner: the communicator of one plain step (a :class:`SimCommunicator`, its
+            replica batch :class:`~decent.comm.replicated.ReplicatedCommunicator`, a
+            synchronous :class:`~decent.comm.dist.DistCommunicator`, another
+            :class:`ChebyshevCommunicator`, ...). Each of its ``mix`` calls must be exactly
+            ``W_t @ x``: delayed, overlapped or stale mixing is rejected.
+        steps: ``K >= 1`` gossip steps per :meth:`mix`.
+        lambda2: ``lambda``, the second largest eigenvalue modulus of ``W_t`` (``1 -
+            spectral gap``); default: computed from ``inner.topology`` (static topologies
+            only; around another ChebyshevCommunicator, that one's contraction). A given
+            value must bound ``|mu|`` for every non-unit eigenvalue of every ``W_t``: a
+            smaller one amplifies the modes outside ``[-lambda, lambda]``.
+
+    Raises:
+        ValueError: ``steps`` or ``lambda2`` out of range, ``inner`` mixes with stale
+            values, or has no ``topology`` and no ``lambda2`` is given.
+        TopologyError: (a ValueError) ``W`` (``W_1`` of a time-varying topology) is not
+            symmetric, or the topology is time-varying and no ``lambda2`` is given.
+
+    Example:
+        >>> import torch
+        >>> from decent.topology import ring
+        >>> comm = ChebyshevCommunicator(SimCommunicator(ring(8)), steps=3)
+        >>> x = torch.arange(8.0, dtype=torch.float64)[:, None]
+        >>> y = comm.mix(x, t=1)
+        >>> round(float(y.mean()), 12), comm.stats.rounds   # the mean is kept; 3 gossip rounds
+        (3.5, 3)
+        >>> bool((y - 3.5).norm() <= comm.contraction * (x - 3.5).norm())
+        True
+    """
+
+    def __init__(self, inner: Communicator, steps: int, lambda2: float | None = None) -> None:
+        who = "ChebyshevCommunicator"
+        self.steps = _check_steps(steps, who=who, minimum=1)
+        self.inner = inner
+        self.num_nodes = inner.num_nodes
+        self.node_ids = inner.node_ids
+        _check_exact(inner)
+        topology: Topology | None = getattr(inner, "topology", None)
+        if topology is not None:
+            _check_symmetric(topology)
+        if lambda2 is None:
+            lambda2 = _lambda2_of(inner, topology)
+        self.lambda2 = _check_lambda2(lambda2, who=who)
+        self._omegas = _recurrence_weights(self.lambda2, self.steps)
+
+    # -- what the polynomial does --------------------------------------------------------
+    @property
+    def contraction(self) -> float:
+        """``1 / T_K(1 / lambda2)``: the worst factor on ``x - mean(x)`` of one :meth:`mix`."""
+        return chebyshev_contraction(self.lambda2, self.steps)
+
+    @property
+    def stats(self) -> CommStats:
+        """The inner communicator's accounting (``K`` gossip rounds per :meth:`mix`)."""
+        return self.inner.stats
+
+    # -- Communicator --------------------------------------------------------------------
+    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
+        """Return ``P_K(W_t) x`` for the held rows; counts ``K`` gossip rounds in ``inner``."""
+        prev = x
+        cur = self.inner.mix(x, t)  # y_1 = W_t x
+        for omega in self._omegas:
+            # y_{k+1} = omega W_t y_k + (1 - omega) y_{k-1}; separate products and a sum,
+            # so every element is rounded the same way whatever the layout (replicas)
+            nxt = self.inner.mix(cur, t) * omega + prev * (1.0 - omega)
+            prev, cur = cur, nxt
+        return cur
+
+    def all_reduce(
+        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
+    ) -> torch.Tensor:
+        """The inner communicator's reduction (exact; one ring all-reduce if accounted)."""
+        return self.inner.all_reduce(x, op, accounted=accounted)
+
+    def metrics(self) -> dict[str, float]:
+        """The inner communicator's metrics."""
+        return self.inner.metrics()
+
+    def close(self) -> None:
+        """Close the inner communicator."""
+        self.inner.close()
+
+    # -- replica batches -----------------------------------------------------------------
+    def replicated(self, replicas: int) -> ChebyshevCommunicator:
+        """The same acceleration around ``R`` stacked replicas of the inner simulator.
+
+        Returns ``ChebyshevCommunicator(ReplicatedCommunicator(inner, R), K, lambda2)``:
+        replica ``r`` of its ``mix`` equals this communicator's ``mix`` of replica ``r``
+        alone, bit for bit, and its stats count one replica's ``K`` gossip rounds.
+
+        Raises:
+            ValueError: the inner communicator is not a :class:`SimCommunicator` (replica
+                batches run in the simulator), or a bad ``replicas``.
+        """
+        inner = self.inner
+        rep: Communicator
+        if isinstance(inner, ChebyshevCommunicator):
+            rep = inner.replicated(replicas)
+        elif isinstance(inner, SimCommunicator):
+            rep = ReplicatedCommunicator(inner, replicas)
+        else:
+            raise ValueError(
+                "a replica batch runs in the simulator: the accelerated communicator must "
+                f"wrap a SimCommunicator, got {type(inner).__name__}"
+            )
+        return ChebyshevCommunicator(rep, self.steps, lambda2=self.lambda2)
+
+    def __getattr__(self, name: str) -> Any:
+        # topology, device, kernel, rows, ... of the inner communicator
+        if name == "inner" or name.startswith("__"):
+            raise AttributeError(name)
+        if name in _HIDDEN:
+            raise AttributeError(
+                f"ChebyshevCommunicator.{name}: the inner {name}() is one plain step W_t, not "
+                f"the applied P_{self.steps}(W_t); use .inner.{name} for W_t itself"
+            )
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        lam = f"{self.lambda2:.6g}"
+        return f"ChebyshevCommunicator({self.inner!r}, steps={self.steps}, lambda2={lam})"
+
+
+def accelerate(
+    comm: Communicator | Topology, steps: int, *, lambda2: float | None = None
+) -> ChebyshevCommunicator:
+    """Return ``comm`` with Chebyshev-accelerated gossip: ``P_K(W_t)`` per ``mix``.
+
+    A topology is first put in a :class:`SimCommunicator`. For a replica batch, either
+    accelerate the :class:`~decent.comm.replicated.ReplicatedCommunicator` directly or call
+    :meth:`ChebyshevCommunicator.replicated` on the result.
+
+    Args:
+        comm: the communicator of one plain step, or a topology.
+        steps: ``K >= 1`` gossip steps per mix (:func:`chebyshev_steps_for` picks one).
+        lambda2: as :class:`ChebyshevCommunicator`.
+
+    Raises:
+        ValueError: as :class:`ChebyshevCommunicator`.
+
+    Example:
+        >>> from decent.topology import ring
+        >>> comm = accelerate(ring(16), steps=4)
+        >>> round(comm.contraction, 4), round(comm.lambda2**4, 4)  # 4 plain steps: lambda^4
+        (0.5064, 0.8119)
+    """
+    inner = comm if isinstance(comm, Communicator) else SimCommunicator(comm)
+    return ChebyshevCommunicator(inner, steps, lambda2=lambda2)
+
+
+# -- checks at the edge ------------------------------------------------------------------
+
+
+def _check_exact(inner: object) -> None:
+    """Refuse communicators whose ``mix`` is not ``W_t @ x`` (stale neighbours' values)."""
+    stale = [
+        f"{attr}={getattr(inner, attr)!r}"
+        for attr, plain in (("delay", 0), ("overlap", False), ("staleness", 0))
+        if getattr(inner, attr, plain) not in (plain, None)
+    ]
+    if stale:
+        raise ValueError(
+            f"Chebyshev acceleration needs every inner mix to be exactly W_t @ x, but "
+            f"{type(inner).__name__} mixes with stale values ({', '.join(stale)}); wrap the "
+            "synchronous communicator instead (delay=0, overlap=False, staleness=0)"
+        )
+
+
+def _check_symmetric(topology: Topology) -> None:
+    """Raise unless ``W`` (``W_1`` of a time-varying topology) is symmetric."""
+    w = topology.weights(1)
+    if not w.is_symmetric:
+        raise TopologyError(
+            f"Chebyshev acceleration needs a symmetric doubly stochastic W (W == W.T), but "
+            f"{topology.name} gives a non-symmetric W ({w.name}); its eigenvalues do not "
+            "bound the contraction. Use an undirected graph with metropolis_hastings or "
+            "max_degree weights"
+        )
+
+
+def _lambda2_of(inner: object, topology: Topology | None) -> float:
+    """``1 - spectral gap`` of the static ``W`` behind ``inner``."""
+    if isinstance(inner, ChebyshevCommunicator):
+        return inner.contraction  # P_K(W) is symmetric with SLEM 1 / T_K(1 / lambda2)
+    if topology is None:
+        raise ValueError(
+            f"ChebyshevCommunicator: {type(inner).__name__} has no topology to compute "
+            "lambda2 from; pass lambda2 = 1 - spectral_gap(W)"
+        )
+    if not topology.is_static:
+        raise TopologyError(
+            f"ChebyshevCommunicator: {topology.name} is time-varying, so there is no single "
+            "lambda2 to compute; pass lambda2 explicitly (a bound on the second largest "
+            "eigenvalue modulus of every symmetric doubly stochastic W_t)"
+        )
+    gap = getattr(topology, "spectral_gap", None)  # cached on StaticTopology
+    if not isinstance(gap, float):
+        gap = spectral_gap(topology.weights(1))
+    return min(1.0, max(0.0, 1.0 - gap))

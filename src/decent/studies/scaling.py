@@ -1,0 +1,615 @@
+"""The scaling study: how many machines before it hurts, and does DAT-SGD raise that?
+
+For a fixed sample budget ``N = M * T * B`` (``M`` machines, ``T`` rounds, ``B`` samples per
+machine and round) the study runs every method on every topology for ``M`` in powers of two,
+on one global problem split over the machines (:class:`~decent.tasks.LeastSquares` with
+``components``: node-specific Hessians and optima, the same objective for every ``M``), and
+reports the excess population risk ``f(x) - f*`` in closed form. From the results store it
+computes, per (method, topology, N), the critical number of machines ``M*`` against the
+best single-machine error (and against the method's own ``M = 1``), the decentralization
+penalty ``err(graph, M) / err(complete, M)``, and the exponents of ``M*`` in ``N`` with
+bootstrap intervals beside the theory's (:mod:`decent.studies.thresholds`).
+
+Protocol (what makes the comparison fair):
+
+* **Step sizes** per (method, topology, M, N) on the tuning seed: a factor-2 log grid that
+  extends itself while the best value sits on its edge (an edge that diverged bounds the
+  grid), then a factor-sqrt(2) refinement around the best. The anytime methods are tuned in
+  ``gamma = lr * T`` (their step on ``w`` grows like ``lr * t``).
+* **Output averaging** is chosen with the step size: every run records the last iterate,
+  the uniform tail average and the t-weighted average (no extra communication), and each
+  cell keeps the (step size, averaging) pair that was best on the tuning seed.
+* **Evaluation** on separate seeds at the chosen pair; 95% Student-t intervals.
+* ``M = 1``: the references (single-machine SGD and Anytime SGD) are run there; a method
+  that *is* a reference at ``M = 1`` (D-SGD and gradient tracking are SGD, DAT-SGD is
+  Anytime SGD, exactly) borrows those runs instead of repeating them.
+
+Every stage is one :func:`~decent.run.run_points` call (parallel workers, replica batches,
+longest batches first, resumable: a rerun skips finished runs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from decent.config import ExperimentConfig
+from decent.results import Store, run_id_for
+from decent.run import run_points
+from decent.studies import thresholds
+
+AVERAGING = {
+    "last": "eval/subopt@mean",
+    "tail": "eval/subopt@tail",
+    "weighted": "eval/subopt@weighted",
+}
+"""Output averaging -> the metric that measures it."""
+
+_MIN_NODES = {"ring": 3, "torus": 9, "exponential": 2, "complete": 1}
+
+
+class MethodSpec(BaseModel):
+    """One method of the study: an algorithm with fixed hyperparameters (not the step)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Name in tables and figures (unique in the study).")
+    kind: str = Field(description="The algorithm kind (decent.algorithms.ALGORITHMS).")
+    label: str | None = Field(None, description="Human label (default: the algorithm's).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Other hyperparameters.")
+    same_at_one: str | None = Field(
+        None,
+        description=(
+            "A reference method this one equals exactly at M = 1 (its M = 1 runs are reused)."
+        ),
+    )
+    chebyshev_steps: int = Field(
+        1, ge=1, description="Accelerated gossip: K mixing steps per round (and batch K)."
+    )
+    experimental: bool = Field(False, description="Labelled experimental in tables/figures.")
+    topologies: list[str] | None = Field(
+        None, description="Only these of the study's topologies (None: all)."
+    )
+
+    @property
+    def horizon_scaled(self) -> bool:
+        from decent.algorithms import ALGORITHMS
+
+        return bool(getattr(ALGORITHMS[self.kind], "horizon_scaled", False))
+
+
+def _default_methods() -> list[MethodSpec]:
+    return [
+        MethodSpec(name="dsgd", kind="dsgd", same_at_one="minibatch_sgd"),
+        MethodSpec(name="gradient_tracking", kind="gradient_tracking", same_at_one="minibatch_sgd"),
+        MethodSpec(name="dat_sgd", kind="dat_sgd", same_at_one="anytime_sgd"),
+    ]
+
+
+def _default_references() -> list[MethodSpec]:
+    return [
+        MethodSpec(name="minibatch_sgd", kind="minibatch_sgd", label="SGD (one machine)"),
+        MethodSpec(name="anytime_sgd", kind="anytime_sgd", label="Anytime SGD (one machine)"),
+    ]
+
+
+class ScalingSpec(BaseModel):
+    """What a scaling study runs; the defaults are the study of ``docs/results/scaling.md``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study: str = Field("scaling", description="Study name in the store (tuning: <study>-tune).")
+    budgets: list[int] = Field(
+        default_factory=lambda: [2**10, 2**12, 2**14, 2**16],
+        description="Sample budgets N = M * T * B.",
+    )
+    max_machines: int = Field(4096, ge=2, description="Largest M (a power of two).")
+    min_rounds: int = Field(4, ge=1, description="Smallest T = N / (M B) a cell may have.")
+    topologies: list[str] = Field(
+        default_factory=lambda: ["ring", "torus", "random_regular", "exponential", "complete"],
+        description="ring, torus, random_regular (an expander), exponential, complete.",
+    )
+    expander_degree: int = Field(4, ge=2, description="Degree of the random regular graph.")
+    methods: list[MethodSpec] = Field(default_factory=_default_methods)
+    references: list[MethodSpec] = Field(default_factory=_default_references)
+    task: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "kind": "least_squares",
+            "dim": 100,
+            "noise": 0.5,
+            "heterogeneity": 1.0,
+            "hessian_heterogeneity": 0.8,
+            "spectrum": "power",
+            "power": 1.0,
+            "seed": 0,
+        },
+        description="The least-squares task (num_nodes, components, batch_size are set).",
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    tune_seed: int = Field(1000, ge=0)
+    lr_grid: list[float] = Field(
+        default_factory=lambda: [2.0**k for k in range(-9, 2)],
+        description="First step sizes tried (factor 2 apart).",
+    )
+    gamma_grid: list[float] = Field(
+        default_factory=lambda: [2.0**k for k in range(-4, 7)],
+        description="First gamma = lr * T tried for the anytime methods.",
+    )
+    max_extensions: int = Field(8, ge=0, description="Grid extensions at most per cell.")
+    evals_per_run: int = Field(4, ge=1, description="Evaluations per run (the last is used).")
+    delta: float = Field(1.0, gt=0.0, description="Tolerance: within (1 + delta) of the reference.")
+    workers: int | None = Field(None, ge=1)
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, value: list[int]) -> list[int]:
+        if not value or any(n < 1 or n & (n - 1) for n in value):
+            raise ValueError("budgets must be powers of two, e.g. [1024, 4096]")
+        return sorted(set(value))
+
+    @field_validator("topologies")
+    @classmethod
+    def _topologies(cls, value: list[str]) -> list[str]:
+        known = ("ring", "torus", "random_regular", "exponential", "complete")
+        bad = [t for t in value if t not in known]
+        if bad or not value:
+            raise ValueError(f"topologies may be {list(known)}, got {bad or value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ScalingSpec:
+        from decent.algorithms import ALGORITHMS
+
+        if self.max_machines & (self.max_machines - 1):
+            raise ValueError(f"max_machines must be a power of two, got {self.max_machines}")
+        names = [m.name for m in [*self.methods, *self.references]]
+        if len(set(names)) != len(names):
+            raise ValueError(f"method names must be unique, got {names}")
+        for m in [*self.methods, *self.references]:
+            if m.kind not in ALGORITHMS:
+                raise ValueError(f"methods: kind {m.kind!r} is not one of {sorted(ALGORITHMS)}")
+            if m.same_at_one is not None and m.same_at_one not in [r.name for r in self.references]:
+                raise ValueError(f"{m.name}.same_at_one = {m.same_at_one!r} is not a reference")
+        return self
+
+    # ------------------------------------------------------------------ the grid
+
+    def machines(self, budget: int, method: MethodSpec) -> list[int]:
+        """The M of one budget: powers of two with T >= min_rounds (2 .. max_machines)."""
+        batch = method.chebyshev_steps
+        out, m = [], 2
+        while m <= self.max_machines and budget // (m * batch) >= self.min_rounds:
+            out.append(m)
+            m *= 2
+        return out
+
+    def exists(self, topology: str, m: int) -> bool:
+        """Whether the topology has an M-node member (a torus needs 3 x 3, ...)."""
+        if topology == "random_regular":
+            return m > self.expander_degree and (m * self.expander_degree) % 2 == 0
+        return m >= _MIN_NODES[topology]
+
+    def labels(self) -> dict[str, str]:
+        from decent.algorithms import ALGORITHMS
+
+        out = {}
+        for m in [*self.methods, *self.references]:
+            label = m.label or str(getattr(ALGORITHMS[m.kind], "label", m.kind))
+            out[m.name] = label + (" (experimental)" if m.experimental else "")
+        return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (method, topology, M, N) of the study."""
+
+    method: str
+    topology: str
+    machines: int
+    budget: int
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.method, self.topology, self.machines, self.budget)
+
+
+def cells(spec: ScalingSpec) -> list[Cell]:
+    """Every cell the study runs: references at M = 1, methods at M >= 2 on every graph."""
+    out = [Cell(r.name, "complete", 1, n) for r in spec.references for n in spec.budgets]
+    for method in spec.methods:
+        for n in spec.budgets:
+            if method.same_at_one is None:
+                out.append(Cell(method.name, "complete", 1, n))
+            for topology in spec.topologies:
+                if method.topologies is not None and topology not in method.topologies:
+                    continue
+                for m in spec.machines(n, method):
+                    if spec.exists(topology, m):
+                        out.append(Cell(method.name, topology, m, n))
+    return out
+
+
+def _method(spec: ScalingSpec, name: str) -> MethodSpec:
+    return next(m for m in [*spec.methods, *spec.references] if m.name == name)
+
+
+def _topology(spec: ScalingSpec, kind: str, m: int) -> dict[str, Any]:
+    if kind == "random_regular":
+        return {"kind": kind, "num_nodes": m, "k": spec.expander_degree, "seed": 0}
+    return {"kind": kind, "num_nodes": m}
+
+
+def _rounds(cell: Cell, method: MethodSpec) -> int:
+    return cell.budget // (cell.machines * method.chebyshev_steps)
+
+
+def lr_of(spec: ScalingSpec, cell: Cell, step: float) -> float:
+    """The step size of a grid value: ``step`` itself, or ``gamma / T`` (anytime methods)."""
+    method = _method(spec, cell.method)
+    return step / _rounds(cell, method) if method.horizon_scaled else step
+
+
+def config_of(
+    spec: ScalingSpec, cell: Cell, step: float, seed: int, study: str
+) -> ExperimentConfig:
+    """The validated config of one run of ``cell`` at grid value ``step``."""
+    method = _method(spec, cell.method)
+    rounds = _rounds(cell, method)
+    raw: dict[str, Any] = {
+        "study": study,
+        "name": f"{cell.method} {cell.topology} M={cell.machines} N={cell.budget} step={step:.6g}",
+        "seed": seed,
+        "rounds": rounds,
+        "eval_every": max(1, rounds // spec.evals_per_run),
+        "per_node_eval": "final" if study == spec.study else "none",
+        "averages": ["tail", "weighted"],
+        "topology": _topology(spec, cell.topology, cell.machines),
+        "algorithm": {"kind": method.kind, "lr": lr_of(spec, cell, step), **method.params},
+        "task": {
+            **spec.task,
+            "batch_size": method.chebyshev_steps,
+            "components": spec.max_machines,
+        },
+    }
+    if method.chebyshev_steps > 1:
+        raw["chebyshev_steps"] = method.chebyshev_steps
+    return ExperimentConfig.model_validate(raw)
+
+
+# ---------------------------------------------------------------------- tuning
+
+
+def _finals(out: Path, study: str) -> dict[str, tuple[str, dict[str, float]]]:
+    """run id -> (status, final metrics) of a study's runs."""
+    if not (Path(out) / "decent.sqlite").exists() and not Path(out).is_file():
+        return {}
+    with Store(out) as store:
+        runs = store.runs(study)
+    result: dict[str, tuple[str, dict[str, float]]] = {}
+    for row in runs.to_dict("records"):
+        final = {
+            k[len("final.") :]: float(v)
+            for k, v in row.items()
+            if k.startswith("final.") and isinstance(v, (int, float)) and not pd.isna(v)
+        }
+        result[str(row["run_id"])] = (str(row["status"]), final)
+    return result
+
+
+def _score(status: str, final: dict[str, float]) -> dict[str, float]:
+    """Each averaging's final error (inf for a diverged or missing run)."""
+    if status != "finished":
+        return dict.fromkeys(AVERAGING, math.inf)
+    out = {}
+    for avg, metric in AVERAGING.items():
+        value = final.get(metric, math.inf)
+        out[avg] = value if math.isfinite(value) else math.inf
+    return out
+
+
+@dataclass
+class Choice:
+    """A cell's tuned (step, averaging) and how the grid went."""
+
+    step: float
+    averaging: str
+    error: float
+    tried: list[float]
+    edge: bool  # the best stayed on an edge of the grid after every extension
+
+
+def tune(spec: ScalingSpec, out: Path, *, progress: bool = True) -> dict[Cell, Choice]:
+    """Tune every cell's step size and averaging on the tuning seed (see the module doc)."""
+    study = f"{spec.study}-tune"
+    todo = [c for c in cells(spec)]
+    tried: dict[Cell, set[float]] = {}
+    for c in todo:
+        grid = spec.gamma_grid if _method(spec, c.method).horizon_scaled else spec.lr_grid
+        tried[c] = set(grid)
+    scores: dict[tuple[Cell, float], dict[str, float]] = {}
+
+    def run_missing(stage: str) -> None:
+        configs, keys = [], []
+        for c in todo:
+            for step in sorted(tried[c]):
+                if (c, step) not in scores:
+                    configs.append(config_of(spec, c, step, spec.tune_seed, study))
+                    keys.append((c, step))
+        if configs:
+            run_points(
+                configs,
+                out,
+                workers=spec.workers,
+                progress=progress,
+                longest_first=True,
+                desc=f"{spec.study} {stage}",
+            )
+        finals = _finals(out, study)
+        for (c, step), cfg in zip(keys, configs, strict=True):
+            status, final = finals.get(run_id_for(study, cfg.run_dict()), ("missing", {}))
+            scores[(c, step)] = _score(status, final)
+
+    def best(c: Cell) -> tuple[float, str, float]:
+        options = [(err, step, avg) for step in tried[c] for avg, err in scores[(c, step)].items()]
+        err, step, avg = min(options, key=lambda o: (o[0], o[1]))
+        return step, avg, err
+
+    edges: dict[Cell, bool] = {}
+    for extension in range(spec.max_extensions + 1):
+        run_missing("tuning" if extension == 0 else f"tuning, extension {extension}")
+        grown = False
+        for c in todo:
+            step, _, err = best(c)
+            lo, hi = min(tried[c]), max(tried[c])
+            edges[c] = False
+            if not math.isfinite(err):  # everything diverged: smaller steps
+                tried[c].add(lo / 2)
+                grown = True
+            elif step == hi and math.isfinite(min(scores[(c, hi)].values())):
+                tried[c].add(hi * 2)
+                grown = edges[c] = True
+            elif step == lo:
+                tried[c].add(lo / 2)
+                grown = edges[c] = True
+        if not grown:
+            break
+    for c in todo:
+        step, _, _ = best(c)
+        tried[c] |= {step * math.sqrt(2), step / math.sqrt(2)}
+    run_missing("refinement")
+    choices = {}
+    for c in todo:
+        step, avg, err = best(c)
+        if not math.isfinite(err):
+            raise RuntimeError(
+                f"every step size diverged for {c.method} on {c.topology} (M={c.machines}, "
+                f"N={c.budget}); widen lr_grid / gamma_grid"
+            )
+        choices[c] = Choice(step, avg, err, sorted(tried[c]), edges.get(c, False))
+    return choices
+
+
+def evaluate_choices(
+    spec: ScalingSpec, out: Path, choices: dict[Cell, Choice], *, progress: bool = True
+) -> pd.DataFrame:
+    """Run every cell at its tuned step with the evaluation seeds; return the cells table.
+
+    One row per (cell, seed): ``method, topology, N, M, seed, error`` (the chosen
+    averaging's final ``f(x) - f*``; inf when diverged), plus ``averaging``, ``step``,
+    ``lr``, ``error_last``, ``error_tail``, ``error_weighted``, ``worst_node`` (the last
+    iterate's worst node), ``consensus`` and ``bytes_per_node``.
+    """
+    configs, keys = [], []
+    for c, choice in choices.items():
+        for seed in spec.seeds:
+            configs.append(config_of(spec, c, choice.step, seed, spec.study))
+            keys.append((c, seed))
+    run_points(
+        configs,
+        out,
+        workers=spec.workers,
+        progress=progress,
+        longest_first=True,
+        desc=f"{spec.study} evaluation",
+    )
+    finals = _finals(out, spec.study)
+    rows = []
+    for (c, seed), cfg in zip(keys, configs, strict=True):
+        status, final = finals.get(run_id_for(spec.study, cfg.run_dict()), ("missing", {}))
+        score = _score(status, final)
+        choice = choices[c]
+        rows.append(
+            {
+                "method": c.method,
+                "topology": c.topology,
+                "N": c.budget,
+                "M": c.machines,
+                "seed": seed,
+                "error": score[choice.averaging],
+                "averaging": choice.averaging,
+                "step": choice.step,
+                "lr": cfg.algorithm.lr,
+                "edge": choice.edge,
+                **{f"error_{a}": v for a, v in score.items()},
+                "worst_node": final.get("eval/subopt@node_max", math.nan),
+                "consensus": final.get("consensus/dist2", math.nan),
+                "bytes_per_node": final.get("comm/bytes_per_node_mean", math.nan),
+                "status": status,
+            }
+        )
+    table = pd.DataFrame(rows)
+    borrowed = []
+    for method in spec.methods:  # M = 1 of a method that is a reference there
+        if method.same_at_one is not None:
+            same = table[(table["method"] == method.same_at_one) & (table["M"] == 1)].copy()
+            same["method"] = method.name
+            borrowed.append(same)
+    return pd.concat([table, *borrowed], ignore_index=True)
+
+
+# ---------------------------------------------------------------------- outputs
+
+
+@dataclass
+class ScalingResult:
+    """Tables of a finished study (all also written as CSV)."""
+
+    cells: pd.DataFrame
+    summary: pd.DataFrame
+    reference: pd.Series
+    critical: pd.DataFrame
+    critical_own: pd.DataFrame
+    curve: pd.DataFrame
+    penalty: pd.DataFrame
+    slopes: pd.DataFrame
+    wall_s: float
+
+
+def analyse(spec: ScalingSpec, table: pd.DataFrame, wall_s: float = math.nan) -> ScalingResult:
+    """The study's numbers from its cells table (no training)."""
+    summary = thresholds.summarize(table[list(thresholds.CELL_COLUMNS)])
+    refs = [r.name for r in spec.references]
+    ref = thresholds.reference(summary, refs)
+    critical = thresholds.critical_m(summary, ref, spec.delta)
+    own = thresholds.critical_m(summary, None, spec.delta)
+    curve = thresholds.critical_m_curve(summary, ref, [0.1, 0.25, 0.5, 1.0, 2.0, 4.0])
+    pen = thresholds.penalty(summary)
+    slopes = thresholds.fit_slopes(
+        table[list(thresholds.CELL_COLUMNS)], refs, delta=spec.delta, n_boot=1000
+    )
+    return ScalingResult(table, summary, ref, critical, own, curve, pen, slopes, wall_s)
+
+
+def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> list[Path]:
+    """CSV tables and the figures of ``docs/results/scaling.md`` into ``folder``."""
+    from decent.studies import scaling_figures as figs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = spec.labels()
+    paths = []
+    for name in ("cells", "summary", "critical", "critical_own", "curve", "penalty", "slopes"):
+        path = folder / f"{name}.csv"
+        getattr(result, name).to_csv(path, index=False)
+        paths.append(path)
+    methods = [m.name for m in spec.methods]
+    summary = result.summary
+    paths.append(
+        figs.error_vs_m(
+            summary, result.reference, folder / "error_vs_m.png", labels, delta=spec.delta
+        )
+    )
+    pen = result.penalty[result.penalty["method"].isin(methods)]
+    graphs = tuple(t for t in ("ring", "torus") if t in spec.topologies) or (spec.topologies[0],)
+    budgets = [spec.budgets[0], spec.budgets[-1]] if len(spec.budgets) > 1 else spec.budgets
+    paths.append(figs.penalty_vs_m(pen, folder / "penalty_vs_m.png", graphs, budgets, labels))
+    crit = result.critical[result.critical["method"].isin(methods)]
+    slopes = result.slopes[result.slopes["method"].isin(methods)]
+    paths.append(figs.m_star_vs_n(crit, slopes, folder / "m_star_vs_n.png", labels))
+    for method in methods:
+        path = folder / f"penalty_heatmap_{method}.png"
+        paths.append(figs.penalty_heatmap(pen, path, method, spec.budgets[-1], labels))
+    (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
+    return paths
+
+
+def headline(spec: ScalingSpec, result: ScalingResult, budget: int | None = None) -> pd.DataFrame:
+    """The printed table: per (topology, method) at the largest M of one budget."""
+    n = budget or spec.budgets[-1]
+    s = result.summary[result.summary["N"] == n]
+    pen = result.penalty[result.penalty["N"] == n].set_index(["method", "topology", "M"])
+    cells_n = result.cells[result.cells["N"] == n]
+    extra = cells_n.groupby(["method", "topology", "M"])[["worst_node", "bytes_per_node"]].mean()
+    ref = float(result.reference.loc[n])
+    rows = []
+    for r in s.itertuples():
+        if r.M == 1 and r.method not in [x.name for x in spec.references]:
+            continue
+        key = (r.method, r.topology, r.M)
+        rows.append(
+            {
+                "N": n,
+                "M": r.M,
+                "topology": r.topology,
+                "method": r.method,
+                "error": r.mean,
+                "ci": (r.ci_high - r.ci_low) / 2,
+                "vs_reference": r.mean / ref,
+                "penalty_vs_complete": float(pen.loc[key, "penalty"])
+                if key in pen.index
+                else math.nan,
+                "worst_node": float(extra.loc[key, "worst_node"])
+                if key in extra.index
+                else math.nan,
+                "bytes_per_node": float(extra.loc[key, "bytes_per_node"])
+                if key in extra.index
+                else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run(
+    spec: ScalingSpec | None = None,
+    out_dir: str | Path = "results",
+    *,
+    folder: str | Path | None = None,
+    progress: bool = True,
+) -> ScalingResult:
+    """Tune, evaluate, analyse and write the study; return its tables.
+
+    Writes ``<out_dir>/decent.sqlite`` (every run), and the CSV tables and figures into
+    ``folder`` (default ``<out_dir>/<study>``).
+    """
+    spec = spec or ScalingSpec()
+    out = Path(out_dir)
+    start = time.perf_counter()
+    choices = tune(spec, out, progress=progress)
+    table = evaluate_choices(spec, out, choices, progress=progress)
+    result = analyse(spec, table, time.perf_counter() - start)
+    write_outputs(spec, result, Path(folder) if folder else out / spec.study)
+    return result
+
+
+def load_spec(path: str | Path) -> ScalingSpec:
+    """Read a study spec from TOML (``configs/studies/*.toml``); errors name the field."""
+    import tomllib
+    from pydantic import ValidationError
+
+    from decent.config import ConfigError, Issue
+
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    try:
+        return ScalingSpec.model_validate(raw)
+    except ValidationError as err:
+        issues = [
+            Issue(".".join(str(p) for p in e["loc"]) or "spec", e.get("input"), e["msg"])
+            for e in err.errors()
+        ]
+        raise ConfigError(issues, source=str(path)) from None
+
+
+__all__ = [
+    "AVERAGING",
+    "Cell",
+    "Choice",
+    "MethodSpec",
+    "ScalingResult",
+    "ScalingSpec",
+    "analyse",
+    "cells",
+    "config_of",
+    "evaluate_choices",
+    "headline",
+    "load_spec",
+    "run",
+    "tune",
+    "write_outputs",
+]
