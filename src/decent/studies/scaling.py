@@ -15,7 +15,7 @@ Protocol (what makes the comparison fair):
 * **Step sizes** per (method, topology, M, N) on the tuning seed: a factor-2 log grid that
   extends itself while the best value sits on its edge (an edge that diverged bounds the
   grid), then a factor-sqrt(2) refinement around the best. The anytime methods are tuned in
-  ``gamma = lr * T`` (their step on ``w`` grows like ``lr * t``).
+  ``gamma = lr * T^p`` (their step on ``w`` grows like ``lr * t^p``, ``alpha_t = t^p``).
 * **Output averaging** is chosen with the step size: every run records the last iterate,
   the uniform tail average and the t-weighted average (no extra communication), and each
   cell keeps the (step size, averaging) pair that was best on the tuning seed.
@@ -251,9 +251,13 @@ def _rounds(cell: Cell, method: MethodSpec) -> int:
 
 
 def lr_of(spec: ScalingSpec, cell: Cell, step: float) -> float:
-    """The step size of a grid value: ``step`` itself, or ``gamma / T`` (anytime methods)."""
+    """The step size of a grid value: ``step`` itself, or ``gamma / T^p`` for the anytime
+    methods, whose largest step on ``w`` is ``lr * T^p`` (weights ``alpha_t = t^p``)."""
     method = _method(spec, cell.method)
-    return step / _rounds(cell, method) if method.horizon_scaled else step
+    if not method.horizon_scaled:
+        return step
+    power = float(method.params.get("weight_power", 1.0))
+    return step / _rounds(cell, method) ** power
 
 
 def config_of(
@@ -357,29 +361,38 @@ def tune(spec: ScalingSpec, out: Path, *, progress: bool = True) -> dict[Cell, C
             scores[(c, step)] = _score(status, final)
 
     def best(c: Cell) -> tuple[float, str, float]:
-        options = [(err, step, avg) for step in tried[c] for avg, err in scores[(c, step)].items()]
+        options = [
+            (err, step, avg)
+            for step in tried[c]
+            if (c, step) in scores
+            for avg, err in scores[(c, step)].items()
+        ]
         err, step, avg = min(options, key=lambda o: (o[0], o[1]))
         return step, avg, err
 
-    edges: dict[Cell, bool] = {}
     for extension in range(spec.max_extensions + 1):
         run_missing("tuning" if extension == 0 else f"tuning, extension {extension}")
+        if extension == spec.max_extensions:
+            break
         grown = False
         for c in todo:
             step, _, err = best(c)
-            lo, hi = min(tried[c]), max(tried[c])
-            edges[c] = False
             if not math.isfinite(err):  # everything diverged: smaller steps
-                tried[c].add(lo / 2)
+                tried[c].add(min(tried[c]) / 2)
                 grown = True
-            elif step == hi and math.isfinite(min(scores[(c, hi)].values())):
-                tried[c].add(hi * 2)
-                grown = edges[c] = True
-            elif step == lo:
-                tried[c].add(lo / 2)
-                grown = edges[c] = True
+            elif step == max(tried[c]):
+                tried[c].add(step * 2)
+                grown = True
+            elif step == min(tried[c]):
+                tried[c].add(step / 2)
+                grown = True
         if not grown:
             break
+    edges = {}
+    for c in todo:  # still on an edge after every extension allowed
+        scored = [x for x in tried[c] if (c, x) in scores]
+        step, _, _ = best(c)
+        edges[c] = step in (min(scored), max(scored))
     for c in todo:
         step, _, _ = best(c)
         tried[c] |= {step * math.sqrt(2), step / math.sqrt(2)}

@@ -1,0 +1,135 @@
+"""The scaling study's pipeline on a tiny spec (the pipeline, not the science).
+
+Tuning extends its grid until the best step is interior, refines it, evaluates on other
+seeds; M = 1 runs are borrowed only where the identity holds exactly; the tables and
+figures come out; a rerun trains nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from decent.algorithms import DATSGD, DSGD, AnytimeSGD, GradientTracking, MinibatchSGD
+from decent.comm import SimCommunicator
+from decent.config import ConfigError
+from decent.engine import train
+from decent.results import Store
+from decent.studies import scaling as sc
+from decent.tasks import LeastSquares
+from decent.topology import complete
+
+TASK = {
+    "kind": "least_squares",
+    "dim": 3,
+    "noise": 0.3,
+    "heterogeneity": 1.0,
+    "hessian_heterogeneity": 0.5,
+    "seed": 0,
+}
+
+
+def _spec(**kw) -> sc.ScalingSpec:
+    base = dict(
+        budgets=[64, 256],
+        max_machines=16,
+        topologies=["ring", "complete"],
+        methods=[
+            sc.MethodSpec(name="dsgd", kind="dsgd", same_at_one="minibatch_sgd"),
+            sc.MethodSpec(name="dat_sgd", kind="dat_sgd", same_at_one="anytime_sgd"),
+        ],
+        task=TASK,
+        seeds=[0, 1],
+        lr_grid=[2.0**-9],  # far too small: the grid must grow to find an interior best
+        gamma_grid=[2.0**-3, 2.0**-2, 2.0**-1],
+        evals_per_run=2,
+        workers=1,
+    )
+    return sc.ScalingSpec(**(base | kw))
+
+
+def test_the_grid_pairs_every_m_with_its_rounds() -> None:
+    spec = _spec()
+    cells = sc.cells(spec)
+    ring = sorted({c.machines for c in cells if c.topology == "ring" and c.budget == 64})
+    assert ring == [4, 8, 16]  # a ring needs 3 nodes; T = 64 / 16 = 4 = min_rounds
+    for c in cells:
+        cfg = sc.config_of(spec, c, 0.5, 0, "s")
+        assert cfg.topology.num_nodes * cfg.rounds * cfg.task.batch_size == c.budget
+        assert cfg.task.components == spec.max_machines
+    # the anytime methods are tuned in gamma = lr * T
+    c = next(c for c in cells if c.method == "dat_sgd" and c.machines == 4)
+    assert sc.config_of(spec, c, 0.5, 0, "s").algorithm.lr == 0.5 / (c.budget // 4)
+
+
+def test_tiny_study_tunes_evaluates_and_reports(tmp_path) -> None:
+    spec = _spec()
+    result = sc.run(spec, tmp_path, progress=False)
+    table = result.cells
+    assert set(table["method"]) == {"dsgd", "dat_sgd", "minibatch_sgd", "anytime_sgd"}
+    assert len(table) == len(sc.cells(spec)) * 2 + 2 * 2 * 2  # + borrowed M = 1 rows
+    assert (table["status"] == "finished").all()
+    assert all(math.isfinite(e) and e > 0 for e in table["error"])
+    # the D-SGD grid started at 2^-9 and had to grow: every tuned step is above it
+    assert (table[table["method"] == "dsgd"]["step"] > 2.0**-9).all()
+    # the chosen averaging's error is the one reported
+    for avg in sc.AVERAGING:
+        rows = table[table["averaging"] == avg]
+        assert (rows["error"] == rows[f"error_{avg}"]).all()
+    # M = 1 of D-SGD is SGD's runs, reused
+    one = table[(table["M"] == 1) & (table["method"].isin(["dsgd", "minibatch_sgd"]))]
+    pivot = one.pivot_table(index=["N", "seed"], columns="method", values="error")
+    assert (pivot["dsgd"] == pivot["minibatch_sgd"]).all()
+    # the numbers are the thresholds module's on that table
+    assert set(result.critical["method"]) >= {"dsgd", "dat_sgd"}
+    assert (result.penalty[result.penalty["topology"] == "complete"]["penalty"] == 1.0).all()
+    folder = tmp_path / spec.study
+    for name in ("cells.csv", "critical.csv", "slopes.csv", "error_vs_m.png", "m_star_vs_n.png",
+                 "penalty_vs_m.png", "penalty_heatmap_dsgd.png", "spec.json"):
+        assert (folder / name).stat().st_size > 0, name
+    headline = sc.headline(spec, result)
+    assert set(headline["N"]) == {256}
+    # a rerun trains nothing and gives the same table
+    with Store(tmp_path) as store:
+        before = len(store.runs())
+    again = sc.run(spec, tmp_path, progress=False)
+    with Store(tmp_path) as store:
+        assert len(store.runs()) == before
+    assert again.cells["error"].tolist() == table["error"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("method", "reference"),
+    [(DSGD, MinibatchSGD), (GradientTracking, MinibatchSGD), (DATSGD, AnytimeSGD)],
+)
+def test_what_the_study_borrows_at_one_machine_is_exact(method, reference) -> None:
+    """With one node D-SGD is SGD and DAT-SGD Anytime SGD bit for bit; gradient tracking
+    is SGD in exact arithmetic (its tracker y + g_t - g_{t-1} rounds: equal to 1e-12)."""
+    task = LeastSquares(1, dim=4, heterogeneity=1.0, hessian_heterogeneity=0.5, components=8)
+    runs = [
+        train(cls(lr=0.05), task, SimCommunicator(complete(1)), rounds=50, seed=3,
+              averages=("tail", "weighted"))
+        for cls in (method, reference)
+    ]
+    exact = method is not GradientTracking
+    if exact:
+        assert torch.equal(runs[0].output, runs[1].output)
+    torch.testing.assert_close(runs[0].output, runs[1].output, rtol=1e-12, atol=1e-14)
+    for key in ("eval/subopt@mean", "eval/subopt@tail", "eval/subopt@weighted"):
+        a, b = runs[0].records[-1][key], runs[1].records[-1][key]
+        assert a == b if exact else a == pytest.approx(b, rel=1e-9)
+
+
+def test_bad_specs_name_the_field(tmp_path) -> None:
+    with pytest.raises(ValueError, match="budgets must be powers of two"):
+        _spec(budgets=[100])
+    with pytest.raises(ValueError, match="topologies may be"):
+        _spec(topologies=["star"])
+    with pytest.raises(ValueError, match="is not a reference"):
+        _spec(methods=[sc.MethodSpec(name="x", kind="dsgd", same_at_one="sgd")])
+    path = tmp_path / "bad.toml"
+    path.write_text('budgets = [1024]\ndelta = -1\n')
+    with pytest.raises(ConfigError, match="delta"):
+        sc.load_spec(path)
