@@ -18,7 +18,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"
 def test_configs_are_shipped():
     names = {p.stem for p in CONFIGS}
     assert {
-        "flagship",
+        "compare",
         "dat_sgd",
         "dsgd",
         "gradient_tracking",
@@ -54,12 +54,12 @@ def test_shipped_config_loads_builds_and_runs(path, tmp_path):
     assert list(runs["status"]) == ["finished"]
 
 
-def test_flagship_config_expresses_the_flagship_grid():
-    """configs/flagship.toml is the study `decent flagship` runs (minus the tuning)."""
-    from decent.studies.flagship import FlagshipSpec
+def test_compare_config_expresses_the_compare_grid():
+    """configs/compare.toml is the study `decent compare` runs (minus the tuning)."""
+    from decent.studies.compare import CompareSpec as FlagshipSpec
 
     spec = FlagshipSpec()
-    cfg = load_config(CONFIGS[[p.stem for p in CONFIGS].index("flagship")])
+    cfg = load_config(CONFIGS[[p.stem for p in CONFIGS].index("compare")])
     points = expand(cfg)
     assert len(points) == len(spec.methods) * len(spec.topologies) * len(spec.seeds)
     combos = {(p.config.algorithm.kind, p.config.topology.kind, p.config.seed) for p in points}

@@ -86,8 +86,16 @@ def test_tiny_study_tunes_evaluates_and_reports(tmp_path) -> None:
     assert set(result.critical["method"]) >= {"dsgd", "dat_sgd"}
     assert (result.penalty[result.penalty["topology"] == "complete"]["penalty"] == 1.0).all()
     folder = tmp_path / spec.study
-    for name in ("cells.csv", "critical.csv", "slopes.csv", "error_vs_m.png", "m_star_vs_n.png",
-                 "penalty_vs_m.png", "penalty_heatmap_dsgd.png", "spec.json"):
+    for name in (
+        "cells.csv",
+        "critical.csv",
+        "slopes.csv",
+        "error_vs_m.png",
+        "m_star_vs_n.png",
+        "penalty_vs_m.png",
+        "penalty_heatmap_dsgd.png",
+        "spec.json",
+    ):
         assert (folder / name).stat().st_size > 0, name
     headline = sc.headline(spec, result)
     assert set(headline["N"]) == {256}
@@ -109,8 +117,14 @@ def test_what_the_study_borrows_at_one_machine_is_exact(method, reference) -> No
     is SGD in exact arithmetic (its tracker y + g_t - g_{t-1} rounds: equal to 1e-12)."""
     task = LeastSquares(1, dim=4, heterogeneity=1.0, hessian_heterogeneity=0.5, components=8)
     runs = [
-        train(cls(lr=0.05), task, SimCommunicator(complete(1)), rounds=50, seed=3,
-              averages=("tail", "weighted"))
+        train(
+            cls(lr=0.05),
+            task,
+            SimCommunicator(complete(1)),
+            rounds=50,
+            seed=3,
+            averages=("tail", "weighted"),
+        )
         for cls in (method, reference)
     ]
     exact = method is not GradientTracking
@@ -130,6 +144,16 @@ def test_bad_specs_name_the_field(tmp_path) -> None:
     with pytest.raises(ValueError, match="is not a reference"):
         _spec(methods=[sc.MethodSpec(name="x", kind="dsgd", same_at_one="sgd")])
     path = tmp_path / "bad.toml"
-    path.write_text('budgets = [1024]\ndelta = -1\n')
+    path.write_text("budgets = [1024]\ndelta = -1\n")
     with pytest.raises(ConfigError, match="delta"):
         sc.load_spec(path)
+
+
+def test_shipped_specs_load_and_the_flagship_file_is_the_built_in_spec() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "studies"
+    assert sc.load_spec(root / "flagship.toml") == sc.flagship_spec()
+    full = sc.load_spec(root / "scaling.toml")
+    assert len(full.budgets) >= 4 and full.budgets[-1] / full.budgets[0] >= 64
+    assert {"ring", "torus", "random_regular", "exponential", "complete"} <= set(full.topologies)

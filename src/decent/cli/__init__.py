@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "launch",
     "flagship",
     "scaling",
+    "compare",
     "config_docs",
 )
 """Command modules under ``decent.cli``, registered in this order."""
@@ -36,11 +37,12 @@ app = typer.Typer(
         "Examples:\n"
         "  decent run configs/dat_sgd.toml                      # one run, progress bar, summary\n"
         "  decent run configs/dsgd.toml --set algorithm.lr=0.05 --set topology.num_nodes=64\n"
-        "  decent sweep configs/flagship.toml --workers 2       # the flagship grid, resumable\n"
-        "  decent report flagship                               # HTML report of a study\n"
+        "  decent sweep configs/compare.toml --workers 2        # a grid, resumable\n"
+        "  decent report compare                                # HTML report of a study\n"
         "  decent topology torus --n 64 --png torus.png         # spectral gap, degree, drawing\n"
-        "  decent export flagship --format csv\n"
-        "  decent flagship                                      # tuned flagship study"
+        "  decent export compare --format csv\n"
+        "  decent flagship                                      # the reduced scaling study\n"
+        "  decent scaling configs/studies/scaling.toml          # the full scaling study"
     ),
     epilog=EPILOG,
     no_args_is_help=True,
@@ -66,7 +68,7 @@ def _register_all() -> None:
 
 _register_all()
 
-from decent.cli.flagship import render_summary  # noqa: E402  (kept for compatibility)
+from decent.cli.compare import render_summary  # noqa: E402  (kept for compatibility)
 
 __all__ = ["COMMAND_MODULES", "app", "console", "render_summary"]
 

@@ -1,4 +1,8 @@
-"""``decent flagship``: the tuned flagship study (see :mod:`decent.studies.flagship`)."""
+"""``decent flagship``: the reduced scaling study, the README's first command.
+
+The spec is ``configs/studies/flagship.toml`` (:func:`decent.studies.scaling.flagship_spec`
+is the same spec built in, so the command works from any directory).
+"""
 
 from __future__ import annotations
 
@@ -6,75 +10,45 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from decent.cli._common import console
 
 
 def flagship(
     out: Path = typer.Option(Path("results"), help="Results directory (store + figures)."),
-    rounds: int = typer.Option(2000, min=10, help="Rounds T per run."),
-    num_nodes: int = typer.Option(64, min=2, help="Nodes per topology."),
+    config: Path | None = typer.Option(None, help="A scaling spec (default: the built-in one)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     workers: int | None = typer.Option(None, min=1, help="Worker processes (default: cores)."),
 ) -> None:
-    """Run the flagship study: DAT-SGD vs D-SGD vs gradient tracking vs minibatch SGD.
+    """Run the flagship: D-SGD vs DAT-SGD as M grows at a fixed sample budget.
 
     Example: decent flagship --out results
     """
-    from decent.studies import flagship as fs
+    from decent.cli.scaling import render, render_critical
+    from decent.studies import scaling as sc
 
-    spec = fs.FlagshipSpec(
-        rounds=rounds, num_nodes=num_nodes, eval_every=max(1, rounds // 40), workers=workers
-    )
+    spec = sc.load_spec(config) if config is not None else sc.flagship_spec()
+    if workers is not None:
+        spec = spec.model_copy(update={"workers": workers})
+    labels = spec.labels()
+    n = spec.budgets[-1]
     console.print(
-        f"[bold]decent flagship[/]: {', '.join(fs.METHOD_LABELS[m] for m in spec.methods)} on "
-        f"{' and '.join(spec.topologies)} of {spec.num_nodes} nodes, streaming logistic regression "
-        f"(d={spec.dim}, heterogeneity={spec.heterogeneity}, batch {spec.batch_size}), "
-        f"T={spec.rounds}, seeds {list(spec.seeds)}; step sizes tuned on seed {spec.tune_seed}."
+        f"[bold]decent flagship[/]: {', '.join(labels[m.name] for m in spec.methods)} on "
+        f"{' and '.join(spec.topologies)} for M = 1 .. {max(spec.machines(n, spec.methods[0]))} "
+        f"machines at a fixed budget of N = {n} samples (T = N / M rounds), streaming least "
+        f"squares (d = {spec.task.get('dim')}, node-specific Hessians and optima), "
+        f"{len(spec.seeds)} seeds; step size and output averaging tuned per cell on seed "
+        f"{spec.tune_seed}."
     )
-    table = fs.run(out, spec, progress=progress)
-    # at least 112 columns, so the table does not wrap in logs (rich assumes 80 off a TTY)
-    Console(width=max(console.width, 112), highlight=False).print(
-        render_summary(table, fs.METHOD_LABELS, spec.rounds)
-    )
-    console.print(f"store: {out / 'decent.sqlite'}")
-    console.print(f"figure: {out / 'flagship' / 'convergence.png'}")
-    console.print(f"[bold]report: {out / 'flagship' / 'report.html'}[/]")
-
-
-SHORT_LABELS = {
-    "dat_sgd": "DAT-SGD",
-    "anytime_sgd": "Anytime SGD (C)",
-    "dsgd": "D-SGD",
-    "gradient_tracking": "Gradient tracking",
-    "minibatch_sgd": "Minibatch SGD (C)",
-}
-
-
-def render_summary(table, labels: dict[str, str], rounds: int | None = None) -> Table:  # type: ignore[no-untyped-def]
-    """A rich table of final metrics (mean ± std over seeds)."""
-    out = Table(
-        title="final metrics, mean ± std over seeds",
-        caption="(C) = centralized reference (exact all-reduce). Anytime methods: gamma = lr * T.",
-    )
-    for col in ("topology", "method", "step", "f(x̄) - f*", "worst node", "consensus", "KiB/node"):
-        out.add_column(col, justify="left" if col in ("topology", "method") else "right")
-    for _, r in table.iterrows():
-        method = str(r["method"])
-        step = f"{r['lr']:.3g}"
-        if rounds and method in ("dat_sgd", "anytime_sgd"):
-            step = f"gamma={r['lr'] * rounds:.3g}"
-        out.add_row(
-            str(r["topology"]),
-            SHORT_LABELS.get(method, labels.get(method, method)),
-            step,
-            f"{r['subopt']:.3e} ± {r['subopt_std']:.0e}",
-            f"{r.get('subopt_worst_node', float('nan')):.2e}",
-            f"{r['consensus_dist2']:.1e}",
-            f"{r['bytes_per_node'] / 1024:.0f}",
-        )
-    return out
+    folder = out / spec.study
+    result = sc.run(spec, out, folder=folder, progress=progress)
+    wide = Console(width=max(console.width, 120), highlight=False)
+    wide.print(render(sc.headline(spec, result), labels))
+    wide.print(render_critical(result.critical, result.slopes, labels, spec))
+    sc.write_report(spec, result, folder)
+    console.print(f"wall time {result.wall_s:.0f} s; store: {out / 'decent.sqlite'}")
+    console.print(f"figures: {folder / 'error_vs_m.png'}, {folder / 'penalty_vs_m.png'}")
+    console.print(f"[bold]report: {folder / 'report.html'}[/]")
 
 
 def register(app: typer.Typer) -> None:

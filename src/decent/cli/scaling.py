@@ -41,6 +41,7 @@ def scaling(
     wide.print(render(sc.headline(spec, result), labels))
     wide.print(render_critical(result.critical, result.slopes, labels, spec))
     where = folder or out / spec.study
+    sc.write_report(spec, result, where)
     console.print(f"wall time {result.wall_s:.0f} s; store: {out / 'decent.sqlite'}")
     console.print(f"[bold]tables and figures: {where}[/]")
 

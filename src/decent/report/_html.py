@@ -252,6 +252,8 @@ def write_report(
     band: str | None = "std",
     seed_col: str = "seed",
     title: str | None = None,
+    lead: Sequence[tuple[str, str | os.PathLike[str]]] = (),
+    lead_table: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``out_dir/report.html``: a self-contained report of ``study``.
 
@@ -272,6 +274,9 @@ def write_report(
         band: ``"std"``, ``"ci95"`` or ``None``.
         seed_col: The config column averaged over.
         title: Page title.
+        lead: ``(caption, PNG path)`` figures shown first, embedded (a study's own
+            figures, e.g. error and penalty against ``M`` for a scaling study).
+        lead_table: a table shown first (the study's answer), one row per line.
 
     Returns:
         The path of ``report.html``.
@@ -280,7 +285,7 @@ def write_report(
         ReportError: If the study has no runs.
         FileNotFoundError: If there is no results database at the path.
     """
-    args = (study, Path(out_dir), metrics, facet, band, seed_col, title)
+    args = (study, Path(out_dir), metrics, facet, band, seed_col, title, lead, lead_table)
     if isinstance(store_or_path, Store):
         return _write(store_or_path, *args)
     with Store(store_or_path, readonly=True) as store:
@@ -296,6 +301,8 @@ def _write(
     band: str | None,
     seed_col: str,
     title: str | None,
+    lead: Sequence[tuple[str, str | os.PathLike[str]]] = (),
+    lead_table: pd.DataFrame | None = None,
 ) -> Path:
     runs = store.runs(study)
     if runs.empty:
@@ -319,6 +326,17 @@ def _write(
         f"<figcaption>{_e(cap)}</figcaption></figure>"
         for cap, fig in figs
     )
+    lead_html = ""
+    if lead_table is not None:
+        lead_html += lead_table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
+    for cap, path in lead:
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        lead_html += (
+            f'<figure><img src="data:image/png;base64,{data}" alt="{_e(cap)}">'
+            f"<figcaption>{_e(cap)}</figcaption></figure>"
+        )
+    if lead_html:
+        lead_html = f"<h2>The answer</h2>\n{lead_html}"
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     versions = sorted({str(v) for v in runs["package_version"].dropna()})
     commits = sorted({str(v) for v in runs["git_commit"].dropna()})
@@ -348,6 +366,7 @@ def _write(
 <h1>{_e(page_title)}</h1>
 <table class="meta">{meta}</table>
 {warn}
+{lead_html}
 <h2>Final metrics per configuration</h2>
 {_final_table(store, study, runs, group_cols)}
 <h2>Figures</h2>

@@ -62,20 +62,22 @@ class MethodSpec(BaseModel):
 
     name: str = Field(description="Name in tables and figures (unique in the study).")
     kind: str = Field(description="The algorithm kind (decent.algorithms.ALGORITHMS).")
-    label: str | None = Field(None, description="Human label (default: the algorithm's).")
+    label: str | None = Field(default=None, description="Human label (default: the algorithm's).")
     params: dict[str, Any] = Field(default_factory=dict, description="Other hyperparameters.")
     same_at_one: str | None = Field(
-        None,
+        default=None,
         description=(
             "A reference method this one equals exactly at M = 1 (its M = 1 runs are reused)."
         ),
     )
     chebyshev_steps: int = Field(
-        1, ge=1, description="Accelerated gossip: K mixing steps per round (and batch K)."
+        default=1, ge=1, description="Accelerated gossip: K mixing steps per round (and batch K)."
     )
-    experimental: bool = Field(False, description="Labelled experimental in tables/figures.")
+    experimental: bool = Field(
+        default=False, description="Labelled experimental in tables/figures."
+    )
     topologies: list[str] | None = Field(
-        None, description="Only these of the study's topologies (None: all)."
+        default=None, description="Only these of the study's topologies (None: all)."
     )
 
     @property
@@ -105,18 +107,20 @@ class ScalingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    study: str = Field("scaling", description="Study name in the store (tuning: <study>-tune).")
+    study: str = Field(
+        default="scaling", description="Study name in the store (tuning: <study>-tune)."
+    )
     budgets: list[int] = Field(
         default_factory=lambda: [2**10, 2**12, 2**14, 2**16],
         description="Sample budgets N = M * T * B.",
     )
-    max_machines: int = Field(4096, ge=2, description="Largest M (a power of two).")
-    min_rounds: int = Field(4, ge=1, description="Smallest T = N / (M B) a cell may have.")
+    max_machines: int = Field(default=4096, ge=2, description="Largest M (a power of two).")
+    min_rounds: int = Field(default=4, ge=1, description="Smallest T = N / (M B) a cell may have.")
     topologies: list[str] = Field(
         default_factory=lambda: ["ring", "torus", "random_regular", "exponential", "complete"],
         description="ring, torus, random_regular (an expander), exponential, complete.",
     )
-    expander_degree: int = Field(4, ge=2, description="Degree of the random regular graph.")
+    expander_degree: int = Field(default=4, ge=2, description="Degree of the random regular graph.")
     methods: list[MethodSpec] = Field(default_factory=_default_methods)
     references: list[MethodSpec] = Field(default_factory=_default_references)
     task: dict[str, Any] = Field(
@@ -133,7 +137,7 @@ class ScalingSpec(BaseModel):
         description="The least-squares task (num_nodes, components, batch_size are set).",
     )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
-    tune_seed: int = Field(1000, ge=0)
+    tune_seed: int = Field(default=1000, ge=0)
     lr_grid: list[float] = Field(
         default_factory=lambda: [2.0**k for k in range(-9, 2)],
         description="First step sizes tried (factor 2 apart).",
@@ -142,10 +146,14 @@ class ScalingSpec(BaseModel):
         default_factory=lambda: [2.0**k for k in range(-4, 7)],
         description="First gamma = lr * T tried for the anytime methods.",
     )
-    max_extensions: int = Field(8, ge=0, description="Grid extensions at most per cell.")
-    evals_per_run: int = Field(4, ge=1, description="Evaluations per run (the last is used).")
-    delta: float = Field(1.0, gt=0.0, description="Tolerance: within (1 + delta) of the reference.")
-    workers: int | None = Field(None, ge=1)
+    max_extensions: int = Field(default=8, ge=0, description="Grid extensions at most per cell.")
+    evals_per_run: int = Field(
+        default=4, ge=1, description="Evaluations per run (the last is used)."
+    )
+    delta: float = Field(
+        default=1.0, gt=0.0, description="Tolerance: within (1 + delta) of the reference."
+    )
+    workers: int | None = Field(default=None, ge=1)
 
     @field_validator("budgets")
     @classmethod
@@ -483,9 +491,12 @@ class ScalingResult:
     penalty: pd.DataFrame
     slopes: pd.DataFrame
     wall_s: float
+    store: Path | None = None
 
 
-def analyse(spec: ScalingSpec, table: pd.DataFrame, wall_s: float = math.nan) -> ScalingResult:
+def analyse(
+    spec: ScalingSpec, table: pd.DataFrame, wall_s: float = math.nan, store: Path | None = None
+) -> ScalingResult:
     """The study's numbers from its cells table (no training)."""
     summary = thresholds.summarize(table[list(thresholds.CELL_COLUMNS)])
     refs = [r.name for r in spec.references]
@@ -497,7 +508,7 @@ def analyse(spec: ScalingSpec, table: pd.DataFrame, wall_s: float = math.nan) ->
     slopes = thresholds.fit_slopes(
         table[list(thresholds.CELL_COLUMNS)], refs, delta=spec.delta, n_boot=1000
     )
-    return ScalingResult(table, summary, ref, critical, own, curve, pen, slopes, wall_s)
+    return ScalingResult(table, summary, ref, critical, own, curve, pen, slopes, wall_s, store)
 
 
 def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> list[Path]:
@@ -529,7 +540,110 @@ def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> lis
         path = folder / f"penalty_heatmap_{method}.png"
         paths.append(figs.penalty_heatmap(pen, path, method, spec.budgets[-1], labels))
     (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
+    if result.store is not None:
+        paths.append(error_vs_round(spec, result, folder / "error_vs_round.png"))
     return paths
+
+
+def round_cell(spec: ScalingSpec, result: ScalingResult) -> tuple[str, int, int]:
+    """The cell whose curves against rounds are drawn: the sparsest graph, the largest
+    budget, and the largest M where every method ran."""
+    n = spec.budgets[-1]
+    topology = next(t for t in ("ring", "torus", *spec.topologies) if t in spec.topologies)
+    t = result.cells[(result.cells["N"] == n) & (result.cells["topology"] == topology)]
+    methods = [m.name for m in spec.methods if m.name in set(t["method"])]
+    common = set.intersection(*(set(t[t["method"] == m]["M"]) for m in methods))
+    return topology, max(common), n
+
+
+def error_vs_round(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path:
+    """Error against rounds for one cell (:func:`round_cell`), every method at its tuned
+    step with its chosen averaging, mean over seeds: the anytime behaviour in time."""
+    from matplotlib.figure import Figure
+
+    from decent.studies.scaling_figures import method_styles
+
+    assert result.store is not None
+    topology, machines, budget = round_cell(spec, result)
+    labels = spec.labels()
+    rows = result.cells[
+        (result.cells["N"] == budget)
+        & (
+            ((result.cells["topology"] == topology) & (result.cells["M"] == machines))
+            | (result.cells["M"] == 1)
+        )
+    ]
+    with Store(result.store, readonly=True) as store:
+        records = store.records(spec.study)
+    styles = method_styles(sorted(set(rows["method"])))
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    for method, g in rows.groupby("method", sort=False):
+        cell = Cell(
+            str(method), topology if g["M"].iloc[0] > 1 else "complete", int(g["M"].iloc[0]), budget
+        )
+        if cell.machines == 1 and method not in [r.name for r in spec.references]:
+            continue  # a borrowed M = 1 row: drawn as its reference
+        metric = AVERAGING[str(g["averaging"].iloc[0])]
+        ids = {
+            run_id_for(
+                spec.study,
+                config_of(spec, cell, float(g["step"].iloc[0]), int(seed), spec.study).run_dict(),
+            )
+            for seed in g["seed"]
+        }
+        rec = records[records["run_id"].isin(ids) & (records["metric"] == metric)]
+        if rec.empty:
+            continue
+        curve = rec.groupby("round")["value"].mean()
+        curve = curve[curve.index > 0]
+        where = f"M = {cell.machines}" + (f", {topology}" if cell.machines > 1 else "")
+        avg = str(g["averaging"].iloc[0])
+        ax.plot(
+            curve.index,
+            curve.values,
+            **({"marker": "o"} | styles[str(method)]),
+            label=f"{labels.get(str(method), method)} ({where}, {avg} iterate)",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("round t")
+    ax.set_ylabel("f(x) − f*  (mean over seeds)")
+    ax.set_title(f"N = {budget}: error against rounds (one machine runs {budget} rounds)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def write_report(spec: ScalingSpec, result: ScalingResult, folder: Path) -> Path:
+    """The study's HTML report: its table and figures first, then every run."""
+    from decent.report import write_report as write
+
+    assert result.store is not None
+    figures = [
+        (
+            "Error against M, per budget and graph; the reference (best single machine) and "
+            f"the (1 + {spec.delta:g}) line",
+            folder / "error_vs_m.png",
+        ),
+        (
+            "Decentralization penalty: error on the graph / error on the complete graph, same M",
+            folder / "penalty_vs_m.png",
+        ),
+        ("M* against N, fitted and theoretical slopes", folder / "m_star_vs_n.png"),
+        ("Error against rounds for one cell", folder / "error_vs_round.png"),
+    ]
+    return write(
+        result.store,
+        spec.study,
+        folder,
+        metrics=["eval/subopt@mean"],
+        lead=[(c, p) for c, p in figures if p.exists()],
+        lead_table=headline(spec, result),
+        title=f"decent scaling study: {spec.study}",
+    )
 
 
 def headline(spec: ScalingSpec, result: ScalingResult, budget: int | None = None) -> pd.DataFrame:
@@ -585,9 +699,32 @@ def run(
     start = time.perf_counter()
     choices = tune(spec, out, progress=progress)
     table = evaluate_choices(spec, out, choices, progress=progress)
-    result = analyse(spec, table, time.perf_counter() - start)
+    result = analyse(spec, table, time.perf_counter() - start, out)
     write_outputs(spec, result, Path(folder) if folder else out / spec.study)
     return result
+
+
+def flagship_spec() -> ScalingSpec:
+    """The README's flagship: the study reduced to one budget, a ring and the complete graph.
+
+    The same spec as ``configs/studies/flagship.toml`` (a test keeps them equal); a few
+    minutes on 2 cores.
+    """
+    return ScalingSpec(
+        study="flagship",
+        budgets=[FLAGSHIP_BUDGET],
+        max_machines=1024,
+        topologies=["ring", "complete"],
+        methods=[
+            MethodSpec(name="dsgd", kind="dsgd", same_at_one="minibatch_sgd"),
+            MethodSpec(name="dat_sgd", kind="dat_sgd", same_at_one="anytime_sgd"),
+        ],
+        seeds=[0, 1, 2],
+    )
+
+
+FLAGSHIP_BUDGET = 2**14
+"""The flagship's sample budget N."""
 
 
 def load_spec(path: str | Path) -> ScalingSpec:
@@ -620,9 +757,11 @@ __all__ = [
     "cells",
     "config_of",
     "evaluate_choices",
+    "flagship_spec",
     "headline",
     "load_spec",
     "run",
     "tune",
     "write_outputs",
+    "write_report",
 ]

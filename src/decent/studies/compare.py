@@ -1,4 +1,4 @@
-"""The flagship study: what does decentralization cost each method on a sparse graph?
+"""The comparison study: what does decentralization cost each method at one network size?
 
 DAT-SGD and D-SGD and gradient tracking on a ring and a 2-D torus of 64 nodes, each next to
 its centralized counterpart (Anytime SGD for DAT-SGD, minibatch SGD for D-SGD and gradient
@@ -26,8 +26,8 @@ from decent.config import validate
 from decent.results import Store, load
 from decent.run import run_sweep
 
-STUDY = "flagship"
-TUNING_STUDY = "flagship-tuning"
+STUDY = "compare"
+TUNING_STUDY = "compare-tuning"
 
 METHOD_LABELS = {
     "dat_sgd": "DAT-SGD",
@@ -40,8 +40,8 @@ ANYTIME = ("dat_sgd", "anytime_sgd")
 
 
 @dataclass(frozen=True)
-class FlagshipSpec:
-    """What the flagship runs; the defaults finish in a few minutes on 2 cores."""
+class CompareSpec:
+    """What the comparison runs; the defaults finish in a few minutes on 2 cores."""
 
     num_nodes: int = 64
     topologies: tuple[str, ...] = ("ring", "torus")
@@ -96,7 +96,7 @@ def _final(store_path: Path, study: str, metric: str) -> pd.DataFrame:
     return df.sort_values("round").groupby("run_id").tail(1)
 
 
-def tune(spec: FlagshipSpec, out: Path, *, progress: bool = True) -> dict[tuple[str, str], float]:
+def tune(spec: CompareSpec, out: Path, *, progress: bool = True) -> dict[tuple[str, str], float]:
     """Pick each (method, topology)'s step size by final f(x_bar) - f* on ``tune_seed``."""
     raw = spec.base(TUNING_STUDY, spec.tune_seed)
     raw["per_node_eval"] = False
@@ -107,7 +107,7 @@ def tune(spec: FlagshipSpec, out: Path, *, progress: bool = True) -> dict[tuple[
             "algorithm": [{"kind": m, "lr": lr} for m in spec.methods for lr in spec.grid(m)],
         }
     }
-    run_sweep(validate(raw, "flagship tuning"), out, workers=spec.workers, progress=progress)
+    run_sweep(validate(raw, "compare tuning"), out, workers=spec.workers, progress=progress)
     last = _final(out, TUNING_STUDY, "eval/subopt@mean")
     with Store(out) as store:
         runs = store.runs(TUNING_STUDY)[["run_id", "status"]]
@@ -126,19 +126,19 @@ def tune(spec: FlagshipSpec, out: Path, *, progress: bool = True) -> dict[tuple[
 
 def run(
     out_dir: str | Path = "results",
-    spec: FlagshipSpec | None = None,
+    spec: CompareSpec | None = None,
     *,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Tune, run every method with every seed, write figure and report; return the table.
 
     Writes ``<out_dir>/decent.sqlite`` (every run and record),
-    ``<out_dir>/flagship/convergence.png``, ``summary.csv``, ``spec.json`` and the HTML
-    report ``<out_dir>/flagship/report.html``.
+    ``<out_dir>/compare/convergence.png``, ``summary.csv``, ``spec.json`` and the HTML
+    report ``<out_dir>/compare/report.html``.
     """
     from decent.report import write_report
 
-    spec = spec or FlagshipSpec()
+    spec = spec or CompareSpec()
     out = Path(out_dir)
     best = tune(spec, out, progress=progress)
     wanted: set[tuple[str, str, float]] = set()
@@ -151,7 +151,7 @@ def run(
         }
         wanted |= {(m, topology, best[(m, topology)]) for m in spec.methods}
         run_sweep(
-            validate(raw, f"flagship {topology}"), out, workers=spec.workers, progress=progress
+            validate(raw, f"compare {topology}"), out, workers=spec.workers, progress=progress
         )
     df = load(out, study=STUDY)
     keys = list(zip(df["algorithm.kind"], df["topology.kind"], df["algorithm.lr"], strict=True))
@@ -159,7 +159,7 @@ def run(
     df = df[df["seed"].isin(spec.seeds) & (df["topology.num_nodes"] == spec.num_nodes)]
     df = df[df["rounds"] == spec.rounds]
     table = summarize(df)
-    folder = out / "flagship"
+    folder = out / "compare"
     folder.mkdir(parents=True, exist_ok=True)
     plot(df, folder / "convergence.png")
     table.to_csv(folder / "summary.csv", index=False)

@@ -1,15 +1,15 @@
-"""The flagship pipeline on a tiny spec: tune -> seeds -> store -> table, figure, report."""
+"""The comparison pipeline on a tiny spec: tune -> seeds -> store -> table, figure, report."""
 
 from __future__ import annotations
 
 import math
 
 from decent.results import Store, load
-from decent.studies import flagship as fs
+from decent.studies import compare as fs
 
 
-def _spec() -> fs.FlagshipSpec:
-    return fs.FlagshipSpec(
+def _spec() -> fs.CompareSpec:
+    return fs.CompareSpec(
         num_nodes=8,
         topologies=("ring",),
         methods=("dat_sgd", "dsgd", "minibatch_sgd"),
@@ -23,7 +23,7 @@ def _spec() -> fs.FlagshipSpec:
     )
 
 
-def test_flagship_tunes_runs_and_reports(tmp_path):
+def test_compare_tunes_runs_and_reports(tmp_path):
     spec = _spec()
     table = fs.run(tmp_path, spec, progress=False)
     assert list(table["method"]) == ["dat_sgd", "dsgd", "minibatch_sgd"]
@@ -33,7 +33,7 @@ def test_flagship_tunes_runs_and_reports(tmp_path):
     by_method = table.set_index("method")
     assert by_method.loc["dsgd", "consensus_dist2"] > 0
     assert by_method.loc["minibatch_sgd", "consensus_dist2"] < 1e-20
-    folder = tmp_path / "flagship"
+    folder = tmp_path / "compare"
     for name in ("convergence.png", "summary.csv", "spec.json", "report.html"):
         assert (folder / name).stat().st_size > 0
     assert (folder / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
