@@ -21,8 +21,10 @@ Protocol (what makes the comparison fair):
   cell keeps the (step size, averaging) pair that was best on the tuning seed.
 * **Evaluation** on separate seeds at the chosen pair; 95% Student-t intervals.
 * ``M = 1``: the references (single-machine SGD and Anytime SGD) are run there; a method
-  that *is* a reference at ``M = 1`` (D-SGD and gradient tracking are SGD, DAT-SGD is
-  Anytime SGD, exactly) borrows those runs instead of repeating them.
+  that *is* a reference at ``M = 1`` (D-SGD is SGD and DAT-SGD Anytime SGD bit for bit;
+  gradient tracking is SGD up to rounding) borrows those runs instead of repeating them,
+  and gradient tracking borrows D-SGD's complete-graph runs (with exact averaging both are
+  minibatch SGD).
 
 Every stage is one :func:`~decent.run.run_points` call (parallel workers, replica batches,
 longest batches first, resumable: a rerun skips finished runs).
@@ -68,6 +70,13 @@ class MethodSpec(BaseModel):
         default=None,
         description=(
             "A reference method this one equals exactly at M = 1 (its M = 1 runs are reused)."
+        ),
+    )
+    same_on_complete: str | None = Field(
+        default=None,
+        description=(
+            "A method this one equals exactly on the complete graph (gradient tracking with "
+            "exact averaging is D-SGD there); its complete-graph runs are reused."
         ),
     )
     chebyshev_steps: int = Field(
@@ -185,6 +194,10 @@ class ScalingSpec(BaseModel):
                 raise ValueError(f"methods: kind {m.kind!r} is not one of {sorted(ALGORITHMS)}")
             if m.same_at_one is not None and m.same_at_one not in [r.name for r in self.references]:
                 raise ValueError(f"{m.name}.same_at_one = {m.same_at_one!r} is not a reference")
+            if m.same_on_complete is not None and m.same_on_complete not in names:
+                raise ValueError(
+                    f"{m.name}.same_on_complete = {m.same_on_complete!r} is not a method"
+                )
         return self
 
     # ------------------------------------------------------------------ the grid
@@ -472,6 +485,14 @@ def evaluate_choices(
             same = table[(table["method"] == method.same_at_one) & (table["M"] == 1)].copy()
             same["method"] = method.name
             borrowed.append(same)
+        if method.same_on_complete is not None:
+            same = table[
+                (table["method"] == method.same_on_complete)
+                & (table["topology"] == "complete")
+                & (table["M"] > 1)
+            ].copy()
+            same["method"] = method.name
+            borrowed.append(same)
     return pd.concat([table, *borrowed], ignore_index=True)
 
 
@@ -542,7 +563,149 @@ def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> lis
     (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
     if result.store is not None:
         paths.append(error_vs_round(spec, result, folder / "error_vs_round.png"))
+    paths.append(m_star_vs_delta(spec, result, folder / "m_star_vs_delta.png"))
+    paths.append(write_markdown(spec, result, folder / "tables.md"))
     return paths
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_markdown(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path:
+    """The study's tables as Markdown (regenerated with the figures): M* per budget, the
+    fitted exponents beside the theory's, and the penalties at the largest budget."""
+    labels = spec.labels()
+    methods = [m.name for m in spec.methods]
+    out = [f"<!-- written by decent.studies.scaling for study {spec.study!r}; do not edit -->"]
+    out.append(
+        f"Reference (best single-machine error, mean over {len(spec.seeds)} seeds): "
+        + ", ".join(f"N = {n}: {v:.3e}" for n, v in result.reference.items())
+    )
+    for name, crit in (("reference", result.critical), ("own M = 1", result.critical_own)):
+        out.append(
+            f"\n**M\\* against the {name}** (largest M with every M' <= M within "
+            f"(1 + {spec.delta:g}) x it; `+`: the whole grid passes; `-`: M = 2 fails)\n"
+        )
+        budgets = sorted(crit["N"].unique())
+        rows = []
+        for (method, topology), g in crit[crit["method"].isin(methods)].groupby(
+            ["method", "topology"], sort=False
+        ):
+            row = [labels.get(method, method), topology]
+            for n in budgets:
+                h = g[g["N"] == n]
+                if h.empty:
+                    row.append("")
+                else:
+                    r = h.iloc[0]
+                    row.append(
+                        "-"
+                        if r["below_grid"]
+                        else f"{int(r['m_star'])}" + ("+" if r["censored"] else "")
+                    )
+            rows.append(row)
+        out.append(_md(["method", "graph", *[f"N = {n}" for n in budgets]], rows))
+    out.append(
+        "\n**Exponent of M\\* in N** (least squares on log-log over uncensored budgets, "
+        "95% seed-bootstrap interval; theory: Eisen et al. 2025)\n"
+    )
+    rows = []
+    for r in result.slopes[result.slopes["method"].isin(methods)].itertuples():
+        fit = (
+            f"{r.slope:.2f} [{r.slope_low:.2f}, {r.slope_high:.2f}]"
+            if r.slope == r.slope
+            else "n/a"
+        )
+        theory = f"{r.theory:.3f}" if r.theory == r.theory else ""
+        rows.append(
+            [
+                labels.get(r.method, r.method),
+                r.topology,
+                fit,
+                str(int(r.points)),
+                str(int(r.censored_points)),
+                theory,
+            ]
+        )
+    out.append(_md(["method", "graph", "slope", "budgets used", "censored", "theory"], rows))
+    n = spec.budgets[-1]
+    pen = result.penalty[(result.penalty["N"] == n) & result.penalty["method"].isin(methods)]
+    graphs = [t for t in spec.topologies if t != "complete"]
+    ms = sorted(pen["M"].unique())
+    out.append(f"\n**Penalty err(graph, M) / err(complete, M) at N = {n}**\n")
+    rows = []
+    for method in methods:
+        for graph in graphs:
+            g = pen[(pen["method"] == method) & (pen["topology"] == graph)].set_index("M")
+            if g.empty:
+                continue
+            rows.append(
+                [
+                    labels.get(method, method),
+                    graph,
+                    *[f"{g.loc[m, 'penalty']:.2f}" if m in g.index else "" for m in ms],
+                ]
+            )
+    out.append(_md(["method", "graph", *[f"M = {m}" for m in ms]], rows))
+    if math.isfinite(result.wall_s):
+        out.append(f"\nWall time of the whole study (tuning included): {result.wall_s:.0f} s.")
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+def m_star_vs_delta(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path:
+    """M* against the tolerance delta at the largest budget, one panel per graph."""
+    from matplotlib.figure import Figure
+
+    from decent.studies.scaling_figures import method_styles
+
+    n = spec.budgets[-1]
+    methods = [m.name for m in spec.methods]
+    curve = result.curve[(result.curve["N"] == n) & result.curve["method"].isin(methods)]
+    graphs = list(spec.topologies)
+    styles = method_styles(methods)
+    labels = spec.labels()
+    fig = Figure(figsize=(3.2 * len(graphs), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(graphs), squeeze=False, sharey=True)[0]
+    for ax, graph in zip(axes, graphs, strict=True):
+        for method in methods:
+            g = curve[(curve["method"] == method) & (curve["topology"] == graph)]
+            if g.empty:
+                continue
+            ax.plot(
+                g["delta"],
+                g["m_star"],
+                **({"marker": "o"} | styles[method]),
+                label=labels.get(method, method),
+            )
+            cens = g[g["censored"]]
+            ax.scatter(
+                cens["delta"],
+                cens["m_star"],
+                marker="^",
+                s=60,
+                facecolors="none",
+                edgecolors=styles[method].get("color", "k"),
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log", base=2)
+        ax.set_title(graph)
+        ax.set_xlabel("tolerance δ")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(f"M* at N = {n}")
+    handles, names = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for h, nm in zip(*ax.get_legend_handles_labels(), strict=True):
+            if nm not in names:
+                handles.append(h)
+                names.append(nm)
+    fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), fontsize=8)
+    fig.suptitle("M*: largest M within (1 + δ) x the best single-machine error (^: grid edge)")
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def round_cell(spec: ScalingSpec, result: ScalingResult) -> tuple[str, int, int]:
@@ -633,6 +796,7 @@ def write_report(spec: ScalingSpec, result: ScalingResult, folder: Path) -> Path
             folder / "penalty_vs_m.png",
         ),
         ("M* against N, fitted and theoretical slopes", folder / "m_star_vs_n.png"),
+        ("M* against the tolerance delta", folder / "m_star_vs_delta.png"),
         ("Error against rounds for one cell", folder / "error_vs_round.png"),
     ]
     return write(
