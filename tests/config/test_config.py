@@ -226,3 +226,27 @@ def test_run_dict_round_trips_and_excludes_sweep():
     assert "sweep" not in data
     again = ExperimentConfig.model_validate(data)
     assert again.run_dict() == data
+
+
+def test_new_run_options_keep_old_run_ids_and_build_what_they_say():
+    from decent.comm import ChebyshevCommunicator
+    from decent.config import build, validate
+
+    raw = {
+        "study": "s",
+        "rounds": 4,
+        "topology": {"kind": "ring", "num_nodes": 8},
+        "algorithm": {"kind": "dsgd", "lr": 0.1},
+        "task": {"kind": "least_squares", "dim": 3},
+    }
+    plain = validate(raw, "t").run_dict()
+    assert "averages" not in plain and "chebyshev_steps" not in plain  # ids unchanged
+    fast = validate(raw | {"chebyshev_steps": 3, "averages": ["tail"]}, "t")
+    assert fast.run_dict()["chebyshev_steps"] == 3 and fast.run_dict()["averages"] == ["tail"]
+    comm = build(fast).comm
+    assert isinstance(comm, ChebyshevCommunicator) and comm.steps == 3
+    result = train_experiment(build(fast))
+    assert "eval/subopt@tail" in result.final
+    assert result.final["comm/messages"] == 3 * 4 * 16  # 3 exchanges per round, 16 per mix
+    with pytest.raises(ConfigError, match="chebyshev_steps"):
+        validate(raw | {"chebyshev_steps": 0}, "t")
