@@ -194,6 +194,24 @@ def replica_key(config: ExperimentConfig) -> str:
     return canonical_json(data)
 
 
+def _build_batch(configs: Sequence[ExperimentConfig]) -> list[Experiment]:
+    """Build a replica batch: one topology and communicator, and each distinct task once
+    (a grid of step sizes shares one task; a large one takes a noticeable time to draw)."""
+    from decent.config import build_algorithm, build_task
+
+    first = build(configs[0])
+    tasks = {(configs[0].task.model_dump_json(), configs[0].dtype): first.task}
+    out = [first]
+    for c in configs[1:]:
+        key = (c.task.model_dump_json(), c.dtype)
+        task = tasks.get(key)
+        if task is None:
+            task = tasks[key] = build_task(c.task, first.topology.num_nodes, c.dtype)
+        algorithm = build_algorithm(c.algorithm, c.rounds)
+        out.append(Experiment(c, first.topology, algorithm, task, first.comm))
+    return out
+
+
 def run_batch(
     configs: Sequence[ExperimentConfig],
     store: Store | None,
@@ -224,7 +242,7 @@ def run_batch(
     first = configs[0]
     for c in configs:
         resources.check_config(c)
-    experiments = [build(c) for c in configs]
+    experiments = _build_batch(configs)
     comm = experiments[0].comm
     r = len(configs)
     resources.check(  # one replica, its evaluation included
