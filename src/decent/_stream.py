@@ -196,10 +196,10 @@ def _draw(
     """
     unique = list(dict.fromkeys(seeds))
     if len(unique) < len(seeds):  # replicas sharing a seed share its draw (e.g. a step grid)
-        drawn = _draw(fill, buffer_dtype, unique, stream, t, nodes, width, dtype, num_nodes)
-        where = {sd: i for i, sd in enumerate(unique)}
-        index = torch.tensor([where[sd] for sd in seeds], device=nodes.device)
-        return drawn.index_select(0, index)
+        shared = _draw(fill, buffer_dtype, unique, stream, t, nodes, width, dtype, num_nodes)
+        position = {sd: i for i, sd in enumerate(unique)}
+        index = torch.tensor([position[sd] for sd in seeds], device=nodes.device)
+        return shared.index_select(0, index)
     device = nodes.device
     layout = _layout(nodes, num_nodes, width)
     block = layout.block

@@ -211,8 +211,11 @@ def test_output_averages_equal_averages_of_the_iterates_computed_by_hand():
     outputs = []
     for s in range(1, T + 1):  # x_s: the output after s rounds (same draws: a prefix)
         res = train(DSGD(lr=0.1), task, SimCommunicator(ring(6)), rounds=s, seed=4)
+        assert res.output is not None
         outputs.append(res.output.mean(dim=0))
-    weighted = sum(s * x for s, x in zip(range(1, T + 1), outputs, strict=True)) / (T * (T + 1) / 2)
+    weighted = torch.stack([s * x for s, x in zip(range(1, T + 1), outputs, strict=True)]).sum(
+        dim=0
+    ) / (T * (T + 1) / 2)
     tail = torch.stack(outputs[T // 2 :]).mean(dim=0)
     res = train(
         DSGD(lr=0.1),

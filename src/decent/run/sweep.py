@@ -263,11 +263,34 @@ def run_points(
     """
     if not points:
         raise ValueError("run_points needs at least one config")
-    points = [p if isinstance(p, SweepPoint) else SweepPoint(p, {}) for p in points]
-    sinks: SinkOptions = (
-        None if tensorboard is None else os.fspath(tensorboard),
-        None if mlflow is None else os.fspath(mlflow),
+    return _run_points(
+        [p if isinstance(p, SweepPoint) else SweepPoint(p, {}) for p in points],
+        out,
+        workers=workers,
+        progress=progress,
+        on_done=on_done,
+        sinks=(
+            None if tensorboard is None else os.fspath(tensorboard),
+            None if mlflow is None else os.fspath(mlflow),
+        ),
+        replicas=replicas,
+        desc=desc,
+        longest_first=longest_first,
     )
+
+
+def _run_points(
+    points: list[SweepPoint],
+    out: str | os.PathLike[str],
+    *,
+    workers: int | None,
+    progress: bool,
+    on_done: Event | None,
+    sinks: SinkOptions,
+    replicas: int | None,
+    desc: str | None,
+    longest_first: bool,
+) -> SweepSummary:
     if sinks != (None, None):  # fail before anything runs when an extra is missing
         from decent.run.sinks import make_sinks
 
