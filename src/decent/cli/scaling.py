@@ -33,7 +33,7 @@ def scaling(
     console.print(
         f"[bold]decent scaling[/] {config}: {', '.join(labels[m.name] for m in spec.methods)} "
         f"on {', '.join(spec.topologies)}; N in {spec.budgets}, M up to {spec.max_machines}, "
-        f"{len(sc.cells(spec))} cells x {len(spec.seeds)} seeds, step sizes tuned on seed "
+        f"{len(sc.cells(spec))} cells x {len(spec.seeds)} seeds, step sizes tuned on seeds "
         f"{spec.tune_seed}."
     )
     result = sc.run(spec, out, folder=folder, progress=progress)
