@@ -98,6 +98,10 @@ SKIP: list[tuple[str, str]] = [
         r"^bash scripts/(main|test)\.sh",
         "the README's two set-up commands: CI runs test.sh, tests/studies runs the flagship",
     ),
+    (
+        r"^decent (scaling|compare)\b",
+        "a study of minutes to an hour; tests/studies runs each on a tiny spec",
+    ),
     (r"^pip install ", "installs packages"),
     (r"^tensorboard --logdir", "starts a server"),
     (r"python -m torch\.distributed\.run .*--nnodes 2", "needs two machines"),
