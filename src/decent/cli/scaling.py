@@ -57,7 +57,7 @@ def render(table, labels: dict[str, str]) -> Table:  # type: ignore[no-untyped-d
         "f(x) - f*",
         "/ reference",
         "/ complete",
-        "worst node",
+        "worst node (last iterate)",
         "KiB/node",
     ):
         out.add_column(col, justify="left" if col in ("topology", "method") else "right")
@@ -91,6 +91,8 @@ def render_critical(critical, slopes, labels: dict[str, str], spec) -> Table:  #
     for (method, topology), g in critical[critical["method"].isin(methods)].groupby(
         ["method", "topology"], sort=False
     ):
+        if (g["m_max"] <= 1).all():
+            continue  # the method does not run on this graph (only its M = 1 cell)
         row = [labels.get(method, method), topology]
         for n in budgets:
             hit = g[g["N"] == n]
