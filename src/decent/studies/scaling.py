@@ -575,9 +575,10 @@ def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> lis
     budgets = [spec.budgets[0], spec.budgets[-1]] if len(spec.budgets) > 1 else spec.budgets
     paths.append(figs.penalty_vs_m(pen, folder / "penalty_vs_m.png", graphs, budgets, labels))
     crit = result.critical[result.critical["method"].isin(methods)]
+    crit = crit[crit["m_max"] > 1]  # a method that does not run on a graph has only M = 1
     slopes = result.slopes[result.slopes["method"].isin(methods)]
     paths.append(figs.m_star_vs_n(crit, slopes, folder / "m_star_vs_n.png", labels))
-    for method in methods:
+    for method in sorted(set(pen["method"])):  # methods run on the complete graph
         path = folder / f"penalty_heatmap_{method}.png"
         paths.append(figs.penalty_heatmap(pen, path, method, spec.budgets[-1], labels))
     (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
