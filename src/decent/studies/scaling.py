@@ -578,7 +578,7 @@ def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> lis
     crit = crit[crit["m_max"] > 1]  # a method that does not run on a graph has only M = 1
     slopes = result.slopes[result.slopes["method"].isin(methods)]
     paths.append(figs.m_star_vs_n(crit, slopes, folder / "m_star_vs_n.png", labels))
-    for method in sorted(set(pen["method"])):  # methods run on the complete graph
+    for method in sorted(set(pen[pen["topology"] != "complete"]["method"])):
         path = folder / f"penalty_heatmap_{method}.png"
         paths.append(figs.penalty_heatmap(pen, path, method, spec.budgets[-1], labels))
     (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
@@ -636,7 +636,9 @@ def write_markdown(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path
         "95% seed-bootstrap interval; theory: Eisen et al. 2025)\n"
     )
     rows = []
-    for r in result.slopes[result.slopes["method"].isin(methods)].itertuples():
+    ran = result.critical[result.critical["m_max"] > 1][["method", "topology"]].drop_duplicates()
+    slopes = result.slopes.merge(ran, on=["method", "topology"])
+    for r in slopes[slopes["method"].isin(methods)].itertuples():
         fit = (
             f"{r.slope:.2f} [{r.slope_low:.2f}, {r.slope_high:.2f}]"
             if r.slope == r.slope
