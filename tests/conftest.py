@@ -80,6 +80,9 @@ def spawn():
     started: list[tuple[subprocess.Popen, bool]] = []
 
     def popen(*args, **kwargs) -> subprocess.Popen:
+        # a shell without job control starts background jobs with SIGINT ignored, and an
+        # ignored signal survives exec: the child would never see the Ctrl-C a test sends
+        kwargs.setdefault("preexec_fn", lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         proc = subprocess.Popen(*args, **kwargs)
         started.append((proc, bool(kwargs.get("start_new_session"))))
         return proc
