@@ -344,6 +344,29 @@ def _finals(out: Path, study: str) -> dict[str, tuple[str, dict[str, float]]]:
     return result
 
 
+def _run_and_read(
+    spec: ScalingSpec,
+    out: Path,
+    configs: list[ExperimentConfig],
+    study: str,
+    stage: str,
+    progress: bool,
+) -> list[tuple[str, dict[str, float]]]:
+    """Run what the store does not have yet (one stage), then each config's status and
+    final metrics, in order (``("missing", {})`` for a run the store lacks)."""
+    if configs:
+        run_points(
+            configs,
+            out,
+            workers=spec.workers,
+            progress=progress,
+            longest_first=True,
+            desc=f"{spec.study} {stage}",
+        )
+    finals = _finals(out, study)
+    return [finals.get(run_id_for(study, c.run_dict()), ("missing", {})) for c in configs]
+
+
 def _score(status: str, final: dict[str, float]) -> dict[str, float]:
     """Each averaging's final error (inf for a diverged or missing run)."""
     if status != "finished":
@@ -384,19 +407,9 @@ def tune(spec: ScalingSpec, out: Path, *, progress: bool = True) -> dict[Cell, C
                     for seed in spec.tune_seeds:
                         configs.append(config_of(spec, c, step, seed, study))
                         keys.append((c, step))
-        if configs:
-            run_points(
-                configs,
-                out,
-                workers=spec.workers,
-                progress=progress,
-                longest_first=True,
-                desc=f"{spec.study} {stage}",
-            )
-        finals = _finals(out, study)
         per: dict[tuple[Cell, float], list[dict[str, float]]] = {}
-        for key, cfg in zip(keys, configs, strict=True):
-            status, final = finals.get(run_id_for(study, cfg.run_dict()), ("missing", {}))
+        outcomes = _run_and_read(spec, out, configs, study, stage, progress)
+        for key, (status, final) in zip(keys, outcomes, strict=True):
             per.setdefault(key, []).append(_score(status, final))
         for key, runs in per.items():  # the mean over tuning seeds (inf if any diverged)
             scores[key] = {a: sum(r[a] for r in runs) / len(runs) for a in AVERAGING}
@@ -465,18 +478,9 @@ def evaluate_choices(
         for seed in spec.seeds:
             configs.append(config_of(spec, c, choice.step, seed, spec.study))
             keys.append((c, seed))
-    run_points(
-        configs,
-        out,
-        workers=spec.workers,
-        progress=progress,
-        longest_first=True,
-        desc=f"{spec.study} evaluation",
-    )
-    finals = _finals(out, spec.study)
+    outcomes = _run_and_read(spec, out, configs, spec.study, "evaluation", progress)
     rows = []
-    for (c, seed), cfg in zip(keys, configs, strict=True):
-        status, final = finals.get(run_id_for(spec.study, cfg.run_dict()), ("missing", {}))
+    for (c, seed), cfg, (status, final) in zip(keys, configs, outcomes, strict=True):
         score = _score(status, final)
         choice = choices[c]
         rows.append(
