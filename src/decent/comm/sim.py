@@ -151,32 +151,34 @@ class SimCommunicator:
     def _apply(plan: _Plan, x: NodeTensor, replicas: int = 1) -> NodeTensor:
         """``W @ x``; ``x`` of shape ``(n, replicas * k)`` holds ``replicas`` side by side.
 
-        A dense BLAS product is not column-invariant (its blocking, and so its summation
-        order, depends on the width: on an AVX2 EPYC ``W @ x[:, :5]`` differs from
-        ``(W @ x)[:, :5]`` in the last bit), and a batched ``bmm``/``matmul`` takes yet
-        another kernel for small matrices, so replicas take a dense product as one ``mm``
-        per replica on the single run's contiguous shape (the dense kernel only serves
-        small products, where ``R`` calls cost little), and the kernel is chosen from one
-        replica's width. CSR products sum each row in a fixed order, whatever the width.
+        Neither product is column-invariant: a dense BLAS product's blocking, and so its
+        summation order, depends on the width (on an AVX2 EPYC ``W @ x[:, :5]`` differs
+        from ``(W @ x)[:, :5]`` in the last bit), a batched ``bmm``/``matmul`` takes yet
+        another kernel for small matrices, and MKL's CSR product treats the columns past
+        the last full vector register differently (on an AVX-512 Xeon a width of 20
+        differs from the same columns inside a width of 40). So replicas take one product
+        per replica on the single run's contiguous shape, with the kernel chosen from one
+        replica's width: ``R`` calls cost little beside the work of a large product, and
+        the dense kernel only serves small ones.
         """
         if plan.kind == "mean":
             return x.mean(dim=0, keepdim=True).expand_as(x).clone()
         k = x.shape[1] // replicas
         if plan.dense is not None and plan.matrix.n**2 * k <= _SMALL_WORK:
             dense = plan.dense
-        elif plan.kind == "dense":
-            assert plan.weights is not None
-            dense = plan.weights
         else:
             assert plan.weights is not None
-            return plan.weights @ x
+            dense = plan.weights  # dense or CSR
         if replicas == 1:
             return dense @ x
         n = x.shape[0]
         parts = x.view(n, replicas, k).transpose(0, 1).contiguous()  # (R, n, k)
-        per = torch.empty_like(parts)
-        for r in range(replicas):
-            torch.mm(dense, parts[r], out=per[r])
+        if dense.layout == torch.strided:
+            per = torch.empty_like(parts)
+            for r in range(replicas):
+                torch.mm(dense, parts[r], out=per[r])
+        else:
+            per = torch.stack([dense @ parts[r] for r in range(replicas)])
         return per.transpose(0, 1).contiguous().view(n, replicas * k)
 
     def all_reduce(
