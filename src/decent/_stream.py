@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,18 +103,19 @@ class _Layout:
     gathers: tuple[tuple[int, torch.Tensor, torch.Tensor], ...]  # (block id, out rows, rows)
 
 
-_LAYOUTS: dict[int, tuple[weakref.ref[torch.Tensor], dict[int, _Layout]]] = {}
-"""Layouts by ``id`` of the node-id tensor (tensors compare elementwise, so not dict keys);
-an entry goes when its tensor does."""
+_LAYOUTS: dict[int, tuple[weakref.ref[torch.Tensor], dict[Any, Any]]] = {}
+"""What is cached per node-id tensor (its block layouts, the read-ahead of its draws), by
+``id`` of the tensor (tensors compare elementwise, so not dict keys); an entry goes when its
+tensor does."""
 
 
-def _layouts_of(nodes: torch.Tensor) -> dict[int, _Layout]:
+def _layouts_of(nodes: torch.Tensor) -> dict[Any, Any]:
     entry = _LAYOUTS.get(id(nodes))
     if entry is not None and entry[0]() is nodes:
         return entry[1]
     ident = id(nodes)
     ref = weakref.ref(nodes, lambda _: _LAYOUTS.pop(ident, None))
-    per: dict[int, _Layout] = {}
+    per: dict[Any, Any] = {}
     _LAYOUTS[ident] = (ref, per)
     return per
 
@@ -181,42 +183,48 @@ def _draw(
     buffer_dtype: torch.dtype,
     seeds: Sequence[int],
     stream: int,
-    t: int,
+    ts: Sequence[int],
     nodes: torch.Tensor,
     width: int,
     dtype: torch.dtype,
     num_nodes: int,
 ) -> torch.Tensor:
-    """``(R, len(nodes), width)`` draws in ``dtype``; ``[k, r]`` is node ``nodes[r]``'s under
-    ``seeds[k]``.
+    """``(len(ts), R, len(nodes), width)`` draws in ``dtype``; ``[i, k, r]`` is node
+    ``nodes[r]``'s at round ``ts[i]`` under ``seeds[k]``.
 
-    Every (seed, block) pair has its own key, so the pairs of a large draw are shared out
-    over ``torch.get_num_threads()`` threads (torch's CPU generators are sequential, and
-    drawing dominates a round of a large streaming task); the numbers do not depend on it.
+    Every (round, seed, block) has its own key, so the blocks of a large draw are shared
+    out over ``torch.get_num_threads()`` threads (torch's CPU generators are sequential, and
+    drawing dominates a round of a large streaming task); the numbers do not depend on it,
+    nor on which rounds are drawn together.
     """
     unique = list(dict.fromkeys(seeds))
     if len(unique) < len(seeds):  # replicas sharing a seed share its draw (e.g. a step grid)
-        shared = _draw(fill, buffer_dtype, unique, stream, t, nodes, width, dtype, num_nodes)
-        position = {sd: i for i, sd in enumerate(unique)}
-        index = torch.tensor([position[sd] for sd in seeds], device=nodes.device)
-        return shared.index_select(0, index)
+        shared = _draw(fill, buffer_dtype, unique, stream, ts, nodes, width, dtype, num_nodes)
+        return shared.index_select(1, _positions(seeds, unique, nodes))
     device = nodes.device
     layout = _layout(nodes, num_nodes, width)
     block = layout.block
     m = int(nodes.numel())
     # whole blocks are drawn straight into the buffer, cast once at the end
-    buf = torch.empty((len(seeds), m, width), dtype=buffer_dtype, device=device)
+    nt, ns = len(ts), len(seeds)
+    buf = torch.empty((nt, ns, m, width), dtype=buffer_dtype, device=device)
     blocks = (
         list(range(math.ceil(m / block)))
         if layout.contiguous
         else [b for b, _, _ in layout.gathers]
     )
     empty = torch.empty((0, width), dtype=buffer_dtype, device=device)
-    jobs: list[tuple[int, torch.Tensor]] = []  # (generator key, rows to fill), seed-major
-    for j, k in enumerate(keys(seeds, stream, t, blocks)):
-        s, b = divmod(j, len(blocks))
-        rows = buf[s, b * block : min(m, (b + 1) * block)] if layout.contiguous else empty
-        jobs.append((k, rows))
+    jobs: list[tuple[int, torch.Tensor]] = []  # (generator key, rows to fill), round-major
+    flat = buf.view(nt * ns, m, width)
+    for i, t in enumerate(ts):
+        for j, k in enumerate(keys(seeds, stream, t, blocks)):
+            s, b = divmod(j, len(blocks))
+            rows = (
+                flat[i * ns + s, b * block : min(m, (b + 1) * block)]
+                if layout.contiguous
+                else empty
+            )
+            jobs.append((k, rows))
 
     def run(part: Sequence[tuple[int, torch.Tensor]]) -> list[torch.Tensor | None]:
         return [_fill_block(fill, k, rows, block, buffer_dtype) for k, rows in part]
@@ -233,19 +241,97 @@ def _draw(
             if full is not None:
                 rows.copy_(full[: rows.shape[0]])
         return buf if dtype == buffer_dtype else buf.to(dtype)
-    out = torch.empty((len(seeds), m, width), dtype=dtype, device=device)
+    out = torch.empty((nt * ns, m, width), dtype=dtype, device=device)
     per_seed = len(layout.gathers)
     for j, full in enumerate(drawn):
         assert full is not None
         _, where, rows = layout.gathers[j % per_seed]
         out[j // per_seed, where] = full[rows].to(dtype)
-    return out
+    return out.view(nt, ns, m, width)
+
+
+_POSITIONS: dict[tuple[tuple[int, ...], str], torch.Tensor] = {}
+
+
+def _positions(seeds: Sequence[int], unique: Sequence[int], nodes: torch.Tensor) -> torch.Tensor:
+    """Each seed's row in the draw of the distinct seeds (cached: the same every round)."""
+    cache_key = (tuple(seeds), str(nodes.device))
+    index = _POSITIONS.get(cache_key)
+    if index is None:
+        position = {sd: i for i, sd in enumerate(unique)}
+        index = torch.tensor([position[sd] for sd in seeds], device=nodes.device)
+        if len(_POSITIONS) > 256:
+            _POSITIONS.clear()
+        _POSITIONS[cache_key] = index
+    return index
 
 
 def _node_major(draws: torch.Tensor) -> torch.Tensor:
-    """``(R, m, width)`` to the replica batch's node-major ``(m * R, width)``."""
-    r, m, width = draws.shape
-    return draws.squeeze(0) if r == 1 else draws.transpose(0, 1).reshape(m * r, width)
+    """``(rounds, R, m, width)`` to the replica batch's node-major ``(rounds, m * R, width)``."""
+    nt, r, m, width = draws.shape
+    return draws.squeeze(1) if r == 1 else draws.transpose(1, 2).reshape(nt, m * r, width)
+
+
+_AHEAD_VALUES = 1 << 18
+"""Values read ahead per draw at most (2 MB of float64): small draws pay their fixed cost
+(keys, seeding, casting, reordering, Python) once per chunk of rounds, not every round."""
+_AHEAD_ROUNDS = 64
+
+
+def _ahead(values_per_round: int) -> int:
+    """Rounds to draw at once for a draw of this many values per round (1: no read-ahead)."""
+    return max(1, min(_AHEAD_ROUNDS, _AHEAD_VALUES // max(1, values_per_round)))
+
+
+class _Ahead:
+    """The rounds ``first .. first + len(chunk) - 1`` of one draw, drawn together.
+
+    A round is served from the chunk only when it is the one after the last round asked for
+    (so each slice is handed out once: a caller may write into it), and a chunk is drawn
+    only for such a sequential reader; any other request draws its round alone. The numbers
+    are the same either way (every round and block has its own key).
+    """
+
+    __slots__ = ("chunk", "first", "last", "pin")
+
+    def __init__(self, pin: object = None) -> None:
+        self.chunk: torch.Tensor | None = None
+        self.first = 0
+        self.last = -2
+        self.pin = pin  # keeps alive an object whose id is part of the key
+
+    def get(
+        self, t: int, rounds: int, draw: Callable[[Sequence[int]], torch.Tensor]
+    ) -> torch.Tensor:
+        sequential, self.last = t == self.last + 1, t
+        if not sequential:
+            return draw([t])[0]
+        chunk = self.chunk
+        if chunk is None or not self.first <= t < self.first + chunk.shape[0]:
+            chunk = self.chunk = draw(range(t, t + rounds))
+            self.first = t
+        return chunk[t - self.first]
+
+
+def _read(
+    nodes: torch.Tensor,
+    ident: tuple[object, ...],
+    t: int,
+    values: int,
+    draw: Callable[[Sequence[int]], torch.Tensor],
+    pin: object = None,
+) -> torch.Tensor:
+    """Round ``t`` of ``draw`` (``ts -> (len(ts), rows, width)``), read ahead in chunks
+    when the simulator (all node ids, in order) asks for the rounds in order."""
+    rounds = _ahead(values) if is_range(nodes) else 1
+    if rounds == 1:
+        return draw([t])[0]
+    per = _layouts_of(nodes)
+    entry_key = ("ahead", threading.get_ident(), *ident)
+    ahead = per.get(entry_key)
+    if ahead is None:
+        ahead = per[entry_key] = _Ahead(pin)
+    return ahead.get(t, rounds, draw)  # type: ignore[no-any-return]
 
 
 _EXECUTORS: dict[int, ThreadPoolExecutor] = {}
@@ -285,10 +371,19 @@ def normal(
         width: draws per node.
         num_nodes: ``n`` of the network (fixes the block size, the same on every process).
         dtype: the output dtype.
+
+    The result is the caller's (it may write into it). Rounds asked for in order by the
+    simulator are drawn ahead, several at once (small draws only); the numbers are the same.
     """
-    return _node_major(
-        _draw(_normal_, torch.float32, _seeds(seed), stream, t, nodes, width, dtype, num_nodes)
-    )
+    seeds = _seeds(seed)
+
+    def draw(ts: Sequence[int]) -> torch.Tensor:
+        return _node_major(
+            _draw(_normal_, torch.float32, seeds, stream, ts, nodes, width, dtype, num_nodes)
+        )
+
+    ident = ("normal", tuple(seeds), stream, width, num_nodes, dtype)
+    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw)
 
 
 def uniform(
@@ -302,9 +397,15 @@ def uniform(
 ) -> torch.Tensor:
     """Uniform draws in ``[0, 1)``, ``(len(nodes), width)`` (float32 resolution; a sequence of
     seeds as in :func:`normal`)."""
-    return _node_major(
-        _draw(_uniform_, torch.float32, _seeds(seed), stream, t, nodes, width, dtype, num_nodes)
-    )
+    seeds = _seeds(seed)
+
+    def draw(ts: Sequence[int]) -> torch.Tensor:
+        return _node_major(
+            _draw(_uniform_, torch.float32, seeds, stream, ts, nodes, width, dtype, num_nodes)
+        )
+
+    ident = ("uniform", tuple(seeds), stream, width, num_nodes, dtype)
+    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw)
 
 
 def integers(
@@ -319,10 +420,16 @@ def integers(
     """Integers in ``[0, high[r])``, ``(len(nodes), width)`` int64, from 53-bit uniforms (a
     sequence of seeds as in :func:`normal`; ``high`` is per row of ``nodes``)."""
     seeds = _seeds(seed)
-    u = _draw(_uniform_, torch.float64, seeds, stream, t, nodes, width, torch.float64, num_nodes)
-    h = high.to(device=u.device)
-    ints = torch.minimum((u * h[:, None]).to(torch.int64), (h - 1)[:, None])
-    return _node_major(ints)
+
+    def draw(ts: Sequence[int]) -> torch.Tensor:
+        u = _draw(
+            _uniform_, torch.float64, seeds, stream, ts, nodes, width, torch.float64, num_nodes
+        )
+        h = high.to(device=u.device)[:, None]
+        return _node_major(torch.minimum((u * h).to(torch.int64), h - 1))
+
+    ident = ("integers", tuple(seeds), stream, width, num_nodes, id(high), high._version)
+    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw, pin=high)
 
 
 def _seeds(seed: int | Sequence[int]) -> Sequence[int]:

@@ -181,3 +181,28 @@ def test_a_draw_of_many_seeds_is_each_seeds_own_draw_node_major() -> None:
     for k, sd in enumerate((1, 2)):
         alone = _stream.integers(sd, 7, 3, held, 5, 300, torch.tensor([10, 20, 30, 40]))
         assert torch.equal(many[k::2], alone)
+
+
+def test_reading_rounds_in_order_gives_each_rounds_own_draw_once() -> None:
+    """The round loop reads small draws ahead in chunks; every round is still its own draw
+    (compared with a fresh node-id tensor, which has no read-ahead), a caller may write into
+    what it got, and out-of-order or repeated rounds are drawn alone."""
+    n, width, seeds = 4, 7, [3, 5, 3]
+    nodes = torch.arange(n)
+    chunk = _stream._ahead(len(seeds) * n * width)
+    assert chunk > 1
+    order = [*range(1, 2 * chunk + 5), 3, 3, 4, 200, 201, 202]
+    for t in order:
+        got = _stream.normal(seeds, 11, t, nodes, width, n, torch.float64)
+        alone = _stream.normal(seeds, 11, t, torch.arange(n), width, n, torch.float64)
+        assert torch.equal(got, alone), t
+        got.zero_()  # a consumer writing into its batch must not change later rounds
+        ints = _stream.integers(seeds, 12, t, nodes, 2, n, torch.full((n,), 9))
+        assert torch.equal(
+            ints, _stream.integers(seeds, 12, t, torch.arange(n), 2, n, torch.full((n,), 9))
+        )
+
+
+def test_large_draws_are_not_read_ahead() -> None:
+    assert _stream._ahead(1 << 18) == 1
+    assert _stream._ahead(1 << 12) == 64
