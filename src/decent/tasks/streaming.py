@@ -238,18 +238,22 @@ class LeastSquares:
     def _component_tables(
         tasks: Sequence[LeastSquares], nodes: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        """What a mixture draw needs, built once: every replica's component tables stacked
-        ``(R K, d)``, a noise column, each row's first component ``r K + i`` and its node's
+        """What a mixture draw needs, built once: the component tables of every distinct
+        task stacked ``(U K, d)`` (replicas of one task, e.g. a grid of step sizes, share
+        its table: a 4096-component table is 3 MB, and gathers from a small one stay in
+        cache), a noise column, each row's first component ``u K + i`` and its node's
         number of components."""
         first, device = tasks[0], nodes.device
         if len(tasks) == 1 and device in first._tables and first._tables_nodes is nodes:
             return first._tables[device]
         r, m = len(tasks), nodes.shape[0]
         kc = first.num_nodes * first._per_node
-        sqrt_c = torch.cat([t._sqrt_rows for t in tasks]).to(device)
-        local_c = torch.cat([t.local_optima for t in tasks]).to(device)
+        distinct = list({id(t): t for t in tasks}.values())
+        slot = {id(t): u for u, t in enumerate(distinct)}
+        sqrt_c = torch.cat([t._sqrt_rows for t in distinct]).to(device)
+        local_c = torch.cat([t.local_optima for t in distinct]).to(device)
         noise = torch.stack([t._noise for t in tasks]).to(device).repeat(m)[:, None]
-        rep = torch.arange(r, device=device).repeat(m)[:, None]
+        rep = torch.tensor([slot[id(t)] for t in tasks], device=device).repeat(m)[:, None]
         base = rep * kc + nodes.to(torch.int64).repeat_interleave(r)[:, None]
         high = torch.full((m,), first._per_node, dtype=torch.int64, device=device)
         tables = (sqrt_c, local_c, noise, base, high)
@@ -268,7 +272,8 @@ class LeastSquares:
         """Samples of nodes holding several components: each sample picks one, uniformly.
 
         ``raw`` and the component draws are node-major over the replicas; replica ``r``'s
-        rows read its own task's tables (rows ``r K .. (r + 1) K - 1`` of ``tables``).
+        rows read its own task's table (rows ``u K .. (u + 1) K - 1`` of ``tables``, ``u``
+        its task's place among the distinct tasks).
         """
         n, b, d = self.num_nodes, self.batch_size, self.dim
         sqrt_c, local_c, noise, base, high = tables
