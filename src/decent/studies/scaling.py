@@ -89,6 +89,9 @@ class MethodSpec(BaseModel):
     topologies: list[str] | None = Field(
         default=None, description="Only these of the study's topologies (None: all)."
     )
+    budgets: list[int] | None = Field(
+        default=None, description="Only these of the study's budgets N (None: all)."
+    )
 
     @property
     def horizon_scaled(self) -> bool:
@@ -210,6 +213,11 @@ class ScalingSpec(BaseModel):
                 raise ValueError(f"methods: kind {m.kind!r} is not one of {sorted(ALGORITHMS)}")
             if m.same_at_one is not None and m.same_at_one not in [r.name for r in self.references]:
                 raise ValueError(f"{m.name}.same_at_one = {m.same_at_one!r} is not a reference")
+            if m.budgets is not None and not set(m.budgets) <= set(self.budgets):
+                raise ValueError(
+                    f"{m.name}.budgets = {m.budgets} must be among the study's budgets "
+                    f"{self.budgets}"
+                )
             if m.same_on_complete is not None and m.same_on_complete not in names:
                 raise ValueError(
                     f"{m.name}.same_on_complete = {m.same_on_complete!r} is not a method"
@@ -262,6 +270,8 @@ def cells(spec: ScalingSpec) -> list[Cell]:
     out = [Cell(r.name, "complete", 1, n) for r in spec.references for n in spec.budgets]
     for method in spec.methods:
         for n in spec.budgets:
+            if method.budgets is not None and n not in method.budgets:
+                continue
             if method.same_at_one is None:
                 out.append(Cell(method.name, "complete", 1, n))
             for topology in spec.topologies:
@@ -584,7 +594,8 @@ def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> lis
     paths.append(figs.m_star_vs_n(crit, slopes, folder / "m_star_vs_n.png", labels))
     for method in sorted(set(pen[pen["topology"] != "complete"]["method"])):
         path = folder / f"penalty_heatmap_{method}.png"
-        paths.append(figs.penalty_heatmap(pen, path, method, spec.budgets[-1], labels))
+        largest = max(_method(spec, method).budgets or spec.budgets)
+        paths.append(figs.penalty_heatmap(pen, path, method, largest, labels))
     (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
     if result.store is not None:
         paths.append(error_vs_round(spec, result, folder / "error_vs_round.png"))
