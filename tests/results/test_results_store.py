@@ -404,3 +404,33 @@ def test_export_csv_and_parquet(tmp_path: Path) -> None:
     else:
         pq = export(tmp_path, "st", tmp_path / "st.parquet", format="parquet")
         assert pd.read_parquet(pq).shape == ref.shape
+
+
+def test_a_schema_2_store_reads_and_upgrades_in_place(tmp_path: Path) -> None:
+    """A store written before runs recorded what they say of themselves (schema 2) still
+    reads, and gains the column the first time it is opened for writing."""
+    import sqlite3
+
+    with Store(tmp_path) as store:
+        with store.start_run("old", {"lr": 0.1, "seed": 0}) as run:
+            run.log(0, {"eval/loss@mean": 1.0})
+    conn = sqlite3.connect(tmp_path / "decent.sqlite")
+    with conn:  # turn it into what decent 0.x with schema 2 wrote
+        conn.execute("ALTER TABLE runs DROP COLUMN info_json")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    with Store(tmp_path, readonly=True) as store:
+        runs = store.runs("old")
+        assert len(runs) == 1 and not [c for c in runs.columns if c.startswith("info.")]
+    with Store(tmp_path) as store:
+        info = {"objective": {"metric": "eval/loss@mean", "lower_is_better": True}}
+        with store.start_run("new", {"lr": 0.2, "seed": 0}, info=info) as run:
+            run.log(0, {"eval/loss@mean": 0.5})
+        runs = store.runs()
+    assert list(runs["study"]) == ["new", "old"]
+    assert runs.set_index("study").loc["new", "info.objective.metric"] == "eval/loss@mean"
+    assert pd.isna(runs.set_index("study").loc["old", "info.objective.metric"])
+    conn = sqlite3.connect(tmp_path / "decent.sqlite")
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    conn.close()

@@ -18,7 +18,7 @@ from decent.engine.callbacks import Callback
 from decent.engine.oracle import GradientOracle
 from decent.engine.result import DivergenceWarning, RunInfo, RunResult, Status
 from decent.metrics import evaluate
-from decent.tasks.base import Task
+from decent.tasks.base import Task, objective_of
 
 PerNode = Literal["every", "final", "none"]
 Average = Literal["tail", "weighted"]
@@ -210,6 +210,7 @@ def train_replicas(
             rounds=rounds,
             eval_every=eval_every,
             seed=seed,
+            objective=objective_of(task),
         )
         for algo, task, seed in zip(algorithms, tasks, seeds, strict=True)
     ]

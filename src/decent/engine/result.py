@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from decent._types import NodeTensor
+from decent.tasks.base import Objective
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class RunInfo:
     eval_every: int
     seed: int
     extra: dict[str, Any] = field(default_factory=dict)
+    objective: Objective | None = None
+    """What the task is judged by (:func:`decent.tasks.base.objective_of`)."""
 
 
 Status = Literal["finished", "diverged", "interrupted"]

@@ -1,13 +1,14 @@
 """The embedded results store: one SQLite database per results directory.
 
-Layout (schema version 2; version 1 stores are upgraded in place when opened for writing)::
+Layout (schema version 3; older stores are upgraded in place when opened for writing)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)           -- 'schema_version' -> '1'
     runs(id TEXT PRIMARY KEY, study, name, config_json, config_hash,
          status CHECK IN ('running','finished','failed','diverged','interrupted'),
          package_version, git_commit, created_at, started_at, finished_at,
          wall_s REAL, error, final_json,
-         owner)                                 -- v2: host:pid:start of the writing process
+         owner,                                 -- v2: host:pid:start of the writing process
+         info_json)                             -- v3: what the run says of itself (objective)
     records(run_id -> runs.id ON DELETE CASCADE, round INTEGER, metric TEXT, value REAL,
             PRIMARY KEY (run_id, round, metric))   -- WITHOUT ROWID
     index records_metric ON records(metric, run_id); index runs_study ON runs(study)
@@ -53,7 +54,7 @@ from decent.results._errors import (
     StoreVersionError,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "decent.sqlite"
 
 STATUSES = ("running", "finished", "failed", "diverged", "interrupted")
@@ -97,7 +98,8 @@ _SCHEMA = (
         wall_s REAL,
         error TEXT,
         final_json TEXT,
-        owner TEXT
+        owner TEXT,
+        info_json TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS runs_study ON runs(study)",
     """CREATE TABLE IF NOT EXISTS records (
@@ -298,7 +300,7 @@ class Store:
                 f"no results store at {self.path} (it {what}); run `decent run` or "
                 "`decent sweep` first, or pass --out the results directory a run wrote to"
             )
-        self._has_owner = False
+        self._has_owner = self._has_info = False
         self._reset_process_state()
         self._connection()  # create the database (and surface path errors) now
 
@@ -351,6 +353,7 @@ class Store:
             found = self._schema_version(conn)
         self._check_version(conn, found)
         self._has_owner = _has_column(conn, "runs", "owner")
+        self._has_info = _has_column(conn, "runs", "info_json")
         return conn
 
     def _schema_version(self, conn: sqlite3.Connection) -> int:
@@ -435,6 +438,8 @@ class Store:
                     conn.execute(stmt)
                 if found == 1:  # v1 -> v2: who writes each run
                     conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+                if found in (1, 2):  # v2 -> v3: what each run says of itself
+                    conn.execute("ALTER TABLE runs ADD COLUMN info_json TEXT")
                 conn.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                     (str(max(found, SCHEMA_VERSION)),),
@@ -445,7 +450,7 @@ class Store:
             raise
         conn.execute("COMMIT")
         self._check_version(conn, found)
-        self._has_owner = True
+        self._has_owner = self._has_info = True
         return conn
 
     @contextmanager
@@ -506,7 +511,7 @@ class Store:
         self.path = state["path"]
         self.create = state["create"]
         self.readonly = state.get("readonly", False)
-        self._has_owner = False
+        self._has_owner = self._has_info = False
         self._reset_process_state()
 
     def __repr__(self) -> str:
@@ -523,6 +528,7 @@ class Store:
         replace: bool = False,
         flush_every: int = 50,
         flush_seconds: float = 10.0,
+        info: Mapping[str, Any] | None = None,
     ) -> RunWriter:
         """Register a run as ``running`` and return its writer.
 
@@ -540,6 +546,9 @@ class Store:
             replace: Overwrite a finished/diverged run with the same id.
             flush_every: Commit buffered records every this many ``log`` calls.
             flush_seconds: ... or when this many seconds passed since the last commit.
+            info: What the run says of itself beyond its config, JSON data kept beside
+                it and read back as ``info.<key>`` columns of :meth:`runs` (the recorder
+                stores the task's objective: which metric ranks methods, and which way).
 
         Returns:
             A :class:`RunWriter` (also a context manager).
@@ -560,6 +569,7 @@ class Store:
                 f"config must be a mapping (or pydantic model), got {type(config).__name__}"
             )
         config_json = canonical_json(plain)
+        info_json = None if info is None else canonical_json(to_plain(info, where="info"))
         rid = run_id if run_id is not None else content_hash(f"{study}\0{config_json}")
         if not isinstance(rid, str) or not rid:
             raise ResultsError(f"run_id must be a non-empty string, got {run_id!r}")
@@ -580,8 +590,8 @@ class Store:
                 conn.execute("DELETE FROM runs WHERE id = ?", (rid,))  # cascades to records
             conn.execute(
                 "INSERT INTO runs(id, study, name, config_json, config_hash, status,"
-                " package_version, git_commit, created_at, started_at, owner)"
-                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                " package_version, git_commit, created_at, started_at, owner, info_json)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                 (
                     rid,
                     study,
@@ -593,6 +603,7 @@ class Store:
                     created_at,
                     now,
                     process_token(),
+                    info_json,
                 ),
             )
         return RunWriter(
@@ -759,7 +770,8 @@ class Store:
 
         Columns: :data:`RUN_COLUMNS`, then the config (``algorithm.kind``, ``seed``, ...; a
         config key equal to a run column gets a ``config.`` prefix; lists are JSON text),
-        then the final metrics as ``final.<name>``.
+        then the final metrics as ``final.<name>``, then what the run said of itself as
+        ``info.<key>`` (``info.objective.metric``, ...; stores of schema 3 on).
 
         Args:
             study: Only this study; ``None`` for all.
@@ -769,7 +781,8 @@ class Store:
             sql = (
                 "SELECT id, study, name, status, config_hash, package_version, git_commit,"
                 " created_at, started_at, finished_at, wall_s, error, config_json, final_json,"
-                f" {'owner' if self._has_owner else 'NULL'} FROM runs"
+                f" {'owner' if self._has_owner else 'NULL'},"
+                f" {'info_json' if self._has_info else 'NULL'} FROM runs"
             )
             if study is not None:
                 sql += " WHERE study = ?"
@@ -780,6 +793,7 @@ class Store:
         out: list[dict[str, Any]] = []
         config_cols: dict[str, None] = {}
         final_cols: dict[str, None] = {}
+        info_cols: dict[str, None] = {}
         for row in rows:
             rec = dict(zip(RUN_COLUMNS, row[:12], strict=True))
             if rec["status"] == "running" and owner_is_gone(row[14]):
@@ -793,8 +807,12 @@ class Store:
                 for key, value in flatten(json.loads(row[13]), prefix="final.").items():
                     final_cols[key] = None
                     rec[key] = value
+            if row[15]:
+                for key, value in flatten(json.loads(row[15]), prefix="info.").items():
+                    info_cols[key] = None
+                    rec[key] = value
             out.append(rec)
-        columns = [*RUN_COLUMNS, *config_cols, *final_cols]
+        columns = [*RUN_COLUMNS, *config_cols, *final_cols, *info_cols]
         df = pd.DataFrame(out, columns=columns)
         df["wall_s"] = df["wall_s"].astype("float64")
         return df

@@ -20,6 +20,11 @@ def _finite(row: Mapping[str, float]) -> dict[str, float]:
     return {k: v for k, v in row.items() if math.isfinite(v)}
 
 
+def _info(info: RunInfo) -> dict[str, Any]:
+    """What the store keeps of a run besides its config: the task's objective."""
+    return {} if info.objective is None else {"objective": info.objective.to_json()}
+
+
 class StoreRecorder(Callback):
     """Record every evaluation of one run in a :class:`~decent.results.Store`.
 
@@ -96,6 +101,7 @@ class StoreRecorder(Callback):
                 self.name,
                 replace=self.replace,
                 flush_every=self._flush_every,
+                info=_info(info),
             )
 
     def on_eval(self, t: int, metrics: dict[str, float]) -> None:

@@ -1,7 +1,7 @@
 """Learning problems for decentralized training: streaming convex problems, datasets,
 partitioners and ``torch.nn.Module`` adapters, all behind the :class:`Task` protocol."""
 
-from decent.tasks.base import Task, TaskError
+from decent.tasks.base import Objective, Task, TaskError, objective_of
 from decent.tasks.data import (
     Dataset,
     DatasetNotFoundError,
@@ -30,6 +30,7 @@ __all__ = [
     "LeastSquares",
     "LogisticRegressionStream",
     "ModuleTask",
+    "Objective",
     "Task",
     "TaskError",
     "TaskWarning",
@@ -41,6 +42,7 @@ __all__ = [
     "load_libsvm",
     "logistic_regression",
     "mlp",
+    "objective_of",
     "random_classification",
     "shards",
     "softmax_regression",

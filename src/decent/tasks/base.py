@@ -8,7 +8,8 @@ the global objective.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -17,6 +18,52 @@ from decent._types import Batch, Params
 
 class TaskError(ValueError):
     """Bad task input; the message names the argument and the rule."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a task is judged by: the record a report ranks methods with, and which way.
+
+    Attributes:
+        metric: the record key, e.g. ``"eval/subopt@mean"``.
+        label: how a table or an axis names it, e.g. ``"f(x̄) − f*"``.
+        lower_is_better: whether smaller values win (an error), or larger (an accuracy).
+        worst_node: the record of the same quantity at the worst node, if there is one.
+        log_scale: whether it spans decades (an error that goes to zero).
+    """
+
+    metric: str
+    label: str
+    lower_is_better: bool = True
+    worst_node: str | None = None
+    log_scale: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The plain dict a results store keeps with a run."""
+        return {
+            "metric": self.metric,
+            "label": self.label,
+            "lower_is_better": self.lower_is_better,
+            "worst_node": self.worst_node,
+            "log_scale": self.log_scale,
+        }
+
+
+SUBOPTIMALITY = Objective(
+    "eval/subopt@mean", "f(x̄) − f*", True, "eval/subopt@node_max", log_scale=True
+)
+"""The objective of every task with a known optimum ``f*``."""
+
+
+def objective_of(task: Any) -> Objective:
+    """The task's own :class:`Objective` when it declares one (a ``judged_by``
+    attribute); else the suboptimality when ``f*`` is known, else the loss ``f(x̄)``."""
+    declared = getattr(task, "judged_by", None)
+    if isinstance(declared, Objective):
+        return declared
+    if getattr(task, "optimum", None) is not None:
+        return SUBOPTIMALITY
+    return Objective("eval/loss@mean", "f(x̄)", True, "eval/loss@node_max")
 
 
 @runtime_checkable

@@ -33,7 +33,7 @@ from decent._stack import ReplicaError, check_family, interleave
 from decent._types import Batch, Params
 from decent.tasks._checks import check_float, check_int
 from decent.tasks._optim import minimize_convex, newton_minimize
-from decent.tasks.base import TaskError
+from decent.tasks.base import SUBOPTIMALITY, Objective, TaskError
 from decent.tasks.data import Dataset, DatasetSplit
 from decent.tasks.partition import PARTITIONERS
 
@@ -488,6 +488,19 @@ class ModuleTask:
             if t_correct is not None:
                 out["test_accuracy"] = t_correct.mean(dim=1)
         return out
+
+    @property
+    def judged_by(self) -> Objective:
+        """The suboptimality where ``f*`` is known (convex models), else the held-out
+        accuracy (or loss) where there is a test split, else the training objective ``f(x̄)``."""
+        if self.optimum is not None:
+            return SUBOPTIMALITY
+        classifies = self._loss_kind in ("bce", "cross_entropy")
+        if self.test is not None and classifies:
+            return Objective("eval/test_accuracy@mean", "test accuracy", lower_is_better=False)
+        if self.test is not None:
+            return Objective("eval/test_loss@mean", "test loss")
+        return Objective("eval/loss@mean", "f(x̄)", True, "eval/loss@node_max")
 
     def objective(self, params: Params) -> torch.Tensor:
         """The global objective ``f`` at one ``(d,)`` point, differentiable (full batch)."""
