@@ -25,6 +25,8 @@ from decent.report import (
     write_report,
 )
 from decent.results import Store, load
+from decent.tasks import Objective
+from decent.tasks.base import SUBOPTIMALITY
 
 ALGOS = {"dat_sgd": 1.0, "dsgd": 2.0}
 TOPOS = {"ring": 1.0, "torus": 0.5}
@@ -71,7 +73,10 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for a in ALGOS:
             for topo in TOPOS:
                 for seed in SEEDS:
-                    with store.start_run(STUDY, config(a, topo, seed), flush_every=4) as run:
+                    info = {"objective": SUBOPTIMALITY.to_json()}
+                    with store.start_run(
+                        STUDY, config(a, topo, seed), flush_every=4, info=info
+                    ) as run:
                         for r in ROUNDS:
                             run.log(r, metrics_at(a, topo, seed, r))
                         last = metrics_at(a, topo, seed, ROUNDS[-1])
@@ -193,12 +198,15 @@ def test_write_report(store_dir: Path, tmp_path: Path) -> None:
     assert out == tmp_path / "rep" / "report.html"
     text = out.read_text(encoding="utf-8")
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    # subopt & loss per round; subopt vs grad_evals, bytes, wall time; consensus; node spread
-    assert len(images) == 7
+    # the answer's figure (subopt per round), then subopt & loss per round; subopt vs
+    # grad_evals, bytes, wall time; consensus; node spread
+    assert len(images) == 8
     assert all(base64.b64decode(img)[:8] == PNG_MAGIC for img in images)
-    # self-contained: no scripts, no external resources
-    assert "<script" not in text
+    # self-contained: one inline script (table sorting), no external resources
+    assert text.count("<script") == 1 and "<script>" in text
     assert not re.search(r'(src|href)="https?://', text)
+    # human labels, not record keys, on the table headers
+    assert '<th title="eval/subopt@mean">f(x̄) − f*</th>' in text
 
     assert text.count('class="final-row"') == 4  # 2 algorithms x 2 topologies
     row = re.search(r'<tr class="final-row"><td>dat_sgd</td><td>torus</td>(.*?)</tr>', text)
@@ -233,3 +241,53 @@ def test_legend_labels_round_floats():
     assert _label(["dsgd", 0.03, 64], ["algorithm.kind", "algorithm.lr", "topology.num_nodes"]) == (
         "kind=dsgd, lr=0.03, num_nodes=64"
     )
+
+
+def _headline_rows(text: str) -> list[list[str]]:
+    rows = re.findall(r'<tr class="headline-row[^"]*">(.*?)</tr>', text, flags=re.S)
+    return [
+        [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r)] for r in rows
+    ]
+
+
+def test_the_answer_ranks_methods_by_the_recorded_objective(
+    store_dir: Path, tmp_path: Path
+) -> None:
+    text = write_report(store_dir, STUDY, tmp_path / "rep").read_text(encoding="utf-8")
+    rows = _headline_rows(text)
+    assert len(rows) == 4  # per graph, each method
+    # graph, rank, method, mean ± CI, seeds, x best, x centralized, worst node, bytes, runs
+    by = {(r[0], r[2]): r for r in rows}
+    for topo in TOPOS:
+        assert by[(topo, "DAT-SGD")][1] == "1" and by[(topo, "D-SGD")][1] == "2"
+        for a, label in (("dat_sgd", "DAT-SGD"), ("dsgd", "D-SGD")):
+            v = _seed_values(a, topo, ROUNDS[-1], "eval/subopt@mean")
+            half = student_t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+            assert by[(topo, label)][3] == f"{v.mean():.4g} ± {half:.2g}"
+            assert by[(topo, label)][4] == "3"  # the running fourth seed is not averaged
+        assert by[(topo, "D-SGD")][5] == f"{ALGOS['dsgd'] / ALGOS['dat_sgd']:.3g}×"
+        assert by[(topo, "DAT-SGD")][6] == "—"  # no centralized method in the study
+    assert "4 of 4 finished" not in by[("ring", "D-SGD")][9]
+    assert by[("ring", "D-SGD")][9] == "3 of 4 finished"
+    assert (
+        "Varies: method: D-SGD, DAT-SGD; graph: ring, torus; seed (averaged over): 0, 1, 2, 3"
+        in text
+    )
+    assert "Held fixed: task = quadratic, task.dim = 5, M = 16" in text
+
+
+def test_a_higher_is_better_objective_ranks_the_largest_first(tmp_path: Path) -> None:
+    judged = Objective("eval/test_accuracy@mean", "test accuracy", lower_is_better=False)
+    with Store(tmp_path) as store:
+        for a, acc in (("dsgd", 0.9), ("dat_sgd", 0.8), ("minibatch_sgd", 0.95)):
+            for seed in (0, 1):
+                cfg = config(a, "ring", seed)
+                with store.start_run("acc", cfg, info={"objective": judged.to_json()}) as run:
+                    for r in ROUNDS:
+                        run.log(r, {"eval/test_accuracy@mean": acc * (r + 1) / 51 + seed * 1e-3})
+    text = write_report(tmp_path, "acc", tmp_path / "rep").read_text(encoding="utf-8")
+    rows = {r[1].removesuffix(" (centralized)"): r for r in _headline_rows(text)}
+    assert "Minibatch SGD (centralized)" in [r[1] for r in _headline_rows(text)]
+    assert [rows[m][0] for m in ("Minibatch SGD", "D-SGD", "DAT-SGD")] == ["1", "2", "3"]
+    assert rows["D-SGD"][5] == f"{0.9 / 0.95:.3g}×"  # x centralized: to Minibatch SGD
+    assert "test accuracy" in text and "higher is better" in text

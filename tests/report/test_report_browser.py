@@ -72,8 +72,20 @@ def test_every_configuration_has_a_row_with_values(study: str, reports: dict[str
     rows = re.findall(r'<tr class="final-row">(.*?)</tr>', html, flags=re.S)
     assert len(rows) == CONFIGURATIONS[study]
     for row in rows:
-        numbers = re.findall(r'<td class="num">([^<]*)</td>', row)
+        numbers = re.findall(r'<td class="num"[^>]*>([^<]*)</td>', row)
         assert numbers and all(n.strip() not in ("", "—") for n in numbers), row
+
+
+@pytest.mark.parametrize("study", list(STUDIES))
+def test_the_answer_comes_first_with_a_ranked_row_per_configuration(
+    study: str, reports: dict[str, Path]
+) -> None:
+    html = reports[study].read_text()
+    assert html.index('id="answer"') < html.index("Final metrics per configuration")
+    rows = re.findall(r'<tr class="headline-row[^"]*">(.*?)</tr>', html, flags=re.S)
+    assert len(rows) == CONFIGURATIONS[study]
+    assert "ranked by" in html and "f(x̄) − f*" in html  # the task's objective, recorded
+    assert all(re.search(r'<td class="num" data-v="[^"]+">\d', r) for r in rows)
 
 
 @pytest.mark.parametrize("study", list(STUDIES))

@@ -36,6 +36,51 @@ def consensus_distance(
     return float(comm.all_reduce(sq, "mean", accounted=False).item())
 
 
+_LABELS = {
+    "subopt": "f(x̄) − f*",
+    "loss": "f(x̄)",
+    "accuracy": "training accuracy",
+    "test_loss": "test loss",
+    "test_accuracy": "test accuracy",
+    "dist2_to_opt": "‖x̄ − x*‖²",
+}
+_WHERE = {
+    "mean": "",
+    "node_min": " at the best node",
+    "node_mean": ", mean over nodes",
+    "node_max": " at the worst node",
+    "tail": ", tail-averaged iterate",
+    "weighted": ", t-weighted average",
+}
+_PLAIN = {
+    "consensus/dist2": "consensus distance (1/n) Σ ‖xᵢ − x̄‖²",
+    "train/loss": "training loss (minibatch)",
+    "grad_evals": "gradient evaluations",
+    "comm/bytes": "bytes sent, all nodes (B)",
+    "comm/bytes_per_node_mean": "bytes sent per node (B)",
+    "comm/bytes_per_node_max": "bytes sent by the busiest node (B)",
+    "comm/messages": "messages sent",
+    "time/wall_s": "wall-clock time (s)",
+    "time/sim_s": "simulated time (s)",
+    "rounds_completed": "rounds completed",
+}
+
+
+def metric_label(name: str) -> str:
+    """How a table or an axis names a record: ``"eval/subopt@node_max"`` is
+    ``"f(x̄) − f* at the worst node"``; names it does not know come back as they are."""
+    if name in _PLAIN:
+        return _PLAIN[name]
+    if name.startswith("eval/") and "@" in name:
+        key, where = name[len("eval/") :].rsplit("@", 1)
+        base = _LABELS.get(key, key)
+        if where.startswith("node_"):
+            base = base.replace("x̄", "xᵢ")  # each node's own model
+        if where in _WHERE:
+            return base + _WHERE[where]
+    return name
+
+
 def evaluate(
     task: Task, x: NodeTensor, comm: Communicator, *, per_node: bool = True
 ) -> dict[str, float]:
@@ -65,4 +110,4 @@ def evaluate(
     return out
 
 
-__all__ = ["EVAL_CHUNK", "consensus_distance", "evaluate", "network_mean"]
+__all__ = ["EVAL_CHUNK", "consensus_distance", "evaluate", "metric_label", "network_mean"]

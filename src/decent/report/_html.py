@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -13,25 +14,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from decent.metrics import metric_label
+from decent.report import _story as story
 from decent.report._plots import (
     ReportError,
+    _label,
     config_columns,
+    line_styles,
     plot_consensus,
     plot_metric,
     plot_node_spread,
 )
+from decent.report._story import Judged
 from decent.results import DONE_STATUSES, Store
 from decent.results._store import package_version
 
-PRIMARY_METRICS = (
-    "eval/subopt@mean",
-    "eval/loss@mean",
-    "eval/accuracy@mean",
-    "train/loss",
-)
 X_AXES = ("grad_evals", "comm/bytes", "time/wall_s", "time/sim_s")
 TABLE_ORDER = (
     "eval/subopt@mean",
@@ -61,6 +62,8 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
 img{max-width:100%}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.8em}
 .meta td:first-child{font-weight:bold}
+th{cursor:pointer}tr.best td{background:#eef7ee}
+.sentence{font-size:1.05em}.caption{font-size:.85em;color:#555;max-width:60em}
 """
 
 
@@ -98,10 +101,23 @@ def _status_summary(statuses: pd.Series) -> str:
     return ", ".join(f"{int(n)} {s}" for s, n in counts.sort_index().items())
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], row_class: str) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def _table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    row_class: str,
+    titles: Sequence[str] | None = None,
+) -> str:
+    """A sortable table (click a header); ``titles`` are the headers' tooltips."""
+    tips = list(titles) if titles is not None else [""] * len(header)
+    head = "".join(
+        f'<th title="{_e(t)}">{_e(h)}</th>' if t else f"<th>{_e(h)}</th>"
+        for h, t in zip(header, tips, strict=True)
+    )
     body = "\n".join(f'<tr class="{row_class}">' + "".join(r) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead>\n{body}</table></div>'
+    return (
+        f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>\n'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _final_table(store: Store, study: str, runs: pd.DataFrame, group_cols: list[str]) -> str:
@@ -118,7 +134,8 @@ def _final_table(store: Store, study: str, runs: pd.DataFrame, group_cols: list[
     raw = runs[group_cols].astype(object)
     keys = raw.where(raw.notna(), "—").astype(str) if group_cols else pd.DataFrame(index=runs.index)
     shown = [c for c in group_cols if keys[c].nunique() > 1] or group_cols[:3]
-    header = [*shown, "seeds", "runs (status)", *metrics]
+    header = [*shown, "seeds", "runs (status)", *(metric_label(m) for m in metrics)]
+    titles = [*shown, "", "", *metrics]
     rows: list[list[str]] = []
     groups = (
         keys.groupby(group_cols, sort=True, dropna=False).groups if group_cols else {"": runs.index}
@@ -131,14 +148,18 @@ def _final_table(store: Store, study: str, runs: pd.DataFrame, group_cols: list[
         cells.append(f"<td>{_e(', '.join(str(s) for s in seeds))}</td>")
         cells.append(f"<td>{_e(_status_summary(grp['status']))}</td>")
         for m in metrics:
-            cells.append(f'<td class="num">{_e(_mean_std(done[m]) if len(done) else "—")}</td>')
+            mean = done[m].mean() if len(done) and done[m].notna().any() else math.nan
+            data = "" if pd.isna(mean) else f' data-v="{float(mean)!r}"'
+            text = _mean_std(done[m]) if len(done) else "—"
+            cells.append(f'<td class="num"{data}>{_e(text)}</td>')
         rows.append(cells)
     note = (
         "<p>Mean ± sample std over the finished or diverged runs (seeds) of each "
         "configuration; a run's value is its <code>final</code> metric, else its last record. "
-        "Unfinished runs are counted in the status column but not averaged.</p>"
+        "Unfinished runs are counted in the status column but not averaged. Hover a "
+        "header for the record's name; click it to sort.</p>"
     )
-    return note + _table(header, rows, "final-row")
+    return note + _table(header, rows, "final-row", titles)
 
 
 def _status_table(runs: pd.DataFrame, shown: list[str]) -> str:
@@ -190,56 +211,140 @@ def _configs_section(store: Store, study: str, seed_col: str) -> str:
     return "\n".join(parts)
 
 
+def _varies(df: pd.DataFrame, metric: str) -> bool:
+    """Whether a metric says anything: its values differ by more than 0.1% somewhere."""
+    v = df.loc[df["metric"] == metric, "value"].to_numpy(dtype="float64")
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return False
+    return bool(v.max() - v.min() > 1e-3 * max(abs(v).max(), 1e-300))
+
+
 def report_figures(
     df: pd.DataFrame,
     hue: str | list[str] | None,
     facet: str | None,
     metrics: Sequence[str] | None = None,
     band: str | None = "std",
+    *,
+    judged: Judged | None = None,
+    styles: dict[str, dict[str, Any]] | None = None,
+    notes: list[str] | None = None,
 ) -> list[tuple[str, Figure]]:
     """Return the report's ``(caption, figure)`` list for long records ``df``.
 
-    Figures: each primary metric present against rounds; the first of
-    ``eval/subopt@mean``/``eval/loss@mean`` against gradient evaluations, bytes and time
-    when those are recorded; the consensus distance; the best/worst node spread.
+    Figures: the task's objective (``judged``) first, against rounds and against gradient
+    evaluations, bytes and time where recorded; the final objective against ``M`` where
+    the number of nodes varies; then the other evaluation metrics that vary (a flat one is
+    named in ``notes`` instead of drawn), the consensus distance and the best/worst node.
     """
     present = set(df["metric"].unique())
     figs: list[tuple[str, Figure]] = []
-    chosen = list(metrics) if metrics is not None else [m for m in PRIMARY_METRICS if m in present]
-    if not chosen and metrics is None:
-        chosen = sorted(present)[:6]
+    notes = notes if notes is not None else []
+    main = judged.metric if judged is not None and judged.metric in present else None
+    if metrics is not None:
+        chosen = list(metrics)
+    else:
+        averaged = ("mean", "tail", "weighted")  # the network's model, not one node's
+        rest = sorted(
+            m
+            for m in present
+            if m != main
+            and (m == "train/loss" or (m.startswith("eval/") and m.rsplit("@", 1)[-1] in averaged))
+        )
+        chosen = ([main] if main else []) + [m for m in rest if m != main]
     band_txt = {"std": "mean ± std", "ci95": "mean with 95% t-interval", None: "mean"}[band]
+    common: dict[str, Any] = {"band": band, "styles": styles}
+    log = judged.log_scale if judged is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for m in chosen:
+            if m not in present:
+                continue
+            if not _varies(df, m):
+                v = df.loc[df["metric"] == m, "value"]
+                notes.append(f"{metric_label(m)} stays at {v.iloc[0]:.4g} in every run (not drawn)")
+                continue
+            logy = log if m == main else None
             figs.append(
                 (
-                    f"{m} per round ({band_txt} over seeds)",
-                    plot_metric(df, m, "round", hue, facet, band=band),
+                    f"{metric_label(m)} per round ({band_txt} over seeds)",
+                    plot_metric(df, m, "round", hue, facet, logy=logy, **common),
                 )
             )
-        main = next((m for m in ("eval/subopt@mean", "eval/loss@mean") if m in present), None)
-        if main is not None:
+            if m != main:
+                continue
             for x in X_AXES:
-                if x in present:
+                if x in present and _varies(df, x):
                     figs.append(
                         (
-                            f"{main} against {x} ({band_txt} over seeds)",
-                            plot_metric(df, main, x, hue, facet, band=band),
+                            f"{metric_label(m)} against {metric_label(x)} ({band_txt} over seeds)",
+                            plot_metric(df, m, x, hue, facet, logy=logy, **common),
                         )
                     )
-        if "consensus/dist2" in present:
-            figs.append(
-                ("consensus distance per round", plot_consensus(df, "round", hue, facet, band=band))
-            )
-        if {"eval/loss@node_min", "eval/loss@node_max"} <= present:
+            if "topology.num_nodes" in df.columns and df["topology.num_nodes"].nunique() > 1:
+                figs.append(
+                    (
+                        f"{metric_label(m)} at the last round against the number of nodes M "
+                        f"({band_txt} over seeds)",
+                        plot_against_nodes(df, m, hue, facet, judged=judged, styles=styles),
+                    )
+                )
+        if "consensus/dist2" in present and _varies(df, "consensus/dist2"):
             figs.append(
                 (
-                    "best (dashed) and worst (solid) node loss, mean over seeds",
-                    plot_node_spread(df, "eval/loss", "round", hue, facet),
+                    "consensus distance per round",
+                    plot_consensus(df, "round", hue, facet, band=band, styles=styles),
+                )
+            )
+        if {"eval/loss@node_min", "eval/loss@node_max"} <= present and _varies(
+            df, "eval/loss@node_max"
+        ):
+            figs.append(
+                (
+                    "best (dashed) and worst (solid) node, mean over seeds",
+                    plot_node_spread(df, "eval/loss", "round", hue, facet, styles=styles),
                 )
             )
     return figs
+
+
+def plot_against_nodes(
+    df: pd.DataFrame,
+    metric: str,
+    hue: str | list[str] | None,
+    facet: str | None,
+    *,
+    judged: Judged | None = None,
+    styles: dict[str, dict[str, Any]] | None = None,
+) -> Figure:
+    """The last round's ``metric`` against ``M`` (``topology.num_nodes``), log-log."""
+    last = df[df["metric"] == metric]
+    last = last[last["round"] == last.groupby("run_id")["round"].transform("max")]
+    hue_cols = [
+        c for c in ([hue] if isinstance(hue, str) else hue or []) if c != "topology.num_nodes"
+    ]
+    frame = last.assign(metric=metric, round=last["topology.num_nodes"].astype("int64"))
+    facet_use = facet if facet != "topology.num_nodes" else None
+    fig = plot_metric(
+        frame,
+        metric,
+        "round",
+        hue_cols or None,
+        facet_use,
+        logy=judged.log_scale if judged is not None and metric == judged.metric else None,
+        logx=True,
+        band="ci95",
+        styles=styles,
+        title=f"{metric_label(metric)} against the number of nodes",
+    )
+    for ax in fig.axes:
+        ax.set_xlabel("number of nodes M")
+        for line in ax.get_lines():
+            line.set_marker(
+                line.get_marker() if line.get_marker() not in (None, "None", "") else "o"
+            )
+    return fig
 
 
 def write_report(
@@ -313,30 +418,73 @@ def _write(
     cfg_cols = config_columns(runs)
     varying = [c for c in cfg_cols if runs[c].astype(str).nunique() > 1]
     use_facet = facet if facet in varying else None
-    hue_cols = [c for c in varying if c not in (seed_col, use_facet)]
+    group_cols = [c for c in cfg_cols if c != seed_col]
+    shown = [c for c in varying if c != seed_col]
+    judged = story.objective(runs, set(df["metric"].unique()) if len(df) else set())
+
+    # lines are named by the algorithm's own label ("D-SGD"), coloured per method and
+    # dashed per variant, the same in every figure
+    method_cols, _ = story.axes_of(runs, cfg_cols)
+    hue_cols = [c for c in varying if c not in (seed_col, use_facet, "algorithm.kind")]
+    if "algorithm.kind" in runs.columns:
+        hue_cols = ["method", *hue_cols]
+    shown_df = df
+    styles: dict[str, dict[str, Any]] = {}
+    if len(df) and "algorithm.kind" in df.columns:
+        shown_df = df.assign(method=df["algorithm.kind"].map(story.method_label))
+        per_run = shown_df.drop_duplicates("run_id")
+        order = sorted(per_run["method"].unique(), key=str)
+        for cols in (hue_cols, [c for c in hue_cols if c != "topology.num_nodes"]):
+            if not cols:
+                continue
+            names = per_run[cols].apply(lambda r, c=cols: _label(list(r), c), axis=1)
+            pairs = sorted(set(zip(names, per_run["method"], strict=True)), key=str)
+            styles |= line_styles([n for n, _ in pairs], [g for _, g in pairs], order)
     hue: str | list[str] | None = (
         None if not hue_cols else hue_cols[0] if len(hue_cols) == 1 else hue_cols
     )
-    group_cols = [c for c in cfg_cols if c != seed_col]
-    shown = [c for c in varying if c != seed_col]
-
-    figs = report_figures(df, hue, use_facet, metrics, band) if len(df) else []
+    notes: list[str] = []
+    figs = (
+        report_figures(
+            shown_df, hue, use_facet, metrics, band, judged=judged, styles=styles, notes=notes
+        )
+        if len(df)
+        else []
+    )
     fig_html = "\n".join(
         f'<figure><img src="{figure_to_data_uri(fig)}" alt="{_e(cap)}">'
         f"<figcaption>{_e(cap)}</figcaption></figure>"
         for cap, fig in figs
     )
-    lead_html = ""
-    if lead_table is not None:
-        lead_html += lead_table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
+    if notes:
+        fig_html += "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+    answer = f"<p class='sentence'>{_e(story.sentence(runs, cfg_cols))}</p>"
+    if lead_table is not None:  # a study's own answer (e.g. M* per method and graph)
+        answer += lead_table.to_html(
+            index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="sortable"
+        )
+    elif judged is not None:
+        final = store.final(study)
+        wide = (
+            final.pivot_table(index="run_id", columns="metric", values="value")
+            if len(final)
+            else pd.DataFrame(index=pd.Index([], name="run_id"))
+        )
+        table = story.headline(runs, wide, judged, cfg_cols)
+        _, context_cols = story.axes_of(runs, cfg_cols)
+        answer += story.headline_html(table, judged, context_cols)
     for cap, path in lead:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-        lead_html += (
+        answer += (
             f'<figure><img src="data:image/png;base64,{data}" alt="{_e(cap)}">'
             f"<figcaption>{_e(cap)}</figcaption></figure>"
         )
-    if lead_html:
-        lead_html = f"<h2>The answer</h2>\n{lead_html}"
+    if figs and lead_table is None and not lead:  # the objective's own figure beside it
+        cap, fig = figs[0]
+        answer += (
+            f'<figure><img src="{figure_to_data_uri(fig)}" alt="{_e(cap)}">'
+            f"<figcaption>{_e(cap)}</figcaption></figure>"
+        )
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     versions = sorted({str(v) for v in runs["package_version"].dropna()})
     commits = sorted({str(v) for v in runs["git_commit"].dropna()})
@@ -344,7 +492,7 @@ def _write(
     warn = (
         f'<p class="status-running">{len(unfinished)} of {len(runs)} runs are not finished '
         f"({_e(_status_summary(unfinished['status']))}); their partial records are plotted, "
-        "but the table averages finished runs only.</p>"
+        "but the tables average finished runs only.</p>"
         if len(unfinished)
         else ""
     )
@@ -354,27 +502,38 @@ def _write(
         ("store", str(store.path)),
         ("runs", f"{len(runs)} ({_status_summary(runs['status'])})"),
         ("varying config", ", ".join(shown) or "none"),
+        (
+            "ranked by",
+            "—"
+            if judged is None
+            else f"{judged.label} ({judged.metric}, "
+            f"{'lower' if judged.lower_is_better else 'higher'} is better)",
+        ),
         ("generated", f"{now} by decent {package_version() or 'unknown'}"),
         ("runs written by decent", ", ".join(versions) or "unknown"),
         ("git commits", ", ".join(commits) or "unknown"),
     ]
     meta = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta_rows)
+    del method_cols
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{_e(page_title)}</title><style>{_CSS}</style></head>
 <body>
 <h1>{_e(page_title)}</h1>
-<table class="meta">{meta}</table>
 {warn}
-{lead_html}
-<h2>Final metrics per configuration</h2>
-{_final_table(store, study, runs, group_cols)}
+<h2 id="answer">The answer</h2>
+{answer}
 <h2>Figures</h2>
 {fig_html or "<p>No records.</p>"}
+<h2>Final metrics per configuration</h2>
+{_final_table(store, study, runs, group_cols)}
 <h2>Runs</h2>
 {_status_table(runs, shown)}
 <h2>Configurations</h2>
 {_configs_section(store, study, seed_col)}
+<h2>About this report</h2>
+<table class="meta">{meta}</table>
+<script>{story.SORT_JS}</script>
 </body></html>
 """
     out_dir.mkdir(parents=True, exist_ok=True)

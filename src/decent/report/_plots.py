@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,15 @@ _X_LABELS = {
     "time/sim_s": "simulated time (s)",
 }
 
+_FACET_NAMES = {"topology.kind": "graph", "topology.num_nodes": "M", "algorithm.kind": "method"}
+
 Hue = str | Sequence[str] | None
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
     """Return the dotted config columns of a records or runs DataFrame."""
     fixed = set(RUN_COLUMNS) | set(RECORD_COLUMNS)
-    return [c for c in df.columns if c not in fixed and not str(c).startswith("final.")]
+    return [c for c in df.columns if c not in fixed and not str(c).startswith(("final.", "info."))]
 
 
 def _as_cols(hue: Hue) -> list[str]:
@@ -70,11 +72,15 @@ def _check_metric(df: pd.DataFrame, metric: str, arg: str = "metric") -> None:
 
 
 def _label(values: Sequence[Any], cols: Sequence[str]) -> str:
+    """A line's name: ``D-SGD, lr=0.05`` (a ``method`` column shows its value alone)."""
     if not cols:
         return ""
     if len(cols) == 1:
         return _fmt(values[0])
-    return ", ".join(f"{c.rsplit('.', 1)[-1]}={_fmt(v)}" for c, v in zip(cols, values, strict=True))
+    return ", ".join(
+        _fmt(v) if c == "method" else f"{c.rsplit('.', 1)[-1]}={_fmt(v)}"
+        for c, v in zip(cols, values, strict=True)
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -194,8 +200,64 @@ def _colors(hues: Sequence[str]) -> dict[str, Any]:
     return {h: cycle[i % len(cycle)] for i, h in enumerate(hues)}
 
 
-def _auto_logy(metric: str, logy: bool | None) -> bool:
-    return metric.startswith(LOG_Y_PREFIXES) if logy is None else logy
+def _auto_logy(metric: str, logy: bool | None, values: Any = None) -> bool:
+    """Log where asked; else for errors and distances, and for any positive quantity
+    whose values span two decades or more."""
+    if logy is not None:
+        return logy
+    if metric.startswith(LOG_Y_PREFIXES):
+        return True
+    return _spans_decades(values)
+
+
+def _spans_decades(values: Any, decades: float = 2.0) -> bool:
+    if values is None:
+        return False
+    v = np.asarray(values, dtype="float64")
+    v = v[np.isfinite(v)]
+    return bool(v.size and (v > 0).all() and v.max() / v.min() >= 10**decades)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two lines a reader cannot tell apart (equal to 1e-6 relative at every point)."""
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-6, atol=0.0, equal_nan=True))
+
+
+_DASHES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def line_styles(
+    hues: Sequence[str],
+    groups: Sequence[str] | None = None,
+    order: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """One colour per group (e.g. per method) and one dash per member of a group, fixed
+    for a whole report so a method looks the same in every figure.
+
+    Args:
+        hues: the line names.
+        groups: each line's group (default: every line its own).
+        order: every group in colour order (default: as they first appear), so two
+            calls give one group the same colour.
+    """
+    from matplotlib import rcParams
+
+    cycle = rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    groups = list(hues) if groups is None else list(groups)
+    order = list(dict.fromkeys(groups)) if order is None else list(order)
+    seen: dict[str, int] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for h, g in zip(hues, groups, strict=True):
+        k = order.index(g)
+        j = seen.get(g, 0)
+        seen[g] = j + 1
+        out[h] = {
+            "color": cycle[k % len(cycle)],
+            "ls": _DASHES[j % len(_DASHES)],
+            "marker": _MARKERS[k % len(_MARKERS)],
+        }
+    return out
 
 
 def _set_logy(ax: Axes) -> None:
@@ -210,12 +272,18 @@ def plot_metric(
     facet: str | None = "topology.kind",
     *,
     logy: bool | None = None,
+    logx: bool | None = None,
     band: str | None = "std",
     seed_col: str = "seed",
     ncols: int = 3,
     title: str | None = None,
+    ylabel: str | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Figure:
     """Plot ``metric`` against ``x``: mean over seeds with a band, one line per ``hue``.
+
+    Lines a reader could not tell apart (equal to 1e-6 relative at every point) are drawn
+    with markers and named "identical to ..." in the legend, which sits outside the data.
 
     Args:
         df: Long records (``decent.results.load``): ``run_id, round, metric, value`` plus
@@ -225,12 +293,18 @@ def plot_metric(
             ``"time/wall_s"`` (averaged over seeds per round).
         hue: Config column(s) with one line per value (``None``: one line).
         facet: Config column with one subplot per value (``None``: one subplot).
-        logy: Log y axis; ``None`` means yes for ``eval/subopt*`` and ``consensus/*``.
+        logy: Log y axis; ``None`` means yes for ``eval/subopt*`` and ``consensus/*`` and
+            for positive values that span two decades.
+        logx: Log x axis; ``None`` means yes when ``x`` is a metric whose positive values
+            span two decades (rounds stay linear).
         band: ``"std"`` (mean ± std), ``"ci95"`` (95 % t-interval) or ``None``.
         seed_col: The column averaged over; a warning is given if runs of one line differ in
             other config columns too.
         ncols: Subplots per row.
-        title: Figure title (default: the metric).
+        title: Figure title (default: the metric's label).
+        ylabel: The y axis label (default: the metric's label, :func:`decent.metrics.metric_label`).
+        styles: ``{line name: matplotlib keywords}``, e.g. from :func:`line_styles`, to keep
+            a method's colour and dash across figures.
 
     Returns:
         The figure: one Axes per facet value, one line (and one band) per hue value.
@@ -238,35 +312,66 @@ def plot_metric(
     Raises:
         ReportError: For an unknown metric, ``x``, column or band.
     """
+    from decent.metrics import metric_label
+
     agg = aggregate(df, metric, x, hue, facet, band=band, seed_col=seed_col)
     facets = sorted(agg["facet"].unique(), key=str)
     hues = sorted(agg["hue"].unique(), key=str)
-    colors = _colors(hues)
+    style = dict(styles) if styles is not None else {}
+    missing = [h for h in hues if h not in style]
+    style |= line_styles(missing) if missing and styles is None else {}
+    for h in hues:
+        style.setdefault(h, {"color": "0.3", "ls": "-", "marker": "o"})
     fig, axes = _grid(len(facets), ncols)
-    use_log = _auto_logy(metric, logy)
+    use_log = _auto_logy(metric, logy, agg["mean"])
+    use_logx = (
+        logx if logx is not None else x != "round" and _spans_decades(agg.loc[agg["x"] > 0, "x"])
+    )
+    handles: dict[str, Any] = {}
     for ax, fv in zip(axes, facets, strict=True):
         sub = agg[agg["facet"] == fv]
+        drawn: list[tuple[str, np.ndarray]] = []
         for h in hues:
             line = sub[sub["hue"] == h].sort_values("round")
+            if use_logx:
+                line = line[line["x"] > 0]
             if line.empty:
                 continue
             xs, mean = line["x"].to_numpy(), line["mean"].to_numpy()
-            ax.plot(xs, mean, color=colors[h], label=str(h), lw=1.6)
+            twin = next((o for o, m in drawn if _same(m, mean)), None)
+            drawn.append((h, mean))
+            kw = {k: v for k, v in style[h].items() if k != "marker"}
+            name = str(h)
+            if twin is not None:  # on top of an earlier line: markers, and say so
+                kw |= {"marker": style[h].get("marker", "o"), "markevery": 0.1, "ms": 5}
+                kw |= {"markerfacecolor": "none"}
+                name = f"{h} (identical to {twin})"
+            (handle,) = ax.plot(xs, mean, label=name, lw=1.6, **kw)
+            handles.setdefault(name, handle)
             lo, hi = line["lo"].to_numpy(), line["hi"].to_numpy()
             if np.isfinite(lo).any():
                 if use_log:  # a band reaching <= 0 is drawn one-sided on a log axis
                     lo = np.where(lo > 0, lo, mean)
-                ax.fill_between(xs, lo, hi, color=colors[h], alpha=0.2, lw=0)
+                ax.fill_between(xs, lo, hi, color=kw.get("color"), alpha=0.2, lw=0)
         if use_log:
             _set_logy(ax)
-        ax.set_xlabel(_X_LABELS.get(x, x))
-        ax.set_ylabel(metric)
+        if use_logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(_X_LABELS.get(x, metric_label(x)))
+        ax.set_ylabel(ylabel if ylabel is not None else metric_label(metric))
         if facet is not None:
-            ax.set_title(f"{facet} = {fv}", fontsize=10)
-        ax.grid(True, alpha=0.3)
-    if hue is not None and axes:
-        axes[0].legend(fontsize=8, title=", ".join(_as_cols(hue)), title_fontsize=8)
-    fig.suptitle(title if title is not None else metric, fontsize=11)
+            ax.set_title(f"{_FACET_NAMES.get(facet, facet)} = {fv}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    if hue is not None and handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside right upper",
+            fontsize=8,
+            title=", ".join(c.rsplit(".", 1)[-1] for c in _as_cols(hue)),
+            title_fontsize=8,
+        )
+    fig.suptitle(title if title is not None else metric_label(metric), fontsize=11)
     return fig
 
 
@@ -279,6 +384,7 @@ def plot_consensus(
     metric: str = "consensus/dist2",
     band: str | None = "std",
     ncols: int = 3,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Figure:
     r"""Plot the consensus distance :math:`\frac1n\sum_i \|x_i - \bar x\|^2` on a log axis."""
     return plot_metric(
@@ -290,7 +396,8 @@ def plot_consensus(
         logy=True,
         band=band,
         ncols=ncols,
-        title=f"consensus distance ({metric})",
+        title="consensus distance: how far the nodes are from their average",
+        styles=styles,
     )
 
 
@@ -303,6 +410,7 @@ def plot_node_spread(
     *,
     logy: bool | None = None,
     ncols: int = 3,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Figure:
     """Plot the best and worst node: ``<base>@node_min`` (dashed) and ``@node_max`` (solid).
 
@@ -312,15 +420,19 @@ def plot_node_spread(
     Raises:
         ReportError: If ``<base>@node_min`` or ``<base>@node_max`` has no records.
     """
+    from decent.metrics import metric_label
+
     lo_m, hi_m = f"{base}@node_min", f"{base}@node_max"
     lows = aggregate(df, lo_m, x, hue, facet, band=None)
     highs = aggregate(df, hi_m, x, hue, facet, band=None)
     both = lows.merge(highs, on=["facet", "hue", "round"], suffixes=("_lo", "_hi"))
     facets = sorted(both["facet"].unique(), key=str)
     hues = sorted(both["hue"].unique(), key=str)
-    colors = _colors(hues)
+    colors = {h: (styles or {}).get(h, {}).get("color") for h in hues}
+    if any(c is None for c in colors.values()):
+        colors = _colors(hues)
     fig, axes = _grid(len(facets), ncols)
-    use_log = bool(logy)
+    use_log = _auto_logy(base, logy, pd.concat([both["mean_lo"], both["mean_hi"]]))
     for ax, fv in zip(axes, facets, strict=True):
         sub = both[both["facet"] == fv]
         for h in hues:
@@ -334,13 +446,13 @@ def plot_node_spread(
         if use_log:
             _set_logy(ax)
         ax.set_xlabel(_X_LABELS.get(x, x))
-        ax.set_ylabel(base)
+        ax.set_ylabel(metric_label(f"{base}@node_max").replace(" at the worst node", ""))
         if facet is not None:
-            ax.set_title(f"{facet} = {fv}", fontsize=10)
-        ax.grid(True, alpha=0.3)
+            ax.set_title(f"{_FACET_NAMES.get(facet, facet)} = {fv}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
     if axes:
-        axes[0].legend(fontsize=7)
-    fig.suptitle(f"best / worst node: {base}", fontsize=11)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
+    fig.suptitle(f"best and worst node: {metric_label(base + '@mean')}", fontsize=11)
     return fig
 
 
