@@ -359,6 +359,7 @@ def write_report(
     title: str | None = None,
     lead: Sequence[tuple[str, str | os.PathLike[str]]] = (),
     lead_table: pd.DataFrame | None = None,
+    figures: bool = True,
 ) -> Path:
     """Write ``out_dir/report.html``: a self-contained report of ``study``.
 
@@ -382,6 +383,8 @@ def write_report(
         lead: ``(caption, PNG path)`` figures shown first, embedded (a study's own
             figures, e.g. error and penalty against ``M`` for a scaling study).
         lead_table: a table shown first (the study's answer), one row per line.
+        figures: draw the generic figures (a study whose own ``lead`` figures tell its
+            story, e.g. a scaling grid of thousands of runs, passes ``False``).
 
     Returns:
         The path of ``report.html``.
@@ -390,7 +393,7 @@ def write_report(
         ReportError: If the study has no runs.
         FileNotFoundError: If there is no results database at the path.
     """
-    args = (study, Path(out_dir), metrics, facet, band, seed_col, title, lead, lead_table)
+    args = (study, Path(out_dir), metrics, facet, band, seed_col, title, lead, lead_table, figures)
     if isinstance(store_or_path, Store):
         return _write(store_or_path, *args)
     with Store(store_or_path, readonly=True) as store:
@@ -408,6 +411,7 @@ def _write(
     title: str | None,
     lead: Sequence[tuple[str, str | os.PathLike[str]]] = (),
     lead_table: pd.DataFrame | None = None,
+    figures: bool = True,
 ) -> Path:
     runs = store.runs(study)
     if runs.empty:
@@ -448,7 +452,7 @@ def _write(
         report_figures(
             shown_df, hue, use_facet, metrics, band, judged=judged, styles=styles, notes=notes
         )
-        if len(df)
+        if len(df) and figures
         else []
     )
     fig_html = "\n".join(
@@ -524,7 +528,7 @@ def _write(
 <h2 id="answer">The answer</h2>
 {answer}
 <h2>Figures</h2>
-{fig_html or "<p>No records.</p>"}
+{fig_html or ("<p>No records.</p>" if figures else "<p>The study's own figures are under The answer.</p>")}
 <h2>Final metrics per configuration</h2>
 {_final_table(store, study, runs, group_cols)}
 <h2>Runs</h2>
