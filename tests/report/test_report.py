@@ -198,9 +198,9 @@ def test_write_report(store_dir: Path, tmp_path: Path) -> None:
     assert out == tmp_path / "rep" / "report.html"
     text = out.read_text(encoding="utf-8")
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    # the answer's figure (subopt per round), then subopt & loss per round; subopt vs
-    # grad_evals, bytes, wall time; consensus; node spread
-    assert len(images) == 8
+    # subopt per round (beside the answer), loss per round; subopt vs grad_evals, bytes,
+    # wall time; consensus; node spread
+    assert len(images) == 7
     assert all(base64.b64decode(img)[:8] == PNG_MAGIC for img in images)
     # self-contained: one inline script (table sorting), no external resources
     assert text.count("<script") == 1 and "<script>" in text
@@ -291,3 +291,32 @@ def test_a_higher_is_better_objective_ranks_the_largest_first(tmp_path: Path) ->
     assert [rows[m][0] for m in ("Minibatch SGD", "D-SGD", "DAT-SGD")] == ["1", "2", "3"]
     assert rows["D-SGD"][5] == f"{0.9 / 0.95:.3g}×"  # x centralized: to Minibatch SGD
     assert "test accuracy" in text and "higher is better" in text
+
+
+def test_coinciding_lines_are_named_flat_metrics_are_not_drawn_and_decades_go_log(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path) as store:
+        for a in ("anytime_sgd", "dat_sgd", "dsgd"):
+            for seed in (0, 1):
+                with store.start_run("twins", config(a, "ring", seed)) as run:
+                    for r in ROUNDS:
+                        scale = 2.0 if a == "dsgd" else 1.0  # dat_sgd == anytime_sgd exactly
+                        run.log(
+                            r,
+                            {
+                                "eval/subopt@mean": scale * 10.0 ** (-r / 10) * (1 + seed / 10),
+                                "eval/accuracy@mean": 0.78,
+                                "comm/bytes": 1.0 + r,
+                            },
+                        )
+    df = load(tmp_path, "twins").assign(method=lambda d: d["algorithm.kind"])
+    fig = plot_metric(df, "eval/subopt@mean", hue="method", facet=None)
+    labels = [str(t.get_text()) for t in fig.legends[0].get_texts()]
+    assert "dat_sgd (identical to anytime_sgd)" in labels and "dsgd" in labels
+    assert fig.axes[0].get_yscale() == "log"  # 5 decades, and an error
+    spread = plot_metric(df, "comm/bytes", hue="method", facet=None)
+    assert spread.axes[0].get_yscale() == "linear"  # 1 .. 51: under two decades
+    text = write_report(tmp_path, "twins", tmp_path / "rep").read_text(encoding="utf-8")
+    assert "training accuracy stays at 0.78 in every run (not drawn)" in text
+    assert "Anytime SGD" in text  # the algorithm's own label in the ranking

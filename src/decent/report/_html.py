@@ -455,10 +455,11 @@ def _write(
         if len(df) and figures
         else []
     )
+    in_answer = bool(figs) and lead_table is None and not lead  # the objective's figure
     fig_html = "\n".join(
         f'<figure><img src="{figure_to_data_uri(fig)}" alt="{_e(cap)}">'
         f"<figcaption>{_e(cap)}</figcaption></figure>"
-        for cap, fig in figs
+        for cap, fig in figs[1 if in_answer else 0 :]
     )
     if notes:
         fig_html += "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
@@ -483,7 +484,7 @@ def _write(
             f'<figure><img src="data:image/png;base64,{data}" alt="{_e(cap)}">'
             f"<figcaption>{_e(cap)}</figcaption></figure>"
         )
-    if figs and lead_table is None and not lead:  # the objective's own figure beside it
+    if in_answer:  # the objective's own figure beside the ranking, not again below
         cap, fig = figs[0]
         answer += (
             f'<figure><img src="{figure_to_data_uri(fig)}" alt="{_e(cap)}">'

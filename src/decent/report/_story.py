@@ -122,13 +122,17 @@ def sentence(runs: pd.DataFrame, config_cols: Sequence[str]) -> str:
     """One sentence: what varies (with its values) and what was held fixed."""
     varying, fixed = [], []
     for c in sorted(config_cols, key=lambda c: c == SEED):  # the seed last
+        if c in ("name", "config.name"):  # a run's name says nothing of the setting
+            continue
         values = runs[c].dropna().unique().tolist()
         if runs[c].astype(str).nunique() > 1:
             shown = [method_label(v) for v in values] if c == "algorithm.kind" else values
-            text = ", ".join(_fmt(v) for v in sorted(shown, key=str)[:8])
-            more = f", … ({len(values)} values)" if len(values) > 8 else ""
             name = "seed (averaged over)" if c == SEED else _short(c)
-            varying.append(f"{name}: {text}{more}")
+            if len(values) > 8:  # a tuned grid: its size, not its values
+                varying.append(f"{name} ({len(values)} values)")
+                continue
+            text = ", ".join(_fmt(v) for v in sorted(shown, key=_order))
+            varying.append(f"{name}: {text}")
         elif values:
             fixed.append(c)
     named = [c for c in FIXED_FIRST if c in fixed]
@@ -140,6 +144,13 @@ def sentence(runs: pd.DataFrame, config_cols: Sequence[str]) -> str:
     tail = f" and {rest} other settings (under Configurations below)" if rest > 0 else ""
     what = "; ".join(varying) or "nothing (one configuration)"
     return f"Varies: {what}. Held fixed: {held or 'nothing else'}{tail}."
+
+
+def _order(value: Any) -> tuple[int, float, str]:
+    """Numbers by value (2, 16, 128), then text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
 
 
 def _ci95(values: np.ndarray) -> float:

@@ -317,7 +317,12 @@ def penalty_vs_m(
             if c == 0:
                 ax.set_ylabel(PENALTY_LABEL)
     _fig_legend(fig, [ax for row in axes for ax in row])
-    fig.suptitle("What the graph costs: error on the graph / error on the complete graph")
+    wide = len(topologies) >= 3  # one or two panels are too narrow for one line
+    fig.suptitle(
+        "What the graph costs:" + (" " if wide else "\n") + "error on the graph / error on the "
+        "complete graph, same M",
+        fontsize=11,
+    )
     return _save(fig, path)
 
 
