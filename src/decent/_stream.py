@@ -375,15 +375,7 @@ def normal(
     The result is the caller's (it may write into it). Rounds asked for in order by the
     simulator are drawn ahead, several at once (small draws only); the numbers are the same.
     """
-    seeds = _seeds(seed)
-
-    def draw(ts: Sequence[int]) -> torch.Tensor:
-        return _node_major(
-            _draw(_normal_, torch.float32, seeds, stream, ts, nodes, width, dtype, num_nodes)
-        )
-
-    ident = ("normal", tuple(seeds), stream, width, num_nodes, dtype)
-    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw)
+    return _floats(_normal_, seed, stream, t, nodes, width, num_nodes, dtype)
 
 
 def uniform(
@@ -397,14 +389,28 @@ def uniform(
 ) -> torch.Tensor:
     """Uniform draws in ``[0, 1)``, ``(len(nodes), width)`` (float32 resolution; a sequence of
     seeds as in :func:`normal`)."""
+    return _floats(_uniform_, seed, stream, t, nodes, width, num_nodes, dtype)
+
+
+def _floats(
+    fill: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    seed: int | Sequence[int],
+    stream: int,
+    t: int,
+    nodes: torch.Tensor,
+    width: int,
+    num_nodes: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """:func:`normal` or :func:`uniform` (by ``fill``): float32 draws, read ahead."""
     seeds = _seeds(seed)
 
     def draw(ts: Sequence[int]) -> torch.Tensor:
         return _node_major(
-            _draw(_uniform_, torch.float32, seeds, stream, ts, nodes, width, dtype, num_nodes)
+            _draw(fill, torch.float32, seeds, stream, ts, nodes, width, dtype, num_nodes)
         )
 
-    ident = ("uniform", tuple(seeds), stream, width, num_nodes, dtype)
+    ident = (fill.__name__, tuple(seeds), stream, width, num_nodes, dtype)
     return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw)
 
 
