@@ -120,14 +120,16 @@ def _table(
     )
 
 
-def _final_table(store: Store, study: str, runs: pd.DataFrame, group_cols: list[str]) -> str:
+def _final_wide(store: Store, study: str) -> pd.DataFrame:
+    """Every run's final metrics, one row per run id and one column per metric."""
     final = store.final(study)
-    metrics = _metric_order(sorted(final["metric"].unique())) if len(final) else []
-    wide = (
-        final.pivot_table(index="run_id", columns="metric", values="value", dropna=False)
-        if len(final)
-        else pd.DataFrame(index=pd.Index([], name="run_id"))
-    )
+    if not len(final):
+        return pd.DataFrame(index=pd.Index([], name="run_id"))
+    return final.pivot_table(index="run_id", columns="metric", values="value", dropna=False)
+
+
+def _final_table(wide: pd.DataFrame, runs: pd.DataFrame, group_cols: list[str]) -> str:
+    metrics = _metric_order(sorted(wide.columns))
     runs = runs.set_index("run_id").join(wide, how="left")
     # a column a method lacks (topology.lazy of a ring, algorithm.variant of DAT-SGD) is
     # missing, not a reason to drop the row: group on text with an explicit placeholder
@@ -426,9 +428,10 @@ def _write(
     shown = [c for c in varying if c != seed_col]
     judged = story.objective(runs, set(df["metric"].unique()) if len(df) else set())
 
+    wide = _final_wide(store, study)
+
     # lines are named by the algorithm's own label ("D-SGD"), coloured per method and
     # dashed per variant, the same in every figure
-    method_cols, _ = story.axes_of(runs, cfg_cols)
     hue_cols = [c for c in varying if c not in (seed_col, use_facet, "algorithm.kind")]
     if "algorithm.kind" in runs.columns:
         hue_cols = ["method", *hue_cols]
@@ -469,12 +472,6 @@ def _write(
             index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="sortable"
         )
     elif judged is not None:
-        final = store.final(study)
-        wide = (
-            final.pivot_table(index="run_id", columns="metric", values="value")
-            if len(final)
-            else pd.DataFrame(index=pd.Index([], name="run_id"))
-        )
         table = story.headline(runs, wide, judged, cfg_cols)
         _, context_cols = story.axes_of(runs, cfg_cols)
         answer += story.headline_html(table, judged, context_cols)
@@ -519,7 +516,6 @@ def _write(
         ("git commits", ", ".join(commits) or "unknown"),
     ]
     meta = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta_rows)
-    del method_cols
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{_e(page_title)}</title><style>{_CSS}</style></head>
@@ -531,7 +527,7 @@ def _write(
 <h2>Figures</h2>
 {fig_html or ("<p>No records.</p>" if figures else "<p>The study's own figures are under The answer.</p>")}
 <h2>Final metrics per configuration</h2>
-{_final_table(store, study, runs, group_cols)}
+{_final_table(wide, runs, group_cols)}
 <h2>Runs</h2>
 {_status_table(runs, shown)}
 <h2>Configurations</h2>

@@ -38,7 +38,14 @@ _X_LABELS = {
     "time/sim_s": "simulated time (s)",
 }
 
-_FACET_NAMES = {"topology.kind": "graph", "topology.num_nodes": "M", "algorithm.kind": "method"}
+SETTING_NAMES = {
+    "algorithm.kind": "method",
+    "algorithm.lr": "lr",
+    "topology.kind": "graph",
+    "topology.num_nodes": "M",
+    "task.kind": "task",
+}
+"""How figure titles and the report's tables name a config column."""
 
 Hue = str | Sequence[str] | None
 
@@ -360,7 +367,7 @@ def plot_metric(
         ax.set_xlabel(_X_LABELS.get(x, metric_label(x)))
         ax.set_ylabel(ylabel if ylabel is not None else metric_label(metric))
         if facet is not None:
-            ax.set_title(f"{_FACET_NAMES.get(facet, facet)} = {fv}", fontsize=10)
+            ax.set_title(f"{SETTING_NAMES.get(facet, facet)} = {fv}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     if hue is not None and handles:
         fig.legend(
@@ -448,7 +455,7 @@ def plot_node_spread(
         ax.set_xlabel(_X_LABELS.get(x, x))
         ax.set_ylabel(metric_label(f"{base}@node_max").replace(" at the worst node", ""))
         if facet is not None:
-            ax.set_title(f"{_FACET_NAMES.get(facet, facet)} = {fv}", fontsize=10)
+            ax.set_title(f"{SETTING_NAMES.get(facet, facet)} = {fv}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     if axes:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from decent.algorithms import ALGORITHMS
 from decent.metrics import metric_label
+from decent.report._plots import SETTING_NAMES
 from decent.results import DONE_STATUSES
 
 SEED = "seed"
@@ -89,14 +90,7 @@ def _fmt(value: Any) -> str:
 
 
 def _short(col: str) -> str:
-    names = {
-        "algorithm.kind": "method",
-        "topology.kind": "graph",
-        "topology.num_nodes": "M",
-        "algorithm.lr": "lr",
-        "task.kind": "task",
-    }
-    return names.get(col, col)
+    return SETTING_NAMES.get(col, col)
 
 
 def axes_of(runs: pd.DataFrame, config_cols: Sequence[str]) -> tuple[list[str], list[str]]:
