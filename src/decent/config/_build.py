@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -246,4 +247,44 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
             config.chebyshev_steps,
             lambda: accelerate(inner, config.chebyshev_steps),
         )
+    if config.network is not None:
+        comm = build_network(config, comm)
     return Experiment(config, topology, algorithm, task, comm)
+
+
+def build_network(config: m.ExperimentConfig, comm: Any) -> Any:
+    """Wrap the simulator's communicator in the config's simulated network."""
+    from decent.comm import SimCommunicator
+    from decent.comm.network import ComputeModel, FaultModel, LinkModel, NetworkCommunicator
+
+    net = config.network
+    assert net is not None
+    if config.backend != "sim" or not isinstance(comm, SimCommunicator):
+        why = (
+            "a simulated network (clock, drops, crashes) runs in the simulator; set backend = "
+            '"sim", or drop the network section to run on real ranks'
+        )
+        if config.chebyshev_steps > 1:
+            why = "a simulated network does not combine with chebyshev_steps > 1 yet; use 1"
+        raise ConfigError([Issue("network", "set", why)])
+    c, f = net.compute, net.faults
+    n = comm.num_nodes
+    for node in [*c.slow_nodes, *f.crashes]:
+        if node >= n:
+            field = "compute.slow_nodes" if node in c.slow_nodes else "faults.crashes"
+            raise ConfigError(
+                [Issue(f"network.{field}", node, f"the network has nodes 0..{n - 1} only")]
+            )
+    return _guard(
+        "network",
+        "the network section",
+        lambda: NetworkCommunicator(
+            comm,
+            compute=ComputeModel(
+                c.kind, c.mean, c.sigma, c.p, c.slowdown, tuple(c.slow_nodes), c.slow_factor
+            ),
+            link=LinkModel(net.latency, math.inf if net.bandwidth is None else net.bandwidth),
+            faults=FaultModel(f.drop, f.link_fail, f.link_recover, dict(f.crashes)),
+            seed=config.seed,
+        ),
+    )

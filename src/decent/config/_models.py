@@ -542,6 +542,70 @@ class SweepConfig(Section):
         return self
 
 
+class ComputeSection(Section):
+    """Seconds each node spends on one round's gradient (the simulated clock)."""
+
+    kind: Literal["constant", "lognormal", "straggler"] = Field(
+        "constant",
+        description=(
+            "constant: every node `mean` s; lognormal: mean times exp(sigma Z - sigma^2/2); "
+            "straggler: `mean`, and `slowdown` times that with probability p per node per round."
+        ),
+    )
+    mean: float = Field(1.0, gt=0.0, description="Seconds per round of a typical node.")
+    sigma: float = Field(0.5, ge=0.0, description="Log-standard deviation (lognormal).")
+    p: float = Field(0.0, ge=0.0, le=1.0, description="Straggler probability per node per round.")
+    slowdown: float = Field(10.0, ge=1.0, description="A straggler's slow-down factor.")
+    slow_nodes: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, description="Nodes that are always slow_factor times slower."
+    )
+    slow_factor: float = Field(1.0, ge=1.0, description="The slow nodes' factor.")
+
+
+class FaultsSection(Section):
+    """Dropped messages, failing links and crashing nodes (drawn from the run's seed)."""
+
+    drop: float = Field(0.0, ge=0.0, le=1.0, description="Probability a message is lost.")
+    link_fail: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability per round that an up link goes down."
+    )
+    link_recover: float = Field(
+        1.0, ge=0.0, le=1.0, description="Probability per round that a down link comes back."
+    )
+    crashes: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description=(
+            "node -> round: the node crashes (crash-stop) before that round's exchange, e.g. "
+            '{"5" = 100}.'
+        ),
+    )
+
+    @field_validator("crashes", mode="before")
+    @classmethod
+    def _node_keys(cls, value: Any) -> Any:
+        # TOML and JSON keys are strings: "5" names node 5
+        if isinstance(value, dict):
+            return {
+                int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in value.items()
+            }
+        return value
+
+
+class NetworkSection(Section):
+    """A simulated network: virtual clock, message times and faults (simulator only)."""
+
+    latency: float = Field(0.0, ge=0.0, description="Seconds per message.")
+    bandwidth: float | None = Field(
+        None, gt=0.0, description="Bytes per second of a node's link (None: size is free)."
+    )
+    compute: ComputeSection = Field(
+        default_factory=lambda: ComputeSection.model_validate({}), description="Per-node compute time per round."
+    )
+    faults: FaultsSection = Field(
+        default_factory=lambda: FaultsSection.model_validate({}), description="Drops, link failures, crashes."
+    )
+
+
 class ExperimentConfig(Section):
     """One experiment: topology x algorithm x task, trained for ``rounds`` rounds."""
 
@@ -603,9 +667,16 @@ class ExperimentConfig(Section):
     topology: TopologyConfig = Field(description="Who talks to whom (and num_nodes).")
     algorithm: AlgorithmConfig = Field(description="The training method.")
     task: TaskConfig = Field(description="The learning problem.")
+    network: NetworkSection | None = Field(
+        None,
+        description=(
+            "Simulate time and faults: compute times, message latency and bandwidth, drops, "
+            "link failures, crashes; records gain time/sim (simulator only)."
+        ),
+    )
     sweep: SweepConfig | None = Field(None, description="Grid of a sweep (decent sweep).")
 
-    SECTIONS: ClassVar[tuple[str, ...]] = ("topology", "algorithm", "task", "sweep")
+    SECTIONS: ClassVar[tuple[str, ...]] = ("topology", "algorithm", "task", "network", "sweep")
 
     @field_validator("study")
     @classmethod
@@ -621,7 +692,7 @@ class ExperimentConfig(Section):
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``).
 
-        ``averages`` and ``chebyshev_steps`` appear only when they are not their defaults,
+        ``averages``, ``chebyshev_steps`` and ``network`` appear only when they are not their defaults,
         so runs recorded before the fields existed keep their ids.
         """
         data = self.model_dump(mode="json", exclude={"sweep"})
@@ -629,6 +700,8 @@ class ExperimentConfig(Section):
             del data["averages"]
         if data["chebyshev_steps"] == 1:
             del data["chebyshev_steps"]
+        if data["network"] is None:
+            del data["network"]
         return data
 
 

@@ -280,6 +280,7 @@ def train_replicas(
         nodes_too = per_node == "every" or (per_node == "final" and t == rounds)
         output = algorithm.output(state)
         stats = loop_comm.stats.summary()
+        transport = loop_comm.metrics()  # a simulated network's clock and faults, alive ranks
         loss_sum = loss_rows.view(m, R).mean(dim=0)  # per replica: mean over its rows
         train_loss = (loss_sum / loss_count).tolist() if loss_count and R > 1 else None
         means = averaged(t)
@@ -299,6 +300,7 @@ def train_replicas(
                     metrics["train/loss"] = float(value.item())
             metrics["grad_evals"] = float(t * n)
             metrics.update(stats)
+            metrics.update(transport)
             metrics["time/wall_s"] = time.perf_counter() - start
             records[r].append({"round": float(t), **metrics})
             for cb in callbacks[r]:
@@ -350,7 +352,10 @@ def train_replicas(
             initial[r] = records[r][0].get("eval/loss@mean", math.nan)
             if divergence_factor is not None and math.isfinite(initial[r]):
                 limits[r] = divergence_factor * max(abs(initial[r]), 1.0)
+        begin_round = getattr(loop_comm, "begin_round", None)  # a simulated network's clock
         for t in range(1, rounds + 1):
+            if begin_round is not None:
+                begin_round(t)
             # 1. where gradients are taken (DAT-SGD: the query point x, not w)
             query = algorithm.query(state)
             # 2. each node's minibatch: a pure function of (seed, node, t)

@@ -180,6 +180,8 @@ def replica_key(config: ExperimentConfig) -> str:
     from decent.tasks import LeastSquares, LogisticRegressionStream
 
     data = config.run_dict()
+    if config.network is not None:  # the simulated network runs one replica at a time
+        return canonical_json(data)
     for key in ("seed", "name", "study"):
         data.pop(key, None)
     data["algorithm"] = {k: v for k, v in data["algorithm"].items() if k != "lr"}

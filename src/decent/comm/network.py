@@ -1,0 +1,508 @@
+"""A simulated network: a virtual clock, slow machines, lossy links and crashing nodes.
+
+:class:`NetworkCommunicator` wraps the simulator's communicator. Training stays in
+synchronous rounds (the iterates are those of the method under the faults drawn), and a
+virtual clock says *when* each node finishes each round, from what the method waits for:
+
+* **compute**: node ``i`` spends ``C_i(t)`` seconds on round ``t``'s gradient
+  (:class:`ComputeModel`: constant, lognormal, random stragglers ``k`` times slower with
+  probability ``p``, or a fixed set of persistently slow nodes);
+* **gossip** (each :meth:`~NetworkCommunicator.mix`): node ``i`` waits for the messages of
+  its live in-neighbours only, each taking ``latency + bytes / bandwidth``
+  (:class:`LinkModel`); with ``a_i`` the time node ``i`` is ready to send,
+  ``clock_i = max(a_i, max_{j -> i} a_j + link(bytes))``;
+* **all-reduce** (each accounted :meth:`~NetworkCommunicator.all_reduce`): every live node
+  waits for the slowest, then a ring all-reduce: ``2 (M - 1)`` latency steps and
+  ``2 (M - 1) / M`` of the payload through each node's link.
+
+Records gain ``time/sim`` (when the last live node finished the round, in simulated
+seconds) and ``time/sim_mean``; studies plot against it and ask for time to a target.
+
+Faults (:class:`FaultModel`), drawn per round from the run's seed, so a run is reproducible:
+
+* each message is dropped with probability ``drop``;
+* each link fails with probability ``link_fail`` per round and, once down, recovers with
+  probability ``link_recover`` per round (a two-state Markov chain per undirected link);
+* nodes crash (crash-stop) at given rounds: from then on nothing reaches them and nothing
+  leaves them, the clock stops waiting for them, and every metric (network mean, worst node,
+  consensus) is over live nodes only.
+
+A weight whose message does not arrive goes to the receiver's own value: row ``i`` of the
+effective ``W_t`` is ``W_ii + sum_{j dropped} W_ij`` on the diagonal and ``W_ij`` for the
+delivered ``j``, so every row stays stochastic (each node averages what it has). Columns do
+not: under faults ``W_t`` is no longer doubly stochastic and the network average drifts;
+see ``docs/network.md``. A dropped message is counted in ``faults/dropped`` and never
+charged as bytes sent (the sender's bytes are those of delivered messages, as a transport
+that learns of a dead link before sending would count). A message to or from a crashed node
+is not sent at all.
+
+With no faults and any clock, :meth:`~NetworkCommunicator.mix` is the wrapped
+communicator's mix, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from decent._types import NodeTensor
+from decent.comm.base import CommStats, ReduceOp, reduce_rows
+from decent.comm.sim import SimCommunicator
+from decent.topology._matrix import MixingMatrix, Topology
+
+__all__ = [
+    "ComputeModel",
+    "FaultModel",
+    "LinkModel",
+    "NetworkCommunicator",
+    "NetworkError",
+]
+
+ComputeKind = Literal["constant", "lognormal", "straggler"]
+COMPUTE_KINDS: tuple[str, ...] = ("constant", "lognormal", "straggler")
+
+_COMPUTE_STREAM = 0x636F6D70  # "comp": keys of the compute-time draws
+_FAULT_STREAM = 0x66617574  # "faut": keys of the drops and link failures
+_LINK_STREAM = 0x6C696E6B  # "link": keys of the link failures and recoveries
+_AHEAD = 64
+"""Rounds of compute times drawn per generator call."""
+
+
+def _generator(seed: int, stream: int, t: int) -> np.random.Generator:
+    """numpy's Philox keyed by ``(seed, stream)`` at counter ``t``: round ``t``'s draws are a
+    pure function of ``(seed, stream, t)``, and rounds never share numbers."""
+    key = np.array([seed & 0xFFFFFFFFFFFFFFFF, stream], dtype=np.uint64)
+    return np.random.Generator(np.random.Philox(key=key, counter=[0, 0, 0, t]))
+
+
+class NetworkError(ValueError):
+    """A network model outside its range; the message names the field and the rule."""
+
+
+def _check_probability(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise NetworkError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_nonnegative(name: str, value: float, *, positive: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if not ok or value < 0 or (positive and value == 0):
+        rule = "> 0" if positive else ">= 0"
+        raise NetworkError(f"{name} must be a number {rule}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ComputeModel:
+    """Seconds each node spends on one round's gradient.
+
+    Args:
+        kind: ``"constant"`` (every node ``mean`` seconds), ``"lognormal"`` (``mean`` times
+            ``exp(sigma Z - sigma^2 / 2)``, so the mean stays ``mean``), or ``"straggler"``
+            (``mean``, and with probability ``p`` per node per round ``slowdown`` times
+            that).
+        mean: seconds per round of a typical node, ``> 0``.
+        sigma: the lognormal's log-standard deviation, ``>= 0``.
+        p: straggler probability per node per round, in ``[0, 1]``.
+        slowdown: a straggler's factor, ``>= 1``.
+        slow_nodes: nodes that are always ``slow_factor`` times slower (any kind).
+        slow_factor: ``>= 1``.
+
+    Raises:
+        NetworkError: a field outside its range.
+    """
+
+    kind: ComputeKind = "constant"
+    mean: float = 1.0
+    sigma: float = 0.5
+    p: float = 0.0
+    slowdown: float = 10.0
+    slow_nodes: tuple[int, ...] = ()
+    slow_factor: float = 1.0
+    _ahead: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in COMPUTE_KINDS:
+            raise NetworkError(
+                f"compute.kind must be one of {', '.join(COMPUTE_KINDS)}, got {self.kind!r}"
+            )
+        _check_nonnegative("compute.mean", self.mean, positive=True)
+        _check_nonnegative("compute.sigma", self.sigma)
+        _check_probability("compute.p", self.p)
+        for name in ("slowdown", "slow_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 1:
+                raise NetworkError(f"compute.{name} must be a number >= 1, got {value!r}")
+        object.__setattr__(self, "slow_nodes", tuple(int(i) for i in self.slow_nodes))
+
+    def draw(self, seed: int, t: int, n: int) -> np.ndarray:
+        """``(n,)`` seconds of round ``t``: a pure function of ``(seed, t)``.
+
+        Random kinds draw :data:`_AHEAD` rounds per generator call (round ``t`` is row
+        ``(t - 1) % _AHEAD`` of block ``(t - 1) // _AHEAD``), so a round costs a slice.
+        """
+        times = np.full(n, self.mean)
+        if self.kind == "lognormal" or (self.kind == "straggler" and self.p > 0):
+            block, row = divmod(t - 1, _AHEAD)
+            cache = self._ahead
+            if cache.get("key") != (seed, block, n):
+                rng = _generator(seed, _COMPUTE_STREAM, block)
+                if self.kind == "lognormal":
+                    z = rng.standard_normal((_AHEAD, n))
+                    cache["values"] = np.exp(self.sigma * z - 0.5 * self.sigma**2)
+                else:
+                    slow = rng.random((_AHEAD, n)) < self.p
+                    cache["values"] = np.where(slow, self.slowdown, 1.0)
+                cache["key"] = (seed, block, n)
+            times *= cache["values"][row]
+        if self.slow_nodes:
+            times[list(self.slow_nodes)] *= self.slow_factor
+        return times
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    """How long a message takes: ``latency + bytes / bandwidth`` seconds.
+
+    Args:
+        latency: seconds per message, ``>= 0``.
+        bandwidth: bytes per second of a node's link, ``> 0`` (``inf``: size is free).
+
+    Raises:
+        NetworkError: a field outside its range.
+    """
+
+    latency: float = 0.0
+    bandwidth: float = math.inf
+
+    def __post_init__(self) -> None:
+        _check_nonnegative("link.latency", self.latency)
+        _check_nonnegative("link.bandwidth", self.bandwidth, positive=True)
+
+    def time(self, nbytes: float) -> float:
+        """Seconds one message of ``nbytes`` bytes takes."""
+        return self.latency + nbytes / self.bandwidth
+
+    def all_reduce_time(self, nbytes: float, nodes: int) -> float:
+        """A ring all-reduce of ``nbytes`` per node among ``nodes``: ``2 (M - 1)`` steps of
+        ``latency`` and ``2 (M - 1) / M`` of the payload through each link."""
+        if nodes <= 1:
+            return 0.0
+        steps = 2 * (nodes - 1)
+        return steps * self.latency + steps / nodes * nbytes / self.bandwidth
+
+
+@dataclass(frozen=True)
+class FaultModel:
+    """What goes wrong: dropped messages, failing links and crashing nodes.
+
+    Args:
+        drop: probability that a message is lost, per message, in ``[0, 1]``.
+        link_fail: probability per round that an up link goes down, in ``[0, 1]``.
+        link_recover: probability per round that a down link comes back, in ``[0, 1]``.
+        crashes: ``{node: round}``: the node crashes (crash-stop) before that round's
+            exchange; rounds ``>= 1``.
+
+    Raises:
+        NetworkError: a field outside its range (the node ids are checked against the
+            network by :class:`NetworkCommunicator`).
+    """
+
+    drop: float = 0.0
+    link_fail: float = 0.0
+    link_recover: float = 1.0
+    crashes: Mapping[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_probability("faults.drop", self.drop)
+        _check_probability("faults.link_fail", self.link_fail)
+        _check_probability("faults.link_recover", self.link_recover)
+        if self.link_fail > 0 and self.link_recover == 0:
+            raise NetworkError(
+                "faults.link_recover must be > 0 when faults.link_fail > 0 (links that never "
+                "recover disconnect the graph); use crashes for permanent failures"
+            )
+        crashes = {}
+        for node, at in dict(self.crashes).items():
+            if isinstance(at, bool) or not isinstance(at, int) or at < 1:
+                raise NetworkError(f"faults.crashes[{node!r}] must be a round >= 1, got {at!r}")
+            crashes[int(node)] = at
+        object.__setattr__(self, "crashes", crashes)
+
+    @property
+    def any(self) -> bool:
+        """Whether anything can go wrong at all."""
+        return self.drop > 0 or self.link_fail > 0 or bool(self.crashes)
+
+
+class NetworkCommunicator:
+    """The simulator's communicator on a simulated network (see the module docstring).
+
+    Args:
+        inner: the simulator communicator, or a topology to build one.
+        compute: per-node compute times (default: 1 s per round, every node alike).
+        link: per-message times (default: free).
+        faults: drops, link failures and crashes (default: none).
+        seed: seeds every draw of the clock and the faults (the run's seed by default when
+            built from a config).
+
+    Raises:
+        NetworkError: a crash of a node the network does not have, or a fault schedule that
+            crashes every node.
+
+    Example:
+        >>> import torch
+        >>> from decent.topology import ring
+        >>> net = NetworkCommunicator(ring(4), link=LinkModel(latency=0.5))
+        >>> _ = net.mix(torch.ones(4, 1, dtype=torch.float64), t=1)
+        >>> net.metrics()["time/sim"]  # one second of compute, half a second of latency
+        1.5
+    """
+
+    def __init__(
+        self,
+        inner: SimCommunicator | Topology,
+        *,
+        compute: ComputeModel | None = None,
+        link: LinkModel | None = None,
+        faults: FaultModel | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.inner = inner if isinstance(inner, SimCommunicator) else SimCommunicator(inner)
+        self.topology = self.inner.topology
+        self.num_nodes = n = self.inner.num_nodes
+        self.node_ids = self.inner.node_ids
+        self.compute = compute or ComputeModel()
+        self.link = link or LinkModel()
+        self.faults = faults or FaultModel()
+        self.seed = int(seed)
+        for node in self.faults.crashes:
+            if not 0 <= node < n:
+                raise NetworkError(
+                    f"faults.crashes names node {node}, but the network has nodes 0..{n - 1}"
+                )
+        if len(self.faults.crashes) >= n:
+            raise NetworkError(
+                f"faults.crashes crashes all {n} nodes; at least one node must stay alive"
+            )
+        for node in self.compute.slow_nodes:
+            if not 0 <= node < n:
+                raise NetworkError(
+                    f"compute.slow_nodes names node {node}, but the network has nodes 0..{n - 1}"
+                )
+        self.stats = CommStats(num_nodes=n)
+        self.clock = np.zeros(n)
+        """``(n,)`` simulated seconds at which each node finished its latest step."""
+        self.alive = np.ones(n, dtype=bool)
+        self.dropped = 0
+        """Messages lost so far (drops and down links; never charged as bytes)."""
+        self._round = 0  # the last round whose compute time is on the clock
+        self._links: dict[int, tuple[MixingMatrix, np.ndarray, np.ndarray]] = {}
+        """Per matrix: each off-diagonal entry's undirected link, and which links are down."""
+        self._ahead: dict[int, tuple[tuple[int, int, int], np.ndarray]] = {}
+        self._alive_t: torch.Tensor | None = None
+        self._edge_cache: dict[int, tuple[MixingMatrix, tuple[np.ndarray, ...]]] = {}
+
+    # -- the clock -----------------------------------------------------------------------
+    def _advance(self, t: int) -> None:
+        """Charge the compute of rounds ``_round + 1 .. t`` and apply the crashes due."""
+        while self._round < t:
+            self._round += 1
+            crashed = [i for i, at in self.faults.crashes.items() if at == self._round]
+            if crashed:
+                self.alive[crashed] = False
+                self._alive_t = None
+            times = self.compute.draw(self.seed, self._round, self.num_nodes)
+            if self.faults.crashes:
+                times[~self.alive] = 0.0
+            self.clock += times
+
+    def begin_round(self, t: int) -> None:
+        """The engine's hook before round ``t``: the nodes compute its gradients (a round
+        without communication, as in local SGD, still takes its compute time)."""
+        self._advance(t)
+
+    # -- Communicator --------------------------------------------------------------------
+    def _edges(self, w: MixingMatrix) -> tuple[np.ndarray, ...]:
+        """``(rows, cols, off-diagonal, rows[off], cols[off], data[off])`` of the entries of
+        ``W``, cached per matrix."""
+        found = self._edge_cache.get(id(w))
+        if found is not None and found[0] is w:
+            return found[1]
+        csr = w.csr
+        rows = np.repeat(np.arange(w.n), np.diff(csr.indptr))
+        cols = csr.indices.astype(np.int64)
+        off = rows != cols
+        edges = (rows, cols, off, rows[off], cols[off], csr.data[off])
+        if len(self._edge_cache) > 64:
+            self._edge_cache.clear()
+        self._edge_cache[id(w)] = (w, edges)
+        return edges
+
+    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
+        """One gossip step under the round's faults; advances the clock."""
+        self._advance(t)
+        plan = self.inner._checked_plan(x, t)
+        w = plan.matrix
+        nbytes = x.shape[1] * x.element_size()
+        rows, cols, off, dst, src, _ = self._edges(w)
+        if not self.faults.any:
+            self.stats.add_gossip(w.out_degree, nbytes)
+            self._tick_gossip(dst, src, nbytes)
+            return self.inner._apply(plan, x)
+        lost = self._lost(w, t, dst, src)
+        everyone = bool(self.alive.all())
+        reached = None if everyone else self.alive[dst] & self.alive[src]
+        if reached is not None:
+            lost &= reached
+        count = int(np.count_nonzero(lost))
+        self.dropped += count
+        if reached is None:
+            sent = w.out_degree - np.bincount(src[lost], minlength=w.n) if count else w.out_degree
+            self.stats.add_gossip(sent, nbytes)
+            # a receiver waits for every live in-neighbour: a lost message times out after
+            # the time a delivered one takes
+            self._tick_gossip(dst, src, nbytes)
+            if not count:
+                return self.inner._apply(plan, x)
+            # W' x = W x + sum over lost (i <- j) of W_ij (x_i - x_j): the weight of a lost
+            # message goes back to its receiver (only while every node is alive: a crashed
+            # node's value may be anything, NaN included, and must not enter W x at all)
+            weight = torch.as_tensor(self._off_weights(w)[lost], dtype=x.dtype, device=x.device)
+            i = torch.as_tensor(dst[lost], device=x.device)
+            j = torch.as_tensor(src[lost], device=x.device)
+            diff = x.index_select(0, i).sub_(x.index_select(0, j)).mul_(weight[:, None])
+            return self.inner._apply(plan, x).index_add_(0, i, diff)
+        delivered_off = reached & ~lost
+        self.stats.add_gossip(np.bincount(src[delivered_off], minlength=w.n), nbytes)
+        self._tick_gossip(dst[reached], src[reached], nbytes)
+        delivered = np.zeros(rows.shape[0], dtype=bool)
+        delivered[off] = delivered_off
+        return self._apply_faulty(w, rows, cols, delivered, off, x)
+
+    def _off_weights(self, w: MixingMatrix) -> np.ndarray:
+        """The off-diagonal entries of ``W`` in CSR order (those of ``dst``, ``src``)."""
+        return self._edges(w)[5]
+
+    def _uniforms(self, stream: int, t: int, count: int) -> np.ndarray:
+        """``(count,)`` uniforms of round ``t``: :data:`_AHEAD` rounds per generator call."""
+        block, row = divmod(t - 1, _AHEAD)
+        key = (stream, block, count)
+        found = self._ahead.get(stream)
+        if found is None or found[0] != key:
+            found = (key, _generator(self.seed, stream, block).random((_AHEAD, count)))
+            self._ahead[stream] = found
+        return found[1][row]
+
+    def _lost(self, w: MixingMatrix, t: int, dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+        """Which off-diagonal entries of ``W_t`` (``dst <- src``) lose their message at round
+        ``t``: dropped, or on a link that is down."""
+        f = self.faults
+        lost = np.zeros(dst.shape[0], dtype=bool)
+        if f.drop > 0:
+            lost |= self._uniforms(_FAULT_STREAM, t, dst.shape[0]) < f.drop
+        if f.link_fail > 0:
+            # one chain per undirected link {i, j}, shared by both directions
+            links = self._links.get(id(w))
+            if links is None or links[0] is not w:
+                lo, hi = np.minimum(dst, src), np.maximum(dst, src)
+                uniq, inverse = np.unique(lo * self.num_nodes + hi, return_inverse=True)
+                links = self._links[id(w)] = (w, inverse, np.zeros(uniq.shape[0], dtype=bool))
+            _, inverse, down = links
+            u = self._uniforms(_LINK_STREAM, t, down.shape[0])
+            down[:] = np.where(down, u >= f.link_recover, u < f.link_fail)
+            lost |= down[inverse]
+        return lost
+
+    def _tick_gossip(self, dst: np.ndarray, src: np.ndarray, nbytes: int) -> None:
+        """``clock_i = max(clock_i, max_{j -> i} clock_j + link(bytes))`` for live ``i``."""
+        ready = self.clock
+        done = ready.copy()
+        np.maximum.at(done, dst, ready[src] + self.link.time(nbytes))
+        # a dead node waits for nothing (and nobody waits for it: not in dst, src)
+        self.clock = done if not self.faults.crashes else np.where(self.alive, done, ready)
+
+    def _apply_faulty(
+        self,
+        w: MixingMatrix,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        delivered: np.ndarray,
+        off: np.ndarray,
+        x: NodeTensor,
+    ) -> NodeTensor:
+        """``W'_t x`` with each lost message's weight moved to its receiver's diagonal.
+
+        The lost entries are left out, not multiplied by zero: ``0 * NaN`` is NaN, and a
+        crashed node's value must not reach anyone whatever it holds.
+        """
+        csr = w.csr
+        data = csr.data.copy()
+        lost = off & ~delivered
+        moved = np.bincount(rows[lost], weights=data[lost], minlength=w.n)
+        diag = ~off
+        data[diag] += moved[rows[diag]]
+        # a crashed node keeps its own value (its row is e_i): it takes no part any more
+        dead_rows = ~self.alive[rows]
+        data[dead_rows & diag] = 1.0
+        keep = ~lost & ~(dead_rows & off)
+        # a sum over the kept entries (index_add), not a sparse product: building a CSR
+        # tensor each round costs more than the product itself
+        where = torch.as_tensor(rows[keep], device=x.device)
+        values = torch.as_tensor(data[keep], dtype=x.dtype, device=x.device)
+        contrib = x.index_select(0, torch.as_tensor(cols[keep], device=x.device))
+        return torch.zeros_like(x).index_add_(0, where, contrib.mul_(values[:, None]))
+
+    def _live_rows(self, x: NodeTensor) -> NodeTensor:
+        if bool(self.alive.all()):
+            return x
+        if self._alive_t is None or self._alive_t.device != x.device:
+            self._alive_t = torch.as_tensor(np.flatnonzero(self.alive), device=x.device)
+        return x.index_select(0, self._alive_t)
+
+    def all_reduce(
+        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
+    ) -> torch.Tensor:
+        """Reduce over the live nodes; an accounted call waits for every live node and
+        costs a ring all-reduce on the clock."""
+        live = self._live_rows(x)
+        out = live.mean(dim=0) if op == "mean" else reduce_rows(live, op)
+        if accounted:
+            nbytes = x.shape[1] * x.element_size()
+            self.stats.add_all_reduce(nbytes)
+            count = int(self.alive.sum())
+            barrier = float(self.clock[self.alive].max())
+            self.clock = np.where(
+                self.alive, barrier + self.link.all_reduce_time(nbytes, count), self.clock
+            )
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """``time/sim`` (the last live node's clock), ``time/sim_mean``, ``faults/dropped``
+        and ``faults/alive_nodes``; ``faults/crashed/node<i>/round`` per crashed node."""
+        live = self.clock[self.alive]
+        out = {
+            "time/sim": float(live.max()),
+            "time/sim_mean": float(live.mean()),
+            "faults/dropped": float(self.dropped),
+            "faults/alive_nodes": float(self.alive.sum()),
+        }
+        for node, at in sorted(self.faults.crashes.items()):
+            if at <= self._round:
+                out[f"faults/crashed/node{node}/round"] = float(at)
+        return out
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return (
+            f"NetworkCommunicator({self.topology.name}, n={self.num_nodes}, "
+            f"compute={self.compute.kind}, drop={self.faults.drop})"
+        )

@@ -1,0 +1,227 @@
+"""The simulated network: clock, drops, link failures and crashes.
+
+The clock is checked against closed forms and against an independent per-node event loop;
+the faults against what they must and must not do to the values."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import decent
+from decent.comm import SimCommunicator
+from decent.comm.network import (
+    ComputeModel,
+    FaultModel,
+    LinkModel,
+    NetworkCommunicator,
+    NetworkError,
+)
+from decent.tasks import LeastSquares
+from decent.topology import erdos_renyi, ring, torus
+
+METHODS = {
+    "dsgd": lambda: decent.DSGD(lr=0.05),
+    "dat_sgd": lambda: decent.DATSGD(lr=0.05 / 60),
+    "gradient_tracking": lambda: decent.GradientTracking(lr=0.02),
+}
+
+
+def _train(comm, method: str = "dsgd", rounds: int = 60, seed: int = 0):
+    task = LeastSquares(comm.num_nodes, dim=6, heterogeneity=1.0)
+    return decent.train(METHODS[method](), task, comm, rounds=rounds, seed=seed, eval_every=20)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_clock_without_faults_changes_nothing_bit_for_bit(method: str) -> None:
+    plain = _train(SimCommunicator(ring(12)), method)
+    clocked = NetworkCommunicator(
+        ring(12),
+        compute=ComputeModel("lognormal", sigma=1.0, slow_nodes=(3,), slow_factor=4.0),
+        link=LinkModel(latency=0.01, bandwidth=1e5),
+    )
+    timed = _train(clocked, method)
+    assert torch.equal(plain.output, timed.output)
+    for a, b in zip(plain.records, timed.records, strict=True):
+        for key, value in a.items():
+            if key != "time/wall_s":
+                assert b[key] == value, key
+    times = [r["time/sim"] for r in timed.records]
+    assert times[0] == 0.0 and all(b > a for a, b in itertools.pairwise(times))
+
+
+def test_gossip_and_all_reduce_times_match_their_closed_forms() -> None:
+    n, rounds, latency, bandwidth, d = 8, 30, 0.25, 1000.0, 6
+    link = LinkModel(latency=latency, bandwidth=bandwidth)
+    message = d * 8  # float64
+    gossip = _train(NetworkCommunicator(ring(n), link=link), "dsgd", rounds)
+    assert gossip.records[-1]["time/sim"] == pytest.approx(rounds * (1 + link.time(message)))
+    # DAT-SGD gossips [w | x]: one message of twice the size per round
+    dat = _train(NetworkCommunicator(ring(n), link=link), "dat_sgd", rounds)
+    assert dat.records[-1]["time/sim"] == pytest.approx(rounds * (1 + link.time(2 * message)))
+    task = LeastSquares(n, dim=d, heterogeneity=1.0)
+    mb = decent.train(
+        decent.MinibatchSGD(lr=0.05), task, NetworkCommunicator(ring(n), link=link), rounds=rounds
+    )
+    ring_all_reduce = 2 * (n - 1) * latency + 2 * (n - 1) / n * message / bandwidth
+    assert mb.records[-1]["time/sim"] == pytest.approx(rounds * (1 + ring_all_reduce))
+
+
+def _event_loop_clock(w: np.ndarray, compute: list[np.ndarray], link: float) -> np.ndarray:
+    """The clock by hand: node by node, neighbour by neighbour (one mix per round)."""
+    n = w.shape[0]
+    clock = np.zeros(n)
+    for times in compute:
+        ready = [clock[i] + times[i] for i in range(n)]
+        new = list(ready)
+        for i in range(n):
+            for j in range(n):
+                if j != i and w[i, j] != 0:
+                    new[i] = max(new[i], ready[j] + link)
+        clock = np.array(new)
+    return clock
+
+
+def test_the_clock_is_the_per_node_event_loop_on_a_random_graph_with_stragglers() -> None:
+    topo = erdos_renyi(10, 0.3, seed=4)
+    compute = ComputeModel("straggler", mean=0.5, p=0.2, slowdown=7.0)
+    net = NetworkCommunicator(topo, compute=compute, link=LinkModel(latency=0.1), seed=9)
+    x = torch.zeros(10, 3, dtype=torch.float64)
+    for t in range(1, 26):
+        net.begin_round(t)
+        x = net.mix(x, t)
+    draws = [compute.draw(9, t, 10) for t in range(1, 26)]
+    assert any((d > 0.5).any() for d in draws)  # some stragglers were drawn
+    expected = _event_loop_clock(topo.weights(1).dense(), draws, 0.1)
+    np.testing.assert_allclose(net.clock, expected, rtol=1e-12)
+
+
+def test_one_persistently_slow_node_sets_the_pace_of_a_connected_gossip_network() -> None:
+    compute = ComputeModel(slow_nodes=(0,), slow_factor=5.0)
+    net = NetworkCommunicator(ring(9), compute=compute)
+    x = torch.zeros(9, 1, dtype=torch.float64)
+    for t in range(1, 101):
+        x = net.mix(x, t)
+    # after the slow node's delay has spread (diameter 4), every node waits on it each round
+    assert net.metrics()["time/sim"] == pytest.approx(100 * 5.0)
+    assert net.clock.min() >= 100 * 5.0 - 4 * 5.0
+
+
+def test_lognormal_compute_keeps_its_mean() -> None:
+    draws = ComputeModel("lognormal", mean=2.0, sigma=0.8).draw(1, 1, 200_000)
+    # mean exp(sigma Z - sigma^2 / 2) = 1; the standard error of the mean is ~0.0021 here
+    assert draws.mean() == pytest.approx(2.0, abs=0.012)
+
+
+def test_the_same_seed_reproduces_the_same_faulty_run_and_another_seed_does_not() -> None:
+    faults = FaultModel(drop=0.2, link_fail=0.1, link_recover=0.5, crashes={2: 15})
+
+    def run(seed: int):
+        return _train(NetworkCommunicator(torus(16), faults=faults, seed=seed), "dsgd")
+
+    a, b, c = run(1), run(1), run(2)
+    assert torch.equal(a.output, b.output)
+    assert a.records[-1]["faults/dropped"] == b.records[-1]["faults/dropped"]
+    assert not torch.equal(a.output, c.output)
+
+
+def test_a_crashed_node_never_reaches_anyone_after_its_crash() -> None:
+    net = NetworkCommunicator(ring(6), faults=FaultModel(crashes={2: 4}))
+    marked = torch.zeros(6, 2, dtype=torch.float64)
+    marked[2] = 1.0
+    before = net.mix(marked, 3)  # round 3: node 2 is alive, its neighbours take its value
+    assert (before[[1, 3]] > 0).all() and (before[[0, 4, 5]] == 0).all()
+    poisoned = torch.zeros(6, 2, dtype=torch.float64)
+    poisoned[2] = math.nan  # NaN, not a marker: a zeroed weight would still spread it
+    for t in (4, 5, 6):
+        after = net.mix(poisoned, t)
+        assert not after[[0, 1, 3, 4, 5]].isnan().any()
+        assert after[2].isnan().all()  # it keeps its own value: nothing moves it
+    m = net.metrics()
+    assert m["faults/alive_nodes"] == 5 and m["faults/crashed/node2/round"] == 4
+    # messages to and from a crashed node are not sent: ring(6) has 12, minus 4 touching 2
+    assert net.stats.messages == 12 + 3 * 8
+
+
+def test_drops_are_counted_never_charged_and_keep_each_row_stochastic() -> None:
+    n, rounds = 20, 40
+    net = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3), seed=3)
+    edges = torus(n).weights(1).num_messages
+    x = torch.randn(n, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ones = torch.ones(n, 1, dtype=torch.float64)
+    for t in range(1, rounds + 1):
+        mixed = net.mix(ones, t)
+        torch.testing.assert_close(mixed, ones, rtol=0, atol=1e-15)  # rows sum to one
+    dropped = net.metrics()["faults/dropped"]
+    assert 0.2 * rounds * edges < dropped < 0.4 * rounds * edges
+    assert net.stats.messages + dropped == rounds * edges
+    assert net.stats.bytes == net.stats.messages * 8  # only delivered messages are charged
+    assert int(net.stats.bytes_per_node.sum()) == net.stats.bytes
+    # the weight of a lost message stays with its receiver: an explicit check of one round
+    net2 = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3), seed=3)
+    matrix = torus(n).weights(1)
+    w = matrix.dense()
+    _, _, _, dst, src, _ = net2._edges(net2.inner.weights(1))
+    lost = net2._lost(matrix, 1, dst, src)
+    assert lost.any()
+    w_eff = w.copy()
+    for i, j in zip(dst[lost], src[lost], strict=True):
+        w_eff[i, i] += w_eff[i, j]
+        w_eff[i, j] = 0.0
+    got = net2.mix(x, 1)
+    torch.testing.assert_close(got, torch.as_tensor(w_eff) @ x, rtol=0, atol=1e-14)
+
+
+def test_a_failed_link_is_down_both_ways_and_recovers() -> None:
+    topo = ring(10)
+    net = NetworkCommunicator(topo, faults=FaultModel(link_fail=0.3, link_recover=0.4), seed=5)
+    w = topo.weights(1)
+    _, _, _, dst, src, _ = net._edges(w)
+    pattern = [net._lost(w, t, dst, src) for t in range(1, 200)]
+    index = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(dst, src, strict=True))}
+    for lost in pattern:
+        for (i, j), k in index.items():
+            assert lost[k] == lost[index[(j, i)]]
+    stack = np.array(pattern)
+    down = stack.mean()
+    assert 0.3 < down < 0.6  # stationary 0.3 / (0.3 + 0.4) = 0.43
+    # recoveries happen: every link is seen both up and down
+    assert stack.any(axis=0).all() and (~stack).any(axis=0).all()
+
+
+def test_all_reduce_and_every_metric_are_over_live_nodes() -> None:
+    net = NetworkCommunicator(ring(4), faults=FaultModel(crashes={1: 1}))
+    net.begin_round(1)
+    x = torch.tensor([[1.0], [100.0], [3.0], [5.0]], dtype=torch.float64)
+    assert net.all_reduce(x, "mean").item() == 3.0
+    assert net.all_reduce(x, "max", accounted=False).item() == 5.0
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: FaultModel(drop=1.5), "faults.drop"),
+        (lambda: FaultModel(drop=-0.1), "faults.drop"),
+        (lambda: FaultModel(link_fail=0.2, link_recover=0.0), "faults.link_recover"),
+        (lambda: FaultModel(crashes={0: 0}), "faults.crashes"),
+        (lambda: ComputeModel("gamma"), "compute.kind"),  # type: ignore[arg-type]
+        (lambda: ComputeModel(p=2.0), "compute.p"),
+        (lambda: ComputeModel(mean=0.0), "compute.mean"),
+        (lambda: ComputeModel(slowdown=0.5), "compute.slowdown"),
+        (lambda: LinkModel(latency=-1.0), "link.latency"),
+        (lambda: LinkModel(bandwidth=0.0), "link.bandwidth"),
+        (lambda: NetworkCommunicator(ring(4), faults=FaultModel(crashes={7: 3})), "crashes"),
+        (
+            lambda: NetworkCommunicator(ring(3), faults=FaultModel(crashes={0: 1, 1: 2, 2: 3})),
+            "crashes",
+        ),
+        (lambda: NetworkCommunicator(ring(4), compute=ComputeModel(slow_nodes=(9,))), "slow"),
+    ],
+)
+def test_bad_network_input_names_the_field(build, field: str) -> None:
+    with pytest.raises(NetworkError, match=field):
+        build()

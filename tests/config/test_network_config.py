@@ -1,0 +1,126 @@
+"""The ``[network]`` section: building, recording, grouping, and its error messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from decent.comm.network import NetworkCommunicator
+from decent.config import ConfigError, build, loads_config
+from decent.run import run_config, train_experiment
+from decent.run.single import replica_key
+
+BASE = """
+study = "net"
+rounds = 30
+eval_every = 10
+
+[topology]
+kind = "ring"
+num_nodes = 8
+
+[algorithm]
+kind = "dsgd"
+lr = 0.05
+
+[task]
+kind = "least_squares"
+dim = 4
+heterogeneity = 1.0
+"""
+
+NETWORK = """
+[network]
+latency = 0.1
+bandwidth = 320.0
+
+[network.compute]
+kind = "straggler"
+p = 0.2
+slowdown = 4.0
+
+[network.faults]
+drop = 0.25
+crashes = {"3" = 12}
+"""
+
+
+def lines(err: ConfigError) -> list[str]:
+    return str(err).splitlines()[1:]
+
+
+def test_a_network_section_builds_the_network_and_records_time_and_faults(tmp_path) -> None:
+    from decent.results import Store
+
+    cfg = loads_config(BASE + NETWORK)
+    exp = build(cfg)
+    assert isinstance(exp.comm, NetworkCommunicator)
+    assert exp.comm.faults.crashes == {3: 12} and exp.comm.link.bandwidth == 320.0
+    store = Store(tmp_path / "s.sqlite")
+    outcome = run_config(cfg, store)
+    assert outcome.status == "finished"
+    final = outcome.final
+    # 30 rounds: at least one second of compute each, plus latency and 32-byte messages
+    assert final["time/sim"] >= 30 * (1 + 0.1 + 32 / 320.0)
+    assert final["faults/alive_nodes"] == 7 and final["faults/dropped"] > 0
+    assert final["faults/crashed/node3/round"] == 12
+    rows = store.records(run_ids=[outcome.run_id], metrics=["time/sim"]).sort_values("round")
+    assert list(rows["round"]) == [0, 10, 20, 30]
+    assert list(rows["value"]) == sorted(rows["value"]) and rows["value"].iloc[0] == 0.0
+
+
+def test_without_a_network_section_nothing_changes_and_old_run_ids_stay() -> None:
+    cfg = loads_config(BASE)
+    assert "network" not in cfg.run_dict()
+    assert not isinstance(build(cfg).comm, NetworkCommunicator)
+
+
+def test_the_same_config_reproduces_its_faults_and_the_seed_changes_them() -> None:
+    a = train_experiment(build(loads_config(BASE + NETWORK)))
+    b = train_experiment(build(loads_config(BASE + NETWORK)))
+    c = train_experiment(build(loads_config("seed = 1\n" + BASE + NETWORK)))
+    assert a.output.equal(b.output)
+    assert a.final["faults/dropped"] == b.final["faults/dropped"]
+    assert a.final["faults/dropped"] != c.final["faults/dropped"]
+
+
+def test_network_runs_are_never_grouped_into_one_replica_batch() -> None:
+    one = loads_config(BASE + NETWORK)
+    other = loads_config("seed = 1\n" + BASE + NETWORK)
+    assert replica_key(one) != replica_key(other)
+    plain = loads_config(BASE), loads_config("seed = 1\n" + BASE)
+    assert replica_key(plain[0]) == replica_key(plain[1])
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("drop = 0.25", "drop = 1.5"), "network.faults.drop: 1.5 -> must be <= 1"),
+        (('crashes = {"3" = 12}', 'crashes = {"30" = 12}'), "network.faults.crashes: 30"),
+        (('crashes = {"3" = 12}', 'crashes = {"3" = 0}'), "network.faults.crashes: {3 = 0} -> must be >= 1"),
+        (("latency = 0.1", "latency = -1.0"), "network.latency: -1.0 -> must be >= 0"),
+        (('kind = "straggler"', 'kind = "gamma"'), "network.compute.kind"),
+        (("p = 0.2", "p = 2.0"), "network.compute.p: 2.0 -> must be <= 1"),
+        (
+            ('crashes = {"3" = 12}', "link_fail = 0.5\nlink_recover = 0.0"),
+            "faults.link_recover must be > 0",
+        ),
+    ],
+)
+def test_bad_network_input_is_one_line_naming_the_field(edit, expected) -> None:
+    old, new = edit
+    with pytest.raises(ConfigError) as err:
+        build(loads_config(BASE + NETWORK.replace(old, new)))
+    assert any(expected in line for line in lines(err.value)), lines(err.value)
+
+
+def test_a_schedule_that_crashes_every_node_is_refused_before_training() -> None:
+    every = ", ".join(f'"{i}" = {i + 1}' for i in range(8))
+    with pytest.raises(ConfigError) as err:
+        build(loads_config(BASE + NETWORK.replace('crashes = {"3" = 12}', f"crashes = {{{every}}}")))
+    assert "at least one node must stay alive" in str(err.value)
+
+
+def test_a_network_needs_the_simulator() -> None:
+    with pytest.raises(ConfigError) as err:
+        build(loads_config("chebyshev_steps = 2\n" + BASE + NETWORK))
+    assert "network" in str(err.value) and "chebyshev_steps" in str(err.value)
