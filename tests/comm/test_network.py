@@ -225,3 +225,104 @@ def test_all_reduce_and_every_metric_are_over_live_nodes() -> None:
 def test_bad_network_input_names_the_field(build, field: str) -> None:
     with pytest.raises(NetworkError, match=field):
         build()
+
+
+@pytest.mark.parametrize("method", ["dsgd", "dat_sgd", "minibatch_sgd"])
+def test_the_clock_alone_is_the_clock_of_a_training_run(method: str) -> None:
+    from decent.comm.network import simulate_clock
+
+    compute = ComputeModel("straggler", p=0.2, slowdown=6.0)
+    link = LinkModel(latency=0.05, bandwidth=2000.0)
+    topo = torus(16)
+    task = LeastSquares(16, dim=6, heterogeneity=1.0)
+    algorithm = {
+        "dsgd": decent.DSGD(lr=0.05),
+        "dat_sgd": decent.DATSGD(lr=0.001),
+        "minibatch_sgd": decent.MinibatchSGD(lr=0.05),
+    }[method]
+    net = NetworkCommunicator(topo, compute=compute, link=link, seed=4)
+    run = decent.train(algorithm, task, net, rounds=40, seed=4, eval_every=8)
+    message = 6 * 8 * (2 if method == "dat_sgd" else 1)
+    pattern = "all_reduce" if method == "minibatch_sgd" else "gossip"
+    alone = simulate_clock(topo, 40, message, pattern=pattern, compute=compute, link=link, seed=4)
+    for record in run.records[1:]:
+        assert record["time/sim"] == alone[int(record["round"]) - 1]
+
+
+# -- bounded-delay gossip --------------------------------------------------------------
+
+
+def test_a_constant_delay_is_the_delayed_communicator_the_overlap_mode_is_checked_against() -> None:
+    from decent.comm import DelayedCommunicator
+    from decent.comm.network import DelayModel
+
+    for method in ("dsgd", "dat_sgd"):
+        twin = _train(DelayedCommunicator(ring(12), delay=2), method)
+        net = NetworkCommunicator(ring(12), delays=DelayModel(2, "constant"))
+        ours = _train(net, method)
+        torch.testing.assert_close(ours.output, twin.output, rtol=0, atol=1e-13)
+        assert net.delay_max == 2
+
+
+@pytest.mark.parametrize("kind", ["clock", "uniform", "constant"])
+def test_delays_never_exceed_their_bound_and_the_seed_fixes_them(kind: str) -> None:
+    from decent.comm.network import DelayModel
+
+    def run(seed: int) -> tuple[NetworkCommunicator, decent.RunResult]:
+        net = NetworkCommunicator(
+            torus(16),
+            compute=ComputeModel("straggler", p=0.3, slowdown=8.0),
+            link=LinkModel(latency=0.3),
+            delays=DelayModel(3, kind),  # type: ignore[arg-type]
+            seed=seed,
+        )
+        return net, _train(net, "dsgd", rounds=50, seed=seed)
+
+    (a, ra), (b, rb) = run(5), run(5)
+    assert torch.equal(ra.output, rb.output) and a.delay_sum == b.delay_sum
+    assert 0 <= a.delay_max <= 3
+    assert ra.records[-1]["delay/max"] <= 3
+    if kind != "constant":
+        assert 0 < ra.records[-1]["delay/mean"] < 3  # some messages are stale, not all
+
+
+def test_bounded_staleness_mixes_the_newest_message_that_arrived_and_beats_waiting() -> None:
+    """One slow node on a path of three, by hand: the others stop waiting for it."""
+    from decent.comm.network import DelayModel
+    from decent.topology import from_edges
+
+    path = lambda n: from_edges(n, [(0, 1), (1, 2)])  # noqa: E731  (the path 0 - 1 - 2)
+    compute = ComputeModel(slow_nodes=(0,), slow_factor=3.0)
+    sync = NetworkCommunicator(path(3), compute=compute)
+    stale = NetworkCommunicator(path(3), compute=compute, delays=DelayModel(2, "clock"))
+    x = torch.zeros(3, 1, dtype=torch.float64)
+    for t in range(1, 4):
+        sync.mix(x + t, t)
+        got = stale.mix(x + t, t)
+    # node 0 computes 3 per round, nodes 1 and 2 compute 1; no latency; a node sends when
+    # it is ready (s) and then waits (c). By hand:
+    # round 1 (nothing older, everyone needs round 1): s = 3, 1, 1; c = 3, 3, 1
+    # round 2 (needs round 1): s = 6, 4, 2; node 1 has node 0's round 1 (sent at 3) and
+    #   node 2's (at 1), node 2 has node 1's (at 1): c = 6, 4, 2
+    # round 3 (needs round 1): s = 9, 5, 3; node 1's newest from node 0 is round 1 (its
+    #   round 2 and 3 were sent at 6 and 9 > 5), from node 2 round 3 (at 3 <= 5); node 2's
+    #   newest from node 1 is round 1 (at 1; rounds 2, 3 at 4, 5 > 3): c = 9, 5, 3.
+    # Waiting for everything instead: c = 9, 9, 7.
+    np.testing.assert_allclose(stale.clock, [9.0, 5.0, 3.0])
+    np.testing.assert_allclose(sync.clock, [9.0, 9.0, 7.0])
+    w = path(3).weights(1).dense()
+    expected_node1 = w[1, 1] * 3 + w[1, 0] * 1 + w[1, 2] * 3
+    assert got[1].item() == pytest.approx(expected_node1)
+    assert got[0].item() == pytest.approx(w[0, 0] * 3 + w[0, 1] * 3)
+    assert got[2].item() == pytest.approx(w[2, 2] * 3 + w[2, 1] * 1)
+
+
+def test_bad_delay_input_names_the_field() -> None:
+    from decent.comm.network import DelayModel
+
+    with pytest.raises(NetworkError, match=r"delays\.max_delay"):
+        DelayModel(-1)
+    with pytest.raises(NetworkError, match=r"delays\.kind"):
+        DelayModel(2, "poisson")  # type: ignore[arg-type]
+    with pytest.raises(NetworkError, match="does not combine with faults"):
+        NetworkCommunicator(ring(4), delays=DelayModel(1), faults=FaultModel(drop=0.1))

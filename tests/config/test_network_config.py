@@ -96,7 +96,10 @@ def test_network_runs_are_never_grouped_into_one_replica_batch() -> None:
     [
         (("drop = 0.25", "drop = 1.5"), "network.faults.drop: 1.5 -> must be <= 1"),
         (('crashes = {"3" = 12}', 'crashes = {"30" = 12}'), "network.faults.crashes: 30"),
-        (('crashes = {"3" = 12}', 'crashes = {"3" = 0}'), "network.faults.crashes: {3 = 0} -> must be >= 1"),
+        (
+            ('crashes = {"3" = 12}', 'crashes = {"3" = 0}'),
+            "network.faults.crashes: {3 = 0} -> must be >= 1",
+        ),
         (("latency = 0.1", "latency = -1.0"), "network.latency: -1.0 -> must be >= 0"),
         (('kind = "straggler"', 'kind = "gamma"'), "network.compute.kind"),
         (("p = 0.2", "p = 2.0"), "network.compute.p: 2.0 -> must be <= 1"),
@@ -116,7 +119,9 @@ def test_bad_network_input_is_one_line_naming_the_field(edit, expected) -> None:
 def test_a_schedule_that_crashes_every_node_is_refused_before_training() -> None:
     every = ", ".join(f'"{i}" = {i + 1}' for i in range(8))
     with pytest.raises(ConfigError) as err:
-        build(loads_config(BASE + NETWORK.replace('crashes = {"3" = 12}', f"crashes = {{{every}}}")))
+        build(
+            loads_config(BASE + NETWORK.replace('crashes = {"3" = 12}', f"crashes = {{{every}}}"))
+        )
     assert "at least one node must stay alive" in str(err.value)
 
 
@@ -124,3 +129,19 @@ def test_a_network_needs_the_simulator() -> None:
     with pytest.raises(ConfigError) as err:
         build(loads_config("chebyshev_steps = 2\n" + BASE + NETWORK))
     assert "network" in str(err.value) and "chebyshev_steps" in str(err.value)
+
+
+def test_bounded_delays_from_a_config_record_their_staleness() -> None:
+    delayed = (
+        BASE
+        + NETWORK.replace('drop = 0.25\ncrashes = {"3" = 12}', "")
+        + ('\n[network.delays]\nmax_delay = 2\nkind = "clock"\n')
+    )
+    result = train_experiment(build(loads_config(delayed)))
+    assert 0 < result.final["delay/mean"] <= result.final["delay/max"] <= 2
+    with pytest.raises(ConfigError) as err:
+        build(loads_config(delayed.replace("max_delay = 2", "max_delay = -1")))
+    assert any("network.delays.max_delay: -1 -> must be >= 0" in line for line in lines(err.value))
+    with pytest.raises(ConfigError) as err:
+        build(loads_config(BASE + NETWORK + "\n[network.delays]\nmax_delay = 2\n"))
+    assert "does not combine with faults" in str(err.value)

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "flagship",
     "scaling",
     "compare",
+    "network",
     "config_docs",
 )
 """Command modules under ``decent.cli``, registered in this order."""

@@ -57,10 +57,12 @@ from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = [
     "ComputeModel",
+    "DelayModel",
     "FaultModel",
     "LinkModel",
     "NetworkCommunicator",
     "NetworkError",
+    "simulate_clock",
 ]
 
 ComputeKind = Literal["constant", "lognormal", "straggler"]
@@ -69,6 +71,7 @@ COMPUTE_KINDS: tuple[str, ...] = ("constant", "lognormal", "straggler")
 _COMPUTE_STREAM = 0x636F6D70  # "comp": keys of the compute-time draws
 _FAULT_STREAM = 0x66617574  # "faut": keys of the drops and link failures
 _LINK_STREAM = 0x6C696E6B  # "link": keys of the link failures and recoveries
+_DELAY_STREAM = 0x64656C61  # "dela": keys of the uniform delays
 _AHEAD = 64
 """Rounds of compute times drawn per generator call."""
 
@@ -241,6 +244,68 @@ class FaultModel:
         return self.drop > 0 or self.link_fail > 0 or bool(self.crashes)
 
 
+DelayKind = Literal["clock", "uniform", "constant"]
+DELAY_KINDS: tuple[str, ...] = ("clock", "uniform", "constant")
+
+
+@dataclass(frozen=True)
+class DelayModel:
+    """Bounded-delay gossip: node ``i`` mixes neighbour ``j``'s value from ``tau_ij(t)``
+    rounds ago, ``0 <= tau_ij(t) <= max_delay`` (and never before round 1).
+
+    Args:
+        max_delay: ``D >= 0`` rounds; ``0`` is synchronous gossip.
+        kind: where the delays come from.
+
+            * ``"clock"`` (bounded staleness): a node does not wait for a message younger
+              than ``D`` rounds. It mixes the newest message of each neighbour that has
+              arrived when it is ready, and waits only for the one of round ``t - D``. The
+              delays follow from the compute and link models, and stragglers stop holding
+              up their neighbours.
+            * ``"uniform"``: ``tau_ij(t)`` uniform on ``0 .. D``, drawn from the run's
+              seed. No node waits: the clock charges compute only.
+            * ``"constant"``: ``tau_ij(t) = D``, the simulator twin of a transport that is
+              ``D`` exchanges behind (:class:`~decent.comm.delay.DelayedCommunicator`).
+              Nodes wait for the message of round ``t - D``.
+
+    Raises:
+        NetworkError: ``max_delay`` below 0 or not an integer, an unknown ``kind``.
+    """
+
+    max_delay: int = 0
+    kind: DelayKind = "clock"
+
+    def __post_init__(self) -> None:
+        d = self.max_delay
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise NetworkError(f"delays.max_delay must be an integer >= 0 (rounds), got {d!r}")
+        if self.kind not in DELAY_KINDS:
+            raise NetworkError(
+                f"delays.kind must be one of {', '.join(DELAY_KINDS)}, got {self.kind!r}"
+            )
+
+
+class _History:
+    """The last ``D + 1`` values sent through one mix slot, and when each node sent them."""
+
+    def __init__(self, depth: int, x: NodeTensor) -> None:
+        self.depth = depth
+        self.values = torch.empty((depth, *x.shape), dtype=x.dtype, device=x.device)
+        self.sent = np.zeros((depth, x.shape[0]))  # ready times s_j(r)
+        self.rounds = 0  # rounds pushed so far
+
+    def push(self, t: int, x: NodeTensor, ready: np.ndarray) -> None:
+        if self.values.shape[1:] != x.shape or self.values.dtype != x.dtype:
+            raise ValueError(
+                f"delayed mixing needs the same shape and dtype on every call; got "
+                f"{tuple(x.shape)} {x.dtype} after {tuple(self.values.shape[1:])} "
+                f"{self.values.dtype}"
+            )
+        self.values[t % self.depth].copy_(x)
+        self.sent[t % self.depth] = ready
+        self.rounds += 1
+
+
 class NetworkCommunicator:
     """The simulator's communicator on a simulated network (see the module docstring).
 
@@ -249,6 +314,7 @@ class NetworkCommunicator:
         compute: per-node compute times (default: 1 s per round, every node alike).
         link: per-message times (default: free).
         faults: drops, link failures and crashes (default: none).
+        delays: bounded-delay gossip (default: none, every node waits for its neighbours).
         seed: seeds every draw of the clock and the faults (the run's seed by default when
             built from a config).
 
@@ -272,6 +338,7 @@ class NetworkCommunicator:
         compute: ComputeModel | None = None,
         link: LinkModel | None = None,
         faults: FaultModel | None = None,
+        delays: DelayModel | None = None,
         seed: int = 0,
     ) -> None:
         self.inner = inner if isinstance(inner, SimCommunicator) else SimCommunicator(inner)
@@ -281,7 +348,13 @@ class NetworkCommunicator:
         self.compute = compute or ComputeModel()
         self.link = link or LinkModel()
         self.faults = faults or FaultModel()
+        self.delays = delays or DelayModel()
         self.seed = int(seed)
+        if self.delays.max_delay > 0 and self.faults.any:
+            raise NetworkError(
+                "delays.max_delay > 0 does not combine with faults (drops, link failures, "
+                "crashes) yet; use one or the other"
+            )
         for node in self.faults.crashes:
             if not 0 <= node < n:
                 raise NetworkError(
@@ -308,6 +381,14 @@ class NetworkCommunicator:
         self._ahead: dict[int, tuple[tuple[int, int, int], np.ndarray]] = {}
         self._alive_t: torch.Tensor | None = None
         self._edge_cache: dict[int, tuple[MixingMatrix, tuple[np.ndarray, ...]]] = {}
+        self._diag_cache: dict[int, tuple[MixingMatrix, np.ndarray]] = {}
+        self._histories: list[_History] = []  # one per mix call of a round (slot)
+        self._slot = 0
+        self._slot_round = 0
+        self.delay_sum = 0.0
+        """Sum of ``tau_ij(t)`` over the messages mixed so far (``delay/mean`` divides)."""
+        self.delay_count = 0
+        self.delay_max = 0
 
     # -- the clock -----------------------------------------------------------------------
     def _advance(self, t: int) -> None:
@@ -352,6 +433,9 @@ class NetworkCommunicator:
         w = plan.matrix
         nbytes = x.shape[1] * x.element_size()
         rows, cols, off, dst, src, _ = self._edges(w)
+        if self.delays.max_delay > 0:
+            self.stats.add_gossip(w.out_degree, nbytes)
+            return self._mix_delayed(x, t, w, nbytes)
         if not self.faults.any:
             self.stats.add_gossip(w.out_degree, nbytes)
             self._tick_gossip(dst, src, nbytes)
@@ -385,6 +469,57 @@ class NetworkCommunicator:
         delivered = np.zeros(rows.shape[0], dtype=bool)
         delivered[off] = delivered_off
         return self._apply_faulty(w, rows, cols, delivered, off, x)
+
+    def _mix_delayed(self, x: NodeTensor, t: int, w: MixingMatrix, nbytes: int) -> NodeTensor:
+        """``y_i = W_ii x_i(t) + sum_j W_ij x_j(t - tau_ij(t))`` (see :class:`DelayModel`)."""
+        if self._slot_round != t:
+            self._slot_round, self._slot = t, 0
+        slot = self._slot
+        self._slot += 1
+        depth = self.delays.max_delay + 1
+        if slot == len(self._histories):
+            self._histories.append(_History(depth, x))
+        hist = self._histories[slot]
+        ready = self.clock.copy()  # s_i(t): computed, ready to send and mix
+        hist.push(t, x, ready)
+        _, _, _, dst, src, weight = self._edges(w)
+        oldest = min(self.delays.max_delay, hist.rounds - 1)  # never before the first round
+        kind = self.delays.kind
+        link = self.link.time(nbytes)
+        if kind == "uniform":
+            u = self._uniforms(_DELAY_STREAM, t, dst.shape[0])
+            tau = np.minimum((u * (self.delays.max_delay + 1)).astype(np.int64), oldest)
+        else:
+            # j's message of round t - oldest must be in: wait for it
+            must = hist.sent[(t - oldest) % depth][src] + link
+            wait = ready.copy()
+            np.maximum.at(wait, dst, must)
+            self.clock = wait
+            if kind == "constant":
+                tau = np.full(dst.shape[0], oldest, dtype=np.int64)
+            else:
+                # the newest message of rounds t - oldest .. t that has arrived by then
+                ages = np.arange(oldest + 1)
+                arrived = hist.sent[(t - ages) % depth][:, src] + link <= wait[dst][None, :]
+                tau = np.argmax(arrived, axis=0).astype(np.int64)  # first True: the newest
+        self.delay_sum += float(tau.sum())
+        self.delay_count += int(tau.shape[0])
+        self.delay_max = max(self.delay_max, int(tau.max()) if tau.size else 0)
+        n = x.shape[0]
+        where = torch.as_tensor(((t - tau) % depth) * n + src, device=x.device)
+        stale = hist.values.view(depth * n, -1).index_select(0, where)
+        coef = torch.as_tensor(weight, dtype=x.dtype, device=x.device)
+        diag = torch.as_tensor(self._diagonal(w), dtype=x.dtype, device=x.device)
+        out = x * diag[:, None]
+        return out.index_add_(0, torch.as_tensor(dst, device=x.device), stale.mul_(coef[:, None]))
+
+    def _diagonal(self, w: MixingMatrix) -> np.ndarray:
+        """``(n,)`` the diagonal of ``W`` (zero where a node has no self-weight)."""
+        found = self._diag_cache.get(id(w))
+        if found is None or found[0] is not w:
+            found = (w, w.csr.diagonal())
+            self._diag_cache[id(w)] = found
+        return found[1]
 
     def _off_weights(self, w: MixingMatrix) -> np.ndarray:
         """The off-diagonal entries of ``W`` in CSR order (those of ``dst``, ``src``)."""
@@ -493,6 +628,9 @@ class NetworkCommunicator:
             "faults/dropped": float(self.dropped),
             "faults/alive_nodes": float(self.alive.sum()),
         }
+        if self.delays.max_delay > 0:
+            out["delay/mean"] = self.delay_sum / max(self.delay_count, 1)
+            out["delay/max"] = float(self.delay_max)
         for node, at in sorted(self.faults.crashes.items()):
             if at <= self._round:
                 out[f"faults/crashed/node{node}/round"] = float(at)
@@ -506,3 +644,45 @@ class NetworkCommunicator:
             f"NetworkCommunicator({self.topology.name}, n={self.num_nodes}, "
             f"compute={self.compute.kind}, drop={self.faults.drop})"
         )
+
+
+def simulate_clock(
+    topology: Topology,
+    rounds: int,
+    message_bytes: int,
+    *,
+    pattern: Literal["gossip", "all_reduce"] = "gossip",
+    compute: ComputeModel | None = None,
+    link: LinkModel | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """``(rounds,)`` ``time/sim`` after each round, from the clock alone (no training).
+
+    The clock of a fault-free network does not depend on the values exchanged, so the time
+    a method needs for ``t`` rounds is this function's ``[t - 1]``: what a training run with
+    a :class:`NetworkCommunicator` of the same models records (tested), at the cost of a few
+    numpy operations per round. ``pattern`` is one gossip of ``message_bytes`` per round
+    (D-SGD, DAT-SGD) or one ring all-reduce of it (minibatch SGD).
+
+    Raises:
+        NetworkError: ``rounds < 1``, ``message_bytes < 0`` or an unknown ``pattern``.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise NetworkError(f"rounds must be an integer >= 1, got {rounds!r}")
+    if message_bytes < 0:
+        raise NetworkError(f"message_bytes must be >= 0, got {message_bytes!r}")
+    if pattern not in ("gossip", "all_reduce"):
+        raise NetworkError(f"pattern must be 'gossip' or 'all_reduce', got {pattern!r}")
+    net = NetworkCommunicator(topology, compute=compute, link=link, seed=seed)
+    out = np.empty(rounds)
+    for t in range(1, rounds + 1):
+        net.begin_round(t)
+        if pattern == "gossip":
+            w = net.inner.weights(t)
+            _, _, _, dst, src, _ = net._edges(w)
+            net._tick_gossip(dst, src, message_bytes)
+        else:
+            n = net.num_nodes
+            net.clock[:] = net.clock.max() + net.link.all_reduce_time(message_bytes, n)
+        out[t - 1] = net.clock.max()
+    return out

@@ -255,7 +255,13 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
 def build_network(config: m.ExperimentConfig, comm: Any) -> Any:
     """Wrap the simulator's communicator in the config's simulated network."""
     from decent.comm import SimCommunicator
-    from decent.comm.network import ComputeModel, FaultModel, LinkModel, NetworkCommunicator
+    from decent.comm.network import (
+        ComputeModel,
+        DelayModel,
+        FaultModel,
+        LinkModel,
+        NetworkCommunicator,
+    )
 
     net = config.network
     assert net is not None
@@ -285,6 +291,7 @@ def build_network(config: m.ExperimentConfig, comm: Any) -> Any:
             ),
             link=LinkModel(net.latency, math.inf if net.bandwidth is None else net.bandwidth),
             faults=FaultModel(f.drop, f.link_fail, f.link_recover, dict(f.crashes)),
+            delays=DelayModel(net.delays.max_delay, net.delays.kind),
             seed=config.seed,
         ),
     )

@@ -195,6 +195,10 @@ def reference_markdown() -> str:
         "",
         *_table(m.FaultsSection, skip=()),
         "",
+        "### `[network.delays]`",
+        "",
+        *_table(m.DelaysSection, skip=()),
+        "",
     ]
     lines += _family(
         "`[topology]`",

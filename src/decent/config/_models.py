@@ -591,6 +591,19 @@ class FaultsSection(Section):
         return value
 
 
+class DelaysSection(Section):
+    """Bounded-delay gossip: neighbours' values up to max_delay rounds old."""
+
+    max_delay: int = Field(0, ge=0, description="D: the oldest a mixed value may be (rounds).")
+    kind: Literal["clock", "uniform", "constant"] = Field(
+        "clock",
+        description=(
+            "clock: bounded staleness, mix the newest message that has arrived, wait only for "
+            "the one D rounds old; uniform: tau uniform on 0..D, no waiting; constant: tau = D."
+        ),
+    )
+
+
 class NetworkSection(Section):
     """A simulated network: virtual clock, message times and faults (simulator only)."""
 
@@ -599,10 +612,16 @@ class NetworkSection(Section):
         None, gt=0.0, description="Bytes per second of a node's link (None: size is free)."
     )
     compute: ComputeSection = Field(
-        default_factory=lambda: ComputeSection.model_validate({}), description="Per-node compute time per round."
+        default_factory=lambda: ComputeSection.model_validate({}),
+        description="Per-node compute time per round.",
     )
     faults: FaultsSection = Field(
-        default_factory=lambda: FaultsSection.model_validate({}), description="Drops, link failures, crashes."
+        default_factory=lambda: FaultsSection.model_validate({}),
+        description="Drops, link failures, crashes.",
+    )
+    delays: DelaysSection = Field(
+        default_factory=lambda: DelaysSection.model_validate({}),
+        description="Bounded-delay gossip (asynchronous; max_delay = 0: synchronous).",
     )
 
 

@@ -1,0 +1,604 @@
+"""The network study: what decentralization buys in *time* when machines straggle, links are
+slow and lossy, and nodes crash (issue 7; ``docs/results/async.md``).
+
+Three questions, on streaming least squares with node-specific Hessians and optima (the
+excess risk in closed form), all-reduce minibatch SGD against synchronous D-SGD and DAT-SGD
+on a ring, a 2-D torus and an exponential graph of ``M`` nodes:
+
+1. **Time to a target under stragglers.** Every node takes one time unit per gradient and,
+   with probability ``p`` per round, ``slowdown`` times that; a message takes ``latency``.
+   All-reduce waits for the slowest node and pays ``2 (M - 1)`` latency steps per round;
+   gossip waits for the neighbours only. The target at each ``M`` is ``target_factor``
+   times the best final error any method reaches there; a run's time to target is its
+   ``time/sim`` at the first evaluation at or below it.
+2. **Error under message drops and node churn** (D-SGD and DAT-SGD at the tuned step
+   sizes): a lost message's weight stays with its receiver, so ``W_t`` stays row- but not
+   column-stochastic and the network average drifts; crashed nodes take their data with
+   them.
+3. **The crossover**: as the latency grows, where gossip overtakes all-reduce in time to
+   target. The fault-free clock does not depend on the values, so the time to target at
+   another latency is the clock of :func:`decent.comm.network.simulate_clock` at the
+   rounds each run needed (the same seeds; tested equal to the clock inside a run).
+
+Step sizes are tuned per (method, topology, M) on a separate seed by the final error
+without a network (the iterates of a fault-free network do not depend on its clock);
+``seeds`` are then evaluated. Every stage is a sweep into the results store; a rerun skips
+finished runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import tomllib
+
+from decent.config import validate
+from decent.results import load
+from decent.run import run_points, run_sweep
+from decent.studies.network_figures import LABELS, METRIC, TOPOLOGY_LABELS, label, plot_all
+
+STUDY = "network"
+TUNING_STUDY = "network-tuning"
+GOSSIP = ("dsgd", "dat_sgd")
+
+
+class NetworkSpecError(ValueError):
+    """A network study spec outside its range; the message names the field."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What the network study runs; the defaults take about 10 minutes on 2 cores."""
+
+    machines: tuple[int, ...] = (64, 1024)
+    topologies: tuple[str, ...] = ("ring", "torus", "exponential")
+    methods: tuple[str, ...] = ("minibatch_sgd", "dsgd", "dat_sgd")
+    rounds: int = 600
+    eval_every: int = 10
+    seeds: tuple[int, ...] = (0, 1, 2)
+    tune_seeds: tuple[int, ...] = (1000, 1001)
+    task: dict[str, Any] = field(
+        default_factory=lambda: {
+            "kind": "least_squares",
+            "dim": 20,
+            "heterogeneity": 1.0,
+            "hessian_heterogeneity": 0.5,
+            "condition": 10.0,
+            "noise": 0.5,
+        }
+    )
+    lr_grid: tuple[float, ...] = (0.0125, 0.025, 0.05, 0.1, 0.2)
+    gamma_grid: tuple[float, ...] = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
+    """DAT-SGD's grid in gamma = lr * T (its step on w grows like lr * t)."""
+    straggler_p: float = 0.05
+    slowdown: float = 10.0
+    latency: float = 0.01
+    """Seconds per message, against one second per gradient."""
+    target_factor: float = 2.0
+    drops: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    crash_fractions: tuple[float, ...] = (0.1, 0.25)
+    max_delays: tuple[int, ...] = (4,)
+    """Bounded staleness ``D`` of the asynchronous gossip variants (``[network.delays]``,
+    kind ``clock``); each adds an experimental ``<method>@stale<D>`` cell."""
+    latencies: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("machines", "topologies", "methods", "seeds", "drops", "latencies"):
+            if not getattr(self, name):
+                raise NetworkSpecError(f"{name} must not be empty")
+        for m in self.machines:
+            if not isinstance(m, int) or m < 4:
+                raise NetworkSpecError(f"machines must be integers >= 4, got {m!r}")
+        for method in self.methods:
+            if method not in LABELS:
+                raise NetworkSpecError(f"methods may hold {list(LABELS)}, got {method!r}")
+        for kind in self.topologies:
+            if kind not in TOPOLOGY_LABELS:
+                raise NetworkSpecError(f"topologies may hold {list(TOPOLOGY_LABELS)}, got {kind!r}")
+        for name in ("drops", "crash_fractions"):
+            for p in getattr(self, name):
+                if not 0.0 <= p < 1.0:
+                    raise NetworkSpecError(f"{name} must lie in [0, 1), got {p!r}")
+        for d in self.max_delays:
+            if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+                raise NetworkSpecError(f"max_delays must be integers >= 1, got {d!r}")
+        if not 0.0 <= self.straggler_p <= 1.0:
+            raise NetworkSpecError(f"straggler_p must lie in [0, 1], got {self.straggler_p!r}")
+        if self.target_factor < 1.0:
+            raise NetworkSpecError(f"target_factor must be >= 1, got {self.target_factor!r}")
+
+    # -- configs ------------------------------------------------------------------------
+    def grid(self, method: str) -> list[float]:
+        if method == "dat_sgd":
+            return [g / self.rounds for g in self.gamma_grid]
+        return list(self.lr_grid)
+
+    def topologies_of(self, method: str) -> tuple[str, ...]:
+        """All-reduce ignores the graph: minibatch SGD runs on the first topology only."""
+        return self.topologies[:1] if method == "minibatch_sgd" else self.topologies
+
+    def base(self, study: str, seed: int, m: int) -> dict[str, Any]:
+        return {
+            "study": study,
+            "seed": seed,
+            "rounds": self.rounds,
+            "eval_every": self.eval_every,
+            "per_node_eval": "final",
+            "topology": {"kind": self.topologies[0], "num_nodes": m},
+            "algorithm": {"kind": self.methods[0], "lr": self.grid(self.methods[0])[0]},
+            "task": dict(self.task),
+        }
+
+    def network(
+        self, latency: float | None = None, delay: int = 0, **faults: Any
+    ) -> dict[str, Any]:
+        return {
+            "latency": self.latency if latency is None else latency,
+            "compute": {"kind": "straggler", "p": self.straggler_p, "slowdown": self.slowdown},
+            "faults": faults,
+            "delays": {"max_delay": delay, "kind": "clock"},
+        }
+
+    def crashes(self, m: int, fraction: float) -> dict[str, int]:
+        """Which nodes crash and when: ``round(fraction * M)`` nodes, at rounds spread over
+        the middle half of the run, fixed by ``(M, fraction)``."""
+        rng = np.random.default_rng([m, round(fraction * 1000)])
+        count = round(fraction * m)
+        nodes = rng.choice(m, size=count, replace=False)
+        rounds = rng.integers(self.rounds // 4, 3 * self.rounds // 4, size=count, endpoint=True)
+        return {str(int(i)): int(max(1, r)) for i, r in zip(nodes, rounds, strict=True)}
+
+
+def load_spec(path: str | Path) -> NetworkSpec:
+    """A spec from a TOML file of :class:`NetworkSpec` fields (unknown keys are errors)."""
+    raw = tomllib.loads(Path(path).read_text())
+    known = {f.name for f in fields(NetworkSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise NetworkSpecError(f"unknown field(s) {unknown} in {path}; known: {sorted(known)}")
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return NetworkSpec(**values)
+
+
+# -------------------------------------------------------------------------------- stages
+
+
+def _final(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    rows = df[df["metric"] == metric]
+    return rows.sort_values("round").groupby("run_id").tail(1)
+
+
+def tune(
+    spec: NetworkSpec, out: Path, *, progress: bool = True
+) -> tuple[dict[tuple[str, str, int], float], list[str]]:
+    """Each (method, topology, M)'s step size: the best mean final error over the tuning
+    seeds, without a network. A grid whose best value is at an edge is extended by a factor
+    of 2 beyond it (at most 4 times); cells still at an edge are returned as notes."""
+    grids = {(method, m): spec.grid(method) for method in spec.methods for m in spec.machines}
+    best: dict[tuple[str, str, int], float] = {}
+    for _ in range(5):
+        for m in spec.machines:
+            raw = spec.base(TUNING_STUDY, spec.tune_seeds[0], m)
+            raw["eval_every"] = spec.rounds
+            raw["per_node_eval"] = "none"
+            raw["sweep"] = {
+                "seeds": list(spec.tune_seeds),
+                "grid": {
+                    "topology": [{"kind": k, "num_nodes": m} for k in spec.topologies],
+                    "algorithm": [
+                        {"kind": method, "lr": lr}
+                        for method in spec.methods
+                        for lr in grids[(method, m)]
+                    ],
+                },
+            }
+            run_sweep(validate(raw, "network tuning"), out, workers=spec.workers, progress=progress)
+        last = _final(load(out, study=TUNING_STUDY))
+        last = last[(last["rounds"] == spec.rounds) & last["seed"].isin(spec.tune_seeds)]
+        last = last[(last["status"] == "finished") & last["value"].map(math.isfinite)]
+        extended = False
+        for method in spec.methods:
+            for m in spec.machines:
+                grid = grids[(method, m)]
+                for kind in spec.topologies_of(method):
+                    rows = last[
+                        (last["algorithm.kind"] == method)
+                        & (last["topology.kind"] == kind)
+                        & (last["topology.num_nodes"] == m)
+                        & last["algorithm.lr"].isin(grid)
+                    ]
+                    # a step size counts only if it finished on every tuning seed
+                    mean = rows.groupby("algorithm.lr")["value"].agg(["mean", "count"])
+                    mean = mean[mean["count"] == len(spec.tune_seeds)]["mean"]
+                    if mean.empty:
+                        raise RuntimeError(f"every step size diverged for {method} on {kind}({m})")
+                    lr = float(mean.idxmin())
+                    best[(method, kind, m)] = lr
+                    if lr == max(grid) and grid == grids[(method, m)]:
+                        grids[(method, m)] = [*grid, 2 * max(grid)]
+                        extended = True
+                    elif lr == min(grid) and grid == grids[(method, m)]:
+                        grids[(method, m)] = [min(grid) / 2, *grid]
+                        extended = True
+        if not extended:
+            break
+    notes = [
+        f"{LABELS[method]} on {kind}({m}): best step size {lr:g} is at the edge of its grid"
+        for (method, kind, m), lr in best.items()
+        if lr in (min(grids[(method, m)]), max(grids[(method, m)]))
+    ]
+    return best, notes
+
+
+def evaluate(
+    spec: NetworkSpec, out: Path, best: dict[tuple[str, str, int], float], *, progress: bool = True
+) -> None:
+    """The straggler runs of every method and the fault runs of the gossip methods, as one
+    list of configs (:func:`decent.run.run_points`: the points are not a cross product)."""
+    configs = []
+    for m in spec.machines:
+        for method in spec.methods:
+            for kind in spec.topologies_of(method):
+                networks = [spec.network()]
+                if method in GOSSIP:
+                    networks += [spec.network(drop=p) for p in spec.drops if p > 0]
+                    networks += [
+                        spec.network(crashes=spec.crashes(m, f)) for f in spec.crash_fractions
+                    ]
+                    networks += [spec.network(delay=d) for d in spec.max_delays]
+                for network in networks:
+                    for seed in spec.seeds:
+                        raw = spec.base(STUDY, seed, m)
+                        raw["topology"] = {"kind": kind, "num_nodes": m}
+                        raw["algorithm"] = {"kind": method, "lr": best[(method, kind, m)]}
+                        raw["network"] = network
+                        configs.append(validate(raw, "network study"))
+    # the largest networks first, so that two workers finish together
+    run_points(
+        configs, out, workers=spec.workers, progress=progress, desc="network", longest_first=True
+    )
+
+
+# -------------------------------------------------------------------------------- results
+
+
+@dataclass
+class NetworkResult:
+    """What :func:`run` measured (every table is also written as CSV)."""
+
+    time_to_target: pd.DataFrame
+    faults: pd.DataFrame
+    crossover: pd.DataFrame
+    curves: pd.DataFrame
+    targets: dict[int, float]
+    wall_s: float
+    step_sizes: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    tuning_notes: list[str] = field(default_factory=list)
+
+
+def _fault_label(row: pd.Series) -> str:
+    drop = row.get("network.faults.drop")
+    crashes = row.get("crashes", 0)
+    if crashes:
+        return f"crash {crashes} nodes"
+    if isinstance(drop, float) and drop > 0:
+        return f"drop {drop:.0%}"
+    return "none"
+
+
+def collect(spec: NetworkSpec, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(runs, curves)``: one row per evaluation run with its setting, and the long records."""
+    df = load(out, study=STUDY)
+    df = df[(df["rounds"] == spec.rounds) & df["seed"].isin(spec.seeds)]
+    df = df[df["topology.num_nodes"].isin(spec.machines)]
+    crash_cols = [c for c in df.columns if c.startswith("network.faults.crashes.")]
+    runs = df.drop_duplicates("run_id").copy()
+    runs["crashes"] = runs[crash_cols].notna().sum(axis=1) if crash_cols else 0
+    if "network.faults.drop" not in runs:
+        runs["network.faults.drop"] = 0.0
+    runs["network.faults.drop"] = runs["network.faults.drop"].fillna(0.0).astype(float)
+    runs["fault"] = runs.apply(_fault_label, axis=1)
+    if "network.delays.max_delay" in runs:
+        delay = runs["network.delays.max_delay"].fillna(0).astype(int)
+        stale = delay > 0
+        runs.loc[stale, "algorithm.kind"] = [
+            f"{k}@stale{d}"
+            for k, d in zip(runs["algorithm.kind"][stale], delay[stale], strict=True)
+        ]
+    keep = ["run_id", "algorithm.kind", "topology.kind", "topology.num_nodes", "seed"]
+    runs = runs[[*keep, "network.latency", "fault", "crashes", "network.faults.drop", "status"]]
+    wide = df[df["metric"].isin([METRIC, "time/sim"])].pivot_table(
+        index=["run_id", "round"], columns="metric", values="value"
+    )
+    curves = wide.reset_index().merge(runs, on="run_id")
+    return runs, curves
+
+
+def time_to_target(
+    spec: NetworkSpec, curves: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[int, float], pd.DataFrame]:
+    """Per (M, method, topology): rounds and simulated time to the target, over seeds;
+    also the targets per M and the per-run hits (``seed``, ``round``, ``time``)."""
+    clean = curves[curves["fault"] == "none"]
+    final = clean.sort_values("round").groupby("run_id").tail(1)
+    means = final.groupby(["topology.num_nodes", "algorithm.kind", "topology.kind"])[METRIC].mean()
+    targets = {
+        int(m): float(spec.target_factor * means.loc[m].min()) for m in spec.machines if m in means
+    }
+    rows, hits = [], []
+    for (m, method, kind), g in clean.groupby(
+        ["topology.num_nodes", "algorithm.kind", "topology.kind"]
+    ):
+        target = targets[int(m)]
+        for _, one in g.groupby("run_id"):
+            one = one.sort_values("round")
+            below = one[(one["round"] > 0) & (one[METRIC] <= target)]
+            if not below.empty:
+                hits.append(
+                    {
+                        "M": int(m),
+                        "method": method,
+                        "topology": kind,
+                        "seed": int(one["seed"].iloc[0]),
+                        "round": int(below["round"].iloc[0]),
+                        "time": float(below["time/sim"].iloc[0]),
+                    }
+                )
+        mine = [h for h in hits if (h["M"], h["method"], h["topology"]) == (m, method, kind)]
+        last = g.sort_values("round").groupby("run_id").tail(1)
+        rows.append(
+            {
+                "M": int(m),
+                "method": method,
+                "topology": kind,
+                "final_error": float(last[METRIC].mean()),
+                "target": target,
+                "reached": f"{len(mine)}/{g['run_id'].nunique()}",
+                "rounds_to_target": float(np.median([h["round"] for h in mine]))
+                if mine
+                else math.nan,
+                "time_to_target": float(np.median([h["time"] for h in mine])) if mine else math.nan,
+                "time_per_round": float(last["time/sim"].mean() / spec.rounds),
+            }
+        )
+    columns = ["M", "method", "topology", "seed", "round", "time"]
+    return pd.DataFrame(rows), targets, pd.DataFrame(hits, columns=columns)
+
+
+def fault_table(spec: NetworkSpec, curves: pd.DataFrame) -> pd.DataFrame:
+    """Final error of the gossip methods per fault setting, and its ratio to no faults."""
+    final = curves.sort_values("round").groupby("run_id").tail(1)
+    final = final[final["algorithm.kind"].isin(GOSSIP)]
+    keys = ["topology.num_nodes", "algorithm.kind", "topology.kind", "fault"]
+    table = final.groupby(keys)[METRIC].agg(["mean", "std", "count"]).reset_index()
+    clean = table[table["fault"] == "none"].set_index(keys[:3])["mean"]
+    table["vs_no_faults"] = [
+        row["mean"] / clean.get(tuple(row[k] for k in keys[:3]), math.nan)
+        for _, row in table.iterrows()
+    ]
+    return table.rename(
+        columns={"topology.num_nodes": "M", "algorithm.kind": "method", "topology.kind": "topology"}
+    )
+
+
+def crossover(spec: NetworkSpec, hits: pd.DataFrame) -> pd.DataFrame:
+    """Time to target against latency: for every run that reached the target, the clock
+    alone (same seed) at the rounds it needed; the median over those runs."""
+    from decent.comm.network import ComputeModel, LinkModel, simulate_clock
+    from decent.config import build_topology
+
+    scenarios = {
+        "stragglers": ComputeModel("straggler", p=spec.straggler_p, slowdown=spec.slowdown),
+        "no stragglers": ComputeModel(),
+    }
+    dim = int(spec.task.get("dim", 20))
+    rows = []
+    synchronous = hits[~hits["method"].str.contains("@")]
+    for (m, method, kind), g in synchronous.groupby(["M", "method", "topology"]):
+        cfg = validate(spec.base("x", 0, int(m)) | {"topology": {"kind": kind, "num_nodes": m}})
+        topology = build_topology(cfg.topology)
+        message = dim * 8 * (2 if method == "dat_sgd" else 1)
+        pattern: Literal["gossip", "all_reduce"] = (
+            "all_reduce" if method == "minibatch_sgd" else "gossip"
+        )
+        longest = int(g["round"].max())
+        for scenario, compute in scenarios.items():
+            for latency in spec.latencies:
+                times = []
+                for seed, rounds in zip(g["seed"], g["round"], strict=True):
+                    clock = simulate_clock(
+                        topology,
+                        longest,
+                        message,
+                        pattern=pattern,
+                        compute=compute,
+                        link=LinkModel(latency=latency),
+                        seed=int(seed),
+                    )
+                    times.append(clock[int(rounds) - 1])
+                rows.append(
+                    {
+                        "compute": scenario,
+                        "M": int(m),
+                        "method": method,
+                        "topology": kind,
+                        "latency": latency,
+                        "time_to_target": float(np.median(times)),
+                    }
+                )
+    columns = ["compute", "M", "method", "topology", "latency", "time_to_target"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def run(
+    spec: NetworkSpec | None = None, out: str | Path = "results", *, progress: bool = True
+) -> NetworkResult:
+    """Tune, evaluate, measure; write CSVs and figures to ``<out>/network/``."""
+    spec = spec or NetworkSpec()
+    out = Path(out)
+    start = time.perf_counter()
+    best, notes = tune(spec, out, progress=progress)
+    evaluate(spec, out, best, progress=progress)
+    _, curves = collect(spec, out)
+    ttt, targets, hits = time_to_target(spec, curves)
+    faults = fault_table(spec, curves)
+    cross = crossover(spec, hits)
+    result = NetworkResult(
+        ttt, faults, cross, curves, targets, time.perf_counter() - start, best, notes
+    )
+    folder = out / STUDY
+    folder.mkdir(parents=True, exist_ok=True)
+    ttt.to_csv(folder / "time_to_target.csv", index=False)
+    faults.to_csv(folder / "faults.csv", index=False)
+    cross.to_csv(folder / "crossover.csv", index=False)
+    (folder / "spec.json").write_text(pd.Series(asdict(spec)).to_json(indent=2))
+    (folder / "tables.md").write_text(tables_markdown(spec, result))
+    plot_all(spec, result, folder)
+    return result
+
+
+def crossover_latency(spec: NetworkSpec, cross: pd.DataFrame) -> pd.DataFrame:
+    """Per (M, gossip method, topology): the smallest latency of the grid from which gossip
+    reaches the target sooner than all-reduce, and the speed-up at the smallest and
+    largest latency."""
+    rows = []
+    for (scenario, m, method, kind), g in cross[cross["method"].isin(GOSSIP)].groupby(
+        ["compute", "M", "method", "topology"]
+    ):
+        ref = cross[
+            (cross["compute"] == scenario)
+            & (cross["M"] == m)
+            & (cross["method"] == "minibatch_sgd")
+        ]
+        if ref.empty:
+            continue
+        joined = g.merge(ref[["latency", "time_to_target"]], on="latency", suffixes=("", "_ar"))
+        joined = joined.sort_values("latency")
+        speedup = joined["time_to_target_ar"] / joined["time_to_target"]
+        wins = joined["latency"][speedup > 1.0]
+        rows.append(
+            {
+                "compute": scenario,
+                "M": int(m),
+                "method": method,
+                "topology": kind,
+                "gossip faster from latency": float(wins.min()) if not wins.empty else math.nan,
+                "speed-up at smallest latency": float(speedup.iloc[0]),
+                "speed-up at largest latency": float(speedup.iloc[-1]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _md(frame: pd.DataFrame, formats: dict[str, str]) -> list[str]:
+    cols = list(frame.columns)
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if isinstance(v, float):
+                cells.append("—" if not math.isfinite(v) else format(v, formats.get(c, ".3g")))
+            else:
+                cells.append(str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
+    """Every table of the study as Markdown (``tables.md``; the docs quote it)."""
+    ttt = result.time_to_target.copy()
+    ar = ttt[ttt["method"] == "minibatch_sgd"].set_index("M")["time_to_target"]
+    ttt["speed-up vs all-reduce"] = [
+        ar.get(m, math.nan) / t if t and math.isfinite(t) else math.nan
+        for m, t in zip(ttt["M"], ttt["time_to_target"], strict=True)
+    ]
+    ttt["method"] = ttt["method"].map(label)
+    ttt = ttt[
+        [
+            "M",
+            "topology",
+            "method",
+            "final_error",
+            "target",
+            "reached",
+            "rounds_to_target",
+            "time_per_round",
+            "time_to_target",
+            "speed-up vs all-reduce",
+        ]
+    ].sort_values(["M", "topology", "method"])
+    faults = result.faults.copy()
+    faults["method"] = faults["method"].map(label)
+    cross = crossover_latency(spec, result.crossover)
+    if not cross.empty:
+        cross["method"] = cross["method"].map(label)
+    lines = [
+        "# Network study: tables",
+        "",
+        f"Generated by `decent network` ({result.wall_s:.0f} s). Task: {spec.task}; "
+        f"T = {spec.rounds} rounds, seeds {list(spec.seeds)} (step sizes tuned on seeds "
+        f"{list(spec.tune_seeds)}); stragglers: p = {spec.straggler_p}, {spec.slowdown:g}x slower; "
+        f"latency {spec.latency:g} per message (time unit: one gradient).",
+        "",
+        "## Time to target under stragglers",
+        "",
+        f"Target at each M: {spec.target_factor:g} x the best final error of any method there "
+        "(" + ", ".join(f"M = {m}: {t:.3g}" for m, t in result.targets.items()) + "). "
+        "Rounds and time to target: median over the seeds that reached it.",
+        "",
+        *_md(
+            ttt,
+            {
+                "final_error": ".3g",
+                "target": ".3g",
+                "rounds_to_target": ".0f",
+                "time_per_round": ".2f",
+                "time_to_target": ".0f",
+                "speed-up vs all-reduce": ".2f",
+            },
+        ),
+        "",
+        "Step sizes (tuned without faults; DAT-SGD's as gamma = lr * T): "
+        + "; ".join(
+            f"{LABELS[meth].split(' (')[0]} {kind}({m}) "
+            f"{lr * (spec.rounds if meth == 'dat_sgd' else 1):g}"
+            for (meth, kind, m), lr in sorted(result.step_sizes.items())
+        )
+        + ".",
+        "",
+        *(
+            ["Tuning at a grid edge: " + "; ".join(result.tuning_notes) + ".", ""]
+            if result.tuning_notes
+            else ["No tuned step size is at the edge of its grid.", ""]
+        ),
+        "## Final error under message drops and node churn",
+        "",
+        "`vs_no_faults` = mean final error / the same method and graph without faults.",
+        "",
+        *_md(faults, {"mean": ".3g", "std": ".2g", "vs_no_faults": ".2f"}),
+        "",
+        "## Crossover: gossip against all-reduce as the latency grows",
+        "",
+        "Time to target = the clock of the rounds each run needed, at each latency "
+        f"({', '.join(format(x, 'g') for x in spec.latencies)}). `—`: gossip never faster "
+        "on this grid.",
+        "",
+        *_md(
+            cross,
+            {
+                "gossip faster from latency": "g",
+                "speed-up at smallest latency": ".2f",
+                "speed-up at largest latency": ".2f",
+            },
+        ),
+        "",
+    ]
+    return "\n".join(lines)

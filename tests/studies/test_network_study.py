@@ -1,0 +1,99 @@
+"""The network study's pipeline on a tiny grid (the science is in docs/results/async.md)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from decent.studies.network import NetworkSpec, NetworkSpecError, load_spec, run
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    spec = NetworkSpec(
+        machines=(9,),
+        topologies=("ring", "torus"),
+        rounds=40,
+        eval_every=5,
+        seeds=(0, 1),
+        tune_seeds=(1000,),
+        lr_grid=(0.05, 0.1),
+        gamma_grid=(0.1, 0.2),
+        drops=(0.0, 0.3),
+        crash_fractions=(0.25,),
+        max_delays=(2,),
+        latencies=(1e-3, 0.01, 1.0),
+        workers=1,
+    )
+    out = tmp_path_factory.mktemp("network")
+    return spec, out, run(spec, out, progress=False)
+
+
+def test_every_cell_is_measured_and_written(tiny) -> None:
+    spec, out, result = tiny
+    ttt = result.time_to_target
+    cells = {(r.method, r.topology) for r in ttt.itertuples()}
+    assert cells == {
+        ("minibatch_sgd", "ring"),
+        ("dsgd", "ring"),
+        ("dsgd", "torus"),
+        ("dat_sgd", "ring"),
+        ("dat_sgd", "torus"),
+        ("dsgd@stale2", "ring"),
+        ("dsgd@stale2", "torus"),
+        ("dat_sgd@stale2", "ring"),
+        ("dat_sgd@stale2", "torus"),
+    }
+    # bounded staleness waits less than synchronous gossip under stragglers
+    per_round = ttt.set_index(["method", "topology"])["time_per_round"]
+    for kind in ("ring", "torus"):
+        assert per_round[("dsgd@stale2", kind)] < per_round[("dsgd", kind)]
+    # the target is target_factor x the best final error, so the best cell reaches it
+    assert ttt["final_error"].min() * spec.target_factor == pytest.approx(result.targets[9])
+    for name in ("tables.md", "time_to_target.csv", "faults.csv", "crossover.csv"):
+        assert (out / "network" / name).stat().st_size > 0
+    for name in ("error_vs_time.png", "faults.png", "crossover.png"):
+        assert (out / "network" / name).read_bytes()[:4] == b"\x89PNG"
+    faults = result.faults
+    assert set(faults["fault"]) == {"none", "drop 30%", "crash 2 nodes"}
+    assert (faults[faults["fault"] == "none"]["vs_no_faults"] == 1.0).all()
+
+
+def test_the_latency_sweep_reproduces_the_recorded_clock_at_the_study_latency(tiny) -> None:
+    spec, _, result = tiny
+    cross, ttt = result.crossover, result.time_to_target
+    at = cross[(cross["latency"] == spec.latency) & (cross["compute"] == "stragglers")]
+    checked = 0
+    for row in ttt.itertuples():
+        if not math.isfinite(row.time_to_target) or "@" in row.method:
+            continue
+        sweep = at[(at["method"] == row.method) & (at["topology"] == row.topology)]
+        # the clock alone, same seeds and rounds, is the clock the runs recorded
+        assert float(sweep["time_to_target"].iloc[0]) == pytest.approx(row.time_to_target)
+        checked += 1
+    assert checked >= 3
+    # all-reduce pays 2 (M - 1) latency steps a round: its time grows with the latency
+    for scenario in ("stragglers", "no stragglers"):
+        ar = cross[(cross["method"] == "minibatch_sgd") & (cross["compute"] == scenario)]
+        assert ar.sort_values("latency")["time_to_target"].is_monotonic_increasing
+    # without stragglers the clock is a closed form: rounds x (1 + 2 (M - 1) latency)
+    hit = result.time_to_target.set_index("method").loc["minibatch_sgd"]
+    calm = cross[(cross["method"] == "minibatch_sgd") & (cross["compute"] == "no stragglers")]
+    expected = [hit["rounds_to_target"] * (1 + 2 * 8 * lat) for lat in calm["latency"]]
+    assert list(calm["time_to_target"]) == pytest.approx(expected)
+
+
+def test_the_shipped_spec_is_the_default_and_bad_specs_name_the_field(tmp_path) -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert load_spec(root / "configs" / "studies" / "network.toml") == NetworkSpec()
+    with pytest.raises(NetworkSpecError, match="drops"):
+        NetworkSpec(drops=(1.5,))
+    with pytest.raises(NetworkSpecError, match="methods"):
+        NetworkSpec(methods=("adam",))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = 10\nlatncy = 0.1\n")
+    with pytest.raises(NetworkSpecError, match="latncy"):
+        load_spec(bad)
