@@ -165,7 +165,7 @@ def test_drops_are_counted_never_charged_and_keep_each_row_stochastic() -> None:
     net2 = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3), seed=3)
     matrix = torus(n).weights(1)
     w = matrix.dense()
-    _, _, _, dst, src, _ = net2._edges(net2.inner.weights(1))
+    _, _, _, dst, src, *_ = net2._edges(net2.inner.weights(1))
     lost = net2._lost(matrix, 1, dst, src)
     assert lost.any()
     w_eff = w.copy()
@@ -180,7 +180,7 @@ def test_a_failed_link_is_down_both_ways_and_recovers() -> None:
     topo = ring(10)
     net = NetworkCommunicator(topo, faults=FaultModel(link_fail=0.3, link_recover=0.4), seed=5)
     w = topo.weights(1)
-    _, _, _, dst, src, _ = net._edges(w)
+    _, _, _, dst, src, *_ = net._edges(w)
     pattern = [net._lost(w, t, dst, src) for t in range(1, 200)]
     index = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(dst, src, strict=True))}
     for lost in pattern:

@@ -381,7 +381,6 @@ class NetworkCommunicator:
         self._ahead: dict[int, tuple[tuple[int, int, int], np.ndarray]] = {}
         self._alive_t: torch.Tensor | None = None
         self._edge_cache: dict[int, tuple[MixingMatrix, tuple[np.ndarray, ...]]] = {}
-        self._diag_cache: dict[int, tuple[MixingMatrix, np.ndarray]] = {}
         self._histories: list[_History] = []  # one per mix call of a round (slot)
         self._slot = 0
         self._slot_round = 0
@@ -411,8 +410,8 @@ class NetworkCommunicator:
 
     # -- Communicator --------------------------------------------------------------------
     def _edges(self, w: MixingMatrix) -> tuple[np.ndarray, ...]:
-        """``(rows, cols, off-diagonal, rows[off], cols[off], data[off])`` of the entries of
-        ``W``, cached per matrix."""
+        """``(rows, cols, off-diagonal, rows[off], cols[off], data[off], diagonal)`` of the
+        entries of ``W``, cached per matrix."""
         found = self._edge_cache.get(id(w))
         if found is not None and found[0] is w:
             return found[1]
@@ -420,7 +419,7 @@ class NetworkCommunicator:
         rows = np.repeat(np.arange(w.n), np.diff(csr.indptr))
         cols = csr.indices.astype(np.int64)
         off = rows != cols
-        edges = (rows, cols, off, rows[off], cols[off], csr.data[off])
+        edges = (rows, cols, off, rows[off], cols[off], csr.data[off], csr.diagonal())
         if len(self._edge_cache) > 64:
             self._edge_cache.clear()
         self._edge_cache[id(w)] = (w, edges)
@@ -432,7 +431,7 @@ class NetworkCommunicator:
         plan = self.inner._checked_plan(x, t)
         w = plan.matrix
         nbytes = x.shape[1] * x.element_size()
-        rows, cols, off, dst, src, _ = self._edges(w)
+        rows, cols, off, dst, src, weights, _ = self._edges(w)
         if self.delays.max_delay > 0:
             self.stats.add_gossip(w.out_degree, nbytes)
             return self._mix_delayed(x, t, w, nbytes)
@@ -458,7 +457,7 @@ class NetworkCommunicator:
             # W' x = W x + sum over lost (i <- j) of W_ij (x_i - x_j): the weight of a lost
             # message goes back to its receiver (only while every node is alive: a crashed
             # node's value may be anything, NaN included, and must not enter W x at all)
-            weight = torch.as_tensor(self._off_weights(w)[lost], dtype=x.dtype, device=x.device)
+            weight = torch.as_tensor(weights[lost], dtype=x.dtype, device=x.device)
             i = torch.as_tensor(dst[lost], device=x.device)
             j = torch.as_tensor(src[lost], device=x.device)
             diff = x.index_select(0, i).sub_(x.index_select(0, j)).mul_(weight[:, None])
@@ -482,7 +481,7 @@ class NetworkCommunicator:
         hist = self._histories[slot]
         ready = self.clock.copy()  # s_i(t): computed, ready to send and mix
         hist.push(t, x, ready)
-        _, _, _, dst, src, weight = self._edges(w)
+        _, _, _, dst, src, weight, diagonal = self._edges(w)
         oldest = min(self.delays.max_delay, hist.rounds - 1)  # never before the first round
         kind = self.delays.kind
         link = self.link.time(nbytes)
@@ -509,21 +508,9 @@ class NetworkCommunicator:
         where = torch.as_tensor(((t - tau) % depth) * n + src, device=x.device)
         stale = hist.values.view(depth * n, -1).index_select(0, where)
         coef = torch.as_tensor(weight, dtype=x.dtype, device=x.device)
-        diag = torch.as_tensor(self._diagonal(w), dtype=x.dtype, device=x.device)
+        diag = torch.as_tensor(diagonal, dtype=x.dtype, device=x.device)
         out = x * diag[:, None]
         return out.index_add_(0, torch.as_tensor(dst, device=x.device), stale.mul_(coef[:, None]))
-
-    def _diagonal(self, w: MixingMatrix) -> np.ndarray:
-        """``(n,)`` the diagonal of ``W`` (zero where a node has no self-weight)."""
-        found = self._diag_cache.get(id(w))
-        if found is None or found[0] is not w:
-            found = (w, w.csr.diagonal())
-            self._diag_cache[id(w)] = found
-        return found[1]
-
-    def _off_weights(self, w: MixingMatrix) -> np.ndarray:
-        """The off-diagonal entries of ``W`` in CSR order (those of ``dst``, ``src``)."""
-        return self._edges(w)[5]
 
     def _uniforms(self, stream: int, t: int, count: int) -> np.ndarray:
         """``(count,)`` uniforms of round ``t``: :data:`_AHEAD` rounds per generator call."""
@@ -562,6 +549,13 @@ class NetworkCommunicator:
         np.maximum.at(done, dst, ready[src] + self.link.time(nbytes))
         # a dead node waits for nothing (and nobody waits for it: not in dst, src)
         self.clock = done if not self.faults.crashes else np.where(self.alive, done, ready)
+
+    def _tick_all_reduce(self, nbytes: int) -> None:
+        """Every live node waits for the slowest, then a ring all-reduce among the live."""
+        count = int(self.alive.sum())
+        barrier = float(self.clock[self.alive].max())
+        done = barrier + self.link.all_reduce_time(nbytes, count)
+        self.clock = np.where(self.alive, done, self.clock)
 
     def _apply_faulty(
         self,
@@ -611,11 +605,7 @@ class NetworkCommunicator:
         if accounted:
             nbytes = x.shape[1] * x.element_size()
             self.stats.add_all_reduce(nbytes)
-            count = int(self.alive.sum())
-            barrier = float(self.clock[self.alive].max())
-            self.clock = np.where(
-                self.alive, barrier + self.link.all_reduce_time(nbytes, count), self.clock
-            )
+            self._tick_all_reduce(nbytes)
         return out
 
     def metrics(self) -> dict[str, float]:
@@ -678,11 +668,9 @@ def simulate_clock(
     for t in range(1, rounds + 1):
         net.begin_round(t)
         if pattern == "gossip":
-            w = net.inner.weights(t)
-            _, _, _, dst, src, _ = net._edges(w)
+            _, _, _, dst, src, *_ = net._edges(net.inner.weights(t))
             net._tick_gossip(dst, src, message_bytes)
         else:
-            n = net.num_nodes
-            net.clock[:] = net.clock.max() + net.link.all_reduce_time(message_bytes, n)
+            net._tick_all_reduce(message_bytes)
         out[t - 1] = net.clock.max()
     return out
