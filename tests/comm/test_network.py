@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from decent.comm.network import (
 from decent.tasks import LeastSquares
 from decent.topology import erdos_renyi, ring, torus
 
-METHODS = {
+METHODS: dict[str, Any] = {
     "dsgd": lambda: decent.DSGD(lr=0.05),
     "dat_sgd": lambda: decent.DATSGD(lr=0.05 / 60),
     "gradient_tracking": lambda: decent.GradientTracking(lr=0.02),
@@ -235,7 +236,7 @@ def test_the_clock_alone_is_the_clock_of_a_training_run(method: str) -> None:
     link = LinkModel(latency=0.05, bandwidth=2000.0)
     topo = torus(16)
     task = LeastSquares(16, dim=6, heterogeneity=1.0)
-    algorithm = {
+    algorithm: Any = {
         "dsgd": decent.DSGD(lr=0.05),
         "dat_sgd": decent.DATSGD(lr=0.001),
         "minibatch_sgd": decent.MinibatchSGD(lr=0.05),
@@ -243,7 +244,9 @@ def test_the_clock_alone_is_the_clock_of_a_training_run(method: str) -> None:
     net = NetworkCommunicator(topo, compute=compute, link=link, seed=4)
     run = decent.train(algorithm, task, net, rounds=40, seed=4, eval_every=8)
     message = 6 * 8 * (2 if method == "dat_sgd" else 1)
-    pattern = "all_reduce" if method == "minibatch_sgd" else "gossip"
+    pattern: Literal["gossip", "all_reduce"] = (
+        "all_reduce" if method == "minibatch_sgd" else "gossip"
+    )
     alone = simulate_clock(topo, 40, message, pattern=pattern, compute=compute, link=link, seed=4)
     for record in run.records[1:]:
         assert record["time/sim"] == alone[int(record["round"]) - 1]
@@ -279,6 +282,7 @@ def test_delays_never_exceed_their_bound_and_the_seed_fixes_them(kind: str) -> N
         return net, _train(net, "dsgd", rounds=50, seed=seed)
 
     (a, ra), (b, rb) = run(5), run(5)
+    assert ra.output is not None and rb.output is not None
     assert torch.equal(ra.output, rb.output) and a.delay_sum == b.delay_sum
     assert 0 <= a.delay_max <= 3
     assert ra.records[-1]["delay/max"] <= 3

@@ -78,6 +78,7 @@ def test_the_same_config_reproduces_its_faults_and_the_seed_changes_them() -> No
     a = train_experiment(build(loads_config(BASE + NETWORK)))
     b = train_experiment(build(loads_config(BASE + NETWORK)))
     c = train_experiment(build(loads_config("seed = 1\n" + BASE + NETWORK)))
+    assert a.output is not None and b.output is not None
     assert a.output.equal(b.output)
     assert a.final["faults/dropped"] == b.final["faults/dropped"]
     assert a.final["faults/dropped"] != c.final["faults/dropped"]
