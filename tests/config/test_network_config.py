@@ -146,3 +146,18 @@ def test_bounded_delays_from_a_config_record_their_staleness() -> None:
     with pytest.raises(ConfigError) as err:
         build(loads_config(BASE + NETWORK + "\n[network.delays]\nmax_delay = 2\n"))
     assert "does not combine with faults" in str(err.value)
+
+
+def test_the_report_plots_against_simulated_time(tmp_path) -> None:
+    from decent.report import write_report
+    from decent.results import Store
+
+    with Store(tmp_path / "s.sqlite") as store:
+        for seed in (0, 1):
+            for kind in ("dsgd", "minibatch_sgd"):
+                text = BASE.replace('kind = "dsgd"', f'kind = "{kind}"')
+                assert run_config(loads_config(f"seed = {seed}\n" + text + NETWORK), store)
+        html = write_report(store, "net", tmp_path / "rep").read_text(encoding="utf-8")
+    # the objective against rounds, and against simulated time (a caption per figure)
+    assert "against simulated time (s)" in html
+    assert '<th title="time/sim">simulated time (s)</th>' in html

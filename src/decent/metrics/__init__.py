@@ -61,7 +61,7 @@ _PLAIN = {
     "comm/bytes_per_node_max": "bytes sent by the busiest node (B)",
     "comm/messages": "messages sent",
     "time/wall_s": "wall-clock time (s)",
-    "time/sim_s": "simulated time (s)",
+    "time/sim": "simulated time (s)",
     "rounds_completed": "rounds completed",
 }
 

@@ -33,7 +33,7 @@ from decent.report._story import Judged
 from decent.results import DONE_STATUSES, Store
 from decent.results._store import package_version
 
-X_AXES = ("grad_evals", "comm/bytes", "time/wall_s", "time/sim_s")
+X_AXES = ("grad_evals", "comm/bytes", "time/wall_s", "time/sim")
 TABLE_ORDER = (
     "eval/subopt@mean",
     "eval/loss@mean",
@@ -46,7 +46,7 @@ TABLE_ORDER = (
     "comm/bytes_per_node_max",
     "comm/messages",
     "time/wall_s",
-    "time/sim_s",
+    "time/sim",
 )
 
 _CSS = """

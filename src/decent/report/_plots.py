@@ -35,7 +35,7 @@ _X_LABELS = {
     "grad_evals": "gradient evaluations",
     "comm/bytes": "bytes communicated",
     "time/wall_s": "wall-clock time (s)",
-    "time/sim_s": "simulated time (s)",
+    "time/sim": "simulated time (s)",
 }
 
 SETTING_NAMES = {
