@@ -356,8 +356,8 @@ def section_network(blocks: int, rounds: int) -> list[str]:
         "",
         "Target: at most 2x. The clock is a few numpy operations on the 2,048 directed edges "
         "per round (a `maximum.at` over arrival times); the faults draw one Philox uniform "
-        "per message and, in a round where a message is lost, build that round's sparse "
-        "matrix.",
+        "per message and, in a round where a message is lost or a node is away, correct the "
+        "plain product `W x` (dead rows zeroed) for the entries that changed.",
         "",
     ]
     return out

@@ -221,6 +221,27 @@ def test_all_reduce_and_every_metric_are_over_live_nodes() -> None:
             "crashes",
         ),
         (lambda: NetworkCommunicator(ring(4), compute=ComputeModel(slow_nodes=(9,))), "slow"),
+        # a join of a node that never existed
+        (lambda: NetworkCommunicator(ring(4), faults=FaultModel(joins={4: 3})), "faults.joins"),
+        (lambda: FaultModel(joins={0: 0}), r"faults.joins\[0\]"),
+        (lambda: FaultModel(crashes={1: 5}, joins={1: 9}), "never comes back"),
+        (lambda: FaultModel(leaves={1: 5}, joins={1: 5}), "same round"),
+        # every live node isolated: the ring's 0 and 2 are not neighbours once 1 and 3 leave
+        (
+            lambda: NetworkCommunicator(ring(4), faults=FaultModel(leaves={1: 3, 3: 5})),
+            "disconnects every node at round 5",
+        ),
+        # a joiner whose neighbours are all away has nobody to pull its state from
+        (
+            lambda: NetworkCommunicator(
+                ring(5), faults=FaultModel(leaves={0: 2, 2: 2}, joins={1: 4, 0: 9, 2: 9})
+            ),
+            r"faults.joins\[1\] = 4: none of node 1's neighbours",
+        ),
+        (
+            lambda: NetworkCommunicator(ring(3), faults=FaultModel(leaves={0: 2, 1: 2, 2: 3})),
+            "no node alive at round 3",
+        ),
     ],
 )
 def test_bad_network_input_names_the_field(build, field: str) -> None:
@@ -330,3 +351,114 @@ def test_bad_delay_input_names_the_field() -> None:
         DelayModel(2, "poisson")  # type: ignore[arg-type]
     with pytest.raises(NetworkError, match="does not combine with faults"):
         NetworkCommunicator(ring(4), delays=DelayModel(1), faults=FaultModel(drop=0.1))
+
+
+# -- leaving and joining ---------------------------------------------------------------
+
+
+def _effective(w: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """``W'``: a dead node's row is ``e_i``; a live row's weights on dead nodes go to its
+    diagonal."""
+    out = w * alive[None, :] * alive[:, None]
+    out[np.diag_indices_from(out)] += (w * ~alive[None, :]).sum(axis=1) * alive
+    out[~alive] = 0.0
+    out[~alive, ~alive] = 1.0
+    return out
+
+
+def test_a_joining_node_pulls_its_neighbours_state_hand_unrolled() -> None:
+    """D-SGD with a leave, a rejoin and a late join against a numpy loop that builds each
+    round's ``W'`` and copies the joiners' rows by hand."""
+    from decent.engine.oracle import GradientOracle
+
+    n, rounds, lr, seed = 6, 30, 0.05, 3
+    topo = ring(n)
+    faults = FaultModel(leaves={2: 8}, joins={2: 15, 4: 11})
+    net = NetworkCommunicator(topo, faults=faults)
+    task = LeastSquares(n, dim=5, heterogeneity=1.0)
+    run = decent.train(decent.DSGD(lr=lr), task, net, rounds=rounds, seed=seed, eval_every=5)
+
+    oracle = GradientOracle(task)
+    nodes = torch.arange(n)
+    x = task.init_params(seed).to(torch.float64).expand(n, -1).clone()
+    w = topo.weights(1).dense()
+    alive = np.ones(n, dtype=bool)
+    alive[4] = False  # joins at 11 without leaving first: absent from the start
+    for t in range(1, rounds + 1):
+        if t == 8:
+            alive[2] = False
+        if t == 11:  # node 4's neighbours are 3 and 5, weight 1/3 each: the smaller id
+            x[4] = x[3]
+            alive[4] = True
+        if t == 15:  # node 2's neighbours 1 and 3 tie: node 1
+            x[2] = x[1]
+            alive[2] = True
+        g, _ = oracle(x, task.sample(nodes, t, seed))
+        x = torch.as_tensor(_effective(w, alive)) @ (x - lr * g)
+    torch.testing.assert_close(run.output, x, rtol=0, atol=1e-13)
+    assert net.pulled == {4: 3, 2: 1}
+    alive_at = {int(r["round"]): r["faults/alive_nodes"] for r in run.records}
+    assert alive_at == {0: 5, 5: 5, 10: 4, 15: 6, 20: 6, 25: 6, 30: 6}
+    last = run.records[-1]
+    assert last["faults/left/node2/round"] == 8 and last["faults/joined/node2/round"] == 15
+    assert last["faults/joined/node4/round"] == 11 and "faults/left/node4/round" not in last
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_joiner_starts_from_every_state_tensor_of_its_neighbour(method: str) -> None:
+    """After the pull, the joiner's rows of every node-stacked state tensor (DAT-SGD's w
+    and x, gradient tracking's tracker) are its neighbour's."""
+    seen: dict[str, Any] = {}
+    net = NetworkCommunicator(ring(8), faults=FaultModel(joins={5: 6}))
+    algorithm = METHODS[method]()
+    original = algorithm.update
+
+    def update(state, grads, comm, t):
+        if t == 6:
+            seen["state"] = [f.clone() for f in state if isinstance(f, torch.Tensor)]
+        return original(state, grads, comm, t)
+
+    object.__setattr__(algorithm, "update", update)
+    task = LeastSquares(8, dim=4, heterogeneity=1.0)
+    run = decent.train(algorithm, task, net, rounds=12, seed=1, eval_every=4)
+    assert run.status == "finished" and run.output is not None
+    assert torch.isfinite(run.output).all()
+    for f in seen["state"]:
+        if f.shape[:1] == (8,):
+            assert torch.equal(f[5], f[4])  # node 5 pulled from node 4 (ties: smaller id)
+
+
+def test_an_absent_node_never_reaches_anyone_before_it_joins() -> None:
+    net = NetworkCommunicator(ring(6), faults=FaultModel(joins={2: 4}))
+    poisoned = torch.zeros(6, 2, dtype=torch.float64)
+    poisoned[2] = math.nan
+    for t in (1, 2, 3):
+        net.begin_round(t)
+        out = net.mix(poisoned, t)
+        assert not out[[0, 1, 3, 4, 5]].isnan().any()
+    assert net.begin_round(4) == [(2, 1)]
+    assert net.clock[2] == net.clock[1]  # it joins at its source's time
+
+
+def test_drops_and_a_dead_node_together_give_the_hand_built_matrix() -> None:
+    n = 16
+    net = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3, crashes={5: 1}), seed=2)
+    net.begin_round(1)
+    matrix = torus(n).weights(1)
+    _, _, _, dst, src, *_ = net._edges(matrix)
+    twin = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3, crashes={5: 1}), seed=2)
+    lost = twin._lost(matrix, 1, dst, src)
+    alive = np.ones(n, dtype=bool)
+    alive[5] = False
+    w_eff = _effective(matrix.dense(), alive)
+    for i, j in zip(dst[lost], src[lost], strict=True):
+        if alive[i] and alive[j]:
+            w_eff[i, i] += w_eff[i, j]
+            w_eff[i, j] = 0.0
+    x = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x[5] = math.nan
+    got = net.mix(x, 1)
+    keep = torch.as_tensor(alive)
+    expect = torch.as_tensor(w_eff[alive][:, alive]) @ x[keep]
+    torch.testing.assert_close(got[keep], expect, rtol=0, atol=1e-14)
+    assert got[5].isnan().all()

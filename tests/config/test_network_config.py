@@ -101,6 +101,12 @@ def test_network_runs_are_never_grouped_into_one_replica_batch() -> None:
             ('crashes = {"3" = 12}', 'crashes = {"3" = 0}'),
             "network.faults.crashes: {3 = 0} -> must be >= 1",
         ),
+        (('crashes = {"3" = 12}', 'joins = {"8" = 5}'), "network.faults.joins: 8"),
+        (('crashes = {"3" = 12}', 'leaves = {"2" = 0}'), "network.faults.leaves: {2 = 0}"),
+        (
+            ('crashes = {"3" = 12}', 'crashes = {"3" = 12}\njoins = {"3" = 20}'),
+            "a crashed node never comes back",
+        ),
         (("latency = 0.1", "latency = -1.0"), "network.latency: -1.0 -> must be >= 0"),
         (('kind = "straggler"', 'kind = "gamma"'), "network.compute.kind"),
         (("p = 0.2", "p = 2.0"), "network.compute.p: 2.0 -> must be <= 1"),
@@ -161,3 +167,18 @@ def test_the_report_plots_against_simulated_time(tmp_path) -> None:
     # the objective against rounds, and against simulated time (a caption per figure)
     assert "against simulated time (s)" in html
     assert '<th title="time/sim">simulated time (s)</th>' in html
+
+
+def test_nodes_leave_and_join_from_a_config(tmp_path) -> None:
+    from decent.results import Store
+
+    churn = 'leaves = {"3" = 8}\njoins = {"3" = 16, "6" = 4}'
+    with Store(tmp_path / "s.sqlite") as store:
+        outcome = run_config(
+            loads_config(BASE + NETWORK.replace('crashes = {"3" = 12}', churn)), store
+        )
+    assert outcome.status == "finished"
+    final = outcome.final
+    assert final["faults/alive_nodes"] == 8
+    assert final["faults/left/node3/round"] == 8 and final["faults/joined/node3/round"] == 16
+    assert final["faults/joined/node6/round"] == 4

@@ -25,7 +25,11 @@ Faults (:class:`FaultModel`), drawn per round from the run's seed, so a run is r
   probability ``link_recover`` per round (a two-state Markov chain per undirected link);
 * nodes crash (crash-stop) at given rounds: from then on nothing reaches them and nothing
   leaves them, the clock stops waiting for them, and every metric (network mean, worst node,
-  consensus) is over live nodes only.
+  consensus) is over live nodes only;
+* nodes leave at given rounds (for the iterates, a crash) and join or rejoin at given
+  rounds: a joining node pulls its state from its live neighbour of largest weight (the
+  engine copies that row of every node-stacked state tensor) and starts at that
+  neighbour's clock.
 
 A weight whose message does not arrive goes to the receiver's own value: row ``i`` of the
 effective ``W_t`` is ``W_ii + sum_{j dropped} W_ij`` on the diagonal and ``W_ij`` for the
@@ -210,17 +214,29 @@ class FaultModel:
         link_fail: probability per round that an up link goes down, in ``[0, 1]``.
         link_recover: probability per round that a down link comes back, in ``[0, 1]``.
         crashes: ``{node: round}``: the node crashes (crash-stop) before that round's
-            exchange; rounds ``>= 1``.
+            gradient; rounds ``>= 1``. It never comes back.
+        leaves: ``{node: round}``: the node leaves before that round's gradient. For the
+            iterates and the clock this is a crash, except that the node may come back with
+            a ``joins`` entry of a later round.
+        joins: ``{node: round}``: the node (re)joins before that round's gradient and pulls
+            its state (every node-stacked tensor of the method's state) from its live
+            in-neighbour of largest weight in ``W_round`` (ties: the smallest id), which
+            was alive the round before. A node with a ``joins`` entry and no earlier
+            ``leaves`` entry is absent from round 1 until it joins.
 
     Raises:
-        NetworkError: a field outside its range (the node ids are checked against the
-            network by :class:`NetworkCommunicator`).
+        NetworkError: a field outside its range, a node that both crashes and leaves or
+            joins, a leave and a join in the same round (node ids and whether a joining node
+            has a neighbour to pull from are checked against the network by
+            :class:`NetworkCommunicator`).
     """
 
     drop: float = 0.0
     link_fail: float = 0.0
     link_recover: float = 1.0
     crashes: Mapping[int, int] = field(default_factory=dict)
+    leaves: Mapping[int, int] = field(default_factory=dict)
+    joins: Mapping[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_probability("faults.drop", self.drop)
@@ -231,17 +247,53 @@ class FaultModel:
                 "faults.link_recover must be > 0 when faults.link_fail > 0 (links that never "
                 "recover disconnect the graph); use crashes for permanent failures"
             )
-        crashes = {}
-        for node, at in dict(self.crashes).items():
-            if isinstance(at, bool) or not isinstance(at, int) or at < 1:
-                raise NetworkError(f"faults.crashes[{node!r}] must be a round >= 1, got {at!r}")
-            crashes[int(node)] = at
-        object.__setattr__(self, "crashes", crashes)
+        for name in ("crashes", "leaves", "joins"):
+            rounds = {}
+            for node, at in dict(getattr(self, name)).items():
+                if isinstance(at, bool) or not isinstance(at, int) or at < 1:
+                    raise NetworkError(f"faults.{name}[{node!r}] must be a round >= 1, got {at!r}")
+                if isinstance(node, bool) or not isinstance(node, int) or node < 0:
+                    raise NetworkError(f"faults.{name} keys must be node ids >= 0, got {node!r}")
+                rounds[int(node)] = at
+            object.__setattr__(self, name, rounds)
+        for node in self.crashes:
+            if node in self.leaves or node in self.joins:
+                raise NetworkError(
+                    f"faults.crashes names node {node}, which faults.leaves or faults.joins "
+                    "names too: a crashed node never comes back (use leaves and joins for a "
+                    "node that does)"
+                )
+        for node, at in self.joins.items():
+            if self.leaves.get(node) == at:
+                raise NetworkError(
+                    f"faults.joins[{node}] and faults.leaves[{node}] are both round {at}; a "
+                    "node cannot leave and join in the same round"
+                )
 
     @property
     def any(self) -> bool:
         """Whether anything can go wrong at all."""
-        return self.drop > 0 or self.link_fail > 0 or bool(self.crashes)
+        return self.drop > 0 or self.link_fail > 0 or self.churn
+
+    @property
+    def churn(self) -> bool:
+        """Whether any node crashes, leaves or joins."""
+        return bool(self.crashes or self.leaves or self.joins)
+
+    def absent_at_start(self) -> list[int]:
+        """Nodes that join later without having left first: absent from round 1."""
+        return [i for i, at in self.joins.items() if not self.leaves.get(i, at) < at]
+
+    def events(self, t: int) -> tuple[list[int], list[int]]:
+        """``(gone, joining)`` before round ``t``: the nodes that crash or leave, and those
+        that join."""
+        gone = [i for i, at in self.crashes.items() if at == t]
+        gone += [i for i, at in self.leaves.items() if at == t]
+        return gone, [i for i, at in self.joins.items() if at == t]
+
+    def change_rounds(self) -> list[int]:
+        """The rounds at which the set of live nodes changes, in order."""
+        return sorted({*self.crashes.values(), *self.leaves.values(), *self.joins.values()})
 
 
 DelayKind = Literal["clock", "uniform", "constant"]
@@ -355,11 +407,12 @@ class NetworkCommunicator:
                 "delays.max_delay > 0 does not combine with faults (drops, link failures, "
                 "crashes) yet; use one or the other"
             )
-        for node in self.faults.crashes:
-            if not 0 <= node < n:
-                raise NetworkError(
-                    f"faults.crashes names node {node}, but the network has nodes 0..{n - 1}"
-                )
+        for name in ("crashes", "leaves", "joins"):
+            for node in getattr(self.faults, name):
+                if not 0 <= node < n:
+                    raise NetworkError(
+                        f"faults.{name} names node {node}, but the network has nodes 0..{n - 1}"
+                    )
         if len(self.faults.crashes) >= n:
             raise NetworkError(
                 f"faults.crashes crashes all {n} nodes; at least one node must stay alive"
@@ -373,13 +426,19 @@ class NetworkCommunicator:
         self.clock = np.zeros(n)
         """``(n,)`` simulated seconds at which each node finished its latest step."""
         self.alive = np.ones(n, dtype=bool)
+        """Which nodes take part now (not crashed, not left, not yet to join)."""
+        self.alive[self.faults.absent_at_start()] = False
+        self.pulled: dict[int, int] = {}
+        """The latest join of each node: ``{node: the neighbour it pulled its state from}``."""
         self.dropped = 0
         """Messages lost so far (drops and down links; never charged as bytes)."""
         self._round = 0  # the last round whose compute time is on the clock
+        self._joins: list[tuple[int, int]] = []
         self._links: dict[int, tuple[MixingMatrix, np.ndarray, np.ndarray]] = {}
         """Per matrix: each off-diagonal entry's undirected link, and which links are down."""
         self._ahead: dict[int, tuple[tuple[int, int, int], np.ndarray]] = {}
         self._alive_t: torch.Tensor | None = None
+        self._dead_t: torch.Tensor | None = None
         self._edge_cache: dict[int, tuple[MixingMatrix, tuple[np.ndarray, ...]]] = {}
         self._histories: list[_History] = []  # one per mix call of a round (slot)
         self._slot = 0
@@ -388,25 +447,87 @@ class NetworkCommunicator:
         """Sum of ``tau_ij(t)`` over the messages mixed so far (``delay/mean`` divides)."""
         self.delay_count = 0
         self.delay_max = 0
+        if self.faults.churn:
+            self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        """Before training: some node is alive at every round, live nodes keep at least one
+        link among them, and every joining node has a neighbour to pull its state from."""
+        alive = self.alive.copy()
+        schedule = [1, *self.faults.change_rounds()]
+        for t in schedule:
+            gone, joining = self.faults.events(t)
+            before = alive.copy()
+            alive[gone] = False
+            w = self.inner.weights(t)
+            _, _, _, dst, src, *_ = self._edges(w)
+            for node in joining:
+                if not np.any((dst == node) & before[src] & ~np.isin(src, gone)):
+                    raise NetworkError(
+                        f"faults.joins[{node}] = {t}: none of node {node}'s neighbours in the "
+                        f"round-{t} graph is alive then to pull its state from"
+                    )
+            alive[joining] = True
+            live = int(alive.sum())
+            if live == 0:
+                raise NetworkError(
+                    f"the fault schedule (faults.crashes, faults.leaves, faults.joins) leaves "
+                    f"no node alive at round {t}; at least one node must stay alive"
+                )
+            if live > 1 and not np.any(alive[dst] & alive[src]):
+                raise NetworkError(
+                    f"the fault schedule (faults.crashes, faults.leaves, faults.joins) "
+                    f"disconnects every node at round {t}: no two of the {live} live nodes "
+                    "are neighbours"
+                )
 
     # -- the clock -----------------------------------------------------------------------
     def _advance(self, t: int) -> None:
         """Charge the compute of rounds ``_round + 1 .. t`` and apply the crashes due."""
         while self._round < t:
             self._round += 1
-            crashed = [i for i, at in self.faults.crashes.items() if at == self._round]
-            if crashed:
-                self.alive[crashed] = False
-                self._alive_t = None
+            if self.faults.churn:
+                self._churn(self._round)
             times = self.compute.draw(self.seed, self._round, self.num_nodes)
-            if self.faults.crashes:
+            if self.faults.churn:
                 times[~self.alive] = 0.0
             self.clock += times
 
-    def begin_round(self, t: int) -> None:
+    def _churn(self, t: int) -> None:
+        """Apply round ``t``'s crashes, leaves and joins; a joining node starts at the clock
+        of the neighbour it pulls from."""
+        gone, joining = self.faults.events(t)
+        if not gone and not joining:
+            return
+        before = self.alive.copy()
+        self.alive[gone] = False
+        before[gone] = False
+        if joining:
+            _, _, _, dst, src, weights, _ = self._edges(self.inner.weights(t))
+            for node in joining:
+                # the live in-neighbour of largest weight, ties to the smallest id
+                cand = (dst == node) & before[src]
+                ids, wts = src[cand], weights[cand]
+                order = np.lexsort((ids, -wts))
+                source = int(ids[order[0]])
+                self.pulled[node] = source
+                self.clock[node] = self.clock[source]
+                self._joins.append((node, source))
+            self.alive[joining] = True
+        self._alive_t = self._dead_t = None
+
+    def begin_round(self, t: int) -> list[tuple[int, int]]:
         """The engine's hook before round ``t``: the nodes compute its gradients (a round
-        without communication, as in local SGD, still takes its compute time)."""
+        without communication, as in local SGD, still takes its compute time).
+
+        Returns:
+            ``(node, source)`` per node that joins at round ``t``: the engine copies row
+            ``source`` of every node-stacked state tensor into row ``node`` before the
+            round's gradients.
+        """
+        self._joins = []
         self._advance(t)
+        return self._joins
 
     # -- Communicator --------------------------------------------------------------------
     def _edges(self, w: MixingMatrix) -> tuple[np.ndarray, ...]:
@@ -431,7 +552,7 @@ class NetworkCommunicator:
         plan = self.inner._checked_plan(x, t)
         w = plan.matrix
         nbytes = x.shape[1] * x.element_size()
-        rows, cols, off, dst, src, weights, _ = self._edges(w)
+        _, _, _, dst, src, weights, _ = self._edges(w)
         if self.delays.max_delay > 0:
             self.stats.add_gossip(w.out_degree, nbytes)
             return self._mix_delayed(x, t, w, nbytes)
@@ -465,9 +586,7 @@ class NetworkCommunicator:
         delivered_off = reached & ~lost
         self.stats.add_gossip(np.bincount(src[delivered_off], minlength=w.n), nbytes)
         self._tick_gossip(dst[reached], src[reached], nbytes)
-        delivered = np.zeros(rows.shape[0], dtype=bool)
-        delivered[off] = delivered_off
-        return self._apply_faulty(w, rows, cols, delivered, off, x)
+        return self._apply_live(plan, x, dst, src, weights, lost)
 
     def _mix_delayed(self, x: NodeTensor, t: int, w: MixingMatrix, nbytes: int) -> NodeTensor:
         """``y_i = W_ii x_i(t) + sum_j W_ij x_j(t - tau_ij(t))`` (see :class:`DelayModel`)."""
@@ -548,7 +667,7 @@ class NetworkCommunicator:
         done = ready.copy()
         np.maximum.at(done, dst, ready[src] + self.link.time(nbytes))
         # a dead node waits for nothing (and nobody waits for it: not in dst, src)
-        self.clock = done if not self.faults.crashes else np.where(self.alive, done, ready)
+        self.clock = done if not self.faults.churn else np.where(self.alive, done, ready)
 
     def _tick_all_reduce(self, nbytes: int) -> None:
         """Every live node waits for the slowest, then a ring all-reduce among the live."""
@@ -557,36 +676,42 @@ class NetworkCommunicator:
         done = barrier + self.link.all_reduce_time(nbytes, count)
         self.clock = np.where(self.alive, done, self.clock)
 
-    def _apply_faulty(
+    def _apply_live(
         self,
-        w: MixingMatrix,
-        rows: np.ndarray,
-        cols: np.ndarray,
-        delivered: np.ndarray,
-        off: np.ndarray,
+        plan: Any,
         x: NodeTensor,
+        dst: np.ndarray,
+        src: np.ndarray,
+        weights: np.ndarray,
+        lost: np.ndarray,
     ) -> NodeTensor:
-        """``W'_t x`` with each lost message's weight moved to its receiver's diagonal.
+        """``W'_t x`` while some node is away: a dead node's row is ``e_i`` (it keeps its
+        value), and a live row's weights on dead nodes and on ``lost`` messages go to its
+        diagonal.
 
-        The lost entries are left out, not multiplied by zero: ``0 * NaN`` is NaN, and a
-        crashed node's value must not reach anyone whatever it holds.
+        ``W (x with the dead rows zeroed)`` plus ``W_ij x_i`` for each live ``i`` whose ``j``
+        is dead or whose message from ``j`` was lost, minus ``W_ij x_j`` for the lost ones:
+        the dead rows enter as exact zeros, never as ``0 * x_j``, so a dead node's value,
+        NaN included, cannot reach anyone; and the work is the plain product's plus the
+        entries that changed.
         """
-        csr = w.csr
-        data = csr.data.copy()
-        lost = off & ~delivered
-        moved = np.bincount(rows[lost], weights=data[lost], minlength=w.n)
-        diag = ~off
-        data[diag] += moved[rows[diag]]
-        # a crashed node keeps its own value (its row is e_i): it takes no part any more
-        dead_rows = ~self.alive[rows]
-        data[dead_rows & diag] = 1.0
-        keep = ~lost & ~(dead_rows & off)
-        # a sum over the kept entries (index_add), not a sparse product: building a CSR
-        # tensor each round costs more than the product itself
-        where = torch.as_tensor(rows[keep], device=x.device)
-        values = torch.as_tensor(data[keep], dtype=x.dtype, device=x.device)
-        contrib = x.index_select(0, torch.as_tensor(cols[keep], device=x.device))
-        return torch.zeros_like(x).index_add_(0, where, contrib.mul_(values[:, None]))
+        dead = self._dead_rows(x)
+        y = self.inner._apply(plan, x.index_fill(0, dead, 0.0))
+        moved = self.alive[dst] & (~self.alive[src] | lost)
+        # one gather and one scatter: + W_ij x_i per moved entry, - W_ij x_j per lost one
+        to = np.concatenate([dst[moved], dst[lost]])
+        at = np.concatenate([dst[moved], src[lost]])
+        coef = np.concatenate([weights[moved], -weights[lost]])
+        if to.size:
+            weight = torch.as_tensor(coef, dtype=x.dtype, device=x.device)
+            rows = x.index_select(0, torch.as_tensor(at, device=x.device)).mul_(weight[:, None])
+            y.index_add_(0, torch.as_tensor(to, device=x.device), rows)
+        return y.index_copy_(0, dead, x.index_select(0, dead))
+
+    def _dead_rows(self, x: NodeTensor) -> torch.Tensor:
+        if self._dead_t is None or self._dead_t.device != x.device:
+            self._dead_t = torch.as_tensor(np.flatnonzero(~self.alive), device=x.device)
+        return self._dead_t
 
     def _live_rows(self, x: NodeTensor) -> NodeTensor:
         if bool(self.alive.all()):
@@ -610,7 +735,9 @@ class NetworkCommunicator:
 
     def metrics(self) -> dict[str, float]:
         """``time/sim`` (the last live node's clock), ``time/sim_mean``, ``faults/dropped``
-        and ``faults/alive_nodes``; ``faults/crashed/node<i>/round`` per crashed node."""
+        and ``faults/alive_nodes``; ``faults/crashed/node<i>/round``,
+        ``faults/left/node<i>/round`` and ``faults/joined/node<i>/round`` per node and
+        event so far (the latest round of each)."""
         live = self.clock[self.alive]
         out = {
             "time/sim": float(live.max()),
@@ -621,9 +748,10 @@ class NetworkCommunicator:
         if self.delays.max_delay > 0:
             out["delay/mean"] = self.delay_sum / max(self.delay_count, 1)
             out["delay/max"] = float(self.delay_max)
-        for node, at in sorted(self.faults.crashes.items()):
-            if at <= self._round:
-                out[f"faults/crashed/node{node}/round"] = float(at)
+        for what, name in (("crashed", "crashes"), ("left", "leaves"), ("joined", "joins")):
+            for node, at in sorted(getattr(self.faults, name).items()):
+                if at <= self._round:
+                    out[f"faults/{what}/node{node}/round"] = float(at)
         return out
 
     def close(self) -> None:

@@ -275,12 +275,14 @@ def build_network(config: m.ExperimentConfig, comm: Any) -> Any:
         raise ConfigError([Issue("network", "set", why)])
     c, f = net.compute, net.faults
     n = comm.num_nodes
-    for node in [*c.slow_nodes, *f.crashes]:
-        if node >= n:
-            field = "compute.slow_nodes" if node in c.slow_nodes else "faults.crashes"
-            raise ConfigError(
-                [Issue(f"network.{field}", node, f"the network has nodes 0..{n - 1} only")]
-            )
+    named = {"compute.slow_nodes": c.slow_nodes, "faults.crashes": f.crashes}
+    named.update({"faults.leaves": f.leaves, "faults.joins": f.joins})
+    for field, nodes in named.items():
+        for node in nodes:
+            if node >= n:
+                raise ConfigError(
+                    [Issue(f"network.{field}", node, f"the network has nodes 0..{n - 1} only")]
+                )
     return _guard(
         "network",
         "the network section",
@@ -290,7 +292,9 @@ def build_network(config: m.ExperimentConfig, comm: Any) -> Any:
                 c.kind, c.mean, c.sigma, c.p, c.slowdown, tuple(c.slow_nodes), c.slow_factor
             ),
             link=LinkModel(net.latency, math.inf if net.bandwidth is None else net.bandwidth),
-            faults=FaultModel(f.drop, f.link_fail, f.link_recover, dict(f.crashes)),
+            faults=FaultModel(
+                f.drop, f.link_fail, f.link_recover, dict(f.crashes), dict(f.leaves), dict(f.joins)
+            ),
             delays=DelayModel(net.delays.max_delay, net.delays.kind),
             seed=config.seed,
         ),

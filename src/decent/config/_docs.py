@@ -183,6 +183,8 @@ def reference_markdown() -> str:
         "[network.faults]",
         "drop = 0.1",
         'crashes = { "5" = 200 }',
+        'leaves = { "7" = 100 }',
+        'joins = { "7" = 300 }',
         "```",
         "",
         *_table(m.NetworkSection, skip=()),

@@ -563,7 +563,7 @@ class ComputeSection(Section):
 
 
 class FaultsSection(Section):
-    """Dropped messages, failing links and crashing nodes (drawn from the run's seed)."""
+    """Dropped messages, failing links, crashing, leaving and joining nodes (seeded)."""
 
     drop: float = Field(0.0, ge=0.0, le=1.0, description="Probability a message is lost.")
     link_fail: float = Field(
@@ -580,7 +580,22 @@ class FaultsSection(Section):
         ),
     )
 
-    @field_validator("crashes", mode="before")
+    leaves: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description=(
+            "node -> round: the node leaves before that round's gradient (and may rejoin "
+            "with joins)."
+        ),
+    )
+    joins: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description=(
+            "node -> round: the node (re)joins before that round's gradient, pulling its state "
+            "from its live neighbour of largest weight; absent until then unless it left first."
+        ),
+    )
+
+    @field_validator("crashes", "leaves", "joins", mode="before")
     @classmethod
     def _node_keys(cls, value: Any) -> Any:
         # TOML and JSON keys are strings: "5" names node 5
@@ -617,7 +632,7 @@ class NetworkSection(Section):
     )
     faults: FaultsSection = Field(
         default_factory=lambda: FaultsSection.model_validate({}),
-        description="Drops, link failures, crashes.",
+        description="Drops, link failures, crashes, leaves and joins.",
     )
     delays: DelaysSection = Field(
         default_factory=lambda: DelaysSection.model_validate({}),

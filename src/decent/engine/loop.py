@@ -355,7 +355,9 @@ def train_replicas(
         begin_round = getattr(loop_comm, "begin_round", None)  # a simulated network's clock
         for t in range(1, rounds + 1):
             if begin_round is not None:
-                begin_round(t)
+                joins = begin_round(t)
+                if joins:  # a joining node pulls its state (and output sums) from a neighbour
+                    _pull_rows([*state, *sums.values()], joins, n * R)
             # 1. where gradients are taken (DAT-SGD: the query point x, not w)
             query = algorithm.query(state)
             # 2. each node's minibatch: a pure function of (seed, node, t)
@@ -396,6 +398,15 @@ def train_replicas(
     for r in list(active):
         finish(r, "finished", rounds, None)
     return [res for res in results if res is not None]
+
+
+def _pull_rows(tensors: Sequence[Any], joins: Sequence[tuple[int, int]], rows: int) -> None:
+    """Copy row ``source`` into row ``node`` of every node-stacked tensor, per join."""
+    node = torch.tensor([a for a, _ in joins])
+    source = torch.tensor([b for _, b in joins])
+    for f in tensors:
+        if isinstance(f, torch.Tensor) and f.shape[:1] == (rows,):
+            f[node.to(f.device)] = f[source.to(f.device)]
 
 
 def _start_rows(
