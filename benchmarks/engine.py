@@ -324,12 +324,19 @@ def section_network(blocks: int, rounds: int) -> list[str]:
         ),
     }
 
-    def rate(make: Callable[[], Any]) -> Callable[[], float]:
+    asynchronous = "AD-PSGD (asynchronous pairwise averaging), per gradient used"
+    variants[asynchronous] = lambda: NetworkCommunicator(
+        ring(m), compute=ComputeModel("straggler", p=0.05), link=link
+    )
+
+    def rate(make: Callable[[], Any], name: str) -> Callable[[], float]:
+        algorithm = decent.ADPSGD(lr=0.01) if name == asynchronous else decent.DSGD(lr=0.01)
+
         def run() -> float:
             comm = make()
             t0 = time.perf_counter()
-            decent.train(
-                decent.DSGD(lr=0.01),
+            result = decent.train(
+                algorithm,
                 task,
                 comm,
                 rounds=rounds,
@@ -337,12 +344,13 @@ def section_network(blocks: int, rounds: int) -> list[str]:
                 per_node_eval="none",
                 check_every=None,
             )
-            return m * rounds / (time.perf_counter() - t0)
+            # node-steps: the gradients used (AD-PSGD uses about half of those computed)
+            return result.records[-1]["grad_evals"] / (time.perf_counter() - t0)
 
         run()
         return run
 
-    rates = median_rate({k: rate(v) for k, v in variants.items()}, blocks)
+    rates = median_rate({k: rate(v, k) for k, v in variants.items()}, blocks)
     base = rates["synchronous simulator"]
     out = [
         "### Simulated network (issue 7): D-SGD, streaming least squares d = 20, ring, M = 1024",
@@ -357,7 +365,10 @@ def section_network(blocks: int, rounds: int) -> list[str]:
         "Target: at most 2x. The clock is a few numpy operations on the 2,048 directed edges "
         "per round (a `maximum.at` over arrival times); the faults draw one Philox uniform "
         "per message and, in a round where a message is lost or a node is away, correct the "
-        "plain product `W x` (dead rows zeroed) for the entries that changed.",
+        "plain product `W x` (dead rows zeroed) for the entries that changed. AD-PSGD's "
+        "rate counts the gradients it uses: a round is half a mean step, the engine computes "
+        "every node's gradient and about half finish, and the events are applied in "
+        "time order as a few passes of disjoint pairs; it has no 2x target.",
         "",
     ]
     return out

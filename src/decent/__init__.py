@@ -14,6 +14,7 @@ Example:
 
 from decent import algorithms, comm, engine, metrics, tasks, topology
 from decent.algorithms import (
+    ADPSGD,
     DATSGD,
     DSGD,
     AnytimeSGD,
@@ -27,6 +28,7 @@ from decent.engine import Callback, ProgressBar, RunResult, train
 __version__ = "0.1.0"
 
 __all__ = [
+    "ADPSGD",
     "DATSGD",
     "DSGD",
     "AnytimeSGD",

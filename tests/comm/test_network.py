@@ -404,13 +404,13 @@ def test_a_joining_node_pulls_its_neighbours_state_hand_unrolled() -> None:
     assert last["faults/joined/node4/round"] == 11 and "faults/left/node4/round" not in last
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", [*sorted(METHODS), "ad_psgd"])
 def test_a_joiner_starts_from_every_state_tensor_of_its_neighbour(method: str) -> None:
     """After the pull, the joiner's rows of every node-stacked state tensor (DAT-SGD's w
     and x, gradient tracking's tracker) are its neighbour's."""
     seen: dict[str, Any] = {}
     net = NetworkCommunicator(ring(8), faults=FaultModel(joins={5: 6}))
-    algorithm = METHODS[method]()
+    algorithm = decent.ADPSGD(lr=0.05) if method == "ad_psgd" else METHODS[method]()
     original = algorithm.update
 
     def update(state, grads, comm, t):

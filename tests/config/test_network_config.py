@@ -182,3 +182,20 @@ def test_nodes_leave_and_join_from_a_config(tmp_path) -> None:
     assert final["faults/alive_nodes"] == 8
     assert final["faults/left/node3/round"] == 8 and final["faults/joined/node3/round"] == 16
     assert final["faults/joined/node6/round"] == 4
+
+
+def test_ad_psgd_needs_a_network_section_and_runs_with_one(tmp_path) -> None:
+    from decent.results import Store
+
+    text = BASE.replace('kind = "dsgd"', 'kind = "ad_psgd"')
+    with pytest.raises(ConfigError) as err:
+        build(loads_config(text))
+    assert any("algorithm.kind" in line and "[network]" in line for line in lines(err.value))
+    with Store(tmp_path / "s.sqlite") as store:
+        outcome = run_config(loads_config(text + NETWORK), store)
+    assert outcome.status == "finished"
+    assert 0 < outcome.final["grad_evals"] < 30 * 8  # the gradients used, not t * M
+    delayed = text + NETWORK.replace('drop = 0.25\ncrashes = {"3" = 12}', "")
+    with pytest.raises(ConfigError) as err:
+        build(loads_config(delayed + "\n[network.delays]\nmax_delay = 2\n"))
+    assert any("network.delays.max_delay" in line for line in lines(err.value))

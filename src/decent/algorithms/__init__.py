@@ -7,6 +7,7 @@ dataclass is the single source of its hyperparameters, defaults, rules and docs
 algorithm is one module here and one line in :data:`ALGORITHMS`.
 """
 
+from decent.algorithms.ad_psgd import ADPSGD, ADPSGDState
 from decent.algorithms.base import (
     Algorithm,
     AlgorithmError,
@@ -29,14 +30,17 @@ from decent.algorithms.dsgd import DSGD, DSGDState
 from decent.algorithms.gradient_tracking import GradientTracking, GradientTrackingState
 
 ALGORITHMS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (DATSGD, DSGD, GradientTracking, MinibatchSGD, AnytimeSGD, LocalSGD)
+    cls.name: cls
+    for cls in (DATSGD, DSGD, GradientTracking, ADPSGD, MinibatchSGD, AnytimeSGD, LocalSGD)
 }
 """Algorithm classes by their config ``kind`` (their ``name``), in the order docs list them."""
 
 __all__ = [
+    "ADPSGD",
     "ALGORITHMS",
     "DATSGD",
     "DSGD",
+    "ADPSGDState",
     "Algorithm",
     "AlgorithmError",
     "AnytimeSGD",

@@ -286,7 +286,9 @@ class Method:
     * ``reference``: the ``kind`` of the centralized counterpart it is compared with;
     * ``horizon_scaled``: the largest step is ``lr * T`` (anytime weights), so tune
       ``gamma = lr * T`` rather than ``lr`` across horizons;
-    * ``divergence_hint``: what to try when a run diverges.
+    * ``divergence_hint``: what to try when a run diverges;
+    * ``needs_clock``: runs only on a simulated network's clock
+      (:class:`~decent.comm.network.NetworkCommunicator`), as asynchronous AD-PSGD does.
     """
 
     name: ClassVar[str]
@@ -296,6 +298,7 @@ class Method:
     reference: ClassVar[str | None] = None
     horizon_scaled: ClassVar[bool] = False
     divergence_hint: ClassVar[str] = "lower the step size (try lr / 10)"
+    needs_clock: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         owner = type(self).name

@@ -66,6 +66,7 @@ __all__ = [
     "LinkModel",
     "NetworkCommunicator",
     "NetworkError",
+    "PairwiseRound",
     "simulate_clock",
 ]
 
@@ -76,6 +77,7 @@ _COMPUTE_STREAM = 0x636F6D70  # "comp": keys of the compute-time draws
 _FAULT_STREAM = 0x66617574  # "faut": keys of the drops and link failures
 _LINK_STREAM = 0x6C696E6B  # "link": keys of the link failures and recoveries
 _DELAY_STREAM = 0x64656C61  # "dela": keys of the uniform delays
+_PAIR_STREAM = 0x70616972  # "pair": keys of the AD-PSGD partner choices
 _AHEAD = 64
 """Rounds of compute times drawn per generator call."""
 
@@ -358,6 +360,40 @@ class _History:
         self.rounds += 1
 
 
+@dataclass(frozen=True)
+class PairwiseRound:
+    """What happens in one round of asynchronous pairwise averaging (AD-PSGD).
+
+    A round is a slice of simulated time. Each live node whose gradient finishes in it is an
+    *event*: it averages with one live neighbour drawn uniformly (``(x_i + x_j) / 2`` into
+    both, atomically), then takes its gradient step, then starts its next gradient from
+    its new model. Events are applied in the order of their times; ``passes`` groups them
+    into layers of events that touch disjoint nodes, in which order does not matter, so
+    applying the passes in turn is exactly applying the events one by one in time order.
+
+    Attributes:
+        passes: per layer, ``(i, j, solo)`` device index tensors: the events whose exchange
+            with ``j`` went through, and those without one (no live neighbour, or a lost
+            message: the node steps alone).
+        nodes: ``(E,)`` the event nodes in time order; ``partners``: their neighbour or
+            ``-1``; ``times``: when each finished its gradient (simulated seconds).
+    """
+
+    passes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    nodes: np.ndarray
+    partners: np.ndarray
+    times: np.ndarray
+
+
+@dataclass
+class _Pairwise:
+    slice: float  # simulated seconds per round
+    next: np.ndarray  # (n,) when each node's gradient in flight finishes
+    alive: np.ndarray  # who was alive at the last round
+    done: int = 0  # gradients completed
+    now: float = 0.0  # the end of the last round's slice
+
+
 class NetworkCommunicator:
     """The simulator's communicator on a simulated network (see the module docstring).
 
@@ -447,6 +483,10 @@ class NetworkCommunicator:
         """Sum of ``tau_ij(t)`` over the messages mixed so far (``delay/mean`` divides)."""
         self.delay_count = 0
         self.delay_max = 0
+        self._pair: _Pairwise | None = None
+        self._reverse: dict[
+            int, tuple[MixingMatrix, tuple[np.ndarray, np.ndarray, np.ndarray]]
+        ] = {}
         if self.faults.churn:
             self._check_schedule()
 
@@ -631,6 +671,143 @@ class NetworkCommunicator:
         out = x * diag[:, None]
         return out.index_add_(0, torch.as_tensor(dst, device=x.device), stale.mul_(coef[:, None]))
 
+    # -- asynchronous pairwise averaging (AD-PSGD) --------------------------------------
+    def mean_step(self, nbytes: int) -> float:
+        """The expected seconds of one AD-PSGD step: a gradient and one exchange (a message
+        each way), averaged over nodes."""
+        c = self.compute
+        mean = c.mean * (1 + c.p * (c.slowdown - 1)) if c.kind == "straggler" else c.mean
+        slow = len(set(c.slow_nodes)) / self.num_nodes
+        return mean * (1 + slow * (c.slow_factor - 1)) + 2 * self.link.time(nbytes)
+
+    def pairwise(self, x: NodeTensor, t: int) -> PairwiseRound:
+        """Round ``t`` of asynchronous pairwise averaging (see :class:`PairwiseRound`).
+
+        A round is half a mean step (:meth:`mean_step`) of simulated time, so about half
+        the nodes finish a gradient in each. A node that finishes twice in one slice takes
+        its second event in the next round. The exchange costs the initiator a message
+        each way; the partner does not wait (it averages in place while it computes, which
+        is where AD-PSGD's staleness comes from). A lost message (a drop, a link down)
+        cancels the exchange: the node steps alone. Crashed, left and not yet joined nodes
+        take no part.
+
+        Raises:
+            NetworkError: delays (``delays.max_delay > 0``), or a graph that is not
+                undirected (pairwise averaging needs a link both ways).
+        """
+        self._advance(t)  # crashes, leaves and joins due
+        n = self.num_nodes
+        nbytes = x.shape[1] * x.element_size()
+        exchange = 2 * self.link.time(nbytes)
+        p = self._pair
+        if p is None:
+            if self.delays.max_delay > 0:
+                raise NetworkError(
+                    "delays.max_delay must be 0 for AD-PSGD: its staleness comes from the "
+                    "clock itself (pairwise averaging while neighbours compute)"
+                )
+            first = self.compute.draw(self.seed, 1, n).copy()
+            p = self._pair = _Pairwise(self.mean_step(nbytes) / 2, first, self.alive.copy())
+        back = self.alive & ~p.alive  # joined since the last round: start computing now
+        if back.any():
+            p.next[back] = p.now + self.compute.draw(self.seed, t, n)[back]
+        p.alive = self.alive.copy()
+        p.now = t * p.slice
+        w = self.inner.weights(t)
+        _, _, _, dst, src, *_ = self._edges(w)
+        rev, first_entry, end_entry = self._reverse_edges(w, dst, src)
+        nodes = np.flatnonzero(self.alive & (p.next <= p.now))
+        nodes = nodes[np.argsort(p.next[nodes], kind="stable")]  # time order, ties by id
+        # a partner drawn uniformly among the live neighbours: off-diagonal entries are in
+        # CSR order (by receiver), so a node's are one run; rank the live ones by a cumsum
+        cl = np.concatenate([[0], np.cumsum(self.alive[src])])
+        start = first_entry[nodes]
+        count = cl[end_entry[nodes]] - cl[start]
+        has = count > 0
+        u = self._uniforms(_PAIR_STREAM, t, n)[nodes]
+        k = np.minimum((u * count).astype(np.int64), np.maximum(count - 1, 0))
+        edge = np.searchsorted(cl, cl[start] + k + 1, "left") - 1
+        edge = np.where(has, edge, 0)
+        partners = np.where(has, src[edge] if src.size else -1, -1)
+        sent_i, sent_j = has.copy(), has.copy()
+        if src.size and (self.faults.drop > 0 or self.faults.link_fail > 0):
+            lost = self._lost(w, t, dst, src)  # per entry (receiver <- sender)
+            request_lost = has & lost[rev[edge]]  # i -> j is entry (j <- i)
+            sent_j = has & ~request_lost & ~lost[edge]
+            self.dropped += int(request_lost.sum()) + int((has & ~request_lost & lost[edge]).sum())
+            sent_i = has & ~request_lost
+        paired = sent_j  # both messages arrived
+        counts = np.bincount(nodes[sent_i], minlength=n) + np.bincount(
+            partners[sent_j], minlength=n
+        )
+        self.stats.add_gossip(counts, nbytes)
+        times = p.next[nodes].copy()
+        p.next[nodes] = times + np.where(has, exchange, 0.0)
+        p.next[nodes] += self.compute.draw(self.seed, t + 1, n)[nodes]
+        p.done += int(nodes.size)
+        return PairwiseRound(
+            self._layers(nodes, np.where(paired, partners, -1), x.device),
+            nodes,
+            np.where(paired, partners, -1),
+            times,
+        )
+
+    def _layers(
+        self, nodes: np.ndarray, partners: np.ndarray, device: torch.device
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Events in time order as passes of events on disjoint nodes: an event goes in
+        once no earlier event left touches either of its nodes."""
+        out = []
+        n = self.num_nodes
+        left = np.arange(nodes.size)
+        first = np.empty(n, dtype=np.int64)
+        while left.size:
+            i, j = nodes[left], partners[left]
+            pair = j >= 0
+            first.fill(nodes.size)
+            np.minimum.at(first, i, left)
+            np.minimum.at(first, j[pair], left[pair])
+            ready = (first[i] == left) & (~pair | (first[np.maximum(j, 0)] == left))
+            both, solo = ready & pair, ready & ~pair
+            out.append(
+                (
+                    torch.as_tensor(i[both], device=device),
+                    torch.as_tensor(j[both], device=device),
+                    torch.as_tensor(i[solo], device=device),
+                )
+            )
+            left = left[~ready]
+        return out
+
+    def _reverse_edges(
+        self, w: MixingMatrix, dst: np.ndarray, src: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per off-diagonal entry ``(i <- j)`` the index of ``(j <- i)``; per node the first
+        and one past the last of its entries (they are one run: CSR order), cached."""
+        found = self._reverse.get(id(w))
+        if found is not None and found[0] is w:
+            return found[1]
+        n = self.num_nodes
+        keys = dst * n + src
+        order = np.argsort(keys, kind="stable")
+        want = src * n + dst
+        at = np.minimum(np.searchsorted(keys[order], want), max(keys.size - 1, 0))
+        if keys.size and not np.array_equal(keys[order][at], want):
+            raise NetworkError(
+                f"AD-PSGD averages pairs over undirected links, but {self.topology.name}'s "
+                f"graph has a link one way only; use an undirected topology"
+            )
+        back = order[at] if keys.size else at
+        nodes = np.arange(n)
+        found = (
+            w,
+            (back, np.searchsorted(dst, nodes, "left"), np.searchsorted(dst, nodes, "right")),
+        )
+        if len(self._reverse) > 64:
+            self._reverse.clear()
+        self._reverse[id(w)] = found
+        return found[1]
+
     def _uniforms(self, stream: int, t: int, count: int) -> np.ndarray:
         """``(count,)`` uniforms of round ``t``: :data:`_AHEAD` rounds per generator call."""
         block, row = divmod(t - 1, _AHEAD)
@@ -745,6 +922,9 @@ class NetworkCommunicator:
             "faults/dropped": float(self.dropped),
             "faults/alive_nodes": float(self.alive.sum()),
         }
+        if self._pair is not None:  # asynchronous: the slice's end, gradients completed
+            out["time/sim"] = out["time/sim_mean"] = self._pair.now
+            out["grad_evals"] = float(self._pair.done)
         if self.delays.max_delay > 0:
             out["delay/mean"] = self.delay_sum / max(self.delay_count, 1)
             out["delay/max"] = float(self.delay_max)

@@ -249,6 +249,18 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
         )
     if config.network is not None:
         comm = build_network(config, comm)
+    elif getattr(algorithm, "needs_clock", False):
+        why = (
+            f"{config.algorithm.kind} runs asynchronously on a simulated network's clock: add "
+            "a [network] section (its compute models decide who finishes when)"
+        )
+        raise ConfigError([Issue("algorithm.kind", config.algorithm.kind, why)])
+    if getattr(algorithm, "needs_clock", False) and config.network is not None:
+        if config.network.delays.max_delay > 0:
+            why = "its staleness comes from the clock: remove [network.delays] or set 0"
+            raise ConfigError(
+                [Issue("network.delays.max_delay", config.network.delays.max_delay, why)]
+            )
     return Experiment(config, topology, algorithm, task, comm)
 
 
