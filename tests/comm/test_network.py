@@ -462,3 +462,28 @@ def test_drops_and_a_dead_node_together_give_the_hand_built_matrix() -> None:
     expect = torch.as_tensor(w_eff[alive][:, alive]) @ x[keep]
     torch.testing.assert_close(got[keep], expect, rtol=0, atol=1e-14)
     assert got[5].isnan().all()
+
+
+def test_a_given_delay_schedule_is_replayed_and_checked() -> None:
+    from decent.comm import DelayedCommunicator
+    from decent.comm.network import DelayModel
+
+    # a schedule of D everywhere (clipped at the first rounds) is the constant kind
+    def always(t: int, dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+        return np.full(dst.shape[0], min(2, t - 1))
+
+    given = _train(NetworkCommunicator(ring(12), delays=DelayModel(2, "given", schedule=always)))
+    twin = _train(DelayedCommunicator(ring(12), delay=2))
+    torch.testing.assert_close(given.output, twin.output, rtol=0, atol=1e-13)
+    with pytest.raises(NetworkError, match=r"delays\.schedule is needed"):
+        DelayModel(2, "given")
+    with pytest.raises(NetworkError, match=r"delays\.schedule is needed"):
+        DelayModel(2, "clock", schedule=always)
+
+    def too_old(t: int, dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+        return np.full(dst.shape[0], 3)
+
+    net = NetworkCommunicator(ring(4), delays=DelayModel(3, "given", schedule=too_old))
+    x = torch.zeros(4, 1, dtype=torch.float64)
+    with pytest.raises(NetworkError, match=r"integer delays in 0\.\.0 at round 1"):
+        net.mix(x, 1)

@@ -54,7 +54,7 @@ def network(
             ns.label(row["method"]),
             f"{row['final_error']:.3g}",
             row["reached"],
-            f"{row['time_per_round']:.2f}",
+            f"{row['time_per_step']:.2f}",
             f"{row['time_to_target']:.0f}"
             if row["time_to_target"] == row["time_to_target"]
             else "—",

@@ -177,6 +177,10 @@ class GossipCommunicator:
         self.dead: set[int] = set()  # ranks
         self.events: list[dict[str, Any]] = []
         self.max_staleness_seen = 0
+        self.versions: list[dict[int, int]] = []
+        """Per ``mix`` call, the version (the sender's call number) of each neighbour rank's
+        value it mixed: the delay pattern, which the simulator replays
+        (:class:`~decent.comm.network.DelayModel` kind ``"given"``)."""
         self._calls = 0
         self._k: int | None = None
         self._dtype: torch.dtype | None = None
@@ -377,9 +381,12 @@ class GossipCommunicator:
                     )
                 self._cond.wait(0.05)
             received = []
+            used: dict[int, int] = {}
+            self.versions.append(used)
             for p in sorted(plan.recv):
                 box = self._inbox[p]
                 v = max(v for v in box if lo <= v <= c)
+                used[p] = int(v)
                 self.max_staleness_seen = max(self.max_staleness_seen, c - v)
                 for old in [u for u in box if u < v]:
                     del box[old]

@@ -47,7 +47,7 @@ communicator's mix, bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -298,8 +298,10 @@ class FaultModel:
         return sorted({*self.crashes.values(), *self.leaves.values(), *self.joins.values()})
 
 
-DelayKind = Literal["clock", "uniform", "constant"]
-DELAY_KINDS: tuple[str, ...] = ("clock", "uniform", "constant")
+DelayKind = Literal["clock", "uniform", "constant", "given"]
+DELAY_KINDS: tuple[str, ...] = ("clock", "uniform", "constant", "given")
+DelaySchedule = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+"""``schedule(t, dst, src) -> tau``: the delay of each message ``dst <- src`` at round ``t``."""
 
 
 @dataclass(frozen=True)
@@ -321,13 +323,22 @@ class DelayModel:
             * ``"constant"``: ``tau_ij(t) = D``, the simulator twin of a transport that is
               ``D`` exchanges behind (:class:`~decent.comm.delay.DelayedCommunicator`).
               Nodes wait for the message of round ``t - D``.
+            * ``"given"``: ``tau = schedule(t, dst, src)``, e.g. the pattern a real run
+              recorded (:attr:`~decent.comm.gossip.GossipCommunicator.versions`), so the
+              simulator replays the iterates of the distributed bounded-staleness mode.
+              No node waits.
+        schedule: for ``kind = "given"``: ``(t, dst, src) -> tau``, integer delays of the
+            messages ``dst <- src`` (arrays of the off-diagonal entries of ``W_t``).
 
     Raises:
-        NetworkError: ``max_delay`` below 0 or not an integer, an unknown ``kind``.
+        NetworkError: ``max_delay`` below 0 or not an integer, an unknown ``kind``, a
+            ``"given"`` kind without a schedule (or a schedule with another kind); during
+            the run, a schedule that returns delays outside ``0 .. min(D, t - 1)``.
     """
 
     max_delay: int = 0
     kind: DelayKind = "clock"
+    schedule: DelaySchedule | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         d = self.max_delay
@@ -336,6 +347,11 @@ class DelayModel:
         if self.kind not in DELAY_KINDS:
             raise NetworkError(
                 f"delays.kind must be one of {', '.join(DELAY_KINDS)}, got {self.kind!r}"
+            )
+        if (self.kind == "given") != (self.schedule is not None):
+            raise NetworkError(
+                "delays.schedule is needed by kind 'given' and only by it, got kind "
+                f"{self.kind!r} with{'out' if self.schedule is None else ''} a schedule"
             )
 
 
@@ -647,6 +663,15 @@ class NetworkCommunicator:
         if kind == "uniform":
             u = self._uniforms(_DELAY_STREAM, t, dst.shape[0])
             tau = np.minimum((u * (self.delays.max_delay + 1)).astype(np.int64), oldest)
+        elif kind == "given":
+            assert self.delays.schedule is not None
+            tau = np.asarray(self.delays.schedule(t, dst, src), dtype=np.int64)
+            if tau.shape != dst.shape or (tau.size and not 0 <= tau.min() <= tau.max() <= oldest):
+                raise NetworkError(
+                    f"delays.schedule must return {dst.shape[0]} integer delays in "
+                    f"0..{oldest} at round {t}, got shape {tau.shape}"
+                    + (f", range {tau.min()}..{tau.max()}" if tau.size else "")
+                )
         else:
             # j's message of round t - oldest must be in: wait for it
             must = hist.sent[(t - oldest) % depth][src] + link

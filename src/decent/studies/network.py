@@ -46,6 +46,13 @@ from decent.studies.network_figures import LABELS, METRIC, TOPOLOGY_LABELS, labe
 STUDY = "network"
 TUNING_STUDY = "network-tuning"
 GOSSIP = ("dsgd", "dat_sgd")
+FAULTED = ("dsgd", "dat_sgd", "ad_psgd")
+"""The methods also run under drops and crashes."""
+ASYNC = ("ad_psgd",)
+"""Methods on their own clocks: a round is half a mean step, so they run twice the rounds
+(the same gradients per node), are tuned on the straggler network (their iterates depend
+on the clock), and are left out of the latency sweep (their clock is not a replay of
+:func:`~decent.comm.network.simulate_clock`)."""
 
 
 class NetworkSpecError(ValueError):
@@ -54,11 +61,11 @@ class NetworkSpecError(ValueError):
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """What the network study runs; the defaults take about 10 minutes on 2 cores."""
+    """What the network study runs; the defaults take about 6 minutes on 2 cores."""
 
     machines: tuple[int, ...] = (64, 1024)
     topologies: tuple[str, ...] = ("ring", "torus", "exponential")
-    methods: tuple[str, ...] = ("minibatch_sgd", "dsgd", "dat_sgd")
+    methods: tuple[str, ...] = ("minibatch_sgd", "dsgd", "dat_sgd", "ad_psgd")
     rounds: int = 600
     eval_every: int = 10
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -115,6 +122,10 @@ class NetworkSpec:
             raise NetworkSpecError(f"target_factor must be >= 1, got {self.target_factor!r}")
 
     # -- configs ------------------------------------------------------------------------
+    def rounds_of(self, method: str) -> int:
+        """Engine rounds of a method: twice ``rounds`` for the asynchronous ones."""
+        return 2 * self.rounds if method.partition("@")[0] in ASYNC else self.rounds
+
     def grid(self, method: str) -> list[float]:
         if method == "dat_sgd":
             return [g / self.rounds for g in self.gamma_grid]
@@ -124,12 +135,13 @@ class NetworkSpec:
         """All-reduce ignores the graph: minibatch SGD runs on the first topology only."""
         return self.topologies[:1] if method == "minibatch_sgd" else self.topologies
 
-    def base(self, study: str, seed: int, m: int) -> dict[str, Any]:
+    def base(self, study: str, seed: int, m: int, method: str | None = None) -> dict[str, Any]:
+        scale = self.rounds_of(method) // self.rounds if method else 1
         return {
             "study": study,
             "seed": seed,
-            "rounds": self.rounds,
-            "eval_every": self.eval_every,
+            "rounds": self.rounds * scale,
+            "eval_every": self.eval_every * scale,
             "per_node_eval": "final",
             "topology": {"kind": self.topologies[0], "num_nodes": m},
             "algorithm": {"kind": self.methods[0], "lr": self.grid(self.methods[0])[0]},
@@ -146,14 +158,15 @@ class NetworkSpec:
             "delays": {"max_delay": delay, "kind": "clock"},
         }
 
-    def crashes(self, m: int, fraction: float) -> dict[str, int]:
+    def crashes(self, m: int, fraction: float, scale: int = 1) -> dict[str, int]:
         """Which nodes crash and when: ``round(fraction * M)`` nodes, at rounds spread over
-        the middle half of the run, fixed by ``(M, fraction)``."""
+        the middle half of the run, fixed by ``(M, fraction)`` (``scale``: rounds per
+        synchronous round, 2 for the asynchronous methods)."""
         rng = np.random.default_rng([m, round(fraction * 1000)])
         count = round(fraction * m)
         nodes = rng.choice(m, size=count, replace=False)
         rounds = rng.integers(self.rounds // 4, 3 * self.rounds // 4, size=count, endpoint=True)
-        return {str(int(i)): int(max(1, r)) for i, r in zip(nodes, rounds, strict=True)}
+        return {str(int(i)): int(max(1, r * scale)) for i, r in zip(nodes, rounds, strict=True)}
 
 
 def load_spec(path: str | Path) -> NetworkSpec:
@@ -183,25 +196,32 @@ def tune(
     of 2 beyond it (at most 4 times); cells still at an edge are returned as notes."""
     grids = {(method, m): spec.grid(method) for method in spec.methods for m in spec.machines}
     best: dict[tuple[str, str, int], float] = {}
+    synchronous = [m for m in spec.methods if m not in ASYNC]
+    groups = [g for g in [synchronous, *([m] for m in spec.methods if m in ASYNC)] if g]
     for _ in range(5):
         for m in spec.machines:
-            raw = spec.base(TUNING_STUDY, spec.tune_seeds[0], m)
-            raw["eval_every"] = spec.rounds
-            raw["per_node_eval"] = "none"
-            raw["sweep"] = {
-                "seeds": list(spec.tune_seeds),
-                "grid": {
-                    "topology": [{"kind": k, "num_nodes": m} for k in spec.topologies],
-                    "algorithm": [
-                        {"kind": method, "lr": lr}
-                        for method in spec.methods
-                        for lr in grids[(method, m)]
-                    ],
-                },
-            }
-            run_sweep(validate(raw, "network tuning"), out, workers=spec.workers, progress=progress)
+            for group in groups:
+                raw = spec.base(TUNING_STUDY, spec.tune_seeds[0], m, group[0])
+                raw["eval_every"] = raw["rounds"]
+                raw["per_node_eval"] = "none"
+                if group[0] in ASYNC:  # its iterates follow the clock: tune on the network
+                    raw["network"] = spec.network()
+                raw["sweep"] = {
+                    "seeds": list(spec.tune_seeds),
+                    "grid": {
+                        "topology": [{"kind": k, "num_nodes": m} for k in spec.topologies],
+                        "algorithm": [
+                            {"kind": method, "lr": lr}
+                            for method in group
+                            for lr in grids[(method, m)]
+                        ],
+                    },
+                }
+                cfg = validate(raw, "network tuning")
+                run_sweep(cfg, out, workers=spec.workers, progress=progress)
         last = _final(load(out, study=TUNING_STUDY))
-        last = last[(last["rounds"] == spec.rounds) & last["seed"].isin(spec.tune_seeds)]
+        rounds = last["algorithm.kind"].map(spec.rounds_of)
+        last = last[(last["rounds"] == rounds) & last["seed"].isin(spec.tune_seeds)]
         last = last[(last["status"] == "finished") & last["value"].map(math.isfinite)]
         extended = False
         for method in spec.methods:
@@ -247,15 +267,18 @@ def evaluate(
         for method in spec.methods:
             for kind in spec.topologies_of(method):
                 networks = [spec.network()]
-                if method in GOSSIP:
+                scale = spec.rounds_of(method) // spec.rounds
+                if method in FAULTED:
                     networks += [spec.network(drop=p) for p in spec.drops if p > 0]
                     networks += [
-                        spec.network(crashes=spec.crashes(m, f)) for f in spec.crash_fractions
+                        spec.network(crashes=spec.crashes(m, f, scale))
+                        for f in spec.crash_fractions
                     ]
+                if method in GOSSIP:
                     networks += [spec.network(delay=d) for d in spec.max_delays]
                 for network in networks:
                     for seed in spec.seeds:
-                        raw = spec.base(STUDY, seed, m)
+                        raw = spec.base(STUDY, seed, m, method)
                         raw["topology"] = {"kind": kind, "num_nodes": m}
                         raw["algorithm"] = {"kind": method, "lr": best[(method, kind, m)]}
                         raw["network"] = network
@@ -296,7 +319,9 @@ def _fault_label(row: pd.Series) -> str:
 def collect(spec: NetworkSpec, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(runs, curves)``: one row per evaluation run with its setting, and the long records."""
     df = load(out, study=STUDY)
-    df = df[(df["rounds"] == spec.rounds) & df["seed"].isin(spec.seeds)]
+    df = df[
+        (df["rounds"] == df["algorithm.kind"].map(spec.rounds_of)) & df["seed"].isin(spec.seeds)
+    ]
     df = df[df["topology.num_nodes"].isin(spec.machines)]
     crash_cols = [c for c in df.columns if c.startswith("network.faults.crashes.")]
     runs = df.drop_duplicates("run_id").copy()
@@ -314,7 +339,7 @@ def collect(spec: NetworkSpec, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         ]
     keep = ["run_id", "algorithm.kind", "topology.kind", "topology.num_nodes", "seed"]
     runs = runs[[*keep, "network.latency", "fault", "crashes", "network.faults.drop", "status"]]
-    wide = df[df["metric"].isin([METRIC, "time/sim"])].pivot_table(
+    wide = df[df["metric"].isin([METRIC, "time/sim", "grad_evals"])].pivot_table(
         index=["run_id", "round"], columns="metric", values="value"
     )
     curves = wide.reset_index().merge(runs, on="run_id")
@@ -348,6 +373,7 @@ def time_to_target(
                         "topology": kind,
                         "seed": int(one["seed"].iloc[0]),
                         "round": int(below["round"].iloc[0]),
+                        "steps": float(below["grad_evals"].iloc[0]) / float(m),
                         "time": float(below["time/sim"].iloc[0]),
                     }
                 )
@@ -361,21 +387,22 @@ def time_to_target(
                 "final_error": float(last[METRIC].mean()),
                 "target": target,
                 "reached": f"{len(mine)}/{g['run_id'].nunique()}",
-                "rounds_to_target": float(np.median([h["round"] for h in mine]))
+                # steps: gradients per node (a round of the synchronous methods)
+                "steps_to_target": float(np.median([h["steps"] for h in mine]))
                 if mine
                 else math.nan,
                 "time_to_target": float(np.median([h["time"] for h in mine])) if mine else math.nan,
-                "time_per_round": float(last["time/sim"].mean() / spec.rounds),
+                "time_per_step": float((last["time/sim"] / (last["grad_evals"] / m)).mean()),
             }
         )
-    columns = ["M", "method", "topology", "seed", "round", "time"]
+    columns = ["M", "method", "topology", "seed", "round", "steps", "time"]
     return pd.DataFrame(rows), targets, pd.DataFrame(hits, columns=columns)
 
 
 def fault_table(spec: NetworkSpec, curves: pd.DataFrame) -> pd.DataFrame:
     """Final error of the gossip methods per fault setting, and its ratio to no faults."""
     final = curves.sort_values("round").groupby("run_id").tail(1)
-    final = final[final["algorithm.kind"].isin(GOSSIP)]
+    final = final[final["algorithm.kind"].isin(FAULTED)]
     keys = ["topology.num_nodes", "algorithm.kind", "topology.kind", "fault"]
     table = final.groupby(keys)[METRIC].agg(["mean", "std", "count"]).reset_index()
     clean = table[table["fault"] == "none"].set_index(keys[:3])["mean"]
@@ -400,7 +427,7 @@ def crossover(spec: NetworkSpec, hits: pd.DataFrame) -> pd.DataFrame:
     }
     dim = int(spec.task.get("dim", 20))
     rows = []
-    synchronous = hits[~hits["method"].str.contains("@")]
+    synchronous = hits[~hits["method"].str.contains("@") & ~hits["method"].isin(ASYNC)]
     for (m, method, kind), g in synchronous.groupby(["M", "method", "topology"]):
         cfg = validate(spec.base("x", 0, int(m)) | {"topology": {"kind": kind, "num_nodes": m}})
         topology = build_topology(cfg.topology)
@@ -529,8 +556,8 @@ def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
             "final_error",
             "target",
             "reached",
-            "rounds_to_target",
-            "time_per_round",
+            "steps_to_target",
+            "time_per_step",
             "time_to_target",
             "speed-up vs all-reduce",
         ]
@@ -552,15 +579,17 @@ def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
         "",
         f"Target at each M: {spec.target_factor:g} x the best final error of any method there "
         "(" + ", ".join(f"M = {m}: {t:.3g}" for m, t in result.targets.items()) + "). "
-        "Rounds and time to target: median over the seeds that reached it.",
+        "Steps (gradients per node: a round of the synchronous methods, two rounds of "
+        "AD-PSGD's) and time to target: median over the seeds that reached it; time per "
+        "step: simulated time over gradients per node.",
         "",
         *_md(
             ttt,
             {
                 "final_error": ".3g",
                 "target": ".3g",
-                "rounds_to_target": ".0f",
-                "time_per_round": ".2f",
+                "steps_to_target": ".0f",
+                "time_per_step": ".2f",
                 "time_to_target": ".0f",
                 "speed-up vs all-reduce": ".2f",
             },

@@ -13,8 +13,9 @@ LABELS = {
     "minibatch_sgd": "Minibatch SGD (all-reduce)",
     "dsgd": "D-SGD (gossip)",
     "dat_sgd": "DAT-SGD (gossip)",
+    "ad_psgd": "AD-PSGD (async pairwise)",
 }
-COLORS = {"minibatch_sgd": "C7", "dsgd": "C0", "dat_sgd": "C3"}
+COLORS = {"minibatch_sgd": "C7", "dsgd": "C0", "dat_sgd": "C3", "ad_psgd": "C2"}
 TOPOLOGY_LABELS = {"ring": "ring", "torus": "2-D torus", "exponential": "exponential"}
 
 
@@ -100,7 +101,7 @@ def plot_faults(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path:
     fig = Figure(figsize=(4.6 * len(spec.machines) + 2.4, 3.6))
     axes = fig.subplots(1, len(spec.machines), squeeze=False)[0]
     for ax, m in zip(axes, spec.machines, strict=True):
-        for method in ("dsgd", "dat_sgd"):
+        for method in [m for m in spec.methods if m != "minibatch_sgd"]:
             for kind in spec.topologies:
                 g = table[
                     (table["M"] == m) & (table["method"] == method) & (table["topology"] == kind)
