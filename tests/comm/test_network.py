@@ -349,8 +349,96 @@ def test_bad_delay_input_names_the_field() -> None:
         DelayModel(-1)
     with pytest.raises(NetworkError, match=r"delays\.kind"):
         DelayModel(2, "poisson")  # type: ignore[arg-type]
-    with pytest.raises(NetworkError, match="does not combine with faults"):
-        NetworkCommunicator(ring(4), delays=DelayModel(1), faults=FaultModel(drop=0.1))
+    from decent.topology import OnePeerExponential
+
+    with pytest.raises(NetworkError, match="needs a static topology"):
+        NetworkCommunicator(
+            OnePeerExponential(8), delays=DelayModel(1), faults=FaultModel(drop=0.1)
+        )
+
+
+def _delayed_reference(
+    w: np.ndarray, xs: list[np.ndarray], tau: dict, lost: dict, alive: np.ndarray, t: int
+) -> np.ndarray:
+    """``y_i = W_ii x_i(t) + sum_j W_ij x_j(t - tau_ij)`` over the delivered messages of
+    live pairs; the rest of each live row's weight on its diagonal; a dead row keeps x_i."""
+    n = w.shape[0]
+    x = xs[t]
+    y = np.zeros_like(x)
+    for i in range(n):
+        if not alive[i]:
+            y[i] = x[i]
+            continue
+        y[i] = w[i, i] * x[i]
+        for j in range(n):
+            if j == i or w[i, j] == 0:
+                continue
+            age = tau[(i, j)]
+            if alive[j] and not lost[(t - age, i, j)]:
+                y[i] += w[i, j] * xs[t - age][j]
+            else:
+                y[i] += w[i, j] * x[i]
+    return y
+
+
+@pytest.mark.parametrize("kind", ["uniform", "constant"])
+def test_delays_with_drops_and_a_crash_match_a_loop_over_messages(kind: str) -> None:
+    """Each mixed value is the delayed message that was delivered; a lost message is never
+    mixed later, its weight stays with the receiver, and a crashed node reaches nobody."""
+    from decent.comm.network import _DELAY_STREAM, DelayModel
+
+    n, depth, rounds = 9, 3, 12
+    topo = torus(n)
+    w = topo.weights(1).dense()
+    faults = FaultModel(drop=0.3, crashes={5: 7})
+    delays = DelayModel(depth, kind)  # type: ignore[arg-type]
+    net = NetworkCommunicator(topo, faults=faults, delays=delays, seed=4)
+    twin = NetworkCommunicator(topo, faults=faults, seed=4)  # the same draws
+    _, _, _, dst, src, *_ = net._edges(topo.weights(1))
+    xs = {t: np.random.default_rng(t).standard_normal((n, 2)) for t in range(1, rounds + 1)}
+    lost: dict[tuple[int, int, int], bool] = {}
+    for t in range(1, rounds + 1):
+        if t >= 7:
+            xs[t][5] = math.nan  # crashed at 7: whatever it holds must reach nobody
+        net.begin_round(t)
+        drawn = twin._lost(topo.weights(1), t, dst, src)
+        for k, (i, j) in enumerate(zip(dst.tolist(), src.tolist(), strict=True)):
+            lost[(t, i, j)] = bool(drawn[k])
+        oldest = min(depth, t - 1)
+        if kind == "constant":
+            ages = np.full(dst.shape[0], oldest)
+        else:
+            u = twin._uniforms(_DELAY_STREAM, t, dst.shape[0])
+            ages = np.minimum((u * (depth + 1)).astype(np.int64), oldest)
+        tau = {(int(i), int(j)): int(a) for i, j, a in zip(dst, src, ages, strict=True)}
+        got = net.mix(torch.as_tensor(xs[t]), t).numpy()
+        alive = net.alive.copy()
+        want = _delayed_reference(w, xs, tau, lost, alive, t)
+        np.testing.assert_allclose(got[alive], want[alive], rtol=0, atol=1e-13)
+        assert not np.isnan(got[alive]).any()
+    m = net.metrics()
+    assert m["faults/dropped"] > 0 and m["faults/alive_nodes"] == n - 1
+    assert 0 < net.delay_max <= depth
+
+
+def test_bounded_staleness_with_drops_keeps_rows_stochastic_and_within_the_bound() -> None:
+    from decent.comm.network import DelayModel
+
+    n = 16
+    net = NetworkCommunicator(
+        torus(n),
+        compute=ComputeModel("straggler", p=0.2, slowdown=5.0),
+        link=LinkModel(latency=0.1),
+        faults=FaultModel(drop=0.2, link_fail=0.1, link_recover=0.5, crashes={3: 5}),
+        delays=DelayModel(3, "clock"),
+        seed=1,
+    )
+    ones = torch.ones(n, 1, dtype=torch.float64)
+    for t in range(1, 40):
+        net.begin_round(t)
+        torch.testing.assert_close(net.mix(ones, t), ones, rtol=0, atol=1e-15)
+    m = net.metrics()
+    assert 0 < m["delay/mean"] <= m["delay/max"] <= 3 and m["faults/dropped"] > 0
 
 
 # -- leaving and joining ---------------------------------------------------------------

@@ -149,9 +149,16 @@ def test_bounded_delays_from_a_config_record_their_staleness() -> None:
     with pytest.raises(ConfigError) as err:
         build(loads_config(delayed.replace("max_delay = 2", "max_delay = -1")))
     assert any("network.delays.max_delay: -1 -> must be >= 0" in line for line in lines(err.value))
-    with pytest.raises(ConfigError) as err:
+    # delays with drops and a crash: runs, and records both
+    both = train_experiment(
         build(loads_config(BASE + NETWORK + "\n[network.delays]\nmax_delay = 2\n"))
-    assert "does not combine with faults" in str(err.value)
+    )
+    assert both.status == "finished" and both.final["faults/dropped"] > 0
+    assert both.final["faults/alive_nodes"] == 7 and both.final["delay/max"] <= 2
+    timevarying = BASE.replace('kind = "ring"', 'kind = "one_peer_exponential"')
+    with pytest.raises(ConfigError) as err:
+        build(loads_config(timevarying + NETWORK + "\n[network.delays]\nmax_delay = 2\n"))
+    assert "needs a static topology" in str(err.value)
 
 
 def test_the_report_plots_against_simulated_time(tmp_path) -> None:

@@ -362,6 +362,7 @@ class _History:
         self.depth = depth
         self.values = torch.empty((depth, *x.shape), dtype=x.dtype, device=x.device)
         self.sent = np.zeros((depth, x.shape[0]))  # ready times s_j(r)
+        self.lost: np.ndarray | None = None  # (depth, entries): never delivered, by round
         self.rounds = 0  # rounds pushed so far
 
     def push(self, t: int, x: NodeTensor, ready: np.ndarray) -> None:
@@ -454,10 +455,10 @@ class NetworkCommunicator:
         self.faults = faults or FaultModel()
         self.delays = delays or DelayModel()
         self.seed = int(seed)
-        if self.delays.max_delay > 0 and self.faults.any:
+        if self.delays.max_delay > 0 and self.faults.any and not self.topology.is_static:
             raise NetworkError(
-                "delays.max_delay > 0 does not combine with faults (drops, link failures, "
-                "crashes) yet; use one or the other"
+                "delays.max_delay > 0 with faults needs a static topology (a lost message is "
+                f"remembered per link), got time-varying {self.topology.name!r}"
             )
         for name in ("crashes", "leaves", "joins"):
             for node in getattr(self.faults, name):
@@ -610,7 +611,6 @@ class NetworkCommunicator:
         nbytes = x.shape[1] * x.element_size()
         _, _, _, dst, src, weights, _ = self._edges(w)
         if self.delays.max_delay > 0:
-            self.stats.add_gossip(w.out_degree, nbytes)
             return self._mix_delayed(x, t, w, nbytes)
         if not self.faults.any:
             self.stats.add_gossip(w.out_degree, nbytes)
@@ -660,6 +660,18 @@ class NetworkCommunicator:
         oldest = min(self.delays.max_delay, hist.rounds - 1)  # never before the first round
         kind = self.delays.kind
         link = self.link.time(nbytes)
+        live: np.ndarray | None = None
+        if self.faults.any:
+            # this round's messages: lost ones are remembered, so no later round mixes them
+            live = self.alive[dst] & self.alive[src]
+            lost_now = self._lost(w, t, dst, src) & live
+            self.dropped += int(lost_now.sum())
+            self.stats.add_gossip(np.bincount(src[live & ~lost_now], minlength=w.n), nbytes)
+            if hist.lost is None or hist.lost.shape[1] != dst.shape[0]:
+                hist.lost = np.zeros((depth, dst.shape[0]), dtype=bool)
+            hist.lost[t % depth] = lost_now | ~live
+        else:
+            self.stats.add_gossip(w.out_degree, nbytes)
         if kind == "uniform":
             u = self._uniforms(_DELAY_STREAM, t, dst.shape[0])
             tau = np.minimum((u * (self.delays.max_delay + 1)).astype(np.int64), oldest)
@@ -673,10 +685,14 @@ class NetworkCommunicator:
                     + (f", range {tau.min()}..{tau.max()}" if tau.size else "")
                 )
         else:
-            # j's message of round t - oldest must be in: wait for it
+            # j's message of round t - oldest must be in (or time out, if lost): wait for it
             must = hist.sent[(t - oldest) % depth][src] + link
             wait = ready.copy()
-            np.maximum.at(wait, dst, must)
+            if live is None:
+                np.maximum.at(wait, dst, must)
+            else:  # a dead node waits for nobody, and nobody waits for it
+                np.maximum.at(wait, dst[live], must[live])
+                wait = np.where(self.alive, wait, ready)
             self.clock = wait
             if kind == "constant":
                 tau = np.full(dst.shape[0], oldest, dtype=np.int64)
@@ -684,17 +700,30 @@ class NetworkCommunicator:
                 # the newest message of rounds t - oldest .. t that has arrived by then
                 ages = np.arange(oldest + 1)
                 arrived = hist.sent[(t - ages) % depth][:, src] + link <= wait[dst][None, :]
+                if hist.lost is not None and live is not None:
+                    arrived &= ~hist.lost[(t - ages) % depth]
                 tau = np.argmax(arrived, axis=0).astype(np.int64)  # first True: the newest
-        self.delay_sum += float(tau.sum())
-        self.delay_count += int(tau.shape[0])
-        self.delay_max = max(self.delay_max, int(tau.max()) if tau.size else 0)
+                if live is not None:
+                    live = live & arrived.any(axis=0)
         n = x.shape[0]
-        where = torch.as_tensor(((t - tau) % depth) * n + src, device=x.device)
+        coef_np, diag_np, to, tau_used = weight, diagonal, dst, tau
+        if live is not None:
+            assert hist.lost is not None
+            # mixed: from a live sender to a live receiver, and not lost on its way; the
+            # weight of the others stays with the receiver, and a dead row keeps its value
+            has = live & ~hist.lost[(t - tau) % depth, np.arange(dst.shape[0])]
+            diag_np = diagonal + np.bincount(dst[~has], weights=weight[~has], minlength=n)
+            diag_np[~self.alive] = 1.0
+            coef_np, to, tau_used, src = weight[has], dst[has], tau[has], src[has]
+        self.delay_sum += float(tau_used.sum())
+        self.delay_count += int(tau_used.shape[0])
+        self.delay_max = max(self.delay_max, int(tau_used.max()) if tau_used.size else 0)
+        where = torch.as_tensor(((t - tau_used) % depth) * n + src, device=x.device)
         stale = hist.values.view(depth * n, -1).index_select(0, where)
-        coef = torch.as_tensor(weight, dtype=x.dtype, device=x.device)
-        diag = torch.as_tensor(diagonal, dtype=x.dtype, device=x.device)
+        coef = torch.as_tensor(coef_np, dtype=x.dtype, device=x.device)
+        diag = torch.as_tensor(diag_np, dtype=x.dtype, device=x.device)
         out = x * diag[:, None]
-        return out.index_add_(0, torch.as_tensor(dst, device=x.device), stale.mul_(coef[:, None]))
+        return out.index_add_(0, torch.as_tensor(to, device=x.device), stale.mul_(coef[:, None]))
 
     # -- asynchronous pairwise averaging (AD-PSGD) --------------------------------------
     def mean_step(self, nbytes: int) -> float:
