@@ -358,7 +358,12 @@ def test_bad_delay_input_names_the_field() -> None:
 
 
 def _delayed_reference(
-    w: np.ndarray, xs: list[np.ndarray], tau: dict, lost: dict, alive: np.ndarray, t: int
+    w: np.ndarray,
+    xs: dict[int, np.ndarray],
+    tau: dict[tuple[int, int], int],
+    lost: dict[tuple[int, int, int], bool],
+    alive: np.ndarray,
+    t: int,
 ) -> np.ndarray:
     """``y_i = W_ii x_i(t) + sum_j W_ij x_j(t - tau_ij)`` over the delivered messages of
     live pairs; the rest of each live row's weight on its diagonal; a dead row keeps x_i."""
