@@ -55,8 +55,9 @@ def test_every_cell_is_measured_and_written(tiny) -> None:
         # 1 + p (slowdown - 1) + 2 latency on average, far below waiting for the neighbours
         assert per_step[("ad_psgd", kind)] < per_step[("dsgd", kind)]
         assert per_step[("ad_psgd", kind)] == pytest.approx(1 + 0.05 * 9 + 0.02, rel=0.15)
-    # the target is target_factor x the best final error, so the best cell reaches it
-    assert ttt["final_error"].min() * spec.target_factor == pytest.approx(result.targets[9])
+    # the target is target_factor x the best synchronous final error, so that cell reaches it
+    synchronous = ttt[~ttt["method"].str.contains("@") & (ttt["method"] != "ad_psgd")]
+    assert synchronous["final_error"].min() * spec.target_factor == pytest.approx(result.targets[9])
     for name in ("tables.md", "time_to_target.csv", "faults.csv", "crossover.csv"):
         assert (out / "network" / name).stat().st_size > 0
     for name in ("error_vs_time.png", "faults.png", "crossover.png"):

@@ -2,15 +2,16 @@
 slow and lossy, and nodes crash (issue 7; ``docs/results/async.md``).
 
 Three questions, on streaming least squares with node-specific Hessians and optima (the
-excess risk in closed form), all-reduce minibatch SGD against synchronous D-SGD and DAT-SGD
-on a ring, a 2-D torus and an exponential graph of ``M`` nodes:
+excess risk in closed form), all-reduce minibatch SGD against synchronous D-SGD and DAT-SGD,
+their bounded-staleness variants and asynchronous AD-PSGD, on a ring, a 2-D torus and an
+exponential graph of ``M`` nodes:
 
 1. **Time to a target under stragglers.** Every node takes one time unit per gradient and,
    with probability ``p`` per round, ``slowdown`` times that; a message takes ``latency``.
    All-reduce waits for the slowest node and pays ``2 (M - 1)`` latency steps per round;
    gossip waits for the neighbours only. The target at each ``M`` is ``target_factor``
-   times the best final error any method reaches there; a run's time to target is its
-   ``time/sim`` at the first evaluation at or below it.
+   times the best final error a synchronous method reaches there in ``rounds``; a run's
+   time to target is its ``time/sim`` at the first evaluation at or below it.
 2. **Error under message drops and node churn** (D-SGD and DAT-SGD at the tuned step
    sizes): a lost message's weight stays with its receiver, so ``W_t`` stays row- but not
    column-stochastic and the network average drifts; crashed nodes take their data with
@@ -61,7 +62,7 @@ class NetworkSpecError(ValueError):
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """What the network study runs; the defaults take about 6 minutes on 2 cores."""
+    """What the network study runs; the defaults take about 12 minutes on 2 cores."""
 
     machines: tuple[int, ...] = (64, 1024)
     topologies: tuple[str, ...] = ("ring", "torus", "exponential")
@@ -122,21 +123,30 @@ class NetworkSpec:
             raise NetworkSpecError(f"target_factor must be >= 1, got {self.target_factor!r}")
 
     # -- configs ------------------------------------------------------------------------
-    def rounds_of(self, method: str) -> int:
-        """Engine rounds of a method: twice ``rounds`` for the asynchronous ones."""
-        return 2 * self.rounds if method.partition("@")[0] in ASYNC else self.rounds
+    def rounds_of(self, cell: str) -> int:
+        """Engine rounds of a study cell: twice ``rounds`` for the asynchronous ones
+        (AD-PSGD: the same gradients per node; the bounded-staleness variants: about the
+        same simulated time, as a stale round takes about half a synchronous one)."""
+        asynchronous = cell.partition("@")[0] in ASYNC or "@stale" in cell
+        return 2 * self.rounds if asynchronous else self.rounds
 
-    def grid(self, method: str) -> list[float]:
-        if method == "dat_sgd":
-            return [g / self.rounds for g in self.gamma_grid]
+    def cells(self) -> list[str]:
+        """The study's cells: the methods, and ``<method>@stale<D>`` per gossip method and
+        bound ``D``."""
+        stale = [f"{g}@stale{d}" for d in self.max_delays for g in GOSSIP if g in self.methods]
+        return [*self.methods, *stale]
+
+    def grid(self, cell: str) -> list[float]:
+        if cell.partition("@")[0] == "dat_sgd":
+            return [g / self.rounds_of(cell) for g in self.gamma_grid]
         return list(self.lr_grid)
 
     def topologies_of(self, method: str) -> tuple[str, ...]:
         """All-reduce ignores the graph: minibatch SGD runs on the first topology only."""
         return self.topologies[:1] if method == "minibatch_sgd" else self.topologies
 
-    def base(self, study: str, seed: int, m: int, method: str | None = None) -> dict[str, Any]:
-        scale = self.rounds_of(method) // self.rounds if method else 1
+    def base(self, study: str, seed: int, m: int, cell: str | None = None) -> dict[str, Any]:
+        scale = self.rounds_of(cell) // self.rounds if cell else 1
         return {
             "study": study,
             "seed": seed,
@@ -188,48 +198,71 @@ def _final(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
     return rows.sort_values("round").groupby("run_id").tail(1)
 
 
+def cell_of(df: pd.DataFrame) -> pd.Series:
+    """Each row's study cell: ``algorithm.kind``, or ``<kind>@stale<D>`` for a run with
+    ``network.delays.max_delay = D > 0``."""
+    kind = df["algorithm.kind"].astype(str)
+    if "network.delays.max_delay" not in df:
+        return kind
+    delay = df["network.delays.max_delay"].fillna(0).astype(int)
+    return kind.where(delay == 0, kind + "@stale" + delay.astype(str))
+
+
 def tune(
     spec: NetworkSpec, out: Path, *, progress: bool = True
 ) -> tuple[dict[tuple[str, str, int], float], list[str]]:
-    """Each (method, topology, M)'s step size: the best mean final error over the tuning
-    seeds, without a network. A grid whose best value is at an edge is extended by a factor
-    of 2 beyond it (at most 4 times); cells still at an edge are returned as notes."""
-    grids = {(method, m): spec.grid(method) for method in spec.methods for m in spec.machines}
+    """Each (cell, topology, M)'s step size: the best mean final error over the tuning
+    seeds. Synchronous methods are tuned without a network (their iterates do not depend
+    on a fault-free clock); AD-PSGD and the bounded-staleness variants on the straggler
+    network, with their delays, for their own number of rounds. A grid whose best value is
+    at an edge is extended by a factor of 2 beyond it (at most 4 times); cells still at an
+    edge are returned as notes."""
+    cells = spec.cells()
+    grids = {(cell, m): spec.grid(cell) for cell in cells for m in spec.machines}
     best: dict[tuple[str, str, int], float] = {}
-    synchronous = [m for m in spec.methods if m not in ASYNC]
-    groups = [g for g in [synchronous, *([m] for m in spec.methods if m in ASYNC)] if g]
+    # one sweep per group of cells that share a network and a number of rounds
+    groups: list[tuple[list[str], dict[str, Any] | None]] = []
+    synchronous = [c for c in spec.methods if c not in ASYNC]
+    if synchronous:
+        groups.append((synchronous, None))
+    groups += [([c], spec.network()) for c in spec.methods if c in ASYNC]
+    for d in spec.max_delays:
+        stale = [f"{g}@stale{d}" for g in GOSSIP if g in spec.methods]
+        if stale:
+            groups.append((stale, spec.network(delay=d)))
     for _ in range(5):
         for m in spec.machines:
-            for group in groups:
+            for group, network in groups:
                 raw = spec.base(TUNING_STUDY, spec.tune_seeds[0], m, group[0])
                 raw["eval_every"] = raw["rounds"]
                 raw["per_node_eval"] = "none"
-                if group[0] in ASYNC:  # its iterates follow the clock: tune on the network
-                    raw["network"] = spec.network()
+                if network is not None:  # its iterates follow the clock: tune on it
+                    raw["network"] = network
                 raw["sweep"] = {
                     "seeds": list(spec.tune_seeds),
                     "grid": {
                         "topology": [{"kind": k, "num_nodes": m} for k in spec.topologies],
                         "algorithm": [
-                            {"kind": method, "lr": lr}
-                            for method in group
-                            for lr in grids[(method, m)]
+                            {"kind": cell.partition("@")[0], "lr": lr}
+                            for cell in group
+                            for lr in grids[(cell, m)]
                         ],
                     },
                 }
                 cfg = validate(raw, "network tuning")
                 run_sweep(cfg, out, workers=spec.workers, progress=progress)
         last = _final(load(out, study=TUNING_STUDY))
-        rounds = last["algorithm.kind"].map(spec.rounds_of)
+        last = last.assign(cell=cell_of(last))
+        rounds = last["cell"].map(spec.rounds_of)
         last = last[(last["rounds"] == rounds) & last["seed"].isin(spec.tune_seeds)]
         last = last[(last["status"] == "finished") & last["value"].map(math.isfinite)]
         extended = False
-        for method in spec.methods:
+        for cell in cells:
             for m in spec.machines:
-                grid = grids[(method, m)]
-                for kind in spec.topologies_of(method):
+                grid = grids[(cell, m)]
+                for kind in spec.topologies_of(cell):
                     rows = last[
-                        (last["algorithm.kind"] == method)
+                        (last["cell"] == cell)
                         & (last["topology.kind"] == kind)
                         & (last["topology.num_nodes"] == m)
                         & last["algorithm.lr"].isin(grid)
@@ -238,21 +271,21 @@ def tune(
                     mean = rows.groupby("algorithm.lr")["value"].agg(["mean", "count"])
                     mean = mean[mean["count"] == len(spec.tune_seeds)]["mean"]
                     if mean.empty:
-                        raise RuntimeError(f"every step size diverged for {method} on {kind}({m})")
+                        raise RuntimeError(f"every step size diverged for {cell} on {kind}({m})")
                     lr = float(mean.idxmin())
-                    best[(method, kind, m)] = lr
-                    if lr == max(grid) and grid == grids[(method, m)]:
-                        grids[(method, m)] = [*grid, 2 * max(grid)]
+                    best[(cell, kind, m)] = lr
+                    if lr == max(grid) and grid == grids[(cell, m)]:
+                        grids[(cell, m)] = [*grid, 2 * max(grid)]
                         extended = True
-                    elif lr == min(grid) and grid == grids[(method, m)]:
-                        grids[(method, m)] = [min(grid) / 2, *grid]
+                    elif lr == min(grid) and grid == grids[(cell, m)]:
+                        grids[(cell, m)] = [min(grid) / 2, *grid]
                         extended = True
         if not extended:
             break
     notes = [
-        f"{LABELS[method]} on {kind}({m}): best step size {lr:g} is at the edge of its grid"
-        for (method, kind, m), lr in best.items()
-        if lr in (min(grids[(method, m)]), max(grids[(method, m)]))
+        f"{label(cell)} on {kind}({m}): best step size {lr:g} is at the edge of its grid"
+        for (cell, kind, m), lr in best.items()
+        if lr in (min(grids[(cell, m)]), max(grids[(cell, m)]))
     ]
     return best, notes
 
@@ -260,27 +293,30 @@ def tune(
 def evaluate(
     spec: NetworkSpec, out: Path, best: dict[tuple[str, str, int], float], *, progress: bool = True
 ) -> None:
-    """The straggler runs of every method and the fault runs of the gossip methods, as one
-    list of configs (:func:`decent.run.run_points`: the points are not a cross product)."""
+    """The straggler runs of every cell and the fault runs of the methods in
+    :data:`FAULTED`, as one list of configs (:func:`decent.run.run_points`: the points are
+    not a cross product)."""
     configs = []
     for m in spec.machines:
-        for method in spec.methods:
+        for cell in spec.cells():
+            method, _, stale = cell.partition("@stale")
             for kind in spec.topologies_of(method):
-                networks = [spec.network()]
-                scale = spec.rounds_of(method) // spec.rounds
-                if method in FAULTED:
-                    networks += [spec.network(drop=p) for p in spec.drops if p > 0]
-                    networks += [
-                        spec.network(crashes=spec.crashes(m, f, scale))
-                        for f in spec.crash_fractions
-                    ]
-                if method in GOSSIP:
-                    networks += [spec.network(delay=d) for d in spec.max_delays]
+                scale = spec.rounds_of(cell) // spec.rounds
+                if stale:
+                    networks = [spec.network(delay=int(stale))]
+                else:
+                    networks = [spec.network()]
+                    if method in FAULTED:
+                        networks += [spec.network(drop=p) for p in spec.drops if p > 0]
+                        networks += [
+                            spec.network(crashes=spec.crashes(m, f, scale))
+                            for f in spec.crash_fractions
+                        ]
                 for network in networks:
                     for seed in spec.seeds:
-                        raw = spec.base(STUDY, seed, m, method)
+                        raw = spec.base(STUDY, seed, m, cell)
                         raw["topology"] = {"kind": kind, "num_nodes": m}
-                        raw["algorithm"] = {"kind": method, "lr": best[(method, kind, m)]}
+                        raw["algorithm"] = {"kind": method, "lr": best[(cell, kind, m)]}
                         raw["network"] = network
                         configs.append(validate(raw, "network study"))
     # the largest networks first, so that two workers finish together
@@ -319,6 +355,7 @@ def _fault_label(row: pd.Series) -> str:
 def collect(spec: NetworkSpec, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(runs, curves)``: one row per evaluation run with its setting, and the long records."""
     df = load(out, study=STUDY)
+    df = df.assign(**{"algorithm.kind": cell_of(df)})  # dsgd@stale4: its own cell
     df = df[
         (df["rounds"] == df["algorithm.kind"].map(spec.rounds_of)) & df["seed"].isin(spec.seeds)
     ]
@@ -330,13 +367,6 @@ def collect(spec: NetworkSpec, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         runs["network.faults.drop"] = 0.0
     runs["network.faults.drop"] = runs["network.faults.drop"].fillna(0.0).astype(float)
     runs["fault"] = runs.apply(_fault_label, axis=1)
-    if "network.delays.max_delay" in runs:
-        delay = runs["network.delays.max_delay"].fillna(0).astype(int)
-        stale = delay > 0
-        runs.loc[stale, "algorithm.kind"] = [
-            f"{k}@stale{d}"
-            for k, d in zip(runs["algorithm.kind"][stale], delay[stale], strict=True)
-        ]
     keep = ["run_id", "algorithm.kind", "topology.kind", "topology.num_nodes", "seed"]
     runs = runs[[*keep, "network.latency", "fault", "crashes", "network.faults.drop", "status"]]
     wide = df[df["metric"].isin([METRIC, "time/sim", "grad_evals"])].pivot_table(
@@ -353,6 +383,11 @@ def time_to_target(
     also the targets per M and the per-run hits (``seed``, ``round``, ``time``)."""
     clean = curves[curves["fault"] == "none"]
     final = clean.sort_values("round").groupby("run_id").tail(1)
+    # the target comes from the synchronous methods, which share one budget (T rounds):
+    # the asynchronous cells run longer (in rounds or in gradients) and are measured
+    # against it, not allowed to move it
+    kinds = final["algorithm.kind"]
+    final = final[~kinds.str.contains("@") & ~kinds.isin(ASYNC)]
     means = final.groupby(["topology.num_nodes", "algorithm.kind", "topology.kind"])[METRIC].mean()
     targets = {
         int(m): float(spec.target_factor * means.loc[m].min()) for m in spec.machines if m in means
@@ -539,6 +574,12 @@ def _md(frame: pd.DataFrame, formats: dict[str, str]) -> list[str]:
     return out
 
 
+def _short(cell: str) -> str:
+    """``D-SGD``, ``D-SGD stale<=4``: a cell's name in a list."""
+    method, _, stale = cell.partition("@stale")
+    return LABELS[method].split(" (")[0] + (f" stale<={stale}" if stale else "")
+
+
 def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
     """Every table of the study as Markdown (``tables.md``; the docs quote it)."""
     ttt = result.time_to_target.copy()
@@ -570,14 +611,16 @@ def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
     lines = [
         "# Network study: tables",
         "",
-        f"Generated by `decent network` ({result.wall_s:.0f} s). Task: {spec.task}; "
+        f"Generated by `decent network` ({result.wall_s:.0f} s in the last invocation; a "
+        f"resumed one skips finished runs). Task: {spec.task}; "
         f"T = {spec.rounds} rounds, seeds {list(spec.seeds)} (step sizes tuned on seeds "
         f"{list(spec.tune_seeds)}); stragglers: p = {spec.straggler_p}, {spec.slowdown:g}x slower; "
         f"latency {spec.latency:g} per message (time unit: one gradient).",
         "",
         "## Time to target under stragglers",
         "",
-        f"Target at each M: {spec.target_factor:g} x the best final error of any method there "
+        f"Target at each M: {spec.target_factor:g} x the best final error of the synchronous "
+        "methods there, after T rounds "
         "(" + ", ".join(f"M = {m}: {t:.3g}" for m, t in result.targets.items()) + "). "
         "Steps (gradients per node: a round of the synchronous methods, two rounds of "
         "AD-PSGD's) and time to target: median over the seeds that reached it; time per "
@@ -595,11 +638,12 @@ def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
             },
         ),
         "",
-        "Step sizes (tuned without faults; DAT-SGD's as gamma = lr * T): "
+        "Step sizes (tuned without faults, AD-PSGD and the stale variants on the straggler "
+        "network; DAT-SGD's as gamma = lr * T, T its rounds): "
         + "; ".join(
-            f"{LABELS[meth].split(' (')[0]} {kind}({m}) "
-            f"{lr * (spec.rounds if meth == 'dat_sgd' else 1):g}"
-            for (meth, kind, m), lr in sorted(result.step_sizes.items())
+            f"{_short(cell)} {kind}({m}) "
+            f"{lr * (spec.rounds_of(cell) if cell.startswith('dat_sgd') else 1):g}"
+            for (cell, kind, m), lr in sorted(result.step_sizes.items())
         )
         + ".",
         "",
