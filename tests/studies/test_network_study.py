@@ -22,6 +22,7 @@ def tiny(tmp_path_factory):
         gamma_grid=(0.1, 0.2),
         drops=(0.0, 0.3),
         crash_fractions=(0.25,),
+        churn_fractions=(0.25,),
         max_delays=(2,),
         latencies=(1e-3, 0.01, 1.0),
         workers=1,
@@ -63,7 +64,7 @@ def test_every_cell_is_measured_and_written(tiny) -> None:
     for name in ("error_vs_time.png", "faults.png", "crossover.png"):
         assert (out / "network" / name).read_bytes()[:4] == b"\x89PNG"
     faults = result.faults
-    assert set(faults["fault"]) == {"none", "drop 30%", "crash 2 nodes"}
+    assert set(faults["fault"]) == {"none", "drop 30%", "crash 2 nodes", "3 nodes leave and rejoin"}
     assert set(faults["method"]) == {"dsgd", "dat_sgd", "ad_psgd"}
     assert (faults[faults["fault"] == "none"]["vs_no_faults"] == 1.0).all()
 

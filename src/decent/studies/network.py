@@ -62,7 +62,7 @@ class NetworkSpecError(ValueError):
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """What the network study runs; the defaults take about 12 minutes on 2 cores."""
+    """What the network study runs; the defaults take about 13 minutes on 2 cores."""
 
     machines: tuple[int, ...] = (64, 1024)
     topologies: tuple[str, ...] = ("ring", "torus", "exponential")
@@ -91,6 +91,10 @@ class NetworkSpec:
     target_factor: float = 2.0
     drops: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     crash_fractions: tuple[float, ...] = (0.1, 0.25)
+    churn_fractions: tuple[float, ...] = (0.25,)
+    """Node churn: this fraction of the nodes (every ``1 / f``-th node) leaves during the
+    second quarter of the run and rejoins, pulling its state from a neighbour, during the
+    fourth."""
     max_delays: tuple[int, ...] = (4,)
     """Bounded staleness ``D`` of the asynchronous gossip variants (``[network.delays]``,
     kind ``clock``); each adds an experimental ``<method>@stale<D>`` cell."""
@@ -110,7 +114,7 @@ class NetworkSpec:
         for kind in self.topologies:
             if kind not in TOPOLOGY_LABELS:
                 raise NetworkSpecError(f"topologies may hold {list(TOPOLOGY_LABELS)}, got {kind!r}")
-        for name in ("drops", "crash_fractions"):
+        for name in ("drops", "crash_fractions", "churn_fractions"):
             for p in getattr(self, name):
                 if not 0.0 <= p < 1.0:
                     raise NetworkSpecError(f"{name} must lie in [0, 1), got {p!r}")
@@ -177,6 +181,22 @@ class NetworkSpec:
         nodes = rng.choice(m, size=count, replace=False)
         rounds = rng.integers(self.rounds // 4, 3 * self.rounds // 4, size=count, endpoint=True)
         return {str(int(i)): int(max(1, r * scale)) for i, r in zip(nodes, rounds, strict=True)}
+
+    def churn(self, m: int, fraction: float, scale: int = 1) -> dict[str, dict[str, int]]:
+        """``{"leaves": ..., "joins": ...}``: every ``round(1 / fraction)``-th node leaves
+        at a round in the second quarter of the run and rejoins at one in the fourth. Nodes
+        that far apart never take all of a ring's, torus's or exponential graph's
+        neighbours of one node away, so every joiner has someone to pull from."""
+        step = max(2, round(1 / fraction))
+        nodes = range(0, m, step)
+        rng = np.random.default_rng([m, round(fraction * 1000), 1])
+        q = self.rounds // 4
+        leave = rng.integers(q, 2 * q, size=len(nodes), endpoint=True)
+        join = rng.integers(3 * q, 4 * q - 1, size=len(nodes), endpoint=True)
+        return {
+            "leaves": {str(i): int(max(1, r * scale)) for i, r in zip(nodes, leave, strict=True)},
+            "joins": {str(i): int(r * scale) for i, r in zip(nodes, join, strict=True)},
+        }
 
 
 def load_spec(path: str | Path) -> NetworkSpec:
@@ -312,6 +332,9 @@ def evaluate(
                             spec.network(crashes=spec.crashes(m, f, scale))
                             for f in spec.crash_fractions
                         ]
+                        networks += [
+                            spec.network(**spec.churn(m, f, scale)) for f in spec.churn_fractions
+                        ]
                 for network in networks:
                     for seed in spec.seeds:
                         raw = spec.base(STUDY, seed, m, cell)
@@ -347,6 +370,9 @@ def _fault_label(row: pd.Series) -> str:
     crashes = row.get("crashes", 0)
     if crashes:
         return f"crash {crashes} nodes"
+    left = row.get("churn", 0)
+    if left:
+        return f"{left} nodes leave and rejoin"
     if isinstance(drop, float) and drop > 0:
         return f"drop {drop:.0%}"
     return "none"
@@ -363,6 +389,8 @@ def collect(spec: NetworkSpec, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     crash_cols = [c for c in df.columns if c.startswith("network.faults.crashes.")]
     runs = df.drop_duplicates("run_id").copy()
     runs["crashes"] = runs[crash_cols].notna().sum(axis=1) if crash_cols else 0
+    leave_cols = [c for c in df.columns if c.startswith("network.faults.leaves.")]
+    runs["churn"] = runs[leave_cols].notna().sum(axis=1) if leave_cols else 0
     if "network.faults.drop" not in runs:
         runs["network.faults.drop"] = 0.0
     runs["network.faults.drop"] = runs["network.faults.drop"].fillna(0.0).astype(float)
