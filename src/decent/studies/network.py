@@ -332,9 +332,11 @@ def evaluate(
                             spec.network(crashes=spec.crashes(m, f, scale))
                             for f in spec.crash_fractions
                         ]
-                        networks += [
-                            spec.network(**spec.churn(m, f, scale)) for f in spec.churn_fractions
-                        ]
+                        for f in spec.churn_fractions:
+                            churn = spec.churn(m, f, scale)
+                            networks.append(
+                                spec.network(leaves=churn["leaves"], joins=churn["joins"])
+                            )
                 for network in networks:
                     for seed in spec.seeds:
                         raw = spec.base(STUDY, seed, m, cell)
