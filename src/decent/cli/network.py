@@ -40,7 +40,9 @@ def network(
         f"{', '.join(spec.topologies)} at M = {', '.join(map(str, spec.machines))}, T = "
         f"{spec.rounds}; stragglers p = {spec.straggler_p} ({spec.slowdown:g}x), latency "
         f"{spec.latency:g}; drops {list(spec.drops)}, crashes of "
-        f"{[f'{f:.0%}' for f in spec.crash_fractions]} of the nodes; {len(spec.seeds)} seeds."
+        f"{[f'{f:.0%}' for f in spec.crash_fractions]} of the nodes, churn of "
+        f"{[f'{f:.0%}' for f in spec.churn_fractions]}; bounded staleness "
+        f"{list(spec.max_delays)}; {len(spec.seeds)} seeds."
     )
     result = ns.run(spec, out, progress=progress)
     wide = Console(width=max(console.width, 120), highlight=False)
