@@ -134,7 +134,8 @@ def plot_faults(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path:
         ax.set_xlabel("probability a message is lost")
         ax.set_ylabel("final excess risk")
         ax.set_title(
-            f"M = {m}, T = {spec.rounds}: mean ± 1 std over {len(spec.seeds)} seeds", fontsize=10
+            f"M = {m}, {spec.rounds} gradients per node: mean ± 1 std over {len(spec.seeds)} seeds",
+            fontsize=10,
         )
         ax.grid(True, which="both", alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
