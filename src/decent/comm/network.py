@@ -174,6 +174,16 @@ class ComputeModel:
             times[list(self.slow_nodes)] *= self.slow_factor
         return times
 
+    def mean_time(self, n: int) -> float:
+        """The expected seconds of one round's gradient, averaged over ``n`` nodes."""
+        mean = (
+            self.mean * (1 + self.p * (self.slowdown - 1))
+            if self.kind == "straggler"
+            else self.mean
+        )
+        slow = len(set(self.slow_nodes)) / n
+        return mean * (1 + slow * (self.slow_factor - 1))
+
 
 @dataclass(frozen=True)
 class LinkModel:
@@ -239,6 +249,9 @@ class FaultModel:
     crashes: Mapping[int, int] = field(default_factory=dict)
     leaves: Mapping[int, int] = field(default_factory=dict)
     joins: Mapping[int, int] = field(default_factory=dict)
+    _by_round: dict[int, tuple[list[int], list[int]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         _check_probability("faults.drop", self.drop)
@@ -271,6 +284,11 @@ class FaultModel:
                     f"faults.joins[{node}] and faults.leaves[{node}] are both round {at}; a "
                     "node cannot leave and join in the same round"
                 )
+        # round -> (gone, joining), built once: the engine asks every round
+        for name in ("crashes", "leaves", "joins"):
+            for node, at in getattr(self, name).items():
+                gone, joining = self._by_round.setdefault(at, ([], []))
+                (joining if name == "joins" else gone).append(node)
 
     @property
     def any(self) -> bool:
@@ -289,13 +307,11 @@ class FaultModel:
     def events(self, t: int) -> tuple[list[int], list[int]]:
         """``(gone, joining)`` before round ``t``: the nodes that crash or leave, and those
         that join."""
-        gone = [i for i, at in self.crashes.items() if at == t]
-        gone += [i for i, at in self.leaves.items() if at == t]
-        return gone, [i for i, at in self.joins.items() if at == t]
+        return self._by_round.get(t, ([], []))
 
     def change_rounds(self) -> list[int]:
         """The rounds at which the set of live nodes changes, in order."""
-        return sorted({*self.crashes.values(), *self.leaves.values(), *self.joins.values()})
+        return sorted(self._by_round)
 
 
 DelayKind = Literal["clock", "uniform", "constant", "given"]
@@ -518,10 +534,11 @@ class NetworkCommunicator:
             gone, joining = self.faults.events(t)
             before = alive.copy()
             alive[gone] = False
+            before[gone] = False
             w = self.inner.weights(t)
             _, _, _, dst, src, *_ = self._edges(w)
             for node in joining:
-                if not np.any((dst == node) & before[src] & ~np.isin(src, gone)):
+                if self._pull_source(w, node, before) is None:
                     raise NetworkError(
                         f"faults.joins[{node}] = {t}: none of node {node}'s neighbours in the "
                         f"round-{t} graph is alive then to pull its state from"
@@ -562,19 +579,27 @@ class NetworkCommunicator:
         self.alive[gone] = False
         before[gone] = False
         if joining:
-            _, _, _, dst, src, weights, _ = self._edges(self.inner.weights(t))
+            w = self.inner.weights(t)
             for node in joining:
-                # the live in-neighbour of largest weight, ties to the smallest id
-                cand = (dst == node) & before[src]
-                ids, wts = src[cand], weights[cand]
-                order = np.lexsort((ids, -wts))
-                source = int(ids[order[0]])
+                source = self._pull_source(w, node, before)
+                assert source is not None  # _check_schedule refused the schedule otherwise
                 self.pulled[node] = source
                 self.clock[node] = self.clock[source]
                 self._joins.append((node, source))
             self.alive[joining] = True
         self._alive_t = self._dead_t = None
         self._alive_version += 1
+
+    def _pull_source(self, w: MixingMatrix, node: int, eligible: np.ndarray) -> int | None:
+        """Whom a joining ``node`` pulls its state from: its in-neighbour in ``w`` of
+        largest weight among the ``eligible`` (alive the round before and not leaving now),
+        ties to the smallest id; ``None`` if there is none."""
+        _, _, _, dst, src, weights, _ = self._edges(w)
+        cand = (dst == node) & eligible[src]
+        if not cand.any():
+            return None
+        ids, wts = src[cand], weights[cand]
+        return int(ids[np.lexsort((ids, -wts))[0]])
 
     def begin_round(self, t: int) -> list[tuple[int, int]]:
         """The engine's hook before round ``t``: the nodes compute its gradients (a round
@@ -686,7 +711,7 @@ class NetworkCommunicator:
         live: np.ndarray | None = None
         if self.faults.any:
             # this round's messages: lost ones are remembered, so no later round mixes them
-            live = self.alive[dst] & self.alive[src]
+            live = self._live_entries(w, dst, src, weight)[0]
             lost_now = self._lost(w, t, dst, src) & live
             self.dropped += int(lost_now.sum())
             self.stats.add_gossip(np.bincount(src[live & ~lost_now], minlength=w.n), nbytes)
@@ -752,10 +777,7 @@ class NetworkCommunicator:
     def mean_step(self, nbytes: int) -> float:
         """The expected seconds of one AD-PSGD step: a gradient and one exchange (a message
         each way), averaged over nodes."""
-        c = self.compute
-        mean = c.mean * (1 + c.p * (c.slowdown - 1)) if c.kind == "straggler" else c.mean
-        slow = len(set(c.slow_nodes)) / self.num_nodes
-        return mean * (1 + slow * (c.slow_factor - 1)) + 2 * self.link.time(nbytes)
+        return self.compute.mean_time(self.num_nodes) + 2 * self.link.time(nbytes)
 
     def pairwise(self, x: NodeTensor, t: int) -> PairwiseRound:
         """Round ``t`` of asynchronous pairwise averaging (see :class:`PairwiseRound`).
@@ -813,7 +835,7 @@ class NetworkCommunicator:
             sent_j = has & ~request_lost & ~lost[edge]
             self.dropped += int(request_lost.sum()) + int((has & ~request_lost & lost[edge]).sum())
             sent_i = has & ~request_lost
-        paired = sent_j  # both messages arrived
+        partners = np.where(sent_j, partners, -1)  # a partner only if both messages arrived
         counts = np.bincount(nodes[sent_i], minlength=n) + np.bincount(
             partners[sent_j], minlength=n
         )
@@ -822,12 +844,7 @@ class NetworkCommunicator:
         p.next[nodes] = times + np.where(has, exchange, 0.0)
         p.next[nodes] += self.compute.draw(self.seed, t + 1, n)[nodes]
         p.done += int(nodes.size)
-        return PairwiseRound(
-            self._layers(nodes, np.where(paired, partners, -1), x.device),
-            nodes,
-            np.where(paired, partners, -1),
-            times,
-        )
+        return PairwiseRound(self._layers(nodes, partners, x.device), nodes, partners, times)
 
     def _layers(
         self, nodes: np.ndarray, partners: np.ndarray, device: torch.device
