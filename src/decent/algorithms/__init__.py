@@ -25,13 +25,32 @@ from decent.algorithms.base import (
     mixing_violations,
 )
 from decent.algorithms.centralized import AnytimeSGD, LocalSGD, MinibatchSGD
+from decent.algorithms.compressed import (
+    ChocoSGD,
+    ChocoState,
+    CompressedDATSGD,
+    CompressedDATSGDState,
+    CompressedGradientTracking,
+    CompressedGradientTrackingState,
+)
 from decent.algorithms.dat_sgd import DATSGD, DATSGDState
 from decent.algorithms.dsgd import DSGD, DSGDState
 from decent.algorithms.gradient_tracking import GradientTracking, GradientTrackingState
 
 ALGORITHMS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (DATSGD, DSGD, GradientTracking, ADPSGD, MinibatchSGD, AnytimeSGD, LocalSGD)
+    for cls in (
+        DATSGD,
+        DSGD,
+        GradientTracking,
+        ADPSGD,
+        ChocoSGD,
+        CompressedDATSGD,
+        CompressedGradientTracking,
+        MinibatchSGD,
+        AnytimeSGD,
+        LocalSGD,
+    )
 }
 """Algorithm classes by their config ``kind`` (their ``name``), in the order docs list them."""
 
@@ -44,6 +63,12 @@ __all__ = [
     "Algorithm",
     "AlgorithmError",
     "AnytimeSGD",
+    "ChocoSGD",
+    "ChocoState",
+    "CompressedDATSGD",
+    "CompressedDATSGDState",
+    "CompressedGradientTracking",
+    "CompressedGradientTrackingState",
     "Constant",
     "Cosine",
     "DATSGDState",

@@ -46,7 +46,7 @@ __all__ = [
     "chebyshev_steps_for",
 ]
 
-_HIDDEN = frozenset({"weights", "apply"})
+_HIDDEN = frozenset({"weights", "apply", "mix_compressed"})
 """Inner attributes that describe one plain step, not ``P_K(W)``: not delegated."""
 
 

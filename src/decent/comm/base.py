@@ -8,7 +8,7 @@ socket or a process group; they call :meth:`Communicator.mix` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -172,4 +172,24 @@ class Communicator(Protocol):
 
     def close(self) -> None:
         """Finish what is in flight and release the transport; call once after the last round."""
+        ...
+
+
+@runtime_checkable
+class CompressedMixing(Protocol):
+    """A communicator that can send compressed messages (compressed gossip, CHOCO-SGD).
+
+    The simulator (:class:`~decent.comm.sim.SimCommunicator` and its replica-batched form)
+    mixes the reconstructed values and counts the message size; the synchronous distributed
+    runtime (:class:`~decent.comm.dist.DistCommunicator`) sends the encoded messages and
+    decodes what it receives. Both return the same numbers.
+    """
+
+    def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
+        """``W_t @ payload.dense``, sending (or counting) ``payload.nbytes`` per message.
+
+        Args:
+            payload: a :class:`~decent.comm.compress.Payload` of the held rows.
+            t: the round, which selects ``W_t``.
+        """
         ...

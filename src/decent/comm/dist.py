@@ -141,6 +141,7 @@ class DistCommunicator:
         self.num_local = int(self._my_nodes.size)
         self.node_ids = torch.as_tensor(self._my_nodes, dtype=torch.int64)
         self.stats = CommStats(num_nodes=self.num_nodes)
+        self.wire_bytes = 0  # bytes this rank actually handed to isend (algorithmic gossip)
         self._global_rank = [
             r if group is None else dist.get_global_rank(group, r) for r in range(self.world_size)
         ]
@@ -289,6 +290,7 @@ class DistCommunicator:
             else:
                 buf = x[rows]
             ops.append(dist.P2POp(dist.isend, buf, self._global_rank[p], self.group))
+            self.wire_bytes += buf.numel() * buf.element_size()
         if plan.recv:
             z = self._workspace("z", m + plan.num_received, x)
             offset = m
@@ -330,6 +332,40 @@ class DistCommunicator:
         if self.overlap:
             return self._mix_overlap(x, plan)
         return plan.apply(self._exchange(x, plan), self.num_local)
+
+    def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
+        """One gossip step on compressed messages: ``x_i <- sum_j W_t[i, j] dense_j``.
+
+        Sends each neighbouring rank the encoded messages of the rows it needs
+        (``payload.wire()``, ``payload.nbytes`` bytes each), decodes the received ones, and
+        mixes them with the held rows' own reconstructed values. Counts one gossip round of
+        ``payload.nbytes`` per message, which is what :attr:`wire_bytes` measures being sent.
+
+        Raises:
+            DistConfigError: in overlap mode (compressed gossip keeps exact reconstructions
+                on both ends and does not mix stale values).
+        """
+        if self.overlap:
+            raise DistConfigError(
+                "compressed gossip needs overlap=False: it mixes this round's messages"
+            )
+        dense = payload.dense
+        self._check_x(dense, "mix_compressed")
+        if dense.device.type != "cpu":
+            self._warm_up(dense.device)
+        plan = self._plan(t)
+        self.stats.add_gossip(plan.matrix.out_degree, int(payload.nbytes))
+        m = self.num_local
+        if not plan.recv and not plan.send:
+            return plan.apply(dense.contiguous(), m)
+        wire = payload.wire()
+        z_wire = self._exchange(wire, plan)
+        if not plan.recv:
+            return plan.apply(dense.contiguous(), m)
+        z = self._workspace("zc", m + plan.num_received, dense)
+        z[:m].copy_(dense)
+        z[m:].copy_(payload.decode(z_wire[m:]))
+        return plan.apply(z, m)
 
     def _mix_overlap(self, x: torch.Tensor, plan: ExchangePlan) -> torch.Tensor:
         """``A @ [x_prev; received_prev] + diag(W)_held * (x - x_prev)``, then post ``x``."""

@@ -14,6 +14,8 @@ Accounting is per replica: each replica's run is the single run it stands for, s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from decent._types import NodeTensor
@@ -64,10 +66,13 @@ class ReplicatedCommunicator:
 
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """Every replica's ``W_t @ x_r`` in one product; counts one replica's gossip round."""
+        return self._mix(x, t, x.shape[1] * x.element_size())
+
+    def _mix(self, x: NodeTensor, t: int, nbytes: int) -> NodeTensor:
         self._check(x, "mix")
         n, k = self.num_nodes, x.shape[1]
         plan = self.inner._checked_plan(x.view(n, self.replicas * k), t)
-        self.stats.add_gossip(plan.matrix.out_degree, k * x.element_size())
+        self.stats.add_gossip(plan.matrix.out_degree, nbytes)
         if n == 1:  # W = [[1]]: every replica's row is its own average, exactly
             return x.clone()
         if plan.kind == "mean":  # the exact average: per replica, summed as a single run sums
@@ -76,6 +81,11 @@ class ReplicatedCommunicator:
             return means.expand(n, self.replicas * k).reshape(self.rows, k)
         mixed = self.inner._apply(plan, x.view(n, self.replicas * k), self.replicas)
         return mixed.view(self.rows, k)
+
+    def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
+        """Every replica's ``W_t @ dense_r``; counts one replica's round of ``payload.nbytes``."""
+        out = self._mix(payload.dense, t, int(payload.nbytes))
+        return out
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True

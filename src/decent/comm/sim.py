@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -134,6 +134,18 @@ class SimCommunicator:
         """Return ``W_t @ x`` for ``x`` of shape ``(n, k)``; counts one gossip round."""
         plan = self._checked_plan(x, t)
         self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
+        return self._apply(plan, x)
+
+    def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
+        """``W_t @ payload.dense``; counts one gossip round of ``payload.nbytes`` per message.
+
+        The simulator mixes the values every receiver reconstructs; the distributed runtime
+        sends the encoded messages (:meth:`decent.comm.dist.DistCommunicator.mix_compressed`)
+        and gets the same numbers.
+        """
+        x = payload.dense
+        plan = self._checked_plan(x, t)
+        self.stats.add_gossip(plan.matrix.out_degree, int(payload.nbytes))
         return self._apply(plan, x)
 
     def apply(self, x: NodeTensor, t: int) -> NodeTensor:

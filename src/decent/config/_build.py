@@ -255,6 +255,8 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
             "a [network] section (its compute models decide who finishes when)"
         )
         raise ConfigError([Issue("algorithm.kind", config.algorithm.kind, why)])
+    if getattr(algorithm, "compressed", False):
+        check_compressed(config, topology, comm)
     if getattr(algorithm, "needs_clock", False) and config.network is not None:
         if config.network.delays.max_delay > 0:
             why = "its staleness comes from the clock: remove [network.delays] or set 0"
@@ -262,6 +264,26 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
                 [Issue("network.delays.max_delay", config.network.delays.max_delay, why)]
             )
     return Experiment(config, topology, algorithm, task, comm)
+
+
+def check_compressed(config: m.ExperimentConfig, topology: Any, comm: Any) -> None:
+    """Compressed gossip needs a fixed ``W`` and a transport that sends compressed messages."""
+    from decent.comm.base import CompressedMixing
+
+    kind = config.algorithm.kind
+    if not getattr(topology, "is_static", False):
+        why = (
+            f"{kind} keeps s = W hat up to date by adding W q each round, so W must not change; "
+            "use a static topology (ring, torus, exponential, random_regular, ...)"
+        )
+        raise ConfigError([Issue("topology", config.topology, why)])
+    if not isinstance(comm, CompressedMixing) or getattr(comm, "overlap", False):
+        why = (
+            f"{kind} sends compressed messages, which {type(comm).__name__} does not (a "
+            "simulated [network], chebyshev_steps > 1, overlap and bounded-staleness ranks mix "
+            "uncompressed values); run it in the simulator or on synchronous ranks"
+        )
+        raise ConfigError([Issue("algorithm.kind", kind, why)])
 
 
 def build_network(config: m.ExperimentConfig, comm: Any) -> Any:

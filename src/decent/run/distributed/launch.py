@@ -510,7 +510,12 @@ def launch(
         raise LaunchError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     cfg = load_config(config, list(overrides), study=study)
     check_world(cfg.topology.num_nodes, nproc)
-    build(cfg.model_copy(update={"backend": "sim"}))  # every builder rule, before any process
+    built = build(cfg.model_copy(update={"backend": "sim"}))  # every rule, before any process
+    if getattr(built.algorithm, "compressed", False) and mode != "sync":
+        raise LaunchError(
+            f"--mode {mode}: {cfg.algorithm.kind} sends compressed messages, which only the "
+            "synchronous transport does; use --mode sync"
+        )
     if port is None:
         port = free_port()
     elif not port_is_free(check_port(port)):

@@ -1,0 +1,338 @@
+r"""Compressed gossip: CHOCO-SGD, and DAT-SGD and gradient tracking in the same style.
+
+CHOCO-Gossip (Koloskova, Stich, Jaggi 2019) lets nodes send compressed messages without
+losing consensus: every node keeps a public copy ``\hat v_i`` of its vector, known to its
+neighbours, and ``s_i = sum_j W[i, j] \hat v_j``. A round sends only the compressed
+correction ``q_i = Q(v_i - \hat v_i)`` (error feedback: what the copies miss is sent
+later), then
+
+* ``\hat v_i <- \hat v_i + q_i``,  ``s_i <- s_i + sum_j W[i, j] q_j``   (the one message),
+* ``v_i <- v_i + gamma (s_i - \hat v_i)``   (a consensus step of size ``gamma``).
+
+With the ``identity`` compressor and ``gamma = 1`` this is plain gossip ``v <- W v``
+(``s = W \hat v`` and ``\hat v = v``), so CHOCO-SGD reproduces D-SGD (ATC) up to rounding.
+``W`` must stay fixed (``s`` accumulates ``W q``), so these methods need a static topology.
+``W`` doubly stochastic keeps the network mean of ``v`` unchanged by the consensus step,
+which is what gradient tracking needs.
+
+State of every method here: its uncompressed method's state plus ``hat`` and ``s``, both
+``(m, k)`` with ``k`` the gossiped width, starting at zero. A node that joins late pulls
+all of them from a neighbour (the engine does), which is exact only for ``hat`` of the
+neighbour's own; so these methods are not offered on networks with churn.
+
+References:
+    Koloskova, Stich, Jaggi, "Decentralized Stochastic Optimization and Gossip Algorithms
+    with Compressed Communication", ICML 2019, https://arxiv.org/abs/1902.00340.
+    Koloskova, Lin, Stich, Jaggi, "Decentralized Deep Learning with Arbitrary Communication
+    Compression", ICLR 2020, https://arxiv.org/abs/1907.09356.
+    Liao, Li, Li, Pu, "A Compressed Gradient Tracking Method for Decentralized Optimization
+    with Linear Convergence", IEEE TAC 2022, https://arxiv.org/abs/2103.13748.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar, NamedTuple
+
+import torch
+from annotated_types import Ge, Gt, Le
+
+from decent._types import NodeTensor
+from decent.algorithms.base import (
+    LearningRate,
+    Method,
+    MixingAssumptions,
+    add_scaled_,
+    hparam,
+)
+from decent.algorithms.dat_sgd import ANYTIME_HINT, DATSGDState, anytime_step
+from decent.algorithms.dsgd import LR_DOC
+from decent.comm.base import Communicator, CompressedMixing
+from decent.comm.compress import Compressor, CompressorKind, Payload, row_nodes
+
+__all__ = [
+    "ChocoSGD",
+    "ChocoState",
+    "CompressedDATSGD",
+    "CompressedDATSGDState",
+    "CompressedGradientTracking",
+    "CompressedGradientTrackingState",
+    "choco_gossip",
+]
+
+
+class CompressedMethod(Method):
+    """The hyperparameters every compressed method shares, and its compressor."""
+
+    compressed: ClassVar[bool] = True
+    blocks: ClassVar[int] = 1  # vectors per message, each compressed on its own
+
+    @cached_property
+    def compressor(self) -> Compressor:
+        """The message compressor these hyperparameters describe."""
+        return Compressor(
+            self.compressor_kind,  # type: ignore[attr-defined]
+            ratio=self.ratio,  # type: ignore[attr-defined]
+            bits=self.bits,  # type: ignore[attr-defined]
+            seed=self.compressor_seed,  # type: ignore[attr-defined]
+        )
+
+
+COMPRESSOR_DOC = "The message compressor: identity, top_k, random_k, qsgd or sign."
+RATIO_DOC = "Fraction of entries top_k and random_k send, in (0, 1]."
+BITS_DOC = "qsgd: level bits per entry (2^bits - 1 levels, plus a sign bit)."
+GAMMA_DOC = "Consensus step gamma of CHOCO-Gossip, in (0, 1]; 1 with identity is plain gossip."
+SEED_DOC = "Key of the compressors' random choices (random_k, qsgd)."
+
+
+def _need_compressed(comm: Communicator, name: str) -> CompressedMixing:
+    if not isinstance(comm, CompressedMixing):
+        raise TypeError(
+            f"{name} sends compressed messages, which {type(comm).__name__} cannot: run it in "
+            "the simulator (SimCommunicator) or on ranks with the synchronous DistCommunicator"
+        )
+    return comm
+
+
+def _payload(
+    compressor: Compressor, v: torch.Tensor, t: int, nodes: torch.Tensor, n: int, blocks: int
+) -> Payload:
+    """Compress ``v`` as ``blocks`` vectors side by side, each on its own (one message)."""
+    if blocks == 1:
+        return compressor.compress(v, t, nodes, n)
+    width = v.shape[1] // blocks
+    parts = [
+        compressor.compress(v[:, b * width : (b + 1) * width], t, nodes, n, block=b)
+        for b in range(blocks)
+    ]
+    sizes = [p.nbytes for p in parts]
+    bounds = [sum(sizes[:b]) for b in range(blocks + 1)]
+
+    def encode() -> torch.Tensor:
+        return torch.cat([p.wire() for p in parts], dim=1)
+
+    def decode(wire: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [p.decode(wire[:, bounds[b] : bounds[b + 1]]) for b, p in enumerate(parts)], dim=1
+        )
+
+    return Payload(torch.cat([p.dense for p in parts], dim=1), bounds[-1], encode, decode)
+
+
+def choco_gossip(
+    v: NodeTensor,
+    hat: NodeTensor,
+    s: NodeTensor,
+    comm: Communicator,
+    t: int,
+    compressor: Compressor,
+    gamma: float,
+    *,
+    blocks: int = 1,
+    name: str = "choco",
+) -> NodeTensor:
+    """One CHOCO-Gossip step, in place on ``v``, ``hat`` and ``s``; returns ``v``.
+
+    ``q = Q(v - hat)``, ``hat += q``, ``s += W_t q`` (the round's only message),
+    ``v += gamma (s - hat)``. ``blocks > 1`` compresses the ``blocks`` equal parts of each
+    row on their own (DAT-SGD's ``[w | x]``), sent as one message.
+    """
+    mixer = _need_compressed(comm, name)
+    nodes = row_nodes(comm.node_ids, v.shape[0])
+    payload = _payload(compressor, v - hat, t, nodes, comm.num_nodes, blocks)
+    hat.add_(payload.dense)
+    s.add_(mixer.mix_compressed(payload, t))
+    return add_scaled_(v, s - hat, gamma)
+
+
+class ChocoState(NamedTuple):
+    x: NodeTensor  # (m, d) local models
+    hat: NodeTensor  # (m, d) public copies
+    s: NodeTensor  # (m, d) sum_j W[i, j] hat_j
+
+
+@dataclass(frozen=True)
+class ChocoSGD(CompressedMethod):
+    r"""CHOCO-SGD: D-SGD whose gossip sends compressed messages (error feedback).
+
+    Per node ``i`` at round ``t`` with ``g_t^i = \nabla f_i(x_t^i; z_t^i)``:
+
+    1. ``x^i <- x^i - eta_t g_t^i``
+    2. ``q^i = Q(x^i - \hat x^i)``, ``\hat x^i <- \hat x^i + q^i``,
+       ``s^i <- s^i + sum_j W[i, j] q^j`` (one compressed message per neighbour)
+    3. ``x^i <- x^i + gamma (s^i - \hat x^i)``
+
+    With ``compressor_kind = "identity"`` and ``consensus_lr = 1`` this is D-SGD (ATC).
+    Messages: ``Q``'s size (see :mod:`decent.comm.compress`), counted from the encoding.
+
+    References:
+        Koloskova, Stich, Jaggi, ICML 2019, https://arxiv.org/abs/1902.00340 (Algorithm 2).
+    """
+
+    lr: LearningRate = hparam(doc=LR_DOC)
+    consensus_lr: float = hparam(1.0, Gt(0.0), Le(1.0), doc=GAMMA_DOC)
+    compressor_kind: CompressorKind = hparam("identity", doc=COMPRESSOR_DOC)
+    ratio: float = hparam(1.0, Gt(0.0), Le(1.0), doc=RATIO_DOC)
+    bits: int = hparam(4, Ge(1), Le(16), doc=BITS_DOC)
+    compressor_seed: int = hparam(0, Ge(0), doc=SEED_DOC)
+
+    name: ClassVar[str] = "choco_sgd"
+    label: ClassVar[str] = "CHOCO-SGD"
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True)
+    reference: ClassVar[str | None] = "minibatch_sgd"
+
+    def init(self, params: NodeTensor) -> ChocoState:
+        return ChocoState(
+            x=params.clone(), hat=torch.zeros_like(params), s=torch.zeros_like(params)
+        )
+
+    def query(self, state: ChocoState) -> NodeTensor:
+        return state.x
+
+    def output(self, state: ChocoState) -> NodeTensor:
+        return state.x
+
+    def update(
+        self, state: ChocoState, grads: NodeTensor, comm: Communicator, t: int
+    ) -> ChocoState:
+        x = add_scaled_(state.x, grads, -self.eta(t))
+        x = choco_gossip(
+            x, state.hat, state.s, comm, t, self.compressor, self.consensus_lr, name=self.name
+        )
+        return ChocoState(x=x, hat=state.hat, s=state.s)
+
+
+class CompressedDATSGDState(NamedTuple):
+    z: NodeTensor  # (m, 2d) [w | x]
+    weight_sum: float
+    hat: NodeTensor  # (m, 2d)
+    s: NodeTensor  # (m, 2d)
+
+    @property
+    def w(self) -> NodeTensor:
+        return self.z[:, : self.z.shape[1] // 2]
+
+    @property
+    def x(self) -> NodeTensor:
+        return self.z[:, self.z.shape[1] // 2 :]
+
+
+@dataclass(frozen=True)
+class CompressedDATSGD(CompressedMethod):
+    r"""DAT-SGD with CHOCO-compressed gossip of ``[w | x]`` (experimental).
+
+    The local anytime step of :class:`~decent.algorithms.DATSGD` (``w <- w - eta alpha_t g``
+    at the query point ``x``, then ``x <- (A_{t-1} x + alpha_t w) / A_t``), then one
+    CHOCO-Gossip step of ``z = [w | x]``; ``w`` and ``x`` are compressed separately (each its
+    own top-k, norm or scale) and sent as one message. With the identity compressor and
+    ``consensus_lr = 1`` this is DAT-SGD up to rounding. No analysis of this combination is
+    published; it is here to be measured.
+    """
+
+    lr: LearningRate = hparam(
+        doc='Step size eta: a number, or a schedule table such as {kind = "cosine", lr = 0.1}. '
+        "The step on w is eta * t^weight_power."
+    )
+    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
+    consensus_lr: float = hparam(1.0, Gt(0.0), Le(1.0), doc=GAMMA_DOC)
+    compressor_kind: CompressorKind = hparam("identity", doc=COMPRESSOR_DOC)
+    ratio: float = hparam(1.0, Gt(0.0), Le(1.0), doc=RATIO_DOC)
+    bits: int = hparam(4, Ge(1), Le(16), doc=BITS_DOC)
+    compressor_seed: int = hparam(0, Ge(0), doc=SEED_DOC)
+
+    name: ClassVar[str] = "choco_dat_sgd"
+    label: ClassVar[str] = "CHOCO-DAT-SGD"
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(symmetric=True, doubly_stochastic=True)
+    reference: ClassVar[str | None] = "anytime_sgd"
+    horizon_scaled: ClassVar[bool] = True
+    divergence_hint: ClassVar[str] = ANYTIME_HINT
+    blocks: ClassVar[int] = 2
+
+    def init(self, params: NodeTensor) -> CompressedDATSGDState:
+        z = torch.cat([params, params], dim=1)
+        return CompressedDATSGDState(
+            z=z, weight_sum=0.0, hat=torch.zeros_like(z), s=torch.zeros_like(z)
+        )
+
+    def query(self, state: CompressedDATSGDState) -> NodeTensor:
+        return state.x
+
+    def output(self, state: CompressedDATSGDState) -> NodeTensor:
+        return state.x
+
+    def update(
+        self, state: CompressedDATSGDState, grads: NodeTensor, comm: Communicator, t: int
+    ) -> CompressedDATSGDState:
+        alpha = float(t) ** self.weight_power
+        plain = DATSGDState(z=state.z, weight_sum=state.weight_sum)
+        z, total = anytime_step(plain, grads, self.eta(t), alpha)
+        z = choco_gossip(
+            z, state.hat, state.s, comm, t, self.compressor, self.consensus_lr,
+            blocks=2, name=self.name,
+        )  # fmt: skip
+        return CompressedDATSGDState(z=z, weight_sum=total, hat=state.hat, s=state.s)
+
+
+class CompressedGradientTrackingState(NamedTuple):
+    z: NodeTensor  # (m, 2d) [x | y]
+    g_prev: NodeTensor  # (m, d)
+    hat: NodeTensor  # (m, 2d)
+    s: NodeTensor  # (m, 2d)
+
+    @property
+    def x(self) -> NodeTensor:
+        return self.z[:, : self.z.shape[1] // 2]
+
+
+@dataclass(frozen=True)
+class CompressedGradientTracking(CompressedMethod):
+    r"""Gradient tracking with CHOCO-compressed gossip of ``[x - eta y | y]`` (experimental).
+
+    The step of :class:`~decent.algorithms.GradientTracking` (``y <- y + g_t - g_{t-1}``,
+    ``x <- x - eta y``) followed by one CHOCO-Gossip step of ``[x | y]`` instead of the exact
+    mix; ``x`` and ``y`` are compressed separately and sent as one message. The consensus
+    step keeps the network mean of ``y`` (``W`` doubly stochastic), so ``y`` still tracks
+    the mean gradient. With the identity compressor and ``consensus_lr = 1`` this is
+    gradient tracking up to rounding. Close in spirit to C-GT (Liao et al. 2022), not its
+    exact update.
+    """
+
+    lr: LearningRate = hparam(doc=LR_DOC)
+    consensus_lr: float = hparam(1.0, Gt(0.0), Le(1.0), doc=GAMMA_DOC)
+    compressor_kind: CompressorKind = hparam("identity", doc=COMPRESSOR_DOC)
+    ratio: float = hparam(1.0, Gt(0.0), Le(1.0), doc=RATIO_DOC)
+    bits: int = hparam(4, Ge(1), Le(16), doc=BITS_DOC)
+    compressor_seed: int = hparam(0, Ge(0), doc=SEED_DOC)
+
+    name: ClassVar[str] = "choco_gradient_tracking"
+    label: ClassVar[str] = "CHOCO-GT"
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True)
+    reference: ClassVar[str | None] = "minibatch_sgd"
+    blocks: ClassVar[int] = 2
+
+    def init(self, params: NodeTensor) -> CompressedGradientTrackingState:
+        z = torch.cat([params, torch.zeros_like(params)], dim=1)
+        return CompressedGradientTrackingState(
+            z=z, g_prev=torch.zeros_like(params), hat=torch.zeros_like(z), s=torch.zeros_like(z)
+        )
+
+    def query(self, state: CompressedGradientTrackingState) -> NodeTensor:
+        return state.x
+
+    def output(self, state: CompressedGradientTrackingState) -> NodeTensor:
+        return state.x
+
+    def update(
+        self, state: CompressedGradientTrackingState, grads: NodeTensor, comm: Communicator, t: int
+    ) -> CompressedGradientTrackingState:
+        z = state.z
+        d = z.shape[1] // 2
+        x, y = z[:, :d], z[:, d:]
+        y.add_(grads).sub_(state.g_prev)
+        add_scaled_(x, y, -self.eta(t))
+        z = choco_gossip(
+            z, state.hat, state.s, comm, t, self.compressor, self.consensus_lr,
+            blocks=2, name=self.name,
+        )  # fmt: skip
+        return CompressedGradientTrackingState(z=z, g_prev=grads, hat=state.hat, s=state.s)
