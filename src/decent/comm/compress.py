@@ -118,14 +118,26 @@ def _weights(device: torch.device) -> torch.Tensor:
     return w
 
 
+_GATHER = 0x0102040810204080
+"""``sum_j b_j 2^(8 j) * _GATHER`` has ``sum_j b_j 2^j`` in its top byte for bytes ``b_j`` in
+``{0, 1}``: byte ``j`` lands on bit ``56 + j``, every other product above bit 63 or at its own
+bit below 56 (no two collide, so nothing carries into the top byte)."""
+
+
+def _gather_bytes(flags: torch.Tensor) -> torch.Tensor:
+    """``(..., 8)`` uint8 in ``{0, 1}`` -> ``(...)`` int64 ``sum_j flags[..., j] 2^j``."""
+    words = flags.contiguous().view(torch.int64).squeeze(-1)  # 8 bytes, little-endian
+    return ((words * _GATHER) >> 56) & 0xFF
+
+
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """``(m, L)`` bool -> ``(m, ceil(L / 8))`` uint8, bit ``j`` of byte ``c`` = ``bits[:, 8c + j]``."""
     m, length = bits.shape
     pad = (-length) % 8
     if pad:
         bits = torch.cat([bits, bits.new_zeros(m, pad)], dim=1)
-    groups = bits.view(m, -1, 8).to(torch.uint8)
-    return (groups * _weights(bits.device)).sum(dim=2, dtype=torch.uint8)
+    groups = bits.contiguous().view(torch.uint8).view(m, -1, 8)
+    return _gather_bytes(groups).to(torch.uint8)
 
 
 def unpack_bits(packed: torch.Tensor, length: int) -> torch.Tensor:
@@ -133,6 +145,25 @@ def unpack_bits(packed: torch.Tensor, length: int) -> torch.Tensor:
     m = packed.shape[0]
     bits = (packed[:, :, None] & _weights(packed.device)) != 0
     return bits.view(m, -1)[:, :length]
+
+
+def _planes(code: torch.Tensor, width: int) -> torch.Tensor:
+    """``(m, d)`` int32 codes below ``2^width`` -> ``(m, d * width)`` bool, low bit first."""
+    m, d = code.shape
+    shifts = torch.arange(width, dtype=torch.int32, device=code.device)
+    return ((code[:, :, None] >> shifts) & 1).to(torch.bool).view(m, d * width)
+
+
+def _codes(bits: torch.Tensor, d: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`_planes`: ``(m, >= d * width)`` bool -> ``(m, d)`` int32."""
+    m = bits.shape[0]
+    planes = bits[:, : d * width].reshape(m, d, width)
+    if width <= 8:  # pad each code's planes to 8 bytes and gather them into one byte
+        flags = torch.zeros(m, d, 8, dtype=torch.uint8, device=bits.device)
+        flags[:, :, :width] = planes.view(torch.uint8)
+        return _gather_bytes(flags).to(torch.int32)
+    weights = (1 << torch.arange(width, device=bits.device)).to(torch.int32)
+    return (planes.to(torch.int32) * weights).sum(dim=2, dtype=torch.int32)
 
 
 @dataclass(frozen=True)
@@ -227,6 +258,9 @@ class Compressor:
         self, t: int, nodes: torch.Tensor, num_nodes: int, width: int, block: int
     ) -> torch.Tensor:
         key = self.seed * 4096 + block
+        ids = nodes.to(torch.int64)
+        if ids.shape[0] < 2 or bool((ids[1:] > ids[:-1]).all()):  # one row per node
+            return _stream.uniform(key, _STREAM, t, ids, width, num_nodes)
         uniq, inverse = torch.unique(nodes, return_inverse=True)
         u = _stream.uniform(key, _STREAM, t, uniq.to(torch.int64), width, num_nodes)
         return u if uniq.shape[0] == nodes.shape[0] else u[inverse]
@@ -283,7 +317,7 @@ class Compressor:
     def _qsgd(
         self, v: torch.Tensor, t: int, nodes: torch.Tensor, num_nodes: int, block: int
     ) -> Payload:
-        m, d = v.shape
+        d = v.shape[1]
         dtype, bits = v.dtype, self.bits
         s = (1 << bits) - 1
         norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
@@ -296,17 +330,13 @@ class Compressor:
         vb = v.element_size()
 
         def encode() -> torch.Tensor:
-            planes = (level[:, :, None] >> torch.arange(bits, device=v.device)) & 1
-            code = torch.cat([planes.bool(), neg[:, :, None]], dim=2).view(m, d * (bits + 1))
-            return torch.cat([_as_bytes(norm), pack_bits(code)], dim=1)
+            code = level | (neg.to(torch.int32) << bits)  # sign above the level bits
+            return torch.cat([_as_bytes(norm), pack_bits(_planes(code, bits + 1))], dim=1)
 
         def decode(wire: torch.Tensor) -> torch.Tensor:
-            r = wire.shape[0]
             got_norm = _from_bytes(wire[:, :vb], dtype)
-            code = unpack_bits(wire[:, vb:], d * (bits + 1)).view(r, d, bits + 1)
-            weights = (1 << torch.arange(bits, device=wire.device)).to(torch.int32)
-            got_level = (code[:, :, :bits].to(torch.int32) * weights).sum(dim=2, dtype=torch.int32)
-            return _qsgd_values(got_norm, got_level, code[:, :, bits], s, dtype)
+            code = _codes(unpack_bits(wire[:, vb:], d * (bits + 1)), d, bits + 1)
+            return _qsgd_values(got_norm, code & s, (code >> bits) != 0, s, dtype)
 
         return Payload(dense, self.message_bytes(d, dtype), encode, decode)
 
