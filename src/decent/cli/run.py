@@ -39,10 +39,17 @@ def describe(config: Any) -> str:
     """One start-up line summarizing the resolved config."""
     t, a, k = config.topology, config.algorithm, config.task
     lr = a.lr if isinstance(a.lr, float) else a.lr.model_dump(exclude_defaults=True)
-    return (
+    line = (
         f"[bold]{config.study}[/]: {a.kind} (lr={lr}) on {t.kind} with n={t.num_nodes}, "
         f"task {k.kind}, T={config.rounds}, seed={config.seed}, {config.dtype}"
     )
+    p = getattr(config, "privacy", None)
+    if p is not None:
+        line += (
+            f", DP-SGD (clip={p.clip:g}, noise_multiplier={p.noise_multiplier:g}, "
+            f"delta={p.delta:g}, {p.accountant})"
+        )
+    return line
 
 
 def run(

@@ -4,7 +4,9 @@
 * :class:`DelayedCommunicator` - the simulator with neighbours' values ``delay`` calls old;
 * :class:`DistCommunicator` - neighbour-only exchange over torch.distributed (sync or
   overlapped);
-* :class:`GossipCommunicator` - threads per neighbour: bounded staleness, crash tolerance.
+* :class:`GossipCommunicator` - threads per neighbour: bounded staleness, crash tolerance;
+* :class:`RobustCommunicator` - Byzantine senders and robust aggregation around the
+  simulator or the synchronous distributed communicator.
 
 The two torch.distributed transports are imported on first use.
 """
@@ -19,6 +21,7 @@ from decent.comm.accelerated import (
 )
 from decent.comm.base import REDUCE_OPS, CommStats, Communicator, ReduceOp, reduce_rows
 from decent.comm.delay import DelayedCommunicator
+from decent.comm.robust import RobustCommunicator
 from decent.comm.sim import SimCommunicator
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "DistConfigError",
     "GossipCommunicator",
     "ReduceOp",
+    "RobustCommunicator",
     "SimCommunicator",
     "accelerate",
     "block_placement",

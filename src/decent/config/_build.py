@@ -158,6 +158,35 @@ def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
     return _guard("task", cfg, make)  # type: ignore[no-any-return]
 
 
+def build_privacy(config: m.ExperimentConfig, task: Task | None = None) -> Any:
+    """The :class:`~decent.engine.privacy.Privacy` of the ``[privacy]`` section, or ``None``.
+
+    With ``task``, also check that the task's per-node sampling rate is known (a dataset
+    task must sample without replacement).
+
+    Raises:
+        ConfigError: naming ``task.sampling`` or the ``privacy`` field at fault.
+    """
+    section = config.privacy
+    if section is None:
+        return None
+    from decent.engine.privacy import Privacy, sampling_rates
+
+    privacy = _guard("privacy", section, lambda: Privacy(**_fields(section)))
+    if task is not None:
+        sampling = getattr(config.task, "sampling", None)
+        where = "task.sampling" if sampling is not None else "task.kind"
+        value = sampling if sampling is not None else config.task.kind
+        try:
+            sampling_rates(task)
+        except ValueError as err:
+            why = str(err)
+            if sampling is not None:
+                why += '; set sampling = "without_replacement" in [task]'
+            raise ConfigError([Issue(where, value, why)]) from None
+    return privacy
+
+
 def warn_odd(config: m.ExperimentConfig) -> None:
     """Warn about values that validate but probably were not meant."""
     if config.eval_every is not None and config.eval_every > config.rounds:
@@ -232,6 +261,7 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
     task = build_task(config.task, topology.num_nodes, config.dtype)
     algorithm = build_algorithm(config.algorithm, config.rounds)
     check_mixing(algorithm, topology, config)
+    build_privacy(config, task)
     warn_odd(config)
     if comm_factory is None:
         from decent.comm import SimCommunicator
@@ -263,7 +293,71 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
             raise ConfigError(
                 [Issue("network.delays.max_delay", config.network.delays.max_delay, why)]
             )
+    if config.byzantine is not None:
+        comm = build_byzantine(config, comm)
     return Experiment(config, topology, algorithm, task, comm)
+
+
+def build_byzantine(config: m.ExperimentConfig, comm: Any) -> Any:
+    """Wrap the communicator in the ``[byzantine]`` section's attack and robust rule.
+
+    Raises:
+        ConfigError: a node out of range, a combination that does not run (a simulated
+            network, accelerated gossip, compressed gossip, an asynchronous transport), or
+            more Byzantine in-neighbours at some honest node than the rule tolerates.
+    """
+    from decent.comm.robust import RobustCommunicator, choose_byzantine, tolerance_error
+
+    byz = config.byzantine
+    assert byz is not None
+    clash = {
+        "network": config.network is not None,
+        "chebyshev_steps": config.chebyshev_steps > 1,
+        "algorithm.kind": "compressor_kind" in type(config.algorithm).model_fields,
+    }
+    values = {
+        "network": "set",
+        "chebyshev_steps": config.chebyshev_steps,
+        "algorithm.kind": config.algorithm.kind,
+    }
+    for field, bad in clash.items():
+        if bad:
+            why = (
+                "Byzantine nodes and robust aggregation run on plain synchronous gossip; "
+                f"drop [byzantine] or {field} (a simulated network, accelerated or "
+                "compressed gossip do not combine with it yet)"
+            )
+            raise ConfigError([Issue(field, values[field], why)])
+    w = comm.weights(1)
+    n = w.n
+    for node in byz.nodes or []:
+        if node >= n:
+            why = f"the network has nodes 0..{n - 1} only"
+            raise ConfigError([Issue("byzantine.nodes", node, why)])
+    ids = choose_byzantine(
+        w, nodes=byz.nodes, fraction=byz.fraction, seed=byz.seed, placement=byz.placement
+    )
+    bound = tolerance_error(w, ids, byz.aggregation, byz.trim)
+    if bound is not None:
+        field = "byzantine.trim" if "trim b=" in bound else "byzantine.aggregation"
+        raise ConfigError([Issue(field, getattr(byz, field.split(".")[1]), bound)])
+    return _guard(
+        "byzantine",
+        "the byzantine section",
+        lambda: RobustCommunicator(
+            comm,
+            ids,
+            byz.attack,
+            byz.aggregation,
+            trim=byz.trim,
+            tau=byz.tau,
+            scale=byz.scale,
+            sigma=byz.sigma,
+            z=byz.z,
+            epsilon=byz.epsilon,
+            seed=byz.seed,
+        ),
+    )
 
 
 def check_compressed(config: m.ExperimentConfig, topology: Any, comm: Any) -> None:

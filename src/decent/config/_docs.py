@@ -201,6 +201,44 @@ def reference_markdown() -> str:
         "",
         *_table(m.DelaysSection, skip=()),
         "",
+        "## `[privacy]`",
+        "",
+        "Differential privacy per node (see `docs/privacy.md`): every gradient is DP-SGD's "
+        "(each per-sample gradient clipped to norm `clip`, Gaussian noise of standard "
+        "deviation `noise_multiplier * clip` on their sum, divided by the batch size), and "
+        "every evaluation records `privacy/epsilon` (the worst node's epsilon at `delta`, "
+        "from Opacus's accountant) and `privacy/epsilon_mean`. A dataset task must set "
+        '`sampling = "without_replacement"`.',
+        "",
+        "```toml",
+        "[privacy]",
+        "clip = 1.0",
+        "noise_multiplier = 1.1",
+        "delta = 1e-5",
+        'accountant = "rdp"',
+        "```",
+        "",
+        *_table(m.PrivacySection, skip=()),
+        "",
+        "## `[byzantine]`",
+        "",
+        "Byzantine nodes and robust aggregation (see `docs/concepts.md`), in the simulator "
+        "and on ranks (`decent launch`, synchronous mode): the chosen nodes forge what they "
+        "send, honest nodes combine their values with `aggregation`. A rule's bound on "
+        "Byzantine in-neighbours is checked before training; metrics cover honest nodes "
+        "only and records gain `byzantine/count`.",
+        "",
+        "```toml",
+        "[byzantine]",
+        "fraction = 0.125",
+        "seed = 0",
+        'attack = "alie"',
+        'aggregation = "trimmed_mean"',
+        "trim = 1",
+        "```",
+        "",
+        *_table(m.ByzantineSection, skip=()),
+        "",
     ]
     lines += _family(
         "`[topology]`",

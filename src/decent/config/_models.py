@@ -640,6 +640,79 @@ class NetworkSection(Section):
     )
 
 
+class PrivacySection(Section):
+    """Differential privacy per node: DP-SGD (per-sample clipping, Gaussian noise), and
+    every node's (epsilon, delta) from Opacus's accountant (see docs/privacy.md)."""
+
+    clip: float = Field(gt=0.0, description="C: every per-sample gradient is clipped to L2 norm C.")
+    noise_multiplier: float = Field(
+        ge=0.0,
+        description=(
+            "sigma: Gaussian noise of standard deviation sigma C is added to the sum of the "
+            "clipped gradients (0: clipping only, no privacy)."
+        ),
+    )
+    delta: float = Field(
+        1e-5, gt=0.0, lt=1.0, description="The delta of the reported (epsilon, delta)."
+    )
+    accountant: Literal["rdp", "prv"] = Field(
+        "rdp",
+        description=(
+            "Opacus's accountant: rdp (Renyi DP, fast) or prv (privacy random variables, "
+            "tighter, about a second per distinct sampling rate and evaluation)."
+        ),
+    )
+
+
+class ByzantineSection(Section):
+    """Byzantine nodes and the robust rule honest nodes aggregate with (sim and dist)."""
+
+    nodes: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="Explicit Byzantine node ids (give nodes or fraction, not both)."
+    )
+    fraction: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Fraction of nodes that are Byzantine, in [0, 1)."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the random placement and the noise attack.")
+    placement: Literal["random", "bottleneck"] = Field(
+        "random",
+        description="With fraction: random nodes, or the highest-betweenness (bottleneck) ones.",
+    )
+    attack: Literal["sign_flip", "noise", "alie", "dissensus"] = Field(
+        "sign_flip",
+        description=(
+            "sign_flip: send -scale x; noise: x + sigma N(0, I); alie: mean - z std of the "
+            "receiver's honest values; dissensus: undo the receiver's honest gossip (epsilon)."
+        ),
+    )
+    aggregation: Literal["mean", "trimmed_mean", "median", "clipping"] = Field(
+        "mean",
+        description=(
+            "How honest nodes combine their values: mean (plain gossip), trimmed_mean (trim "
+            "per side), median (coordinate-wise), clipping (self-centred, radius tau)."
+        ),
+    )
+    trim: int = Field(1, ge=0, description="b: values trimmed per side by trimmed_mean.")
+    tau: float = Field(1.0, gt=0.0, description="Clipping radius of clipping.")
+    scale: float = Field(1.0, ge=0.0, description="s of sign_flip: the attacker sends -s x.")
+    sigma: float = Field(10.0, ge=0.0, description="Noise level of the noise attack.")
+    z: float | None = Field(
+        None, description="ALIE's z (None: Baruch et al.'s z from n and the Byzantine count)."
+    )
+    epsilon: float = Field(1.0, ge=0.0, description="Strength of the dissensus attack.")
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> ByzantineSection:
+        if (self.nodes is None) == (self.fraction is None):
+            raise ValueError(
+                "give either nodes = [ids] or fraction = f (with seed), not both; "
+                "nodes = [] runs without Byzantine nodes"
+            )
+        if self.placement == "bottleneck" and self.nodes is not None:
+            raise ValueError('placement = "bottleneck" chooses nodes from fraction; drop nodes')
+        return self
+
+
 class ExperimentConfig(Section):
     """One experiment: topology x algorithm x task, trained for ``rounds`` rounds."""
 
@@ -708,9 +781,31 @@ class ExperimentConfig(Section):
             "link failures, crashes; records gain time/sim (simulator only)."
         ),
     )
+    privacy: PrivacySection | None = Field(
+        None,
+        description=(
+            "Differential privacy per node: DP-SGD gradients; records gain privacy/epsilon "
+            "(worst node) and privacy/epsilon_mean."
+        ),
+    )
+    byzantine: ByzantineSection | None = Field(
+        None,
+        description=(
+            "Byzantine nodes that forge what they send, and the robust rule honest nodes "
+            "aggregate with; evaluation covers honest nodes only."
+        ),
+    )
     sweep: SweepConfig | None = Field(None, description="Grid of a sweep (decent sweep).")
 
-    SECTIONS: ClassVar[tuple[str, ...]] = ("topology", "algorithm", "task", "network", "sweep")
+    SECTIONS: ClassVar[tuple[str, ...]] = (
+        "topology",
+        "algorithm",
+        "task",
+        "network",
+        "privacy",
+        "byzantine",
+        "sweep",
+    )
 
     @field_validator("study")
     @classmethod
@@ -726,8 +821,8 @@ class ExperimentConfig(Section):
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``).
 
-        ``averages``, ``chebyshev_steps`` and ``network`` appear only when they are not their defaults,
-        so runs recorded before the fields existed keep their ids.
+        ``averages``, ``chebyshev_steps``, ``network`` and ``privacy`` appear only when they
+        are not their defaults, so runs recorded before the fields existed keep their ids.
         """
         data = self.model_dump(mode="json", exclude={"sweep"})
         if not data["averages"]:
@@ -736,6 +831,10 @@ class ExperimentConfig(Section):
             del data["chebyshev_steps"]
         if data["network"] is None:
             del data["network"]
+        if data.get("byzantine", 0) is None:
+            del data["byzantine"]
+        if data["privacy"] is None:
+            del data["privacy"]
         return data
 
 

@@ -16,6 +16,7 @@ from decent.comm.base import Communicator
 from decent.engine import replicas
 from decent.engine.callbacks import Callback
 from decent.engine.oracle import GradientOracle
+from decent.engine.privacy import Privacy, PrivacyAccountant, PrivateOracle, sampling_rates
 from decent.engine.result import DivergenceWarning, RunInfo, RunResult, Status
 from decent.metrics import evaluate
 from decent.tasks.base import Task, objective_of
@@ -52,6 +53,7 @@ def train(
     autograd: bool = False,
     topology_name: str | None = None,
     averages: Sequence[Average] = (),
+    privacy: Privacy | None = None,
 ) -> RunResult:
     """Run ``algorithm`` on ``task`` for ``rounds`` rounds, mixing through ``comm``.
 
@@ -91,6 +93,12 @@ def train(
             ``sum_s s x_s / sum_s s`` (weights ``alpha_s = s``). Their metrics are those of
             the network mean, named ``eval/<metric>@tail`` and ``eval/<metric>@weighted``
             (e.g. ``eval/subopt@tail``); the last iterate stays ``eval/<metric>@mean``.
+        privacy: differential privacy per node (:class:`~decent.engine.privacy.Privacy`):
+            every gradient is DP-SGD's (per-sample clipping plus Gaussian noise, see
+            :class:`~decent.engine.privacy.PrivateOracle`), and every evaluation records
+            ``privacy/epsilon`` (the worst node's epsilon at ``privacy.delta``, from
+            Opacus's accountant) and ``privacy/epsilon_mean``; ``compile`` and ``autograd``
+            do not apply to private gradients (always per-sample autograd, eager).
 
     Returns:
         A :class:`RunResult`; ``status == "diverged"`` (with a :class:`DivergenceWarning`
@@ -116,6 +124,7 @@ def train(
         autograd=autograd,
         topology_name=topology_name,
         averages=averages,
+        privacy=privacy,
     )
     return result
 
@@ -137,6 +146,7 @@ def train_replicas(
     autograd: bool = False,
     topology_name: str | None = None,
     averages: Sequence[Average] = (),
+    privacy: Privacy | None = None,
 ) -> list[RunResult]:
     """Run ``R`` independent runs on one graph as one stacked tensor: a replica batch.
 
@@ -199,6 +209,10 @@ def train_replicas(
     n = comm.num_nodes
     m = int(nodes.shape[0])
     oracle = GradientOracle(tasks[0], compile=compile, autograd=autograd)
+    private, accountant = None, None
+    if privacy is not None:  # DP-SGD gradients, and every node's budget at evaluations
+        accountant = PrivacyAccountant(privacy, sampling_rates(tasks[0]))
+        private = PrivateOracle(tasks[0], privacy, seeds=seeds, nodes=nodes, num_nodes=n)
     topo_name = topology_name or str(getattr(getattr(comm, "topology", None), "name", "?"))
     infos = [
         RunInfo(
@@ -299,6 +313,8 @@ def train_replicas(
                     value = comm.all_reduce(local.expand(m, 1), "mean", accounted=False)
                     metrics["train/loss"] = float(value.item())
             metrics["grad_evals"] = float(t * n)
+            if accountant is not None:
+                metrics.update(accountant.metrics(t))
             metrics.update(stats)
             metrics.update(transport)
             metrics["time/wall_s"] = time.perf_counter() - start
@@ -363,7 +379,7 @@ def train_replicas(
             # 2. each node's minibatch: a pure function of (seed, node, t)
             batch = sample(t)
             # 3. all held nodes' (all replicas') gradients in one batched call
-            grads, losses = oracle(query, batch)
+            grads, losses = oracle(query, batch) if private is None else private(query, batch, t)
             loss_rows.add_(losses.detach())  # summed per row, reduced at evaluation rounds
             loss_count += 1
             # 4. the algorithm's step; rows interact only through comm

@@ -7,9 +7,15 @@ Names are stable and flat (see ``docs/metrics.md``):
   ``eval/<metric>@mean`` for every metric the task reports (``accuracy``, ...);
 * ``eval/<metric>@node_min|node_mean|node_max``: the same at each node's own model;
 * ``consensus/dist2``: ``(1/n) sum_i ||x_i - x_bar||^2``.
+
+With Byzantine nodes (a communicator exposing ``honest``, see :mod:`decent.comm.robust`)
+every metric is over the honest nodes only: ``x_bar`` is their mean, ``node_*`` their
+extremes and mean.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -21,19 +27,54 @@ EVAL_CHUNK = 64
 """Node models evaluated per call of ``task.evaluate``."""
 
 
+def _honest(comm: Communicator) -> tuple[torch.Tensor, int] | None:
+    """``(mask (m,), count)`` of the honest held rows when the comm has Byzantine nodes.
+
+    A :class:`~decent.comm.robust.RobustCommunicator` exposes ``honest`` and
+    ``num_honest``; every metric is then over the honest nodes only (a Byzantine node's
+    model means nothing). Every rank takes the same branch (the attribute is global).
+    """
+    mask = getattr(comm, "honest", None)
+    if not isinstance(mask, torch.Tensor):
+        return None
+    return mask, int(comm.num_honest)  # type: ignore[attr-defined]
+
+
+def _mean_rows(x: NodeTensor, comm: Communicator) -> torch.Tensor:
+    honest = _honest(comm)
+    if honest is None:
+        return comm.all_reduce(x, "mean", accounted=False)
+    mask, count = honest
+    mask = mask.to(x.device)
+    kept = torch.where(mask[:, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return comm.all_reduce(kept, "sum", accounted=False) / count
+
+
+def _extreme_rows(x: NodeTensor, comm: Communicator, op: str) -> torch.Tensor:
+    honest = _honest(comm)
+    if honest is None:
+        return comm.all_reduce(x, op, accounted=False)  # type: ignore[arg-type]
+    fill = torch.tensor(math.inf if op == "min" else -math.inf, dtype=x.dtype, device=x.device)
+    kept = torch.where(honest[0].to(x.device)[:, None], x, fill)
+    return comm.all_reduce(kept, op, accounted=False)  # type: ignore[arg-type]
+
+
 def network_mean(x: NodeTensor, comm: Communicator) -> torch.Tensor:
-    """``x_bar = (1/n) sum_i x_i`` as ``(d,)`` (a metric collective, not accounted)."""
-    return comm.all_reduce(x, "mean", accounted=False)
+    """``x_bar = (1/n) sum_i x_i`` as ``(d,)`` (a metric collective, not accounted).
+
+    With Byzantine nodes (a comm exposing ``honest``), the mean of the honest nodes.
+    """
+    return _mean_rows(x, comm)
 
 
 def consensus_distance(
     x: NodeTensor, comm: Communicator, x_bar: torch.Tensor | None = None
 ) -> float:
-    """``(1/n) sum_i ||x_i - x_bar||^2`` over all ``n`` nodes."""
+    """``(1/n) sum_i ||x_i - x_bar||^2`` over all ``n`` nodes (the honest ones, if any)."""
     if x_bar is None:
         x_bar = network_mean(x, comm)
     sq = (x - x_bar).square().sum(dim=1, keepdim=True)
-    return float(comm.all_reduce(sq, "mean", accounted=False).item())
+    return float(_mean_rows(sq, comm).item())
 
 
 _LABELS = {
@@ -63,6 +104,9 @@ _PLAIN = {
     "time/wall_s": "wall-clock time (s)",
     "time/sim": "simulated time (s)",
     "rounds_completed": "rounds completed",
+    "byzantine/count": "Byzantine nodes",
+    "privacy/epsilon": "ε at δ, worst node (DP)",
+    "privacy/epsilon_mean": "ε at δ, mean over nodes (DP)",
 }
 
 
@@ -100,11 +144,9 @@ def evaluate(
         at_nodes = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         for key, value in at_nodes.items():
             col = value.reshape(-1, 1).to(x.dtype)
-            out[f"eval/{key}@node_min"] = float(comm.all_reduce(col, "min", accounted=False).item())
-            out[f"eval/{key}@node_mean"] = float(
-                comm.all_reduce(col, "mean", accounted=False).item()
-            )
-            out[f"eval/{key}@node_max"] = float(comm.all_reduce(col, "max", accounted=False).item())
+            out[f"eval/{key}@node_min"] = float(_extreme_rows(col, comm, "min").item())
+            out[f"eval/{key}@node_mean"] = float(_mean_rows(col, comm).item())
+            out[f"eval/{key}@node_max"] = float(_extreme_rows(col, comm, "max").item())
         if task.optimum is not None:
             out["eval/subopt@node_max"] = out["eval/loss@node_max"] - float(task.optimum)
     return out

@@ -33,11 +33,13 @@ from decent.report._story import Judged
 from decent.results import DONE_STATUSES, Store
 from decent.results._store import package_version
 
-X_AXES = ("grad_evals", "comm/bytes", "time/wall_s", "time/sim")
+X_AXES = ("grad_evals", "comm/bytes", "time/wall_s", "time/sim", "privacy/epsilon")
 TABLE_ORDER = (
     "eval/subopt@mean",
     "eval/loss@mean",
     "eval/accuracy@mean",
+    "privacy/epsilon",
+    "privacy/epsilon_mean",
     "eval/loss@node_max",
     "consensus/dist2",
     "train/loss",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from decent.config import CommFactory, Experiment, ExperimentConfig, build
+from decent.config import CommFactory, Experiment, ExperimentConfig, build, build_privacy
 from decent.engine import Callback, RunResult, train
 from decent.results import Store, run_id_for
 from decent.run import faults, resources
@@ -66,6 +66,9 @@ def run_label(config: ExperimentConfig) -> str:
             f"{config.algorithm.kind} lr={lr_text} {config.topology.kind}"
             f"(n={config.topology.num_nodes}) {config.task.kind}"
         )
+        byz = config.byzantine
+        if byz is not None:
+            base += f" byzantine {byz.attack}/{byz.aggregation}"
     return f"{base} seed={config.seed}"
 
 
@@ -89,6 +92,7 @@ def train_experiment(
         averages=cfg.averages,
         callbacks=callbacks,
         topology_name=experiment.topology.name,
+        privacy=build_privacy(cfg),
         **kwargs,
     )
 
@@ -180,7 +184,7 @@ def replica_key(config: ExperimentConfig) -> str:
     from decent.tasks import LeastSquares, LogisticRegressionStream
 
     data = config.run_dict()
-    if config.network is not None:  # the simulated network runs one replica at a time
+    if config.network is not None or config.byzantine is not None:  # one replica at a time
         return canonical_json(data)
     for key in ("seed", "name", "study"):
         data.pop(key, None)
@@ -272,6 +276,7 @@ def run_batch(
             divergence_factor=first.divergence_factor,
             averages=first.averages,
             topology_name=experiments[0].topology.name,
+            privacy=build_privacy(first),
         )
     except BaseException as err:
         for rec in recorders:

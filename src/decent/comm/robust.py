@@ -1,0 +1,640 @@
+"""Byzantine nodes and robust aggregation of neighbour values, in both runtimes.
+
+A chosen set ``B`` of nodes is Byzantine: the values they send are forged by an attack,
+and every honest node ``i`` aggregates the values it receives with a robust rule instead
+of the plain weighted average ``sum_j W_ij x_j``. :class:`RobustCommunicator` wraps a
+simulator (:class:`~decent.comm.sim.SimCommunicator`) or a synchronous distributed
+communicator (:class:`~decent.comm.dist.DistCommunicator`) and keeps the Communicator
+protocol, so D-SGD, DAT-SGD and gradient tracking (which only call ``comm.mix``) run with
+attacks and robust rules unchanged.
+
+Notation of one mix at round ``t``, for a node ``i``: ``x_i`` its own value, ``N_i`` its
+in-neighbours (``j != i`` with ``W_ij > 0``), ``v_{j->i}`` the value ``i`` receives from
+``j`` (``x_j`` when ``j`` is honest, the attack's value when ``j`` is Byzantine), and
+``V_i = {x_i} U {v_{j->i} : j in N_i}`` the ``c_i = |N_i| + 1`` values node ``i`` holds.
+
+Attacks (the threat model: an omniscient adversary controls every message leaving a
+Byzantine node; Byzantine nodes otherwise run the algorithm and average what they
+receive with the plain weights, taking their own value in place of a fellow Byzantine
+node's forged message, so that their models stay finite):
+
+* ``sign_flip``: ``v_{j->i} = -s x_j`` (``s = scale``), the same to every receiver;
+* ``noise``: ``v_{j->i} = x_j + sigma xi_j``, ``xi_j ~ N(0, I)`` drawn from ``(seed, t)``;
+* ``alie`` ("A Little Is Enough", Baruch et al. 2019, https://arxiv.org/abs/1902.06156):
+  ``v_{j->i} = mu_i - z sigma_i`` coordinate-wise, ``mu_i`` and ``sigma_i`` the mean and
+  (population) standard deviation of the honest values in ``V_i`` (``x_i`` and the honest
+  in-neighbours' values). The attacker is *omniscient about the receiver's
+  neighbourhood*: it knows what ``i``'s honest neighbours send to ``i``. Default ``z``:
+  Baruch's ``z = Phi^{-1}((n - s) / n)``, ``s = floor(n / 2 + 1) - |B|`` (clamped to
+  ``1 <= s <= n - 1``), ``n`` the number of nodes;
+* ``dissensus`` (He, Karimireddy, Jaggi 2022, https://arxiv.org/abs/2202.01545):
+  ``v_{j->i} = x_i - eps (sum_{k in N_i \\ B} W_ik (x_k - x_i)) / (sum_{j' in N_i & B} W_ij')``,
+  so that plain gossip moves ``i`` by ``(1 - eps)`` times its honest gossip step
+  (``eps = 1`` stalls consensus, ``eps > 1`` drives nodes apart); omniscient about the
+  receiver's neighbourhood, as ALIE. Placing the Byzantine nodes on the graph's bottlenecks
+  (highest betweenness, see :func:`choose_byzantine`) is the attack the paper studies.
+
+Rules at an honest node ``i`` (Byzantine nodes always use ``mean``):
+
+* ``mean``: ``x_i <- sum_{v in V_i} W_ij v`` (plain gossip, no defence);
+* ``clipping`` (self-centred clipping, ClippedGossip):
+  ``x_i <- x_i + sum_{j in N_i} W_ij clip(v_{j->i} - x_i, tau)`` with
+  ``clip(z, tau) = z min(1, tau / ||z||)`` (the norm over the whole row of ``k`` values);
+* ``trimmed_mean``: coordinate-wise, drop the ``b`` largest and ``b`` smallest of the
+  ``c_i`` values and average the other ``c_i - 2b`` (unweighted); tolerates at most ``b``
+  Byzantine in-neighbours at each honest node and needs ``2b < c_i``;
+* ``median``: coordinate-wise median of ``V_i`` (mean of the two middle values when
+  ``c_i`` is even); needs a strict honest majority of ``V_i``: ``2 |N_i & B| < c_i``.
+
+Runtimes. The simulator gathers ``V`` for all nodes as one padded ``(1 + D, n, k)``
+tensor (slot-major, ``D`` the largest in-degree); the distributed wrapper gathers the same
+tensor for its held rows from ``Z = [x; received]`` after the communicator's one
+neighbour exchange. No Python loop runs over nodes (only over the ``1 + D`` slots).
+``sign_flip`` and ``noise`` are forged by the Byzantine rank in the rows it sends;
+``alie`` and ``dissensus`` depend on the receiver's neighbourhood, which only the
+receiver's rank holds, so the receiving rank forms the adversary's message from the values
+that arrived there (what an adversary eavesdropping on ``i``'s incoming links knows). The
+two runtimes apply the same rules in float64 and agree to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from decent._types import NodeTensor
+from decent.comm.base import CommStats, ReduceOp, period_of
+from decent.topology._matrix import MixingMatrix, Topology
+
+__all__ = [
+    "AGGREGATIONS",
+    "ATTACKS",
+    "PLACEMENTS",
+    "RobustCommunicator",
+    "alie_z",
+    "choose_byzantine",
+    "tolerance_error",
+]
+
+Attack = Literal["sign_flip", "noise", "alie", "dissensus"]
+Aggregation = Literal["mean", "trimmed_mean", "median", "clipping"]
+ATTACKS: tuple[str, ...] = ("sign_flip", "noise", "alie", "dissensus")
+AGGREGATIONS: tuple[str, ...] = ("mean", "trimmed_mean", "median", "clipping")
+PLACEMENTS: tuple[str, ...] = ("random", "bottleneck")
+_SENDER_SIDE = ("sign_flip", "noise")
+
+
+def alie_z(num_nodes: int, num_byzantine: int) -> float:
+    """Baruch et al.'s ``z = Phi^{-1}((n - s) / n)``, ``s = floor(n/2 + 1) - f``.
+
+    ``s`` is clamped to ``1 .. n - 1`` so that ``z`` stays finite.
+
+    Example:
+        >>> round(alie_z(16, 3), 4)
+        0.3186
+    """
+    n, f = int(num_nodes), int(num_byzantine)
+    s = min(max(math.floor(n / 2 + 1) - f, 1), max(n - 1, 1))
+    return float(NormalDist().inv_cdf((n - s) / n)) if n > 1 else 0.0
+
+
+def choose_byzantine(
+    w: MixingMatrix,
+    *,
+    nodes: Sequence[int] | None = None,
+    fraction: float | None = None,
+    seed: int = 0,
+    placement: str = "random",
+) -> np.ndarray:
+    """Return the sorted ids of the Byzantine nodes.
+
+    Either ``nodes`` (explicit) or ``fraction`` (``round(fraction * n)`` nodes): placed
+    uniformly at random from ``seed``, or on the bottlenecks (``"bottleneck"``: highest
+    betweenness centrality of the undirected graph of ``W``, ties by lower id).
+
+    Raises:
+        ValueError: both or neither of ``nodes``/``fraction``, a node out of range, a
+            fraction outside ``[0, 1)``, an unknown placement.
+
+    Example:
+        >>> from decent.topology import ring
+        >>> choose_byzantine(ring(8).weights(1), fraction=0.25, seed=0).tolist()
+        [1, 2]
+    """
+    n = w.n
+    if (nodes is None) == (fraction is None):
+        raise ValueError("give either nodes (a list of ids) or fraction (with seed), not both")
+    if nodes is not None:
+        ids = np.unique(np.asarray(list(nodes), dtype=np.int64))
+        bad = ids[(ids < 0) | (ids >= n)]
+        if bad.size:
+            raise ValueError(f"node {int(bad[0])} is out of range: the graph has nodes 0..{n - 1}")
+        return ids
+    assert fraction is not None
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    count = round(fraction * n)
+    if placement == "random":
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB12]))
+        return np.sort(rng.choice(n, size=count, replace=False)).astype(np.int64)
+    if placement == "bottleneck":
+        import networkx as nx
+
+        off = w.off_diagonal
+        g = nx.Graph()
+        g.add_nodes_from(range(n))
+        rows = np.repeat(np.arange(n), np.diff(off.indptr))
+        g.add_edges_from(zip(rows.tolist(), off.indices.tolist(), strict=True))
+        score = nx.betweenness_centrality(g)
+        order = sorted(range(n), key=lambda i: (-score[i], i))
+        return np.sort(np.asarray(order[:count], dtype=np.int64))
+    raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+
+
+def tolerance_error(
+    w: MixingMatrix, byzantine: np.ndarray, aggregation: str, trim: int
+) -> str | None:
+    """Why ``aggregation`` cannot tolerate ``byzantine`` on ``W`` (``None`` when it can).
+
+    ``trimmed_mean`` needs ``f_i <= b`` and ``2b < c_i`` at every honest node ``i``
+    (``f_i`` its Byzantine in-neighbours, ``c_i`` = in-degree + 1 values, ``b = trim``);
+    ``median`` needs ``2 f_i < c_i``. ``mean`` and ``clipping`` have no count bound.
+    """
+    n = w.n
+    is_byz = np.zeros(n, dtype=bool)
+    is_byz[byzantine] = True
+    off = w.off_diagonal
+    rows = np.repeat(np.arange(n), np.diff(off.indptr))
+    f = np.bincount(rows, weights=is_byz[off.indices].astype(np.float64), minlength=n)
+    f = f.astype(np.int64)
+    c = w.in_degree + 1
+    honest = np.flatnonzero(~is_byz)
+    if aggregation == "trimmed_mean":
+        over = honest[f[honest] > trim]
+        if over.size:
+            i = int(over[np.argmax(f[over])])
+            return (
+                f"trimmed_mean with trim b={trim} tolerates at most b Byzantine in-neighbours "
+                f"at each honest node, but node {i} has {int(f[i])} on {w.name}; raise trim, "
+                "place fewer Byzantine nodes, or use a denser graph"
+            )
+        small = honest[2 * trim >= c[honest]]
+        if small.size:
+            i = int(small[np.argmin(c[small])])
+            return (
+                f"trimmed_mean with trim b={trim} needs 2b < c_i (the node's {int(c[i])} "
+                f"values: itself and {int(c[i]) - 1} in-neighbours) at every honest node, "
+                f"but node {i} has c_i={int(c[i])} on {w.name}; lower trim"
+            )
+    elif aggregation == "median":
+        over = honest[2 * f[honest] >= c[honest]]
+        if over.size:
+            i = int(over[0])
+            return (
+                f"median needs a strict honest majority of each honest node's values "
+                f"(2 f_i < c_i, c_i = in-degree + 1), but node {i} has {int(f[i])} Byzantine "
+                f"of c_i={int(c[i])} values on {w.name}; place fewer Byzantine nodes or use "
+                "a denser graph"
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class _Gather:
+    """The padded neighbourhoods of the held rows for one ``W_t``, slot-major.
+
+    Slot 0 is the node itself, slots ``1..D`` its in-neighbours (``D`` the largest
+    in-degree, padding where a node has fewer). ``flat`` (D m,) rows of ``Z`` slot by slot
+    (padding: row 0), ``weight`` (1 + D, m) (padding: 0), ``valid`` and ``byz``
+    (1 + D, m) masks, ``count`` (m,) ``c_i``, ``slots`` ``1 + D``. ``attacked`` (r,) the
+    honest held rows with a Byzantine in-neighbour; ``writes[s - 1]`` = (rows of the held
+    nodes, positions in ``attacked``) whose slot ``s`` holds a Byzantine sender.
+    ``colluders`` = (held rows, rows of ``Z``, weights) of the edges between Byzantine
+    nodes (a Byzantine receiver takes its own value in place of a colluder's message).
+    """
+
+    matrix: MixingMatrix
+    flat: torch.Tensor
+    weight: torch.Tensor
+    valid: torch.Tensor
+    byz: torch.Tensor
+    count: torch.Tensor
+    slots: int
+    any_byz: bool
+    padded: bool
+    attacked: torch.Tensor
+    writes: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    colluders: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _gather_plan(
+    w: MixingMatrix,
+    rows: np.ndarray,
+    zpos: np.ndarray,
+    is_byz: np.ndarray,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> _Gather:
+    off = w.off_diagonal
+    start, stop = off.indptr[rows], off.indptr[rows + 1]
+    deg = (stop - start).astype(np.int64)
+    m, width = rows.size, int(deg.max()) if rows.size else 0
+    index = np.zeros((width, m), dtype=np.int64)
+    weight = np.zeros((1 + width, m), dtype=np.float64)
+    valid = np.zeros((1 + width, m), dtype=bool)
+    byz = np.zeros((1 + width, m), dtype=bool)
+    r = np.repeat(np.arange(m), deg)
+    pos = np.arange(int(deg.sum())) - np.repeat(np.cumsum(deg) - deg, deg)
+    src = np.repeat(start, deg) + pos  # entries of the held rows in the CSR arrays
+    cols = off.indices[src]
+    index[pos, r] = zpos[cols]
+    weight[pos + 1, r] = off.data[src]
+    weight[0] = w.csr.diagonal()[rows]
+    valid[0] = True
+    valid[pos + 1, r] = True
+    byz[pos + 1, r] = is_byz[cols]
+    if np.any(index < 0):  # pragma: no cover - internal invariant
+        raise RuntimeError("a neighbour's row is missing from Z; this is a bug in decent")
+    target = byz & ~is_byz[rows][None, :]
+    attacked = np.flatnonzero(target.any(axis=0))
+    at = np.full(m, -1, dtype=np.int64)
+    at[attacked] = np.arange(attacked.size)
+
+    def _t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.int64, device=device)
+
+    writes = tuple(
+        (_t(np.flatnonzero(target[slot])), _t(at[np.flatnonzero(target[slot])]))
+        for slot in range(1, 1 + width)
+    )
+    among = is_byz[rows][r] & is_byz[cols]
+    colluders = (
+        _t(r[among]),
+        _t(zpos[cols[among]]),
+        torch.as_tensor(off.data[src[among]], dtype=dtype, device=device),
+    )
+    return _Gather(
+        matrix=w,
+        flat=torch.as_tensor(index.reshape(-1), device=device),
+        weight=torch.as_tensor(weight, dtype=dtype, device=device),
+        valid=torch.as_tensor(valid, device=device),
+        byz=torch.as_tensor(byz, device=device),
+        count=torch.as_tensor(deg + 1, device=device),
+        slots=1 + width,
+        any_byz=bool(byz.any()),
+        padded=not bool(valid.all()),
+        attacked=_t(attacked),
+        writes=writes,
+        colluders=colluders,
+    )
+
+
+_NETWORK_SLOTS = 8  # up to this many values per node: a sorting network, else torch.sort
+
+
+def _sort_slots_(v: list[torch.Tensor], spare: torch.Tensor) -> list[torch.Tensor]:
+    """Sort the ``S`` slot values ``(m, k)`` elementwise across the slots, in place.
+
+    For a few slots an odd-even transposition network of elementwise min/max on the
+    contiguous ``(m, k)`` slices, written into the slots' own buffers and one ``spare``,
+    is far faster than ``torch.sort`` along a short axis (ring, ``S = 3``, ``m = 1024``,
+    ``k = 650``: three compare-exchanges instead of 50 ms). Returns the slots in ascending
+    order (the buffers permuted).
+    """
+    slots = len(v)
+    if slots > _NETWORK_SLOTS:
+        return list(torch.stack(v).sort(dim=0).values.unbind(0))
+    s = list(v)
+    for p in range(slots):
+        for i in range(p % 2, slots - 1, 2):
+            torch.minimum(s[i], s[i + 1], out=spare)
+            torch.maximum(s[i], s[i + 1], out=s[i + 1])
+            s[i], spare = spare, s[i]
+    return s
+
+
+def _weighted(weight: torch.Tensor, v: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``sum_s weight[s, :, None] * v[s]`` for ``weight (S, m)`` and ``S`` tensors ``(m, k)``."""
+    out = v[0] * weight[0][:, None]
+    for s in range(1, len(v)):
+        out.addcmul_(v[s], weight[s][:, None])
+    return out
+
+
+class RobustCommunicator:
+    """Gossip with Byzantine senders and a robust aggregation rule (see the module docstring).
+
+    Args:
+        inner: a :class:`~decent.comm.sim.SimCommunicator` (all rows held) or a
+            :class:`~decent.comm.dist.DistCommunicator` in synchronous mode.
+        byzantine: global ids of the Byzantine nodes.
+        attack: one of :data:`ATTACKS`.
+        aggregation: one of :data:`AGGREGATIONS`.
+        trim: ``b`` of ``trimmed_mean``.
+        tau: the clipping radius of ``clipping``.
+        scale: ``s`` of ``sign_flip``.
+        sigma: the noise level of ``noise``.
+        z: ALIE's ``z`` (default :func:`alie_z` of ``n`` and ``|B|``).
+        epsilon: the dissensus strength ``eps``.
+        seed: seeds the ``noise`` attack (with ``t``).
+
+    Attributes:
+        honest: ``(m,)`` bool, which held rows are honest; :func:`decent.metrics.evaluate`
+            evaluates only those.
+        num_honest: ``n - |B|``, honest nodes in the whole network.
+
+    Raises:
+        ValueError: unknown attack or rule, bad parameters, a node out of range, a wrapped
+            communicator that is neither, or more Byzantine neighbours than the rule
+            tolerates on ``W_1`` (each new ``W_t`` is checked when it is first used).
+
+    Example:
+        >>> import torch
+        >>> from decent.comm import SimCommunicator
+        >>> from decent.topology import ring
+        >>> comm = RobustCommunicator(SimCommunicator(ring(6)), [0], "sign_flip", "median")
+        >>> x = torch.ones(6, 2, dtype=torch.float64)
+        >>> comm.mix(x, 1)[1].tolist()  # node 1 holds 1, 1 and -1 (from node 0): median 1
+        [1.0, 1.0]
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        byzantine: Sequence[int] | np.ndarray,
+        attack: str = "sign_flip",
+        aggregation: str = "mean",
+        *,
+        trim: int = 1,
+        tau: float = 1.0,
+        scale: float = 1.0,
+        sigma: float = 10.0,
+        z: float | None = None,
+        epsilon: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        from decent.comm.sim import SimCommunicator
+
+        if attack not in ATTACKS:
+            raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}"
+            )
+        if isinstance(trim, bool) or not isinstance(trim, int) or trim < 0:
+            raise ValueError(f"trim must be an integer >= 0, got {trim!r}")
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau!r}")
+        self.inner = inner
+        self._sim = isinstance(inner, SimCommunicator)
+        if not self._sim:
+            from decent.comm.dist import DistCommunicator
+
+            if not isinstance(inner, DistCommunicator) or inner.overlap:
+                raise ValueError(
+                    "Byzantine nodes run in the simulator (SimCommunicator) or on ranks with "
+                    f"the synchronous DistCommunicator, got {inner!r}; use mode = 'sync'"
+                )
+        self.topology: Topology = inner.topology
+        self.num_nodes = int(inner.num_nodes)
+        self.node_ids = inner.node_ids
+        n = self.num_nodes
+        ids = np.unique(np.asarray(list(byzantine), dtype=np.int64))
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise ValueError(f"Byzantine node ids must be in 0..{n - 1}, got {ids.tolist()}")
+        self.byzantine = ids
+        self._is_byz = np.zeros(n, dtype=bool)
+        self._is_byz[ids] = True
+        self.attack, self.aggregation = attack, aggregation
+        self.trim, self.tau, self.scale, self.sigma = int(trim), float(tau), scale, sigma
+        self.z = alie_z(n, ids.size) if z is None else float(z)
+        self.epsilon, self.seed = float(epsilon), int(seed)
+        held = inner.node_ids.cpu().numpy().astype(np.int64)
+        self._held = held
+        self.honest = torch.as_tensor(~self._is_byz[held], device=inner.node_ids.device)
+        self.num_honest = n - int(ids.size)
+        self._byz_rows = torch.as_tensor(np.flatnonzero(self._is_byz[held]), dtype=torch.int64)
+        self._byz_rank = np.full(n, -1, dtype=np.int64)  # position in the sorted Byzantine ids
+        self._byz_rank[ids] = np.arange(ids.size)
+        self._period = period_of(self.topology)
+        self._plans: dict[tuple[object, torch.dtype, torch.device], _Gather] = {}
+        self._checked: set[object] = set()
+        self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+        self._check(inner.weights(1), 1)
+
+    # -- checks and plans ----------------------------------------------------------------
+    def _check(self, w: MixingMatrix, t: int) -> None:
+        why = tolerance_error(w, self.byzantine, self.aggregation, self.trim)
+        if why is not None:
+            raise ValueError(why if t == 1 else f"at round t={t}: {why}")
+
+    def _gather(self, t: int, x: torch.Tensor) -> tuple[_Gather, Any]:
+        key: object = None if self._period is None else (t - 1) % self._period
+        if self._sim:
+            w = self.inner.weights(t)
+            dplan = None
+            zpos = np.arange(self.num_nodes, dtype=np.int64)
+        else:
+            dplan = self.inner._plan(t)
+            w = dplan.matrix
+        cache = (key, x.dtype, x.device)
+        plan = self._plans.get(cache) if key is not None else None
+        if plan is None:
+            if key not in self._checked:
+                self._check(w, t)
+                if key is not None:
+                    self._checked.add(key)
+            if dplan is not None:
+                zpos = np.full(self.num_nodes, -1, dtype=np.int64)
+                zpos[self._held] = np.arange(self._held.size)
+                offset = self._held.size
+                for p in sorted(dplan.recv):
+                    got = dplan.recv[p]
+                    zpos[got] = np.arange(offset, offset + got.size)
+                    offset += got.size
+            plan = _gather_plan(w, self._held, zpos, self._is_byz, x.dtype, x.device)
+            if key is not None:
+                if len(self._plans) > 1024:
+                    self._plans.clear()
+                self._plans[cache] = plan
+        return plan, dplan
+
+    def _workspace(self, name: str, slots: int, like: torch.Tensor) -> torch.Tensor:
+        """A reused ``(slots, m, k)`` buffer with ``like``'s dtype and device.
+
+        Fresh multi-MB temporaries are page-faulted in on first touch; reusing the slot
+        buffers keeps a robust mix near its arithmetic (see :mod:`decent.comm.dist`).
+        """
+        size = slots * like.numel()
+        key = (name, like.dtype, like.device)
+        flat = self._buffers.get(key)
+        if flat is None or flat.numel() < size:
+            flat = torch.empty(size, dtype=like.dtype, device=like.device)
+            self._buffers[key] = flat
+        return flat[:size].view(slots, *like.shape)
+
+    # -- attacks -------------------------------------------------------------------------
+    def _forge_sent(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """The rows the held nodes send: Byzantine rows forged by a sender-side attack."""
+        rows = self._byz_rows.to(x.device)
+        if self.attack not in _SENDER_SIDE or rows.numel() == 0:
+            return x
+        own = x.index_select(0, rows)
+        if self.attack == "sign_flip":
+            forged = own * -self.scale
+        else:  # noise: one (|B|, k) draw per (seed, t) on every process; each takes its rows
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(t), 0xB12]))
+            draw = rng.standard_normal((self.byzantine.size, x.shape[1]))
+            pick = self._byz_rank[self._held[rows.cpu().numpy()]]
+            xi = torch.as_tensor(draw[pick], dtype=x.dtype, device=x.device)
+            forged = own + self.sigma * xi
+        return x.index_copy(0, rows, forged)
+
+    def _forge_received(self, v: list[torch.Tensor], g: _Gather) -> None:
+        """Write ALIE's or dissensus' value into the Byzantine slots of honest receivers.
+
+        Computed on the attacked rows only (honest held rows with a Byzantine neighbour).
+        """
+        if self.attack in _SENDER_SIDE or g.attacked.numel() == 0:
+            return
+        rows = g.attacked
+        good = (g.valid & ~g.byz).to(v[0].dtype)[:, rows]  # (S, r), slot 0 included
+        vals = [part.index_select(0, rows) for part in v]
+        if self.attack == "alie":
+            cnt = good.sum(dim=0)[:, None]
+            mu = _weighted(good, vals) / cnt
+            sq = _weighted(good, [(part - mu).square() for part in vals])
+            forged = mu - self.z * (sq / cnt).sqrt()
+        else:  # dissensus
+            own = vals[0]
+            weight = g.weight[:, rows]
+            good_nbr = good * weight
+            good_nbr[0] = 0
+            step = _weighted(good_nbr, vals) - good_nbr.sum(dim=0)[:, None] * own
+            wb = (g.byz[:, rows].to(own.dtype) * weight).sum(dim=0)
+            forged = own - self.epsilon * step / torch.where(wb > 0, wb, 1.0)[:, None]
+        for slot, (dst, src) in enumerate(g.writes, start=1):
+            if dst.numel():
+                v[slot].index_copy_(0, dst, forged.index_select(0, src))
+
+    # -- rules ---------------------------------------------------------------------------
+    def _aggregate(self, v: list[torch.Tensor], g: _Gather, plain: torch.Tensor) -> torch.Tensor:
+        """The rule's value at honest rows, ``plain`` (the weighted mean) at Byzantine rows."""
+        rule, own = self.aggregation, v[0]
+        if rule == "mean":
+            robust = _weighted(g.weight, v)
+        elif rule == "clipping":
+            robust = own.clone()
+            for slot in range(1, g.slots):
+                diff = v[slot] - own
+                norm = torch.linalg.vector_norm(diff, dim=1)
+                factor = torch.where(norm > self.tau, self.tau / norm.clamp_min(1e-300), 1.0)
+                robust.addcmul_(diff, (g.weight[slot] * factor)[:, None])
+        else:
+            if g.padded:  # padding sorts last: the largest finite value (times 0 is 0)
+                big = torch.finfo(own.dtype).max
+                for slot in range(1, g.slots):
+                    v[slot].masked_fill_(~g.valid[slot][:, None], big)
+            work = self._workspace("sort", 2, own)  # the node's own row and a spare
+            work[0].copy_(own)
+            ranked = _sort_slots_([work[0], *v[1:]], work[1])
+            c = g.count
+            pos = torch.arange(g.slots, device=own.device)[:, None]  # (S, 1)
+            if rule == "trimmed_mean":
+                b = self.trim
+                keep = ((pos >= b) & (pos < (c - b)[None, :])).to(own.dtype)
+                robust = _weighted(keep, ranked)
+                robust /= (c - 2 * b).clamp_min(1).to(own.dtype)[:, None]
+            else:  # median: the mean of ranks (c - 1) // 2 and c // 2
+                lo, hi = pos == ((c - 1) // 2)[None, :], pos == (c // 2)[None, :]
+                robust = _weighted((lo.to(own.dtype) + hi.to(own.dtype)) / 2, ranked)
+        rows = self._byz_rows.to(own.device)
+        if rows.numel():
+            robust.index_copy_(0, rows, plain.index_select(0, rows))
+        return robust
+
+    # -- Communicator --------------------------------------------------------------------
+    @property
+    def stats(self) -> CommStats:
+        """The inner communicator's accounting (one gossip round per mix, as plain gossip)."""
+        stats: CommStats = self.inner.stats
+        return stats
+
+    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
+        """One robust gossip step for the held rows (see the module docstring).
+
+        Raises:
+            ValueError: ``x`` has the wrong shape, or ``W_t`` gives some honest node more
+                Byzantine neighbours than the rule tolerates.
+        """
+        if self.aggregation == "mean" and self.byzantine.size == 0:
+            return self.inner.mix(x, t)  # exactly plain gossip
+        if x.ndim != 2 or x.shape[0] != self._held.size:
+            raise ValueError(
+                f"mix expects a (m, k) = ({self._held.size}, k) tensor, got {tuple(x.shape)}"
+            )
+        if not self._sim:
+            self.inner._check_x(x, "mix")
+        x = x.contiguous()
+        g, dplan = self._gather(t, x)
+        sent = self._forge_sent(x, t)
+        self.stats.add_gossip(g.matrix.out_degree, x.shape[1] * x.element_size())
+        if self._sim:
+            z = sent
+            plain = self.inner.apply(sent, t)
+        else:
+            z = self.inner._exchange(sent.contiguous(), dplan)
+            plain = dplan.apply(z, self._held.size)
+        rows = self._byz_rows.to(x.device)
+        if sent is not x and rows.numel():  # a forging Byzantine node keeps its own value
+            fix = (x - sent).index_select(0, rows) * g.weight[0].index_select(0, rows)[:, None]
+            plain.index_add_(0, rows, fix)
+        at, src, weight = g.colluders
+        if at.numel():  # ... and takes it in place of its colluders' forged messages
+            fix = (x.index_select(0, at) - z.index_select(0, src)) * weight[:, None]
+            plain.index_add_(0, at, fix)
+        if self.aggregation == "mean" and (self.attack in _SENDER_SIDE or not g.any_byz):
+            return plain
+        m, k, d = x.shape[0], x.shape[1], g.slots - 1
+        got = self._workspace("slots", d, x)  # slot-major neighbour values (d, m, k)
+        torch.index_select(z, 0, g.flat, out=got.view(d * m, k))
+        v = [x, *got.unbind(0)]  # (m, k) per slot: the node, then its neighbours
+        self._forge_received(v, g)
+        return self._aggregate(v, g, plain)
+
+    def all_reduce(
+        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
+    ) -> torch.Tensor:
+        """The inner communicator's exact reduction (over all nodes, Byzantine included)."""
+        out: torch.Tensor = self.inner.all_reduce(x, op, accounted=accounted)
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """The inner transport's metrics and ``byzantine/count``, ``byzantine/fraction``."""
+        out: dict[str, float] = dict(self.inner.metrics())
+        out["byzantine/count"] = float(self.byzantine.size)
+        out["byzantine/fraction"] = float(self.byzantine.size) / self.num_nodes
+        return out
+
+    def close(self) -> None:
+        """Close the inner communicator."""
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # weights(t), peers(t), rank, ... of the wrapped communicator; not mix_compressed,
+        # which would bypass the attack and the rule
+        if name in ("inner", "mix_compressed"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return (
+            f"RobustCommunicator({self.inner!r}, byzantine={self.byzantine.tolist()}, "
+            f"attack={self.attack!r}, aggregation={self.aggregation!r})"
+        )
