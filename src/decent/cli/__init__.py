@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scaling",
     "compare",
     "network",
+    "robustness",
     "config_docs",
 )
 """Command modules under ``decent.cli``, registered in this order."""

@@ -1,0 +1,580 @@
+"""The robustness study: fewer bytes, less leakage, no trust in peers (issue 8;
+``docs/results/robustness.md``).
+
+Three questions, on softmax regression over scikit-learn's digits split with Dirichlet label
+skew (``digits``: test accuracy) and on streaming least squares with node-specific
+Hessians and optima (``stream``: the excess risk in closed form):
+
+1. **Accuracy against bytes sent.** D-SGD, DAT-SGD and gradient tracking against their
+   CHOCO-compressed forms with each compressor (top-k, random-k, QSGD, scaled sign), on a
+   ring. The bytes are each node's sent bytes from the real message encoding
+   (``comm/bytes_per_node_mean``).
+2. **Accuracy against epsilon** (DP-SGD per node: per-sample clipping and Gaussian noise,
+   epsilon from Opacus's accountant), on the dataset task.
+3. **Error against the fraction of Byzantine nodes**, with plain gossip and with each robust
+   rule, under a sign-flip and an ALIE attack, on a torus.
+
+Tuning, on a separate seed: each uncompressed method's step size on a factor-2 grid
+(extended while the best value is at an edge), then each compressed cell's consensus step
+``gamma`` on its own grid at that step size. DP and Byzantine runs use the tuned
+uncompressed step size (what a user would start from: the privacy and attack settings are
+the study's variables, not tuned away). Every stage is a sweep into the results store; a
+rerun skips finished runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import tomllib
+
+from decent.config import validate
+from decent.results import load
+from decent.run import run_points
+from decent.studies.robustness_figures import (
+    LABELS,
+    METRICS,
+    TUNE_METRICS,
+    compressor_label,
+    plot_all,
+    tables_markdown,
+)
+
+STUDY = "robustness"
+TUNING = "robustness-tuning"
+COMPRESSED_OF = {
+    "dsgd": "choco_sgd",
+    "dat_sgd": "choco_dat_sgd",
+    "gradient_tracking": "choco_gradient_tracking",
+}
+
+
+class RobustnessSpecError(ValueError):
+    """A robustness study spec outside its range; the message names the field."""
+
+
+def parse_compressor(text: str) -> dict[str, Any]:
+    """``"top_k:0.1"`` -> ``{"compressor_kind": "top_k", "ratio": 0.1}``; ``"qsgd:2"`` sets
+    ``bits``; ``"sign"`` has no parameter.
+
+    Raises:
+        RobustnessSpecError: an unknown compressor or a missing or bad parameter.
+    """
+    kind, _, arg = text.partition(":")
+    if kind in ("top_k", "random_k"):
+        try:
+            ratio = float(arg)
+        except ValueError:
+            raise RobustnessSpecError(
+                f"compressors: {text!r} needs a ratio in (0, 1], e.g. '{kind}:0.1'"
+            ) from None
+        if not 0 < ratio <= 1:
+            raise RobustnessSpecError(f"compressors: {text!r}: ratio must lie in (0, 1]")
+        return {"compressor_kind": kind, "ratio": ratio}
+    if kind == "qsgd":
+        if not arg.isdigit() or not 1 <= int(arg) <= 16:
+            raise RobustnessSpecError(f"compressors: {text!r} needs bits in 1..16, e.g. 'qsgd:2'")
+        return {"compressor_kind": kind, "bits": int(arg)}
+    if kind in ("sign", "identity") and not arg:
+        return {"compressor_kind": kind}
+    raise RobustnessSpecError(
+        f"compressors: {text!r} is not one of top_k:<ratio>, random_k:<ratio>, qsgd:<bits>, "
+        "sign, identity"
+    )
+
+
+@dataclass(frozen=True)
+class RobustnessSpec:
+    """What the robustness study runs; the defaults take about 10 minutes on 2 cores."""
+
+    tasks: tuple[str, ...] = ("digits", "stream")
+    nodes: int = 16
+    topology: str = "ring"
+    byzantine_topology: str = "torus"
+    rounds: dict[str, int] = field(default_factory=lambda: {"digits": 300, "stream": 600})
+    eval_every: int = 20
+    seeds: tuple[int, ...] = (0, 1)
+    tune_seed: int = 100
+    methods: tuple[str, ...] = ("dsgd", "dat_sgd", "gradient_tracking")
+    compressors: tuple[str, ...] = ("top_k:0.1", "random_k:0.1", "qsgd:2", "sign")
+    lr_grid: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4)
+    gamma_grid: tuple[float, ...] = (0.4, 0.8, 1.6, 3.2, 6.4)
+    """DAT-SGD's grid in gamma = lr * T."""
+    consensus_grid: tuple[float, ...] = (0.02, 0.05, 0.15, 0.4, 1.0)
+    """CHOCO's consensus step; extended downwards (by 2.5x) while the best is the lowest."""
+    privacy_methods: tuple[str, ...] = ("dsgd", "dat_sgd")
+    noise_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    clip: float = 1.0
+    delta: float = 1e-5
+    byzantine_methods: tuple[str, ...] = ("dsgd",)
+    byzantine_fractions: tuple[float, ...] = (0.0625, 0.125)
+    attacks: tuple[str, ...] = ("sign_flip", "alie")
+    rules: tuple[str, ...] = ("mean", "trimmed_mean", "median", "clipping")
+    clipping_tau: float = 1.0
+    digits: dict[str, Any] = field(
+        default_factory=lambda: {
+            "kind": "softmax_regression",
+            "batch_size": 16,
+            "l2": 1e-3,
+            "dataset": {"kind": "digits", "test_fraction": 0.2},
+            "partition": {"kind": "dirichlet", "alpha": 0.5},
+        }
+    )
+    stream: dict[str, Any] = field(
+        default_factory=lambda: {
+            "kind": "least_squares",
+            "dim": 50,
+            "heterogeneity": 1.0,
+            "hessian_heterogeneity": 0.5,
+            "condition": 10.0,
+            "noise": 0.5,
+        }
+    )
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "methods", "seeds"):
+            if not getattr(self, name):
+                raise RobustnessSpecError(f"{name} must not be empty")
+        for task in self.tasks:
+            if task not in METRICS:
+                raise RobustnessSpecError(f"tasks may hold {list(METRICS)}, got {task!r}")
+            if task not in self.rounds or self.rounds[task] < 1:
+                raise RobustnessSpecError(f"rounds must give {task!r} a number of rounds >= 1")
+        for name in ("methods", "privacy_methods", "byzantine_methods"):
+            for method in getattr(self, name):
+                if method not in COMPRESSED_OF:
+                    raise RobustnessSpecError(
+                        f"{name} may hold {list(COMPRESSED_OF)}, got {method!r}"
+                    )
+        for text in self.compressors:
+            parse_compressor(text)
+        if self.nodes < 4:
+            raise RobustnessSpecError(f"nodes must be >= 4, got {self.nodes!r}")
+        for f in self.byzantine_fractions:
+            if not 0.0 < f < 0.5:
+                raise RobustnessSpecError(f"byzantine_fractions must lie in (0, 0.5), got {f!r}")
+        for s in self.noise_multipliers:
+            if s < 0:
+                raise RobustnessSpecError(f"noise_multipliers must be >= 0, got {s!r}")
+        if not 0 < self.delta < 1:
+            raise RobustnessSpecError(f"delta must lie in (0, 1), got {self.delta!r}")
+
+    # -- configs ------------------------------------------------------------------------
+    def task(self, name: str) -> dict[str, Any]:
+        return dict(self.digits if name == "digits" else self.stream)
+
+    def grid(self, task: str, method: str) -> list[float]:
+        if method == "dat_sgd":
+            return [g / self.rounds[task] for g in self.gamma_grid]
+        return list(self.lr_grid)
+
+    def base(
+        self, study: str, task: str, method: str, lr: float, seed: int, topology: str | None = None
+    ) -> dict[str, Any]:
+        return {
+            "study": study,
+            "seed": seed,
+            "rounds": self.rounds[task],
+            "eval_every": self.eval_every,
+            "per_node_eval": "final",
+            "topology": {"kind": topology or self.topology, "num_nodes": self.nodes},
+            "algorithm": {"kind": method, "lr": lr},
+            "task": self.task(task),
+        }
+
+    def compressed(
+        self, task: str, method: str, comp: str, lr: float, gamma: float, seed: int
+    ) -> dict[str, Any]:
+        raw = self.base(STUDY, task, COMPRESSED_OF[method], lr, seed)
+        raw["algorithm"].update(parse_compressor(comp), consensus_lr=gamma)
+        return raw
+
+
+def load_spec(path: str | Path) -> RobustnessSpec:
+    """A spec from a TOML file of :class:`RobustnessSpec` fields (unknown keys are errors)."""
+    raw = tomllib.loads(Path(path).read_text())
+    known = {f.name for f in fields(RobustnessSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise RobustnessSpecError(f"unknown field(s) {unknown} in {path}; known: {sorted(known)}")
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return RobustnessSpec(**values)
+
+
+# -------------------------------------------------------------------------------- stages
+
+
+def _final(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    rows = df[df["metric"] == metric]
+    return rows.sort_values("round").groupby("run_id").tail(1)
+
+
+def _task_of(df: pd.DataFrame) -> pd.Series:
+    return df["task.kind"].map(lambda k: "digits" if k == "softmax_regression" else "stream")
+
+
+def _best(rows: pd.DataFrame, key: str, grid: list[float]) -> tuple[float, bool] | None:
+    """The grid value of least final loss among finished runs and whether it is an edge
+    (``None``: every value diverged)."""
+    ok = rows[(rows["status"] == "finished") & rows["value"].map(math.isfinite)]
+    mean = ok.groupby(key)["value"].mean()
+    mean = mean[mean.index.isin(grid)]
+    if mean.empty:
+        return None
+    best = float(mean.idxmin())
+    return best, best in (min(grid), max(grid))
+
+
+def tune(
+    spec: RobustnessSpec, out: Path, *, progress: bool = True
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str, str], float], list[str]]:
+    """Step sizes of the uncompressed methods, then the consensus steps of the compressed
+    cells; returns ``(lr[(task, method)], gamma[(task, method, compressor)], notes)``."""
+    grids = {(t, m): spec.grid(t, m) for t in spec.tasks for m in spec.methods}
+    lr: dict[tuple[str, str], float] = {}
+    for _ in range(5):
+        configs = [
+            validate(spec.base(TUNING, t, m, x, spec.tune_seed), "robustness tuning")
+            for (t, m), grid in grids.items()
+            for x in grid
+        ]
+        run_points(configs, out, workers=spec.workers, progress=progress, desc="tune step sizes")
+        df = load(out, study=TUNING)
+        df = df.assign(task=_task_of(df))
+        extended = False
+        for (t, m), grid in grids.items():
+            rows = _final(df[(df["task"] == t) & (df["algorithm.kind"] == m)], TUNE_METRICS[t])
+            found = _best(rows, "algorithm.lr", grid)
+            if found is None:
+                raise RuntimeError(f"every step size of {m} on {t} diverged ({grid})")
+            best, edge = found
+            lr[(t, m)] = best
+            if edge:
+                grids[(t, m)] = [*grid, 2 * best] if best == max(grid) else [best / 2, *grid]
+                extended = True
+        if not extended:
+            break
+    notes = [
+        f"{LABELS[m]} on {t}: step size {lr[(t, m)]:g} is at the edge of its grid"
+        for (t, m), grid in grids.items()
+        if lr[(t, m)] in (min(grid), max(grid))
+    ]
+    cells = [(t, m, c) for t in spec.tasks for m in spec.methods for c in spec.compressors]
+    ggrids = {cell: list(spec.consensus_grid) for cell in cells}
+    gamma: dict[tuple[str, str, str], float] = {}
+    for _ in range(4):
+        configs = []
+        for (t, m, comp), grid in ggrids.items():
+            for g in grid:
+                raw = spec.compressed(t, m, comp, lr[(t, m)], g, spec.tune_seed)
+                raw["study"] = TUNING
+                configs.append(validate(raw, "robustness tuning"))
+        run_points(configs, out, workers=spec.workers, progress=progress, desc="tune consensus")
+        df = load(out, study=TUNING)
+        df = df.assign(task=_task_of(df))
+        extended = False
+        for (t, m, comp), grid in ggrids.items():
+            rows = df[
+                (df["task"] == t)
+                & (df["algorithm.kind"] == COMPRESSED_OF[m])
+                & (df["algorithm.lr"] == lr[(t, m)])
+            ]
+            for key, value in parse_compressor(comp).items():
+                rows = rows[rows[f"algorithm.{key}"] == value]
+            rows = _final(rows, TUNE_METRICS[t])
+            found = _best(rows, "algorithm.consensus_lr", grid)
+            if found is None or found[0] == min(grid):  # all diverged, or the lowest: go lower
+                ggrids[(t, m, comp)] = [round(min(grid) / 2.5, 6), *grid]
+                extended = True
+            if found is not None:
+                gamma[(t, m, comp)] = found[0]
+        if not extended:
+            break
+    for (t, m, comp), grid in ggrids.items():
+        name = f"{LABELS[m]} with {compressor_label(comp)} on {t}"
+        if (t, m, comp) not in gamma:
+            notes.append(f"{name}: every consensus step down to {min(grid):g} diverged")
+        elif gamma[(t, m, comp)] == min(grid):
+            notes.append(f"{name}: consensus step {min(grid):g} is at the edge of its grid")
+    return lr, gamma, notes
+
+
+def compression_configs(
+    spec: RobustnessSpec, lr: dict[tuple[str, str], float], gamma: dict[tuple[str, str, str], float]
+) -> list[Any]:
+    configs = []
+    for t in spec.tasks:
+        for m in spec.methods:
+            for seed in spec.seeds:
+                configs.append(validate(spec.base(STUDY, t, m, lr[(t, m)], seed), "robustness"))
+                for comp in spec.compressors:
+                    if (t, m, comp) not in gamma:  # every consensus step diverged (a note)
+                        continue
+                    raw = spec.compressed(t, m, comp, lr[(t, m)], gamma[(t, m, comp)], seed)
+                    configs.append(validate(raw, "robustness"))
+    return configs
+
+
+def privacy_configs(spec: RobustnessSpec, lr: dict[tuple[str, str], float]) -> list[Any]:
+    """DP-SGD runs on the dataset task (its sampling rate is what the accountant needs)."""
+    configs: list[Any] = []
+    if "digits" not in spec.tasks:
+        return configs
+    for m in spec.privacy_methods:
+        if ("digits", m) not in lr:
+            continue
+        for sigma in spec.noise_multipliers:
+            for seed in spec.seeds:
+                raw = spec.base(STUDY, "digits", m, lr[("digits", m)], seed)
+                raw["task"]["sampling"] = "without_replacement"
+                raw["privacy"] = {"clip": spec.clip, "noise_multiplier": sigma, "delta": spec.delta}
+                configs.append(validate(raw, "robustness"))
+    return configs
+
+
+def spread_nodes(kind: str, n: int, count: int, seed: int = 0) -> list[int]:
+    """``count`` nodes of the graph ``kind(n)``, no two within distance 2 of each other.
+
+    Then no honest node has two Byzantine neighbours, and no Byzantine node is adjacent to
+    another: the placement every robust rule of the study (trimmed mean with ``b = 1``,
+    median, clipping) tolerates on a graph of degree >= 2. Greedy over a seeded order.
+
+    Raises:
+        RobustnessSpecError: the graph has no such set of ``count`` nodes.
+    """
+    import networkx as nx
+    import numpy as np
+
+    from decent.config import build_topology
+
+    cfg = validate({"study": "x", "rounds": 1, "topology": {"kind": kind, "num_nodes": n},
+                    "algorithm": {"kind": "dsgd", "lr": 0.1},
+                    "task": {"kind": "least_squares", "dim": 2}})  # fmt: skip
+    w = build_topology(cfg.topology).weights(1).csr
+    graph = nx.from_scipy_sparse_array(w)
+    graph.remove_edges_from(nx.selfloop_edges(graph))
+    order = np.random.default_rng(seed).permutation(n)
+    chosen: list[int] = []
+    blocked: set[int] = set()
+    for node in (int(i) for i in order):
+        if node in blocked:
+            continue
+        chosen.append(node)
+        blocked |= set(nx.single_source_shortest_path_length(graph, node, cutoff=2))
+        if len(chosen) == count:
+            return sorted(chosen)
+    raise RobustnessSpecError(
+        f"byzantine_fractions: {count} of the {n} nodes of {kind} cannot be placed at distance "
+        f">= 3 from each other (at most {len(chosen)} found); use a smaller fraction or more nodes"
+    )
+
+
+def byzantine_configs(spec: RobustnessSpec, lr: dict[tuple[str, str], float]) -> list[Any]:
+    configs = []
+    for t in spec.tasks:
+        for m in spec.byzantine_methods:
+            if (t, m) not in lr:
+                continue
+            for seed in spec.seeds:
+                clean = spec.base(STUDY, t, m, lr[(t, m)], seed, spec.byzantine_topology)
+                configs.append(validate(clean, "robustness"))
+                for f in spec.byzantine_fractions:
+                    for attack in spec.attacks:
+                        for rule in spec.rules:
+                            raw = spec.base(STUDY, t, m, lr[(t, m)], seed, spec.byzantine_topology)
+                            count = max(1, round(f * spec.nodes))
+                            nodes = spread_nodes(spec.byzantine_topology, spec.nodes, count)
+                            raw["byzantine"] = {
+                                "nodes": nodes,
+                                "attack": attack,
+                                "aggregation": rule,
+                                "trim": 1,
+                                "tau": spec.clipping_tau,
+                            }
+                            configs.append(validate(raw, "robustness"))
+    return configs
+
+
+# -------------------------------------------------------------------------------- results
+
+
+@dataclass
+class RobustnessResult:
+    """What :func:`run` measured (every table is also written as CSV)."""
+
+    compression: pd.DataFrame
+    compression_curves: pd.DataFrame
+    privacy: pd.DataFrame
+    byzantine: pd.DataFrame
+    wall_s: float
+    step_sizes: dict[tuple[str, str], float] = field(default_factory=dict)
+    consensus_steps: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _compressor_of(row: pd.Series) -> str:
+    kind = row.get("algorithm.compressor_kind")
+    if not isinstance(kind, str):
+        return "none"
+    if kind in ("top_k", "random_k"):
+        return f"{kind}:{row['algorithm.ratio']:g}"
+    if kind == "qsgd":
+        return f"qsgd:{int(row['algorithm.bits'])}"
+    return kind
+
+
+def _base_method(kind: str) -> str:
+    for plain, comp in COMPRESSED_OF.items():
+        if kind in (plain, comp):
+            return plain
+    return kind
+
+
+def collect(spec: RobustnessSpec, out: Path) -> dict[str, pd.DataFrame]:
+    """The study's runs split by experiment: ``compression``, ``privacy``, ``byzantine``;
+    each one row per (run, evaluation round) with the metrics as columns."""
+    df = load(out, study=STUDY)
+    df = df[df["seed"].isin(spec.seeds)].assign(task=_task_of(df))
+    for col in ("privacy.noise_multiplier", "byzantine.attack", "algorithm.compressor_kind"):
+        if col not in df:
+            df[col] = math.nan
+    runs = df.drop_duplicates("run_id").copy()
+    runs["method"] = runs["algorithm.kind"].map(_base_method)
+    runs["compressor"] = runs.apply(_compressor_of, axis=1)
+    runs["experiment"] = "compression"
+    runs.loc[runs["privacy.noise_multiplier"].notna(), "experiment"] = "privacy"
+    runs.loc[runs["topology.kind"] == spec.byzantine_topology, "experiment"] = "byzantine"
+    keep = ["run_id", "task", "method", "compressor", "experiment", "seed", "status"]
+    for col in runs.columns:
+        if col.startswith(("privacy.", "byzantine.")) or col == "algorithm.consensus_lr":
+            keep.append(col)
+    wanted = [*METRICS.values(), "comm/bytes_per_node_mean", "privacy/epsilon"]
+    wanted += [c for c in df["metric"].unique() if str(c).startswith("byzantine/")]
+    wide = df[df["metric"].isin(wanted)].pivot_table(
+        index=["run_id", "round"], columns="metric", values="value"
+    )
+    curves = wide.reset_index().merge(runs[keep], on="run_id")
+    return {e: curves[curves["experiment"] == e] for e in ("compression", "privacy", "byzantine")}
+
+
+def _last(curves: pd.DataFrame) -> pd.DataFrame:
+    return curves.sort_values("round").groupby("run_id").tail(1)
+
+
+def _metric_value(row: pd.Series) -> float:
+    return float(row[METRICS[row["task"]]])
+
+
+def compression_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Final metric and bytes per node per (task, method, compressor), mean over seeds, and
+    the bytes and the metric relative to the uncompressed method."""
+    last = _last(curves).copy()
+    if last.empty:
+        return pd.DataFrame()
+    last["metric"] = last.apply(_metric_value, axis=1)
+    keys = ["task", "method", "compressor"]
+    table = (
+        last.groupby(keys)
+        .agg(
+            metric=("metric", "mean"),
+            metric_sd=("metric", "std"),
+            bytes_per_node=("comm/bytes_per_node_mean", "mean"),
+            runs=("run_id", "count"),
+        )
+        .reset_index()
+    )
+    plain = table[table["compressor"] == "none"].set_index(["task", "method"])
+    table["bytes_ratio"] = [
+        r["bytes_per_node"] / plain.loc[(r["task"], r["method"]), "bytes_per_node"]
+        for _, r in table.iterrows()
+    ]
+    table["metric_vs_uncompressed"] = [
+        r["metric"] / plain.loc[(r["task"], r["method"]), "metric"] for _, r in table.iterrows()
+    ]
+    return table
+
+
+def privacy_table(curves: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Final test accuracy and epsilon per (method, noise multiplier); the non-private
+    accuracy of the same method beside it."""
+    last = _last(curves)
+    if last.empty:
+        return pd.DataFrame()
+    table = (
+        last.groupby(["method", "privacy.noise_multiplier"])
+        .agg(
+            accuracy=(METRICS["digits"], "mean"),
+            accuracy_sd=(METRICS["digits"], "std"),
+            epsilon=("privacy/epsilon", "max"),
+            runs=("run_id", "count"),
+        )
+        .reset_index()
+    )
+    ref = _last(reference)
+    ref = ref[(ref["task"] == "digits") & (ref["compressor"] == "none")]
+    plain = ref.groupby("method")[METRICS["digits"]].mean()
+    table["non_private_accuracy"] = table["method"].map(plain)
+    return table
+
+
+def byzantine_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Final metric per (task, attack, rule, fraction); the attack-free run is fraction 0."""
+    last = _last(curves).copy()
+    if last.empty:
+        return pd.DataFrame()
+    last["metric"] = last.apply(_metric_value, axis=1)
+    if "byzantine/fraction" in last:
+        last["fraction"] = last["byzantine/fraction"].fillna(0.0)
+    else:
+        last["fraction"] = 0.0
+    last["attack"] = last["byzantine.attack"].fillna("none")
+    last["rule"] = last.get("byzantine.aggregation", pd.Series("mean", index=last.index)).fillna(
+        "mean"
+    )
+    keys = ["task", "method", "attack", "rule", "fraction"]
+    table = (
+        last.groupby(keys)
+        .agg(metric=("metric", "mean"), metric_sd=("metric", "std"), runs=("run_id", "count"))
+        .reset_index()
+    )
+    return table
+
+
+def run(
+    spec: RobustnessSpec | None = None, out: str | Path = "results", *, progress: bool = True
+) -> RobustnessResult:
+    """Tune, evaluate, measure; write CSVs, tables and figures to ``<out>/robustness/``."""
+    spec = spec or RobustnessSpec()
+    out = Path(out)
+    start = time.perf_counter()
+    lr, gamma, notes = tune(spec, out, progress=progress)
+    configs = compression_configs(spec, lr, gamma)
+    configs += privacy_configs(spec, lr)
+    configs += byzantine_configs(spec, lr)
+    run_points(configs, out, workers=spec.workers, progress=progress, desc="robustness")
+    parts = collect(spec, out)
+    result = RobustnessResult(
+        compression=compression_table(parts["compression"]),
+        compression_curves=parts["compression"],
+        privacy=privacy_table(parts["privacy"], parts["compression"]),
+        byzantine=byzantine_table(parts["byzantine"]),
+        wall_s=time.perf_counter() - start,
+        step_sizes=lr,
+        consensus_steps=gamma,
+        notes=notes,
+    )
+    folder = out / STUDY
+    folder.mkdir(parents=True, exist_ok=True)
+    result.compression.to_csv(folder / "compression.csv", index=False)
+    result.privacy.to_csv(folder / "privacy.csv", index=False)
+    result.byzantine.to_csv(folder / "byzantine.csv", index=False)
+    (folder / "spec.json").write_text(pd.Series(asdict(spec)).to_json(indent=2))
+    (folder / "tables.md").write_text(tables_markdown(spec, result))
+    plot_all(spec, result, folder)
+    return result

@@ -1,0 +1,142 @@
+"""The robustness study's pipeline on a tiny grid (the science is in
+docs/results/robustness.md)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from decent.studies.robustness import (
+    RobustnessSpec,
+    RobustnessSpecError,
+    load_spec,
+    parse_compressor,
+    run,
+    spread_nodes,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    spec = RobustnessSpec(
+        tasks=("digits", "stream"),
+        nodes=16,
+        rounds={"digits": 20, "stream": 30},
+        eval_every=10,
+        seeds=(0,),
+        methods=("dsgd",),
+        compressors=("top_k:0.2", "qsgd:2"),
+        lr_grid=(0.05, 0.1, 0.2),
+        consensus_grid=(0.15, 0.4),
+        privacy_methods=("dsgd",),
+        noise_multipliers=(1.0, 4.0),
+        byzantine_fractions=(0.125,),
+        attacks=("sign_flip",),
+        rules=("mean", "clipping"),
+        workers=1,
+    )
+    out = tmp_path_factory.mktemp("robustness")
+    return spec, out, run(spec, out, progress=False)
+
+
+def test_every_experiment_is_measured_and_written(tiny) -> None:
+    _spec, out, result = tiny
+    comp = result.compression
+    assert set(zip(comp["task"], comp["compressor"], strict=True)) == {
+        (t, c) for t in ("digits", "stream") for c in ("none", "top_k:0.2", "qsgd:2")
+    }
+    # compressed messages are smaller: top-k 20% of d values with indices, QSGD 2 bits
+    ratio = comp.set_index(["task", "compressor"])["bytes_ratio"]
+    assert ratio[("stream", "none")] == 1.0
+    assert ratio[("stream", "top_k:0.2")] == pytest.approx(10 * 9 / (50 * 8))
+    assert ratio[("stream", "qsgd:2")] == pytest.approx((8 + math.ceil(50 * 3 / 8)) / (50 * 8))
+    # more noise, less epsilon
+    priv = result.privacy.sort_values("privacy.noise_multiplier")
+    assert list(priv["privacy.noise_multiplier"]) == [1.0, 4.0]
+    assert priv["epsilon"].iloc[0] > priv["epsilon"].iloc[1] > 0
+    byz = result.byzantine
+    assert set(zip(byz["attack"], byz["rule"], strict=True)) == {
+        ("none", "mean"),
+        ("sign_flip", "mean"),
+        ("sign_flip", "clipping"),
+    }
+    assert set(byz["fraction"]) == {0.0, 0.125}
+    folder = out / "robustness"
+    for name in ("compression", "privacy", "byzantine"):
+        assert (folder / f"{name}.png").stat().st_size > 10_000
+        assert (folder / f"{name}.csv").exists()
+    tables = (folder / "tables.md").read_text()
+    assert "## Tuned consensus steps" in tables and "top-k 20%" in tables
+
+
+def test_a_rerun_skips_finished_runs(tiny) -> None:
+    spec, out, first = tiny
+    again = run(spec, out, progress=False)
+    assert again.wall_s < first.wall_s
+    assert again.compression.equals(first.compression)
+
+
+def test_spread_nodes_never_share_a_neighbour() -> None:
+    import networkx as nx
+
+    from decent.config import build_topology, validate
+
+    nodes = spread_nodes("torus", 64, 6, seed=3)
+    cfg = validate(
+        {
+            "study": "x",
+            "rounds": 1,
+            "topology": {"kind": "torus", "num_nodes": 64},
+            "algorithm": {"kind": "dsgd", "lr": 0.1},
+            "task": {"kind": "least_squares", "dim": 2},
+        }
+    )
+    graph = nx.from_scipy_sparse_array(build_topology(cfg.topology).weights(1).csr)
+    for a in nodes:
+        for b in nodes:
+            if a < b:
+                assert nx.shortest_path_length(graph, a, b) >= 3
+    with pytest.raises(RobustnessSpecError, match="cannot be placed"):
+        spread_nodes("ring", 8, 3)
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("top_k:0.1", {"compressor_kind": "top_k", "ratio": 0.1}),
+        ("qsgd:4", {"compressor_kind": "qsgd", "bits": 4}),
+        ("sign", {"compressor_kind": "sign"}),
+    ],
+)
+def test_compressor_names(text, want) -> None:
+    assert parse_compressor(text) == want
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"compressors": ("top_k",)}, "needs a ratio"),
+        ({"compressors": ("qsgd:0",)}, "needs bits in 1..16"),
+        ({"compressors": ("zip",)}, "is not one of"),
+        ({"tasks": ("mnist",)}, "tasks may hold"),
+        ({"byzantine_fractions": (0.6,)}, "byzantine_fractions must lie in"),
+        ({"noise_multipliers": (-1.0,)}, "noise_multipliers must be >= 0"),
+        ({"delta": 1.0}, "delta must lie in"),
+    ],
+)
+def test_bad_specs_name_the_field(kwargs, match) -> None:
+    with pytest.raises(RobustnessSpecError, match=match):
+        RobustnessSpec(**kwargs)
+
+
+def test_the_shipped_spec_loads(tmp_path) -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = load_spec(root / "configs" / "studies" / "robustness.toml")
+    assert spec == RobustnessSpec()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nodez = 3\n")
+    with pytest.raises(RobustnessSpecError, match="unknown field"):
+        load_spec(bad)
