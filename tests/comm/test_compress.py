@@ -175,3 +175,22 @@ def test_bits_pack_and_unpack():
 def test_bad_settings_name_the_field(kwargs, field):
     with pytest.raises(CompressorError, match=field.replace("(", r"\(").replace("[", r"\[")):
         Compressor(**kwargs)
+
+
+def test_contractive_qsgd_is_the_unbiased_one_over_tau_and_contracts():
+    """``E[Q / tau] = v / tau`` and ``E ||Q / tau - v||^2 <= (1 - 1 / tau) ||v||^2``."""
+    d, n_draws, bits = 30, 3000, 2
+    v = _v(3, d, seed=11)[2:]  # one nonzero row
+    plain = Compressor("qsgd", bits=bits, seed=4)
+    scaled = Compressor("qsgd", bits=bits, seed=4, contractive=True)
+    tau = scaled.qsgd_tau(d)
+    s = 2**bits - 1
+    assert tau == pytest.approx(1 + min(d / s**2, math.sqrt(d) / s))
+    err = 0.0
+    for t in range(1, n_draws + 1):
+        a = plain.compress(v, t, torch.tensor([0]), 1).dense
+        b = scaled.compress(v, t, torch.tensor([0]), 1)
+        torch.testing.assert_close(b.dense, a / tau, rtol=1e-12, atol=0)  # same draws
+        assert torch.equal(b.decode(b.wire()), b.dense)
+        err += float(((b.dense - v) ** 2).sum())
+    assert err / n_draws <= (1 - 1 / tau) * float((v**2).sum())

@@ -76,6 +76,7 @@ class CompressedMethod(Method):
             ratio=self.ratio,  # type: ignore[attr-defined]
             bits=self.bits,  # type: ignore[attr-defined]
             seed=self.compressor_seed,  # type: ignore[attr-defined]
+            contractive=True,  # error feedback needs a contraction: QSGD as Q / tau
         )
 
 

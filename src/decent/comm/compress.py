@@ -105,7 +105,9 @@ def _as_bytes(x: torch.Tensor) -> torch.Tensor:
 
 
 def _from_bytes(b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return b.contiguous().view(dtype)
+    if b.ndim == 2 and (b.stride(1) != 1 or b.stride(0) != b.shape[1]):
+        b = b.clone(memory_format=torch.contiguous_format)  # a one-row slice keeps its stride
+    return b.view(dtype)
 
 
 _POW2: dict[torch.device, torch.Tensor] = {}
@@ -175,6 +177,14 @@ class Compressor:
         ratio: fraction of entries ``top_k`` and ``random_k`` keep, in ``(0, 1]``.
         bits: ``qsgd``'s level bits per entry (``2^bits - 1`` levels, plus a sign bit), >= 1.
         seed: the key of the random choices (``random_k``, ``qsgd``).
+        contractive: ``qsgd`` sends ``Q(v) / tau`` with ``tau = 1 + min(d / s^2, sqrt(d) / s)``
+            (``s = 2^bits - 1``) instead of the unbiased ``Q(v)``: then
+            ``E ||Q(v) / tau - v||^2 <= (1 - 1 / tau) ||v||^2``, the contraction that
+            error feedback (CHOCO) needs. The unbiased ``Q`` has variance up to
+            ``(tau - 1) ||v||^2``, more than ``||v||^2`` for few bits, and CHOCO's residual
+            then grows every round whatever the consensus step (Koloskova et al. 2019 use
+            the same rescaling). The message is the same size: the sender divides the
+            norm it sends.
 
     Raises:
         CompressorError: a setting outside its range, naming the field.
@@ -190,6 +200,7 @@ class Compressor:
     ratio: float = 1.0
     bits: int = 4
     seed: int = 0
+    contractive: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in COMPRESSORS:
@@ -229,8 +240,15 @@ class Compressor:
         if self.kind in ("top_k", "random_k"):
             return f"{self.kind}(ratio={self.ratio:g})"
         if self.kind == "qsgd":
-            return f"qsgd(bits={self.bits})"
+            return f"qsgd(bits={self.bits}{', /tau' if self.contractive else ''})"
         return self.kind
+
+    def qsgd_tau(self, d: int) -> float:
+        """``tau = 1 + min(d / s^2, sqrt(d) / s)``, ``s = 2^bits - 1`` (1 unless contractive)."""
+        if not (self.contractive and self.kind == "qsgd"):
+            return 1.0
+        s = (1 << self.bits) - 1
+        return 1.0 + min(d / s**2, math.sqrt(d) / s)
 
     # -- compress --------------------------------------------------------------------
     def compress(
@@ -320,8 +338,10 @@ class Compressor:
         d = v.shape[1]
         dtype, bits = v.dtype, self.bits
         s = (1 << bits) - 1
-        norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
-        safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+        true_norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+        safe = torch.where(true_norm > 0, true_norm, torch.ones_like(true_norm))
+        tau = self.qsgd_tau(d)
+        norm = true_norm / tau if tau != 1.0 else true_norm  # what is sent
         u = self._draw(t, nodes, num_nodes, d, block).to(device=v.device, dtype=dtype)
         # level = floor(s |v| / ||v|| + u): E[level] = s |v| / ||v||, so E[Q(v)] = v
         level = torch.floor(v.abs() / safe * s + u).clamp_(0, s).to(torch.int32)
