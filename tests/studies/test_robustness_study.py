@@ -33,7 +33,7 @@ def tiny(tmp_path_factory):
         noise_multipliers=(1.0, 4.0),
         byzantine_fractions=(0.125,),
         attacks=("sign_flip",),
-        rules=("mean", "clipping"),
+        rules=("mean", "clipping:0.1"),
         workers=1,
     )
     out = tmp_path_factory.mktemp("robustness")
@@ -59,7 +59,7 @@ def test_every_experiment_is_measured_and_written(tiny) -> None:
     assert set(zip(byz["attack"], byz["rule"], strict=True)) == {
         ("none", "mean"),
         ("sign_flip", "mean"),
-        ("sign_flip", "clipping"),
+        ("sign_flip", "clipping:0.1"),
     }
     assert set(byz["fraction"]) == {0.0, 0.125}
     folder = out / "robustness"
@@ -123,6 +123,8 @@ def test_compressor_names(text, want) -> None:
         ({"byzantine_fractions": (0.6,)}, "byzantine_fractions must lie in"),
         ({"noise_multipliers": (-1.0,)}, "noise_multipliers must be >= 0"),
         ({"delta": 1.0}, "delta must lie in"),
+        ({"rules": ("clipping:-1",)}, "rules may hold"),
+        ({"rules": ("median:2",)}, "rules may hold"),
     ],
 )
 def test_bad_specs_name_the_field(kwargs, match) -> None:

@@ -52,6 +52,13 @@ RULE_LABELS = {
 }
 
 
+def rule_label(rule: str) -> str:
+    """``"clipping:0.1"`` -> ``"self-centered clipping, tau = 0.1"``."""
+    name, _, tau = rule.partition(":")
+    text = RULE_LABELS.get(name, name)
+    return f"{text}, τ = {tau}" if tau else text
+
+
 def _labels() -> tuple[dict[str, str], dict[str, str], Any]:
     return LABELS, METRICS, compressor_label
 
@@ -187,7 +194,7 @@ def plot_byzantine(spec: RobustnessSpec, result: RobustnessResult, path: Path) -
                 xs = [0.0, *g["fraction"]]
                 ys = [float(clean["metric"].mean()) if not clean.empty else float("nan")]
                 ys += list(g["metric"])
-                ax.plot(xs, ys, marker="o", color=f"C{k}", label=RULE_LABELS.get(rule, rule))
+                ax.plot(xs, ys, marker="o", color=f"C{k}", label=rule_label(rule))
             if task == "stream":
                 ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
