@@ -22,6 +22,9 @@ What one run measures (float32, ``torch.set_num_threads(2)`` unless ``--threads`
    node-step, achieved GFLOP/s and its fraction of the ceiling, plus a profile of one round.
 3. **gossip share**: time inside ``comm.mix`` / round time, on ring, torus and exponential
    graphs at M = 1024, for D-SGD and DAT-SGD.
+4. **robust aggregation**: one Byzantine-robust mix (``decent.comm.robust``, every 10th
+   node Byzantine) and one D-SGD round with it, as ratios to plain gossip, on a ring at
+   M = 1024.
 
 Every quantity is the median over repeats of a timed block (``time.perf_counter``) after a
 warm-up; the compared variants are timed in turn, repeat after repeat, so that drift in the
@@ -427,6 +430,7 @@ class Report:
     ceiling: dict[str, float] = field(default_factory=dict)
     flops: list[dict[str, Any]] = field(default_factory=list)
     gossip: list[dict[str, Any]] = field(default_factory=list)
+    robust: list[dict[str, Any]] = field(default_factory=list)
     profiles: dict[str, list[tuple[str, float, float, int]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = math.nan
@@ -601,6 +605,82 @@ def run_gossip(cfg: Config, report: Report) -> None:
                 }
             )
         del variants, task
+
+
+ROBUST_DIM = 650  # softmax regression on digits: 64 * 10 + 10 parameters
+ROBUST_CASES = (
+    ("mean", "sign_flip"),
+    ("mean", "alie"),
+    ("clipping", "sign_flip"),
+    ("trimmed_mean", "sign_flip"),
+    ("trimmed_mean", "alie"),
+    ("median", "sign_flip"),
+)
+
+
+def run_robust(cfg: Config, report: Report) -> None:
+    """Part 4: robust aggregation (``decent.comm.robust``) on a ring at M = gossip_nodes.
+
+    Every 10th node Byzantine. Two ratios to plain gossip: one mix of ``(M, 650)``
+    float32 values, and a whole D-SGD round of the first workload.
+    """
+    from decent.comm.robust import RobustCommunicator
+
+    m = cfg.gossip_nodes
+    topo = ring(m)
+    byz = list(range(0, m, 10))
+    x = torch.randn(m, ROBUST_DIM, generator=torch.manual_seed(SEED))
+
+    def robust(rule: str, attack: str) -> RobustCommunicator:
+        return RobustCommunicator(SimCommunicator(topo), byz, attack, rule, tau=0.1)
+
+    def mixer(comm: Any) -> Callable[[], object]:
+        return lambda: comm.mix(x, 1)
+
+    _log(f"[robust] mix M={m} d={ROBUST_DIM}")
+    mixes = [_Timed("plain", mixer(SimCommunicator(topo)), m, cfg.gossip_reps)]
+    mixes += [_Timed(f"{r}/{a}", mixer(robust(r, a)), m, cfg.gossip_reps) for r, a in ROBUST_CASES]
+    measure(mixes, reps=cfg.gossip_reps, min_block_s=cfg.min_block_s)
+    key = cfg.tasks[0]
+    workload = WORKLOADS[key]
+    _log(f"[robust] D-SGD rounds {key} M={m}")
+    task = workload.task(m)
+    plain_run = SimRunner(task, DSGD(lr=LR), topo, compile=False)
+    rounds = [_Timed("plain", plain_run.step, m, cfg.gossip_reps)]
+    for r, a in ROBUST_CASES:
+        run = SimRunner(task, DSGD(lr=LR), topo, compile=False)
+        run.comm = _TimedComm(robust(r, a))  # type: ignore[arg-type]
+        rounds.append(_Timed(f"{r}/{a}", run.step, m, cfg.gossip_reps))
+    measure(rounds, reps=cfg.gossip_reps, min_block_s=cfg.min_block_s)
+    base_mix, base_round = mixes[0].round_s, rounds[0].round_s
+    for mix, rnd in zip(mixes, rounds, strict=True):
+        report.robust.append(
+            {
+                "case": mix.name,
+                "mix_ms": mix.round_s * 1e3,
+                "mix_ratio": mix.round_s / base_mix,
+                "task": workload.label,
+                "round_ms": rnd.round_s * 1e3,
+                "round_ratio": rnd.round_s / base_round,
+            }
+        )
+
+
+def robust_table(report: Report) -> str:
+    """Robust aggregation against plain gossip (part 4)."""
+    rows = [
+        [
+            r["case"],
+            _fmt(r["mix_ms"], ".2f"),
+            _fmt(r["mix_ratio"], ".1f") + "x",
+            r["task"],
+            _fmt(r["round_ms"], ".2f"),
+            _fmt(r["round_ratio"], ".2f") + "x",
+        ]
+        for r in report.robust
+    ]
+    header = ["rule/attack", "mix ms", "vs plain mix", "round task", "round ms", "vs plain round"]
+    return _table(header, rows)
 
 
 def run_profiles(cfg: Config, report: Report, top: int = 8) -> None:
@@ -858,6 +938,18 @@ def render(report: Report) -> str:
             "",
             gossip_table(report),
         ]
+    if report.robust:
+        parts += [
+            "",
+            f"### Byzantine robustness: robust aggregation at M = {cfg.gossip_nodes} on a ring",
+            "",
+            "Every 10th node Byzantine; mix = one `RobustCommunicator.mix` of "
+            f"({cfg.gossip_nodes}, {ROBUST_DIM}) float32 values, round = one D-SGD round "
+            "(gradients + update + mix); ratios to plain gossip (`SimCommunicator`) timed "
+            "interleaved.",
+            "",
+            robust_table(report),
+        ]
     if report.profiles:
         parts += [
             "",
@@ -911,6 +1003,7 @@ def run(cfg: Config) -> Report:
         run_ceiling(cfg, report)
         run_flops(report)
         run_gossip(cfg, report)
+        run_robust(cfg, report)
         if cfg.profile:
             run_profiles(cfg, report)
     finally:
