@@ -219,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer calls; prints, writes nothing")
     ap.add_argument("--write", action="store_true", help="rewrite the doc section")
     ap.add_argument("--out", type=Path, default=DOC)
+    ap.add_argument("--nodes", type=int, default=None, help="M (default 1024; 256 with --quick)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     m, d = (256, 650) if args.quick else (1024, 650)
+    if args.nodes is not None:
+        m = args.nodes
     calls, reps, rounds = (3, 2, 5) if args.quick else (20, 5, 40)
     start = time.perf_counter()
     load0 = os.getloadavg()
