@@ -270,7 +270,7 @@ class CompressedDATSGD(CompressedMethod):
         z, total = anytime_step(plain, grads, self.eta(t), alpha)
         z = choco_gossip(
             z, state.hat, state.s, comm, t, self.compressor, self.consensus_lr,
-            blocks=2, name=self.name,
+            blocks=self.blocks, name=self.name,
         )  # fmt: skip
         return CompressedDATSGDState(z=z, weight_sum=total, hat=state.hat, s=state.s)
 
@@ -334,6 +334,6 @@ class CompressedGradientTracking(CompressedMethod):
         add_scaled_(x, y, -self.eta(t))
         z = choco_gossip(
             z, state.hat, state.s, comm, t, self.compressor, self.consensus_lr,
-            blocks=2, name=self.name,
+            blocks=self.blocks, name=self.name,
         )  # fmt: skip
         return CompressedGradientTrackingState(z=z, g_prev=grads, hat=state.hat, s=state.s)
