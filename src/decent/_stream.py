@@ -43,6 +43,9 @@ touches; a large draw is cut into smaller blocks, drawn on parallel threads)."""
 _MASK64 = (1 << 64) - 1
 _PARALLEL = 1 << 16
 """Values per block above which a draw is cut into blocks drawn on parallel threads."""
+_PARALLEL_JOB = 1 << 12
+"""Values per block below which blocks are drawn on the calling thread (a job's Python
+work and the pool's locks would cost more than the draw)."""
 
 
 def _splitmix(x: int) -> int:
@@ -67,17 +70,22 @@ def _splitmix_np(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def keys(seeds: Sequence[int], stream: int, t: int, blocks: Sequence[int]) -> list[int]:
-    """``key(seed, stream, t, block)`` for every ``(seed, block)`` pair, seed-major, in one
-    vectorized pass (uint64 arithmetic wraps like the ``& _MASK64`` of :func:`key`)."""
-    if len(seeds) * len(blocks) <= 2:
-        return [key(sd, stream, t, b) for sd in seeds for b in blocks]
+def keys(
+    seeds: Sequence[int], stream: int, t: int | Sequence[int], blocks: Sequence[int]
+) -> list[int]:
+    """``key(seed, stream, t, block)`` for every ``(t, seed, block)``, round-major then
+    seed-major, in one vectorized pass (uint64 arithmetic wraps like the ``& _MASK64`` of
+    :func:`key`); ``t`` is one round or a sequence of rounds."""
+    ts = [t] if isinstance(t, int) else list(t)
+    if len(ts) * len(seeds) * len(blocks) <= 2:
+        return [key(sd, stream, r, b) for r in ts for sd in seeds for b in blocks]
     with np.errstate(over="ignore"):
         h = _splitmix_np(np.array([sd & _MASK64 for sd in seeds], dtype=np.uint64))
-        h = _splitmix_np(h ^ np.uint64(stream & _MASK64))
-        h = _splitmix_np(h ^ np.uint64(t & _MASK64))
+        h = _splitmix_np(h ^ np.uint64(stream & _MASK64))  # (S,)
+        r = np.array([x & _MASK64 for x in ts], dtype=np.uint64)
+        h = _splitmix_np(h[None, :] ^ r[:, None])  # (T, S)
         b = np.array([x & _MASK64 for x in blocks], dtype=np.uint64)
-        h = _splitmix_np(h[:, None] ^ b[None, :])
+        h = _splitmix_np(h[:, :, None] ^ b[None, None, :])  # (T, S, B)
     return (h >> np.uint64(1)).reshape(-1).tolist()
 
 
@@ -216,21 +224,19 @@ def _draw(
     empty = torch.empty((0, width), dtype=buffer_dtype, device=device)
     jobs: list[tuple[int, torch.Tensor]] = []  # (generator key, rows to fill), round-major
     flat = buf.view(nt * ns, m, width)
-    for i, t in enumerate(ts):
-        for j, k in enumerate(keys(seeds, stream, t, blocks)):
-            s, b = divmod(j, len(blocks))
-            rows = (
-                flat[i * ns + s, b * block : min(m, (b + 1) * block)]
-                if layout.contiguous
-                else empty
-            )
-            jobs.append((k, rows))
+    nb = len(blocks)
+    for j, k in enumerate(keys(seeds, stream, ts, blocks)):  # round-major, then seed, block
+        i, b = divmod(j, nb)
+        rows = flat[i, b * block : min(m, (b + 1) * block)] if layout.contiguous else empty
+        jobs.append((k, rows))
 
     def run(part: Sequence[tuple[int, torch.Tensor]]) -> list[torch.Tensor | None]:
         return [_fill_block(fill, k, rows, block, buffer_dtype) for k, rows in part]
 
     threads = min(torch.get_num_threads(), len(jobs))
-    if device.type == "cpu" and threads > 1 and len(jobs) * block * width >= _PARALLEL:
+    # threads pay off only for blocks large enough to hide the Python work of a job
+    big = block * width >= _PARALLEL_JOB and len(jobs) * block * width >= _PARALLEL
+    if device.type == "cpu" and threads > 1 and big:
         step = math.ceil(len(jobs) / threads)
         parts = [jobs[i : i + step] for i in range(0, len(jobs), step)]
         drawn = [x for got in _executor(len(parts)).map(run, parts) for x in got]

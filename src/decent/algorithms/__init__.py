@@ -7,6 +7,7 @@ dataclass is the single source of its hyperparameters, defaults, rules and docs
 algorithm is one module here and one line in :data:`ALGORITHMS`.
 """
 
+from decent.algorithms.accelerated import AcceleratedDATSGD, AcceleratedState
 from decent.algorithms.ad_psgd import ADPSGD, ADPSGDState
 from decent.algorithms.base import (
     Algorithm,
@@ -41,6 +42,7 @@ ALGORITHMS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
         DATSGD,
+        AcceleratedDATSGD,
         DSGD,
         GradientTracking,
         ADPSGD,
@@ -60,6 +62,8 @@ __all__ = [
     "DATSGD",
     "DSGD",
     "ADPSGDState",
+    "AcceleratedDATSGD",
+    "AcceleratedState",
     "Algorithm",
     "AlgorithmError",
     "AnytimeSGD",
