@@ -221,11 +221,22 @@ def _draw(
         if layout.contiguous
         else [b for b, _, _ in layout.gathers]
     )
+    all_keys = keys(seeds, stream, ts, blocks)  # round-major, then seed, then block
+    threads = min(torch.get_num_threads(), len(all_keys))
+    # threads pay off only for blocks large enough to hide the Python work of a job
+    big = block * width >= _PARALLEL_JOB and len(all_keys) * block * width >= _PARALLEL
+    parallel = device.type == "cpu" and threads > 1 and big
+    if layout.contiguous and m % block == 0 and not parallel:  # the hot path: whole blocks
+        gen = _generator(device)
+        for k, rows in zip(all_keys, buf.view(-1, block, width).unbind(0), strict=True):
+            gen.manual_seed(k)  # resets the whole state, cached normals included
+            fill(rows, gen)
+        return buf if dtype == buffer_dtype else buf.to(dtype)
     empty = torch.empty((0, width), dtype=buffer_dtype, device=device)
     jobs: list[tuple[int, torch.Tensor]] = []  # (generator key, rows to fill), round-major
     flat = buf.view(nt * ns, m, width)
     nb = len(blocks)
-    for j, k in enumerate(keys(seeds, stream, ts, blocks)):  # round-major, then seed, block
+    for j, k in enumerate(all_keys):
         i, b = divmod(j, nb)
         rows = flat[i, b * block : min(m, (b + 1) * block)] if layout.contiguous else empty
         jobs.append((k, rows))
@@ -233,10 +244,7 @@ def _draw(
     def run(part: Sequence[tuple[int, torch.Tensor]]) -> list[torch.Tensor | None]:
         return [_fill_block(fill, k, rows, block, buffer_dtype) for k, rows in part]
 
-    threads = min(torch.get_num_threads(), len(jobs))
-    # threads pay off only for blocks large enough to hide the Python work of a job
-    big = block * width >= _PARALLEL_JOB and len(jobs) * block * width >= _PARALLEL
-    if device.type == "cpu" and threads > 1 and big:
+    if parallel:
         step = math.ceil(len(jobs) / threads)
         parts = [jobs[i : i + step] for i in range(0, len(jobs), step)]
         drawn = [x for got in _executor(len(parts)).map(run, parts) for x in got]

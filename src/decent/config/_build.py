@@ -137,6 +137,8 @@ def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
             return tasks.LeastSquares(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
         if isinstance(cfg, m.LogisticStreamTask):
             return tasks.LogisticRegressionStream(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
+        if isinstance(cfg, m.LogisticPopulationTask):
+            return tasks.LogisticPopulation(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
         data = build_dataset(cfg.dataset, tdtype)
         common = dict(
             batch_size=cfg.batch_size,

@@ -439,6 +439,31 @@ class LogisticStreamTask(Section):
     seed: int = Field(0, ge=0, description="Seed of the problem.")
 
 
+class LogisticPopulationTask(Section):
+    """Streaming logistic regression judged by its population risk (quadrature, exact f*)."""
+
+    kind: Literal["logistic_population"]
+    dim: int = Field(20, ge=1, description="Dimension d.")
+    heterogeneity: float = Field(
+        0.0, ge=0.0, description="Spread of the component feature means (feature skew)."
+    )
+    label_heterogeneity: float = Field(
+        0.0, ge=0.0, description="Spread of the component label parameters (concept skew)."
+    )
+    theta_norm: float = Field(2.0, gt=0.0, description="Norm of the centre label parameter.")
+    batch_size: int = Field(1, ge=1, description="Samples per node per round.")
+    l2: float = Field(0.0, ge=0.0, description="Ridge coefficient.")
+    components: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "K: node i holds components i, i + n, ... and samples one uniformly (a multiple "
+            "of num_nodes; None: one per node)."
+        ),
+    )
+    seed: int = Field(0, ge=0, description="Seed of the problem, not of the samples.")
+
+
 class _DatasetTask(Section):
     dataset: DatasetConfig = Field(description="Where the samples come from.")
     partition: PartitionConfig = Field(
@@ -486,6 +511,7 @@ class MLPTask(_DatasetTask):
 TASK_MODELS: tuple[type[Section], ...] = (
     LeastSquaresTask,
     LogisticStreamTask,
+    LogisticPopulationTask,
     LogisticRegressionTask,
     SoftmaxRegressionTask,
     MLPTask,
@@ -494,6 +520,7 @@ TaskConfig = Annotated[
     Union[  # noqa: UP007
         LeastSquaresTask,
         LogisticStreamTask,
+        LogisticPopulationTask,
         LogisticRegressionTask,
         SoftmaxRegressionTask,
         MLPTask,

@@ -232,9 +232,10 @@ def sampling_rates(task: Task) -> SamplingRates:
             models), or a task whose sampling rate is unknown.
     """
     from decent.tasks.models import ModuleTask
+    from decent.tasks.population import LogisticPopulation
     from decent.tasks.streaming import LeastSquares, LogisticRegressionStream
 
-    if isinstance(task, (LeastSquares, LogisticRegressionStream)):
+    if isinstance(task, (LeastSquares, LogisticRegressionStream, LogisticPopulation)):
         return SamplingRates((1.0,) * task.num_nodes, fresh=True)
     if isinstance(task, ModuleTask):
         if task.sampling != "without_replacement":
@@ -248,7 +249,7 @@ def sampling_rates(task: Task) -> SamplingRates:
         return SamplingRates(tuple(min(task.batch_size, n) / n for n in sizes))
     raise PrivacyError(
         f"privacy needs a task whose per-node sampling rate is known: a dataset task "
-        f"(ModuleTask) or a streaming task (least_squares, logistic_stream); got "
+        f"(ModuleTask) or a streaming task (least_squares, logistic_stream, logistic_population); got "
         f"{type(task).__name__}"
     )
 

@@ -181,7 +181,7 @@ def replica_key(config: ExperimentConfig) -> str:
     task family requires replicas to share (``replica_fields``).
     """
     from decent.results._canon import canonical_json
-    from decent.tasks import LeastSquares, LogisticRegressionStream
+    from decent.tasks import LeastSquares, LogisticPopulation, LogisticRegressionStream
 
     data = config.run_dict()
     if config.network is not None or config.byzantine is not None:  # one replica at a time
@@ -192,6 +192,7 @@ def replica_key(config: ExperimentConfig) -> str:
     families: dict[str, Any] = {
         "least_squares": LeastSquares,
         "logistic_stream": LogisticRegressionStream,
+        "logistic_population": LogisticPopulation,
     }
     family = families.get(data["task"]["kind"])
     if family is not None:

@@ -20,6 +20,7 @@ from decent.tasks.models import (
     softmax_regression,
 )
 from decent.tasks.partition import PARTITIONERS, dirichlet, iid, shards
+from decent.tasks.population import LogisticPopulation
 from decent.tasks.streaming import LeastSquares, LogisticRegressionStream
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSplit",
     "LeastSquares",
+    "LogisticPopulation",
     "LogisticRegressionStream",
     "ModuleTask",
     "Objective",
