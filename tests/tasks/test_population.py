@@ -17,21 +17,22 @@ from decent.topology import ring
 
 
 def _task(n: int = 4, **kw) -> LogisticPopulation:
-    args = dict(dim=6, heterogeneity=1.0, label_heterogeneity=0.7, components=16)
+    args = dict(dim=6, heterogeneity=1.0, label_heterogeneity=0.7, components=16, spectrum="power")
     args.update(kw)
     return LogisticPopulation(n, **args)  # type: ignore[arg-type]
 
 
 def test_well_specified_and_homogeneous_the_minimizer_is_theta():
     """One logistic model for every sample: the population minimizer is its parameter."""
-    task = LogisticPopulation(3, dim=5, theta_norm=1.5)
-    torch.testing.assert_close(task.x_star, task.theta_true, rtol=0, atol=1e-12)
+    for spectrum in ("identity", "power"):
+        task = LogisticPopulation(3, dim=5, theta_norm=1.5, spectrum=spectrum)
+        torch.testing.assert_close(task.x_star, task.theta_true, rtol=0, atol=1e-12)
 
 
 def test_loss_and_accuracy_match_a_large_sample_of_the_tasks_own_draws():
     """f(x) and the accuracy at a point off the optimum against 2^20 samples drawn by the
     task's sampler (every node, every component): within 4 standard errors."""
-    task = _task(batch_size=512)
+    task = _task(batch_size=512, power=1.5)
     x = task.x_star + 0.4 * torch.linspace(-1, 1, task.dim, dtype=torch.float64)
     nodes = torch.arange(task.num_nodes)
     losses, hits = [], []
@@ -48,7 +49,7 @@ def test_loss_and_accuracy_match_a_large_sample_of_the_tasks_own_draws():
 
 
 def test_gradient_and_hessian_are_the_derivatives_of_the_objective():
-    task = _task(l2=0.01)
+    task = _task(l2=0.01, power=0.7)
     x = task.x_star + torch.tensor([0.3, -0.2, 0.5, 0.0, 0.1, -0.4], dtype=torch.float64)
     xa = x.clone().requires_grad_(True)
     task._objective64(xa).backward()
@@ -64,9 +65,10 @@ def test_the_grid_is_converged():
     task = _task()
     x = 2.0 * task.x_star
     coarse = task._objective64(x)
-    z, w = pop._gauss_grid(float(x.norm()), step_u=0.25)
     m = task._means64 @ x
-    soft = torch.nn.functional.softplus(m[:, None] + float(x.norm()) * z) @ w
+    scale = float((x.square() * task._lam).sum().sqrt())
+    z, w = pop._gauss_grid(scale, step_u=0.25)
+    soft = torch.nn.functional.softplus(m[:, None] + scale * z) @ w
     fine = soft.mean() - x @ task._linear
     assert abs(float(coarse - fine)) < 1e-14
 
@@ -99,7 +101,13 @@ def test_a_run_drives_the_excess_risk_down():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("theta_norm", 0.0), ("components", 6), ("heterogeneity", -1.0), ("dim", 0)],
+    [
+        ("theta_norm", 0.0),
+        ("components", 6),
+        ("heterogeneity", -1.0),
+        ("dim", 0),
+        ("spectrum", "cubic"),
+    ],
 )
 def test_bad_arguments_name_the_field(field: str, value: float) -> None:
     with pytest.raises(TaskError, match=field):

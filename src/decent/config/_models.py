@@ -453,6 +453,10 @@ class LogisticPopulationTask(Section):
     theta_norm: float = Field(2.0, gt=0.0, description="Norm of the centre label parameter.")
     batch_size: int = Field(1, ge=1, description="Samples per node per round.")
     l2: float = Field(0.0, ge=0.0, description="Ridge coefficient.")
+    spectrum: Literal["identity", "power"] = Field(
+        "identity", description="Feature covariance: identity, or power: diag(j^-power)."
+    )
+    power: float = Field(1.0, ge=0.0, description="Exponent of the power-law spectrum.")
     components: int | None = Field(
         None,
         ge=1,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from decent import _stream
+from decent._elementwise import positionless
 from decent._stack import check_family
 from decent._types import Batch, Params
 from decent.tasks._checks import check_float, check_int
@@ -70,25 +71,28 @@ def _sigmoid_derivatives(u: torch.Tensor) -> tuple[torch.Tensor, ...]:
 class LogisticPopulation:
     r"""Streaming logistic regression over ``K`` components, judged by its population risk.
 
-    Component ``c`` draws features ``a ~ N(mu_c, I)`` and labels
+    Component ``c`` draws features ``a ~ N(mu_c, Sigma)`` and labels
     ``y ~ Bernoulli(sigmoid(a^T theta_c))``; the per-sample loss is
     ``softplus(a^T x) - y a^T x + (l2 / 2) ||x||^2``. The means are
     ``mu_c = heterogeneity * u_c`` (feature skew) and the label parameters
     ``theta_c = theta + label_heterogeneity * u'_c`` (concept skew) around a fixed ``theta``
-    of norm ``theta_norm``, with ``sum_c u_c = 0`` and ``mean_c ||u_c||^2 = 1`` (the same for
+    of norm ``theta_norm``; ``Sigma = I`` (``spectrum="identity"``) or
+    ``diag(j^{-power})`` (``spectrum="power"``: convex but not effectively strongly convex in
+    high dimension, as the least-squares study's problem), with ``sum_c u_c = 0`` and ``mean_c ||u_c||^2 = 1`` (the same for
     ``u'``). Node ``i`` of ``n`` holds the components ``i, i + n, ...`` and each of its samples
     comes from one of them, chosen uniformly; the global objective is the mean over the ``K``
     components for every ``n`` dividing ``K``, so ``n = 1`` samples the mixture (the
     single-machine reference of a scaling study). Without ``components`` every node is one
     component.
 
-    With ``S(m, s) = E softplus(m + s zeta)``, ``p_c = E sigmoid(v_c)`` and
+    With ``S(m, s) = E softplus(m + s zeta)``, ``||x||_Sigma^2 = x^T Sigma x``,
+    ``p_c = E sigmoid(v_c)`` and
     ``q_c = E sigmoid'(v_c)`` (``v_c = a^T theta_c``, Stein's lemma for ``E[sigmoid(v) u]``),
 
     .. math::
 
-        f(x) = \frac1K \sum_c \Big[S(\mu_c^T x, \|x\|) - p_c\, \mu_c^T x
-               - q_c\, \theta_c^T x\Big] + \tfrac{l_2}{2}\|x\|^2,
+        f(x) = \frac1K \sum_c \Big[S(\mu_c^T x, \|x\|_\Sigma) - p_c\, \mu_c^T x
+               - q_c\, \theta_c^T \Sigma x\Big] + \tfrac{l_2}{2}\|x\|^2,
 
     one-dimensional Gaussian integrals done by the trapezoidal rule on a grid fine enough
     for about ``1e-15`` (the gradient and Hessian likewise, by Stein's lemma: ``E sigma(u)``,
@@ -102,6 +106,8 @@ class LogisticPopulation:
         theta_norm: ``||theta|| > 0`` (how separable the classes are).
         batch_size: samples per node per round.
         l2: ridge coefficient ``>= 0``.
+        spectrum: ``"identity"`` or ``"power"``, the feature covariance.
+        power: exponent ``>= 0`` of the power-law spectrum.
         components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
         seed: fixes ``theta``, the means and shifts (the problem, not the samples).
         dtype: floating dtype of parameters and samples.
@@ -116,7 +122,16 @@ class LogisticPopulation:
     """
 
     name = "logistic_population"
-    replica_fields = ("num_nodes", "dim", "batch_size", "l2", "dtype", "components")
+    replica_fields = (
+        "num_nodes",
+        "dim",
+        "batch_size",
+        "l2",
+        "dtype",
+        "components",
+        "spectrum",
+        "power",
+    )
     """What every replica of a replica batch must share (the rest may differ)."""
 
     def __init__(
@@ -128,6 +143,8 @@ class LogisticPopulation:
         theta_norm: float = 2.0,
         batch_size: int = 1,
         l2: float = 0.0,
+        spectrum: str = "identity",
+        power: float = 1.0,
         components: int | None = None,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
@@ -151,6 +168,10 @@ class LogisticPopulation:
             raise TaskError("theta_norm must be > 0 (0 makes every label a coin flip), got 0.0")
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.l2 = check_float("l2", l2, minimum=0.0)
+        if spectrum not in ("identity", "power"):
+            raise TaskError(f"spectrum must be 'identity' or 'power', got {spectrum!r}")
+        self.spectrum = spectrum
+        self.power = check_float("power", power, minimum=0.0)
         self.seed = check_int("seed", seed, minimum=0)
         if not dtype.is_floating_point:
             raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
@@ -162,6 +183,11 @@ class LogisticPopulation:
         theta = self.theta_norm * _unit_vector(self.seed, _LP_THETA, d)
         u = _centered_directions(self.seed, _LP_MEANS, kc, d, torch.float64)
         shift = _centered_directions(self.seed, _LP_THETA_SHIFT, kc, d, torch.float64)
+        k = torch.arange(1, d + 1, dtype=torch.float64)
+        self._lam = (
+            k ** (-self.power) if spectrum == "power" else torch.ones(d, dtype=torch.float64)
+        )
+        self._sqrt_lam = self._lam.sqrt().to(dtype)
         self._means64 = self.heterogeneity * u  # (K, d)
         self._thetas64 = theta[None, :] + self.label_heterogeneity * shift  # (K, d)
         self.theta_true: torch.Tensor = theta.to(dtype)
@@ -172,14 +198,14 @@ class LogisticPopulation:
         """``(K, d)`` each component's label parameter ``theta_c``."""
         # E sigmoid(v_c), E sigmoid'(v_c) with v_c ~ N(mu_c^T theta_c, ||theta_c||^2)
         mv = (self._means64 * self._thetas64).sum(dim=1)
-        sv = self._thetas64.norm(dim=1)
+        sv = (self._thetas64.square() * self._lam).sum(dim=1).sqrt()
         z, w = _gauss_grid(float(sv.max()))
         sig, d1, _, _ = _sigmoid_derivatives(mv[:, None] + sv[:, None] * z[None, :])
         self._p = sig @ w
         self._q = d1 @ w
-        self._linear = (self._p[:, None] * self._means64 + self._q[:, None] * self._thetas64).mean(
-            0
-        )
+        self._linear = (
+            self._p[:, None] * self._means64 + self._q[:, None] * self._thetas64 * self._lam
+        ).mean(0)
         self._mv, self._sv = mv, sv
         self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._tables_nodes: torch.Tensor | None = None
@@ -202,7 +228,7 @@ class LogisticPopulation:
         """``(k, K)`` tables ``E g(mu_c^T x + ||x|| zeta)`` for ``g`` = softplus
         (``order = 0``) or ``sigma, sigma', ...`` (the first ``order`` of them)."""
         m = x @ self._means64.T  # (k, K)
-        s = x.norm(dim=-1, keepdim=True)  # (k, 1)
+        s = (x.square() * self._lam).sum(dim=-1, keepdim=True).sqrt()  # (k, 1)
         z, w = _gauss_grid(float(s.detach().max()) if s.numel() else 1.0)
         parts: list[list[torch.Tensor]] = [[] for _ in range(max(order, 1))]
         rows = max(1, _CHUNK // (m.shape[1] * z.shape[0]))
@@ -223,15 +249,16 @@ class LogisticPopulation:
     def _gradient64(self, x: torch.Tensor) -> torch.Tensor:
         p1, q1 = self._smooth_terms(x[None], 2)
         k = self._means64.shape[0]
-        return (p1[0] @ self._means64) / k + q1[0].mean() * x - self._linear + self.l2 * x
+        y = self._lam * x
+        return (p1[0] @ self._means64) / k + q1[0].mean() * y - self._linear + self.l2 * x
 
     def _hessian64(self, x: torch.Tensor) -> torch.Tensor:
         _, q1, r1, t1 = (t[0] for t in self._smooth_terms(x[None], 4))
-        k, mu = self._means64.shape[0], self._means64
+        k, mu, y = self._means64.shape[0], self._means64, self._lam * x
         h = (mu.T * q1) @ mu / k
-        cross = torch.outer((r1 @ mu) / k, x)
-        h = h + cross + cross.T + t1.mean() * torch.outer(x, x)
-        return h + (q1.mean() + self.l2) * torch.eye(self.dim, dtype=torch.float64)
+        cross = torch.outer((r1 @ mu) / k, y)
+        h = h + cross + cross.T + t1.mean() * torch.outer(y, y) + q1.mean() * torch.diag(self._lam)
+        return h + self.l2 * torch.eye(self.dim, dtype=torch.float64)
 
     def _accuracy64(self, xs: torch.Tensor) -> torch.Tensor:
         """Population accuracy of ``sign(a^T x)`` for ``(k, d)`` models, per component by
@@ -244,8 +271,8 @@ class LogisticPopulation:
         out = []
         rows = max(1, _CHUNK // (mu.shape[0] * z.shape[0]))
         for x in xs.split(rows):
-            r = x @ th.T  # (k, K): cov(u, v)
-            s2 = x.square().sum(dim=1, keepdim=True)
+            r = (x * self._lam) @ th.T  # (k, K): cov(u, v)
+            s2 = (x.square() * self._lam).sum(dim=1, keepdim=True)
             sd = (s2 - (r / sv).square()).clamp_min(1e-300).sqrt()  # sd of u given v
             mean_u = (x @ mu.T)[..., None] + (r / sv)[..., None] * z  # (k, K, points)
             above = torch.special.ndtr(mean_u / sd[..., None])
@@ -311,9 +338,12 @@ class LogisticPopulation:
             comp = j.mul_(n).add_(base).view(-1)
         else:
             comp = base.expand(rows, b).reshape(-1)
-        a = raw.view(rows, b, d).add_(means.index_select(0, comp).view(rows, b, d))
+        a = raw.view(rows, b, d)
+        if self.spectrum != "identity":
+            a.mul_(self._sqrt_lam.to(a.device))
+        a.add_(means.index_select(0, comp).view(rows, b, d))
         theta = thetas.index_select(0, comp).view(rows, b, d)
-        prob = torch.sigmoid((a * theta).sum(dim=2))
+        prob = positionless(torch.sigmoid, (a * theta).sum(dim=2))
         return a, (u < prob).to(raw.dtype)
 
     @classmethod
@@ -337,7 +367,7 @@ class LogisticPopulation:
         a, y = batch
         z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
         losses = (F.softplus(z) - y * z).mean(dim=1)
-        residual = torch.sigmoid(z).sub_(y)
+        residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
         grads = _rows_times(a, residual).div_(z.shape[1])
         if self.l2:
             grads.add_(params * self.l2)  # not add(alpha=): see add_scaled_

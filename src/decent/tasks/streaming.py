@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from decent import _rng, _stream
+from decent._elementwise import positionless
 from decent._stack import check_family, interleave
 from decent._types import Batch, Params
 from decent.tasks._checks import check_float, check_int
@@ -590,7 +591,7 @@ class LogisticRegressionStream:
         a, y = batch
         z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
         losses = (F.softplus(z) - y * z).mean(dim=1)
-        residual = torch.sigmoid(z).sub_(y)
+        residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
         grads = _rows_times(a, residual).div_(z.shape[1])
         if self.l2:
             grads.add_(params * self.l2)  # not add(alpha=): see add_scaled_
@@ -619,7 +620,7 @@ def _logistic_batch(
     """Features and labels from raw normals ``(m, b d)`` and uniforms ``(m, b)``."""
     m = raw.shape[0]
     a = raw.view(m, b, d).add_(means[:, None, :])
-    prob = torch.sigmoid(torch.bmm(a, theta.unsqueeze(2)).squeeze(2))
+    prob = positionless(torch.sigmoid, torch.bmm(a, theta.unsqueeze(2)).squeeze(2))
     return a, (u < prob).to(raw.dtype)
 
 
