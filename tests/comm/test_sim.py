@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from decent.comm import CommStats, SimCommunicator
-from decent.topology import complete, erdos_renyi, exponential, ring, torus
+from decent.topology import complete, erdos_renyi, exponential, random_regular, ring, torus
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,23 @@ def test_comm_stats_summary_names():
         "comm/bytes_per_node_max": 20.0,
         "comm/rounds": 1.0,
     }
+
+
+@pytest.mark.parametrize(
+    "topo",
+    [ring(130), torus(256), exponential(200), random_regular(300, 4, seed=0)],
+    ids=lambda t: t.name,
+)
+@pytest.mark.parametrize("width", [1, 5, 20, 200])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_replicas_through_one_kron_product_match_each_replica_alone(topo, width, dtype):
+    """Replicas mixed by one CSR product of W ⊗ I_R give each replica's own product's bits."""
+    from decent.comm.replicated import ReplicatedCommunicator
+
+    replicas, n = 3, topo.num_nodes
+    gen = torch.Generator().manual_seed(width)
+    x = torch.randn(n * replicas, width, dtype=dtype, generator=gen)
+    got = ReplicatedCommunicator(SimCommunicator(topo), replicas).mix(x, 1).view(n, replicas, -1)
+    for r in range(replicas):
+        alone = SimCommunicator(topo).mix(x.view(n, replicas, -1)[:, r].contiguous(), 1)
+        assert torch.equal(got[:, r], alone)

@@ -169,3 +169,10 @@ def test_shipped_specs_load_and_the_flagship_file_is_the_built_in_spec() -> None
     # 2^10 .. 2^16 (64x, short of two decades: N = 2^17 did not fit a 2-core session)
     assert len(full.budgets) >= 4 and full.budgets[-1] / full.budgets[0] >= 64
     assert {"ring", "torus", "random_regular", "exponential", "complete"} <= set(full.topologies)
+    wide = sc.load_spec(root / "scaling_wide.toml")  # the budgets span more than two decades
+    assert wide.budgets[-1] / wide.budgets[0] >= 100 and wide.task == full.task
+    logistic = sc.load_spec(root / "scaling_logistic.toml")
+    assert logistic.task["kind"] == "logistic_population"
+    for spec in (wide, logistic):
+        for cell in sc.cells(spec)[:: max(1, len(sc.cells(spec)) // 7)]:  # a few, validated
+            sc.config_of(spec, cell, 0.25, 0, spec.study)

@@ -9,7 +9,7 @@ and the exact average ``W = J`` (complete graph) is a mean and a broadcast.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +31,8 @@ class _Plan:
     matrix: MixingMatrix
     weights: torch.Tensor | None
     dense: torch.Tensor | None = None  # also kept for a small sparse W: see _apply
+    kron: dict[int, torch.Tensor] = field(default_factory=dict, compare=False)
+    """``W ⊗ I_R`` in CSR per replica count ``R`` (built on first use)."""
 
 
 def _is_exact_average(w: MixingMatrix) -> bool:
@@ -168,10 +170,10 @@ class SimCommunicator:
         from ``(W @ x)[:, :5]`` in the last bit), a batched ``bmm``/``matmul`` takes yet
         another kernel for small matrices, and MKL's CSR product treats the columns past
         the last full vector register differently (on an AVX-512 Xeon a width of 20
-        differs from the same columns inside a width of 40). So replicas take one product
-        per replica on the single run's contiguous shape, with the kernel chosen from one
-        replica's width: ``R`` calls cost little beside the work of a large product, and
-        the dense kernel only serves small ones.
+        differs from the same columns inside a width of 40). So replicas keep the single
+        run's width ``k``: a sparse ``W`` mixes all of them in one CSR product of
+        ``W ⊗ I_R`` on the ``(n R, k)`` rows (each row computed as the single run computes
+        it, without transposes), and a small dense ``W`` takes one product per replica.
         """
         if plan.kind == "mean":
             return x.mean(dim=0, keepdim=True).expand_as(x).clone()
@@ -184,6 +186,14 @@ class SimCommunicator:
         if replicas == 1:
             return dense @ x
         n = x.shape[0]
+        if dense.layout == torch.sparse_csr:
+            # one CSR product of W ⊗ I_R on the node-major (n R, k) rows: every stacked row
+            # is one of W's rows with its columns moved, computed by the same kernel on the
+            # same width k as the single run (tests/comm/test_sim.py checks it bit for bit)
+            wide = plan.kron.get(replicas)
+            if wide is None:
+                wide = plan.kron[replicas] = _kron_rows(dense, replicas)
+            return (wide @ x.view(n * replicas, k)).view(n, replicas * k)
         parts = x.view(n, replicas, k).transpose(0, 1).contiguous()  # (R, n, k)
         if dense.layout == torch.strided:
             per = torch.empty_like(parts)
@@ -211,3 +221,26 @@ class SimCommunicator:
 
     def __repr__(self) -> str:
         return f"SimCommunicator({self.topology.name}, n={self.num_nodes}, kernel={self.kernel!r})"
+
+
+def _kron_rows(w: torch.Tensor, replicas: int) -> torch.Tensor:
+    """``W ⊗ I_R`` as CSR for node-major rows: row ``i R + r`` holds row ``i`` of ``W`` with
+    column ``j`` moved to ``j R + r``, its nonzeros in ``W``'s order."""
+    crow, col, val = w.crow_indices(), w.col_indices(), w.values()
+    n, r = w.shape[0], replicas
+    deg = crow[1:] - crow[:-1]
+    wide_crow = torch.zeros(n * r + 1, dtype=torch.int64, device=w.device)
+    wide_crow[1:] = torch.cumsum(deg.repeat_interleave(r), 0)
+    row = torch.arange(n, device=w.device).repeat_interleave(deg * r)  # row i, deg_i R times
+    within = torch.arange(row.numel(), device=w.device) - (crow[:-1] * r)[row]
+    copy, entry = within // deg[row], crow[:-1][row] + within % deg[row]
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            wide_crow,
+            col[entry] * r + copy,
+            val[entry],
+            size=(n * r, n * r),
+            device=w.device,
+            check_invariants=False,
+        )
