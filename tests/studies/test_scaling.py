@@ -176,3 +176,23 @@ def test_shipped_specs_load_and_the_flagship_file_is_the_built_in_spec() -> None
     for spec in (wide, logistic):
         for cell in sc.cells(spec)[:: max(1, len(sc.cells(spec)) // 7)]:  # a few, validated
             sc.config_of(spec, cell, 0.25, 0, spec.study)
+
+
+def test_a_method_named_otherwise_gets_its_algorithms_theory_exponent() -> None:
+    """The slope table's theory column follows the method's kind, not its name."""
+    import pandas as pd
+
+    spec = _spec(
+        methods=[sc.MethodSpec(name="acc", kind="accelerated_dat_sgd", chebyshev_steps=2)],
+        references=[sc.MethodSpec(name="minibatch_sgd", kind="minibatch_sgd")],
+    )
+    rows = []
+    for n in (64, 256):
+        for seed in (0, 1):
+            rows.append(("minibatch_sgd", "complete", n, 1, seed, 1.0 / n))
+            rows.append(("acc", "complete", n, 1, seed, 1.0 / n))
+            for m in (4, 8, 16):
+                rows.append(("acc", "ring", n, m, seed, m / n**1.5 + 1.0 / n))
+    table = pd.DataFrame(rows, columns=["method", "topology", "N", "M", "seed", "error"])
+    slopes = sc.analyse(spec, table).slopes.set_index(["method", "topology"])
+    assert slopes.loc[("acc", "ring"), "theory"] == pytest.approx(3 / 8)

@@ -563,6 +563,12 @@ def analyse(
     slopes = thresholds.fit_slopes(
         table[list(thresholds.CELL_COLUMNS)], refs, delta=spec.delta, n_boot=1000
     )
+    # a method named otherwise (e.g. "accelerated_cheb4") gets its algorithm's exponents
+    kinds = {m.name: m.kind for m in spec.methods}
+    slopes["theory"] = [
+        theory if theory == theory else thresholds.THEORY_SLOPES.get((kinds.get(m, m), t), math.nan)
+        for m, t, theory in zip(slopes["method"], slopes["topology"], slopes["theory"], strict=True)
+    ]
     return ScalingResult(table, summary, ref, critical, own, curve, pen, slopes, wall_s, store)
 
 

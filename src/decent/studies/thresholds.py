@@ -68,6 +68,12 @@ THEORY_SLOPES: dict[tuple[str, str], float] = {
     ("dat_sgd", "exponential"): 1 / 2,
     ("dat_sgd", "torus"): 1 / 4,
     ("dat_sgd", "ring"): 1 / 6,
+    # Kluger, Attia, Koren 2026 (abstract): M* ~ sqrt(rho) N^(3/4), accelerated gossip
+    ("accelerated_dat_sgd", "complete"): 3 / 4,
+    ("accelerated_dat_sgd", "random_regular"): 3 / 4,
+    ("accelerated_dat_sgd", "exponential"): 3 / 4,
+    ("accelerated_dat_sgd", "torus"): 1 / 2,
+    ("accelerated_dat_sgd", "ring"): 3 / 8,
 }
 """Theoretical exponent ``a`` in ``M* ~ N^a``, keyed by ``(method, topology)``.
 
@@ -75,7 +81,9 @@ From the DAT-SGD analysis: with spectral gap ``rho`` of the gossip matrix, the l
 number of machines that keeps the centralized rate is
 
 * D-SGD (``"dsgd"``): ``M* ~ sqrt(rho) N^(1/4)``;
-* DAT-SGD (``"dat_sgd"``): ``M* ~ rho sqrt(N)``.
+* DAT-SGD (``"dat_sgd"``): ``M* ~ rho sqrt(N)``;
+* the accelerated method of Kluger, Attia and Koren 2026 (``"accelerated_dat_sgd"``, our
+  reading of it): ``M* ~ sqrt(rho) N^(3/4)``: ring ``3/8``, torus ``1/2``, expander ``3/4``.
 
 On a graph whose gap shrinks with its size, ``rho = rho(M)``, and ``M*`` solves the fixed
 point ``M = c sqrt(rho(M)) N^(1/4)`` (D-SGD) or ``M = c rho(M) sqrt(N)`` (DAT-SGD):
