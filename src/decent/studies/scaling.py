@@ -654,7 +654,8 @@ def write_markdown(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path
         out.append(_md(["method", "graph", *[f"N = {n}" for n in budgets]], rows))
     out.append(
         "\n**Exponent of M\\* in N** (least squares on log-log over uncensored budgets, "
-        "95% seed-bootstrap interval; theory: Eisen et al. 2025)\n"
+        "95% seed-bootstrap interval; theory: Eisen et al. 2025, and the Kluger-Attia-Koren "
+        "abstract for the accelerated method)\n"
     )
     rows = []
     ran = result.critical[result.critical["m_max"] > 1][["method", "topology"]].drop_duplicates()
