@@ -23,7 +23,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("decent.algorithms", "decent.metrics"),
     ("decent.comm", "decent.tasks"),
     ("decent.topology",),
-    ("decent._rng", "decent._stream", "decent._stack", "decent._types", "decent._names"),
+    (
+        "decent._rng",
+        "decent._stream",
+        "decent._stack",
+        "decent._types",
+        "decent._names",
+        "decent._elementwise",
+    ),
 )
 """Top to bottom; packages on one line are independent of each other."""
 
