@@ -55,3 +55,16 @@ def check_float(
     if maximum is not None and out > maximum:
         raise TaskError(f"{name} must be <= {maximum}, got {value!r}{suffix}")
     return out
+
+
+def check_components(components: Any, num_nodes: int) -> int | None:
+    """``components`` (``K``, or ``None``: one per node) if it is a multiple of ``num_nodes``."""
+    if components is None:
+        return None
+    check_int("components", components, minimum=1)
+    if components % num_nodes:
+        raise TaskError(
+            f"components must be a multiple of num_nodes = {num_nodes} (each node "
+            f"holds components / num_nodes of them), got {components!r}"
+        )
+    return int(components)

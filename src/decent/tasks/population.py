@@ -25,10 +25,16 @@ from decent import _stream
 from decent._elementwise import positionless
 from decent._stack import check_family
 from decent._types import Batch, Params
-from decent.tasks._checks import check_float, check_int
+from decent.tasks._checks import check_components, check_float, check_int
 from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
-from decent.tasks.streaming import _centered_directions, _rows_times, _unit_vector
+from decent.tasks.streaming import (
+    _centered_directions,
+    _component_rows,
+    _logistic_grad_and_loss,
+    _logistic_loss,
+    _unit_vector,
+)
 
 _LP_FEATURES = 0x1062_0003  # features of one round
 _LP_LABELS = 0x1062_0004  # the uniforms that decide the labels
@@ -150,14 +156,7 @@ class LogisticPopulation:
         dtype: torch.dtype = torch.float64,
     ) -> None:
         self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
-        if components is not None:
-            check_int("components", components, minimum=1)
-            if components % self.num_nodes:
-                raise TaskError(
-                    f"components must be a multiple of num_nodes = {self.num_nodes} (each node "
-                    f"holds components / num_nodes of them), got {components!r}"
-                )
-        self.components = components
+        self.components = check_components(components, self.num_nodes)
         self.dim = check_int("dim", dim, minimum=1)
         self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
         self.label_heterogeneity = check_float(
@@ -289,9 +288,7 @@ class LogisticPopulation:
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
         """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
-        a, y = batch
-        z = a @ params
-        return (F.softplus(z) - y * z).mean() + 0.5 * self.l2 * params.square().sum()
+        return _logistic_loss(params, batch, self.l2)
 
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``."""
@@ -306,15 +303,9 @@ class LogisticPopulation:
         device = nodes.device
         if len(tasks) == 1 and device in self._tables and self._tables_nodes is nodes:
             return self._tables[device]
-        r, m = len(tasks), nodes.shape[0]
-        kc = self.num_nodes * self._per_node
-        distinct = list({id(t): t for t in tasks}.values())
-        slot = {id(t): u for u, t in enumerate(distinct)}
+        distinct, base, high = _component_rows(tasks, nodes)
         means = torch.cat([t.means for t in distinct]).to(device)
         thetas = torch.cat([t.thetas for t in distinct]).to(device)
-        rep = torch.tensor([slot[id(t)] for t in tasks], device=device).repeat(m)[:, None]
-        base = rep * kc + nodes.to(torch.int64).repeat_interleave(r)[:, None]
-        high = torch.full((m,), self._per_node, dtype=torch.int64, device=device)
         tables = (means, thetas, base, high)
         if len(tasks) == 1:
             self._tables[device], self._tables_nodes = tables, nodes
@@ -364,15 +355,7 @@ class LogisticPopulation:
         self, params: torch.Tensor, batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Closed-form gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``."""
-        a, y = batch
-        z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
-        losses = (F.softplus(z) - y * z).mean(dim=1)
-        residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
-        grads = _rows_times(a, residual).div_(z.shape[1])
-        if self.l2:
-            grads.add_(params * self.l2)  # not add(alpha=): see add_scaled_
-            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
-        return grads, losses
+        return _logistic_grad_and_loss(params, batch, self.l2)
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Population loss ``f`` and accuracy of ``k`` models ``(k, d)`` (quadrature)."""

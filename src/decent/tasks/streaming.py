@@ -16,6 +16,7 @@ engine uses instead of autograd; tests check it against ``vmap(grad(loss))``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from decent import _rng, _stream
 from decent._elementwise import positionless
 from decent._stack import check_family, interleave
 from decent._types import Batch, Params
-from decent.tasks._checks import check_float, check_int
+from decent.tasks._checks import check_components, check_float, check_int
 from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
 
@@ -145,14 +146,7 @@ class LeastSquares:
         components: int | None = None,
     ) -> None:
         self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
-        if components is not None:
-            check_int("components", components, minimum=1)
-            if components % self.num_nodes:
-                raise TaskError(
-                    f"components must be a multiple of num_nodes = {self.num_nodes} (each node "
-                    f"holds components / num_nodes of them), got {components!r}"
-                )
-        self.components = components
+        self.components = check_components(components, self.num_nodes)
         self.dim = check_int("dim", dim, minimum=1)
         self.noise = check_float("noise", noise, minimum=0.0)
         self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
@@ -247,16 +241,10 @@ class LeastSquares:
         first, device = tasks[0], nodes.device
         if len(tasks) == 1 and device in first._tables and first._tables_nodes is nodes:
             return first._tables[device]
-        r, m = len(tasks), nodes.shape[0]
-        kc = first.num_nodes * first._per_node
-        distinct = list({id(t): t for t in tasks}.values())
-        slot = {id(t): u for u, t in enumerate(distinct)}
+        distinct, base, high = _component_rows(tasks, nodes)
         sqrt_c = torch.cat([t._sqrt_rows for t in distinct]).to(device)
         local_c = torch.cat([t.local_optima for t in distinct]).to(device)
-        noise = torch.stack([t._noise for t in tasks]).to(device).repeat(m)[:, None]
-        rep = torch.tensor([slot[id(t)] for t in tasks], device=device).repeat(m)[:, None]
-        base = rep * kc + nodes.to(torch.int64).repeat_interleave(r)[:, None]
-        high = torch.full((m,), first._per_node, dtype=torch.int64, device=device)
+        noise = torch.stack([t._noise for t in tasks]).to(device).repeat(nodes.shape[0])[:, None]
         tables = (sqrt_c, local_c, noise, base, high)
         if len(tasks) == 1:
             first._tables[device], first._tables_nodes = tables, nodes
@@ -369,6 +357,53 @@ class LeastSquares:
         if self._per_node == 1:
             return per
         return per.view(params.shape[0], self._per_node, self.num_nodes).mean(dim=1)
+
+
+def _component_rows(
+    tasks: Sequence[Any], nodes: torch.Tensor
+) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+    """Where each stacked row of a component task family finds its components.
+
+    Returns the distinct tasks (replicas of one task, e.g. a grid of step sizes, share its
+    tables, stacked ``(U K, d)`` in this order), each node-major row's first component
+    ``u K + i`` as an ``(m R, 1)`` column (``u`` its task's place among the distinct ones)
+    and each node's number of components ``(m,)``.
+    """
+    first, device = tasks[0], nodes.device
+    r, m = len(tasks), nodes.shape[0]
+    kc = first.num_nodes * first._per_node
+    distinct = list({id(t): t for t in tasks}.values())
+    slot = {id(t): u for u, t in enumerate(distinct)}
+    rep = torch.tensor([slot[id(t)] for t in tasks], device=device).repeat(m)[:, None]
+    base = rep * kc + nodes.to(torch.int64).repeat_interleave(r)[:, None]
+    high = torch.full((m,), first._per_node, dtype=torch.int64, device=device)
+    return distinct, base, high
+
+
+def _logistic_loss(params: Params, batch: Batch, l2: float) -> torch.Tensor:
+    """Mean of ``softplus(a^T x) - y a^T x`` over one node's minibatch, plus the ridge."""
+    a, y = batch
+    z = a @ params
+    return (F.softplus(z) - y * z).mean() + 0.5 * l2 * params.square().sum()
+
+
+def _logistic_grad_and_loss(
+    params: torch.Tensor, batch: Batch, l2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form logistic gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``.
+
+    ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
+    ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
+    """
+    a, y = batch
+    z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
+    losses = (F.softplus(z) - y * z).mean(dim=1)
+    residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
+    grads = _rows_times(a, residual).div_(z.shape[1])
+    if l2:
+        grads.add_(params * l2)  # not add(alpha=): see add_scaled_
+        losses = losses + 0.5 * l2 * params.square().sum(dim=1)
+    return grads, losses
 
 
 def _rows_times(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -533,9 +568,7 @@ class LogisticRegressionStream:
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
         """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
-        a, y = batch
-        z = a @ params
-        return (F.softplus(z) - y * z).mean() + 0.5 * self.l2 * params.square().sum()
+        return _logistic_loss(params, batch, self.l2)
 
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``.
@@ -588,15 +621,7 @@ class LogisticRegressionStream:
         ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
         ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
         """
-        a, y = batch
-        z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
-        losses = (F.softplus(z) - y * z).mean(dim=1)
-        residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
-        grads = _rows_times(a, residual).div_(z.shape[1])
-        if self.l2:
-            grads.add_(params * self.l2)  # not add(alpha=): see add_scaled_
-            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
-        return grads, losses
+        return _logistic_grad_and_loss(params, batch, self.l2)
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss ``f`` and accuracy on the evaluation sample for ``k`` models ``(k, d)``."""
