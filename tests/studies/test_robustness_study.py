@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from decent.config import ConfigError
 from decent.studies.robustness import (
     RobustnessSpec,
     RobustnessSpecError,
@@ -140,5 +141,5 @@ def test_the_shipped_spec_loads(tmp_path) -> None:
     assert spec == RobustnessSpec()
     bad = tmp_path / "bad.toml"
     bad.write_text("nodez = 3\n")
-    with pytest.raises(RobustnessSpecError, match="unknown field"):
+    with pytest.raises(ConfigError, match="unknown field"):
         load_spec(bad)

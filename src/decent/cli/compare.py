@@ -22,13 +22,14 @@ def compare(
 
     Example: decent compare --out results
     """
+    from decent.studies import _kit as kit
     from decent.studies import compare as fs
 
     spec = fs.CompareSpec(
         rounds=rounds, num_nodes=num_nodes, eval_every=max(1, rounds // 40), workers=workers
     )
     console.print(
-        f"[bold]decent compare[/]: {', '.join(fs.METHOD_LABELS[m] for m in spec.methods)} on "
+        f"[bold]decent compare[/]: {', '.join(kit.label(m, role='centralized') for m in spec.methods)} on "
         f"{' and '.join(spec.topologies)} of {spec.num_nodes} nodes, streaming logistic regression "
         f"(d={spec.dim}, heterogeneity={spec.heterogeneity}, batch {spec.batch_size}), "
         f"T={spec.rounds}, seeds {list(spec.seeds)}; step sizes tuned on seed {spec.tune_seed}."
@@ -36,24 +37,21 @@ def compare(
     table = fs.run(out, spec, progress=progress)
     # at least 112 columns, so the table does not wrap in logs (rich assumes 80 off a TTY)
     Console(width=max(console.width, 112), highlight=False).print(
-        render_summary(table, fs.METHOD_LABELS, spec.rounds)
+        render_summary(table, rounds=spec.rounds)
     )
     console.print(f"store: {out / 'decent.sqlite'}")
     console.print(f"figure: {out / 'compare' / 'convergence.png'}")
     console.print(f"[bold]report: {out / 'compare' / 'report.html'}[/]")
 
 
-SHORT_LABELS = {
-    "dat_sgd": "DAT-SGD",
-    "anytime_sgd": "Anytime SGD (C)",
-    "dsgd": "D-SGD",
-    "gradient_tracking": "Gradient tracking",
-    "minibatch_sgd": "Minibatch SGD (C)",
-}
+def render_summary(  # type: ignore[no-untyped-def]
+    table, labels: dict[str, str] | None = None, rounds: int | None = None
+) -> Table:
+    """A rich table of final metrics (mean ± std over seeds); method names (unless
+    ``labels`` names them) and whether a step is shown as ``gamma = lr * T`` come from the
+    algorithm classes."""
+    from decent.studies import _kit as kit
 
-
-def render_summary(table, labels: dict[str, str], rounds: int | None = None) -> Table:  # type: ignore[no-untyped-def]
-    """A rich table of final metrics (mean ± std over seeds)."""
     out = Table(
         title="final metrics, mean ± std over seeds",
         caption="(C) = centralized reference (exact all-reduce). Anytime methods: gamma = lr * T.",
@@ -63,11 +61,11 @@ def render_summary(table, labels: dict[str, str], rounds: int | None = None) -> 
     for _, r in table.iterrows():
         method = str(r["method"])
         step = f"{r['lr']:.3g}"
-        if rounds and method in ("dat_sgd", "anytime_sgd"):
+        if rounds and kit.horizon_scaled(method):
             step = f"gamma={r['lr'] * rounds:.3g}"
         out.add_row(
             str(r["topology"]),
-            SHORT_LABELS.get(method, labels.get(method, method)),
+            (labels or {}).get(method) or kit.label(method, role="short"),
             step,
             f"{r['subopt']:.3e} ± {r['subopt_std']:.0e}",
             f"{r.get('subopt_worst_node', float('nan')):.2e}",

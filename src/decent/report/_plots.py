@@ -527,3 +527,91 @@ def draw_topology(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=dpi)
     return out
+
+
+def band_plot(
+    panels: Sequence[tuple[str, str, pd.DataFrame]],
+    path: str | os.PathLike[str],
+    *,
+    column: str,
+    hue: str,
+    hues: Sequence[str],
+    labels: Mapping[str, str] | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+    titles: Mapping[Any, str] | None = None,
+    suptitle: str | None = None,
+    x: str = "round",
+    logx: bool = True,
+    logy: bool = True,
+    dpi: int = 120,
+) -> Path:
+    """Draw the mean over runs with a band of one standard deviation, per hue, to a PNG.
+
+    One row per panel ``(metric, ylabel, records)`` (long records, as
+    :func:`decent.results.load` gives, already filtered to that metric), one column per
+    value of ``column`` (sorted); the runs of one (column, hue) are averaged at each ``x``
+    (a single run draws no band). The band's lower edge is clipped above 0 on a log axis.
+
+    Args:
+        panels: ``(metric, ylabel, records)`` per row.
+        path: The PNG to write.
+        column: The config column that splits the figure into columns (e.g. ``topology.kind``).
+        hue: The config column of one line (e.g. ``algorithm.kind``).
+        hues: The lines to draw, in legend order (absent ones are skipped).
+        labels: Legend text per hue (default: the value).
+        styles: Matplotlib line keywords per hue (``color``, ``linestyle``, ...).
+        titles: Title per column value (default: the value).
+        suptitle: The figure's title.
+        x: The record column on the x axis.
+        logx: Log x axis.
+        logy: Log y axis.
+        dpi: Resolution of the PNG.
+
+    Returns:
+        The path written.
+    """
+    columns = sorted({v for _, _, df in panels for v in df[column].unique()})
+    if not columns:
+        raise ReportError("band_plot: no records to draw; every panel is empty")
+    fig = Figure(figsize=(5.5 * len(columns), 3.75 * len(panels)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), len(columns), squeeze=False, sharex=True)
+    for row, (_, ylabel, df) in enumerate(panels):
+        for col, value in enumerate(columns):
+            ax = axes[row][col]
+            sub = df[df[column] == value]
+            for h in hues:
+                m = sub[sub[hue] == h]
+                if m.empty:
+                    continue
+                stats = m.groupby(x)["value"].agg(["mean", "std"]).reset_index()
+                band = stats["std"].fillna(0.0)
+                style = dict((styles or {}).get(h, {}))
+                style.pop("marker", None)
+                ax.plot(stats[x], stats["mean"], label=(labels or {}).get(h, str(h)), **style)
+                low = stats["mean"] - band
+                ax.fill_between(
+                    stats[x],
+                    low.clip(lower=1e-300) if logy else low,
+                    stats["mean"] + band,
+                    color=style.get("color"),
+                    alpha=0.15,
+                )
+            if logy:
+                ax.set_yscale("log")
+            if logx:
+                ax.set_xscale("log")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+            if row == 0:
+                ax.set_title((titles or {}).get(value, str(value)))
+            if row == len(panels) - 1:
+                ax.set_xlabel(_X_LABELS.get(x, x))
+    axes[0][0].legend(fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    return out

@@ -15,7 +15,6 @@ finished runs. The table, the figure and the HTML report are made from the store
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,15 @@ from typing import Any
 import pandas as pd
 
 from decent.config import validate
-from decent.results import Store, load
+from decent.results import load
 from decent.run import run_sweep
+from decent.studies import _kit as kit
 
 STUDY = "compare"
 TUNING_STUDY = "compare-tuning"
 
-METHOD_LABELS = {
-    "dat_sgd": "DAT-SGD",
-    "anytime_sgd": "Anytime SGD (centralized)",
-    "dsgd": "D-SGD",
-    "gradient_tracking": "Gradient tracking",
-    "minibatch_sgd": "Minibatch SGD (centralized)",
-}
-ANYTIME = ("dat_sgd", "anytime_sgd")
+METHODS = ("dat_sgd", "anytime_sgd", "dsgd", "gradient_tracking", "minibatch_sgd")
+"""The default methods, in the order of the table (each next to its centralized reference)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ class CompareSpec:
 
     num_nodes: int = 64
     topologies: tuple[str, ...] = ("ring", "torus")
-    methods: tuple[str, ...] = tuple(METHOD_LABELS)
+    methods: tuple[str, ...] = METHODS
     rounds: int = 2000
     eval_every: int = 50
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -62,7 +56,7 @@ class CompareSpec:
     workers: int | None = None
 
     def grid(self, method: str) -> list[float]:
-        if method in ANYTIME:
+        if kit.horizon_scaled(method):
             return [g / self.rounds for g in self.gamma_grid]
         return list(self.lr_grid)
 
@@ -90,37 +84,35 @@ class CompareSpec:
         }
 
 
-def _final(store_path: Path, study: str, metric: str) -> pd.DataFrame:
-    df = load(store_path, study=study)
-    df = df[df["metric"] == metric]
-    return df.sort_values("round").groupby("run_id").tail(1)
-
-
 def tune(spec: CompareSpec, out: Path, *, progress: bool = True) -> dict[tuple[str, str], float]:
-    """Pick each (method, topology)'s step size by final f(x_bar) - f* on ``tune_seed``."""
-    raw = spec.base(TUNING_STUDY, spec.tune_seed)
-    raw["per_node_eval"] = False
-    raw["eval_every"] = max(1, spec.rounds // 4)
-    raw["sweep"] = {
-        "grid": {
-            "topology": [spec.topology(k) for k in spec.topologies],
-            "algorithm": [{"kind": m, "lr": lr} for m in spec.methods for lr in spec.grid(m)],
-        }
-    }
-    run_sweep(validate(raw, "compare tuning"), out, workers=spec.workers, progress=progress)
-    last = _final(out, TUNING_STUDY, "eval/subopt@mean")
-    with Store(out) as store:
-        runs = store.runs(TUNING_STUDY)[["run_id", "status"]]
-    last = last.merge(runs, on="run_id", suffixes=("", "_run"))
+    """Pick each (method, topology)'s step size by final f(x_bar) - f* on ``tune_seed``
+    (the grid is fixed: no extension, no refinement)."""
+
+    def configs(cell: tuple[str, str], lr: float) -> list[Any]:
+        raw = spec.base(TUNING_STUDY, spec.tune_seed)
+        raw["per_node_eval"] = False
+        raw["eval_every"] = max(1, spec.rounds // 4)
+        raw["topology"] = spec.topology(cell[1])
+        raw["algorithm"] = {"kind": cell[0], "lr": lr}
+        return [validate(raw, "compare tuning")]
+
+    def score(cell: tuple[str, str], status: str, final: dict[str, float]) -> dict[str, float]:
+        return {"last": kit.finite_or_inf(status, final.get("eval/subopt@mean"))}
+
+    def measure(points: list[tuple[tuple[str, str], float]]) -> Any:
+        return kit.run_and_score(
+            out, points, configs, score, workers=spec.workers, progress=progress
+        )
+
+    cells = [(m, t) for t in spec.topologies for m in spec.methods]
+    policy = kit.GridPolicy(max_extensions=0)
     best: dict[tuple[str, str], float] = {}
-    for method in spec.methods:
-        for topology in spec.topologies:
-            rows = last[(last["algorithm.kind"] == method) & (last["topology.kind"] == topology)]
-            rows = rows[rows["algorithm.lr"].isin(spec.grid(method))]
-            ok = rows[(rows["status_run"] == "finished") & rows["value"].map(math.isfinite)]
-            if ok.empty:
-                raise RuntimeError(f"every step size diverged for {method} on {topology}")
-            best[(method, topology)] = float(ok.loc[ok["value"].idxmin(), "algorithm.lr"])
+    for (method, topology), choice in kit.tune(
+        cells, lambda c: spec.grid(c[0]), measure, policy
+    ).items():
+        if choice.error == float("inf"):
+            raise RuntimeError(f"every step size diverged for {method} on {topology}")
+        best[(method, topology)] = choice.step
     return best
 
 
@@ -158,7 +150,7 @@ def run(
     df = df[[k in wanted for k in keys]]
     df = df[df["seed"].isin(spec.seeds) & (df["topology.num_nodes"] == spec.num_nodes)]
     df = df[df["rounds"] == spec.rounds]
-    table = summarize(df)
+    table = summarize(df, spec.methods)
     folder = out / "compare"
     folder.mkdir(parents=True, exist_ok=True)
     plot(df, folder / "convergence.png")
@@ -168,8 +160,9 @@ def run(
     return table
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Final metrics per (topology, method): mean and std over seeds."""
+def summarize(df: pd.DataFrame, methods: tuple[str, ...] = METHODS) -> pd.DataFrame:
+    """Final metrics per (topology, method): mean and std over seeds; methods in the order
+    of ``methods``."""
     metrics = {
         "eval/subopt@mean": "subopt",
         "eval/subopt@node_max": "subopt_worst_node",
@@ -193,70 +186,42 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 row[name] = float(g[metric].mean())
                 row[f"{name}_std"] = float(g[metric].std(ddof=1)) if len(g) > 1 else 0.0
         rows.append(row)
-    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    order = {m: i for i, m in enumerate(methods)}
     table = pd.DataFrame(rows)
-    table["_order"] = table["method"].map(order)
+    table["_order"] = table["method"].map(lambda m: order.get(m, len(order)))
     return table.sort_values(["topology", "_order"]).drop(columns="_order").reset_index(drop=True)
 
 
 def plot(df: pd.DataFrame, path: Path) -> Path:
-    """Suboptimality and consensus distance against rounds, one column per topology."""
-    from matplotlib.figure import Figure
+    """Suboptimality and consensus distance against rounds, one column per topology: the
+    mean over seeds with a band of one standard deviation
+    (:func:`decent.report._plots.band_plot`)."""
+    from decent.report._plots import band_plot
 
-    topologies = sorted(df["topology.kind"].unique())
-    fig = Figure(figsize=(5.5 * len(topologies), 7.5))
-    axes = fig.subplots(2, len(topologies), squeeze=False, sharex=True)
-    styles = {
-        "dat_sgd": "-",
-        "anytime_sgd": ":",
-        "dsgd": "-",
-        "gradient_tracking": "-",
-        "minibatch_sgd": ":",
-    }
-    colors = {
-        "dat_sgd": "C3",
-        "anytime_sgd": "C3",
-        "dsgd": "C0",
-        "gradient_tracking": "C2",
-        "minibatch_sgd": "C0",
-    }
-    for col, topology in enumerate(topologies):
-        sub = df[df["topology.kind"] == topology]
-        panels = [
-            ("eval/subopt@mean", r"$f(\bar x) - f^*$"),
-            ("consensus/dist2", r"consensus distance $\frac{1}{n}\sum_i\|x_i-\bar x\|^2$"),
-        ]
-        for row, (metric, ylabel) in enumerate(panels):
-            ax = axes[row][col]
-            for method, label in METHOD_LABELS.items():
-                m = sub[(sub["algorithm.kind"] == method) & (sub["metric"] == metric)]
-                m = m[m["round"] > 0]
-                if m.empty or (row == 1 and method in ("anytime_sgd", "minibatch_sgd")):
-                    continue
-                stats = m.groupby("round")["value"].agg(["mean", "std"]).reset_index()
-                band = stats["std"].fillna(0.0)
-                ax.plot(
-                    stats["round"], stats["mean"], styles[method], color=colors[method], label=label
-                )
-                ax.fill_between(
-                    stats["round"],
-                    (stats["mean"] - band).clip(lower=1e-300),
-                    stats["mean"] + band,
-                    color=colors[method],
-                    alpha=0.15,
-                )
-            ax.set_yscale("log")
-            ax.set_xscale("log")
-            ax.set_ylabel(ylabel)
-            ax.grid(True, which="both", alpha=0.3)
-            if row == 0:
-                n = int(sub["topology.num_nodes"].iloc[0])
-                ax.set_title(f"{topology}, n = {n}")
-            else:
-                ax.set_xlabel("round")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("Streaming logistic regression, heterogeneous nodes: mean over seeds ± 1 std")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    methods = [m for m in METHODS if m in set(df["algorithm.kind"])]
+    methods += sorted(set(df["algorithm.kind"]) - set(methods))
+    styles = kit.method_styles(methods)
+    panels = [
+        ("eval/subopt@mean", r"$f(\bar x) - f^*$"),
+        ("consensus/dist2", r"consensus distance $\frac{1}{n}\sum_i\|x_i-\bar x\|^2$"),
+    ]
+    curves = []
+    for metric, ylabel in panels:
+        rows = df[(df["metric"] == metric) & (df["round"] > 0)]
+        if metric == "consensus/dist2":  # the centralized references have no disagreement
+            rows = rows[~rows["algorithm.kind"].map(kit.centralized)]
+        curves.append((metric, ylabel, rows))
+    return band_plot(
+        curves,
+        path,
+        column="topology.kind",
+        hue="algorithm.kind",
+        hues=methods,
+        labels={m: kit.label(m, role="centralized") for m in methods},
+        styles=styles,
+        titles={
+            t: f"{t}, n = {int(g['topology.num_nodes'].iloc[0])}"
+            for t, g in df.groupby("topology.kind")
+        },
+        suptitle="Streaming logistic regression, heterogeneous nodes: mean over seeds ± 1 std",
+    )

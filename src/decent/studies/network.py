@@ -31,25 +31,32 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import tomllib
 
 from decent.config import validate
 from decent.results import load
-from decent.run import run_points, run_sweep
-from decent.studies.network_figures import LABELS, METRIC, TOPOLOGY_LABELS, label, plot_all
+from decent.run import run_points
+from decent.studies import _kit as kit
+from decent.studies.network_figures import (
+    LABELS,
+    METHODS,
+    METRIC,
+    TOPOLOGY_LABELS,
+    label,
+    plot_all,
+)
 
 STUDY = "network"
 TUNING_STUDY = "network-tuning"
 GOSSIP = ("dsgd", "dat_sgd")
 FAULTED = ("dsgd", "dat_sgd", "ad_psgd")
 """The methods also run under drops and crashes."""
-ASYNC = ("ad_psgd",)
+ASYNC = tuple(m for m in METHODS if kit.needs_clock(m))
 """Methods on their own clocks: a round is half a mean step, so they run twice the rounds
 (the same gradients per node), are tuned on the straggler network (their iterates depend
 on the clock), and are left out of the latency sweep (their clock is not a replay of
@@ -109,8 +116,8 @@ class NetworkSpec:
             if not isinstance(m, int) or m < 4:
                 raise NetworkSpecError(f"machines must be integers >= 4, got {m!r}")
         for method in self.methods:
-            if method not in LABELS:
-                raise NetworkSpecError(f"methods may hold {list(LABELS)}, got {method!r}")
+            if method not in METHODS:
+                raise NetworkSpecError(f"methods may hold {list(METHODS)}, got {method!r}")
         for kind in self.topologies:
             if kind not in TOPOLOGY_LABELS:
                 raise NetworkSpecError(f"topologies may hold {list(TOPOLOGY_LABELS)}, got {kind!r}")
@@ -141,7 +148,7 @@ class NetworkSpec:
         return [*self.methods, *stale]
 
     def grid(self, cell: str) -> list[float]:
-        if cell.partition("@")[0] == "dat_sgd":
+        if kit.horizon_scaled(cell.partition("@")[0]):
             return [g / self.rounds_of(cell) for g in self.gamma_grid]
         return list(self.lr_grid)
 
@@ -200,22 +207,11 @@ class NetworkSpec:
 
 
 def load_spec(path: str | Path) -> NetworkSpec:
-    """A spec from a TOML file of :class:`NetworkSpec` fields (unknown keys are errors)."""
-    raw = tomllib.loads(Path(path).read_text())
-    known = {f.name for f in fields(NetworkSpec)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise NetworkSpecError(f"unknown field(s) {unknown} in {path}; known: {sorted(known)}")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return NetworkSpec(**values)
+    """A spec from a TOML file of :class:`NetworkSpec` fields (errors name the field)."""
+    return kit.load_spec(NetworkSpec, path)
 
 
 # -------------------------------------------------------------------------------- stages
-
-
-def _final(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    rows = df[df["metric"] == metric]
-    return rows.sort_values("round").groupby("run_id").tail(1)
 
 
 def cell_of(df: pd.DataFrame) -> pd.Series:
@@ -228,84 +224,72 @@ def cell_of(df: pd.DataFrame) -> pd.Series:
     return kind.where(delay == 0, kind + "@stale" + delay.astype(str))
 
 
+POLICY = kit.GridPolicy(
+    factor=2.0, max_extensions=4, lower_if_diverged=False, once_per_round=True,
+    extend_after_last=True,
+)  # fmt: skip
+"""A (cell, M)'s grid, shared by its topologies, extends by a factor 2 at one edge per
+round (the first topology at an edge decides), at most 4 times."""
+
+
 def tune(
     spec: NetworkSpec, out: Path, *, progress: bool = True
 ) -> tuple[dict[tuple[str, str, int], float], list[str]]:
     """Each (cell, topology, M)'s step size: the best mean final error over the tuning
-    seeds. Synchronous methods are tuned without a network (their iterates do not depend
-    on a fault-free clock); AD-PSGD and the bounded-staleness variants on the straggler
-    network, with their delays, for their own number of rounds. A grid whose best value is
-    at an edge is extended by a factor of 2 beyond it (at most 4 times); cells still at an
-    edge are returned as notes."""
-    cells = spec.cells()
-    grids = {(cell, m): spec.grid(cell) for cell in cells for m in spec.machines}
+    seeds (a step counts only if it finished on all of them). Synchronous methods are
+    tuned without a network (their iterates do not depend on a fault-free clock);
+    AD-PSGD and the bounded-staleness variants on the straggler network, with their
+    delays, for their own number of rounds. A grid whose best value is at an edge is
+    extended (:data:`POLICY`); cells still at an edge are returned as notes."""
+    cells = [
+        (cell, kind, m)
+        for cell in spec.cells()
+        for m in spec.machines
+        for kind in spec.topologies_of(cell)
+    ]
+
+    def configs(key: tuple[str, str, int], lr: float) -> list[Any]:
+        cell, kind, m = key
+        method, _, stale = cell.partition("@stale")
+        out = []
+        for seed in spec.tune_seeds:
+            raw = spec.base(TUNING_STUDY, seed, m, cell)
+            raw["eval_every"] = raw["rounds"]
+            raw["per_node_eval"] = "none"
+            if stale:  # its iterates follow the clock: tune on it
+                raw["network"] = spec.network(delay=int(stale))
+            elif method in ASYNC:
+                raw["network"] = spec.network()
+            raw["topology"] = {"kind": kind, "num_nodes": m}
+            raw["algorithm"] = {"kind": method, "lr": lr}
+            out.append(validate(raw, "network tuning"))
+        return out
+
+    def score(key: tuple[str, str, int], status: str, final: dict[str, float]) -> dict[str, float]:
+        return {"last": kit.finite_or_inf(status, final.get(METRIC))}
+
+    def measure(points: list[tuple[tuple[str, str, int], float]]) -> Any:
+        return kit.run_and_score(
+            out, points, configs, score, workers=spec.workers, progress=progress,
+            desc="network tuning",
+        )  # fmt: skip
+
+    choices = kit.tune(
+        cells,
+        lambda key: spec.grid(key[0]),
+        measure,
+        POLICY,
+        group=lambda key: (key[0], key[2]),
+    )
     best: dict[tuple[str, str, int], float] = {}
-    # one sweep per group of cells that share a network and a number of rounds
-    groups: list[tuple[list[str], dict[str, Any] | None]] = []
-    synchronous = [c for c in spec.methods if c not in ASYNC]
-    if synchronous:
-        groups.append((synchronous, None))
-    groups += [([c], spec.network()) for c in spec.methods if c in ASYNC]
-    for d in spec.max_delays:
-        stale = [f"{g}@stale{d}" for g in GOSSIP if g in spec.methods]
-        if stale:
-            groups.append((stale, spec.network(delay=d)))
-    for _ in range(5):
-        for m in spec.machines:
-            for group, network in groups:
-                raw = spec.base(TUNING_STUDY, spec.tune_seeds[0], m, group[0])
-                raw["eval_every"] = raw["rounds"]
-                raw["per_node_eval"] = "none"
-                if network is not None:  # its iterates follow the clock: tune on it
-                    raw["network"] = network
-                raw["sweep"] = {
-                    "seeds": list(spec.tune_seeds),
-                    "grid": {
-                        "topology": [{"kind": k, "num_nodes": m} for k in spec.topologies],
-                        "algorithm": [
-                            {"kind": cell.partition("@")[0], "lr": lr}
-                            for cell in group
-                            for lr in grids[(cell, m)]
-                        ],
-                    },
-                }
-                cfg = validate(raw, "network tuning")
-                run_sweep(cfg, out, workers=spec.workers, progress=progress)
-        last = _final(load(out, study=TUNING_STUDY))
-        last = last.assign(cell=cell_of(last))
-        rounds = last["cell"].map(spec.rounds_of)
-        last = last[(last["rounds"] == rounds) & last["seed"].isin(spec.tune_seeds)]
-        last = last[(last["status"] == "finished") & last["value"].map(math.isfinite)]
-        extended = False
-        for cell in cells:
-            for m in spec.machines:
-                grid = grids[(cell, m)]
-                for kind in spec.topologies_of(cell):
-                    rows = last[
-                        (last["cell"] == cell)
-                        & (last["topology.kind"] == kind)
-                        & (last["topology.num_nodes"] == m)
-                        & last["algorithm.lr"].isin(grid)
-                    ]
-                    # a step size counts only if it finished on every tuning seed
-                    mean = rows.groupby("algorithm.lr")["value"].agg(["mean", "count"])
-                    mean = mean[mean["count"] == len(spec.tune_seeds)]["mean"]
-                    if mean.empty:
-                        raise RuntimeError(f"every step size diverged for {cell} on {kind}({m})")
-                    lr = float(mean.idxmin())
-                    best[(cell, kind, m)] = lr
-                    if lr == max(grid) and grid == grids[(cell, m)]:
-                        grids[(cell, m)] = [*grid, 2 * max(grid)]
-                        extended = True
-                    elif lr == min(grid) and grid == grids[(cell, m)]:
-                        grids[(cell, m)] = [min(grid) / 2, *grid]
-                        extended = True
-        if not extended:
-            break
+    for (cell, kind, m), choice in choices.items():
+        if not math.isfinite(choice.error):
+            raise RuntimeError(f"every step size diverged for {cell} on {kind}({m})")
+        best[(cell, kind, m)] = choice.step
     notes = [
-        f"{label(cell)} on {kind}({m}): best step size {lr:g} is at the edge of its grid"
-        for (cell, kind, m), lr in best.items()
-        if lr in (min(grids[(cell, m)]), max(grids[(cell, m)]))
+        f"{label(cell)} on {kind}({m}): best step size {choice.step:g} is at the edge of its grid"
+        for (cell, kind, m), choice in choices.items()
+        if choice.edge
     ]
     return best, notes
 
@@ -412,7 +396,7 @@ def time_to_target(
     """Per (M, method, topology): rounds and simulated time to the target, over seeds;
     also the targets per M and the per-run hits (``seed``, ``round``, ``time``)."""
     clean = curves[curves["fault"] == "none"]
-    final = clean.sort_values("round").groupby("run_id").tail(1)
+    final = kit.final_rows(clean)
     # the target comes from the synchronous methods, which share one budget (T rounds):
     # the asynchronous cells run longer (in rounds or in gradients) and are measured
     # against it, not allowed to move it
@@ -443,7 +427,7 @@ def time_to_target(
                     }
                 )
         mine = [h for h in hits if (h["M"], h["method"], h["topology"]) == (m, method, kind)]
-        last = g.sort_values("round").groupby("run_id").tail(1)
+        last = kit.final_rows(g)
         rows.append(
             {
                 "M": int(m),
@@ -466,7 +450,7 @@ def time_to_target(
 
 def fault_table(spec: NetworkSpec, curves: pd.DataFrame) -> pd.DataFrame:
     """Final error of the gossip methods per fault setting, and its ratio to no faults."""
-    final = curves.sort_values("round").groupby("run_id").tail(1)
+    final = kit.final_rows(curves)
     final = final[final["algorithm.kind"].isin(FAULTED)]
     keys = ["topology.num_nodes", "algorithm.kind", "topology.kind", "fault"]
     table = final.groupby(keys)[METRIC].agg(["mean", "std", "count"]).reset_index()
@@ -672,7 +656,7 @@ def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
         "network; DAT-SGD's as gamma = lr * T, T its rounds): "
         + "; ".join(
             f"{_short(cell)} {kind}({m}) "
-            f"{lr * (spec.rounds_of(cell) if cell.startswith('dat_sgd') else 1):g}"
+            f"{lr * (spec.rounds_of(cell) if kit.horizon_scaled(cell.partition('@')[0]) else 1):g}"
             for (cell, kind, m), lr in sorted(result.step_sizes.items())
         )
         + ".",

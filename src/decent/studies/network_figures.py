@@ -8,14 +8,14 @@ from typing import Any
 
 import pandas as pd
 
+from decent.studies import _kit as kit
+
 METRIC = "eval/subopt@mean"
-LABELS = {
-    "minibatch_sgd": "Minibatch SGD (all-reduce)",
-    "dsgd": "D-SGD (gossip)",
-    "dat_sgd": "DAT-SGD (gossip)",
-    "ad_psgd": "AD-PSGD (async pairwise)",
-}
-COLORS = {"minibatch_sgd": "C7", "dsgd": "C0", "dat_sgd": "C3", "ad_psgd": "C2"}
+METHODS = ("minibatch_sgd", "dsgd", "dat_sgd", "ad_psgd")
+"""The methods the study can run (its clock replay knows their communication patterns)."""
+LABELS = {m: kit.label(m, role="transport") for m in METHODS}
+"""Names in tables and figures, from the algorithm classes: ``D-SGD (gossip)``, ..."""
+COLORS = {m: style["color"] for m, style in kit.method_styles(METHODS).items()}
 TOPOLOGY_LABELS = {"ring": "ring", "torus": "2-D torus", "exponential": "exponential"}
 
 
@@ -23,8 +23,8 @@ def label(method: str) -> str:
     """The display name of a study cell: ``dsgd@stale4`` is D-SGD with staleness <= 4."""
     base, _, variant = method.partition("@stale")
     if not variant:
-        return LABELS.get(base, base)
-    return f"{LABELS.get(base, base).split(' (')[0]} (async, staleness <= {variant}, experimental)"
+        return kit.label(base, role="transport")
+    return f"{kit.label(base)} (async, staleness <= {variant}, experimental)"
 
 
 NetworkSpec = Any  # decent.studies.network.NetworkSpec (not imported: it imports this module)

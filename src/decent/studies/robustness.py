@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import tomllib
 
 from decent.config import validate
 from decent.results import load
 from decent.run import run_points
+from decent.studies import _kit as kit
 from decent.studies.robustness_figures import (
     LABELS,
     METRICS,
@@ -180,7 +180,7 @@ class RobustnessSpec:
         return dict(self.digits if name == "digits" else self.stream)
 
     def grid(self, task: str, method: str) -> list[float]:
-        if method == "dat_sgd":
+        if kit.horizon_scaled(method):
             return [g / self.rounds[task] for g in self.gamma_grid]
         return list(self.lr_grid)
 
@@ -214,111 +214,84 @@ def _positive(text: str) -> bool:
 
 
 def load_spec(path: str | Path) -> RobustnessSpec:
-    """A spec from a TOML file of :class:`RobustnessSpec` fields (unknown keys are errors)."""
-    raw = tomllib.loads(Path(path).read_text())
-    known = {f.name for f in fields(RobustnessSpec)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise RobustnessSpecError(f"unknown field(s) {unknown} in {path}; known: {sorted(known)}")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return RobustnessSpec(**values)
+    """A spec from a TOML file of :class:`RobustnessSpec` fields (errors name the field)."""
+    return kit.load_spec(RobustnessSpec, path)
 
 
 # -------------------------------------------------------------------------------- stages
-
-
-def _final(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    rows = df[df["metric"] == metric]
-    return rows.sort_values("round").groupby("run_id").tail(1)
 
 
 def _task_of(df: pd.DataFrame) -> pd.Series:
     return df["task.kind"].map(lambda k: "digits" if k == "softmax_regression" else "stream")
 
 
-def _best(rows: pd.DataFrame, key: str, grid: list[float]) -> tuple[float, bool] | None:
-    """The grid value of least final loss among finished runs and whether it is an edge
-    (``None``: every value diverged)."""
-    ok = rows[(rows["status"] == "finished") & rows["value"].map(math.isfinite)]
-    mean = ok.groupby(key)["value"].mean()
-    mean = mean[mean.index.isin(grid)]
-    if mean.empty:
-        return None
-    best = float(mean.idxmin())
-    return best, best in (min(grid), max(grid))
+LR_POLICY = kit.GridPolicy(
+    factor=2.0, max_extensions=4, lower_if_diverged=False, extend_after_last=True
+)
+"""Step sizes: a factor-2 grid extended at either edge, at most 4 times."""
+CONSENSUS_POLICY = kit.GridPolicy(
+    factor=2.5, edges="low", max_extensions=3, digits=6, extend_after_last=True
+)
+"""CHOCO's consensus step: extended downwards only (by 2.5x, also when every value
+diverged), at most 3 times; the largest value, 1, is the plain method."""
 
 
 def tune(
     spec: RobustnessSpec, out: Path, *, progress: bool = True
 ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str, str], float], list[str]]:
     """Step sizes of the uncompressed methods, then the consensus steps of the compressed
-    cells; returns ``(lr[(task, method)], gamma[(task, method, compressor)], notes)``."""
-    grids = {(t, m): spec.grid(t, m) for t in spec.tasks for m in spec.methods}
+    cells, on ``tune_seed`` by the final loss; returns ``(lr[(task, method)],
+    gamma[(task, method, compressor)], notes)``."""
+
+    def score(cell: Any, status: str, final: dict[str, float]) -> dict[str, float]:
+        return {"last": kit.finite_or_inf(status, final.get(TUNE_METRICS[cell[0]]))}
+
+    def measure(configs: Any, desc: str) -> Any:
+        return lambda points: kit.run_and_score(
+            out, points, configs, score, workers=spec.workers, progress=progress, desc=desc
+        )
+
+    def lr_configs(cell: tuple[str, str], x: float) -> list[Any]:
+        t, m = cell
+        return [validate(spec.base(TUNING, t, m, x, spec.tune_seed), "robustness tuning")]
+
+    plain = [(t, m) for t in spec.tasks for m in spec.methods]
+    found = kit.tune(
+        plain, lambda c: spec.grid(*c), measure(lr_configs, "tune step sizes"), LR_POLICY
+    )
     lr: dict[tuple[str, str], float] = {}
-    for _ in range(5):
-        configs = [
-            validate(spec.base(TUNING, t, m, x, spec.tune_seed), "robustness tuning")
-            for (t, m), grid in grids.items()
-            for x in grid
-        ]
-        run_points(configs, out, workers=spec.workers, progress=progress, desc="tune step sizes")
-        df = load(out, study=TUNING)
-        df = df.assign(task=_task_of(df))
-        extended = False
-        for (t, m), grid in grids.items():
-            rows = _final(df[(df["task"] == t) & (df["algorithm.kind"] == m)], TUNE_METRICS[t])
-            found = _best(rows, "algorithm.lr", grid)
-            if found is None:
-                raise RuntimeError(f"every step size of {m} on {t} diverged ({grid})")
-            best, edge = found
-            lr[(t, m)] = best
-            if edge:
-                grids[(t, m)] = [*grid, 2 * best] if best == max(grid) else [best / 2, *grid]
-                extended = True
-        if not extended:
-            break
-    notes = [
-        f"{LABELS[m]} on {t}: step size {lr[(t, m)]:g} is at the edge of its grid"
-        for (t, m), grid in grids.items()
-        if lr[(t, m)] in (min(grid), max(grid))
-    ]
-    cells = [(t, m, c) for t in spec.tasks for m in spec.methods for c in spec.compressors]
-    ggrids = {cell: list(spec.consensus_grid) for cell in cells}
+    notes = []
+    for (t, m), choice in found.items():
+        if not math.isfinite(choice.error):
+            raise RuntimeError(f"every step size of {m} on {t} diverged ({choice.tried})")
+        lr[(t, m)] = choice.step
+        if choice.edge:
+            notes.append(
+                f"{LABELS[m]} on {t}: step size {choice.step:g} is at the edge of its grid"
+            )
+
+    def gamma_configs(cell: tuple[str, str, str], g: float) -> list[Any]:
+        t, m, comp = cell
+        raw = spec.compressed(t, m, comp, lr[(t, m)], g, spec.tune_seed)
+        raw["study"] = TUNING
+        return [validate(raw, "robustness tuning")]
+
+    compressed = [(t, m, c) for t in spec.tasks for m in spec.methods for c in spec.compressors]
+    steps = kit.tune(
+        compressed,
+        lambda c: spec.consensus_grid,
+        measure(gamma_configs, "tune consensus"),
+        CONSENSUS_POLICY,
+    )
     gamma: dict[tuple[str, str, str], float] = {}
-    for _ in range(4):
-        configs = []
-        for (t, m, comp), grid in ggrids.items():
-            for g in grid:
-                raw = spec.compressed(t, m, comp, lr[(t, m)], g, spec.tune_seed)
-                raw["study"] = TUNING
-                configs.append(validate(raw, "robustness tuning"))
-        run_points(configs, out, workers=spec.workers, progress=progress, desc="tune consensus")
-        df = load(out, study=TUNING)
-        df = df.assign(task=_task_of(df))
-        extended = False
-        for (t, m, comp), grid in ggrids.items():
-            rows = df[
-                (df["task"] == t)
-                & (df["algorithm.kind"] == COMPRESSED_OF[m])
-                & (df["algorithm.lr"] == lr[(t, m)])
-            ]
-            for key, value in parse_compressor(comp).items():
-                rows = rows[rows[f"algorithm.{key}"] == value]
-            rows = _final(rows, TUNE_METRICS[t])
-            found = _best(rows, "algorithm.consensus_lr", grid)
-            if found is None or found[0] == min(grid):  # all diverged, or the lowest: go lower
-                ggrids[(t, m, comp)] = [round(min(grid) / 2.5, 6), *grid]
-                extended = True
-            if found is not None:
-                gamma[(t, m, comp)] = found[0]
-        if not extended:
-            break
-    for (t, m, comp), grid in ggrids.items():
+    for (t, m, comp), choice in steps.items():
         name = f"{LABELS[m]} with {compressor_label(comp)} on {t}"
-        if (t, m, comp) not in gamma:
-            notes.append(f"{name}: every consensus step down to {min(grid):g} diverged")
-        elif gamma[(t, m, comp)] == min(grid):
-            notes.append(f"{name}: consensus step {min(grid):g} is at the edge of its grid")
+        if not math.isfinite(choice.error):
+            notes.append(f"{name}: every consensus step down to {min(choice.tried):g} diverged")
+            continue
+        gamma[(t, m, comp)] = choice.step
+        if choice.step == min(choice.tried):
+            notes.append(f"{name}: consensus step {min(choice.tried):g} is at the edge of its grid")
     return lr, gamma, notes
 
 
@@ -482,7 +455,7 @@ def collect(spec: RobustnessSpec, out: Path) -> dict[str, pd.DataFrame]:
 
 
 def _last(curves: pd.DataFrame) -> pd.DataFrame:
-    return curves.sort_values("round").groupby("run_id").tail(1)
+    return kit.final_rows(curves)
 
 
 def _metric_value(row: pd.Series) -> float:

@@ -7,11 +7,10 @@ from typing import Any
 
 import pandas as pd
 
-LABELS = {
-    "dsgd": "D-SGD",
-    "dat_sgd": "DAT-SGD",
-    "gradient_tracking": "Gradient tracking",
-}
+from decent.studies import _kit as kit
+
+LABELS = {m: kit.label(m) for m in ("dsgd", "dat_sgd", "gradient_tracking")}
+"""Names of the study's methods, from the algorithm classes."""
 METRICS = {"digits": "eval/test_accuracy@mean", "stream": "eval/subopt@mean"}
 """What each task reports: test accuracy (higher is better) or excess risk (lower)."""
 TUNE_METRICS = {"digits": "eval/loss@mean", "stream": "eval/subopt@mean"}

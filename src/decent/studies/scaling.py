@@ -33,6 +33,7 @@ longest batches first, resumable: a rerun skips finished runs).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -46,7 +47,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from decent.config import ExperimentConfig
 from decent.results import Store, run_id_for
 from decent.run import run_points
+from decent.studies import _kit as kit
 from decent.studies import thresholds
+from decent.studies._kit import (
+    Choice,
+    GridPolicy,
+    finite_or_inf,
+    run_and_score,
+    store_finals,
+)
 
 AVERAGING = {
     "last": "eval/subopt@mean",
@@ -95,9 +104,7 @@ class MethodSpec(BaseModel):
 
     @property
     def horizon_scaled(self) -> bool:
-        from decent.algorithms import ALGORITHMS
-
-        return bool(getattr(ALGORITHMS[self.kind], "horizon_scaled", False))
+        return kit.horizon_scaled(self.kind)
 
 
 def _default_methods() -> list[MethodSpec]:
@@ -242,11 +249,9 @@ class ScalingSpec(BaseModel):
         return m >= _MIN_NODES[topology]
 
     def labels(self) -> dict[str, str]:
-        from decent.algorithms import ALGORITHMS
-
         out = {}
         for m in [*self.methods, *self.references]:
-            label = m.label or str(getattr(ALGORITHMS[m.kind], "label", m.kind))
+            label = m.label or kit.label(m.kind)
             out[m.name] = label + (" (experimental)" if m.experimental else "")
         return out
 
@@ -337,139 +342,47 @@ def config_of(
 # ---------------------------------------------------------------------- tuning
 
 
-def _finals(out: Path, study: str) -> dict[str, tuple[str, dict[str, float]]]:
-    """run id -> (status, final metrics) of a study's runs."""
-    if not (Path(out) / "decent.sqlite").exists() and not Path(out).is_file():
-        return {}
-    with Store(out) as store:
-        runs = store.runs(study)
-    result: dict[str, tuple[str, dict[str, float]]] = {}
-    for row in runs.to_dict("records"):
-        final = {
-            k[len("final.") :]: float(v)
-            for k, v in row.items()
-            if k.startswith("final.") and isinstance(v, (int, float)) and not pd.isna(v)
-        }
-        result[str(row["run_id"])] = (str(row["status"]), final)
-    return result
-
-
-def _run_and_read(
-    spec: ScalingSpec,
-    out: Path,
-    configs: list[ExperimentConfig],
-    study: str,
-    stage: str,
-    progress: bool,
-) -> list[tuple[str, dict[str, float]]]:
-    """Run what the store does not have yet (one stage), then each config's status and
-    final metrics, in order (``("missing", {})`` for a run the store lacks)."""
-    if configs:
-        run_points(
-            configs,
-            out,
-            workers=spec.workers,
-            progress=progress,
-            longest_first=True,
-            desc=f"{spec.study} {stage}",
-        )
-    finals = _finals(out, study)
-    return [finals.get(run_id_for(study, c.run_dict()), ("missing", {})) for c in configs]
-
-
-def _score(status: str, final: dict[str, float]) -> dict[str, float]:
+def _score(cell: Cell, status: str, final: dict[str, float]) -> dict[str, float]:
     """Each averaging's final error (inf for a diverged or missing run)."""
-    if status != "finished":
-        return dict.fromkeys(AVERAGING, math.inf)
-    out = {}
-    for avg, metric in AVERAGING.items():
-        value = final.get(metric, math.inf)
-        out[avg] = value if math.isfinite(value) else math.inf
-    return out
+    return {avg: finite_or_inf(status, final.get(metric)) for avg, metric in AVERAGING.items()}
 
 
-@dataclass
-class Choice:
-    """A cell's tuned (step, averaging) and how the grid went."""
-
-    step: float
-    averaging: str
-    error: float
-    tried: list[float]
-    edge: bool  # the best stayed on an edge of the grid after every extension
+POLICY = GridPolicy(factor=2.0, edges="both", lower_if_diverged=True, refine=math.sqrt(2))
+"""Factor-2 extension at both edges (and below a grid that diverged), then a factor-sqrt(2)
+refinement around the best (``max_extensions`` comes from the spec)."""
 
 
 def tune(spec: ScalingSpec, out: Path, *, progress: bool = True) -> dict[Cell, Choice]:
-    """Tune every cell's step size and averaging on the tuning seed (see the module doc)."""
+    """Tune every cell's step size and averaging on the tuning seeds (see the module doc)."""
     study = f"{spec.study}-tune"
-    todo = [c for c in cells(spec)]
-    tried: dict[Cell, set[float]] = {}
-    for c in todo:
-        grid = spec.gamma_grid if _method(spec, c.method).horizon_scaled else spec.lr_grid
-        tried[c] = set(grid)
-    scores: dict[tuple[Cell, float], dict[str, float]] = {}
+    stage = ["tuning"]
 
-    def run_missing(stage: str) -> None:
-        configs, keys = [], []
-        for c in todo:
-            for step in sorted(tried[c]):
-                if (c, step) not in scores:
-                    for seed in spec.tune_seeds:
-                        configs.append(config_of(spec, c, step, seed, study))
-                        keys.append((c, step))
-        per: dict[tuple[Cell, float], list[dict[str, float]]] = {}
-        outcomes = _run_and_read(spec, out, configs, study, stage, progress)
-        for key, (status, final) in zip(keys, outcomes, strict=True):
-            per.setdefault(key, []).append(_score(status, final))
-        for key, runs in per.items():  # the mean over tuning seeds (inf if any diverged)
-            scores[key] = {a: sum(r[a] for r in runs) / len(runs) for a in AVERAGING}
+    def first_grid(c: Cell) -> list[float]:
+        return spec.gamma_grid if _method(spec, c.method).horizon_scaled else spec.lr_grid
 
-    def best(c: Cell) -> tuple[float, str, float]:
-        options = [
-            (err, step, avg)
-            for step in tried[c]
-            if (c, step) in scores
-            for avg, err in scores[(c, step)].items()
-        ]
-        err, step, avg = min(options, key=lambda o: (o[0], o[1]))
-        return step, avg, err
+    def measure(points: list[tuple[Cell, float]]) -> dict[tuple[Cell, float], dict[str, float]]:
+        return run_and_score(
+            out,
+            points,
+            lambda c, step: [config_of(spec, c, step, seed, study) for seed in spec.tune_seeds],
+            _score,
+            workers=spec.workers,
+            progress=progress,
+            desc=f"{spec.study} {stage[0]}",
+            longest_first=True,
+        )
 
-    for extension in range(spec.max_extensions + 1):
-        run_missing("tuning" if extension == 0 else f"tuning, extension {extension}")
-        if extension == spec.max_extensions:
-            break
-        grown = False
-        for c in todo:
-            step, _, err = best(c)
-            if not math.isfinite(err):  # everything diverged: smaller steps
-                tried[c].add(min(tried[c]) / 2)
-                grown = True
-            elif step == max(tried[c]):
-                tried[c].add(step * 2)
-                grown = True
-            elif step == min(tried[c]):
-                tried[c].add(step / 2)
-                grown = True
-        if not grown:
-            break
-    edges = {}
-    for c in todo:  # still on an edge after every extension allowed
-        scored = [x for x in tried[c] if (c, x) in scores]
-        step, _, _ = best(c)
-        edges[c] = step in (min(scored), max(scored))
-    for c in todo:
-        step, _, _ = best(c)
-        tried[c] |= {step * math.sqrt(2), step / math.sqrt(2)}
-    run_missing("refinement")
-    choices = {}
-    for c in todo:
-        step, avg, err = best(c)
-        if not math.isfinite(err):
+    def on_round(i: int) -> None:
+        stage[0] = {0: "tuning", -1: "refinement"}.get(i, f"tuning, extension {i}")
+
+    policy = dataclasses.replace(POLICY, max_extensions=spec.max_extensions)
+    choices = kit.tune(cells(spec), first_grid, measure, policy, on_round=on_round)
+    for c, choice in choices.items():
+        if not math.isfinite(choice.error):
             raise RuntimeError(
                 f"every step size diverged for {c.method} on {c.topology} (M={c.machines}, "
                 f"N={c.budget}); widen lr_grid / gamma_grid"
             )
-        choices[c] = Choice(step, avg, err, sorted(tried[c]), edges.get(c, False))
     return choices
 
 
@@ -488,10 +401,19 @@ def evaluate_choices(
         for seed in spec.seeds:
             configs.append(config_of(spec, c, choice.step, seed, spec.study))
             keys.append((c, seed))
-    outcomes = _run_and_read(spec, out, configs, spec.study, "evaluation", progress)
+    run_points(
+        configs,
+        out,
+        workers=spec.workers,
+        progress=progress,
+        longest_first=True,
+        desc=f"{spec.study} evaluation",
+    )
+    finals = store_finals(out, spec.study)
     rows = []
-    for (c, seed), cfg, (status, final) in zip(keys, configs, outcomes, strict=True):
-        score = _score(status, final)
+    for (c, seed), cfg in zip(keys, configs, strict=True):
+        status, final = finals.get(run_id_for(spec.study, cfg.run_dict()), ("missing", {}))
+        score = _score(c, status, final)
         choice = choices[c]
         rows.append(
             {
@@ -962,21 +884,7 @@ FLAGSHIP_BUDGET = 2**16
 
 def load_spec(path: str | Path) -> ScalingSpec:
     """Read a study spec from TOML (``configs/studies/*.toml``); errors name the field."""
-    import tomllib
-    from pydantic import ValidationError
-
-    from decent.config import ConfigError, Issue
-
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    try:
-        return ScalingSpec.model_validate(raw)
-    except ValidationError as err:
-        issues = [
-            Issue(".".join(str(p) for p in e["loc"]) or "spec", e.get("input"), e["msg"])
-            for e in err.errors()
-        ]
-        raise ConfigError(issues, source=str(path)) from None
+    return kit.load_spec(ScalingSpec, path)
 
 
 __all__ = [

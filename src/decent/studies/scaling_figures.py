@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from decent.studies import _kit as kit
+from decent.studies._kit import METHOD_COLORS, method_styles
+
 __all__ = [
     "DEFAULT_LABELS",
     "METHOD_COLORS",
@@ -38,67 +41,10 @@ M_LABEL = "machines M"
 PENALTY_LABEL = "penalty vs complete graph"
 
 DEFAULT_LABELS: dict[str, str] = {
-    "minibatch_sgd": "Minibatch SGD",
-    "anytime_sgd": "Anytime SGD",
-    "dsgd": "D-SGD",
-    "gradient_tracking": "Gradient tracking",
-    "dat_sgd": "DAT-SGD",
+    m: kit.label(m)
+    for m in ("minibatch_sgd", "anytime_sgd", "dsgd", "gradient_tracking", "dat_sgd")
 }
-"""Human names of the known methods (a ``labels`` argument overrides them)."""
-
-METHOD_COLORS: dict[str, str] = {
-    "minibatch_sgd": "C9",
-    "anytime_sgd": "C1",
-    "dsgd": "C0",
-    "gradient_tracking": "C2",
-    "dat_sgd": "C3",
-}
-"""Fixed tab10 colours of the known methods."""
-
-_MARKERS = {
-    "minibatch_sgd": "s",
-    "anytime_sgd": "D",
-    "dsgd": "o",
-    "gradient_tracking": "P",
-    "dat_sgd": "*",
-}
-_CENTRALIZED = ("minibatch_sgd", "anytime_sgd")
-_SPARE_COLORS = [f"C{i}" for i in range(10) if f"C{i}" not in METHOD_COLORS.values()]
-_SPARE_MARKERS = ["X", "h", "p", "<", ">"]
-
-
-def method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Return a line style per method: fixed for the known ones, deterministic otherwise.
-
-    The methods of :data:`METHOD_COLORS` keep their colour; unknown names take the tab10
-    colours the known ones leave free, in sorted order of the unknown names (cycling).
-
-    Args:
-        methods: Method names.
-
-    Returns:
-        ``{method: {"color", "marker", "linestyle"}}`` (centralized methods are dotted).
-
-    Example:
-        >>> method_styles(["dsgd", "zeta", "alpha"])["alpha"]["color"]
-        'C4'
-    """
-    names = sorted({str(m) for m in methods})
-    unknown = [m for m in names if m not in METHOD_COLORS]
-    out: dict[str, dict[str, Any]] = {}
-    for m in names:
-        if m in METHOD_COLORS:
-            color, marker = METHOD_COLORS[m], _MARKERS[m]
-        else:
-            i = unknown.index(m)
-            color = _SPARE_COLORS[i % len(_SPARE_COLORS)]
-            marker = _SPARE_MARKERS[i % len(_SPARE_MARKERS)]
-        out[m] = {
-            "color": color,
-            "marker": marker,
-            "linestyle": ":" if m in _CENTRALIZED else "-",
-        }
-    return out
+"""Human names of the known methods, from their classes (a ``labels`` argument overrides)."""
 
 
 def method_style(method: str, methods: Iterable[str] = ()) -> dict[str, Any]:
@@ -117,7 +63,10 @@ def method_style(method: str, methods: Iterable[str] = ()) -> dict[str, Any]:
 def _label(method: str, labels: Mapping[str, str] | None) -> str:
     if labels is not None and method in labels:
         return labels[method]
-    return DEFAULT_LABELS.get(method, method)
+    try:
+        return kit.label(method)
+    except ValueError:
+        return method
 
 
 def _fmt_n(n: int) -> str:

@@ -1,0 +1,461 @@
+"""The studies kit: what every study shares, so that a study is a spec, a grid and figures.
+
+* **Methods**: labels, capabilities and styles read from the algorithm classes of
+  :data:`decent.algorithms.ALGORITHMS` (:func:`label`, :func:`horizon_scaled`,
+  :func:`needs_clock`, :func:`centralized`, :func:`method_styles`), never a table per study.
+* **Specs**: :func:`load_spec` reads a TOML file into a spec class (a pydantic model or a
+  dataclass, both validated by pydantic); errors name the field
+  (:class:`~decent.config.ConfigError`).
+* **Finals**: :func:`final_rows` is the last record of each run (of one metric), from the
+  long records table; :func:`store_finals` the final metrics the store keeps per run.
+* **Tuning**: :func:`tune` is the one step-size loop: a first grid per cell, extended at its
+  edges while the best value sits there, optionally refined around the best, choosing among
+  several outputs (e.g. output averaging) on separate tuning seeds. What differs between
+  studies (the factor, which edges, how often, whether cells share a grid) is a
+  :class:`GridPolicy`; what a point costs (running it) is the ``measure`` argument.
+* **Figures**: band plots through :func:`decent.report._plots.band_plot`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pandas as pd
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+# ---------------------------------------------------------------------- methods
+
+
+def method_class(kind: str) -> type:
+    """The algorithm class registered under config ``kind``.
+
+    Raises:
+        ValueError: ``kind`` is not a registered algorithm (the message lists them).
+    """
+    from decent.algorithms import ALGORITHMS
+
+    try:
+        return ALGORITHMS[kind]
+    except KeyError:
+        raise ValueError(f"method {kind!r} is not one of {sorted(ALGORITHMS)}") from None
+
+
+def label(kind: str, *, role: Literal["", "short", "centralized", "transport"] = "") -> str:
+    """The name of a method in tables and figures, from its class's ``label``.
+
+    ``role`` adds how it communicates: ``"centralized"`` appends `` (centralized)`` to the
+    all-reduce references, ``"short"`` `` (C)``; ``"transport"`` appends ``(all-reduce)``,
+    ``(async pairwise)`` (methods on a clock) or ``(gossip)``.
+
+    >>> label("dsgd"), label("anytime_sgd", role="centralized"), label("ad_psgd", role="transport")
+    ('D-SGD', 'Anytime SGD (centralized)', 'AD-PSGD (async pairwise)')
+    """
+    cls = method_class(kind)
+    text = str(getattr(cls, "label", "") or kind)
+    central = bool(getattr(cls, "centralized", False))
+    if role == "centralized" and central:
+        return f"{text} (centralized)"
+    if role == "short" and central:
+        return f"{text} (C)"
+    if role == "transport":
+        if central:
+            return f"{text} (all-reduce)"
+        return f"{text} (async pairwise)" if needs_clock(kind) else f"{text} (gossip)"
+    return text
+
+
+def horizon_scaled(kind: str) -> bool:
+    """Whether the method's largest step is ``lr * T`` (anytime weights): tune ``gamma``."""
+    return bool(getattr(method_class(kind), "horizon_scaled", False))
+
+
+def needs_clock(kind: str) -> bool:
+    """Whether the method runs only on a simulated network's clock (AD-PSGD)."""
+    return bool(getattr(method_class(kind), "needs_clock", False))
+
+
+def centralized(kind: str) -> bool:
+    """Whether the method averages exactly (all-reduce) rather than gossiping."""
+    return bool(getattr(method_class(kind), "centralized", False))
+
+
+def order(kinds: Iterable[str]) -> dict[str, int]:
+    """A method's place in tables: the registry's order (unknown names last, sorted)."""
+    from decent.algorithms import ALGORITHMS
+
+    known = list(ALGORITHMS)
+    rest = sorted(k for k in set(kinds) if k not in ALGORITHMS)
+    return {k: i for i, k in enumerate([*known, *rest])}
+
+
+METHOD_COLORS: dict[str, str] = {
+    "minibatch_sgd": "C9",
+    "anytime_sgd": "C1",
+    "dsgd": "C0",
+    "gradient_tracking": "C2",
+    "dat_sgd": "C3",
+}
+"""Fixed tab10 colours of the methods every study draws (others take the free colours)."""
+
+_MARKERS = {
+    "minibatch_sgd": "s",
+    "anytime_sgd": "D",
+    "dsgd": "o",
+    "gradient_tracking": "P",
+    "dat_sgd": "*",
+}
+_SPARE_COLORS = [f"C{i}" for i in range(10) if f"C{i}" not in METHOD_COLORS.values()]
+_SPARE_MARKERS = ["X", "h", "p", "<", ">"]
+
+
+def _is_centralized(name: str) -> bool:
+    from decent.algorithms import ALGORITHMS
+
+    return name in ALGORITHMS and centralized(name)
+
+
+def method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Return a line style per method: fixed for the known ones, deterministic otherwise.
+
+    The methods of :data:`METHOD_COLORS` keep their colour; unknown names take the tab10
+    colours the known ones leave free, in sorted order of the unknown names (cycling).
+    Centralized methods (the class says so) are dotted.
+
+    Args:
+        methods: Method names.
+
+    Returns:
+        ``{method: {"color", "marker", "linestyle"}}``.
+
+    Example:
+        >>> method_styles(["dsgd", "zeta", "alpha"])["alpha"]["color"]
+        'C4'
+    """
+    names = sorted({str(m) for m in methods})
+    unknown = [m for m in names if m not in METHOD_COLORS]
+    out: dict[str, dict[str, Any]] = {}
+    for m in names:
+        if m in METHOD_COLORS:
+            color, marker = METHOD_COLORS[m], _MARKERS[m]
+        else:
+            i = unknown.index(m)
+            color = _SPARE_COLORS[i % len(_SPARE_COLORS)]
+            marker = _SPARE_MARKERS[i % len(_SPARE_MARKERS)]
+        out[m] = {
+            "color": color,
+            "marker": marker,
+            "linestyle": ":" if _is_centralized(m) else "-",
+        }
+    return out
+
+
+# ---------------------------------------------------------------------- specs
+
+
+def load_spec(cls: type[T], path: str | Path) -> T:
+    """Read a study spec from TOML into ``cls`` (a pydantic model or a dataclass).
+
+    Unknown keys are errors; lists become the tuples a dataclass declares; the spec's own
+    checks (validators, ``__post_init__``) run. Every problem names its field.
+
+    Raises:
+        ConfigError: the file does not fit ``cls``; one issue per offending field.
+    """
+    import tomllib
+    from pydantic import BaseModel, TypeAdapter, ValidationError
+
+    from decent.config import ConfigError, Issue
+
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    try:
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            return cls.model_validate(raw)  # type: ignore[return-value]
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(
+                [Issue(k, raw[k], f"unknown field; known: {sorted(known)}") for k in unknown],
+                source=str(path),
+            )
+        adapter = TypeAdapter(cls)
+        return adapter.validate_python(raw)
+    except ValidationError as err:
+        issues = [
+            Issue(
+                ".".join(str(p) for p in e["loc"]) or "spec",
+                e.get("input"),
+                e["msg"].removeprefix("Value error, "),
+            )
+            for e in err.errors()
+        ]
+        raise ConfigError(issues, source=str(path)) from None
+
+
+# ---------------------------------------------------------------------- finals
+
+
+def final_rows(records: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """The last record of each run (of ``metric``, if given), from the long records table
+    (``run_id``, ``round``, ``metric``, ``value``, ... as :func:`decent.results.load` gives)."""
+    rows = records if metric is None else records[records["metric"] == metric]
+    return rows.sort_values("round").groupby("run_id").tail(1)
+
+
+def store_finals(out: str | Path, study: str) -> dict[str, tuple[str, dict[str, float]]]:
+    """run id -> (status, final metrics) of a study's runs, as the store keeps them."""
+    from decent.results import Store
+
+    if not (Path(out) / "decent.sqlite").exists() and not Path(out).is_file():
+        return {}
+    with Store(out) as store:
+        runs = store.runs(study)
+    result: dict[str, tuple[str, dict[str, float]]] = {}
+    for row in runs.to_dict("records"):
+        final = {
+            k[len("final.") :]: float(v)
+            for k, v in row.items()
+            if k.startswith("final.") and isinstance(v, (int, float)) and not pd.isna(v)
+        }
+        result[str(row["run_id"])] = (str(row["status"]), final)
+    return result
+
+
+# ---------------------------------------------------------------------- tuning
+
+
+@dataclass(frozen=True)
+class GridPolicy:
+    """How a tuning grid grows (the policies the studies differ in).
+
+    Attributes:
+        factor: A new value beyond an edge is ``edge * factor`` (or ``edge / factor``).
+        edges: Which edges extend: ``"both"``, or ``"low"`` only (a consensus step that is
+            best at its largest value is the plain method).
+        max_extensions: Measuring rounds after the first, at most.
+        lower_if_diverged: When every value of a cell diverged, add one below its grid.
+        once_per_round: A shared grid extends at one edge per round (the first cell of the
+            group at an edge decides); otherwise each cell's own edge extends.
+        refine: After the extensions, also measure ``best * refine`` and ``best / refine``.
+        digits: Round new values to this many decimals (``None``: exact).
+        extend_after_last: Also extend after the last measuring round (the values added
+            then are never measured; they only move the grid's edges, which
+            :attr:`Choice.edge` reports).
+    """
+
+    factor: float = 2.0
+    edges: Literal["both", "low"] = "both"
+    max_extensions: int = 8
+    lower_if_diverged: bool = True
+    once_per_round: bool = False
+    refine: float | None = None
+    digits: int | None = None
+    extend_after_last: bool = False
+
+
+@dataclass
+class Choice:
+    """A cell's tuned value, the output it chose, and how its grid went."""
+
+    step: float
+    averaging: str
+    error: float
+    tried: list[float]
+    edge: bool  # the best stayed on an edge of the grid after every extension
+
+
+Measure = Callable[[list[tuple[K, float]]], Mapping[tuple[K, float], Mapping[str, float]]]
+"""Run the given (cell, value) points and return each one's error per output (``inf`` for
+a diverged or missing run; means over the tuning seeds)."""
+
+
+def mean_scores(per_seed: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """The mean error per output over tuning seeds (``inf`` if any seed diverged)."""
+    runs = list(per_seed)
+    keys = list(runs[0]) if runs else []
+    return {k: sum(r[k] for r in runs) / len(runs) for k in keys}
+
+
+def tune(
+    cells: Sequence[K],
+    first_grid: Callable[[K], Iterable[float]],
+    measure: Measure[K],
+    policy: GridPolicy = GridPolicy(),
+    *,
+    group: Callable[[K], Hashable] | None = None,
+    on_round: Callable[[int], None] | None = None,
+) -> dict[K, Choice]:
+    """Tune every cell's value (a step size, a consensus step, ...) on its grid.
+
+    Each round measures the grid values not measured yet, takes each cell's best (least
+    error over its values and outputs; ties go to the smaller value), and extends a grid
+    whose best sits on an edge (or whose every value diverged) by ``policy.factor``; after
+    ``policy.max_extensions`` rounds or when no grid grew it refines (``policy.refine``).
+
+    Args:
+        cells: What is tuned separately.
+        first_grid: A cell's first grid (cells of one ``group`` share the first cell's).
+        measure: Runs points and returns their errors per output (see :data:`Measure`).
+        policy: How the grid grows.
+        group: Cells that share one grid (default: each cell its own).
+        on_round: Called with the round number before each measuring round.
+
+    Returns:
+        ``{cell: Choice}``; a cell every value of which diverged has ``error = inf``.
+    """
+    key = group or (lambda c: c)
+    grids: dict[Hashable, set[float]] = {}
+    for c in cells:
+        grids.setdefault(key(c), set(first_grid(c)))
+    scores: dict[tuple[K, float], dict[str, float]] = {}
+
+    def run_missing() -> None:
+        todo = [(c, x) for c in cells for x in sorted(grids[key(c)]) if (c, x) not in scores]
+        for point, score in measure(todo).items():
+            scores[point] = dict(score)
+
+    def best(c: K) -> tuple[float, str, float] | None:
+        options = [
+            (err, x, avg)
+            for x in grids[key(c)]
+            if (c, x) in scores
+            for avg, err in scores[(c, x)].items()
+        ]
+        if not options:
+            return None
+        err, x, avg = min(options, key=lambda o: (o[0], o[1]))
+        return x, avg, err
+
+    def new(value: float) -> float:
+        return round(value, policy.digits) if policy.digits is not None else value
+
+    def extend() -> bool:
+        grown: set[Hashable] = set()
+        for c in cells:
+            g = key(c)
+            if policy.once_per_round and g in grown:
+                continue
+            found = best(c)
+            grid = grids[g]
+            if found is None or not math.isfinite(found[2]):
+                if policy.lower_if_diverged:
+                    grid.add(new(min(grid) / policy.factor))
+                    grown.add(g)
+                continue
+            x = found[0]
+            if x == max(grid) and policy.edges == "both":
+                grid.add(new(x * policy.factor))
+                grown.add(g)
+            elif x == min(grid):
+                grid.add(new(x / policy.factor))
+                grown.add(g)
+        return bool(grown)
+
+    for extension in range(policy.max_extensions + 1):
+        if on_round is not None:
+            on_round(extension)
+        run_missing()
+        if extension == policy.max_extensions:
+            if policy.extend_after_last:
+                extend()
+            break
+        if not extend():
+            break
+    edges = {}
+    for c in cells:
+        found = best(c)
+        grid = grids[key(c)]
+        if policy.extend_after_last:
+            span = grid
+        else:
+            span = {x for x in grid if (c, x) in scores}
+        edges[c] = found is not None and found[0] in (min(span), max(span))
+    if policy.refine is not None:
+        for c in cells:
+            found = best(c)
+            if found is not None:
+                grids[key(c)] |= {found[0] * policy.refine, found[0] / policy.refine}
+        if on_round is not None:
+            on_round(-1)
+        run_missing()
+    choices: dict[K, Choice] = {}
+    for c in cells:
+        x, avg, err = best(c) or (math.nan, "", math.inf)
+        tried = sorted(grids[key(c)])
+        choices[c] = Choice(x, avg, err, tried, edges[c])
+    return choices
+
+
+def run_and_score(
+    out: str | Path,
+    points: Sequence[tuple[K, float]],
+    configs: Callable[[K, float], list[Any]],
+    score: Callable[[K, str, dict[str, float]], dict[str, float]],
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+    longest_first: bool = False,
+) -> dict[tuple[K, float], dict[str, float]]:
+    """A :data:`Measure` of runs: each point's configs (one per tuning seed) run as one
+    sweep (:func:`decent.run.run_points`: workers, replica batches, resume), then each
+    run's ``score(cell, status, final metrics)`` averaged over its seeds
+    (:func:`mean_scores`)."""
+    from decent.results import run_id_for
+    from decent.run import run_points
+
+    made = [(p, c) for p in points for c in configs(*p)]
+    if made:
+        run_points(
+            [c for _, c in made],
+            out,
+            workers=workers,
+            progress=progress,
+            desc=desc,
+            longest_first=longest_first,
+        )
+    finals: dict[str, dict[str, tuple[str, dict[str, float]]]] = {}
+    per: dict[tuple[K, float], list[dict[str, float]]] = {}
+    for point, cfg in made:
+        if cfg.study not in finals:
+            finals[cfg.study] = store_finals(out, cfg.study)
+        status, final = finals[cfg.study].get(
+            run_id_for(cfg.study, cfg.run_dict()), ("missing", {})
+        )
+        per.setdefault(point, []).append(score(point[0], status, final))
+    return {point: mean_scores(runs) for point, runs in per.items()}
+
+
+def finite_or_inf(status: str, value: float | None) -> float:
+    """A run's error for tuning: ``inf`` unless it finished with a finite value."""
+    if status != "finished" or value is None or not math.isfinite(value):
+        return math.inf
+    return float(value)
+
+
+__all__ = [
+    "METHOD_COLORS",
+    "Choice",
+    "GridPolicy",
+    "centralized",
+    "final_rows",
+    "finite_or_inf",
+    "horizon_scaled",
+    "label",
+    "load_spec",
+    "mean_scores",
+    "method_class",
+    "method_styles",
+    "needs_clock",
+    "order",
+    "run_and_score",
+    "store_finals",
+    "tune",
+]
