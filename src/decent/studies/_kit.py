@@ -228,6 +228,37 @@ def store_finals(out: str | Path, study: str) -> dict[str, tuple[str, dict[str, 
     return result
 
 
+def markdown_table(
+    frame: pd.DataFrame,
+    formats: Mapping[str, str] | None = None,
+    *,
+    default: str = ".3g",
+    missing: str | None = "—",
+) -> str:
+    """A DataFrame as a Markdown table: floats by ``formats[column]`` (else ``default``),
+    non-finite floats as ``missing`` (``None``: formatted like the others), the rest as
+    ``str``.
+
+    >>> print(markdown_table(pd.DataFrame({"a": ["x"], "b": [0.12345]})))
+    | a | b |
+    |---|---|
+    | x | 0.123 |
+    """
+    cols = list(frame.columns)
+    out = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if isinstance(v, float):
+                fine = missing is None or math.isfinite(v)
+                cells.append(format(v, (formats or {}).get(c, default)) if fine else str(missing))
+            else:
+                cells.append(str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------- tuning
 
 
@@ -450,6 +481,7 @@ __all__ = [
     "horizon_scaled",
     "label",
     "load_spec",
+    "markdown_table",
     "mean_scores",
     "method_class",
     "method_styles",

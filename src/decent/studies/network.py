@@ -574,18 +574,7 @@ def crossover_latency(spec: NetworkSpec, cross: pd.DataFrame) -> pd.DataFrame:
 
 
 def _md(frame: pd.DataFrame, formats: dict[str, str]) -> list[str]:
-    cols = list(frame.columns)
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in frame.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            if isinstance(v, float):
-                cells.append("—" if not math.isfinite(v) else format(v, formats.get(c, ".3g")))
-            else:
-                cells.append(str(v))
-        out.append("| " + " | ".join(cells) + " |")
-    return out
+    return kit.markdown_table(frame, formats).split("\n")
 
 
 def _short(cell: str) -> str:

@@ -223,18 +223,8 @@ def plot_all(spec: RobustnessSpec, result: RobustnessResult, folder: Path) -> li
     return paths
 
 
-def _md(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    if df.empty:
-        return "(no runs)\n"
-    cols = list(df.columns)
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            cells.append(format(v, floatfmt) if isinstance(v, float) else str(v))
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+def _md(df: pd.DataFrame) -> str:
+    return kit.markdown_table(df, missing=None) + "\n" if not df.empty else "(no runs)\n"
 
 
 def tables_markdown(spec: RobustnessSpec, result: RobustnessResult) -> str:

@@ -533,9 +533,7 @@ def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> lis
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return kit.markdown_table(pd.DataFrame(rows, columns=header, dtype=object))
 
 
 def write_markdown(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path:

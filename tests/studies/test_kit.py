@@ -1,0 +1,169 @@
+"""The studies kit: tuning policies on closed-form errors, spec loading, labels from classes."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pandas as pd
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from decent.algorithms import ALGORITHMS
+from decent.config import ConfigError
+from decent.report._plots import ReportError, band_plot
+from decent.studies import _kit as kit
+
+
+def _bowl(best: dict[str, float], diverge_above: float = math.inf):
+    """A measure whose error is (log2 x - log2 best)^2 + 1, inf above ``diverge_above``;
+    it records every point it was asked for."""
+    asked: list[tuple[str, float]] = []
+
+    def measure(points):
+        asked.extend(points)
+        return {
+            (c, x): {
+                "last": math.inf
+                if x > diverge_above
+                else (math.log2(x) - math.log2(best[c])) ** 2 + 1.0
+            }
+            for c, x in points
+        }
+
+    return measure, asked
+
+
+def test_the_grid_extends_towards_an_optimum_outside_it_and_refines() -> None:
+    measure, asked = _bowl({"a": 32.0, "b": 1 / 8, "c": 2.0})
+    policy = kit.GridPolicy(refine=math.sqrt(2))
+    choices = kit.tune(["a", "b", "c"], lambda c: [1.0, 2.0, 4.0], measure, policy)
+    # up by factors of 2 to 32 (and one beyond, to see it rise), down to 1/8 (and 1/16)
+    assert choices["a"].step == 32.0 and max(choices["a"].tried) == 64.0
+    assert choices["b"].step == 1 / 8 and min(choices["b"].tried) == 1 / 16
+    # an interior optimum never extends; refinement adds best * sqrt 2 and best / sqrt 2
+    assert choices["c"].tried == pytest.approx([1.0, math.sqrt(2), 2.0, 2 * math.sqrt(2), 4.0])
+    assert not any(ch.edge for ch in choices.values())
+    assert len(asked) == len(set(asked))  # no point is measured twice
+
+
+def test_a_diverging_grid_goes_lower_and_a_capped_grid_reports_its_edge() -> None:
+    measure, _ = _bowl({"a": 2.0}, diverge_above=0.3)
+    choice = kit.tune(["a"], lambda c: [1.0, 2.0], measure)["a"]
+    assert choice.step == 0.25  # every value diverged: halve until one runs, then the edge
+    measure, _ = _bowl({"a": 1024.0})
+    capped = kit.tune(["a"], lambda c: [1.0], measure, kit.GridPolicy(max_extensions=2))["a"]
+    assert capped.step == 4.0 and capped.edge
+    measure, _ = _bowl({"a": 1.0}, diverge_above=0.0)
+    hopeless = kit.GridPolicy(lower_if_diverged=False)
+    assert kit.tune(["a"], lambda c: [1.0], measure, hopeless)["a"].error == math.inf
+
+
+def test_a_shared_grid_extends_once_per_round_and_low_only_policies() -> None:
+    # cells a and b share a grid; a wants up, b wants down: one edge per round, a's first
+    measure, asked = _bowl({"a": 8.0, "b": 0.5})
+    policy = kit.GridPolicy(once_per_round=True, max_extensions=1, extend_after_last=True)
+    choices = kit.tune(["a", "b"], lambda c: [1.0, 2.0], measure, policy, group=lambda c: "g")
+    assert sorted({x for _, x in asked}) == [1.0, 2.0, 4.0]
+    assert choices["b"].tried == [1.0, 2.0, 4.0, 8.0]  # extended after the last round
+    assert choices["a"].step == 4.0 and not choices["a"].edge  # 8 added but never measured
+    low = kit.GridPolicy(edges="low", factor=2.5, digits=6)
+    measure, _ = _bowl({"a": 100.0, "b": 0.01})
+    choices = kit.tune(["a", "b"], lambda c: [0.4, 1.0], measure, low)
+    assert choices["a"].tried == [0.4, 1.0]  # never above the grid
+    assert choices["b"].tried[0] == 0.004096 and choices["b"].step == 0.01024
+
+
+def test_ties_go_to_the_smaller_value_and_outputs_compete() -> None:
+    def measure(points):
+        return {(c, x): {"last": 1.0, "tail": 0.5 if x == 2.0 else 1.0} for c, x in points}
+
+    choice = kit.tune(["a"], lambda c: [1.0, 2.0, 3.0], measure, kit.GridPolicy(max_extensions=0))
+    assert (choice["a"].step, choice["a"].averaging) == (2.0, "tail")
+
+    def flat(points):
+        return {(c, x): {"last": 1.0} for c, x in points}
+
+    fixed = kit.GridPolicy(max_extensions=0)
+    assert kit.tune(["a"], lambda c: [3.0, 1.0], flat, fixed)["a"].step == 1.0
+
+
+def test_labels_and_capabilities_come_from_the_classes() -> None:
+    for kind, cls in ALGORITHMS.items():
+        assert kit.label(kind) == cls.label
+        assert kit.horizon_scaled(kind) == cls.horizon_scaled
+    # the hard-coded tuples this replaced missed these two anytime methods
+    assert kit.horizon_scaled("accelerated_dat_sgd") and kit.horizon_scaled("choco_dat_sgd")
+    assert kit.label("minibatch_sgd", role="transport") == "Minibatch SGD (all-reduce)"
+    assert kit.label("dsgd", role="transport") == "D-SGD (gossip)"
+    assert kit.label("anytime_sgd", role="short") == "Anytime SGD (C)"
+    assert kit.method_styles(["anytime_sgd", "dat_sgd"])["anytime_sgd"]["linestyle"] == ":"
+    with pytest.raises(ValueError, match="'adam' is not one of"):
+        kit.label("adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class _DataSpec:
+    rounds: int = 10
+    grid: tuple[float, ...] = (0.1,)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+
+
+class _ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rounds: int = 10
+
+
+def test_one_loader_for_both_spec_styles_names_the_field(tmp_path) -> None:
+    path = tmp_path / "spec.toml"
+    path.write_text("rounds = 5\ngrid = [0.1, 0.2]\n")
+    assert kit.load_spec(_DataSpec, path) == _DataSpec(5, (0.1, 0.2))
+    path.write_text("rounds = 5\n")
+    assert kit.load_spec(_ModelSpec, path) == _ModelSpec(rounds=5)
+    for text, cls, match in [
+        ("rounds = 5\nrunds = 3\n", _DataSpec, "runds: 3 -> unknown field"),
+        ("rounds = 0\n", _DataSpec, "rounds must be >= 1"),
+        ('rounds = "x"\n', _DataSpec, 'rounds: "x" -> Input should be a valid integer'),
+        ("runds = 3\n", _ModelSpec, "runds: 3 -> Extra inputs are not permitted"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            kit.load_spec(cls, path)
+
+
+def test_final_rows_are_the_last_record_of_each_run() -> None:
+    df = pd.DataFrame(
+        {
+            "run_id": ["a", "a", "b", "b", "a"],
+            "round": [10, 0, 5, 7, 10],
+            "metric": ["m", "m", "m", "m", "n"],
+            "value": [1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    )
+    last = kit.final_rows(df, "m").set_index("run_id")["value"]
+    assert last.to_dict() == {"a": 1.0, "b": 4.0}
+
+
+def test_band_plot_draws_mean_and_band_and_refuses_nothing(tmp_path) -> None:
+    rows = pd.DataFrame(
+        {
+            "round": [1, 1, 2, 2],
+            "value": [1.0, 3.0, 0.5, 1.5],
+            "metric": "m",
+            "algorithm.kind": "dsgd",
+            "topology.kind": "ring",
+        }
+    )
+    path = band_plot(
+        [("m", "error", rows)], tmp_path / "f.png", column="topology.kind",
+        hue="algorithm.kind", hues=["dsgd"],
+    )  # fmt: skip
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ReportError, match="empty"):
+        band_plot(
+            [("m", "error", rows.iloc[:0])], tmp_path / "g.png", column="topology.kind",
+            hue="algorithm.kind", hues=["dsgd"],
+        )  # fmt: skip
