@@ -228,6 +228,25 @@ def store_finals(out: str | Path, study: str) -> dict[str, tuple[str, dict[str, 
     return result
 
 
+def write_tables(folder: Path, spec: Any, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
+    """Write each table as ``<folder>/<name>.csv`` and the spec as ``spec.json``."""
+    import json
+
+    from pydantic import BaseModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, table in tables.items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+        paths.append(folder / f"{name}.csv")
+    if isinstance(spec, BaseModel):
+        text = json.dumps(spec.model_dump(), indent=2)
+    else:
+        text = str(pd.Series(dataclasses.asdict(spec)).to_json(indent=2))
+    (folder / "spec.json").write_text(text)
+    return paths
+
+
 def markdown_table(
     frame: pd.DataFrame,
     formats: Mapping[str, str] | None = None,
@@ -490,4 +509,5 @@ __all__ = [
     "run_and_score",
     "store_finals",
     "tune",
+    "write_tables",
 ]

@@ -15,7 +15,7 @@ finished runs. The table, the figure and the HTML report are made from the store
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +152,8 @@ def run(
     df = df[df["rounds"] == spec.rounds]
     table = summarize(df, spec.methods)
     folder = out / "compare"
-    folder.mkdir(parents=True, exist_ok=True)
+    kit.write_tables(folder, spec, {"summary": table})
     plot(df, folder / "convergence.png")
-    table.to_csv(folder / "summary.csv", index=False)
-    (folder / "spec.json").write_text(pd.Series(asdict(spec)).to_json(indent=2))
     write_report(out, STUDY, folder)
     return table
 

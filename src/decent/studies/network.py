@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -530,11 +530,7 @@ def run(
         ttt, faults, cross, curves, targets, time.perf_counter() - start, best, notes
     )
     folder = out / STUDY
-    folder.mkdir(parents=True, exist_ok=True)
-    ttt.to_csv(folder / "time_to_target.csv", index=False)
-    faults.to_csv(folder / "faults.csv", index=False)
-    cross.to_csv(folder / "crossover.csv", index=False)
-    (folder / "spec.json").write_text(pd.Series(asdict(spec)).to_json(indent=2))
+    kit.write_tables(folder, spec, {"time_to_target": ttt, "faults": faults, "crossover": cross})
     (folder / "tables.md").write_text(tables_markdown(spec, result))
     plot_all(spec, result, folder)
     return result

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -561,11 +561,8 @@ def run(
         notes=notes,
     )
     folder = out / STUDY
-    folder.mkdir(parents=True, exist_ok=True)
-    result.compression.to_csv(folder / "compression.csv", index=False)
-    result.privacy.to_csv(folder / "privacy.csv", index=False)
-    result.byzantine.to_csv(folder / "byzantine.csv", index=False)
-    (folder / "spec.json").write_text(pd.Series(asdict(spec)).to_json(indent=2))
+    tables = ("compression", "privacy", "byzantine")
+    kit.write_tables(folder, spec, {name: getattr(result, name) for name in tables})
     (folder / "tables.md").write_text(tables_markdown(spec, result))
     plot_all(spec, result, folder)
     return result

@@ -34,7 +34,6 @@ longest batches first, resumable: a rerun skips finished runs).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -498,13 +497,9 @@ def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> lis
     """CSV tables and the figures of ``docs/results/scaling.md`` into ``folder``."""
     from decent.studies import scaling_figures as figs
 
-    folder.mkdir(parents=True, exist_ok=True)
     labels = spec.labels()
-    paths = []
-    for name in ("cells", "summary", "critical", "critical_own", "curve", "penalty", "slopes"):
-        path = folder / f"{name}.csv"
-        getattr(result, name).to_csv(path, index=False)
-        paths.append(path)
+    names = ("cells", "summary", "critical", "critical_own", "curve", "penalty", "slopes")
+    paths = kit.write_tables(folder, spec, {name: getattr(result, name) for name in names})
     methods = [m.name for m in spec.methods]
     summary = result.summary
     paths.append(
@@ -524,7 +519,6 @@ def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> lis
         path = folder / f"penalty_heatmap_{method}.png"
         largest = max(_method(spec, method).budgets or spec.budgets)
         paths.append(figs.penalty_heatmap(pen, path, method, largest, labels))
-    (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
     if result.store is not None:
         paths.append(error_vs_round(spec, result, folder / "error_vs_round.png"))
     paths.append(m_star_vs_delta(spec, result, folder / "m_star_vs_delta.png"))
