@@ -53,3 +53,32 @@ def test_compare_tunes_runs_and_reports(tmp_path):
     with Store(tmp_path) as store:
         assert len(store.runs()) == before == 3 * 2 + 3 * 2
     assert again["subopt"].tolist() == table["subopt"].tolist()
+
+
+def test_the_printed_table_scales_every_anytime_method_by_t() -> None:
+    """The step column shows gamma = lr * T for every horizon-scaled class (the tuple this
+    replaced missed accelerated_dat_sgd and choco_dat_sgd), lr for the others."""
+    import pandas as pd
+    from rich.console import Console
+
+    from decent.cli.compare import render_summary
+
+    methods = ["accelerated_dat_sgd", "choco_dat_sgd", "dsgd", "anytime_sgd"]
+    table = pd.DataFrame(
+        {
+            "topology": "ring",
+            "method": methods,
+            "lr": [0.001, 0.002, 0.1, 0.004],
+            "subopt": 1.0,
+            "subopt_std": 0.1,
+            "consensus_dist2": 0.0,
+            "bytes_per_node": 1024.0,
+        }
+    )
+    console = Console(width=200, record=True)
+    console.print(render_summary(table, rounds=100))
+    text = console.export_text()
+    for gamma in ("gamma=0.1", "gamma=0.2", "gamma=0.4"):
+        assert gamma in text
+    assert "Anytime SGD (C)" in text and "CHOCO-DAT-SGD" in text
+    assert "gamma=10" not in text  # D-SGD's lr = 0.1 stays an lr
