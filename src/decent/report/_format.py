@@ -3,7 +3,7 @@
 ``number(0.00035912)`` is ``"0.000359"``, ``number(2.5e-07)`` is ``"2.5e-7"``,
 ``size(98_304_000)`` is ``"93.8 MiB"``, ``ratio(1.2345)`` is ``"1.23×"``; a missing value
 (``None``, NaN) is ``"—"``. :func:`table_html` writes a study's own table with these rules,
-choosing per column from its name and values.
+choosing per column from its name (``bytes``: a size, ``× ...``: a ratio) and values.
 """
 
 from __future__ import annotations
@@ -79,10 +79,17 @@ def is_size(column: str) -> bool:
     return "bytes" in column.lower()
 
 
+def is_ratio(column: str) -> bool:
+    """Whether a column holds ratios, by its name (``× reference``)."""
+    return column.lstrip().startswith("×")
+
+
 def cell(column: str, value: Any) -> str:
     """``value`` of ``column`` as the report writes it."""
     if is_size(column):
         return size(value)
+    if is_ratio(column):
+        return ratio(value)
     if _numeric(value) or _missing(value):
         return number(value)
     return str(value)

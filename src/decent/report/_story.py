@@ -108,9 +108,7 @@ class Methods:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if not value.is_integer() or abs(value) >= 1e6 else str(int(value))
-    return str(value)
+    return fmt.number(value) if isinstance(value, float) else str(value)
 
 
 def _short(col: str) -> str:
@@ -121,14 +119,15 @@ LAST = ("rounds", "eval_every", "algorithm.lr")
 """Settings that usually follow from the experiment's axes or are searched over (how long,
 how often, the step size): tested last for following from another setting."""
 GRID = 8
-"""A setting with more values than this that follows from no other is a searched grid."""
+"""A method setting (``algorithm.*``) with more values than this that follows from no other
+is a searched grid (a tuned step size)."""
 
 
 @dataclass(frozen=True)
 class Roles:
     """What each varying setting (except the seed) is to the experiment.
 
-    ``axes``: what the study varies on purpose; ``searched``: grids of more than
+    ``axes``: what the study varies on purpose; ``searched``: method settings with more than
     :data:`GRID` values (a tuned step size); ``follows``: settings with one value per value
     of an earlier setting (``rounds`` of a fixed sample budget follows from ``M``;
     ``eval_every`` from ``rounds``), mapped to that setting.
@@ -160,7 +159,7 @@ def roles(runs: pd.DataFrame, config_cols: Sequence[str]) -> Roles:
         )
         if lead is not None:
             follows[c] = lead
-        elif runs[c].nunique() > GRID:
+        elif c.startswith("algorithm.") and runs[c].nunique() > GRID:
             searched.append(c)
         else:
             axes.append(c)
@@ -207,11 +206,11 @@ def sentence(runs: pd.DataFrame, config_cols: Sequence[str], methods: Methods) -
     what = "; ".join(parts) or "one configuration"
     if SEED in runs.columns and runs[SEED].nunique() > 1:
         what += f"; seeds {_values(runs, SEED, methods)} (averaged over)"
-    extra = [f"{_short(c)} searched over {_values(runs, c, methods)}" for c in r.searched]
+    extra = [f"Searched: {_short(c)} ({_values(runs, c, methods)})." for c in r.searched]
     lead: dict[str, list[str]] = {}
     for c, d in r.follows.items():
         lead.setdefault(d, []).append(_short(c))
-    extra += [f"{' and '.join(cs)} set by {_short(d)}" for d, cs in lead.items()]
+    extra += [f"Set by {_short(d)}: {', '.join(cs)}." for d, cs in lead.items()]
     fixed = [
         c
         for c in config_cols
@@ -227,8 +226,8 @@ def sentence(runs: pd.DataFrame, config_cols: Sequence[str], methods: Methods) -
     )
     rest = len(fixed) - len(named)
     tail = f" and {rest} other settings (under Configurations below)" if rest > 0 else ""
-    side = f" ({'; '.join(extra)})" if extra else ""
-    return f"Varies {what}{side}. Held fixed: {held or 'nothing else'}{tail}."
+    side = "".join(f" {e}" for e in extra)
+    return f"Varies {what}.{side} Held fixed: {held or 'nothing else'}{tail}."
 
 
 def _order(value: Any) -> tuple[int, float, str]:
@@ -258,15 +257,19 @@ def headline(
     """One row per (context, method): the objective's mean and 95% t-interval over seeds,
     the rank, the ratio to the best method and to the best centralized one of the same
     context (of the same setting on any graph, when the context has none), the worst
-    node, bytes per node, and how many runs finished.
+    node, bytes per node, and how many runs finished. Where a method setting was searched
+    over a grid (:func:`roles`, e.g. a tuned ``lr``), each method keeps its best value only.
 
     ``wide`` holds one row per run id with its final metrics as columns; ``methods``
     names the methods (default: what ``runs`` recorded).
     """
     methods = methods if methods is not None else Methods.of(runs)
     method_cols, context_cols = axes_of(runs, config_cols)
+    searched = roles(runs, config_cols).searched
+    kept = [c for c in method_cols if c not in searched]
     data = runs.set_index("run_id").join(wide, how="left")
     data["_method"] = [method_name(r, method_cols, methods) for _, r in data.iterrows()]
+    data["_family"] = [method_name(r, kept, methods) for _, r in data.iterrows()]
     data["_central"] = (
         data["algorithm.kind"].map(methods.centralized) if "algorithm.kind" in data else False
     )
@@ -287,6 +290,7 @@ def headline(
         row: dict[str, Any] = dict(zip(context_cols, context, strict=True))
         row |= {
             "method": method,
+            "_family": g["_family"].iloc[0],
             "central": bool(g["_central"].iloc[0]),
             "mean": float(values.mean()) if len(values) else math.nan,
             "ci95": _ci95(values),
@@ -305,6 +309,11 @@ def headline(
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    sign = 1.0 if judged.lower_is_better else -1.0
+    if searched:  # a searched grid (a tuned step size): each method at its best value
+        table["_key"] = (table["mean"] * sign).fillna(math.inf)
+        best_of = table.groupby(["_context", "_family"], sort=False)["_key"].idxmin()
+        table = table.loc[sorted(best_of)].drop(columns=["_key"]).reset_index(drop=True)
     topo = [  # the graph, not its size: a centralized method at another M is no reference
         i
         for i, c in enumerate(context_cols)
@@ -358,7 +367,7 @@ def verdict(table: pd.DataFrame, judged: Judged, context_cols: Sequence[str]) ->
             second = rest.iloc[0]
             text += f"; the runner-up, {second['method']}, has {fmt.ratio(second['vs_best'])} that value"
         return text + "."
-    wins = best["method"].value_counts()
+    wins = best["_family"].value_counts()
     blocks = table["_context"].nunique()
     what = " × ".join(_short(c) for c in context_cols)
     return (
