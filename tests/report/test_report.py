@@ -336,3 +336,25 @@ def test_coinciding_lines_are_named_flat_metrics_are_not_drawn_and_decades_go_lo
     text = write_report(tmp_path, "twins", tmp_path / "rep").read_text(encoding="utf-8")
     assert "training accuracy stays at 0.78 in every run (not drawn)" in text
     assert "Anytime SGD" in text  # the algorithm's own label in the ranking
+
+
+def test_a_store_without_method_labels_shows_the_kinds(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        for a in ("dsgd", "minibatch_sgd"):
+            with store.start_run("old", config(a, "ring", 0)) as run:  # no info.method
+                for r in ROUNDS:
+                    run.log(r, {"eval/subopt@mean": ALGOS.get(a, 0.5) * math.exp(-r / 20)})
+    text = write_report(tmp_path, "old", tmp_path / "rep").read_text(encoding="utf-8")
+    methods = [r[1] for r in _headline_rows(text)]
+    assert sorted(methods) == ["dsgd", "minibatch_sgd"]  # no registry lookup, no guess
+
+
+def test_numbers_are_written_to_three_digits_and_sizes_in_binary_units() -> None:
+    from decent.report._format import cell, number, ratio, size
+
+    assert number(0.00035912) == "0.000359" and number(2.5e-07) == "2.5e-7"
+    assert number(4096.0) == "4096" and number(np.int64(7)) == "7" and number(None) == "—"
+    assert size(98_304_000) == f"{98_304_000 / 2**20:.3g} MiB" == "93.8 MiB"
+    assert size(1023) == "1023 B" and size(1536) == "1.5 KiB" and size(3 * 2**30) == "3 GiB"
+    assert ratio(1.2345) == "1.23×" and cell("× reference", 2.0) == "2×"
+    assert cell("bytes / node", 9.83e7) == "93.7 MiB" and cell("graph", "torus") == "torus"

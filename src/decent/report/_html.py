@@ -84,23 +84,23 @@ def figure_to_data_uri(fig: Figure, dpi: int = 100) -> str:
 
 
 def points(fig: Figure) -> int:
-    """The most data points any one axes of ``fig`` holds (distinct positions over its
-    lines and scatter collections)."""
+    """The most data points any one line (or scatter) of ``fig`` holds: finite points of a
+    line, offsets of a scatter collection. Two methods of one point each give 1."""
     most = 0
     for ax in fig.axes:
-        seen: set[tuple[float, float]] = set()
         for line in ax.get_lines():
             xy = np.column_stack([line.get_xdata(), line.get_ydata()]).astype("float64")
-            seen |= {(float(a), float(b)) for a, b in xy if np.isfinite(a) and np.isfinite(b)}
+            most = max(most, int(np.isfinite(xy).all(axis=1).sum()))
         for coll in ax.collections:
+            if type(coll).__name__ != "PathCollection":  # a band is an area, not points
+                continue
             offsets = np.asarray(coll.get_offsets(), dtype="float64").reshape(-1, 2)
-            seen |= {(float(a), float(b)) for a, b in offsets if np.isfinite(a) and np.isfinite(b)}
-        most = max(most, len(seen))
+            most = max(most, int(np.isfinite(offsets).all(axis=1).sum()))
     return most
 
 
 MIN_POINTS = 3
-"""A figure whose every axes holds fewer points is not drawn: a table says it better."""
+"""A figure whose every line holds fewer points is not drawn: a table says it better."""
 
 
 def _mean_std(values: pd.Series, metric: str = "") -> str:
@@ -261,7 +261,7 @@ def report_figures(
     evaluations, bytes and time where recorded; the final objective against ``M`` where
     the number of nodes varies; then the other evaluation metrics that vary (a flat one is
     named in ``notes`` instead of drawn), the consensus distance and the best/worst node.
-    A figure with fewer than :data:`MIN_POINTS` points in every axes is named in ``notes``
+    A figure with fewer than :data:`MIN_POINTS` points on every line is named in ``notes``
     instead of drawn.
     """
     present = set(df["metric"].unique())
@@ -412,7 +412,7 @@ def write_report(
 
     Lines are coloured by every config column that varies across the study except the seed
     and the ``facet`` column (one subplot per ``facet`` value when it varies). A figure
-    whose axes hold fewer than three points is named in a note instead of drawn.
+    whose every line holds fewer than three points is named in a note instead of drawn.
 
     Args:
         store_or_path: A :class:`~decent.results.Store` or a results directory.

@@ -359,7 +359,8 @@ def verdict(table: pd.DataFrame, judged: Judged, context_cols: Sequence[str]) ->
     best = table[table["rank"] == 1]
     if not context_cols:
         top = best.iloc[0]
-        text = f"{top['method']} reaches the best {judged.label}: {fmt.number(top['mean'])}" + (
+        best_ = "the best " if len(table) > 1 else ""
+        text = f"{top['method']} reaches {best_}{judged.label} = {fmt.number(top['mean'])}" + (
             "" if math.isnan(top["ci95"]) else f" ± {fmt.number(top['ci95'])}"
         )
         rest = table[(table["rank"] != 1) & table["mean"].notna()]
