@@ -56,6 +56,20 @@ def metrics_at(a: str, topo: str, seed: int, r: int) -> dict[str, float]:
     }
 
 
+LABELS = {
+    "dat_sgd": ("DAT-SGD", False),
+    "dsgd": ("D-SGD", False),
+    "minibatch_sgd": ("Minibatch SGD", True),
+    "anytime_sgd": ("Anytime SGD", True),
+}
+"""What the recorder stores of each method (``info.method``), as a run would."""
+
+
+def method_info(a: str) -> dict[str, object]:
+    label, central = LABELS[a]
+    return {"method": {"label": label, "centralized": central}}
+
+
 def config(a: str, topo: str, seed: int) -> dict[str, object]:
     return {
         "algorithm": {"kind": a, "lr": 0.1},
@@ -73,7 +87,7 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for a in ALGOS:
             for topo in TOPOS:
                 for seed in SEEDS:
-                    info = {"objective": SUBOPTIMALITY.to_json()}
+                    info = {"objective": SUBOPTIMALITY.to_json()} | method_info(a)
                     with store.start_run(
                         STUDY, config(a, topo, seed), flush_every=4, info=info
                     ) as run:
@@ -212,7 +226,7 @@ def test_write_report(store_dir: Path, tmp_path: Path) -> None:
     row = re.search(r'<tr class="final-row"><td>dat_sgd</td><td>torus</td>(.*?)</tr>', text)
     assert row is not None
     finals = _seed_values("dat_sgd", "torus", ROUNDS[-1], "eval/subopt@mean")
-    expected = f"{finals.mean():.4g} ± {finals.std(ddof=1):.4g}"
+    expected = f"{finals.mean():.3g} ± {finals.std(ddof=1):.3g}"  # 3 significant digits
     assert expected in row.group(1)
     assert "3 finished" in row.group(1)
     dsgd_ring = re.search(r'<tr class="final-row"><td>dsgd</td><td>ring</td>(.*?)</tr>', text)
@@ -256,22 +270,23 @@ def test_the_answer_ranks_methods_by_the_recorded_objective(
     text = write_report(store_dir, STUDY, tmp_path / "rep").read_text(encoding="utf-8")
     rows = _headline_rows(text)
     assert len(rows) == 4  # per graph, each method
-    # graph, rank, method, mean ± CI, seeds, x best, x centralized, worst node, bytes, runs
+    # graph, rank, method, mean ± CI, seeds, x best, runs (the rest recorded by no run)
     by = {(r[0], r[2]): r for r in rows}
     for topo in TOPOS:
         assert by[(topo, "DAT-SGD")][1] == "1" and by[(topo, "D-SGD")][1] == "2"
         for a, label in (("dat_sgd", "DAT-SGD"), ("dsgd", "D-SGD")):
             v = _seed_values(a, topo, ROUNDS[-1], "eval/subopt@mean")
             half = student_t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-            assert by[(topo, label)][3] == f"{v.mean():.4g} ± {half:.2g}"
+            assert by[(topo, label)][3] == f"{v.mean():.3g} ± {half:.3g}"
             assert by[(topo, label)][4] == "3"  # the running fourth seed is not averaged
         assert by[(topo, "D-SGD")][5] == f"{ALGOS['dsgd'] / ALGOS['dat_sgd']:.3g}×"
-        assert by[(topo, "DAT-SGD")][6] == "—"  # no centralized method in the study
-    assert "4 of 4 finished" not in by[("ring", "D-SGD")][9]
-    assert by[("ring", "D-SGD")][9] == "3 of 4 finished"
+    # no centralized method in the study: no "x centralized" column
+    assert "<th>× centralized</th>" not in text
+    assert by[("ring", "D-SGD")][-1] == "3 of 4 finished"  # no worst node, no bytes recorded
+    assert "Best f(x̄) − f* per setting (graph): DAT-SGD in 2 of 2." in text
     assert (
-        "Varies: method: D-SGD, DAT-SGD; graph: ring, torus; seed (averaged over): 0, 1, 2, 3"
-        in text
+        "What was run: Varies method: D-SGD, DAT-SGD; graph: ring, torus; "
+        "seeds 0, 1, 2, 3 (averaged over)" in text
     )
     assert "Held fixed: task = quadratic, task.dim = 5, M = 16" in text
 
@@ -282,7 +297,8 @@ def test_a_higher_is_better_objective_ranks_the_largest_first(tmp_path: Path) ->
         for a, acc in (("dsgd", 0.9), ("dat_sgd", 0.8), ("minibatch_sgd", 0.95)):
             for seed in (0, 1):
                 cfg = config(a, "ring", seed)
-                with store.start_run("acc", cfg, info={"objective": judged.to_json()}) as run:
+                info = {"objective": judged.to_json()} | method_info(a)
+                with store.start_run("acc", cfg, info=info) as run:
                     for r in ROUNDS:
                         run.log(r, {"eval/test_accuracy@mean": acc * (r + 1) / 51 + seed * 1e-3})
     text = write_report(tmp_path, "acc", tmp_path / "rep").read_text(encoding="utf-8")
@@ -299,7 +315,7 @@ def test_coinciding_lines_are_named_flat_metrics_are_not_drawn_and_decades_go_lo
     with Store(tmp_path) as store:
         for a in ("anytime_sgd", "dat_sgd", "dsgd"):
             for seed in (0, 1):
-                with store.start_run("twins", config(a, "ring", seed)) as run:
+                with store.start_run("twins", config(a, "ring", seed), info=method_info(a)) as run:
                     for r in ROUNDS:
                         scale = 2.0 if a == "dsgd" else 1.0  # dat_sgd == anytime_sgd exactly
                         run.log(
@@ -320,3 +336,25 @@ def test_coinciding_lines_are_named_flat_metrics_are_not_drawn_and_decades_go_lo
     text = write_report(tmp_path, "twins", tmp_path / "rep").read_text(encoding="utf-8")
     assert "training accuracy stays at 0.78 in every run (not drawn)" in text
     assert "Anytime SGD" in text  # the algorithm's own label in the ranking
+
+
+def test_a_store_without_method_labels_shows_the_kinds(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        for a in ("dsgd", "minibatch_sgd"):
+            with store.start_run("old", config(a, "ring", 0)) as run:  # no info.method
+                for r in ROUNDS:
+                    run.log(r, {"eval/subopt@mean": ALGOS.get(a, 0.5) * math.exp(-r / 20)})
+    text = write_report(tmp_path, "old", tmp_path / "rep").read_text(encoding="utf-8")
+    methods = [r[1] for r in _headline_rows(text)]
+    assert sorted(methods) == ["dsgd", "minibatch_sgd"]  # no registry lookup, no guess
+
+
+def test_numbers_are_written_to_three_digits_and_sizes_in_binary_units() -> None:
+    from decent.report._format import cell, number, ratio, size
+
+    assert number(0.00035912) == "0.000359" and number(2.5e-07) == "2.5e-7"
+    assert number(4096.0) == "4096" and number(np.int64(7)) == "7" and number(None) == "—"
+    assert size(98_304_000) == f"{98_304_000 / 2**20:.3g} MiB" == "93.8 MiB"
+    assert size(1023) == "1023 B" and size(1536) == "1.5 KiB" and size(3 * 2**30) == "3 GiB"
+    assert ratio(1.2345) == "1.23×" and cell("× reference", 2.0) == "2×"
+    assert cell("bytes / node", 9.83e7) == "93.7 MiB" and cell("graph", "torus") == "torus"

@@ -107,6 +107,19 @@ def test_tiny_study_tunes_evaluates_and_reports(tmp_path) -> None:
         assert (folder / name).stat().st_size > 0, name
     headline = sc.headline(spec, result)
     assert set(headline["N"]) == {256}
+    # the report opens with the answer: M* per (method, graph) as the thresholds found it
+    sentence, compact = sc.answer(spec, result)
+    assert sentence.startswith("At a budget of N = 256 samples")
+    assert compact["f(x̄) − f* at largest M"].iloc[0] == result.reference.loc[256]
+    crit = result.critical[(result.critical["N"] == 256) & (result.critical["m_max"] > 1)]
+    for r in crit[crit["method"].isin(["dsgd", "dat_sgd"])].itertuples():
+        row = compact[
+            (compact["method"] == spec.labels()[r.method]) & (compact["graph"] == r.topology)
+        ]
+        shown = "none" if r.below_grid else f"{int(r.m_star)}" + ("+" if r.censored else "")
+        assert row["M*"].tolist() == [shown]
+    page = sc.write_report(spec, result, folder).read_text(encoding="utf-8")
+    assert page.index("<p class='sentence'>") < page.index("Full table") < page.index("<h2>Figures")
     # a rerun trains nothing and gives the same table
     with Store(tmp_path) as store:
         before = len(store.runs())

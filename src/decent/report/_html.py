@@ -12,13 +12,14 @@ import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from decent.metrics import metric_label
+from decent.report import _format as fmt
 from decent.report import _story as story
 from decent.report._plots import (
     ReportError,
@@ -65,7 +66,8 @@ figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
 img{max-width:100%}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.8em}
 .meta td:first-child{font-weight:bold}
 th{cursor:pointer}tr.best td{background:#eef7ee}
-.sentence{font-size:1.05em}.caption{font-size:.85em;color:#555;max-width:60em}
+.sentence{font-size:1.1em;font-weight:500}.ran{font-size:.9em;color:#444;max-width:70em}
+summary{cursor:pointer;color:#0550ae}.caption{font-size:.85em;color:#555;max-width:60em}
 """
 
 
@@ -74,23 +76,41 @@ def _e(value: Any) -> str:
 
 
 def figure_to_data_uri(fig: Figure, dpi: int = 100) -> str:
-    """Return ``data:image/png;base64,...`` for ``fig``."""
+    """Return ``data:image/png;base64,...`` for ``fig``, cropped to what it draws (a long
+    title or a legend outside the axes is never cut off)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _fmt(x: float) -> str:
-    return "nan" if pd.isna(x) else f"{x:.4g}"
+def points(fig: Figure) -> int:
+    """The most data points any one line (or scatter) of ``fig`` holds: finite points of a
+    line, offsets of a scatter collection. Two methods of one point each give 1."""
+    most = 0
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            xy = np.column_stack([line.get_xdata(), line.get_ydata()]).astype("float64")
+            most = max(most, int(np.isfinite(xy).all(axis=1).sum()))
+        for coll in ax.collections:
+            if type(coll).__name__ != "PathCollection":  # a band is an area, not points
+                continue
+            offsets = np.asarray(coll.get_offsets(), dtype="float64").reshape(-1, 2)
+            most = max(most, int(np.isfinite(offsets).all(axis=1).sum()))
+    return most
 
 
-def _mean_std(values: pd.Series) -> str:
+MIN_POINTS = 3
+"""A figure whose every line holds fewer points is not drawn: a table says it better."""
+
+
+def _mean_std(values: pd.Series, metric: str = "") -> str:
     v = values.dropna() if values.notna().any() else values
+    show = fmt.size if fmt.is_size(metric) else fmt.number
     if len(v) == 0:
         return "—"
     if len(v) == 1:
-        return _fmt(float(v.iloc[0]))
-    return f"{_fmt(float(v.mean()))} ± {_fmt(float(v.std(ddof=1)))}"
+        return show(float(v.iloc[0]))
+    return f"{show(float(v.mean()))} ± {show(float(v.std(ddof=1)))}"
 
 
 def _metric_order(metrics: Sequence[str]) -> list[str]:
@@ -154,7 +174,7 @@ def _final_table(wide: pd.DataFrame, runs: pd.DataFrame, group_cols: list[str]) 
         for m in metrics:
             mean = done[m].mean() if len(done) and done[m].notna().any() else math.nan
             data = "" if pd.isna(mean) else f' data-v="{float(mean)!r}"'
-            text = _mean_std(done[m]) if len(done) else "—"
+            text = _mean_std(done[m], m) if len(done) else "—"
             cells.append(f'<td class="num"{data}>{_e(text)}</td>')
         rows.append(cells)
     note = (
@@ -241,6 +261,8 @@ def report_figures(
     evaluations, bytes and time where recorded; the final objective against ``M`` where
     the number of nodes varies; then the other evaluation metrics that vary (a flat one is
     named in ``notes`` instead of drawn), the consensus distance and the best/worst node.
+    A figure with fewer than :data:`MIN_POINTS` points on every line is named in ``notes``
+    instead of drawn.
     """
     present = set(df["metric"].unique())
     figs: list[tuple[str, Figure]] = []
@@ -310,7 +332,13 @@ def report_figures(
                     plot_node_spread(df, "eval/loss", "round", hue, facet, styles=styles),
                 )
             )
-    return figs
+    kept = []
+    for cap, fig in figs:
+        if points(fig) < MIN_POINTS:
+            notes.append(f"{cap}: fewer than {MIN_POINTS} points (not drawn; see the tables)")
+        else:
+            kept.append((cap, fig))
+    return kept
 
 
 def plot_against_nodes(
@@ -351,6 +379,10 @@ def plot_against_nodes(
     return fig
 
 
+Lead = tuple[str, "str | os.PathLike[str] | Figure"]
+"""A study's own figure: ``(caption, PNG path or matplotlib Figure)``."""
+
+
 def write_report(
     store_or_path: Store | str | os.PathLike[str],
     study: str,
@@ -361,19 +393,26 @@ def write_report(
     band: str | None = "std",
     seed_col: str = "seed",
     title: str | None = None,
-    lead: Sequence[tuple[str, str | os.PathLike[str]]] = (),
+    answer: str | None = None,
     lead_table: pd.DataFrame | None = None,
+    lead_caption: str | None = None,
+    full_table: pd.DataFrame | None = None,
+    lead: Sequence[Lead] = (),
     figures: bool = True,
 ) -> Path:
     """Write ``out_dir/report.html``: a self-contained report of ``study``.
 
-    Reads the store only. Contains the figures as embedded base64 PNGs, a table of final
-    metrics per configuration (mean ± std over seeds, grouped by every config column except
-    the seed), run statuses (unfinished runs flagged), the configs as JSON, and when and with
-    which version it was generated. No external CSS/JS: it opens from disk.
+    Reads the store only. The first screen answers the question: one sentence and a compact
+    table (a study's own ``answer`` and ``lead_table``, else the methods ranked per setting
+    by the task's objective), numbers to three significant digits and bytes in KiB/MiB;
+    then what was run (the axes, searched grids and settings that follow from them, what was
+    held fixed), the figures, and folded below the full tables: final metrics per
+    configuration (mean ± std over seeds), every run's status, the configs as JSON, and when
+    and with which version it was generated. No external CSS/JS: it opens from disk.
 
     Lines are coloured by every config column that varies across the study except the seed
-    and the ``facet`` column (one subplot per ``facet`` value when it varies).
+    and the ``facet`` column (one subplot per ``facet`` value when it varies). A figure
+    whose every line holds fewer than three points is named in a note instead of drawn.
 
     Args:
         store_or_path: A :class:`~decent.results.Store` or a results directory.
@@ -384,9 +423,15 @@ def write_report(
         band: ``"std"``, ``"ci95"`` or ``None``.
         seed_col: The config column averaged over.
         title: Page title.
-        lead: ``(caption, PNG path)`` figures shown first, embedded (a study's own
-            figures, e.g. error and penalty against ``M`` for a scaling study).
-        lead_table: a table shown first (the study's answer), one row per line.
+        answer: The study's answer in one sentence, shown first (e.g. "D-SGD stays within
+            1.5x of one machine up to M* = 256 on the torus").
+        lead_table: The study's compact headline table, shown under ``answer`` (numbers
+            in three significant digits; a column named with "bytes" in KiB/MiB).
+        lead_caption: What ``lead_table``'s columns mean, shown under it.
+        full_table: The study's full table, folded under the headline.
+        lead: ``(caption, PNG path or Figure)`` figures shown after the headline (a study's
+            own figures, e.g. error and penalty against ``M``); a Figure with fewer than
+            three points is named in a note instead.
         figures: draw the generic figures (a study whose own ``lead`` figures tell its
             story, e.g. a scaling grid of thousands of runs, passes ``False``).
 
@@ -397,26 +442,55 @@ def write_report(
         ReportError: If the study has no runs.
         FileNotFoundError: If there is no results database at the path.
     """
-    args = (study, Path(out_dir), metrics, facet, band, seed_col, title, lead, lead_table, figures)
+    opts = _Options(
+        metrics,
+        facet,
+        band,
+        seed_col,
+        title,
+        answer,
+        lead_table,
+        lead_caption,
+        full_table,
+        tuple(lead),
+        figures,
+    )
     if isinstance(store_or_path, Store):
-        return _write(store_or_path, *args)
+        return _write(store_or_path, study, Path(out_dir), opts)
     with Store(store_or_path, readonly=True) as store:
-        return _write(store, *args)
+        return _write(store, study, Path(out_dir), opts)
 
 
-def _write(
-    store: Store,
-    study: str,
-    out_dir: Path,
-    metrics: Sequence[str] | None,
-    facet: str | None,
-    band: str | None,
-    seed_col: str,
-    title: str | None,
-    lead: Sequence[tuple[str, str | os.PathLike[str]]] = (),
-    lead_table: pd.DataFrame | None = None,
-    figures: bool = True,
-) -> Path:
+class _Options(NamedTuple):
+    metrics: Sequence[str] | None
+    facet: str | None
+    band: str | None
+    seed_col: str
+    title: str | None
+    answer: str | None
+    lead_table: pd.DataFrame | None
+    lead_caption: str | None
+    full_table: pd.DataFrame | None
+    lead: tuple[Lead, ...]
+    figures: bool
+
+
+def _figure_html(caption: str, image: str | os.PathLike[str] | Figure) -> str:
+    if isinstance(image, Figure):
+        src = figure_to_data_uri(image)
+    else:
+        src = "data:image/png;base64," + base64.b64encode(Path(image).read_bytes()).decode()
+    return (
+        f'<figure><img src="{src}" alt="{_e(caption)}">'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+    )
+
+
+def _details(summary: str, content: str, open_: bool = False) -> str:
+    return f"<details{' open' if open_ else ''}><summary>{_e(summary)}</summary>{content}</details>"
+
+
+def _write(store: Store, study: str, out_dir: Path, o: _Options) -> Path:
     runs = store.runs(study)
     if runs.empty:
         raise ReportError(
@@ -425,22 +499,23 @@ def _write(
     df = store.records(study)
     cfg_cols = config_columns(runs)
     varying = [c for c in cfg_cols if runs[c].astype(str).nunique() > 1]
-    use_facet = facet if facet in varying else None
-    group_cols = [c for c in cfg_cols if c != seed_col]
-    shown = [c for c in varying if c != seed_col]
+    use_facet = o.facet if o.facet in varying else None
+    group_cols = [c for c in cfg_cols if c != o.seed_col]
+    shown = [c for c in varying if c != o.seed_col]
     judged = story.objective(runs, set(df["metric"].unique()) if len(df) else set())
+    methods = story.Methods.of(runs)
 
     wide = _final_wide(store, study)
 
     # lines are named by the algorithm's own label ("D-SGD"), coloured per method and
     # dashed per variant, the same in every figure
-    hue_cols = [c for c in varying if c not in (seed_col, use_facet, "algorithm.kind")]
+    hue_cols = [c for c in varying if c not in (o.seed_col, use_facet, "algorithm.kind")]
     if "algorithm.kind" in runs.columns:
         hue_cols = ["method", *hue_cols]
     shown_df = df
     styles: dict[str, dict[str, Any]] = {}
     if len(df) and "algorithm.kind" in df.columns:
-        shown_df = df.assign(method=df["algorithm.kind"].map(story.method_label))
+        shown_df = df.assign(method=df["algorithm.kind"].map(methods.label))
         per_run = shown_df.drop_duplicates("run_id")
         order = sorted(per_run["method"].unique(), key=str)
         for cols in (hue_cols, [c for c in hue_cols if c != "topology.num_nodes"]):
@@ -455,40 +530,48 @@ def _write(
     notes: list[str] = []
     figs = (
         report_figures(
-            shown_df, hue, use_facet, metrics, band, judged=judged, styles=styles, notes=notes
+            shown_df,
+            hue,
+            use_facet,
+            o.metrics,
+            o.band,
+            judged=judged,
+            styles=styles,
+            notes=notes,
         )
-        if len(df) and figures
+        if len(df) and o.figures
         else []
     )
-    in_answer = bool(figs) and lead_table is None and not lead  # the objective's figure
-    fig_html = "\n".join(
-        f'<figure><img src="{figure_to_data_uri(fig)}" alt="{_e(cap)}">'
-        f"<figcaption>{_e(cap)}</figcaption></figure>"
-        for cap, fig in figs[1 if in_answer else 0 :]
-    )
-    if notes:
-        fig_html += "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
-    answer = f"<p class='sentence'>{_e(story.sentence(runs, cfg_cols))}</p>"
-    if lead_table is not None:  # a study's own answer (e.g. M* per method and graph)
-        answer += lead_table.to_html(
-            index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="sortable"
-        )
-    elif judged is not None:
-        table = story.headline(runs, wide, judged, cfg_cols)
-        _, context_cols = story.axes_of(runs, cfg_cols)
-        answer += story.headline_html(table, judged, context_cols)
-    for cap, path in lead:
-        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-        answer += (
-            f'<figure><img src="data:image/png;base64,{data}" alt="{_e(cap)}">'
-            f"<figcaption>{_e(cap)}</figcaption></figure>"
-        )
-    if in_answer:  # the objective's own figure beside the ranking, not again below
-        cap, fig = figs[0]
-        answer += (
-            f'<figure><img src="{figure_to_data_uri(fig)}" alt="{_e(cap)}">'
-            f"<figcaption>{_e(cap)}</figcaption></figure>"
-        )
+    own = o.lead_table is not None or o.answer is not None or bool(o.lead)
+    in_answer = bool(figs) and not own  # the objective's figure beside the ranking
+    fig_html = "\n".join(_figure_html(cap, fig) for cap, fig in figs[1 if in_answer else 0 :])
+    ran = f"<p class='ran'>What was run: {_e(story.sentence(runs, cfg_cols, methods))}</p>"
+    if own:  # a study's own answer (e.g. M* per method and graph)
+        answer = f"<p class='sentence'>{_e(o.answer)}</p>" if o.answer else ""
+        if o.lead_table is not None:
+            answer += fmt.table_html(o.lead_table, classes="sortable headline")
+        if o.lead_caption:
+            answer += f"<p class='caption'>{_e(o.lead_caption)}</p>"
+        answer += ran
+        if o.full_table is not None:
+            answer += _details(
+                f"Full table ({len(o.full_table)} rows)", fmt.table_html(o.full_table)
+            )
+        for cap, image in o.lead:
+            if isinstance(image, Figure) and points(image) < MIN_POINTS:
+                notes.append(f"{cap}: fewer than {MIN_POINTS} points (not drawn; see the tables)")
+                continue
+            answer += _figure_html(cap, image)
+    else:
+        answer = ran
+        if judged is not None:
+            table = story.headline(runs, wide, judged, cfg_cols, methods)
+            _, context_cols = story.axes_of(runs, cfg_cols)
+            verdict = story.verdict(table, judged, context_cols)
+            answer = f"<p class='sentence'>{_e(verdict)}</p>" if verdict else ""
+            answer += story.headline_html(table, judged, context_cols) + ran
+        if in_answer:  # the objective's own figure beside the ranking, not again below
+            answer += _figure_html(*figs[0])
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     versions = sorted({str(v) for v in runs["package_version"].dropna()})
     commits = sorted({str(v) for v in runs["git_commit"].dropna()})
@@ -500,7 +583,7 @@ def _write(
         if len(unfinished)
         else ""
     )
-    page_title = title or f"decent report: {study}"
+    page_title = o.title or f"decent report: {study}"
     meta_rows = [
         ("study", study),
         ("store", str(store.path)),
@@ -518,6 +601,15 @@ def _write(
         ("git commits", ", ".join(commits) or "unknown"),
     ]
     meta = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta_rows)
+    if notes:
+        fig_html += "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+    if not fig_html:
+        fig_html = (
+            "<p>No records.</p>"
+            if o.figures
+            else "<p>The study's own figures are under The answer.</p>"
+        )
+    n_groups = len(runs[group_cols].astype(str).drop_duplicates()) if group_cols else 1
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{_e(page_title)}</title><style>{_CSS}</style></head>
@@ -527,13 +619,13 @@ def _write(
 <h2 id="answer">The answer</h2>
 {answer}
 <h2>Figures</h2>
-{fig_html or ("<p>No records.</p>" if figures else "<p>The study's own figures are under The answer.</p>")}
+{fig_html}
 <h2>Final metrics per configuration</h2>
-{_final_table(wide, runs, group_cols)}
+{_details(f"{n_groups} configurations", _final_table(wide, runs, group_cols), n_groups <= 12)}
 <h2>Runs</h2>
-{_status_table(runs, shown)}
+{_details(f"{len(runs)} runs", _status_table(runs, shown), len(runs) <= 12)}
 <h2>Configurations</h2>
-{_configs_section(store, study, seed_col)}
+{_configs_section(store, study, o.seed_col)}
 <h2>About this report</h2>
 <table class="meta">{meta}</table>
 <script>{story.SORT_JS}</script>

@@ -350,7 +350,10 @@ def plot_metric(
             kw = {k: v for k, v in style[h].items() if k != "marker"}
             name = str(h)
             if twin is not None:  # on top of an earlier line: markers, and say so
-                kw |= {"marker": style[h].get("marker", "o"), "markevery": 0.1, "ms": 5}
+                # every tenth point (an integer step: matplotlib's fractional markevery
+                # fails on a line with no drawable point)
+                kw |= {"marker": style[h].get("marker", "o"), "ms": 5}
+                kw |= {"markevery": max(1, len(xs) // 10)}
                 kw |= {"markerfacecolor": "none"}
                 name = f"{h} (identical to {twin})"
             (handle,) = ax.plot(xs, mean, label=name, lw=1.6, **kw)

@@ -2,7 +2,8 @@
 
 Everything here is read from the store's runs and final metrics. What ranks the methods is
 the task's own :class:`~decent.tasks.base.Objective`, which every run records with itself
-(``info.objective.*``); nothing here names a metric to rank by.
+(``info.objective.*``); nothing here names a metric to rank by. A method's name and whether
+it is centralized are what its runs recorded too (``info.method.*``), not a registry lookup.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from decent.algorithms import ALGORITHMS
 from decent.metrics import metric_label
+from decent.report import _format as fmt
 from decent.report._plots import SETTING_NAMES
 from decent.results import DONE_STATUSES
 
@@ -72,39 +73,112 @@ def objective(runs: pd.DataFrame, present: set[str]) -> Judged | None:
     return None
 
 
-def method_label(kind: Any) -> str:
-    """The algorithm's own name for tables and legends (``"D-SGD"`` for ``dsgd``)."""
-    cls = ALGORITHMS.get(str(kind))
-    return (cls.label or cls.name) if cls is not None else str(kind)
+@dataclass(frozen=True)
+class Methods:
+    """What the runs recorded of their methods: the label per ``algorithm.kind``
+    (``"D-SGD"`` for ``dsgd``) and which kinds are centralized. A store written before runs
+    recorded it (``info.method.*``) shows the kind and no centralized reference."""
 
+    labels: dict[str, str]
+    central: frozenset[str]
 
-def is_centralized(kind: Any) -> bool:
-    cls = ALGORITHMS.get(str(kind))
-    return bool(cls is not None and cls.centralized)
+    @classmethod
+    def of(cls, runs: pd.DataFrame) -> Methods:
+        """The methods of ``runs`` (a :meth:`~decent.results.Store.runs` frame)."""
+        if "algorithm.kind" not in runs.columns:
+            return cls({}, frozenset())
+        labels: dict[str, str] = {}
+        central: set[str] = set()
+        for _, r in runs.iterrows():
+            kind = str(r["algorithm.kind"])
+            label = r.get("info.method.label")
+            if isinstance(label, str) and label:
+                labels.setdefault(kind, label)
+            if r.get("info.method.centralized") is True:
+                central.add(kind)
+        return cls(labels, frozenset(central))
+
+    def label(self, kind: Any) -> str:
+        """The method's own name for tables and legends, else its kind."""
+        return self.labels.get(str(kind), str(kind))
+
+    def centralized(self, kind: Any) -> bool:
+        """Whether the method averages exactly (a centralized reference)."""
+        return str(kind) in self.central
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if not value.is_integer() or abs(value) >= 1e6 else str(int(value))
-    return str(value)
+    return fmt.number(value) if isinstance(value, float) else str(value)
 
 
 def _short(col: str) -> str:
     return SETTING_NAMES.get(col, col)
 
 
+LAST = ("rounds", "eval_every", "algorithm.lr")
+"""Settings that usually follow from the experiment's axes or are searched over (how long,
+how often, the step size): tested last for following from another setting."""
+GRID = 8
+"""A method setting (``algorithm.*``) with more values than this that follows from no other
+is a searched grid (a tuned step size)."""
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What each varying setting (except the seed) is to the experiment.
+
+    ``axes``: what the study varies on purpose; ``searched``: method settings with more than
+    :data:`GRID` values (a tuned step size); ``follows``: settings with one value per value
+    of an earlier setting (``rounds`` of a fixed sample budget follows from ``M``;
+    ``eval_every`` from ``rounds``), mapped to that setting.
+    """
+
+    axes: list[str]
+    searched: list[str]
+    follows: dict[str, str]
+
+
+def roles(runs: pd.DataFrame, config_cols: Sequence[str]) -> Roles:
+    """Sort the varying settings of ``runs`` into axes, searched grids and followers."""
+    varying = [
+        c
+        for c in config_cols
+        if c not in (SEED, "name", "config.name") and runs[c].astype(str).nunique() > 1
+    ]
+    order = sorted(
+        varying, key=lambda c: (c in LAST, LAST.index(c) if c in LAST else 0, c != "algorithm.kind")
+    )
+    text = runs[varying].astype(str)
+    axes: list[str] = []
+    searched: list[str] = []
+    follows: dict[str, str] = {}
+    for i, c in enumerate(order):
+        lead = next(
+            (d for d in order[:i] if d not in follows and text.groupby(d)[c].nunique().max() == 1),
+            None,
+        )
+        if lead is not None:
+            follows[c] = lead
+        elif c.startswith("algorithm.") and runs[c].nunique() > GRID:
+            searched.append(c)
+        else:
+            axes.append(c)
+    return Roles(axes, searched, follows)
+
+
 def axes_of(runs: pd.DataFrame, config_cols: Sequence[str]) -> tuple[list[str], list[str]]:
     """``(method columns, context columns)``: the varying ``algorithm.*`` settings, and
-    every other varying setting except the seed."""
-    varying = [c for c in config_cols if runs[c].astype(str).nunique() > 1 and c != SEED]
+    every other varying setting except the seed and those following from another."""
+    r = roles(runs, config_cols)
+    varying = [c for c in config_cols if c in r.axes or c in r.searched or c in r.follows]
     method = [c for c in varying if c.startswith("algorithm.")]
-    context = [c for c in varying if not c.startswith("algorithm.")]
+    context = [c for c in varying if not c.startswith("algorithm.") and c not in r.follows]
     return method, context
 
 
-def method_name(row: pd.Series, method_cols: Sequence[str]) -> str:
+def method_name(row: pd.Series, method_cols: Sequence[str], methods: Methods) -> str:
     """``"D-SGD, lr=0.05"``: the algorithm's label, then its other varying settings."""
-    parts = [method_label(row.get("algorithm.kind"))]
+    parts = [methods.label(row.get("algorithm.kind"))]
     for c in method_cols:
         if c == "algorithm.kind" or pd.isna(row.get(c)):
             continue
@@ -112,32 +186,48 @@ def method_name(row: pd.Series, method_cols: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-def sentence(runs: pd.DataFrame, config_cols: Sequence[str]) -> str:
-    """One sentence: what varies (with its values) and what was held fixed."""
-    varying, fixed = [], []
-    for c in sorted(config_cols, key=lambda c: c == SEED):  # the seed last
-        if c in ("name", "config.name"):  # a run's name says nothing of the setting
-            continue
-        values = runs[c].dropna().unique().tolist()
-        if runs[c].astype(str).nunique() > 1:
-            shown = [method_label(v) for v in values] if c == "algorithm.kind" else values
-            name = "seed (averaged over)" if c == SEED else _short(c)
-            if len(values) > 8:  # a tuned grid: its size, not its values
-                varying.append(f"{name} ({len(values)} values)")
-                continue
-            text = ", ".join(_fmt(v) for v in sorted(shown, key=_order))
-            varying.append(f"{name}: {text}")
-        elif values:
-            fixed.append(c)
+def _values(runs: pd.DataFrame, c: str, methods: Methods) -> str:
+    values = sorted(runs[c].dropna().unique().tolist(), key=_order)
+    shown = (
+        sorted(methods.label(v) for v in values)
+        if c == "algorithm.kind"
+        else [_fmt(v) for v in values]
+    )
+    if len(shown) > GRID and c != "algorithm.kind":
+        return f"{len(shown)} values, {shown[0]} to {shown[-1]}"
+    return ", ".join(shown)
+
+
+def sentence(runs: pd.DataFrame, config_cols: Sequence[str], methods: Methods) -> str:
+    """What was run, in one sentence: the axes with their values, the seeds, the searched
+    grids, the settings that follow from an axis, and what was held fixed."""
+    r = roles(runs, config_cols)
+    parts = [f"{_short(c)}: {_values(runs, c, methods)}" for c in r.axes]
+    what = "; ".join(parts) or "one configuration"
+    if SEED in runs.columns and runs[SEED].nunique() > 1:
+        what += f"; seeds {_values(runs, SEED, methods)} (averaged over)"
+    extra = [f"Searched: {_short(c)} ({_values(runs, c, methods)})." for c in r.searched]
+    lead: dict[str, list[str]] = {}
+    for c, d in r.follows.items():
+        lead.setdefault(d, []).append(_short(c))
+    extra += [f"Set by {_short(d)}: {', '.join(cs)}." for d, cs in lead.items()]
+    fixed = [
+        c
+        for c in config_cols
+        if c not in (SEED, "name", "config.name")
+        and runs[c].notna().any()
+        and runs[c].astype(str).nunique() == 1
+    ]
     named = [c for c in FIXED_FIRST if c in fixed]
     held = ", ".join(
-        f"{_short(c)} = {method_label(runs[c].iloc[0]) if c == 'algorithm.kind' else _fmt(runs[c].iloc[0])}"
+        f"{_short(c)} = "
+        + (methods.label(runs[c].iloc[0]) if c == "algorithm.kind" else _fmt(runs[c].iloc[0]))
         for c in named
     )
     rest = len(fixed) - len(named)
     tail = f" and {rest} other settings (under Configurations below)" if rest > 0 else ""
-    what = "; ".join(varying) or "nothing (one configuration)"
-    return f"Varies: {what}. Held fixed: {held or 'nothing else'}{tail}."
+    side = "".join(f" {e}" for e in extra)
+    return f"Varies {what}.{side} Held fixed: {held or 'nothing else'}{tail}."
 
 
 def _order(value: Any) -> tuple[int, float, str]:
@@ -158,20 +248,30 @@ def _ci95(values: np.ndarray) -> float:
 
 
 def headline(
-    runs: pd.DataFrame, wide: pd.DataFrame, judged: Judged, config_cols: Sequence[str]
+    runs: pd.DataFrame,
+    wide: pd.DataFrame,
+    judged: Judged,
+    config_cols: Sequence[str],
+    methods: Methods | None = None,
 ) -> pd.DataFrame:
     """One row per (context, method): the objective's mean and 95% t-interval over seeds,
     the rank, the ratio to the best method and to the best centralized one of the same
     context (of the same setting on any graph, when the context has none), the worst
-    node, bytes per node, and how many runs finished.
+    node, bytes per node, and how many runs finished. Where a method setting was searched
+    over a grid (:func:`roles`, e.g. a tuned ``lr``), each method keeps its best value only.
 
-    ``wide`` holds one row per run id with its final metrics as columns.
+    ``wide`` holds one row per run id with its final metrics as columns; ``methods``
+    names the methods (default: what ``runs`` recorded).
     """
+    methods = methods if methods is not None else Methods.of(runs)
     method_cols, context_cols = axes_of(runs, config_cols)
+    searched = roles(runs, config_cols).searched
+    kept = [c for c in method_cols if c not in searched]
     data = runs.set_index("run_id").join(wide, how="left")
-    data["_method"] = [method_name(r, method_cols) for _, r in data.iterrows()]
+    data["_method"] = [method_name(r, method_cols, methods) for _, r in data.iterrows()]
+    data["_family"] = [method_name(r, kept, methods) for _, r in data.iterrows()]
     data["_central"] = (
-        data["algorithm.kind"].map(is_centralized) if "algorithm.kind" in data else False
+        data["algorithm.kind"].map(methods.centralized) if "algorithm.kind" in data else False
     )
     keys = data[context_cols].astype(str) if context_cols else pd.DataFrame(index=data.index)
     data["_context"] = (
@@ -190,6 +290,7 @@ def headline(
         row: dict[str, Any] = dict(zip(context_cols, context, strict=True))
         row |= {
             "method": method,
+            "_family": g["_family"].iloc[0],
             "central": bool(g["_central"].iloc[0]),
             "mean": float(values.mean()) if len(values) else math.nan,
             "ci95": _ci95(values),
@@ -208,6 +309,11 @@ def headline(
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    sign = 1.0 if judged.lower_is_better else -1.0
+    if searched:  # a searched grid (a tuned step size): each method at its best value
+        table["_key"] = (table["mean"] * sign).fillna(math.inf)
+        best_of = table.groupby(["_context", "_family"], sort=False)["_key"].idxmin()
+        table = table.loc[sorted(best_of)].drop(columns=["_key"]).reset_index(drop=True)
     topo = [  # the graph, not its size: a centralized method at another M is no reference
         i
         for i, c in enumerate(context_cols)
@@ -241,10 +347,43 @@ def headline(
     ]
     table["_key"] = table["mean"] * sign
     table["rank"] = table.groupby("_context", sort=False)["_key"].rank(method="min").astype("Int64")
-    order = table.sort_values(
-        [*context_cols, "_key"], key=lambda s: s if s.name == "_key" else s.astype(str)
-    )
+    order = table.sort_values([*context_cols, "_key"], key=_sort_key)
     return order.drop(columns=["_key"]).reset_index(drop=True)
+
+
+def verdict(table: pd.DataFrame, judged: Judged, context_cols: Sequence[str]) -> str:
+    """The headline in one sentence: the best method, its value, and how far the next is
+    behind; with several settings, how many each method wins."""
+    if table.empty or not table["mean"].notna().any():
+        return ""
+    best = table[table["rank"] == 1]
+    if not context_cols:
+        top = best.iloc[0]
+        best_ = "the best " if len(table) > 1 else ""
+        text = f"{top['method']} reaches {best_}{judged.label} = {fmt.number(top['mean'])}" + (
+            "" if math.isnan(top["ci95"]) else f" ± {fmt.number(top['ci95'])}"
+        )
+        rest = table[(table["rank"] != 1) & table["mean"].notna()]
+        if len(rest):
+            second = rest.iloc[0]
+            text += f"; the runner-up, {second['method']}, has {fmt.ratio(second['vs_best'])} that value"
+        return text + "."
+    wins = best["_family"].value_counts()
+    blocks = table["_context"].nunique()
+    what = " × ".join(_short(c) for c in context_cols)
+    return (
+        f"Best {judged.label} per setting ({what}): "
+        + "; ".join(f"{m} in {int(n)} of {blocks}" for m, n in wins.items())
+        + "."
+    )
+
+
+def _sort_key(s: pd.Series) -> pd.Series:
+    """Numbers by value (M = 16 before 256), anything else by its text."""
+    if s.name == "_key":
+        return s
+    as_num = pd.to_numeric(s, errors="coerce")
+    return as_num if as_num.notna().all() else s.astype(str)
 
 
 def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[str]) -> str:
@@ -252,43 +391,58 @@ def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[st
     if table.empty:
         return "<p>No finished runs to rank.</p>"
     way = "lower is better" if judged.lower_is_better else "higher is better"
-    header = [
-        *(_short(c) for c in context_cols),
-        "rank",
-        "method",
-        f"{judged.label} (mean ± 95% CI)",
-        "seeds",
-        "× best",
-        "× centralized",
-        "worst node",
-        "bytes / node",
-        "runs",
+    columns: list[tuple[str, Any]] = [
+        ("rank", lambda r: _num(r["rank"], str(r["rank"]) if pd.notna(r["rank"]) else "—")),
+        (
+            "method",
+            lambda r: (
+                f"<td>{html.escape(r['method'])}"
+                f"{' <small>(centralized)</small>' if r['central'] else ''}</td>"
+            ),
+        ),
+        (
+            f"{judged.label} (mean ± 95% CI)",
+            lambda r: _num(
+                r["mean"],
+                fmt.number(r["mean"])
+                + ("" if math.isnan(r["ci95"]) else f" ± {fmt.number(r['ci95'])}"),
+            ),
+        ),
+        ("seeds", lambda r: _num(r["seeds"], str(r["seeds"]))),
+        ("× best", lambda r: _num(r["vs_best"], fmt.ratio(r["vs_best"]))),
+        ("× centralized", lambda r: _num(r["vs_central"], fmt.ratio(r["vs_central"]))),
+        ("worst node", lambda r: _num(r["worst_node"], fmt.number(r["worst_node"]))),
+        ("bytes / node", lambda r: _num(r["bytes_per_node"], fmt.size(r["bytes_per_node"]))),
+        ("runs", lambda r: f"<td>{html.escape(r['runs'])}</td>"),
     ]
+    empty = {  # a column with no value in any row says nothing
+        name
+        for name, col in (
+            ("× centralized", "vs_central"),
+            ("worst node", "worst_node"),
+            ("bytes / node", "bytes_per_node"),
+        )
+        if not table[col].notna().any()
+    }
+    columns = [(h, f) for h, f in columns if h not in empty]
+    header = [*(_short(c) for c in context_cols), *(h for h, _ in columns)]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for r in table.to_dict("records"):
-        ci = "" if math.isnan(r["ci95"]) else f" ± {r['ci95']:.2g}"
         cells = [f"<td>{html.escape(_fmt(r[c]))}</td>" for c in context_cols]
-        cells += [
-            _num(r["rank"], str(r["rank"]) if pd.notna(r["rank"]) else "—"),
-            f"<td>{html.escape(r['method'])}{' <small>(centralized)</small>' if r['central'] else ''}</td>",
-            _num(r["mean"], ("—" if math.isnan(r["mean"]) else f"{r['mean']:.4g}") + ci),
-            _num(r["seeds"], str(r["seeds"])),
-            _num(r["vs_best"], _ratio(r["vs_best"])),
-            _num(r["vs_central"], _ratio(r["vs_central"])),
-            _num(r["worst_node"], _g(r["worst_node"])),
-            _num(r["bytes_per_node"], _g(r["bytes_per_node"])),
-            f"<td>{html.escape(r['runs'])}</td>",
-        ]
+        cells += [f(r) for _, f in columns]
         first = ' class="headline-row best"' if r["rank"] == 1 else ' class="headline-row"'
         body.append(f"<tr{first}>{''.join(cells)}</tr>")
     caption = (
         f"Ranked by {html.escape(judged.label)} (<code>{html.escape(judged.metric)}</code>, "
         f"{way}) at the last round, over the seeds that finished; 95% Student-t interval. "
-        "× best: the ratio to the best method of the same row block; × centralized: to the "
-        "best centralized method (exact averaging) of the block, or of the same setting on "
-        "any graph."
+        "× best: the ratio to the best method of the same row block."
     )
+    if "× centralized" not in empty:
+        caption += (
+            " × centralized: to the best centralized method (exact averaging) of the block,"
+            " or of the same setting on any graph."
+        )
     if not judged.recorded:
         caption += (
             " These runs were written before runs recorded their objective (store schema 3);"
@@ -298,14 +452,6 @@ def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[st
         f'<p class="caption">{caption}</p><div class="scroll"><table class="sortable headline">'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
-
-
-def _g(v: float) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
-
-
-def _ratio(v: float) -> str:
-    return "—" if math.isnan(v) else f"{v:.3g}×"
 
 
 def _num(value: Any, text: str) -> str:

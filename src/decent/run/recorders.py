@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from decent.algorithms import ALGORITHMS
 from decent.engine.callbacks import Callback
 from decent.engine.result import RunInfo, RunResult
 from decent.results import RunWriter, Store, run_id_for
@@ -21,8 +22,16 @@ def _finite(row: Mapping[str, float]) -> dict[str, float]:
 
 
 def _info(info: RunInfo) -> dict[str, Any]:
-    """What the store keeps of a run besides its config: the task's objective."""
-    return {} if info.objective is None else {"objective": info.objective.to_json()}
+    """What the store keeps of a run besides its config: the task's objective, and the
+    method's name for tables and figures and whether it averages exactly (centralized), so
+    that a report reads them from the store rather than from the algorithm registry."""
+    out: dict[str, Any] = {}
+    if info.objective is not None:
+        out["objective"] = info.objective.to_json()
+    cls = ALGORITHMS.get(info.algorithm)
+    if cls is not None:
+        out["method"] = {"label": cls.label or cls.name, "centralized": bool(cls.centralized)}
+    return out
 
 
 class StoreRecorder(Callback):

@@ -749,7 +749,8 @@ def error_vs_round(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path
 
 
 def write_report(spec: ScalingSpec, result: ScalingResult, folder: Path) -> Path:
-    """The study's HTML report: its table and figures first, then every run."""
+    """The study's HTML report: its answer (M* per method and graph) first, the full table
+    folded under it, its figures, then every run."""
     from decent.report import write_report as write
 
     assert result.store is not None
@@ -767,18 +768,98 @@ def write_report(spec: ScalingSpec, result: ScalingResult, folder: Path) -> Path
         ("M* against the tolerance delta", folder / "m_star_vs_delta.png"),
         ("Error against rounds for one cell", folder / "error_vs_round.png"),
     ]
+    if len(spec.budgets) < 3:  # M* against N: fewer than three points per line
+        figures = [f for f in figures if f[1].name != "m_star_vs_n.png"]
     labels = spec.labels()
     table = headline(spec, result).rename(columns=_HEADLINE_NAMES)
     table["method"] = table["method"].map(lambda m: labels.get(m) or m)
+    sentence, compact = answer(spec, result)
     return write(
         result.store,
         spec.study,
         folder,
+        answer=sentence,
+        lead_table=compact,
+        lead_caption=(
+            f"M*: the largest M whose error stays within (1 + {spec.delta:g}) x the best single "
+            "machine's at the same budget N (+: every M of the grid passes; none: even the "
+            "smallest fails). The last columns are at the largest M of the grid. The full "
+            "table holds every (N, M, graph, method)."
+        ),
+        full_table=table,
         lead=[(c, p) for c, p in figures if p.exists()],
-        lead_table=table,
         title=f"decent scaling study: {spec.study}",
         figures=False,  # its own figures, above; thousands of tuning runs draw no story
     )
+
+
+def answer(
+    spec: ScalingSpec, result: ScalingResult, budget: int | None = None
+) -> tuple[str, pd.DataFrame]:
+    """The study's answer at one budget (default: the largest): a sentence, and a table of
+    M* per (method, graph) with the error, its ratio to the reference and the penalty
+    against the complete graph at the largest M, after the reference's own row."""
+    n = budget or spec.budgets[-1]
+    labels = spec.labels()
+    ref = float(result.reference.loc[n])
+    methods = [m.name for m in spec.methods]
+    crit = result.critical[(result.critical["N"] == n) & result.critical["method"].isin(methods)]
+    s = result.summary[result.summary["N"] == n]
+    pen = result.penalty[result.penalty["N"] == n].set_index(["method", "topology", "M"])
+    cells_n = result.cells[result.cells["N"] == n]
+    sent = cells_n.groupby(["method", "topology", "M"])["bytes_per_node"].mean()
+    refs = s[(s["M"] == 1) & s["method"].isin([r.name for r in spec.references])]
+    best = refs.loc[refs["mean"].idxmin()] if len(refs) else None
+    rows: list[dict[str, Any]] = [
+        {
+            "method": "reference: "
+            + (labels.get(str(best["method"]), str(best["method"])) if best is not None else "")
+            + (" (one machine)" if best is None or best["method"] not in labels else ""),
+            "graph": "—",
+            "M*": "—",
+            "largest M": 1,
+            "f(x̄) − f* at largest M": ref,
+            "× reference": 1.0,
+            "× complete graph": math.nan,
+            "bytes / node": math.nan,
+        }
+    ]
+    said: dict[str, list[str]] = {}
+    for r in crit.itertuples():
+        if r.m_max <= 1:
+            continue  # the method does not run on this graph (only its M = 1 cell)
+        m_star = "none" if r.below_grid else f"{int(r.m_star)}" + ("+" if r.censored else "")
+        cell = s[(s["method"] == r.method) & (s["topology"] == r.topology) & (s["M"] == r.m_max)]
+        err = float(cell["mean"].iloc[0]) if len(cell) else math.nan
+        key = (r.method, r.topology, r.m_max)
+        rows.append(
+            {
+                "method": labels.get(str(r.method), str(r.method)),
+                "graph": r.topology,
+                "M*": m_star,
+                "largest M": int(r.m_max),
+                "f(x̄) − f* at largest M": err,
+                "× reference": err / ref,
+                "× complete graph": float(pen.loc[key, "penalty"])
+                if key in pen.index and r.topology != "complete"
+                else math.nan,
+                "bytes / node": float(sent.loc[key]) if key in sent.index else math.nan,
+            }
+        )
+        said.setdefault(labels.get(str(r.method), str(r.method)), []).append(
+            f"{m_star} on the {r.topology} graph"
+        )
+    scales = "; ".join(
+        f"{m} {'scales' if i == 0 else ''} to M* = {' and '.join(parts)}".replace("  ", " ")
+        for i, (m, parts) in enumerate(said.items())
+    )
+    edge = " (+: every M tried passes)" if "+" in scales else ""
+    sentence = (
+        f"At a budget of N = {n:,} samples the best single machine reaches "
+        f"f(x̄) − f* = {ref:.3g}. Staying within {1 + spec.delta:g}× of it (δ = {spec.delta:g}), "
+        f"{scales}{edge}."
+    )
+    return sentence, pd.DataFrame(rows)
 
 
 _HEADLINE_NAMES = {
@@ -887,6 +968,7 @@ __all__ = [
     "ScalingResult",
     "ScalingSpec",
     "analyse",
+    "answer",
     "cells",
     "config_of",
     "evaluate_choices",

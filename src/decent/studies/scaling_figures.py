@@ -89,7 +89,7 @@ def _check(df: pd.DataFrame, needed: Sequence[str], name: str) -> None:
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight", pad_inches=0.1)  # a long title is never cut
     return out
 
 
