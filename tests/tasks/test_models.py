@@ -251,11 +251,14 @@ def test_init_params_is_seeded_and_leaves_global_rng_alone(small: Dataset) -> No
     assert a.shape == (task.dim,) and a.dtype == DT
 
 
-def test_batchnorm_is_rejected_with_groupnorm_hint(small: Dataset) -> None:
-    module = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
-    with pytest.raises(TaskError, match="GroupNorm") as info:
+def test_unkeyable_random_layers_are_rejected_with_a_hint(small: Dataset) -> None:
+    module = nn.Sequential(nn.Linear(6, 8), nn.AlphaDropout(0.2), nn.Linear(8, 3))
+    with pytest.raises(TaskError, match=r"nn\.Dropout") as info:
         ModuleTask(module, small, iid(small.labels, 2, seed=0))
-    assert "'1'" in str(info.value) and "BatchNorm1d" in str(info.value)
+    assert "'1'" in str(info.value) and "AlphaDropout" in str(info.value)
+    sync = nn.Sequential(nn.Linear(6, 8), nn.SyncBatchNorm(8), nn.Linear(8, 3))
+    with pytest.raises(TaskError, match="BatchNorm1d"):
+        ModuleTask(sync, small, iid(small.labels, 2, seed=0))
 
 
 @pytest.mark.parametrize(
