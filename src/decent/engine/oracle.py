@@ -33,8 +33,8 @@ class GradientOracle:
     is used directly: no autograd, a handful of batched ops. Any other task goes through
     ``vmap(grad_and_value(task.loss))``. A task with per-node running statistics
     (``buffer_dim > 0``, e.g. a :class:`~decent.tasks.ModuleTask` with BatchNorm) goes
-    through ``vmap(grad_and_value(task.loss_and_buffers, has_aux=True))``; the oracle keeps
-    every row's statistics in :attr:`buffers` ``(m, buffer_dim)`` from call to call, starting
+    through ``vmap(grad_and_value(task.loss_and_buffers, has_aux=True))`` and keeps every
+    row's statistics in :attr:`buffers` ``(m, buffer_dim)`` from call to call, starting
     from ``task.init_buffers()`` (the rows are the same nodes every call, as in the round
     loop).
 

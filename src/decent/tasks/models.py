@@ -325,6 +325,7 @@ class ModuleTask:
         self._numels = [p.numel() for _, p in named]
         self.dim = int(sum(self._numels))
         self._set_buffers()
+        self._mlp_plan = self._plan_mlp()
 
         self.train = dataset.to(device=self.device)
         self.test = test.to(dtype=self.dtype, device=self.device) if test is not None else None
@@ -440,7 +441,7 @@ class ModuleTask:
 
     def train_forward(
         self,
-        params: Params,
+        params: Params | dict[str, torch.Tensor],
         x: torch.Tensor,
         buffers: torch.Tensor | None = None,
         key: torch.Tensor | None = None,
@@ -449,13 +450,15 @@ class ModuleTask:
 
         The ``train()``-mode model: normalisation by the minibatch's statistics, running
         statistics updated from ``buffers`` (default :meth:`init_buffers`), dropout keyed by
-        ``key`` (a row's 32-bit key; ``0`` when ``None``).
+        ``key`` (a row's 32-bit key; ``0`` when ``None``). ``params`` flat ``(d,)`` or
+        already split by name (:meth:`unflatten`).
         """
         values = self._buffer_dict(buffers)
         if key is not None:
             for path in self._dropout_paths:
                 values[f"{path}.key"] = key
-        out = torch.func.functional_call(self._train_module, (self.unflatten(params), values), (x,))
+        named = params if isinstance(params, dict) else self.unflatten(params)
+        out = torch.func.functional_call(self._train_module, (named, values), (x,))
         if not self._state_names:
             return out, self._buffers0
         new = torch.cat([values[n].reshape(-1).to(self.dtype) for n in self._state_names])
@@ -500,14 +503,21 @@ class ModuleTask:
         Pure and vmappable: ``vmap(grad_and_value(task.loss_and_buffers, has_aux=True))``
         gives every node's gradient, loss and new statistics in one call.
         """
+        return self.loss_named(self.unflatten(params), buffers, batch)
+
+    def loss_named(
+        self, named: dict[str, torch.Tensor], buffers: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`loss_and_buffers` with the parameters split by name (:meth:`unflatten`)."""
         key = batch[-1] if self.stochastic else None
         fields = len(batch) - (1 if self.stochastic else 0)
         x, y = batch[0], batch[1]
-        out, new = self.train_forward(params, x, buffers, key)
+        out, new = self.train_forward(named, x, buffers, key)
         per_sample = self._per_sample_loss(out, y)
         value = (per_sample * batch[2]).sum() if fields == 3 else per_sample.mean()
         if self.l2 > 0:
-            value = value + 0.5 * self.l2 * params.square().sum()
+            ridge = torch.stack([p.square().sum() for p in named.values()]).sum()
+            value = value + 0.5 * self.l2 * ridge
         return value, new.detach()
 
     @property
@@ -520,9 +530,121 @@ class ModuleTask:
         """
         lin = self.module
         linear = isinstance(lin, nn.Linear) and lin.bias is not None
-        if not linear or self._loss_kind not in ("bce", "cross_entropy"):
+        if self._loss_kind not in ("bce", "cross_entropy"):
             return None
-        return self._linear_grad_and_loss
+        if linear:
+            return self._linear_grad_and_loss
+        if self._mlp_plan is not None:
+            return self._mlp_grad_and_loss
+        return None
+
+    def _plan_mlp(self) -> list[tuple[str, int, int, int, int]] | None:
+        """The layers of an ``nn.Sequential`` of biased ``nn.Linear`` layers and ReLU, Tanh,
+        Sigmoid or Identity activations, ending in a linear layer, as
+        ``(kind, weight offset, out, in, bias offset)``; ``None`` for any other module (or
+        one with dropout or running statistics)."""
+        if not isinstance(self.module, nn.Sequential) or self.stochastic or self.buffer_dim:
+            return None
+        offsets, at = {}, 0
+        for name, numel in zip(self._names, self._numels, strict=True):
+            offsets[name] = at
+            at += numel
+        plan: list[tuple[str, int, int, int, int]] = []
+        for k, sub in enumerate(self.module):
+            if isinstance(sub, nn.Linear) and sub.bias is not None:
+                plan.append(
+                    (
+                        "linear",
+                        offsets[f"{k}.weight"],
+                        sub.out_features,
+                        sub.in_features,
+                        offsets[f"{k}.bias"],
+                    )
+                )
+            elif isinstance(sub, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)):
+                plan.append((type(sub).__name__.lower(), 0, 0, 0, 0))
+            else:
+                return None
+        if not plan or plan[-1][0] != "linear":
+            return None
+        return plan
+
+    def _mlp_grad_and_loss(
+        self, params: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every row's minibatch loss and gradient for an MLP, batched over rows without autograd.
+
+        Forward ``z_l = h_{l-1} W_l^T + b_l`` (one ``baddbmm`` over the ``m`` rows, the
+        weights read in place from ``params``), ``h_l = act(z_l)``; the residual ``r`` of
+        the logits as in :meth:`_linear_grad_and_loss`; backward
+        ``grad W_l = delta_l^T h_{l-1}`` and ``grad b_l = sum_j delta_l`` written by
+        ``bmm(out=...)`` straight into the rows of the ``(m, d)`` result, and
+        ``delta_{l-1} = (delta_l W_l) * act'(z_{l-1})``. The one ``(m, d)`` allocation is
+        the result: no per-sample layout copies and no concatenation.
+        """
+        plan = self._mlp_plan
+        assert plan is not None
+        x, y = batch[0], batch[1]
+        m, size = x.shape[0], x.shape[1]
+        grads = torch.empty(m, self.dim, dtype=params.dtype, device=params.device)
+
+        def weight(step: tuple[str, int, int, int, int], of: torch.Tensor) -> torch.Tensor:
+            _, w0, out, inp, _ = step
+            return of[:, w0 : w0 + out * inp].view(m, out, inp)
+
+        h, saved = x, []
+        for step in plan:
+            saved.append(h)
+            kind, _, out, _, b0 = step
+            if kind == "linear":
+                bias = params[:, b0 : b0 + out].unsqueeze(1)
+                h = torch.baddbmm(bias, h, weight(step, params).transpose(1, 2))
+            elif kind == "relu":
+                h = torch.relu(h)
+            elif kind == "tanh":
+                h = torch.tanh(h)
+            elif kind == "sigmoid":
+                h = torch.sigmoid(h)
+        z = h  # logits (m, B, C)
+        if self._loss_kind == "bce":
+            logit, target = z.squeeze(2), y.to(z.dtype)
+            per_sample = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
+            delta = torch.sigmoid(logit).sub_(target).unsqueeze(2)
+        else:
+            logp = torch.log_softmax(z, dim=2)
+            per_sample = -logp.gather(2, y.unsqueeze(2)).squeeze(2)
+            delta = logp.exp_()
+            delta.scatter_add_(
+                2, y.unsqueeze(2), torch.full((m, size, 1), -1.0, dtype=z.dtype, device=z.device)
+            )
+        if len(batch) == 3:
+            coef = batch[2]
+            losses = (per_sample * coef).sum(dim=1)
+            delta.mul_(coef.unsqueeze(2))
+        else:
+            losses = per_sample.mean(dim=1)
+            delta.div_(size)
+        first = next(i for i, step in enumerate(plan) if step[0] == "linear")
+        for i in range(len(plan) - 1, -1, -1):
+            step, inp = plan[i], saved[i]
+            kind, _, out, _, b0 = step
+            if kind == "linear":
+                torch.bmm(delta.transpose(1, 2), inp, out=weight(step, grads))
+                torch.sum(delta, dim=1, out=grads[:, b0 : b0 + out])
+                if i > first:
+                    delta = torch.bmm(delta, weight(step, params))
+            elif kind == "relu":
+                delta = delta.masked_fill_(inp <= 0, 0.0)
+            elif kind == "tanh":
+                act = saved[i + 1]
+                delta = delta * (1.0 - act * act)
+            elif kind == "sigmoid":
+                act = saved[i + 1]
+                delta = delta * (act * (1.0 - act))
+        if self.l2 > 0:
+            grads.add_(params * self.l2)
+            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
+        return grads, losses
 
     def _linear_grad_and_loss(
         self, params: torch.Tensor, batch: Batch
