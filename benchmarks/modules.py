@@ -132,6 +132,7 @@ def own_shapes(module: nn.Module, m: int) -> Callable[[], Any] | None:
 
 def case(name: str, module: nn.Module, features: int, m: int, blocks: int, reps: int) -> dict:
     data = random_classification(max(2048, 4 * m * BATCH), features, 10, seed=0)
+    data = data.to(dtype=torch.float32)
     task = ModuleTask(module, data, iid(data.labels, m, seed=0), batch_size=BATCH)
     oracle = GradientOracle(task)
     flat = vmap(grad_and_value(task.loss))
