@@ -126,10 +126,49 @@ def test_linear_closed_form_gradients_equal_module_autograd(
         torch.testing.assert_close(values, ref_v, rtol=1e-12, atol=1e-12)
 
 
-def test_only_lone_linear_models_take_the_closed_form(small: Dataset) -> None:
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])
+def test_mlp_batched_gradients_equal_module_autograd(
+    activation: str, sampling: Literal["with_replacement", "without_replacement"]
+) -> None:
+    """The batched MLP path (bmm over rows, no autograd) against vmap(grad) and backward()."""
     from decent.engine import GradientOracle
 
-    assert not GradientOracle(mlp(small, 3, hidden=(4,), batch_size=2)).closed_form
+    data = random_classification(90, 6, 4, seed=3)
+    task = mlp(
+        data,
+        8,
+        "iid",
+        hidden=(7, 5),
+        activation=activation,
+        batch_size=16,
+        l2=1e-2,
+        sampling=sampling,
+    )
+    oracle = GradientOracle(task)
+    assert oracle.closed_form
+    params = torch.randn(8, task.dim, dtype=DT, generator=torch.Generator().manual_seed(4))
+    batch = task.sample(torch.arange(8), t=2, seed=5)
+    grads, values = oracle(params, batch)
+    slow_g, slow_v = GradientOracle(task, autograd=True)(params, batch)
+    torch.testing.assert_close(grads, slow_g, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(values, slow_v, rtol=1e-13, atol=1e-14)
+    if sampling == "with_replacement":  # an independent third computation
+        ref_g, ref_v = _reference_grads(task, params, batch, F.cross_entropy)
+        torch.testing.assert_close(grads, ref_g, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(values, ref_v, rtol=1e-12, atol=1e-12)
+
+
+def test_only_linear_stacks_take_the_closed_form(small: Dataset) -> None:
+    from decent.engine import GradientOracle
+
+    assert GradientOracle(mlp(small, 3, hidden=(4,), batch_size=2)).closed_form
+    assert not GradientOracle(mlp(small, 3, hidden=(4,), activation="gelu")).closed_form
+    with_norm = nn.Sequential(nn.Linear(6, 8), nn.GroupNorm(2, 8), nn.Linear(8, 3))
+    task = ModuleTask(with_norm, small, iid(small.labels, 3, seed=0))
+    assert task.grad_and_loss is None
+    dropout = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.1), nn.Linear(8, 3))
+    assert ModuleTask(dropout, small, iid(small.labels, 3, seed=0)).grad_and_loss is None
     task = ModuleTask(nn.Linear(6, 3, bias=False), small, iid(small.labels, 3, seed=0))
     assert task.grad_and_loss is None
 
@@ -251,11 +290,14 @@ def test_init_params_is_seeded_and_leaves_global_rng_alone(small: Dataset) -> No
     assert a.shape == (task.dim,) and a.dtype == DT
 
 
-def test_batchnorm_is_rejected_with_groupnorm_hint(small: Dataset) -> None:
-    module = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
-    with pytest.raises(TaskError, match="GroupNorm") as info:
+def test_unkeyable_random_layers_are_rejected_with_a_hint(small: Dataset) -> None:
+    module = nn.Sequential(nn.Linear(6, 8), nn.AlphaDropout(0.2), nn.Linear(8, 3))
+    with pytest.raises(TaskError, match=r"nn\.Dropout") as info:
         ModuleTask(module, small, iid(small.labels, 2, seed=0))
-    assert "'1'" in str(info.value) and "BatchNorm1d" in str(info.value)
+    assert "'1'" in str(info.value) and "AlphaDropout" in str(info.value)
+    sync = nn.Sequential(nn.Linear(6, 8), nn.SyncBatchNorm(8), nn.Linear(8, 3))
+    with pytest.raises(TaskError, match="BatchNorm1d"):
+        ModuleTask(sync, small, iid(small.labels, 2, seed=0))
 
 
 @pytest.mark.parametrize(

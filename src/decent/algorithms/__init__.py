@@ -37,6 +37,7 @@ from decent.algorithms.compressed import (
 from decent.algorithms.dat_sgd import DATSGD, DATSGDState
 from decent.algorithms.dsgd import DSGD, DSGDState
 from decent.algorithms.gradient_tracking import GradientTracking, GradientTrackingState
+from decent.algorithms.schedule_free import ScheduleFreeDSGD, ScheduleFreeSGD, ScheduleFreeState
 
 ALGORITHMS: dict[str, type[Method]] = {
     cls.name: cls
@@ -49,8 +50,10 @@ ALGORITHMS: dict[str, type[Method]] = {
         ChocoSGD,
         CompressedDATSGD,
         CompressedGradientTracking,
+        ScheduleFreeDSGD,
         MinibatchSGD,
         AnytimeSGD,
+        ScheduleFreeSGD,
         LocalSGD,
     )
 }
@@ -87,6 +90,9 @@ __all__ = [
     "MixingAssumptionWarning",
     "MixingAssumptions",
     "Schedule",
+    "ScheduleFreeDSGD",
+    "ScheduleFreeSGD",
+    "ScheduleFreeState",
     "Warmup",
     "hparam",
     "hparams",

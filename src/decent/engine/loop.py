@@ -210,6 +210,12 @@ def train_replicas(
     m = int(nodes.shape[0])
     oracle = GradientOracle(tasks[0], compile=compile, autograd=autograd)
     private, accountant = None, None
+    stateful = bool(getattr(tasks[0], "buffer_dim", 0))
+    if privacy is not None and (stateful or bool(getattr(tasks[0], "stochastic", False))):
+        raise ValueError(
+            f"privacy needs per-sample gradients, which {tasks[0].name}'s running statistics "
+            "or dropout do not have; use GroupNorm/LayerNorm and no dropout"
+        )
     if privacy is not None:  # DP-SGD gradients, and every node's budget at evaluations
         accountant = PrivacyAccountant(privacy, sampling_rates(tasks[0]))
         private = PrivateOracle(tasks[0], privacy, seeds=seeds, nodes=nodes, num_nodes=n)
@@ -299,10 +305,14 @@ def train_replicas(
         train_loss = (loss_sum / loss_count).tolist() if loss_count and R > 1 else None
         means = averaged(t)
         for r in list(active):
-            metrics = evaluate(tasks[r], rows_of(output, r), eval_comm, per_node=nodes_too)
+            bufs = None if oracle.buffers is None else rows_of(oracle.buffers, r)
+            metrics = evaluate(
+                tasks[r], rows_of(output, r), eval_comm, per_node=nodes_too, buffers=bufs
+            )
             for avg, x in means.items():
                 rows = rows_of(x, r).to(tasks[r].dtype)
-                for key, at in evaluate(tasks[r], rows, eval_comm, per_node=False).items():
+                at_avg = evaluate(tasks[r], rows, eval_comm, per_node=False, buffers=bufs)
+                for key, at in at_avg.items():
                     if key.startswith("eval/") and key.endswith("@mean"):
                         metrics[key.removesuffix("@mean") + "@" + avg] = at
             if loss_count:
@@ -342,6 +352,8 @@ def train_replicas(
             message=message,
             info=infos[r],
         )
+        if oracle.buffers is not None:  # each node's running statistics (BatchNorm)
+            result.extra["buffers"] = rows_of(oracle.buffers, r)
         results[r] = result
         active.remove(r)
         for cb in callbacks[r]:
@@ -373,7 +385,8 @@ def train_replicas(
             if begin_round is not None:
                 joins = begin_round(t)
                 if joins:  # a joining node pulls its state (and output sums) from a neighbour
-                    _pull_rows([*state, *sums.values()], joins, n * R)
+                    held = [oracle.buffers] if oracle.buffers is not None else []
+                    _pull_rows([*state, *sums.values(), *held], joins, n * R)
             # 1. where gradients are taken (DAT-SGD: the query point x, not w)
             query = algorithm.query(state)
             # 2. each node's minibatch: a pure function of (seed, node, t)

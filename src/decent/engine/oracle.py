@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.func import grad_and_value, vmap
@@ -30,7 +31,12 @@ class GradientOracle:
 
     A task with a closed-form ``grad_and_loss(params, batch)`` (the streaming convex tasks)
     is used directly: no autograd, a handful of batched ops. Any other task goes through
-    ``vmap(grad_and_value(task.loss))``.
+    ``vmap(grad_and_value(task.loss))``. A task with per-node running statistics
+    (``buffer_dim > 0``, e.g. a :class:`~decent.tasks.ModuleTask` with BatchNorm) goes
+    through ``vmap(grad_and_value(task.loss_and_buffers, has_aux=True))`` and keeps every
+    row's statistics in :attr:`buffers` ``(m, buffer_dim)`` from call to call, starting
+    from ``task.init_buffers()`` (the rows are the same nodes every call, as in the round
+    loop).
 
     Args:
         task: supplies ``grad_and_loss`` or the pure per-node ``loss(params (d,), batch)``.
@@ -42,12 +48,17 @@ class GradientOracle:
 
     def __init__(self, task: Task, *, compile: bool = False, autograd: bool = False) -> None:
         closed = getattr(task, "grad_and_loss", None)
-        fn: Callable[[NodeTensor, Batch], tuple[NodeTensor, torch.Tensor]]
-        if closed is not None and not autograd:
+        fn: Callable[..., Any]
+        self._task = task
+        self.stateful = int(getattr(task, "buffer_dim", 0) or 0) > 0
+        self.buffers: NodeTensor | None = None
+        if self.stateful:
+            fn = vmap(grad_and_value(task.loss_and_buffers, has_aux=True))  # type: ignore[attr-defined]
+        elif closed is not None and not autograd:
             fn = closed
         else:
             fn = vmap(grad_and_value(task.loss))
-        self.closed_form = closed is not None and not autograd
+        self.closed_form = closed is not None and not autograd and not self.stateful
         self.compiled = compile
         if compile:
             _raise_recompile_limit()
@@ -58,4 +69,13 @@ class GradientOracle:
         # contiguous query points: a strided view (DAT-SGD's x inside [w | x]) would make a
         # compiled function recompile, and batched products take another code path for
         # strided operands, one whose rounding depends on the number of rows
-        return self._fn(params.contiguous(), batch)
+        params = params.contiguous()
+        if not self.stateful:
+            return self._fn(params, batch)  # type: ignore[no-any-return]
+        # a task with running statistics (BatchNorm): each row's buffers go in and come
+        # back updated, carried here from round to round; they start as the task's own
+        if self.buffers is None or self.buffers.shape[0] != params.shape[0]:
+            start = self._task.init_buffers()  # type: ignore[attr-defined]
+            self.buffers = start.to(params.device).expand(params.shape[0], -1).clone()
+        grads, (losses, self.buffers) = self._fn(params, self.buffers, batch)
+        return grads, losses

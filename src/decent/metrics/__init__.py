@@ -126,12 +126,26 @@ def metric_label(name: str) -> str:
 
 
 def evaluate(
-    task: Task, x: NodeTensor, comm: Communicator, *, per_node: bool = True
+    task: Task,
+    x: NodeTensor,
+    comm: Communicator,
+    *,
+    per_node: bool = True,
+    buffers: NodeTensor | None = None,
 ) -> dict[str, float]:
-    """Evaluate the averaged model and (optionally) every node's own model."""
+    """Evaluate the averaged model and (optionally) every node's own model.
+
+    ``buffers`` ``(m, b)``: the nodes' running statistics (BatchNorm) for a task that keeps
+    them; the averaged model is evaluated with their network mean, node ``i`` with its own.
+    """
     x_bar = network_mean(x, comm)
     out: dict[str, float] = {}
-    at_mean = task.evaluate(x_bar[None, :])
+    b_bar = network_mean(buffers, comm) if buffers is not None else None
+    at_mean = (
+        task.evaluate(x_bar[None, :])
+        if b_bar is None
+        else task.evaluate(x_bar[None, :], buffers=b_bar[None, :])  # type: ignore[call-arg]
+    )
     for key, value in at_mean.items():
         out[f"eval/{key}@mean"] = float(value[0].item())
     if task.optimum is not None:
@@ -140,7 +154,13 @@ def evaluate(
     if per_node:
         # models in chunks: a (k, N) loss matrix of many nodes on a large evaluation set
         # would otherwise be one multi-GB temporary
-        parts = [task.evaluate(chunk) for chunk in x.split(EVAL_CHUNK)]
+        if buffers is None:
+            parts = [task.evaluate(chunk) for chunk in x.split(EVAL_CHUNK)]
+        else:
+            parts = [
+                task.evaluate(chunk, buffers=b)  # type: ignore[call-arg]
+                for chunk, b in zip(x.split(EVAL_CHUNK), buffers.split(EVAL_CHUNK), strict=True)
+            ]
         at_nodes = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         for key, value in at_nodes.items():
             col = value.reshape(-1, 1).to(x.dtype)

@@ -40,6 +40,11 @@ from decent.tasks.partition import PARTITIONERS
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(outputs (B, ...), labels (B,)) -> scalar`` mean loss; must be vmappable."""
 
+Augment = Callable[
+    [tuple[torch.Tensor, torch.Tensor], torch.Generator], tuple[torch.Tensor, torch.Tensor]
+]
+"""``((x (B, ...), y (B,)), generator) -> (x, y)``: one node's minibatch, augmented."""
+
 _INDEX_STREAM = 0x0DA7_A001
 _DISTINCT_STREAM = 0x0DA7_A002
 
@@ -53,17 +58,111 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+_UNKEYED_RANDOM = (nn.AlphaDropout, nn.FeatureAlphaDropout, nn.RReLU)
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+_DROPOUT_STREAM = 0x0DA7_A003
+_AUGMENT_STREAM = 0x0DA7_A004
+_MASK32 = 0xFFFF_FFFF
+
+
 def _check_module(module: nn.Module) -> None:
     for name, sub in module.named_modules():
-        is_batchnorm = isinstance(sub, nn.modules.batchnorm._BatchNorm)
-        tracks = isinstance(sub, nn.modules.batchnorm._NormBase) and sub.track_running_stats
-        if is_batchnorm or tracks:
+        where = f"module layer {name or '<root>'!r} is {type(sub).__name__}"
+        if isinstance(sub, nn.SyncBatchNorm):
             raise TaskError(
-                f"module layer {name or '<root>'!r} is {type(sub).__name__}, whose batch "
-                "statistics/running buffers change during training and couple the samples "
-                "of a batch; decentralized functional training needs stateless layers: "
-                "replace it with torch.nn.GroupNorm (or LayerNorm)"
+                f"{where}, which synchronises statistics across processes; each node keeps "
+                "its own statistics here: use torch.nn.BatchNorm1d/2d/3d"
             )
+        if isinstance(sub, _UNKEYED_RANDOM):
+            raise TaskError(
+                f"{where}, a random layer whose draws cannot be keyed by (seed, node, round); "
+                "use torch.nn.Dropout (or Dropout1d/2d/3d), which decent keys per node"
+            )
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) in int64 arithmetic that cannot overflow:
+    operands stay below ``2^32`` and both multipliers below ``2^31``."""
+    h = h ^ (h >> 16)
+    h = (h * 0x21F0AAAD) & _MASK32
+    h = h ^ (h >> 15)
+    h = (h * 0x735A2D97) & _MASK32
+    return h ^ (h >> 15)
+
+
+def dropout_keep(key: torch.Tensor, salt: int, shape: Sequence[int], p: float) -> torch.Tensor:
+    """The keep mask of a keyed dropout layer: ``True`` with probability ``1 - p``.
+
+    Element ``j`` (row-major in ``shape``) is kept when the top 24 bits of
+    ``mix(mix(key ^ salt) ^ j)`` are at least ``round(p * 2^24)``, with ``mix`` a 32-bit
+    integer hash. ``key`` is a row's 32-bit key (a pure function of ``(seed, node, t)``),
+    ``salt`` the layer's; so the mask is the same wherever the node is held, and it works
+    under ``torch.func.vmap`` (pure tensor arithmetic, no generator).
+    """
+    numel = 1
+    for size in shape:
+        numel *= int(size)
+    index = torch.arange(numel, dtype=torch.int64, device=key.device).view(tuple(shape))
+    bits = _mix32(_mix32((key ^ salt) & _MASK32) ^ index)
+    return (bits >> 8) >= round(p * (1 << 24))
+
+
+class KeyedDropout(nn.Module):
+    """Dropout whose mask is a function of a per-row key, not of a global generator.
+
+    :class:`ModuleTask` puts one in place of every ``torch.nn.Dropout`` (``Dropout1d/2d/3d``
+    drop whole channels) of its training copy of the module and passes each node's key of
+    the round as the buffer ``key``, so node ``i``'s mask at round ``t`` depends only on
+    ``(seed, i, t)`` and the layer: the same in the simulator, on any rank and in any
+    replica batch. ``output = input * keep / (1 - p)`` (see :func:`dropout_keep`); the
+    identity in ``eval()`` mode.
+    """
+
+    def __init__(self, p: float, channels: bool, salt: int) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.channels = channels
+        self.salt = salt & _MASK32
+        self.register_buffer("key", torch.zeros((), dtype=torch.int64), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p >= 1.0:
+            return x * 0.0
+        shape = tuple(x.shape[:2]) + (1,) * (x.ndim - 2) if self.channels else tuple(x.shape)
+        keep = dropout_keep(self.key, self.salt, shape, self.p)  # type: ignore[arg-type]
+        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+
+def _training_copy(module: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A deep copy in ``train()`` mode with keyed dropout; the paths of its dropout layers."""
+    twin = copy.deepcopy(module).train()
+    paths: list[str] = []
+    for name, sub in list(twin.named_modules()):
+        if isinstance(sub, _DROPOUTS) and name:
+            parent_name, _, attr = name.rpartition(".")
+            parent = twin.get_submodule(parent_name) if parent_name else twin
+            salt = (len(paths) + 1) * 0x9E3779B9
+            channels = not isinstance(sub, nn.Dropout)
+            setattr(parent, attr, KeyedDropout(sub.p, channels, salt).train())
+            paths.append(name)
+        elif isinstance(sub, _DROPOUTS):
+            raise TaskError(
+                "module is itself a Dropout layer; wrap it in a model (e.g. torch.nn.Sequential)"
+            )
+    return twin, paths
+
+
+def _state_buffer_names(module: nn.Module) -> list[str]:
+    """Buffers that training changes: the running statistics of normalisation layers."""
+    names = []
+    for prefix, sub in module.named_modules():
+        if isinstance(sub, nn.modules.batchnorm._NormBase) and sub.track_running_stats:
+            for bname, buf in sub.named_buffers(recurse=False):
+                if buf is not None:
+                    names.append(f"{prefix}.{bname}" if prefix else bname)
+    return names
 
 
 def _per_sample(loss: str | LossFn) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -108,10 +207,28 @@ class TaskWarning(UserWarning):
 class ModuleTask:
     """A ``torch.nn.Module`` and a loss over data partitioned across nodes.
 
-    Batches are tuples ``(x (m, B, f), y (m, B))``. The module is deep-copied, cast to the
-    dataset's dtype and put in ``eval()`` mode (dropout off: the loss must be a
-    deterministic function of ``(params, batch)``). Non-trainable buffers that never change
-    are passed as constants; layers with running statistics are rejected.
+    Batches are tuples ``(x (m, B, f), y (m, B))`` (see :meth:`sample` for what else they
+    may carry). The module is deep-copied and cast to the dataset's dtype. Training uses a
+    ``train()``-mode copy, evaluation an ``eval()``-mode one, so the simulator trains what
+    the ranks train:
+
+    * **Running statistics** (BatchNorm and other layers that track them): each node
+      normalises with its own minibatch's statistics and keeps its own running statistics,
+      a row of ``buffer_dim`` values per node that the gradient oracle carries from round
+      to round (:meth:`init_buffers`, :meth:`loss_and_buffers`). Evaluation of the network
+      average uses the nodes' average buffers, evaluation of node ``i`` its own
+      (:meth:`evaluate` with ``buffers``).
+    * **Dropout** (``nn.Dropout``, ``Dropout1d/2d/3d``) is replaced by
+      :class:`KeyedDropout`: node ``i``'s mask at round ``t`` is a function of
+      ``(seed, i, t)`` and the layer only, so a run is reproducible and the same wherever a
+      node is held (any number of nodes per process, any replica batch). Random layers
+      that cannot be keyed (``AlphaDropout``, ``RReLU``) are rejected.
+    * **Augmentation**: ``augment(batch, generator)`` maps one node's minibatch
+      ``(x (B, ...), y (B,))`` to an augmented one of the same shapes, drawing from
+      ``generator``, seeded from ``(seed, node, t)``. It is called once per node and round
+      (a Python call per node: keep it to batched tensor ops).
+
+    Other buffers are constants.
 
     Args:
         module: the model; its parameters define ``d`` and the flattening order
@@ -137,10 +254,16 @@ class ModuleTask:
         l2: ridge coefficient added to every node's loss.
         name: task name; default ``"<dataset>_<module class>"``.
         device: where data lives and batches are produced; default the dataset's device.
+        augment: optional ``(batch, generator) -> batch`` for one node's ``(x, y)`` (see
+            above).
+
+    Attributes:
+        buffer_dim: values per node of the running statistics (``0``: a stateless model).
+        stochastic: whether the model has dropout (batches then carry a key per row).
 
     Raises:
-        TaskError: for BatchNorm-like layers, an empty or out-of-range shard, or a bad
-            argument.
+        TaskError: for ``SyncBatchNorm`` or an unkeyable random layer, an empty or
+            out-of-range shard, or a bad argument.
     """
 
     def __init__(
@@ -159,6 +282,7 @@ class ModuleTask:
         l2: float = 0.0,
         name: str | None = None,
         device: torch.device | str | None = None,
+        augment: Augment | None = None,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TaskError(f"module must be a torch.nn.Module, got {type(module).__name__}")
@@ -187,6 +311,11 @@ class ModuleTask:
         self.name = name or f"{dataset.name}_{type(module).__name__.lower()}"
         self.optimum: float | None = optimum
 
+        if augment is not None and not callable(augment):
+            raise TaskError(
+                f"augment must be a callable (batch, generator) -> batch, got {augment!r}"
+            )
+        self.augment = augment
         self.module = copy.deepcopy(module).to(dtype=self.dtype, device=self.device).eval()
         named = list(self.module.named_parameters())
         if not named:
@@ -195,7 +324,8 @@ class ModuleTask:
         self._shapes = [tuple(p.shape) for _, p in named]
         self._numels = [p.numel() for _, p in named]
         self.dim = int(sum(self._numels))
-        self._buffers = {n: b.detach() for n, b in self.module.named_buffers()}
+        self._set_buffers()
+        self._mlp_plan = self._plan_mlp()
 
         self.train = dataset.to(device=self.device)
         self.test = test.to(dtype=self.dtype, device=self.device) if test is not None else None
@@ -249,6 +379,24 @@ class ModuleTask:
             weights.index_add_(0, s, torch.full((s.numel(),), 1.0 / s.numel(), dtype=torch.float64))
         self._weights = (weights / self.num_nodes).to(dtype=self.dtype, device=self.device)
 
+    def _set_buffers(self) -> None:
+        """Split the module's buffers into per-node state and constants; build the training copy."""
+        self._train_module, self._dropout_paths = _training_copy(self.module)
+        self.stochastic = bool(self._dropout_paths)
+        state = _state_buffer_names(self.module)
+        named = dict(self.module.named_buffers())
+        self._state_names = state
+        self._state_shapes = [tuple(named[n].shape) for n in state]
+        self._state_numels = [named[n].numel() for n in state]
+        self._state_dtypes = [named[n].dtype for n in state]
+        self.buffer_dim = int(sum(self._state_numels))
+        self._buffers = {n: b.detach() for n, b in named.items() if n not in state}
+        self._buffers0 = (
+            torch.cat([named[n].detach().reshape(-1).to(self.dtype) for n in state])
+            if state
+            else torch.zeros(0, dtype=self.dtype, device=self.device)
+        )
+
     # ---------------------------------------------------------------- functional model
 
     def unflatten(self, params: Params) -> dict[str, torch.Tensor]:
@@ -261,11 +409,60 @@ class ModuleTask:
         mod = module if module is not None else self.module
         return torch.cat([p.detach().reshape(-1) for p in mod.parameters()]).to(self.dtype)
 
-    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Model outputs for inputs ``x (B, f)`` at flat parameters ``params (d,)``."""
+    def init_buffers(self) -> torch.Tensor:
+        """The running statistics every node starts with, flat ``(buffer_dim,)`` (the module's)."""
+        return self._buffers0.clone()
+
+    def _buffer_dict(self, buffers: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Constants plus the per-node state of a flat ``(buffer_dim,)`` row (fresh tensors)."""
+        flat = self._buffers0 if buffers is None else buffers
+        out = dict(self._buffers)
+        for name, chunk, shape, dtype in zip(
+            self._state_names,
+            torch.split(flat, self._state_numels),
+            self._state_shapes,
+            self._state_dtypes,
+            strict=True,
+        ):
+            out[name] = chunk.reshape(shape).to(dtype, copy=True)
+        return out
+
+    def forward(
+        self, params: Params, x: torch.Tensor, buffers: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Evaluation outputs for inputs ``x (B, f)`` at flat parameters ``params (d,)``.
+
+        The ``eval()``-mode model: dropout off, normalisation by the running statistics of
+        ``buffers`` (a flat ``(buffer_dim,)`` row; default :meth:`init_buffers`).
+        """
         return torch.func.functional_call(
-            self.module, (self.unflatten(params), self._buffers), (x,)
+            self.module, (self.unflatten(params), self._buffer_dict(buffers)), (x,)
         )
+
+    def train_forward(
+        self,
+        params: Params | dict[str, torch.Tensor],
+        x: torch.Tensor,
+        buffers: torch.Tensor | None = None,
+        key: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training outputs and the updated running statistics ``(outputs, buffers (b,))``.
+
+        The ``train()``-mode model: normalisation by the minibatch's statistics, running
+        statistics updated from ``buffers`` (default :meth:`init_buffers`), dropout keyed by
+        ``key`` (a row's 32-bit key; ``0`` when ``None``). ``params`` flat ``(d,)`` or
+        already split by name (:meth:`unflatten`).
+        """
+        values = self._buffer_dict(buffers)
+        if key is not None:
+            for path in self._dropout_paths:
+                values[f"{path}.key"] = key
+        named = params if isinstance(params, dict) else self.unflatten(params)
+        out = torch.func.functional_call(self._train_module, (named, values), (x,))
+        if not self._state_names:
+            return out, self._buffers0
+        new = torch.cat([values[n].reshape(-1).to(self.dtype) for n in self._state_names])
+        return out, new
 
     def init_params(self, seed: int) -> Params:
         """The start point ``(d,)``: the module's own parameters, or a re-initialisation.
@@ -287,17 +484,41 @@ class ModuleTask:
         return self.flatten(fresh)
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Mean loss of one node's minibatch ``(x (B, f), y (B,)[, w (B,)])`` plus the ridge.
+        """Mean loss of one node's minibatch ``(x (B, f), y (B,)[, w (B,)][, key])`` plus the ridge.
 
         Without replacement a batch carries weights ``w`` (``1 / |batch|`` for the samples
-        drawn, ``0`` for the padding of a node with fewer samples than ``batch_size``).
+        drawn, ``0`` for the padding of a node with fewer samples than ``batch_size``); a
+        model with dropout, the row's key last. The training-mode model at the initial
+        running statistics (:meth:`init_buffers`); the round loop uses
+        :meth:`loss_and_buffers`, which carries each node's own.
         """
+        return self.loss_and_buffers(params, self._buffers0, batch)[0]
+
+    def loss_and_buffers(
+        self, params: Params, buffers: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, new buffers (b,))`` of one node's minibatch: :meth:`loss` at the node's
+        running statistics ``buffers``, and the statistics after the forward pass.
+
+        Pure and vmappable: ``vmap(grad_and_value(task.loss_and_buffers, has_aux=True))``
+        gives every node's gradient, loss and new statistics in one call.
+        """
+        return self.loss_named(self.unflatten(params), buffers, batch)
+
+    def loss_named(
+        self, named: dict[str, torch.Tensor], buffers: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`loss_and_buffers` with the parameters split by name (:meth:`unflatten`)."""
+        key = batch[-1] if self.stochastic else None
+        fields = len(batch) - (1 if self.stochastic else 0)
         x, y = batch[0], batch[1]
-        per_sample = self._per_sample_loss(self.forward(params, x), y)
-        value = (per_sample * batch[2]).sum() if len(batch) == 3 else per_sample.mean()
+        out, new = self.train_forward(named, x, buffers, key)
+        per_sample = self._per_sample_loss(out, y)
+        value = (per_sample * batch[2]).sum() if fields == 3 else per_sample.mean()
         if self.l2 > 0:
-            value = value + 0.5 * self.l2 * params.square().sum()
-        return value
+            ridge = torch.stack([p.square().sum() for p in named.values()]).sum()
+            value = value + 0.5 * self.l2 * ridge
+        return value, new.detach()
 
     @property
     def grad_and_loss(
@@ -309,9 +530,121 @@ class ModuleTask:
         """
         lin = self.module
         linear = isinstance(lin, nn.Linear) and lin.bias is not None
-        if not linear or self._loss_kind not in ("bce", "cross_entropy"):
+        if self._loss_kind not in ("bce", "cross_entropy"):
             return None
-        return self._linear_grad_and_loss
+        if linear:
+            return self._linear_grad_and_loss
+        if self._mlp_plan is not None:
+            return self._mlp_grad_and_loss
+        return None
+
+    def _plan_mlp(self) -> list[tuple[str, int, int, int, int]] | None:
+        """The layers of an ``nn.Sequential`` of biased ``nn.Linear`` layers and ReLU, Tanh,
+        Sigmoid or Identity activations, ending in a linear layer, as
+        ``(kind, weight offset, out, in, bias offset)``; ``None`` for any other module (or
+        one with dropout or running statistics)."""
+        if not isinstance(self.module, nn.Sequential) or self.stochastic or self.buffer_dim:
+            return None
+        offsets, at = {}, 0
+        for name, numel in zip(self._names, self._numels, strict=True):
+            offsets[name] = at
+            at += numel
+        plan: list[tuple[str, int, int, int, int]] = []
+        for k, sub in enumerate(self.module):
+            if isinstance(sub, nn.Linear) and sub.bias is not None:
+                plan.append(
+                    (
+                        "linear",
+                        offsets[f"{k}.weight"],
+                        sub.out_features,
+                        sub.in_features,
+                        offsets[f"{k}.bias"],
+                    )
+                )
+            elif isinstance(sub, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)):
+                plan.append((type(sub).__name__.lower(), 0, 0, 0, 0))
+            else:
+                return None
+        if not plan or plan[-1][0] != "linear":
+            return None
+        return plan
+
+    def _mlp_grad_and_loss(
+        self, params: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every row's minibatch loss and gradient for an MLP, batched over rows without autograd.
+
+        Forward ``z_l = h_{l-1} W_l^T + b_l`` (one ``baddbmm`` over the ``m`` rows, the
+        weights read in place from ``params``), ``h_l = act(z_l)``; the residual ``r`` of
+        the logits as in :meth:`_linear_grad_and_loss`; backward
+        ``grad W_l = delta_l^T h_{l-1}`` and ``grad b_l = sum_j delta_l`` written by
+        ``bmm(out=...)`` straight into the rows of the ``(m, d)`` result, and
+        ``delta_{l-1} = (delta_l W_l) * act'(z_{l-1})``. The one ``(m, d)`` allocation is
+        the result: no per-sample layout copies and no concatenation.
+        """
+        plan = self._mlp_plan
+        assert plan is not None
+        x, y = batch[0], batch[1]
+        m, size = x.shape[0], x.shape[1]
+        grads = torch.empty(m, self.dim, dtype=params.dtype, device=params.device)
+
+        def weight(step: tuple[str, int, int, int, int], of: torch.Tensor) -> torch.Tensor:
+            _, w0, out, inp, _ = step
+            return of[:, w0 : w0 + out * inp].view(m, out, inp)
+
+        h, saved = x, []
+        for step in plan:
+            saved.append(h)
+            kind, _, out, _, b0 = step
+            if kind == "linear":
+                bias = params[:, b0 : b0 + out].unsqueeze(1)
+                h = torch.baddbmm(bias, h, weight(step, params).transpose(1, 2))
+            elif kind == "relu":
+                h = torch.relu(h)
+            elif kind == "tanh":
+                h = torch.tanh(h)
+            elif kind == "sigmoid":
+                h = torch.sigmoid(h)
+        z = h  # logits (m, B, C)
+        if self._loss_kind == "bce":
+            logit, target = z.squeeze(2), y.to(z.dtype)
+            per_sample = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
+            delta = torch.sigmoid(logit).sub_(target).unsqueeze(2)
+        else:
+            logp = torch.log_softmax(z, dim=2)
+            per_sample = -logp.gather(2, y.unsqueeze(2)).squeeze(2)
+            delta = logp.exp_()
+            delta.scatter_add_(
+                2, y.unsqueeze(2), torch.full((m, size, 1), -1.0, dtype=z.dtype, device=z.device)
+            )
+        if len(batch) == 3:
+            coef = batch[2]
+            losses = (per_sample * coef).sum(dim=1)
+            delta.mul_(coef.unsqueeze(2))
+        else:
+            losses = per_sample.mean(dim=1)
+            delta.div_(size)
+        first = next(i for i, step in enumerate(plan) if step[0] == "linear")
+        for i in range(len(plan) - 1, -1, -1):
+            step, inp = plan[i], saved[i]
+            kind, _, out, _, b0 = step
+            if kind == "linear":
+                torch.bmm(delta.transpose(1, 2), inp, out=weight(step, grads))
+                torch.sum(delta, dim=1, out=grads[:, b0 : b0 + out])
+                if i > first:
+                    delta = torch.bmm(delta, weight(step, params))
+            elif kind == "relu":
+                delta = delta.masked_fill_(inp <= 0, 0.0)
+            elif kind == "tanh":
+                act = saved[i + 1]
+                delta = delta * (1.0 - act * act)
+            elif kind == "sigmoid":
+                act = saved[i + 1]
+                delta = delta * (act * (1.0 - act))
+        if self.l2 > 0:
+            grads.add_(params * self.l2)
+            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
+        return grads, losses
 
     def _linear_grad_and_loss(
         self, params: torch.Tensor, batch: Batch
@@ -360,12 +693,50 @@ class ModuleTask:
         """Draw each node's minibatch from its shard (see ``sampling``).
 
         Returns ``(x (m, B, f), y (m, B))`` with replacement, ``(x, y, w (m, B'))`` without
-        (``B' = min(batch_size, max_i |S_i|)``); row ``r`` depends only on
-        ``(seed, nodes[r], t)``.
+        (``B' = min(batch_size, max_i |S_i|)``), augmented by ``augment`` if given, and with
+        each row's dropout key ``(m,)`` (int64, 32 bits) appended for a model with dropout;
+        row ``r`` depends only on ``(seed, nodes[r], t)``.
         """
         nodes = nodes.to(device=self.device, dtype=torch.int64)
         local, weights = self._positions(nodes, t, seed)
-        return self._gather(nodes, local, weights)
+        return self._finish(self._gather(nodes, local, weights), nodes, t, [seed])
+
+    def _finish(self, batch: Batch, nodes: torch.Tensor, t: int, seeds: Sequence[int]) -> Batch:
+        """Augment and key a gathered batch whose row ``r * R + k`` is ``(nodes[r], seeds[k])``."""
+        if self.augment is None and not self.stochastic:
+            return batch
+        ids = [int(i) for i in nodes.tolist()]
+        if self.augment is not None:
+            batch = self._augmented(batch, ids, t, seeds)
+        if self.stochastic:
+            per_seed = _stream.keys(list(seeds), _DROPOUT_STREAM, t, ids)  # seed-major
+            keys = torch.tensor(per_seed, dtype=torch.int64).view(len(seeds), len(ids))
+            batch = (*batch, (keys.T.reshape(-1) & _MASK32).to(self.device))
+        return batch
+
+    def _augmented(self, batch: Batch, ids: list[int], t: int, seeds: Sequence[int]) -> Batch:
+        x, y = batch[0], batch[1]
+        seeds = list(seeds)
+        gens = _stream.keys(seeds, _AUGMENT_STREAM, t, ids)  # seed-major
+        generator = torch.Generator(device=self.device)
+        xs, ys = [], []
+        for row in range(x.shape[0]):
+            node, k = divmod(row, len(seeds))
+            generator.manual_seed(gens[k * len(ids) + node])
+            out = self.augment((x[row], y[row]), generator)  # type: ignore[misc]
+            if (
+                not isinstance(out, tuple)
+                or len(out) != 2
+                or out[0].shape != x[row].shape
+                or out[1].shape != y[row].shape
+            ):
+                raise TaskError(
+                    "augment must return (x, y) with the shapes it was given, "
+                    f"{tuple(x[row].shape)} and {tuple(y[row].shape)}"
+                )
+            xs.append(out[0].to(x.dtype))
+            ys.append(out[1].to(y.dtype))
+        return (torch.stack(xs), torch.stack(ys), *batch[2:])
 
     def _positions(
         self, nodes: torch.Tensor, t: int, seed: int | Sequence[int]
@@ -413,7 +784,10 @@ class ModuleTask:
         Replicas of a dataset task share the data, the partition and the model; they differ
         in the training seed (minibatch draws, start point).
         """
-        check_family(tasks, ("name", "num_nodes", "batch_size", "sampling", "l2", "dtype"))
+        check_family(
+            tasks,
+            ("name", "num_nodes", "batch_size", "sampling", "l2", "dtype", "augment", "buffer_dim"),
+        )
         first = tasks[0]
         for other in tasks[1:]:
             same = other is first or (
@@ -432,25 +806,33 @@ class ModuleTask:
 
         def sample(t: int) -> Batch:  # every seed's positions in one draw, node-major
             local, weights = first._positions(nodes, t, every_seed)
-            return first._gather(rows, local, weights)
+            return first._finish(first._gather(rows, local, weights), nodes, t, every_seed)
 
         return sample
 
     # ---------------------------------------------------------------- evaluation
 
     def _outputs_losses(
-        self, params: torch.Tensor, data: Dataset, chunk_models: int, chunk_rows: int
+        self,
+        params: torch.Tensor,
+        data: Dataset,
+        chunk_models: int,
+        chunk_rows: int,
+        buffers: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-sample losses ``(k, N)`` and correctness ``(k, N)`` (or ``None``)."""
         losses, corrects = [], []
-        per_model = torch.func.vmap(self.forward, in_dims=(0, None))
+        per_model = torch.func.vmap(self.forward, in_dims=(0, None, 0))
+        if buffers is None:
+            buffers = self._buffers0.expand(params.shape[0], -1)
         for m0 in range(0, params.shape[0], chunk_models):
             p = params[m0 : m0 + chunk_models]
+            b = buffers[m0 : m0 + chunk_models]
             row_l, row_c = [], []
             for r0 in range(0, len(data), chunk_rows):
                 x = data.features[r0 : r0 + chunk_rows]
                 y = data.labels[r0 : r0 + chunk_rows]
-                out = per_model(p, x)  # (k, B, ...)
+                out = per_model(p, x, b)  # (k, B, ...)
                 row_l.append(torch.func.vmap(self._per_sample_loss, in_dims=(0, None))(out, y))
                 c = _correct(self._loss_kind, out, y)
                 if c is not None:
@@ -462,13 +844,20 @@ class ModuleTask:
 
     @torch.no_grad()
     def evaluate(
-        self, params: torch.Tensor, *, chunk_models: int = 32, chunk_rows: int = 8192
+        self,
+        params: torch.Tensor,
+        *,
+        buffers: torch.Tensor | None = None,
+        chunk_models: int = 32,
+        chunk_rows: int = 8192,
     ) -> dict[str, torch.Tensor]:
         """Global objective and accuracy for ``k`` models ``(k, d)``.
 
         ``"loss"`` is ``f = (1/n) sum_i f_i`` (node-weighted); ``"accuracy"`` is weighted
         the same way, i.e. the mean over nodes of each node's shard accuracy.
         ``"test_loss"`` / ``"test_accuracy"`` are plain means over the test set.
+        The models run in ``eval()`` mode with running statistics ``buffers``
+        (``(k, buffer_dim)``, one row per model; default :meth:`init_buffers` for all).
         Models and rows are processed in chunks to bound memory.
         """
         if params.ndim != 2 or params.shape[1] != self.dim:
@@ -477,13 +866,24 @@ class ModuleTask:
                 "stack models with torch.stack or add a leading axis with x[None]"
             )
         params = params.to(device=self.device, dtype=self.dtype)
+        if buffers is not None:
+            if buffers.shape != (params.shape[0], self.buffer_dim):
+                raise TaskError(
+                    f"evaluate expects buffers of shape ({params.shape[0]}, {self.buffer_dim}) "
+                    f"(one row of running statistics per model), got {tuple(buffers.shape)}"
+                )
+            buffers = buffers.to(device=self.device, dtype=self.dtype)
         ridge = 0.5 * self.l2 * params.square().sum(dim=1)
-        losses, correct = self._outputs_losses(params, self.train, chunk_models, chunk_rows)
+        losses, correct = self._outputs_losses(
+            params, self.train, chunk_models, chunk_rows, buffers
+        )
         out = {"loss": losses @ self._weights + ridge}
         if correct is not None:
             out["accuracy"] = correct @ self._weights
         if self.test is not None:
-            t_losses, t_correct = self._outputs_losses(params, self.test, chunk_models, chunk_rows)
+            t_losses, t_correct = self._outputs_losses(
+                params, self.test, chunk_models, chunk_rows, buffers
+            )
             out["test_loss"] = t_losses.mean(dim=1) + ridge
             if t_correct is not None:
                 out["test_accuracy"] = t_correct.mean(dim=1)
@@ -573,7 +973,7 @@ class ModuleTask:
         twin = copy.copy(self)
         twin.dtype = torch.float64
         twin.module = copy.deepcopy(self.module).to(torch.float64)
-        twin._buffers = {n: b.detach() for n, b in twin.module.named_buffers()}
+        twin._set_buffers()
         twin.train = self.train.to(dtype=torch.float64)
         twin.test = self.test.to(dtype=torch.float64) if self.test is not None else None
         twin._weights = self._weights.to(torch.float64)
@@ -835,9 +1235,12 @@ def mlp(
 __all__ = [
     "INITS",
     "SAMPLINGS",
+    "Augment",
+    "KeyedDropout",
     "LossFn",
     "ModuleTask",
     "TaskWarning",
+    "dropout_keep",
     "logistic_regression",
     "mlp",
     "softmax_regression",

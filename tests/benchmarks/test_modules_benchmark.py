@@ -1,0 +1,37 @@
+"""Smoke test of ``python -m benchmarks.modules`` and its FLOP count (no timing asserted)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # the benchmarks package lives at the repository root
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import modules as bench  # noqa: E402
+
+
+def test_flops_of_an_mlp_node_step_are_its_products() -> None:
+    """Forward and weight gradients 2 B (784 x 128 + 128 x 10) each, plus the second
+    layer's input gradient 2 B x 128 x 10 (the first layer's input needs none)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(bench.BATCH, 784), torch.randint(0, 10, (bench.BATCH,))
+    b = bench.BATCH
+    expected = 2 * b * (2 * (784 * 128 + 128 * 10) + 128 * 10)
+    assert bench.node_step_flops(bench._mlp(), x, y) == expected
+
+
+def test_a_tiny_case_runs_every_path() -> None:
+    torch.manual_seed(0)
+    out = bench.case("MLP", bench._mlp(), 784, m=2, blocks=1, reps=1)
+    assert set(out["rows"]) == {
+        "oracle",
+        "vmap(grad(loss)) (the previous path)",
+        "own shapes (bmm alone)",
+    }
+    assert all(steps > 0 and 0 < frac for steps, _, frac in out["rows"].values())
+    cnn = bench.case("CNN", bench._CNN(), 40, m=2, blocks=1, reps=1)
+    assert "own shapes (bmm alone)" not in cnn["rows"]
