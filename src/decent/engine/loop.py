@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 
+from decent import _threads
 from decent._types import Batch
 from decent.algorithms.base import Algorithm
 from decent.comm.base import Communicator
@@ -362,6 +363,7 @@ def train_replicas(
         for cb in callbacks[r]:
             cb.on_start(infos[r])
     t = 0
+    threads = _threads.ThreadPolicy(work=m * R * tasks[0].dim)  # see decent._threads
     try:
         record(0)
         for r in range(R):
@@ -370,6 +372,7 @@ def train_replicas(
                 limits[r] = divergence_factor * max(abs(initial[r]), 1.0)
         begin_round = getattr(loop_comm, "begin_round", None)  # a simulated network's clock
         for t in range(1, rounds + 1):
+            threads.tick()
             if begin_round is not None:
                 joins = begin_round(t)
                 if joins:  # a joining node pulls its state (and output sums) from a neighbour
@@ -411,6 +414,8 @@ def train_replicas(
         for r in list(active):
             finish(r, "interrupted", max(t - 1, 0), "interrupted by the user (Ctrl-C or SIGTERM)")
         raise
+    finally:
+        threads.close()
     for r in list(active):
         finish(r, "finished", rounds, None)
     return [res for res in results if res is not None]
