@@ -50,7 +50,6 @@ def train(
     check_every: int | None = 16,
     divergence_factor: float | None = 1e4,
     x0: torch.Tensor | None = None,
-    compile: bool = False,
     autograd: bool = False,
     topology_name: str | None = None,
     averages: Sequence[Average] = (),
@@ -84,7 +83,6 @@ def train(
             at the start); ``None`` stops only at NaN or inf.
         x0: the starting point: ``(d,)`` shared by every node, or ``(n, d)`` one row per
             node of the network (default ``task.init_params(seed)`` for every node).
-        compile: ``torch.compile`` the gradient oracle.
         autograd: take gradients by ``vmap(grad(task.loss))`` even where the task has them
             in closed form (``task.grad_and_loss``), e.g. to check one against the other.
         topology_name: the name recorded in :class:`RunInfo` (default: the comm's topology).
@@ -98,8 +96,8 @@ def train(
             every gradient is DP-SGD's (per-sample clipping plus Gaussian noise, see
             :class:`~decent.engine.privacy.PrivateOracle`), and every evaluation records
             ``privacy/epsilon`` (the worst node's epsilon at ``privacy.delta``, from
-            Opacus's accountant) and ``privacy/epsilon_mean``; ``compile`` and ``autograd``
-            do not apply to private gradients (always per-sample autograd, eager).
+            Opacus's accountant) and ``privacy/epsilon_mean``; ``autograd`` does not apply to
+            private gradients (always per-sample autograd).
 
     Returns:
         A :class:`RunResult`; ``status == "diverged"`` (with a :class:`DivergenceWarning`
@@ -121,7 +119,6 @@ def train(
         check_every=check_every,
         divergence_factor=divergence_factor,
         x0s=[x0],
-        compile=compile,
         autograd=autograd,
         topology_name=topology_name,
         averages=averages,
@@ -143,7 +140,6 @@ def train_replicas(
     check_every: int | None = 16,
     divergence_factor: float | None = 1e4,
     x0s: Sequence[torch.Tensor | None] | None = None,
-    compile: bool = False,
     autograd: bool = False,
     topology_name: str | None = None,
     averages: Sequence[Average] = (),
@@ -209,7 +205,7 @@ def train_replicas(
     nodes = comm.node_ids
     n = comm.num_nodes
     m = int(nodes.shape[0])
-    oracle = GradientOracle(tasks[0], compile=compile, autograd=autograd)
+    oracle = GradientOracle(tasks[0], autograd=autograd)
     private, accountant = None, None
     if privacy is not None:  # DP-SGD gradients, and every node's budget at evaluations
         accountant = PrivacyAccountant(privacy, sampling_rates(tasks[0]))
