@@ -292,6 +292,8 @@ _AHEAD_VALUES = 1 << 18
 """Values read ahead per draw at most (2 MB of float64): small draws pay their fixed cost
 (keys, seeding, casting, reordering, Python) once per chunk of rounds, not every round."""
 _AHEAD_ROUNDS = 64
+_AHEAD_ENTRIES = 32
+"""Draws read ahead per node-id tensor at most (runs that reuse a communicator leave theirs)."""
 
 
 def _ahead(values_per_round: int) -> int:
@@ -376,6 +378,9 @@ def _read(
     entry_key = ("ahead", threading.get_ident(), *ident)
     ahead = per.get(entry_key)
     if ahead is None:
+        stale = [k for k in per if isinstance(k, tuple) and k[:1] == ("ahead",)]
+        for k in stale[: max(0, len(stale) - _AHEAD_ENTRIES + 1)]:  # the oldest go
+            del per[k]
         ahead = per[entry_key] = _Ahead(pin)
     return ahead.get(t, rounds, draw)  # type: ignore[no-any-return]
 
@@ -406,6 +411,7 @@ def normal(
     width: int,
     num_nodes: int,
     dtype: torch.dtype = torch.float32,
+    post: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Standard normal draws ``(len(nodes), width)`` (float32 resolution, cast to ``dtype``).
 
@@ -417,11 +423,17 @@ def normal(
         width: draws per node.
         num_nodes: ``n`` of the network (fixes the block size, the same on every process).
         dtype: the output dtype.
+        post: an elementwise or row-wise transform ``(rounds, rows, width) -> same``, in place,
+            applied to every chunk of rounds as it is drawn (on the background thread when
+            rounds are drawn ahead): a task turns raw normals into its samples there, once
+            per chunk instead of once per round, with the same numbers as per round as long
+            as ``post`` treats every ``(round, row)`` alike. ``post`` is part of the key
+            of what is read ahead (and kept alive by it), so pass the same object every round.
 
     The result is the caller's (it may write into it). Rounds asked for in order by the
     simulator are drawn ahead, several at once (small draws only); the numbers are the same.
     """
-    return _floats(_normal_, seed, stream, t, nodes, width, num_nodes, dtype)
+    return _floats(_normal_, seed, stream, t, nodes, width, num_nodes, dtype, post)
 
 
 def uniform(
@@ -447,17 +459,19 @@ def _floats(
     width: int,
     num_nodes: int,
     dtype: torch.dtype,
+    post: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """:func:`normal` or :func:`uniform` (by ``fill``): float32 draws, read ahead."""
     seeds = _seeds(seed)
 
     def draw(ts: Sequence[int]) -> torch.Tensor:
-        return _node_major(
+        out = _node_major(
             _draw(fill, torch.float32, seeds, stream, ts, nodes, width, dtype, num_nodes)
         )
+        return out if post is None else post(out)
 
-    ident = (fill.__name__, tuple(seeds), stream, width, num_nodes, dtype)
-    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw)
+    ident = (fill.__name__, tuple(seeds), stream, width, num_nodes, dtype, id(post))
+    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw, pin=post)
 
 
 def integers(
