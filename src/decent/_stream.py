@@ -29,12 +29,14 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from decent import _threads
 
 NODE_BLOCK = 1024
 """Node ids per generator key at most (a rank draws at most this many rows per block it
@@ -201,9 +203,9 @@ def _draw(
     ``nodes[r]``'s at round ``ts[i]`` under ``seeds[k]``.
 
     Every (round, seed, block) has its own key, so the blocks of a large draw are shared
-    out over ``torch.get_num_threads()`` threads (torch's CPU generators are sequential, and
-    drawing dominates a round of a large streaming task); the numbers do not depend on it,
-    nor on which rounds are drawn together.
+    out over :func:`decent._threads.draw_threads` threads (torch's CPU generators are
+    sequential, and drawing dominates a round of a large streaming task); the numbers do not
+    depend on it, nor on which rounds are drawn together.
     """
     unique = list(dict.fromkeys(seeds))
     if len(unique) < len(seeds):  # replicas sharing a seed share its draw (e.g. a step grid)
@@ -222,7 +224,7 @@ def _draw(
         else [b for b, _, _ in layout.gathers]
     )
     all_keys = keys(seeds, stream, ts, blocks)  # round-major, then seed, then block
-    threads = min(torch.get_num_threads(), len(all_keys))
+    threads = min(_threads.draw_threads(), len(all_keys))
     # threads pay off only for blocks large enough to hide the Python work of a job
     big = block * width >= _PARALLEL_JOB and len(all_keys) * block * width >= _PARALLEL
     parallel = device.type == "cpu" and threads > 1 and big
@@ -290,6 +292,8 @@ _AHEAD_VALUES = 1 << 18
 """Values read ahead per draw at most (2 MB of float64): small draws pay their fixed cost
 (keys, seeding, casting, reordering, Python) once per chunk of rounds, not every round."""
 _AHEAD_ROUNDS = 64
+_AHEAD_ENTRIES = 32
+"""Draws read ahead per node-id tensor at most (runs that reuse a communicator leave theirs)."""
 
 
 def _ahead(values_per_round: int) -> int:
@@ -302,17 +306,20 @@ class _Ahead:
 
     A round is served from the chunk only when it is the one after the last round asked for
     (so each slice is handed out once: a caller may write into it), and a chunk is drawn
-    only for such a sequential reader; any other request draws its round alone. The numbers
-    are the same either way (every round and block has its own key).
+    only for such a sequential reader; any other request draws its round alone. With a
+    second core free (:func:`decent._threads.draw_threads`), the chunk after the one being
+    served is drawn on a background thread meanwhile, so drawing overlaps the rest of the
+    round. The numbers are the same either way (every round and block has its own key).
     """
 
-    __slots__ = ("chunk", "first", "last", "pin")
+    __slots__ = ("chunk", "first", "last", "pending", "pin")
 
     def __init__(self, pin: object = None) -> None:
         self.chunk: torch.Tensor | None = None
         self.first = 0
         self.last = -2
         self.pin = pin  # keeps alive an object whose id is part of the key
+        self.pending: tuple[int, Future[torch.Tensor]] | None = None
 
     def get(
         self, t: int, rounds: int, draw: Callable[[Sequence[int]], torch.Tensor]
@@ -322,9 +329,33 @@ class _Ahead:
             return draw([t])[0]
         chunk = self.chunk
         if chunk is None or not self.first <= t < self.first + chunk.shape[0]:
-            chunk = self.chunk = draw(range(t, t + rounds))
-            self.first = t
+            pending, self.pending = self.pending, None
+            if pending is not None and pending[0] == t:
+                chunk = pending[1].result()
+            else:
+                chunk = draw(range(t, t + rounds))
+            self.chunk, self.first = chunk, t
+            if _threads.draw_threads() > 1:  # the next chunk, while this one is used
+                after = t + rounds
+                self.pending = (after, _prefetcher().submit(draw, range(after, after + rounds)))
         return chunk[t - self.first]
+
+
+_PREFETCH: list[ThreadPoolExecutor] = []
+
+
+def _prefetcher() -> ThreadPoolExecutor:
+    """The one background thread that draws the next chunks ahead."""
+    if not _PREFETCH:  # one torch thread there: the draws themselves are sequential
+        _PREFETCH.append(
+            ThreadPoolExecutor(
+                1,
+                thread_name_prefix="decent-ahead",
+                initializer=torch.set_num_threads,
+                initargs=(1,),
+            )
+        )
+    return _PREFETCH[0]
 
 
 def _read(
@@ -336,14 +367,20 @@ def _read(
     pin: object = None,
 ) -> torch.Tensor:
     """Round ``t`` of ``draw`` (``ts -> (len(ts), rows, width)``), read ahead in chunks
-    when the simulator (all node ids, in order) asks for the rounds in order."""
-    rounds = _ahead(values) if is_range(nodes) else 1
-    if rounds == 1:
+    when the simulator (all node ids, in order) asks for the rounds in order (a large draw:
+    chunks of one round, drawn ahead only with a second core free)."""
+    if not is_range(nodes):
+        return draw([t])[0]
+    rounds = _ahead(values)
+    if rounds == 1 and _threads.draw_threads() < 2:
         return draw([t])[0]
     per = _layouts_of(nodes)
     entry_key = ("ahead", threading.get_ident(), *ident)
     ahead = per.get(entry_key)
     if ahead is None:
+        stale = [k for k in per if isinstance(k, tuple) and k[:1] == ("ahead",)]
+        for k in stale[: max(0, len(stale) - _AHEAD_ENTRIES + 1)]:  # the oldest go
+            del per[k]
         ahead = per[entry_key] = _Ahead(pin)
     return ahead.get(t, rounds, draw)  # type: ignore[no-any-return]
 
@@ -374,6 +411,7 @@ def normal(
     width: int,
     num_nodes: int,
     dtype: torch.dtype = torch.float32,
+    post: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Standard normal draws ``(len(nodes), width)`` (float32 resolution, cast to ``dtype``).
 
@@ -385,11 +423,17 @@ def normal(
         width: draws per node.
         num_nodes: ``n`` of the network (fixes the block size, the same on every process).
         dtype: the output dtype.
+        post: an elementwise or row-wise transform ``(rounds, rows, width) -> same``, in place,
+            applied to every chunk of rounds as it is drawn (on the background thread when
+            rounds are drawn ahead): a task turns raw normals into its samples there, once
+            per chunk instead of once per round, with the same numbers as per round as long
+            as ``post`` treats every ``(round, row)`` alike. ``post`` is part of the key
+            of what is read ahead (and kept alive by it), so pass the same object every round.
 
     The result is the caller's (it may write into it). Rounds asked for in order by the
     simulator are drawn ahead, several at once (small draws only); the numbers are the same.
     """
-    return _floats(_normal_, seed, stream, t, nodes, width, num_nodes, dtype)
+    return _floats(_normal_, seed, stream, t, nodes, width, num_nodes, dtype, post)
 
 
 def uniform(
@@ -415,17 +459,19 @@ def _floats(
     width: int,
     num_nodes: int,
     dtype: torch.dtype,
+    post: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """:func:`normal` or :func:`uniform` (by ``fill``): float32 draws, read ahead."""
     seeds = _seeds(seed)
 
     def draw(ts: Sequence[int]) -> torch.Tensor:
-        return _node_major(
+        out = _node_major(
             _draw(fill, torch.float32, seeds, stream, ts, nodes, width, dtype, num_nodes)
         )
+        return out if post is None else post(out)
 
-    ident = (fill.__name__, tuple(seeds), stream, width, num_nodes, dtype)
-    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw)
+    ident = (fill.__name__, tuple(seeds), stream, width, num_nodes, dtype, id(post))
+    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw, pin=post)
 
 
 def integers(

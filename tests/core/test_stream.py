@@ -206,3 +206,29 @@ def test_reading_rounds_in_order_gives_each_rounds_own_draw_once() -> None:
 def test_large_draws_are_not_read_ahead() -> None:
     assert _stream._ahead(1 << 18) == 1
     assert _stream._ahead(1 << 12) == 64
+
+
+@pytest.mark.parametrize("width", [7, 1 << 17])  # read ahead in chunks, and one round ahead
+def test_drawing_ahead_on_a_background_thread_gives_each_rounds_own_draw(
+    width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two cores free the next chunk is drawn on a background thread while the current
+    one is used; every round is still its own draw, and a caller may write into it."""
+    from decent import _threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    n, seeds = 4, [3, 5]
+    nodes = torch.arange(n)
+    with _threads.run_threads() as policy:
+        assert policy.cores == 2 and _threads.draw_threads() == 2
+        rounds = _stream._ahead(len(seeds) * n * width)
+        for t in [*range(1, 2 * rounds + 3), 2, 3, 50]:
+            got = _stream.normal(seeds, 13, t, nodes, width, n)
+            assert _stream._PREFETCH or rounds == 1
+            monkeypatch.setenv("OMP_NUM_THREADS", "1")
+            with _threads.run_threads():  # no read-ahead: each round drawn alone
+                alone = _stream.normal(seeds, 13, t, torch.arange(n), width, n)
+            monkeypatch.setenv("OMP_NUM_THREADS", "2")
+            assert torch.equal(got, alone), t
+            got.zero_()
+    assert _threads.draw_threads() == torch.get_num_threads()

@@ -186,22 +186,12 @@ def test_runs_are_reproducible_bit_for_bit():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_compiled_oracle_equals_eager_and_survives_many_instances():
-    """Many compiled oracles in one process must not fall back to eager (dynamo's limit)."""
-    import torch._dynamo.config as dynamo_config
-
-    from decent.engine import GradientOracle
-
+def test_compile_is_not_offered():
+    """torch.compile of the oracle was slower than eager at every M measured (issue 27), so
+    neither the loop nor the oracle takes it; a caller still passing it is told at once."""
     task, comm = _setup(6)
-    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
-    batch = task.sample(comm.node_ids, 1, 0)
-    eager = GradientOracle(task)(x, batch)
-    for _ in range(3):
-        compiled = GradientOracle(task, compile=True)
-        grads, losses = compiled(x[:, :4].clone(), batch)
-        torch.testing.assert_close(grads, eager[0], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(losses, eager[1], rtol=1e-12, atol=1e-12)
-    assert dynamo_config.recompile_limit >= 256
+    with pytest.raises(TypeError, match="compile"):
+        train(DSGD(lr=0.1), task, comm, rounds=1, compile=True)  # type: ignore[call-arg]
 
 
 def test_output_averages_equal_averages_of_the_iterates_computed_by_hand():

@@ -288,3 +288,22 @@ def test_a_single_machine_samples_the_mixture_uniformly() -> None:
 def test_components_must_divide_among_the_nodes() -> None:
     with pytest.raises(TaskError, match="components must be a multiple of num_nodes = 5"):
         LeastSquares(5, components=12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("b", [1, 3])
+def test_samples_made_per_chunk_of_rounds_equal_the_per_round_samples(
+    dtype: torch.dtype, b: int
+) -> None:
+    """The simulator's rounds are drawn ahead and turned into (a, y) a chunk at a time
+    (streaming._LsSamples); every round must equal _ls_batch on that round's raw draw."""
+    from decent.tasks import streaming
+
+    n = 16
+    task = LeastSquares(n, dim=5, batch_size=b, heterogeneity=1.0, noise=0.7, dtype=dtype)
+    nodes = torch.arange(n)
+    for t in range(1, 3 * streaming._stream._ahead(n * b * 6) + 2):
+        a, y = task.sample(nodes, t, 4)
+        raw = task._raw(torch.arange(n), t, 4)
+        ra, ry = streaming._ls_batch(raw, *task._row_params(torch.arange(n)), b, 5)
+        assert torch.equal(a, ra) and torch.equal(y, ry), t

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 
+from decent import _threads
 from decent._types import Batch
 from decent.algorithms.base import Algorithm
 from decent.comm.base import Communicator
@@ -49,7 +50,6 @@ def train(
     check_every: int | None = 16,
     divergence_factor: float | None = 1e4,
     x0: torch.Tensor | None = None,
-    compile: bool = False,
     autograd: bool = False,
     topology_name: str | None = None,
     averages: Sequence[Average] = (),
@@ -83,7 +83,6 @@ def train(
             at the start); ``None`` stops only at NaN or inf.
         x0: the starting point: ``(d,)`` shared by every node, or ``(n, d)`` one row per
             node of the network (default ``task.init_params(seed)`` for every node).
-        compile: ``torch.compile`` the gradient oracle.
         autograd: take gradients by ``vmap(grad(task.loss))`` even where the task has them
             in closed form (``task.grad_and_loss``), e.g. to check one against the other.
         topology_name: the name recorded in :class:`RunInfo` (default: the comm's topology).
@@ -97,8 +96,8 @@ def train(
             every gradient is DP-SGD's (per-sample clipping plus Gaussian noise, see
             :class:`~decent.engine.privacy.PrivateOracle`), and every evaluation records
             ``privacy/epsilon`` (the worst node's epsilon at ``privacy.delta``, from
-            Opacus's accountant) and ``privacy/epsilon_mean``; ``compile`` and ``autograd``
-            do not apply to private gradients (always per-sample autograd, eager).
+            Opacus's accountant) and ``privacy/epsilon_mean``; ``autograd`` does not apply to
+            private gradients (always per-sample autograd).
 
     Returns:
         A :class:`RunResult`; ``status == "diverged"`` (with a :class:`DivergenceWarning`
@@ -120,7 +119,6 @@ def train(
         check_every=check_every,
         divergence_factor=divergence_factor,
         x0s=[x0],
-        compile=compile,
         autograd=autograd,
         topology_name=topology_name,
         averages=averages,
@@ -142,7 +140,6 @@ def train_replicas(
     check_every: int | None = 16,
     divergence_factor: float | None = 1e4,
     x0s: Sequence[torch.Tensor | None] | None = None,
-    compile: bool = False,
     autograd: bool = False,
     topology_name: str | None = None,
     averages: Sequence[Average] = (),
@@ -208,7 +205,7 @@ def train_replicas(
     nodes = comm.node_ids
     n = comm.num_nodes
     m = int(nodes.shape[0])
-    oracle = GradientOracle(tasks[0], compile=compile, autograd=autograd)
+    oracle = GradientOracle(tasks[0], autograd=autograd)
     private, accountant = None, None
     stateful = bool(getattr(tasks[0], "buffer_dim", 0))
     if privacy is not None and (stateful or bool(getattr(tasks[0], "stochastic", False))):
@@ -374,6 +371,7 @@ def train_replicas(
         for cb in callbacks[r]:
             cb.on_start(infos[r])
     t = 0
+    threads = _threads.ThreadPolicy(work=m * R * tasks[0].dim)  # see decent._threads
     try:
         record(0)
         for r in range(R):
@@ -382,6 +380,7 @@ def train_replicas(
                 limits[r] = divergence_factor * max(abs(initial[r]), 1.0)
         begin_round = getattr(loop_comm, "begin_round", None)  # a simulated network's clock
         for t in range(1, rounds + 1):
+            threads.tick()
             if begin_round is not None:
                 joins = begin_round(t)
                 if joins:  # a joining node pulls its state (and output sums) from a neighbour
@@ -424,6 +423,8 @@ def train_replicas(
         for r in list(active):
             finish(r, "interrupted", max(t - 1, 0), "interrupted by the user (Ctrl-C or SIGTERM)")
         raise
+    finally:
+        threads.close()
     for r in list(active):
         finish(r, "finished", rounds, None)
     return [res for res in results if res is not None]

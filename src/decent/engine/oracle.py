@@ -11,20 +11,6 @@ from torch.func import grad_and_value, vmap
 from decent._types import Batch, NodeTensor
 from decent.tasks.base import Task
 
-# Every oracle wraps the same functorch code objects, so dynamo counts all compiled oracles
-# of a process against one per-code-object cache; at its default (8) a sweep of compiled
-# runs silently falls back to eager. Raise it (never lower a user's setting).
-_RECOMPILE_LIMIT = 256
-
-
-def _raise_recompile_limit() -> None:
-    import torch._dynamo.config as dynamo_config
-
-    for name in ("recompile_limit", "cache_size_limit"):
-        current = getattr(dynamo_config, name, None)
-        if isinstance(current, int) and current < _RECOMPILE_LIMIT:
-            setattr(dynamo_config, name, _RECOMPILE_LIMIT)
-
 
 class GradientOracle:
     """``(params (m, d), batch) -> (grads (m, d), losses (m,))`` for all held nodes at once.
@@ -36,17 +22,16 @@ class GradientOracle:
     through ``vmap(grad_and_value(task.loss_and_buffers, has_aux=True))`` and keeps every
     row's statistics in :attr:`buffers` ``(m, buffer_dim)`` from call to call, starting
     from ``task.init_buffers()`` (the rows are the same nodes every call, as in the round
-    loop).
+    loop). There is no ``torch.compile`` option: compiling the oracle was slower than eager
+    at every ``M`` the engine benchmark ran (issue 27).
 
     Args:
         task: supplies ``grad_and_loss`` or the pure per-node ``loss(params (d,), batch)``.
-        compile: wrap the batched function in ``torch.compile`` (the first call compiles,
-            seconds on CPU; later calls are faster for small models).
         autograd: use ``vmap(grad_and_value(loss))`` even where a closed form exists (the
             tests compare the two).
     """
 
-    def __init__(self, task: Task, *, compile: bool = False, autograd: bool = False) -> None:
+    def __init__(self, task: Task, *, autograd: bool = False) -> None:
         closed = getattr(task, "grad_and_loss", None)
         fn: Callable[..., Any]
         self._task = task
@@ -59,16 +44,11 @@ class GradientOracle:
         else:
             fn = vmap(grad_and_value(task.loss))
         self.closed_form = closed is not None and not autograd and not self.stateful
-        self.compiled = compile
-        if compile:
-            _raise_recompile_limit()
-            fn = torch.compile(fn, dynamic=False)
         self._fn = fn
 
     def __call__(self, params: NodeTensor, batch: Batch) -> tuple[NodeTensor, torch.Tensor]:
-        # contiguous query points: a strided view (DAT-SGD's x inside [w | x]) would make a
-        # compiled function recompile, and batched products take another code path for
-        # strided operands, one whose rounding depends on the number of rows
+        # contiguous query points: batched products take another code path for strided
+        # operands (DAT-SGD's x inside [w | x]), one whose rounding depends on the rows
         params = params.contiguous()
         if not self.stateful:
             return self._fn(params, batch)  # type: ignore[no-any-return]

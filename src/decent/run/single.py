@@ -77,7 +77,7 @@ def train_experiment(
 ) -> RunResult:
     """Train a built experiment with its config's rounds, seed and evaluation settings.
 
-    ``kwargs`` go to :func:`decent.engine.train` (e.g. ``compile=True``).
+    ``kwargs`` go to :func:`decent.engine.train` (e.g. ``autograd=True``).
     """
     cfg = experiment.config
     return train(

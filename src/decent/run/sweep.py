@@ -2,7 +2,7 @@
 
 Every run's id is a hash of its study and resolved config, so rerunning a sweep skips the
 runs that are finished (or diverged: a complete result) and redoes the others. Runs execute
-in ``spawn``ed worker processes (one thread each); each run is committed to the store the
+in ``spawn``ed worker processes (each its share of the cores, see :mod:`decent._threads`); each run is committed to the store the
 moment it ends. Ctrl-C terminates the workers, which mark their runs ``interrupted``;
 finished runs are never touched.
 """
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from decent._threads import SWEEP_WORKERS_ENV, affinity_cores, intra_op_threads
 from decent.config import ConfigError, ExperimentConfig, Issue, SweepPoint, expand
 from decent.results import Store, run_id_for
 from decent.run.single import RunOutcome, replica_key, run_batch, run_label
@@ -87,7 +88,7 @@ def _worker(
     try:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(intra_op_threads())  # this worker's share (decent._threads)
         store = Store(out)
         while True:
             item = tasks.get()
@@ -155,18 +156,19 @@ def _work(config: ExperimentConfig, replicas: int) -> float:
 
 
 @contextlib.contextmanager
-def _single_threaded_env() -> Iterator[None]:
-    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(dict.fromkeys(keys, "1"))
+def _worker_env(n_workers: int) -> Iterator[None]:
+    """The environment a worker is spawned with: how many workers share the cores, so that
+    each takes its share of threads (the rules are :mod:`decent._threads`'s; a user's
+    ``OMP_NUM_THREADS`` is passed on and wins)."""
+    saved = os.environ.get(SWEEP_WORKERS_ENV)
+    os.environ[SWEEP_WORKERS_ENV] = str(n_workers)
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        if saved is None:
+            os.environ.pop(SWEEP_WORKERS_ENV, None)
+        else:
+            os.environ[SWEEP_WORKERS_ENV] = saved
 
 
 def _mark_interrupted(store: Store, study: str, run_id: str, config: dict[str, Any]) -> None:
@@ -177,11 +179,8 @@ def _mark_interrupted(store: Store, study: str, run_id: str, config: dict[str, A
 
 
 def default_workers() -> int:
-    """The number of usable CPU cores."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """The number of usable CPU cores (:func:`decent._threads.affinity_cores`)."""
+    return affinity_cores()
 
 
 Event = Callable[[RunOutcome], None]
@@ -425,7 +424,7 @@ def _run_pool(
         proc = ctx.Process(
             target=_worker, args=(out_str, tasks, results, os.getpid(), sinks), daemon=True
         )
-        with _single_threaded_env():
+        with _worker_env(n_workers):
             proc.start()
         return proc
 

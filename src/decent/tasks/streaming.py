@@ -207,6 +207,7 @@ class LeastSquares:
         self._all_rows: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._tables_nodes: torch.Tensor | None = None
+        self._posts: dict[torch.device, _LsSamples] = {}
 
     def init_params(self, seed: int) -> Params:
         """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
@@ -222,12 +223,16 @@ class LeastSquares:
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``."""
         nodes = nodes.to(torch.int64)
-        raw = self._raw(nodes, t, seed)
         if self._per_node > 1:
             tables = self._component_tables([self], nodes)
-            return self._mixture_batch(raw, nodes, seed, t, tables)
+            return self._mixture_batch(self._raw(nodes, t, seed), nodes, seed, t, tables)
         rows = self._row_params(nodes)
-        return _ls_batch(raw, *rows, self.batch_size, self.dim)
+        if rows[0] is self._all_rows.get(nodes.device, (None,))[0]:  # the simulator's rows
+            post = self._posts.get(nodes.device)
+            if post is None:
+                post = self._posts[nodes.device] = _LsSamples(*rows, self.batch_size, self.dim)
+            return post.batch(self._raw(nodes, t, seed, post))
+        return _ls_batch(self._raw(nodes, t, seed), *rows, self.batch_size, self.dim)
 
     @staticmethod
     def _component_tables(
@@ -274,9 +279,17 @@ class LeastSquares:
         y = (a * local).sum(dim=2).add_(raw[:, b * d :] * noise)
         return a, y
 
-    def _raw(self, nodes: torch.Tensor, t: int, seed: int | Sequence[int]) -> torch.Tensor:
+    def _raw(
+        self,
+        nodes: torch.Tensor,
+        t: int,
+        seed: int | Sequence[int],
+        post: _LsSamples | None = None,
+    ) -> torch.Tensor:
         width = self.batch_size * (self.dim + 1)
-        return _stream.normal(seed, _LS_SAMPLES, t, nodes, width, self.num_nodes, self.dtype)
+        return _stream.normal(
+            seed, _LS_SAMPLES, t, nodes, width, self.num_nodes, self.dtype, post=post
+        )
 
     def _row_params(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(sqrt(Sigma_i) (m, d), x*_i (m, d), noise (1, 1))`` for the rows of ``nodes``."""
@@ -316,10 +329,10 @@ class LeastSquares:
         sqrt_rows = interleave([p[0] for p in params])
         local = interleave([p[1] for p in params])
         noise = interleave([p[2].expand(nodes.shape[0], 1) for p in params])
+        post = _LsSamples(sqrt_rows, local, noise, first.batch_size, first.dim)
 
         def sample(t: int) -> Batch:
-            raw = first._raw(nodes, t, seeds)  # node-major, as interleave would give
-            return _ls_batch(raw, sqrt_rows, local, noise, first.batch_size, first.dim)
+            return post.batch(first._raw(nodes, t, seeds, post))  # node-major rows
 
         return sample
 
@@ -430,6 +443,42 @@ def _ls_batch(
     # a product then a sum (not a fused addcmul): the same rounding at every row position
     y = torch.bmm(a, local.unsqueeze(2)).squeeze(2).add_(raw[:, b * d :] * noise)
     return a, y
+
+
+class _LsSamples:
+    """:func:`_ls_batch` for whole chunks of rounds, in place: ``[a | y]`` from raw normals.
+
+    Given to :func:`decent._stream.normal` as its ``post``, it turns every chunk of rounds
+    read ahead into features and labels with a handful of kernels per chunk (on the
+    background thread that draws ahead), instead of per round. Every ``(round, row)`` goes
+    through the very operations of :func:`_ls_batch` (the same elementwise products and one
+    batched product per row, whose sums do not depend on how many rows are batched), so a
+    round's samples are the same bits either way.
+    """
+
+    def __init__(
+        self, sqrt_rows: torch.Tensor, local: torch.Tensor, noise: torch.Tensor, b: int, d: int
+    ) -> None:
+        self.sqrt_rows, self.local, self.noise, self.b, self.d = sqrt_rows, local, noise, b, d
+        self._local: dict[int, torch.Tensor] = {}
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        nt, rows, _ = chunk.shape
+        b, d = self.b, self.d
+        a = chunk[..., : b * d].view(nt, rows, b, d).mul_(self.sqrt_rows[:, None, :])
+        local = self._local.get(nt)
+        if local is None:  # each row's x*_i for every round of the chunk, contiguous
+            local = self.local.unsqueeze(0).expand(nt, rows, d).reshape(nt * rows, d, 1)
+            self._local[nt] = local
+        y = torch.bmm(a.view(nt * rows, b, d), local).squeeze(2)
+        y.add_((chunk[..., b * d :] * self.noise).view(nt * rows, b))
+        chunk[..., b * d :] = y.view(nt, rows, b)
+        return chunk
+
+    def batch(self, raw: torch.Tensor) -> Batch:
+        """``(a (m, b, d), y (m, b))``: views of one round's ``[a | y]`` rows."""
+        m, b, d = raw.shape[0], self.b, self.d
+        return raw[:, : b * d].view(m, b, d), raw[:, b * d :]
 
 
 def _balanced_signs(seed: int, stream: int, n: int, d: int) -> torch.Tensor:
