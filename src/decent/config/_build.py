@@ -56,8 +56,6 @@ def build_topology(cfg: Any) -> Topology:
     from decent.topology import make
 
     kwargs = {k: v for k, v in _fields(cfg, "num_nodes").items() if v is not None}
-    if isinstance(cfg, (m.RandomMatching, m.EdgeDropout)) and not cfg.base_kwargs:
-        kwargs.pop("base_kwargs", None)
     return _guard("topology", cfg, lambda: make(cfg.kind, cfg.num_nodes, **kwargs))
 
 

@@ -11,6 +11,7 @@ import annotated_types as at
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from decent._params import flat_rules
 from decent.config import _models as m
 
 _NAMES: dict[Any, str] = {
@@ -78,6 +79,15 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value)}`"
 
 
+def _metadata(field: Any) -> list[Any]:
+    """The field's rules, with those on the non-None part of an optional field."""
+    out = list(field.metadata)
+    for arg in typing.get_args(field.annotation):
+        if typing.get_origin(arg) is typing.Annotated:
+            out.extend(flat_rules(arg.__metadata__))
+    return out
+
+
 def _table(model: type[BaseModel], skip: tuple[str, ...] = ("kind",)) -> list[str]:
     rows = ["| field | type | default | rule | meaning |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
@@ -86,7 +96,7 @@ def _table(model: type[BaseModel], skip: tuple[str, ...] = ("kind",)) -> list[st
         desc = (field.description or "").replace("|", "\\|")
         rows.append(
             f"| `{name}` | {_type(field.annotation)} | {_default(field)} | "
-            f"{_rules(field.metadata)} | {desc} |"
+            f"{_rules(_metadata(field))} | {desc} |"
         )
     return rows
 
@@ -112,7 +122,7 @@ def reference_markdown() -> str:
     lines = [
         "# Config reference",
         "",
-        "<!-- Generated from src/decent/config/_models.py by `decent config-docs`; "
+        "<!-- Generated from the declarations (src/decent/config/_models.py) by `decent config-docs`; "
         "do not edit by hand. -->",
         "",
         "An experiment is one TOML file. Keys are the field names below; unknown keys are "

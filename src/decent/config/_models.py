@@ -7,7 +7,9 @@ reference ``docs/config.md`` is generated from these models (``decent config-doc
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -22,13 +24,29 @@ from pydantic import (
 )
 
 from decent._names import is_safe_name
+from decent._params import SIZE_MAX, Doc, declared, number_problem
 from decent.algorithms import ALGORITHMS, hparams
+from decent.tasks import LeastSquares, LogisticPopulation, LogisticRegressionStream
+from decent.topology._registry import TOPOLOGY_KINDS
 
 # --------------------------------------------------------------------------- base
 
 
+def _number_problem(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return next((p for p in map(_number_problem, value) if p is not None), None)
+    return number_problem(value)
+
+
 class Section(BaseModel):
-    """Base of every config model: frozen, strict types, no unknown keys, finite floats."""
+    """Base of every config model: frozen, strict types, no unknown keys, finite floats.
+
+    Every number in every field, nested lists and tables included, also obeys the one rule
+    set of :func:`decent._params.number_problem` (int64 integers; floats finite, ``0`` or
+    between ``1e-12`` and ``1e12`` in magnitude).
+    """
 
     model_config = ConfigDict(
         frozen=True,
@@ -38,180 +56,105 @@ class Section(BaseModel):
         validate_default=False,
     )
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        problem = _number_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
-WeightRule = Literal["metropolis_hastings", "max_degree", "uniform"]
+
+def _is_data(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint in (int, float, bool, str, type(None)) or origin in (typing.Literal, list, dict):
+        return True
+    if origin in (Union, types.UnionType, typing.Annotated, Mapping, Sequence):
+        return all(_is_data(a) for a in typing.get_args(hint) if not isinstance(a, Doc))
+    return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
+def _data_hint(hint: Any, rules: tuple[Any, ...]) -> Any:
+    """The part of a declared type a config can hold, with the rules on its non-None part.
+
+    Union members a file cannot express (callables, objects) are dropped: they stay open to
+    the Python API only. ``Mapping``/``Sequence`` become ``dict``/``list``.
+    """
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Mapping:
+        hint = dict[args]  # type: ignore[valid-type,misc]
+    elif origin is Sequence:
+        hint = list[args]  # type: ignore[valid-type]
+    elif origin in (Union, types.UnionType):
+        kept = [a for a in args if _is_data(a) and a is not type(None)]
+        inner = Union[tuple(kept)] if len(kept) > 1 else kept[0]  # noqa: UP007
+        inner = Annotated[(inner, *rules)] if rules else inner
+        return inner | None if type(None) in args else inner
+    return Annotated[(hint, *rules)] if rules else hint
+
+
+def derive(
+    target: Any,
+    kind: str,
+    *,
+    skip: tuple[str, ...] = (),
+    base: type[Section] | None = None,
+    name: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> type[Section]:
+    """The config table of ``target``, derived from its declared parameters.
+
+    Every parameter ``target`` declares (:func:`decent._params.declared`: an
+    :func:`~decent.algorithms.hparam` field of a dataclass, or an annotated argument of a
+    function or class) becomes a field with the same name, default, rules and description;
+    ``kind`` is the discriminator. The model's docstring is the first line of the target's.
+
+    Args:
+        target: the class or function the table builds.
+        kind: the table's ``kind``.
+        skip: arguments the config supplies otherwise (``n``, ``dtype``, ...).
+        base: the model to extend (default :class:`Section`).
+        name: the model's class name (default from ``target``).
+        defaults: defaults a config gives where the Python API has none (``seed = 0``).
+    """
+    fields: dict[str, Any] = {"kind": (Literal[kind], ...)}
+    base = base or Section
+    for p in declared(target, skip=(*skip, *base.model_fields)):
+        hint = _data_hint(p.hint, p.rules)
+        if p.default is dataclasses.MISSING and p.name in (defaults or {}):
+            info = Field((defaults or {})[p.name], description=p.doc)
+        elif p.default is dataclasses.MISSING:
+            info = Field(description=p.doc)
+        elif isinstance(p.default, (Mapping, tuple)):
+            factory = type(p.default) if isinstance(p.default, tuple) else dict
+            copy = dict(p.default) if factory is dict else list(p.default)
+            info = Field(default_factory=lambda c=copy: c.copy(), description=p.doc)
+        else:
+            info = Field(p.default, description=p.doc)
+        fields[p.name] = (hint, info)
+    doc = (target.__doc__ or target.__name__).strip().splitlines()[0]
+    title = name or "".join(w.title() for w in kind.split("_")) + "Config"
+    return create_model(title, __base__=base, __doc__=doc, **fields)  # type: ignore[no-any-return]
+
 
 # --------------------------------------------------------------------------- topologies
 
 
 class _TopologyBase(Section):
-    num_nodes: int = Field(ge=1, description="Number of nodes n (also the task's node count).")
-
-
-class _Weighted(_TopologyBase):
-    weights: WeightRule = Field(
-        "metropolis_hastings", description="Rule turning the graph into the mixing matrix W."
-    )
-    lazy: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Self weight a: W <- a I + (1 - a) W (None: off)."
+    num_nodes: int = Field(
+        ge=1, le=SIZE_MAX, description="Number of nodes n (also the task's node count)."
     )
 
 
-class Ring(_Weighted):
-    """Cycle: node i talks to i - 1 and i + 1 (n >= 3)."""
-
-    kind: Literal["ring"]
-
-
-class Torus(_Weighted):
-    """2-D torus (wrap-around grid) of rows x cols = n nodes."""
-
-    kind: Literal["torus"]
-    rows: int | None = Field(None, ge=1, description="Rows (None: the most square factorization).")
-    cols: int | None = Field(None, ge=1, description="Columns (None: n / rows).")
-
-
-class Grid(_Weighted):
-    """2-D grid without wrap-around, rows x cols = n nodes."""
-
-    kind: Literal["grid"]
-    rows: int | None = Field(None, ge=1, description="Rows (None: the most square factorization).")
-    cols: int | None = Field(None, ge=1, description="Columns (None: n / rows).")
-
-
-class Hypercube(_Weighted):
-    """Hypercube: n a power of two, i talks to every j one bit away."""
-
-    kind: Literal["hypercube"]
-
-
-class Exponential(_TopologyBase):
-    """Exponential graph: i talks to i + 2^k (mod n), k = 0, 1, ..."""
-
-    kind: Literal["exponential"]
-    directed: bool = Field(False, description="One-way edges i -> i + 2^k (uniform weights).")
-    weights: WeightRule | None = Field(
-        None, description="Weight rule (None: uniform if directed, else metropolis_hastings)."
-    )
-    lazy: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Self weight a: W <- a I + (1 - a) W (None: off)."
-    )
-
-
-class Complete(_Weighted):
-    """Complete graph: exact averaging, W = 11^T / n."""
-
-    kind: Literal["complete"]
-
-
-class Star(_Weighted):
-    """Star: node 0 talks to every other node."""
-
-    kind: Literal["star"]
-
-
-class ErdosRenyi(_Weighted):
-    """Erdős–Rényi G(n, p) random graph (resampled from the seed until connected)."""
-
-    kind: Literal["erdos_renyi"]
-    p: float = Field(ge=0.0, le=1.0, description="Edge probability.")
-    seed: int = Field(0, ge=0, description="Seed of the graph.")
-
-
-class RandomRegular(_Weighted):
-    """Random k-regular graph (n * k even)."""
-
-    kind: Literal["random_regular"]
-    k: int = Field(ge=1, description="Degree of every node.")
-    seed: int = Field(0, ge=0, description="Seed of the graph.")
-
-
-class WattsStrogatz(_Weighted):
-    """Watts–Strogatz small world: a ring lattice of degree k, edges rewired with prob. p."""
-
-    kind: Literal["watts_strogatz"]
-    k: int = Field(ge=2, description="Degree of the ring lattice (even).")
-    p: float = Field(ge=0.0, le=1.0, description="Rewiring probability.")
-    seed: int = Field(0, ge=0, description="Seed of the graph.")
-
-
-StaticKind = Literal[
-    "ring",
-    "torus",
-    "grid",
-    "hypercube",
-    "exponential",
-    "complete",
-    "star",
-    "erdos_renyi",
-    "random_regular",
-    "watts_strogatz",
-]
-BaseKwargs = dict[str, Union[bool, int, float, str]]  # noqa: UP007
-
-
-class OnePeerExponential(_TopologyBase):
-    """Time-varying: at round t node i averages with i + 2^((t-1) mod log2 n); n a power of 2."""
-
-    kind: Literal["one_peer_exponential"]
-
-
-class RandomMatching(_TopologyBase):
-    """Time-varying: a random matching of a static base graph each round (seeded by t)."""
-
-    kind: Literal["random_matching"]
-    seed: int = Field(0, ge=0, description="Seed of the matchings.")
-    base: StaticKind = Field("complete", description="Kind of the static base graph.")
-    base_kwargs: BaseKwargs = Field(
-        default_factory=dict, description="Arguments of the base graph, e.g. {rows = 4}."
-    )
-
-
-class EdgeDropout(_TopologyBase):
-    """Time-varying: each edge of a static base graph fails with probability p each round."""
-
-    kind: Literal["edge_dropout"]
-    p: float = Field(ge=0.0, lt=1.0, description="Probability that an edge is dropped.")
-    seed: int = Field(0, ge=0, description="Seed of the failures.")
-    base: StaticKind = Field("complete", description="Kind of the static base graph.")
-    base_kwargs: BaseKwargs = Field(
-        default_factory=dict, description="Arguments of the base graph, e.g. {rows = 4}."
-    )
-
-
-TOPOLOGY_MODELS: tuple[type[Section], ...] = (
-    Ring,
-    Torus,
-    Grid,
-    Hypercube,
-    Exponential,
-    Complete,
-    Star,
-    ErdosRenyi,
-    RandomRegular,
-    WattsStrogatz,
-    OnePeerExponential,
-    RandomMatching,
-    EdgeDropout,
+TOPOLOGY_MODELS: tuple[type[Section], ...] = tuple(
+    derive(fn, kind, skip=("n",), base=_TopologyBase, defaults={"seed": 0})
+    for kind, fn in TOPOLOGY_KINDS.items()
 )
-TopologyConfig = Annotated[
-    Union[  # noqa: UP007
-        Ring,
-        Torus,
-        Grid,
-        Hypercube,
-        Exponential,
-        Complete,
-        Star,
-        ErdosRenyi,
-        RandomRegular,
-        WattsStrogatz,
-        OnePeerExponential,
-        RandomMatching,
-        EdgeDropout,
-    ],
-    Field(discriminator="kind"),
-]
+if typing.TYPE_CHECKING:
+    TopologyConfig = Any
+else:
+    TopologyConfig = Annotated[Union[TOPOLOGY_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 # --------------------------------------------------------------------------- schedules
 
@@ -391,81 +334,14 @@ DatasetConfig = Annotated[
 # --------------------------------------------------------------------------- tasks
 
 
-class LeastSquaresTask(Section):
-    """Streaming least squares with heterogeneous local optima (closed-form f*)."""
-
-    kind: Literal["least_squares"]
-    dim: int = Field(20, ge=1, description="Dimension d.")
-    noise: float = Field(0.5, ge=0.0, description="Label noise standard deviation.")
-    heterogeneity: float = Field(0.0, ge=0.0, description="Spread of the local optima x*_i.")
-    batch_size: int = Field(1, ge=1, description="Samples per node per round.")
-    condition: float = Field(
-        1.0, ge=1.0, description="Condition number of the (geometric) feature spectrum."
-    )
-    hessian_heterogeneity: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description=(
-            "h: node i's covariance is diag(lambda_j (1 + h s_ij)), signs balanced over nodes "
-            "(0: every node shares the Hessian)."
-        ),
-    )
-    spectrum: Literal["geometric", "power"] = Field(
-        "geometric", description="geometric: from 1 to 1/condition; power: lambda_j = j^-power."
-    )
-    power: float = Field(1.0, gt=0.0, description="Exponent of the power-law spectrum.")
-    components: int | None = Field(
-        None,
-        ge=1,
-        description=(
-            "K: the problem is K components, node i holds components i, i + n, ... and samples "
-            "one uniformly (a multiple of num_nodes; the same problem for every n dividing K; "
-            "None: one per node)."
-        ),
-    )
-    seed: int = Field(0, ge=0, description="Seed of the problem (optima), not of the samples.")
-
-
-class LogisticStreamTask(Section):
-    """Streaming logistic regression with node-dependent feature shifts."""
-
-    kind: Literal["logistic_stream"]
-    dim: int = Field(20, ge=1, description="Dimension d.")
-    heterogeneity: float = Field(0.0, ge=0.0, description="Spread of the node feature means.")
-    batch_size: int = Field(1, ge=1, description="Samples per node per round.")
-    l2: float = Field(1e-3, ge=0.0, description="Ridge coefficient.")
-    eval_samples: int = Field(2**15, ge=1, description="Samples of the evaluation set.")
-    seed: int = Field(0, ge=0, description="Seed of the problem.")
-
-
-class LogisticPopulationTask(Section):
-    """Streaming logistic regression judged by its population risk (quadrature, exact f*)."""
-
-    kind: Literal["logistic_population"]
-    dim: int = Field(20, ge=1, description="Dimension d.")
-    heterogeneity: float = Field(
-        0.0, ge=0.0, description="Spread of the component feature means (feature skew)."
-    )
-    label_heterogeneity: float = Field(
-        0.0, ge=0.0, description="Spread of the component label parameters (concept skew)."
-    )
-    theta_norm: float = Field(2.0, gt=0.0, description="Norm of the centre label parameter.")
-    batch_size: int = Field(1, ge=1, description="Samples per node per round.")
-    l2: float = Field(0.0, ge=0.0, description="Ridge coefficient.")
-    spectrum: Literal["identity", "power"] = Field(
-        "identity", description="Feature covariance: identity, or power: diag(j^-power)."
-    )
-    power: float = Field(1.0, ge=0.0, description="Exponent of the power-law spectrum.")
-    components: int | None = Field(
-        None,
-        ge=1,
-        description=(
-            "K: node i holds components i, i + n, ... and samples one uniformly (a multiple "
-            "of num_nodes; None: one per node)."
-        ),
-    )
-    seed: int = Field(0, ge=0, description="Seed of the problem, not of the samples.")
+_NODES_DTYPE = ("num_nodes", "dtype")
+LeastSquaresTask = derive(LeastSquares, "least_squares", skip=_NODES_DTYPE, name="LeastSquaresTask")
+LogisticStreamTask = derive(
+    LogisticRegressionStream, "logistic_stream", skip=_NODES_DTYPE, name="LogisticStreamTask"
+)
+LogisticPopulationTask = derive(
+    LogisticPopulation, "logistic_population", skip=_NODES_DTYPE, name="LogisticPopulationTask"
+)
 
 
 class _DatasetTask(Section):
@@ -520,17 +396,10 @@ TASK_MODELS: tuple[type[Section], ...] = (
     SoftmaxRegressionTask,
     MLPTask,
 )
-TaskConfig = Annotated[
-    Union[  # noqa: UP007
-        LeastSquaresTask,
-        LogisticStreamTask,
-        LogisticPopulationTask,
-        LogisticRegressionTask,
-        SoftmaxRegressionTask,
-        MLPTask,
-    ],
-    Field(discriminator="kind"),
-]
+if typing.TYPE_CHECKING:
+    TaskConfig = Any
+else:
+    TaskConfig = Annotated[Union[TASK_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 # --------------------------------------------------------------------------- experiment
 
