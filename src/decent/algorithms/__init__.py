@@ -10,6 +10,7 @@ algorithm is one module here and one line in :data:`ALGORITHMS`.
 from decent.algorithms.accelerated import AcceleratedDATSGD, AcceleratedState
 from decent.algorithms.ad_psgd import ADPSGD, ADPSGDState
 from decent.algorithms.base import (
+    SCHEDULES,
     Algorithm,
     AlgorithmError,
     Constant,
@@ -61,6 +62,7 @@ __all__ = [
     "ALGORITHMS",
     "DATSGD",
     "DSGD",
+    "SCHEDULES",
     "ADPSGDState",
     "AcceleratedDATSGD",
     "AcceleratedState",

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+import annotated_types as at
 import torch
 
-from decent._params import check_value
-from decent._params import hparam as hparam
+from decent._params import ROUNDS_MAX, check_value, declared, hparam
 from decent._params import rule_text as rule_text
 from decent._types import NodeTensor
 from decent.comm.base import Communicator
@@ -71,34 +71,55 @@ def as_schedule(lr: LearningRate) -> Callable[[int], float]:
     return Constant(value)
 
 
+LR = at.Interval(ge=0.0, le=1e6)
+"""A step size's rule."""
+
+
+class _Checked:
+    """A dataclass whose :func:`hparam` fields are checked when an instance is made."""
+
+    kind: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for p in declared(type(self)):
+            value = getattr(self, p.name)
+            check_value(self.kind, p.name, hints[p.name], p.rules, value, ValueError)
+
+
 @dataclass(frozen=True)
-class Constant:
+class Constant(_Checked):
     """``eta_t = lr``."""
 
-    lr: float
+    lr: float = hparam(dataclasses.MISSING, LR, doc="The step size.")
+    kind: ClassVar[str] = "constant"
 
     def __call__(self, t: int) -> float:
         return self.lr
 
 
 @dataclass(frozen=True)
-class InverseSqrt:
+class InverseSqrt(_Checked):
     """``eta_t = lr * sqrt(t0 / (t0 + t - 1))``: constant ``lr`` at ``t = 1``, then ``~ 1/sqrt(t)``."""
 
-    lr: float
-    t0: int = 1
+    lr: float = hparam(dataclasses.MISSING, LR, doc="Step size at t = 1.")
+    t0: int = hparam(1, at.Interval(ge=1, le=ROUNDS_MAX), doc="Rounds before the decay sets in.")
+    kind: ClassVar[str] = "inverse_sqrt"
 
     def __call__(self, t: int) -> float:
         return self.lr * math.sqrt(self.t0 / (self.t0 + t - 1))
 
 
 @dataclass(frozen=True)
-class Cosine:
+class Cosine(_Checked):
     """``eta_t = final + (lr - final) * (1 + cos(pi (t - 1) / total)) / 2`` for ``t <= total``."""
 
-    lr: float
-    total: int
-    final: float = 0.0
+    lr: float = hparam(dataclasses.MISSING, LR, doc="Step size at t = 1.")
+    total: int = hparam(
+        dataclasses.MISSING, at.Interval(ge=1, le=ROUNDS_MAX), doc="Decay length in rounds."
+    )
+    final: float = hparam(0.0, LR, doc="Step size reached at t = total + 1.")
+    kind: ClassVar[str] = "cosine"
 
     def __call__(self, t: int) -> float:
         frac = min(max(t - 1, 0), self.total) / max(self.total, 1)
@@ -106,16 +127,24 @@ class Cosine:
 
 
 @dataclass(frozen=True)
-class Warmup:
+class Warmup(_Checked):
     """Linear warm-up over ``steps`` rounds into ``then``: ``eta_t = then(t) * min(1, t / steps)``."""
 
-    then: Any
-    steps: int
+    then: Any = hparam(doc="Step size or schedule after the warm-up.")
+    steps: int = hparam(
+        dataclasses.MISSING, at.Interval(ge=1, le=ROUNDS_MAX), doc="Warm-up length in rounds."
+    )
+    kind: ClassVar[str] = "warmup"
 
     def __call__(self, t: int) -> float:
         base = self.then(t) if callable(self.then) else float(self.then)
         return base * min(1.0, t / max(self.steps, 1))
 
+
+SCHEDULES: dict[str, type[_Checked]] = {
+    cls.kind: cls for cls in (Constant, InverseSqrt, Cosine, Warmup)
+}
+"""The step-size schedules by config ``kind``."""
 
 # --------------------------------------------------------------------------- hyperparameters
 

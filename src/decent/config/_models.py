@@ -24,9 +24,16 @@ from pydantic import (
 )
 
 from decent._names import is_safe_name
-from decent._params import SIZE_MAX, Doc, declared, number_problem
-from decent.algorithms import ALGORITHMS, hparams
-from decent.tasks import LeastSquares, LogisticPopulation, LogisticRegressionStream
+from decent._params import ROUNDS_MAX, SIZE_MAX, Doc, declared, number_problem
+from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup, hparams
+from decent.tasks import (
+    LeastSquares,
+    LogisticPopulation,
+    LogisticRegressionStream,
+    data,
+    models,
+    partition,
+)
 from decent.topology._registry import TOPOLOGY_KINDS
 
 # --------------------------------------------------------------------------- base
@@ -159,36 +166,26 @@ else:
 # --------------------------------------------------------------------------- schedules
 
 
-class ConstantLR(Section):
-    """eta_t = lr."""
-
-    kind: Literal["constant"]
-    lr: float = Field(ge=0.0, description="The step size.")
-
-
-class InverseSqrtLR(Section):
-    """eta_t = lr * sqrt(t0 / (t0 + t - 1))."""
-
-    kind: Literal["inverse_sqrt"]
-    lr: float = Field(ge=0.0, description="Step size at t = 1.")
-    t0: int = Field(1, ge=1, description="Rounds before the decay sets in.")
+class _CosineBase(Section):
+    total: int | None = Field(
+        None, ge=1, le=ROUNDS_MAX, description="Decay length (None: the run's rounds)."
+    )
 
 
-class CosineLR(Section):
-    """eta_t = final + (lr - final) (1 + cos(pi (t - 1) / total)) / 2."""
-
-    kind: Literal["cosine"]
-    lr: float = Field(ge=0.0, description="Step size at t = 1.")
-    total: int | None = Field(None, ge=1, description="Decay length (None: the run's rounds).")
-    final: float = Field(0.0, ge=0.0, description="Step size reached at t = total + 1.")
-
-
-class WarmupLR(Section):
-    """eta_t = then(t) * min(1, t / steps): linear warm-up into another schedule."""
-
-    kind: Literal["warmup"]
-    steps: int = Field(ge=1, description="Warm-up length in rounds.")
+class _WarmupBase(Section):
     then: LearningRateConfig = Field(description="Step size or schedule after the warm-up.")
+
+
+ConstantLR = derive(Constant, "constant", name="ConstantLR")
+InverseSqrtLR = derive(InverseSqrt, "inverse_sqrt", name="InverseSqrtLR")
+CosineLR = derive(Cosine, "cosine", base=_CosineBase, name="CosineLR")
+WarmupLR = derive(Warmup, "warmup", base=_WarmupBase, name="WarmupLR")
+
+
+def kind_of(model: type[BaseModel]) -> str:
+    """Return the ``kind`` literal of a model of a discriminated family."""
+    ann = model.model_fields["kind"].annotation
+    return str(ann.__args__[0])  # type: ignore[union-attr]
 
 
 def _lr_tag(value: Any) -> str | None:
@@ -201,18 +198,21 @@ def _lr_tag(value: Any) -> str | None:
 
 
 SCHEDULE_MODELS: tuple[type[Section], ...] = (ConstantLR, InverseSqrtLR, CosineLR, WarmupLR)
-LearningRateConfig = Annotated[
-    Union[  # noqa: UP007
-        Annotated[float, Field(ge=0.0), Tag("number")],
-        Annotated[ConstantLR, Tag("constant")],
-        Annotated[InverseSqrtLR, Tag("inverse_sqrt")],
-        Annotated[CosineLR, Tag("cosine")],
-        Annotated[WarmupLR, Tag("warmup")],
-    ],
-    Discriminator(_lr_tag),
-]
+if typing.TYPE_CHECKING:
+    LearningRateConfig = Any
+else:
+    LearningRateConfig = Annotated[
+        Union[  # noqa: UP007
+            (
+                Annotated[float, Field(ge=0.0, le=1e6), Tag("number")],
+                *(Annotated[x, Tag(kind_of(x))] for x in SCHEDULE_MODELS),
+            )
+        ],
+        Discriminator(_lr_tag),
+    ]
 """A number (constant step size) or a schedule table ``{kind = "cosine", lr = 0.1}``."""
 
+_WarmupBase.model_rebuild()
 WarmupLR.model_rebuild()
 
 # --------------------------------------------------------------------------- algorithms
@@ -257,136 +257,91 @@ else:
 # --------------------------------------------------------------------------- data
 
 
-class IIDPartition(Section):
-    """Shuffle and deal the samples evenly."""
-
-    kind: Literal["iid"]
-
-
-class DirichletPartition(Section):
-    """Label skew: node class proportions drawn from Dirichlet(alpha)."""
-
-    kind: Literal["dirichlet"]
-    alpha: float = Field(
-        gt=0.0, description="Concentration: small = very skewed (0.1), large = iid."
-    )
-
-
-class ShardsPartition(Section):
-    """Sort by label, cut into shards, give each node classes_per_node shards."""
-
-    kind: Literal["shards"]
-    classes_per_node: int = Field(ge=1, description="Shards (about classes) per node.")
-
-
+_SHARD = ("labels", "num_nodes", "seed", "min_size")
+IIDPartition = derive(partition.iid, "iid", skip=_SHARD, name="IIDPartition")
+DirichletPartition = derive(
+    partition.dirichlet, "dirichlet", skip=_SHARD, name="DirichletPartition"
+)
+ShardsPartition = derive(partition.shards, "shards", skip=_SHARD, name="ShardsPartition")
 PARTITION_MODELS: tuple[type[Section], ...] = (IIDPartition, DirichletPartition, ShardsPartition)
-PartitionConfig = Annotated[
-    Union[IIDPartition, DirichletPartition, ShardsPartition],  # noqa: UP007
-    Field(discriminator="kind"),
-]
+if typing.TYPE_CHECKING:
+    PartitionConfig = Any
+    DatasetConfig = Any
+else:
+    PartitionConfig = Annotated[Union[PARTITION_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 
-class DigitsData(Section):
-    """scikit-learn's 8x8 digits: 1797 samples, 64 features, 10 classes (bundled)."""
-
-    kind: Literal["digits"]
+class _Split(Section):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
-    seed: int = Field(0, ge=0, description="Seed of the train/test split.")
 
 
-class BreastCancerData(Section):
-    """scikit-learn's breast cancer data: 569 samples, 30 features, 2 classes (bundled)."""
-
-    kind: Literal["breast_cancer"]
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
-    seed: int = Field(0, ge=0, description="Seed of the train/test split.")
-
-
-class LibsvmData(Section):
-    """A LIBSVM/svmlight text file (labels remapped to 0..C-1)."""
-
-    kind: Literal["libsvm"]
-    path: str = Field(min_length=1, description="The file (relative to the working directory).")
-    num_features: int | None = Field(None, ge=1, description="Feature count (None: inferred).")
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
+class _StandardizedSplit(_Split):
     seed: int = Field(0, ge=0, description="Seed of the train/test split.")
     standardize: bool = Field(True, description="Standardize with the training statistics.")
 
 
-class RandomData(Section):
-    """A Gaussian-mixture classification dataset."""
-
-    kind: Literal["random"]
-    num_samples: int = Field(ge=2, description="Samples N.")
-    num_features: int = Field(ge=1, description="Features f.")
-    num_classes: int = Field(2, ge=1, description="Classes C.")
-    separation: float = Field(2.0, ge=0.0, description="Typical distance between class centres.")
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
-    seed: int = Field(0, ge=0, description="Seed of the data and the split.")
-
-
+_LOADER = ("name", "dtype")
+DigitsData = derive(data.digits, "digits", skip=_LOADER, name="DigitsData")
+BreastCancerData = derive(
+    data.breast_cancer, "breast_cancer", skip=_LOADER, name="BreastCancerData"
+)
+LibsvmData = derive(
+    data.load_libsvm, "libsvm", skip=_LOADER, base=_StandardizedSplit, name="LibsvmData"
+)
+RandomData = derive(
+    data.random_classification, "random", skip=_LOADER, base=_Split, name="RandomData"
+)
 DATASET_MODELS: tuple[type[Section], ...] = (DigitsData, BreastCancerData, LibsvmData, RandomData)
-DatasetConfig = Annotated[
-    Union[DigitsData, BreastCancerData, LibsvmData, RandomData],  # noqa: UP007
-    Field(discriminator="kind"),
-]
+if not typing.TYPE_CHECKING:
+    DatasetConfig = Annotated[Union[DATASET_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 # --------------------------------------------------------------------------- tasks
 
 
-_NODES_DTYPE = ("num_nodes", "dtype")
-LeastSquaresTask = derive(LeastSquares, "least_squares", skip=_NODES_DTYPE, name="LeastSquaresTask")
-LogisticStreamTask = derive(
-    LogisticRegressionStream, "logistic_stream", skip=_NODES_DTYPE, name="LogisticStreamTask"
-)
-LogisticPopulationTask = derive(
-    LogisticPopulation, "logistic_population", skip=_NODES_DTYPE, name="LogisticPopulationTask"
+STREAMING_TASKS: dict[str, type] = {
+    "least_squares": LeastSquares,
+    "logistic_stream": LogisticRegressionStream,
+    "logistic_population": LogisticPopulation,
+}
+"""The tasks built from ``num_nodes`` and their own fields alone, by ``kind``."""
+LeastSquaresTask, LogisticStreamTask, LogisticPopulationTask = (
+    derive(cls, kind, skip=("num_nodes", "dtype"), name=f"{cls.__name__}Task")
+    for kind, cls in STREAMING_TASKS.items()
 )
 
 
 class _DatasetTask(Section):
     dataset: DatasetConfig = Field(description="Where the samples come from.")
     partition: PartitionConfig = Field(
-        default_factory=lambda: IIDPartition(kind="iid"),
+        default_factory=lambda: IIDPartition.model_validate({"kind": "iid"}),
         description="How samples are split across nodes.",
     )
-    batch_size: int = Field(32, ge=1, description="Samples per node per round.")
-    sampling: Literal["with_replacement", "without_replacement"] = Field(
-        "with_replacement",
-        description=(
-            "with_replacement: batch_size draws from the node's shard; without_replacement: "
-            "min(batch_size, shard) distinct samples each round."
-        ),
-    )
-    seed: int = Field(0, ge=0, description="Seed of the partition.")
 
 
-class LogisticRegressionTask(_DatasetTask):
-    """Binary logistic regression (Linear(f, 1) + BCE) on a two-class dataset."""
-
-    kind: Literal["logistic_regression"]
-    l2: float = Field(1e-4, ge=0.0, description="Ridge coefficient (> 0: f* is computed).")
-
-
-class SoftmaxRegressionTask(_DatasetTask):
-    """Multinomial logistic regression (Linear(f, C) + cross-entropy)."""
-
-    kind: Literal["softmax_regression"]
-    l2: float = Field(1e-4, ge=0.0, description="Ridge coefficient (> 0: f* is computed).")
-
-
-class MLPTask(_DatasetTask):
-    """A multilayer perceptron with cross-entropy (non-convex, no f*)."""
-
-    kind: Literal["mlp"]
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [64], description="Widths of the hidden layers."
-    )
-    activation: Literal["relu", "tanh", "sigmoid", "gelu", "silu", "elu"] = Field(
-        "relu", description="Hidden activation."
-    )
-    l2: float = Field(0.0, ge=0.0, description="Ridge coefficient.")
-
+_FROM_TABLES = (
+    "dataset",
+    "num_nodes",
+    "partition",
+    "alpha",
+    "classes_per_node",
+    "test",
+    "compute_optimum",
+)
+LogisticRegressionTask = derive(
+    models.logistic_regression,
+    "logistic_regression",
+    skip=_FROM_TABLES,
+    base=_DatasetTask,
+    name="LogisticRegressionTask",
+)
+SoftmaxRegressionTask = derive(
+    models.softmax_regression,
+    "softmax_regression",
+    skip=_FROM_TABLES,
+    base=_DatasetTask,
+    name="SoftmaxRegressionTask",
+)
+MLPTask = derive(models.mlp, "mlp", skip=_FROM_TABLES, base=_DatasetTask, name="MLPTask")
 
 TASK_MODELS: tuple[type[Section], ...] = (
     LeastSquaresTask,
@@ -747,9 +702,3 @@ UNIONS: dict[str, tuple[type[Section], ...]] = {
     "schedule": SCHEDULE_MODELS,
 }
 """The kind-discriminated families, for error messages and the generated reference."""
-
-
-def kind_of(model: type[BaseModel]) -> str:
-    """Return the ``kind`` literal of a model of a discriminated family."""
-    ann = model.model_fields["kind"].annotation
-    return str(ann.__args__[0])  # type: ignore[union-attr]

@@ -26,7 +26,10 @@ Components = Annotated[
     ),
 ]
 ProblemSeed = Annotated[int, SEED, Doc("Seed of the problem, not of the samples.")]
-Sampling = Annotated[
+PartitionSeed = Annotated[int, SEED, Doc("Seed of the partition.")]
+SplitSeed = Annotated[int, SEED, Doc("Seed of the train/test split.")]
+TestFraction = Annotated[float, at.Interval(ge=0.0, lt=1.0), Doc("Held-out share.")]
+SamplingArg = Annotated[
     Literal["with_replacement", "without_replacement"],
     Doc(
         "with_replacement: batch_size draws from the node's shard; without_replacement: "
