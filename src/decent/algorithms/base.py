@@ -73,6 +73,8 @@ def as_schedule(lr: LearningRate) -> Callable[[int], float]:
 
 LR = at.Interval(ge=0.0, le=1e6)
 """A step size's rule."""
+WEIGHT_POWER = at.Interval(ge=0.0, le=10.0)
+"""The rule of an anytime method's ``alpha_t = t ** weight_power`` (beyond 10 it overflows)."""
 
 
 class _Checked:

@@ -40,6 +40,7 @@ from annotated_types import Ge, Gt, Le
 
 from decent._types import NodeTensor
 from decent.algorithms.base import (
+    WEIGHT_POWER,
     LearningRate,
     Method,
     MixingAssumptions,
@@ -235,7 +236,7 @@ class CompressedDATSGD(CompressedMethod):
         doc='Step size eta: a number, or a schedule table such as {kind = "cosine", lr = 0.1}. '
         "The step on w is eta * t^weight_power."
     )
-    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
+    weight_power: float = hparam(1.0, WEIGHT_POWER, doc="alpha_t = t ** weight_power.")
     consensus_lr: float = hparam(1.0, Gt(0.0), Le(1.0), doc=GAMMA_DOC)
     compressor_kind: CompressorKind = hparam("identity", doc=COMPRESSOR_DOC)
     ratio: float = hparam(1.0, Gt(0.0), Le(1.0), doc=RATIO_DOC)

@@ -164,6 +164,17 @@ def warn_odd(config: m.ExperimentConfig) -> None:
             ConfigWarning,
             stacklevel=3,
         )
+    faults = config.network.faults if config.network is not None else None
+    for node, joined in (faults.joins if faults is not None else {}).items():
+        left = faults.leaves.get(node) if faults is not None else None
+        if left is not None and left > joined:
+            warnings.warn(
+                f"network.faults.leaves: node {node} joins at round {joined} and leaves at "
+                f"round {left}: it is absent until round {joined} and gone for good from "
+                f"round {left} (to leave and come back, set leaves < joins)",
+                ConfigWarning,
+                stacklevel=3,
+            )
     lr = config.algorithm.lr
     first = lr if isinstance(lr, (int, float)) else getattr(lr, "lr", None)
     if first == 0 and not isinstance(lr, m.WarmupLR):

@@ -60,6 +60,8 @@ def validate(raw: Mapping[str, Any], source: str | None = None) -> ExperimentCon
         raise ConfigError(
             issues_from_validation(err, ExperimentConfig, dict(raw)), source
         ) from None
+    if config.cross_issues():
+        raise ConfigError(config.cross_issues(), source)
     if config.sweep is not None:
         try:
             expand(config)

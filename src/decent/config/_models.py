@@ -26,6 +26,7 @@ from pydantic import (
 from decent._names import is_safe_name
 from decent._params import ROUNDS_MAX, SIZE_MAX, Doc, declared, number_problem
 from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup, hparams
+from decent.config._errors import Issue
 from decent.tasks import (
     LeastSquares,
     LogisticPopulation,
@@ -202,7 +203,7 @@ if typing.TYPE_CHECKING:
     LearningRateConfig = Any
 else:
     LearningRateConfig = Annotated[
-        Union[  # noqa: UP007
+        Union[
             (
                 Annotated[float, Field(ge=0.0, le=1e6), Tag("number")],
                 *(Annotated[x, Tag(kind_of(x))] for x in SCHEDULE_MODELS),
@@ -408,11 +409,15 @@ class ComputeSection(Section):
         ),
     )
     mean: float = Field(1.0, gt=0.0, description="Seconds per round of a typical node.")
-    sigma: float = Field(0.5, ge=0.0, description="Log-standard deviation (lognormal).")
+    sigma: float = Field(
+        0.5, ge=0.0, le=10.0, description="Log-standard deviation (lognormal), at most 10."
+    )
     p: float = Field(0.0, ge=0.0, le=1.0, description="Straggler probability per node per round.")
     slowdown: float = Field(10.0, ge=1.0, description="A straggler's slow-down factor.")
-    slow_nodes: list[Annotated[int, Field(ge=0)]] = Field(
-        default_factory=list, description="Nodes that are always slow_factor times slower."
+    slow_nodes: list[Annotated[int, Field(ge=0, le=SIZE_MAX)]] = Field(
+        max_length=SIZE_MAX,
+        default_factory=list,
+        description="Nodes that are always slow_factor times slower.",
     )
     slow_factor: float = Field(1.0, ge=1.0, description="The slow nodes' factor.")
 
@@ -427,7 +432,9 @@ class FaultsSection(Section):
     link_recover: float = Field(
         1.0, ge=0.0, le=1.0, description="Probability per round that a down link comes back."
     )
-    crashes: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]] = Field(
+    crashes: dict[
+        Annotated[int, Field(ge=0, le=SIZE_MAX)], Annotated[int, Field(ge=1, le=ROUNDS_MAX)]
+    ] = Field(
         default_factory=dict,
         description=(
             "node -> round: the node crashes (crash-stop) before that round's exchange, e.g. "
@@ -435,14 +442,18 @@ class FaultsSection(Section):
         ),
     )
 
-    leaves: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]] = Field(
+    leaves: dict[
+        Annotated[int, Field(ge=0, le=SIZE_MAX)], Annotated[int, Field(ge=1, le=ROUNDS_MAX)]
+    ] = Field(
         default_factory=dict,
         description=(
             "node -> round: the node leaves before that round's gradient (and may rejoin "
             "with joins)."
         ),
     )
-    joins: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]] = Field(
+    joins: dict[
+        Annotated[int, Field(ge=0, le=SIZE_MAX)], Annotated[int, Field(ge=1, le=ROUNDS_MAX)]
+    ] = Field(
         default_factory=dict,
         description=(
             "node -> round: the node (re)joins before that round's gradient, pulling its state "
@@ -464,7 +475,9 @@ class FaultsSection(Section):
 class DelaysSection(Section):
     """Bounded-delay gossip: neighbours' values up to max_delay rounds old."""
 
-    max_delay: int = Field(0, ge=0, description="D: the oldest a mixed value may be (rounds).")
+    max_delay: int = Field(
+        0, ge=0, le=1000, description="D: the oldest a mixed value may be (rounds), at most 1000."
+    )
     kind: Literal["clock", "uniform", "constant"] = Field(
         "clock",
         description=(
@@ -477,9 +490,11 @@ class DelaysSection(Section):
 class NetworkSection(Section):
     """A simulated network: virtual clock, message times and faults (simulator only)."""
 
-    latency: float = Field(0.0, ge=0.0, description="Seconds per message.")
+    latency: float = Field(0.0, ge=0.0, le=1e6, description="Seconds per message.")
     bandwidth: float | None = Field(
-        None, gt=0.0, description="Bytes per second of a node's link (None: size is free)."
+        None,
+        ge=1.0,
+        description="Bytes per second of a node's link, at least 1 (None: size is free).",
     )
     compute: ComputeSection = Field(
         default_factory=lambda: ComputeSection.model_validate({}),
@@ -500,8 +515,20 @@ class PrivacySection(Section):
     every node's (epsilon, delta) from Opacus's accountant (see docs/privacy.md)."""
 
     clip: float = Field(gt=0.0, description="C: every per-sample gradient is clipped to L2 norm C.")
+
+    @field_validator("noise_multiplier")
+    @classmethod
+    def _meaningful_noise(cls, value: float) -> float:
+        if 0.0 < value < 0.01:
+            raise ValueError(
+                "below 0.01 the reported epsilon exceeds 10^5 (no privacy); use 0 for "
+                "clipping only, or at least 0.01"
+            )
+        return value
+
     noise_multiplier: float = Field(
         ge=0.0,
+        le=1e3,
         description=(
             "sigma: Gaussian noise of standard deviation sigma C is added to the sum of the "
             "clipped gradients (0: clipping only, no privacy)."
@@ -522,8 +549,10 @@ class PrivacySection(Section):
 class ByzantineSection(Section):
     """Byzantine nodes and the robust rule honest nodes aggregate with (sim and dist)."""
 
-    nodes: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="Explicit Byzantine node ids (give nodes or fraction, not both)."
+    nodes: list[Annotated[int, Field(ge=0, le=SIZE_MAX)]] | None = Field(
+        None,
+        max_length=SIZE_MAX,
+        description="Explicit Byzantine node ids, distinct (give nodes or fraction, not both).",
     )
     fraction: float | None = Field(
         None, ge=0.0, lt=1.0, description="Fraction of nodes that are Byzantine, in [0, 1)."
@@ -547,7 +576,9 @@ class ByzantineSection(Section):
             "per side), median (coordinate-wise), clipping (self-centred, radius tau)."
         ),
     )
-    trim: int = Field(1, ge=0, description="b: values trimmed per side by trimmed_mean.")
+    trim: int = Field(
+        1, ge=0, le=SIZE_MAX, description="b: values trimmed per side by trimmed_mean."
+    )
     tau: float = Field(1.0, gt=0.0, description="Clipping radius of clipping.")
     scale: float = Field(1.0, ge=0.0, description="s of sign_flip: the attacker sends -s x.")
     sigma: float = Field(10.0, ge=0.0, description="Noise level of the noise attack.")
@@ -567,6 +598,14 @@ class ByzantineSection(Section):
             raise ValueError('placement = "bottleneck" chooses nodes from fraction; drop nodes')
         return self
 
+    @field_validator("nodes")
+    @classmethod
+    def _distinct(cls, nodes: list[int] | None) -> list[int] | None:
+        if nodes is not None and len(set(nodes)) < len(nodes):
+            twice = sorted({v for v in nodes if nodes.count(v) > 1})
+            raise ValueError(f"lists node {twice[0]} more than once; list each node once")
+        return nodes
+
 
 class ExperimentConfig(Section):
     """One experiment: topology x algorithm x task, trained for ``rounds`` rounds."""
@@ -580,9 +619,11 @@ class ExperimentConfig(Section):
     )
     name: str | None = Field(None, description="Optional human-readable run name.")
     seed: int = Field(0, ge=0, description="Training seed: start point and every minibatch.")
-    rounds: int = Field(ge=1, description="Rounds T (one stochastic gradient per node each).")
+    rounds: int = Field(
+        ge=1, le=ROUNDS_MAX, description="Rounds T (one stochastic gradient per node each)."
+    )
     eval_every: int | None = Field(
-        None, ge=1, description="Evaluation period in rounds (None: rounds // 50)."
+        None, ge=1, le=ROUNDS_MAX, description="Evaluation period in rounds (None: rounds // 50)."
     )
     per_node_eval: bool | Literal["every", "final", "none"] = Field(
         "final",
@@ -602,6 +643,7 @@ class ExperimentConfig(Section):
     chebyshev_steps: int = Field(
         1,
         ge=1,
+        le=1000,
         description=(
             "K: accelerated gossip, each mixing is the degree-K Chebyshev polynomial of W (K "
             "exchanges, counted as such; needs a symmetric W). 1: plain gossip."
@@ -672,6 +714,32 @@ class ExperimentConfig(Section):
                 "export files"
             )
         return value
+
+    def cross_issues(self) -> list[Issue]:
+        """What one section breaks of another's range (rounds, nodes), one issue per field."""
+        out: list[Issue] = []
+        n, last = self.topology.num_nodes, self.rounds
+        if self.network is not None:
+            faults = self.network.faults
+            for name in ("crashes", "leaves", "joins"):
+                for node, at in getattr(faults, name).items():
+                    if at > last:
+                        why = (
+                            f"round {at} is after the last round {last}, so it never happens; "
+                            f"use a round in 1..{last} or drop the entry"
+                        )
+                        out.append(Issue(f"network.faults.{name}", {str(node): at}, why))
+        byz = self.byzantine
+        if byz is not None:
+            count = len(byz.nodes) if byz.nodes is not None else round((byz.fraction or 0) * n)
+            if count >= n:
+                field = "byzantine.nodes" if byz.nodes is not None else "byzantine.fraction"
+                why = (
+                    f"{count} of the {n} nodes would be Byzantine; at least one node must be "
+                    "honest (nothing would be trained)"
+                )
+                out.append(Issue(field, byz.nodes if byz.nodes is not None else byz.fraction, why))
+        return out
 
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``).
