@@ -147,3 +147,14 @@ def test_every_shipped_config_builds(path):
         for point in expand(cfg)[:4]:
             exp = build(point.config)
             assert exp.topology.num_nodes == point.config.topology.num_nodes
+
+
+def test_eval_every_has_one_default():
+    """A config without eval_every evaluates every max(1, rounds // 20) rounds, as documented."""
+    from decent.config import reference_markdown
+    from decent.run import train_experiment
+
+    cfg = loads_config(BASE, ["rounds=60"])
+    rounds = [int(r["round"]) for r in train_experiment(build(cfg)).records]
+    assert rounds == list(range(0, 61, 3))
+    assert "(None: max(1, rounds // 20))" in reference_markdown()

@@ -27,6 +27,7 @@ from decent._names import is_safe_name
 from decent._params import ROUNDS_MAX, SIZE_MAX, Doc, declared, number_problem
 from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup, hparams
 from decent.config._errors import Issue
+from decent.engine.loop import EVALUATIONS
 from decent.tasks import (
     LeastSquares,
     LogisticPopulation,
@@ -623,7 +624,10 @@ class ExperimentConfig(Section):
         ge=1, le=ROUNDS_MAX, description="Rounds T (one stochastic gradient per node each)."
     )
     eval_every: int | None = Field(
-        None, ge=1, le=ROUNDS_MAX, description="Evaluation period in rounds (None: rounds // 50)."
+        None,
+        ge=1,
+        le=ROUNDS_MAX,
+        description=f"Evaluation period in rounds (None: max(1, rounds // {EVALUATIONS})).",
     )
     per_node_eval: bool | Literal["every", "final", "none"] = Field(
         "final",
