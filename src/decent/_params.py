@@ -77,6 +77,16 @@ def hparam(
     return dataclasses.field(default=default, metadata={"doc": doc, "rules": tuple(rules)})
 
 
+def declared_as(owner: type, name: str) -> Any:
+    """A keyword-only dataclass field declared as ``owner``'s field ``name`` (default, rules, doc).
+
+    For a class that takes another's settings as its own fields without declaring them
+    again, e.g. a compressed method's ``ratio`` is the compressor's ``ratio``.
+    """
+    f = owner.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    return dataclasses.field(default=f.default, metadata=f.metadata, kw_only=True)
+
+
 def _split(hint: Any) -> tuple[Any, tuple[Any, ...], str]:
     if typing.get_origin(hint) is typing.Annotated:
         base, *meta = typing.get_args(hint)
