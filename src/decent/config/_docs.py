@@ -30,6 +30,10 @@ def _type(annotation: Any) -> str:
             return name
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    members = {a for a in args if isinstance(a, type)}
+    for family, models in m.UNIONS.items():
+        if family != "schedule" and members and members <= set(models):
+            return f"{family} table"
     if origin is typing.Annotated:
         return _type(args[0])
     if origin is typing.Literal:
@@ -117,8 +121,23 @@ def _family(title: str, models: tuple[type[m.Section], ...], intro: str) -> list
     return lines
 
 
-def reference_markdown() -> str:
-    """Return the Markdown config reference generated from the models."""
+def reference_markdown(plugins: bool = False) -> str:
+    """Return the Markdown config reference generated from the models.
+
+    Args:
+        plugins: also document the algorithms and topologies registered from outside the
+            package (``@register``, entry points); the committed ``docs/config.md`` has
+            the built-in ones only.
+    """
+    m.sync()
+
+    def ours(models: tuple[type[m.Section], ...], registry: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            x
+            for x in models
+            if plugins or getattr(registry[m.kind_of(x)], "__module__", "").startswith("decent.")
+        )
+
     lines = [
         "# Config reference",
         "",
@@ -252,7 +271,7 @@ def reference_markdown() -> str:
     ]
     lines += _family(
         "`[topology]`",
-        m.TOPOLOGY_MODELS,
+        ours(m.TOPOLOGY_MODELS, m.TOPOLOGY_KINDS),
         "Who talks to whom. `num_nodes` lives here and is also the task's number of nodes. "
         "Static graphs take a weight rule (`weights`) and optional laziness (`lazy`); the "
         "time-varying ones (`one_peer_exponential`, `random_matching`, `edge_dropout`) are "
@@ -260,7 +279,7 @@ def reference_markdown() -> str:
     )
     lines += _family(
         "`[algorithm]`",
-        m.ALGORITHM_MODELS,
+        ours(m.ALGORITHM_MODELS, m.ALGORITHMS),
         "The training method. `lr` is a number or a schedule table (below).",
     )
     lines += _family(

@@ -7,8 +7,10 @@ reference ``docs/config.md`` is generated from these models (``decent config-doc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -26,7 +28,7 @@ from pydantic import (
 from decent._names import is_safe_name
 from decent._params import ROUNDS_MAX, SIZE_MAX, Doc, declared, number_problem
 from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup, hparams
-from decent.config._errors import Issue
+from decent.config._errors import ConfigWarning, Issue
 from decent.engine.loop import EVALUATIONS
 from decent.tasks import (
     LeastSquares,
@@ -156,9 +158,14 @@ class _TopologyBase(Section):
     )
 
 
+@functools.cache
+def topology_model(kind: str, fn: Any) -> type[Section]:
+    """The ``[topology]`` table of generator ``fn`` registered as ``kind``."""
+    return derive(fn, kind, skip=("n",), base=_TopologyBase, defaults={"seed": 0})
+
+
 TOPOLOGY_MODELS: tuple[type[Section], ...] = tuple(
-    derive(fn, kind, skip=("n",), base=_TopologyBase, defaults={"seed": 0})
-    for kind, fn in TOPOLOGY_KINDS.items()
+    topology_model(kind, fn) for kind, fn in TOPOLOGY_KINDS.items()
 )
 if typing.TYPE_CHECKING:
     TopologyConfig = Any
@@ -227,6 +234,9 @@ class AlgorithmSection(Section):
     lr: LearningRateConfig
 
 
+_ALGORITHM_TABLES: dict[type, type[AlgorithmSection]] = {}
+
+
 def algorithm_model(cls: type) -> type[AlgorithmSection]:
     """The ``[algorithm]`` table of one algorithm, derived from its dataclass.
 
@@ -235,6 +245,8 @@ def algorithm_model(cls: type) -> type[AlgorithmSection]:
     description; ``lr`` takes a number or a schedule table. The model's docstring is the
     first line of the algorithm's.
     """
+    if cls in _ALGORITHM_TABLES:
+        return _ALGORITHM_TABLES[cls]
     hints = typing.get_type_hints(cls)
     fields: dict[str, Any] = {"kind": (Literal[cls.name], ...)}  # type: ignore[attr-defined]
     for f in hparams(cls):
@@ -244,7 +256,8 @@ def algorithm_model(cls: type) -> type[AlgorithmSection]:
         default = ... if f.default is dataclasses.MISSING else f.default
         fields[f.name] = (annotation, Field(default, description=f.metadata.get("doc", "")))
     doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
-    return create_model(f"{cls.__name__}Config", __base__=AlgorithmSection, __doc__=doc, **fields)
+    made = create_model(f"{cls.__name__}Config", __base__=AlgorithmSection, __doc__=doc, **fields)
+    return _ALGORITHM_TABLES.setdefault(cls, made)
 
 
 ALGORITHM_MODELS: tuple[type[AlgorithmSection], ...] = tuple(
@@ -774,3 +787,62 @@ UNIONS: dict[str, tuple[type[Section], ...]] = {
     "schedule": SCHEDULE_MODELS,
 }
 """The kind-discriminated families, for error messages and the generated reference."""
+
+
+_SKIPPED: set[tuple[str, str, str]] = set()
+
+
+def load_plugins() -> None:
+    """Register the algorithms and topologies installed packages declare as entry points.
+
+    Group ``decent.algorithms``: ``kind = "package.module:Class"`` (a :class:`Method`
+    dataclass named ``kind``); group ``decent.topologies``: ``kind = "package.module:fn"``
+    (a generator ``fn(n, **params)``). One that does not load or register is skipped
+    with a :class:`ConfigWarning` naming it.
+    """
+    from importlib.metadata import entry_points
+
+    from decent.algorithms import register as register_algorithm
+    from decent.topology import register as register_topology
+
+    for group, registry in (
+        ("decent.algorithms", ALGORITHMS),
+        ("decent.topologies", TOPOLOGY_KINDS),
+    ):
+        for ep in entry_points(group=group):
+            if ep.name in registry or (group, ep.name, ep.value) in _SKIPPED:
+                continue
+            try:
+                obj = ep.load()
+                if group == "decent.algorithms":
+                    register_algorithm(obj)
+                else:
+                    register_topology(ep.name)(obj)
+            except Exception as err:
+                why = f"{type(err).__name__}: {err}".splitlines()[0]
+                _SKIPPED.add((group, ep.name, ep.value))
+                message = f"entry point {ep.name} = {ep.value!r} ({group}) is skipped: {why}"
+                warnings.warn(message, ConfigWarning, stacklevel=2)
+
+
+def sync() -> None:
+    """Make the schema match the registries: load plugins, derive tables for new kinds.
+
+    Called at the config edge (:func:`decent.config.validate`) and by the generated
+    reference, so a kind registered with ``@register`` or an entry point after import is
+    a valid ``kind`` in a TOML file.
+    """
+    global ALGORITHM_MODELS, TOPOLOGY_MODELS
+    load_plugins()
+    if [kind_of(x) for x in ALGORITHM_MODELS] == list(ALGORITHMS) and [
+        kind_of(x) for x in TOPOLOGY_MODELS
+    ] == list(TOPOLOGY_KINDS):
+        return
+    ALGORITHM_MODELS = tuple(algorithm_model(cls) for cls in ALGORITHMS.values())
+    TOPOLOGY_MODELS = tuple(topology_model(k, fn) for k, fn in TOPOLOGY_KINDS.items())
+    UNIONS.update(topology=TOPOLOGY_MODELS, algorithm=ALGORITHM_MODELS)
+    for name, family in (("topology", TOPOLOGY_MODELS), ("algorithm", ALGORITHM_MODELS)):
+        field = ExperimentConfig.model_fields[name]
+        field.annotation = Union[family]  # type: ignore[assignment]  # noqa: UP007
+        field.discriminator = "kind"
+    ExperimentConfig.model_rebuild(force=True)

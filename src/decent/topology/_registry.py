@@ -6,7 +6,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import annotated_types as at
 
@@ -96,6 +96,39 @@ TOPOLOGY_KINDS: dict[str, Callable[..., Any]] = {
     "edge_dropout": _edge_dropout,
 }
 """Generator for each kind name accepted by :func:`make`."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def register(kind: str) -> Callable[[F], F]:
+    """Register a topology generator ``fn(n, **params) -> Topology`` under ``kind``.
+
+    Its ``[topology]`` config table is derived from its annotated arguments (``n`` is the
+    config's ``num_nodes``), e.g. ``p: Annotated[float, PROBABILITY, Doc("...")]``. A
+    package can also register generators through an entry point in the group
+    ``decent.topologies`` (see ``docs/own_algorithm.md``).
+
+    Raises:
+        TopologyError: ``kind`` not a snake_case name, or taken by another generator.
+
+    Example:
+        >>> @register("ring_example")
+        ... def ring_example(n: int) -> Topology:
+        ...     return ring(n)
+        >>> make("ring_example", 5).name
+        'ring(5)'
+        >>> del TOPOLOGY_KINDS["ring_example"]
+    """
+
+    def add(fn: F) -> F:
+        if not isinstance(kind, str) or not kind.isidentifier():
+            raise TopologyError(f"a topology kind must be a snake_case name, got {kind!r}")
+        if TOPOLOGY_KINDS.get(kind, fn) is not fn:
+            raise TopologyError(f"topology kind {kind!r} is taken; pick another name")
+        TOPOLOGY_KINDS[kind] = fn
+        return fn
+
+    return add
 
 
 def make(kind: str, n: int, **kwargs: Any) -> Topology:
