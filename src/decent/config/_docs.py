@@ -268,6 +268,20 @@ def reference_markdown(plugins: bool = False) -> str:
         "",
         *_table(m.ByzantineSection, skip=()),
         "",
+        "## `[dist]`",
+        "",
+        "How `decent launch` runs the experiment on ranks (see `docs/distributed.md`); "
+        "`--mode`, `--staleness` and `--failure-timeout` override these fields. A simulator "
+        "run ignores the section (and its run id does not depend on it).",
+        "",
+        "```toml",
+        "[dist]",
+        'mode = "stale"',
+        "staleness = 3",
+        "```",
+        "",
+        *_table(m.DistSection, skip=()),
+        "",
     ]
     lines += _family(
         "`[topology]`",

@@ -621,6 +621,31 @@ class ByzantineSection(Section):
         return nodes
 
 
+class DistSection(Section):
+    """How ``decent launch`` runs the experiment on ranks (its flags override these)."""
+
+    mode: Literal["sync", "overlap", "stale", "fault_tolerant"] = Field(
+        "sync",
+        description=(
+            "sync: blocking neighbour exchange; overlap: one-step-stale mixing; stale: "
+            "bounded staleness; fault_tolerant: a silent rank is dropped (docs/distributed.md)."
+        ),
+    )
+    staleness: int = Field(2, ge=0, le=1000, description="Bound in rounds of mode = stale.")
+    failure_timeout: float = Field(
+        10.0,
+        gt=0.0,
+        le=3600.0,
+        description="Seconds of heartbeat silence that declare a rank dead (fault_tolerant).",
+    )
+    world_size: int | None = Field(
+        None,
+        ge=1,
+        le=SIZE_MAX,
+        description="Ranks of a recorded run (written by decent launch from --nproc).",
+    )
+
+
 class ExperimentConfig(Section):
     """One experiment: topology x algorithm x task, trained for ``rounds`` rounds."""
 
@@ -709,6 +734,13 @@ class ExperimentConfig(Section):
             "aggregate with; evaluation covers honest nodes only."
         ),
     )
+    dist: DistSection | None = Field(
+        None,
+        description=(
+            "Distributed settings of decent launch (mode, staleness, failure_timeout); "
+            "--mode, --staleness and --failure-timeout override them."
+        ),
+    )
     sweep: SweepConfig | None = Field(None, description="Grid of a sweep (decent sweep).")
 
     SECTIONS: ClassVar[tuple[str, ...]] = (
@@ -718,6 +750,7 @@ class ExperimentConfig(Section):
         "network",
         "privacy",
         "byzantine",
+        "dist",
         "sweep",
     )
 
@@ -775,6 +808,8 @@ class ExperimentConfig(Section):
             del data["byzantine"]
         if data["privacy"] is None:
             del data["privacy"]
+        if data["dist"] is None or self.backend == "sim":  # a simulated run has no ranks
+            del data["dist"]
         return data
 
 
