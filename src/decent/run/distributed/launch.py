@@ -514,7 +514,7 @@ def launch(
     flags = {"mode": mode, "staleness": staleness, "failure_timeout": failure_timeout}
     overrides = [*overrides, *(f"dist.{k}={v!r}" for k, v in flags.items() if v is not None)]
     cfg = load_config(config, list(overrides), study=study)
-    dist = cfg.dist if cfg.dist is not None else DistSection()
+    dist = cfg.dist if cfg.dist is not None else DistSection.model_validate({})
     mode, staleness, failure_timeout = dist.mode, dist.staleness, dist.failure_timeout
     check_world(cfg.topology.num_nodes, nproc)
     built = build(cfg.model_copy(update={"backend": "sim"}))  # every rule, before any process
