@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "decent._stack",
         "decent._types",
         "decent._names",
+        "decent._params",
         "decent._elementwise",
     ),
 )

@@ -272,7 +272,7 @@ def test_a_study_name_cannot_leave_the_results_directory(cfg: Path, tmp_path: Pa
         (["topology", "exponential", "--n", "1"], "exponential needs num_nodes >= 2"),
         (["topology", "ring", "--n", "2"], "ring needs num_nodes >= 3"),
         (
-            ["run", "CFG", "--set", "topology.num_nodes=10000000", "--set", "task.dim=2000"],
+            ["run", "CFG", "--set", "topology.num_nodes=1000000", "--set", "task.dim=20000"],
             "GiB is available",
         ),
         (["run", "missing.toml"], "no such file"),

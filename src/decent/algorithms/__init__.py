@@ -7,9 +7,13 @@ dataclass is the single source of its hyperparameters, defaults, rules and docs
 algorithm is one module here and one line in :data:`ALGORITHMS`.
 """
 
+from dataclasses import is_dataclass
+from typing import TypeVar
+
 from decent.algorithms.accelerated import AcceleratedDATSGD, AcceleratedState
 from decent.algorithms.ad_psgd import ADPSGD, ADPSGDState
 from decent.algorithms.base import (
+    SCHEDULES,
     Algorithm,
     AlgorithmError,
     Constant,
@@ -59,11 +63,53 @@ ALGORITHMS: dict[str, type[Method]] = {
 }
 """Algorithm classes by their config ``kind`` (their ``name``), in the order docs list them."""
 
+M = TypeVar("M", bound=type[Method])
+
+
+def register(cls: M) -> M:
+    """Register an algorithm class under its ``name``, so a config's ``kind`` can name it.
+
+    Use it as a class decorator on a frozen dataclass subclass of :class:`Method` whose
+    hyperparameters are declared with :func:`hparam`; its ``[algorithm]`` config table is
+    derived from them. A package can also register classes without being imported by
+    hand, through an entry point in the group ``decent.algorithms`` (see
+    ``docs/own_algorithm.md``).
+
+    Raises:
+        AlgorithmError: not a :class:`Method` dataclass with a ``name``, or the name taken
+            by another class.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> from typing import ClassVar
+        >>> @register
+        ... @dataclass(frozen=True)
+        ... class PlainDSGD(DSGD):
+        ...     name: ClassVar[str] = "plain_dsgd_example"
+        >>> ALGORITHMS["plain_dsgd_example"] is PlainDSGD
+        True
+        >>> del ALGORITHMS["plain_dsgd_example"]
+    """
+    name = getattr(cls, "name", None)
+    if not (isinstance(cls, type) and issubclass(cls, Method) and is_dataclass(cls)):
+        raise AlgorithmError(f"register takes a Method dataclass, got {cls!r}")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise AlgorithmError(f"{cls.__name__}.name must be a snake_case kind, got {name!r}")
+    if ALGORITHMS.get(name, cls) is not cls:
+        raise AlgorithmError(
+            f"algorithm kind {name!r} is taken by {ALGORITHMS[name].__qualname__}; pick "
+            "another name"
+        )
+    ALGORITHMS[name] = cls
+    return cls
+
+
 __all__ = [
     "ADPSGD",
     "ALGORITHMS",
     "DATSGD",
     "DSGD",
+    "SCHEDULES",
     "ADPSGDState",
     "AcceleratedDATSGD",
     "AcceleratedState",
@@ -97,4 +143,5 @@ __all__ = [
     "hparam",
     "hparams",
     "mixing_violations",
+    "register",
 ]

@@ -41,6 +41,7 @@ from annotated_types import Ge
 
 from decent._types import NodeTensor
 from decent.algorithms.base import (
+    WEIGHT_POWER,
     LearningRate,
     Method,
     MixingAssumptions,
@@ -98,7 +99,7 @@ class AcceleratedDATSGD(Method):
     lr: LearningRate = hparam(
         doc="Step size eta: a number or a schedule table. The step on w is eta * t^weight_power."
     )
-    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
+    weight_power: float = hparam(1.0, WEIGHT_POWER, doc="alpha_t = t ** weight_power.")
     local_steps: int = hparam(1, Ge(1), doc="Gossip every this many rounds.")
 
     name: ClassVar[str] = "accelerated_dat_sgd"

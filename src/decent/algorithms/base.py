@@ -28,6 +28,8 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import annotated_types as at
 import torch
 
+from decent._params import ROUNDS_MAX, check_value, declared, hparam
+from decent._params import rule_text as rule_text
 from decent._types import NodeTensor
 from decent.comm.base import Communicator
 
@@ -69,34 +71,57 @@ def as_schedule(lr: LearningRate) -> Callable[[int], float]:
     return Constant(value)
 
 
+LR = at.Interval(ge=0.0, le=1e6)
+"""A step size's rule."""
+WEIGHT_POWER = at.Interval(ge=0.0, le=10.0)
+"""The rule of an anytime method's ``alpha_t = t ** weight_power`` (beyond 10 it overflows)."""
+
+
+class _Checked:
+    """A dataclass whose :func:`hparam` fields are checked when an instance is made."""
+
+    kind: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for p in declared(type(self)):
+            value = getattr(self, p.name)
+            check_value(self.kind, p.name, hints[p.name], p.rules, value, ValueError)
+
+
 @dataclass(frozen=True)
-class Constant:
+class Constant(_Checked):
     """``eta_t = lr``."""
 
-    lr: float
+    lr: float = hparam(dataclasses.MISSING, LR, doc="The step size.")
+    kind: ClassVar[str] = "constant"
 
     def __call__(self, t: int) -> float:
         return self.lr
 
 
 @dataclass(frozen=True)
-class InverseSqrt:
+class InverseSqrt(_Checked):
     """``eta_t = lr * sqrt(t0 / (t0 + t - 1))``: constant ``lr`` at ``t = 1``, then ``~ 1/sqrt(t)``."""
 
-    lr: float
-    t0: int = 1
+    lr: float = hparam(dataclasses.MISSING, LR, doc="Step size at t = 1.")
+    t0: int = hparam(1, at.Interval(ge=1, le=ROUNDS_MAX), doc="Rounds before the decay sets in.")
+    kind: ClassVar[str] = "inverse_sqrt"
 
     def __call__(self, t: int) -> float:
         return self.lr * math.sqrt(self.t0 / (self.t0 + t - 1))
 
 
 @dataclass(frozen=True)
-class Cosine:
+class Cosine(_Checked):
     """``eta_t = final + (lr - final) * (1 + cos(pi (t - 1) / total)) / 2`` for ``t <= total``."""
 
-    lr: float
-    total: int
-    final: float = 0.0
+    lr: float = hparam(dataclasses.MISSING, LR, doc="Step size at t = 1.")
+    total: int = hparam(
+        dataclasses.MISSING, at.Interval(ge=1, le=ROUNDS_MAX), doc="Decay length in rounds."
+    )
+    final: float = hparam(0.0, LR, doc="Step size reached at t = total + 1.")
+    kind: ClassVar[str] = "cosine"
 
     def __call__(self, t: int) -> float:
         frac = min(max(t - 1, 0), self.total) / max(self.total, 1)
@@ -104,16 +129,24 @@ class Cosine:
 
 
 @dataclass(frozen=True)
-class Warmup:
+class Warmup(_Checked):
     """Linear warm-up over ``steps`` rounds into ``then``: ``eta_t = then(t) * min(1, t / steps)``."""
 
-    then: Any
-    steps: int
+    then: Any = hparam(doc="Step size or schedule after the warm-up.")
+    steps: int = hparam(
+        dataclasses.MISSING, at.Interval(ge=1, le=ROUNDS_MAX), doc="Warm-up length in rounds."
+    )
+    kind: ClassVar[str] = "warmup"
 
     def __call__(self, t: int) -> float:
         base = self.then(t) if callable(self.then) else float(self.then)
         return base * min(1.0, t / max(self.steps, 1))
 
+
+SCHEDULES: dict[str, type[_Checked]] = {
+    cls.kind: cls for cls in (Constant, InverseSqrt, Cosine, Warmup)
+}
+"""The step-size schedules by config ``kind``."""
 
 # --------------------------------------------------------------------------- hyperparameters
 
@@ -122,98 +155,9 @@ class AlgorithmError(ValueError):
     """Bad hyperparameters; the message names the field, the value and the rule."""
 
 
-def hparam(
-    default: Any = dataclasses.MISSING, *rules: at.BaseMetadata | at.GroupedMetadata, doc: str
-) -> Any:
-    """Declare a hyperparameter: its default, its rules and its one-line doc.
-
-    The algorithm's dataclass is the single source of truth: :class:`Method` checks the
-    rules when an instance is made, and the config schema (the TOML ``[algorithm]`` table),
-    its generated reference and the CLI docs are derived from the same declaration.
-
-    Args:
-        default: the default value (none: the field is required).
-        *rules: ``annotated_types`` constraints, e.g. ``Ge(0.0)``, ``Interval(ge=0, lt=1)``.
-        doc: what the field means, for the config reference.
-
-    Example:
-        >>> from annotated_types import Ge
-        >>> @dataclass(frozen=True)
-        ... class Averaging(Method):
-        ...     lr: LearningRate = hparam(doc="Step size.")
-        ...     rounds_between: int = hparam(1, Ge(1), doc="Average every this many rounds.")
-        ...     name: ClassVar[str] = "averaging"
-        >>> Averaging(lr=0.1, rounds_between=0)
-        Traceback (most recent call last):
-        ...
-        decent.algorithms.base.AlgorithmError: averaging.rounds_between must be an integer >= 1, got 0
-    """
-    return dataclasses.field(default=default, metadata={"doc": doc, "rules": tuple(rules)})
-
-
 def hparams(cls: type) -> list[dataclasses.Field[Any]]:
     """The hyperparameter fields of an algorithm dataclass (``init`` fields), in order."""
     return [f for f in dataclasses.fields(cls) if f.init]
-
-
-_RULES: tuple[tuple[type, str, str, Callable[[float, float], bool]], ...] = (
-    (at.Ge, "ge", ">=", lambda v, b: v >= b),
-    (at.Gt, "gt", ">", lambda v, b: v > b),
-    (at.Le, "le", "<=", lambda v, b: v <= b),
-    (at.Lt, "lt", "<", lambda v, b: v < b),
-)
-
-
-def _flat_rules(rules: Sequence[Any]) -> list[Any]:
-    out: list[Any] = []
-    for rule in rules:
-        out.extend(rule if isinstance(rule, at.GroupedMetadata) else [rule])
-    return out
-
-
-def rule_text(rules: Sequence[Any]) -> str:
-    """``">= 0, < 1"`` for ``Ge(0), Lt(1)``."""
-    parts = []
-    for rule in _flat_rules(rules):
-        for cls, attr, op, _ in _RULES:
-            if isinstance(rule, cls):
-                parts.append(f"{op} {getattr(rule, attr)}")
-    return ", ".join(parts)
-
-
-def _check_value(owner: str, name: str, hint: Any, rules: Sequence[Any], value: Any) -> None:
-    """Raise :class:`AlgorithmError` when ``value`` breaks the type ``hint`` or a rule."""
-    origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            options = " or ".join(repr(a) for a in allowed)
-            raise AlgorithmError(f"{owner}.{name} must be {options}, got {value!r}")
-        return
-    bounds = rule_text(rules)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise AlgorithmError(f"{owner}.{name} must be true or false, got {value!r}")
-        return
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        what = "an integer"
-    elif hint is float:
-        ok = (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        )
-        what = "a finite number"
-    else:
-        return  # other types (schedules, callables) are checked where they are used
-    ok = ok and all(
-        test(value, getattr(rule, attr))
-        for rule in _flat_rules(rules)
-        for cls, attr, _, test in _RULES
-        if isinstance(rule, cls)
-    )
-    if not ok:
-        rule = what + (f" {bounds}" if bounds else "")
-        raise AlgorithmError(f"{owner}.{name} must be {rule}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -311,7 +255,8 @@ class Method:
                 except ValueError as err:
                     raise AlgorithmError(f"{owner}.lr: {err}") from None
                 continue
-            _check_value(owner, f.name, hints.get(f.name), f.metadata.get("rules", ()), value)
+            rules = f.metadata.get("rules", ())
+            check_value(owner, f.name, hints.get(f.name), rules, value, AlgorithmError)
 
     @cached_property
     def eta(self) -> Callable[[int], Any]:

@@ -13,7 +13,14 @@ from typing import ClassVar
 from annotated_types import Ge
 
 from decent._types import NodeTensor
-from decent.algorithms.base import LearningRate, Method, add_scaled_, communicates, hparam
+from decent.algorithms.base import (
+    WEIGHT_POWER,
+    LearningRate,
+    Method,
+    add_scaled_,
+    communicates,
+    hparam,
+)
 from decent.algorithms.dat_sgd import ANYTIME_HINT, AnytimeIterate, DATSGDState, anytime_step
 from decent.algorithms.dsgd import LR_DOC, DSGDState, SingleIterate
 from decent.comm.base import Communicator
@@ -58,7 +65,7 @@ class AnytimeSGD(AnytimeIterate, Method):
     """
 
     lr: LearningRate = hparam(doc=LR_DOC + " The step on w is eta * t^weight_power.")
-    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
+    weight_power: float = hparam(1.0, WEIGHT_POWER, doc="alpha_t = t ** weight_power.")
 
     name: ClassVar[str] = "anytime_sgd"
     label: ClassVar[str] = "Anytime SGD"

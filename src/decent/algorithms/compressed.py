@@ -36,10 +36,12 @@ from functools import cached_property
 from typing import ClassVar, NamedTuple
 
 import torch
-from annotated_types import Ge, Gt, Le
+from annotated_types import Gt, Le
 
+from decent._params import declared_as
 from decent._types import NodeTensor
 from decent.algorithms.base import (
+    WEIGHT_POWER,
     LearningRate,
     Method,
     MixingAssumptions,
@@ -62,8 +64,18 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
 class CompressedMethod(Method):
-    """The hyperparameters every compressed method shares, and its compressor."""
+    """The hyperparameters every compressed method shares, and its compressor.
+
+    The compressor's four settings are the :class:`~decent.comm.compress.Compressor`'s own
+    declarations (default, rules, doc), taken as keyword-only fields.
+    """
+
+    compressor_kind: CompressorKind = declared_as(Compressor, "kind")
+    ratio: float = declared_as(Compressor, "ratio")
+    bits: int = declared_as(Compressor, "bits")
+    compressor_seed: int = declared_as(Compressor, "seed")
 
     compressed: ClassVar[bool] = True
     blocks: ClassVar[int] = 1  # vectors per message, each compressed on its own
@@ -72,19 +84,15 @@ class CompressedMethod(Method):
     def compressor(self) -> Compressor:
         """The message compressor these hyperparameters describe."""
         return Compressor(
-            self.compressor_kind,  # type: ignore[attr-defined]
-            ratio=self.ratio,  # type: ignore[attr-defined]
-            bits=self.bits,  # type: ignore[attr-defined]
-            seed=self.compressor_seed,  # type: ignore[attr-defined]
+            self.compressor_kind,
+            ratio=self.ratio,
+            bits=self.bits,
+            seed=self.compressor_seed,
             contractive=True,  # error feedback needs a contraction: QSGD as Q / tau
         )
 
 
-COMPRESSOR_DOC = "The message compressor: identity, top_k, random_k, qsgd or sign."
-RATIO_DOC = "Fraction of entries top_k and random_k send, in (0, 1]."
-BITS_DOC = "qsgd: level bits per entry (2^bits - 1 levels, plus a sign bit)."
 GAMMA_DOC = "Consensus step gamma of CHOCO-Gossip, in (0, 1]; 1 with identity is plain gossip."
-SEED_DOC = "Key of the compressors' random choices (random_k, qsgd)."
 
 
 def _need_compressed(comm: Communicator, name: str) -> CompressedMixing:
@@ -173,10 +181,6 @@ class ChocoSGD(CompressedMethod):
 
     lr: LearningRate = hparam(doc=LR_DOC)
     consensus_lr: float = hparam(1.0, Gt(0.0), Le(1.0), doc=GAMMA_DOC)
-    compressor_kind: CompressorKind = hparam("identity", doc=COMPRESSOR_DOC)
-    ratio: float = hparam(1.0, Gt(0.0), Le(1.0), doc=RATIO_DOC)
-    bits: int = hparam(4, Ge(1), Le(16), doc=BITS_DOC)
-    compressor_seed: int = hparam(0, Ge(0), doc=SEED_DOC)
 
     name: ClassVar[str] = "choco_sgd"
     label: ClassVar[str] = "CHOCO-SGD"
@@ -235,12 +239,8 @@ class CompressedDATSGD(CompressedMethod):
         doc='Step size eta: a number, or a schedule table such as {kind = "cosine", lr = 0.1}. '
         "The step on w is eta * t^weight_power."
     )
-    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
+    weight_power: float = hparam(1.0, WEIGHT_POWER, doc="alpha_t = t ** weight_power.")
     consensus_lr: float = hparam(1.0, Gt(0.0), Le(1.0), doc=GAMMA_DOC)
-    compressor_kind: CompressorKind = hparam("identity", doc=COMPRESSOR_DOC)
-    ratio: float = hparam(1.0, Gt(0.0), Le(1.0), doc=RATIO_DOC)
-    bits: int = hparam(4, Ge(1), Le(16), doc=BITS_DOC)
-    compressor_seed: int = hparam(0, Ge(0), doc=SEED_DOC)
 
     name: ClassVar[str] = "choco_dat_sgd"
     label: ClassVar[str] = "CHOCO-DAT-SGD"
@@ -301,10 +301,6 @@ class CompressedGradientTracking(CompressedMethod):
 
     lr: LearningRate = hparam(doc=LR_DOC)
     consensus_lr: float = hparam(1.0, Gt(0.0), Le(1.0), doc=GAMMA_DOC)
-    compressor_kind: CompressorKind = hparam("identity", doc=COMPRESSOR_DOC)
-    ratio: float = hparam(1.0, Gt(0.0), Le(1.0), doc=RATIO_DOC)
-    bits: int = hparam(4, Ge(1), Le(16), doc=BITS_DOC)
-    compressor_seed: int = hparam(0, Ge(0), doc=SEED_DOC)
 
     name: ClassVar[str] = "choco_gradient_tracking"
     label: ClassVar[str] = "CHOCO-GT"

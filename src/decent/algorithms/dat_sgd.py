@@ -10,6 +10,7 @@ from annotated_types import Ge
 
 from decent._types import NodeTensor
 from decent.algorithms.base import (
+    WEIGHT_POWER,
     LearningRate,
     Method,
     MixingAssumptions,
@@ -116,7 +117,7 @@ class DATSGD(AnytimeIterate, Method):
         doc='Step size eta: a number, or a schedule table such as {kind = "cosine", lr = 0.1}. '
         "The step on w is eta * t^weight_power."
     )
-    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
+    weight_power: float = hparam(1.0, WEIGHT_POWER, doc="alpha_t = t ** weight_power.")
     local_steps: int = hparam(1, Ge(1), doc="Gossip every this many rounds.")
 
     name: ClassVar[str] = "dat_sgd"

@@ -40,12 +40,19 @@ def launch(
     set_: list[str] = set_option(),
     out: Path = out_option(),
     study: str | None = typer.Option(None, "--study", help="Study name (default: config's)."),
-    mode: str = typer.Option(
-        "sync", "--mode", help="sync | overlap | stale | fault_tolerant (see docs/distributed.md)."
+    mode: str | None = typer.Option(
+        None,
+        "--mode",
+        help="sync | overlap | stale | fault_tolerant (docs/distributed.md); "
+        "default: [dist] mode, else sync.",
     ),
-    staleness: int = typer.Option(2, "--staleness", help="Bound in rounds of --mode stale."),
-    failure_timeout: float = typer.Option(
-        10.0, "--failure-timeout", help="Seconds to declare a silent rank dead (fault_tolerant)."
+    staleness: int | None = typer.Option(
+        None, "--staleness", help="Bound in rounds of --mode stale (default: [dist], else 2)."
+    ),
+    failure_timeout: float | None = typer.Option(
+        None,
+        "--failure-timeout",
+        help="Seconds to declare a silent rank dead (default: [dist], else 10).",
     ),
     port: int | None = typer.Option(
         None, "--port", help="Rendezvous port on 127.0.0.1 (default: a free one)."
@@ -76,7 +83,9 @@ def launch(
             final = store.final_values(proc.run_id)
             status = store.status(proc.run_id)
         if final:
-            console.print(summary_table(f"{study or 'run'} dist x{nproc} {mode} [{status}]", final))
+            console.print(
+                summary_table(f"{study or 'run'} dist x{nproc} {proc.mode} [{status}]", final)
+            )
     if proc.returncode != 0:
         err_console.print(
             f"decent launch: the ranks exited with code {proc.returncode} "

@@ -53,9 +53,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import annotated_types as at
 import torch
 
 from decent import _stream
+from decent._params import hparam
 
 CompressorKind = Literal["identity", "top_k", "random_k", "qsgd", "sign"]
 COMPRESSORS: tuple[str, ...] = ("identity", "top_k", "random_k", "qsgd", "sign")
@@ -196,10 +198,18 @@ class Compressor:
         ([[3.0, -4.0, 0.0, 0.0]], 10)
     """
 
-    kind: CompressorKind = "identity"
-    ratio: float = 1.0
-    bits: int = 4
-    seed: int = 0
+    kind: CompressorKind = hparam(
+        "identity", doc="The message compressor: identity, top_k, random_k, qsgd or sign."
+    )
+    ratio: float = hparam(
+        1.0, at.Interval(gt=0.0, le=1.0), doc="Fraction of entries top_k and random_k send."
+    )
+    bits: int = hparam(
+        4,
+        at.Interval(ge=1, le=_MAX_BITS),
+        doc="qsgd: level bits per entry (2^bits - 1 levels, plus a sign bit).",
+    )
+    seed: int = hparam(0, at.Ge(0), doc="Key of the compressors' random choices (random_k, qsgd).")
     contractive: bool = False
 
     def __post_init__(self) -> None:

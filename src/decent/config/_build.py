@@ -56,26 +56,21 @@ def build_topology(cfg: Any) -> Topology:
     from decent.topology import make
 
     kwargs = {k: v for k, v in _fields(cfg, "num_nodes").items() if v is not None}
-    if isinstance(cfg, (m.RandomMatching, m.EdgeDropout)) and not cfg.base_kwargs:
-        kwargs.pop("base_kwargs", None)
     return _guard("topology", cfg, lambda: make(cfg.kind, cfg.num_nodes, **kwargs))
 
 
 def build_schedule(lr: Any, rounds: int) -> Any:
     """Turn a number or a schedule section into what an algorithm takes as ``lr``."""
-    from decent.algorithms import Constant, Cosine, InverseSqrt, Warmup
+    from decent.algorithms import SCHEDULES
 
     if isinstance(lr, (int, float)):
         return float(lr)
-    if isinstance(lr, m.ConstantLR):
-        return Constant(lr.lr)
-    if isinstance(lr, m.InverseSqrtLR):
-        return InverseSqrt(lr.lr, lr.t0)
-    if isinstance(lr, m.CosineLR):
-        return Cosine(lr.lr, lr.total if lr.total is not None else rounds, lr.final)
-    if isinstance(lr, m.WarmupLR):
-        return Warmup(build_schedule(lr.then, rounds), lr.steps)
-    raise TypeError(f"not a learning-rate config: {lr!r}")  # pragma: no cover
+    fields = _fields(lr)
+    if lr.kind == "cosine" and lr.total is None:
+        fields["total"] = rounds
+    if lr.kind == "warmup":
+        fields["then"] = build_schedule(lr.then, rounds)
+    return SCHEDULES[lr.kind](**fields)
 
 
 def build_algorithm(cfg: Any, rounds: int) -> Any:
@@ -97,33 +92,21 @@ def build_dataset(cfg: Any, dtype: torch.dtype) -> Any:
     """Load the dataset of a dataset section as a ``DatasetSplit``."""
     from decent import tasks
 
-    if isinstance(cfg, m.DigitsData):
-        return tasks.digits(test_fraction=cfg.test_fraction, seed=cfg.seed, dtype=dtype)
-    if isinstance(cfg, m.BreastCancerData):
-        return tasks.breast_cancer(test_fraction=cfg.test_fraction, seed=cfg.seed, dtype=dtype)
-    if isinstance(cfg, m.LibsvmData):
-        data = tasks.load_libsvm(cfg.path, num_features=cfg.num_features, dtype=dtype)
-        return data.train_test_split(cfg.test_fraction, seed=cfg.seed, standardize=cfg.standardize)
-    if isinstance(cfg, m.RandomData):
-        data = tasks.random_classification(
-            cfg.num_samples,
-            cfg.num_features,
-            cfg.num_classes,
-            cfg.seed,
-            separation=cfg.separation,
-            dtype=dtype,
-        )
-        return data.train_test_split(cfg.test_fraction, seed=cfg.seed)
-    raise TypeError(f"not a dataset config: {cfg!r}")  # pragma: no cover
+    split = {k: v for k, v in _fields(cfg).items() if k in ("test_fraction", "standardize")}
+    loaded = {k: v for k, v in _fields(cfg).items() if k not in split}
+    if cfg.kind in ("digits", "breast_cancer"):
+        return getattr(tasks, cfg.kind)(**_fields(cfg), dtype=dtype)
+    if cfg.kind == "libsvm":
+        seed = loaded.pop("seed")
+        data = tasks.load_libsvm(**loaded, dtype=dtype)
+    else:
+        data = tasks.random_classification(**loaded, dtype=dtype)
+        seed = cfg.seed
+    return data.train_test_split(seed=seed, **split)
 
 
 def _partition_kwargs(cfg: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"partition": cfg.kind}
-    if isinstance(cfg, m.DirichletPartition):
-        out["alpha"] = cfg.alpha
-    if isinstance(cfg, m.ShardsPartition):
-        out["classes_per_node"] = cfg.classes_per_node
-    return out
+    return {"partition": cfg.kind, **_fields(cfg)}
 
 
 def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
@@ -133,29 +116,12 @@ def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
     tdtype = _torch_dtype(dtype)
 
     def make() -> Any:
-        if isinstance(cfg, m.LeastSquaresTask):
-            return tasks.LeastSquares(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
-        if isinstance(cfg, m.LogisticStreamTask):
-            return tasks.LogisticRegressionStream(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
-        if isinstance(cfg, m.LogisticPopulationTask):
-            return tasks.LogisticPopulation(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
+        streaming = m.STREAMING_TASKS.get(cfg.kind)
+        if streaming is not None:
+            return streaming(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
         data = build_dataset(cfg.dataset, tdtype)
-        common = dict(
-            batch_size=cfg.batch_size,
-            l2=cfg.l2,
-            seed=cfg.seed,
-            sampling=cfg.sampling,
-            **_partition_kwargs(cfg.partition),
-        )
-        if isinstance(cfg, m.LogisticRegressionTask):
-            return tasks.logistic_regression(data, num_nodes, **common)
-        if isinstance(cfg, m.SoftmaxRegressionTask):
-            return tasks.softmax_regression(data, num_nodes, **common)
-        if isinstance(cfg, m.MLPTask):
-            return tasks.mlp(
-                data, num_nodes, hidden=list(cfg.hidden), activation=cfg.activation, **common
-            )
-        raise TypeError(f"not a task config: {cfg!r}")  # pragma: no cover
+        kwargs = _fields(cfg, "dataset", "partition") | _partition_kwargs(cfg.partition)
+        return getattr(tasks, cfg.kind)(data, num_nodes, **kwargs)
 
     return _guard("task", cfg, make)  # type: ignore[no-any-return]
 
@@ -198,6 +164,17 @@ def warn_odd(config: m.ExperimentConfig) -> None:
             ConfigWarning,
             stacklevel=3,
         )
+    faults = config.network.faults if config.network is not None else None
+    for node, joined in (faults.joins if faults is not None else {}).items():
+        left = faults.leaves.get(node) if faults is not None else None
+        if left is not None and left > joined:
+            warnings.warn(
+                f"network.faults.leaves: node {node} joins at round {joined} and leaves at "
+                f"round {left}: it is absent until round {joined} and gone for good from "
+                f"round {left} (to leave and come back, set leaves < joins)",
+                ConfigWarning,
+                stacklevel=3,
+            )
     lr = config.algorithm.lr
     first = lr if isinstance(lr, (int, float)) else getattr(lr, "lr", None)
     if first == 0 and not isinstance(lr, m.WarmupLR):

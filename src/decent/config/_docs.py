@@ -11,6 +11,7 @@ import annotated_types as at
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from decent._params import flat_rules
 from decent.config import _models as m
 
 _NAMES: dict[Any, str] = {
@@ -29,6 +30,10 @@ def _type(annotation: Any) -> str:
             return name
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    members = {a for a in args if isinstance(a, type)}
+    for family, models in m.UNIONS.items():
+        if family != "schedule" and members and members <= set(models):
+            return f"{family} table"
     if origin is typing.Annotated:
         return _type(args[0])
     if origin is typing.Literal:
@@ -78,6 +83,15 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value)}`"
 
 
+def _metadata(field: Any) -> list[Any]:
+    """The field's rules, with those on the non-None part of an optional field."""
+    out = list(field.metadata)
+    for arg in typing.get_args(field.annotation):
+        if typing.get_origin(arg) is typing.Annotated:
+            out.extend(flat_rules(arg.__metadata__))
+    return out
+
+
 def _table(model: type[BaseModel], skip: tuple[str, ...] = ("kind",)) -> list[str]:
     rows = ["| field | type | default | rule | meaning |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
@@ -86,7 +100,7 @@ def _table(model: type[BaseModel], skip: tuple[str, ...] = ("kind",)) -> list[st
         desc = (field.description or "").replace("|", "\\|")
         rows.append(
             f"| `{name}` | {_type(field.annotation)} | {_default(field)} | "
-            f"{_rules(field.metadata)} | {desc} |"
+            f"{_rules(_metadata(field))} | {desc} |"
         )
     return rows
 
@@ -107,12 +121,27 @@ def _family(title: str, models: tuple[type[m.Section], ...], intro: str) -> list
     return lines
 
 
-def reference_markdown() -> str:
-    """Return the Markdown config reference generated from the models."""
+def reference_markdown(plugins: bool = False) -> str:
+    """Return the Markdown config reference generated from the models.
+
+    Args:
+        plugins: also document the algorithms and topologies registered from outside the
+            package (``@register``, entry points); the committed ``docs/config.md`` has
+            the built-in ones only.
+    """
+    m.sync()
+
+    def ours(models: tuple[type[m.Section], ...], registry: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            x
+            for x in models
+            if plugins or getattr(registry[m.kind_of(x)], "__module__", "").startswith("decent.")
+        )
+
     lines = [
         "# Config reference",
         "",
-        "<!-- Generated from src/decent/config/_models.py by `decent config-docs`; "
+        "<!-- Generated from the declarations (src/decent/config/_models.py) by `decent config-docs`; "
         "do not edit by hand. -->",
         "",
         "An experiment is one TOML file. Keys are the field names below; unknown keys are "
@@ -239,10 +268,24 @@ def reference_markdown() -> str:
         "",
         *_table(m.ByzantineSection, skip=()),
         "",
+        "## `[dist]`",
+        "",
+        "How `decent launch` runs the experiment on ranks (see `docs/distributed.md`); "
+        "`--mode`, `--staleness` and `--failure-timeout` override these fields. A simulator "
+        "run ignores the section (and its run id does not depend on it).",
+        "",
+        "```toml",
+        "[dist]",
+        'mode = "stale"',
+        "staleness = 3",
+        "```",
+        "",
+        *_table(m.DistSection, skip=()),
+        "",
     ]
     lines += _family(
         "`[topology]`",
-        m.TOPOLOGY_MODELS,
+        ours(m.TOPOLOGY_MODELS, m.TOPOLOGY_KINDS),
         "Who talks to whom. `num_nodes` lives here and is also the task's number of nodes. "
         "Static graphs take a weight rule (`weights`) and optional laziness (`lazy`); the "
         "time-varying ones (`one_peer_exponential`, `random_matching`, `edge_dropout`) are "
@@ -250,7 +293,7 @@ def reference_markdown() -> str:
     )
     lines += _family(
         "`[algorithm]`",
-        m.ALGORITHM_MODELS,
+        ours(m.ALGORITHM_MODELS, m.ALGORITHMS),
         "The training method. `lr` is a number or a schedule table (below).",
     )
     lines += _family(

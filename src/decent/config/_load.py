@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from decent._names import safe_name
 from decent.config._errors import MISSING, ConfigError, Issue, issues_from_validation
-from decent.config._models import ExperimentConfig
+from decent.config._models import ExperimentConfig, sync
 from decent.config._overrides import apply_overrides
 from decent.config._sweep import expand
 
@@ -54,12 +54,15 @@ def validate(raw: Mapping[str, Any], source: str | None = None) -> ExperimentCon
     """
     if not isinstance(raw, Mapping):
         raise ConfigError([Issue("(config)", raw, "must be a table of sections")], source)
+    sync()
     try:
         config = ExperimentConfig.model_validate(dict(raw))
     except ValidationError as err:
         raise ConfigError(
             issues_from_validation(err, ExperimentConfig, dict(raw)), source
         ) from None
+    if config.cross_issues():
+        raise ConfigError(config.cross_issues(), source)
     if config.sweep is not None:
         try:
             expand(config)

@@ -7,7 +7,11 @@ reference ``docs/config.md`` is generated from these models (``decent config-doc
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
 import typing
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -22,13 +26,38 @@ from pydantic import (
 )
 
 from decent._names import is_safe_name
-from decent.algorithms import ALGORITHMS, hparams
+from decent._params import ROUNDS_MAX, SIZE_MAX, Doc, declared, number_problem
+from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup, hparams
+from decent.config._errors import ConfigWarning, Issue
+from decent.engine.loop import EVALUATIONS
+from decent.tasks import (
+    LeastSquares,
+    LogisticPopulation,
+    LogisticRegressionStream,
+    data,
+    models,
+    partition,
+)
+from decent.topology._registry import TOPOLOGY_KINDS
 
 # --------------------------------------------------------------------------- base
 
 
+def _number_problem(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return next((p for p in map(_number_problem, value) if p is not None), None)
+    return number_problem(value)
+
+
 class Section(BaseModel):
-    """Base of every config model: frozen, strict types, no unknown keys, finite floats."""
+    """Base of every config model: frozen, strict types, no unknown keys, finite floats.
+
+    Every number in every field, nested lists and tables included, also obeys the one rule
+    set of :func:`decent._params.number_problem` (int64 integers; floats finite, ``0`` or
+    between ``1e-12`` and ``1e12`` in magnitude).
+    """
 
     model_config = ConfigDict(
         frozen=True,
@@ -38,214 +67,134 @@ class Section(BaseModel):
         validate_default=False,
     )
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        problem = _number_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
-WeightRule = Literal["metropolis_hastings", "max_degree", "uniform"]
+
+def _is_data(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint in (int, float, bool, str, type(None)) or origin in (typing.Literal, list, dict):
+        return True
+    if origin in (Union, types.UnionType, typing.Annotated, Mapping, Sequence):
+        return all(_is_data(a) for a in typing.get_args(hint) if not isinstance(a, Doc))
+    return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
+def _data_hint(hint: Any, rules: tuple[Any, ...]) -> Any:
+    """The part of a declared type a config can hold, with the rules on its non-None part.
+
+    Union members a file cannot express (callables, objects) are dropped: they stay open to
+    the Python API only. ``Mapping``/``Sequence`` become ``dict``/``list``.
+    """
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Mapping:
+        hint = dict[args]  # type: ignore[valid-type,misc]
+    elif origin is Sequence:
+        hint = list[args]  # type: ignore[valid-type]
+    elif origin in (Union, types.UnionType):
+        kept = [a for a in args if _is_data(a) and a is not type(None)]
+        inner = Union[tuple(kept)] if len(kept) > 1 else kept[0]  # noqa: UP007
+        inner = Annotated[(inner, *rules)] if rules else inner
+        return inner | None if type(None) in args else inner
+    return Annotated[(hint, *rules)] if rules else hint
+
+
+def derive(
+    target: Any,
+    kind: str,
+    *,
+    skip: tuple[str, ...] = (),
+    base: type[Section] | None = None,
+    name: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> type[Section]:
+    """The config table of ``target``, derived from its declared parameters.
+
+    Every parameter ``target`` declares (:func:`decent._params.declared`: an
+    :func:`~decent.algorithms.hparam` field of a dataclass, or an annotated argument of a
+    function or class) becomes a field with the same name, default, rules and description;
+    ``kind`` is the discriminator. The model's docstring is the first line of the target's.
+
+    Args:
+        target: the class or function the table builds.
+        kind: the table's ``kind``.
+        skip: arguments the config supplies otherwise (``n``, ``dtype``, ...).
+        base: the model to extend (default :class:`Section`).
+        name: the model's class name (default from ``target``).
+        defaults: defaults a config gives where the Python API has none (``seed = 0``).
+    """
+    fields: dict[str, Any] = {"kind": (Literal[kind], ...)}
+    base = base or Section
+    for p in declared(target, skip=(*skip, *base.model_fields)):
+        hint = _data_hint(p.hint, p.rules)
+        if p.default is dataclasses.MISSING and p.name in (defaults or {}):
+            info = Field((defaults or {})[p.name], description=p.doc)
+        elif p.default is dataclasses.MISSING:
+            info = Field(description=p.doc)
+        elif isinstance(p.default, (Mapping, tuple)):
+            factory = type(p.default) if isinstance(p.default, tuple) else dict
+            copy = dict(p.default) if factory is dict else list(p.default)
+            info = Field(default_factory=lambda c=copy: c.copy(), description=p.doc)
+        else:
+            info = Field(p.default, description=p.doc)
+        fields[p.name] = (hint, info)
+    doc = (target.__doc__ or target.__name__).strip().splitlines()[0]
+    title = name or "".join(w.title() for w in kind.split("_")) + "Config"
+    return create_model(title, __base__=base, __doc__=doc, **fields)  # type: ignore[no-any-return]
+
 
 # --------------------------------------------------------------------------- topologies
 
 
 class _TopologyBase(Section):
-    num_nodes: int = Field(ge=1, description="Number of nodes n (also the task's node count).")
-
-
-class _Weighted(_TopologyBase):
-    weights: WeightRule = Field(
-        "metropolis_hastings", description="Rule turning the graph into the mixing matrix W."
-    )
-    lazy: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Self weight a: W <- a I + (1 - a) W (None: off)."
+    num_nodes: int = Field(
+        ge=1, le=SIZE_MAX, description="Number of nodes n (also the task's node count)."
     )
 
 
-class Ring(_Weighted):
-    """Cycle: node i talks to i - 1 and i + 1 (n >= 3)."""
-
-    kind: Literal["ring"]
-
-
-class Torus(_Weighted):
-    """2-D torus (wrap-around grid) of rows x cols = n nodes."""
-
-    kind: Literal["torus"]
-    rows: int | None = Field(None, ge=1, description="Rows (None: the most square factorization).")
-    cols: int | None = Field(None, ge=1, description="Columns (None: n / rows).")
+@functools.cache
+def topology_model(kind: str, fn: Any) -> type[Section]:
+    """The ``[topology]`` table of generator ``fn`` registered as ``kind``."""
+    return derive(fn, kind, skip=("n",), base=_TopologyBase, defaults={"seed": 0})
 
 
-class Grid(_Weighted):
-    """2-D grid without wrap-around, rows x cols = n nodes."""
-
-    kind: Literal["grid"]
-    rows: int | None = Field(None, ge=1, description="Rows (None: the most square factorization).")
-    cols: int | None = Field(None, ge=1, description="Columns (None: n / rows).")
-
-
-class Hypercube(_Weighted):
-    """Hypercube: n a power of two, i talks to every j one bit away."""
-
-    kind: Literal["hypercube"]
-
-
-class Exponential(_TopologyBase):
-    """Exponential graph: i talks to i + 2^k (mod n), k = 0, 1, ..."""
-
-    kind: Literal["exponential"]
-    directed: bool = Field(False, description="One-way edges i -> i + 2^k (uniform weights).")
-    weights: WeightRule | None = Field(
-        None, description="Weight rule (None: uniform if directed, else metropolis_hastings)."
-    )
-    lazy: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Self weight a: W <- a I + (1 - a) W (None: off)."
-    )
-
-
-class Complete(_Weighted):
-    """Complete graph: exact averaging, W = 11^T / n."""
-
-    kind: Literal["complete"]
-
-
-class Star(_Weighted):
-    """Star: node 0 talks to every other node."""
-
-    kind: Literal["star"]
-
-
-class ErdosRenyi(_Weighted):
-    """Erdős–Rényi G(n, p) random graph (resampled from the seed until connected)."""
-
-    kind: Literal["erdos_renyi"]
-    p: float = Field(ge=0.0, le=1.0, description="Edge probability.")
-    seed: int = Field(0, ge=0, description="Seed of the graph.")
-
-
-class RandomRegular(_Weighted):
-    """Random k-regular graph (n * k even)."""
-
-    kind: Literal["random_regular"]
-    k: int = Field(ge=1, description="Degree of every node.")
-    seed: int = Field(0, ge=0, description="Seed of the graph.")
-
-
-class WattsStrogatz(_Weighted):
-    """Watts–Strogatz small world: a ring lattice of degree k, edges rewired with prob. p."""
-
-    kind: Literal["watts_strogatz"]
-    k: int = Field(ge=2, description="Degree of the ring lattice (even).")
-    p: float = Field(ge=0.0, le=1.0, description="Rewiring probability.")
-    seed: int = Field(0, ge=0, description="Seed of the graph.")
-
-
-StaticKind = Literal[
-    "ring",
-    "torus",
-    "grid",
-    "hypercube",
-    "exponential",
-    "complete",
-    "star",
-    "erdos_renyi",
-    "random_regular",
-    "watts_strogatz",
-]
-BaseKwargs = dict[str, Union[bool, int, float, str]]  # noqa: UP007
-
-
-class OnePeerExponential(_TopologyBase):
-    """Time-varying: at round t node i averages with i + 2^((t-1) mod log2 n); n a power of 2."""
-
-    kind: Literal["one_peer_exponential"]
-
-
-class RandomMatching(_TopologyBase):
-    """Time-varying: a random matching of a static base graph each round (seeded by t)."""
-
-    kind: Literal["random_matching"]
-    seed: int = Field(0, ge=0, description="Seed of the matchings.")
-    base: StaticKind = Field("complete", description="Kind of the static base graph.")
-    base_kwargs: BaseKwargs = Field(
-        default_factory=dict, description="Arguments of the base graph, e.g. {rows = 4}."
-    )
-
-
-class EdgeDropout(_TopologyBase):
-    """Time-varying: each edge of a static base graph fails with probability p each round."""
-
-    kind: Literal["edge_dropout"]
-    p: float = Field(ge=0.0, lt=1.0, description="Probability that an edge is dropped.")
-    seed: int = Field(0, ge=0, description="Seed of the failures.")
-    base: StaticKind = Field("complete", description="Kind of the static base graph.")
-    base_kwargs: BaseKwargs = Field(
-        default_factory=dict, description="Arguments of the base graph, e.g. {rows = 4}."
-    )
-
-
-TOPOLOGY_MODELS: tuple[type[Section], ...] = (
-    Ring,
-    Torus,
-    Grid,
-    Hypercube,
-    Exponential,
-    Complete,
-    Star,
-    ErdosRenyi,
-    RandomRegular,
-    WattsStrogatz,
-    OnePeerExponential,
-    RandomMatching,
-    EdgeDropout,
+TOPOLOGY_MODELS: tuple[type[Section], ...] = tuple(
+    topology_model(kind, fn) for kind, fn in TOPOLOGY_KINDS.items()
 )
-TopologyConfig = Annotated[
-    Union[  # noqa: UP007
-        Ring,
-        Torus,
-        Grid,
-        Hypercube,
-        Exponential,
-        Complete,
-        Star,
-        ErdosRenyi,
-        RandomRegular,
-        WattsStrogatz,
-        OnePeerExponential,
-        RandomMatching,
-        EdgeDropout,
-    ],
-    Field(discriminator="kind"),
-]
+if typing.TYPE_CHECKING:
+    TopologyConfig = Any
+else:
+    TopologyConfig = Annotated[Union[TOPOLOGY_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 # --------------------------------------------------------------------------- schedules
 
 
-class ConstantLR(Section):
-    """eta_t = lr."""
-
-    kind: Literal["constant"]
-    lr: float = Field(ge=0.0, description="The step size.")
-
-
-class InverseSqrtLR(Section):
-    """eta_t = lr * sqrt(t0 / (t0 + t - 1))."""
-
-    kind: Literal["inverse_sqrt"]
-    lr: float = Field(ge=0.0, description="Step size at t = 1.")
-    t0: int = Field(1, ge=1, description="Rounds before the decay sets in.")
+class _CosineBase(Section):
+    total: int | None = Field(
+        None, ge=1, le=ROUNDS_MAX, description="Decay length (None: the run's rounds)."
+    )
 
 
-class CosineLR(Section):
-    """eta_t = final + (lr - final) (1 + cos(pi (t - 1) / total)) / 2."""
-
-    kind: Literal["cosine"]
-    lr: float = Field(ge=0.0, description="Step size at t = 1.")
-    total: int | None = Field(None, ge=1, description="Decay length (None: the run's rounds).")
-    final: float = Field(0.0, ge=0.0, description="Step size reached at t = total + 1.")
-
-
-class WarmupLR(Section):
-    """eta_t = then(t) * min(1, t / steps): linear warm-up into another schedule."""
-
-    kind: Literal["warmup"]
-    steps: int = Field(ge=1, description="Warm-up length in rounds.")
+class _WarmupBase(Section):
     then: LearningRateConfig = Field(description="Step size or schedule after the warm-up.")
+
+
+ConstantLR = derive(Constant, "constant", name="ConstantLR")
+InverseSqrtLR = derive(InverseSqrt, "inverse_sqrt", name="InverseSqrtLR")
+CosineLR = derive(Cosine, "cosine", base=_CosineBase, name="CosineLR")
+WarmupLR = derive(Warmup, "warmup", base=_WarmupBase, name="WarmupLR")
+
+
+def kind_of(model: type[BaseModel]) -> str:
+    """Return the ``kind`` literal of a model of a discriminated family."""
+    ann = model.model_fields["kind"].annotation
+    return str(ann.__args__[0])  # type: ignore[union-attr]
 
 
 def _lr_tag(value: Any) -> str | None:
@@ -258,18 +207,21 @@ def _lr_tag(value: Any) -> str | None:
 
 
 SCHEDULE_MODELS: tuple[type[Section], ...] = (ConstantLR, InverseSqrtLR, CosineLR, WarmupLR)
-LearningRateConfig = Annotated[
-    Union[  # noqa: UP007
-        Annotated[float, Field(ge=0.0), Tag("number")],
-        Annotated[ConstantLR, Tag("constant")],
-        Annotated[InverseSqrtLR, Tag("inverse_sqrt")],
-        Annotated[CosineLR, Tag("cosine")],
-        Annotated[WarmupLR, Tag("warmup")],
-    ],
-    Discriminator(_lr_tag),
-]
+if typing.TYPE_CHECKING:
+    LearningRateConfig = Any
+else:
+    LearningRateConfig = Annotated[
+        Union[
+            (
+                Annotated[float, Field(ge=0.0, le=1e6), Tag("number")],
+                *(Annotated[x, Tag(kind_of(x))] for x in SCHEDULE_MODELS),
+            )
+        ],
+        Discriminator(_lr_tag),
+    ]
 """A number (constant step size) or a schedule table ``{kind = "cosine", lr = 0.1}``."""
 
+_WarmupBase.model_rebuild()
 WarmupLR.model_rebuild()
 
 # --------------------------------------------------------------------------- algorithms
@@ -282,6 +234,9 @@ class AlgorithmSection(Section):
     lr: LearningRateConfig
 
 
+_ALGORITHM_TABLES: dict[type, type[AlgorithmSection]] = {}
+
+
 def algorithm_model(cls: type) -> type[AlgorithmSection]:
     """The ``[algorithm]`` table of one algorithm, derived from its dataclass.
 
@@ -290,6 +245,8 @@ def algorithm_model(cls: type) -> type[AlgorithmSection]:
     description; ``lr`` takes a number or a schedule table. The model's docstring is the
     first line of the algorithm's.
     """
+    if cls in _ALGORITHM_TABLES:
+        return _ALGORITHM_TABLES[cls]
     hints = typing.get_type_hints(cls)
     fields: dict[str, Any] = {"kind": (Literal[cls.name], ...)}  # type: ignore[attr-defined]
     for f in hparams(cls):
@@ -299,7 +256,8 @@ def algorithm_model(cls: type) -> type[AlgorithmSection]:
         default = ... if f.default is dataclasses.MISSING else f.default
         fields[f.name] = (annotation, Field(default, description=f.metadata.get("doc", "")))
     doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
-    return create_model(f"{cls.__name__}Config", __base__=AlgorithmSection, __doc__=doc, **fields)
+    made = create_model(f"{cls.__name__}Config", __base__=AlgorithmSection, __doc__=doc, **fields)
+    return _ALGORITHM_TABLES.setdefault(cls, made)
 
 
 ALGORITHM_MODELS: tuple[type[AlgorithmSection], ...] = tuple(
@@ -314,203 +272,91 @@ else:
 # --------------------------------------------------------------------------- data
 
 
-class IIDPartition(Section):
-    """Shuffle and deal the samples evenly."""
-
-    kind: Literal["iid"]
-
-
-class DirichletPartition(Section):
-    """Label skew: node class proportions drawn from Dirichlet(alpha)."""
-
-    kind: Literal["dirichlet"]
-    alpha: float = Field(
-        gt=0.0, description="Concentration: small = very skewed (0.1), large = iid."
-    )
-
-
-class ShardsPartition(Section):
-    """Sort by label, cut into shards, give each node classes_per_node shards."""
-
-    kind: Literal["shards"]
-    classes_per_node: int = Field(ge=1, description="Shards (about classes) per node.")
-
-
+_SHARD = ("labels", "num_nodes", "seed", "min_size")
+IIDPartition = derive(partition.iid, "iid", skip=_SHARD, name="IIDPartition")
+DirichletPartition = derive(
+    partition.dirichlet, "dirichlet", skip=_SHARD, name="DirichletPartition"
+)
+ShardsPartition = derive(partition.shards, "shards", skip=_SHARD, name="ShardsPartition")
 PARTITION_MODELS: tuple[type[Section], ...] = (IIDPartition, DirichletPartition, ShardsPartition)
-PartitionConfig = Annotated[
-    Union[IIDPartition, DirichletPartition, ShardsPartition],  # noqa: UP007
-    Field(discriminator="kind"),
-]
+if typing.TYPE_CHECKING:
+    PartitionConfig = Any
+    DatasetConfig = Any
+else:
+    PartitionConfig = Annotated[Union[PARTITION_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 
-class DigitsData(Section):
-    """scikit-learn's 8x8 digits: 1797 samples, 64 features, 10 classes (bundled)."""
-
-    kind: Literal["digits"]
+class _Split(Section):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
-    seed: int = Field(0, ge=0, description="Seed of the train/test split.")
 
 
-class BreastCancerData(Section):
-    """scikit-learn's breast cancer data: 569 samples, 30 features, 2 classes (bundled)."""
-
-    kind: Literal["breast_cancer"]
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
-    seed: int = Field(0, ge=0, description="Seed of the train/test split.")
-
-
-class LibsvmData(Section):
-    """A LIBSVM/svmlight text file (labels remapped to 0..C-1)."""
-
-    kind: Literal["libsvm"]
-    path: str = Field(min_length=1, description="The file (relative to the working directory).")
-    num_features: int | None = Field(None, ge=1, description="Feature count (None: inferred).")
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
+class _StandardizedSplit(_Split):
     seed: int = Field(0, ge=0, description="Seed of the train/test split.")
     standardize: bool = Field(True, description="Standardize with the training statistics.")
 
 
-class RandomData(Section):
-    """A Gaussian-mixture classification dataset."""
-
-    kind: Literal["random"]
-    num_samples: int = Field(ge=2, description="Samples N.")
-    num_features: int = Field(ge=1, description="Features f.")
-    num_classes: int = Field(2, ge=1, description="Classes C.")
-    separation: float = Field(2.0, ge=0.0, description="Typical distance between class centres.")
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Held-out share.")
-    seed: int = Field(0, ge=0, description="Seed of the data and the split.")
-
-
+_LOADER = ("name", "dtype")
+DigitsData = derive(data.digits, "digits", skip=_LOADER, name="DigitsData")
+BreastCancerData = derive(
+    data.breast_cancer, "breast_cancer", skip=_LOADER, name="BreastCancerData"
+)
+LibsvmData = derive(
+    data.load_libsvm, "libsvm", skip=_LOADER, base=_StandardizedSplit, name="LibsvmData"
+)
+RandomData = derive(
+    data.random_classification, "random", skip=_LOADER, base=_Split, name="RandomData"
+)
 DATASET_MODELS: tuple[type[Section], ...] = (DigitsData, BreastCancerData, LibsvmData, RandomData)
-DatasetConfig = Annotated[
-    Union[DigitsData, BreastCancerData, LibsvmData, RandomData],  # noqa: UP007
-    Field(discriminator="kind"),
-]
+if not typing.TYPE_CHECKING:
+    DatasetConfig = Annotated[Union[DATASET_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 # --------------------------------------------------------------------------- tasks
 
 
-class LeastSquaresTask(Section):
-    """Streaming least squares with heterogeneous local optima (closed-form f*)."""
-
-    kind: Literal["least_squares"]
-    dim: int = Field(20, ge=1, description="Dimension d.")
-    noise: float = Field(0.5, ge=0.0, description="Label noise standard deviation.")
-    heterogeneity: float = Field(0.0, ge=0.0, description="Spread of the local optima x*_i.")
-    batch_size: int = Field(1, ge=1, description="Samples per node per round.")
-    condition: float = Field(
-        1.0, ge=1.0, description="Condition number of the (geometric) feature spectrum."
-    )
-    hessian_heterogeneity: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description=(
-            "h: node i's covariance is diag(lambda_j (1 + h s_ij)), signs balanced over nodes "
-            "(0: every node shares the Hessian)."
-        ),
-    )
-    spectrum: Literal["geometric", "power"] = Field(
-        "geometric", description="geometric: from 1 to 1/condition; power: lambda_j = j^-power."
-    )
-    power: float = Field(1.0, gt=0.0, description="Exponent of the power-law spectrum.")
-    components: int | None = Field(
-        None,
-        ge=1,
-        description=(
-            "K: the problem is K components, node i holds components i, i + n, ... and samples "
-            "one uniformly (a multiple of num_nodes; the same problem for every n dividing K; "
-            "None: one per node)."
-        ),
-    )
-    seed: int = Field(0, ge=0, description="Seed of the problem (optima), not of the samples.")
-
-
-class LogisticStreamTask(Section):
-    """Streaming logistic regression with node-dependent feature shifts."""
-
-    kind: Literal["logistic_stream"]
-    dim: int = Field(20, ge=1, description="Dimension d.")
-    heterogeneity: float = Field(0.0, ge=0.0, description="Spread of the node feature means.")
-    batch_size: int = Field(1, ge=1, description="Samples per node per round.")
-    l2: float = Field(1e-3, ge=0.0, description="Ridge coefficient.")
-    eval_samples: int = Field(2**15, ge=1, description="Samples of the evaluation set.")
-    seed: int = Field(0, ge=0, description="Seed of the problem.")
-
-
-class LogisticPopulationTask(Section):
-    """Streaming logistic regression judged by its population risk (quadrature, exact f*)."""
-
-    kind: Literal["logistic_population"]
-    dim: int = Field(20, ge=1, description="Dimension d.")
-    heterogeneity: float = Field(
-        0.0, ge=0.0, description="Spread of the component feature means (feature skew)."
-    )
-    label_heterogeneity: float = Field(
-        0.0, ge=0.0, description="Spread of the component label parameters (concept skew)."
-    )
-    theta_norm: float = Field(2.0, gt=0.0, description="Norm of the centre label parameter.")
-    batch_size: int = Field(1, ge=1, description="Samples per node per round.")
-    l2: float = Field(0.0, ge=0.0, description="Ridge coefficient.")
-    spectrum: Literal["identity", "power"] = Field(
-        "identity", description="Feature covariance: identity, or power: diag(j^-power)."
-    )
-    power: float = Field(1.0, ge=0.0, description="Exponent of the power-law spectrum.")
-    components: int | None = Field(
-        None,
-        ge=1,
-        description=(
-            "K: node i holds components i, i + n, ... and samples one uniformly (a multiple "
-            "of num_nodes; None: one per node)."
-        ),
-    )
-    seed: int = Field(0, ge=0, description="Seed of the problem, not of the samples.")
+STREAMING_TASKS: dict[str, type] = {
+    "least_squares": LeastSquares,
+    "logistic_stream": LogisticRegressionStream,
+    "logistic_population": LogisticPopulation,
+}
+"""The tasks built from ``num_nodes`` and their own fields alone, by ``kind``."""
+LeastSquaresTask, LogisticStreamTask, LogisticPopulationTask = (
+    derive(cls, kind, skip=("num_nodes", "dtype"), name=f"{cls.__name__}Task")
+    for kind, cls in STREAMING_TASKS.items()
+)
 
 
 class _DatasetTask(Section):
     dataset: DatasetConfig = Field(description="Where the samples come from.")
     partition: PartitionConfig = Field(
-        default_factory=lambda: IIDPartition(kind="iid"),
+        default_factory=lambda: IIDPartition.model_validate({"kind": "iid"}),
         description="How samples are split across nodes.",
     )
-    batch_size: int = Field(32, ge=1, description="Samples per node per round.")
-    sampling: Literal["with_replacement", "without_replacement"] = Field(
-        "with_replacement",
-        description=(
-            "with_replacement: batch_size draws from the node's shard; without_replacement: "
-            "min(batch_size, shard) distinct samples each round."
-        ),
-    )
-    seed: int = Field(0, ge=0, description="Seed of the partition.")
 
 
-class LogisticRegressionTask(_DatasetTask):
-    """Binary logistic regression (Linear(f, 1) + BCE) on a two-class dataset."""
-
-    kind: Literal["logistic_regression"]
-    l2: float = Field(1e-4, ge=0.0, description="Ridge coefficient (> 0: f* is computed).")
-
-
-class SoftmaxRegressionTask(_DatasetTask):
-    """Multinomial logistic regression (Linear(f, C) + cross-entropy)."""
-
-    kind: Literal["softmax_regression"]
-    l2: float = Field(1e-4, ge=0.0, description="Ridge coefficient (> 0: f* is computed).")
-
-
-class MLPTask(_DatasetTask):
-    """A multilayer perceptron with cross-entropy (non-convex, no f*)."""
-
-    kind: Literal["mlp"]
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [64], description="Widths of the hidden layers."
-    )
-    activation: Literal["relu", "tanh", "sigmoid", "gelu", "silu", "elu"] = Field(
-        "relu", description="Hidden activation."
-    )
-    l2: float = Field(0.0, ge=0.0, description="Ridge coefficient.")
-
+_FROM_TABLES = (
+    "dataset",
+    "num_nodes",
+    "partition",
+    "alpha",
+    "classes_per_node",
+    "test",
+    "compute_optimum",
+)
+LogisticRegressionTask = derive(
+    models.logistic_regression,
+    "logistic_regression",
+    skip=_FROM_TABLES,
+    base=_DatasetTask,
+    name="LogisticRegressionTask",
+)
+SoftmaxRegressionTask = derive(
+    models.softmax_regression,
+    "softmax_regression",
+    skip=_FROM_TABLES,
+    base=_DatasetTask,
+    name="SoftmaxRegressionTask",
+)
+MLPTask = derive(models.mlp, "mlp", skip=_FROM_TABLES, base=_DatasetTask, name="MLPTask")
 
 TASK_MODELS: tuple[type[Section], ...] = (
     LeastSquaresTask,
@@ -520,17 +366,10 @@ TASK_MODELS: tuple[type[Section], ...] = (
     SoftmaxRegressionTask,
     MLPTask,
 )
-TaskConfig = Annotated[
-    Union[  # noqa: UP007
-        LeastSquaresTask,
-        LogisticStreamTask,
-        LogisticPopulationTask,
-        LogisticRegressionTask,
-        SoftmaxRegressionTask,
-        MLPTask,
-    ],
-    Field(discriminator="kind"),
-]
+if typing.TYPE_CHECKING:
+    TaskConfig = Any
+else:
+    TaskConfig = Annotated[Union[TASK_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 # --------------------------------------------------------------------------- experiment
 
@@ -584,11 +423,15 @@ class ComputeSection(Section):
         ),
     )
     mean: float = Field(1.0, gt=0.0, description="Seconds per round of a typical node.")
-    sigma: float = Field(0.5, ge=0.0, description="Log-standard deviation (lognormal).")
+    sigma: float = Field(
+        0.5, ge=0.0, le=10.0, description="Log-standard deviation (lognormal), at most 10."
+    )
     p: float = Field(0.0, ge=0.0, le=1.0, description="Straggler probability per node per round.")
     slowdown: float = Field(10.0, ge=1.0, description="A straggler's slow-down factor.")
-    slow_nodes: list[Annotated[int, Field(ge=0)]] = Field(
-        default_factory=list, description="Nodes that are always slow_factor times slower."
+    slow_nodes: list[Annotated[int, Field(ge=0, le=SIZE_MAX)]] = Field(
+        max_length=SIZE_MAX,
+        default_factory=list,
+        description="Nodes that are always slow_factor times slower.",
     )
     slow_factor: float = Field(1.0, ge=1.0, description="The slow nodes' factor.")
 
@@ -603,7 +446,9 @@ class FaultsSection(Section):
     link_recover: float = Field(
         1.0, ge=0.0, le=1.0, description="Probability per round that a down link comes back."
     )
-    crashes: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]] = Field(
+    crashes: dict[
+        Annotated[int, Field(ge=0, le=SIZE_MAX)], Annotated[int, Field(ge=1, le=ROUNDS_MAX)]
+    ] = Field(
         default_factory=dict,
         description=(
             "node -> round: the node crashes (crash-stop) before that round's exchange, e.g. "
@@ -611,14 +456,18 @@ class FaultsSection(Section):
         ),
     )
 
-    leaves: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]] = Field(
+    leaves: dict[
+        Annotated[int, Field(ge=0, le=SIZE_MAX)], Annotated[int, Field(ge=1, le=ROUNDS_MAX)]
+    ] = Field(
         default_factory=dict,
         description=(
             "node -> round: the node leaves before that round's gradient (and may rejoin "
             "with joins)."
         ),
     )
-    joins: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]] = Field(
+    joins: dict[
+        Annotated[int, Field(ge=0, le=SIZE_MAX)], Annotated[int, Field(ge=1, le=ROUNDS_MAX)]
+    ] = Field(
         default_factory=dict,
         description=(
             "node -> round: the node (re)joins before that round's gradient, pulling its state "
@@ -640,7 +489,9 @@ class FaultsSection(Section):
 class DelaysSection(Section):
     """Bounded-delay gossip: neighbours' values up to max_delay rounds old."""
 
-    max_delay: int = Field(0, ge=0, description="D: the oldest a mixed value may be (rounds).")
+    max_delay: int = Field(
+        0, ge=0, le=1000, description="D: the oldest a mixed value may be (rounds), at most 1000."
+    )
     kind: Literal["clock", "uniform", "constant"] = Field(
         "clock",
         description=(
@@ -653,9 +504,11 @@ class DelaysSection(Section):
 class NetworkSection(Section):
     """A simulated network: virtual clock, message times and faults (simulator only)."""
 
-    latency: float = Field(0.0, ge=0.0, description="Seconds per message.")
+    latency: float = Field(0.0, ge=0.0, le=1e6, description="Seconds per message.")
     bandwidth: float | None = Field(
-        None, gt=0.0, description="Bytes per second of a node's link (None: size is free)."
+        None,
+        ge=1.0,
+        description="Bytes per second of a node's link, at least 1 (None: size is free).",
     )
     compute: ComputeSection = Field(
         default_factory=lambda: ComputeSection.model_validate({}),
@@ -676,8 +529,20 @@ class PrivacySection(Section):
     every node's (epsilon, delta) from Opacus's accountant (see docs/privacy.md)."""
 
     clip: float = Field(gt=0.0, description="C: every per-sample gradient is clipped to L2 norm C.")
+
+    @field_validator("noise_multiplier")
+    @classmethod
+    def _meaningful_noise(cls, value: float) -> float:
+        if 0.0 < value < 0.01:
+            raise ValueError(
+                "below 0.01 the reported epsilon exceeds 10^5 (no privacy); use 0 for "
+                "clipping only, or at least 0.01"
+            )
+        return value
+
     noise_multiplier: float = Field(
         ge=0.0,
+        le=1e3,
         description=(
             "sigma: Gaussian noise of standard deviation sigma C is added to the sum of the "
             "clipped gradients (0: clipping only, no privacy)."
@@ -698,8 +563,10 @@ class PrivacySection(Section):
 class ByzantineSection(Section):
     """Byzantine nodes and the robust rule honest nodes aggregate with (sim and dist)."""
 
-    nodes: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="Explicit Byzantine node ids (give nodes or fraction, not both)."
+    nodes: list[Annotated[int, Field(ge=0, le=SIZE_MAX)]] | None = Field(
+        None,
+        max_length=SIZE_MAX,
+        description="Explicit Byzantine node ids, distinct (give nodes or fraction, not both).",
     )
     fraction: float | None = Field(
         None, ge=0.0, lt=1.0, description="Fraction of nodes that are Byzantine, in [0, 1)."
@@ -723,7 +590,9 @@ class ByzantineSection(Section):
             "per side), median (coordinate-wise), clipping (self-centred, radius tau)."
         ),
     )
-    trim: int = Field(1, ge=0, description="b: values trimmed per side by trimmed_mean.")
+    trim: int = Field(
+        1, ge=0, le=SIZE_MAX, description="b: values trimmed per side by trimmed_mean."
+    )
     tau: float = Field(1.0, gt=0.0, description="Clipping radius of clipping.")
     scale: float = Field(1.0, ge=0.0, description="s of sign_flip: the attacker sends -s x.")
     sigma: float = Field(10.0, ge=0.0, description="Noise level of the noise attack.")
@@ -743,6 +612,39 @@ class ByzantineSection(Section):
             raise ValueError('placement = "bottleneck" chooses nodes from fraction; drop nodes')
         return self
 
+    @field_validator("nodes")
+    @classmethod
+    def _distinct(cls, nodes: list[int] | None) -> list[int] | None:
+        if nodes is not None and len(set(nodes)) < len(nodes):
+            twice = sorted({v for v in nodes if nodes.count(v) > 1})
+            raise ValueError(f"lists node {twice[0]} more than once; list each node once")
+        return nodes
+
+
+class DistSection(Section):
+    """How ``decent launch`` runs the experiment on ranks (its flags override these)."""
+
+    mode: Literal["sync", "overlap", "stale", "fault_tolerant"] = Field(
+        "sync",
+        description=(
+            "sync: blocking neighbour exchange; overlap: one-step-stale mixing; stale: "
+            "bounded staleness; fault_tolerant: a silent rank is dropped (docs/distributed.md)."
+        ),
+    )
+    staleness: int = Field(2, ge=0, le=1000, description="Bound in rounds of mode = stale.")
+    failure_timeout: float = Field(
+        10.0,
+        gt=0.0,
+        le=3600.0,
+        description="Seconds of heartbeat silence that declare a rank dead (fault_tolerant).",
+    )
+    world_size: int | None = Field(
+        None,
+        ge=1,
+        le=SIZE_MAX,
+        description="Ranks of a recorded run (written by decent launch from --nproc).",
+    )
+
 
 class ExperimentConfig(Section):
     """One experiment: topology x algorithm x task, trained for ``rounds`` rounds."""
@@ -756,9 +658,14 @@ class ExperimentConfig(Section):
     )
     name: str | None = Field(None, description="Optional human-readable run name.")
     seed: int = Field(0, ge=0, description="Training seed: start point and every minibatch.")
-    rounds: int = Field(ge=1, description="Rounds T (one stochastic gradient per node each).")
+    rounds: int = Field(
+        ge=1, le=ROUNDS_MAX, description="Rounds T (one stochastic gradient per node each)."
+    )
     eval_every: int | None = Field(
-        None, ge=1, description="Evaluation period in rounds (None: rounds // 50)."
+        None,
+        ge=1,
+        le=ROUNDS_MAX,
+        description=f"Evaluation period in rounds (None: max(1, rounds // {EVALUATIONS})).",
     )
     per_node_eval: bool | Literal["every", "final", "none"] = Field(
         "final",
@@ -778,6 +685,7 @@ class ExperimentConfig(Section):
     chebyshev_steps: int = Field(
         1,
         ge=1,
+        le=1000,
         description=(
             "K: accelerated gossip, each mixing is the degree-K Chebyshev polynomial of W (K "
             "exchanges, counted as such; needs a symmetric W). 1: plain gossip."
@@ -826,6 +734,13 @@ class ExperimentConfig(Section):
             "aggregate with; evaluation covers honest nodes only."
         ),
     )
+    dist: DistSection | None = Field(
+        None,
+        description=(
+            "Distributed settings of decent launch (mode, staleness, failure_timeout); "
+            "--mode, --staleness and --failure-timeout override them."
+        ),
+    )
     sweep: SweepConfig | None = Field(None, description="Grid of a sweep (decent sweep).")
 
     SECTIONS: ClassVar[tuple[str, ...]] = (
@@ -835,6 +750,7 @@ class ExperimentConfig(Section):
         "network",
         "privacy",
         "byzantine",
+        "dist",
         "sweep",
     )
 
@@ -848,6 +764,32 @@ class ExperimentConfig(Section):
                 "export files"
             )
         return value
+
+    def cross_issues(self) -> list[Issue]:
+        """What one section breaks of another's range (rounds, nodes), one issue per field."""
+        out: list[Issue] = []
+        n, last = self.topology.num_nodes, self.rounds
+        if self.network is not None:
+            faults = self.network.faults
+            for name in ("crashes", "leaves", "joins"):
+                for node, at in getattr(faults, name).items():
+                    if at > last:
+                        why = (
+                            f"round {at} is after the last round {last}, so it never happens; "
+                            f"use a round in 1..{last} or drop the entry"
+                        )
+                        out.append(Issue(f"network.faults.{name}", {str(node): at}, why))
+        byz = self.byzantine
+        if byz is not None:
+            count = len(byz.nodes) if byz.nodes is not None else round((byz.fraction or 0) * n)
+            if count >= n:
+                field = "byzantine.nodes" if byz.nodes is not None else "byzantine.fraction"
+                why = (
+                    f"{count} of the {n} nodes would be Byzantine; at least one node must be "
+                    "honest (nothing would be trained)"
+                )
+                out.append(Issue(field, byz.nodes if byz.nodes is not None else byz.fraction, why))
+        return out
 
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``).
@@ -866,6 +808,8 @@ class ExperimentConfig(Section):
             del data["byzantine"]
         if data["privacy"] is None:
             del data["privacy"]
+        if data["dist"] is None or self.backend == "sim":  # a simulated run has no ranks
+            del data["dist"]
         return data
 
 
@@ -880,7 +824,60 @@ UNIONS: dict[str, tuple[type[Section], ...]] = {
 """The kind-discriminated families, for error messages and the generated reference."""
 
 
-def kind_of(model: type[BaseModel]) -> str:
-    """Return the ``kind`` literal of a model of a discriminated family."""
-    ann = model.model_fields["kind"].annotation
-    return str(ann.__args__[0])  # type: ignore[union-attr]
+_SKIPPED: set[tuple[str, str, str]] = set()
+
+
+def load_plugins() -> None:
+    """Register the algorithms and topologies installed packages declare as entry points.
+
+    Group ``decent.algorithms``: ``kind = "package.module:Class"`` (a :class:`Method`
+    dataclass named ``kind``); group ``decent.topologies``: ``kind = "package.module:fn"``
+    (a generator ``fn(n, **params)``). One that does not load or register is skipped
+    with a :class:`ConfigWarning` naming it.
+    """
+    from importlib.metadata import entry_points
+
+    from decent.algorithms import register as register_algorithm
+    from decent.topology import register as register_topology
+
+    for group, registry in (
+        ("decent.algorithms", ALGORITHMS),
+        ("decent.topologies", TOPOLOGY_KINDS),
+    ):
+        for ep in entry_points(group=group):
+            if ep.name in registry or (group, ep.name, ep.value) in _SKIPPED:
+                continue
+            try:
+                obj = ep.load()
+                if group == "decent.algorithms":
+                    register_algorithm(obj)
+                else:
+                    register_topology(ep.name)(obj)
+            except Exception as err:
+                why = f"{type(err).__name__}: {err}".splitlines()[0]
+                _SKIPPED.add((group, ep.name, ep.value))
+                message = f"entry point {ep.name} = {ep.value!r} ({group}) is skipped: {why}"
+                warnings.warn(message, ConfigWarning, stacklevel=2)
+
+
+def sync() -> None:
+    """Make the schema match the registries: load plugins, derive tables for new kinds.
+
+    Called at the config edge (:func:`decent.config.validate`) and by the generated
+    reference, so a kind registered with ``@register`` or an entry point after import is
+    a valid ``kind`` in a TOML file.
+    """
+    global ALGORITHM_MODELS, TOPOLOGY_MODELS
+    load_plugins()
+    if [kind_of(x) for x in ALGORITHM_MODELS] == list(ALGORITHMS) and [
+        kind_of(x) for x in TOPOLOGY_MODELS
+    ] == list(TOPOLOGY_KINDS):
+        return
+    ALGORITHM_MODELS = tuple(algorithm_model(cls) for cls in ALGORITHMS.values())
+    TOPOLOGY_MODELS = tuple(topology_model(k, fn) for k, fn in TOPOLOGY_KINDS.items())
+    UNIONS.update(topology=TOPOLOGY_MODELS, algorithm=ALGORITHM_MODELS)
+    for name, family in (("topology", TOPOLOGY_MODELS), ("algorithm", ALGORITHM_MODELS)):
+        field = ExperimentConfig.model_fields[name]
+        field.annotation = Union[family]  # type: ignore[assignment]  # noqa: UP007
+        field.discriminator = "kind"
+    ExperimentConfig.model_rebuild(force=True)

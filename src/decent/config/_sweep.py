@@ -68,6 +68,9 @@ def expand(config: ExperimentConfig) -> list[SweepPoint]:
                 for issue in issues_from_validation(err, ExperimentConfig, raw_seed):
                     issues.append(_attribute(issue, keys, combo))
                 continue
+            if cfg.cross_issues():
+                issues += [_attribute(i, keys, combo) for i in cfg.cross_issues()]
+                continue
             values = {k: v for k, (_, v) in zip(keys, combo, strict=False)}
             if sweep.seeds is not None:
                 values["seed"] = seed

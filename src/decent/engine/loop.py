@@ -37,6 +37,15 @@ def _divergence_message(algorithm: Algorithm[Any], t: int, what: str) -> str:
     )
 
 
+EVALUATIONS = 20
+"""Evaluations a run makes by default, besides the one at round 0."""
+
+
+def default_eval_every(rounds: int) -> int:
+    """The evaluation period when none is given: ``max(1, rounds // 20)``."""
+    return max(1, rounds // EVALUATIONS)
+
+
 def train(
     algorithm: Algorithm[Any],
     task: Task,
@@ -176,7 +185,7 @@ def train_replicas(
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if eval_every is None:
-        eval_every = max(1, rounds // 20)
+        eval_every = default_eval_every(rounds)
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
     if check_every is not None and (not isinstance(check_every, int) or check_every < 1):

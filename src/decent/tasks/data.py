@@ -13,12 +13,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import annotated_types as at
 import numpy as np
 import torch
 
-from decent.tasks._checks import check_float, check_int
+from decent._params import SEED, SIZE, SIZE_MAX, Doc
+from decent.tasks._checks import SplitSeed, TestFraction, check_float, check_int
 from decent.tasks.base import TaskError
 
 
@@ -250,7 +252,10 @@ def _bundled(name: str, test_fraction: float, seed: int, dtype: torch.dtype) -> 
 
 
 def digits(
-    *, test_fraction: float = 0.2, seed: int = 0, dtype: torch.dtype = torch.float64
+    *,
+    test_fraction: TestFraction = 0.2,
+    seed: SplitSeed = 0,
+    dtype: torch.dtype = torch.float64,
 ) -> DatasetSplit:
     """Load scikit-learn's 8x8 handwritten digits (1797 samples, 64 features, 10 classes).
 
@@ -268,7 +273,10 @@ def digits(
 
 
 def breast_cancer(
-    *, test_fraction: float = 0.2, seed: int = 0, dtype: torch.dtype = torch.float64
+    *,
+    test_fraction: TestFraction = 0.2,
+    seed: SplitSeed = 0,
+    dtype: torch.dtype = torch.float64,
 ) -> DatasetSplit:
     """Load scikit-learn's Wisconsin breast cancer data (569 samples, 30 features, 2 classes).
 
@@ -286,9 +294,13 @@ def breast_cancer(
 
 
 def load_libsvm(
-    path: str | os.PathLike[str],
+    path: Annotated[
+        str | os.PathLike[str],
+        at.MinLen(1),
+        Doc("The file (relative to the working directory)."),
+    ],
     *,
-    num_features: int | None = None,
+    num_features: Annotated[int | None, SIZE, Doc("Feature count (None: inferred).")] = None,
     name: str | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Dataset:
@@ -336,12 +348,14 @@ def load_libsvm(
 
 
 def random_classification(
-    num_samples: int,
-    num_features: int,
-    num_classes: int,
-    seed: int = 0,
+    num_samples: Annotated[int, at.Interval(ge=2, le=SIZE_MAX), Doc("Samples N.")],
+    num_features: Annotated[int, SIZE, Doc("Features f.")],
+    num_classes: Annotated[int, SIZE, Doc("Classes C.")] = 2,
+    seed: Annotated[int, SEED, Doc("Seed of the data and the split.")] = 0,
     *,
-    separation: float = 2.0,
+    separation: Annotated[
+        float, at.Interval(ge=0.0, le=1e3), Doc("Typical distance between class centres.")
+    ] = 2.0,
     name: str | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Dataset:

@@ -21,17 +21,26 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from decent import _stream
+from decent._params import SIZE, Doc
 from decent._stack import ReplicaError, check_family, interleave
 from decent._types import Batch, Params
-from decent.tasks._checks import check_float, check_int
+from decent.tasks._checks import (
+    L2,
+    BatchSize,
+    PartitionSeed,
+    SamplingArg,
+    check_float,
+    check_int,
+)
 from decent.tasks._optim import minimize_convex, newton_minimize
 from decent.tasks.base import SUBOPTIMALITY, Objective, TaskError
 from decent.tasks.data import Dataset, DatasetSplit
@@ -1065,12 +1074,14 @@ def logistic_regression(
     *,
     alpha: float = 0.5,
     classes_per_node: int = 1,
-    batch_size: int = 32,
-    l2: float = 1e-4,
+    batch_size: BatchSize = 32,
+    l2: Annotated[
+        float, at.Interval(ge=0.0, le=1e6), Doc("Ridge coefficient (> 0: f* is computed).")
+    ] = 1e-4,
     test: Dataset | None = None,
-    seed: int = 0,
+    seed: PartitionSeed = 0,
     compute_optimum: bool = True,
-    sampling: Sampling = "with_replacement",
+    sampling: SamplingArg = "with_replacement",
 ) -> ModuleTask:
     """Binary logistic regression, a ``Linear(f, 1)`` with the logistic (BCE) loss.
 
@@ -1126,12 +1137,14 @@ def softmax_regression(
     *,
     alpha: float = 0.5,
     classes_per_node: int = 2,
-    batch_size: int = 32,
-    l2: float = 1e-4,
+    batch_size: BatchSize = 32,
+    l2: Annotated[
+        float, at.Interval(ge=0.0, le=1e6), Doc("Ridge coefficient (> 0: f* is computed).")
+    ] = 1e-4,
     test: Dataset | None = None,
-    seed: int = 0,
+    seed: PartitionSeed = 0,
     compute_optimum: bool = True,
-    sampling: Sampling = "with_replacement",
+    sampling: SamplingArg = "with_replacement",
 ) -> ModuleTask:
     """Multinomial logistic regression, a ``Linear(f, C)`` with cross-entropy.
 
@@ -1176,15 +1189,17 @@ def mlp(
     num_nodes: int,
     partition: str | Sequence[Any] = "iid",
     *,
-    hidden: Sequence[int] = (64,),
-    activation: str = "relu",
+    hidden: Annotated[Sequence[Annotated[int, SIZE]], Doc("Widths of the hidden layers.")] = (64,),
+    activation: Annotated[
+        Literal["relu", "tanh", "sigmoid", "gelu", "silu", "elu"], Doc("Hidden activation.")
+    ] = "relu",
     alpha: float = 0.5,
     classes_per_node: int = 2,
-    batch_size: int = 32,
-    l2: float = 0.0,
+    batch_size: BatchSize = 32,
+    l2: L2 = 0.0,
     test: Dataset | None = None,
-    seed: int = 0,
-    sampling: Sampling = "with_replacement",
+    seed: PartitionSeed = 0,
+    sampling: SamplingArg = "with_replacement",
 ) -> ModuleTask:
     """A multilayer perceptron ``f -> hidden... -> C`` with cross-entropy (non-convex).
 

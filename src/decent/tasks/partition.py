@@ -8,11 +8,13 @@ arguments (numpy's ``default_rng(seed)``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import numpy as np
 import torch
 
+from decent._params import SIZE, Doc
 from decent.tasks._checks import check_float, check_int
 from decent.tasks.base import TaskError
 
@@ -69,7 +71,16 @@ def iid(labels: Any, num_nodes: int, *, seed: int) -> Partition:
 
 
 def dirichlet(
-    labels: Any, num_nodes: int, alpha: float, *, seed: int, min_size: int = 1
+    labels: Any,
+    num_nodes: int,
+    alpha: Annotated[
+        float,
+        at.Interval(gt=0.0, le=1e3),
+        Doc("Concentration: small = very skewed (0.1), large = iid (100 is nearly iid)."),
+    ],
+    *,
+    seed: int,
+    min_size: int = 1,
 ) -> Partition:
     r"""Label-skewed split: class ``c``'s samples go to nodes in proportions ``p_c ~ Dir(alpha 1_n)``.
 
@@ -114,7 +125,13 @@ def dirichlet(
     return _to_tensors(shards)
 
 
-def shards(labels: Any, num_nodes: int, classes_per_node: int, *, seed: int) -> Partition:
+def shards(
+    labels: Any,
+    num_nodes: int,
+    classes_per_node: Annotated[int, SIZE, Doc("Shards (about classes) per node.")],
+    *,
+    seed: int,
+) -> Partition:
     """Pathological non-IID split: sort by label, cut into shards, give each node a few.
 
     The samples, sorted by label (ties in random order), are cut into

@@ -16,16 +16,29 @@ against autograd). ``f``, its gradient, its Hessian,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Annotated, Literal
 
+import annotated_types as at
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from decent import _stream
 from decent._elementwise import positionless
+from decent._params import Doc
 from decent._stack import check_family
 from decent._types import Batch, Params
-from decent.tasks._checks import check_components, check_float, check_int
+from decent.tasks._checks import (
+    L2,
+    SPREAD,
+    BatchSize,
+    Components,
+    Dim,
+    ProblemSeed,
+    check_components,
+    check_float,
+    check_int,
+)
 from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
 from decent.tasks.streaming import (
@@ -143,16 +156,27 @@ class LogisticPopulation:
     def __init__(
         self,
         num_nodes: int,
-        dim: int = 20,
-        heterogeneity: float = 0.0,
-        label_heterogeneity: float = 0.0,
-        theta_norm: float = 2.0,
-        batch_size: int = 1,
-        l2: float = 0.0,
-        spectrum: str = "identity",
-        power: float = 1.0,
-        components: int | None = None,
-        seed: int = 0,
+        dim: Dim = 20,
+        heterogeneity: Annotated[
+            float, SPREAD, Doc("Spread of the component feature means (feature skew).")
+        ] = 0.0,
+        label_heterogeneity: Annotated[
+            float, SPREAD, Doc("Spread of the component label parameters (concept skew).")
+        ] = 0.0,
+        theta_norm: Annotated[
+            float, at.Interval(gt=0.0, le=1e3), Doc("Norm of the centre label parameter.")
+        ] = 2.0,
+        batch_size: BatchSize = 1,
+        l2: L2 = 0.0,
+        spectrum: Annotated[
+            Literal["identity", "power"],
+            Doc("Feature covariance: identity, or power: diag(j^-power)."),
+        ] = "identity",
+        power: Annotated[
+            float, at.Interval(ge=0.0, le=1e2), Doc("Exponent of the power-law spectrum.")
+        ] = 1.0,
+        components: Components = None,
+        seed: ProblemSeed = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
         self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)

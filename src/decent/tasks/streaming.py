@@ -16,16 +16,26 @@ engine uses instead of autograd; tests check it against ``vmap(grad(loss))``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import torch
 import torch.nn.functional as F
 
 from decent import _rng, _stream
 from decent._elementwise import positionless
+from decent._params import SEED, SIZE, SIZE_MAX, Doc
 from decent._stack import check_family, interleave
 from decent._types import Batch, Params
-from decent.tasks._checks import check_components, check_float, check_int
+from decent.tasks._checks import (
+    L2,
+    SPREAD,
+    BatchSize,
+    Dim,
+    check_components,
+    check_float,
+    check_int,
+)
 from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
 
@@ -133,17 +143,43 @@ class LeastSquares:
     def __init__(
         self,
         num_nodes: int,
-        dim: int = 20,
-        noise: float = 0.5,
-        heterogeneity: float = 0.0,
-        batch_size: int = 1,
-        condition: float = 1.0,
-        seed: int = 0,
+        dim: Dim = 20,
+        noise: Annotated[
+            float, at.Interval(ge=0.0, le=1e6), Doc("Label noise standard deviation.")
+        ] = 0.5,
+        heterogeneity: Annotated[float, SPREAD, Doc("Spread of the local optima x*_i.")] = 0.0,
+        batch_size: BatchSize = 1,
+        condition: Annotated[
+            float,
+            at.Interval(ge=1.0, le=1e6),
+            Doc("Condition number of the (geometric) feature spectrum."),
+        ] = 1.0,
+        seed: Annotated[int, SEED, Doc("Seed of the problem (optima), not of the samples.")] = 0,
         dtype: torch.dtype = torch.float64,
-        hessian_heterogeneity: float = 0.0,
-        spectrum: str = "geometric",
-        power: float = 1.0,
-        components: int | None = None,
+        hessian_heterogeneity: Annotated[
+            float,
+            at.Interval(ge=0.0, lt=1.0),
+            Doc(
+                "h: node i's covariance is diag(lambda_j (1 + h s_ij)), signs balanced over "
+                "nodes (0: every node shares the Hessian)."
+            ),
+        ] = 0.0,
+        spectrum: Annotated[
+            Literal["geometric", "power"],
+            Doc("geometric: from 1 to 1/condition; power: lambda_j = j^-power."),
+        ] = "geometric",
+        power: Annotated[
+            float, at.Interval(gt=0.0, le=1e2), Doc("Exponent of the power-law spectrum.")
+        ] = 1.0,
+        components: Annotated[
+            int | None,
+            at.Interval(ge=1, le=SIZE_MAX),
+            Doc(
+                "K: the problem is K components, node i holds components i, i + n, ... and "
+                "samples one uniformly (a multiple of num_nodes; the same problem for every "
+                "n dividing K; None: one per node)."
+            ),
+        ] = None,
     ) -> None:
         self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
         self.components = check_components(components, self.num_nodes)
@@ -530,12 +566,12 @@ class LogisticRegressionStream:
     def __init__(
         self,
         num_nodes: int,
-        dim: int = 20,
-        heterogeneity: float = 0.0,
-        batch_size: int = 1,
-        l2: float = 1e-3,
-        eval_samples: int = 2**15,
-        seed: int = 0,
+        dim: Dim = 20,
+        heterogeneity: Annotated[float, SPREAD, Doc("Spread of the node feature means.")] = 0.0,
+        batch_size: BatchSize = 1,
+        l2: L2 = 1e-3,
+        eval_samples: Annotated[int, SIZE, Doc("Samples of the evaluation set.")] = 2**15,
+        seed: Annotated[int, SEED, Doc("Seed of the problem.")] = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
         self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)

@@ -9,7 +9,7 @@ matrix ``W`` (``W[i, j]`` = weight node ``i`` gives node ``j``), and time-varyin
 
 from decent.topology._dynamic import EdgeDropout, OnePeerExponential, RandomMatching
 from decent.topology._matrix import MixingMatrix, Topology, TopologyError
-from decent.topology._registry import TOPOLOGY_KINDS, make
+from decent.topology._registry import TOPOLOGY_KINDS, make, register
 from decent.topology._rules import (
     WEIGHT_RULES,
     WeightRule,
@@ -60,6 +60,7 @@ __all__ = [
     "max_degree",
     "metropolis_hastings",
     "random_regular",
+    "register",
     "ring",
     "spectral_gap",
     "star",

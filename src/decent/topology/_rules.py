@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import Annotated, Literal, TypeAlias
 
+import annotated_types as at
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
+from decent._params import SEED, Doc
 from decent.topology._matrix import MixingMatrix, TopologyError
 
 GraphLike: TypeAlias = "nx.Graph | nx.DiGraph | sp.sparray | sp.spmatrix | np.ndarray"
@@ -227,6 +229,20 @@ WEIGHT_RULES: dict[str, WeightRule] = {
     "uniform": uniform,
 }
 """Built-in weight rules by name."""
+
+WeightName = Literal["metropolis_hastings", "max_degree", "uniform"]
+Weights: TypeAlias = Annotated[
+    WeightName | WeightRule, Doc("Rule turning the graph into the mixing matrix W.")
+]
+"""A generator's ``weights`` argument: a rule of :data:`WEIGHT_RULES` by name, or a callable."""
+Lazy: TypeAlias = Annotated[
+    float | None,
+    at.Interval(ge=0.0, lt=1.0),
+    Doc("Self weight a: W <- a I + (1 - a) W (None: off)."),
+]
+"""A generator's ``lazy`` argument."""
+GraphSeed: TypeAlias = Annotated[int, SEED, Doc("Seed of the graph.")]
+"""A random generator's ``seed``."""
 
 
 def resolve_weight_rule(weights: str | WeightRule) -> tuple[WeightRule, str]:

@@ -10,13 +10,14 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from decent._params import PROBABILITY, SIZE, Doc
 from decent.topology._checks import (
     check_int,
     check_num_nodes,
@@ -27,7 +28,15 @@ from decent.topology._checks import (
     require_connected,
 )
 from decent.topology._matrix import MixingMatrix, TopologyError
-from decent.topology._rules import WeightRule, lazy, resolve_weight_rule
+from decent.topology._rules import (
+    GraphSeed,
+    Lazy,
+    WeightName,
+    WeightRule,
+    Weights,
+    lazy,
+    resolve_weight_rule,
+)
 from decent.topology._spectral import _torch_to_scipy, spectral_gap
 
 _DIAMETER_CHUNK = 256
@@ -252,9 +261,11 @@ def _grid_shape(
 # ---------------------------------------------------------------------------------------------
 
 
-def ring(
-    n: int, *, weights: str | WeightRule = "metropolis_hastings", lazy: float | None = None
-) -> StaticTopology:
+Side = Annotated[int | None, SIZE, Doc("Rows or columns (None: the most square factorization).")]
+Degree = Annotated[int, SIZE, Doc("Degree of every node.")]
+
+
+def ring(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None) -> StaticTopology:
     """Build the cycle graph: node ``i`` talks to ``i - 1`` and ``i + 1`` (mod ``n``).
 
     With Metropolis-Hastings weights every entry is ``1/3``; the gap is
@@ -281,11 +292,11 @@ def ring(
 
 def torus(
     n: int,
-    rows: int | None = None,
-    cols: int | None = None,
+    rows: Side = None,
+    cols: Side = None,
     *,
-    weights: str | WeightRule = "metropolis_hastings",
-    lazy: float | None = None,
+    weights: Weights = "metropolis_hastings",
+    lazy: Lazy = None,
 ) -> StaticTopology:
     """Build the 2-D periodic grid: node ``r * cols + c`` talks to its 4 wrap-around neighbours.
 
@@ -316,11 +327,11 @@ def torus(
 
 def grid(
     n: int,
-    rows: int | None = None,
-    cols: int | None = None,
+    rows: Side = None,
+    cols: Side = None,
     *,
-    weights: str | WeightRule = "metropolis_hastings",
-    lazy: float | None = None,
+    weights: Weights = "metropolis_hastings",
+    lazy: Lazy = None,
 ) -> StaticTopology:
     """Build the 2-D grid without wrap-around (``rows x cols``, node ``r * cols + c``).
 
@@ -350,7 +361,7 @@ def grid(
 
 
 def hypercube(
-    n: int, *, weights: str | WeightRule = "metropolis_hastings", lazy: float | None = None
+    n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None
 ) -> StaticTopology:
     """Build the hypercube on ``n = 2**d`` nodes: ``i`` talks to ``i XOR 2**b``, ``b < d``.
 
@@ -374,10 +385,13 @@ def hypercube(
 
 def exponential(
     n: int,
-    directed: bool = False,
+    directed: Annotated[bool, Doc("One-way edges i -> i + 2^k (uniform weights).")] = False,
     *,
-    weights: str | WeightRule | None = None,
-    lazy: float | None = None,
+    weights: Annotated[
+        WeightName | WeightRule | None,
+        Doc("Weight rule (None: uniform if directed, else metropolis_hastings)."),
+    ] = None,
+    lazy: Lazy = None,
 ) -> StaticTopology:
     """Build the static base-2 exponential graph: ``i`` linked to ``i + 2**k mod n``.
 
@@ -418,7 +432,7 @@ def exponential(
 
 
 def complete(
-    n: int, *, weights: str | WeightRule = "metropolis_hastings", lazy: float | None = None
+    n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None
 ) -> StaticTopology:
     """Build the complete graph; Metropolis-Hastings weights give ``W = J = 11^T / n``.
 
@@ -431,9 +445,7 @@ def complete(
     return _build(n, u, v, name=f"complete({n})", weights=weights, lazy_alpha=lazy)
 
 
-def star(
-    n: int, *, weights: str | WeightRule = "metropolis_hastings", lazy: float | None = None
-) -> StaticTopology:
+def star(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None) -> StaticTopology:
     """Build the star graph: node 0 is the hub, nodes ``1..n-1`` are leaves.
 
     Raises:
@@ -464,11 +476,11 @@ def _from_nx_edges(
 
 def erdos_renyi(
     n: int,
-    p: float,
+    p: Annotated[float, PROBABILITY, Doc("Edge probability.")],
     *,
-    seed: int,
-    weights: str | WeightRule = "metropolis_hastings",
-    lazy: float | None = None,
+    seed: GraphSeed,
+    weights: Weights = "metropolis_hastings",
+    lazy: Lazy = None,
 ) -> StaticTopology:
     """Build a G(n, p) random graph: every pair linked independently with probability ``p``.
 
@@ -491,11 +503,11 @@ def erdos_renyi(
 
 def random_regular(
     n: int,
-    k: int,
+    k: Degree,
     *,
-    seed: int,
-    weights: str | WeightRule = "metropolis_hastings",
-    lazy: float | None = None,
+    seed: GraphSeed,
+    weights: Weights = "metropolis_hastings",
+    lazy: Lazy = None,
 ) -> StaticTopology:
     """Build a uniformly random ``k``-regular graph on ``n`` nodes.
 
@@ -529,12 +541,12 @@ def random_regular(
 
 def watts_strogatz(
     n: int,
-    k: int,
-    p: float,
+    k: Annotated[int, SIZE, Doc("Degree of the ring lattice (even).")],
+    p: Annotated[float, PROBABILITY, Doc("Rewiring probability.")],
     *,
-    seed: int,
-    weights: str | WeightRule = "metropolis_hastings",
-    lazy: float | None = None,
+    seed: GraphSeed,
+    weights: Weights = "metropolis_hastings",
+    lazy: Lazy = None,
 ) -> StaticTopology:
     """Build a connected Watts-Strogatz small-world graph.
 
@@ -582,8 +594,8 @@ def watts_strogatz(
 def from_networkx(
     graph: nx.Graph,
     *,
-    weights: str | WeightRule = "metropolis_hastings",
-    lazy: float | None = None,
+    weights: Weights = "metropolis_hastings",
+    lazy: Lazy = None,
     name: str | None = None,
 ) -> StaticTopology:
     """Wrap a networkx graph; nodes are relabelled ``0..n-1`` in ``list(graph.nodes)`` order.
@@ -629,8 +641,8 @@ def from_edges(
     edges: Iterable[tuple[int, int]] | np.ndarray,
     *,
     directed: bool = False,
-    weights: str | WeightRule = "metropolis_hastings",
-    lazy: float | None = None,
+    weights: Weights = "metropolis_hastings",
+    lazy: Lazy = None,
     name: str | None = None,
 ) -> StaticTopology:
     """Build a topology on nodes ``0..n-1`` from an edge list (pairs or an ``(E, 2)`` array).

@@ -472,9 +472,9 @@ def launch(
     overrides: Sequence[str] = (),
     out: str | Path = "results",
     port: int | None = None,
-    mode: str = "sync",
-    staleness: int = 2,
-    failure_timeout: float = 10.0,
+    mode: str | None = None,
+    staleness: int | None = None,
+    failure_timeout: float | None = None,
     study: str | None = None,
     force: bool = False,
     capture: bool = False,
@@ -487,7 +487,9 @@ def launch(
         overrides: ``KEY=VALUE`` overrides, as ``--set``.
         out: the results directory (rank 0 writes it).
         port: the store's port on 127.0.0.1 (default: a free one).
-        mode: one of :data:`~decent.run.distributed.runtime.MODES`.
+        mode: one of :data:`~decent.run.distributed.runtime.MODES`; ``mode``,
+            ``staleness`` and ``failure_timeout`` override the config's ``[dist]`` section
+            (``None``: the section's value, or its default).
         staleness: bound of ``--mode stale``.
         failure_timeout: seconds of heartbeat silence that declare a rank dead
             (``fault_tolerant``).
@@ -503,12 +505,17 @@ def launch(
         LaunchError: ``nproc < 1``, more ranks than nodes, a bad mode or a busy port.
     """
     from decent.config import build, load_config
+    from decent.config._models import DistSection
 
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise LaunchError(f"--nproc must be an integer >= 1, got {nproc!r}")
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         raise LaunchError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    flags = {"mode": mode, "staleness": staleness, "failure_timeout": failure_timeout}
+    overrides = [*overrides, *(f"dist.{k}={v!r}" for k, v in flags.items() if v is not None)]
     cfg = load_config(config, list(overrides), study=study)
+    dist = cfg.dist if cfg.dist is not None else DistSection.model_validate({})
+    mode, staleness, failure_timeout = dist.mode, dist.staleness, dist.failure_timeout
     check_world(cfg.topology.num_nodes, nproc)
     built = build(cfg.model_copy(update={"backend": "sim"}))  # every rule, before any process
     if getattr(built.algorithm, "compressed", False) and mode != "sync":
