@@ -54,7 +54,7 @@ class ADPSGD(Method):
     def init(self, params: NodeTensor) -> ADPSGDState:
         return ADPSGDState(x=params.clone(), read=params.clone())
 
-    def query(self, state: ADPSGDState) -> NodeTensor:
+    def query(self, state: ADPSGDState, t: int) -> NodeTensor:
         return state.read
 
     def output(self, state: ADPSGDState) -> NodeTensor:

@@ -4,7 +4,7 @@ An algorithm is a frozen dataclass of hyperparameters with pure methods over a
 ``NamedTuple`` state:
 
 * ``init(params) -> state``: ``params`` is ``(m, d)``, every row the common start point;
-* ``query(state) -> (m, d)``: where gradients are taken;
+* ``query(state, t) -> (m, d)``: where the gradients of round ``t`` are taken;
 * ``update(state, grads, comm, t) -> state``: one round; the only place rows interact is
   ``comm``;
 * ``output(state) -> (m, d)``: what is evaluated.
@@ -43,7 +43,7 @@ class Algorithm(Protocol[S]):
 
     def init(self, params: NodeTensor) -> S: ...
 
-    def query(self, state: S) -> NodeTensor: ...
+    def query(self, state: S, t: int) -> NodeTensor: ...
 
     def update(self, state: S, grads: NodeTensor, comm: Communicator, t: int) -> S: ...
 

@@ -188,7 +188,7 @@ class ChocoSGD(CompressedMethod):
             x=params.clone(), hat=torch.zeros_like(params), s=torch.zeros_like(params)
         )
 
-    def query(self, state: ChocoState) -> NodeTensor:
+    def query(self, state: ChocoState, t: int) -> NodeTensor:
         return state.x
 
     def output(self, state: ChocoState) -> NodeTensor:
@@ -256,7 +256,7 @@ class CompressedDATSGD(CompressedMethod):
             z=z, weight_sum=0.0, hat=torch.zeros_like(z), s=torch.zeros_like(z)
         )
 
-    def query(self, state: CompressedDATSGDState) -> NodeTensor:
+    def query(self, state: CompressedDATSGDState, t: int) -> NodeTensor:
         return state.x
 
     def output(self, state: CompressedDATSGDState) -> NodeTensor:
@@ -318,7 +318,7 @@ class CompressedGradientTracking(CompressedMethod):
             z=z, g_prev=torch.zeros_like(params), hat=torch.zeros_like(z), s=torch.zeros_like(z)
         )
 
-    def query(self, state: CompressedGradientTrackingState) -> NodeTensor:
+    def query(self, state: CompressedGradientTrackingState, t: int) -> NodeTensor:
         return state.x
 
     def output(self, state: CompressedGradientTrackingState) -> NodeTensor:

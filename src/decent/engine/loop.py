@@ -375,7 +375,7 @@ def train_replicas(
                 if joins:  # a joining node pulls its state (and output sums) from a neighbour
                     _pull_rows([*state, *sums.values()], joins, n * R)
             # 1. where gradients are taken (DAT-SGD: the query point x, not w)
-            query = algorithm.query(state)
+            query = algorithm.query(state, t)
             # 2. each node's minibatch: a pure function of (seed, node, t)
             batch = sample(t)
             # 3. all held nodes' (all replicas') gradients in one batched call
