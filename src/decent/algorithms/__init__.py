@@ -24,6 +24,7 @@ from decent.algorithms.base import (
     hparam,
     hparams,
     mixing_violations,
+    static_violation,
 )
 from decent.algorithms.centralized import AnytimeSGD, LocalSGD, MinibatchSGD
 from decent.algorithms.compressed import (
@@ -91,4 +92,5 @@ __all__ = [
     "hparam",
     "hparams",
     "mixing_violations",
+    "static_violation",
 ]

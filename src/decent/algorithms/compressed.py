@@ -180,7 +180,7 @@ class ChocoSGD(CompressedMethod):
 
     name: ClassVar[str] = "choco_sgd"
     label: ClassVar[str] = "CHOCO-SGD"
-    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True)
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True, static=True)
     reference: ClassVar[str | None] = "minibatch_sgd"
 
     def init(self, params: NodeTensor) -> ChocoState:
@@ -244,7 +244,9 @@ class CompressedDATSGD(CompressedMethod):
 
     name: ClassVar[str] = "choco_dat_sgd"
     label: ClassVar[str] = "CHOCO-DAT-SGD"
-    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(symmetric=True, doubly_stochastic=True)
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(
+        symmetric=True, doubly_stochastic=True, static=True
+    )
     reference: ClassVar[str | None] = "anytime_sgd"
     horizon_scaled: ClassVar[bool] = True
     divergence_hint: ClassVar[str] = ANYTIME_HINT
@@ -308,7 +310,7 @@ class CompressedGradientTracking(CompressedMethod):
 
     name: ClassVar[str] = "choco_gradient_tracking"
     label: ClassVar[str] = "CHOCO-GT"
-    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True)
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True, static=True)
     reference: ClassVar[str | None] = "minibatch_sgd"
     blocks: ClassVar[int] = 2
 

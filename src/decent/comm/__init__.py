@@ -22,7 +22,7 @@ from decent.comm.accelerated import (
 from decent.comm.base import REDUCE_OPS, CommStats, Communicator, ReduceOp, reduce_rows
 from decent.comm.delay import DelayedCommunicator
 from decent.comm.robust import RobustCommunicator
-from decent.comm.sim import SimCommunicator
+from decent.comm.sim import ReplicatedCommunicator, SimCommunicator
 
 __all__ = [
     "REDUCE_OPS",
@@ -34,6 +34,7 @@ __all__ = [
     "DistConfigError",
     "GossipCommunicator",
     "ReduceOp",
+    "ReplicatedCommunicator",
     "RobustCommunicator",
     "SimCommunicator",
     "accelerate",

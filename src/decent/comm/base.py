@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from decent._types import NodeTensor
+from decent.topology._matrix import Topology
 
 ReduceOp = Literal["mean", "sum", "min", "max"]
 REDUCE_OPS: tuple[str, ...] = ("mean", "sum", "min", "max")
@@ -193,3 +194,75 @@ class CompressedMixing(Protocol):
             t: the round, which selects ``W_t``.
         """
         ...
+
+
+# -- optional capabilities -------------------------------------------------------------------
+# Declared here so that consumers ask ``isinstance(comm, Capability)`` instead of probing
+# attributes; a wrapper offers a capability only where it keeps its meaning.
+
+
+@runtime_checkable
+class Topological(Protocol):
+    """A communicator that mixes with a known topology (``W_t = topology.weights(t)``)."""
+
+    topology: Topology
+
+
+@runtime_checkable
+class Clocked(Protocol):
+    """A simulated network's clock: rounds start when the clock says, nodes leave and join."""
+
+    def begin_round(self, t: int) -> list[tuple[int, int]]:
+        """Advance the clock to round ``t``; return ``(joining, source)`` pairs: a node that
+        joins at ``t`` pulls its state from ``source``."""
+        ...
+
+
+@runtime_checkable
+class PairwiseEvents(Protocol):
+    """Asynchronous pairwise averaging events (AD-PSGD), drawn from a simulated clock."""
+
+    def pairwise(self, x: NodeTensor, t: int) -> Any:
+        """The events of round ``t`` as a :class:`~decent.comm.network.PairwiseRound`."""
+        ...
+
+
+@runtime_checkable
+class HonestRows(Protocol):
+    """Some nodes are Byzantine: metrics are over the honest rows only.
+
+    Attributes:
+        honest: ``(m,)`` bool mask of the held rows that are honest.
+        num_honest: honest nodes in the whole network.
+    """
+
+    honest: torch.Tensor
+    num_honest: int
+
+
+@runtime_checkable
+class Replicable(Protocol):
+    """A simulator communicator that can batch ``R`` independent replicas of itself."""
+
+    def replicated(self, replicas: int) -> Communicator:
+        """The same mixing on ``R`` replicas stacked node-major in ``(n R, k)`` rows."""
+        ...
+
+
+@runtime_checkable
+class AliveRanks(Protocol):
+    """A fault-tolerant transport: who is still alive, and what happened to the others."""
+
+    events: list[dict[str, Any]]
+
+    def alive_ranks(self) -> list[int]:
+        """Group ranks not declared dead, ascending."""
+        ...
+
+
+@runtime_checkable
+class Stale(Protocol):
+    """Mixes neighbours' values up to ``staleness`` mix calls old (``0``: never stale)."""
+
+    @property
+    def staleness(self) -> int: ...

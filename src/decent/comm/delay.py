@@ -9,14 +9,13 @@ during the gradient computation of round ``t + 1``
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 import torch
 
 from decent._types import NodeTensor
 from decent.comm.base import CommStats, ReduceOp
 from decent.comm.sim import SimCommunicator
-from decent.topology._matrix import Topology
+from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["DelayedCommunicator"]
 
@@ -89,11 +88,21 @@ class DelayedCommunicator:
         """Exact (undelayed) reduction, as :meth:`SimCommunicator.all_reduce`."""
         return self.inner.all_reduce(x, op, accounted=accounted)
 
-    def __getattr__(self, name: str) -> Any:
-        # weights(t) and anything else the simulator offers
-        if name == "inner" or name == "mix_compressed":  # compressed gossip is not delayed
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    @property
+    def staleness(self) -> int:
+        """``delay``: neighbours' values are this many mix calls old."""
+        return self.delay
+
+    def weights(self, t: int) -> MixingMatrix:
+        """``W_t`` (the weights the delayed values are mixed with)."""
+        return self.inner.weights(t)
+
+    def metrics(self) -> dict[str, float]:
+        """Nothing beyond :attr:`stats`."""
+        return {}
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def __repr__(self) -> str:
         return f"DelayedCommunicator({self.inner!r}, delay={self.delay})"

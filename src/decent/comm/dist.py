@@ -172,7 +172,7 @@ class DistCommunicator:
         dist.all_reduce(torch.zeros(1, device=device), group=self.group)
         self._warm.add(device)
 
-    def _check_x(self, x: NodeTensor, what: str) -> None:
+    def check_rows(self, x: NodeTensor, what: str) -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] != self.num_local:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(
@@ -200,7 +200,7 @@ class DistCommunicator:
             raise DistConfigError(f"{what}: unsupported device {x.device}; use CPU or CUDA")
 
     # -- plans ---------------------------------------------------------------------------
-    def _plan(self, t: int) -> ExchangePlan:
+    def plan(self, t: int) -> ExchangePlan:
         key = None if self._period is None else (t - 1) % self._period
         if key is not None:
             plan = self._plans.get(key)
@@ -222,11 +222,11 @@ class DistCommunicator:
 
     def weights(self, t: int) -> MixingMatrix:
         """``W_t`` as used by :meth:`mix` (cached for static and periodic topologies)."""
-        return self._plan(t).matrix
+        return self.plan(t).matrix
 
     def peers(self, t: int) -> tuple[list[int], list[int]]:
         """Group ranks this rank sends to and receives from at round ``t`` (ascending)."""
-        plan = self._plan(t)
+        plan = self.plan(t)
         return sorted(plan.send), sorted(plan.recv)
 
     # -- transport -----------------------------------------------------------------------
@@ -247,7 +247,7 @@ class DistCommunicator:
             self._buffers[key] = flat
         return flat[: rows * k].view(rows, k)
 
-    def _exchange(self, x: torch.Tensor, plan: ExchangePlan) -> torch.Tensor:
+    def exchange(self, x: torch.Tensor, plan: ExchangePlan) -> torch.Tensor:
         """Send each peer its rows of ``x``, receive theirs; return ``Z = [x; received]``.
 
         The only transport code. All sends and receives are posted together with
@@ -259,14 +259,14 @@ class DistCommunicator:
             ascending (the column order of ``plan.weights``); ``x`` itself when nothing is
             received. ``Z`` is a reused buffer, valid until the next exchange.
         """
-        works, z = self._post(x, plan)
+        works, z = self.post(x, plan)
         if z is not x:
             z[: x.shape[0]].copy_(x)
         for work in works:
             work.wait()
         return z
 
-    def _post(self, x: torch.Tensor, plan: ExchangePlan) -> tuple[list[Any], torch.Tensor]:
+    def post(self, x: torch.Tensor, plan: ExchangePlan) -> tuple[list[Any], torch.Tensor]:
         """Post the exchange of :meth:`_exchange` without waiting; return (works, ``Z``).
 
         The received rows land in ``Z[m:]`` once the works complete; ``Z[:m]`` is left to
@@ -323,15 +323,15 @@ class DistCommunicator:
             ValueError: ``x`` has the wrong shape or device.
             DistConfigError: the device does not match the process group's backend.
         """
-        self._check_x(x, "mix")
+        self.check_rows(x, "mix")
         if x.device.type != "cpu":
             self._warm_up(x.device)
-        plan = self._plan(t)
+        plan = self.plan(t)
         self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
         x = x.contiguous()
         if self.overlap:
             return self._mix_overlap(x, plan)
-        return plan.apply(self._exchange(x, plan), self.num_local)
+        return plan.apply(self.exchange(x, plan), self.num_local)
 
     def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
         """One gossip step on compressed messages: ``x_i <- sum_j W_t[i, j] dense_j``.
@@ -350,16 +350,16 @@ class DistCommunicator:
                 "compressed gossip needs overlap=False: it mixes this round's messages"
             )
         dense = payload.dense
-        self._check_x(dense, "mix_compressed")
+        self.check_rows(dense, "mix_compressed")
         if dense.device.type != "cpu":
             self._warm_up(dense.device)
-        plan = self._plan(t)
+        plan = self.plan(t)
         self.stats.add_gossip(plan.matrix.out_degree, int(payload.nbytes))
         m = self.num_local
         if not plan.recv and not plan.send:
             return plan.apply(dense.contiguous(), m)
         wire = payload.wire()
-        z_wire = self._exchange(wire, plan)
+        z_wire = self.exchange(wire, plan)
         if not plan.recv:
             return plan.apply(dense.contiguous(), m)
         z = self._workspace("zc", m + plan.num_received, dense)
@@ -371,7 +371,7 @@ class DistCommunicator:
         """``A @ [x_prev; received_prev] + diag(W)_held * (x - x_prev)``, then post ``x``."""
         m = self.num_local
         if self._pending is None:  # first call: nothing stale yet, exchange x itself
-            z = self._exchange(x, plan)
+            z = self.exchange(x, plan)
             prev = x
         else:
             works, z, prev = self._pending
@@ -392,9 +392,14 @@ class DistCommunicator:
         # the sends read `own` until the next call waits for them, so keep a private copy
         own = self._workspace("own", m, x)
         own.copy_(x)
-        works, z = self._post(own, plan)
+        works, z = self.post(own, plan)
         self._pending = (works, z, own)
         return out
+
+    @property
+    def staleness(self) -> int:
+        """``1`` in overlap mode (neighbours' values one call old), else ``0``."""
+        return int(self.overlap)
 
     def metrics(self) -> dict[str, float]:
         """Nothing beyond :attr:`stats` (this transport has no failure handling)."""
@@ -423,7 +428,7 @@ class DistCommunicator:
         Raises:
             ValueError: unknown ``op`` or a wrongly shaped ``x``.
         """
-        self._check_x(x, "all_reduce")
+        self.check_rows(x, "all_reduce")
         local = reduce_rows(x, op).contiguous()
         if x.device.type != "cpu":
             self._warm_up(x.device)

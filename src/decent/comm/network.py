@@ -525,6 +525,11 @@ class NetworkCommunicator:
         if self.faults.churn:
             self._check_schedule()
 
+    @property
+    def staleness(self) -> int:
+        """``delays.max_delay``: neighbours' values are up to this many rounds old."""
+        return int(self.delays.max_delay)
+
     def _check_schedule(self) -> None:
         """Before training: some node is alive at every round, live nodes keep at least one
         link among them, and every joining node has a neighbour to pull its state from."""
@@ -634,7 +639,7 @@ class NetworkCommunicator:
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """One gossip step under the round's faults; advances the clock."""
         self._advance(t)
-        plan = self.inner._checked_plan(x, t)
+        plan = self.inner.checked_plan(x, t)
         w = plan.matrix
         nbytes = x.shape[1] * x.element_size()
         _, _, _, dst, src, weights, _ = self._edges(w)
@@ -643,7 +648,7 @@ class NetworkCommunicator:
         if not self.faults.any:
             self.stats.add_gossip(w.out_degree, nbytes)
             self._tick_gossip(dst, src, nbytes)
-            return self.inner._apply(plan, x)
+            return self.inner.apply_plan(plan, x)
         lost = self._lost(w, t, dst, src)
         everyone = bool(self.alive.all())
         live = None if everyone else self._live_entries(w, dst, src, weights)
@@ -659,7 +664,7 @@ class NetworkCommunicator:
             # the time a delivered one takes
             self._tick_gossip(dst, src, nbytes)
             if not count:
-                return self.inner._apply(plan, x)
+                return self.inner.apply_plan(plan, x)
             # W' x = W x + sum over lost (i <- j) of W_ij (x_i - x_j): the weight of a lost
             # message goes back to its receiver (only while every node is alive: a crashed
             # node's value may be anything, NaN included, and must not enter W x at all)
@@ -668,7 +673,7 @@ class NetworkCommunicator:
             j = torch.as_tensor(src[lost], device=x.device)
             diff = x.index_select(0, i).sub_(x.index_select(0, j)).mul_(weight[:, None])
             # index_put_ with accumulate: the same sum as index_add_, at half its cost on CPU
-            return self.inner._apply(plan, x).index_put_((i,), diff, accumulate=True)
+            return self.inner.apply_plan(plan, x).index_put_((i,), diff, accumulate=True)
         assert live is not None
         _, dst_r, src_r, to_dead, w_dead = live
         delivered = np.bincount(src_r, minlength=w.n)
@@ -969,7 +974,7 @@ class NetworkCommunicator:
         entries that changed.
         """
         dead = self._dead_rows(x)
-        y = self.inner._apply(plan, x.index_fill(0, dead, 0.0))
+        y = self.inner.apply_plan(plan, x.index_fill(0, dead, 0.0))
         # one gather and one scatter: + W_ij x_i per entry whose sender is dead (``to_dead``,
         # ``w_dead``) or whose message was lost, - W_ij x_j per lost one
         i, j, wl = dst[lost], src[lost], weights[lost]

@@ -441,7 +441,7 @@ class RobustCommunicator:
             dplan = None
             zpos = np.arange(self.num_nodes, dtype=np.int64)
         else:
-            dplan = self.inner._plan(t)
+            dplan = self.inner.plan(t)
             w = dplan.matrix
         cache = (key, x.dtype, x.device)
         plan = self._plans.get(cache) if key is not None else None
@@ -580,7 +580,7 @@ class RobustCommunicator:
                 f"mix expects a (m, k) = ({self._held.size}, k) tensor, got {tuple(x.shape)}"
             )
         if not self._sim:
-            self.inner._check_x(x, "mix")
+            self.inner.check_rows(x, "mix")
         x = x.contiguous()
         g, dplan = self._gather(t, x)
         sent = self._forge_sent(x, t)
@@ -589,7 +589,7 @@ class RobustCommunicator:
             z = sent
             plain = self.inner.apply(sent, t)
         else:
-            z = self.inner._exchange(sent.contiguous(), dplan)
+            z = self.inner.exchange(sent.contiguous(), dplan)
             plain = dplan.apply(z, self._held.size)
         rows = self._byz_rows.to(x.device)
         if sent is not x and rows.numel():  # a forging Byzantine node keeps its own value
@@ -625,13 +625,6 @@ class RobustCommunicator:
     def close(self) -> None:
         """Close the inner communicator."""
         self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # weights(t), peers(t), rank, ... of the wrapped communicator; not mix_compressed,
-        # which would bypass the attack and the rule
-        if name in ("inner", "mix_compressed"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return (

@@ -262,6 +262,7 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
     topology = build_topology(config.topology)
     task = build_task(config.task, topology.num_nodes, config.dtype)
     algorithm = build_algorithm(config.algorithm, config.rounds)
+    check_static(algorithm, topology, config)
     check_mixing(algorithm, topology, config)
     build_privacy(config, task)
     warn_odd(config)
@@ -362,18 +363,25 @@ def build_byzantine(config: m.ExperimentConfig, comm: Any) -> Any:
     )
 
 
+def check_static(algorithm: Any, topology: Topology, config: m.ExperimentConfig) -> None:
+    """Refuse a time-varying topology for a method whose state needs a fixed ``W``.
+
+    Raises:
+        ConfigError: ``topology: ... -> <method> needs a static topology ...``.
+    """
+    from decent.algorithms import static_violation
+
+    why = static_violation(algorithm, topology)
+    if why is not None:
+        raise ConfigError([Issue("topology", config.topology, why)])
+
+
 def check_compressed(config: m.ExperimentConfig, topology: Any, comm: Any) -> None:
-    """Compressed gossip needs a fixed ``W`` and a transport that sends compressed messages."""
-    from decent.comm.base import CompressedMixing
+    """Compressed gossip needs a transport that sends compressed messages of this round."""
+    from decent.comm.base import CompressedMixing, Stale
 
     kind = config.algorithm.kind
-    if not getattr(topology, "is_static", False):
-        why = (
-            f"{kind} keeps s = W hat up to date by adding W q each round, so W must not change; "
-            "use a static topology (ring, torus, exponential, random_regular, ...)"
-        )
-        raise ConfigError([Issue("topology", config.topology, why)])
-    if not isinstance(comm, CompressedMixing) or getattr(comm, "overlap", False):
+    if not isinstance(comm, CompressedMixing) or (isinstance(comm, Stale) and comm.staleness):
         why = (
             f"{kind} sends compressed messages, which {type(comm).__name__} does not (a "
             "simulated [network], chebyshev_steps > 1, overlap and bounded-staleness ranks mix "
