@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from decent._types import NodeTensor
-from decent.topology._matrix import Topology
+from decent.topology._matrix import MixingMatrix, Topology
 
 ReduceOp = Literal["mean", "sum", "min", "max"]
 REDUCE_OPS: tuple[str, ...] = ("mean", "sum", "min", "max")
@@ -193,6 +193,71 @@ class CompressedMixing(Protocol):
             payload: a :class:`~decent.comm.compress.Payload` of the held rows.
             t: the round, which selects ``W_t``.
         """
+        ...
+
+
+# -- the transport: the ground floor every communicator stands on ---------------------------
+
+
+class Posted(Protocol):
+    """An exchange in flight: the rows posted, and what :meth:`wait` returns once received."""
+
+    x: NodeTensor
+    """``(m, k)`` the rows that were posted (a private copy when posted with ``keep``)."""
+
+    def wait(self) -> NodeTensor:
+        """Complete the exchange; return ``Z = [x; received]`` in the transport's row order
+        (``x`` itself when nothing is received). Calling it again returns the same ``Z``."""
+        ...
+
+
+class Held:
+    """A :class:`Posted` exchange that moves nothing: every row it needs is already here."""
+
+    def __init__(self, x: NodeTensor) -> None:
+        self.x = x
+
+    def wait(self) -> NodeTensor:
+        return self.x
+
+
+@runtime_checkable
+class Transport(Communicator, Protocol):
+    """A communicator's ground floor: who sends which rows to whom for ``W_t``, and
+    receiving them.
+
+    The simulator holds every row and moves nothing (``Z = x``); the distributed runtime
+    swaps exactly the rows each neighbouring rank needs in one ``batch_isend_irecv``. Plain
+    gossip is ``combine(post(x, t).wait(), t)``; the combiners (stale mixing, Chebyshev
+    acceleration, robust aggregation, compressed messages) are built from these members.
+    """
+
+    topology: Topology
+
+    def weights(self, t: int) -> MixingMatrix:
+        """``W_t`` as the exchange uses it."""
+        ...
+
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Posted:
+        """Start sending each neighbour its rows of ``x`` for ``W_t`` and receiving theirs.
+
+        ``slot`` picks the reused buffers (exchanges in flight at the same time need
+        different slots); ``keep`` copies ``x`` first, so the caller may overwrite it.
+        Counts nothing.
+        """
+        ...
+
+    def combine(self, z: NodeTensor, t: int) -> NodeTensor:
+        """``(m, k)``: row ``i`` is ``sum_j W_t[i, j] z_j`` over ``Z``'s rows (held ``i``)."""
+        ...
+
+    def self_weights(self, t: int) -> np.ndarray:
+        """``(m,)`` ``W_t[i, i]`` of the held rows ``i``."""
+        ...
+
+    def layout(self, t: int) -> np.ndarray:
+        """``(n,)`` the row of ``Z`` that holds each node's value at round ``t`` (``-1``:
+        neither held nor received here)."""
         ...
 
 

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, Communicator, ReduceOp, period_of, reduce_rows
+from decent.comm.base import (
+    CommStats,
+    Communicator,
+    Held,
+    ReduceOp,
+    period_of,
+    reduce_rows,
+)
 from decent.topology._matrix import MixingMatrix, Topology
 
 Kernel = Literal["auto", "dense", "sparse", "mean"]
@@ -150,9 +157,23 @@ class SimCommunicator:
         self.stats.add_gossip(plan.matrix.out_degree, int(payload.nbytes))
         return self.apply_plan(plan, x)
 
-    def apply(self, x: NodeTensor, t: int) -> NodeTensor:
-        """``W_t @ x`` without counting it (the replica-batched communicator counts itself)."""
-        return self.apply_plan(self.checked_plan(x, t), x)
+    # -- Transport: every row is here, nothing moves ------------------------------------
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Held:
+        """The exchange for ``W_t``: nothing to move, ``Z = x`` (a copy with ``keep``)."""
+        self.checked_plan(x, t)
+        return Held(x.clone() if keep else x)
+
+    def combine(self, z: NodeTensor, t: int) -> NodeTensor:
+        """``W_t @ z`` without counting it (callers count what they send)."""
+        return self.apply_plan(self.checked_plan(z, t), z)
+
+    def self_weights(self, t: int) -> np.ndarray:
+        """``(n,)`` the diagonal of ``W_t``."""
+        return np.asarray(self.weights(t).csr.diagonal())
+
+    def layout(self, t: int) -> np.ndarray:
+        """``Z = x``: node ``i`` is row ``i``."""
+        return np.arange(self.num_nodes, dtype=np.int64)
 
     def checked_plan(self, x: NodeTensor, t: int) -> _Plan:
         """The kernel and matrix that mix ``x`` at round ``t`` (for :meth:`apply_plan`).
