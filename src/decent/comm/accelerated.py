@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import cast
 
 import torch
 
 from decent._types import NodeTensor
 from decent.comm.base import (
+    Clocked,
     CommStats,
     Communicator,
     ReduceOp,
@@ -46,6 +48,7 @@ from decent.topology._spectral import spectral_gap
 
 __all__ = [
     "ChebyshevCommunicator",
+    "ClockedChebyshevCommunicator",
     "accelerate",
     "chebyshev_contraction",
     "chebyshev_steps_for",
@@ -308,6 +311,20 @@ class ChebyshevCommunicator:
         return f"ChebyshevCommunicator({self.inner!r}, steps={self.steps}, lambda2={lam})"
 
 
+class ClockedChebyshevCommunicator(ChebyshevCommunicator):
+    """Chebyshev acceleration on a simulated network: ``K`` gossip rounds per :meth:`mix`
+    on its clock and under its faults, and the network's clock and churn for the engine.
+
+    Each inner mix is one faulty gossip round (its own drops; a crashed node keeps its
+    value through all ``K``); without faults it is :class:`ChebyshevCommunicator` over the
+    simulator, bit for bit.
+    """
+
+    def begin_round(self, t: int) -> list[tuple[int, int]]:
+        """The network's clock: see :meth:`~decent.comm.network.NetworkCommunicator.begin_round`."""
+        return cast(Clocked, self.inner).begin_round(t)
+
+
 def accelerate(
     comm: Communicator | Topology, steps: int, *, lambda2: float | None = None
 ) -> ChebyshevCommunicator:
@@ -332,6 +349,8 @@ def accelerate(
         (0.5064, 0.8119)
     """
     inner = comm if isinstance(comm, Communicator) else SimCommunicator(comm)
+    if isinstance(inner, Clocked):
+        return ClockedChebyshevCommunicator(inner, steps, lambda2=lambda2)
     return ChebyshevCommunicator(inner, steps, lambda2=lambda2)
 
 
