@@ -211,7 +211,7 @@ class SimRunner:
 
     def step(self) -> None:
         self.t += 1
-        query = self.algorithm.query(self.state)  # 1. query points
+        query = self.algorithm.query(self.state, self.t)  # 1. query points
         batch = self.task.sample(self.nodes, self.t, SEED)  # 2. minibatches
         grads, _ = self.oracle(query, batch)  # 3. all nodes' gradients, one call
         self.state = self.algorithm.update(self.state, grads, self.comm, self.t)  # 4. step

@@ -21,7 +21,8 @@ from decent.comm import (
     chebyshev_contraction,
     chebyshev_steps_for,
 )
-from decent.comm.replicated import ReplicatedCommunicator
+from decent.comm.base import CompressedMixing, Replicable, Topological
+from decent.comm.sim import ReplicatedCommunicator
 from decent.topology import (
     OnePeerExponential,
     RandomMatching,
@@ -184,15 +185,18 @@ def test_stats_count_k_plain_mixes(name: str) -> None:
         torch.testing.assert_close(comm.all_reduce(x), x.mean(dim=0), rtol=0, atol=0)
 
 
-def test_everything_else_is_the_inner_communicators() -> None:
+def test_the_wrapper_declares_what_it_keeps_and_forwards_nothing_else() -> None:
+    """No ``__getattr__``: the topology (a declared capability) and the transport members
+    are the inner communicator's; one plain step's ``weights``/``kernel`` are not offered."""
     inner = SimCommunicator(ring(8), kernel="sparse")
     comm = accelerate(inner, 3)
     assert comm.num_nodes == 8 and comm.node_ids is inner.node_ids
-    assert comm.topology is inner.topology and comm.kernel == "sparse"
+    assert isinstance(comm, Topological) and comm.topology is inner.topology
+    assert isinstance(comm, Replicable) and not isinstance(comm, CompressedMixing)
     assert comm.metrics() == {}
     comm.close()
-    with pytest.raises(AttributeError, match="not the applied P_3"):
-        comm.weights(1)  # one plain step, not what mix applies
+    for plain_step in ("weights", "kernel", "apply"):
+        assert not hasattr(comm, plain_step)
     assert isinstance(accelerate(ring(8), 2).inner, SimCommunicator)  # a topology is wrapped
 
 
@@ -224,7 +228,7 @@ def test_a_time_varying_topology_needs_an_explicit_lambda2() -> None:
 
 
 def test_stale_mixing_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"exactly W_t @ x.*delay=1"):
+    with pytest.raises(ValueError, match=r"exactly W_t @ x.*staleness=1"):
         ChebyshevCommunicator(DelayedCommunicator(ring(8), delay=1), 2)
     x = _x(8)
     undelayed = ChebyshevCommunicator(DelayedCommunicator(ring(8), delay=0), 2)

@@ -1,7 +1,7 @@
 """Stacking replicas node-major: the helpers the tasks and the engine share.
 
 Row ``i * R + r`` of a stacked ``(n * R, ...)`` tensor is node ``i`` of replica ``r`` (see
-:class:`decent.comm.replicated.ReplicatedCommunicator` for why node-major).
+:class:`decent.comm.sim.ReplicatedCommunicator` for why node-major).
 """
 
 from __future__ import annotations

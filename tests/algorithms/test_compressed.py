@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import decent
 from decent.algorithms import (
     DATSGD,
     DSGD,
@@ -13,12 +14,20 @@ from decent.algorithms import (
     CompressedDATSGD,
     CompressedGradientTracking,
     GradientTracking,
+    static_violation,
 )
-from decent.comm import SimCommunicator
+from decent.comm import ChebyshevCommunicator, SimCommunicator
 from decent.comm.compress import Compressor
 from decent.engine import train, train_replicas
 from decent.tasks import LeastSquares
-from decent.topology import exponential, ring, torus
+from decent.topology import (
+    EdgeDropout,
+    OnePeerExponential,
+    RandomMatching,
+    exponential,
+    ring,
+    torus,
+)
 
 N, T = 8, 40
 SETTINGS = [
@@ -174,3 +183,44 @@ def test_a_communicator_that_cannot_send_compressed_messages_is_named():
     state = algo.init(torch.zeros(4, 2, dtype=torch.float64))
     with pytest.raises(TypeError, match="DelayedCommunicator cannot"):
         algo.update(state, torch.ones(4, 2, dtype=torch.float64), comm, 1)
+
+
+STATIC_ONLY = [
+    ChocoSGD(lr=0.05),
+    CompressedDATSGD(lr=0.002),
+    CompressedGradientTracking(lr=0.03),
+]
+TIME_VARYING = [
+    OnePeerExponential(8),
+    RandomMatching(ring(8), seed=0),
+    EdgeDropout(ring(8), 0.3, seed=0),
+]
+
+
+@pytest.mark.parametrize("algo", STATIC_ONLY, ids=lambda a: a.name)
+@pytest.mark.parametrize("topo", TIME_VARYING, ids=lambda t: type(t).__name__)
+def test_decent_train_refuses_a_time_varying_topology(algo, topo):
+    """The issue's reproduction: through the Python API these methods accumulated
+    ``s = sum_t W_t q_t`` on a changing ``W`` and finished with a wrong answer."""
+    with pytest.raises(ValueError, match=r"needs a static topology .* is time-varying"):
+        decent.train(algo, _task(), decent.SimCommunicator(topo), rounds=6)
+
+
+def test_a_replica_batch_and_a_wrapped_communicator_refuse_it_too():
+    """The replica-batch entry and a combiner over the simulator (Chebyshev with an
+    explicit bound, which accepts a time-varying topology) see the same refusal."""
+    topo = OnePeerExponential(8)
+    with pytest.raises(ValueError, match="choco_sgd needs a static topology"):
+        train_replicas(
+            [ChocoSGD(lr=0.05), ChocoSGD(lr=0.01)],
+            [_task(), _task()],
+            SimCommunicator(topo),
+            rounds=4,
+            seeds=[0, 1],
+        )
+    matching = RandomMatching(ring(8), seed=0)  # symmetric W_t, as Chebyshev needs
+    wrapped = ChebyshevCommunicator(SimCommunicator(matching), 2, lambda2=0.9)
+    with pytest.raises(ValueError, match="choco_sgd needs a static topology"):
+        train(ChocoSGD(lr=0.05), _task(), wrapped, rounds=4)
+    assert static_violation(ChocoSGD(lr=0.05), ring(8)) is None
+    assert static_violation(DSGD(lr=0.05), topo) is None  # plain gossip takes any W_t

@@ -89,7 +89,7 @@ def test_identity_mixing_equals_independent_runs(algo):
         state = algo.init(x0[None, :].clone())
         node = torch.tensor([i])
         for t in range(1, T + 1):
-            grads, _ = oracle(algo.query(state), task.sample(node, t, 1))
+            grads, _ = oracle(algo.query(state, t), task.sample(node, t, 1))
             state = algo.update(state, grads, solo_comm, t)
         torch.testing.assert_close(joint[i], algo.output(state)[0], rtol=0, atol=1e-12)
 
@@ -169,7 +169,7 @@ def test_gradient_tracking_tracks_the_mean_gradient():
     oracle = GradientOracle(task)
     state = algo.init(task.init_params(0).expand(N, -1).clone())
     for t in range(1, 15):
-        grads, _ = oracle(algo.query(state), task.sample(comm.node_ids, t, 0))
+        grads, _ = oracle(algo.query(state, t), task.sample(comm.node_ids, t, 0))
         state = algo.update(state, grads, comm, t)
         d = grads.shape[1]
         # z[:, d:] holds W y_t; its mean equals mean(y_t) = mean(g_t)

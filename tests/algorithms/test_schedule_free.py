@@ -105,7 +105,7 @@ def test_two_rounds_on_a_ring_by_hand():
     comm = SimCommunicator(from_matrix(W))
     s = algo.init(torch.tensor(Z0))
     for t in (1, 2):
-        y = algo.query(s)
+        y = algo.query(s, t)
         s = algo.update(s, torch.tensor(_grad(y.numpy())), comm, t)
     # round 1: alpha_1 = 1, A_1 = 1; y_1 = z_1 = x_1
     z, x = Z0, Z0
@@ -122,7 +122,7 @@ def test_two_rounds_on_a_ring_by_hand():
     np.testing.assert_allclose(s.x.numpy(), x, rtol=0, atol=1e-15)
     # round 3's query point is strictly between z and x
     y3 = (1 - beta) * z + beta * x
-    np.testing.assert_allclose(algo.query(s).numpy(), y3, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(algo.query(s, 3).numpy(), y3, rtol=0, atol=1e-15)
     assert not np.allclose(z, x)
     assert s.weight_sum == 3.0
     assert comm.stats.bytes == 2 * 6 * (2 * 2 * 8)  # 2 rounds, 6 directed edges, 2d float64

@@ -22,6 +22,7 @@ from decent.comm.network import (
     NetworkCommunicator,
     NetworkError,
 )
+from decent.comm.network.clock import edges as matrix_entries
 from decent.tasks import LeastSquares
 from decent.topology import erdos_renyi, ring, torus
 
@@ -166,8 +167,8 @@ def test_drops_are_counted_never_charged_and_keep_each_row_stochastic() -> None:
     net2 = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3), seed=3)
     matrix = torus(n).weights(1)
     w = matrix.dense()
-    _, _, _, dst, src, *_ = net2._edges(net2.inner.weights(1))
-    lost = net2._lost(matrix, 1, dst, src)
+    _, _, _, dst, src, *_ = matrix_entries(net2.inner.weights(1))
+    lost = net2.losses.lost(matrix, 1, dst, src)
     assert lost.any()
     w_eff = w.copy()
     for i, j in zip(dst[lost], src[lost], strict=True):
@@ -181,8 +182,8 @@ def test_a_failed_link_is_down_both_ways_and_recovers() -> None:
     topo = ring(10)
     net = NetworkCommunicator(topo, faults=FaultModel(link_fail=0.3, link_recover=0.4), seed=5)
     w = topo.weights(1)
-    _, _, _, dst, src, *_ = net._edges(w)
-    pattern = [net._lost(w, t, dst, src) for t in range(1, 200)]
+    _, _, _, dst, src, *_ = matrix_entries(w)
+    pattern = [net.losses.lost(w, t, dst, src) for t in range(1, 200)]
     index = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(dst, src, strict=True))}
     for lost in pattern:
         for (i, j), k in index.items():
@@ -390,7 +391,8 @@ def _delayed_reference(
 def test_delays_with_drops_and_a_crash_match_a_loop_over_messages(kind: str) -> None:
     """Each mixed value is the delayed message that was delivered; a lost message is never
     mixed later, its weight stays with the receiver, and a crashed node reaches nobody."""
-    from decent.comm.network import _DELAY_STREAM, DelayModel
+    from decent.comm.network import DelayModel
+    from decent.comm.network.models import DELAY_STREAM
 
     n, depth, rounds = 9, 3, 12
     topo = torus(n)
@@ -399,21 +401,21 @@ def test_delays_with_drops_and_a_crash_match_a_loop_over_messages(kind: str) -> 
     delays = DelayModel(depth, kind)  # type: ignore[arg-type]
     net = NetworkCommunicator(topo, faults=faults, delays=delays, seed=4)
     twin = NetworkCommunicator(topo, faults=faults, seed=4)  # the same draws
-    _, _, _, dst, src, *_ = net._edges(topo.weights(1))
+    _, _, _, dst, src, *_ = matrix_entries(topo.weights(1))
     xs = {t: np.random.default_rng(t).standard_normal((n, 2)) for t in range(1, rounds + 1)}
     lost: dict[tuple[int, int, int], bool] = {}
     for t in range(1, rounds + 1):
         if t >= 7:
             xs[t][5] = math.nan  # crashed at 7: whatever it holds must reach nobody
         net.begin_round(t)
-        drawn = twin._lost(topo.weights(1), t, dst, src)
+        drawn = twin.losses.lost(topo.weights(1), t, dst, src)
         for k, (i, j) in enumerate(zip(dst.tolist(), src.tolist(), strict=True)):
             lost[(t, i, j)] = bool(drawn[k])
         oldest = min(depth, t - 1)
         if kind == "constant":
             ages = np.full(dst.shape[0], oldest)
         else:
-            u = twin._uniforms(_DELAY_STREAM, t, dst.shape[0])
+            u = twin.draws.uniforms(DELAY_STREAM, t, dst.shape[0])
             ages = np.minimum((u * (depth + 1)).astype(np.int64), oldest)
         tau = {(int(i), int(j)): int(a) for i, j, a in zip(dst, src, ages, strict=True)}
         got = net.mix(torch.as_tensor(xs[t]), t).numpy()
@@ -538,9 +540,9 @@ def test_drops_and_a_dead_node_together_give_the_hand_built_matrix() -> None:
     net = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3, crashes={5: 1}), seed=2)
     net.begin_round(1)
     matrix = torus(n).weights(1)
-    _, _, _, dst, src, *_ = net._edges(matrix)
+    _, _, _, dst, src, *_ = matrix_entries(matrix)
     twin = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3, crashes={5: 1}), seed=2)
-    lost = twin._lost(matrix, 1, dst, src)
+    lost = twin.losses.lost(matrix, 1, dst, src)
     alive = np.ones(n, dtype=bool)
     alive[5] = False
     w_eff = _effective(matrix.dense(), alive)

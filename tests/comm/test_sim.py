@@ -90,7 +90,7 @@ def test_comm_stats_summary_names():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_replicas_through_one_kron_product_match_each_replica_alone(topo, width, dtype):
     """Replicas mixed by one CSR product of W ⊗ I_R give each replica's own product's bits."""
-    from decent.comm.replicated import ReplicatedCommunicator
+    from decent.comm.sim import ReplicatedCommunicator
 
     replicas, n = 3, topo.num_nodes
     gen = torch.Generator().manual_seed(width)

@@ -59,9 +59,14 @@ def test_bad_compressor_settings_name_the_field(override, field, rule):
     assert field in text and rule in text
 
 
-def test_compressed_gossip_needs_a_static_topology():
-    text = _error(BASE.replace('kind = "ring"', 'kind = "random_matching"'))
-    assert "topology" in text and "static topology" in text
+@pytest.mark.parametrize("kind", ["choco_sgd", "choco_dat_sgd", "choco_gradient_tracking"])
+@pytest.mark.parametrize("topology", ["random_matching", "one_peer_exponential"])
+def test_compressed_gossip_needs_a_static_topology(kind, topology):
+    text = _error(
+        BASE.replace('kind = "ring"', f'kind = "{topology}"').replace("consensus_lr = 0.5\n", ""),
+        f"algorithm.kind={kind}",
+    )
+    assert "topology" in text and f"{kind} needs a static topology" in text
 
 
 def test_compressed_gossip_does_not_run_on_a_simulated_network():

@@ -132,10 +132,34 @@ def test_a_schedule_that_crashes_every_node_is_refused_before_training() -> None
     assert "at least one node must stay alive" in str(err.value)
 
 
-def test_a_network_needs_the_simulator() -> None:
+def test_chebyshev_gossip_runs_on_a_simulated_network() -> None:
+    """Each of the K inner mixes is one gossip round on the network's clock: without faults
+    the iterates are the simulator's accelerated gossip bit for bit, and the clock charges
+    K latencies per round; with faults it trains and counts its drops."""
+    clean = "\n[network]\nlatency = 0.1\n"
+    on_net = train_experiment(build(loads_config("chebyshev_steps = 3\n" + BASE + clean)))
+    in_sim = train_experiment(build(loads_config("chebyshev_steps = 3\n" + BASE)))
+    last, ref = on_net.records[-1], in_sim.records[-1]
+    assert last["eval/loss@mean"] == ref["eval/loss@mean"]
+    assert last["comm/rounds"] == ref["comm/rounds"] == 30 * 3
+    assert last["time/sim"] == pytest.approx(30 * (1.0 + 3 * 0.1), rel=1e-12)
+    faulty = train_experiment(build(loads_config("chebyshev_steps = 3\n" + BASE + NETWORK)))
+    assert faulty.status == "finished" and faulty.records[-1]["faults/dropped"] > 0
+
+
+def test_chebyshev_refuses_stale_network_gossip_and_pairwise_averaging() -> None:
+    delayed = "\n[network]\n[network.delays]\nmax_delay = 2\n"
     with pytest.raises(ConfigError) as err:
-        build(loads_config("chebyshev_steps = 2\n" + BASE + NETWORK))
-    assert "network" in str(err.value) and "chebyshev_steps" in str(err.value)
+        build(loads_config("chebyshev_steps = 2\n" + BASE + delayed))
+    assert "chebyshev_steps" in str(err.value) and "exactly W_t @ x" in str(err.value)
+    async_ = BASE.replace('kind = "dsgd"', 'kind = "ad_psgd"') + clean_network()
+    with pytest.raises(ConfigError) as err:
+        build(loads_config("chebyshev_steps = 2\n" + async_))
+    assert "chebyshev_steps" in str(err.value) and "never mixes with W_t" in str(err.value)
+
+
+def clean_network() -> str:
+    return "\n[network]\nlatency = 0.1\n"
 
 
 def test_bounded_delays_from_a_config_record_their_staleness() -> None:

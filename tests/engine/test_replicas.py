@@ -31,7 +31,7 @@ from decent.algorithms import (
     MinibatchSGD,
 )
 from decent.comm import SimCommunicator
-from decent.comm.replicated import ReplicatedCommunicator
+from decent.comm.sim import ReplicatedCommunicator
 from decent.engine import DivergenceWarning, History, train, train_replicas
 from decent.engine.replicas import ReplicaError
 from decent.tasks import LeastSquares, LogisticPopulation, LogisticRegressionStream, digits, mlp

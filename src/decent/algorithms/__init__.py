@@ -28,6 +28,7 @@ from decent.algorithms.base import (
     hparam,
     hparams,
     mixing_violations,
+    static_violation,
 )
 from decent.algorithms.centralized import AnytimeSGD, LocalSGD, MinibatchSGD
 from decent.algorithms.compressed import (
@@ -144,4 +145,5 @@ __all__ = [
     "hparams",
     "mixing_violations",
     "register",
+    "static_violation",
 ]

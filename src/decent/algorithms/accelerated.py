@@ -54,18 +54,16 @@ from decent.comm.base import Communicator
 
 
 class AcceleratedState(NamedTuple):
-    """``z = [w | x]`` as in DAT-SGD, plus the rounds done.
+    """``z = [w | x]`` as in DAT-SGD (the round ``t`` comes with ``query(state, t)``).
 
     Attributes:
         z: ``(m, 2d)``; ``z[:, :d]`` the iterates ``w``, ``z[:, d:]`` the averages ``x`` (the
             output, AC-SA's aggregate point).
         weight_sum: ``A_{t-1}`` (``0`` before round 1).
-        rounds: ``t - 1``, the rounds done (fixes the next weight ``alpha_t``).
     """
 
     z: NodeTensor
     weight_sum: float
-    rounds: int
 
     @property
     def w(self) -> NodeTensor:
@@ -113,10 +111,10 @@ class AcceleratedDATSGD(Method):
         return float(t) ** self.weight_power
 
     def init(self, params: NodeTensor) -> AcceleratedState:
-        return AcceleratedState(z=torch.cat([params, params], dim=1), weight_sum=0.0, rounds=0)
+        return AcceleratedState(z=torch.cat([params, params], dim=1), weight_sum=0.0)
 
-    def query(self, state: AcceleratedState) -> NodeTensor:
-        alpha = self.alpha(state.rounds + 1)
+    def query(self, state: AcceleratedState, t: int) -> NodeTensor:
+        alpha = self.alpha(t)
         total = state.weight_sum + alpha
         y = state.x * (state.weight_sum / total)  # a product then a sum, never fused
         return add_scaled_(y, state.w, alpha / total)
@@ -131,4 +129,4 @@ class AcceleratedDATSGD(Method):
         z, total = anytime_step(anytime, grads, self.eta(t), self.alpha(t))
         if communicates(t, self.local_steps):
             z = comm.mix(z, t)
-        return AcceleratedState(z=z, weight_sum=total, rounds=t)
+        return AcceleratedState(z=z, weight_sum=total)

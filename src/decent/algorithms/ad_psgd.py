@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 from decent._types import NodeTensor
 from decent.algorithms.base import AlgorithmError, LearningRate, Method, MixingAssumptions, hparam
 from decent.algorithms.dsgd import LR_DOC
-from decent.comm.base import Communicator
+from decent.comm.base import Communicator, PairwiseEvents
 
 
 class ADPSGDState(NamedTuple):
@@ -54,7 +54,7 @@ class ADPSGD(Method):
     def init(self, params: NodeTensor) -> ADPSGDState:
         return ADPSGDState(x=params.clone(), read=params.clone())
 
-    def query(self, state: ADPSGDState) -> NodeTensor:
+    def query(self, state: ADPSGDState, t: int) -> NodeTensor:
         return state.read
 
     def output(self, state: ADPSGDState) -> NodeTensor:
@@ -63,8 +63,7 @@ class ADPSGD(Method):
     def update(
         self, state: ADPSGDState, grads: NodeTensor, comm: Communicator, t: int
     ) -> ADPSGDState:
-        pairwise: Any = getattr(comm, "pairwise", None)
-        if pairwise is None:
+        if not isinstance(comm, PairwiseEvents):
             raise AlgorithmError(
                 "ad_psgd runs on a simulated network's clock, which decides who finishes "
                 "when: use decent.comm.network.NetworkCommunicator (a [network] section in "
@@ -72,7 +71,7 @@ class ADPSGD(Method):
             )
         eta = self.eta(t)
         x, read = state.x, state.read
-        for i, j, solo in pairwise(x, t).passes:
+        for i, j, solo in comm.pairwise(x, t).passes:
             if i.numel():
                 mean = x.index_select(0, i).add_(x.index_select(0, j)).mul_(0.5)
                 x.index_copy_(0, j, mean)

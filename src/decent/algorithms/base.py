@@ -4,7 +4,7 @@ An algorithm is a frozen dataclass of hyperparameters with pure methods over a
 ``NamedTuple`` state:
 
 * ``init(params) -> state``: ``params`` is ``(m, d)``, every row the common start point;
-* ``query(state) -> (m, d)``: where gradients are taken;
+* ``query(state, t) -> (m, d)``: where the gradients of round ``t`` are taken;
 * ``update(state, grads, comm, t) -> state``: one round; the only place rows interact is
   ``comm``;
 * ``output(state) -> (m, d)``: what is evaluated.
@@ -45,7 +45,7 @@ class Algorithm(Protocol[S]):
 
     def init(self, params: NodeTensor) -> S: ...
 
-    def query(self, state: S) -> NodeTensor: ...
+    def query(self, state: S, t: int) -> NodeTensor: ...
 
     def update(self, state: S, grads: NodeTensor, comm: Communicator, t: int) -> S: ...
 
@@ -167,10 +167,15 @@ class MixingAssumptions:
     Attributes:
         doubly_stochastic: columns sum to one too, so gossip preserves the network mean.
         symmetric: ``W = W^T`` (an undirected graph with symmetric weights).
+        static: ``W_t = W`` for every ``t``: the method's state sums products with ``W``
+            over rounds (compressed gossip keeps ``s = W hat`` by adding ``W q``), which is
+            wrong, not merely outside the analysis, when ``W`` changes. Refused by
+            :func:`static_violation` on every entry path (``decent.train`` and configs).
     """
 
     doubly_stochastic: bool = False
     symmetric: bool = False
+    static: bool = False
 
     def describe(self) -> str:
         """``"a symmetric, doubly stochastic W"``."""
@@ -215,6 +220,29 @@ def mixing_violations(algorithm: Any, topology: Any, rounds: int, *, probe: int 
         ):
             found.append("doubly stochastic")
     return [f"W_t is not {what} (round {ts[0]}..{ts[-1]} checked)" for what in found]
+
+
+def static_violation(algorithm: Any, topology: Any) -> str | None:
+    """Why ``algorithm`` cannot run on ``topology`` (``None``: it can): a method that assumes
+    a static ``W`` (:attr:`MixingAssumptions.static`) on a time-varying topology.
+
+    Example:
+        >>> from decent.algorithms import ChocoSGD
+        >>> from decent.topology import OnePeerExponential, ring
+        >>> static_violation(ChocoSGD(lr=0.1), ring(8)) is None
+        True
+        >>> print(static_violation(ChocoSGD(lr=0.1), OnePeerExponential(8)))  # doctest: +ELLIPSIS
+        choco_sgd needs a static topology (W_t = W every round), but one_peer_exponential... is time-varying; ...
+    """
+    assumes: MixingAssumptions = getattr(algorithm, "assumes", MixingAssumptions())
+    if not assumes.static or getattr(topology, "is_static", False):
+        return None
+    name = getattr(algorithm, "name", type(algorithm).__name__)
+    return (
+        f"{name} needs a static topology (W_t = W every round), but {topology.name} is "
+        "time-varying; its state sums W q over rounds, which is exact only for a fixed W: "
+        "use a static topology (ring, torus, exponential, random_regular, ...)"
+    )
 
 
 class Method:

@@ -184,7 +184,7 @@ class ChocoSGD(CompressedMethod):
 
     name: ClassVar[str] = "choco_sgd"
     label: ClassVar[str] = "CHOCO-SGD"
-    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True)
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True, static=True)
     reference: ClassVar[str | None] = "minibatch_sgd"
 
     def init(self, params: NodeTensor) -> ChocoState:
@@ -192,7 +192,7 @@ class ChocoSGD(CompressedMethod):
             x=params.clone(), hat=torch.zeros_like(params), s=torch.zeros_like(params)
         )
 
-    def query(self, state: ChocoState) -> NodeTensor:
+    def query(self, state: ChocoState, t: int) -> NodeTensor:
         return state.x
 
     def output(self, state: ChocoState) -> NodeTensor:
@@ -244,7 +244,9 @@ class CompressedDATSGD(CompressedMethod):
 
     name: ClassVar[str] = "choco_dat_sgd"
     label: ClassVar[str] = "CHOCO-DAT-SGD"
-    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(symmetric=True, doubly_stochastic=True)
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(
+        symmetric=True, doubly_stochastic=True, static=True
+    )
     reference: ClassVar[str | None] = "anytime_sgd"
     horizon_scaled: ClassVar[bool] = True
     divergence_hint: ClassVar[str] = ANYTIME_HINT
@@ -256,7 +258,7 @@ class CompressedDATSGD(CompressedMethod):
             z=z, weight_sum=0.0, hat=torch.zeros_like(z), s=torch.zeros_like(z)
         )
 
-    def query(self, state: CompressedDATSGDState) -> NodeTensor:
+    def query(self, state: CompressedDATSGDState, t: int) -> NodeTensor:
         return state.x
 
     def output(self, state: CompressedDATSGDState) -> NodeTensor:
@@ -304,7 +306,7 @@ class CompressedGradientTracking(CompressedMethod):
 
     name: ClassVar[str] = "choco_gradient_tracking"
     label: ClassVar[str] = "CHOCO-GT"
-    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True)
+    assumes: ClassVar[MixingAssumptions] = MixingAssumptions(doubly_stochastic=True, static=True)
     reference: ClassVar[str | None] = "minibatch_sgd"
     blocks: ClassVar[int] = 2
 
@@ -314,7 +316,7 @@ class CompressedGradientTracking(CompressedMethod):
             z=z, g_prev=torch.zeros_like(params), hat=torch.zeros_like(z), s=torch.zeros_like(z)
         )
 
-    def query(self, state: CompressedGradientTrackingState) -> NodeTensor:
+    def query(self, state: CompressedGradientTrackingState, t: int) -> NodeTensor:
         return state.x
 
     def output(self, state: CompressedGradientTrackingState) -> NodeTensor:

@@ -69,7 +69,7 @@ class AnytimeIterate:
     def init(self, params: NodeTensor) -> DATSGDState:
         return DATSGDState(z=torch.cat([params, params], dim=1), weight_sum=0.0)
 
-    def query(self, state: DATSGDState) -> NodeTensor:
+    def query(self, state: DATSGDState, t: int) -> NodeTensor:
         return state.x
 
     def output(self, state: DATSGDState) -> NodeTensor:

@@ -31,7 +31,7 @@ class SingleIterate:
     def init(self, params: NodeTensor) -> DSGDState:
         return DSGDState(x=params.clone())
 
-    def query(self, state: DSGDState) -> NodeTensor:
+    def query(self, state: DSGDState, t: int) -> NodeTensor:
         return state.x
 
     def output(self, state: DSGDState) -> NodeTensor:

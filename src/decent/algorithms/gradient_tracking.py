@@ -61,7 +61,7 @@ class GradientTracking(Method):
             z=torch.cat([params, torch.zeros_like(params)], dim=1), g_prev=torch.zeros_like(params)
         )
 
-    def query(self, state: GradientTrackingState) -> NodeTensor:
+    def query(self, state: GradientTrackingState, t: int) -> NodeTensor:
         return state.x
 
     def output(self, state: GradientTrackingState) -> NodeTensor:

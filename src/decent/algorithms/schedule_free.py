@@ -96,7 +96,7 @@ class ScheduleFreeDSGD(AnytimeIterate, Method):
         >>> comm, ones = SimCommunicator(ring(3)), torch.ones(3, 2, dtype=torch.float64)
         >>> for t in (1, 2):
         ...     state = algo.update(state, ones, comm, t)
-        >>> [round(float(v[0, 0]), 4) for v in (state.w, state.x, algo.query(state))]
+        >>> [round(float(v[0, 0]), 4) for v in (state.w, state.x, algo.query(state, 1))]
         [-0.3, -0.2333, -0.2667]
     """
 
@@ -113,7 +113,7 @@ class ScheduleFreeDSGD(AnytimeIterate, Method):
     divergence_hint: ClassVar[str] = ANYTIME_HINT
     experimental: ClassVar[bool] = True
 
-    def query(self, state: DATSGDState) -> NodeTensor:
+    def query(self, state: DATSGDState, t: int) -> NodeTensor:
         return interpolate(state, self.beta)
 
     def update(
@@ -154,7 +154,7 @@ class ScheduleFreeSGD(AnytimeIterate, Method):
     horizon_scaled: ClassVar[bool] = True
     divergence_hint: ClassVar[str] = ANYTIME_HINT
 
-    def query(self, state: DATSGDState) -> NodeTensor:
+    def query(self, state: DATSGDState, t: int) -> NodeTensor:
         return interpolate(state, self.beta)
 
     def update(

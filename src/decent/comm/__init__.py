@@ -1,12 +1,18 @@
-"""Communicators: how node values move (simulated matrix mixing or torch.distributed).
+"""Communicators: how node values move, as one transport with combiners on top.
 
-* :class:`SimCommunicator` - all nodes in one process, ``W_t @ X``;
-* :class:`DelayedCommunicator` - the simulator with neighbours' values ``delay`` calls old;
-* :class:`DistCommunicator` - neighbour-only exchange over torch.distributed (sync or
-  overlapped);
-* :class:`GossipCommunicator` - threads per neighbour: bounded staleness, crash tolerance;
-* :class:`RobustCommunicator` - Byzantine senders and robust aggregation around the
-  simulator or the synchronous distributed communicator.
+Transports (:class:`~decent.comm.base.Transport`: who sends which rows to whom for ``W_t``):
+
+* :class:`SimCommunicator` - all nodes in one process, nothing moves, ``W_t @ X``;
+* :class:`DistCommunicator` - neighbour-only exchange over torch.distributed;
+* :class:`GossipCommunicator` - threads per neighbour: bounded staleness, crash tolerance.
+
+Combiners over a transport or another communicator:
+
+* :class:`DelayedCommunicator` - neighbours' values ``delay`` calls old (the overlap mode);
+* :class:`ChebyshevCommunicator` - ``P_K(W_t)`` per mix (:func:`accelerate`);
+* :class:`RobustCommunicator` - Byzantine senders and robust aggregation;
+* :class:`ReplicatedCommunicator` - ``R`` simulator replicas in one product;
+* :class:`~decent.comm.network.NetworkCommunicator` - a simulated clock, faults and churn.
 
 The two torch.distributed transports are imported on first use.
 """
@@ -22,7 +28,7 @@ from decent.comm.accelerated import (
 from decent.comm.base import REDUCE_OPS, CommStats, Communicator, ReduceOp, reduce_rows
 from decent.comm.delay import DelayedCommunicator
 from decent.comm.robust import RobustCommunicator
-from decent.comm.sim import SimCommunicator
+from decent.comm.sim import ReplicatedCommunicator, SimCommunicator
 
 __all__ = [
     "REDUCE_OPS",
@@ -34,6 +40,7 @@ __all__ = [
     "DistConfigError",
     "GossipCommunicator",
     "ReduceOp",
+    "ReplicatedCommunicator",
     "RobustCommunicator",
     "SimCommunicator",
     "accelerate",

@@ -28,26 +28,31 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import cast
 
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, Communicator, ReduceOp
-from decent.comm.replicated import ReplicatedCommunicator
+from decent.comm.base import (
+    Clocked,
+    CommStats,
+    Communicator,
+    ReduceOp,
+    Replicable,
+    Stale,
+    Topological,
+)
 from decent.comm.sim import SimCommunicator
 from decent.topology._matrix import Topology, TopologyError
 from decent.topology._spectral import spectral_gap
 
 __all__ = [
     "ChebyshevCommunicator",
+    "ClockedChebyshevCommunicator",
     "accelerate",
     "chebyshev_contraction",
     "chebyshev_steps_for",
 ]
-
-_HIDDEN = frozenset({"weights", "apply", "mix_compressed"})
-"""Inner attributes that describe one plain step, not ``P_K(W)``: not delegated."""
 
 
 def _check_lambda2(lambda2: object, *, who: str) -> float:
@@ -200,7 +205,7 @@ class ChebyshevCommunicator:
 
     Args:
         inner: the communicator of one plain step (a :class:`SimCommunicator`, its
-            replica batch :class:`~decent.comm.replicated.ReplicatedCommunicator`, a
+            replica batch :class:`~decent.comm.sim.ReplicatedCommunicator`, a
             synchronous :class:`~decent.comm.dist.DistCommunicator`, another
             :class:`ChebyshevCommunicator`, ...). Each of its ``mix`` calls must be exactly
             ``W_t @ x``: delayed, overlapped or stale mixing is rejected.
@@ -236,8 +241,9 @@ class ChebyshevCommunicator:
         self.num_nodes = inner.num_nodes
         self.node_ids = inner.node_ids
         _check_exact(inner)
-        topology: Topology | None = getattr(inner, "topology", None)
+        topology = inner.topology if isinstance(inner, Topological) else None
         if topology is not None:
+            self.topology = topology
             _check_symmetric(topology)
         if lambda2 is None:
             lambda2 = _lambda2_of(inner, topology)
@@ -293,33 +299,30 @@ class ChebyshevCommunicator:
             ValueError: the inner communicator is not a :class:`SimCommunicator` (replica
                 batches run in the simulator), or a bad ``replicas``.
         """
-        inner = self.inner
-        rep: Communicator
-        if isinstance(inner, ChebyshevCommunicator):
-            rep = inner.replicated(replicas)
-        elif isinstance(inner, SimCommunicator):
-            rep = ReplicatedCommunicator(inner, replicas)
-        else:
+        if not isinstance(self.inner, Replicable):
             raise ValueError(
                 "a replica batch runs in the simulator: the accelerated communicator must "
-                f"wrap a SimCommunicator, got {type(inner).__name__}"
+                f"wrap a SimCommunicator, got {type(self.inner).__name__}"
             )
-        return ChebyshevCommunicator(rep, self.steps, lambda2=self.lambda2)
-
-    def __getattr__(self, name: str) -> Any:
-        # topology, device, kernel, rows, ... of the inner communicator
-        if name == "inner" or name.startswith("__"):
-            raise AttributeError(name)
-        if name in _HIDDEN:
-            raise AttributeError(
-                f"ChebyshevCommunicator.{name}: the inner {name}() is one plain step W_t, not "
-                f"the applied P_{self.steps}(W_t); use .inner.{name} for W_t itself"
-            )
-        return getattr(self.inner, name)
+        return ChebyshevCommunicator(self.inner.replicated(replicas), self.steps, self.lambda2)
 
     def __repr__(self) -> str:
         lam = f"{self.lambda2:.6g}"
         return f"ChebyshevCommunicator({self.inner!r}, steps={self.steps}, lambda2={lam})"
+
+
+class ClockedChebyshevCommunicator(ChebyshevCommunicator):
+    """Chebyshev acceleration on a simulated network: ``K`` gossip rounds per :meth:`mix`
+    on its clock and under its faults, and the network's clock and churn for the engine.
+
+    Each inner mix is one faulty gossip round (its own drops; a crashed node keeps its
+    value through all ``K``); without faults it is :class:`ChebyshevCommunicator` over the
+    simulator, bit for bit.
+    """
+
+    def begin_round(self, t: int) -> list[tuple[int, int]]:
+        """The network's clock: see :meth:`~decent.comm.network.NetworkCommunicator.begin_round`."""
+        return cast(Clocked, self.inner).begin_round(t)
 
 
 def accelerate(
@@ -328,7 +331,7 @@ def accelerate(
     """Return ``comm`` with Chebyshev-accelerated gossip: ``P_K(W_t)`` per ``mix``.
 
     A topology is first put in a :class:`SimCommunicator`. For a replica batch, either
-    accelerate the :class:`~decent.comm.replicated.ReplicatedCommunicator` directly or call
+    accelerate the :class:`~decent.comm.sim.ReplicatedCommunicator` directly or call
     :meth:`ChebyshevCommunicator.replicated` on the result.
 
     Args:
@@ -346,6 +349,8 @@ def accelerate(
         (0.5064, 0.8119)
     """
     inner = comm if isinstance(comm, Communicator) else SimCommunicator(comm)
+    if isinstance(inner, Clocked):
+        return ClockedChebyshevCommunicator(inner, steps, lambda2=lambda2)
     return ChebyshevCommunicator(inner, steps, lambda2=lambda2)
 
 
@@ -354,16 +359,11 @@ def accelerate(
 
 def _check_exact(inner: object) -> None:
     """Refuse communicators whose ``mix`` is not ``W_t @ x`` (stale neighbours' values)."""
-    stale = [
-        f"{attr}={getattr(inner, attr)!r}"
-        for attr, plain in (("delay", 0), ("overlap", False), ("staleness", 0))
-        if getattr(inner, attr, plain) not in (plain, None)
-    ]
-    if stale:
+    if isinstance(inner, Stale) and inner.staleness > 0:
         raise ValueError(
             f"Chebyshev acceleration needs every inner mix to be exactly W_t @ x, but "
-            f"{type(inner).__name__} mixes with stale values ({', '.join(stale)}); wrap the "
-            "synchronous communicator instead (delay=0, overlap=False, staleness=0)"
+            f"{type(inner).__name__} mixes with stale values (staleness={inner.staleness}); "
+            "wrap the synchronous communicator instead (delay=0, overlap=False, staleness=0)"
         )
 
 

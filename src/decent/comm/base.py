@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from decent._types import NodeTensor
+from decent.topology._matrix import MixingMatrix, Topology
 
 ReduceOp = Literal["mean", "sum", "min", "max"]
 REDUCE_OPS: tuple[str, ...] = ("mean", "sum", "min", "max")
@@ -193,3 +194,140 @@ class CompressedMixing(Protocol):
             t: the round, which selects ``W_t``.
         """
         ...
+
+
+# -- the transport: the ground floor every communicator stands on ---------------------------
+
+
+class Posted(Protocol):
+    """An exchange in flight: the rows posted, and what :meth:`wait` returns once received."""
+
+    x: NodeTensor
+    """``(m, k)`` the rows that were posted (a private copy when posted with ``keep``)."""
+
+    def wait(self) -> NodeTensor:
+        """Complete the exchange; return ``Z = [x; received]`` in the transport's row order
+        (``x`` itself when nothing is received). Calling it again returns the same ``Z``."""
+        ...
+
+
+class Held:
+    """A :class:`Posted` exchange that moves nothing: every row it needs is already here."""
+
+    def __init__(self, x: NodeTensor) -> None:
+        self.x = x
+
+    def wait(self) -> NodeTensor:
+        return self.x
+
+
+@runtime_checkable
+class Transport(Communicator, Protocol):
+    """A communicator's ground floor: who sends which rows to whom for ``W_t``, and
+    receiving them.
+
+    The simulator holds every row and moves nothing (``Z = x``); the distributed runtime
+    swaps exactly the rows each neighbouring rank needs in one ``batch_isend_irecv``. Plain
+    gossip is ``combine(post(x, t).wait(), t)``; the combiners (stale mixing, Chebyshev
+    acceleration, robust aggregation, compressed messages) are built from these members.
+    """
+
+    topology: Topology
+
+    def weights(self, t: int) -> MixingMatrix:
+        """``W_t`` as the exchange uses it."""
+        ...
+
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Posted:
+        """Start sending each neighbour its rows of ``x`` for ``W_t`` and receiving theirs.
+
+        ``slot`` picks the reused buffers (exchanges in flight at the same time need
+        different slots); ``keep`` copies ``x`` first, so the caller may overwrite it.
+        Counts nothing.
+        """
+        ...
+
+    def combine(self, z: NodeTensor, t: int) -> NodeTensor:
+        """``(m, k)``: row ``i`` is ``sum_j W_t[i, j] z_j`` over ``Z``'s rows (held ``i``)."""
+        ...
+
+    def self_weights(self, t: int) -> np.ndarray:
+        """``(m,)`` ``W_t[i, i]`` of the held rows ``i``."""
+        ...
+
+    def layout(self, t: int) -> np.ndarray:
+        """``(n,)`` the row of ``Z`` that holds each node's value at round ``t`` (``-1``:
+        neither held nor received here)."""
+        ...
+
+
+# -- optional capabilities -------------------------------------------------------------------
+# Declared here so that consumers ask ``isinstance(comm, Capability)`` instead of probing
+# attributes; a wrapper offers a capability only where it keeps its meaning.
+
+
+@runtime_checkable
+class Topological(Protocol):
+    """A communicator that mixes with a known topology (``W_t = topology.weights(t)``)."""
+
+    topology: Topology
+
+
+@runtime_checkable
+class Clocked(Protocol):
+    """A simulated network's clock: rounds start when the clock says, nodes leave and join."""
+
+    def begin_round(self, t: int) -> list[tuple[int, int]]:
+        """Advance the clock to round ``t``; return ``(joining, source)`` pairs: a node that
+        joins at ``t`` pulls its state from ``source``."""
+        ...
+
+
+@runtime_checkable
+class PairwiseEvents(Protocol):
+    """Asynchronous pairwise averaging events (AD-PSGD), drawn from a simulated clock."""
+
+    def pairwise(self, x: NodeTensor, t: int) -> Any:
+        """The events of round ``t`` as a :class:`~decent.comm.network.PairwiseRound`."""
+        ...
+
+
+@runtime_checkable
+class HonestRows(Protocol):
+    """Some nodes are Byzantine: metrics are over the honest rows only.
+
+    Attributes:
+        honest: ``(m,)`` bool mask of the held rows that are honest.
+        num_honest: honest nodes in the whole network.
+    """
+
+    honest: torch.Tensor
+    num_honest: int
+
+
+@runtime_checkable
+class Replicable(Protocol):
+    """A simulator communicator that can batch ``R`` independent replicas of itself."""
+
+    def replicated(self, replicas: int) -> Communicator:
+        """The same mixing on ``R`` replicas stacked node-major in ``(n R, k)`` rows."""
+        ...
+
+
+@runtime_checkable
+class AliveRanks(Protocol):
+    """A fault-tolerant transport: who is still alive, and what happened to the others."""
+
+    events: list[dict[str, Any]]
+
+    def alive_ranks(self) -> list[int]:
+        """Group ranks not declared dead, ascending."""
+        ...
+
+
+@runtime_checkable
+class Stale(Protocol):
+    """Mixes neighbours' values up to ``staleness`` mix calls old (``0``: never stale)."""
+
+    @property
+    def staleness(self) -> int: ...

@@ -1,44 +1,56 @@
-"""Delayed mixing in the simulator: the reference of the distributed overlap mode.
+"""Stale mixing over any transport: the one implementation of "neighbours are behind".
 
 A node mixes its own current value with its neighbours' values from ``delay`` mix calls
 ago: the network is one (or more) exchange behind, as when the exchange of round ``t`` runs
-during the gradient computation of round ``t + 1``
-(:class:`decent.comm.dist.DistCommunicator` with ``overlap=True``).
+during the gradient computation of round ``t + 1``. Over the simulator's transport it is
+the reference; over the ranks' transport it *is* the overlap mode of
+:class:`~decent.comm.dist.DistCommunicator` (``overlap=True`` runs this combiner with
+``delay = 1``), so both compute the same numbers by construction.
+
+Two other stale modes differ in what "stale" means and are not this combiner: the
+simulated network's bounded delays (:class:`~decent.comm.network.NetworkCommunicator`)
+draw a delay per link and round from ``(seed, t)`` and may lose messages, and the
+threaded ranks (:class:`~decent.comm.gossip.GossipCommunicator` with ``staleness``) mix
+whichever version arrived first within the bound (a race, not a function of ``t``).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, ReduceOp
+from decent.comm.base import CommStats, Posted, ReduceOp, Transport
 from decent.comm.sim import SimCommunicator
-from decent.topology._matrix import Topology
+from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["DelayedCommunicator"]
 
 
 class DelayedCommunicator:
-    """Mix with neighbours' values from ``delay`` calls ago (a constant, seeded-free delay).
+    """Mix with neighbours' values from ``delay`` calls ago (a constant delay, seed-free).
 
-    With ``x(c)`` the value passed to the ``c``-th call of :meth:`mix` (rows of all nodes),
+    With ``x(c)`` the value passed to the ``c``-th call of :meth:`mix` (the held rows),
 
     .. math::
         x_i \\leftarrow W_t[i, i]\\, x_i(c) + \\sum_{j \\ne i} W_t[i, j]\\, x_j(c - D),
         \\qquad x(c') = x(1) \\text{ for } c' < 1,
 
-    computed as ``W_t @ x(c - D) + diag(W_t) * (x(c) - x(c - D))``. ``delay = 0`` is plain
-    mixing. Each call counts one gossip round, as the simulator does.
+    computed as ``A_t Z(c - D) + diag(W_t) * (x(c) - x(c - D))`` with ``Z(c - D)`` what the
+    transport received for ``x(c - D)``. Every call posts its own exchange and completes
+    the one ``D`` calls old, so up to ``D`` exchanges are in flight. ``delay = 0`` is plain
+    mixing. Each call counts one gossip round, as plain mixing does.
 
     Args:
-        inner: the simulator communicator (all ``n`` rows held), or a topology to build one.
+        inner: the transport (the simulator, or a :class:`~decent.comm.dist.DistCommunicator`
+            on ranks), or a topology to put in a simulator.
         delay: ``D >= 0`` calls.
 
     Raises:
-        ValueError: a negative or non-integer ``delay``.
+        ValueError: a negative or non-integer ``delay``, or a time-varying topology on a
+            transport that receives rows (what was received ``D`` calls ago was chosen by
+            an older ``W``).
 
     Example:
         >>> import torch
@@ -49,51 +61,81 @@ class DelayedCommunicator:
         True
     """
 
-    def __init__(self, inner: SimCommunicator | Topology, delay: int = 1) -> None:
+    def __init__(self, inner: Transport | Topology, delay: int = 1) -> None:
         if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
             raise ValueError(
                 f"delay must be an integer >= 0 (mix calls), got {delay!r}; use delay=1 for "
                 "the one-step-stale overlap mode"
             )
-        self.inner = inner if isinstance(inner, SimCommunicator) else SimCommunicator(inner)
+        self.inner: Transport = inner if isinstance(inner, Transport) else SimCommunicator(inner)
         self.delay = delay
         self.topology = self.inner.topology
         self.num_nodes = self.inner.num_nodes
         self.node_ids = self.inner.node_ids
-        self._history: deque[torch.Tensor] = deque(maxlen=max(delay, 1))
+        if delay and not self.topology.is_static and self.node_ids.numel() < self.num_nodes:
+            raise ValueError(
+                f"delay={delay} on ranks needs a static topology, got time-varying "
+                f"{self.topology.name!r}: a rank posts round t's values before it knows the "
+                "neighbours of the next round it mixes in; use delay=0 (overlap=False) or a "
+                "static topology"
+            )
+        self._posted: deque[Posted] = deque()
+        self._calls = 0
 
     @property
     def stats(self) -> CommStats:
-        """The inner simulator's accounting."""
+        """The transport's accounting."""
         return self.inner.stats
+
+    @property
+    def staleness(self) -> int:
+        """``delay``: neighbours' values are this many mix calls old."""
+        return self.delay
+
+    def weights(self, t: int) -> MixingMatrix:
+        """``W_t`` (the weights the stale values are mixed with)."""
+        return self.inner.weights(t)
 
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """Return row ``i`` = ``W_ii x_i + sum_{j != i} W_ij x_j`` (``x_j`` ``delay`` calls old)."""
+        inner = self.inner
+        inner.stats.add_gossip(inner.weights(t).out_degree, x.shape[1] * x.element_size())
         if self.delay == 0:
-            return self.inner.mix(x, t)
-        hist = self._history
-        stale = hist[0] if len(hist) == self.delay else (hist[0] if hist else x)
-        if stale.shape != x.shape or stale.dtype != x.dtype:
+            return inner.combine(inner.post(x, t).wait(), t)
+        self._calls += 1
+        slots = self.delay + 1
+        if not self._posted:  # first call: nothing stale yet, exchange x itself
+            stale: Posted = inner.post(x, t, slot=0)
+        elif len(self._posted) == self.delay:
+            stale = self._posted.popleft()  # x(c - D), no longer needed after this call
+        else:
+            stale = self._posted[0]  # x(1) until D calls have been posted
+        z = stale.wait()
+        prev = stale.x
+        if prev.shape != x.shape or prev.dtype != x.dtype:
             raise ValueError(
                 f"delayed mixing needs the same shape and dtype on every call; got "
-                f"{tuple(x.shape)} {x.dtype} after {tuple(stale.shape)} {stale.dtype}"
+                f"{tuple(x.shape)} {x.dtype} after {tuple(prev.shape)} {prev.dtype}"
             )
-        diag = torch.as_tensor(self.inner.weights(t).csr.diagonal(), dtype=x.dtype)
-        out = self.inner.mix(stale, t) + diag.to(x.device)[:, None] * (x - stale)
-        hist.append(x.clone())
+        diag = torch.as_tensor(inner.self_weights(t), dtype=x.dtype, device=x.device)
+        out = inner.combine(z, t) + diag[:, None] * (x - prev)
+        self._posted.append(inner.post(x, t, slot=self._calls % slots, keep=True))
         return out
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
     ) -> torch.Tensor:
-        """Exact (undelayed) reduction, as :meth:`SimCommunicator.all_reduce`."""
+        """Exact (undelayed) reduction, as the transport's."""
         return self.inner.all_reduce(x, op, accounted=accounted)
 
-    def __getattr__(self, name: str) -> Any:
-        # weights(t) and anything else the simulator offers
-        if name == "inner" or name == "mix_compressed":  # compressed gossip is not delayed
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def metrics(self) -> dict[str, float]:
+        """Nothing beyond :attr:`stats`."""
+        return {}
+
+    def close(self) -> None:
+        """Complete the exchanges still in flight (every rank calls it after its last mix)."""
+        while self._posted:
+            self._posted.popleft().wait()
 
     def __repr__(self) -> str:
         return f"DelayedCommunicator({self.inner!r}, delay={self.delay})"

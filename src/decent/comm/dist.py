@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -47,9 +48,28 @@ from decent.comm._exchange import (
     resolve_placement,
 )
 from decent.comm.base import CommStats, ReduceOp, period_of, reduce_rows
+from decent.comm.delay import DelayedCommunicator
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["DistCommunicator", "DistConfigError", "block_placement"]
+
+
+class _Posted:
+    """An exchange in flight on ranks (see :meth:`DistCommunicator.post`)."""
+
+    def __init__(self, x: torch.Tensor, z: torch.Tensor, works: list[Any]) -> None:
+        self.x, self._z, self._works = x, z, works
+        self._done = False
+
+    def wait(self) -> torch.Tensor:
+        if not self._done:
+            if self._z is not self.x:  # copied while the messages are in flight
+                self._z[: self.x.shape[0]].copy_(self.x)
+            for work in self._works:
+                work.wait()
+            self._done = True
+        return self._z
+
 
 _PLAN_CACHE_SIZE = 1024
 _DEFAULT_DENSE_LIMIT = 1 << 16
@@ -148,6 +168,7 @@ class DistCommunicator:
 
         self._period = period_of(topology)
         self._plans: OrderedDict[int, ExchangePlan] = OrderedDict()
+        self._latest: tuple[int, ExchangePlan] | None = None
         self._warm: set[torch.device] = set()
         self.overlap = bool(overlap)
         if self.overlap and not topology.is_static:
@@ -156,8 +177,8 @@ class DistCommunicator:
                 "rank posts round t's values before it knows the neighbours of the next "
                 "round it mixes in; use overlap=False (or a static topology)"
             )
-        # overlap mode: (works, received buffers, held rows) of the exchange in flight
-        self._pending: tuple[list[Any], torch.Tensor, torch.Tensor] | None = None
+        # overlap mode: the stale-mixing combiner over this transport
+        self._stale = DelayedCommunicator(self, delay=1) if self.overlap else None
         # reused message buffers, see _workspace
         self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
         if self.device is not None and self.device.type != "cpu":
@@ -172,7 +193,7 @@ class DistCommunicator:
         dist.all_reduce(torch.zeros(1, device=device), group=self.group)
         self._warm.add(device)
 
-    def _check_x(self, x: NodeTensor, what: str) -> None:
+    def check_rows(self, x: NodeTensor, what: str) -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] != self.num_local:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(
@@ -200,13 +221,17 @@ class DistCommunicator:
             raise DistConfigError(f"{what}: unsupported device {x.device}; use CPU or CUDA")
 
     # -- plans ---------------------------------------------------------------------------
-    def _plan(self, t: int) -> ExchangePlan:
+    def plan(self, t: int) -> ExchangePlan:
+        """The exchange for ``W_t``: cached per matrix of a static or periodic topology, and
+        the latest round's of any other (a mix asks for it several times)."""
         key = None if self._period is None else (t - 1) % self._period
         if key is not None:
             plan = self._plans.get(key)
             if plan is not None:
                 self._plans.move_to_end(key)
                 return plan
+        elif self._latest is not None and self._latest[0] == t:
+            return self._latest[1]
         w = self.topology.weights(t)
         if w.n != self.num_nodes:
             raise DistConfigError(
@@ -218,15 +243,17 @@ class DistCommunicator:
             self._plans[key] = plan
             if len(self._plans) > _PLAN_CACHE_SIZE:
                 self._plans.popitem(last=False)
+        else:
+            self._latest = (t, plan)
         return plan
 
     def weights(self, t: int) -> MixingMatrix:
         """``W_t`` as used by :meth:`mix` (cached for static and periodic topologies)."""
-        return self._plan(t).matrix
+        return self.plan(t).matrix
 
     def peers(self, t: int) -> tuple[list[int], list[int]]:
         """Group ranks this rank sends to and receives from at round ``t`` (ascending)."""
-        plan = self._plan(t)
+        plan = self.plan(t)
         return sorted(plan.send), sorted(plan.recv)
 
     # -- transport -----------------------------------------------------------------------
@@ -247,37 +274,27 @@ class DistCommunicator:
             self._buffers[key] = flat
         return flat[: rows * k].view(rows, k)
 
-    def _exchange(self, x: torch.Tensor, plan: ExchangePlan) -> torch.Tensor:
-        """Send each peer its rows of ``x``, receive theirs; return ``Z = [x; received]``.
+    # -- Transport -----------------------------------------------------------------------
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> _Posted:
+        """Post the exchange of ``x`` for ``W_t`` without waiting (see :class:`Transport`).
 
         The only transport code. All sends and receives are posted together with
-        ``batch_isend_irecv``, so no ordering between ranks can deadlock; the call returns
-        when all have completed. ``x`` is copied into ``Z`` while the messages are in flight.
-
-        Returns:
-            ``Z`` of shape ``(m + r, k)``: the rows of ``x``, then the received rows, peers
-            ascending (the column order of ``plan.weights``); ``x`` itself when nothing is
-            received. ``Z`` is a reused buffer, valid until the next exchange.
+        ``batch_isend_irecv``, so no ordering between ranks can deadlock. Consecutive rows
+        are sent as views of ``x`` (no copy); other row sets are packed into a reused
+        buffer; the received rows land in a reused ``Z = [x; received]`` buffer, valid
+        until the next exchange on the same ``slot``. ``x`` (or its ``keep`` copy) must stay
+        untouched until :meth:`_Posted.wait` returns.
         """
-        works, z = self._post(x, plan)
-        if z is not x:
-            z[: x.shape[0]].copy_(x)
-        for work in works:
-            work.wait()
-        return z
-
-    def _post(self, x: torch.Tensor, plan: ExchangePlan) -> tuple[list[Any], torch.Tensor]:
-        """Post the exchange of :meth:`_exchange` without waiting; return (works, ``Z``).
-
-        The received rows land in ``Z[m:]`` once the works complete; ``Z[:m]`` is left to
-        the caller. Consecutive rows are sent as views of ``x`` (no copy); other row sets
-        are packed into a reused buffer. ``x`` and the buffers must stay untouched until
-        the works complete.
-        """
+        self.check_rows(x, "mix")
+        plan = self.plan(t)
         m = x.shape[0]
+        if keep:
+            own = self._workspace(f"own{slot}", m, x)
+            own.copy_(x)
+            x = own
         ops: list[dist.P2POp] = []
         scattered = [p for p in sorted(plan.send) if plan.send_slice(p) is None]
-        packed = self._workspace("send", sum(plan.send[p].size for p in scattered), x)
+        packed = self._workspace(f"send{slot}", sum(plan.send[p].size for p in scattered), x)
         index = plan.send_index(x.device) if scattered else {}
         offset = 0
         for p in sorted(plan.send):
@@ -292,7 +309,7 @@ class DistCommunicator:
             ops.append(dist.P2POp(dist.isend, buf, self._global_rank[p], self.group))
             self.wire_bytes += buf.numel() * buf.element_size()
         if plan.recv:
-            z = self._workspace("z", m + plan.num_received, x)
+            z = self._workspace(f"z{slot}", m + plan.num_received, x)
             offset = m
             for p in sorted(plan.recv):
                 size = plan.recv[p].size
@@ -302,7 +319,32 @@ class DistCommunicator:
         else:
             z = x
         works = list(dist.batch_isend_irecv(ops)) if ops else []
-        return works, z
+        return _Posted(x, z, works)
+
+    def exchange(self, x: NodeTensor, t: int) -> NodeTensor:
+        """``Z = [x; received]`` for ``W_t``: :meth:`post` and wait (``x`` is copied into
+        ``Z`` while the messages are in flight)."""
+        return self.post(x, t).wait()
+
+    def combine(self, z: NodeTensor, t: int) -> NodeTensor:
+        """``A @ Z``: the held rows of ``W_t`` applied to ``Z = [x; received]``."""
+        return self.plan(t).apply(z, self.num_local)
+
+    def self_weights(self, t: int) -> np.ndarray:
+        """``(m,)`` ``W_t[i, i]`` of the held rows."""
+        return np.asarray(self.plan(t).matrix.csr.diagonal()[self._my_nodes])
+
+    def layout(self, t: int) -> np.ndarray:
+        """``(n,)`` each node's row in ``Z = [x; received]`` (``-1``: not here)."""
+        plan = self.plan(t)
+        zpos = np.full(self.num_nodes, -1, dtype=np.int64)
+        zpos[self._my_nodes] = np.arange(self.num_local)
+        offset = self.num_local
+        for p in sorted(plan.recv):
+            got = plan.recv[p]
+            zpos[got] = np.arange(offset, offset + got.size)
+            offset += got.size
+        return zpos
 
     # -- Communicator --------------------------------------------------------------------
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
@@ -310,7 +352,9 @@ class DistCommunicator:
 
         Every rank must call ``mix`` with the same ``t`` (it is a collective over the
         neighbours of this rank's nodes). Counts one gossip round in :attr:`stats`, with the
-        global numbers of ``W_t``, so every rank's stats equal the simulator's.
+        global numbers of ``W_t``, so every rank's stats equal the simulator's. In overlap
+        mode the stale-mixing combiner (:class:`~decent.comm.delay.DelayedCommunicator`,
+        delay 1) runs over this transport instead.
 
         Args:
             x: ``(m, k)`` values of the held nodes, rows in :attr:`node_ids` order.
@@ -323,15 +367,14 @@ class DistCommunicator:
             ValueError: ``x`` has the wrong shape or device.
             DistConfigError: the device does not match the process group's backend.
         """
-        self._check_x(x, "mix")
+        self.check_rows(x, "mix")
         if x.device.type != "cpu":
             self._warm_up(x.device)
-        plan = self._plan(t)
-        self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
         x = x.contiguous()
-        if self.overlap:
-            return self._mix_overlap(x, plan)
-        return plan.apply(self._exchange(x, plan), self.num_local)
+        if self._stale is not None:
+            return self._stale.mix(x, t)
+        self.stats.add_gossip(self.plan(t).matrix.out_degree, x.shape[1] * x.element_size())
+        return self.combine(self.exchange(x, t), t)
 
     def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
         """One gossip step on compressed messages: ``x_i <- sum_j W_t[i, j] dense_j``.
@@ -350,16 +393,15 @@ class DistCommunicator:
                 "compressed gossip needs overlap=False: it mixes this round's messages"
             )
         dense = payload.dense
-        self._check_x(dense, "mix_compressed")
+        self.check_rows(dense, "mix_compressed")
         if dense.device.type != "cpu":
             self._warm_up(dense.device)
-        plan = self._plan(t)
+        plan = self.plan(t)
         self.stats.add_gossip(plan.matrix.out_degree, int(payload.nbytes))
         m = self.num_local
         if not plan.recv and not plan.send:
             return plan.apply(dense.contiguous(), m)
-        wire = payload.wire()
-        z_wire = self._exchange(wire, plan)
+        z_wire = self.exchange(payload.wire(), t)
         if not plan.recv:
             return plan.apply(dense.contiguous(), m)
         z = self._workspace("zc", m + plan.num_received, dense)
@@ -367,34 +409,10 @@ class DistCommunicator:
         z[m:].copy_(payload.decode(z_wire[m:]))
         return plan.apply(z, m)
 
-    def _mix_overlap(self, x: torch.Tensor, plan: ExchangePlan) -> torch.Tensor:
-        """``A @ [x_prev; received_prev] + diag(W)_held * (x - x_prev)``, then post ``x``."""
-        m = self.num_local
-        if self._pending is None:  # first call: nothing stale yet, exchange x itself
-            z = self._exchange(x, plan)
-            prev = x
-        else:
-            works, z, prev = self._pending
-            for work in works:
-                work.wait()
-            if prev.shape != x.shape or prev.dtype != x.dtype:
-                raise ValueError(
-                    f"overlap mode mixes the previous call's values, so every call must pass "
-                    f"the same shape and dtype; got {tuple(x.shape)} {x.dtype} after "
-                    f"{tuple(prev.shape)} {prev.dtype}"
-                )
-            if z is not prev:
-                z[:m].copy_(prev)
-        diag = torch.as_tensor(
-            plan.matrix.csr.diagonal()[self._my_nodes], dtype=x.dtype, device=x.device
-        )
-        out = plan.apply(z, m) + diag[:, None] * (x - prev)
-        # the sends read `own` until the next call waits for them, so keep a private copy
-        own = self._workspace("own", m, x)
-        own.copy_(x)
-        works, z = self._post(own, plan)
-        self._pending = (works, z, own)
-        return out
+    @property
+    def staleness(self) -> int:
+        """``1`` in overlap mode (neighbours' values one call old), else ``0``."""
+        return int(self.overlap)
 
     def metrics(self) -> dict[str, float]:
         """Nothing beyond :attr:`stats` (this transport has no failure handling)."""
@@ -406,10 +424,8 @@ class DistCommunicator:
         Every rank must call it after its last :meth:`mix` (the last posted sends are
         matched by the neighbours' last posted receives).
         """
-        if self._pending is not None:
-            for work in self._pending[0]:
-                work.wait()
-            self._pending = None
+        if self._stale is not None:
+            self._stale.close()
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
@@ -423,7 +439,7 @@ class DistCommunicator:
         Raises:
             ValueError: unknown ``op`` or a wrongly shaped ``x``.
         """
-        self._check_x(x, "all_reduce")
+        self.check_rows(x, "all_reduce")
         local = reduce_rows(x, op).contiguous()
         if x.device.type != "cpu":
             self._warm_up(x.device)

@@ -63,13 +63,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, ReduceOp, period_of
+from decent.comm.base import CommStats, ReduceOp, Stale, Transport, period_of
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = [
@@ -366,7 +366,7 @@ class RobustCommunicator:
 
     def __init__(
         self,
-        inner: Any,
+        inner: Transport,
         byzantine: Sequence[int] | np.ndarray,
         attack: str = "sign_flip",
         aggregation: str = "mean",
@@ -379,8 +379,6 @@ class RobustCommunicator:
         epsilon: float = 1.0,
         seed: int = 0,
     ) -> None:
-        from decent.comm.sim import SimCommunicator
-
         if attack not in ATTACKS:
             raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
         if aggregation not in AGGREGATIONS:
@@ -392,15 +390,11 @@ class RobustCommunicator:
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
         self.inner = inner
-        self._sim = isinstance(inner, SimCommunicator)
-        if not self._sim:
-            from decent.comm.dist import DistCommunicator
-
-            if not isinstance(inner, DistCommunicator) or inner.overlap:
-                raise ValueError(
-                    "Byzantine nodes run in the simulator (SimCommunicator) or on ranks with "
-                    f"the synchronous DistCommunicator, got {inner!r}; use mode = 'sync'"
-                )
+        if not isinstance(inner, Transport) or (isinstance(inner, Stale) and inner.staleness):
+            raise ValueError(
+                "Byzantine nodes run in the simulator (SimCommunicator) or on ranks with "
+                f"the synchronous DistCommunicator, got {inner!r}; use mode = 'sync'"
+            )
         self.topology: Topology = inner.topology
         self.num_nodes = int(inner.num_nodes)
         self.node_ids = inner.node_ids
@@ -434,15 +428,9 @@ class RobustCommunicator:
         if why is not None:
             raise ValueError(why if t == 1 else f"at round t={t}: {why}")
 
-    def _gather(self, t: int, x: torch.Tensor) -> tuple[_Gather, Any]:
+    def _gather(self, t: int, x: torch.Tensor) -> _Gather:
         key: object = None if self._period is None else (t - 1) % self._period
-        if self._sim:
-            w = self.inner.weights(t)
-            dplan = None
-            zpos = np.arange(self.num_nodes, dtype=np.int64)
-        else:
-            dplan = self.inner._plan(t)
-            w = dplan.matrix
+        w = self.inner.weights(t)
         cache = (key, x.dtype, x.device)
         plan = self._plans.get(cache) if key is not None else None
         if plan is None:
@@ -450,20 +438,13 @@ class RobustCommunicator:
                 self._check(w, t)
                 if key is not None:
                     self._checked.add(key)
-            if dplan is not None:
-                zpos = np.full(self.num_nodes, -1, dtype=np.int64)
-                zpos[self._held] = np.arange(self._held.size)
-                offset = self._held.size
-                for p in sorted(dplan.recv):
-                    got = dplan.recv[p]
-                    zpos[got] = np.arange(offset, offset + got.size)
-                    offset += got.size
+            zpos = self.inner.layout(t)
             plan = _gather_plan(w, self._held, zpos, self._is_byz, x.dtype, x.device)
             if key is not None:
                 if len(self._plans) > 1024:
                     self._plans.clear()
                 self._plans[cache] = plan
-        return plan, dplan
+        return plan
 
     def _workspace(self, name: str, slots: int, like: torch.Tensor) -> torch.Tensor:
         """A reused ``(slots, m, k)`` buffer with ``like``'s dtype and device.
@@ -579,18 +560,12 @@ class RobustCommunicator:
             raise ValueError(
                 f"mix expects a (m, k) = ({self._held.size}, k) tensor, got {tuple(x.shape)}"
             )
-        if not self._sim:
-            self.inner._check_x(x, "mix")
         x = x.contiguous()
-        g, dplan = self._gather(t, x)
+        g = self._gather(t, x)
         sent = self._forge_sent(x, t)
         self.stats.add_gossip(g.matrix.out_degree, x.shape[1] * x.element_size())
-        if self._sim:
-            z = sent
-            plain = self.inner.apply(sent, t)
-        else:
-            z = self.inner._exchange(sent.contiguous(), dplan)
-            plain = dplan.apply(z, self._held.size)
+        z = self.inner.post(sent.contiguous(), t).wait()
+        plain = self.inner.combine(z, t)
         rows = self._byz_rows.to(x.device)
         if sent is not x and rows.numel():  # a forging Byzantine node keeps its own value
             fix = (x - sent).index_select(0, rows) * g.weight[0].index_select(0, rows)[:, None]
@@ -625,13 +600,6 @@ class RobustCommunicator:
     def close(self) -> None:
         """Close the inner communicator."""
         self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # weights(t), peers(t), rank, ... of the wrapped communicator; not mix_compressed,
-        # which would bypass the attack and the rule
-        if name in ("inner", "mix_compressed"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return (

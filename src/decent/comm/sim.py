@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, ReduceOp, period_of, reduce_rows
+from decent.comm.base import (
+    CommStats,
+    Communicator,
+    Held,
+    ReduceOp,
+    period_of,
+    reduce_rows,
+)
 from decent.topology._matrix import MixingMatrix, Topology
 
 Kernel = Literal["auto", "dense", "sparse", "mean"]
@@ -30,7 +37,7 @@ class _Plan:
     kind: str
     matrix: MixingMatrix
     weights: torch.Tensor | None
-    dense: torch.Tensor | None = None  # also kept for a small sparse W: see _apply
+    dense: torch.Tensor | None = None  # also kept for a small sparse W: see apply_plan
     kron: dict[int, torch.Tensor] = field(default_factory=dict, compare=False)
     """``W ⊗ I_R`` in CSR per replica count ``R`` (built on first use)."""
 
@@ -134,9 +141,9 @@ class SimCommunicator:
     # -- Communicator --------------------------------------------------------------------
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """Return ``W_t @ x`` for ``x`` of shape ``(n, k)``; counts one gossip round."""
-        plan = self._checked_plan(x, t)
+        plan = self.checked_plan(x, t)
         self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
-        return self._apply(plan, x)
+        return self.apply_plan(plan, x)
 
     def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
         """``W_t @ payload.dense``; counts one gossip round of ``payload.nbytes`` per message.
@@ -146,15 +153,34 @@ class SimCommunicator:
         and gets the same numbers.
         """
         x = payload.dense
-        plan = self._checked_plan(x, t)
+        plan = self.checked_plan(x, t)
         self.stats.add_gossip(plan.matrix.out_degree, int(payload.nbytes))
-        return self._apply(plan, x)
+        return self.apply_plan(plan, x)
 
-    def apply(self, x: NodeTensor, t: int) -> NodeTensor:
-        """``W_t @ x`` without counting it (the replica-batched communicator counts itself)."""
-        return self._apply(self._checked_plan(x, t), x)
+    # -- Transport: every row is here, nothing moves ------------------------------------
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Held:
+        """The exchange for ``W_t``: nothing to move, ``Z = x`` (a copy with ``keep``)."""
+        self.checked_plan(x, t)
+        return Held(x.clone() if keep else x)
 
-    def _checked_plan(self, x: NodeTensor, t: int) -> _Plan:
+    def combine(self, z: NodeTensor, t: int) -> NodeTensor:
+        """``W_t @ z`` without counting it (callers count what they send)."""
+        return self.apply_plan(self.checked_plan(z, t), z)
+
+    def self_weights(self, t: int) -> np.ndarray:
+        """``(n,)`` the diagonal of ``W_t``."""
+        return np.asarray(self.weights(t).csr.diagonal())
+
+    def layout(self, t: int) -> np.ndarray:
+        """``Z = x``: node ``i`` is row ``i``."""
+        return np.arange(self.num_nodes, dtype=np.int64)
+
+    def checked_plan(self, x: NodeTensor, t: int) -> _Plan:
+        """The kernel and matrix that mix ``x`` at round ``t`` (for :meth:`apply_plan`).
+
+        Raises:
+            ValueError: ``x`` is not ``(num_nodes, k)``.
+        """
         if x.ndim != 2 or x.shape[0] != self.num_nodes:
             raise ValueError(
                 f"mix expects a (num_nodes, k) = ({self.num_nodes}, k) tensor, got {tuple(x.shape)}"
@@ -162,7 +188,7 @@ class SimCommunicator:
         return self._plan(t, x.dtype)
 
     @staticmethod
-    def _apply(plan: _Plan, x: NodeTensor, replicas: int = 1) -> NodeTensor:
+    def apply_plan(plan: _Plan, x: NodeTensor, replicas: int = 1) -> NodeTensor:
         """``W @ x``; ``x`` of shape ``(n, replicas * k)`` holds ``replicas`` side by side.
 
         Neither product is column-invariant: a dense BLAS product's blocking, and so its
@@ -203,6 +229,11 @@ class SimCommunicator:
             per = torch.stack([dense @ parts[r] for r in range(replicas)])
         return per.transpose(0, 1).contiguous().view(n, replicas * k)
 
+    def replicated(self, replicas: int) -> Communicator:
+        """``R`` replicas of this network mixed in one product
+        (:class:`ReplicatedCommunicator`)."""
+        return ReplicatedCommunicator(self, replicas)
+
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
     ) -> torch.Tensor:
@@ -221,6 +252,118 @@ class SimCommunicator:
 
     def __repr__(self) -> str:
         return f"SimCommunicator({self.topology.name}, n={self.num_nodes}, kernel={self.kernel!r})"
+
+
+# -- replica batches ------------------------------------------------------------------
+# R independent runs on one graph, mixed in one product: the replica-batched communicator.
+#
+# A replica batch holds ``R`` runs of ``n`` nodes as one ``(n * R, k)`` tensor in
+# **node-major** order: row ``i * R + r`` is node ``i`` of replica ``r``. Then
+# ``x.view(n, R * k)`` puts every replica's copy of a node on one row, and one sparse product
+# ``W_t @ x.view(n, R * k)`` mixes all replicas at once: ``W`` acts on the node axis only, so
+# the result is block-diagonal mixing (replica ``r`` sees only replica ``r``) without ever
+# building an ``(nR, nR)`` matrix, and with no copy in or out. A replica's columns never
+# meet another's, so a diverged replica cannot contaminate the others.
+#
+# Accounting is per replica: each replica's run is the single run it stands for, so
+# :attr:`stats` counts one replica's traffic (every replica's is the same).
+
+
+class ReplicatedCommunicator:
+    """Mix ``R`` replicas of a simulated network, stacked node-major in ``(n * R, k)``.
+
+    Args:
+        inner: the simulator communicator of one replica (``n`` nodes).
+        replicas: ``R >= 1``.
+
+    Example:
+        >>> import torch
+        >>> from decent.topology import ring
+        >>> comm = ReplicatedCommunicator(SimCommunicator(ring(4)), replicas=2)
+        >>> x = torch.arange(8.0, dtype=torch.float64)[:, None]   # node i, replica r: 2 i + r
+        >>> single = SimCommunicator(ring(4)).mix(x.view(4, 2)[:, :1].contiguous(), 1)
+        >>> torch.equal(comm.mix(x, 1).view(4, 2)[:, :1], single)
+        True
+    """
+
+    def __init__(self, inner: SimCommunicator, replicas: int) -> None:
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"replicas must be an integer >= 1, got {replicas!r}")
+        self.inner = inner
+        self.replicas = replicas
+        self.topology = inner.topology
+        self.num_nodes = inner.num_nodes
+        self.node_ids = inner.node_ids
+        self.stats = CommStats(num_nodes=self.num_nodes)
+
+    @property
+    def rows(self) -> int:
+        """``n * R``, the rows of every stacked node tensor."""
+        return self.num_nodes * self.replicas
+
+    def _check(self, x: NodeTensor, what: str) -> None:
+        if x.ndim != 2 or x.shape[0] != self.rows:
+            raise ValueError(
+                f"{what} expects a (num_nodes * replicas, k) = ({self.rows}, k) tensor, "
+                f"got {tuple(x.shape)}"
+            )
+
+    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
+        """Every replica's ``W_t @ x_r`` in one product; counts one replica's gossip round."""
+        return self._mix(x, t, x.shape[1] * x.element_size())
+
+    def _mix(self, x: NodeTensor, t: int, nbytes: int) -> NodeTensor:
+        self._check(x, "mix")
+        n, k = self.num_nodes, x.shape[1]
+        plan = self.inner.checked_plan(x.view(n, self.replicas * k), t)
+        self.stats.add_gossip(plan.matrix.out_degree, nbytes)
+        if n == 1:  # W = [[1]]: every replica's row is its own average, exactly
+            return x.clone()
+        if plan.kind == "mean":  # the exact average: per replica, summed as a single run sums
+            parts = [self.replica_rows(x, r).contiguous() for r in range(self.replicas)]
+            means = torch.stack([p.mean(dim=0) for p in parts]).view(1, self.replicas * k)
+            return means.expand(n, self.replicas * k).reshape(self.rows, k)
+        mixed = self.inner.apply_plan(plan, x.view(n, self.replicas * k), self.replicas)
+        return mixed.view(self.rows, k)
+
+    def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
+        """Every replica's ``W_t @ dense_r``; counts one replica's round of ``payload.nbytes``."""
+        out = self._mix(payload.dense, t, int(payload.nbytes))
+        return out
+
+    def all_reduce(
+        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
+    ) -> torch.Tensor:
+        """Each replica's reduction over its nodes, broadcast back to its rows ``(n * R, k)``.
+
+        A single run returns ``(k,)``; a replica's rows need their own replica's value, so
+        the result has one row per stacked row.
+        """
+        self._check(x, "all_reduce")
+        n, r, k = self.num_nodes, self.replicas, x.shape[1]
+        if accounted:
+            self.stats.add_all_reduce(k * x.element_size())
+        if n == 1:  # one node: the reduction of a single row is the row, exactly
+            return x.clone()
+        # each replica's reduction on its own contiguous rows: the single run's kernel on
+        # the single run's shape, so the sums come out in the same order, bit for bit
+        parts = [self.replica_rows(x, i).contiguous() for i in range(r)]
+        per = torch.stack([p.mean(dim=0) if op == "mean" else reduce_rows(p, op) for p in parts])
+        return per.view(1, r * k).expand(n, r * k).reshape(self.rows, k)
+
+    def replica_rows(self, x: NodeTensor, r: int) -> NodeTensor:
+        """Replica ``r``'s ``(n, k)`` rows of a stacked tensor (a strided view)."""
+        return x.view(self.num_nodes, self.replicas, -1)[:, r, :]
+
+    def metrics(self) -> dict[str, float]:
+        """Nothing beyond :attr:`stats`."""
+        return {}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return f"ReplicatedCommunicator({self.inner!r}, replicas={self.replicas})"
 
 
 def _kron_rows(w: torch.Tensor, replicas: int) -> torch.Tensor:

@@ -239,6 +239,7 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
     topology = build_topology(config.topology)
     task = build_task(config.task, topology.num_nodes, config.dtype)
     algorithm = build_algorithm(config.algorithm, config.rounds)
+    check_static(algorithm, topology, config)
     check_mixing(algorithm, topology, config)
     build_privacy(config, task)
     warn_odd(config)
@@ -247,15 +248,6 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
 
         comm_factory = SimCommunicator
     comm = _guard("backend", config.backend, lambda: comm_factory(topology))
-    if config.chebyshev_steps > 1:
-        from decent.comm import accelerate
-
-        inner = comm
-        comm = _guard(
-            "chebyshev_steps",
-            config.chebyshev_steps,
-            lambda: accelerate(inner, config.chebyshev_steps),
-        )
     if config.network is not None:
         comm = build_network(config, comm)
     elif getattr(algorithm, "needs_clock", False):
@@ -264,6 +256,18 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
             "a [network] section (its compute models decide who finishes when)"
         )
         raise ConfigError([Issue("algorithm.kind", config.algorithm.kind, why)])
+    if config.chebyshev_steps > 1:  # K gossip rounds per mix, on the network's clock too
+        from decent.comm import accelerate
+
+        if getattr(algorithm, "needs_clock", False):
+            why = f"{config.algorithm.kind} averages pairs, it never mixes with W_t; use 1"
+            raise ConfigError([Issue("chebyshev_steps", config.chebyshev_steps, why)])
+        inner = comm
+        comm = _guard(
+            "chebyshev_steps",
+            config.chebyshev_steps,
+            lambda: accelerate(inner, config.chebyshev_steps),
+        )
     if getattr(algorithm, "compressed", False):
         check_compressed(config, topology, comm)
     if getattr(algorithm, "needs_clock", False) and config.network is not None:
@@ -339,18 +343,25 @@ def build_byzantine(config: m.ExperimentConfig, comm: Any) -> Any:
     )
 
 
+def check_static(algorithm: Any, topology: Topology, config: m.ExperimentConfig) -> None:
+    """Refuse a time-varying topology for a method whose state needs a fixed ``W``.
+
+    Raises:
+        ConfigError: ``topology: ... -> <method> needs a static topology ...``.
+    """
+    from decent.algorithms import static_violation
+
+    why = static_violation(algorithm, topology)
+    if why is not None:
+        raise ConfigError([Issue("topology", config.topology, why)])
+
+
 def check_compressed(config: m.ExperimentConfig, topology: Any, comm: Any) -> None:
-    """Compressed gossip needs a fixed ``W`` and a transport that sends compressed messages."""
-    from decent.comm.base import CompressedMixing
+    """Compressed gossip needs a transport that sends compressed messages of this round."""
+    from decent.comm.base import CompressedMixing, Stale
 
     kind = config.algorithm.kind
-    if not getattr(topology, "is_static", False):
-        why = (
-            f"{kind} keeps s = W hat up to date by adding W q each round, so W must not change; "
-            "use a static topology (ring, torus, exponential, random_regular, ...)"
-        )
-        raise ConfigError([Issue("topology", config.topology, why)])
-    if not isinstance(comm, CompressedMixing) or getattr(comm, "overlap", False):
+    if not isinstance(comm, CompressedMixing) or (isinstance(comm, Stale) and comm.staleness):
         why = (
             f"{kind} sends compressed messages, which {type(comm).__name__} does not (a "
             "simulated [network], chebyshev_steps > 1, overlap and bounded-staleness ranks mix "
@@ -377,8 +388,6 @@ def build_network(config: m.ExperimentConfig, comm: Any) -> Any:
             "a simulated network (clock, drops, crashes) runs in the simulator; set backend = "
             '"sim", or drop the network section to run on real ranks'
         )
-        if config.chebyshev_steps > 1:
-            why = "a simulated network does not combine with chebyshev_steps > 1 yet; use 1"
         raise ConfigError([Issue("network", "set", why)])
     c, f = net.compute, net.faults
     n = comm.num_nodes

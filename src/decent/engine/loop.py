@@ -12,8 +12,8 @@ import torch
 
 from decent import _threads
 from decent._types import Batch
-from decent.algorithms.base import Algorithm
-from decent.comm.base import Communicator
+from decent.algorithms.base import Algorithm, static_violation
+from decent.comm.base import Clocked, Communicator, Replicable, Topological
 from decent.engine import replicas
 from decent.engine.callbacks import Callback
 from decent.engine.oracle import GradientOracle
@@ -162,7 +162,7 @@ def train_replicas(
     parameters (heterogeneity, noise, problem seed). All ``R`` runs go through the round
     loop together: one batched gradient call, one algorithm step with a step size per row,
     and one sparse product for every replica's gossip
-    (:class:`~decent.comm.replicated.ReplicatedCommunicator`); replica ``r`` computes bit for
+    (:class:`~decent.comm.sim.ReplicatedCommunicator`); replica ``r`` computes bit for
     bit what :func:`train` computes for it alone. Each replica is evaluated, recorded (its
     own ``callbacks[r]``), checked for divergence and finished on its own: a diverged
     replica is recorded as diverged and stopped (step size 0, state zeroed), the others go
@@ -225,7 +225,11 @@ def train_replicas(
     if privacy is not None:  # DP-SGD gradients, and every node's budget at evaluations
         accountant = PrivacyAccountant(privacy, sampling_rates(tasks[0]))
         private = PrivateOracle(tasks[0], privacy, seeds=seeds, nodes=nodes, num_nodes=n)
-    topo_name = topology_name or str(getattr(getattr(comm, "topology", None), "name", "?"))
+    if isinstance(comm, Topological):
+        refused = static_violation(algorithms[0], comm.topology)
+        if refused is not None:
+            raise ValueError(refused)
+    topo_name = topology_name or (comm.topology.name if isinstance(comm, Topological) else "?")
     infos = [
         RunInfo(
             algorithm=algo.name,
@@ -251,19 +255,12 @@ def train_replicas(
 
         state = algorithm.init(starts[0])
     else:
-        from decent.comm.replicated import ReplicatedCommunicator
-        from decent.comm.sim import SimCommunicator
-
-        replicated = getattr(comm, "replicated", None)
-        if callable(replicated):  # a wrapper (ChebyshevCommunicator) re-wraps its simulator
-            loop_comm = replicated(R)
-        elif isinstance(comm, SimCommunicator):
-            loop_comm = ReplicatedCommunicator(comm, R)
-        else:
+        if not isinstance(comm, Replicable):
             raise ValueError(
                 f"a replica batch runs in the simulator: comm must be a SimCommunicator, got "
                 f"{type(comm).__name__}"
             )
+        loop_comm = comm.replicated(R)  # a wrapper (ChebyshevCommunicator) re-wraps its own
         eval_comm = comm
         algorithm = replicas.replicate(algorithms, n, device=nodes.device)
         sample = replicas.stacked_sampler(tasks, seeds, nodes)
@@ -387,16 +384,16 @@ def train_replicas(
             initial[r] = records[r][0].get("eval/loss@mean", math.nan)
             if divergence_factor is not None and math.isfinite(initial[r]):
                 limits[r] = divergence_factor * max(abs(initial[r]), 1.0)
-        begin_round = getattr(loop_comm, "begin_round", None)  # a simulated network's clock
+        clock = loop_comm if isinstance(loop_comm, Clocked) else None  # a simulated network
         for t in range(1, rounds + 1):
             threads.tick()
-            if begin_round is not None:
-                joins = begin_round(t)
+            if clock is not None:
+                joins = clock.begin_round(t)
                 if joins:  # a joining node pulls its state (and output sums) from a neighbour
                     held = [oracle.buffers] if oracle.buffers is not None else []
                     _pull_rows([*state, *sums.values(), *held], joins, n * R)
             # 1. where gradients are taken (DAT-SGD: the query point x, not w)
-            query = algorithm.query(state)
+            query = algorithm.query(state, t)
             # 2. each node's minibatch: a pure function of (seed, node, t)
             batch = sample(t)
             # 3. all held nodes' (all replicas') gradients in one batched call

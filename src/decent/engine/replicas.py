@@ -4,7 +4,7 @@ A replica batch is ``R`` independent runs that share the algorithm's class and s
 (every hyperparameter but the step size), the task's family and shapes, and the topology,
 and differ in seed, step size and the task's scalar parameters. They run as one stacked
 ``(n * R, d)`` tensor in node-major order (row ``i * R + r`` is node ``i`` of replica
-``r``; see :class:`decent.comm.replicated.ReplicatedCommunicator`), through the same
+``r``; see :class:`decent.comm.sim.ReplicatedCommunicator`), through the same
 round loop as a single run (:func:`decent.engine.train_replicas`).
 
 Every replica computes what its single run computes, bit for bit: its draws come from its

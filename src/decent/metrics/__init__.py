@@ -20,7 +20,7 @@ import math
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import Communicator
+from decent.comm.base import Communicator, HonestRows
 from decent.tasks.base import Task
 
 EVAL_CHUNK = 64
@@ -34,10 +34,9 @@ def _honest(comm: Communicator) -> tuple[torch.Tensor, int] | None:
     ``num_honest``; every metric is then over the honest nodes only (a Byzantine node's
     model means nothing). Every rank takes the same branch (the attribute is global).
     """
-    mask = getattr(comm, "honest", None)
-    if not isinstance(mask, torch.Tensor):
+    if not isinstance(comm, HonestRows):
         return None
-    return mask, int(comm.num_honest)  # type: ignore[attr-defined]
+    return comm.honest, int(comm.num_honest)
 
 
 def _mean_rows(x: NodeTensor, comm: Communicator) -> torch.Tensor:

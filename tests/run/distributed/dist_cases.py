@@ -191,7 +191,12 @@ def mix_worker(rank: int, world_size: int, specs: list[dict[str, Any]]) -> dict[
                 out[spec["name"]] = None
                 continue
         topo = make_topology(spec["kind"], spec["n"], **spec.get("params", {}))
-        comm = DistCommunicator(topo, group=group, **spec.get("comm", {}))
+        comm: Any = DistCommunicator(topo, group=group, **spec.get("comm", {}))
+        transport = comm
+        if spec.get("delay"):  # the stale-mixing combiner over the ranks' transport
+            from decent.comm.delay import DelayedCommunicator
+
+            comm = DelayedCommunicator(comm, delay=spec["delay"])
         ids = comm.node_ids.numpy()
         dtype = getattr(torch, spec.get("dtype", "float64"))
         x = torch.as_tensor(initial_values(spec["n"], spec["k"])[ids], dtype=dtype)
@@ -199,7 +204,8 @@ def mix_worker(rank: int, world_size: int, specs: list[dict[str, Any]]) -> dict[
         for t in range(1, spec["steps"] + 1):
             x = comm.mix(x, t)
             rows.append(x.numpy().copy())
-            peers.append(comm.peers(t))
+            peers.append(transport.peers(t))
+        comm.close()
         out[spec["name"]] = {
             "node_ids": ids.tolist(),
             "rows": rows,

@@ -97,6 +97,11 @@ for _s in SPECS_4 + SPECS_2:
     _s.setdefault("k", 5)
     _s.setdefault("steps", 4)
 SPECS = {s["name"]: s for s in SPECS_4 + SPECS_2}
+# the one stale-mixing combiner on ranks: two and three exchanges in flight at once
+DELAYED_4: list[dict[str, Any]] = [
+    {**SPECS["ring6_uneven"], "name": f"ring6_uneven_delay{d}", "delay": d, "steps": 6}
+    for d in (1, 2, 3)
+]
 WORLD = {**{s["name"]: 4 for s in SPECS_4}, **{s["name"]: 2 for s in SPECS_2}}
 
 
@@ -127,6 +132,7 @@ def _world4(rank: int, world_size: int) -> dict[str, Any]:
         ),
         "errors": error_worker(rank, world_size),
         "caching": caching_worker(rank, world_size, 12),
+        "delayed": mix_worker(rank, world_size, DELAYED_4),
     }
     return {"mix": mix_worker(rank, world_size, SPECS_4), "extras": extras}
 
@@ -177,6 +183,28 @@ def test_agrees_with_simulator(request: pytest.FixtureRequest, name: str) -> Non
         for rows, want in zip(r["rows"], sim_rows, strict=True):
             np.testing.assert_allclose(rows, want[r["node_ids"]], rtol=0, atol=TOL)
         assert r["stats"] == stats_dict(sim.stats)
+
+
+@pytest.mark.parametrize("spec", DELAYED_4, ids=lambda s: s["name"])
+def test_delayed_mixing_on_ranks_equals_the_simulator(
+    extras4: list[Any], spec: dict[str, Any]
+) -> None:
+    """``DelayedCommunicator`` over the ranks' transport is the simulator's delayed mix to
+    1e-12 (``delay = 1`` is the overlap mode), with up to ``delay`` exchanges in flight."""
+    from decent.comm.delay import DelayedCommunicator
+
+    topo = make_topology(spec["kind"], spec["n"])
+    sim = DelayedCommunicator(topo, delay=spec["delay"])
+    x = torch.as_tensor(initial_values(spec["n"], spec["k"]))
+    sim_rows = []
+    for t in range(1, spec["steps"] + 1):
+        x = sim.mix(x, t)
+        sim_rows.append(x.numpy())
+    for r in extras4:
+        got = r["delayed"][spec["name"]]
+        for rows, want in zip(got["rows"], sim_rows, strict=True):
+            np.testing.assert_allclose(rows, want[got["node_ids"]], rtol=0, atol=TOL)
+        assert got["stats"] == stats_dict(sim.stats)
 
 
 def _expected_peers(w: np.ndarray, placement: list[list[int]], rank: int) -> tuple[list, list]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch.distributed as dist
 
 from decent.comm._exchange import DistConfigError, block_placement
+from decent.comm.base import AliveRanks
 from decent.config import build
 from decent.engine import Callback, RunResult
 from decent.results import Store, run_id_for
@@ -258,13 +259,12 @@ def run_rank(
     result = outcome.result
     assert result is not None
     result.extra["node_ids"] = [int(i) for i in comm.node_ids.tolist()]
-    events = getattr(comm, "events", None)
-    if events is not None:
-        result.extra["events"] = list(events)
+    if isinstance(comm, AliveRanks):
+        result.extra["events"] = list(comm.events)
     return result
 
 
 def _is_lowest_alive(comm: Any, rank: int) -> bool:
     """Whether ``rank`` is the lowest rank the fault-tolerant transport still counts alive."""
-    alive = comm.alive_ranks()
+    alive = comm.alive_ranks() if isinstance(comm, AliveRanks) else []
     return bool(alive) and alive[0] == rank
