@@ -109,7 +109,7 @@ def test_two_rounds_on_a_ring_by_hand():
         s = algo.update(s, torch.tensor(_grad(y.numpy())), comm, t)
     # round 1: alpha_1 = 1, A_1 = 1; y_1 = z_1 = x_1
     z, x = Z0, Z0
-    y = (1 - beta) * z + beta * x
+    y = (1 - beta) * z + beta * x  # type: ignore[assignment]
     z_half = z - eta * 1 * _grad(y)
     x_half = 0.0 * x + 1.0 * z_half
     z, x = W @ z_half, W @ x_half

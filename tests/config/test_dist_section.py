@@ -26,7 +26,7 @@ kind = "least_squares"
 def test_modes_agree_with_the_runtime():
     from decent.config._models import DistSection
 
-    assert DistSection.model_fields["mode"].annotation.__args__ == MODES
+    assert DistSection.model_fields["mode"].annotation.__args__ == MODES  # type: ignore[union-attr]
 
 
 def test_section_does_not_change_run_ids():

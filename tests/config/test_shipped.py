@@ -73,12 +73,12 @@ def test_compare_config_expresses_the_compare_grid():
         assert any(abs(algo.lr - g) < 1e-15 for g in spec.grid(algo.kind)), algo
     task = points[0].config.task
     assert isinstance(task, LogisticStreamTask), task
-    assert (task.kind, task.dim, task.heterogeneity, task.batch_size, task.l2) == (
+    assert (task.kind, task.dim, task.heterogeneity, task.batch_size, task.l2) == (  # type: ignore[attr-defined]
         "logistic_stream",
         spec.dim,
         spec.heterogeneity,
         spec.batch_size,
         spec.l2,
     )
-    assert task.eval_samples == spec.eval_samples
+    assert task.eval_samples == spec.eval_samples  # type: ignore[attr-defined]
     assert (cfg.rounds, cfg.eval_every) == (spec.rounds, spec.eval_every)

@@ -71,4 +71,4 @@ def test_a_run_holds_its_thread_count_and_restores_the_callers(no_env: pytest.Mo
         decent.DSGD(lr=0.05), task, SimCommunicator(ring(8)), rounds=5, callbacks=[Spy()]
     )
     assert seen[5:] == [2] * 5
-    assert torch.equal(out.output, again.output)
+    assert torch.equal(out.output, again.output)  # type: ignore[arg-type]

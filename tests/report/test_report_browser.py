@@ -263,7 +263,7 @@ def test_the_first_screen_holds_the_answer(
         edge = np.concatenate([pixels[:3].reshape(-1, 3), pixels[:, :3].reshape(-1, 3)])
         assert edge.min() > 0.8, "ink at the top or left edge: a title or label is cut off"
     if study == "own_answer":
-        assert "Full table (40 rows)" in page["folded"]
+        assert "Full table (40 rows)" in page["folded"]  # type: ignore[operator]
         assert "loss at two rounds: fewer than 3 points (not drawn" in text
         assert len(images) == 1
 

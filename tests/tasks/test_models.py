@@ -140,7 +140,7 @@ def test_mlp_batched_gradients_equal_module_autograd(
         8,
         "iid",
         hidden=(7, 5),
-        activation=activation,
+        activation=activation,  # type: ignore[arg-type]
         batch_size=16,
         l2=1e-2,
         sampling=sampling,
@@ -316,7 +316,7 @@ def test_unkeyable_random_layers_are_rejected_with_a_hint(small: Dataset) -> Non
         (lambda d: logistic_regression(d, 2), "two-class"),
         (lambda d: softmax_regression(d, 2, "random"), "partition"),
         (lambda d: softmax_regression(d, 3, [torch.arange(5)]), "num_nodes=3"),
-        (lambda d: mlp(d, 2, activation="swish"), "activation"),
+        (lambda d: mlp(d, 2, activation="swish"), "activation"),  # type: ignore[arg-type]
         (lambda d: mlp(d, 200), "num_nodes=200"),
     ],
 )

@@ -35,7 +35,7 @@ def _bn_net() -> nn.Module:
 
 
 def _state_of(module: nn.Module) -> torch.Tensor:
-    bn = module[1]
+    bn = module[1]  # type: ignore[index]
     return torch.cat(
         [bn.running_mean, bn.running_var, bn.num_batches_tracked.to(DT).reshape(1)]
     ).detach()
@@ -57,7 +57,7 @@ def test_batchnorm_under_vmap_equals_each_node_alone(data: Dataset) -> None:
             module.zero_grad()
             loss = F.cross_entropy(module(batch[0][i]), batch[1][i])
             loss.backward()
-            g = torch.cat([p.grad.reshape(-1) for p in module.parameters()])
+            g = torch.cat([p.grad.reshape(-1) for p in module.parameters()])  # type: ignore[union-attr]
             torch.testing.assert_close(grads[i], g, rtol=0, atol=1e-12)
             assert abs(float(losses[i]) - float(loss.detach())) < 1e-12
             assert oracle.buffers is not None
@@ -80,7 +80,7 @@ def test_evaluation_uses_the_averaged_buffers(data: Dataset) -> None:
         """f = (1/n) sum_i mean loss on S_i of an eval-mode module holding these values."""
         module = _bn_net().to(DT)
         vector_to_parameters(params.clone(), module.parameters())
-        bn = module[1]
+        bn = module[1]  # type: ignore[index]
         bn.running_mean.copy_(state[:8])
         bn.running_var.copy_(state[8:16])
         module.eval()
@@ -130,7 +130,7 @@ def test_dropout_output_is_the_masked_hidden_layer_scaled(data: Dataset) -> None
     batch = task.sample(torch.arange(2), 1, seed=0)
     x, key = batch[0][1], batch[-1][1]
     out, _ = task.train_forward(params, x, key=key)
-    lin1, lin2 = task.module[0], task.module[3]
+    lin1, lin2 = task.module[0], task.module[3]  # type: ignore[index]
     named = task.unflatten(params)
     hidden = torch.relu(x @ named["0.weight"].T + named["0.bias"])
     keep = dropout_keep(key, 0x9E3779B9, hidden.shape, p)  # the first dropout layer's salt
@@ -150,7 +150,7 @@ def test_keyed_masks_keep_one_minus_p_and_drop_channels() -> None:
     frac = float(keep.to(DT).mean())
     assert abs(frac - 0.75) < 4 * (0.25 * 0.75 / 1e5) ** 0.5  # 4 standard errors
     layer = KeyedDropout(0.5, channels=True, salt=3).train()
-    layer.key.fill_(99)
+    layer.key.fill_(99)  # type: ignore[operator]
     y = layer(torch.ones(4, 6, 5, dtype=DT))
     per_channel = y.amax(dim=2) == y.amin(dim=2)  # a channel is kept or dropped whole
     assert bool(per_channel.all()) and 0 < float((y[:, :, 0] == 0).to(DT).mean()) < 1

@@ -38,7 +38,7 @@ def test_is_value_error() -> None:
         (lambda: T.watts_strogatz(10, 3, 0.1, seed=0), r"even k"),
         (lambda: T.star(1), r"star needs num_nodes >= 2, got 1"),
         (
-            lambda: T.ring(5, weights="metropolis"),
+            lambda: T.ring(5, weights="metropolis"),  # type: ignore[arg-type]
             r"unknown weight rule.*allowed: max_degree, metropolis_hastings, uniform.*did you mean 'metropolis_hastings'",
         ),
         (lambda: T.ring(5, lazy=1.0), r"alpha must be in \[0, 1\), got 1.0"),

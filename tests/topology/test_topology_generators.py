@@ -46,7 +46,7 @@ def _rule_ok(topo_fn, rule: str, regular: bool):  # type: ignore[no-untyped-def]
 @SETTINGS
 @given(n=st.integers(3, 40), rule=st.sampled_from(RULES))
 def test_ring(n: int, rule: str) -> None:
-    topo = T.ring(n, weights=rule)
+    topo = T.ring(n, weights=rule)  # type: ignore[arg-type]
     _check(topo, n)
     assert nx.is_isomorphic(topo.graph, nx.cycle_graph(n))
 
@@ -54,7 +54,7 @@ def test_ring(n: int, rule: str) -> None:
 @SETTINGS
 @given(r=st.integers(3, 7), c=st.integers(3, 7), rule=st.sampled_from(RULES))
 def test_torus(r: int, c: int, rule: str) -> None:
-    topo = T.torus(r * c, rows=r, cols=c, weights=rule)
+    topo = T.torus(r * c, rows=r, cols=c, weights=rule)  # type: ignore[arg-type]
     _check(topo, r * c)
     ref = nx.convert_node_labels_to_integers(nx.grid_2d_graph(r, c, periodic=True))
     assert nx.utils.graphs_equal(nx.Graph(topo.graph.edges()), nx.Graph(ref.edges()))
@@ -75,7 +75,7 @@ def test_grid(r: int, c: int, rule: str) -> None:
 @SETTINGS
 @given(d=st.integers(0, 6), rule=st.sampled_from(RULES))
 def test_hypercube(d: int, rule: str) -> None:
-    topo = T.hypercube(2**d, weights=rule)
+    topo = T.hypercube(2**d, weights=rule)  # type: ignore[arg-type]
     _check(topo, 2**d)
     if d > 0:  # networkx gives an empty graph for d = 0
         assert nx.is_isomorphic(topo.graph, nx.hypercube_graph(d))
@@ -84,7 +84,7 @@ def test_hypercube(d: int, rule: str) -> None:
 @SETTINGS
 @given(n=st.integers(2, 70), rule=st.sampled_from(RULES))
 def test_exponential_undirected(n: int, rule: str) -> None:
-    topo = T.exponential(n, weights=rule)
+    topo = T.exponential(n, weights=rule)  # type: ignore[arg-type]
     _check(topo, n)
     tau = int(np.ceil(np.log2(n)))
     for i in range(n):
@@ -110,7 +110,7 @@ def test_exponential_directed_is_ying_circulant(n: int) -> None:
 @SETTINGS
 @given(n=st.integers(1, 30), rule=st.sampled_from(RULES))
 def test_complete(n: int, rule: str) -> None:
-    w = _check(T.complete(n, weights=rule), n)
+    w = _check(T.complete(n, weights=rule), n)  # type: ignore[arg-type]
     if rule != "max_degree" or n > 1:
         np.testing.assert_allclose(w, np.full((n, n), 1.0 / n), atol=1e-15)
 
@@ -128,7 +128,7 @@ def test_star(n: int, rule: str) -> None:
 @given(n=st.integers(5, 30), seed=st.integers(0, 2**31), rule=st.sampled_from(RULES))
 def test_erdos_renyi(n: int, seed: int, rule: str) -> None:
     def build(w: str) -> StaticTopology:
-        return T.erdos_renyi(n, 0.7, seed=seed, weights=w)
+        return T.erdos_renyi(n, 0.7, seed=seed, weights=w)  # type: ignore[arg-type]
 
     try:
         base = build("metropolis_hastings")
@@ -153,9 +153,9 @@ def test_random_regular(n: int, k: int, seed: int) -> None:
     for rule in RULES:
         if not connected:
             with pytest.raises(T.TopologyError, match="graph is disconnected"):
-                T.random_regular(n, k, seed=seed, weights=rule)
+                T.random_regular(n, k, seed=seed, weights=rule)  # type: ignore[arg-type]
             continue
-        topo = T.random_regular(n, k, seed=seed, weights=rule)
+        topo = T.random_regular(n, k, seed=seed, weights=rule)  # type: ignore[arg-type]
         _check(topo, n)
         assert {d for _, d in topo.graph.degree()} == {k}
 

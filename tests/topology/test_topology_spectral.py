@@ -60,7 +60,7 @@ def test_lazy_moves_eigenvalues() -> None:
 )
 def test_random_graphs_match_numpy(n: int, seed: int, rule: str) -> None:
     g = nx.connected_watts_strogatz_graph(n, 2, 0.5, seed=seed) if n > 3 else nx.path_graph(n)
-    w = T.from_networkx(g, weights=rule).weights(1).dense()
+    w = T.from_networkx(g, weights=rule).weights(1).dense()  # type: ignore[arg-type]
     eig = np.linalg.eigvals(w)  # general solver: independent of eigvalsh
     slem = np.sort(np.abs(eig))[-2]
     assert spectral_gap(w) == pytest.approx(1 - slem, abs=1e-10)
