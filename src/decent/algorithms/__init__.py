@@ -37,6 +37,20 @@ from decent.algorithms.compressed import (
 from decent.algorithms.dat_sgd import DATSGD, DATSGDState
 from decent.algorithms.dsgd import DSGD, DSGDState
 from decent.algorithms.gradient_tracking import GradientTracking, GradientTrackingState
+from decent.algorithms.transforms import (
+    Adam,
+    GradientTransform,
+    Momentum,
+    QuasiGlobalMomentum,
+    Transformed,
+    TransformedState,
+    WeightDecay,
+    adam,
+    momentum,
+    quasi_global_momentum,
+    weight_decay,
+    with_transforms,
+)
 
 ALGORITHMS: dict[str, type[Method]] = {
     cls.name: cls
@@ -64,6 +78,7 @@ __all__ = [
     "ADPSGDState",
     "AcceleratedDATSGD",
     "AcceleratedState",
+    "Adam",
     "Algorithm",
     "AlgorithmError",
     "AnytimeSGD",
@@ -79,6 +94,7 @@ __all__ = [
     "DSGDState",
     "GradientTracking",
     "GradientTrackingState",
+    "GradientTransform",
     "InverseSqrt",
     "LearningRate",
     "LocalSGD",
@@ -86,9 +102,19 @@ __all__ = [
     "MinibatchSGD",
     "MixingAssumptionWarning",
     "MixingAssumptions",
+    "Momentum",
+    "QuasiGlobalMomentum",
     "Schedule",
+    "Transformed",
+    "TransformedState",
     "Warmup",
+    "WeightDecay",
+    "adam",
     "hparam",
     "hparams",
     "mixing_violations",
+    "momentum",
+    "quasi_global_momentum",
+    "weight_decay",
+    "with_transforms",
 ]
