@@ -52,3 +52,24 @@ def test_decent_launch_names_a_missing_script(tmp_path):
     assert proc.returncode != 0
     assert "not found; pass the path of a .py file" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("algorithm", ["dat_sgd", "dsgd", "allreduce"])
+def test_mnist1d_example_runs_tiny(algorithm):
+    out = _run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "3",
+            str(ROOT / "examples" / "ddp_mnist1d.py"),
+            "--algorithm",
+            algorithm,
+            "--steps",
+            "3",
+            "--samples",
+            "120",
+        ]
+    )
+    line = next(x for x in out.splitlines() if x.startswith("{"))
+    assert '"world_size": 3' in line and '"test_accuracy"' in line
