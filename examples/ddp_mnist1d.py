@@ -15,6 +15,8 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,7 +27,7 @@ from torch import nn
 import decent
 from decent.algorithms import Cosine, Warmup
 
-ALGORITHMS = {
+ALGORITHMS: dict[str, Callable[[float, int], Any]] = {
     # the step on w is eta * t: eta = 20 lr / steps makes the last step 20 lr (tune eta * T);
     # run without momentum (--momentum 0 is its default): with it, it diverged here
     "dat_sgd": lambda lr, steps: decent.DATSGD(lr=Warmup(20 * lr / steps, 20)),
