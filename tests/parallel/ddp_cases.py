@@ -176,3 +176,16 @@ def scaler_worker(rank: int, world: int) -> dict[str, Any]:
         scales.append(float(scaler.get_scale()))
         params.append(bool(torch.equal(before, next(model.parameters()))))
     return {"taken": taken, "scales": scales, "unchanged": params, "t": model.step_count}
+
+
+def gossip_buffers_worker(rank: int, world: int) -> dict[str, Any]:
+    """buffers='gossip': after a step, each rank's BatchNorm statistics are mixed by W."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    model = DecentralizedDataParallel(net, decent.DSGD(lr=0.0), "ring", buffers="gossip")
+    torch.manual_seed(rank)
+    model.zero_grad()
+    model(torch.randn(6, 3) + rank).sum().backward()
+    before = net[1].running_mean.clone().numpy()  # this rank's own statistics after forward
+    model.step()
+    return {"before": before, "after": net[1].running_mean.clone().numpy()}

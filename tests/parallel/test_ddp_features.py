@@ -45,3 +45,16 @@ def test_loss_scaler_skips_on_every_rank_together():
         assert r["t"] == 4
         assert r["scales"] == ranks[0]["scales"]
     assert ranks[0]["scales"] == [1024.0, 512.0, 512.0, 1024.0, 1024.0]
+
+
+def test_gossiped_buffers_are_mixed_by_w():
+    from ddp_cases import gossip_buffers_worker
+
+    from decent.topology import ring
+
+    ranks = run_group(gossip_buffers_worker, N, timeout=120.0)
+    w = ring(N).weights(1).dense()
+    before = np.stack([r["before"] for r in ranks])
+    after = np.stack([r["after"] for r in ranks])
+    np.testing.assert_allclose(after, w @ before, rtol=0, atol=1e-6)
+    assert not np.allclose(before[0], before[1])
