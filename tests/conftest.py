@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from decent.cli import app
+
+# The DDP drop-in's tests (tests/parallel) spawn gloo ranks with the project's harness
+# (tests/run/distributed) and their own cases module; both directories go on sys.path once.
+for _dir in ("run/distributed", "parallel"):
+    _path = str(Path(__file__).resolve().parent / _dir)
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 torch.set_default_dtype(torch.float64)
 # Keep the suite predictable on 2 cores; spawned dist tests set their own.

@@ -82,6 +82,11 @@ def _python_module(args: list[str], work: Path, env: dict[str, str]) -> None:
         # (tests/benchmarks/ runs the simulator benchmark on a tiny configuration; the
         # distributed one needs ~30 s even with --quick and is run by hand)
         args = [*args, "--help"]
+    if module == "torch.distributed.run" and any(a.startswith("examples/") for a in args):
+        # an example trains 8 ranks for minutes: here 2 ranks and a few steps
+        args[args.index("--nproc_per_node") + 1] = "2"
+        if any(a.endswith("ddp_mnist1d.py") for a in args):
+            args = [*args, "--steps", "3", "--samples", "120"]
     proc = subprocess.run(
         [sys.executable, *args[1:]],
         cwd=ROOT,

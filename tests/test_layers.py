@@ -17,7 +17,7 @@ import decent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("decent.cli",),
     ("decent.studies",),
-    ("decent.run", "decent.report"),
+    ("decent.run", "decent.report", "decent.parallel"),
     ("decent.config", "decent.results"),
     ("decent.engine",),
     ("decent.algorithms", "decent.metrics"),

@@ -12,7 +12,7 @@ Example:
     'finished'
 """
 
-from decent import algorithms, comm, engine, metrics, tasks, topology
+from decent import algorithms, comm, engine, metrics, parallel, tasks, topology
 from decent.algorithms import (
     ADPSGD,
     DATSGD,
@@ -25,8 +25,16 @@ from decent.algorithms import (
     LocalSGD,
     MinibatchSGD,
 )
+from decent.algorithms.transforms import (
+    adam,
+    momentum,
+    quasi_global_momentum,
+    weight_decay,
+    with_transforms,
+)
 from decent.comm import CommStats, Communicator, SimCommunicator
 from decent.engine import Callback, ProgressBar, RunResult, train
+from decent.parallel import DecentralizedDataParallel
 
 __version__ = "0.1.0"
 
@@ -41,6 +49,7 @@ __all__ = [
     "Communicator",
     "CompressedDATSGD",
     "CompressedGradientTracking",
+    "DecentralizedDataParallel",
     "GradientTracking",
     "LocalSGD",
     "MinibatchSGD",
@@ -48,11 +57,17 @@ __all__ = [
     "RunResult",
     "SimCommunicator",
     "__version__",
+    "adam",
     "algorithms",
     "comm",
     "engine",
     "metrics",
+    "momentum",
+    "parallel",
+    "quasi_global_momentum",
     "tasks",
     "topology",
     "train",
+    "weight_decay",
+    "with_transforms",
 ]

@@ -43,6 +43,20 @@ from decent.algorithms.dat_sgd import DATSGD, DATSGDState
 from decent.algorithms.dsgd import DSGD, DSGDState
 from decent.algorithms.gradient_tracking import GradientTracking, GradientTrackingState
 from decent.algorithms.schedule_free import ScheduleFreeDSGD, ScheduleFreeSGD, ScheduleFreeState
+from decent.algorithms.transforms import (
+    Adam,
+    GradientTransform,
+    Momentum,
+    QuasiGlobalMomentum,
+    Transformed,
+    TransformedState,
+    WeightDecay,
+    adam,
+    momentum,
+    quasi_global_momentum,
+    weight_decay,
+    with_transforms,
+)
 
 ALGORITHMS: dict[str, type[Method]] = {
     cls.name: cls
@@ -114,6 +128,7 @@ __all__ = [
     "ADPSGDState",
     "AcceleratedDATSGD",
     "AcceleratedState",
+    "Adam",
     "Algorithm",
     "AlgorithmError",
     "AnytimeSGD",
@@ -129,6 +144,7 @@ __all__ = [
     "DSGDState",
     "GradientTracking",
     "GradientTrackingState",
+    "GradientTransform",
     "InverseSqrt",
     "LearningRate",
     "LocalSGD",
@@ -136,14 +152,24 @@ __all__ = [
     "MinibatchSGD",
     "MixingAssumptionWarning",
     "MixingAssumptions",
+    "Momentum",
+    "QuasiGlobalMomentum",
     "Schedule",
     "ScheduleFreeDSGD",
     "ScheduleFreeSGD",
     "ScheduleFreeState",
+    "Transformed",
+    "TransformedState",
     "Warmup",
+    "WeightDecay",
+    "adam",
     "hparam",
     "hparams",
     "mixing_violations",
+    "momentum",
+    "quasi_global_momentum",
     "register",
     "static_violation",
+    "weight_decay",
+    "with_transforms",
 ]

@@ -483,7 +483,8 @@ def launch(
 
     Args:
         nproc: number of local ranks.
-        config: the experiment config (TOML).
+        config: the experiment config (TOML), or a Python script (``.py``) to start on every
+            rank as torchrun would (env:// rendezvous; overrides and mode do not apply).
         overrides: ``KEY=VALUE`` overrides, as ``--set``.
         out: the results directory (rank 0 writes it).
         port: the store's port on 127.0.0.1 (default: a free one).
@@ -511,6 +512,12 @@ def launch(
         raise LaunchError(f"--nproc must be an integer >= 1, got {nproc!r}")
     if mode is not None and mode not in MODES:
         raise LaunchError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if Path(config).suffix == ".py":  # a user's own script (DecentralizedDataParallel): as torchrun
+        if not Path(config).is_file():
+            raise LaunchError(f"script {str(config)!r} not found; pass the path of a .py file")
+        return run_local(
+            nproc, [sys.executable, str(config)], port=port or free_port(), capture=capture
+        )
     flags = {"mode": mode, "staleness": staleness, "failure_timeout": failure_timeout}
     overrides = [*overrides, *(f"dist.{k}={v!r}" for k, v in flags.items() if v is not None)]
     cfg = load_config(config, list(overrides), study=study)

@@ -1,0 +1,75 @@
+"""`decent launch --nproc N script.py` and torchrun both start a user's own script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.dist
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "ddp_quickstart.py"
+
+
+def _run(args: list[str]) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["-m", "decent.cli", "launch", "--nproc", "3"],
+        ["-m", "torch.distributed.run", "--nproc_per_node", "3"],
+    ],
+    ids=["decent-launch", "torchrun"],
+)
+def test_a_script_runs_on_every_rank(launcher):
+    out = _run([*launcher, str(SCRIPT)])
+    for rank in range(3):
+        assert f"rank {rank}: " in out
+    assert "'topology': 'ring(3)'" in out and "'world_size': 3" in out
+
+
+def test_decent_launch_names_a_missing_script(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "decent.cli", "launch", "--nproc", "2", str(tmp_path / "no.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "not found; pass the path of a .py file" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("algorithm", ["dat_sgd", "dsgd", "allreduce"])
+def test_mnist1d_example_runs_tiny(algorithm):
+    out = _run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "3",
+            str(ROOT / "examples" / "ddp_mnist1d.py"),
+            "--algorithm",
+            algorithm,
+            "--steps",
+            "3",
+            "--samples",
+            "120",
+        ]
+    )
+    line = next(x for x in out.splitlines() if x.startswith("{"))
+    assert '"world_size": 3' in line and '"test_accuracy"' in line
