@@ -114,20 +114,10 @@ def user_errors() -> Iterator[None]:
 
 
 def os_error_text(err: OSError) -> str:
-    """``cannot write /x/y.csv: Permission denied; ...``, from a file-system error."""
-    where = err.filename if err.filename is not None else "a file"
-    reason = err.strerror or str(err)
-    if isinstance(err, IsADirectoryError):
-        return f"{where} is a directory; give a file path (e.g. {where}/out.csv)"
-    if isinstance(err, NotADirectoryError | FileExistsError):
-        return f"{where} is a file where a directory is needed; pick another path"
-    if isinstance(err, PermissionError):
-        return f"cannot write {where}: {reason}; pick a writable path"
-    if isinstance(err, FileNotFoundError):
-        return f"{where} does not exist ({reason}); check the path"
-    if err.errno == 28:
-        return f"the disk is full writing {where}; free some space"
-    return f"{where}: {reason}"
+    """One line for a file-system error (:func:`decent.results._errors.os_error_text`)."""
+    from decent.results._errors import os_error_text as text
+
+    return text(err)
 
 
 def summary_table(title: str, final: dict[str, float]) -> Table:

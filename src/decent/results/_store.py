@@ -207,6 +207,14 @@ def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
     return StoreError(f"the results store {path} failed: {text}")
 
 
+def error_line(error: str | None) -> str:
+    """The line of a stored ``error`` that says what happened (a traceback's last line)."""
+    lines = [line.strip() for line in str(error or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -468,14 +476,25 @@ class Store:
                 raise explain(self.path, err, writing=True) from err
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as err:
+                self._rollback(conn)
+                if isinstance(err, sqlite3.OperationalError):  # a full disk mid-statement
+                    raise explain(self.path, err, writing=True) from err
                 raise
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as err:
-                conn.execute("ROLLBACK")
+                self._rollback(conn)
                 raise explain(self.path, err, writing=True) from err
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Roll back if a transaction is still open (SQLite ends one itself on a full disk)."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # "cannot rollback - no transaction is active": nothing to undo
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -739,6 +758,32 @@ class Store:
                     [(_now(), "its process ended without closing the run", r) for r in stale],
                 )
         return stale
+
+    def close_leftover(self, run_id: str, status: str, reason: str) -> bool:
+        """End a run that its writer left unfinished, with ``status`` and a one-line ``reason``.
+
+        For whoever supervises the writer (the launcher of a distributed run): once every
+        process that could record it has exited, a run still ``running`` (its writer was
+        killed) or ``failed``/``interrupted`` (its writer saw only the consequence, e.g. a
+        lost peer) gets ``status`` and ``reason`` as its ``error`` (the cause, where the
+        writer saw a symptom). Records are kept. A finished or
+        diverged run, or an unknown one, is left alone.
+
+        Returns:
+            Whether the run was updated.
+        """
+        _check_status(status, ("failed", "interrupted"))
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row[0] not in UNFINISHED_STATUSES:
+                return False
+            error = reason
+            conn.execute(
+                "UPDATE runs SET status = ?, error = ?, finished_at = COALESCE(finished_at, ?)"
+                " WHERE id = ?",
+                (status, error, _now(), run_id),
+            )
+        return True
 
     def is_finished(self, run_id: str) -> bool:
         """Return whether ``run_id`` completed (status ``finished`` or ``diverged``).
@@ -1023,9 +1068,10 @@ class RunWriter:
             if status == "finished":
                 raise  # never report a run finished whose records could not be stored
             lost = len(self._buffer)
-            note = f"\n[decent.results] {lost} buffered records lost: {e}"
+            note = f"{lost} records after the last commit were lost: {e}"
             with self.store._transaction() as conn:
-                conn.execute(update, (*args[:3], (error or "") + note, *args[4:]))
+                joined = f"{error}; {note}" if error else note
+                conn.execute(update, (*args[:3], joined, *args[4:]))
         self._written()
         self.status = status
 
