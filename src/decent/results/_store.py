@@ -167,6 +167,21 @@ def owner_is_gone(token: str | None) -> bool:
     return False
 
 
+def _no_room(path: Path) -> bool:
+    """Whether writing next to ``path`` fails for want of room: little space left on its
+    disk, or a file-size limit (``RLIMIT_FSIZE``) that SQLite reports as an I/O error."""
+    import resource
+    import shutil
+
+    try:
+        if shutil.disk_usage(path.parent).free < 4 << 20:
+            return True
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (OSError, ValueError, AttributeError):
+        return False
+    return soft != resource.RLIM_INFINITY
+
+
 def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
     """One clear :class:`StoreError` for an SQLite or file-system failure on ``path``."""
     text = str(err)
@@ -195,8 +210,14 @@ def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
         )
     if "full" in low or (isinstance(err, OSError) and getattr(err, "errno", None) == 28):
         return StoreError(
-            f"the disk holding the results store {path} is full ({text}); free some space; "
-            "what was committed before is kept"
+            f"the disk holding the results store {path} is full ({text}); free some space "
+            "or pass another --out; everything committed before is kept"
+        )
+    if "disk i/o error" in low and _no_room(path):
+        return StoreError(
+            f"cannot write the results store {path}: the disk is full or a file-size limit "
+            f"(ulimit -f) was reached ({text}); free some space, raise the limit or pass "
+            "another --out; everything committed before is kept"
         )
     if "unable to open" in low or isinstance(err, OSError):
         verb = "create or open" if writing else "open"
@@ -1068,9 +1089,9 @@ class RunWriter:
             if status == "finished":
                 raise  # never report a run finished whose records could not be stored
             lost = len(self._buffer)
-            note = f"{lost} records after the last commit were lost: {e}"
+            note = f"{lost} records since the last commit were not stored"
             with self.store._transaction() as conn:
-                joined = f"{error}; {note}" if error else note
+                joined = f"{error}; {note}" if error else f"{e}; {note}"
                 conn.execute(update, (*args[:3], joined, *args[4:]))
         self._written()
         self.status = status
