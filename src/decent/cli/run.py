@@ -114,6 +114,8 @@ def run(
     except KeyboardInterrupt:
         err_console.print("interrupted: the run is marked 'interrupted' in the store")
         raise typer.Exit(INTERRUPTED) from None
+    except BrokenPipeError:
+        raise
     except (StoreError, OSError) as err:  # a full disk, an unwritable sink: one line
         text = str(err) if isinstance(err, StoreError) else os_error_text(err)
         raise fail(f"error: {text}") from None

@@ -27,6 +27,8 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from decent._names import shown
+
 USER_ERROR = 2
 INTERRUPTED = 130
 
@@ -137,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = 1
     except (ConfigError, ValueError) as err:  # LaunchError, DistConfigError, StoreError...
         if rank == 0 or "differs between ranks" not in str(err):
-            print(f"{where}: error: {err}", file=sys.stderr, flush=True)
+            print(f"{where}: error: {shown(err, keep_newlines=True)}", file=sys.stderr, flush=True)
         code = USER_ERROR
     except KeyboardInterrupt:  # the run is recorded "interrupted"
         print(f"{where}: interrupted", file=sys.stderr, flush=True)
@@ -163,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _summary(cfg: object, result: object, args: argparse.Namespace) -> None:
     """One plain line on rank 0 (``decent launch`` prints the full table from the store)."""
+    from decent._names import shown as printable
     from decent.run.single import HEADLINE
 
     if result is None:
@@ -170,10 +173,11 @@ def _summary(cfg: object, result: object, args: argparse.Namespace) -> None:
         return
     final = getattr(result, "final", {})
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    shown = ", ".join(f"{k}={final[k]:.4e}" for k in HEADLINE if k in final)
+    values = ", ".join(f"{k}={final[k]:.4e}" for k in HEADLINE if k in final)
     status = getattr(result, "status", "?")
     study = getattr(cfg, "study", "?")
-    print(f"{study} dist x{world} {args.mode} [{status}] {shown}; store: {args.out}", flush=True)
+    line = f"{study} dist x{world} {args.mode} [{status}] {values}; store: {args.out}"
+    print(printable(line), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
