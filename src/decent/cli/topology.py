@@ -47,7 +47,12 @@ def topology(
             issues = issues_from_validation(err, TopologyOnly, raw)
             raise ConfigError([_retarget(i) for i in issues]) from None
         topo = build_topology(section)
+        large = n > DIAMETER_LIMIT and "diameter" in type(topo).__dict__
+        if large:  # all-pairs BFS is O(n^2): a million-node ring would never finish
+            topo.__dict__["diameter"] = None  # the cached property, left uncomputed
         info: dict[str, Any] = topo.describe() if hasattr(topo, "describe") else {}
+        if large:
+            info["diameter"] = f"not computed (n > {DIAMETER_LIMIT})"
         table = Table(title=str(getattr(topo, "name", kind)))
         table.add_column("property")
         table.add_column("value", justify="right")
@@ -64,6 +69,10 @@ def topology(
                 graph = topo.weights(1).dense()
                 console.print("(time-varying: drawing the graph of round t = 1)")
             console.print(f"drawing: {draw_topology(graph, target)}")
+
+
+DIAMETER_LIMIT = 20_000
+"""Above this many nodes ``decent topology`` does not compute the hop diameter."""
 
 
 class TopologyOnly(Section):
