@@ -31,7 +31,9 @@ def _is_stream_link(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def check_folder(folder: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> None:
+def check_folder(
+    folder: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> None:
     """Refuse to write into ``folder`` if it, or a folder strictly between ``root`` and it,
     is a symbolic link (``root`` itself is the user's choice), or if an entry already in it is one (the next writer would follow it).
 

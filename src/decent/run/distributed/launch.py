@@ -548,7 +548,8 @@ def launch(
 
     Raises:
         ConfigError: the config does not validate or build.
-        LaunchError: ``nproc < 1``, more ranks than nodes, a bad mode or a busy port.
+        LaunchError: ``nproc < 1``, more ranks than nodes, a bad mode, staleness or
+            failure timeout, or a busy port (all checked before any process starts).
     """
     from decent.config import build, load_config
 
@@ -556,6 +557,13 @@ def launch(
         raise LaunchError(f"--nproc must be an integer >= 1, got {nproc!r}")
     if mode not in MODES:
         raise LaunchError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
+        raise LaunchError(f"--staleness must be an integer >= 0 (rounds), got {staleness!r}")
+    if not (isinstance(failure_timeout, int | float) and 0 < failure_timeout < 86_400):
+        raise LaunchError(
+            f"--failure-timeout must be a number of seconds in (0, 86400), got "
+            f"{failure_timeout!r}; the default is 10"
+        )
     cfg = load_config(config, list(overrides), study=study)
     check_world(cfg.topology.num_nodes, nproc)
     built = build(cfg.model_copy(update={"backend": "sim"}))  # every rule, before any process
