@@ -71,3 +71,15 @@ __all__ = [
     "weight_decay",
     "with_transforms",
 ]
+
+_LAZY = ("results", "config", "run", "report", "studies")
+"""Subpackages imported on first use (``decent.results.load(...)`` after ``import decent``)
+rather than at ``import decent``, which stays light."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"decent.{name}")
+    raise AttributeError(f"module 'decent' has no attribute {name!r}")

@@ -20,8 +20,31 @@ _BAD = re.compile(r"[^A-Za-z0-9._+=,@-]")
 
 
 def is_safe_name(text: str) -> bool:
-    """Whether ``text`` can be used as a file name as it is."""
-    return bool(_NAME.match(text)) and ".." not in text
+    """Whether ``text`` can be used as a file name as it is (all of it: ``$`` alone would
+    let a trailing newline through)."""
+    return bool(_NAME.fullmatch(text)) and ".." not in text
+
+
+def shown(text: object, *, keep_newlines: bool = False) -> str:
+    """User text made safe to print on a terminal: every control character (ESC, CR, BEL,
+    the C1 controls, bidirectional overrides, ...) is shown as its escape (``\\x1b``), so a
+    name cannot set the terminal title, clear the screen or hide text.
+
+    ``keep_newlines`` keeps ``\\n`` (a message of several lines), nothing else.
+
+    Example:
+        >>> shown("run\\x1b]0;owned\\x07")
+        'run\\\\x1b]0;owned\\\\x07'
+        >>> shown("plain (ok) [x]")
+        'plain (ok) [x]'
+    """
+    out = []
+    for ch in str(text):
+        if ch.isprintable() or (keep_newlines and ch == "\n"):
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 def safe_name(text: str) -> str:

@@ -434,3 +434,16 @@ def test_a_schema_2_store_reads_and_upgrades_in_place(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "decent.sqlite")
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     conn.close()
+
+
+def test_results_load_after_a_plain_import_decent(tmp_path: Path) -> None:
+    """The README's ``import decent; decent.results.load(...)`` works in a fresh process."""
+    import subprocess
+    import sys
+
+    with Store(tmp_path) as store, store.start_run("s", _config()) as run:
+        run.log(0, {"x": 1.0})
+    code = f"import decent; print(len(decent.results.load({str(tmp_path)!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

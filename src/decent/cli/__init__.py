@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
-from decent.cli._common import EPILOG, console, show_warnings_as_lines
+from decent.cli._common import (
+    EPILOG,
+    console,
+    refuse_control_characters,
+    show_warnings_as_lines,
+)
 
 COMMAND_MODULES: tuple[str, ...] = (
     "run",
@@ -31,7 +38,39 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 """Command modules under ``decent.cli``, registered in this order."""
 
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail again."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file (a test runner)
+        pass
+
+
+class _Commands(TyperGroup):
+    """The command group; refuses control characters in the arguments before parsing."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        refuse_control_characters(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; a reader that closed the pipe (``decent run ... | head -1``)
+        ends it quietly with code 0: the work is done (a run is stored), only the rest of
+        the output had nowhere to go."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(0) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="decent",
     help=(
         "Decentralized, distributed and asynchronous training: DAT-SGD and its peers.\n\n"

@@ -6,16 +6,56 @@ import contextlib
 import math
 import signal
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+from decent._names import shown
+
+
+class _Terminal(Console):
+    """A console that never passes a control character of user text to the terminal.
+
+    Every string printed goes through :func:`decent._names.shown` (newlines kept); table
+    cells are made with :func:`shown` by the commands that build them.
+    """
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().print(
+            *(shown(o, keep_newlines=True) if isinstance(o, str) else o for o in objects),
+            **kwargs,
+        )
+
+    def on_broken_pipe(self) -> None:
+        """The reader closed the pipe (``| head``): end quietly (see ``decent.cli``)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+console = _Terminal(highlight=False, soft_wrap=True)
+err_console = _Terminal(stderr=True, highlight=False, soft_wrap=True)
+
+
+def refuse_control_characters(args: Sequence[str]) -> None:
+    """Refuse command-line arguments holding control characters (ESC, newlines, ...).
+
+    None has a use there, and echoed in a message they would reach the terminal raw.
+
+    Raises:
+        typer.Exit: code 2 after one line naming the argument.
+    """
+    for arg in args:
+        if any(not ch.isprintable() for ch in arg):
+            raise fail(
+                f"error: the argument '{shown(arg)}' holds a control character; arguments "
+                "are plain text: remove it"
+            )
+
 
 EPILOG = "Docs: docs/concepts.md, docs/config.md (every config field), docs/results.md."
 
@@ -107,6 +147,8 @@ def user_errors() -> Iterator[None]:
         raise fail(f"error: {err}") from None
     except ValueError as err:  # ReportError, TopologyError, ...: messages name the fix
         raise fail(f"error: {err}") from None
+    except BrokenPipeError:  # the reader went away (| head): the command group ends quietly
+        raise
     except MemoryError as err:
         raise fail(f"error: out of memory ({err}); use fewer nodes or a smaller task") from None
     except OSError as err:  # a path that cannot be written or read: name it and the reason
@@ -114,25 +156,15 @@ def user_errors() -> Iterator[None]:
 
 
 def os_error_text(err: OSError) -> str:
-    """``cannot write /x/y.csv: Permission denied; ...``, from a file-system error."""
-    where = err.filename if err.filename is not None else "a file"
-    reason = err.strerror or str(err)
-    if isinstance(err, IsADirectoryError):
-        return f"{where} is a directory; give a file path (e.g. {where}/out.csv)"
-    if isinstance(err, NotADirectoryError | FileExistsError):
-        return f"{where} is a file where a directory is needed; pick another path"
-    if isinstance(err, PermissionError):
-        return f"cannot write {where}: {reason}; pick a writable path"
-    if isinstance(err, FileNotFoundError):
-        return f"{where} does not exist ({reason}); check the path"
-    if err.errno == 28:
-        return f"the disk is full writing {where}; free some space"
-    return f"{where}: {reason}"
+    """One line for a file-system error (:func:`decent.results._errors.os_error_text`)."""
+    from decent.results._errors import os_error_text as text
+
+    return text(err)
 
 
 def summary_table(title: str, final: dict[str, float]) -> Table:
     """A two-column table of final metrics, headline metrics first."""
-    table = Table(title=escape(title))  # user text: "[diverged]" is not rich markup
+    table = Table(title=escape(shown(title)))  # user text: "[diverged]" is not rich markup
     table.add_column("metric")
     table.add_column("final value", justify="right")
     first = ("eval/subopt@mean", "eval/loss@mean", "eval/test_accuracy@mean", "consensus/dist2")
@@ -146,5 +178,5 @@ def summary_table(title: str, final: dict[str, float]) -> Table:
             and (abs(value) < 1e-2 or abs(value) >= 1e5)
             else f"{value:.6g}"
         )
-        table.add_row(key, text)
+        table.add_row(shown(key), text)
     return table

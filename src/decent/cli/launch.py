@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from decent.cli._common import (
+    INTERRUPTED,
     console,
     err_console,
     out_option,
@@ -62,22 +63,27 @@ def launch(
     from decent.results import Store, resolve_db_path
     from decent.run.distributed.launch import launch as _launch
 
-    with user_errors():
-        proc = _launch(
-            nproc,
-            config,
-            overrides=set_,
-            out=out,
-            port=port,
-            mode=mode,
-            staleness=staleness,
-            failure_timeout=failure_timeout,
-            study=study,
-            force=force,
-        )
+    try:
+        with user_errors():
+            proc = _launch(
+                nproc,
+                config,
+                overrides=set_,
+                out=out,
+                port=port,
+                mode=mode,
+                staleness=staleness,
+                failure_timeout=failure_timeout,
+                study=study,
+                force=force,
+            )
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the run is marked 'interrupted' in the store")
+        raise typer.Exit(INTERRUPTED) from None
     for rank in proc.left:
         err_console.print(f"decent launch: {rank.describe()}", markup=False)
     survivors = len(proc.survivors)
+    status = None
     if proc.run_id is not None and resolve_db_path(out).is_file():
         with Store(out) as store:
             final = store.final_values(proc.run_id)
@@ -87,9 +93,11 @@ def launch(
                 summary_table(f"{study or 'run'} dist x{nproc} {proc.mode} [{status}]", final)
             )
     if proc.returncode != 0:
+        recorded = f"; the run is recorded '{status}'" if status else ""
         err_console.print(
             f"decent launch: the ranks exited with code {proc.returncode} "
-            f"({survivors} of {nproc} ranks finished)"
+            f"({survivors} of {nproc} ranks finished){recorded}",
+            markup=False,
         )
         raise typer.Exit(2 if proc.returncode == 2 else 1)
     console.print(f"launch finished: {proc.summary()} (mode {mode}), results in {out}")

@@ -57,6 +57,7 @@ def report(
 ) -> None:
     from decent.report import write_report
     from decent.results import safe_name
+    from decent.results._files import check_folder
 
     with user_errors(), _open_store(out) as store:
         if study is None:
@@ -65,7 +66,9 @@ def report(
                 raise fail(f"error: the store {store.path} has no runs yet")
         else:
             _check_study(store, study)
-        path = write_report(store, study, dest or out / "report" / safe_name(study))
+        folder = dest or out / "report" / safe_name(study)
+        check_folder(folder, root=None if dest else out)  # never write through a link
+        path = write_report(store, study, folder)
     console.print(f"report: {path}", markup=False)
 
 

@@ -11,7 +11,9 @@ from decent.cli._common import (
     INTERRUPTED,
     console,
     err_console,
+    fail,
     mlflow_option,
+    os_error_text,
     out_option,
     set_option,
     sigterm_as_interrupt,
@@ -64,8 +66,8 @@ def run(
 ) -> None:
     from decent.config import build, load_config
     from decent.engine import ProgressBar
-    from decent.results import Store, run_id_for
-    from decent.run import run_config, run_label
+    from decent.results import Store, StoreError, run_id_for
+    from decent.run import faults, run_config, run_label
     from decent.run.resources import check as check_resources
     from decent.run.resources import check_config as check_config_resources
 
@@ -107,11 +109,16 @@ def run(
                 store,
                 experiment=experiment,
                 force=force,
-                callbacks=[ProgressBar(disable=not progress), *sinks],
+                callbacks=[ProgressBar(disable=not progress), *sinks, *faults.from_env()],
             )
     except KeyboardInterrupt:
         err_console.print("interrupted: the run is marked 'interrupted' in the store")
         raise typer.Exit(INTERRUPTED) from None
+    except BrokenPipeError:
+        raise
+    except (StoreError, OSError) as err:  # a full disk, an unwritable sink: one line
+        text = str(err) if isinstance(err, StoreError) else os_error_text(err)
+        raise fail(f"error: {text}") from None
     finally:
         store.close()
     if outcome.status == "skipped":

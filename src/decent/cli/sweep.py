@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from decent._names import shown
 from decent.cli._common import (
     INTERRUPTED,
     console,
@@ -78,9 +79,9 @@ def sweep(
         )
         from tqdm.auto import tqdm
 
-        tqdm.write(f"{mark:>8}  {outcome.label}  {outcome.headline()}")
+        tqdm.write(f"{mark:>8}  {shown(outcome.label)}  {outcome.headline()}")
         if outcome.status == "failed" and outcome.message:
-            tqdm.write("          " + outcome.message.strip().splitlines()[-1])
+            tqdm.write("          " + shown(outcome.message.strip().splitlines()[-1]))
 
     with user_errors(), sigterm_as_interrupt():
         summary = run_sweep(
@@ -93,7 +94,7 @@ def sweep(
             mlflow=mlflow,
             replicas=replicas,
         )
-    table = Table(title=f"sweep {cfg.study}")
+    table = Table(title=shown(f"sweep {cfg.study}"))
     for col in ("finished", "diverged", "skipped (already done)", "failed", "not run"):
         table.add_column(col, justify="right")
     not_run = summary.count("interrupted")

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from decent.cli._common import console, set_option, user_errors
+from decent.cli._common import console, fail, set_option, user_errors
 from decent.config._models import Section, TopologyConfig
 
 TOPOLOGY_HELP = """Print a topology's spectral gap, degrees and diameter, and draw it to PNG.
@@ -37,6 +37,11 @@ def topology(
     from decent.config import ConfigError, apply_overrides, build_topology
     from decent.config._errors import issues_from_validation
 
+    if n > MAX_NODES:
+        raise fail(
+            f"error: --n {n} is more nodes than decent topology handles (at most "
+            f"{MAX_NODES:,}: W is held in memory); pick a smaller --n"
+        )
     with user_errors():
         raw = apply_overrides(
             {"topology": {"kind": kind, "num_nodes": n}}, [f"topology.{item}" for item in set_]
@@ -47,7 +52,12 @@ def topology(
             issues = issues_from_validation(err, TopologyOnly, raw)
             raise ConfigError([_retarget(i) for i in issues]) from None
         topo = build_topology(section)
+        large = n > DIAMETER_LIMIT and "diameter" in type(topo).__dict__
+        if large:  # all-pairs BFS is O(n^2): a million-node ring would never finish
+            topo.__dict__["diameter"] = None  # the cached property, left uncomputed
         info: dict[str, Any] = topo.describe() if hasattr(topo, "describe") else {}
+        if large:
+            info["diameter"] = f"not computed (n > {DIAMETER_LIMIT})"
         table = Table(title=str(getattr(topo, "name", kind)))
         table.add_column("property")
         table.add_column("value", justify="right")
@@ -64,6 +74,13 @@ def topology(
                 graph = topo.weights(1).dense()
                 console.print("(time-varying: drawing the graph of round t = 1)")
             console.print(f"drawing: {draw_topology(graph, target)}")
+
+
+MAX_NODES = 10_000_000
+"""The largest ``--n`` of ``decent topology`` (a ring of 10^7 nodes takes about 1 GiB)."""
+
+DIAMETER_LIMIT = 20_000
+"""Above this many nodes ``decent topology`` does not compute the hop diameter."""
 
 
 class TopologyOnly(Section):

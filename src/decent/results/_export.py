@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from decent.results._errors import MissingDependencyError, ResultsError
+from decent.results._files import open_for_writing
 from decent.results._store import Store
 
 EXPORT_FORMATS = ("csv", "parquet")
@@ -70,6 +71,8 @@ def export(
     Raises:
         ResultsError: For an unknown ``format`` or ``table``.
         MissingDependencyError: For Parquet without ``pyarrow`` installed.
+        OSError: ``path`` is a symbolic link (it is never written through, see
+            :mod:`decent.results._files`), or cannot be written.
     """
     if format not in EXPORT_FORMATS:
         raise ResultsError(f"format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
@@ -95,7 +98,9 @@ def export(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     if format == "csv":
-        df.to_csv(out, index=False)
+        with open_for_writing(out, "w", newline="") as fh:
+            df.to_csv(fh, index=False)
     else:
-        df.to_parquet(out, index=False, engine="pyarrow")
+        with open_for_writing(out, "wb") as fh:
+            df.to_parquet(fh, index=False, engine="pyarrow")
     return out

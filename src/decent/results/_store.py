@@ -167,6 +167,21 @@ def owner_is_gone(token: str | None) -> bool:
     return False
 
 
+def _no_room(path: Path) -> bool:
+    """Whether writing next to ``path`` fails for want of room: little space left on its
+    disk, or a file-size limit (``RLIMIT_FSIZE``) that SQLite reports as an I/O error."""
+    import resource
+    import shutil
+
+    try:
+        if shutil.disk_usage(path.parent).free < 4 << 20:
+            return True
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (OSError, ValueError, AttributeError):
+        return False
+    return soft != resource.RLIM_INFINITY
+
+
 def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
     """One clear :class:`StoreError` for an SQLite or file-system failure on ``path``."""
     text = str(err)
@@ -195,8 +210,14 @@ def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
         )
     if "full" in low or (isinstance(err, OSError) and getattr(err, "errno", None) == 28):
         return StoreError(
-            f"the disk holding the results store {path} is full ({text}); free some space; "
-            "what was committed before is kept"
+            f"the disk holding the results store {path} is full ({text}); free some space "
+            "or pass another --out; everything committed before is kept"
+        )
+    if "disk i/o error" in low and _no_room(path):
+        return StoreError(
+            f"cannot write the results store {path}: the disk is full or a file-size limit "
+            f"(ulimit -f) was reached ({text}); free some space, raise the limit or pass "
+            "another --out; everything committed before is kept"
         )
     if "unable to open" in low or isinstance(err, OSError):
         verb = "create or open" if writing else "open"
@@ -205,6 +226,14 @@ def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
             "exists and is readable" + (" and writable" if writing else "")
         )
     return StoreError(f"the results store {path} failed: {text}")
+
+
+def error_line(error: str | None) -> str:
+    """The line of a stored ``error`` that says what happened (a traceback's last line)."""
+    lines = [line.strip() for line in str(error or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
 
 
 def _now() -> str:
@@ -468,14 +497,25 @@ class Store:
                 raise explain(self.path, err, writing=True) from err
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as err:
+                self._rollback(conn)
+                if isinstance(err, sqlite3.OperationalError):  # a full disk mid-statement
+                    raise explain(self.path, err, writing=True) from err
                 raise
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as err:
-                conn.execute("ROLLBACK")
+                self._rollback(conn)
                 raise explain(self.path, err, writing=True) from err
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Roll back if a transaction is still open (SQLite ends one itself on a full disk)."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # "cannot rollback - no transaction is active": nothing to undo
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -739,6 +779,32 @@ class Store:
                     [(_now(), "its process ended without closing the run", r) for r in stale],
                 )
         return stale
+
+    def close_leftover(self, run_id: str, status: str, reason: str) -> bool:
+        """End a run that its writer left unfinished, with ``status`` and a one-line ``reason``.
+
+        For whoever supervises the writer (the launcher of a distributed run): once every
+        process that could record it has exited, a run still ``running`` (its writer was
+        killed) or ``failed``/``interrupted`` (its writer saw only the consequence, e.g. a
+        lost peer) gets ``status`` and ``reason`` as its ``error`` (the cause, where the
+        writer saw a symptom). Records are kept. A finished or
+        diverged run, or an unknown one, is left alone.
+
+        Returns:
+            Whether the run was updated.
+        """
+        _check_status(status, ("failed", "interrupted"))
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row[0] not in UNFINISHED_STATUSES:
+                return False
+            error = reason
+            conn.execute(
+                "UPDATE runs SET status = ?, error = ?, finished_at = COALESCE(finished_at, ?)"
+                " WHERE id = ?",
+                (status, error, _now(), run_id),
+            )
+        return True
 
     def is_finished(self, run_id: str) -> bool:
         """Return whether ``run_id`` completed (status ``finished`` or ``diverged``).
@@ -1023,9 +1089,10 @@ class RunWriter:
             if status == "finished":
                 raise  # never report a run finished whose records could not be stored
             lost = len(self._buffer)
-            note = f"\n[decent.results] {lost} buffered records lost: {e}"
+            note = f"{lost} records since the last commit were not stored"
             with self.store._transaction() as conn:
-                conn.execute(update, (*args[:3], (error or "") + note, *args[4:]))
+                joined = f"{error}; {note}" if error else f"{e}; {note}"
+                conn.execute(update, (*args[:3], joined, *args[4:]))
         self._written()
         self.status = status
 

@@ -7,14 +7,15 @@ run) records through :class:`StoreRecorder`; the TensorBoard and MLflow sinks
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from decent.algorithms import ALGORITHMS
 from decent.engine.callbacks import Callback
 from decent.engine.result import RunInfo, RunResult
-from decent.results import RunWriter, Store, run_id_for
+from decent.results import RunWriter, Store, StoreError, run_id_for
 
 
 def _finite(row: Mapping[str, float]) -> dict[str, float]:
@@ -32,6 +33,51 @@ def _info(info: RunInfo) -> dict[str, Any]:
     if cls is not None:
         out["method"] = {"label": cls.label or cls.name, "centralized": bool(cls.centralized)}
     return out
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (this thread; POSIX), so that a store
+    commit in progress completes; a signal that came meanwhile is handled right after."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, OSError, ValueError):  # not POSIX
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+class RunStopped(Exception):
+    """A run stopped from outside for a stated reason (its launcher died, ...).
+
+    Recorded ``failed`` with the message as the whole error: no traceback, it is no bug.
+    """
+
+
+def error_text(err: BaseException) -> str:
+    """What the store keeps as the error of a run that raised ``err``.
+
+    One line when the cause is known and outside the code (an interrupt, a stop from
+    outside, a full disk or an unwritable file, the store itself); the traceback otherwise
+    (a bug: where it happened matters).
+    """
+    import traceback
+
+    if isinstance(err, KeyboardInterrupt):
+        return str(err) or "interrupted (Ctrl-C or SIGTERM)"
+    if isinstance(err, RunStopped | StoreError):
+        return str(err)
+    if isinstance(err, OSError):
+        from decent.results._errors import os_error_text
+
+        return os_error_text(err)
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__))
 
 
 class StoreRecorder(Callback):
@@ -137,10 +183,16 @@ class StoreRecorder(Callback):
         else:
             writer.fail("interrupted", result.message)
 
-    def abort(self, status: str, error: str | BaseException | None) -> None:
-        """End the run as ``failed`` or ``interrupted`` (training raised)."""
+    def abort(self, err: BaseException) -> None:
+        """End the run as ``interrupted`` (``KeyboardInterrupt``) or ``failed`` (training
+        raised ``err``), keeping every record already logged; :func:`error_text` is stored."""
         if self._writer is not None and not self._writer.closed:
-            self._writer.fail(status, error)
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            try:
+                with signals_deferred():  # a second Ctrl-C must not cut the commit short
+                    self._writer.fail(status, error_text(err))
+            except StoreError:  # a full disk: the run stays "running" and, once this
+                pass  # process is gone, reads "interrupted"; the error raised is the one to report
 
 
-__all__ = ["StoreRecorder"]
+__all__ = ["RunStopped", "StoreRecorder", "error_text"]

@@ -16,7 +16,7 @@ from typing import Any
 from decent.config import CommFactory, Experiment, ExperimentConfig, build, build_privacy
 from decent.engine import Callback, RunResult, train
 from decent.results import Store, run_id_for
-from decent.run import faults, resources
+from decent.run import resources
 from decent.run.recorders import StoreRecorder
 
 HEADLINE = ("eval/subopt@mean", "eval/test_accuracy@mean", "eval/accuracy@mean", "eval/loss@mean")
@@ -142,35 +142,85 @@ def run_config(
     if experiment is None:
         resources.check_config(config)
         experiment = build(config, comm_factory)
-    comm = experiment.comm
-    resources.check(experiment.algorithm, experiment.task, comm, per_node_eval=config.per_node_eval)
-    recorder = None
-    if store is not None:
-        recorder = StoreRecorder(
+    resources.check(
+        experiment.algorithm, experiment.task, experiment.comm, per_node_eval=config.per_node_eval
+    )
+    (outcome,) = _train_recorded(
+        [experiment], store, [resolved], [label], [list(callbacks)], force, recording
+    )
+    return outcome
+
+
+def _train_recorded(
+    experiments: Sequence[Experiment],
+    store: Store | None,
+    resolved: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    callbacks: Sequence[Sequence[Callback]],
+    force: bool = False,
+    recording: Callable[[], bool] | None = None,
+) -> list[RunOutcome]:
+    """Train built experiments (one run, or replicas sharing ``experiments[0].comm``) and
+    record each as its run: the one place that starts, aborts and closes recorders and
+    closes the transport, however training ends."""
+    from decent.engine import train_replicas
+
+    comm = experiments[0].comm
+    single = len(experiments) == 1
+    recorders = [
+        None
+        if store is None
+        else StoreRecorder(
             store,
-            config.study,
-            resolved,
+            e.config.study,
+            res,
             name=label,
             replace=force,
-            extra=comm.metrics,
+            extra=comm.metrics if single else None,
             active=recording,
         )
+        for e, res, label in zip(experiments, resolved, labels, strict=True)
+    ]
+    every = [
+        [*([rec] if rec is not None else []), *cbs]
+        for rec, cbs in zip(recorders, callbacks, strict=True)
+    ]
     try:
-        every = [*([recorder] if recorder else []), *callbacks, *faults.from_env()]
-        result = train_experiment(experiment, every)
+        if single:
+            results = [train_experiment(experiments[0], every[0])]
+        else:
+            first = experiments[0].config
+            results = train_replicas(
+                [e.algorithm for e in experiments],
+                [e.task for e in experiments],
+                comm,
+                rounds=first.rounds,
+                seeds=[e.config.seed for e in experiments],
+                eval_every=first.eval_every,
+                callbacks=every,
+                per_node_eval=first.per_node_eval,
+                divergence_factor=first.divergence_factor,
+                averages=first.averages,
+                topology_name=experiments[0].topology.name,
+                privacy=build_privacy(first),
+            )
     except BaseException as err:
-        if recorder is not None:
-            if isinstance(err, KeyboardInterrupt):
-                recorder.abort("interrupted", "interrupted (Ctrl-C or SIGTERM)")
-            else:
-                recorder.abort("failed", err)
+        for rec in recorders:
+            if rec is not None:
+                rec.abort(err)
         with contextlib.suppress(Exception):  # the error above is the one to report
             comm.close()
         raise
     comm.close()
-    if recorder is not None:
-        recorder.close(result)
-    return RunOutcome(run_id, label, result.status, result.final, result.message, result)
+    outcomes = []
+    for e, res, label, rec, result in zip(
+        experiments, resolved, labels, recorders, results, strict=True
+    ):
+        if rec is not None:
+            rec.close(result)
+        rid = run_id_for(e.config.study, res)
+        outcomes.append(RunOutcome(rid, label, result.status, result.final, result.message, result))
+    return outcomes
 
 
 def replica_key(config: ExperimentConfig) -> str:
@@ -237,8 +287,6 @@ def run_batch(
         ConfigError / ResourceError: as :func:`run_config`.
         KeyboardInterrupt: after every replica is marked ``interrupted``.
     """
-    from decent.engine import train_replicas
-
     labels = list(labels) if labels is not None else [run_label(c) for c in configs]
     extra = [list(c) for c in callbacks] if callbacks is not None else [[] for _ in configs]
     if len(configs) == 1:
@@ -246,54 +294,16 @@ def run_batch(
     keys = {replica_key(c) for c in configs}
     if len(keys) != 1:
         raise ValueError("run_batch needs configs that differ only in seed, lr and task scalars")
-    first = configs[0]
     for c in configs:
         resources.check_config(c)
     experiments = _build_batch(configs)
-    comm = experiments[0].comm
-    r = len(configs)
+    first = experiments[0]
     resources.check(  # one replica, its evaluation included
-        experiments[0].algorithm, experiments[0].task, comm, per_node_eval=first.per_node_eval
+        first.algorithm, first.task, first.comm, per_node_eval=first.config.per_node_eval
     )
-    resources.check_batch(experiments[0].algorithm, experiments[0].task, comm, r)
-    recorders = [
-        StoreRecorder(store, c.study, c.run_dict(), name=label) if store is not None else None
-        for c, label in zip(configs, labels, strict=True)
-    ]
-    every = [
-        [*([rec] if rec is not None else []), *cbs, *faults.from_env()]
-        for rec, cbs in zip(recorders, extra, strict=True)
-    ]
-    try:
-        results = train_replicas(
-            [e.algorithm for e in experiments],
-            [e.task for e in experiments],
-            comm,
-            rounds=first.rounds,
-            seeds=[c.seed for c in configs],
-            eval_every=first.eval_every,
-            callbacks=every,
-            per_node_eval=first.per_node_eval,
-            divergence_factor=first.divergence_factor,
-            averages=first.averages,
-            topology_name=experiments[0].topology.name,
-            privacy=build_privacy(first),
-        )
-    except BaseException as err:
-        for rec in recorders:
-            if rec is not None:
-                if isinstance(err, KeyboardInterrupt):
-                    rec.abort("interrupted", "interrupted (Ctrl-C or SIGTERM)")
-                else:
-                    rec.abort("failed", err)
-        raise
-    outcomes = []
-    for c, label, rec, res in zip(configs, labels, recorders, results, strict=True):
-        if rec is not None:
-            rec.close(res)
-        rid = run_id_for(c.study, c.run_dict())
-        outcomes.append(RunOutcome(rid, label, res.status, res.final, res.message, res))
-    return outcomes
+    resources.check_batch(first.algorithm, first.task, first.comm, len(configs))
+    resolved = [c.run_dict() for c in configs]
+    return _train_recorded(experiments, store, resolved, labels, extra)
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from typing import Any
 from decent._threads import SWEEP_WORKERS_ENV, affinity_cores, intra_op_threads
 from decent.config import ConfigError, ExperimentConfig, Issue, SweepPoint, expand
 from decent.results import Store, run_id_for
+from decent.run import faults
 from decent.run.single import RunOutcome, replica_key, run_batch, run_label
 
 
@@ -114,7 +115,11 @@ def _run_group(
 ) -> list[RunOutcome]:
     """Run one batch of the grid (one run, or a replica batch); failures become outcomes."""
     try:
-        callbacks = [_sink_callbacks(c, lab, sinks) for c, lab in zip(configs, labels, strict=True)]
+        hooks = faults.from_env()  # test hooks: nothing unless DECENT_TEST_* is set
+        callbacks = [
+            [*_sink_callbacks(c, lab, sinks), *hooks]
+            for c, lab in zip(configs, labels, strict=True)
+        ]
         return run_batch(configs, store, labels=labels, callbacks=callbacks)
     except KeyboardInterrupt:
         raise

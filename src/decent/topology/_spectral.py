@@ -73,7 +73,10 @@ def spectral_gap(w: MixingMatrix | np.ndarray | sp.spmatrix | sp.sparray | Any) 
         \\qquad 1 = \\lambda_1 \\ge \\lambda_2 \\ge \\dots \\ge \\lambda_n,
 
     so one gossip step contracts the disagreement ``x - \\bar x 1`` by at least
-    ``1 - gamma``. Dense ``eigvalsh`` is used for ``n <= 2048``, ARPACK (``eigsh``) beyond.
+    ``1 - gamma``. Dense ``eigvalsh`` is used for ``n <= 2048``. Beyond, a circulant ``W``
+    (a ring) or a block-circulant one with circulant blocks (a torus, row-major) has the
+    closed-form spectrum ``fft(first row)`` (``fft2`` for a torus), exact in
+    ``O(n log n)``; any other ``W`` goes to ARPACK (``eigsh``).
 
     For a non-symmetric ``W`` the eigenvalues do not bound the contraction, so the gap is
     defined through the 2-norm consensus contraction instead:
@@ -106,9 +109,37 @@ def spectral_gap(w: MixingMatrix | np.ndarray | sp.spmatrix | sp.sparray | Any) 
     if n <= 1:
         return 1.0
     if _is_symmetric(csr):
-        slem = _slem_dense(csr) if n <= DENSE_LIMIT else _slem_sparse(csr)
+        slem = _slem_dense(csr) if n <= DENSE_LIMIT else _circulant_slem(csr)
+        if slem is None:
+            slem = _slem_sparse(csr)
         return float(1.0 - slem)
     return float(1.0 - _consensus_norm(csr))
+
+
+def _circulant_slem(csr: sp.csr_array) -> float | None:
+    """The SLEM of a ring-like (circulant) or torus-like (2-D circulant) ``W`` in closed form.
+
+    ``W`` is 2-D circulant on an ``r x c`` grid (row-major ids, ``r = 1`` for a ring) when
+    ``W[i, j]`` depends only on ``((j // c - i // c) mod r, (j % c - i % c) mod c)``; its
+    eigenvalues are then the 2-D DFT of its first row laid out as ``r x c``. Returns
+    ``None`` when ``W`` has no such structure for any ``c`` among row 0's neighbours.
+    """
+    n = int(csr.shape[0])
+    coo = sp.coo_array(csr)
+    rows, cols, vals = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+    first = csr[[0], :].toarray().ravel()
+    candidates = sorted({n, *(int(j) for j in np.flatnonzero(first) if 0 < j < n and n % j == 0)})
+    for c in candidates:
+        r = n // c
+        di = (cols // c - rows // c) % r
+        dj = (cols % c - rows % c) % c
+        if np.count_nonzero(first) * n != vals.size:
+            return None
+        if not np.allclose(vals, first[di * c + dj], rtol=0.0, atol=_SYM_TOL):
+            continue
+        eig = np.fft.fft2(first.reshape(r, c)).real.ravel()
+        return float(np.sort(np.abs(eig))[-2])
+    return None
 
 
 def _slem_dense(csr: sp.csr_array) -> float:

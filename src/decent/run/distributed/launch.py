@@ -16,8 +16,12 @@ Why not torchrun: its agent tears down every local worker as soon as one fails, 
 SIGKILLed rank would end a ``--mode fault_tolerant`` run. Here the policy depends on the
 mode: ``fault_tolerant`` lets the survivors finish (a dead rank is reported, not
 propagated; a rank still stopped or hung once the others have exited is killed); every other
-mode fails fast like torchrun (the first rank that fails ends the others). The store lives in
-the launcher, so any rank, rank 0 included, may die without taking the store with it.
+mode fails fast like torchrun (the first rank that fails ends the others, after
+:data:`FAIL_FAST_GRACE` seconds in which they may record the run and exit by themselves).
+The store lives in the launcher, so any rank, rank 0 included, may die without taking the
+store with it; the ranks die with the launcher (SIGTERM, ``PR_SET_PDEATHSIG``) and record
+the run ``failed``. Once the ranks have exited, a run no rank could close is closed by the
+launcher with the cause (:func:`record_leftover`).
 :func:`torchrun_command` remains the command line for torchrun (several machines).
 """
 
@@ -44,6 +48,7 @@ __all__ = [
     "free_port",
     "launch",
     "port_is_free",
+    "record_leftover",
     "run_local",
     "torchrun_command",
     "worker_command",
@@ -270,6 +275,14 @@ class LaunchResult:
         """The ranks that did not finish cleanly (died, failed or were killed): the others."""
         return [r for r in self.ranks if r not in self.survivors]
 
+    def reason(self) -> str:
+        """Why the launch failed, one line: the first rank that ended on its own badly."""
+        own = [r for r in self.left if not r.killed_by_launcher]
+        first = min(own or self.left, key=lambda r: r.wall_s, default=None)
+        if first is None:
+            return "the launch failed"
+        return f"{first.describe()}; the launch stopped ({self.summary()})"
+
     def summary(self) -> str:
         """One line: ``3 of 4 ranks survived`` (``4 ranks`` when no rank can be lost)."""
         n = len(self.ranks)
@@ -285,6 +298,31 @@ def _is_stopped(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] in ("T", "t")
+
+
+def _die_with_parent() -> None:
+    """In a rank, before exec: SIGTERM when the launcher dies (Linux ``PR_SET_PDEATHSIG``).
+
+    The launcher hosts the rendezvous store; without it no rank can finish, so each rank
+    records its run and stops instead of failing on the lost store with a traceback.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the ranks fail on the lost store
+        pass
+
+
+FAIL_FAST_GRACE = 3.0
+"""Seconds the other ranks get to end on their own (recording the run) once one failed."""
+
+
+def _wait_all(procs: dict[int, subprocess.Popen[bytes]], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs.values()):
+        time.sleep(0.05)
 
 
 def _end(procs: dict[int, subprocess.Popen[bytes]], grace: float) -> None:
@@ -339,6 +377,7 @@ def run_local(
 
     base = dict(os.environ if env is None else env)
     base.setdefault("OMP_NUM_THREADS", "1")
+    base.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # a lost peer is reported in one line
     base["DECENT_LOOPBACK"] = "1"
     base.update(
         MASTER_ADDR="127.0.0.1",
@@ -387,7 +426,13 @@ def run_local(
             if capture:
                 out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
                 logs.append((out, err))
-            procs[rank] = subprocess.Popen(list(worker_cmd), env=rank_env, stdout=out, stderr=err)
+            procs[rank] = subprocess.Popen(
+                list(worker_cmd),
+                env=rank_env,
+                stdout=out,
+                stderr=err,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
         last_exit = None
         while len(exits) < nproc:
             now = time.monotonic()
@@ -397,6 +442,11 @@ def run_local(
                     last_exit = now
             failed = [e for e in exits.values() if e.returncode != 0]
             if failed and not fault_tolerant:
+                # the others see the lost peer and record the run; give them a moment
+                _wait_all(procs, FAIL_FAST_GRACE)
+                for rank, p in procs.items():
+                    if rank not in exits and p.poll() is not None:
+                        exits[rank] = RankExit(rank, int(p.returncode), time.monotonic() - start)
                 _end(procs, 5.0)
                 for rank, p in procs.items():
                     if rank not in exits:
@@ -420,9 +470,7 @@ def run_local(
             time.sleep(0.05)
     except KeyboardInterrupt:
         # a terminal's Ctrl-C reached the ranks too: let them record "interrupted" first
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and any(p.poll() is None for p in procs.values()):
-            time.sleep(0.05)
+        _wait_all(procs, 2.0)
         _end(procs, 5.0)
         for rank, p in procs.items():
             if rank not in exits:
@@ -503,6 +551,8 @@ def launch(
 
     Raises:
         ConfigError: the config does not validate or build.
+        ConfigError: also a bad ``dist`` setting (``--staleness``, ``--failure-timeout``),
+            checked before any process starts.
         LaunchError: ``nproc < 1``, more ranks than nodes, a bad mode or a busy port.
     """
     from decent.config import build, load_config
@@ -547,15 +597,44 @@ def launch(
         study=study,
         force=force,
     )
-    result = run_local(
-        nproc,
-        cmd,
-        port=port,
-        mode=mode,
-        hang_grace=max(10.0, 2 * failure_timeout),
-        capture=capture,
-    )
     extra = {"staleness": staleness} if mode == "stale" else {}
     resolved = dist_run_dict(cfg.model_copy(update={"backend": "dist"}), nproc, mode, **extra)
-    result.run_id = run_id_for(cfg.study, resolved)
+    run_id = run_id_for(cfg.study, resolved)
+    try:
+        result = run_local(
+            nproc,
+            cmd,
+            port=port,
+            mode=mode,
+            hang_grace=max(10.0, 2 * failure_timeout),
+            capture=capture,
+        )
+    except KeyboardInterrupt:
+        record_leftover(
+            out, run_id, "interrupted", "the launch was interrupted (Ctrl-C or SIGTERM)"
+        )
+        raise
+    result.run_id = run_id
+    if result.returncode != 0:
+        record_leftover(out, run_id, "failed", result.reason())
     return result
+
+
+def record_leftover(out: str | Path, run_id: str, status: str, reason: str) -> bool:
+    """Once every rank has exited: end the run with ``status`` and ``reason`` if no rank
+    could (:meth:`~decent.results.Store.close_leftover`; records are kept).
+
+    A rank killed by SIGKILL leaves its run ``running``; a rank that saw only a lost peer
+    records ``failed`` with that symptom. The launcher knows the cause and stores it first.
+    Returns whether the store was changed; a store that cannot be written is left as is
+    (its run reads ``interrupted`` once its writer is gone).
+    """
+    from decent.results import Store, StoreError, resolve_db_path
+
+    if not resolve_db_path(out).is_file():
+        return False
+    try:
+        with Store(out) as store:
+            return store.close_leftover(run_id, status, reason)
+    except StoreError:
+        return False

@@ -6,20 +6,31 @@ leaves the group. User mistakes (a config that does not validate, a world that d
 the topology, configs that differ between ranks) print one clear message and exit with
 code 2 on every rank, before any training.
 
-Fault injection for the tests (``DECENT_TEST_KILL_AT="RANK:ROUND:SIGNAL"``) is read by the
-run path itself, see :mod:`decent.run.faults`.
+A rank always ends its run recorded: SIGTERM (the launcher forwarding Ctrl-C) or SIGINT
+records it ``interrupted`` (exit 130), the death of the launcher (which hosts the rendezvous
+store; the launcher asks the kernel to send SIGTERM then) records it ``failed`` with that
+reason, and any other error (a peer that died mid-collective) is one line on stderr, exit 1.
+
+Fault injection for the tests (``DECENT_TEST_KILL_AT="RANK:ROUND:SIGNAL"``, see
+:mod:`decent.run.faults`) is read here, at the process's entry, not by the run path.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
+import re
+import signal
 import socket
 import sys
 from collections.abc import Sequence
 
+from decent._names import shown
+
 USER_ERROR = 2
+INTERRUPTED = 130
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,14 +57,52 @@ def _loopback_ifname() -> str | None:
     return None
 
 
+def _stop_on_sigterm(rank: int) -> None:
+    """SIGTERM ends the run as Ctrl-C does (recorded ``interrupted``), unless the launcher
+    is gone (``PR_SET_PDEATHSIG`` sends it then): that is recorded ``failed`` with the reason."""
+    import time
+
+    from decent.results._store import owner_is_gone, process_token
+    from decent.run.recorders import RunStopped
+
+    parent = os.getppid()
+    launcher = process_token(parent)
+
+    def handler(signum: int, frame: object) -> None:
+        deadline = time.monotonic() + 0.2  # the dying launcher may not read as gone yet
+        gone = os.getppid() != parent or owner_is_gone(launcher)
+        while not gone and time.monotonic() < deadline:
+            time.sleep(0.02)
+            gone = os.getppid() != parent or owner_is_gone(launcher)
+        if gone:
+            raise RunStopped(
+                f"the launcher (pid {parent}) ended, and with it the rendezvous store; rank "
+                f"{rank} stopped: launch the run again (it restarts; records kept until then)"
+            )
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _one_line(err: BaseException) -> str:
+    """``RuntimeError: Connection closed by peer [127.0.0.1]:1234``: the first sentence of
+    an error's first line, without a C++ source location."""
+    lines = str(err).strip().splitlines()
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", lines[0] if lines else "")
+    text = text.split(". ", 1)[0]
+    return f"{type(err).__name__}: {text}".rstrip(": ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one rank; return the exit code."""
+    """Run one rank; return the exit code (0, 1: the run did not finish, 2, 130)."""
     args = parser().parse_args(argv)
     import torch
     import torch.distributed as dist
 
     from decent.config import ConfigError, load_config
+    from decent.run import faults
     from decent.run.distributed.runtime import run_rank
+    from decent.run.recorders import RunStopped
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
     if os.environ.get("DECENT_LOOPBACK") == "1" and "GLOO_SOCKET_IFNAME" not in os.environ:
@@ -61,9 +110,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ifname:
             os.environ["GLOO_SOCKET_IFNAME"] = ifname
     rank = int(os.environ.get("RANK", "0"))
+    _stop_on_sigterm(rank)
     if args.backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(args.backend, timeout=datetime.timedelta(seconds=args.timeout))
+    where = f"decent launch (rank {rank})"
+    try:
+        dist.init_process_group(args.backend, timeout=datetime.timedelta(seconds=args.timeout))
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except Exception as err:  # the launcher's store is gone, a peer never came
+        print(f"{where}: error: could not join the run: {_one_line(err)}", file=sys.stderr)
+        return 1
     code = 0
     try:
         cfg = load_config(args.config, args.overrides, study=args.study)
@@ -74,27 +131,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             staleness=args.staleness if args.mode == "stale" else 0,
             failure_timeout=args.failure_timeout,
             force=not args.no_force,
+            callbacks=faults.from_env(rank),
         )
         if rank == 0:
             _summary(cfg, result, args)
         if result is not None and result.status != "finished":
             code = 1
-    except (ConfigError, ValueError) as err:  # LaunchError, DistConfigError, ...
+    except (ConfigError, ValueError) as err:  # LaunchError, DistConfigError, StoreError...
         if rank == 0 or "differs between ranks" not in str(err):
-            print(f"decent launch (rank {rank}): error: {err}", file=sys.stderr, flush=True)
+            print(f"{where}: error: {shown(err, keep_newlines=True)}", file=sys.stderr, flush=True)
         code = USER_ERROR
+    except KeyboardInterrupt:  # the run is recorded "interrupted"
+        print(f"{where}: interrupted", file=sys.stderr, flush=True)
+        code = INTERRUPTED
+    except RunStopped as err:  # the run is recorded; nothing of the group can be left
+        print(f"{where}: {err}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)  # a clean exit would abort in torch's store threads ("terminate called")
+    except Exception as err:  # a peer that died mid-collective, a lost store: one line
+        print(f"{where}: stopped: {_one_line(err)}", file=sys.stderr, flush=True)
+        code = 1
     finally:
         if code == 0 and args.mode != "fault_tolerant":  # a lost peer would fail or hang it
-            try:
+            with contextlib.suppress(Exception):
                 dist.barrier()
-            except Exception:  # a peer that left (fault_tolerant mode)
-                pass
-        dist.destroy_process_group()
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+        # the run is recorded: a late signal ends the process quietly, not mid-shutdown
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     return code
 
 
 def _summary(cfg: object, result: object, args: argparse.Namespace) -> None:
     """One plain line on rank 0 (``decent launch`` prints the full table from the store)."""
+    from decent._names import shown as printable
     from decent.run.single import HEADLINE
 
     if result is None:
@@ -102,10 +173,11 @@ def _summary(cfg: object, result: object, args: argparse.Namespace) -> None:
         return
     final = getattr(result, "final", {})
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    shown = ", ".join(f"{k}={final[k]:.4e}" for k in HEADLINE if k in final)
+    values = ", ".join(f"{k}={final[k]:.4e}" for k in HEADLINE if k in final)
     status = getattr(result, "status", "?")
     study = getattr(cfg, "study", "?")
-    print(f"{study} dist x{world} {args.mode} [{status}] {shown}; store: {args.out}", flush=True)
+    line = f"{study} dist x{world} {args.mode} [{status}] {values}; store: {args.out}"
+    print(printable(line), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
