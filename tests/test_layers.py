@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "decent._params",
         "decent._elementwise",
     ),
+    ("decent._threads",),
 )
 """Top to bottom; packages on one line are independent of each other."""
 
