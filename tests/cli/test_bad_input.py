@@ -328,3 +328,69 @@ def test_report_of_a_single_run_and_of_seeds_only(cfg: Path, tmp_path: Path) -> 
             == 0
         )
     _clean_error(_decent("report", "tiny", "--out", out), 0, "report:")
+
+
+# -- damaged rows and a bad DECENT_STORE_TIMEOUT (issue 28) --------------------------------------
+
+
+def _damage_row(db: Path, sql: str) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(sql)
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+
+
+ROW_DAMAGE: dict[str, tuple[str, str]] = {
+    "config_json not JSON": ("UPDATE runs SET config_json = '{not json'", "runs.config_json"),
+    "final_json truncated": (
+        "UPDATE runs SET final_json = substr(final_json, 1, length(final_json) / 2)",
+        "runs.final_json",
+    ),
+    "schema_version text": (
+        "UPDATE meta SET value = 'abc' WHERE key = 'schema_version'",
+        "meta.schema_version",
+    ),
+    "text in records.value": (
+        "UPDATE records SET value = 'abc' WHERE round = (SELECT MIN(round) FROM records)",
+        "records.value",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(ROW_DAMAGE))
+@pytest.mark.parametrize("command", ["report", "export", "load"])
+def test_a_damaged_row_names_the_run_and_the_column(
+    damage: str, command: str, results: Path, tmp_path: Path
+) -> None:
+    from decent.results import StoreError, load
+
+    db = results / "decent.sqlite"
+    with Store(results, readonly=True) as store:
+        (run_id,) = store.runs()["run_id"]
+    sql, column = ROW_DAMAGE[damage]
+    _damage_row(db, sql)
+    needles = [column] if column.startswith("meta") else [column, f"run {run_id}"]
+    if command == "load":
+        with pytest.raises(StoreError) as err:
+            load(results, study="tiny")
+        assert "\n" not in str(err.value)
+        assert all(n in str(err.value) for n in needles), str(err.value)
+        return
+    dest: list[str | Path] = ["--dest", tmp_path / "x.csv"] if command == "export" else []
+    proc = _decent(command, "tiny", "--out", results, *dest)
+    _clean_error(proc, 2, "error:", *needles)
+    assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "abc", "-5", "nan", "0", "1e400", "", "100000"])
+def test_a_bad_store_timeout_is_one_line(value: str, results: Path) -> None:
+    proc = _decent("report", "tiny", "--out", results, env={"DECENT_STORE_TIMEOUT": value})
+    _clean_error(proc, 2, "DECENT_STORE_TIMEOUT=", "(0, 86400]")
+    assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1, proc.stdout
+
+
+@pytest.mark.parametrize("value", ["0.5", "60", "86400"])
+def test_a_good_store_timeout_is_used(value: str, results: Path) -> None:
+    proc = _decent("report", "tiny", "--out", results, env={"DECENT_STORE_TIMEOUT": value})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
