@@ -12,6 +12,7 @@ Read-only states are real: as root (which ignores permission bits) the command r
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import sqlite3
@@ -394,3 +395,57 @@ def test_a_bad_store_timeout_is_one_line(value: str, results: Path) -> None:
 def test_a_good_store_timeout_is_used(value: str, results: Path) -> None:
     proc = _decent("report", "tiny", "--out", results, env={"DECENT_STORE_TIMEOUT": value})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- sinks given a long run name or a URI MLflow cannot use (issue 28) --------------------------
+
+
+def _files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")} if root.exists() else set()
+
+
+@pytest.mark.parametrize(
+    "uri, needle",
+    [
+        ("bogus://x", "cannot use the tracking URI 'bogus://x'"),
+        ("sqlite:///{tmp}/m.db", "a database URI needs the full MLflow"),
+    ],
+    ids=["unknown-scheme", "database-on-skinny"],
+)
+def test_an_mlflow_uri_it_cannot_use_is_one_line(
+    uri: str, needle: str, cfg: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    if "sqlite" in uri and importlib.util.find_spec("sqlalchemy") is not None:
+        pytest.skip("the full MLflow (with sqlalchemy) can use a database URI")
+    home, out, tb = tmp_path / "home", tmp_path / "res", tmp_path / "tb"
+    home.mkdir()
+    before = _files_under(tmp_path)
+    proc = _decent(
+        "run", cfg, "--out", out, "--no-progress", "--tensorboard", tb,
+        "--mlflow", uri.format(tmp=tmp_path), fresh=True, env={"HOME": str(home)},
+    )  # fmt: skip
+    _clean_error(proc, 2, "error: MLflowSink:", needle, "pass a directory")
+    assert _files_under(tmp_path) == before, "a refused sink wrote files"
+
+
+@pytest.mark.parametrize("length", [300, 5000])
+def test_a_long_run_name_makes_a_short_tensorboard_folder(
+    length: int, cfg: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    home, out = tmp_path / "home", tmp_path / "res"
+    home.mkdir()
+    proc = _decent(
+        "run", cfg, "--out", out, "--no-progress", "--set", f'name="{"x" * length}"',
+        "--tensorboard", out / "tb", "--mlflow", out / "mlruns",
+        fresh=True, env={"HOME": str(home)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (run_dir,) = (out / "tb" / "tiny").iterdir()
+    assert len(run_dir.name) <= 100 and run_dir.name.startswith("x" * 80)
+    assert any(run_dir.glob("events.out.tfevents.*"))
+    assert not _files_under(home), "MLflow wrote under $HOME"
