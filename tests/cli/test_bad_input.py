@@ -400,6 +400,15 @@ def test_a_good_store_timeout_is_used(value: str, results: Path) -> None:
 # -- sinks given a long run name or a URI MLflow cannot use (issue 28) --------------------------
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _files_under(root: Path) -> set[Path]:
     return {p for p in root.rglob("*")} if root.exists() else set()
 
@@ -409,8 +418,9 @@ def _files_under(root: Path) -> set[Path]:
     [
         ("bogus://x", "cannot use the tracking URI 'bogus://x'"),
         ("sqlite:///{tmp}/m.db", "a database URI needs the full MLflow"),
+        ("http://127.0.0.1:{port}", "start the MLflow server there"),
     ],
-    ids=["unknown-scheme", "database-on-skinny"],
+    ids=["unknown-scheme", "database-on-skinny", "no-server"],
 )
 def test_an_mlflow_uri_it_cannot_use_is_one_line(
     uri: str, needle: str, cfg: Path, tmp_path: Path
@@ -424,7 +434,8 @@ def test_an_mlflow_uri_it_cannot_use_is_one_line(
     before = _files_under(tmp_path)
     proc = _decent(
         "run", cfg, "--out", out, "--no-progress", "--tensorboard", tb,
-        "--mlflow", uri.format(tmp=tmp_path), fresh=True, env={"HOME": str(home)},
+        "--mlflow", uri.format(tmp=tmp_path, port=_closed_port()), fresh=True,
+        env={"HOME": str(home)},
     )  # fmt: skip
     _clean_error(proc, 2, "error: MLflowSink:", needle, "pass a directory")
     assert _files_under(tmp_path) == before, "a refused sink wrote files"

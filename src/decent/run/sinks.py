@@ -266,7 +266,9 @@ class MLflowSink(Callback):
     Raises:
         MissingDependencyError: when ``mlflow`` (``mlflow-skinny``) is not installed.
         ResultsError: for an empty ``tracking_uri`` or ``experiment``, a URI MLflow cannot
-            use (``bogus://x``; checked here, before any run starts), or a non-dict config.
+            use (``bogus://x``) or a server that does not answer (checked here once, no
+            retries, before any run starts), or a non-dict config; later MLflow errors in
+            ``on_start`` are one such line too.
 
     Attributes:
         run_id: the MLflow run id of the last run started (``None`` before ``on_start``).
@@ -302,7 +304,31 @@ class MLflowSink(Callback):
         self.run_id: str | None = None
         self.metric_names: dict[str, str] = {}
         self._client: Any = None
-        self._new_client()  # a URI MLflow cannot use fails here, before training starts
+        client = self._new_client()  # a URI MLflow cannot use fails here, before training
+        if not self._is_file_store():  # a server: one quick look, no retries, 10 s at most
+            quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+            saved = {k: os.environ.get(k) for k in quick}
+            os.environ.update({k: v for k, v in quick.items() if saved[k] is None})
+            try:
+                self._call(client.search_experiments, max_results=1)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call an MLflow client method; an MLflow error becomes one :class:`ResultsError` line."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as err:
+            text = " ".join(str(err.message if hasattr(err, "message") else err).split())
+            raise ResultsError(
+                f"MLflowSink: the tracking URI {shown(repr(self.tracking_uri))} failed: "
+                f"{shown(text[:300])}; start the MLflow server there, or pass a directory "
+                "(e.g. --mlflow mlruns)"
+            ) from None
 
     def _new_client(self) -> Any:
         """An ``MlflowClient`` for the URI; one :class:`ResultsError` line if it cannot be."""
@@ -354,8 +380,9 @@ class MLflowSink(Callback):
 
         self._client = self._new_client()
         tags = {f"decent.{k}": str(v) for k, v in _info_params(info).items()}
-        run = self._client.create_run(
-            self._experiment_id(),
+        run = self._call(
+            self._client.create_run,
+            self._call(self._experiment_id),
             run_name=self.run_name or _default_run_name(info),
             tags=tags,
         )
