@@ -391,6 +391,23 @@ def test_a_bad_store_timeout_is_one_line(value: str, results: Path) -> None:
     assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1, proc.stdout
 
 
+@pytest.mark.parametrize("command", ["run", "sweep", "launch"])
+def test_a_bad_store_timeout_stops_writers_before_they_start(
+    command: str, cfg: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "res"
+    args: dict[str, list[str | Path]] = {
+        "run": ["run", cfg, "--out", out, "--no-progress"],
+        "sweep": ["sweep", cfg, "--out", out, "--no-progress", "--workers", "1"],
+        "launch": ["launch", "--nproc", "2", cfg, "--out", out],
+    }
+    proc = _decent(*args[command], env={"DECENT_STORE_TIMEOUT": "nan"})
+    _clean_error(proc, 2, "error: DECENT_STORE_TIMEOUT=nan is not a number of seconds")
+    text = proc.stdout + proc.stderr
+    assert text.count("DECENT_STORE_TIMEOUT") == 1, text  # once, not once per rank
+    assert not (out / "decent.sqlite").exists()
+
+
 @pytest.mark.parametrize("value", ["0.5", "60", "86400"])
 def test_a_good_store_timeout_is_used(value: str, results: Path) -> None:
     proc = _decent("report", "tiny", "--out", results, env={"DECENT_STORE_TIMEOUT": value})

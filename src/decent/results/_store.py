@@ -144,6 +144,21 @@ def _busy_timeout_ms() -> int:
     return max(1, round(seconds * 1000))
 
 
+def store_timeout() -> float:
+    """Seconds a writer waits for another writer's lock, from ``DECENT_STORE_TIMEOUT``.
+
+    A launcher calls it before starting processes, so a bad value is refused once.
+
+    Raises:
+        StoreError: when ``DECENT_STORE_TIMEOUT`` is not a number of seconds in (0, 86400].
+
+    Example:
+        >>> store_timeout() > 0
+        True
+    """
+    return _busy_timeout_ms() / 1000
+
+
 # Connections inherited through fork() must never be used or closed by the child (closing
 # could checkpoint or unlink the parent's WAL); they are parked here for the process's life.
 _ABANDONED: list[sqlite3.Connection] = []
