@@ -12,6 +12,7 @@ Read-only states are real: as root (which ignores permission bits) the command r
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import sqlite3
@@ -328,3 +329,151 @@ def test_report_of_a_single_run_and_of_seeds_only(cfg: Path, tmp_path: Path) -> 
             == 0
         )
     _clean_error(_decent("report", "tiny", "--out", out), 0, "report:")
+
+
+# -- damaged rows and a bad DECENT_STORE_TIMEOUT (issue 28) --------------------------------------
+
+
+def _damage_row(db: Path, sql: str) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(sql)
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+
+
+ROW_DAMAGE: dict[str, tuple[str, str]] = {
+    "config_json not JSON": ("UPDATE runs SET config_json = '{not json'", "runs.config_json"),
+    "final_json truncated": (
+        "UPDATE runs SET final_json = substr(final_json, 1, length(final_json) / 2)",
+        "runs.final_json",
+    ),
+    "schema_version text": (
+        "UPDATE meta SET value = 'abc' WHERE key = 'schema_version'",
+        "meta.schema_version",
+    ),
+    "text in records.value": (
+        "UPDATE records SET value = 'abc' WHERE round = (SELECT MIN(round) FROM records)",
+        "records.value",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(ROW_DAMAGE))
+@pytest.mark.parametrize("command", ["report", "export", "load"])
+def test_a_damaged_row_names_the_run_and_the_column(
+    damage: str, command: str, results: Path, tmp_path: Path
+) -> None:
+    from decent.results import StoreError, load
+
+    db = results / "decent.sqlite"
+    with Store(results, readonly=True) as store:
+        (run_id,) = store.runs()["run_id"]
+    sql, column = ROW_DAMAGE[damage]
+    _damage_row(db, sql)
+    needles = [column] if column.startswith("meta") else [column, f"run {run_id}"]
+    if command == "load":
+        with pytest.raises(StoreError) as err:
+            load(results, study="tiny")
+        assert "\n" not in str(err.value)
+        assert all(n in str(err.value) for n in needles), str(err.value)
+        return
+    dest: list[str | Path] = ["--dest", tmp_path / "x.csv"] if command == "export" else []
+    proc = _decent(command, "tiny", "--out", results, *dest)
+    _clean_error(proc, 2, "error:", *needles)
+    assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "abc", "-5", "nan", "0", "1e400", "", "100000"])
+def test_a_bad_store_timeout_is_one_line(value: str, results: Path) -> None:
+    proc = _decent("report", "tiny", "--out", results, env={"DECENT_STORE_TIMEOUT": value})
+    _clean_error(proc, 2, "DECENT_STORE_TIMEOUT=", "(0, 86400]")
+    assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1, proc.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "launch"])
+def test_a_bad_store_timeout_stops_writers_before_they_start(
+    command: str, cfg: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "res"
+    args: dict[str, list[str | Path]] = {
+        "run": ["run", cfg, "--out", out, "--no-progress"],
+        "sweep": ["sweep", cfg, "--out", out, "--no-progress", "--workers", "1"],
+        "launch": ["launch", "--nproc", "2", cfg, "--out", out],
+    }
+    proc = _decent(*args[command], env={"DECENT_STORE_TIMEOUT": "nan"})
+    _clean_error(proc, 2, "error: DECENT_STORE_TIMEOUT=nan is not a number of seconds")
+    text = proc.stdout + proc.stderr
+    assert text.count("DECENT_STORE_TIMEOUT") == 1, text  # once, not once per rank
+    assert not (out / "decent.sqlite").exists()
+
+
+@pytest.mark.parametrize("value", ["0.5", "60", "86400"])
+def test_a_good_store_timeout_is_used(value: str, results: Path) -> None:
+    proc = _decent("report", "tiny", "--out", results, env={"DECENT_STORE_TIMEOUT": value})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- sinks given a long run name or a URI MLflow cannot use (issue 28) --------------------------
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")} if root.exists() else set()
+
+
+@pytest.mark.parametrize(
+    "uri, needle",
+    [
+        ("bogus://x", "cannot use the tracking URI 'bogus://x'"),
+        ("sqlite:///{tmp}/m.db", "a database URI needs the full MLflow"),
+        ("http://127.0.0.1:{port}", "start the MLflow server there"),
+    ],
+    ids=["unknown-scheme", "database-on-skinny", "no-server"],
+)
+def test_an_mlflow_uri_it_cannot_use_is_one_line(
+    uri: str, needle: str, cfg: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    if "sqlite" in uri and importlib.util.find_spec("sqlalchemy") is not None:
+        pytest.skip("the full MLflow (with sqlalchemy) can use a database URI")
+    home, out, tb = tmp_path / "home", tmp_path / "res", tmp_path / "tb"
+    home.mkdir()
+    before = _files_under(tmp_path)
+    proc = _decent(
+        "run", cfg, "--out", out, "--no-progress", "--tensorboard", tb,
+        "--mlflow", uri.format(tmp=tmp_path, port=_closed_port()), fresh=True,
+        env={"HOME": str(home)},
+    )  # fmt: skip
+    _clean_error(proc, 2, "error: MLflowSink:", needle, "pass a directory")
+    assert _files_under(tmp_path) == before, "a refused sink wrote files"
+
+
+@pytest.mark.parametrize("length", [300, 5000])
+def test_a_long_run_name_makes_a_short_tensorboard_folder(
+    length: int, cfg: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    home, out = tmp_path / "home", tmp_path / "res"
+    home.mkdir()
+    proc = _decent(
+        "run", cfg, "--out", out, "--no-progress", "--set", f'name="{"x" * length}"',
+        "--tensorboard", out / "tb", "--mlflow", out / "mlruns",
+        fresh=True, env={"HOME": str(home)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (run_dir,) = (out / "tb" / "tiny").iterdir()
+    assert len(run_dir.name) <= 100 and run_dir.name.startswith("x" * 80)
+    assert any(run_dir.glob("events.out.tfevents.*"))
+    assert not _files_under(home), "MLflow wrote under $HOME"

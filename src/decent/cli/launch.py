@@ -60,11 +60,12 @@ def launch(
     ),
     force: bool = typer.Option(False, "--force", help="Run again even if already finished."),
 ) -> None:
-    from decent.results import Store, resolve_db_path
+    from decent.results import Store, resolve_db_path, store_timeout
     from decent.run.distributed.launch import launch as _launch
 
     try:
         with user_errors():
+            store_timeout()  # a bad DECENT_STORE_TIMEOUT is one line here, not one per rank
             proc = _launch(
                 nproc,
                 config,

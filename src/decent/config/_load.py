@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from decent._names import safe_name
 from decent.config._errors import MISSING, ConfigError, Issue, issues_from_validation
 from decent.config._models import ExperimentConfig, sync
-from decent.config._overrides import apply_overrides
+from decent.config._overrides import TOO_DEEP, apply_overrides, check_depth
 from decent.config._sweep import expand
 
 if sys.version_info >= (3, 11):
@@ -24,13 +24,25 @@ else:  # pragma: no cover
 
 
 def parse_toml(text: str, source: str = "<string>") -> dict[str, Any]:
-    """Parse TOML text; a syntax error becomes a :class:`ConfigError`."""
+    """Parse TOML text; a syntax error becomes a :class:`ConfigError`.
+
+    A leading UTF-8 byte-order mark (as some Windows editors write) is ignored. Tables and
+    arrays may nest at most :data:`~decent.config._overrides.MAX_DEPTH` levels.
+    """
+    text = text.removeprefix("\ufeff")
     try:
-        return tomllib.loads(text)
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(
             [Issue("(TOML syntax)", MISSING, f"not valid TOML: {err}")], source
         ) from None
+    except RecursionError:
+        raise ConfigError([Issue("(TOML syntax)", MISSING, TOO_DEEP)], source) from None
+    try:
+        check_depth(raw, "(TOML syntax)")
+    except ConfigError as err:
+        raise ConfigError(err.issues, source) from None
+    return raw
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

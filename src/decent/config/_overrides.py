@@ -13,6 +13,28 @@ from pydantic import BaseModel
 from decent.config._errors import MISSING, ConfigError, Issue, _model_for, dotted
 from decent.config._models import ExperimentConfig
 
+MAX_DEPTH = 32
+"""How deeply tables, arrays and dotted keys may nest in a config (real configs use < 6)."""
+
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels; flatten it (configs need fewer than 6)"
+
+
+def check_depth(value: Any, where: str, base: int = 0) -> None:
+    """Refuse ``value`` when its tables/arrays nest deeper than :data:`MAX_DEPTH` (iterative).
+
+    Raises:
+        ConfigError: one line naming ``where`` and the limit.
+    """
+    stack: list[tuple[Any, int]] = [(value, base)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError([Issue(where, MISSING, TOO_DEEP)])
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, (dict, list)):
+            stack.extend((child, depth + 1) for child in children)
+
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -36,9 +58,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         )
     key, _, text = item.partition("=")
     key, text = key.strip(), text.strip()
+    if key.count(".") >= MAX_DEPTH:
+        raise ConfigError([Issue("--set", _head(item), f"the key is {TOO_DEEP}")])
     try:
         nested: Any = tomllib.loads(f"{key} = 0")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         raise ConfigError(
             [Issue("--set", item, "the key must be a dotted field path like algorithm.lr")]
         ) from None
@@ -48,10 +72,18 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         parts.append(name)
     for candidate in (text, json.dumps(text)):
         try:
-            return parts, tomllib.loads(f"v = {candidate}")["v"]
+            value = tomllib.loads(f"v = {candidate}")["v"]
         except tomllib.TOMLDecodeError:
             continue
+        except RecursionError:
+            raise ConfigError([Issue("--set", _head(item), f"the value is {TOO_DEEP}")]) from None
+        check_depth(value, f"--set {dotted(parts)}", len(parts))
+        return parts, value
     raise AssertionError("unreachable: a JSON string is a TOML string")  # pragma: no cover
+
+
+def _head(item: str, limit: int = 60) -> str:
+    return item if len(item) <= limit else item[: limit - 3] + "..."
 
 
 def _merge(

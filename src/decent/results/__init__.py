@@ -40,6 +40,7 @@ from decent.results._store import (
     RunWriter,
     Store,
     resolve_db_path,
+    store_timeout,
 )
 
 __all__ = [
@@ -65,4 +66,5 @@ __all__ = [
     "resolve_db_path",
     "run_id_for",
     "safe_name",
+    "store_timeout",
 ]

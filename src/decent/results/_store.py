@@ -27,6 +27,7 @@ written to.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sqlite3
@@ -44,6 +45,7 @@ from typing import Any
 
 import pandas as pd
 
+from decent._names import shown
 from decent.results._canon import canonical_json, content_hash, flatten, to_plain
 from decent.results._errors import (
     ResultsError,
@@ -113,12 +115,48 @@ _SCHEMA = (
 )
 
 
+MAX_STORE_TIMEOUT = 86_400.0
+"""The longest ``DECENT_STORE_TIMEOUT`` accepted, in seconds (one day)."""
+
+
 def _busy_timeout_ms() -> int:
-    """How long a writer waits for another writer's lock (``DECENT_STORE_TIMEOUT`` seconds)."""
-    try:
-        return max(1, int(float(os.environ.get("DECENT_STORE_TIMEOUT", "60")) * 1000))
-    except ValueError:
+    """How long a writer waits for another writer's lock (``DECENT_STORE_TIMEOUT`` seconds).
+
+    Unset means 60 s. The value must be a number of seconds with
+    ``0 < seconds <= MAX_STORE_TIMEOUT``; it is rounded to whole milliseconds (at least 1).
+
+    Raises:
+        StoreError: for anything else (``abc``, ``-5``, ``0``, ``nan``, ``inf``), one line
+            naming the variable, its value and the accepted range.
+    """
+    text = os.environ.get("DECENT_STORE_TIMEOUT")
+    if text is None:
         return 60_000
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_STORE_TIMEOUT:  # also false for nan
+        raise StoreError(
+            f"DECENT_STORE_TIMEOUT={shown(text)} is not a number of seconds in "
+            f"(0, {MAX_STORE_TIMEOUT:g}]; set it to e.g. 60 (the default) or unset it"
+        )
+    return max(1, round(seconds * 1000))
+
+
+def store_timeout() -> float:
+    """Seconds a writer waits for another writer's lock, from ``DECENT_STORE_TIMEOUT``.
+
+    A launcher calls it before starting processes, so a bad value is refused once.
+
+    Raises:
+        StoreError: when ``DECENT_STORE_TIMEOUT`` is not a number of seconds in (0, 86400].
+
+    Example:
+        >>> store_timeout() > 0
+        True
+    """
+    return _busy_timeout_ms() / 1000
 
 
 # Connections inherited through fork() must never be used or closed by the child (closing
@@ -395,7 +433,16 @@ class Store:
                     "meta table); it was left untouched: pass --out the directory a run wrote to"
                 ) from None
             raise
-        return int(row[0]) if row else 0
+        if not row:
+            return 0
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise StoreError(
+                f"{self.path} is damaged: meta.schema_version is {shown(repr(row[0]))}, not a "
+                f"whole number; it was left untouched: move it aside (mv {self.path} "
+                f"{self.path}.damaged) or pass another --out"
+            ) from None
 
     def _check_version(self, conn: sqlite3.Connection, found: int) -> None:
         if found > SCHEMA_VERSION:
@@ -698,7 +745,7 @@ class Store:
             row = conn.execute("SELECT final_json FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None or not row[0]:
             return {}
-        data = json.loads(row[0])
+        data = self._json(row[0], run_id, "final_json")
         return {
             k: float(v)
             for k, v in flatten(data).items()
@@ -829,7 +876,20 @@ class Store:
             params = (study,)
         with self._reading() as conn:
             rows = conn.execute(sql + " ORDER BY created_at, id", params).fetchall()
-        return {rid: json.loads(text) for rid, text in rows}
+        return {rid: self._json(text, rid, "config_json") for rid, text in rows}
+
+    def _json(self, text: Any, run_id: str, column: str) -> Any:
+        """Decode one stored JSON cell; a damaged one raises a one-line :class:`StoreError`."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError, RecursionError) as err:
+            detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            raise StoreError(
+                f"{self.path} is damaged: run {shown(run_id)} has a runs.{column} that is not "
+                f"valid JSON ({shown(detail)}); delete that run (decent.results.Store("
+                f"...).delete_run({shown(repr(run_id))})) and run it again, or pass another "
+                "--out"
+            ) from None
 
     def runs(self, study: str | None = None) -> pd.DataFrame:
         """Return one row per run with the config flattened to dotted columns.
@@ -865,16 +925,19 @@ class Store:
             if rec["status"] == "running" and owner_is_gone(row[14]):
                 rec["status"] = "interrupted"
                 rec["error"] = rec["error"] or "its process ended without closing the run"
-            for key, value in flatten(json.loads(row[12])).items():
+            rid = row[0]
+            for key, value in flatten(self._json(row[12], rid, "config_json")).items():
                 col = f"config.{key}" if key in reserved else key
                 config_cols[col] = None
                 rec[col] = value
             if row[13]:
-                for key, value in flatten(json.loads(row[13]), prefix="final.").items():
+                final = self._json(row[13], rid, "final_json")
+                for key, value in flatten(final, prefix="final.").items():
                     final_cols[key] = None
                     rec[key] = value
             if row[15]:
-                for key, value in flatten(json.loads(row[15]), prefix="info.").items():
+                info = self._json(row[15], rid, "info_json")
+                for key, value in flatten(info, prefix="info.").items():
                     info_cols[key] = None
                     rec[key] = value
             out.append(rec)
@@ -928,7 +991,18 @@ class Store:
             frames.append(pd.DataFrame([], columns=list(RECORD_COLUMNS)))
         rec = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         rec["round"] = rec["round"].astype("int64")
-        rec["value"] = rec["value"].astype("float64")
+        numeric = pd.to_numeric(rec["value"], errors="coerce")
+        bad = numeric.isna() & rec["value"].notna()
+        if bad.any():
+            row = rec[bad].iloc[0]
+            raise StoreError(
+                f"{self.path} is damaged: run {shown(row['run_id'])} has records.value "
+                f"{shown(repr(row['value']))} (round {row['round']}, metric "
+                f"{shown(row['metric'])}), not a number; delete that run (decent.results."
+                f"Store(...).delete_run({shown(repr(row['run_id']))})) and run it again, or "
+                "pass another --out"
+            )
+        rec["value"] = numeric.astype("float64")
         runs = self.runs(study)
         keep = [c for c in runs.columns if c != "error" and not c.startswith("final.")]
         df = rec.merge(runs[keep], on="run_id", how="inner")

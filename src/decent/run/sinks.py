@@ -22,6 +22,7 @@ extra to install when it is missing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from decent._names import shown
 from decent.engine import Callback, RunInfo, RunResult
 from decent.results import MissingDependencyError, ResultsError, flatten
 
@@ -40,6 +42,8 @@ MLFLOW_STATUS = {"finished": "FINISHED", "diverged": "FAILED", "interrupted": "K
 _MLFLOW_BAD_CHARS = re.compile(r"[^\w/.\- ]")
 _RUN_DIR_BAD_CHARS = re.compile(r"[^\w.,=+@/-]")
 _MLFLOW_BATCH = 100  # MLflow accepts at most 100 params (1000 metrics) per log_batch call
+_MAX_PART = 100  # bytes of one directory name (file systems allow 255; -k suffixes need room)
+_MLFLOW_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
 def _require(module: str, extra: str, who: str) -> Any:
@@ -82,9 +86,23 @@ def mlflow_metric_name(name: str) -> str:
 
 
 def _run_dir_name(name: str) -> str:
-    """A directory name for a run: ``/`` keeps nesting, spaces and other odd characters -> _."""
+    """A directory name for a run: ``/`` keeps nesting, spaces and other odd characters -> _.
+
+    A part longer than ``_MAX_PART`` bytes (file systems refuse names over 255) is cut to its
+    first 80 characters plus ``-`` and 12 hex digits of its SHA-256, so long names that
+    differ stay apart.
+    """
     parts = [_RUN_DIR_BAD_CHARS.sub("_", p) for p in name.split("/") if p not in ("", ".", "..")]
+    parts = [_short_part(p) for p in parts]
     return "/".join(parts) or "run"
+
+
+def _short_part(part: str) -> str:
+    if len(part.encode()) <= _MAX_PART:
+        return part
+    digest = hashlib.sha256(part.encode()).hexdigest()[:12]
+    head = part[:80].encode()[:80].decode(errors="ignore")
+    return f"{head}-{digest}"
 
 
 def _default_run_name(info: RunInfo) -> str:
@@ -138,7 +156,8 @@ class TensorBoardSink(Callback):
     Args:
         log_dir: root directory of the event files (``tensorboard --logdir log_dir``).
         run_name: the run's subdirectory (default ``{algorithm}_{topology}_n{n}_seed{seed}``);
-            ``/`` nests, other characters outside ``[A-Za-z0-9_.,=+@-]`` become ``_``.
+            ``/`` nests, other characters outside ``[A-Za-z0-9_.,=+@-]`` become ``_``, and a
+            part over 100 bytes is cut to 80 characters plus a hash of the whole.
         config: the resolved config (``ExperimentConfig.run_dict()``); default: the fields of
             the engine's :class:`~decent.engine.RunInfo`.
 
@@ -234,6 +253,8 @@ class MLflowSink(Callback):
     no server). MLflow 3 refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE`` is set; for
     such URIs this sink sets it to ``true`` when it is unset. Database (``sqlite:///...``,
     needs the full ``mlflow`` package) and ``http(s)://`` server URIs are passed through.
+    MLflow's usage telemetry (which writes under ``$HOME``) is turned off unless
+    ``MLFLOW_DISABLE_TELEMETRY`` is already set.
 
     Args:
         tracking_uri: e.g. ``"mlruns"``, ``"file:///abs/mlruns"``, ``"http://host:5000"``.
@@ -244,7 +265,10 @@ class MLflowSink(Callback):
 
     Raises:
         MissingDependencyError: when ``mlflow`` (``mlflow-skinny``) is not installed.
-        ResultsError: for an empty ``tracking_uri`` or ``experiment``, or a non-dict config.
+        ResultsError: for an empty ``tracking_uri`` or ``experiment``, a URI MLflow cannot
+            use (``bogus://x``) or a server that does not answer (checked here once, no
+            retries, before any run starts), or a non-dict config; later MLflow errors in
+            ``on_start`` are one such line too.
 
     Attributes:
         run_id: the MLflow run id of the last run started (``None`` before ``on_start``).
@@ -270,6 +294,8 @@ class MLflowSink(Callback):
                 f"MLflowSink: experiment must be a non-empty name, got {experiment!r}; "
                 "pass e.g. experiment='my-study'"
             )
+        # MLflow's usage telemetry writes under $HOME; a run writes only where it is told
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         self._mlflow = _require("mlflow", "mlflow", "MLflowSink")
         self.tracking_uri = uri
         self.experiment = experiment
@@ -278,6 +304,57 @@ class MLflowSink(Callback):
         self.run_id: str | None = None
         self.metric_names: dict[str, str] = {}
         self._client: Any = None
+        client = self._new_client()  # a URI MLflow cannot use fails here, before training
+        if not self._is_file_store():  # a server: one quick look, no retries, 10 s at most
+            quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+            saved = {k: os.environ.get(k) for k in quick}
+            os.environ.update({k: v for k, v in quick.items() if saved[k] is None})
+            try:
+                self._call(client.search_experiments, max_results=1)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call an MLflow client method; an MLflow error becomes one :class:`ResultsError` line."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as err:
+            text = " ".join(str(err.message if hasattr(err, "message") else err).split())
+            raise ResultsError(
+                f"MLflowSink: the tracking URI {shown(repr(self.tracking_uri))} failed: "
+                f"{shown(text[:300])}; start the MLflow server there, or pass a directory "
+                "(e.g. --mlflow mlruns)"
+            ) from None
+
+    def _new_client(self) -> Any:
+        """An ``MlflowClient`` for the URI; one :class:`ResultsError` line if it cannot be."""
+        from mlflow.tracking import MlflowClient
+
+        uri = self.tracking_uri
+        if self._is_file_store():
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            if not uri.startswith("file:"):
+                # MLflow caches stores by URI: a relative path would keep pointing at the
+                # directory of the first working directory it was used in
+                uri = Path(uri).resolve().as_uri()
+        try:
+            return MlflowClient(tracking_uri=uri)
+        except Exception as err:  # MLflow raises many kinds for a URI it cannot use
+            scheme = uri.split(":", 1)[0]
+            hint = (
+                " (a database URI needs the full MLflow: pip install mlflow)"
+                if scheme.split("+")[0] in _MLFLOW_DATABASES
+                else ""
+            )
+            raise ResultsError(
+                f"MLflowSink: cannot use the tracking URI {shown(repr(self.tracking_uri))} "
+                f"({type(err).__name__}){hint}; pass a directory (e.g. --mlflow mlruns), "
+                "file:///abs/dir or http(s)://host:port"
+            ) from None
 
     def _is_file_store(self) -> bool:
         scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", self.tracking_uri)
@@ -300,19 +377,12 @@ class MLflowSink(Callback):
 
     def on_start(self, info: RunInfo) -> None:
         from mlflow.entities import Param, RunTag
-        from mlflow.tracking import MlflowClient
 
-        uri = self.tracking_uri
-        if self._is_file_store():
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            if not uri.startswith("file:"):
-                # MLflow caches stores by URI: a relative path would keep pointing at the
-                # directory of the first working directory it was used in
-                uri = Path(uri).resolve().as_uri()
-        self._client = MlflowClient(tracking_uri=uri)
+        self._client = self._new_client()
         tags = {f"decent.{k}": str(v) for k, v in _info_params(info).items()}
-        run = self._client.create_run(
-            self._experiment_id(),
+        run = self._call(
+            self._client.create_run,
+            self._call(self._experiment_id),
             run_name=self.run_name or _default_run_name(info),
             tags=tags,
         )
@@ -384,11 +454,11 @@ def make_sinks(
         MissingDependencyError: when a requested tool is not installed.
     """
     sinks: list[Callback] = []
+    if mlflow is not None:  # first: a URI MLflow refuses must leave no TensorBoard folder
+        sinks.append(MLflowSink(mlflow, experiment=experiment, run_name=run_name, config=config))
     if tensorboard is not None:
         log_dir = Path(tensorboard) / _run_dir_name(experiment)
-        sinks.append(TensorBoardSink(log_dir, run_name=run_name, config=config))
-    if mlflow is not None:
-        sinks.append(MLflowSink(mlflow, experiment=experiment, run_name=run_name, config=config))
+        sinks.insert(0, TensorBoardSink(log_dir, run_name=run_name, config=config))
     return sinks
 
 
