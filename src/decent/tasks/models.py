@@ -593,8 +593,8 @@ class ModuleTask:
         """
         plan = self._mlp_plan
         assert plan is not None
-        x, y = batch[0], batch[1]
-        m, size = x.shape[0], x.shape[1]
+        x = batch[0]
+        m = x.shape[0]
         grads = torch.empty(m, self.dim, dtype=params.dtype, device=params.device)
 
         def weight(step: tuple[str, int, int, int, int], of: torch.Tensor) -> torch.Tensor:
@@ -614,25 +614,7 @@ class ModuleTask:
                 h = torch.tanh(h)
             elif kind == "sigmoid":
                 h = torch.sigmoid(h)
-        z = h  # logits (m, B, C)
-        if self._loss_kind == "bce":
-            logit, target = z.squeeze(2), y.to(z.dtype)
-            per_sample = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
-            delta = torch.sigmoid(logit).sub_(target).unsqueeze(2)
-        else:
-            logp = torch.log_softmax(z, dim=2)
-            per_sample = -logp.gather(2, y.unsqueeze(2)).squeeze(2)
-            delta = logp.exp_()
-            delta.scatter_add_(
-                2, y.unsqueeze(2), torch.full((m, size, 1), -1.0, dtype=z.dtype, device=z.device)
-            )
-        if len(batch) == 3:
-            coef = batch[2]
-            losses = (per_sample * coef).sum(dim=1)
-            delta.mul_(coef.unsqueeze(2))
-        else:
-            losses = per_sample.mean(dim=1)
-            delta.div_(size)
+        losses, delta = self._losses_and_residual(h, batch)  # h: the logits (m, B, C)
         first = next(i for i, step in enumerate(plan) if step[0] == "linear")
         for i in range(len(plan) - 1, -1, -1):
             step, inp = plan[i], saved[i]
@@ -655,24 +637,17 @@ class ModuleTask:
             losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
         return grads, losses
 
-    def _linear_grad_and_loss(
-        self, params: torch.Tensor, batch: Batch
+    def _losses_and_residual(
+        self, z: torch.Tensor, batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every row's minibatch loss and gradient, ``(m, d)`` and ``(m,)``, without autograd.
+        """Every row's minibatch loss ``(m,)`` and the loss's gradient in the logits ``z``.
 
-        With logits ``z = x W^T + b`` (``(m, B, C)``) and per-sample weights ``c`` (``1 / B``,
-        or the batch's ``w`` without replacement), the residual ``r`` is
-        ``sigmoid(z) - y`` (BCE, ``C = 1``) or ``softmax(z) - onehot(y)``; then
-        ``grad W = sum_j c_j r_j x_j^T``, ``grad b = sum_j c_j r_j``, plus ``l2 * params``.
+        The residual ``(m, B, C)`` is ``c_j (sigmoid(z_j) - y_j)`` (BCE, ``C = 1``) or
+        ``c_j (softmax(z_j) - onehot(y_j))``, with per-sample weights ``c`` (``1 / B``, or
+        the batch's ``w`` without replacement).
         """
-        x, y = batch[0], batch[1]
-        m, size = x.shape[0], x.shape[1]
-        lin = self.module
-        assert isinstance(lin, nn.Linear)
-        classes, feats = lin.out_features, lin.in_features
-        weight = params[:, : classes * feats].view(m, classes, feats)
-        bias = params[:, classes * feats :]
-        z = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # (m, B, C)
+        y = batch[1]
+        m, size = z.shape[0], z.shape[1]
         if self._loss_kind == "bce":
             logit, target = z.squeeze(2), y.to(z.dtype)
             per_sample = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
@@ -686,11 +661,28 @@ class ModuleTask:
             )
         if len(batch) == 3:
             coef = batch[2]
-            losses = (per_sample * coef).sum(dim=1)
-            residual.mul_(coef.unsqueeze(2))
-        else:
-            losses = per_sample.mean(dim=1)
-            residual.div_(size)
+            return (per_sample * coef).sum(dim=1), residual.mul_(coef.unsqueeze(2))
+        return per_sample.mean(dim=1), residual.div_(size)
+
+    def _linear_grad_and_loss(
+        self, params: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every row's minibatch loss and gradient, ``(m, d)`` and ``(m,)``, without autograd.
+
+        With logits ``z = x W^T + b`` (``(m, B, C)``) and per-sample weights ``c`` (``1 / B``,
+        or the batch's ``w`` without replacement), the residual ``r`` is
+        ``sigmoid(z) - y`` (BCE, ``C = 1``) or ``softmax(z) - onehot(y)``; then
+        ``grad W = sum_j c_j r_j x_j^T``, ``grad b = sum_j c_j r_j``, plus ``l2 * params``.
+        """
+        x = batch[0]
+        m = x.shape[0]
+        lin = self.module
+        assert isinstance(lin, nn.Linear)
+        classes, feats = lin.out_features, lin.in_features
+        weight = params[:, : classes * feats].view(m, classes, feats)
+        bias = params[:, classes * feats :]
+        z = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # (m, B, C)
+        losses, residual = self._losses_and_residual(z, batch)
         grad_w = torch.bmm(residual.transpose(1, 2), x)  # (m, C, f); not out= a strided view
         grads = torch.cat([grad_w.view(m, classes * feats), residual.sum(dim=1)], dim=1)
         if self.l2 > 0:
