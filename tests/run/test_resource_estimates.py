@@ -112,3 +112,29 @@ def test_a_small_batch_is_measured_by_drawing_it() -> None:
         est = resources.estimate(DSGD(lr=0.1), task, comm)
     one = task.sample(comm.node_ids[:1], 1, 0)
     assert est.batch == 4 * sum(t.numel() * t.element_size() for t in one)
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [("final", True), ("every", True), (True, True), ("none", False), (False, False)],
+)
+def test_a_per_node_evaluation_of_many_nodes_is_warned_of(mode: object, warned: bool) -> None:
+    n = resources.MANY_NODES
+    task = LeastSquares(num_nodes=n, dim=2)
+    comm = SimCommunicator(ring(n))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resources.check(DSGD(lr=0.1), task, comm, per_node_eval=mode, available=64 * GIB)
+    lines = [str(w.message) for w in caught if issubclass(w.category, resources.CostWarning)]
+    assert len(lines) == int(warned)
+    if warned:
+        assert "\n" not in lines[0] and lines[0].startswith("per_node_eval = ")
+        assert f"{n} nodes" in lines[0] and 'per_node_eval = "none"' in lines[0]
+
+
+def test_fewer_nodes_are_not_warned_of() -> None:
+    n = resources.MANY_NODES - 1
+    task, comm = LeastSquares(num_nodes=n, dim=2), SimCommunicator(ring(n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", resources.CostWarning)
+        resources.check(DSGD(lr=0.1), task, comm, per_node_eval="every", available=64 * GIB)

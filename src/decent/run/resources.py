@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,14 @@ from decent.metrics import EVAL_CHUNK
 
 class ResourceError(ValueError):
     """A run that cannot fit the machine; the message has the estimate and the fix."""
+
+
+class CostWarning(UserWarning):
+    """A run that fits but spends much of its time on something that can be turned off."""
+
+
+MANY_NODES = 100_000
+"""From this many nodes on, a per-node evaluation is warned of (one model per node)."""
 
 
 @dataclass(frozen=True)
@@ -137,11 +146,26 @@ def check(
         flop_limit: a per-node evaluation above this many flops is refused (about an hour
             at a few GFLOP/s).
 
+    Warns:
+        CostWarning: a per-node evaluation of :data:`MANY_NODES` or more node models.
+
     Raises:
         ResourceError: with the estimate by part, the memory available and what to change.
     """
     est = estimate(algorithm, task, comm)
     nodes_on = per_node_eval not in (False, "none")
+    m = int(comm.node_ids.shape[0])
+    if nodes_on and m >= MANY_NODES:
+        shown = per_node_eval if isinstance(per_node_eval, str) else "every"
+        warnings.warn(
+            f'per_node_eval = "{shown}" evaluates each of the {m} nodes\' own models ({m} '
+            "model evaluations "
+            + ("at the last evaluation" if shown == "final" else "at every evaluation")
+            + ", besides the network average's one); "
+            'set per_node_eval = "none" to keep only the metrics at the network average',
+            CostWarning,
+            stacklevel=2,
+        )
     need = est.total if nodes_on else est.total - est.evaluation
     if available is None:
         available = available_memory(comm.node_ids.device)
@@ -256,6 +280,8 @@ def check_config(config: Any, *, available: int | None = None) -> None:
 
 
 __all__ = [
+    "MANY_NODES",
+    "CostWarning",
     "Estimate",
     "ResourceError",
     "available_memory",
