@@ -59,6 +59,10 @@ class SimCommunicator:
             sparse kernel's set-up: ring(64), ``k = 20``: 4.5 us against 8.1 us).
         device: where the mixing matrix lives (the node tensors' device).
 
+    Raises:
+        TypeError: ``topology`` is not a topology (e.g. the name ``"ring"``); pass one
+            such as ``decent.topology.ring(8)``.
+
     Example:
         >>> import torch
         >>> from decent.topology import ring
@@ -75,6 +79,13 @@ class SimCommunicator:
         kernel: Kernel = "auto",
         device: torch.device | str | None = None,
     ) -> None:
+        if isinstance(topology, (str, bytes, int, float, type)) or not all(
+            hasattr(topology, m) for m in ("num_nodes", "weights", "name")
+        ):
+            raise TypeError(
+                f"topology must be a topology object such as decent.topology.ring(8), got "
+                f"{type(topology).__name__} {topology!r:.60}"
+            )
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         self.topology = topology

@@ -31,9 +31,35 @@ AVERAGES: tuple[str, ...] = ("tail", "weighted")
 def _divergence_message(algorithm: Algorithm[Any], t: int, what: str) -> str:
     lr = getattr(algorithm, "lr", "?")
     hint = getattr(algorithm, "divergence_hint", "lower the step size (try lr / 10)")
+    if isinstance(lr, (int, float)) and lr == 0:  # no step was taken: the step size is not it
+        hint = "with lr = 0 no step grew, so check the task's data and parameters"
     return (
         f"run diverged at round {t}: {algorithm.name} with lr={lr} {what}; {hint}. "
         "Records up to the last evaluation are kept."
+    )
+
+
+def _require(value: Any, argument: str, members: tuple[str, ...], fix: str) -> None:
+    """Refuse ``value`` for ``argument`` unless it has ``members`` (a string, a class or a
+    config name where a built object belongs), with one line naming the argument."""
+    if isinstance(value, (str, bytes, int, float, type)) or not all(
+        hasattr(value, m) for m in members
+    ):
+        raise TypeError(f"{argument} must be {fix}; got {type(value).__name__} {value!r:.60}")
+
+
+_ALGORITHM = "an algorithm object such as decent.algorithms.DSGD(lr=0.05)"
+_TASK = "a task object such as decent.tasks.LeastSquares(num_nodes=8, dim=10)"
+_COMM = "a communicator such as decent.comm.SimCommunicator(decent.topology.ring(8))"
+
+
+def _not_finite_message(t: int, what: str, initial: float) -> str:
+    """A run whose problem is not finite before any step could grow: not a divergence."""
+    start = f"the loss at the start is {initial:.3g}" if t else "before any step"
+    return (
+        f"the {what} not finite at round {t}, {start}: the problem itself is not finite, "
+        "not the step size; check the task's data and parameters (e.g. task.heterogeneity, "
+        "task.noise, privacy.noise_multiplier). Records up to the last evaluation are kept."
     )
 
 
@@ -112,7 +138,13 @@ def train(
         A :class:`RunResult`; ``status == "diverged"`` (with a :class:`DivergenceWarning`
         and the reason in ``message``) when the loss blew up.
 
+        A problem that is not finite before any step (the loss at the start, or the
+        first round's gradients) also ends ``"diverged"``, with a message that names the
+        task's data and parameters rather than the step size.
+
     Raises:
+        TypeError: ``algorithm``, ``task`` or ``comm`` is not such an object (a name such as
+            ``"dsgd"`` or ``"ring"``, or a class); the message says what to pass.
         ValueError: bad ``rounds``, ``eval_every``, ``check_every``, ``divergence_factor``
             or ``x0``, or a task built for another number of nodes than ``comm``.
     """
@@ -174,6 +206,14 @@ def train_replicas(
     Returns:
         One :class:`RunResult` per replica, in order.
     """
+    for name, seq in (("algorithms", algorithms), ("tasks", tasks), ("seeds", seeds)):
+        if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence):
+            raise TypeError(f"{name} must be a list (one entry per replica), got {seq!r:.60}")
+    for algo in algorithms:
+        _require(algo, "algorithm", ("init", "query", "update", "output", "name"), _ALGORITHM)
+    for task in tasks:
+        _require(task, "task", ("sample", "dim", "num_nodes", "dtype"), _TASK)
+    _require(comm, "comm", ("mix", "all_reduce", "node_ids", "num_nodes"), _COMM)
     R = len(algorithms)
     if R < 1 or len(tasks) != R or len(seeds) != R:
         raise ValueError(
@@ -362,9 +402,9 @@ def train_replicas(
         for cb in callbacks[r]:
             cb.on_end(result)
 
-    def diverged(r: int, t: int, what: str) -> None:
+    def diverged(r: int, t: int, what: str, message: str | None = None) -> None:
         nonlocal algorithm
-        message = _divergence_message(algorithms[r], t, what)
+        message = message or _divergence_message(algorithms[r], t, what)
         warnings.warn(message, DivergenceWarning, stacklevel=3)
         finish(r, "diverged", t, message)
         if R > 1 and active:  # stop it: no step, no values that could overflow
@@ -384,8 +424,10 @@ def train_replicas(
             initial[r] = records[r][0].get("eval/loss@mean", math.nan)
             if divergence_factor is not None and math.isfinite(initial[r]):
                 limits[r] = divergence_factor * max(abs(initial[r]), 1.0)
+            if not math.isfinite(initial[r]):  # the start point's loss: no step was taken yet
+                diverged(r, 0, "", _not_finite_message(0, "evaluation loss is", initial[r]))
         clock = loop_comm if isinstance(loop_comm, Clocked) else None  # a simulated network
-        for t in range(1, rounds + 1):
+        for t in range(1, rounds + 1 if active else 1):
             threads.tick()
             if clock is not None:
                 joins = clock.begin_round(t)
@@ -398,6 +440,15 @@ def train_replicas(
             batch = sample(t)
             # 3. all held nodes' (all replicas') gradients in one batched call
             grads, losses = oracle(query, batch) if private is None else private(query, batch, t)
+            if t == 1:  # non-finite first gradients: the problem, not a step, is at fault
+                for r in _not_finite_rows(grads, losses, comm, n, R, active):
+                    diverged(r, 0, "", _not_finite_message(1, "gradients are", initial[r]))
+                    if active:  # a stopped replica's rows must not reach the others' mixing
+                        grads, losses = grads.clone(), losses.clone()
+                        grads.view(n, R, -1)[:, r] = 0
+                        losses.view(n, R)[:, r] = 0
+                if not active:
+                    break
             loss_rows.add_(losses.detach())  # summed per row, reduced at evaluation rounds
             loss_count += 1
             # 4. the algorithm's step; rows interact only through comm
@@ -474,6 +525,26 @@ def _worst_losses(losses: torch.Tensor, comm: Communicator, n: int, R: int) -> l
         return worst.view(n, R).amax(dim=0).tolist()  # type: ignore[no-any-return]
     column = worst.amax().reshape(1, 1).expand(int(comm.node_ids.shape[0]), 1)
     return [float(comm.all_reduce(column, "max", accounted=False).item())]
+
+
+def _not_finite_rows(
+    grads: torch.Tensor,
+    losses: torch.Tensor,
+    comm: Communicator,
+    n: int,
+    R: int,
+    active: Sequence[int],
+) -> list[int]:
+    """The active replicas with a non-finite gradient or loss on any node (any rank)."""
+    m = int(grads.shape[0]) // R
+    rows = grads.detach().reshape(m * R, -1)
+    bad = ~(torch.isfinite(rows).all(dim=1) & torch.isfinite(losses.detach().reshape(m * R)))
+    if R > 1:
+        per = bad.view(n, R).any(dim=0).tolist()
+    else:
+        flag = bad.any().to(torch.float64).reshape(1, 1).expand(m, 1)
+        per = [float(comm.all_reduce(flag, "max", accounted=False).item()) > 0]
+    return [r for r in active if per[r]]
 
 
 def _what(value: float, limit: float, factor: float | None, initial: float, kind: str) -> str:

@@ -10,7 +10,9 @@ what is available and what to change, before anything is allocated.
 
 from __future__ import annotations
 
+import itertools
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,14 @@ from decent.metrics import EVAL_CHUNK
 
 class ResourceError(ValueError):
     """A run that cannot fit the machine; the message has the estimate and the fix."""
+
+
+class CostWarning(UserWarning):
+    """A run that fits but spends much of its time on something that can be turned off."""
+
+
+MANY_NODES = 100_000
+"""From this many nodes on, a per-node evaluation is warned of (one model per node)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,24 @@ def _largest(tree: Any) -> int:
     return 0
 
 
+_PROBE = 64
+"""Largest ``batch_size`` whose minibatch :func:`estimate` draws to measure it."""
+
+
+def _batch_bytes(task: Any, comm: Any, m: int, d: int, item: int) -> int:
+    """Bytes of one round's minibatches of ``m`` nodes, drawn only when small.
+
+    A larger batch is sized from its shape, ``batch_size`` samples of the data's features
+    (``d`` for a streaming task) and a label each, so nothing is allocated.
+    """
+    b = getattr(task, "batch_size", None)
+    if isinstance(b, int) and b > _PROBE:
+        data = getattr(task, "train", None)
+        width = int(getattr(data, "num_features", d) or d)
+        return m * b * (width + 1) * item
+    return _nbytes(task.sample(comm.node_ids[:1], 1, 0)) * m
+
+
 def estimate(algorithm: Any, task: Any, comm: Any) -> Estimate:
     """Peak bytes of a run of ``algorithm`` on ``task`` over the nodes ``comm`` holds."""
     m = int(comm.node_ids.shape[0])
@@ -69,8 +97,7 @@ def estimate(algorithm: Any, task: Any, comm: Any) -> Estimate:
         state_bytes, biggest = 2 * m * d * item, 2 * m * d * item
     # gradients, the query point, the mixing output (as large as the largest message)
     work = 2 * m * d * item + biggest
-    one = task.sample(comm.node_ids[:1], 1, 0)
-    batch = _nbytes(one) * m
+    batch = _batch_bytes(task, comm, m, d, item)
     eval_size = int(getattr(task, "eval_size", 0) or 0)
     # per-node evaluation: EVAL_CHUNK node models on the whole evaluation set at once
     evaluation = min(m, EVAL_CHUNK) * max(eval_size, 1) * item * 4
@@ -119,11 +146,26 @@ def check(
         flop_limit: a per-node evaluation above this many flops is refused (about an hour
             at a few GFLOP/s).
 
+    Warns:
+        CostWarning: a per-node evaluation of :data:`MANY_NODES` or more node models.
+
     Raises:
         ResourceError: with the estimate by part, the memory available and what to change.
     """
     est = estimate(algorithm, task, comm)
     nodes_on = per_node_eval not in (False, "none")
+    m = int(comm.node_ids.shape[0])
+    if nodes_on and m >= MANY_NODES:
+        shown = per_node_eval if isinstance(per_node_eval, str) else "every"
+        warnings.warn(
+            f'per_node_eval = "{shown}" evaluates each of the {m} nodes\' own models ({m} '
+            "model evaluations "
+            + ("at the last evaluation" if shown == "final" else "at every evaluation")
+            + ", besides the network average's one); "
+            'set per_node_eval = "none" to keep only the metrics at the network average',
+            CostWarning,
+            stacklevel=2,
+        )
     need = est.total if nodes_on else est.total - est.evaluation
     if available is None:
         available = available_memory(comm.node_ids.device)
@@ -132,8 +174,10 @@ def check(
             f"this run needs about {_gib(need)} (state {_gib(est.state)}, gradients and "
             f"mixing {_gib(est.work)}, minibatches {_gib(est.batch)}"
             + (f", per-node evaluation {_gib(est.evaluation)}" if nodes_on else "")
-            + f") but {_gib(available)} is available; use fewer nodes "
-            f"(topology.num_nodes), a smaller model or batch, "
+            + f") but {_gib(available)} is available; "
+            + ("lower task.batch_size, " if est.batch > need / 2 else "")
+            + "use fewer nodes "
+            "(topology.num_nodes), a smaller model (task.hidden) or batch, "
             + ('per_node_eval = "none", fewer eval_samples, ' if nodes_on else "")
             + 'or dtype = "float32"'
         )
@@ -165,34 +209,79 @@ def check_batch(algorithm: Any, task: Any, comm: Any, replicas: int) -> None:
         )
 
 
+_FEATURES = {"digits": 64, "breast_cancer": 30}
+"""Feature counts of the built-in datasets, known before they are loaded."""
+
+
 def check_config(config: Any, *, available: int | None = None) -> None:
     """A coarse check from the config alone, before the task is built (its set-up draws).
 
     A streaming task of ``n`` nodes in ``d`` dimensions draws ``(n, d)`` blocks in float64
     while it is built (local optima, feature shifts: about three such blocks at the peak)
-    and a run then holds several ``(n, d)`` tensors; a dataset task's size is only known
-    once it is loaded, so it is checked by :func:`check` after the build.
+    and a run then holds several ``(n, d)`` tensors; every task draws ``batch_size``
+    samples per node and round (``n b (d + 1)`` values), and an MLP's hidden layers give
+    at least ``sum_i h_i h_{i+1}`` parameters per node (the data's feature count counts as
+    1 where the config does not give it). A dataset task's full size is only known once it
+    is loaded, so it is checked by :func:`check` after the build. The message names the
+    field of the largest part.
 
     Raises:
         ResourceError: when even this lower bound does not fit.
     """
-    d = getattr(config.task, "dim", None)
-    if d is None:
-        return
+    task = config.task
     n = int(config.topology.num_nodes)
     item = 4 if config.dtype == "float32" else 8
-    need = n * int(d) * (3 * 8 + 6 * item)
+    d = getattr(task, "dim", None)
+    dataset = getattr(task, "dataset", None)
+    features = int(  # a file's feature count is unknown before loading: 1 is a lower bound
+        getattr(dataset, "num_features", None) or _FEATURES.get(getattr(dataset, "kind", ""), 1)
+    )
+    width = int(d) if d is not None else features
+    parts: list[tuple[int, str]] = []
+    if d is not None:
+        parts.append(
+            (
+                n * int(d) * (3 * 8 + 6 * item),
+                f"several (n, d) = ({n}, {d}) tensors; use fewer nodes (topology.num_nodes) or a "
+                "smaller task.dim",
+            )
+        )
+    hidden = getattr(task, "hidden", None)
+    if hidden:  # the model's parameters: one module to build, and several copies per node
+        widths = [features, *(int(h) for h in hidden), 2]
+        params = sum(a * b + b for a, b in itertools.pairwise(widths))
+        parts.append(
+            (
+                (n * 6 + 2) * params * item,
+                f"task.hidden = {list(hidden)} gives at least {params:.3g} parameters per node; "
+                "use smaller hidden layers or fewer nodes (topology.num_nodes)",
+            )
+        )
+    b = getattr(task, "batch_size", None)
+    if isinstance(b, int) and not isinstance(b, bool):
+        parts.append(
+            (
+                n * b * (width + 1) * item,
+                f"task.batch_size = {b} samples of {width} features at each of {n} nodes; use a "
+                "smaller task.batch_size",
+            )
+        )
+    if not parts:
+        return
+    need = sum(bytes_ for bytes_, _ in parts)
     if available is None:
         available = available_memory()
     if available is not None and need > 0.9 * available:
+        _, why = max(parts)
         raise ResourceError(
-            f"{n} nodes in {d} dimensions need at least {_gib(need)} to build and train "
-            f"(several (n, d) = ({n}, {d}) tensors), but {_gib(available)} is available; use "
-            "fewer nodes (topology.num_nodes) or a smaller task.dim"
+            f"this run needs at least {_gib(need)} to build and train ({why}), but "
+            f"{_gib(available)} is available"
         )
 
 
 __all__ = [
+    "MANY_NODES",
+    "CostWarning",
     "Estimate",
     "ResourceError",
     "available_memory",

@@ -293,6 +293,40 @@ def breast_cancer(
     return _bundled("breast_cancer", test_fraction, seed, dtype)
 
 
+_DENSE_MAX = 2**31
+"""Most values a LIBSVM file may have once densified (16 GiB in float64)."""
+
+
+def _shown(text: str) -> str:
+    """A token of a user's file, quoted and cut short, without control characters."""
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def _as_index(token: str) -> int:
+    try:
+        return int(token)
+    except ValueError:
+        return -1
+
+
+def _data_line(file: Path, sample: int) -> tuple[int, str]:
+    """The 1-based line number and text of data row ``sample`` (comments and blank lines
+    skipped, as scikit-learn's reader does), decompressing ``.gz``/``.bz2``."""
+    import bz2
+    import gzip
+
+    opener: Any = {".gz": gzip.open, ".bz2": bz2.open}.get(file.suffix, open)
+    seen = -1
+    with opener(file, "rt", encoding="utf-8", errors="replace") as fh:
+        for number, raw in enumerate(fh, start=1):
+            text = raw.split("#", 1)[0].strip()
+            if text:
+                seen += 1
+                if seen == sample:
+                    return number, text
+    return 0, "?"
+
+
 def load_libsvm(
     path: Annotated[
         str | os.PathLike[str],
@@ -316,7 +350,10 @@ def load_libsvm(
 
     Raises:
         DatasetNotFoundError: when ``path`` does not exist.
-        TaskError: when the file cannot be parsed or its labels are not whole numbers.
+        TaskError: when the file cannot be parsed, a label is not finite or not a whole
+            number, or a feature index makes the data too large to hold densely (more
+            than ``SIZE_MAX`` features or ``2**31`` values); the message names the file,
+            the line and the value.
     """
     from sklearn.datasets import load_svmlight_file
 
@@ -333,10 +370,25 @@ def load_libsvm(
     except ValueError as err:
         raise TaskError(f"cannot parse LIBSVM file {str(file)!r}: {err}") from err
     y = np.asarray(y)
-    if not np.all(y == np.round(y)):
+    bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+    if bad.size:
+        line, text = _data_line(file, int(bad[0]))
+        kind = "not finite" if not np.isfinite(y[bad[0]]) else "not a whole number"
         raise TaskError(
-            f"labels in {str(file)!r} are not whole numbers (regression data?); "
-            "decent's classification tasks need class labels"
+            f"{str(file)!r} line {line}: the label {_shown(text.split()[0])} is {kind}; "
+            "decent's classification tasks need class labels that are whole numbers "
+            "(regression data?)"
+        )
+    rows, features = x_sparse.shape
+    if features > SIZE_MAX or rows * features > _DENSE_MAX:
+        row = int(np.searchsorted(x_sparse.indptr, int(np.argmax(x_sparse.indices)), "right")) - 1
+        line, text = _data_line(file, row)
+        index = max((t.split(":")[0] for t in text.split()[1:] if ":" in t), key=_as_index)
+        raise TaskError(
+            f"{str(file)!r} line {line}: feature index {_shown(index)} makes {features} "
+            f"features; {rows} samples x {features} features are too many to hold densely "
+            f"(at most {SIZE_MAX} features and {_DENSE_MAX:.3g} values); fix the index, or "
+            "pass num_features to refuse larger indices"
         )
     _, y_index = np.unique(y, return_inverse=True)
     return from_numpy(
