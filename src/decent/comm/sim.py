@@ -69,7 +69,7 @@ class SimCommunicator:
         >>> comm = SimCommunicator(ring(4))
         >>> x = torch.arange(4.0, dtype=torch.float64)[:, None]
         >>> comm.mix(x, t=1).squeeze(1).tolist()
-        [1.6666666666666665, 1.0, 2.0, 2.333333333333333]
+        [1.3333333333333333, 1.0, 2.0, 1.6666666666666665]
     """
 
     def __init__(
