@@ -173,3 +173,80 @@ def test_every_option_of_the_core_commands_takes_every_edge_value_cleanly(
     assert not (after - before), f"files written outside --out: {sorted(after - before)}"
     print(f"CLI fuzz: {cases} cases, {clean} clean")
     assert not bad, "\n".join(bad)
+
+
+# The study commands (flagship, scaling, compare, network, robustness) start a study of
+# minutes to hours on any value their options accept, so only values they must refuse before
+# running are driven; every (command, option, value) they would accept is in STUDY_SKIPPED,
+# with the reason, and counted. config-docs writes one file (--dest inside --out) and
+# --check writes nothing, so every value is driven there.
+STUDIES = ["flagship", "scaling", "compare", "network", "robustness"]
+STUDY_SKIPPED: list[tuple[str, str, str]] = [
+    *((s, "--workers", "1000000000") for s in STUDIES),
+    ("compare", "--rounds", "1000000000"),
+    ("compare", "--num-nodes", "1000000000"),
+]
+SKIP_REASONS = {
+    "--workers": "a valid worker count: the study would start",
+    "--rounds": "a valid round count: the study would start",
+    "--num-nodes": "a valid node count: the study would start",
+    "--out": "any path is a valid results folder: the study would start",
+    "--folder": "any path is a valid figures folder: the study would start",
+}
+STUDY_SKIPPED += [(s, "--out", v) for s in STUDIES for v in CLI_VALUES]
+STUDY_SKIPPED += [("scaling", "--folder", v) for v in CLI_VALUES]
+
+
+def _other_commands(out: Path) -> list[tuple[str, list[str], str]]:
+    """``[(name, base args, option to fuzz)]``; an option ``""`` fuzzes the positional."""
+    cases = [(s, [s, "--out", str(out), "--no-progress"], "--workers") for s in STUDIES]
+    cases += [
+        (s, [s, "--out", str(out), "--no-progress"], "")
+        for s in ("scaling", "network", "robustness")
+    ]
+    cases += [
+        ("flagship", ["flagship", "--out", str(out), "--no-progress"], "--config"),
+        ("compare", ["compare", "--out", str(out), "--no-progress"], "--rounds"),
+        ("compare", ["compare", "--out", str(out), "--no-progress"], "--num-nodes"),
+        ("config-docs", ["config-docs"], "--dest"),
+        ("config-docs", ["config-docs", "--check"], "--dest"),
+    ]
+    return cases
+
+
+def test_every_option_of_the_other_commands_takes_every_refused_edge_value_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "res"
+    out.mkdir()
+    runner = CliRunner()
+    bad: list[str] = []
+    cases = clean = one_line = 0
+    for name, base, option in _other_commands(out):
+        for value in CLI_VALUES:
+            if (name, option, value) in STUDY_SKIPPED:
+                continue
+            if option == "--dest" and "--check" not in base:
+                value = str(out / (value[:50] or "d"))  # inside --out: allowed
+            args = [*base, option, value] if option else [*base, "--", value]
+            cases += 1
+            res = runner.invoke(app, args)
+            text = res.output
+            label = f"{name} {option or 'CONFIG'} {value[:20]!r}"
+            if res.exception is not None and not isinstance(res.exception, SystemExit):
+                bad.append(f"{label}: {type(res.exception).__name__}")
+            elif "Traceback" in text or not _no_raw_control(text.replace("\r", "")):
+                bad.append(f"{label}: traceback or raw control text")
+            elif res.exit_code not in (1, 2) and name != "config-docs":
+                bad.append(f"{label}: exit code {res.exit_code}, not refused (a study started?)")
+            elif res.exit_code not in (0, 1, 2):
+                bad.append(f"{label}: exit code {res.exit_code}")
+            else:
+                clean += 1
+                one_line += len(text.strip().splitlines()) == 1
+    outside = {p for p in tmp_path.rglob("*") if out not in p.parents and p != out}
+    assert not outside, f"files written outside --out: {sorted(outside)}"
+    print(f"other commands fuzz: {cases} cases, {clean} clean ({one_line} in one line)")
+    print(f"skipped, would start a study: {len(STUDY_SKIPPED)}: {SKIP_REASONS}")
+    assert not bad, "\n".join(bad)

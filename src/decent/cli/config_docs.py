@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from decent.cli._common import console, fail
+from decent.cli._common import console, fail, user_errors
 
 CONFIG_DOCS_HELP = """Write the config reference generated from the pydantic models.
 
@@ -25,7 +25,8 @@ def config_docs(
 
     text = reference_markdown()
     if check:
-        current = dest.read_text(encoding="utf-8") if dest.is_file() else ""
+        with user_errors():  # a --dest name too long for the file system: one line
+            current = dest.read_text(encoding="utf-8") if dest.is_file() else ""
         if current != text:
             raise fail(f"{dest} is out of date; run `decent config-docs`", code=1)
         console.print(f"{dest} is up to date")

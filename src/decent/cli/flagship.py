@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from decent.cli._common import console
+from decent.cli._common import console, user_errors
 
 
 def flagship(
@@ -27,7 +27,8 @@ def flagship(
     from decent.cli.scaling import render, render_critical
     from decent.studies import scaling as sc
 
-    spec = sc.load_spec(config) if config is not None else sc.flagship_spec()
+    with user_errors():  # a --config path that is missing, a folder or unreadable: one line
+        spec = sc.load_spec(config) if config is not None else sc.flagship_spec()
     if workers is not None:
         spec = spec.model_copy(update={"workers": workers})
     labels = spec.labels()

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from decent.cli._common import console
+from decent.cli._common import console, fail, os_error_text
 
 
 def network(
@@ -33,6 +33,8 @@ def network(
     except ns.NetworkSpecError as err:
         console.print(f"[red]invalid study spec[/]: {err}")
         raise typer.Exit(2) from None
+    except OSError as err:  # a CONFIG path that is missing, a folder or unreadable
+        raise fail(f"invalid study spec: {os_error_text(err)}") from None
     if workers is not None:
         spec = dataclasses.replace(spec, workers=workers)
     console.print(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from decent.cli._common import console
+from decent.cli._common import console, fail, os_error_text
 
 
 def robustness(
@@ -31,6 +31,8 @@ def robustness(
     except rs.RobustnessSpecError as err:
         console.print(f"[red]invalid study spec[/]: {err}")
         raise typer.Exit(2) from None
+    except OSError as err:  # a CONFIG path that is missing, a folder or unreadable
+        raise fail(f"invalid study spec: {os_error_text(err)}") from None
     if workers is not None:
         spec = dataclasses.replace(spec, workers=workers)
     console.print(

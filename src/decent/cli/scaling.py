@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from decent.cli._common import console
+from decent.cli._common import console, user_errors
 
 
 def scaling(
@@ -26,7 +26,8 @@ def scaling(
     """
     from decent.studies import scaling as sc
 
-    spec = sc.load_spec(config)
+    with user_errors():  # a CONFIG path that is missing, a folder or unreadable: one line
+        spec = sc.load_spec(config)
     if workers is not None:
         spec = spec.model_copy(update={"workers": workers})
     labels = spec.labels()
