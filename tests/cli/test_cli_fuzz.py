@@ -8,7 +8,10 @@ output, and on a file written outside ``--out`` / ``--dest``.
 Config fields are driven in-process (fast): every numeric or text leaf of a base config
 with each section switched on, through ``load_config(--set FIELD=VALUE)``, the resource
 check and ``build`` (``build`` only for values small enough to build on a laptop; a huge
-value must be refused before that). CLI options are driven through typer's CliRunner.
+value must be refused before that). CLI options are driven through typer's CliRunner:
+every option of run, sweep, report, export, topology and launch; of the study commands
+(flagship, scaling, compare, network, robustness) only the values they must refuse before
+a study starts (the rest are listed in STUDY_SKIPPED); config-docs with every value.
 """
 
 from __future__ import annotations
