@@ -15,6 +15,7 @@ from annotated_types import Ge, Interval
 
 from decent._types import NodeTensor
 from decent.algorithms.base import (
+    WEIGHT_POWER,
     LearningRate,
     Method,
     MixingAssumptions,
@@ -102,7 +103,7 @@ class ScheduleFreeDSGD(AnytimeIterate, Method):
 
     lr: LearningRate = hparam(doc=_LR_DOC)
     beta: float = hparam(0.9, Interval(ge=0.0, le=1.0), doc=_BETA_DOC)
-    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
+    weight_power: float = hparam(1.0, WEIGHT_POWER, doc="alpha_t = t ** weight_power.")
     local_steps: int = hparam(1, Ge(1), doc="Gossip every this many rounds.")
 
     name: ClassVar[str] = "schedule_free_dsgd"
@@ -146,7 +147,7 @@ class ScheduleFreeSGD(AnytimeIterate, Method):
 
     lr: LearningRate = hparam(doc=_LR_DOC)
     beta: float = hparam(0.9, Interval(ge=0.0, le=1.0), doc=_BETA_DOC)
-    weight_power: float = hparam(1.0, Ge(0.0), doc="alpha_t = t ** weight_power.")
+    weight_power: float = hparam(1.0, WEIGHT_POWER, doc="alpha_t = t ** weight_power.")
 
     name: ClassVar[str] = "schedule_free_sgd"
     label: ClassVar[str] = "Schedule-free SGD"
