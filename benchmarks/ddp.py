@@ -23,25 +23,17 @@ on a loaded machine rerun it quiet before reading absolute numbers.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import resource
-import socket
 import statistics
 import sys
 import time
 from typing import Any
 
-import torch.multiprocessing as mp
+from benchmarks.distributed import spawn
 
 VARIANTS = ("local", "ddp", "dsgd", "dsgd+overlap", "dat_sgd")
 MODELS = ("resnet", "transformer")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _model(kind: str) -> tuple[Any, Any]:
@@ -103,19 +95,12 @@ def _model(kind: str) -> tuple[Any, Any]:
     return Tiny(), tokens
 
 
-def _rank(rank: int, world: int, port: int, kind: str, variant: str, steps: int, out: Any) -> None:
+def _rank(rank: int, world: int, kind: str, variant: str, steps: int) -> tuple[float, float, int]:
+    """One rank's median step time, peak RSS (MB) and the model's parameter count."""
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=300),
-    )
     import decent
     from decent.parallel import DecentralizedDataParallel
 
@@ -148,27 +133,13 @@ def _rank(rank: int, world: int, port: int, kind: str, variant: str, steps: int,
             times.append(time.perf_counter() - t0)
     if hasattr(model, "close"):
         model.close()
-    dist.barrier()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if rank == 0:
-        out.put((statistics.median(times), rss_mb, params))
-    dist.destroy_process_group()
+    return statistics.median(times), rss_mb, params
 
 
 def measure(kind: str, variant: str, world: int, steps: int) -> tuple[float, float, int]:
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    port = _port()
-    procs = [
-        ctx.Process(target=_rank, args=(r, world, port, kind, variant, steps, out))
-        for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    result = out.get(timeout=1200)
-    for p in procs:
-        p.join(timeout=60)
-    return result  # type: ignore[no-any-return]
+    """Rank 0's numbers, on ``world`` gloo ranks started by the distributed benchmark's harness."""
+    return spawn(_rank, world, kind, variant, steps)[0]  # type: ignore[no-any-return]
 
 
 def main(argv: list[str] | None = None) -> int:
