@@ -72,22 +72,6 @@ def _bits(
     return _fmix32(rows[:, None] + cols[None, :])
 
 
-def random_bits(seed: int, stream: int, t: int, nodes: torch.Tensor, count: int) -> torch.Tensor:
-    """Return ``(len(nodes), count)`` int64 words in ``[0, 2**32)``.
-
-    Word ``[r, k]`` depends only on ``(seed, stream, t, nodes[r], k)``.
-
-    Args:
-        seed: the experiment seed.
-        stream: a constant that separates independent uses (data index, noise, features).
-        t: the round.
-        nodes: ``(m,)`` global node ids (below ``2**32``).
-        count: words per node.
-    """
-    out = torch.from_numpy(_bits(seed, stream, t, nodes, count).astype(np.int64))
-    return out.to(nodes.device) if isinstance(nodes, torch.Tensor) else out
-
-
 def _uniform_np(seed: int, stream: int, t: int, nodes: torch.Tensor, count: int) -> np.ndarray:
     bits = _bits(seed, stream, t, nodes, 2 * count)
     hi = (bits[:, :count] >> np.uint32(5)).astype(np.float64)  # 27 bits
@@ -137,18 +121,3 @@ def normal(
     np.multiply(r, np.cos(theta), out=z[:, :half])
     np.multiply(r, np.sin(theta), out=z[:, half:])
     return _to(z[:, :count].reshape(len(u), *shape), nodes, dtype)
-
-
-def integers(
-    seed: int, stream: int, t: int, nodes: torch.Tensor, count: int, high: torch.Tensor
-) -> torch.Tensor:
-    """Integers in ``[0, high[r])`` of shape ``(len(nodes), count)``; ``high`` is ``(m,)``.
-
-    Uses 53-bit uniforms scaled by ``high``, so the bias is below 2**-40 for any dataset
-    that fits in memory.
-    """
-    u = _uniform_np(seed, stream, t, nodes, count)
-    h = high.detach().cpu().numpy().astype(np.float64)
-    idx = np.minimum((u * h[:, None]).astype(np.int64), h.astype(np.int64)[:, None] - 1)
-    out = torch.from_numpy(idx)
-    return out.to(nodes.device) if isinstance(nodes, torch.Tensor) else out

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from decent import _rng
+from decent import _rng, _stream
 
 
 def test_rows_depend_only_on_their_node():
@@ -16,28 +16,28 @@ def test_rows_depend_only_on_their_node():
     part = _rng.normal(7, 1, 3, torch.tensor([42, 3, 17]), (4, 3))
     assert torch.equal(part, full[[42, 3, 17]])
     assert torch.equal(
-        _rng.random_bits(7, 1, 3, torch.tensor([5]), 9)[0], _rng.random_bits(7, 1, 3, nodes, 9)[5]
+        _rng.uniform(7, 1, 3, torch.tensor([5]), (9,))[0], _rng.uniform(7, 1, 3, nodes, (9,))[5]
     )
 
 
 @pytest.mark.parametrize("change", ["seed", "stream", "t", "node"])
 def test_each_coordinate_changes_the_draw(change):
     args = {"seed": 1, "stream": 2, "t": 3, "node": 4}
-    base = _rng.random_bits(
-        args["seed"], args["stream"], args["t"], torch.tensor([args["node"]]), 64
+    base = _rng.uniform(
+        args["seed"], args["stream"], args["t"], torch.tensor([args["node"]]), (64,)
     )
     args[change] += 1
-    other = _rng.random_bits(
-        args["seed"], args["stream"], args["t"], torch.tensor([args["node"]]), 64
+    other = _rng.uniform(
+        args["seed"], args["stream"], args["t"], torch.tensor([args["node"]]), (64,)
     )
-    # independent 32-bit words agree with probability 2**-32 each
+    # independent 53-bit uniforms agree with probability 2**-53 each
     assert (base == other).sum() <= 1
 
 
 def test_large_seeds_and_rounds_are_accepted_and_distinct():
-    a = _rng.random_bits(2**40 + 1, 0, 2**33, torch.tensor([0]), 8)
-    b = _rng.random_bits(1, 0, 2**33, torch.tensor([0]), 8)
-    assert a.min() >= 0 and a.max() < 2**32 and not torch.equal(a, b)
+    a = _rng.uniform(2**40 + 1, 0, 2**33, torch.tensor([0]), (8,))
+    b = _rng.uniform(1, 0, 2**33, torch.tensor([0]), (8,))
+    assert a.min() > 0 and a.max() < 1 and not torch.equal(a, b)
 
 
 def test_uniform_is_uniform_and_in_open_interval():
@@ -53,8 +53,8 @@ def test_normal_moments_and_ks():
     assert stats.kstest(z, "norm").pvalue > 1e-4
 
 
-def test_consecutive_words_are_uncorrelated():
-    bits = _rng.random_bits(0, 0, 0, torch.arange(400), 256).numpy().astype(np.float64)
+def test_consecutive_draws_are_uncorrelated():
+    bits = _rng.uniform(0, 0, 0, torch.arange(400), (256,)).numpy()
     x = bits[:, :-1].ravel()
     y = bits[:, 1:].ravel()
     assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(x.size)
@@ -64,7 +64,7 @@ def test_consecutive_words_are_uncorrelated():
 
 def test_integers_cover_their_range_per_node():
     high = torch.tensor([1, 3, 10])
-    idx = _rng.integers(0, 0, 0, torch.arange(3), 3000, high)
+    idx = _stream.integers(0, 0, 0, torch.arange(3), 3000, 3, high)
     for r, h in enumerate(high.tolist()):
         counts = np.bincount(idx[r].numpy(), minlength=h)
         assert len(counts) == h and counts.min() > 3000 / h * 0.8

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from annotated_types import Gt, Le
@@ -91,17 +91,30 @@ class CompressedMethod(Method):
             contractive=True,  # error feedback needs a contraction: QSGD as Q / tau
         )
 
+    def query(self, state: Any, t: int) -> NodeTensor:
+        return state.x  # type: ignore[no-any-return]
+
+    def output(self, state: Any) -> NodeTensor:
+        return state.x  # type: ignore[no-any-return]
+
+    def gossip(
+        self, v: NodeTensor, state: Any, comm: Communicator, t: int, gamma: float
+    ) -> NodeTensor:
+        """One CHOCO-Gossip step of ``v`` with the state's ``hat`` and ``s`` (in place)."""
+        return choco_gossip(
+            v,
+            state.hat,
+            state.s,
+            comm,
+            t,
+            self.compressor,
+            gamma,
+            blocks=self.blocks,
+            name=self.name,
+        )
+
 
 GAMMA_DOC = "Consensus step gamma of CHOCO-Gossip, in (0, 1]; 1 with identity is plain gossip."
-
-
-def _need_compressed(comm: Communicator, name: str) -> CompressedMixing:
-    if not isinstance(comm, CompressedMixing):
-        raise TypeError(
-            f"{name} sends compressed messages, which {type(comm).__name__} cannot: run it in "
-            "the simulator (SimCommunicator) or on ranks with the synchronous DistCommunicator"
-        )
-    return comm
 
 
 def _payload(
@@ -147,11 +160,15 @@ def choco_gossip(
     ``v += gamma (s - hat)``. ``blocks > 1`` compresses the ``blocks`` equal parts of each
     row on their own (DAT-SGD's ``[w | x]``), sent as one message.
     """
-    mixer = _need_compressed(comm, name)
+    if not isinstance(comm, CompressedMixing):
+        raise TypeError(
+            f"{name} sends compressed messages, which {type(comm).__name__} cannot: run it in "
+            "the simulator (SimCommunicator) or on ranks with the synchronous DistCommunicator"
+        )
     nodes = row_nodes(comm.node_ids, v.shape[0])
     payload = _payload(compressor, v - hat, t, nodes, comm.num_nodes, blocks)
     hat.add_(payload.dense)
-    s.add_(mixer.mix_compressed(payload, t))
+    s.add_(comm.mix_compressed(payload, t))
     return add_scaled_(v, s - hat, gamma)
 
 
@@ -192,19 +209,11 @@ class ChocoSGD(CompressedMethod):
             x=params.clone(), hat=torch.zeros_like(params), s=torch.zeros_like(params)
         )
 
-    def query(self, state: ChocoState, t: int) -> NodeTensor:
-        return state.x
-
-    def output(self, state: ChocoState) -> NodeTensor:
-        return state.x
-
     def update(
         self, state: ChocoState, grads: NodeTensor, comm: Communicator, t: int
     ) -> ChocoState:
         x = add_scaled_(state.x, grads, -self.eta(t))
-        x = choco_gossip(
-            x, state.hat, state.s, comm, t, self.compressor, self.consensus_lr, name=self.name
-        )
+        x = self.gossip(x, state, comm, t, self.consensus_lr)
         return ChocoState(x=x, hat=state.hat, s=state.s)
 
 
@@ -258,22 +267,13 @@ class CompressedDATSGD(CompressedMethod):
             z=z, weight_sum=0.0, hat=torch.zeros_like(z), s=torch.zeros_like(z)
         )
 
-    def query(self, state: CompressedDATSGDState, t: int) -> NodeTensor:
-        return state.x
-
-    def output(self, state: CompressedDATSGDState) -> NodeTensor:
-        return state.x
-
     def update(
         self, state: CompressedDATSGDState, grads: NodeTensor, comm: Communicator, t: int
     ) -> CompressedDATSGDState:
         alpha = float(t) ** self.weight_power
         plain = DATSGDState(z=state.z, weight_sum=state.weight_sum)
         z, total = anytime_step(plain, grads, self.eta(t), alpha)
-        z = choco_gossip(
-            z, state.hat, state.s, comm, t, self.compressor, self.consensus_lr,
-            blocks=self.blocks, name=self.name,
-        )  # fmt: skip
+        z = self.gossip(z, state, comm, t, self.consensus_lr)
         return CompressedDATSGDState(z=z, weight_sum=total, hat=state.hat, s=state.s)
 
 
@@ -316,12 +316,6 @@ class CompressedGradientTracking(CompressedMethod):
             z=z, g_prev=torch.zeros_like(params), hat=torch.zeros_like(z), s=torch.zeros_like(z)
         )
 
-    def query(self, state: CompressedGradientTrackingState, t: int) -> NodeTensor:
-        return state.x
-
-    def output(self, state: CompressedGradientTrackingState) -> NodeTensor:
-        return state.x
-
     def update(
         self, state: CompressedGradientTrackingState, grads: NodeTensor, comm: Communicator, t: int
     ) -> CompressedGradientTrackingState:
@@ -330,8 +324,5 @@ class CompressedGradientTracking(CompressedMethod):
         x, y = z[:, :d], z[:, d:]
         y.add_(grads).sub_(state.g_prev)
         add_scaled_(x, y, -self.eta(t))
-        z = choco_gossip(
-            z, state.hat, state.s, comm, t, self.compressor, self.consensus_lr,
-            blocks=self.blocks, name=self.name,
-        )  # fmt: skip
+        z = self.gossip(z, state, comm, t, self.consensus_lr)
         return CompressedGradientTrackingState(z=z, g_prev=grads, hat=state.hat, s=state.s)
