@@ -219,3 +219,19 @@ def check_value(
         bounds = rule_text(rules)
         rule = what + (f" {bounds}" if bounds else "")
         raise error(f"{owner}.{name} must be {rule}, got {value!r}")
+
+
+class Checked:
+    """A dataclass whose :func:`hparam` fields are checked when an instance is made.
+
+    A failing field raises ``error("<kind>.<field> must be ..., got ...")``.
+    """
+
+    kind: typing.ClassVar[str]
+    error: typing.ClassVar[type[Exception]] = ValueError
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for p in declared(type(self)):
+            value = getattr(self, p.name)
+            check_value(self.kind, p.name, hints[p.name], p.rules, value, self.error)

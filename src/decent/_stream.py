@@ -25,6 +25,7 @@ pure function of ``(seed, stream, t, node, device type)``.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import weakref
@@ -161,13 +162,10 @@ _LOCAL = threading.local()
 
 def _generator(device: torch.device) -> torch.Generator:
     """This thread's generator for ``device`` (re-seeded for every block it draws)."""
-    gens = getattr(_LOCAL, "gens", None)
-    if gens is None:
-        gens = _LOCAL.gens = {}
-    gen = gens.get(device)
-    if gen is None:
-        gen = gens[device] = torch.Generator(device=device)
-    return gen
+    gens = _LOCAL.__dict__.setdefault("gens", {})
+    if device not in gens:
+        gens[device] = torch.Generator(device=device)
+    return gens[device]  # type: ignore[no-any-return]
 
 
 def _fill_block(
@@ -210,7 +208,7 @@ def _draw(
     unique = list(dict.fromkeys(seeds))
     if len(unique) < len(seeds):  # replicas sharing a seed share its draw (e.g. a step grid)
         shared = _draw(fill, buffer_dtype, unique, stream, ts, nodes, width, dtype, num_nodes)
-        return shared.index_select(1, _positions(seeds, unique, nodes))
+        return shared.index_select(1, _positions(tuple(seeds), nodes.device))
     device = nodes.device
     layout = _layout(nodes, num_nodes, width)
     block = layout.block
@@ -266,20 +264,11 @@ def _draw(
     return out.view(nt, ns, m, width)
 
 
-_POSITIONS: dict[tuple[tuple[int, ...], str], torch.Tensor] = {}
-
-
-def _positions(seeds: Sequence[int], unique: Sequence[int], nodes: torch.Tensor) -> torch.Tensor:
+@functools.lru_cache(maxsize=256)
+def _positions(seeds: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """Each seed's row in the draw of the distinct seeds (cached: the same every round)."""
-    cache_key = (tuple(seeds), str(nodes.device))
-    index = _POSITIONS.get(cache_key)
-    if index is None:
-        position = {sd: i for i, sd in enumerate(unique)}
-        index = torch.tensor([position[sd] for sd in seeds], device=nodes.device)
-        if len(_POSITIONS) > 256:
-            _POSITIONS.clear()
-        _POSITIONS[cache_key] = index
-    return index
+    position = {sd: i for i, sd in enumerate(dict.fromkeys(seeds))}
+    return torch.tensor([position[sd] for sd in seeds], device=device)
 
 
 def _node_major(draws: torch.Tensor) -> torch.Tensor:
@@ -304,12 +293,10 @@ def _ahead(values_per_round: int) -> int:
 class _Ahead:
     """The rounds ``first .. first + len(chunk) - 1`` of one draw, drawn together.
 
-    A round is served from the chunk only when it is the one after the last round asked for
-    (so each slice is handed out once: a caller may write into it), and a chunk is drawn
-    only for such a sequential reader; any other request draws its round alone. With a
-    second core free (:func:`decent._threads.draw_threads`), the chunk after the one being
-    served is drawn on a background thread meanwhile, so drawing overlaps the rest of the
-    round. The numbers are the same either way (every round and block has its own key).
+    Only a sequential reader (each round the one after the last) is served from a chunk, so
+    each slice is handed out once and a caller may write into it; any other request draws
+    its round alone. With a second core free (:func:`decent._threads.draw_threads`) the next
+    chunk is drawn on a background thread meanwhile. The numbers are the same either way.
     """
 
     __slots__ = ("chunk", "first", "last", "pending", "pin")
@@ -341,21 +328,13 @@ class _Ahead:
         return chunk[t - self.first]
 
 
-_PREFETCH: list[ThreadPoolExecutor] = []
-
-
+@functools.cache
 def _prefetcher() -> ThreadPoolExecutor:
-    """The one background thread that draws the next chunks ahead."""
-    if not _PREFETCH:  # one torch thread there: the draws themselves are sequential
-        _PREFETCH.append(
-            ThreadPoolExecutor(
-                1,
-                thread_name_prefix="decent-ahead",
-                initializer=torch.set_num_threads,
-                initargs=(1,),
-            )
-        )
-    return _PREFETCH[0]
+    """The one background thread that draws the next chunks ahead (one torch thread there:
+    the draws themselves are sequential)."""
+    return ThreadPoolExecutor(
+        1, thread_name_prefix="decent-ahead", initializer=torch.set_num_threads, initargs=(1,)
+    )
 
 
 def _read(
@@ -385,14 +364,9 @@ def _read(
     return ahead.get(t, rounds, draw)  # type: ignore[no-any-return]
 
 
-_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
-
-
+@functools.cache
 def _executor(threads: int) -> ThreadPoolExecutor:
-    pool = _EXECUTORS.get(threads)
-    if pool is None:
-        pool = _EXECUTORS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="decent-draw")
-    return pool
+    return ThreadPoolExecutor(threads, thread_name_prefix="decent-draw")
 
 
 def _normal_(buf: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -423,12 +397,10 @@ def normal(
         width: draws per node.
         num_nodes: ``n`` of the network (fixes the block size, the same on every process).
         dtype: the output dtype.
-        post: an elementwise or row-wise transform ``(rounds, rows, width) -> same``, in place,
-            applied to every chunk of rounds as it is drawn (on the background thread when
-            rounds are drawn ahead): a task turns raw normals into its samples there, once
-            per chunk instead of once per round, with the same numbers as per round as long
-            as ``post`` treats every ``(round, row)`` alike. ``post`` is part of the key
-            of what is read ahead (and kept alive by it), so pass the same object every round.
+        post: an in-place transform ``(rounds, rows, width) -> same`` that treats every
+            ``(round, row)`` alike, applied to each chunk of rounds as it is drawn (a task
+            turns raw normals into samples once per chunk); it is part of the read-ahead's
+            key (and kept alive by it), so pass the same object every round.
 
     The result is the caller's (it may write into it). Rounds asked for in order by the
     simulator are drawn ahead, several at once (small draws only); the numbers are the same.

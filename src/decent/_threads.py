@@ -40,7 +40,6 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
 
 import torch
 
@@ -143,11 +142,12 @@ def draw_threads() -> int:
     return torch.get_num_threads()
 
 
-class ThreadPolicy:
+class ThreadPolicy(contextlib.AbstractContextManager["ThreadPolicy"]):
     """Keeps ``torch``'s thread count at :func:`intra_op_threads` during a run.
 
     :meth:`tick` is cheap (one clock read) and looks at the machine again every
-    :data:`RECHECK_S` seconds; :meth:`close` restores the count found at the start.
+    :data:`RECHECK_S` seconds; :meth:`close` (or the end of a ``with`` block) restores the
+    count found at the start.
     """
 
     def __init__(self, work: int | None = None) -> None:
@@ -186,15 +186,12 @@ class ThreadPolicy:
         if torch.get_num_threads() != self.saved:
             torch.set_num_threads(self.saved)
 
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-@contextlib.contextmanager
-def run_threads(work: int | None = None) -> Iterator[ThreadPolicy]:
-    """Hold torch's thread count at this module's choice for the ``with`` block."""
-    policy = ThreadPolicy(work)
-    try:
-        yield policy
-    finally:
-        policy.close()
+
+run_threads = ThreadPolicy
+"""``with run_threads(work):`` holds torch's thread count at this module's choice."""
 
 
 __all__ = [

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import annotated_types as at
 import torch
 
-from decent._params import ROUNDS_MAX, check_value, declared, hparam
+from decent._params import ROUNDS_MAX, Checked, check_value, hparam
 from decent._params import rule_text as rule_text
 from decent._types import NodeTensor
 from decent.comm.base import Communicator
@@ -77,20 +77,8 @@ WEIGHT_POWER = at.Interval(ge=0.0, le=10.0)
 """The rule of an anytime method's ``alpha_t = t ** weight_power`` (beyond 10 it overflows)."""
 
 
-class _Checked:
-    """A dataclass whose :func:`hparam` fields are checked when an instance is made."""
-
-    kind: ClassVar[str]
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for p in declared(type(self)):
-            value = getattr(self, p.name)
-            check_value(self.kind, p.name, hints[p.name], p.rules, value, ValueError)
-
-
 @dataclass(frozen=True)
-class Constant(_Checked):
+class Constant(Checked):
     """``eta_t = lr``."""
 
     lr: float = hparam(dataclasses.MISSING, LR, doc="The step size.")
@@ -101,7 +89,7 @@ class Constant(_Checked):
 
 
 @dataclass(frozen=True)
-class InverseSqrt(_Checked):
+class InverseSqrt(Checked):
     """``eta_t = lr * sqrt(t0 / (t0 + t - 1))``: constant ``lr`` at ``t = 1``, then ``~ 1/sqrt(t)``."""
 
     lr: float = hparam(dataclasses.MISSING, LR, doc="Step size at t = 1.")
@@ -113,7 +101,7 @@ class InverseSqrt(_Checked):
 
 
 @dataclass(frozen=True)
-class Cosine(_Checked):
+class Cosine(Checked):
     """``eta_t = final + (lr - final) * (1 + cos(pi (t - 1) / total)) / 2`` for ``t <= total``."""
 
     lr: float = hparam(dataclasses.MISSING, LR, doc="Step size at t = 1.")
@@ -129,7 +117,7 @@ class Cosine(_Checked):
 
 
 @dataclass(frozen=True)
-class Warmup(_Checked):
+class Warmup(Checked):
     """Linear warm-up over ``steps`` rounds into ``then``: ``eta_t = then(t) * min(1, t / steps)``."""
 
     then: Any = hparam(doc="Step size or schedule after the warm-up.")
@@ -143,7 +131,7 @@ class Warmup(_Checked):
         return base * min(1.0, t / max(self.steps, 1))
 
 
-SCHEDULES: dict[str, type[_Checked]] = {
+SCHEDULES: dict[str, type[Checked]] = {
     cls.kind: cls for cls in (Constant, InverseSqrt, Cosine, Warmup)
 }
 """The step-size schedules by config ``kind``."""
@@ -208,17 +196,15 @@ def mixing_violations(algorithm: Any, topology: Any, rounds: int, *, probe: int 
     else:
         period = getattr(topology, "period", None)
         ts = range(1, min(rounds, period if isinstance(period, int) else probe) + 1)
-    found: list[str] = []
-    for t in ts:
-        w = topology.weights(t)
-        if assumes.symmetric and not w.is_symmetric and "symmetric" not in found:
-            found.append("symmetric")
-        if (
-            assumes.doubly_stochastic
-            and not w.is_doubly_stochastic
-            and "doubly stochastic" not in found
-        ):
-            found.append("doubly stochastic")
+    weights = [topology.weights(t) for t in ts]
+    found = [
+        what
+        for what, on, attr in (
+            ("symmetric", assumes.symmetric, "is_symmetric"),
+            ("doubly stochastic", assumes.doubly_stochastic, "is_doubly_stochastic"),
+        )
+        if on and not all(getattr(w, attr) for w in weights)
+    ]
     return [f"W_t is not {what} (round {ts[0]}..{ts[-1]} checked)" for what in found]
 
 

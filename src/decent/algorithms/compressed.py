@@ -1,24 +1,12 @@
 r"""Compressed gossip: CHOCO-SGD, and DAT-SGD and gradient tracking in the same style.
 
-CHOCO-Gossip (Koloskova, Stich, Jaggi 2019) lets nodes send compressed messages without
-losing consensus: every node keeps a public copy ``\hat v_i`` of its vector, known to its
-neighbours, and ``s_i = sum_j W[i, j] \hat v_j``. A round sends only the compressed
-correction ``q_i = Q(v_i - \hat v_i)`` (error feedback: what the copies miss is sent
-later), then
-
-* ``\hat v_i <- \hat v_i + q_i``,  ``s_i <- s_i + sum_j W[i, j] q_j``   (the one message),
-* ``v_i <- v_i + gamma (s_i - \hat v_i)``   (a consensus step of size ``gamma``).
-
-With the ``identity`` compressor and ``gamma = 1`` this is plain gossip ``v <- W v``
-(``s = W \hat v`` and ``\hat v = v``), so CHOCO-SGD reproduces D-SGD (ATC) up to rounding.
-``W`` must stay fixed (``s`` accumulates ``W q``), so these methods need a static topology.
-``W`` doubly stochastic keeps the network mean of ``v`` unchanged by the consensus step,
-which is what gradient tracking needs.
-
-State of every method here: its uncompressed method's state plus ``hat`` and ``s``, both
-``(m, k)`` with ``k`` the gossiped width, starting at zero. A node that joins late pulls
-all of them from a neighbour (the engine does), which is exact only for ``hat`` of the
-neighbour's own; so these methods are not offered on networks with churn.
+CHOCO-Gossip (see ``docs/concepts.md``, "Compressed gossip") keeps per node a public copy
+``\hat v_i`` and ``s_i = sum_j W[i, j] \hat v_j`` and sends only ``q_i = Q(v_i - \hat v_i)``
+(:func:`choco_gossip`). The state of every method here is its uncompressed method's state
+plus ``hat`` and ``s``, both ``(m, k)`` with ``k`` the gossiped width, starting at zero.
+``W`` must stay fixed (``s`` accumulates ``W q``), so these methods need a static topology;
+a node that joins late would pull ``hat`` and ``s`` from a neighbour, which is exact only
+for ``hat`` of the neighbour's own, so they are not offered on networks with churn.
 
 References:
     Koloskova, Stich, Jaggi, "Decentralized Stochastic Optimization and Gossip Algorithms
@@ -157,8 +145,13 @@ def choco_gossip(
     """One CHOCO-Gossip step, in place on ``v``, ``hat`` and ``s``; returns ``v``.
 
     ``q = Q(v - hat)``, ``hat += q``, ``s += W_t q`` (the round's only message),
-    ``v += gamma (s - hat)``. ``blocks > 1`` compresses the ``blocks`` equal parts of each
-    row on their own (DAT-SGD's ``[w | x]``), sent as one message.
+    ``v += gamma (s - hat)``. With the identity ``Q`` and ``gamma = 1`` this is plain gossip
+    ``v <- W v`` (``s = W hat``, ``hat = v``); with ``W`` doubly stochastic the consensus
+    step keeps the network mean of ``v``. ``blocks > 1`` compresses the ``blocks`` equal
+    parts of each row on their own (DAT-SGD's ``[w | x]``), sent as one message.
+
+    Raises:
+        TypeError: ``comm`` cannot send compressed messages.
     """
     if not isinstance(comm, CompressedMixing):
         raise TypeError(

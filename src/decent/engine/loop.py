@@ -256,8 +256,7 @@ def train_replicas(
     m = int(nodes.shape[0])
     oracle = GradientOracle(tasks[0], autograd=autograd)
     private, accountant = None, None
-    stateful = bool(getattr(tasks[0], "buffer_dim", 0))
-    if privacy is not None and (stateful or bool(getattr(tasks[0], "stochastic", False))):
+    if privacy is not None and (oracle.stateful or bool(getattr(tasks[0], "stochastic", False))):
         raise ValueError(
             f"privacy needs per-sample gradients, which {tasks[0].name}'s running statistics "
             "or dropout do not have; use GroupNorm/LayerNorm and no dropout"
@@ -441,7 +440,9 @@ def train_replicas(
             # 3. all held nodes' (all replicas') gradients in one batched call
             grads, losses = oracle(query, batch) if private is None else private(query, batch, t)
             if t == 1:  # non-finite first gradients: the problem, not a step, is at fault
-                for r in _not_finite_rows(grads, losses, comm, n, R, active):
+                finite = torch.isfinite(grads.detach()).all(dim=1) & torch.isfinite(losses)
+                bad = _replica_max((~finite).to(torch.float64), comm, n, R)
+                for r in [r for r in active if bad[r] > 0]:
                     diverged(r, 0, "", _not_finite_message(1, "gradients are", initial[r]))
                     if active:  # a stopped replica's rows must not reach the others' mixing
                         grads, losses = grads.clone(), losses.clone()
@@ -461,7 +462,8 @@ def train_replicas(
             # 5. divergence check (one flag reduced over every rank, so all stop together)
             is_eval = t % eval_every == 0 or t == rounds
             if is_eval or (check_every is not None and t % check_every == 0):
-                worst = _worst_losses(losses.detach(), comm, n, R)
+                nan_inf = torch.nan_to_num(losses.detach().to(torch.float64), nan=math.inf)
+                worst = _replica_max(nan_inf, comm, n, R)
                 for r in list(active):
                     if not worst[r] <= limits[r]:
                         what = _what(worst[r], limits[r], divergence_factor, initial[r], "training")
@@ -515,36 +517,15 @@ def _start_rows(
     return x0.index_select(0, nodes.to(x0.device)).clone()
 
 
-def _worst_losses(losses: torch.Tensor, comm: Communicator, n: int, R: int) -> list[float]:
-    """Each replica's largest training loss over every node (``inf`` for any NaN or inf).
+def _replica_max(values: torch.Tensor, comm: Communicator, n: int, R: int) -> list[float]:
+    """Each replica's largest entry of ``values`` (one per row, node-major) over every node.
 
-    A single run reduces its flag over every rank, so all ranks stop together.
+    A single run reduces over every rank, so all ranks take the same decision.
     """
-    worst = torch.nan_to_num(losses.to(torch.float64), nan=math.inf)
     if R > 1:
-        return worst.view(n, R).amax(dim=0).tolist()  # type: ignore[no-any-return]
-    column = worst.amax().reshape(1, 1).expand(int(comm.node_ids.shape[0]), 1)
+        return values.view(n, R).amax(dim=0).tolist()  # type: ignore[no-any-return]
+    column = values.amax().reshape(1, 1).expand(int(comm.node_ids.shape[0]), 1)
     return [float(comm.all_reduce(column, "max", accounted=False).item())]
-
-
-def _not_finite_rows(
-    grads: torch.Tensor,
-    losses: torch.Tensor,
-    comm: Communicator,
-    n: int,
-    R: int,
-    active: Sequence[int],
-) -> list[int]:
-    """The active replicas with a non-finite gradient or loss on any node (any rank)."""
-    m = int(grads.shape[0]) // R
-    rows = grads.detach().reshape(m * R, -1)
-    bad = ~(torch.isfinite(rows).all(dim=1) & torch.isfinite(losses.detach().reshape(m * R)))
-    if R > 1:
-        per = bad.view(n, R).any(dim=0).tolist()
-    else:
-        flag = bad.any().to(torch.float64).reshape(1, 1).expand(m, 1)
-        per = [float(comm.all_reduce(flag, "max", accounted=False).item()) > 0]
-    return [r for r in active if per[r]]
 
 
 def _what(value: float, limit: float, factor: float | None, initial: float, kind: str) -> str:

@@ -32,19 +32,16 @@ class GradientOracle:
     """
 
     def __init__(self, task: Task, *, autograd: bool = False) -> None:
-        closed = getattr(task, "grad_and_loss", None)
-        fn: Callable[..., Any]
         self._task = task
         self.stateful = int(getattr(task, "buffer_dim", 0) or 0) > 0
         self.buffers: NodeTensor | None = None
+        closed = None if autograd or self.stateful else getattr(task, "grad_and_loss", None)
+        self.closed_form = closed is not None
+        self._fn: Callable[..., Any]
         if self.stateful:
-            fn = vmap(grad_and_value(task.loss_and_buffers, has_aux=True))  # type: ignore[attr-defined]
-        elif closed is not None and not autograd:
-            fn = closed
+            self._fn = vmap(grad_and_value(task.loss_and_buffers, has_aux=True))  # type: ignore[attr-defined]
         else:
-            fn = vmap(grad_and_value(task.loss))
-        self.closed_form = closed is not None and not autograd and not self.stateful
-        self._fn = fn
+            self._fn = closed if closed is not None else vmap(grad_and_value(task.loss))
 
     def __call__(self, params: NodeTensor, batch: Batch) -> tuple[NodeTensor, torch.Tensor]:
         # contiguous query points: batched products take another code path for strided

@@ -1,10 +1,7 @@
 r"""Differential privacy per node: DP-SGD gradients for every held node, and their budgets.
 
-Node ``i`` privatizes each of its stochastic gradients with the Gaussian mechanism of
-DP-SGD (Abadi et al. 2016, https://arxiv.org/abs/1607.00133): every per-sample gradient of
-its minibatch ``b_i`` (``B_i = |b_i|`` samples) is clipped to L2 norm ``C``, the clipped
-gradients are summed, Gaussian noise of standard deviation ``sigma C`` is added per
-coordinate, and the sum is divided by ``B_i``:
+Node ``i`` privatizes each stochastic gradient with DP-SGD's Gaussian mechanism (Abadi et
+al. 2016, https://arxiv.org/abs/1607.00133) on its minibatch ``b_i`` of ``B_i`` samples:
 
 .. math::
 
@@ -12,20 +9,11 @@ coordinate, and the sum is divided by ``B_i``:
         \min\Big(1, \frac{C}{\|g_{ij}\|_2}\Big) + \sigma C\, \xi_i^t \Big),
     \qquad g_{ij} = \nabla_x \ell(x_i; z_j),\quad \xi_i^t \sim \mathcal N(0, I_d).
 
-All nodes' per-sample gradients come from one ``vmap`` (over nodes) of ``vmap`` (over
-samples) of ``grad_and_value`` of the task's loss on a batch of one sample, so there is no
-Python loop over nodes or samples. The noise ``xi_i^t`` is drawn with
-:func:`decent._stream.normal` keyed by ``(seed, stream, t, node)``: node ``i`` gets the same
-noise in the simulator (row ``i``), on a distributed rank that holds it, and in a replica
-batch (its replica's seed).
-
-Accounting (:class:`PrivacyAccountant`) is Opacus's (``opacus.accountants``): node ``i``
-runs ``T`` steps of the subsampled Gaussian mechanism at sampling rate
-``q_i = B_i / n_i`` (``n_i`` its shard size), and its ``(epsilon_i, delta)`` is what the
-accountant reports for ``(q_i, sigma, T)``. A streaming task draws fresh samples every
-round, so each sample enters exactly one step: its guarantee is one unsubsampled Gaussian
-mechanism (``q = 1``, one step), whatever ``T`` is. See ``docs/privacy.md`` for what is and
-is not claimed.
+:class:`PrivateOracle` computes it for all nodes and samples in one batched call, with
+``xi_i^t`` keyed by ``(seed, stream, t, node)``; :class:`PrivacyAccountant` reports each
+node's ``(epsilon_i, delta)`` from Opacus's accountant at sampling rate ``q_i = B_i / n_i``
+over ``T`` steps (a streaming task's fresh samples: one unsubsampled step). See
+``docs/privacy.md`` for the details and for what is and is not claimed.
 """
 
 from __future__ import annotations
@@ -139,13 +127,13 @@ class PrivateOracle:
     """DP-SGD gradients ``(params (m, d), batch, t) -> (grads (m, d), losses (m,))``.
 
     Row ``r`` of ``params`` is node ``nodes[r // R]`` of replica ``r % R`` (``R =
-    len(seeds)``, node-major as in a replica batch; ``R = 1`` for a single run). Every
-    per-sample gradient is clipped to norm ``<= clip``, the clipped gradients of a row's
-    minibatch are summed, ``noise_multiplier * clip * xi`` is added (``xi`` standard normal,
-    keyed by the replica's seed, the round ``t`` and the node) and the sum is divided by the
-    row's batch size ``B_i`` (the number of samples it drew; a dataset task without
-    replacement marks its padding with weight 0). Tasks with closed-form gradients are
-    differentiated by autograd here: clipping needs every sample's gradient.
+    len(seeds)``, node-major as in a replica batch; ``R = 1`` for a single run); its noise
+    ``xi`` is keyed by the replica's seed, the round ``t`` and the node, so node ``i`` gets
+    the same noise in the simulator, on a rank that holds it and in a replica batch.
+    ``B_i`` is the number of samples the row drew (a dataset task without replacement marks
+    its padding with weight 0). Per-sample gradients come from one ``vmap`` (nodes) of
+    ``vmap`` (samples) of ``grad_and_value`` (:func:`per_sample_grads`), also for tasks
+    with closed-form gradients: clipping needs every sample's gradient.
 
     Args:
         task: the task (its ``loss`` of a one-sample batch is the per-sample loss).
@@ -314,10 +302,8 @@ class PrivacyAccountant:
     def __init__(self, privacy: Privacy, rates: SamplingRates) -> None:
         self.privacy = privacy
         self.rates = rates
-        distinct = sorted(set(rates.rates))
-        self._distinct = distinct
-        where = {q: k for k, q in enumerate(distinct)}
-        self._index = np.array([where[q] for q in rates.rates], dtype=np.int64)
+        distinct, self._index = np.unique(np.array(rates.rates), return_inverse=True)
+        self._distinct: list[float] = distinct.tolist()
 
     def steps(self, t: int) -> int:
         """The mechanism's steps that involve one sample after ``t`` rounds."""

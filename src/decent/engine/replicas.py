@@ -49,17 +49,13 @@ class RowSchedule:
         constant = all(isinstance(s, Constant) for s in self.schedules)
         self._fixed = self._column(1) if constant else None
 
-    @property
-    def replicas(self) -> int:
-        return len(self.schedules)
-
     def values(self, t: int) -> list[float]:
         """Each replica's step size at round ``t`` (0 for a stopped one)."""
         return [s(t) if on else 0.0 for s, on in zip(self.schedules, self.active, strict=True)]
 
     def _column(self, t: int) -> torch.Tensor:
         per = torch.tensor(self.values(t), dtype=torch.float64, device=self.device)
-        r = self.replicas
+        r = len(self.schedules)
         return per.view(1, r, 1).expand(self.num_nodes, r, 1).reshape(self.num_nodes * r, 1)
 
     def __call__(self, t: int) -> torch.Tensor:

@@ -27,43 +27,24 @@ EVAL_CHUNK = 64
 """Node models evaluated per call of ``task.evaluate``."""
 
 
-def _honest(comm: Communicator) -> tuple[torch.Tensor, int] | None:
-    """``(mask (m,), count)`` of the honest held rows when the comm has Byzantine nodes.
-
-    A :class:`~decent.comm.robust.RobustCommunicator` exposes ``honest`` and
-    ``num_honest``; every metric is then over the honest nodes only (a Byzantine node's
-    model means nothing). Every rank takes the same branch (the attribute is global).
-    """
-    if not isinstance(comm, HonestRows):
-        return None
-    return comm.honest, int(comm.num_honest)
-
-
-def _mean_rows(x: NodeTensor, comm: Communicator) -> torch.Tensor:
-    honest = _honest(comm)
-    if honest is None:
-        return comm.all_reduce(x, "mean", accounted=False)
-    mask, count = honest
-    mask = mask.to(x.device)
-    kept = torch.where(mask[:, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
-    return comm.all_reduce(kept, "sum", accounted=False) / count
-
-
-def _extreme_rows(x: NodeTensor, comm: Communicator, op: str) -> torch.Tensor:
-    honest = _honest(comm)
-    if honest is None:
-        return comm.all_reduce(x, op, accounted=False)  # type: ignore[arg-type]
-    fill = torch.tensor(math.inf if op == "min" else -math.inf, dtype=x.dtype, device=x.device)
-    kept = torch.where(honest[0].to(x.device)[:, None], x, fill)
-    return comm.all_reduce(kept, op, accounted=False)  # type: ignore[arg-type]
-
-
 def network_mean(x: NodeTensor, comm: Communicator) -> torch.Tensor:
     """``x_bar = (1/n) sum_i x_i`` as ``(d,)`` (a metric collective, not accounted).
 
-    With Byzantine nodes (a comm exposing ``honest``), the mean of the honest nodes.
+    With Byzantine nodes (a comm with :class:`~decent.comm.base.HonestRows`, whose mask is
+    the same on every rank), the mean of the honest nodes.
     """
-    return _mean_rows(x, comm)
+    if not isinstance(comm, HonestRows):
+        return comm.all_reduce(x, "mean", accounted=False)
+    kept = torch.where(comm.honest.to(x.device)[:, None], x, x.new_zeros(()))
+    return comm.all_reduce(kept, "sum", accounted=False) / int(comm.num_honest)
+
+
+def _extreme_rows(x: NodeTensor, comm: Communicator, op: str) -> torch.Tensor:
+    """The min or max (``op``) over every (honest) node of ``x``."""
+    if isinstance(comm, HonestRows):
+        fill = x.new_tensor(math.inf if op == "min" else -math.inf)
+        x = torch.where(comm.honest.to(x.device)[:, None], x, fill)
+    return comm.all_reduce(x, op, accounted=False)  # type: ignore[arg-type]
 
 
 def consensus_distance(
@@ -73,7 +54,7 @@ def consensus_distance(
     if x_bar is None:
         x_bar = network_mean(x, comm)
     sq = (x - x_bar).square().sum(dim=1, keepdim=True)
-    return float(_mean_rows(sq, comm).item())
+    return float(network_mean(sq, comm).item())
 
 
 _LABELS = {
@@ -137,34 +118,29 @@ def evaluate(
     ``buffers`` ``(m, b)``: the nodes' running statistics (BatchNorm) for a task that keeps
     them; the averaged model is evaluated with their network mean, node ``i`` with its own.
     """
+
+    def at(rows: NodeTensor, bufs: NodeTensor | None) -> dict[str, torch.Tensor]:
+        if bufs is None:
+            return task.evaluate(rows)
+        return task.evaluate(rows, buffers=bufs)  # type: ignore[call-arg]
+
     x_bar = network_mean(x, comm)
-    out: dict[str, float] = {}
-    b_bar = network_mean(buffers, comm) if buffers is not None else None
-    at_mean = (
-        task.evaluate(x_bar[None, :])
-        if b_bar is None
-        else task.evaluate(x_bar[None, :], buffers=b_bar[None, :])  # type: ignore[call-arg]
-    )
-    for key, value in at_mean.items():
-        out[f"eval/{key}@mean"] = float(value[0].item())
+    b_bar = network_mean(buffers, comm)[None, :] if buffers is not None else None
+    out = {f"eval/{k}@mean": float(v[0].item()) for k, v in at(x_bar[None, :], b_bar).items()}
     if task.optimum is not None:
         out["eval/subopt@mean"] = out["eval/loss@mean"] - float(task.optimum)
     out["consensus/dist2"] = consensus_distance(x, comm, x_bar)
     if per_node:
         # models in chunks: a (k, N) loss matrix of many nodes on a large evaluation set
         # would otherwise be one multi-GB temporary
-        if buffers is None:
-            parts = [task.evaluate(chunk) for chunk in x.split(EVAL_CHUNK)]
-        else:
-            parts = [
-                task.evaluate(chunk, buffers=b)  # type: ignore[call-arg]
-                for chunk, b in zip(x.split(EVAL_CHUNK), buffers.split(EVAL_CHUNK), strict=True)
-            ]
+        chunks = x.split(EVAL_CHUNK)
+        held = buffers.split(EVAL_CHUNK) if buffers is not None else [None] * len(chunks)
+        parts = [at(chunk, b) for chunk, b in zip(chunks, held, strict=True)]
         at_nodes = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         for key, value in at_nodes.items():
             col = value.reshape(-1, 1).to(x.dtype)
             out[f"eval/{key}@node_min"] = float(_extreme_rows(col, comm, "min").item())
-            out[f"eval/{key}@node_mean"] = float(_mean_rows(col, comm).item())
+            out[f"eval/{key}@node_mean"] = float(network_mean(col, comm).item())
             out[f"eval/{key}@node_max"] = float(_extreme_rows(col, comm, "max").item())
         if task.optimum is not None:
             out["eval/subopt@node_max"] = out["eval/loss@node_max"] - float(task.optimum)
