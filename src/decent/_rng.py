@@ -57,17 +57,11 @@ def _keys(seed: int, stream: int, t: int) -> tuple[int, int]:
     return h, _fmix32_int(h ^ 0x5BD1E995)
 
 
-def _node_array(nodes: torch.Tensor | np.ndarray) -> np.ndarray:
-    arr = nodes.detach().cpu().numpy() if isinstance(nodes, torch.Tensor) else np.asarray(nodes)
-    return arr.astype(np.uint32, copy=True).reshape(-1)
-
-
-def _bits(
-    seed: int, stream: int, t: int, nodes: torch.Tensor | np.ndarray, count: int
-) -> np.ndarray:
+def _bits(seed: int, stream: int, t: int, nodes: torch.Tensor, count: int) -> np.ndarray:
     key_k, key_n = _keys(seed, stream, t)
     cols = _fmix32(np.arange(count, dtype=np.uint32) ^ np.uint32(key_k))
-    rows = _fmix32(_node_array(nodes) ^ np.uint32(key_n))
+    ids = nodes.detach().cpu().numpy().astype(np.uint32, copy=True).reshape(-1)
+    rows = _fmix32(ids ^ np.uint32(key_n))
     rows *= _GOLDEN_U32
     return _fmix32(rows[:, None] + cols[None, :])
 
@@ -84,9 +78,7 @@ def _uniform_np(seed: int, stream: int, t: int, nodes: torch.Tensor, count: int)
 
 
 def _to(arr: np.ndarray, nodes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    out = torch.from_numpy(arr)
-    device = nodes.device if isinstance(nodes, torch.Tensor) else None
-    return out.to(device=device, dtype=dtype)
+    return torch.from_numpy(arr).to(device=nodes.device, dtype=dtype)
 
 
 def uniform(

@@ -161,14 +161,11 @@ class ThreadPolicy(contextlib.AbstractContextManager["ThreadPolicy"]):
         _ACTIVE.append(self)
 
     def _apply(self) -> None:
-        if self.fixed:
-            cores = intra_op_threads(None, busy=0)
-        else:
+        if not self.fixed:  # OMP_NUM_THREADS set: the load is not looked at
             self.samples.append(busy_elsewhere())
-            cores = intra_op_threads(None, busy=max(self.samples))
-        threads = 1 if self.work is not None and self.work < SMALL_WORK else cores
-        if self.fixed:
-            threads = cores
+        cores = intra_op_threads(None, busy=max(self.samples, default=0))
+        small = self.work is not None and self.work < SMALL_WORK
+        threads = 1 if small and not self.fixed else cores
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
         self.threads, self.cores = threads, cores

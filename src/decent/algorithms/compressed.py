@@ -38,6 +38,7 @@ from decent.algorithms.base import (
 )
 from decent.algorithms.dat_sgd import ANYTIME_HINT, DATSGDState, anytime_step
 from decent.algorithms.dsgd import LR_DOC
+from decent.algorithms.gradient_tracking import tracking_step
 from decent.comm.base import Communicator, CompressedMixing
 from decent.comm.compress import Compressor, CompressorKind, Payload, row_nodes
 
@@ -312,10 +313,6 @@ class CompressedGradientTracking(CompressedMethod):
     def update(
         self, state: CompressedGradientTrackingState, grads: NodeTensor, comm: Communicator, t: int
     ) -> CompressedGradientTrackingState:
-        z = state.z
-        d = z.shape[1] // 2
-        x, y = z[:, :d], z[:, d:]
-        y.add_(grads).sub_(state.g_prev)
-        add_scaled_(x, y, -self.eta(t))
+        z = tracking_step(state.z, grads, state.g_prev, self.eta(t))
         z = self.gossip(z, state, comm, t, self.consensus_lr)
         return CompressedGradientTrackingState(z=z, g_prev=grads, hat=state.hat, s=state.s)

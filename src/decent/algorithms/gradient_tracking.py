@@ -8,7 +8,14 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from decent._types import NodeTensor
-from decent.algorithms.base import LearningRate, Method, MixingAssumptions, add_scaled_, hparam
+from decent.algorithms.base import (
+    LearningRate,
+    Method,
+    MixingAssumptions,
+    Scale,
+    add_scaled_,
+    hparam,
+)
 from decent.algorithms.dsgd import LR_DOC
 from decent.comm.base import Communicator
 
@@ -25,6 +32,18 @@ class GradientTrackingState(NamedTuple):
     @property
     def x(self) -> NodeTensor:
         return self.z[:, : self.z.shape[1] // 2]
+
+
+def tracking_step(z: NodeTensor, grads: NodeTensor, g_prev: NodeTensor, eta: Scale) -> NodeTensor:
+    """The local half of a round, in place on ``z = [x | W y_{t-1}]``; returns ``z``.
+
+    ``y_t = W y_{t-1} + g_t - g_{t-1}`` and ``x <- x_t - eta y_t``; gossip is the caller's.
+    """
+    d = z.shape[1] // 2
+    x, y = z[:, :d], z[:, d:]
+    y.add_(grads).sub_(g_prev)
+    add_scaled_(x, y, -eta)
+    return z
 
 
 @dataclass(frozen=True)
@@ -70,10 +89,5 @@ class GradientTracking(Method):
     def update(
         self, state: GradientTrackingState, grads: NodeTensor, comm: Communicator, t: int
     ) -> GradientTrackingState:
-        eta = self.eta(t)
-        z, g_prev = state.z, state.g_prev
-        d = z.shape[1] // 2
-        x, y = z[:, :d], z[:, d:]
-        y.add_(grads).sub_(g_prev)  # y_t = W y_{t-1} + g_t - g_{t-1}
-        add_scaled_(x, y, -eta)  # x_t - eta y_t
+        z = tracking_step(state.z, grads, state.g_prev, self.eta(t))
         return GradientTrackingState(z=comm.mix(z, t), g_prev=grads)

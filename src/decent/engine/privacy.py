@@ -72,26 +72,18 @@ class Privacy:
     accountant: Accountant = "rdp"
 
     def __post_init__(self) -> None:
-        def number(name: str, value: Any) -> float:
+        for name, holds, rule, fix in (
+            ("clip", lambda v: v > 0, "> 0 (the per-sample L2 clipping norm C)", "; try 1.0"),
+            ("noise_multiplier", lambda v: v >= 0, ">= 0 (sigma; 0 clips without noise)", ""),
+            ("delta", lambda v: 0 < v < 1, "in (0, 1) (open interval)", "; try 1e-5"),
+        ):
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise PrivacyError(f"{name} must be a number, got {value!r}")
             if not math.isfinite(value):
                 raise PrivacyError(f"{name} must be finite, got {value!r}")
-            return float(value)
-
-        if not number("clip", self.clip) > 0:
-            raise PrivacyError(
-                f"clip must be > 0 (the per-sample L2 clipping norm C), got {self.clip!r}; try 1.0"
-            )
-        if not number("noise_multiplier", self.noise_multiplier) >= 0:
-            raise PrivacyError(
-                f"noise_multiplier must be >= 0 (sigma; 0 clips without noise), got "
-                f"{self.noise_multiplier!r}"
-            )
-        if not 0 < number("delta", self.delta) < 1:
-            raise PrivacyError(
-                f"delta must be in (0, 1) (open interval), got {self.delta!r}; try 1e-5"
-            )
+            if not holds(value):
+                raise PrivacyError(f"{name} must be {rule}, got {value!r}{fix}")
         if self.accountant not in ACCOUNTANTS:
             raise PrivacyError(
                 f"accountant must be one of {list(ACCOUNTANTS)}, got {self.accountant!r}"
