@@ -51,22 +51,8 @@ _PARALLEL_JOB = 1 << 12
 work and the pool's locks would cost more than the draw)."""
 
 
-def _splitmix(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def key(seed: int, stream: int, t: int, block: int) -> int:
-    """The generator seed of ``(seed, stream, t, block)``: a SplitMix64 chain, 63 bits."""
-    h = _splitmix(seed & _MASK64)
-    for part in (stream, t, block):
-        h = _splitmix(h ^ (part & _MASK64))
-    return h >> 1  # manual_seed takes a non-negative int64
-
-
-def _splitmix_np(x: np.ndarray) -> np.ndarray:
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer in uint64 arithmetic (which wraps modulo ``2**64``)."""
     x = x + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -76,20 +62,24 @@ def _splitmix_np(x: np.ndarray) -> np.ndarray:
 def keys(
     seeds: Sequence[int], stream: int, t: int | Sequence[int], blocks: Sequence[int]
 ) -> list[int]:
-    """``key(seed, stream, t, block)`` for every ``(t, seed, block)``, round-major then
-    seed-major, in one vectorized pass (uint64 arithmetic wraps like the ``& _MASK64`` of
-    :func:`key`); ``t`` is one round or a sequence of rounds."""
+    """:func:`key` of every ``(t, seed, block)``, round-major then seed-major, in one
+    vectorized pass; ``t`` is one round or a sequence of rounds."""
     ts = [t] if isinstance(t, int) else list(t)
-    if len(ts) * len(seeds) * len(blocks) <= 2:
-        return [key(sd, stream, r, b) for r in ts for sd in seeds for b in blocks]
     with np.errstate(over="ignore"):
-        h = _splitmix_np(np.array([sd & _MASK64 for sd in seeds], dtype=np.uint64))
-        h = _splitmix_np(h ^ np.uint64(stream & _MASK64))  # (S,)
+        h = _splitmix(np.array([sd & _MASK64 for sd in seeds], dtype=np.uint64))
+        h = _splitmix(h ^ np.uint64(stream & _MASK64))  # (S,)
         r = np.array([x & _MASK64 for x in ts], dtype=np.uint64)
-        h = _splitmix_np(h[None, :] ^ r[:, None])  # (T, S)
+        h = _splitmix(h[None, :] ^ r[:, None])  # (T, S)
         b = np.array([x & _MASK64 for x in blocks], dtype=np.uint64)
-        h = _splitmix_np(h[:, :, None] ^ b[None, None, :])  # (T, S, B)
-    return (h >> np.uint64(1)).reshape(-1).tolist()
+        h = _splitmix(h[:, :, None] ^ b[None, None, :])  # (T, S, B)
+    return (h >> np.uint64(1)).reshape(-1).tolist()  # manual_seed takes a non-negative int64
+
+
+def key(seed: int, stream: int, t: int, block: int) -> int:
+    """The generator seed of ``(seed, stream, t, block)``: the SplitMix64 chain
+    ``h = mix(seed)``, ``h = mix(h ^ part)`` for ``stream``, ``t``, ``block``, shifted to 63
+    bits (every part taken modulo ``2**64``)."""
+    return keys([seed], stream, t, [block])[0]
 
 
 def block_size(num_nodes: int, width: int = 1) -> int:

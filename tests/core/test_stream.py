@@ -158,13 +158,30 @@ def test_keyed_stream_passes_dieharder(tmp_path) -> None:
         assert not any("FAILED" in v for v in verdicts), "\n".join(verdicts)
 
 
+def _splitmix_chain(seed: int, stream: int, t: int, block: int) -> int:
+    """The key written out in Python integers: SplitMix64 with explicit ``& mask``."""
+    mask = (1 << 64) - 1
+
+    def mix(x: int) -> int:
+        x = (x + 0x9E3779B97F4A7C15) & mask
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    h = mix(seed & mask)
+    for part in (stream, t, block):
+        h = mix(h ^ (part & mask))
+    return h >> 1
+
+
 def test_vectorized_keys_are_the_scalar_chain() -> None:
     seeds = [0, 1, 7, 2**31 - 1, 2**63 - 1, 2**64 - 1, 12345678901234]
     blocks = [0, 1, 5, 1023]
     for stream, t in ((0, 1), (0x0DA7_A001, 250), (2**40 + 3, 2**33)):
         got = _stream.keys(seeds, stream, t, blocks)
-        want = [_stream.key(sd, stream, t, b) for sd in seeds for b in blocks]
+        want = [_splitmix_chain(sd, stream, t, b) for sd in seeds for b in blocks]
         assert got == want
+        assert _stream.key(seeds[3], stream, t, 5) == _splitmix_chain(seeds[3], stream, t, 5)
         assert all(0 <= k < 2**63 for k in got)
 
 

@@ -37,10 +37,8 @@ class ProgressBar(Callback):
         disable: bool = False,
     ) -> None:
         self.metric = metric
-        self.leave = leave
-        self.position = position
         self.desc = desc
-        self.disable = disable
+        self.options = {"leave": leave, "position": position, "disable": disable}
         self._bar: Any = None
 
     def on_start(self, info: RunInfo) -> None:
@@ -49,12 +47,10 @@ class ProgressBar(Callback):
         self._bar = tqdm(
             total=info.rounds,
             desc=self.desc or f"{info.algorithm} on {info.topology} (n={info.num_nodes})",
-            leave=self.leave,
-            position=self.position,
             unit="round",
             dynamic_ncols=True,
             mininterval=0.25,
-            disable=self.disable,
+            **self.options,
         )
 
     def on_round(self, t: int) -> None:
