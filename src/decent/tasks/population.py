@@ -27,7 +27,7 @@ from decent import _stream
 from decent._elementwise import positionless
 from decent._params import Doc
 from decent._stack import check_family
-from decent._types import Batch, Params
+from decent._types import Batch
 from decent.tasks._checks import (
     L2,
     SPREAD,
@@ -44,8 +44,7 @@ from decent.tasks.base import TaskError
 from decent.tasks.streaming import (
     _centered_directions,
     _component_rows,
-    _logistic_grad_and_loss,
-    _logistic_loss,
+    _Logistic,
     _unit_vector,
 )
 
@@ -87,7 +86,7 @@ def _sigmoid_derivatives(u: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return s, d1, d2, d3
 
 
-class LogisticPopulation:
+class LogisticPopulation(_Logistic):
     r"""Streaming logistic regression over ``K`` components, judged by its population risk.
 
     Component ``c`` draws features ``a ~ N(mu_c, Sigma)`` and labels
@@ -179,7 +178,7 @@ class LogisticPopulation:
         seed: ProblemSeed = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+        self._check(num_nodes, dtype)
         self.components = check_components(components, self.num_nodes)
         self.dim = check_int("dim", dim, minimum=1)
         self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
@@ -196,9 +195,6 @@ class LogisticPopulation:
         self.spectrum = spectrum
         self.power = check_float("power", power, minimum=0.0)
         self.seed = check_int("seed", seed, minimum=0)
-        if not dtype.is_floating_point:
-            raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
-        self.dtype = dtype
 
         n, d = self.num_nodes, self.dim
         kc = n if components is None else components
@@ -305,15 +301,6 @@ class LogisticPopulation:
 
     # ------------------------------------------------------------------ the Task protocol
 
-    def init_params(self, seed: int) -> Params:
-        """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
-        del seed
-        return torch.zeros(self.dim, dtype=self.dtype)
-
-    def loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
-        return _logistic_loss(params, batch, self.l2)
-
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``."""
         nodes = nodes.to(torch.int64)
@@ -374,12 +361,6 @@ class LogisticPopulation:
             return first._batch(nodes, t, seeds, tables)
 
         return sample
-
-    def grad_and_loss(
-        self, params: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Closed-form gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``."""
-        return _logistic_grad_and_loss(params, batch, self.l2)
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Population loss ``f`` and accuracy of ``k`` models ``(k, d)`` (quadrature)."""

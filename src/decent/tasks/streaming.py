@@ -75,7 +75,48 @@ def _unit_vector(seed: int, stream: int, dim: int) -> torch.Tensor:
     return z / z.norm()
 
 
-class LeastSquares:
+class _Stream:
+    """What the streaming convex tasks share: the origin as start point and the checks of
+    ``num_nodes`` and ``dtype``."""
+
+    num_nodes: int
+    dim: int
+    dtype: torch.dtype
+
+    def _check(self, num_nodes: Any, dtype: Any) -> None:
+        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+        if not dtype.is_floating_point:
+            raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
+        self.dtype = dtype
+
+    def init_params(self, seed: int) -> Params:
+        """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
+        del seed
+        return torch.zeros(self.dim, dtype=self.dtype)
+
+
+class _Logistic(_Stream):
+    """The logistic loss, per node and in closed form for every row (see
+    :func:`_logistic_grad_and_loss`)."""
+
+    l2: float
+
+    def loss(self, params: Params, batch: Batch) -> torch.Tensor:
+        """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
+        return _logistic_loss(params, batch, self.l2)
+
+    def grad_and_loss(
+        self, params: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``.
+
+        ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
+        ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
+        """
+        return _logistic_grad_and_loss(params, batch, self.l2)
+
+
+class LeastSquares(_Stream):
     r"""Streaming linear regression with Gaussian features and heterogeneous nodes.
 
     Node ``i`` draws ``a ~ N(0, Sigma_i)`` and ``y = a^T x*_i + noise * eps`` with
@@ -181,7 +222,7 @@ class LeastSquares:
             ),
         ] = None,
     ) -> None:
-        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+        self._check(num_nodes, dtype)
         self.components = check_components(components, self.num_nodes)
         self.dim = check_int("dim", dim, minimum=1)
         self.noise = check_float("noise", noise, minimum=0.0)
@@ -203,9 +244,6 @@ class LeastSquares:
             raise TaskError(f"spectrum must be 'geometric' or 'power', got {spectrum!r}")
         self.spectrum = spectrum
         self.power = check_float("power", power, minimum=0.0)
-        if not dtype.is_floating_point:
-            raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
-        self.dtype = dtype
 
         n, d = self.num_nodes, self.dim
         kc = n if components is None else components
@@ -244,11 +282,6 @@ class LeastSquares:
         self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._tables_nodes: torch.Tensor | None = None
         self._posts: dict[torch.device, _LsSamples] = {}
-
-    def init_params(self, seed: int) -> Params:
-        """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
-        del seed
-        return torch.zeros(self.dim, dtype=self.dtype)
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
         """Mean of ``(1/2) (a^T x - y)^2`` over one node's minibatch ``(a (B, d), y (B,))``."""
@@ -529,7 +562,7 @@ def _balanced_signs(seed: int, stream: int, n: int, d: int) -> torch.Tensor:
     return signs
 
 
-class LogisticRegressionStream:
+class LogisticRegressionStream(_Logistic):
     r"""Streaming logistic regression with node-dependent feature shifts.
 
     Node ``i`` draws ``a ~ N(mu_i, I)`` with ``mu_i = heterogeneity * u_i`` (``sum_i u_i =
@@ -574,16 +607,13 @@ class LogisticRegressionStream:
         seed: Annotated[int, SEED, Doc("Seed of the problem.")] = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+        self._check(num_nodes, dtype)
         self.dim = check_int("dim", dim, minimum=1)
         self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.l2 = check_float("l2", l2, minimum=0.0)
         self.eval_samples = check_int("eval_samples", eval_samples, minimum=1)
         self.seed = check_int("seed", seed, minimum=0)
-        if not dtype.is_floating_point:
-            raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
-        self.dtype = dtype
 
         self.theta_true: torch.Tensor = (2.0 * _unit_vector(self.seed, _LR_THETA, self.dim)).to(
             dtype
@@ -646,15 +676,6 @@ class LogisticRegressionStream:
         y = (u < prob.to(torch.float64)).to(self.dtype)
         return a, y
 
-    def init_params(self, seed: int) -> Params:
-        """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
-        del seed
-        return torch.zeros(self.dim, dtype=self.dtype)
-
-    def loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
-        return _logistic_loss(params, batch, self.l2)
-
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``.
 
@@ -697,16 +718,6 @@ class LogisticRegressionStream:
             return _logistic_batch(raw, u, means, theta, first.batch_size, first.dim)
 
         return sample
-
-    def grad_and_loss(
-        self, params: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Closed-form gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``.
-
-        ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
-        ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
-        """
-        return _logistic_grad_and_loss(params, batch, self.l2)
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss ``f`` and accuracy on the evaluation sample for ``k`` models ``(k, d)``."""

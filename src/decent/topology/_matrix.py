@@ -21,6 +21,12 @@ class TopologyError(ValueError):
     """A graph or mixing matrix that breaks a rule; the message names the rule and the fix."""
 
 
+def is_symmetric(csr: sp.csr_array) -> bool:
+    """Whether ``W == W.T`` up to ``1e-10``."""
+    diff = csr - csr.T
+    return bool(diff.nnz == 0 or np.abs(diff.data).max() <= _TOL)
+
+
 @dataclass(frozen=True, eq=False)
 class MixingMatrix:
     """An ``(n, n)`` row-stochastic mixing matrix stored sparse (CSR, float64).
@@ -102,8 +108,7 @@ class MixingMatrix:
 
     @cached_property
     def is_symmetric(self) -> bool:
-        diff = self.csr - self.csr.T
-        return bool(diff.nnz == 0 or np.abs(diff.data).max() <= _TOL)
+        return is_symmetric(self.csr)
 
     @cached_property
     def is_doubly_stochastic(self) -> bool:
