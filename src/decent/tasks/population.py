@@ -16,7 +16,7 @@ against autograd). ``f``, its gradient, its Hessian,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import annotated_types as at
 import numpy as np
@@ -43,7 +43,6 @@ from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
 from decent.tasks.streaming import (
     _centered_directions,
-    _component_rows,
     _Logistic,
     _unit_vector,
 )
@@ -306,21 +305,12 @@ class LogisticPopulation(_Logistic):
         nodes = nodes.to(torch.int64)
         return self._batch(nodes, t, seed, self._component_tables([self], nodes))
 
-    def _component_tables(
-        self, tasks: Sequence[LogisticPopulation], nodes: torch.Tensor
+    def _stacked(
+        self, distinct: Sequence[Any], tasks: Sequence[Any], nodes: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        """The means and label parameters of every distinct task stacked ``(U K, d)``, each
-        row's first component ``u K + i`` and its node's number of components."""
-        device = nodes.device
-        if len(tasks) == 1 and device in self._tables and self._tables_nodes is nodes:
-            return self._tables[device]
-        distinct, base, high = _component_rows(tasks, nodes)
-        means = torch.cat([t.means for t in distinct]).to(device)
-        thetas = torch.cat([t.thetas for t in distinct]).to(device)
-        tables = (means, thetas, base, high)
-        if len(tasks) == 1:
-            self._tables[device], self._tables_nodes = tables, nodes
-        return tables
+        """The means and label parameters of the distinct tasks stacked ``(U K, d)``."""
+        means = torch.cat([t.means for t in distinct]).to(nodes.device)
+        return means, torch.cat([t.thetas for t in distinct]).to(nodes.device)
 
     def _batch(
         self,

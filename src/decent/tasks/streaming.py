@@ -82,6 +82,9 @@ class _Stream:
     num_nodes: int
     dim: int
     dtype: torch.dtype
+    _per_node: int
+    _tables: dict[torch.device, tuple[torch.Tensor, ...]]
+    _tables_nodes: torch.Tensor | None
 
     def _check(self, num_nodes: Any, dtype: Any) -> None:
         self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
@@ -93,6 +96,36 @@ class _Stream:
         """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
         del seed
         return torch.zeros(self.dim, dtype=self.dtype)
+
+    def _stacked(
+        self, distinct: Sequence[Any], tasks: Sequence[Any], nodes: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def _component_tables(
+        self, tasks: Sequence[Any], nodes: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """What a mixture draw needs, built once per device and node set: the tables of the
+        distinct tasks (:meth:`_stacked`; replicas of one task, e.g. a grid of step sizes,
+        share its table: a 4096-component table is 3 MB, and gathers from a small one stay
+        in cache), each node-major row's first component ``u K + i`` as an ``(m R, 1)``
+        column (``u`` its task's place among the distinct tasks) and each node's number of
+        components ``(m,)``."""
+        device, r, m = nodes.device, len(tasks), nodes.shape[0]
+        if r == 1 and device in self._tables and self._tables_nodes is nodes:
+            return self._tables[device]
+        distinct = list({id(t): t for t in tasks}.values())
+        slot = {id(t): u for u, t in enumerate(distinct)}
+        rep = torch.tensor([slot[id(t)] for t in tasks], device=device).repeat(m)[:, None]
+        base = (
+            rep * (self.num_nodes * self._per_node)
+            + nodes.to(torch.int64).repeat_interleave(r)[:, None]
+        )
+        high = torch.full((m,), self._per_node, dtype=torch.int64, device=device)
+        tables = (*self._stacked(distinct, tasks, nodes), base, high)
+        if r == 1:
+            self._tables[device], self._tables_nodes = tables, nodes
+        return tables
 
 
 class _Logistic(_Stream):
@@ -303,26 +336,15 @@ class LeastSquares(_Stream):
             return post.batch(self._raw(nodes, t, seed, post))
         return _ls_batch(self._raw(nodes, t, seed), *rows, self.batch_size, self.dim)
 
-    @staticmethod
-    def _component_tables(
-        tasks: Sequence[LeastSquares], nodes: torch.Tensor
+    def _stacked(
+        self, distinct: Sequence[Any], tasks: Sequence[Any], nodes: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        """What a mixture draw needs, built once: the component tables of every distinct
-        task stacked ``(U K, d)`` (replicas of one task, e.g. a grid of step sizes, share
-        its table: a 4096-component table is 3 MB, and gathers from a small one stay in
-        cache), a noise column, each row's first component ``u K + i`` and its node's
-        number of components."""
-        first, device = tasks[0], nodes.device
-        if len(tasks) == 1 and device in first._tables and first._tables_nodes is nodes:
-            return first._tables[device]
-        distinct, base, high = _component_rows(tasks, nodes)
-        sqrt_c = torch.cat([t._sqrt_rows for t in distinct]).to(device)
-        local_c = torch.cat([t.local_optima for t in distinct]).to(device)
-        noise = torch.stack([t._noise for t in tasks]).to(device).repeat(nodes.shape[0])[:, None]
-        tables = (sqrt_c, local_c, noise, base, high)
-        if len(tasks) == 1:
-            first._tables[device], first._tables_nodes = tables, nodes
-        return tables
+        """``sqrt(Sigma_c)`` and ``x*_c`` of the distinct tasks stacked ``(U K, d)`` and each
+        row's noise level ``(m R, 1)``."""
+        sqrt_c = torch.cat([t._sqrt_rows for t in distinct]).to(nodes.device)
+        local_c = torch.cat([t.local_optima for t in distinct]).to(nodes.device)
+        noise = torch.stack([t._noise for t in tasks]).to(nodes.device).repeat(nodes.shape[0])
+        return sqrt_c, local_c, noise[:, None]
 
     def _mixture_batch(
         self,
@@ -387,7 +409,7 @@ class LeastSquares(_Stream):
         check_family(tasks, cls.replica_fields)
         first = tasks[0]
         if first._per_node > 1:
-            tables = cls._component_tables(tasks, nodes)
+            tables = first._component_tables(tasks, nodes)
 
             def mixture(t: int) -> Batch:
                 raw = first._raw(nodes, t, seeds)
@@ -439,27 +461,6 @@ class LeastSquares(_Stream):
         if self._per_node == 1:
             return per
         return per.view(params.shape[0], self._per_node, self.num_nodes).mean(dim=1)
-
-
-def _component_rows(
-    tasks: Sequence[Any], nodes: torch.Tensor
-) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
-    """Where each stacked row of a component task family finds its components.
-
-    Returns the distinct tasks (replicas of one task, e.g. a grid of step sizes, share its
-    tables, stacked ``(U K, d)`` in this order), each node-major row's first component
-    ``u K + i`` as an ``(m R, 1)`` column (``u`` its task's place among the distinct ones)
-    and each node's number of components ``(m,)``.
-    """
-    first, device = tasks[0], nodes.device
-    r, m = len(tasks), nodes.shape[0]
-    kc = first.num_nodes * first._per_node
-    distinct = list({id(t): t for t in tasks}.values())
-    slot = {id(t): u for u, t in enumerate(distinct)}
-    rep = torch.tensor([slot[id(t)] for t in tasks], device=device).repeat(m)[:, None]
-    base = rep * kc + nodes.to(torch.int64).repeat_interleave(r)[:, None]
-    high = torch.full((m,), first._per_node, dtype=torch.int64, device=device)
-    return distinct, base, high
 
 
 def _logistic_loss(params: Params, batch: Batch, l2: float) -> torch.Tensor:
@@ -627,7 +628,12 @@ class LogisticRegressionStream(_Logistic):
 
         per_node = max(1, self.eval_samples // self.num_nodes)
         nodes = torch.arange(self.num_nodes, dtype=torch.int64)
-        a, y = self._draw(nodes, 0, self.seed, per_node, _LR_EVAL_FEATURES, _LR_EVAL_LABELS)
+        # the evaluation sample, drawn once with decent._rng
+        z = _rng.normal(self.seed, _LR_EVAL_FEATURES, 0, nodes, (per_node, self.dim), dtype=dtype)
+        a = z + self.means[nodes][:, None, :]
+        prob = torch.sigmoid(a @ self.theta_true)
+        u = _rng.uniform(self.seed, _LR_EVAL_LABELS, 0, nodes, (per_node,), dtype=torch.float64)
+        y = (u < prob.to(torch.float64)).to(dtype)
         self.eval_features: torch.Tensor = a.reshape(-1, self.dim)
         """``(n * per_node, d)`` the fixed evaluation sample defining ``f``."""
         self.eval_labels: torch.Tensor = y.reshape(-1)
@@ -658,23 +664,6 @@ class LogisticRegressionStream(_Logistic):
         """``(d,)`` minimizer of ``f`` (to about 1e-13 in float64)."""
         self.optimum: float | None = None
         self.optimum = float(self.evaluate(self.x_star[None])["loss"][0])
-
-    def _draw(
-        self,
-        nodes: torch.Tensor,
-        t: int,
-        seed: int,
-        count: int,
-        feature_stream: int,
-        label_stream: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The evaluation sample, drawn once with :mod:`decent._rng` at construction."""
-        z = _rng.normal(seed, feature_stream, t, nodes, (count, self.dim), dtype=self.dtype)
-        a = z + self.means.to(z.device)[nodes][:, None, :]
-        prob = torch.sigmoid(a @ self.theta_true.to(z.device))
-        u = _rng.uniform(seed, label_stream, t, nodes, (count,), dtype=torch.float64)
-        y = (u < prob.to(torch.float64)).to(self.dtype)
-        return a, y
 
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``.

@@ -1,7 +1,9 @@
 """Static topologies: a fixed graph and one mixing matrix used at every round.
 
 Generators take networkx vocabulary and build the graph's CSR adjacency straight from
-numpy index arrays, so ``ring(8192)`` or ``exponential(8192)`` take milliseconds.
+numpy index arrays, so ``ring(8192)`` or ``exponential(8192)`` take milliseconds. Every
+generator takes ``weights``, a rule of ``WEIGHT_RULES`` by name or a callable
+``graph -> MixingMatrix``, and ``lazy``: if given, ``W <- lazy * I + (1 - lazy) * W``.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ class StaticTopology:
             "name": self.name,
             "num_nodes": self.num_nodes,
             "directed": self.directed,
-            "num_edges": _num_edges(self.matrix, self.directed),
+            "num_edges": self.matrix.num_messages // (1 if self.directed else 2),
             "degree_min": int(deg.min()),
             "degree_mean": float(deg.mean()),
             "degree_max": int(deg.max()),
@@ -122,11 +124,6 @@ class StaticTopology:
             "spectral_gap": self.spectral_gap,
             "weight_rule": self.weight_rule,
         }
-
-
-def _num_edges(matrix: MixingMatrix, directed: bool) -> int:
-    off = int(matrix.off_diagonal.nnz)
-    return off if directed else off // 2
 
 
 def _diameter(matrix: MixingMatrix) -> int | None:
@@ -147,9 +144,7 @@ def _diameter(matrix: MixingMatrix) -> int | None:
     return best
 
 
-# ---------------------------------------------------------------------------------------------
-# Shared builder
-# ---------------------------------------------------------------------------------------------
+# ---- shared builder
 
 
 def _build(
@@ -256,9 +251,7 @@ def _grid_shape(
     return r, c
 
 
-# ---------------------------------------------------------------------------------------------
-# Deterministic generators
-# ---------------------------------------------------------------------------------------------
+# ---- deterministic generators
 
 
 Side = Annotated[int | None, SIZE, Doc("Rows or columns (None: the most square factorization).")]
@@ -273,8 +266,6 @@ def ring(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None)
 
     Args:
         n: number of nodes, ``>= 3``.
-        weights: a weight rule name from ``WEIGHT_RULES`` or a callable.
-        lazy: if given, return ``lazy * I + (1 - lazy) * W``.
 
     Raises:
         TopologyError: ``n < 3``.
@@ -304,8 +295,6 @@ def torus(
         n: number of nodes, ``rows * cols``.
         rows: grid rows, ``>= 3``; default: the most square factorization with both ``>= 3``.
         cols: grid columns, ``>= 3``.
-        weights: a weight rule name or a callable.
-        lazy: optional laziness ``alpha``.
 
     Raises:
         TopologyError: ``rows * cols != n``, a side below 3, or no such factorization.
@@ -339,8 +328,6 @@ def grid(
         n: number of nodes, ``rows * cols``.
         rows: grid rows (default: most square factorization; a prime ``n`` gives a path).
         cols: grid columns.
-        weights: a weight rule name or a callable.
-        lazy: optional laziness ``alpha``.
 
     Raises:
         TopologyError: ``rows * cols != n``.
@@ -410,7 +397,6 @@ def exponential(
         directed: build the one-way circulant.
         weights: a weight rule name or callable; default ``"metropolis_hastings"`` when
             undirected, ``"uniform"`` when directed.
-        lazy: optional laziness ``alpha``.
 
     Example:
         >>> exponential(8, directed=True).weights(1).dense()[0].tolist()
@@ -462,9 +448,7 @@ def star(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None)
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Random generators (seeded; the same seed gives the same graph)
-# ---------------------------------------------------------------------------------------------
+# ---- random generators (seeded; the same seed gives the same graph)
 
 
 def _from_nx_edges(
@@ -586,9 +570,7 @@ def watts_strogatz(
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# From user data
-# ---------------------------------------------------------------------------------------------
+# ---- from user data
 
 
 def from_networkx(
