@@ -599,12 +599,8 @@ class ModuleTask:
             if kind == "linear":
                 bias = params[:, b0 : b0 + out].unsqueeze(1)
                 h = torch.baddbmm(bias, h, weight(step, params).transpose(1, 2))
-            elif kind == "relu":
-                h = torch.relu(h)
-            elif kind == "tanh":
-                h = torch.tanh(h)
-            elif kind == "sigmoid":
-                h = torch.sigmoid(h)
+            elif kind != "identity":
+                h = getattr(torch, kind)(h)  # torch.relu, torch.tanh or torch.sigmoid
         losses, delta = self._losses_and_residual(h, batch)  # h: the logits (m, B, C)
         first = next(i for i, step in enumerate(plan) if step[0] == "linear")
         for i in range(len(plan) - 1, -1, -1):
@@ -620,12 +616,10 @@ class ModuleTask:
                     delta = torch.bmm(delta, weight(step, params))
             elif kind == "relu":
                 delta = delta.masked_fill_(inp <= 0, 0.0)
-            elif kind == "tanh":
-                act = saved[i + 1]
-                delta = delta * (1.0 - act * act)
+            elif kind == "tanh":  # saved[i + 1] holds the activation's output
+                delta = delta * (1.0 - saved[i + 1] * saved[i + 1])
             elif kind == "sigmoid":
-                act = saved[i + 1]
-                delta = delta * (act * (1.0 - act))
+                delta = delta * (saved[i + 1] * (1.0 - saved[i + 1]))
         if self.l2 > 0:
             grads.add_(params * self.l2)
             losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)

@@ -116,15 +116,10 @@ class LogisticPopulation(_Logistic):
     ``E sigma'(u)``, ...). ``x*`` is found by Newton's method.
 
     Args:
-        num_nodes: ``n >= 1``.
-        dim: ``d >= 1``.
-        heterogeneity: spread ``>= 0`` of the component feature means.
-        label_heterogeneity: spread ``>= 0`` of the component label parameters.
-        theta_norm: ``||theta|| > 0`` (how separable the classes are).
-        batch_size: samples per node per round.
-        l2: ridge coefficient ``>= 0``.
-        spectrum: ``"identity"`` or ``"power"``, the feature covariance.
-        power: exponent ``>= 0`` of the power-law spectrum.
+        num_nodes: ``n``; the other ranges are declared in the signature.
+        heterogeneity: the spread of the component feature means ``mu_c``.
+        label_heterogeneity: the spread of the component label parameters ``theta_c``.
+        theta_norm: ``||theta||`` (how separable the classes are).
         components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
         seed: fixes ``theta``, the means and shifts (the problem, not the samples).
         dtype: floating dtype of parameters and samples.

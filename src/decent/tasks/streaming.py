@@ -188,15 +188,10 @@ class LeastSquares(_Stream):
     ``components`` every node is one component (``K = n``).
 
     Args:
-        num_nodes: ``n >= 1``.
-        dim: ``d >= 1``.
-        noise: label noise standard deviation ``sigma >= 0``.
-        heterogeneity: spread ``>= 0`` of the local optima around ``x_c``.
-        batch_size: samples per node per round.
-        condition: ratio ``>= 1`` of the largest to the smallest eigenvalue (geometric).
-        hessian_heterogeneity: ``h`` in ``[0, 1)``, how much the nodes' covariances differ.
-        spectrum: ``"geometric"`` (``condition``) or ``"power"`` (``power``).
-        power: exponent ``> 0`` of the power-law spectrum.
+        num_nodes: ``n``; the other ranges are declared in the signature.
+        noise: ``sigma``.
+        heterogeneity: the spread of the local optima around ``x_c``.
+        hessian_heterogeneity: ``h``.
         components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
         seed: fixes ``x_c``, the ``u_i`` and the signs (the problem, not the samples).
         dtype: floating dtype of parameters and samples.
@@ -579,13 +574,10 @@ class LogisticRegressionStream(_Logistic):
     method with backtracking line search in float64 to about ``1e-13``.
 
     Args:
-        num_nodes: ``n >= 1``.
-        dim: ``d >= 1``.
-        heterogeneity: size ``>= 0`` of the node mean shifts.
-        batch_size: samples per node per round.
-        l2: ridge coefficient ``>= 0`` (``> 0`` makes ``f`` strongly convex).
-        eval_samples: total evaluation sample size, split equally across nodes (at least one
-            each).
+        num_nodes: ``n``; the other ranges are declared in the signature.
+        heterogeneity: the size of the node mean shifts ``mu_i``.
+        eval_samples: the evaluation sample's size, split equally across nodes (at least
+            one each).
         seed: fixes ``theta``, the ``u_i`` and the evaluation sample.
         dtype: floating dtype of parameters and samples.
 

@@ -67,14 +67,9 @@ def check_round(t: object, *, who: str) -> int:
     return int(t)
 
 
-def is_power_of_two(n: int) -> bool:
-    """True when ``n`` is ``2**k`` for some ``k >= 0``."""
-    return n >= 1 and (n & (n - 1)) == 0
-
-
 def check_power_of_two(n: int, *, who: str) -> int:
     """Raise unless ``n`` is a power of two; the message suggests the nearest powers."""
-    if not is_power_of_two(n):
+    if n < 1 or n & (n - 1):
         lower = 1 << (n.bit_length() - 1)
         upper = lower << 1
         raise TopologyError(

@@ -452,10 +452,24 @@ def star(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None)
 
 
 def _from_nx_edges(
-    n: int, g: nx.Graph, *, name: str, weights: str | WeightRule, lazy_alpha: float | None
+    n: int,
+    g: nx.Graph,
+    *,
+    name: str,
+    weights: str | WeightRule,
+    lazy_alpha: float | None,
+    directed: bool = False,
 ) -> StaticTopology:
     edges = np.asarray(list(g.edges()), dtype=np.int64).reshape(-1, 2)
-    return _build(n, edges[:, 0], edges[:, 1], name=name, weights=weights, lazy_alpha=lazy_alpha)
+    return _build(
+        n,
+        edges[:, 0],
+        edges[:, 1],
+        name=name,
+        weights=weights,
+        lazy_alpha=lazy_alpha,
+        directed=directed,
+    )
 
 
 def erdos_renyi(
@@ -506,12 +520,8 @@ def random_regular(
     k = check_int(k, who="random_regular", arg="k", minimum=1)
     seed = check_seed(seed, who="random_regular")
     if k >= n:
-        raise TopologyError(
-            f"random_regular needs degree k < num_nodes, got k={k}, n={n}; "
-            f"use complete({n}) for k = n - 1"
-            if k == n - 1
-            else f"random_regular needs degree k < num_nodes, got k={k}, n={n}; use k <= {n - 1}"
-        )
+        fix = f"use complete({n}) for k = n - 1" if k == n - 1 else f"use k <= {n - 1}"
+        raise TopologyError(f"random_regular needs degree k < num_nodes, got k={k}, n={n}; {fix}")
     if (n * k) % 2:
         raise TopologyError(
             f"random_regular needs n * k even (each edge has two ends), got n={n}, k={k}; "
@@ -600,18 +610,13 @@ def from_networkx(
         )
     n = check_num_nodes(graph.number_of_nodes(), who="from_networkx", hint="the graph has no nodes")
     index = {node: pos for pos, node in enumerate(graph.nodes)}
-    edges = np.asarray([(index[a], index[b]) for a, b in graph.edges()], dtype=np.int64).reshape(
-        -1, 2
-    )
-    directed = graph.is_directed()
-    topo = _build(
+    topo = _from_nx_edges(
         n,
-        edges[:, 0],
-        edges[:, 1],
+        nx.relabel_nodes(graph, index),
         name=name or f"from_networkx({n})",
         weights=weights,
         lazy_alpha=lazy,
-        directed=directed,
+        directed=graph.is_directed(),
     )
     if list(graph.nodes) != list(range(n)):
         nx.set_node_attributes(topo.graph, {pos: node for node, pos in index.items()}, name="label")
