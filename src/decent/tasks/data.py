@@ -270,8 +270,9 @@ def breast_cancer(
     seed: SplitSeed = 0,
     dtype: torch.dtype = torch.float64,
 ) -> DatasetSplit:
-    """Load scikit-learn's Wisconsin breast cancer data (569 samples, 30 features, 2 classes),
-    standardized and split as :func:`digits`."""
+    """Load scikit-learn's Wisconsin breast cancer data (569 samples, 30 features, 2 classes).
+
+    Standardized and split as :func:`digits`."""
     return _bundled("breast_cancer", test_fraction, seed, dtype)
 
 
