@@ -61,16 +61,9 @@ def check_float(
     maximum: float | None = None,
     fix: str = "",
 ) -> float:
-    """Return ``value`` as a finite ``float`` within the stated bounds, else raise.
-
-    Args:
-        name: argument name for the message.
-        value: the value to check.
-        minimum: lower bound (``None`` for none).
-        strict: whether the lower bound is exclusive.
-        maximum: inclusive upper bound (``None`` for none).
-        fix: a suggestion appended to the message.
-    """
+    """Return ``value`` as a finite ``float`` within ``[minimum, maximum]`` (the lower bound
+    exclusive when ``strict``; ``None``: unbounded), else raise naming ``name``, with the
+    suggestion ``fix`` appended."""
     suffix = f"; {fix}" if fix else ""
     try:
         out = float(value)

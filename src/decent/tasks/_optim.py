@@ -34,11 +34,6 @@ def newton_minimize(
         x0: the starting point ``(d,)``.
         grad: optional closed-form gradient ``(d,) -> (d,)`` (default: autograd).
         hessian: optional closed-form Hessian ``(d,) -> (d, d)`` (default: autograd).
-        max_iter: the iteration cap.
-        tol: threshold on the squared Newton decrement.
-
-    Returns:
-        The minimizer ``(d,)``.
     """
     grad_fn = grad if grad is not None else torch.func.grad(objective)
     hess_fn = hessian if hessian is not None else torch.func.jacrev(torch.func.jacrev(objective))
@@ -82,16 +77,8 @@ def newton_minimize(
 
 
 def lbfgs_minimize(objective: Objective, x0: torch.Tensor, *, max_iter: int = 5000) -> torch.Tensor:
-    """Minimize ``objective`` with ``torch.optim.LBFGS`` and a strong-Wolfe line search.
-
-    Args:
-        objective: ``(d,) -> scalar``.
-        x0: the starting point ``(d,)``.
-        max_iter: cap on L-BFGS iterations.
-
-    Returns:
-        The minimizer ``(d,)``.
-    """
+    """Minimize ``objective`` ``(d,) -> scalar`` from ``x0 (d,)`` with ``torch.optim.LBFGS``
+    and a strong-Wolfe line search (at most ``max_iter`` iterations)."""
     x = x0.detach().clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
         [x],

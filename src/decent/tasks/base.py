@@ -8,6 +8,7 @@ the global objective.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,13 +41,7 @@ class Objective:
 
     def to_json(self) -> dict[str, Any]:
         """The plain dict a results store keeps with a run."""
-        return {
-            "metric": self.metric,
-            "label": self.label,
-            "lower_is_better": self.lower_is_better,
-            "worst_node": self.worst_node,
-            "log_scale": self.log_scale,
-        }
+        return dataclasses.asdict(self)
 
 
 SUBOPTIMALITY = Objective(

@@ -212,11 +212,6 @@ def from_numpy(
         raise TaskError(f"features must be 2-D (N, f), got shape {x.shape}")
     if y.ndim != 1:
         raise TaskError(f"labels must be 1-D (N,), got shape {y.shape}; flatten them")
-    if x.shape[0] != y.shape[0]:
-        raise TaskError(
-            f"features and labels must have the same length, got {x.shape[0]} rows of "
-            f"features and {y.shape[0]} labels"
-        )
     try:
         x = x.astype(np.float64)
     except (TypeError, ValueError):
@@ -259,15 +254,12 @@ def digits(
 ) -> DatasetSplit:
     """Load scikit-learn's 8x8 handwritten digits (1797 samples, 64 features, 10 classes).
 
-    Features are standardized with the training split's statistics.
+    Features are standardized with the training split's statistics (no download).
 
     Args:
         test_fraction: held-out share (``0`` for no test set).
         seed: seed of the split.
         dtype: floating dtype of the features.
-
-    Returns:
-        ``DatasetSplit(train, test)``.
     """
     return _bundled("digits", test_fraction, seed, dtype)
 
@@ -280,16 +272,7 @@ def breast_cancer(
 ) -> DatasetSplit:
     """Load scikit-learn's Wisconsin breast cancer data (569 samples, 30 features, 2 classes).
 
-    Features are standardized with the training split's statistics.
-
-    Args:
-        test_fraction: held-out share (``0`` for no test set).
-        seed: seed of the split.
-        dtype: floating dtype of the features.
-
-    Returns:
-        ``DatasetSplit(train, test)``.
-    """
+    Standardized and split as :func:`digits`."""
     return _bundled("breast_cancer", test_fraction, seed, dtype)
 
 

@@ -19,6 +19,7 @@ its gradient is unbiased for ``grad f_i``.
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
@@ -533,43 +534,33 @@ class ModuleTask:
     def grad_and_loss(
         self,
     ) -> Callable[[torch.Tensor, Batch], tuple[torch.Tensor, torch.Tensor]] | None:
-        """Closed-form minibatch gradients for a lone ``nn.Linear`` with bias and the
-        ``"bce"`` or ``"cross_entropy"`` loss (logistic and softmax regression), else ``None``
-        (the engine then uses ``vmap(grad(loss))``; see :class:`decent.engine.GradientOracle`).
+        """Closed-form minibatch gradients for a biased ``nn.Linear`` (logistic and softmax
+        regression) or an MLP of them (see :meth:`_plan_mlp`) with the ``"bce"`` or
+        ``"cross_entropy"`` loss, else ``None`` (the engine then uses ``vmap(grad(loss))``;
+        see :class:`decent.engine.GradientOracle`).
         """
-        lin = self.module
-        linear = isinstance(lin, nn.Linear) and lin.bias is not None
-        if self._loss_kind not in ("bce", "cross_entropy"):
+        if self._loss_kind not in ("bce", "cross_entropy") or self._mlp_plan is None:
             return None
-        if linear:
-            return self._linear_grad_and_loss
-        if self._mlp_plan is not None:
-            return self._mlp_grad_and_loss
-        return None
+        return self._mlp_grad_and_loss
 
     def _plan_mlp(self) -> list[tuple[str, int, int, int, int]] | None:
-        """The layers of an ``nn.Sequential`` of biased ``nn.Linear`` layers and ReLU, Tanh,
-        Sigmoid or Identity activations, ending in a linear layer, as
+        """The layers of a lone biased ``nn.Linear``, or of an ``nn.Sequential`` of them and
+        ReLU, Tanh, Sigmoid or Identity activations ending in a linear layer, as
         ``(kind, weight offset, out, in, bias offset)``; ``None`` for any other module (or
         one with dropout or running statistics)."""
-        if not isinstance(self.module, nn.Sequential) or self.stochastic or self.buffer_dim:
+        lone = isinstance(self.module, nn.Linear)
+        if not (lone or isinstance(self.module, nn.Sequential)):
             return None
-        offsets, at = {}, 0
-        for name, numel in zip(self._names, self._numels, strict=True):
-            offsets[name] = at
-            at += numel
+        if self.stochastic or self.buffer_dim:
+            return None
+        offsets = dict(zip(self._names, np.cumsum([0, *self._numels]).tolist(), strict=False))
         plan: list[tuple[str, int, int, int, int]] = []
-        for k, sub in enumerate(self.module):
+        layers = [("", self.module)] if lone else list(self.module.named_children())
+        for name, sub in layers:
+            prefix = f"{name}." if name else ""
             if isinstance(sub, nn.Linear) and sub.bias is not None:
-                plan.append(
-                    (
-                        "linear",
-                        offsets[f"{k}.weight"],
-                        sub.out_features,
-                        sub.in_features,
-                        offsets[f"{k}.bias"],
-                    )
-                )
+                w0, b0 = offsets[f"{prefix}weight"], offsets[f"{prefix}bias"]
+                plan.append(("linear", w0, sub.out_features, sub.in_features, b0))
             elif isinstance(sub, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)):
                 plan.append((type(sub).__name__.lower(), 0, 0, 0, 0))
             else:
@@ -585,7 +576,7 @@ class ModuleTask:
 
         Forward ``z_l = h_{l-1} W_l^T + b_l`` (one ``baddbmm`` over the ``m`` rows, the
         weights read in place from ``params``), ``h_l = act(z_l)``; the residual ``r`` of
-        the logits as in :meth:`_linear_grad_and_loss`; backward
+        the logits (:meth:`_losses_and_residual`); backward
         ``grad W_l = delta_l^T h_{l-1}`` and ``grad b_l = sum_j delta_l`` written by
         ``bmm(out=...)`` straight into the rows of the ``(m, d)`` result, and
         ``delta_{l-1} = (delta_l W_l) * act'(z_{l-1})``. The one ``(m, d)`` allocation is
@@ -608,30 +599,27 @@ class ModuleTask:
             if kind == "linear":
                 bias = params[:, b0 : b0 + out].unsqueeze(1)
                 h = torch.baddbmm(bias, h, weight(step, params).transpose(1, 2))
-            elif kind == "relu":
-                h = torch.relu(h)
-            elif kind == "tanh":
-                h = torch.tanh(h)
-            elif kind == "sigmoid":
-                h = torch.sigmoid(h)
+            elif kind != "identity":
+                h = getattr(torch, kind)(h)  # torch.relu, torch.tanh or torch.sigmoid
         losses, delta = self._losses_and_residual(h, batch)  # h: the logits (m, B, C)
         first = next(i for i, step in enumerate(plan) if step[0] == "linear")
         for i in range(len(plan) - 1, -1, -1):
             step, inp = plan[i], saved[i]
             kind, _, out, _, b0 = step
             if kind == "linear":
-                torch.bmm(delta.transpose(1, 2), inp, out=weight(step, grads))
+                if len(plan) > 1:
+                    torch.bmm(delta.transpose(1, 2), inp, out=weight(step, grads))
+                else:  # a lone Linear keeps its product off the strided view (other bits)
+                    weight(step, grads).copy_(torch.bmm(delta.transpose(1, 2), inp))
                 torch.sum(delta, dim=1, out=grads[:, b0 : b0 + out])
                 if i > first:
                     delta = torch.bmm(delta, weight(step, params))
             elif kind == "relu":
                 delta = delta.masked_fill_(inp <= 0, 0.0)
-            elif kind == "tanh":
-                act = saved[i + 1]
-                delta = delta * (1.0 - act * act)
+            elif kind == "tanh":  # saved[i + 1] holds the activation's output
+                delta = delta * (1.0 - saved[i + 1] * saved[i + 1])
             elif kind == "sigmoid":
-                act = saved[i + 1]
-                delta = delta * (act * (1.0 - act))
+                delta = delta * (saved[i + 1] * (1.0 - saved[i + 1]))
         if self.l2 > 0:
             grads.add_(params * self.l2)
             losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
@@ -663,32 +651,6 @@ class ModuleTask:
             coef = batch[2]
             return (per_sample * coef).sum(dim=1), residual.mul_(coef.unsqueeze(2))
         return per_sample.mean(dim=1), residual.div_(size)
-
-    def _linear_grad_and_loss(
-        self, params: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every row's minibatch loss and gradient, ``(m, d)`` and ``(m,)``, without autograd.
-
-        With logits ``z = x W^T + b`` (``(m, B, C)``) and per-sample weights ``c`` (``1 / B``,
-        or the batch's ``w`` without replacement), the residual ``r`` is
-        ``sigmoid(z) - y`` (BCE, ``C = 1``) or ``softmax(z) - onehot(y)``; then
-        ``grad W = sum_j c_j r_j x_j^T``, ``grad b = sum_j c_j r_j``, plus ``l2 * params``.
-        """
-        x = batch[0]
-        m = x.shape[0]
-        lin = self.module
-        assert isinstance(lin, nn.Linear)
-        classes, feats = lin.out_features, lin.in_features
-        weight = params[:, : classes * feats].view(m, classes, feats)
-        bias = params[:, classes * feats :]
-        z = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # (m, B, C)
-        losses, residual = self._losses_and_residual(z, batch)
-        grad_w = torch.bmm(residual.transpose(1, 2), x)  # (m, C, f); not out= a strided view
-        grads = torch.cat([grad_w.view(m, classes * feats), residual.sum(dim=1)], dim=1)
-        if self.l2 > 0:
-            grads.add_(params * self.l2)
-            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
-        return grads, losses
 
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw each node's minibatch from its shard (see ``sampling``).
@@ -984,79 +946,48 @@ class ModuleTask:
 # -------------------------------------------------------------------- builders
 
 
-def _resolve(
-    dataset: Dataset | DatasetSplit, test: Dataset | None
-) -> tuple[Dataset, Dataset | None]:
-    if isinstance(dataset, DatasetSplit):
-        return dataset.train, test if test is not None else dataset.test
-    return dataset, test
-
-
-def _make_partition(
-    train: Dataset,
-    num_nodes: int,
-    partition: str | Sequence[Any],
-    alpha: float,
-    classes_per_node: int,
-    seed: int,
-) -> Sequence[Any]:
-    if not isinstance(partition, str):
-        if len(partition) != num_nodes:
-            raise TaskError(
-                f"partition has {len(partition)} index arrays but num_nodes={num_nodes}; "
-                "pass one array per node"
-            )
-        return partition
-    if partition == "iid":
-        return PARTITIONERS["iid"](train.labels, num_nodes, seed=seed)
-    if partition == "dirichlet":
-        return PARTITIONERS["dirichlet"](train.labels, num_nodes, alpha, seed=seed)
-    if partition == "shards":
-        return PARTITIONERS["shards"](train.labels, num_nodes, classes_per_node, seed=seed)
-    raise TaskError(
-        f"partition must be one of {sorted(PARTITIONERS)} or a list of index arrays, "
-        f"got {partition!r}"
-    )
-
-
-def _linear_task(
-    train: Dataset,
+def _task(
+    dataset: Dataset | DatasetSplit,
     test: Dataset | None,
-    num_nodes: int,
-    partition: str | Sequence[Any],
-    alpha: float,
-    classes_per_node: int,
-    batch_size: int,
-    l2: float,
-    seed: int,
-    compute_optimum: bool,
-    *,
-    out_features: int,
-    loss: str,
-    suffix: str,
-    sampling: Sampling = "with_replacement",
+    args: tuple[Any, ...],
+    build: Callable[[Dataset], tuple[nn.Module, str, str]],
 ) -> ModuleTask:
-    """A ``Linear(f, out_features)`` task; its convex optimum is computed when ``l2 > 0``."""
+    """The builders' common part: ``args`` are their shared arguments in signature order,
+    ``build(train)`` gives the module (built without moving the global RNG), the loss and
+    the name's suffix. ``init="reset"``: each seed starts from its own initialisation."""
+    num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling = args
+    train = dataset.train if isinstance(dataset, DatasetSplit) else dataset
+    if test is None and isinstance(dataset, DatasetSplit):
+        test = dataset.test
     n = check_int("num_nodes", num_nodes, minimum=1)
-    part = _make_partition(train, n, partition, alpha, classes_per_node, seed)
-    with torch.random.fork_rng(devices=[]):  # construction must not move the global RNG
-        module = nn.Linear(train.num_features, out_features)
-    task = ModuleTask(
+    with torch.random.fork_rng(devices=[]):
+        module, loss, suffix = build(train)
+    if isinstance(partition, str):
+        extra = {"iid": (), "dirichlet": (alpha,), "shards": (classes_per_node,)}.get(partition)
+        if extra is None:
+            raise TaskError(
+                f"partition must be one of {sorted(PARTITIONERS)} or a list of index arrays, "
+                f"got {partition!r}"
+            )
+        partition = PARTITIONERS[partition](train.labels, n, *extra, seed=seed)
+    elif len(partition) != n:
+        raise TaskError(
+            f"partition has {len(partition)} index arrays but num_nodes={n}; "
+            "pass one array per node"
+        )
+    return ModuleTask(
         module,
         train,
-        part,
+        partition,
         loss=loss,
         batch_size=batch_size,
         sampling=sampling,
-        init="reset",  # the module above is a placeholder: each seed starts fresh
+        init="reset",
         test=test,
         seed=seed,
         l2=l2,
         name=f"{train.name}_{suffix}",
     )
-    if compute_optimum and task.l2 > 0:
-        task.compute_optimum()
-    return task
 
 
 def logistic_regression(
@@ -1082,44 +1013,24 @@ def logistic_regression(
 
     Args:
         dataset: a two-class dataset, or a ``DatasetSplit`` (its test part is used).
-        num_nodes: ``n``.
-        partition: ``"iid"``, ``"dirichlet"``, ``"shards"`` or a list of index arrays.
-        alpha: Dirichlet concentration (for ``"dirichlet"``).
-        classes_per_node: shards per node (for ``"shards"``).
-        batch_size: samples per node per round.
-        l2: ridge coefficient.
-        test: held-out set (overrides a split's test part).
-        seed: seed of the partition.
         compute_optimum: compute ``f*`` (only when ``l2 > 0``).
-        sampling: ``"with_replacement"`` or ``"without_replacement"`` (see
-            :class:`ModuleTask`).
+        others: as :func:`mlp`.
 
     Raises:
         TaskError: for a dataset that is not binary (use ``Dataset.binarize`` or
             :func:`softmax_regression`) or a bad argument.
     """
-    train, test = _resolve(dataset, test)
+    train = dataset.train if isinstance(dataset, DatasetSplit) else dataset
     if train.num_classes != 2:
         raise TaskError(
             f"logistic_regression needs a two-class dataset, {train.name!r} has "
             f"{train.num_classes} classes; use softmax_regression or dataset.binarize(...)"
         )
-    return _linear_task(
-        train,
-        test,
-        num_nodes,
-        partition,
-        alpha,
-        classes_per_node,
-        batch_size,
-        l2,
-        seed,
-        compute_optimum,
-        out_features=1,
-        loss="bce",
-        suffix="logreg",
-        sampling=sampling,
-    )
+    args = (num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling)
+    task = _task(dataset, test, args, lambda t: (nn.Linear(t.num_features, 1), "bce", "logreg"))
+    if compute_optimum and task.l2 > 0:
+        task.compute_optimum()
+    return task
 
 
 def softmax_regression(
@@ -1144,36 +1055,18 @@ def softmax_regression(
     (Newton for ``d <= 2048``, L-BFGS with strong-Wolfe line search above).
 
     Args:
-        dataset: a dataset or a ``DatasetSplit``.
-        num_nodes: ``n``.
-        partition: ``"iid"``, ``"dirichlet"``, ``"shards"`` or a list of index arrays.
-        alpha: Dirichlet concentration (for ``"dirichlet"``).
-        classes_per_node: shards per node (for ``"shards"``).
-        batch_size: samples per node per round.
-        l2: ridge coefficient.
-        test: held-out set (overrides a split's test part).
-        seed: seed of the partition.
         compute_optimum: compute ``f*`` (only when ``l2 > 0``).
-        sampling: ``"with_replacement"`` or ``"without_replacement"`` (see
-            :class:`ModuleTask`).
+        others: as :func:`mlp`.
     """
-    train, test = _resolve(dataset, test)
-    return _linear_task(
-        train,
-        test,
-        num_nodes,
-        partition,
-        alpha,
-        classes_per_node,
-        batch_size,
-        l2,
-        seed,
-        compute_optimum,
-        out_features=train.num_classes,
-        loss="cross_entropy",
-        suffix="softmax",
-        sampling=sampling,
-    )
+
+    def build(train: Dataset) -> tuple[nn.Module, str, str]:
+        return nn.Linear(train.num_features, train.num_classes), "cross_entropy", "softmax"
+
+    args = (num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling)
+    task = _task(dataset, test, args, build)
+    if compute_optimum and task.l2 > 0:
+        task.compute_optimum()
+    return task
 
 
 def mlp(
@@ -1196,7 +1089,7 @@ def mlp(
     """A multilayer perceptron ``f -> hidden... -> C`` with cross-entropy (non-convex).
 
     Args:
-        dataset: a dataset or a ``DatasetSplit``.
+        dataset: a dataset or a ``DatasetSplit`` (its test part is used).
         num_nodes: ``n``.
         partition: ``"iid"``, ``"dirichlet"``, ``"shards"`` or a list of index arrays.
         hidden: widths of the hidden layers (may be empty: softmax regression).
@@ -1210,33 +1103,19 @@ def mlp(
         sampling: ``"with_replacement"`` or ``"without_replacement"`` (see
             :class:`ModuleTask`).
     """
-    train, test = _resolve(dataset, test)
     if activation not in _ACTIVATIONS:
         raise TaskError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
     widths = [check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden)]
-    n = check_int("num_nodes", num_nodes, minimum=1)
-    layers: list[nn.Module] = []
-    fan_in = train.num_features
-    with torch.random.fork_rng(devices=[]):
-        for width in widths:
+
+    def build(train: Dataset) -> tuple[nn.Module, str, str]:
+        sizes = [train.num_features, *widths, train.num_classes]
+        layers: list[nn.Module] = []
+        for fan_in, width in itertools.pairwise(sizes):
             layers += [nn.Linear(fan_in, width), _ACTIVATIONS[activation]()]
-            fan_in = width
-        layers.append(nn.Linear(fan_in, train.num_classes))
-    part = _make_partition(train, n, partition, alpha, classes_per_node, seed)
-    shape = "-".join(str(w) for w in [train.num_features, *widths, train.num_classes])
-    return ModuleTask(
-        nn.Sequential(*layers),
-        train,
-        part,
-        loss="cross_entropy",
-        batch_size=batch_size,
-        sampling=sampling,
-        init="reset",  # each seed starts from its own initialisation
-        test=test,
-        seed=seed,
-        l2=l2,
-        name=f"{train.name}_mlp{shape}",
-    )
+        return nn.Sequential(*layers[:-1]), "cross_entropy", "mlp" + "-".join(map(str, sizes))
+
+    args = (num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling)
+    return _task(dataset, test, args, build)
 
 
 __all__ = [

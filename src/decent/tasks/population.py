@@ -16,7 +16,7 @@ against autograd). ``f``, its gradient, its Hessian,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import annotated_types as at
 import numpy as np
@@ -27,7 +27,7 @@ from decent import _stream
 from decent._elementwise import positionless
 from decent._params import Doc
 from decent._stack import check_family
-from decent._types import Batch, Params
+from decent._types import Batch
 from decent.tasks._checks import (
     L2,
     SPREAD,
@@ -43,9 +43,7 @@ from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
 from decent.tasks.streaming import (
     _centered_directions,
-    _component_rows,
-    _logistic_grad_and_loss,
-    _logistic_loss,
+    _Logistic,
     _unit_vector,
 )
 
@@ -87,7 +85,7 @@ def _sigmoid_derivatives(u: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return s, d1, d2, d3
 
 
-class LogisticPopulation:
+class LogisticPopulation(_Logistic):
     r"""Streaming logistic regression over ``K`` components, judged by its population risk.
 
     Component ``c`` draws features ``a ~ N(mu_c, Sigma)`` and labels
@@ -118,15 +116,10 @@ class LogisticPopulation:
     ``E sigma'(u)``, ...). ``x*`` is found by Newton's method.
 
     Args:
-        num_nodes: ``n >= 1``.
-        dim: ``d >= 1``.
-        heterogeneity: spread ``>= 0`` of the component feature means.
-        label_heterogeneity: spread ``>= 0`` of the component label parameters.
-        theta_norm: ``||theta|| > 0`` (how separable the classes are).
-        batch_size: samples per node per round.
-        l2: ridge coefficient ``>= 0``.
-        spectrum: ``"identity"`` or ``"power"``, the feature covariance.
-        power: exponent ``>= 0`` of the power-law spectrum.
+        num_nodes: ``n``; the other ranges are declared in the signature.
+        heterogeneity: the spread of the component feature means ``mu_c``.
+        label_heterogeneity: the spread of the component label parameters ``theta_c``.
+        theta_norm: ``||theta||`` (how separable the classes are).
         components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
         seed: fixes ``theta``, the means and shifts (the problem, not the samples).
         dtype: floating dtype of parameters and samples.
@@ -179,7 +172,7 @@ class LogisticPopulation:
         seed: ProblemSeed = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+        self._check(num_nodes, dtype)
         self.components = check_components(components, self.num_nodes)
         self.dim = check_int("dim", dim, minimum=1)
         self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
@@ -196,9 +189,6 @@ class LogisticPopulation:
         self.spectrum = spectrum
         self.power = check_float("power", power, minimum=0.0)
         self.seed = check_int("seed", seed, minimum=0)
-        if not dtype.is_floating_point:
-            raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
-        self.dtype = dtype
 
         n, d = self.num_nodes, self.dim
         kc = n if components is None else components
@@ -305,35 +295,17 @@ class LogisticPopulation:
 
     # ------------------------------------------------------------------ the Task protocol
 
-    def init_params(self, seed: int) -> Params:
-        """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
-        del seed
-        return torch.zeros(self.dim, dtype=self.dtype)
-
-    def loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
-        return _logistic_loss(params, batch, self.l2)
-
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``."""
         nodes = nodes.to(torch.int64)
         return self._batch(nodes, t, seed, self._component_tables([self], nodes))
 
-    def _component_tables(
-        self, tasks: Sequence[LogisticPopulation], nodes: torch.Tensor
+    def _stacked(
+        self, distinct: Sequence[Any], tasks: Sequence[Any], nodes: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        """The means and label parameters of every distinct task stacked ``(U K, d)``, each
-        row's first component ``u K + i`` and its node's number of components."""
-        device = nodes.device
-        if len(tasks) == 1 and device in self._tables and self._tables_nodes is nodes:
-            return self._tables[device]
-        distinct, base, high = _component_rows(tasks, nodes)
-        means = torch.cat([t.means for t in distinct]).to(device)
-        thetas = torch.cat([t.thetas for t in distinct]).to(device)
-        tables = (means, thetas, base, high)
-        if len(tasks) == 1:
-            self._tables[device], self._tables_nodes = tables, nodes
-        return tables
+        """The means and label parameters of the distinct tasks stacked ``(U K, d)``."""
+        means = torch.cat([t.means for t in distinct]).to(nodes.device)
+        return means, torch.cat([t.thetas for t in distinct]).to(nodes.device)
 
     def _batch(
         self,
@@ -374,12 +346,6 @@ class LogisticPopulation:
             return first._batch(nodes, t, seeds, tables)
 
         return sample
-
-    def grad_and_loss(
-        self, params: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Closed-form gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``."""
-        return _logistic_grad_and_loss(params, batch, self.l2)
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Population loss ``f`` and accuracy of ``k`` models ``(k, d)`` (quadrature)."""

@@ -75,7 +75,81 @@ def _unit_vector(seed: int, stream: int, dim: int) -> torch.Tensor:
     return z / z.norm()
 
 
-class LeastSquares:
+class _Stream:
+    """What the streaming convex tasks share: the origin as start point and the checks of
+    ``num_nodes`` and ``dtype``."""
+
+    num_nodes: int
+    dim: int
+    dtype: torch.dtype
+    _per_node: int
+    _tables: dict[torch.device, tuple[torch.Tensor, ...]]
+    _tables_nodes: torch.Tensor | None
+
+    def _check(self, num_nodes: Any, dtype: Any) -> None:
+        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+        if not dtype.is_floating_point:
+            raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
+        self.dtype = dtype
+
+    def init_params(self, seed: int) -> Params:
+        """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
+        del seed
+        return torch.zeros(self.dim, dtype=self.dtype)
+
+    def _stacked(
+        self, distinct: Sequence[Any], tasks: Sequence[Any], nodes: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def _component_tables(
+        self, tasks: Sequence[Any], nodes: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """What a mixture draw needs, built once per device and node set: the tables of the
+        distinct tasks (:meth:`_stacked`; replicas of one task, e.g. a grid of step sizes,
+        share its table: a 4096-component table is 3 MB, and gathers from a small one stay
+        in cache), each node-major row's first component ``u K + i`` as an ``(m R, 1)``
+        column (``u`` its task's place among the distinct tasks) and each node's number of
+        components ``(m,)``."""
+        device, r, m = nodes.device, len(tasks), nodes.shape[0]
+        if r == 1 and device in self._tables and self._tables_nodes is nodes:
+            return self._tables[device]
+        distinct = list({id(t): t for t in tasks}.values())
+        slot = {id(t): u for u, t in enumerate(distinct)}
+        rep = torch.tensor([slot[id(t)] for t in tasks], device=device).repeat(m)[:, None]
+        base = (
+            rep * (self.num_nodes * self._per_node)
+            + nodes.to(torch.int64).repeat_interleave(r)[:, None]
+        )
+        high = torch.full((m,), self._per_node, dtype=torch.int64, device=device)
+        tables = (*self._stacked(distinct, tasks, nodes), base, high)
+        if r == 1:
+            self._tables[device], self._tables_nodes = tables, nodes
+        return tables
+
+
+class _Logistic(_Stream):
+    """The logistic loss, per node and in closed form for every row (see
+    :func:`_logistic_grad_and_loss`)."""
+
+    l2: float
+
+    def loss(self, params: Params, batch: Batch) -> torch.Tensor:
+        """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
+        return _logistic_loss(params, batch, self.l2)
+
+    def grad_and_loss(
+        self, params: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``.
+
+        ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
+        ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
+        """
+        return _logistic_grad_and_loss(params, batch, self.l2)
+
+
+class LeastSquares(_Stream):
     r"""Streaming linear regression with Gaussian features and heterogeneous nodes.
 
     Node ``i`` draws ``a ~ N(0, Sigma_i)`` and ``y = a^T x*_i + noise * eps`` with
@@ -114,15 +188,10 @@ class LeastSquares:
     ``components`` every node is one component (``K = n``).
 
     Args:
-        num_nodes: ``n >= 1``.
-        dim: ``d >= 1``.
-        noise: label noise standard deviation ``sigma >= 0``.
-        heterogeneity: spread ``>= 0`` of the local optima around ``x_c``.
-        batch_size: samples per node per round.
-        condition: ratio ``>= 1`` of the largest to the smallest eigenvalue (geometric).
-        hessian_heterogeneity: ``h`` in ``[0, 1)``, how much the nodes' covariances differ.
-        spectrum: ``"geometric"`` (``condition``) or ``"power"`` (``power``).
-        power: exponent ``> 0`` of the power-law spectrum.
+        num_nodes: ``n``; the other ranges are declared in the signature.
+        noise: ``sigma``.
+        heterogeneity: the spread of the local optima around ``x_c``.
+        hessian_heterogeneity: ``h``.
         components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
         seed: fixes ``x_c``, the ``u_i`` and the signs (the problem, not the samples).
         dtype: floating dtype of parameters and samples.
@@ -181,7 +250,7 @@ class LeastSquares:
             ),
         ] = None,
     ) -> None:
-        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+        self._check(num_nodes, dtype)
         self.components = check_components(components, self.num_nodes)
         self.dim = check_int("dim", dim, minimum=1)
         self.noise = check_float("noise", noise, minimum=0.0)
@@ -203,9 +272,6 @@ class LeastSquares:
             raise TaskError(f"spectrum must be 'geometric' or 'power', got {spectrum!r}")
         self.spectrum = spectrum
         self.power = check_float("power", power, minimum=0.0)
-        if not dtype.is_floating_point:
-            raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
-        self.dtype = dtype
 
         n, d = self.num_nodes, self.dim
         kc = n if components is None else components
@@ -245,11 +311,6 @@ class LeastSquares:
         self._tables_nodes: torch.Tensor | None = None
         self._posts: dict[torch.device, _LsSamples] = {}
 
-    def init_params(self, seed: int) -> Params:
-        """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
-        del seed
-        return torch.zeros(self.dim, dtype=self.dtype)
-
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
         """Mean of ``(1/2) (a^T x - y)^2`` over one node's minibatch ``(a (B, d), y (B,))``."""
         a, y = batch
@@ -270,26 +331,15 @@ class LeastSquares:
             return post.batch(self._raw(nodes, t, seed, post))
         return _ls_batch(self._raw(nodes, t, seed), *rows, self.batch_size, self.dim)
 
-    @staticmethod
-    def _component_tables(
-        tasks: Sequence[LeastSquares], nodes: torch.Tensor
+    def _stacked(
+        self, distinct: Sequence[Any], tasks: Sequence[Any], nodes: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        """What a mixture draw needs, built once: the component tables of every distinct
-        task stacked ``(U K, d)`` (replicas of one task, e.g. a grid of step sizes, share
-        its table: a 4096-component table is 3 MB, and gathers from a small one stay in
-        cache), a noise column, each row's first component ``u K + i`` and its node's
-        number of components."""
-        first, device = tasks[0], nodes.device
-        if len(tasks) == 1 and device in first._tables and first._tables_nodes is nodes:
-            return first._tables[device]
-        distinct, base, high = _component_rows(tasks, nodes)
-        sqrt_c = torch.cat([t._sqrt_rows for t in distinct]).to(device)
-        local_c = torch.cat([t.local_optima for t in distinct]).to(device)
-        noise = torch.stack([t._noise for t in tasks]).to(device).repeat(nodes.shape[0])[:, None]
-        tables = (sqrt_c, local_c, noise, base, high)
-        if len(tasks) == 1:
-            first._tables[device], first._tables_nodes = tables, nodes
-        return tables
+        """``sqrt(Sigma_c)`` and ``x*_c`` of the distinct tasks stacked ``(U K, d)`` and each
+        row's noise level ``(m R, 1)``."""
+        sqrt_c = torch.cat([t._sqrt_rows for t in distinct]).to(nodes.device)
+        local_c = torch.cat([t.local_optima for t in distinct]).to(nodes.device)
+        noise = torch.stack([t._noise for t in tasks]).to(nodes.device).repeat(nodes.shape[0])
+        return sqrt_c, local_c, noise[:, None]
 
     def _mixture_batch(
         self,
@@ -354,7 +404,7 @@ class LeastSquares:
         check_family(tasks, cls.replica_fields)
         first = tasks[0]
         if first._per_node > 1:
-            tables = cls._component_tables(tasks, nodes)
+            tables = first._component_tables(tasks, nodes)
 
             def mixture(t: int) -> Batch:
                 raw = first._raw(nodes, t, seeds)
@@ -406,27 +456,6 @@ class LeastSquares:
         if self._per_node == 1:
             return per
         return per.view(params.shape[0], self._per_node, self.num_nodes).mean(dim=1)
-
-
-def _component_rows(
-    tasks: Sequence[Any], nodes: torch.Tensor
-) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
-    """Where each stacked row of a component task family finds its components.
-
-    Returns the distinct tasks (replicas of one task, e.g. a grid of step sizes, share its
-    tables, stacked ``(U K, d)`` in this order), each node-major row's first component
-    ``u K + i`` as an ``(m R, 1)`` column (``u`` its task's place among the distinct ones)
-    and each node's number of components ``(m,)``.
-    """
-    first, device = tasks[0], nodes.device
-    r, m = len(tasks), nodes.shape[0]
-    kc = first.num_nodes * first._per_node
-    distinct = list({id(t): t for t in tasks}.values())
-    slot = {id(t): u for u, t in enumerate(distinct)}
-    rep = torch.tensor([slot[id(t)] for t in tasks], device=device).repeat(m)[:, None]
-    base = rep * kc + nodes.to(torch.int64).repeat_interleave(r)[:, None]
-    high = torch.full((m,), first._per_node, dtype=torch.int64, device=device)
-    return distinct, base, high
 
 
 def _logistic_loss(params: Params, batch: Batch, l2: float) -> torch.Tensor:
@@ -529,7 +558,7 @@ def _balanced_signs(seed: int, stream: int, n: int, d: int) -> torch.Tensor:
     return signs
 
 
-class LogisticRegressionStream:
+class LogisticRegressionStream(_Logistic):
     r"""Streaming logistic regression with node-dependent feature shifts.
 
     Node ``i`` draws ``a ~ N(mu_i, I)`` with ``mu_i = heterogeneity * u_i`` (``sum_i u_i =
@@ -545,13 +574,10 @@ class LogisticRegressionStream:
     method with backtracking line search in float64 to about ``1e-13``.
 
     Args:
-        num_nodes: ``n >= 1``.
-        dim: ``d >= 1``.
-        heterogeneity: size ``>= 0`` of the node mean shifts.
-        batch_size: samples per node per round.
-        l2: ridge coefficient ``>= 0`` (``> 0`` makes ``f`` strongly convex).
-        eval_samples: total evaluation sample size, split equally across nodes (at least one
-            each).
+        num_nodes: ``n``; the other ranges are declared in the signature.
+        heterogeneity: the size of the node mean shifts ``mu_i``.
+        eval_samples: the evaluation sample's size, split equally across nodes (at least
+            one each).
         seed: fixes ``theta``, the ``u_i`` and the evaluation sample.
         dtype: floating dtype of parameters and samples.
 
@@ -574,16 +600,13 @@ class LogisticRegressionStream:
         seed: Annotated[int, SEED, Doc("Seed of the problem.")] = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+        self._check(num_nodes, dtype)
         self.dim = check_int("dim", dim, minimum=1)
         self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.l2 = check_float("l2", l2, minimum=0.0)
         self.eval_samples = check_int("eval_samples", eval_samples, minimum=1)
         self.seed = check_int("seed", seed, minimum=0)
-        if not dtype.is_floating_point:
-            raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
-        self.dtype = dtype
 
         self.theta_true: torch.Tensor = (2.0 * _unit_vector(self.seed, _LR_THETA, self.dim)).to(
             dtype
@@ -597,7 +620,12 @@ class LogisticRegressionStream:
 
         per_node = max(1, self.eval_samples // self.num_nodes)
         nodes = torch.arange(self.num_nodes, dtype=torch.int64)
-        a, y = self._draw(nodes, 0, self.seed, per_node, _LR_EVAL_FEATURES, _LR_EVAL_LABELS)
+        # the evaluation sample, drawn once with decent._rng
+        z = _rng.normal(self.seed, _LR_EVAL_FEATURES, 0, nodes, (per_node, self.dim), dtype=dtype)
+        a = z + self.means[nodes][:, None, :]
+        prob = torch.sigmoid(a @ self.theta_true)
+        u = _rng.uniform(self.seed, _LR_EVAL_LABELS, 0, nodes, (per_node,), dtype=torch.float64)
+        y = (u < prob.to(torch.float64)).to(dtype)
         self.eval_features: torch.Tensor = a.reshape(-1, self.dim)
         """``(n * per_node, d)`` the fixed evaluation sample defining ``f``."""
         self.eval_labels: torch.Tensor = y.reshape(-1)
@@ -628,32 +656,6 @@ class LogisticRegressionStream:
         """``(d,)`` minimizer of ``f`` (to about 1e-13 in float64)."""
         self.optimum: float | None = None
         self.optimum = float(self.evaluate(self.x_star[None])["loss"][0])
-
-    def _draw(
-        self,
-        nodes: torch.Tensor,
-        t: int,
-        seed: int,
-        count: int,
-        feature_stream: int,
-        label_stream: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The evaluation sample, drawn once with :mod:`decent._rng` at construction."""
-        z = _rng.normal(seed, feature_stream, t, nodes, (count, self.dim), dtype=self.dtype)
-        a = z + self.means.to(z.device)[nodes][:, None, :]
-        prob = torch.sigmoid(a @ self.theta_true.to(z.device))
-        u = _rng.uniform(seed, label_stream, t, nodes, (count,), dtype=torch.float64)
-        y = (u < prob.to(torch.float64)).to(self.dtype)
-        return a, y
-
-    def init_params(self, seed: int) -> Params:
-        """Return the origin ``(d,)``; the convex problem always starts there (seed unused)."""
-        del seed
-        return torch.zeros(self.dim, dtype=self.dtype)
-
-    def loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
-        return _logistic_loss(params, batch, self.l2)
 
     def sample(self, nodes: torch.Tensor, t: int, seed: int) -> Batch:
         """Draw ``(a (m, B, d), y (m, B))`` for ``nodes`` at round ``t``.
@@ -697,16 +699,6 @@ class LogisticRegressionStream:
             return _logistic_batch(raw, u, means, theta, first.batch_size, first.dim)
 
         return sample
-
-    def grad_and_loss(
-        self, params: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Closed-form gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``.
-
-        ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
-        ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
-        """
-        return _logistic_grad_and_loss(params, batch, self.l2)
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss ``f`` and accuracy on the evaluation sample for ``k`` models ``(k, d)``."""

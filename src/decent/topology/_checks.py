@@ -67,14 +67,9 @@ def check_round(t: object, *, who: str) -> int:
     return int(t)
 
 
-def is_power_of_two(n: int) -> bool:
-    """True when ``n`` is ``2**k`` for some ``k >= 0``."""
-    return n >= 1 and (n & (n - 1)) == 0
-
-
 def check_power_of_two(n: int, *, who: str) -> int:
     """Raise unless ``n`` is a power of two; the message suggests the nearest powers."""
-    if not is_power_of_two(n):
+    if n < 1 or n & (n - 1):
         lower = 1 << (n.bit_length() - 1)
         upper = lower << 1
         raise TopologyError(
@@ -90,32 +85,25 @@ def require_connected(adjacency: sp.csr_array, *, who: str, directed: bool) -> N
     ``adjacency[u, v] != 0`` means an edge ``u -> v``; a directed graph must be strongly
     connected so that every node's value reaches every other node.
     """
-    n = adjacency.shape[0]
-    if n <= 1:
+    if adjacency.shape[0] <= 1:
         return
     count, labels = csgraph.connected_components(adjacency, directed=directed, connection="strong")
     if count == 1:
         return
-    raise TopologyError(f"{who}: {describe_components(labels, count, directed=directed)}")
-
-
-def describe_components(labels: np.ndarray, count: int, *, directed: bool) -> str:
-    """Say how a graph falls apart: component count, sizes, and members of the second one."""
+    # Say how it falls apart: the sizes, largest first (ties: smallest node id first), and
+    # the members of the second component.
     sizes = np.bincount(labels, minlength=count)
     first_member = np.full(count, labels.size, dtype=np.int64)
     np.minimum.at(first_member, labels, np.arange(labels.size))
-    # Largest first; ties broken by the smallest node id in the component.
     order = np.lexsort((first_member, -sizes))
-    shown_sizes = [int(sizes[c]) for c in order[:10]]
-    more = ", ..." if count > 10 else ""
+    sizes_text = ", ".join(str(int(sizes[c])) for c in order[:10]) + (", ..." if count > 10 else "")
     second = np.flatnonzero(labels == order[1])
     members = ", ".join(str(int(v)) for v in second[:_SHOW_MEMBERS])
     if second.size > _SHOW_MEMBERS:
         members += ", ..."
     kind = "not strongly connected" if directed else "disconnected"
-    sizes_text = ", ".join(str(s) for s in shown_sizes)
-    return (
-        f"graph is {kind}: {count} components, sizes [{sizes_text}{more}]; "
+    raise TopologyError(
+        f"{who}: graph is {kind}: {count} components, sizes [{sizes_text}]; "
         f"component 2 = [{members}]; add edges that join the components "
         f"(or use a connected generator such as ring or complete)"
     )

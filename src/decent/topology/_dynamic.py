@@ -22,7 +22,7 @@ from decent.topology._checks import (
     check_seed,
 )
 from decent.topology._matrix import MixingMatrix, TopologyError
-from decent.topology._rules import metropolis_hastings
+from decent.topology._rules import _adjacency, metropolis_hastings
 from decent.topology._static import StaticTopology
 
 
@@ -105,35 +105,29 @@ class OnePeerExponential:
 
 
 def _base_edges(base: StaticTopology | nx.Graph, who: str) -> tuple[int, np.ndarray, np.ndarray]:
-    """Return ``(n, u, v)``: the undirected edges ``u < v`` of the base graph."""
+    """Return ``(n, u, v)``: the undirected edges ``u < v`` of the base graph, row-major."""
     if isinstance(base, StaticTopology):
-        off = base.matrix.off_diagonal
-        n = base.num_nodes
-        pattern = sp.csr_array(off != 0, dtype=np.float64)
-        if (pattern != pattern.T).nnz:
+        adj = sp.csr_array(base.matrix.off_diagonal != 0, dtype=np.float64)
+        if (adj != adj.T).nnz:
             raise TopologyError(
                 f"{who} needs an undirected base topology (symmetric pattern), got "
                 f"{base.name}; use an undirected generator such as ring, torus or complete"
             )
-        coo = sp.triu(pattern, k=1).tocoo()
-        return n, coo.row.astype(np.int64), coo.col.astype(np.int64)
-    if isinstance(base, nx.Graph):
+    elif isinstance(base, nx.Graph):
         if base.is_directed():
             raise TopologyError(f"{who} needs an undirected base graph, got a directed one")
-        n = base.number_of_nodes()
-        if set(base.nodes) != set(range(n)):
+        if set(base.nodes) != set(range(base.number_of_nodes())):
             raise TopologyError(
                 f"{who} needs base graph nodes labelled 0..n-1; wrap it with from_networkx(G)"
             )
-        e = np.asarray(list(base.edges()), dtype=np.int64).reshape(-1, 2)
-        e = e[e[:, 0] != e[:, 1]]
-        lo, hi = np.minimum(e[:, 0], e[:, 1]), np.maximum(e[:, 0], e[:, 1])
-        key = np.unique(lo * max(n, 1) + hi)
-        return n, key // max(n, 1), key % max(n, 1)
-    raise TopologyError(
-        f"{who}: base must be a StaticTopology (e.g. ring(16)) or a networkx Graph, "
-        f"got {type(base).__name__}"
-    )
+        adj, _ = _adjacency(base)
+    else:
+        raise TopologyError(
+            f"{who}: base must be a StaticTopology (e.g. ring(16)) or a networkx Graph, "
+            f"got {type(base).__name__}"
+        )
+    coo = sp.triu(adj, k=1).tocoo()
+    return int(adj.shape[0]), coo.row.astype(np.int64), coo.col.astype(np.int64)
 
 
 def greedy_matching(num_nodes: int, u: np.ndarray, v: np.ndarray, rank: np.ndarray) -> np.ndarray:
@@ -183,8 +177,9 @@ class _OnBaseGraph:
         object.__setattr__(self, "_n", n)
         object.__setattr__(self, "_edges", (u, v))
 
-    def _base_name(self) -> str:
-        return self.base.name if isinstance(self.base, StaticTopology) else f"graph({self._n})"
+    def _name(self, kind: str, *params: str) -> str:
+        base = self.base.name if isinstance(self.base, StaticTopology) else f"graph({self._n})"
+        return f"{kind}({', '.join([base, *params])})"
 
     @property
     def num_nodes(self) -> int:
@@ -197,6 +192,18 @@ class _OnBaseGraph:
     @property
     def period(self) -> int | None:
         return None
+
+    def describe(self) -> dict[str, Any]:
+        """Summarize the schedule."""
+        out = {"name": self.name, "num_nodes": self._n, "is_static": False, "period": None}
+        return {**out, "base_edges": int(self._edges[0].size), **self._described()}
+
+    def _described(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,8 +241,7 @@ class RandomMatching(_OnBaseGraph):
 
     @property
     def name(self) -> str:
-        base = self._base_name()
-        return f"random_matching({base}, seed={self.seed})"
+        return self._name("random_matching", f"seed={self.seed}")
 
     def matching(self, t: int) -> np.ndarray:
         """Return the ``(P, 2)`` matched pairs ``(i, j)``, ``i < j``, of round ``t``."""
@@ -260,16 +266,6 @@ class RandomMatching(_OnBaseGraph):
         data = np.concatenate([np.full(4 * a.size, 0.5), np.ones(lone.size)])
         w = sp.csr_array((data, (rows, cols)), shape=(n, n))
         return MixingMatrix.from_array(w, name=f"{self.name}@t={t}")
-
-    def describe(self) -> dict[str, Any]:
-        """Summarize the schedule."""
-        return {
-            "name": self.name,
-            "num_nodes": self._n,
-            "is_static": False,
-            "period": None,
-            "base_edges": int(self._edges[0].size),
-        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -315,8 +311,7 @@ class EdgeDropout(_OnBaseGraph):
 
     @property
     def name(self) -> str:
-        base = self._base_name()
-        return f"edge_dropout({base}, p={self.p:g}, seed={self.seed})"
+        return self._name("edge_dropout", f"p={self.p:g}", f"seed={self.seed}")
 
     def alive(self, t: int) -> np.ndarray:
         """Return the ``(E,)`` mask of base edges that are up in round ``t``."""
@@ -338,13 +333,5 @@ class EdgeDropout(_OnBaseGraph):
         w = metropolis_hastings(adj)
         return MixingMatrix(csr=w.csr, name=f"{self.name}@t={t}")
 
-    def describe(self) -> dict[str, Any]:
-        """Summarize the schedule."""
-        return {
-            "name": self.name,
-            "num_nodes": self._n,
-            "is_static": False,
-            "period": None,
-            "base_edges": int(self._edges[0].size),
-            "p": self.p,
-        }
+    def _described(self) -> dict[str, Any]:
+        return {"p": self.p}

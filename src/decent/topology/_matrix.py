@@ -21,6 +21,12 @@ class TopologyError(ValueError):
     """A graph or mixing matrix that breaks a rule; the message names the rule and the fix."""
 
 
+def is_symmetric(csr: sp.csr_array) -> bool:
+    """Whether ``W == W.T`` up to ``1e-10``."""
+    diff = csr - csr.T
+    return bool(diff.nnz == 0 or np.abs(diff.data).max() <= _TOL)
+
+
 @dataclass(frozen=True, eq=False)
 class MixingMatrix:
     """An ``(n, n)`` row-stochastic mixing matrix stored sparse (CSR, float64).
@@ -34,37 +40,25 @@ class MixingMatrix:
     _cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @staticmethod
-    def from_array(
-        w: np.ndarray | sp.spmatrix | sp.sparray,
-        *,
-        name: str = "W",
-        require_doubly_stochastic: bool = False,
-        require_symmetric: bool = False,
-    ) -> MixingMatrix:
-        """Validate and wrap ``w``.
-
-        Raises:
-            TopologyError: not square, negative entries, a row that does not sum to 1, or
-                (when required) a column that does not sum to 1 or an asymmetric matrix.
-        """
+    def from_array(w: np.ndarray | sp.spmatrix | sp.sparray, *, name: str = "W") -> MixingMatrix:
+        """Validate (:meth:`validate`) and wrap ``w``."""
         csr = sp.csr_array(w, dtype=np.float64)
         csr.eliminate_zeros()
         csr.sort_indices()
         m = MixingMatrix(csr=csr, name=name)
-        m.validate(
-            require_doubly_stochastic=require_doubly_stochastic,
-            require_symmetric=require_symmetric,
-        )
+        m.validate()
         return m
 
     @property
     def n(self) -> int:
         return int(self.csr.shape[0])
 
-    def validate(
-        self, *, require_doubly_stochastic: bool = False, require_symmetric: bool = False
-    ) -> None:
-        """Check the stochasticity rules; raise :class:`TopologyError` naming the first bad row."""
+    def validate(self) -> None:
+        """Check the matrix is square, nonnegative and row-stochastic.
+
+        Raises:
+            TopologyError: naming the first bad entry or row.
+        """
         rows, cols = self.csr.shape
         if rows != cols:
             raise TopologyError(
@@ -85,25 +79,10 @@ class MixingMatrix:
                 f"{self.name}: every row must sum to 1 (row-stochastic), but row {i} sums to "
                 f"{row_sums[i]:.10g}" + (f" ({bad.size} rows are off)" if bad.size > 1 else "")
             )
-        if require_doubly_stochastic:
-            col_sums = np.asarray(self.csr.sum(axis=0)).ravel()
-            bad = np.flatnonzero(np.abs(col_sums - 1.0) > 1e-8)
-            if bad.size:
-                j = int(bad[0])
-                raise TopologyError(
-                    f"{self.name}: this algorithm needs a doubly stochastic matrix, but column {j} "
-                    f"sums to {col_sums[j]:.10g}; use metropolis_hastings weights on an undirected graph"
-                )
-        if require_symmetric and not self.is_symmetric:
-            raise TopologyError(
-                f"{self.name}: this algorithm needs a symmetric matrix (W == W.T); "
-                "use metropolis_hastings or max_degree weights on an undirected graph"
-            )
 
     @cached_property
     def is_symmetric(self) -> bool:
-        diff = self.csr - self.csr.T
-        return bool(diff.nnz == 0 or np.abs(diff.data).max() <= _TOL)
+        return is_symmetric(self.csr)
 
     @cached_property
     def is_doubly_stochastic(self) -> bool:

@@ -139,14 +139,6 @@ def make(kind: str, n: int, **kwargs: Any) -> Topology:
     ``base=`` (a kind name, default ``"complete"``, or a :class:`StaticTopology`) and
     ``base_kwargs=`` for the base generator.
 
-    Args:
-        kind: one of :data:`TOPOLOGY_KINDS`.
-        n: number of nodes.
-        **kwargs: generator arguments.
-
-    Returns:
-        An object implementing the :class:`Topology` protocol.
-
     Raises:
         TopologyError: an unknown kind (the message lists the allowed kinds and the closest
             match), a missing or unknown argument, or any rule the generator checks.
@@ -171,5 +163,4 @@ def make(kind: str, n: int, **kwargs: Any) -> Topology:
         raise TopologyError(
             f"make({kind!r}, {n}): {err}; {kind} accepts: {', '.join(params)}"
         ) from err
-    topo = factory(n, **kwargs)
-    return topo  # type: ignore[no-any-return]
+    return factory(n, **kwargs)  # type: ignore[no-any-return]

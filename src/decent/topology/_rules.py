@@ -65,19 +65,21 @@ def _adjacency(graph: GraphLike) -> tuple[sp.csr_array, bool]:
     return adj, bool(directed)
 
 
-def _degree_of_receivers(adj: sp.csr_array, directed: bool) -> tuple[sp.csr_array, np.ndarray]:
-    """Return ``(P, d)``: ``P`` the 0/1 pattern of off-diagonal ``W`` and ``d`` its row counts."""
+def _degree_of_receivers(graph: GraphLike) -> tuple[sp.csr_array, np.ndarray, bool]:
+    """Return ``(P, d, directed)``: ``P`` the 0/1 pattern of off-diagonal ``W`` and ``d``
+    its row counts."""
+    adj, directed = _adjacency(graph)
     pattern = sp.csr_array(adj.T) if directed else adj
     pattern.sort_indices()
-    return pattern, np.diff(pattern.indptr).astype(np.int64)
+    return pattern, np.diff(pattern.indptr).astype(np.int64), directed
 
 
-def _with_diagonal(off: sp.csr_array, name: str, **require: bool) -> MixingMatrix:
+def _with_diagonal(off: sp.csr_array, name: str) -> MixingMatrix:
     """Add ``w_ii = 1 - sum_{j != i} w_ij`` to the off-diagonal matrix and wrap it."""
     n = off.shape[0]
     diag = 1.0 - np.asarray(off.sum(axis=1)).ravel()
     w = sp.csr_array(off + sp.diags_array(diag, shape=(n, n)).tocsr())
-    return MixingMatrix.from_array(w, name=name, **require)
+    return MixingMatrix.from_array(w, name=name)
 
 
 def metropolis_hastings(graph: GraphLike) -> MixingMatrix:
@@ -92,12 +94,6 @@ def metropolis_hastings(graph: GraphLike) -> MixingMatrix:
 
     Reference: Xiao, Boyd, Kim, "Distributed average consensus with least-mean-square
     deviation" (2007).
-
-    Args:
-        graph: an undirected networkx graph on ``0..n-1`` or a symmetric adjacency matrix.
-
-    Returns:
-        The mixing matrix ``W``.
 
     Raises:
         TopologyError: the graph is directed.
@@ -130,19 +126,12 @@ def max_degree(graph: GraphLike) -> MixingMatrix:
     with ``d_i`` the number of nodes ``i`` receives from. Symmetric and doubly stochastic
     on an undirected graph; on a directed graph only row-stochastic in general.
 
-    Args:
-        graph: a networkx graph on ``0..n-1`` or an adjacency matrix.
-
-    Returns:
-        The mixing matrix ``W``.
-
     Example:
         >>> import networkx as nx
         >>> max_degree(nx.path_graph(3)).dense().round(3).tolist()
         [[0.667, 0.333, 0.0], [0.333, 0.333, 0.333], [0.0, 0.333, 0.667]]
     """
-    adj, directed = _adjacency(graph)
-    pattern, deg = _degree_of_receivers(adj, directed)
+    pattern, deg, _ = _degree_of_receivers(graph)
     d_max = int(deg.max()) if deg.size else 0
     off = pattern * (1.0 / (1.0 + d_max))
     return _with_diagonal(sp.csr_array(off), "max_degree")
@@ -157,12 +146,6 @@ def uniform(graph: GraphLike) -> MixingMatrix:
     with ``d`` the common degree (in-degree for a directed graph). Symmetric on an
     undirected graph; doubly stochastic whenever in- and out-degrees all equal ``d``.
 
-    Args:
-        graph: a regular networkx graph on ``0..n-1`` or an adjacency matrix.
-
-    Returns:
-        The mixing matrix ``W``.
-
     Raises:
         TopologyError: the graph is not regular; the message names the degree spread.
 
@@ -171,8 +154,7 @@ def uniform(graph: GraphLike) -> MixingMatrix:
         >>> uniform(nx.cycle_graph(4)).dense()[0].round(4).tolist()
         [0.3333, 0.3333, 0.0, 0.3333]
     """
-    adj, directed = _adjacency(graph)
-    pattern, deg = _degree_of_receivers(adj, directed)
+    pattern, deg, directed = _degree_of_receivers(graph)
     if deg.size and deg.min() != deg.max():
         which = "in-degrees" if directed else "degrees"
         raise TopologyError(
@@ -193,10 +175,6 @@ def lazy(matrix: MixingMatrix, alpha: float) -> MixingMatrix:
 
     Laziness moves every eigenvalue ``lambda`` to ``alpha + (1 - alpha) lambda``, so
     ``alpha >= 1/2`` makes ``W`` positive semidefinite (what some analyses assume).
-
-    Args:
-        matrix: the mixing matrix ``W``.
-        alpha: the self weight, ``0 <= alpha < 1``.
 
     Returns:
         The lazy mixing matrix, named ``lazy(alpha)*<name>``.

@@ -15,7 +15,7 @@ from scipy.sparse.linalg import (
     svds,
 )
 
-from decent.topology._matrix import MixingMatrix, TopologyError
+from decent.topology._matrix import MixingMatrix, TopologyError, is_symmetric
 
 DENSE_LIMIT = 2048
 """Matrices with at most this many nodes use dense LAPACK; larger ones use ARPACK."""
@@ -37,30 +37,15 @@ def _as_csr(w: Any) -> sp.csr_array:
 
 def _torch_to_scipy(w: Any) -> sp.coo_array | np.ndarray:
     """Convert a dense or sparse torch tensor to numpy/scipy without densifying sparse input."""
+    import torch
+
     w = w.detach().cpu()
-    if w.layout != _torch_strided(w):
+    if w.layout != torch.strided:
         coo = w.to_sparse_coo().coalesce()
         idx = coo.indices().numpy()
-        vals = coo.values().to(dtype=_torch_float64(w)).numpy()
+        vals = coo.values().to(dtype=torch.float64).numpy()
         return sp.coo_array((vals, (idx[0], idx[1])), shape=tuple(coo.shape))
-    return np.asarray(w.to(dtype=_torch_float64(w)).numpy())
-
-
-def _torch_strided(w: Any) -> Any:
-    import torch
-
-    return torch.strided
-
-
-def _torch_float64(w: Any) -> Any:
-    import torch
-
-    return torch.float64
-
-
-def _is_symmetric(csr: sp.csr_array) -> bool:
-    diff = csr - csr.T
-    return bool(diff.nnz == 0 or np.abs(diff.data).max() <= _SYM_TOL)
+    return np.asarray(w.to(dtype=torch.float64).numpy())
 
 
 def spectral_gap(w: MixingMatrix | np.ndarray | sp.spmatrix | sp.sparray | Any) -> float:
@@ -108,7 +93,7 @@ def spectral_gap(w: MixingMatrix | np.ndarray | sp.spmatrix | sp.sparray | Any) 
     n = int(csr.shape[0])
     if n <= 1:
         return 1.0
-    if _is_symmetric(csr):
+    if is_symmetric(csr):
         slem = _slem_dense(csr) if n <= DENSE_LIMIT else _circulant_slem(csr)
         if slem is None:
             slem = _slem_sparse(csr)

@@ -1,7 +1,9 @@
 """Static topologies: a fixed graph and one mixing matrix used at every round.
 
 Generators take networkx vocabulary and build the graph's CSR adjacency straight from
-numpy index arrays, so ``ring(8192)`` or ``exponential(8192)`` take milliseconds.
+numpy index arrays, so ``ring(8192)`` or ``exponential(8192)`` take milliseconds. Every
+generator takes ``weights``, a rule of ``WEIGHT_RULES`` by name or a callable
+``graph -> MixingMatrix``, and ``lazy``: if given, ``W <- lazy * I + (1 - lazy) * W``.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ class StaticTopology:
             "name": self.name,
             "num_nodes": self.num_nodes,
             "directed": self.directed,
-            "num_edges": _num_edges(self.matrix, self.directed),
+            "num_edges": self.matrix.num_messages // (1 if self.directed else 2),
             "degree_min": int(deg.min()),
             "degree_mean": float(deg.mean()),
             "degree_max": int(deg.max()),
@@ -122,11 +124,6 @@ class StaticTopology:
             "spectral_gap": self.spectral_gap,
             "weight_rule": self.weight_rule,
         }
-
-
-def _num_edges(matrix: MixingMatrix, directed: bool) -> int:
-    off = int(matrix.off_diagonal.nnz)
-    return off if directed else off // 2
 
 
 def _diameter(matrix: MixingMatrix) -> int | None:
@@ -147,9 +144,7 @@ def _diameter(matrix: MixingMatrix) -> int | None:
     return best
 
 
-# ---------------------------------------------------------------------------------------------
-# Shared builder
-# ---------------------------------------------------------------------------------------------
+# ---- shared builder
 
 
 def _build(
@@ -256,9 +251,7 @@ def _grid_shape(
     return r, c
 
 
-# ---------------------------------------------------------------------------------------------
-# Deterministic generators
-# ---------------------------------------------------------------------------------------------
+# ---- deterministic generators
 
 
 Side = Annotated[int | None, SIZE, Doc("Rows or columns (None: the most square factorization).")]
@@ -273,8 +266,6 @@ def ring(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None)
 
     Args:
         n: number of nodes, ``>= 3``.
-        weights: a weight rule name from ``WEIGHT_RULES`` or a callable.
-        lazy: if given, return ``lazy * I + (1 - lazy) * W``.
 
     Raises:
         TopologyError: ``n < 3``.
@@ -304,8 +295,6 @@ def torus(
         n: number of nodes, ``rows * cols``.
         rows: grid rows, ``>= 3``; default: the most square factorization with both ``>= 3``.
         cols: grid columns, ``>= 3``.
-        weights: a weight rule name or a callable.
-        lazy: optional laziness ``alpha``.
 
     Raises:
         TopologyError: ``rows * cols != n``, a side below 3, or no such factorization.
@@ -339,8 +328,6 @@ def grid(
         n: number of nodes, ``rows * cols``.
         rows: grid rows (default: most square factorization; a prime ``n`` gives a path).
         cols: grid columns.
-        weights: a weight rule name or a callable.
-        lazy: optional laziness ``alpha``.
 
     Raises:
         TopologyError: ``rows * cols != n``.
@@ -410,7 +397,6 @@ def exponential(
         directed: build the one-way circulant.
         weights: a weight rule name or callable; default ``"metropolis_hastings"`` when
             undirected, ``"uniform"`` when directed.
-        lazy: optional laziness ``alpha``.
 
     Example:
         >>> exponential(8, directed=True).weights(1).dense()[0].tolist()
@@ -462,16 +448,28 @@ def star(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None)
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Random generators (seeded; the same seed gives the same graph)
-# ---------------------------------------------------------------------------------------------
+# ---- random generators (seeded; the same seed gives the same graph)
 
 
 def _from_nx_edges(
-    n: int, g: nx.Graph, *, name: str, weights: str | WeightRule, lazy_alpha: float | None
+    n: int,
+    g: nx.Graph,
+    *,
+    name: str,
+    weights: str | WeightRule,
+    lazy_alpha: float | None,
+    directed: bool = False,
 ) -> StaticTopology:
     edges = np.asarray(list(g.edges()), dtype=np.int64).reshape(-1, 2)
-    return _build(n, edges[:, 0], edges[:, 1], name=name, weights=weights, lazy_alpha=lazy_alpha)
+    return _build(
+        n,
+        edges[:, 0],
+        edges[:, 1],
+        name=name,
+        weights=weights,
+        lazy_alpha=lazy_alpha,
+        directed=directed,
+    )
 
 
 def erdos_renyi(
@@ -522,12 +520,8 @@ def random_regular(
     k = check_int(k, who="random_regular", arg="k", minimum=1)
     seed = check_seed(seed, who="random_regular")
     if k >= n:
-        raise TopologyError(
-            f"random_regular needs degree k < num_nodes, got k={k}, n={n}; "
-            f"use complete({n}) for k = n - 1"
-            if k == n - 1
-            else f"random_regular needs degree k < num_nodes, got k={k}, n={n}; use k <= {n - 1}"
-        )
+        fix = f"use complete({n}) for k = n - 1" if k == n - 1 else f"use k <= {n - 1}"
+        raise TopologyError(f"random_regular needs degree k < num_nodes, got k={k}, n={n}; {fix}")
     if (n * k) % 2:
         raise TopologyError(
             f"random_regular needs n * k even (each edge has two ends), got n={n}, k={k}; "
@@ -586,9 +580,7 @@ def watts_strogatz(
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# From user data
-# ---------------------------------------------------------------------------------------------
+# ---- from user data
 
 
 def from_networkx(
@@ -618,18 +610,13 @@ def from_networkx(
         )
     n = check_num_nodes(graph.number_of_nodes(), who="from_networkx", hint="the graph has no nodes")
     index = {node: pos for pos, node in enumerate(graph.nodes)}
-    edges = np.asarray([(index[a], index[b]) for a, b in graph.edges()], dtype=np.int64).reshape(
-        -1, 2
-    )
-    directed = graph.is_directed()
-    topo = _build(
+    topo = _from_nx_edges(
         n,
-        edges[:, 0],
-        edges[:, 1],
+        nx.relabel_nodes(graph, index),
         name=name or f"from_networkx({n})",
         weights=weights,
         lazy_alpha=lazy,
-        directed=directed,
+        directed=graph.is_directed(),
     )
     if list(graph.nodes) != list(range(n)):
         nx.set_node_attributes(topo.graph, {pos: node for node, pos in index.items()}, name="label")
