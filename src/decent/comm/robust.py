@@ -1,12 +1,10 @@
 """Byzantine nodes and robust aggregation of neighbour values, in both runtimes.
 
 A chosen set ``B`` of nodes is Byzantine: the values they send are forged by an attack,
-and every honest node ``i`` aggregates the values it receives with a robust rule instead
-of the plain weighted average ``sum_j W_ij x_j``. :class:`RobustCommunicator` wraps a
-simulator (:class:`~decent.comm.sim.SimCommunicator`) or a synchronous distributed
-communicator (:class:`~decent.comm.dist.DistCommunicator`) and keeps the Communicator
-protocol, so D-SGD, DAT-SGD and gradient tracking (which only call ``comm.mix``) run with
-attacks and robust rules unchanged.
+and every honest node ``i`` aggregates what it receives with a robust rule instead of
+``sum_j W_ij x_j``. :class:`RobustCommunicator` is a combiner over any synchronous
+transport (the simulator, synchronous ranks), so every method that calls ``comm.mix`` runs
+with attacks and robust rules unchanged.
 
 Notation of one mix at round ``t``, for a node ``i``: ``x_i`` its own value, ``N_i`` its
 in-neighbours (``j != i`` with ``W_ij > 0``), ``v_{j->i}`` the value ``i`` receives from
@@ -46,15 +44,12 @@ Rules at an honest node ``i`` (Byzantine nodes always use ``mean``):
 * ``median``: coordinate-wise median of ``V_i`` (mean of the two middle values when
   ``c_i`` is even); needs a strict honest majority of ``V_i``: ``2 |N_i & B| < c_i``.
 
-Runtimes. The simulator gathers ``V`` for all nodes as one padded ``(1 + D, n, k)``
-tensor (slot-major, ``D`` the largest in-degree); the distributed wrapper gathers the same
-tensor for its held rows from ``Z = [x; received]`` after the communicator's one
-neighbour exchange. No Python loop runs over nodes (only over the ``1 + D`` slots).
-``sign_flip`` and ``noise`` are forged by the Byzantine rank in the rows it sends;
-``alie`` and ``dissensus`` depend on the receiver's neighbourhood, which only the
-receiver's rank holds, so the receiving rank forms the adversary's message from the values
-that arrived there (what an adversary eavesdropping on ``i``'s incoming links knows). The
-two runtimes apply the same rules in float64 and agree to rounding.
+Both runtimes gather ``V`` of the held rows as one padded slot-major ``(1 + D, m, k)``
+tensor (``D`` the largest in-degree) from the transport's ``Z = [x; received]``; no Python
+loop runs over nodes. ``sign_flip`` and ``noise`` are forged in the rows a Byzantine node
+sends; ``alie`` and ``dissensus`` depend on the receiver's neighbourhood, so the receiving
+side forms them from the values that arrived there (what an adversary eavesdropping on
+``i``'s incoming links knows). The runtimes agree to rounding in float64.
 """
 
 from __future__ import annotations
@@ -69,7 +64,7 @@ import numpy as np
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, ReduceOp, Stale, Transport, period_of
+from decent.comm.base import Buffers, Combiner, Stale, Transport, period_of
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = [
@@ -327,12 +322,11 @@ def _weighted(weight: torch.Tensor, v: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-class RobustCommunicator:
+class RobustCommunicator(Combiner):
     """Gossip with Byzantine senders and a robust aggregation rule (see the module docstring).
 
     Args:
-        inner: a :class:`~decent.comm.sim.SimCommunicator` (all rows held) or a
-            :class:`~decent.comm.dist.DistCommunicator` in synchronous mode.
+        inner: a synchronous transport (the simulator, synchronous ranks).
         byzantine: global ids of the Byzantine nodes.
         attack: one of :data:`ATTACKS`.
         aggregation: one of :data:`AGGREGATIONS`.
@@ -364,6 +358,8 @@ class RobustCommunicator:
         [1.0, 1.0]
     """
 
+    inner: Transport
+
     def __init__(
         self,
         inner: Transport,
@@ -389,15 +385,13 @@ class RobustCommunicator:
             raise ValueError(f"trim must be an integer >= 0, got {trim!r}")
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
-        self.inner = inner
         if not isinstance(inner, Transport) or (isinstance(inner, Stale) and inner.staleness):
             raise ValueError(
                 "Byzantine nodes run in the simulator (SimCommunicator) or on ranks with "
                 f"the synchronous DistCommunicator, got {inner!r}; use mode = 'sync'"
             )
+        super().__init__(inner)
         self.topology: Topology = inner.topology
-        self.num_nodes = int(inner.num_nodes)
-        self.node_ids = inner.node_ids
         n = self.num_nodes
         ids = np.unique(np.asarray(list(byzantine), dtype=np.int64))
         if ids.size and (ids.min() < 0 or ids.max() >= n):
@@ -419,7 +413,7 @@ class RobustCommunicator:
         self._period = period_of(self.topology)
         self._plans: dict[tuple[object, torch.dtype, torch.device], _Gather] = {}
         self._checked: set[object] = set()
-        self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+        self._buffers = Buffers()  # reused slot buffers: a robust mix near its arithmetic
         self._check(inner.weights(1), 1)
 
     # -- checks and plans ----------------------------------------------------------------
@@ -445,20 +439,6 @@ class RobustCommunicator:
                     self._plans.clear()
                 self._plans[cache] = plan
         return plan
-
-    def _workspace(self, name: str, slots: int, like: torch.Tensor) -> torch.Tensor:
-        """A reused ``(slots, m, k)`` buffer with ``like``'s dtype and device.
-
-        Fresh multi-MB temporaries are page-faulted in on first touch; reusing the slot
-        buffers keeps a robust mix near its arithmetic (see :mod:`decent.comm.dist`).
-        """
-        size = slots * like.numel()
-        key = (name, like.dtype, like.device)
-        flat = self._buffers.get(key)
-        if flat is None or flat.numel() < size:
-            flat = torch.empty(size, dtype=like.dtype, device=like.device)
-            self._buffers[key] = flat
-        return flat[:size].view(slots, *like.shape)
 
     # -- attacks -------------------------------------------------------------------------
     def _forge_sent(self, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -522,7 +502,7 @@ class RobustCommunicator:
                 big = torch.finfo(own.dtype).max
                 for slot in range(1, g.slots):
                     v[slot].masked_fill_(~g.valid[slot][:, None], big)
-            work = self._workspace("sort", 2, own)  # the node's own row and a spare
+            work = self._buffers.get("sort", (2, *own.shape), own)  # the node's own row and a spare
             work[0].copy_(own)
             ranked = _sort_slots_([work[0], *v[1:]], work[1])
             c = g.count
@@ -541,12 +521,6 @@ class RobustCommunicator:
         return robust
 
     # -- Communicator --------------------------------------------------------------------
-    @property
-    def stats(self) -> CommStats:
-        """The inner communicator's accounting (one gossip round per mix, as plain gossip)."""
-        stats: CommStats = self.inner.stats
-        return stats
-
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """One robust gossip step for the held rows (see the module docstring).
 
@@ -577,18 +551,11 @@ class RobustCommunicator:
         if self.aggregation == "mean" and (self.attack in _SENDER_SIDE or not g.any_byz):
             return plain
         m, k, d = x.shape[0], x.shape[1], g.slots - 1
-        got = self._workspace("slots", d, x)  # slot-major neighbour values (d, m, k)
+        got = self._buffers.get("slots", (d, m, k), x)  # slot-major neighbour values (d, m, k)
         torch.index_select(z, 0, g.flat, out=got.view(d * m, k))
         v = [x, *got.unbind(0)]  # (m, k) per slot: the node, then its neighbours
         self._forge_received(v, g)
         return self._aggregate(v, g, plain)
-
-    def all_reduce(
-        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
-    ) -> torch.Tensor:
-        """The inner communicator's exact reduction (over all nodes, Byzantine included)."""
-        out: torch.Tensor = self.inner.all_reduce(x, op, accounted=accounted)
-        return out
 
     def metrics(self) -> dict[str, float]:
         """The inner transport's metrics and ``byzantine/count``, ``byzantine/fraction``."""
@@ -596,10 +563,6 @@ class RobustCommunicator:
         out["byzantine/count"] = float(self.byzantine.size)
         out["byzantine/fraction"] = float(self.byzantine.size) / self.num_nodes
         return out
-
-    def close(self) -> None:
-        """Close the inner communicator."""
-        self.inner.close()
 
     def __repr__(self) -> str:
         return (
