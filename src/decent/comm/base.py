@@ -7,8 +7,10 @@ socket or a process group; they call :meth:`Communicator.mix` and
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ import torch
 from decent._types import NodeTensor
 from decent.topology._matrix import MixingMatrix, Topology
 
+T = TypeVar("T")
 ReduceOp = Literal["mean", "sum", "min", "max"]
 REDUCE_OPS: tuple[str, ...] = ("mean", "sum", "min", "max")
 
@@ -37,6 +40,23 @@ def reduce_rows(x: NodeTensor, op: str) -> torch.Tensor:
     if op == "max":
         return x.amax(dim=0)
     raise ValueError(f"op must be one of {', '.join(REDUCE_OPS)}; got {op!r}")
+
+
+def per_matrix(fn: Callable[..., T]) -> Callable[..., T]:
+    """Cache ``fn(w, *args)`` per matrix object ``w`` (by identity, the 64 latest): ``args``
+    must be functions of ``w``."""
+    cache: dict[int, tuple[object, T]] = {}
+
+    @functools.wraps(fn)
+    def cached(w: object, *args: Any) -> T:
+        found = cache.get(id(w))
+        if found is None or found[0] is not w:
+            if len(cache) > 64:
+                cache.clear()
+            found = cache[id(w)] = (w, fn(w, *args))
+        return found[1]
+
+    return cached
 
 
 def period_of(topology: object) -> int | None:

@@ -1,22 +1,16 @@
 """Thread-based neighbour gossip: bounded staleness and survival of crashed or hung ranks.
 
-Each pair of neighbouring ranks gets its own two-rank gloo group (``new_group`` with local
-synchronization), so a failure poisons only that edge. Per neighbour there is one sending
-thread (blocking ``send``, fed by a queue) and one receiving thread (blocking ``recv`` in a
-loop): on gloo, ``is_completed()`` of ``isend``/``irecv`` only turns true inside ``wait()``
-and a timed-out ``wait`` closes the connection, so polling does not work and threads do.
+Each pair of neighbouring ranks gets its own two-rank gloo group, so a failure poisons only
+that edge. Per neighbour one thread sends (blocking ``send`` fed by a queue) and one
+receives (blocking ``recv`` in a loop): on gloo, ``is_completed()`` of ``isend``/``irecv``
+turns true only inside ``wait()`` and a timed-out ``wait`` closes the connection, so
+polling does not work. Every message carries its version (the sender's mix-call count).
 
-Every message carries its version (the sender's mix-call count ``c``). At its call ``c``
-a rank mixes, from each in-neighbour, the newest version ``v`` with
-``c - staleness <= v <= c``, waiting only when there is none. ``staleness = 0`` is the
-synchronous exchange (and equals the simulator).
-
-With ``failure_timeout`` set, each rank also beats a heartbeat counter in the rendezvous
-store and watches everyone's; a rank whose counter stalls for ``failure_timeout`` seconds
-(SIGSTOP) or whose connection closes (SIGKILL) is declared dead in the store. Survivors drop
-its edges and rebuild ``W`` with Metropolis-Hastings weights on the surviving graph (rows
-stay stochastic, and the matrix doubly stochastic once everyone knows), and reduce metrics
-through the store over the survivors only, since the world group is unusable after a loss.
+With ``failure_timeout`` set, each rank beats a heartbeat counter in the rendezvous store
+and watches everyone's; a rank whose counter stalls for ``failure_timeout`` seconds
+(SIGSTOP) or whose connection closes (SIGKILL) is declared dead in the store. Survivors
+drop its edges, rebuild ``W`` with Metropolis-Hastings weights on the surviving graph, and
+reduce metrics through the store over the survivors (the world group is unusable then).
 """
 
 from __future__ import annotations
@@ -90,14 +84,11 @@ def surviving_metropolis(w: MixingMatrix, dead_nodes: Sequence[int]) -> MixingMa
 class GossipCommunicator:
     """Mix with the freshest neighbour values (bounded staleness), optionally fault tolerant.
 
-    Row ``i`` at the rank's ``c``-th call:
-
-    .. math:: x_i \\leftarrow \\sum_j W[i, j]\\, x_j(v_j), \\qquad
-              c - s \\le v_j \\le c, \\ v_i = c,
-
-    where ``x_j(v)`` is the value node ``j`` passed to its ``v``-th call. ``s = 0`` is the
-    synchronous mix. Needs a static topology and one ``mix`` call per round with a fixed
-    number of columns (all algorithms of decent pack their state into one call).
+    Row ``i`` at the rank's ``c``-th call is ``sum_j W[i, j] x_j(v_j)`` with ``x_j(v)`` the
+    value node ``j`` passed to its ``v``-th call, ``v_i = c`` and ``v_j`` the newest version
+    that has arrived with ``c - s <= v_j <= c`` (waiting only when there is none; ``s = 0``
+    is the synchronous mix). Needs a static topology and one ``mix`` per round with a
+    fixed number of columns (every method of decent packs its state into one call).
 
     Args:
         topology: a static topology.
@@ -453,20 +444,13 @@ class GossipCommunicator:
         """Tell the neighbours this rank is done, flush the sends, stop and join the threads.
 
         With failure handling it also waits (at most ``2 * failure_timeout``) until every
-        rank has finished or is known dead, so the caller sees the final membership (the
-        recording takeover of a dead recorder relies on it).
-
-        When it returns, no thread of this communicator runs any more, except a receiver whose
-        peer was declared dead without closing its connection (a stopped process): gloo
-        cannot cancel a posted ``recv`` (neither ``shutdown`` nor ``abort`` of the group wakes
-        it), so that thread stays blocked inside it until the process exits.
-
-        The join matters at exit: a daemon thread that is still running when the interpreter
-        finalizes is ended by CPython (``pthread_exit``) the moment it takes the GIL back, for
-        instance inside a store call or while it drops the last reference to this
-        communicator and frees its tensors; the forced unwind through libtorch's ``noexcept``
-        frames then aborts the process ("terminate called without an active exception"),
-        which is how a neighbour of a killed rank used to die with SIGABRT.
+        rank has finished or is known dead, so the caller sees the final membership (a
+        recorder's takeover relies on it). Afterwards no thread of this communicator runs,
+        except a receiver of a peer declared dead without closing its connection: gloo
+        cannot cancel a posted ``recv``, so it stays blocked until the process exits. The
+        join matters: CPython ends a daemon thread still running at finalization
+        (``pthread_exit``) when it next takes the GIL, and the unwind through libtorch's
+        ``noexcept`` frames aborts the process (a killed rank's neighbour died with SIGABRT).
         """
         if self._closed:
             return

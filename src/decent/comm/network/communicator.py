@@ -116,7 +116,6 @@ class NetworkCommunicator:
         self._dead_t: torch.Tensor | None = None
         self._live: tuple[int, MixingMatrix, tuple[np.ndarray, ...]] | None = None
         self._alive_version = 0  # bumped whenever the live set changes
-        self._edge_cache: dict[int, tuple[MixingMatrix, tuple[np.ndarray, ...]]] = {}
         self._histories: list[History] = []  # one per mix call of a round (slot)
         self._slot = 0
         self._slot_round = 0
@@ -125,9 +124,6 @@ class NetworkCommunicator:
         self.delay_count = 0
         self.delay_max = 0
         self._pair: PairwiseClock | None = None
-        self._reverse: dict[
-            int, tuple[MixingMatrix, tuple[np.ndarray, np.ndarray, np.ndarray]]
-        ] = {}
         if self.faults.churn:
             self._check_schedule()
 
@@ -147,7 +143,7 @@ class NetworkCommunicator:
             alive[gone] = False
             before[gone] = False
             w = self.inner.weights(t)
-            _, _, _, dst, src, *_ = self._edges(w)
+            dst, src, _, _ = edges(w)
             for node in joining:
                 if self._pull_source(w, node, before) is None:
                     raise NetworkError(
@@ -205,7 +201,7 @@ class NetworkCommunicator:
         """Whom a joining ``node`` pulls its state from: its in-neighbour in ``w`` of
         largest weight among the ``eligible`` (alive the round before and not leaving now),
         ties to the smallest id; ``None`` if there is none."""
-        _, _, _, dst, src, weights, _ = self._edges(w)
+        dst, src, weights, _ = edges(w)
         cand = (dst == node) & eligible[src]
         if not cand.any():
             return None
@@ -226,25 +222,13 @@ class NetworkCommunicator:
         return self._joins
 
     # -- Communicator --------------------------------------------------------------------
-    def _edges(self, w: MixingMatrix) -> tuple[np.ndarray, ...]:
-        """``(rows, cols, off-diagonal, rows[off], cols[off], data[off], diagonal)`` of the
-        entries of ``W``, cached per matrix."""
-        found = self._edge_cache.get(id(w))
-        if found is not None and found[0] is w:
-            return found[1]
-        found = (w, edges(w))
-        if len(self._edge_cache) > 64:
-            self._edge_cache.clear()
-        self._edge_cache[id(w)] = found
-        return found[1]
-
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """One gossip step under the round's faults; advances the clock."""
         self._advance(t)
         plan = self.inner.checked_plan(x, t)
         w = plan.matrix
         nbytes = x.shape[1] * x.element_size()
-        _, _, _, dst, src, weights, _ = self._edges(w)
+        dst, src, weights, _ = edges(w)
         if self.delays.max_delay > 0:
             return self._mix_delayed(x, t, w, nbytes)
         if not self.faults.any:
@@ -311,7 +295,7 @@ class NetworkCommunicator:
         hist = self._histories[slot]
         ready = self.clock.copy()  # s_i(t): computed, ready to send and mix
         hist.push(t, x, ready)
-        _, _, _, dst, src, weight, diagonal = self._edges(w)
+        dst, src, weight, diagonal = edges(w)
         oldest = min(self.delays.max_delay, hist.rounds - 1)  # never before the first round
         kind = self.delays.kind
         link = self.link.time(nbytes)
@@ -420,8 +404,8 @@ class NetworkCommunicator:
         p.alive = self.alive.copy()
         p.now = t * p.slice
         w = self.inner.weights(t)
-        _, _, _, dst, src, *_ = self._edges(w)
-        rev, first_entry, end_entry = self._reverse_edges(w, dst, src)
+        dst, src, _, _ = edges(w)
+        rev, first_entry, end_entry = reverse_edges(w, self.topology.name)
         nodes = np.flatnonzero(self.alive & (p.next <= p.now))
         nodes = nodes[np.argsort(p.next[nodes], kind="stable")]  # time order, ties by id
         # a partner drawn uniformly among the live neighbours: off-diagonal entries are in
@@ -457,18 +441,6 @@ class NetworkCommunicator:
         """One gossip round on the clock (see :func:`~decent.comm.network.clock.tick_gossip`)."""
         alive = self.alive if self.faults.churn else None
         self.clock = tick_gossip(self.clock, dst, src, self.link.time(nbytes), alive)
-
-    def _reverse_edges(
-        self, w: MixingMatrix, dst: np.ndarray, src: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:func:`~decent.comm.network.events.reverse_edges`, cached per matrix."""
-        found = self._reverse.get(id(w))
-        if found is not None and found[0] is w:
-            return found[1]
-        if len(self._reverse) > 64:
-            self._reverse.clear()
-        self._reverse[id(w)] = (w, reverse_edges(w, dst, src, self.topology.name))
-        return self._reverse[id(w)][1]
 
     def _apply_live(
         self,

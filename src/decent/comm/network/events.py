@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from decent.comm.base import per_matrix
+from decent.comm.network.clock import edges
 from decent.comm.network.models import NetworkError
 from decent.topology._matrix import MixingMatrix
 
@@ -76,12 +78,12 @@ def event_layers(
     return out
 
 
-def reverse_edges(
-    w: MixingMatrix, dst: np.ndarray, src: np.ndarray, name: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per off-diagonal entry ``(i <- j)`` the index of ``(j <- i)``; per node the first
-    and one past the last of its entries (they are one run: CSR order)."""
+@per_matrix
+def reverse_edges(w: MixingMatrix, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per off-diagonal entry ``(i <- j)`` of :func:`~.clock.edges` the index of ``(j <- i)``;
+    per node the first and one past the last of its entries (one run: CSR order)."""
     n = w.n
+    dst, src, _, _ = edges(w)
     keys = dst * n + src
     order = np.argsort(keys, kind="stable")
     want = src * n + dst
