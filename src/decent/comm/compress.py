@@ -1,18 +1,12 @@
 """Message compressors for compressed gossip: what a node sends instead of its dense vector.
 
-A compressor turns each row of an ``(m, d)`` tensor into a message and says exactly how
-many bytes that message is. :meth:`Compressor.compress` returns a :class:`Payload` with
-
-* ``dense``: the values the receivers reconstruct, ``(m, d)`` (what the simulator mixes);
-* ``nbytes``: the size of one row's message in bytes, counted from the real encoding
-  (values and indices at their real dtypes, bits packed eight to a byte);
-* ``wire()``: the encoded messages, ``(m, nbytes)`` ``uint8``, which the distributed
-  runtime actually sends; ``decode(wire)`` turns received rows back into values.
-
-``decode(wire())`` equals ``dense`` bit for bit (the sender and the receiver run the same
-reconstruction code on the same numbers; tested for every compressor), so the simulator
-can mix ``dense`` and count ``nbytes`` without encoding, and a run on ranks computes what
-the simulator computes while its bytes on the wire are the ones the simulator counts.
+:meth:`Compressor.compress` turns each row of an ``(m, d)`` tensor into a message, a
+:class:`Payload`: ``dense`` ``(m, d)`` what receivers reconstruct (what the simulator
+mixes), ``nbytes`` one message's size from the real encoding (values and indices at their
+dtypes, bits packed eight to a byte), ``wire()`` the ``(m, nbytes)`` ``uint8`` messages ranks
+send and ``decode`` back to values. ``decode(wire())`` equals ``dense`` bit for bit (tested
+for every compressor), so the simulator mixes ``dense`` and counts ``nbytes`` without
+encoding, and ranks compute what it computes with the bytes it counts.
 
 The compressors (``d`` values per row, ``b`` bytes per value, ``k = ceil(ratio * d)``):
 
@@ -27,14 +21,11 @@ qsgd          ``||v||_2`` and, per entry, a sign and a ``bits``-bit     ``b + ce
 sign          ``||v||_1 / d`` and one sign bit per entry               ``b + ceil(d / 8)``
 ============  =======================================================  ==================
 
-``i`` is the smallest index dtype that holds ``d - 1``: 1 byte up to ``d = 256``, 2 up to
-``2^15``, else 4. ``random_k`` sends its indices too; with randomness shared between
-sender and receiver they could be regenerated instead (not done: a receiver would need the
-sender's id per received row).
-
-Random choices (``random_k``'s coordinates, ``qsgd``'s rounding) are counter-based draws
-keyed by ``(seed, t, node, block)`` (:mod:`decent._stream`), so node 17 compresses the same
-way at round 250 in the simulator, on rank 17, and in every replica of a replica batch.
+``i`` is the smallest index dtype that holds ``d - 1`` (1 byte up to ``d = 256``, 2 up to
+``2^15``, else 4); ``random_k`` sends its indices too (regenerating them would need the
+sender's id per received row). Random choices are counter-based draws keyed by ``(seed, t,
+node, block)`` (:mod:`decent._stream`): node 17 compresses alike in the simulator, on rank
+17 and in every replica.
 
 References:
     Koloskova, Stich, Jaggi, "Decentralized Stochastic Optimization and Gossip Algorithms

@@ -11,26 +11,21 @@ in-neighbours (``j != i`` with ``W_ij > 0``), ``v_{j->i}`` the value ``i`` recei
 ``j`` (``x_j`` when ``j`` is honest, the attack's value when ``j`` is Byzantine), and
 ``V_i = {x_i} U {v_{j->i} : j in N_i}`` the ``c_i = |N_i| + 1`` values node ``i`` holds.
 
-Attacks (the threat model: an omniscient adversary controls every message leaving a
-Byzantine node; Byzantine nodes otherwise run the algorithm and average what they
-receive with the plain weights, taking their own value in place of a fellow Byzantine
-node's forged message, so that their models stay finite):
+Attacks (an omniscient adversary controls every message leaving a Byzantine node; the
+Byzantine nodes otherwise average what they receive with the plain weights, their own value
+in place of a fellow Byzantine node's forged message, so their models stay finite):
 
 * ``sign_flip``: ``v_{j->i} = -s x_j`` (``s = scale``), the same to every receiver;
 * ``noise``: ``v_{j->i} = x_j + sigma xi_j``, ``xi_j ~ N(0, I)`` drawn from ``(seed, t)``;
 * ``alie`` ("A Little Is Enough", Baruch et al. 2019, https://arxiv.org/abs/1902.06156):
   ``v_{j->i} = mu_i - z sigma_i`` coordinate-wise, ``mu_i`` and ``sigma_i`` the mean and
-  (population) standard deviation of the honest values in ``V_i`` (``x_i`` and the honest
-  in-neighbours' values). The attacker is *omniscient about the receiver's
-  neighbourhood*: it knows what ``i``'s honest neighbours send to ``i``. Default ``z``:
-  Baruch's ``z = Phi^{-1}((n - s) / n)``, ``s = floor(n / 2 + 1) - |B|`` (clamped to
-  ``1 <= s <= n - 1``), ``n`` the number of nodes;
+  population standard deviation of the honest values in ``V_i`` (the attacker knows what
+  ``i``'s honest neighbours send to ``i``); default ``z``: :func:`alie_z`;
 * ``dissensus`` (He, Karimireddy, Jaggi 2022, https://arxiv.org/abs/2202.01545):
   ``v_{j->i} = x_i - eps (sum_{k in N_i \\ B} W_ik (x_k - x_i)) / (sum_{j' in N_i & B} W_ij')``,
-  so that plain gossip moves ``i`` by ``(1 - eps)`` times its honest gossip step
-  (``eps = 1`` stalls consensus, ``eps > 1`` drives nodes apart); omniscient about the
-  receiver's neighbourhood, as ALIE. Placing the Byzantine nodes on the graph's bottlenecks
-  (highest betweenness, see :func:`choose_byzantine`) is the attack the paper studies.
+  so plain gossip moves ``i`` by ``(1 - eps)`` times its honest step (``eps = 1`` stalls
+  consensus, ``eps > 1`` drives nodes apart); the paper places the Byzantine nodes on the
+  bottlenecks (:func:`choose_byzantine` ``placement="bottleneck"``).
 
 Rules at an honest node ``i`` (Byzantine nodes always use ``mean``):
 
@@ -86,9 +81,8 @@ _SENDER_SIDE = ("sign_flip", "noise")
 
 
 def alie_z(num_nodes: int, num_byzantine: int) -> float:
-    """Baruch et al.'s ``z = Phi^{-1}((n - s) / n)``, ``s = floor(n/2 + 1) - f``.
-
-    ``s`` is clamped to ``1 .. n - 1`` so that ``z`` stays finite.
+    """Baruch et al.'s ``z = Phi^{-1}((n - s) / n)``, ``s = floor(n/2 + 1) - f`` clamped to
+    ``1 .. n - 1`` (``z`` stays finite).
 
     Example:
         >>> round(alie_z(16, 3), 4)
@@ -202,17 +196,12 @@ def tolerance_error(
 
 @dataclass(frozen=True)
 class _Gather:
-    """The padded neighbourhoods of the held rows for one ``W_t``, slot-major.
-
-    Slot 0 is the node itself, slots ``1..D`` its in-neighbours (``D`` the largest
-    in-degree, padding where a node has fewer). ``flat`` (D m,) rows of ``Z`` slot by slot
-    (padding: row 0), ``weight`` (1 + D, m) (padding: 0), ``valid`` and ``byz``
-    (1 + D, m) masks, ``count`` (m,) ``c_i``, ``slots`` ``1 + D``. ``attacked`` (r,) the
-    honest held rows with a Byzantine in-neighbour; ``writes[s - 1]`` = (rows of the held
-    nodes, positions in ``attacked``) whose slot ``s`` holds a Byzantine sender.
-    ``colluders`` = (held rows, rows of ``Z``, weights) of the edges between Byzantine
-    nodes (a Byzantine receiver takes its own value in place of a colluder's message).
-    """
+    """The padded neighbourhoods of the held rows for one ``W_t``, slot-major: slot 0 the
+    node, slots ``1..D`` its in-neighbours. ``flat`` (D m,) rows of ``Z`` (padding: row 0),
+    ``weight`` (1 + D, m) (padding: 0), ``valid`` and ``byz`` masks, ``count`` (m,) ``c_i``;
+    ``attacked`` the honest held rows with a Byzantine in-neighbour, ``writes[s - 1]``
+    (held rows, positions in ``attacked``) whose slot ``s`` is Byzantine; ``colluders``
+    (held rows, rows of ``Z``, weights) of the edges between Byzantine nodes."""
 
     matrix: MixingMatrix
     flat: torch.Tensor
@@ -411,8 +400,8 @@ class RobustCommunicator(Combiner):
         self._byz_rank = np.full(n, -1, dtype=np.int64)  # position in the sorted Byzantine ids
         self._byz_rank[ids] = np.arange(ids.size)
         self._period = period_of(self.topology)
-        self._plans: dict[tuple[object, torch.dtype, torch.device], _Gather] = {}
-        self._checked: set[object] = set()
+        self._plans: dict[tuple[int, torch.dtype, torch.device], _Gather] = {}
+        self._checked: set[int] = set()
         self._buffers = Buffers()  # reused slot buffers: a robust mix near its arithmetic
         self._check(inner.weights(1), 1)
 
@@ -423,21 +412,19 @@ class RobustCommunicator(Combiner):
             raise ValueError(why if t == 1 else f"at round t={t}: {why}")
 
     def _gather(self, t: int, x: torch.Tensor) -> _Gather:
-        key: object = None if self._period is None else (t - 1) % self._period
-        w = self.inner.weights(t)
-        cache = (key, x.dtype, x.device)
-        plan = self._plans.get(cache) if key is not None else None
+        key = None if self._period is None else (t - 1) % self._period
+        plan = None if key is None else self._plans.get((key, x.dtype, x.device))
         if plan is None:
-            if key not in self._checked:
+            w = self.inner.weights(t)
+            if key is None or key not in self._checked:  # each matrix once
                 self._check(w, t)
-                if key is not None:
-                    self._checked.add(key)
             zpos = self.inner.layout(t)
             plan = _gather_plan(w, self._held, zpos, self._is_byz, x.dtype, x.device)
             if key is not None:
+                self._checked.add(key)
                 if len(self._plans) > 1024:
                     self._plans.clear()
-                self._plans[cache] = plan
+                self._plans[(key, x.dtype, x.device)] = plan
         return plan
 
     # -- attacks -------------------------------------------------------------------------
