@@ -1,9 +1,5 @@
-"""The simulated network's communicator: the simulator's mixing under a clock and faults.
-
-See :mod:`decent.comm.network` for the model; the pieces live by concern in
-:mod:`.models` (what is simulated), :mod:`.clock`, :mod:`.faults`, :mod:`.delays` and
-:mod:`.events` (AD-PSGD).
-"""
+"""The simulated network's communicator: the simulator's mixing under a clock and faults
+(the model: :mod:`decent.comm.network`)."""
 
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ from decent.comm.base import CommStats, ReduceOp, reduce_rows
 from decent.comm.network.clock import edges, tick_all_reduce, tick_gossip
 from decent.comm.network.delays import History
 from decent.comm.network.events import PairwiseClock, PairwiseRound, event_layers, reverse_edges
-from decent.comm.network.faults import Losses
+from decent.comm.network.faults import Losses, churn
 from decent.comm.network.models import (
     DELAY_STREAM,
     PAIR_STREAM,
@@ -41,14 +37,13 @@ class NetworkCommunicator:
         inner: the simulator communicator, or a topology to build one.
         compute: per-node compute times (default: 1 s per round, every node alike).
         link: per-message times (default: free).
-        faults: drops, link failures and crashes (default: none).
-        delays: bounded-delay gossip (default: none, every node waits for its neighbours).
-        seed: seeds every draw of the clock and the faults (the run's seed by default when
-            built from a config).
+        faults: drops, link failures and churn (default: none).
+        delays: bounded-delay gossip (default: none).
+        seed: seeds every draw of the clock and the faults (a config passes the run's).
 
     Raises:
-        NetworkError: a crash of a node the network does not have, or a fault schedule that
-            crashes every node.
+        NetworkError: a node the network does not have, or a fault schedule that leaves
+            no node alive or no link among the live ones, or a joining node nobody to pull from.
 
     Example:
         >>> import torch
@@ -83,21 +78,17 @@ class NetworkCommunicator:
                 "delays.max_delay > 0 with faults needs a static topology (a lost message is "
                 f"remembered per link), got time-varying {self.topology.name!r}"
             )
-        for name in ("crashes", "leaves", "joins"):
-            for node in getattr(self.faults, name):
+        named = {f"faults.{k}": getattr(self.faults, k) for k in ("crashes", "leaves", "joins")}
+        for name, nodes in {**named, "compute.slow_nodes": self.compute.slow_nodes}.items():
+            for node in nodes:
                 if not 0 <= node < n:
                     raise NetworkError(
-                        f"faults.{name} names node {node}, but the network has nodes 0..{n - 1}"
+                        f"{name} names node {node}, but the network has nodes 0..{n - 1}"
                     )
         if len(self.faults.crashes) >= n:
             raise NetworkError(
                 f"faults.crashes crashes all {n} nodes; at least one node must stay alive"
             )
-        for node in self.compute.slow_nodes:
-            if not 0 <= node < n:
-                raise NetworkError(
-                    f"compute.slow_nodes names node {node}, but the network has nodes 0..{n - 1}"
-                )
         self.stats = CommStats(num_nodes=n)
         self.clock = np.zeros(n)
         """``(n,)`` simulated seconds at which each node finished its latest step."""
@@ -136,21 +127,10 @@ class NetworkCommunicator:
         """Before training: some node is alive at every round, live nodes keep at least one
         link among them, and every joining node has a neighbour to pull its state from."""
         alive = self.alive.copy()
-        schedule = [1, *self.faults.change_rounds()]
-        for t in schedule:
-            gone, joining = self.faults.events(t)
-            before = alive.copy()
-            alive[gone] = False
-            before[gone] = False
+        for t in [1, *self.faults.change_rounds()]:
             w = self.inner.weights(t)
+            churn(self.faults, alive, t, lambda w=w: w)
             dst, src, _, _ = edges(w)
-            for node in joining:
-                if self._pull_source(w, node, before) is None:
-                    raise NetworkError(
-                        f"faults.joins[{node}] = {t}: none of node {node}'s neighbours in the "
-                        f"round-{t} graph is alive then to pull its state from"
-                    )
-            alive[joining] = True
             live = int(alive.sum())
             if live == 0:
                 raise NetworkError(
@@ -177,36 +157,15 @@ class NetworkCommunicator:
             self.clock += times
 
     def _churn(self, t: int) -> None:
-        """Apply round ``t``'s crashes, leaves and joins; a joining node starts at the clock
-        of the neighbour it pulls from."""
-        gone, joining = self.faults.events(t)
-        if not gone and not joining:
+        """Apply round ``t``'s churn; a joining node starts at its source's clock."""
+        if self.faults.events(t) == ([], []):
             return
-        before = self.alive.copy()
-        self.alive[gone] = False
-        before[gone] = False
-        if joining:
-            w = self.inner.weights(t)
-            for node in joining:
-                source = self._pull_source(w, node, before)
-                assert source is not None  # _check_schedule refused the schedule otherwise
-                self.pulled[node] = source
-                self.clock[node] = self.clock[source]
-                self._joins.append((node, source))
-            self.alive[joining] = True
+        for node, source in churn(self.faults, self.alive, t, lambda: self.inner.weights(t)):
+            self.pulled[node] = source
+            self.clock[node] = self.clock[source]
+            self._joins.append((node, source))
         self._alive_t = self._dead_t = None
         self._alive_version += 1
-
-    def _pull_source(self, w: MixingMatrix, node: int, eligible: np.ndarray) -> int | None:
-        """Whom a joining ``node`` pulls its state from: its in-neighbour in ``w`` of
-        largest weight among the ``eligible`` (alive the round before and not leaving now),
-        ties to the smallest id; ``None`` if there is none."""
-        dst, src, weights, _ = edges(w)
-        cand = (dst == node) & eligible[src]
-        if not cand.any():
-            return None
-        ids, wts = src[cand], weights[cand]
-        return int(ids[np.lexsort((ids, -wts))[0]])
 
     def begin_round(self, t: int) -> list[tuple[int, int]]:
         """The engine's hook before round ``t``: the nodes compute its gradients (a round
