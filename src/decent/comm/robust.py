@@ -1,50 +1,29 @@
 """Byzantine nodes and robust aggregation of neighbour values, in both runtimes.
 
-A chosen set ``B`` of nodes is Byzantine: the values they send are forged by an attack,
-and every honest node ``i`` aggregates what it receives with a robust rule instead of
-``sum_j W_ij x_j``. :class:`RobustCommunicator` is a combiner over any synchronous
-transport (the simulator, synchronous ranks), so every method that calls ``comm.mix`` runs
-with attacks and robust rules unchanged.
+A set ``B`` of nodes is Byzantine: an attack forges what they send, and every honest node
+``i`` combines the values it holds, ``V_i = {x_i} U {v_{j->i} : j in N_i}`` (``c_i = |N_i|
++ 1`` values; ``N_i`` its in-neighbours), with a robust rule instead of ``sum_j W_ij x_j``.
+Byzantine nodes average what they receive with the plain weights, their own value in place
+of a fellow Byzantine node's message. :class:`RobustCommunicator` is a combiner over any
+synchronous transport, so every method that calls ``comm.mix`` runs unchanged.
 
-Notation of one mix at round ``t``, for a node ``i``: ``x_i`` its own value, ``N_i`` its
-in-neighbours (``j != i`` with ``W_ij > 0``), ``v_{j->i}`` the value ``i`` receives from
-``j`` (``x_j`` when ``j`` is honest, the attack's value when ``j`` is Byzantine), and
-``V_i = {x_i} U {v_{j->i} : j in N_i}`` the ``c_i = |N_i| + 1`` values node ``i`` holds.
-
-Attacks (an omniscient adversary controls every message leaving a Byzantine node; the
-Byzantine nodes otherwise average what they receive with the plain weights, their own value
-in place of a fellow Byzantine node's forged message, so their models stay finite):
-
-* ``sign_flip``: ``v_{j->i} = -s x_j`` (``s = scale``), the same to every receiver;
-* ``noise``: ``v_{j->i} = x_j + sigma xi_j``, ``xi_j ~ N(0, I)`` drawn from ``(seed, t)``;
-* ``alie`` ("A Little Is Enough", Baruch et al. 2019, https://arxiv.org/abs/1902.06156):
-  ``v_{j->i} = mu_i - z sigma_i`` coordinate-wise, ``mu_i`` and ``sigma_i`` the mean and
-  population standard deviation of the honest values in ``V_i`` (the attacker knows what
-  ``i``'s honest neighbours send to ``i``); default ``z``: :func:`alie_z`;
-* ``dissensus`` (He, Karimireddy, Jaggi 2022, https://arxiv.org/abs/2202.01545):
-  ``v_{j->i} = x_i - eps (sum_{k in N_i \\ B} W_ik (x_k - x_i)) / (sum_{j' in N_i & B} W_ij')``,
-  so plain gossip moves ``i`` by ``(1 - eps)`` times its honest step (``eps = 1`` stalls
-  consensus, ``eps > 1`` drives nodes apart); the paper places the Byzantine nodes on the
-  bottlenecks (:func:`choose_byzantine` ``placement="bottleneck"``).
-
-Rules at an honest node ``i`` (Byzantine nodes always use ``mean``):
-
-* ``mean``: ``x_i <- sum_{v in V_i} W_ij v`` (plain gossip, no defence);
-* ``clipping`` (self-centred clipping, ClippedGossip):
-  ``x_i <- x_i + sum_{j in N_i} W_ij clip(v_{j->i} - x_i, tau)`` with
-  ``clip(z, tau) = z min(1, tau / ||z||)`` (the norm over the whole row of ``k`` values);
-* ``trimmed_mean``: coordinate-wise, drop the ``b`` largest and ``b`` smallest of the
-  ``c_i`` values and average the other ``c_i - 2b`` (unweighted); tolerates at most ``b``
-  Byzantine in-neighbours at each honest node and needs ``2b < c_i``;
-* ``median``: coordinate-wise median of ``V_i`` (mean of the two middle values when
-  ``c_i`` is even); needs a strict honest majority of ``V_i``: ``2 |N_i & B| < c_i``.
+Attacks (:data:`ATTACKS`): ``sign_flip`` ``-s x_j``; ``noise`` ``x_j + sigma xi_j`` drawn
+from ``(seed, t)``; ``alie`` ``mu_i - z sigma_i`` per coordinate, over the honest values
+of ``V_i`` (Baruch et al. 2019, https://arxiv.org/abs/1902.06156; ``z``: :func:`alie_z`);
+``dissensus`` ``x_i - eps (sum_{k in N_i \\ B} W_ik (x_k - x_i)) / (sum_{j in N_i & B}
+W_ij)``, which moves ``i`` by ``(1 - eps)`` times its honest gossip step (He, Karimireddy,
+Jaggi 2022, https://arxiv.org/abs/2202.01545). Rules (:data:`AGGREGATIONS`) at honest
+``i``: ``mean`` (plain gossip); ``clipping`` ``x_i + sum_{j in N_i} W_ij clip(v_{j->i} -
+x_i, tau)``, ``clip(z, tau) = z min(1, tau / ||z||)`` over the whole row; ``trimmed_mean``
+per coordinate without the ``b`` largest and ``b`` smallest (needs ``f_i <= b`` and ``2b <
+c_i``); ``median`` per coordinate (needs ``2 f_i < c_i``). ``docs/concepts.md`` has the
+tables.
 
 Both runtimes gather ``V`` of the held rows as one padded slot-major ``(1 + D, m, k)``
 tensor (``D`` the largest in-degree) from the transport's ``Z = [x; received]``; no Python
 loop runs over nodes. ``sign_flip`` and ``noise`` are forged in the rows a Byzantine node
-sends; ``alie`` and ``dissensus`` depend on the receiver's neighbourhood, so the receiving
-side forms them from the values that arrived there (what an adversary eavesdropping on
-``i``'s incoming links knows). The runtimes agree to rounding in float64.
+sends, ``alie`` and ``dissensus`` on the receiving side from the values that arrived there
+(an adversary eavesdropping on ``i``'s incoming links). The runtimes agree to rounding.
 """
 
 from __future__ import annotations
