@@ -68,32 +68,28 @@ _DEFAULT_DENSE_LIMIT = 1 << 16
 class DistCommunicator:
     """Mix the rows held by this rank with its graph neighbours over ``torch.distributed``.
 
-    Rank ``r`` holds the global nodes ``node_ids`` (``m >= 1`` rows); one gossip step is
-    ``x_i <- sum_j W_t[i, j] x_j`` for every held ``i``, from the held rows and those
-    received from the ranks of in-neighbours. The process group must be initialized
-    (``torchrun`` or ``dist.init_process_group``).
+    Rank ``r`` holds the nodes ``node_ids`` (``m >= 1`` rows) of an initialized process
+    group; one gossip step is ``x_i <- sum_j W_t[i, j] x_j`` for every held ``i``.
 
     Args:
-        topology: who talks to whom at round ``t``; ``weights(t)`` is computed on every rank.
-        nodes_per_rank: contiguous block placement, rank ``r`` holds nodes
-            ``r*m .. r*m + m - 1``; needs ``num_nodes == world_size * nodes_per_rank``.
-            Default 1 when ``placement`` is not given.
-        placement: explicit placement instead, one list of global node ids per rank (in
-            group-rank order); together they must cover ``0..n-1`` exactly once. Rows of
-            ``x`` follow the order of this rank's list.
-        group: the process group (default: the world). Ranks are group ranks.
-        device: where node tensors live; when given, ``mix`` checks it, and a CUDA device
-            issues the NCCL warm-up collective in the constructor.
-        dense_limit: compute the local product ``A @ Z`` densely when ``A`` (held rows by
-            held plus received rows) has at most this many entries, else as a sparse gather.
+        topology: who talks to whom at round ``t`` (every rank computes ``W_t``).
+        nodes_per_rank: rank ``r`` holds nodes ``r*m .. r*m + m - 1`` (default 1); needs
+            ``num_nodes == world_size * nodes_per_rank``.
+        placement: instead, one list of global node ids per group rank, covering
+            ``0..n-1`` exactly once; rows of ``x`` follow this rank's list.
+        group: the process group (default: the world); ranks are group ranks.
+        device: where node tensors live; ``mix`` checks it, and a CUDA device issues the
+            NCCL warm-up collective here.
+        dense_limit: the most entries of ``A`` (held rows by ``Z``'s rows) for which
+            ``A @ Z`` is a dense product rather than a sparse gather.
         overlap: ``mix`` posts the exchange of its input and returns at once with the
             neighbours' values of the *previous* call, so the exchange runs during the next
             gradients: :class:`~decent.comm.delay.DelayedCommunicator` (delay 1) over this
             transport. Needs a static topology; call :meth:`close` after the last mix.
 
     Raises:
-        DistConfigError: the process group is not initialized, this process is not in
-            ``group``, or the placement does not fit the topology and the world size.
+        DistConfigError: no process group, this process not in ``group``, or a placement
+            that does not fit the topology and the world size.
 
     Example (on every rank, after ``dist.init_process_group``)::
 
