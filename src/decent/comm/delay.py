@@ -37,14 +37,12 @@ class DelayedCommunicator(Combiner):
     one ``D`` calls old. ``delay = 0`` is plain mixing. Each call counts one gossip round.
 
     Args:
-        inner: the transport (the simulator, or a :class:`~decent.comm.dist.DistCommunicator`
-            on ranks), or a topology to put in a simulator.
+        inner: the transport, or a topology to put in a simulator.
         delay: ``D >= 0`` calls.
 
     Raises:
-        ValueError: a negative or non-integer ``delay``, or a time-varying topology on a
-            transport that receives rows (what was received ``D`` calls ago was chosen by
-            an older ``W``).
+        ValueError: a bad ``delay``, or a time-varying topology on ranks (what arrived
+            ``D`` calls ago was chosen by an older ``W``).
 
     Example:
         >>> import torch

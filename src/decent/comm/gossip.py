@@ -52,16 +52,10 @@ def _rank_edges(w: MixingMatrix, owner: np.ndarray) -> list[tuple[int, int]]:
 
 
 def surviving_metropolis(w: MixingMatrix, dead_nodes: Sequence[int]) -> MixingMatrix:
-    """Metropolis-Hastings weights on the graph of ``W`` without the ``dead_nodes``.
-
-    With ``S`` the symmetric support of ``W`` among surviving nodes and ``deg_i = |S_i|``:
-
-    .. math::
-        W'_{ij} = \\frac{1}{1 + \\max(\\deg_i, \\deg_j)} \\ (ij \\in S), \\qquad
-        W'_{ii} = 1 - \\sum_{j \\ne i} W'_{ij}, \\qquad W'_{dd} = 1 \\ (d \\text{ dead}).
-
-    ``W'`` is symmetric and doubly stochastic; dead nodes keep their value and are
-    disconnected.
+    """Metropolis-Hastings weights on the graph of ``W`` without the ``dead_nodes``:
+    ``W'_ij = 1 / (1 + max(deg_i, deg_j))`` on the symmetric support ``S`` of ``W`` among
+    survivors (``deg_i = |S_i|``), ``W'_ii = 1 - sum_{j != i} W'_ij``; a dead node keeps its
+    value (``W'_dd = 1``). ``W'`` is symmetric and doubly stochastic.
 
     Example:
         >>> from decent.topology import ring
@@ -95,9 +89,8 @@ class GossipCommunicator:
         placement: nodes per rank (default :func:`~decent.comm.dist.block_placement`).
         staleness: ``s >= 0``, how many calls old a neighbour's value may be.
         failure_timeout: seconds of heartbeat silence after which a rank is declared dead
-            (``None``: no failure handling; a dead peer then fails the run).
-        heartbeat_interval: seconds between heartbeats (default ``failure_timeout / 10``,
-            at most 0.5).
+            (``None``: a dead peer fails the run).
+        heartbeat_interval: seconds between heartbeats (default ``min(0.5, timeout / 10)``).
         dense_limit: as in :class:`~decent.comm.dist.DistCommunicator`.
 
     Raises:
@@ -169,9 +162,8 @@ class GossipCommunicator:
         self.events: list[dict[str, Any]] = []
         self.max_staleness_seen = 0
         self.versions: list[dict[int, int]] = []
-        """Per ``mix`` call, the version (the sender's call number) of each neighbour rank's
-        value it mixed: the delay pattern, which the simulator replays
-        (:class:`~decent.comm.network.DelayModel` kind ``"given"``)."""
+        """Per ``mix`` call, the version of each neighbour rank's value it mixed (the pattern
+        the simulator replays: :class:`~decent.comm.network.DelayModel` kind ``"given"``)."""
         self._calls = 0
         self._k: int | None = None
         self._dtype: torch.dtype | None = None
@@ -430,15 +422,8 @@ class GossipCommunicator:
                     break
                 time.sleep(0.001)
         stack = np.stack(parts)
-        if op == "min":
-            res = stack.min(axis=0)
-        elif op == "max":
-            res = stack.max(axis=0)
-        else:
-            res = stack.sum(axis=0)
-            if op == "mean":
-                res = res / count
-        return torch.as_tensor(res, dtype=local.dtype)
+        res = {"min": stack.min, "max": stack.max}.get(op, stack.sum)(axis=0)
+        return torch.as_tensor(res / count if op == "mean" else res, dtype=local.dtype)
 
     def close(self) -> None:
         """Tell the neighbours this rank is done, flush the sends, stop and join the threads.

@@ -114,12 +114,7 @@ def choose_byzantine(
     if placement == "bottleneck":
         import networkx as nx
 
-        off = w.off_diagonal
-        g = nx.Graph()
-        g.add_nodes_from(range(n))
-        rows = np.repeat(np.arange(n), np.diff(off.indptr))
-        g.add_edges_from(zip(rows.tolist(), off.indices.tolist(), strict=True))
-        score = nx.betweenness_centrality(g)
+        score = nx.betweenness_centrality(nx.from_scipy_sparse_array(w.off_diagonal))
         order = sorted(range(n), key=lambda i: (-score[i], i))
         return np.sort(np.asarray(order[:count], dtype=np.int64))
     raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")

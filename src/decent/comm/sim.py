@@ -1,9 +1,8 @@
 """The simulator's communicator: all ``n`` nodes stacked in one tensor, mixing is ``W_t @ X``.
 
-The kernel is chosen from the matrix, measured on a 2-core CPU (``benchmarks/``): sparse CSR
-beats dense ``W @ X`` for every sparse graph from 128 nodes on (a ring of 1024 nodes with
-``d = 650``: 0.5 ms CSR vs 10 ms dense), so dense is used only for small dense matrices,
-and the exact average ``W = J`` (complete graph) is a mean and a broadcast.
+The kernel follows the matrix (measured on 2 cores, ``benchmarks/``): CSR for sparse graphs
+(ring of 1024 nodes, ``d = 650``: 0.5 ms against 10 ms dense), dense for small dense ones,
+a mean and a broadcast for the exact average ``W = J``.
 """
 
 from __future__ import annotations
@@ -52,16 +51,14 @@ class SimCommunicator:
 
     Args:
         topology: who talks to whom at round ``t`` (``weights(t)`` gives ``W_t``).
-        kernel: ``"auto"`` (default) picks per matrix: ``"mean"`` for ``W = J``, ``"dense"``
-            when ``n <= 256`` and at least a quarter of the entries are nonzero, otherwise
-            ``"sparse"`` (CSR), except that a sparse ``W`` with ``n <= 128`` is applied
-            densely whenever ``n^2 k <= 2^17`` (a small dense product costs less than the
-            sparse kernel's set-up: ring(64), ``k = 20``: 4.5 us against 8.1 us).
+        kernel: ``"auto"`` (default): ``"mean"`` for ``W = J``, ``"dense"`` when ``n <= 256``
+            and a quarter of the entries are nonzero, else ``"sparse"`` (CSR), applied
+            densely when ``n <= 128`` and ``n^2 k <= 2^17`` (ring(64), ``k = 20``: 4.5 us
+            against 8.1 us).
         device: where the mixing matrix lives (the node tensors' device).
 
     Raises:
-        TypeError: ``topology`` is not a topology (e.g. the name ``"ring"``); pass one
-            such as ``decent.topology.ring(8)``.
+        TypeError: ``topology`` is not a topology (e.g. the name ``"ring"``).
 
     Example:
         >>> import torch

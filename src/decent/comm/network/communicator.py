@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -128,9 +129,8 @@ class NetworkCommunicator:
         link among them, and every joining node has a neighbour to pull its state from."""
         alive = self.alive.copy()
         for t in [1, *self.faults.change_rounds()]:
-            w = self.inner.weights(t)
-            churn(self.faults, alive, t, lambda w=w: w)
-            dst, src, _, _ = edges(w)
+            churn(self.faults, alive, t, partial(self.inner.weights, t))
+            dst, src, _, _ = edges(self.inner.weights(t))
             live = int(alive.sum())
             if live == 0:
                 raise NetworkError(
