@@ -15,6 +15,7 @@ reduce metrics through the store over the survivors (the world group is unusable
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -247,10 +248,8 @@ class GossipCommunicator:
             self._plan = build_plan(w, self._my_nodes, self._owner, self.rank, self.dense_limit)
             self._cond.notify_all()
         if self._store is not None and how != "store":
-            try:
+            with contextlib.suppress(Exception):  # the store may be gone already
                 self._store.set(f"{self._key}/dead/{r}", str(self._calls))
-            except Exception:
-                pass
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for the records: nodes alive, and per lost rank when it was seen gone."""
@@ -454,10 +453,8 @@ class GossipCommunicator:
                     th.join(timeout=0.05)
         self._closed = True
         if self._store is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._store.set(f"{self._key}/done/{self.rank}", "1")
-            except Exception:
-                pass
             others = set(range(self.world_size)) - {self.rank}
             while not others <= (self._finished | self.dead) and time.monotonic() < limit:
                 self._stop.wait(0.05)
