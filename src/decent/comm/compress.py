@@ -253,15 +253,9 @@ class Compressor:
     def compress(
         self, v: torch.Tensor, t: int, nodes: torch.Tensor, num_nodes: int, block: int = 0
     ) -> Payload:
-        """Compress every row of ``v`` ``(m, d)``; row ``r`` is node ``nodes[r]``'s message.
-
-        Args:
-            v: the vectors to send.
-            t: the round (keys the random choices).
-            nodes: ``(m,)`` global node ids of the rows (repeated for replica rows).
-            num_nodes: ``n`` of the network (fixes the counter-based draws' blocks).
-            block: which of several vectors a node sends this round (a separate key).
-        """
+        """Compress every row of ``v`` ``(m, d)``, row ``r`` node ``nodes[r]``'s message (ids
+        repeat for replica rows); ``t``, ``num_nodes`` and ``block`` (which of several
+        vectors a node sends this round) key the random choices."""
         if v.ndim != 2 or nodes.shape != (v.shape[0],):
             raise ValueError(
                 f"compress expects v (m, d) and nodes (m,), got {tuple(v.shape)} and "

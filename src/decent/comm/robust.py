@@ -80,10 +80,8 @@ def choose_byzantine(
     seed: int = 0,
     placement: str = "random",
 ) -> np.ndarray:
-    """Return the sorted ids of the Byzantine nodes.
-
-    Either ``nodes`` (explicit) or ``fraction`` (``round(fraction * n)`` nodes): placed
-    uniformly at random from ``seed``, or on the bottlenecks (``"bottleneck"``: highest
+    """Return the sorted ids of the Byzantine nodes: ``nodes``, or ``round(fraction * n)``
+    nodes placed at random from ``seed`` or on the bottlenecks (``"bottleneck"``: highest
     betweenness centrality of the undirected graph of ``W``, ties by lower id).
 
     Raises:
@@ -302,14 +300,13 @@ class RobustCommunicator(Combiner):
         seed: seeds the ``noise`` attack (with ``t``).
 
     Attributes:
-        honest: ``(m,)`` bool, which held rows are honest; :func:`decent.metrics.evaluate`
-            evaluates only those.
-        num_honest: ``n - |B|``, honest nodes in the whole network.
+        honest: ``(m,)`` bool, the honest held rows (the only ones evaluated).
+        num_honest: ``n - |B|``.
 
     Raises:
-        ValueError: unknown attack or rule, bad parameters, a node out of range, a wrapped
-            communicator that is neither, or more Byzantine neighbours than the rule
-            tolerates on ``W_1`` (each new ``W_t`` is checked when it is first used).
+        ValueError: unknown attack or rule, bad parameters, a node out of range, a stale or
+            non-transport ``inner``, or more Byzantine neighbours than the rule tolerates
+            on ``W_1`` (each new ``W_t`` is checked when first used).
 
     Example:
         >>> import torch

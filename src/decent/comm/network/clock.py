@@ -63,11 +63,10 @@ def simulate_clock(
 ) -> np.ndarray:
     """``(rounds,)`` ``time/sim`` after each round, from the clock alone (no training).
 
-    The clock of a fault-free network does not depend on the values exchanged, so the time
-    a method needs for ``t`` rounds is this function's ``[t - 1]``: what a training run with
-    a :class:`NetworkCommunicator` of the same models records (tested), at the cost of a few
-    numpy operations per round. ``pattern`` is one gossip of ``message_bytes`` per round
-    (D-SGD, DAT-SGD) or one ring all-reduce of it (minibatch SGD).
+    A fault-free clock does not depend on the values exchanged, so ``[t - 1]`` is what a
+    training run with a :class:`NetworkCommunicator` of the same models records at round
+    ``t`` (tested). ``pattern``: one gossip of ``message_bytes`` per round (D-SGD, DAT-SGD)
+    or one ring all-reduce of it (minibatch SGD).
 
     Raises:
         NetworkError: ``rounds < 1``, ``message_bytes < 0`` or an unknown ``pattern``.

@@ -169,13 +169,9 @@ class NetworkCommunicator:
 
     def begin_round(self, t: int) -> list[tuple[int, int]]:
         """The engine's hook before round ``t``: the nodes compute its gradients (a round
-        without communication, as in local SGD, still takes its compute time).
-
-        Returns:
-            ``(node, source)`` per node that joins at round ``t``: the engine copies row
-            ``source`` of every node-stacked state tensor into row ``node`` before the
-            round's gradients.
-        """
+        without communication still takes its compute time). Returns ``(node, source)`` per
+        node joining at ``t``: the engine copies row ``source`` of every node-stacked state
+        tensor into row ``node`` before the round's gradients."""
         self._joins = []
         self._advance(t)
         return self._joins
@@ -332,13 +328,11 @@ class NetworkCommunicator:
     def pairwise(self, x: NodeTensor, t: int) -> PairwiseRound:
         """Round ``t`` of asynchronous pairwise averaging (see :class:`PairwiseRound`).
 
-        A round is half a mean step (:meth:`mean_step`) of simulated time, so about half
-        the nodes finish a gradient in each. A node that finishes twice in one slice takes
-        its second event in the next round. The exchange costs the initiator a message
-        each way; the partner does not wait (it averages in place while it computes, which
-        is where AD-PSGD's staleness comes from). A lost message (a drop, a link down)
-        cancels the exchange: the node steps alone. Crashed, left and not yet joined nodes
-        take no part.
+        A round is half a mean step (:meth:`mean_step`), so about half the nodes finish a
+        gradient in each (a second finish in one slice waits for the next round). The
+        initiator pays a message each way; the partner averages in place while it computes
+        (AD-PSGD's staleness). A lost message cancels the exchange: the node steps alone.
+        Absent nodes take no part.
 
         Raises:
             NetworkError: delays (``delays.max_delay > 0``), or a graph that is not
@@ -412,16 +406,10 @@ class NetworkCommunicator:
         to_dead: np.ndarray,
         w_dead: np.ndarray,
     ) -> NodeTensor:
-        """``W'_t x`` while some node is away: a dead node's row is ``e_i`` (it keeps its
-        value), and a live row's weights on dead nodes and on ``lost`` messages go to its
-        diagonal.
-
-        ``W (x with the dead rows zeroed)`` plus ``W_ij x_i`` for each live ``i`` whose ``j``
-        is dead or whose message from ``j`` was lost, minus ``W_ij x_j`` for the lost ones:
-        the dead rows enter as exact zeros, never as ``0 * x_j``, so a dead node's value,
-        NaN included, cannot reach anyone; and the work is the plain product's plus the
-        entries that changed.
-        """
+        """``W'_t x`` while some node is away: a dead row keeps its value, a live row's
+        weights on dead nodes and ``lost`` messages go to its diagonal. Computed as ``W`` (x
+        with dead rows zeroed: a dead value, NaN included, reaches nobody) plus ``W_ij x_i``
+        per live ``i`` whose ``j`` is dead or lost, minus ``W_ij x_j`` per lost one."""
         dead = self._dead_rows(x)
         y = self.inner.apply_plan(plan, x.index_fill(0, dead, 0.0))
         # one gather and one scatter: + W_ij x_i per entry whose sender is dead (``to_dead``,

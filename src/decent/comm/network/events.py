@@ -21,10 +21,9 @@ class PairwiseRound:
 
     A round is a slice of simulated time. Each live node whose gradient finishes in it is an
     *event*: it averages with one live neighbour drawn uniformly (``(x_i + x_j) / 2`` into
-    both, atomically), then takes its gradient step, then starts its next gradient from
-    its new model. Events are applied in the order of their times; ``passes`` groups them
-    into layers of events that touch disjoint nodes, in which order does not matter, so
-    applying the passes in turn is exactly applying the events one by one in time order.
+    both), takes its gradient step and starts its next gradient. ``passes`` groups the
+    events, in time order, into layers on disjoint nodes: applying the passes in turn is
+    applying the events one by one.
 
     Attributes:
         passes: per layer, ``(i, j, solo)`` device index tensors: the events whose exchange
