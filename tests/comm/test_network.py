@@ -167,7 +167,7 @@ def test_drops_are_counted_never_charged_and_keep_each_row_stochastic() -> None:
     net2 = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3), seed=3)
     matrix = torus(n).weights(1)
     w = matrix.dense()
-    _, _, _, dst, src, *_ = matrix_entries(net2.inner.weights(1))
+    dst, src, _, _ = matrix_entries(net2.inner.weights(1))
     lost = net2.losses.lost(matrix, 1, dst, src)
     assert lost.any()
     w_eff = w.copy()
@@ -182,7 +182,7 @@ def test_a_failed_link_is_down_both_ways_and_recovers() -> None:
     topo = ring(10)
     net = NetworkCommunicator(topo, faults=FaultModel(link_fail=0.3, link_recover=0.4), seed=5)
     w = topo.weights(1)
-    _, _, _, dst, src, *_ = matrix_entries(w)
+    dst, src, _, _ = matrix_entries(w)
     pattern = [net.losses.lost(w, t, dst, src) for t in range(1, 200)]
     index = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(dst, src, strict=True))}
     for lost in pattern:
@@ -401,7 +401,7 @@ def test_delays_with_drops_and_a_crash_match_a_loop_over_messages(kind: str) -> 
     delays = DelayModel(depth, kind)  # type: ignore[arg-type]
     net = NetworkCommunicator(topo, faults=faults, delays=delays, seed=4)
     twin = NetworkCommunicator(topo, faults=faults, seed=4)  # the same draws
-    _, _, _, dst, src, *_ = matrix_entries(topo.weights(1))
+    dst, src, _, _ = matrix_entries(topo.weights(1))
     xs = {t: np.random.default_rng(t).standard_normal((n, 2)) for t in range(1, rounds + 1)}
     lost: dict[tuple[int, int, int], bool] = {}
     for t in range(1, rounds + 1):
@@ -540,7 +540,7 @@ def test_drops_and_a_dead_node_together_give_the_hand_built_matrix() -> None:
     net = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3, crashes={5: 1}), seed=2)
     net.begin_round(1)
     matrix = torus(n).weights(1)
-    _, _, _, dst, src, *_ = matrix_entries(matrix)
+    dst, src, _, _ = matrix_entries(matrix)
     twin = NetworkCommunicator(torus(n), faults=FaultModel(drop=0.3, crashes={5: 1}), seed=2)
     lost = twin.losses.lost(matrix, 1, dst, src)
     alive = np.ones(n, dtype=bool)

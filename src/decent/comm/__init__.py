@@ -1,20 +1,11 @@
 """Communicators: how node values move, as one transport with combiners on top.
 
-Transports (:class:`~decent.comm.base.Transport`: who sends which rows to whom for ``W_t``):
-
-* :class:`SimCommunicator` - all nodes in one process, nothing moves, ``W_t @ X``;
-* :class:`DistCommunicator` - neighbour-only exchange over torch.distributed;
-* :class:`GossipCommunicator` - threads per neighbour: bounded staleness, crash tolerance.
-
-Combiners over a transport or another communicator:
-
-* :class:`DelayedCommunicator` - neighbours' values ``delay`` calls old (the overlap mode);
-* :class:`ChebyshevCommunicator` - ``P_K(W_t)`` per mix (:func:`accelerate`);
-* :class:`RobustCommunicator` - Byzantine senders and robust aggregation;
-* :class:`ReplicatedCommunicator` - ``R`` simulator replicas in one product;
-* :class:`~decent.comm.network.NetworkCommunicator` - a simulated clock, faults and churn.
-
-The two torch.distributed transports are imported on first use.
+Transports: :class:`SimCommunicator` (one process, ``W_t @ X``), :class:`DistCommunicator`
+(neighbour-only exchange over torch.distributed), :class:`GossipCommunicator` (threads per
+neighbour: bounded staleness, crash tolerance); the last two are imported on first use.
+Combiners: :class:`DelayedCommunicator`, :class:`ChebyshevCommunicator`,
+:class:`RobustCommunicator`, :class:`ReplicatedCommunicator` and the simulated network
+(:class:`~decent.comm.network.NetworkCommunicator`).
 """
 
 from typing import Any

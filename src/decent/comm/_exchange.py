@@ -1,12 +1,5 @@
-"""Placement of nodes on ranks and the exchange plan one rank derives from ``W_t``.
-
-Shared by every torch.distributed transport (:class:`~decent.comm.dist.DistCommunicator`
-and :class:`~decent.comm.gossip.GossipCommunicator`): which rank holds which node
-(:func:`block_placement`, :func:`resolve_placement`, :func:`local_layout`), and for one
-mixing matrix which rows a rank sends to and receives from each peer rank and the local
-product that finishes the mix (:func:`build_plan`, :class:`ExchangePlan`). Nothing here
-talks to a process group.
-"""
+"""Placement of nodes on ranks and the exchange plan one rank derives from ``W_t``, shared
+by the torch.distributed transports; nothing here talks to a process group."""
 
 from __future__ import annotations
 
@@ -37,16 +30,8 @@ class DistConfigError(ValueError):
 
 
 def block_placement(num_nodes: int, world_size: int) -> list[list[int]]:
-    """Split nodes ``0..n-1`` into ``world_size`` contiguous blocks of near-equal size.
-
-    The first ``n mod world_size`` ranks hold one node more than the others.
-
-    Args:
-        num_nodes: ``n``, the number of nodes in the network.
-        world_size: the number of ranks; each must receive at least one node.
-
-    Returns:
-        One list of global node ids per rank, in rank order.
+    """Split nodes ``0..n-1`` into ``world_size`` contiguous blocks, one list per rank; the
+    first ``n mod world_size`` ranks hold one node more.
 
     Raises:
         DistConfigError: ``world_size < 1`` or fewer nodes than ranks.
@@ -62,26 +47,15 @@ def block_placement(num_nodes: int, world_size: int) -> list[list[int]]:
             f"every rank must hold at least one node, but num_nodes={num_nodes} < "
             f"world_size={world_size}; launch at most {num_nodes} ranks"
         )
-    base, extra = divmod(num_nodes, world_size)
-    out: list[list[int]] = []
-    start = 0
-    for r in range(world_size):
-        size = base + (1 if r < extra else 0)
-        out.append(list(range(start, start + size)))
-        start += size
-    return out
+    return [b.tolist() for b in np.array_split(np.arange(num_nodes), world_size)]
 
 
 @dataclass
 class ExchangePlan:
-    """What one rank sends, receives and computes for one mixing matrix ``W_t``.
-
-    ``send[p]`` are local row positions sent to group rank ``p``; ``recv[p]`` are the global
-    ids received from ``p``, in the order ``p`` packs them (ascending global id). After the
-    exchange the rank forms ``Z = [x; recv[p_1]; recv[p_2]; ...]`` (peers ascending) and
-    computes ``out = A @ Z`` with ``A = weights``, the held rows of ``W_t`` with columns
-    renumbered into ``Z``.
-    """
+    """What one rank sends, receives and computes for ``W_t``: ``send[p]`` local row
+    positions sent to group rank ``p``, ``recv[p]`` the global ids received from ``p``
+    (ascending), and ``out = A @ Z`` with ``Z = [x; recv[p_1]; recv[p_2]; ...]`` (peers
+    ascending) and ``A = weights`` the held rows of ``W_t``, columns renumbered into ``Z``."""
 
     matrix: MixingMatrix
     send: dict[int, np.ndarray]

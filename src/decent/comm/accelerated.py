@@ -1,20 +1,17 @@
 """Accelerated gossip: Chebyshev acceleration of the mixing matrix, ``K`` gossip steps per call.
 
-One call of :meth:`ChebyshevCommunicator.mix` applies the degree-``K`` polynomial
+One :meth:`ChebyshevCommunicator.mix` applies, through the three-term recurrence (one
+gossip step of the wrapped communicator per term),
 
 .. math::
     P_K(W) = \\frac{T_K(W / \\lambda)}{T_K(1 / \\lambda)}, \\qquad
     \\lambda = \\max(|\\lambda_2(W)|, |\\lambda_n(W)|) = 1 - \\gamma,
 
-(``T_K`` the Chebyshev polynomial of the first kind, ``gamma`` the spectral gap of a
-symmetric doubly stochastic ``W``) through the Chebyshev semi-iterative three-term
-recurrence, one ordinary gossip step of the wrapped communicator per term. Among all
-polynomials of degree ``K`` with ``P(1) = 1`` it has the smallest maximum modulus on
-``[-lambda, lambda]``, so ``K`` accelerated steps contract the disagreement by about
-``2 (1 - sqrt(gamma))^K`` where ``K`` plain steps give ``(1 - gamma)^K``.
-
-Every algorithm gets it without a change: wrap its communicator. Traffic is counted by the
-wrapped communicator, ``K`` gossip rounds per call (honest accounting).
+the polynomial of degree ``K`` with ``P(1) = 1`` of least maximum modulus on
+``[-lambda, lambda]`` (``T_K`` Chebyshev's, ``gamma`` the spectral gap of a symmetric
+doubly stochastic ``W``): ``K`` steps contract the disagreement by about
+``2 (1 - sqrt(gamma))^K`` against ``(1 - gamma)^K`` plain. Any algorithm gets it by
+wrapping its communicator, which counts ``K`` gossip rounds per call.
 
 Reference: Scaman, Bach, Bubeck, Lee, Massoulié, "Optimal algorithms for smooth and strongly
 convex distributed optimization in networks", ICML 2017, https://arxiv.org/abs/1702.08704
@@ -30,14 +27,11 @@ import math
 import numbers
 from typing import cast
 
-import torch
-
 from decent._types import NodeTensor
 from decent.comm.base import (
     Clocked,
-    CommStats,
+    Combiner,
     Communicator,
-    ReduceOp,
     Replicable,
     Stale,
     Topological,
@@ -55,16 +49,17 @@ __all__ = [
 ]
 
 
+def _real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_lambda2(lambda2: object, *, who: str) -> float:
-    if isinstance(lambda2, bool) or not isinstance(lambda2, numbers.Real):
-        raise ValueError(f"{who}: lambda2 must be a number in [0, 1], got {lambda2!r}")
-    value = float(lambda2)
-    if not 0.0 <= value <= 1.0:  # also rejects nan
+    if not (_real(lambda2) and 0.0 <= float(lambda2) <= 1.0):  # type: ignore[arg-type]  # nan
         raise ValueError(
-            f"{who}: lambda2 must be in [0, 1] (the second largest eigenvalue modulus of a "
-            f"symmetric doubly stochastic W, i.e. 1 - spectral gap), got {value!r}"
+            f"{who}: lambda2 must be a number in [0, 1] (the second largest eigenvalue "
+            f"modulus of a symmetric doubly stochastic W, i.e. 1 - spectral gap), got {lambda2!r}"
         )
-    return value
+    return float(lambda2)  # type: ignore[arg-type]
 
 
 def _check_steps(steps: object, *, who: str, minimum: int) -> int:
@@ -83,25 +78,20 @@ def _ratio(lambda2: float) -> float:
 def chebyshev_contraction(lambda2: float, steps: int) -> float:
     """Return ``1 / T_K(1 / lambda2)``: the worst contraction of ``K`` accelerated steps.
 
-    For every eigenvalue ``|mu| <= lambda2`` of ``W`` (every eigenvalue but the unit one),
-    ``|P_K(mu)| <= 1 / T_K(1 / lambda2)``, with equality at ``mu = +-lambda2``. In closed form,
+    ``|P_K(mu)| <= 1 / T_K(1 / lambda2)`` for every eigenvalue ``|mu| <= lambda2`` of ``W``
+    (equality at ``mu = +-lambda2``). In closed form,
 
     .. math::
         \\frac{1}{T_K(1/\\lambda)} = \\frac{2 c^K}{1 + c^{2K}} < 2 c^K
         \\le 2 (1 - \\sqrt{\\gamma})^K, \\qquad
         c = \\frac{\\lambda}{1 + \\sqrt{1 - \\lambda^2}}, \\quad \\gamma = 1 - \\lambda,
 
-    since ``T_K(z) = cosh(K arccosh z)`` and ``arccosh(1 / lambda) = -ln c``; the last step
-    uses ``1 - lambda^2 = gamma (2 - gamma) >= gamma``, so ``c <= (1 - gamma) / (1 +
-    sqrt(gamma)) = 1 - sqrt(gamma)``. ``K`` plain steps contract by ``lambda^K``.
+    since ``T_K(z) = cosh(K arccosh z)``, ``arccosh(1 / lambda) = -ln c`` and
+    ``1 - lambda^2 >= gamma``. ``K`` plain steps contract by ``lambda^K``.
 
     Args:
         lambda2: ``lambda``, the second largest eigenvalue modulus, in ``[0, 1]``.
-        steps: ``K >= 0`` (``K = 0`` is the identity: contraction 1).
-
-    Returns:
-        The contraction factor in ``[0, 1]`` (``0`` for ``lambda2 = 0``, ``K >= 1``; ``1``
-        for ``lambda2 = 1``).
+        steps: ``K >= 0`` (``K = 0``: the identity, contraction 1).
 
     Raises:
         ValueError: ``lambda2`` outside ``[0, 1]`` or ``steps`` not an integer ``>= 0``.
@@ -124,12 +114,11 @@ def chebyshev_steps_for(gap: float, target: float) -> int:
         {\\operatorname{arccosh}(1 / (1 - \\gamma))} \\right\\rceil
         \\le \\left\\lceil \\frac{\\ln(2 / \\varepsilon)}{\\sqrt{\\gamma}} \\right\\rceil,
 
-    against ``ceil(ln(1 / eps) / -ln(1 - gamma)) ~ ln(1 / eps) / gamma`` plain steps. The
-    ceiling is checked against :func:`chebyshev_contraction`, so the two always agree.
+    against ``~ ln(1 / eps) / gamma`` plain steps; checked against
+    :func:`chebyshev_contraction`, so the two always agree.
 
     Args:
-        gap: the spectral gap ``gamma = 1 - lambda2`` of ``W``, in ``(0, 1]``
-            (:func:`decent.topology.spectral_gap`).
+        gap: ``gamma = 1 - lambda2`` of ``W``, in ``(0, 1]`` (:func:`decent.topology.spectral_gap`).
         target: ``eps``, the contraction wanted, in ``(0, 1)``.
 
     Raises:
@@ -139,19 +128,14 @@ def chebyshev_steps_for(gap: float, target: float) -> int:
         >>> chebyshev_steps_for(0.5, 0.15)  # 1 / T_2(2) = 1/7 <= 0.15 < 1 / T_1(2) = 1/2
         2
     """
-    if isinstance(gap, bool) or not isinstance(gap, numbers.Real) or not 0.0 < float(gap) <= 1.0:
+    if not (_real(gap) and 0.0 < gap <= 1.0):
         raise ValueError(
             f"chebyshev_steps_for: gap must be in (0, 1], got {gap!r}; a gap of 0 (a "
             "disconnected or bipartite W) never contracts, whatever the number of steps"
         )
-    if (
-        isinstance(target, bool)
-        or not isinstance(target, numbers.Real)
-        or not 0.0 < float(target) < 1.0
-    ):
+    if not (_real(target) and 0.0 < target < 1.0):
         raise ValueError(f"chebyshev_steps_for: target must be in (0, 1), got {target!r}")
-    rho = 1.0 - float(gap)
-    eps = float(target)
+    rho, eps = 1.0 - float(gap), float(target)
     if rho == 0.0:
         return 1  # W = J: one step is exact consensus
     per_step = -math.log(_ratio(rho))  # arccosh(1 / rho), without cancellation near rho = 1
@@ -174,7 +158,7 @@ def _recurrence_weights(lambda2: float, steps: int) -> tuple[float, ...]:
     return tuple(out)
 
 
-class ChebyshevCommunicator:
+class ChebyshevCommunicator(Combiner):
     """Mix with the Chebyshev polynomial ``P_K(W_t)``: ``K`` gossip steps of ``inner`` per call.
 
     With ``lambda = lambda2`` and ``y_k = P_k(W_t) x``, the recurrence
@@ -190,37 +174,28 @@ class ChebyshevCommunicator:
         \\omega_{k+1} = \\Big(1 - \\frac{\\lambda^2}{4}\\, \\omega_k\\Big)^{-1},
 
     so ``1 <= omega_k <= 2`` (stable, no ``T_K`` that overflows) and every ``W_t y_k`` is one
-    call of ``inner.mix(., t)``. Since ``P_K(1) = 1`` the average of the rows is kept for a
-    doubly stochastic ``W_t``; every other eigenvalue ``|mu| <= lambda`` of ``W_t`` becomes
-    ``|P_K(mu)| <= 1 / T_K(1 / lambda)`` (:func:`chebyshev_contraction`, about
-    ``2 (1 - sqrt(gamma))^K``). ``P_K`` has negative coefficients for ``K >= 2``, so
-    ``P_K(W)`` is not a nonnegative mixing matrix: it is applied, never formed. ``K = 1`` is
-    exactly ``inner.mix`` (``P_1(W) = W``), bit for bit.
-
-    Accounting is the inner communicator's: one call counts ``K`` gossip rounds (messages,
-    bytes and rounds), because ``K`` exchanges happen. :attr:`stats`, :meth:`all_reduce`,
-    :meth:`metrics`, :meth:`close`, ``num_nodes``, ``node_ids``, ``topology`` and any other
-    attribute come from ``inner``, except ``weights`` and ``apply``, which describe one
-    plain step.
+    ``inner.mix(., t)``. ``P_K(1) = 1`` keeps the average of the rows for a doubly
+    stochastic ``W_t``; every other eigenvalue ``|mu| <= lambda`` becomes
+    ``|P_K(mu)| <= 1 / T_K(1 / lambda)`` (:func:`chebyshev_contraction`). ``P_K(W)`` has
+    negative entries for ``K >= 2``: it is applied, never formed. ``K = 1`` is
+    ``inner.mix`` bit for bit. The inner communicator counts ``K`` gossip rounds per call
+    and gives ``stats``, ``all_reduce``, ``metrics``, ``close``, ``num_nodes``,
+    ``node_ids`` and ``topology``.
 
     Args:
-        inner: the communicator of one plain step (a :class:`SimCommunicator`, its
-            replica batch :class:`~decent.comm.sim.ReplicatedCommunicator`, a
-            synchronous :class:`~decent.comm.dist.DistCommunicator`, another
-            :class:`ChebyshevCommunicator`, ...). Each of its ``mix`` calls must be exactly
-            ``W_t @ x``: delayed, overlapped or stale mixing is rejected.
+        inner: the communicator of one plain step (simulator, replica batch, synchronous
+            ranks, another ChebyshevCommunicator, ...); each ``mix`` must be exactly
+            ``W_t @ x`` (stale mixing is rejected).
         steps: ``K >= 1`` gossip steps per :meth:`mix`.
-        lambda2: ``lambda``, the second largest eigenvalue modulus of ``W_t`` (``1 -
-            spectral gap``); default: computed from ``inner.topology`` (static topologies
-            only; around another ChebyshevCommunicator, that one's contraction). A given
-            value must bound ``|mu|`` for every non-unit eigenvalue of every ``W_t``: a
-            smaller one amplifies the modes outside ``[-lambda, lambda]``.
+        lambda2: ``lambda`` (``1 - spectral gap``); default: computed from the static
+            ``inner.topology`` (around another ChebyshevCommunicator: its contraction). A
+            given value must bound every non-unit ``|mu|`` of every ``W_t``.
 
     Raises:
-        ValueError: ``steps`` or ``lambda2`` out of range, ``inner`` mixes with stale
-            values, or has no ``topology`` and no ``lambda2`` is given.
-        TopologyError: (a ValueError) ``W`` (``W_1`` of a time-varying topology) is not
-            symmetric, or the topology is time-varying and no ``lambda2`` is given.
+        ValueError: ``steps`` or ``lambda2`` out of range, stale ``inner``, or no
+            ``topology`` and no ``lambda2``.
+        TopologyError: (a ValueError) ``W`` (``W_1``) is not symmetric, or the topology is
+            time-varying and no ``lambda2`` is given.
 
     Example:
         >>> import torch
@@ -237,14 +212,24 @@ class ChebyshevCommunicator:
     def __init__(self, inner: Communicator, steps: int, lambda2: float | None = None) -> None:
         who = "ChebyshevCommunicator"
         self.steps = _check_steps(steps, who=who, minimum=1)
-        self.inner = inner
-        self.num_nodes = inner.num_nodes
-        self.node_ids = inner.node_ids
-        _check_exact(inner)
+        super().__init__(inner)
+        if isinstance(inner, Stale) and inner.staleness > 0:
+            raise ValueError(
+                f"Chebyshev acceleration needs every inner mix to be exactly W_t @ x, but "
+                f"{type(inner).__name__} mixes with stale values (staleness={inner.staleness}); "
+                "wrap the synchronous communicator instead (delay=0, overlap=False, staleness=0)"
+            )
         topology = inner.topology if isinstance(inner, Topological) else None
         if topology is not None:
             self.topology = topology
-            _check_symmetric(topology)
+            w = topology.weights(1)  # W_1 of a time-varying topology
+            if not w.is_symmetric:
+                raise TopologyError(
+                    f"Chebyshev acceleration needs a symmetric doubly stochastic W (W == W.T), "
+                    f"but {topology.name} gives a non-symmetric W ({w.name}); its eigenvalues "
+                    "do not bound the contraction. Use an undirected graph with "
+                    "metropolis_hastings or max_degree weights"
+                )
         if lambda2 is None:
             lambda2 = _lambda2_of(inner, topology)
         self.lambda2 = _check_lambda2(lambda2, who=who)
@@ -255,11 +240,6 @@ class ChebyshevCommunicator:
     def contraction(self) -> float:
         """``1 / T_K(1 / lambda2)``: the worst factor on ``x - mean(x)`` of one :meth:`mix`."""
         return chebyshev_contraction(self.lambda2, self.steps)
-
-    @property
-    def stats(self) -> CommStats:
-        """The inner communicator's accounting (``K`` gossip rounds per :meth:`mix`)."""
-        return self.inner.stats
 
     # -- Communicator --------------------------------------------------------------------
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
@@ -273,31 +253,12 @@ class ChebyshevCommunicator:
             prev, cur = cur, nxt
         return cur
 
-    def all_reduce(
-        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
-    ) -> torch.Tensor:
-        """The inner communicator's reduction (exact; one ring all-reduce if accounted)."""
-        return self.inner.all_reduce(x, op, accounted=accounted)
-
-    def metrics(self) -> dict[str, float]:
-        """The inner communicator's metrics."""
-        return self.inner.metrics()
-
-    def close(self) -> None:
-        """Close the inner communicator."""
-        self.inner.close()
-
-    # -- replica batches -----------------------------------------------------------------
     def replicated(self, replicas: int) -> ChebyshevCommunicator:
-        """The same acceleration around ``R`` stacked replicas of the inner simulator.
-
-        Returns ``ChebyshevCommunicator(ReplicatedCommunicator(inner, R), K, lambda2)``:
-        replica ``r`` of its ``mix`` equals this communicator's ``mix`` of replica ``r``
-        alone, bit for bit, and its stats count one replica's ``K`` gossip rounds.
+        """The same acceleration around ``R`` stacked replicas of the inner simulator
+        (replica ``r`` equals this communicator's ``mix`` of replica ``r`` alone, bit for bit).
 
         Raises:
-            ValueError: the inner communicator is not a :class:`SimCommunicator` (replica
-                batches run in the simulator), or a bad ``replicas``.
+            ValueError: the inner communicator is not a simulator, or a bad ``replicas``.
         """
         if not isinstance(self.inner, Replicable):
             raise ValueError(
@@ -312,13 +273,9 @@ class ChebyshevCommunicator:
 
 
 class ClockedChebyshevCommunicator(ChebyshevCommunicator):
-    """Chebyshev acceleration on a simulated network: ``K`` gossip rounds per :meth:`mix`
-    on its clock and under its faults, and the network's clock and churn for the engine.
-
-    Each inner mix is one faulty gossip round (its own drops; a crashed node keeps its
-    value through all ``K``); without faults it is :class:`ChebyshevCommunicator` over the
-    simulator, bit for bit.
-    """
+    """Chebyshev acceleration on a simulated network, whose clock and churn it keeps: each
+    inner mix is one gossip round on the clock under its own faults (without faults:
+    :class:`ChebyshevCommunicator` over the simulator, bit for bit)."""
 
     def begin_round(self, t: int) -> list[tuple[int, int]]:
         """The network's clock: see :meth:`~decent.comm.network.NetworkCommunicator.begin_round`."""
@@ -330,17 +287,9 @@ def accelerate(
 ) -> ChebyshevCommunicator:
     """Return ``comm`` with Chebyshev-accelerated gossip: ``P_K(W_t)`` per ``mix``.
 
-    A topology is first put in a :class:`SimCommunicator`. For a replica batch, either
-    accelerate the :class:`~decent.comm.sim.ReplicatedCommunicator` directly or call
-    :meth:`ChebyshevCommunicator.replicated` on the result.
-
-    Args:
-        comm: the communicator of one plain step, or a topology.
-        steps: ``K >= 1`` gossip steps per mix (:func:`chebyshev_steps_for` picks one).
-        lambda2: as :class:`ChebyshevCommunicator`.
-
-    Raises:
-        ValueError: as :class:`ChebyshevCommunicator`.
+    A topology is first put in a :class:`SimCommunicator`; a simulated network keeps its
+    clock. ``steps`` and ``lambda2`` (and what raises) are :class:`ChebyshevCommunicator`'s;
+    :func:`chebyshev_steps_for` picks ``steps``.
 
     Example:
         >>> from decent.topology import ring
@@ -352,31 +301,6 @@ def accelerate(
     if isinstance(inner, Clocked):
         return ClockedChebyshevCommunicator(inner, steps, lambda2=lambda2)
     return ChebyshevCommunicator(inner, steps, lambda2=lambda2)
-
-
-# -- checks at the edge ------------------------------------------------------------------
-
-
-def _check_exact(inner: object) -> None:
-    """Refuse communicators whose ``mix`` is not ``W_t @ x`` (stale neighbours' values)."""
-    if isinstance(inner, Stale) and inner.staleness > 0:
-        raise ValueError(
-            f"Chebyshev acceleration needs every inner mix to be exactly W_t @ x, but "
-            f"{type(inner).__name__} mixes with stale values (staleness={inner.staleness}); "
-            "wrap the synchronous communicator instead (delay=0, overlap=False, staleness=0)"
-        )
-
-
-def _check_symmetric(topology: Topology) -> None:
-    """Raise unless ``W`` (``W_1`` of a time-varying topology) is symmetric."""
-    w = topology.weights(1)
-    if not w.is_symmetric:
-        raise TopologyError(
-            f"Chebyshev acceleration needs a symmetric doubly stochastic W (W == W.T), but "
-            f"{topology.name} gives a non-symmetric W ({w.name}); its eigenvalues do not "
-            "bound the contraction. Use an undirected graph with metropolis_hastings or "
-            "max_degree weights"
-        )
 
 
 def _lambda2_of(inner: object, topology: Topology | None) -> float:

@@ -1,14 +1,15 @@
-"""The Communicator protocol: the only place where nodes meet.
+"""The Communicator protocol, the only place where nodes meet, and its ground floor.
 
-Algorithms are written row-wise against ``(m, d)`` node tensors and never see a rank, a
-socket or a process group; they call :meth:`Communicator.mix` and
-:meth:`Communicator.all_reduce`. A new backend is a new Communicator.
+Algorithms are written row-wise against ``(m, d)`` node tensors and call
+:meth:`Communicator.mix` and :meth:`Communicator.all_reduce`, never a rank or a socket.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -16,16 +17,14 @@ import torch
 from decent._types import NodeTensor
 from decent.topology._matrix import MixingMatrix, Topology
 
+T = TypeVar("T")
 ReduceOp = Literal["mean", "sum", "min", "max"]
 REDUCE_OPS: tuple[str, ...] = ("mean", "sum", "min", "max")
 
 
 def reduce_rows(x: NodeTensor, op: str) -> torch.Tensor:
-    """This process's share of a reduction over nodes: ``(m, k) -> (k,)``.
-
-    ``mean`` and ``sum`` return the row sum (the caller divides a global sum by ``n``),
-    ``min`` and ``max`` the row-wise extremum. Every backend combines these partials its
-    own way (nothing to combine in the simulator, an all-reduce on ranks).
+    """This process's share of a reduction over nodes, ``(m, k) -> (k,)``: the row sum for
+    ``mean`` and ``sum`` (the caller divides a global sum by ``n``), else the extremum.
 
     Raises:
         ValueError: ``op`` is not one of :data:`REDUCE_OPS`.
@@ -39,11 +38,26 @@ def reduce_rows(x: NodeTensor, op: str) -> torch.Tensor:
     raise ValueError(f"op must be one of {', '.join(REDUCE_OPS)}; got {op!r}")
 
 
-def period_of(topology: object) -> int | None:
-    """Rounds after which ``topology.weights(t)`` repeats (1 for static), ``None`` if never.
+def per_matrix(fn: Callable[..., T]) -> Callable[..., T]:
+    """Cache ``fn(w, *args)`` per matrix object ``w`` (by identity, the 64 latest): ``args``
+    must be functions of ``w``."""
+    cache: dict[int, tuple[object, T]] = {}
 
-    Communicators cache per-matrix work under the key ``(t - 1) % period``.
-    """
+    @functools.wraps(fn)
+    def cached(w: object, *args: Any) -> T:
+        found = cache.get(id(w))
+        if found is None or found[0] is not w:
+            if len(cache) > 64:
+                cache.clear()
+            found = cache[id(w)] = (w, fn(w, *args))
+        return found[1]
+
+    return cached
+
+
+def period_of(topology: object) -> int | None:
+    """Rounds after which ``topology.weights(t)`` repeats (1 for static), ``None`` if never:
+    communicators cache per-matrix work under the key ``(t - 1) % period``."""
     if getattr(topology, "is_static", False):
         return 1
     period = getattr(topology, "period", None)
@@ -54,16 +68,12 @@ def period_of(topology: object) -> int | None:
 
 @dataclass
 class CommStats:
-    """Exact communication accounting, counted from the graph and the payload.
-
-    Counts only algorithmic traffic (gossip and algorithmic all-reduces), never the
-    collectives used to compute metrics. Every backend counts the same way, so simulated and
-    distributed runs report identical numbers.
+    """Exact accounting of algorithmic traffic (never metric collectives), counted from the
+    graph and the payload the same way by every backend.
 
     Attributes:
-        messages: point-to-point messages sent in total (one per directed edge per round,
-            plus all-reduce traffic modelled as a ring all-reduce: ``2 (n - 1)`` messages
-            per node).
+        messages: point-to-point messages sent (one per directed edge per gossip round; a
+            ring all-reduce sends ``2 (n - 1)`` per node).
         bytes: bytes sent in total.
         bytes_per_node: ``(n,)`` bytes each node has sent.
         rounds: communication rounds (calls of ``mix`` or algorithmic ``all_reduce``).
@@ -100,11 +110,8 @@ class CommStats:
         self.rounds += 1
 
     def add_all_reduce(self, payload_bytes: int) -> None:
-        """Record one ring all-reduce of ``payload_bytes`` per node.
-
-        A ring all-reduce (reduce-scatter + all-gather) sends ``2 (n - 1)`` chunks of
-        ``payload / n`` bytes from every node.
-        """
+        """Record one ring all-reduce: every node sends ``2 (n - 1)`` chunks of
+        ``payload_bytes / n`` (reduce-scatter + all-gather)."""
         n = self.num_nodes
         if n > 1:
             per_node = 2 * (n - 1) * payload_bytes // n
@@ -115,60 +122,43 @@ class CommStats:
 
     def summary(self) -> dict[str, float]:
         """Flat metrics with stable names."""
+        per = self.bytes_per_node if self.num_nodes else np.zeros(1)
         return {
             "comm/messages": float(self.messages),
             "comm/bytes": float(self.bytes),
-            "comm/bytes_per_node_mean": float(self.bytes_per_node.mean())
-            if self.num_nodes
-            else 0.0,
-            "comm/bytes_per_node_max": float(self.bytes_per_node.max()) if self.num_nodes else 0.0,
+            "comm/bytes_per_node_mean": float(per.mean()),
+            "comm/bytes_per_node_max": float(per.max()),
             "comm/rounds": float(self.rounds),
         }
 
 
 @runtime_checkable
 class Communicator(Protocol):
-    """Moves node values between nodes.
-
-    Attributes:
-        num_nodes: ``n``, the number of nodes in the whole network.
-        node_ids: ``(m,)`` int64 global ids of the rows held by this process, in row order.
-        stats: exact accounting of algorithmic traffic.
-    """
+    """Moves node values between nodes: ``num_nodes`` ``n`` in the network, ``node_ids``
+    ``(m,)`` int64 the global ids of the rows held here, in row order."""
 
     num_nodes: int
     node_ids: torch.Tensor
 
     @property
     def stats(self) -> CommStats:
-        """Exact accounting of algorithmic traffic (read-only: a plain attribute or a property)."""
+        """Exact accounting of algorithmic traffic (an attribute or a property)."""
         ...
 
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
-        """One gossip step: row ``i`` becomes ``sum_j W_t[i, j] x_j`` for the rows held here.
-
-        Args:
-            x: ``(m, k)`` values of the held nodes; ``k`` may pack several vectors (e.g.
-                DAT-SGD sends ``[w | x]`` as one message of ``2d`` values).
-            t: the round, which selects ``W_t``.
-        """
+        """One gossip step: held row ``i`` of ``x`` ``(m, k)`` becomes ``sum_j W_t[i, j] x_j``
+        (``k`` may pack several vectors: DAT-SGD sends ``[w | x]`` as one message)."""
         ...
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
     ) -> torch.Tensor:
-        """Reduce ``(m, k)`` over all ``n`` nodes of the network; returns ``(k,)``.
-
-        ``accounted=False`` marks metric traffic that is not part of the algorithm.
-        """
+        """Reduce ``(m, k)`` over all ``n`` nodes to ``(k,)`` (``accounted=False``: metric
+        traffic, not the algorithm's)."""
         ...
 
     def metrics(self) -> dict[str, float]:
-        """Flat metrics the transport adds to every record (``{}`` for most backends).
-
-        The fault-tolerant transport reports who is alive and when ranks left
-        (``dist/alive_nodes``, ``dist/left/rank2/round``, ...).
-        """
+        """Flat metrics added to every record (``{}`` for most; ``dist/alive_nodes``, ...)."""
         ...
 
     def close(self) -> None:
@@ -178,22 +168,61 @@ class Communicator(Protocol):
 
 @runtime_checkable
 class CompressedMixing(Protocol):
-    """A communicator that can send compressed messages (compressed gossip, CHOCO-SGD).
-
-    The simulator (:class:`~decent.comm.sim.SimCommunicator` and its replica-batched form)
-    mixes the reconstructed values and counts the message size; the synchronous distributed
-    runtime (:class:`~decent.comm.dist.DistCommunicator`) sends the encoded messages and
-    decodes what it receives. Both return the same numbers.
-    """
+    """A communicator that sends compressed messages (compressed gossip, CHOCO-SGD): the
+    simulator mixes the reconstructions and counts the size, synchronous ranks send the
+    encoded messages and decode them; the numbers are the same."""
 
     def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
-        """``W_t @ payload.dense``, sending (or counting) ``payload.nbytes`` per message.
-
-        Args:
-            payload: a :class:`~decent.comm.compress.Payload` of the held rows.
-            t: the round, which selects ``W_t``.
-        """
+        """``W_t @ payload.dense`` for a :class:`~decent.comm.compress.Payload` of the held
+        rows, sending (or counting) ``payload.nbytes`` per message."""
         ...
+
+
+class Buffers:
+    """Reused flat buffers, one per ``(name, dtype, device)``, grown to the largest size asked
+    for. Fresh multi-MB tensors are page-faulted in on first touch, which made a gossip step
+    with 4 MB messages 2-3x slower than the exchange itself (see :mod:`decent.comm.dist`)."""
+
+    def __init__(self) -> None:
+        self._flat: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A ``shape`` view of buffer ``name`` with ``like``'s dtype and device."""
+        size = int(np.prod(shape))
+        key = (name, like.dtype, like.device)
+        flat = self._flat.get(key)
+        if flat is None or flat.numel() < size:
+            flat = self._flat[key] = torch.empty(size, dtype=like.dtype, device=like.device)
+        return flat[:size].view(shape)
+
+
+class Combiner:
+    """Base of a combiner over an ``inner`` communicator: its nodes, its accounting, its
+    exact reduction, its metrics and its close (subclasses define ``mix``)."""
+
+    def __init__(self, inner: Communicator) -> None:
+        self.inner = inner
+        self.num_nodes: int = inner.num_nodes
+        self.node_ids: torch.Tensor = inner.node_ids
+
+    @property
+    def stats(self) -> CommStats:
+        """The inner communicator's accounting."""
+        return self.inner.stats
+
+    def all_reduce(
+        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
+    ) -> torch.Tensor:
+        """The inner communicator's exact reduction."""
+        return self.inner.all_reduce(x, op, accounted=accounted)
+
+    def metrics(self) -> dict[str, float]:
+        """The inner communicator's metrics."""
+        return self.inner.metrics()
+
+    def close(self) -> None:
+        """Close the inner communicator."""
+        self.inner.close()
 
 
 # -- the transport: the ground floor every communicator stands on ---------------------------
@@ -224,13 +253,9 @@ class Held:
 @runtime_checkable
 class Transport(Communicator, Protocol):
     """A communicator's ground floor: who sends which rows to whom for ``W_t``, and
-    receiving them.
-
-    The simulator holds every row and moves nothing (``Z = x``); the distributed runtime
-    swaps exactly the rows each neighbouring rank needs in one ``batch_isend_irecv``. Plain
-    gossip is ``combine(post(x, t).wait(), t)``; the combiners (stale mixing, Chebyshev
-    acceleration, robust aggregation, compressed messages) are built from these members.
-    """
+    receiving them (the simulator moves nothing, ``Z = x``; ranks swap exactly the rows each
+    neighbour needs). Plain gossip is ``combine(post(x, t).wait(), t)``; the combiners are
+    built from these members."""
 
     topology: Topology
 
@@ -239,12 +264,9 @@ class Transport(Communicator, Protocol):
         ...
 
     def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Posted:
-        """Start sending each neighbour its rows of ``x`` for ``W_t`` and receiving theirs.
-
-        ``slot`` picks the reused buffers (exchanges in flight at the same time need
-        different slots); ``keep`` copies ``x`` first, so the caller may overwrite it.
-        Counts nothing.
-        """
+        """Start sending each neighbour its rows of ``x`` for ``W_t`` and receiving theirs
+        (counts nothing). Exchanges in flight together need different ``slot``s (reused
+        buffers); ``keep`` copies ``x`` first, so the caller may overwrite it."""
         ...
 
     def combine(self, z: NodeTensor, t: int) -> NodeTensor:
@@ -261,9 +283,8 @@ class Transport(Communicator, Protocol):
         ...
 
 
-# -- optional capabilities -------------------------------------------------------------------
-# Declared here so that consumers ask ``isinstance(comm, Capability)`` instead of probing
-# attributes; a wrapper offers a capability only where it keeps its meaning.
+# -- optional capabilities, asked for with isinstance; a wrapper offers one only where it
+# keeps its meaning -----------------------------------------------------------------------
 
 
 @runtime_checkable
@@ -294,12 +315,8 @@ class PairwiseEvents(Protocol):
 
 @runtime_checkable
 class HonestRows(Protocol):
-    """Some nodes are Byzantine: metrics are over the honest rows only.
-
-    Attributes:
-        honest: ``(m,)`` bool mask of the held rows that are honest.
-        num_honest: honest nodes in the whole network.
-    """
+    """Some nodes are Byzantine: metrics are over the ``honest`` ``(m,)`` held rows only
+    (``num_honest`` in the whole network)."""
 
     honest: torch.Tensor
     num_honest: int

@@ -1,18 +1,12 @@
 """Message compressors for compressed gossip: what a node sends instead of its dense vector.
 
-A compressor turns each row of an ``(m, d)`` tensor into a message and says exactly how
-many bytes that message is. :meth:`Compressor.compress` returns a :class:`Payload` with
-
-* ``dense``: the values the receivers reconstruct, ``(m, d)`` (what the simulator mixes);
-* ``nbytes``: the size of one row's message in bytes, counted from the real encoding
-  (values and indices at their real dtypes, bits packed eight to a byte);
-* ``wire()``: the encoded messages, ``(m, nbytes)`` ``uint8``, which the distributed
-  runtime actually sends; ``decode(wire)`` turns received rows back into values.
-
-``decode(wire())`` equals ``dense`` bit for bit (the sender and the receiver run the same
-reconstruction code on the same numbers; tested for every compressor), so the simulator
-can mix ``dense`` and count ``nbytes`` without encoding, and a run on ranks computes what
-the simulator computes while its bytes on the wire are the ones the simulator counts.
+:meth:`Compressor.compress` turns each row of an ``(m, d)`` tensor into a message, a
+:class:`Payload`: ``dense`` ``(m, d)`` what receivers reconstruct (what the simulator
+mixes), ``nbytes`` one message's size from the real encoding (values and indices at their
+dtypes, bits packed eight to a byte), ``wire()`` the ``(m, nbytes)`` ``uint8`` messages ranks
+send and ``decode`` back to values. ``decode(wire())`` equals ``dense`` bit for bit (tested
+for every compressor), so the simulator mixes ``dense`` and counts ``nbytes`` without
+encoding, and ranks compute what it computes with the bytes it counts.
 
 The compressors (``d`` values per row, ``b`` bytes per value, ``k = ceil(ratio * d)``):
 
@@ -27,14 +21,11 @@ qsgd          ``||v||_2`` and, per entry, a sign and a ``bits``-bit     ``b + ce
 sign          ``||v||_1 / d`` and one sign bit per entry               ``b + ceil(d / 8)``
 ============  =======================================================  ==================
 
-``i`` is the smallest index dtype that holds ``d - 1``: 1 byte up to ``d = 256``, 2 up to
-``2^15``, else 4. ``random_k`` sends its indices too; with randomness shared between
-sender and receiver they could be regenerated instead (not done: a receiver would need the
-sender's id per received row).
-
-Random choices (``random_k``'s coordinates, ``qsgd``'s rounding) are counter-based draws
-keyed by ``(seed, t, node, block)`` (:mod:`decent._stream`), so node 17 compresses the same
-way at round 250 in the simulator, on rank 17, and in every replica of a replica batch.
+``i`` is the smallest index dtype that holds ``d - 1`` (1 byte up to ``d = 256``, 2 up to
+``2^15``, else 4); ``random_k`` sends its indices too (regenerating them would need the
+sender's id per received row). Random choices are counter-based draws keyed by ``(seed, t,
+node, block)`` (:mod:`decent._stream`): node 17 compresses alike in the simulator, on rank
+17 and in every replica.
 
 References:
     Koloskova, Stich, Jaggi, "Decentralized Stochastic Optimization and Gossip Algorithms
@@ -179,21 +170,19 @@ class Compressor:
         ratio: fraction of entries ``top_k`` and ``random_k`` keep, in ``(0, 1]``.
         bits: ``qsgd``'s level bits per entry (``2^bits - 1`` levels, plus a sign bit), >= 1.
         seed: the key of the random choices (``random_k``, ``qsgd``).
-        contractive: ``qsgd`` sends ``Q(v) / tau`` with ``tau = 1 + min(d / s^2, sqrt(d) / s)``
-            (``s = 2^bits - 1``) instead of the unbiased ``Q(v)``: then
-            ``E ||Q(v) / tau - v||^2 <= (1 - 1 / tau) ||v||^2``, the contraction that
-            error feedback (CHOCO) needs. The unbiased ``Q`` has variance up to
-            ``(tau - 1) ||v||^2``, more than ``||v||^2`` for few bits, and CHOCO's residual
-            then grows every round whatever the consensus step (Koloskova et al. 2019 use
-            the same rescaling). The message is the same size: the sender divides the
-            norm it sends.
+        contractive: ``qsgd`` sends ``Q(v) / tau``, ``tau = 1 + min(d / s^2, sqrt(d) / s)``
+            (``s = 2^bits - 1``; the same size: the sent norm is divided), so that
+            ``E ||Q(v) / tau - v||^2 <= (1 - 1 / tau) ||v||^2``, the contraction CHOCO's
+            error feedback needs (the unbiased ``Q``'s variance, up to ``(tau - 1) ||v||^2``,
+            makes its residual grow; Koloskova et al. 2019 rescale the same way).
 
     Raises:
         CompressorError: a setting outside its range, naming the field.
 
     Example:
         >>> c = Compressor("top_k", ratio=0.5)
-        >>> p = c.compress(torch.tensor([[3.0, -4.0, 1.0, 0.5]]), t=1, nodes=torch.tensor([0]), num_nodes=1)
+        >>> v = torch.tensor([[3.0, -4.0, 1.0, 0.5]], dtype=torch.float32)
+        >>> p = c.compress(v, t=1, nodes=torch.tensor([0]), num_nodes=1)
         >>> p.dense.tolist(), p.nbytes
         ([[3.0, -4.0, 0.0, 0.0]], 10)
     """
@@ -264,38 +253,28 @@ class Compressor:
     def compress(
         self, v: torch.Tensor, t: int, nodes: torch.Tensor, num_nodes: int, block: int = 0
     ) -> Payload:
-        """Compress every row of ``v`` ``(m, d)``; row ``r`` is node ``nodes[r]``'s message.
-
-        Args:
-            v: the vectors to send.
-            t: the round (keys the random choices).
-            nodes: ``(m,)`` global node ids of the rows (repeated for replica rows).
-            num_nodes: ``n`` of the network (fixes the counter-based draws' blocks).
-            block: which of several vectors a node sends this round (a separate key).
-        """
+        """Compress every row of ``v`` ``(m, d)``, row ``r`` node ``nodes[r]``'s message (ids
+        repeat for replica rows); ``t``, ``num_nodes`` and ``block`` (which of several
+        vectors a node sends this round) key the random choices."""
         if v.ndim != 2 or nodes.shape != (v.shape[0],):
             raise ValueError(
                 f"compress expects v (m, d) and nodes (m,), got {tuple(v.shape)} and "
                 f"{tuple(nodes.shape)}"
             )
-        fn = getattr(self, "_" + self.kind)
-        payload: Payload = fn(v, t, nodes, num_nodes, block)
+        key, d = self.seed * 4096 + block, v.shape[1]
+
+        def draw() -> torch.Tensor:  # (m, d) uniforms keyed by (seed, t, node, block)
+            ids = nodes.to(torch.int64)
+            if ids.shape[0] < 2 or bool((ids[1:] > ids[:-1]).all()):  # one row per node
+                return _stream.uniform(key, _STREAM, t, ids, d, num_nodes)
+            uniq, inverse = torch.unique(nodes, return_inverse=True)
+            u = _stream.uniform(key, _STREAM, t, uniq.to(torch.int64), d, num_nodes)
+            return u if uniq.shape[0] == nodes.shape[0] else u[inverse]
+
+        payload: Payload = getattr(self, "_" + self.kind)(v, draw)
         return payload
 
-    def _draw(
-        self, t: int, nodes: torch.Tensor, num_nodes: int, width: int, block: int
-    ) -> torch.Tensor:
-        key = self.seed * 4096 + block
-        ids = nodes.to(torch.int64)
-        if ids.shape[0] < 2 or bool((ids[1:] > ids[:-1]).all()):  # one row per node
-            return _stream.uniform(key, _STREAM, t, ids, width, num_nodes)
-        uniq, inverse = torch.unique(nodes, return_inverse=True)
-        u = _stream.uniform(key, _STREAM, t, uniq.to(torch.int64), width, num_nodes)
-        return u if uniq.shape[0] == nodes.shape[0] else u[inverse]
-
-    def _identity(
-        self, v: torch.Tensor, t: int, nodes: torch.Tensor, num_nodes: int, block: int
-    ) -> Payload:
+    def _identity(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
         d, dtype = v.shape[1], v.dtype
         dense = v.clone()
         return Payload(
@@ -324,27 +303,21 @@ class Compressor:
 
         return Payload(dense, self.message_bytes(d, dtype), encode, decode)
 
-    def _top_k(
-        self, v: torch.Tensor, t: int, nodes: torch.Tensor, num_nodes: int, block: int
-    ) -> Payload:
+    def _top_k(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
         k = self.kept(v.shape[1])
         idx = v.abs().topk(k, dim=1, sorted=False).indices
         return self._sparse(v, idx)
 
-    def _random_k(
-        self, v: torch.Tensor, t: int, nodes: torch.Tensor, num_nodes: int, block: int
-    ) -> Payload:
+    def _random_k(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
         d = v.shape[1]
         k = self.kept(d)
-        u = self._draw(t, nodes, num_nodes, d, block).to(v.device)
+        u = draw().to(v.device)
         # k distinct coordinates, uniform over the subsets of size k: the k largest of d
         # independent uniforms (ties have probability ~2^-24 per pair and are broken by index)
         idx = u.topk(k, dim=1, sorted=False).indices
         return self._sparse(v, idx)
 
-    def _qsgd(
-        self, v: torch.Tensor, t: int, nodes: torch.Tensor, num_nodes: int, block: int
-    ) -> Payload:
+    def _qsgd(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
         d = v.shape[1]
         dtype, bits = v.dtype, self.bits
         s = (1 << bits) - 1
@@ -352,7 +325,7 @@ class Compressor:
         safe = torch.where(true_norm > 0, true_norm, torch.ones_like(true_norm))
         tau = self.qsgd_tau(d)
         norm = true_norm / tau if tau != 1.0 else true_norm  # what is sent
-        u = self._draw(t, nodes, num_nodes, d, block).to(device=v.device, dtype=dtype)
+        u = draw().to(device=v.device, dtype=dtype)
         # level = floor(s |v| / ||v|| + u): E[level] = s |v| / ||v||, so E[Q(v)] = v
         level = torch.floor(v.abs() / safe * s + u).clamp_(0, s).to(torch.int32)
         neg = v < 0
@@ -370,9 +343,7 @@ class Compressor:
 
         return Payload(dense, self.message_bytes(d, dtype), encode, decode)
 
-    def _sign(
-        self, v: torch.Tensor, t: int, nodes: torch.Tensor, num_nodes: int, block: int
-    ) -> Payload:
+    def _sign(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
         d, dtype = v.shape[1], v.dtype
         scale = v.abs().sum(dim=1, keepdim=True) / d
         neg = v < 0

@@ -1,17 +1,12 @@
 """Stale mixing over any transport: the one implementation of "neighbours are behind".
 
 A node mixes its own current value with its neighbours' values from ``delay`` mix calls
-ago: the network is one (or more) exchange behind, as when the exchange of round ``t`` runs
-during the gradient computation of round ``t + 1``. Over the simulator's transport it is
-the reference; over the ranks' transport it *is* the overlap mode of
-:class:`~decent.comm.dist.DistCommunicator` (``overlap=True`` runs this combiner with
-``delay = 1``), so both compute the same numbers by construction.
-
-Two other stale modes differ in what "stale" means and are not this combiner: the
-simulated network's bounded delays (:class:`~decent.comm.network.NetworkCommunicator`)
-draw a delay per link and round from ``(seed, t)`` and may lose messages, and the
-threaded ranks (:class:`~decent.comm.gossip.GossipCommunicator` with ``staleness``) mix
-whichever version arrived first within the bound (a race, not a function of ``t``).
+ago, as when round ``t``'s exchange runs during round ``t + 1``'s gradients. Over the
+simulator it is the reference; over the ranks it *is* the overlap mode of
+:class:`~decent.comm.dist.DistCommunicator` (``delay = 1``): the same code. The simulated
+network's bounded delays (a delay per link and round, lost messages remembered) and the
+threaded ranks' ``staleness`` (the freshest version within the bound: a race) mean
+something else and are not this combiner.
 """
 
 from __future__ import annotations
@@ -21,14 +16,14 @@ from collections import deque
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, Posted, ReduceOp, Transport
+from decent.comm.base import Combiner, Posted, Transport
 from decent.comm.sim import SimCommunicator
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["DelayedCommunicator"]
 
 
-class DelayedCommunicator:
+class DelayedCommunicator(Combiner):
     """Mix with neighbours' values from ``delay`` calls ago (a constant delay, seed-free).
 
     With ``x(c)`` the value passed to the ``c``-th call of :meth:`mix` (the held rows),
@@ -38,19 +33,16 @@ class DelayedCommunicator:
         \\qquad x(c') = x(1) \\text{ for } c' < 1,
 
     computed as ``A_t Z(c - D) + diag(W_t) * (x(c) - x(c - D))`` with ``Z(c - D)`` what the
-    transport received for ``x(c - D)``. Every call posts its own exchange and completes
-    the one ``D`` calls old, so up to ``D`` exchanges are in flight. ``delay = 0`` is plain
-    mixing. Each call counts one gossip round, as plain mixing does.
+    transport received for ``x(c - D)``: every call posts its exchange and completes the
+    one ``D`` calls old. ``delay = 0`` is plain mixing. Each call counts one gossip round.
 
     Args:
-        inner: the transport (the simulator, or a :class:`~decent.comm.dist.DistCommunicator`
-            on ranks), or a topology to put in a simulator.
+        inner: the transport, or a topology to put in a simulator.
         delay: ``D >= 0`` calls.
 
     Raises:
-        ValueError: a negative or non-integer ``delay``, or a time-varying topology on a
-            transport that receives rows (what was received ``D`` calls ago was chosen by
-            an older ``W``).
+        ValueError: a bad ``delay``, or a time-varying topology on ranks (what arrived
+            ``D`` calls ago was chosen by an older ``W``).
 
     Example:
         >>> import torch
@@ -61,17 +53,17 @@ class DelayedCommunicator:
         True
     """
 
+    inner: Transport
+
     def __init__(self, inner: Transport | Topology, delay: int = 1) -> None:
         if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
             raise ValueError(
                 f"delay must be an integer >= 0 (mix calls), got {delay!r}; use delay=1 for "
                 "the one-step-stale overlap mode"
             )
-        self.inner: Transport = inner if isinstance(inner, Transport) else SimCommunicator(inner)
+        super().__init__(inner if isinstance(inner, Transport) else SimCommunicator(inner))
         self.delay = delay
         self.topology = self.inner.topology
-        self.num_nodes = self.inner.num_nodes
-        self.node_ids = self.inner.node_ids
         if delay and not self.topology.is_static and self.node_ids.numel() < self.num_nodes:
             raise ValueError(
                 f"delay={delay} on ranks needs a static topology, got time-varying "
@@ -81,11 +73,6 @@ class DelayedCommunicator:
             )
         self._posted: deque[Posted] = deque()
         self._calls = 0
-
-    @property
-    def stats(self) -> CommStats:
-        """The transport's accounting."""
-        return self.inner.stats
 
     @property
     def staleness(self) -> int:
@@ -121,16 +108,6 @@ class DelayedCommunicator:
         out = inner.combine(z, t) + diag[:, None] * (x - prev)
         self._posted.append(inner.post(x, t, slot=self._calls % slots, keep=True))
         return out
-
-    def all_reduce(
-        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
-    ) -> torch.Tensor:
-        """Exact (undelayed) reduction, as the transport's."""
-        return self.inner.all_reduce(x, op, accounted=accounted)
-
-    def metrics(self) -> dict[str, float]:
-        """Nothing beyond :attr:`stats`."""
-        return {}
 
     def close(self) -> None:
         """Complete the exchanges still in flight (every rank calls it after its last mix)."""

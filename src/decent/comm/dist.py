@@ -1,30 +1,20 @@
-"""The distributed communicator: each rank holds a few nodes and talks only to neighbours.
+"""The distributed transport: each rank holds a few nodes and talks only to neighbours.
 
-Every rank computes ``W_t = topology.weights(t)`` itself (a topology is a pure function of
-``(seed, t)``), derives from it which of its rows each neighbouring rank needs, and swaps
-exactly those rows in one ``torch.distributed.batch_isend_irecv`` call: one packed buffer
-per peer rank and direction. Because every rank posts all of its sends and receives
-together, the exchange cannot deadlock whatever the graph (directed, time-varying, a rank
-with no neighbours in a round). Neighbours held on the same rank are mixed in locally.
+Every rank computes ``W_t = topology.weights(t)`` itself (a pure function of ``(seed, t)``),
+derives which of its rows each neighbouring rank needs, and swaps exactly those in one
+``torch.distributed.batch_isend_irecv``: one packed buffer per peer and direction, all
+posted together, so no graph (directed, time-varying, a rank without neighbours) can
+deadlock it. Neighbours on the same rank are mixed in locally. gloo for CPU tensors, NCCL
+for CUDA ones (every tensor on the rank's current device; the communicator issues NCCL's
+first collective itself); the code path is the same.
 
-Backends: gloo for CPU tensors, NCCL for CUDA tensors; the code path is the same. NCCL needs
-every tensor on the rank's current CUDA device (call ``torch.cuda.set_device`` first) and a
-first collective that all ranks join, which the communicator issues itself once per device.
-
-Design note: the transport is the single method :meth:`DistCommunicator._exchange`. A
-later transport (a process group per edge, groups re-formed through the rendezvous store
-after a crash, non-blocking overlap) replaces that method and nothing else.
-
-Performance note (measured with gloo on 127.0.0.1, 4 ranks on 2 cores): for large messages
-the cost is memory, not gloo's point-to-point path. A ring exchange of 4 MB per neighbour
-into buffers that are reused takes about as long as an all_reduce of 4 MB (~15 ms); into
-fresh buffers it takes twice as long, and the fresh ``torch.cat`` of ``[x; received]``
-and the ``index_select`` packing added as much again, because every fresh multi-MB tensor
-is page-faulted in on first touch. So the transport sends consecutive rows as views of
-``x``, packs other row sets into a reused buffer, and receives straight into a reused
-``Z = [x; received]`` buffer (:meth:`DistCommunicator._workspace`); the communicator keeps
-one such buffer per dtype and device, as large as the largest ``Z`` it has exchanged.
-Splitting messages into chunks (256 KB - 1 MB) did not help and is not done.
+Performance (gloo on 127.0.0.1, 4 ranks on 2 cores): for large messages the cost is
+memory. A ring exchange of 4 MB per neighbour into reused buffers takes about as long as
+an all_reduce of 4 MB (~15 ms), into fresh ones twice as long, and a fresh ``torch.cat`` of
+``[x; received]`` plus the packing as much again (fresh multi-MB tensors are page-faulted
+in on first touch). So consecutive rows are sent as views of ``x``, other row sets packed
+into a reused buffer, and rows received straight into a reused ``Z = [x; received]``
+(:class:`~decent.comm.base.Buffers`). Chunking messages (256 KB - 1 MB) did not help.
 """
 
 from __future__ import annotations
@@ -47,7 +37,7 @@ from decent.comm._exchange import (
     local_layout,
     resolve_placement,
 )
-from decent.comm.base import CommStats, ReduceOp, period_of, reduce_rows
+from decent.comm.base import Buffers, CommStats, ReduceOp, period_of, reduce_rows
 from decent.comm.delay import DelayedCommunicator
 from decent.topology._matrix import MixingMatrix, Topology
 
@@ -78,41 +68,28 @@ _DEFAULT_DENSE_LIMIT = 1 << 16
 class DistCommunicator:
     """Mix the rows held by this rank with its graph neighbours over ``torch.distributed``.
 
-    Rank ``r`` holds the global nodes ``node_ids`` (``m >= 1`` rows). One gossip step is
-
-    .. math:: x_i \\leftarrow \\sum_j W_t[i, j]\\, x_j \\quad \\text{for every held } i,
-
-    computed from the held rows and the rows received from ranks that hold in-neighbours;
-    each rank sends each neighbouring rank exactly the rows it needs, in one packed buffer.
-    The process group must already be initialized (``torchrun`` or
-    ``dist.init_process_group``).
+    Rank ``r`` holds the nodes ``node_ids`` (``m >= 1`` rows) of an initialized process
+    group; one gossip step is ``x_i <- sum_j W_t[i, j] x_j`` for every held ``i``.
 
     Args:
-        topology: who talks to whom at round ``t``; ``weights(t)`` is computed on every rank.
-        nodes_per_rank: contiguous block placement, rank ``r`` holds nodes
-            ``r*m .. r*m + m - 1``; needs ``num_nodes == world_size * nodes_per_rank``.
-            Default 1 when ``placement`` is not given.
-        placement: explicit placement instead, one list of global node ids per rank (in
-            group-rank order); together they must cover ``0..n-1`` exactly once. Rows of
-            ``x`` follow the order of this rank's list.
-        group: the process group (default: the world). Ranks are group ranks.
-        device: where node tensors live; when given, ``mix`` checks it, and a CUDA device
-            issues the NCCL warm-up collective in the constructor.
-        dense_limit: compute the local product ``A @ Z`` densely when ``A`` (held rows by
-            held plus received rows) has at most this many entries, else as a sparse gather.
-        overlap: non-blocking mode: ``mix`` posts the exchange of its input and returns
-            at once with the neighbours' values of the *previous* call (one-step-stale
-            mixing), so the exchange runs during the next gradient computation:
-
-            .. math:: x_i \\leftarrow W_{ii} x_i(t) + \\sum_{j \\ne i} W_{ij} x_j(t - 1),
-
-            with ``x_j(0) = x_j(1)``; it equals the simulator wrapped in
-            :class:`decent.comm.delay.DelayedCommunicator` (delay 1). Needs a static
-            topology; call :meth:`close` at the end to complete the last exchange.
+        topology: who talks to whom at round ``t`` (every rank computes ``W_t``).
+        nodes_per_rank: rank ``r`` holds nodes ``r*m .. r*m + m - 1`` (default 1); needs
+            ``num_nodes == world_size * nodes_per_rank``.
+        placement: instead, one list of global node ids per group rank, covering
+            ``0..n-1`` exactly once; rows of ``x`` follow this rank's list.
+        group: the process group (default: the world); ranks are group ranks.
+        device: where node tensors live; ``mix`` checks it, and a CUDA device issues the
+            NCCL warm-up collective here.
+        dense_limit: the most entries of ``A`` (held rows by ``Z``'s rows) for which
+            ``A @ Z`` is a dense product rather than a sparse gather.
+        overlap: ``mix`` posts the exchange of its input and returns at once with the
+            neighbours' values of the *previous* call, so the exchange runs during the next
+            gradients: :class:`~decent.comm.delay.DelayedCommunicator` (delay 1) over this
+            transport. Needs a static topology; call :meth:`close` after the last mix.
 
     Raises:
-        DistConfigError: the process group is not initialized, this process is not in
-            ``group``, or the placement does not fit the topology and the world size.
+        DistConfigError: no process group, this process not in ``group``, or a placement
+            that does not fit the topology and the world size.
 
     Example (on every rank, after ``dist.init_process_group``)::
 
@@ -179,8 +156,7 @@ class DistCommunicator:
             )
         # overlap mode: the stale-mixing combiner over this transport
         self._stale = DelayedCommunicator(self, delay=1) if self.overlap else None
-        # reused message buffers, see _workspace
-        self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+        self._buffers = Buffers()  # reused message buffers, see the module docstring
         if self.device is not None and self.device.type != "cpu":
             self._warm_up(self.device)
 
@@ -222,8 +198,7 @@ class DistCommunicator:
 
     # -- plans ---------------------------------------------------------------------------
     def plan(self, t: int) -> ExchangePlan:
-        """The exchange for ``W_t``: cached per matrix of a static or periodic topology, and
-        the latest round's of any other (a mix asks for it several times)."""
+        """The exchange for ``W_t`` (cached per matrix of a periodic topology, else the latest)."""
         key = None if self._period is None else (t - 1) % self._period
         if key is not None:
             plan = self._plans.get(key)
@@ -257,44 +232,24 @@ class DistCommunicator:
         return sorted(plan.send), sorted(plan.recv)
 
     # -- transport -----------------------------------------------------------------------
-    def _workspace(self, name: str, rows: int, like: torch.Tensor) -> torch.Tensor:
-        """A reused ``(rows, k)`` buffer with ``like``'s dtype, device and ``k`` columns.
-
-        Fresh large tensors are page-faulted in on first touch (the allocator hands blocks
-        of a few MB and more back to the OS when they are freed), which made a gossip step
-        with 4 MB messages 2-3x slower than the exchange itself (see the module docstring).
-        One flat buffer per (name, dtype, device) is kept, grown to the largest size asked
-        for, and viewed to the shape needed.
-        """
-        k = like.shape[1]
-        key = (name, like.dtype, like.device)
-        flat = self._buffers.get(key)
-        if flat is None or flat.numel() < rows * k:
-            flat = torch.empty(rows * k, dtype=like.dtype, device=like.device)
-            self._buffers[key] = flat
-        return flat[: rows * k].view(rows, k)
-
     # -- Transport -----------------------------------------------------------------------
     def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> _Posted:
-        """Post the exchange of ``x`` for ``W_t`` without waiting (see :class:`Transport`).
-
-        The only transport code. All sends and receives are posted together with
-        ``batch_isend_irecv``, so no ordering between ranks can deadlock. Consecutive rows
-        are sent as views of ``x`` (no copy); other row sets are packed into a reused
-        buffer; the received rows land in a reused ``Z = [x; received]`` buffer, valid
-        until the next exchange on the same ``slot``. ``x`` (or its ``keep`` copy) must stay
-        untouched until :meth:`_Posted.wait` returns.
-        """
+        """Post the exchange of ``x`` for ``W_t`` in one ``batch_isend_irecv`` (the only
+        transport code; see :class:`~decent.comm.base.Transport`). ``Z`` is valid until the
+        next exchange on the same ``slot``; ``x`` (or its ``keep`` copy) must stay untouched
+        until ``wait`` returns."""
         self.check_rows(x, "mix")
         plan = self.plan(t)
         m = x.shape[0]
         if keep:
-            own = self._workspace(f"own{slot}", m, x)
+            own = self._buffers.get(f"own{slot}", (m, x.shape[1]), x)
             own.copy_(x)
             x = own
         ops: list[dist.P2POp] = []
         scattered = [p for p in sorted(plan.send) if plan.send_slice(p) is None]
-        packed = self._workspace(f"send{slot}", sum(plan.send[p].size for p in scattered), x)
+        packed = self._buffers.get(
+            f"send{slot}", (sum(plan.send[p].size for p in scattered), x.shape[1]), x
+        )
         index = plan.send_index(x.device) if scattered else {}
         offset = 0
         for p in sorted(plan.send):
@@ -309,7 +264,7 @@ class DistCommunicator:
             ops.append(dist.P2POp(dist.isend, buf, self._global_rank[p], self.group))
             self.wire_bytes += buf.numel() * buf.element_size()
         if plan.recv:
-            z = self._workspace(f"z{slot}", m + plan.num_received, x)
+            z = self._buffers.get(f"z{slot}", (m + plan.num_received, x.shape[1]), x)
             offset = m
             for p in sorted(plan.recv):
                 size = plan.recv[p].size
@@ -348,20 +303,11 @@ class DistCommunicator:
 
     # -- Communicator --------------------------------------------------------------------
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
-        """One gossip step for the held rows: ``x_i <- sum_j W_t[i, j] x_j``.
+        """One gossip step for the held rows ``(m, k)`` (in :attr:`node_ids` order).
 
-        Every rank must call ``mix`` with the same ``t`` (it is a collective over the
-        neighbours of this rank's nodes). Counts one gossip round in :attr:`stats`, with the
-        global numbers of ``W_t``, so every rank's stats equal the simulator's. In overlap
-        mode the stale-mixing combiner (:class:`~decent.comm.delay.DelayedCommunicator`,
-        delay 1) runs over this transport instead.
-
-        Args:
-            x: ``(m, k)`` values of the held nodes, rows in :attr:`node_ids` order.
-            t: the round, which selects ``W_t``.
-
-        Returns:
-            ``(m, k)`` mixed values, same dtype and device as ``x``.
+        A collective over the neighbours: every rank calls it with the same ``t``. Counts
+        one gossip round with the global numbers of ``W_t`` (every rank's stats equal the
+        simulator's). In overlap mode the stale-mixing combiner runs instead.
 
         Raises:
             ValueError: ``x`` has the wrong shape or device.
@@ -377,12 +323,9 @@ class DistCommunicator:
         return self.combine(self.exchange(x, t), t)
 
     def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
-        """One gossip step on compressed messages: ``x_i <- sum_j W_t[i, j] dense_j``.
-
-        Sends each neighbouring rank the encoded messages of the rows it needs
-        (``payload.wire()``, ``payload.nbytes`` bytes each), decodes the received ones, and
-        mixes them with the held rows' own reconstructed values. Counts one gossip round of
-        ``payload.nbytes`` per message, which is what :attr:`wire_bytes` measures being sent.
+        """``x_i <- sum_j W_t[i, j] dense_j``: sends the encoded messages the neighbours need
+        (``payload.wire()``), decodes the received ones, mixes them with the held rows' own
+        reconstructions; counts ``payload.nbytes`` per message (what :attr:`wire_bytes` sees).
 
         Raises:
             DistConfigError: in overlap mode (compressed gossip keeps exact reconstructions
@@ -404,7 +347,7 @@ class DistCommunicator:
         z_wire = self.exchange(payload.wire(), t)
         if not plan.recv:
             return plan.apply(dense.contiguous(), m)
-        z = self._workspace("zc", m + plan.num_received, dense)
+        z = self._buffers.get("zc", (m + plan.num_received, dense.shape[1]), dense)
         z[:m].copy_(dense)
         z[m:].copy_(payload.decode(z_wire[m:]))
         return plan.apply(z, m)
@@ -419,22 +362,15 @@ class DistCommunicator:
         return {}
 
     def close(self) -> None:
-        """Complete the exchange still in flight (overlap mode); a no-op otherwise.
-
-        Every rank must call it after its last :meth:`mix` (the last posted sends are
-        matched by the neighbours' last posted receives).
-        """
+        """Complete the exchange still in flight (overlap mode; every rank, after its last mix)."""
         if self._stale is not None:
             self._stale.close()
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
     ) -> torch.Tensor:
-        """Reduce ``(m, k)`` over all ``n`` nodes of the network; returns ``(k,)`` on every rank.
-
-        ``mean`` is the sum over ranks of row sums divided by ``n``. An accounted call
-        counts one ring all-reduce of ``k`` values per node; ``accounted=False`` marks
-        metric traffic.
+        """Reduce ``(m, k)`` over all ``n`` nodes; ``(k,)`` on every rank (``mean``: the sum
+        over ranks of row sums, divided by ``n``); an accounted call counts a ring all-reduce.
 
         Raises:
             ValueError: unknown ``op`` or a wrongly shaped ``x``.

@@ -1,26 +1,21 @@
 """Thread-based neighbour gossip: bounded staleness and survival of crashed or hung ranks.
 
-Each pair of neighbouring ranks gets its own two-rank gloo group (``new_group`` with local
-synchronization), so a failure poisons only that edge. Per neighbour there is one sending
-thread (blocking ``send``, fed by a queue) and one receiving thread (blocking ``recv`` in a
-loop): on gloo, ``is_completed()`` of ``isend``/``irecv`` only turns true inside ``wait()``
-and a timed-out ``wait`` closes the connection, so polling does not work and threads do.
+Each pair of neighbouring ranks gets its own two-rank gloo group, so a failure poisons only
+that edge. Per neighbour one thread sends (blocking ``send`` fed by a queue) and one
+receives (blocking ``recv`` in a loop): on gloo, ``is_completed()`` of ``isend``/``irecv``
+turns true only inside ``wait()`` and a timed-out ``wait`` closes the connection, so
+polling does not work. Every message carries its version (the sender's mix-call count).
 
-Every message carries its version (the sender's mix-call count ``c``). At its call ``c``
-a rank mixes, from each in-neighbour, the newest version ``v`` with
-``c - staleness <= v <= c``, waiting only when there is none. ``staleness = 0`` is the
-synchronous exchange (and equals the simulator).
-
-With ``failure_timeout`` set, each rank also beats a heartbeat counter in the rendezvous
-store and watches everyone's; a rank whose counter stalls for ``failure_timeout`` seconds
-(SIGSTOP) or whose connection closes (SIGKILL) is declared dead in the store. Survivors drop
-its edges and rebuild ``W`` with Metropolis-Hastings weights on the surviving graph (rows
-stay stochastic, and the matrix doubly stochastic once everyone knows), and reduce metrics
-through the store over the survivors only, since the world group is unusable after a loss.
+With ``failure_timeout`` set, each rank beats a heartbeat counter in the rendezvous store
+and watches everyone's; a rank whose counter stalls for ``failure_timeout`` seconds
+(SIGSTOP) or whose connection closes (SIGKILL) is declared dead in the store. Survivors
+drop its edges, rebuild ``W`` with Metropolis-Hastings weights on the surviving graph, and
+reduce metrics through the store over the survivors (the world group is unusable then).
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -58,16 +53,10 @@ def _rank_edges(w: MixingMatrix, owner: np.ndarray) -> list[tuple[int, int]]:
 
 
 def surviving_metropolis(w: MixingMatrix, dead_nodes: Sequence[int]) -> MixingMatrix:
-    """Metropolis-Hastings weights on the graph of ``W`` without the ``dead_nodes``.
-
-    With ``S`` the symmetric support of ``W`` among surviving nodes and ``deg_i = |S_i|``:
-
-    .. math::
-        W'_{ij} = \\frac{1}{1 + \\max(\\deg_i, \\deg_j)} \\ (ij \\in S), \\qquad
-        W'_{ii} = 1 - \\sum_{j \\ne i} W'_{ij}, \\qquad W'_{dd} = 1 \\ (d \\text{ dead}).
-
-    ``W'`` is symmetric and doubly stochastic; dead nodes keep their value and are
-    disconnected.
+    """Metropolis-Hastings weights on the graph of ``W`` without the ``dead_nodes``:
+    ``W'_ij = 1 / (1 + max(deg_i, deg_j))`` on the symmetric support ``S`` of ``W`` among
+    survivors (``deg_i = |S_i|``), ``W'_ii = 1 - sum_{j != i} W'_ij``; a dead node keeps its
+    value (``W'_dd = 1``). ``W'`` is symmetric and doubly stochastic.
 
     Example:
         >>> from decent.topology import ring
@@ -90,23 +79,19 @@ def surviving_metropolis(w: MixingMatrix, dead_nodes: Sequence[int]) -> MixingMa
 class GossipCommunicator:
     """Mix with the freshest neighbour values (bounded staleness), optionally fault tolerant.
 
-    Row ``i`` at the rank's ``c``-th call:
-
-    .. math:: x_i \\leftarrow \\sum_j W[i, j]\\, x_j(v_j), \\qquad
-              c - s \\le v_j \\le c, \\ v_i = c,
-
-    where ``x_j(v)`` is the value node ``j`` passed to its ``v``-th call. ``s = 0`` is the
-    synchronous mix. Needs a static topology and one ``mix`` call per round with a fixed
-    number of columns (all algorithms of decent pack their state into one call).
+    Row ``i`` at the rank's ``c``-th call is ``sum_j W[i, j] x_j(v_j)`` with ``x_j(v)`` the
+    value node ``j`` passed to its ``v``-th call, ``v_i = c`` and ``v_j`` the newest version
+    that has arrived with ``c - s <= v_j <= c`` (waiting only when there is none; ``s = 0``
+    is the synchronous mix). Needs a static topology and one ``mix`` per round with a
+    fixed number of columns (every method of decent packs its state into one call).
 
     Args:
         topology: a static topology.
         placement: nodes per rank (default :func:`~decent.comm.dist.block_placement`).
         staleness: ``s >= 0``, how many calls old a neighbour's value may be.
         failure_timeout: seconds of heartbeat silence after which a rank is declared dead
-            (``None``: no failure handling; a dead peer then fails the run).
-        heartbeat_interval: seconds between heartbeats (default ``failure_timeout / 10``,
-            at most 0.5).
+            (``None``: a dead peer fails the run).
+        heartbeat_interval: seconds between heartbeats (default ``min(0.5, timeout / 10)``).
         dense_limit: as in :class:`~decent.comm.dist.DistCommunicator`.
 
     Raises:
@@ -178,9 +163,8 @@ class GossipCommunicator:
         self.events: list[dict[str, Any]] = []
         self.max_staleness_seen = 0
         self.versions: list[dict[int, int]] = []
-        """Per ``mix`` call, the version (the sender's call number) of each neighbour rank's
-        value it mixed: the delay pattern, which the simulator replays
-        (:class:`~decent.comm.network.DelayModel` kind ``"given"``)."""
+        """Per ``mix`` call, the version of each neighbour rank's value it mixed (the pattern
+        the simulator replays: :class:`~decent.comm.network.DelayModel` kind ``"given"``)."""
         self._calls = 0
         self._k: int | None = None
         self._dtype: torch.dtype | None = None
@@ -264,10 +248,8 @@ class GossipCommunicator:
             self._plan = build_plan(w, self._my_nodes, self._owner, self.rank, self.dense_limit)
             self._cond.notify_all()
         if self._store is not None and how != "store":
-            try:
+            with contextlib.suppress(Exception):  # the store may be gone already
                 self._store.set(f"{self._key}/dead/{r}", str(self._calls))
-            except Exception:
-                pass
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for the records: nodes alive, and per lost rank when it was seen gone."""
@@ -439,34 +421,20 @@ class GossipCommunicator:
                     break
                 time.sleep(0.001)
         stack = np.stack(parts)
-        if op == "min":
-            res = stack.min(axis=0)
-        elif op == "max":
-            res = stack.max(axis=0)
-        else:
-            res = stack.sum(axis=0)
-            if op == "mean":
-                res = res / count
-        return torch.as_tensor(res, dtype=local.dtype)
+        res = {"min": stack.min, "max": stack.max}.get(op, stack.sum)(axis=0)
+        return torch.as_tensor(res / count if op == "mean" else res, dtype=local.dtype)
 
     def close(self) -> None:
         """Tell the neighbours this rank is done, flush the sends, stop and join the threads.
 
         With failure handling it also waits (at most ``2 * failure_timeout``) until every
-        rank has finished or is known dead, so the caller sees the final membership (the
-        recording takeover of a dead recorder relies on it).
-
-        When it returns, no thread of this communicator runs any more, except a receiver whose
-        peer was declared dead without closing its connection (a stopped process): gloo
-        cannot cancel a posted ``recv`` (neither ``shutdown`` nor ``abort`` of the group wakes
-        it), so that thread stays blocked inside it until the process exits.
-
-        The join matters at exit: a daemon thread that is still running when the interpreter
-        finalizes is ended by CPython (``pthread_exit``) the moment it takes the GIL back, for
-        instance inside a store call or while it drops the last reference to this
-        communicator and frees its tensors; the forced unwind through libtorch's ``noexcept``
-        frames then aborts the process ("terminate called without an active exception"),
-        which is how a neighbour of a killed rank used to die with SIGABRT.
+        rank has finished or is known dead, so the caller sees the final membership (a
+        recorder's takeover relies on it). Afterwards no thread of this communicator runs,
+        except a receiver of a peer declared dead without closing its connection: gloo
+        cannot cancel a posted ``recv``, so it stays blocked until the process exits. The
+        join matters: CPython ends a daemon thread still running at finalization
+        (``pthread_exit``) when it next takes the GIL, and the unwind through libtorch's
+        ``noexcept`` frames aborts the process (a killed rank's neighbour died with SIGABRT).
         """
         if self._closed:
             return
@@ -485,10 +453,8 @@ class GossipCommunicator:
                     th.join(timeout=0.05)
         self._closed = True
         if self._store is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._store.set(f"{self._key}/done/{self.rank}", "1")
-            except Exception:
-                pass
             others = set(range(self.world_size)) - {self.rank}
             while not others <= (self._finished | self.dead) and time.monotonic() < limit:
                 self._stop.wait(0.05)

@@ -1,60 +1,29 @@
 """Byzantine nodes and robust aggregation of neighbour values, in both runtimes.
 
-A chosen set ``B`` of nodes is Byzantine: the values they send are forged by an attack,
-and every honest node ``i`` aggregates the values it receives with a robust rule instead
-of the plain weighted average ``sum_j W_ij x_j``. :class:`RobustCommunicator` wraps a
-simulator (:class:`~decent.comm.sim.SimCommunicator`) or a synchronous distributed
-communicator (:class:`~decent.comm.dist.DistCommunicator`) and keeps the Communicator
-protocol, so D-SGD, DAT-SGD and gradient tracking (which only call ``comm.mix``) run with
-attacks and robust rules unchanged.
+A set ``B`` of nodes is Byzantine: an attack forges what they send, and every honest node
+``i`` combines the values it holds, ``V_i = {x_i} U {v_{j->i} : j in N_i}`` (``c_i = |N_i|
++ 1`` values; ``N_i`` its in-neighbours), with a robust rule instead of ``sum_j W_ij x_j``.
+Byzantine nodes average what they receive with the plain weights, their own value in place
+of a fellow Byzantine node's message. :class:`RobustCommunicator` is a combiner over any
+synchronous transport, so every method that calls ``comm.mix`` runs unchanged.
 
-Notation of one mix at round ``t``, for a node ``i``: ``x_i`` its own value, ``N_i`` its
-in-neighbours (``j != i`` with ``W_ij > 0``), ``v_{j->i}`` the value ``i`` receives from
-``j`` (``x_j`` when ``j`` is honest, the attack's value when ``j`` is Byzantine), and
-``V_i = {x_i} U {v_{j->i} : j in N_i}`` the ``c_i = |N_i| + 1`` values node ``i`` holds.
+Attacks (:data:`ATTACKS`): ``sign_flip`` ``-s x_j``; ``noise`` ``x_j + sigma xi_j`` drawn
+from ``(seed, t)``; ``alie`` ``mu_i - z sigma_i`` per coordinate, over the honest values
+of ``V_i`` (Baruch et al. 2019, https://arxiv.org/abs/1902.06156; ``z``: :func:`alie_z`);
+``dissensus`` ``x_i - eps (sum_{k in N_i \\ B} W_ik (x_k - x_i)) / (sum_{j in N_i & B}
+W_ij)``, which moves ``i`` by ``(1 - eps)`` times its honest gossip step (He, Karimireddy,
+Jaggi 2022, https://arxiv.org/abs/2202.01545). Rules (:data:`AGGREGATIONS`) at honest
+``i``: ``mean`` (plain gossip); ``clipping`` ``x_i + sum_{j in N_i} W_ij clip(v_{j->i} -
+x_i, tau)``, ``clip(z, tau) = z min(1, tau / ||z||)`` over the whole row; ``trimmed_mean``
+per coordinate without the ``b`` largest and ``b`` smallest (needs ``f_i <= b`` and ``2b <
+c_i``); ``median`` per coordinate (needs ``2 f_i < c_i``). ``docs/concepts.md`` has the
+tables.
 
-Attacks (the threat model: an omniscient adversary controls every message leaving a
-Byzantine node; Byzantine nodes otherwise run the algorithm and average what they
-receive with the plain weights, taking their own value in place of a fellow Byzantine
-node's forged message, so that their models stay finite):
-
-* ``sign_flip``: ``v_{j->i} = -s x_j`` (``s = scale``), the same to every receiver;
-* ``noise``: ``v_{j->i} = x_j + sigma xi_j``, ``xi_j ~ N(0, I)`` drawn from ``(seed, t)``;
-* ``alie`` ("A Little Is Enough", Baruch et al. 2019, https://arxiv.org/abs/1902.06156):
-  ``v_{j->i} = mu_i - z sigma_i`` coordinate-wise, ``mu_i`` and ``sigma_i`` the mean and
-  (population) standard deviation of the honest values in ``V_i`` (``x_i`` and the honest
-  in-neighbours' values). The attacker is *omniscient about the receiver's
-  neighbourhood*: it knows what ``i``'s honest neighbours send to ``i``. Default ``z``:
-  Baruch's ``z = Phi^{-1}((n - s) / n)``, ``s = floor(n / 2 + 1) - |B|`` (clamped to
-  ``1 <= s <= n - 1``), ``n`` the number of nodes;
-* ``dissensus`` (He, Karimireddy, Jaggi 2022, https://arxiv.org/abs/2202.01545):
-  ``v_{j->i} = x_i - eps (sum_{k in N_i \\ B} W_ik (x_k - x_i)) / (sum_{j' in N_i & B} W_ij')``,
-  so that plain gossip moves ``i`` by ``(1 - eps)`` times its honest gossip step
-  (``eps = 1`` stalls consensus, ``eps > 1`` drives nodes apart); omniscient about the
-  receiver's neighbourhood, as ALIE. Placing the Byzantine nodes on the graph's bottlenecks
-  (highest betweenness, see :func:`choose_byzantine`) is the attack the paper studies.
-
-Rules at an honest node ``i`` (Byzantine nodes always use ``mean``):
-
-* ``mean``: ``x_i <- sum_{v in V_i} W_ij v`` (plain gossip, no defence);
-* ``clipping`` (self-centred clipping, ClippedGossip):
-  ``x_i <- x_i + sum_{j in N_i} W_ij clip(v_{j->i} - x_i, tau)`` with
-  ``clip(z, tau) = z min(1, tau / ||z||)`` (the norm over the whole row of ``k`` values);
-* ``trimmed_mean``: coordinate-wise, drop the ``b`` largest and ``b`` smallest of the
-  ``c_i`` values and average the other ``c_i - 2b`` (unweighted); tolerates at most ``b``
-  Byzantine in-neighbours at each honest node and needs ``2b < c_i``;
-* ``median``: coordinate-wise median of ``V_i`` (mean of the two middle values when
-  ``c_i`` is even); needs a strict honest majority of ``V_i``: ``2 |N_i & B| < c_i``.
-
-Runtimes. The simulator gathers ``V`` for all nodes as one padded ``(1 + D, n, k)``
-tensor (slot-major, ``D`` the largest in-degree); the distributed wrapper gathers the same
-tensor for its held rows from ``Z = [x; received]`` after the communicator's one
-neighbour exchange. No Python loop runs over nodes (only over the ``1 + D`` slots).
-``sign_flip`` and ``noise`` are forged by the Byzantine rank in the rows it sends;
-``alie`` and ``dissensus`` depend on the receiver's neighbourhood, which only the
-receiver's rank holds, so the receiving rank forms the adversary's message from the values
-that arrived there (what an adversary eavesdropping on ``i``'s incoming links knows). The
-two runtimes apply the same rules in float64 and agree to rounding.
+Both runtimes gather ``V`` of the held rows as one padded slot-major ``(1 + D, m, k)``
+tensor (``D`` the largest in-degree) from the transport's ``Z = [x; received]``; no Python
+loop runs over nodes. ``sign_flip`` and ``noise`` are forged in the rows a Byzantine node
+sends, ``alie`` and ``dissensus`` on the receiving side from the values that arrived there
+(an adversary eavesdropping on ``i``'s incoming links). The runtimes agree to rounding.
 """
 
 from __future__ import annotations
@@ -69,7 +38,7 @@ import numpy as np
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, ReduceOp, Stale, Transport, period_of
+from decent.comm.base import Buffers, Combiner, Stale, Transport, period_of
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = [
@@ -91,9 +60,8 @@ _SENDER_SIDE = ("sign_flip", "noise")
 
 
 def alie_z(num_nodes: int, num_byzantine: int) -> float:
-    """Baruch et al.'s ``z = Phi^{-1}((n - s) / n)``, ``s = floor(n/2 + 1) - f``.
-
-    ``s`` is clamped to ``1 .. n - 1`` so that ``z`` stays finite.
+    """Baruch et al.'s ``z = Phi^{-1}((n - s) / n)``, ``s = floor(n/2 + 1) - f`` clamped to
+    ``1 .. n - 1`` (``z`` stays finite).
 
     Example:
         >>> round(alie_z(16, 3), 4)
@@ -112,10 +80,8 @@ def choose_byzantine(
     seed: int = 0,
     placement: str = "random",
 ) -> np.ndarray:
-    """Return the sorted ids of the Byzantine nodes.
-
-    Either ``nodes`` (explicit) or ``fraction`` (``round(fraction * n)`` nodes): placed
-    uniformly at random from ``seed``, or on the bottlenecks (``"bottleneck"``: highest
+    """Return the sorted ids of the Byzantine nodes: ``nodes``, or ``round(fraction * n)``
+    nodes placed at random from ``seed`` or on the bottlenecks (``"bottleneck"``: highest
     betweenness centrality of the undirected graph of ``W``, ties by lower id).
 
     Raises:
@@ -146,12 +112,7 @@ def choose_byzantine(
     if placement == "bottleneck":
         import networkx as nx
 
-        off = w.off_diagonal
-        g = nx.Graph()
-        g.add_nodes_from(range(n))
-        rows = np.repeat(np.arange(n), np.diff(off.indptr))
-        g.add_edges_from(zip(rows.tolist(), off.indices.tolist(), strict=True))
-        score = nx.betweenness_centrality(g)
+        score = nx.betweenness_centrality(nx.from_scipy_sparse_array(w.off_diagonal))
         order = sorted(range(n), key=lambda i: (-score[i], i))
         return np.sort(np.asarray(order[:count], dtype=np.int64))
     raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
@@ -207,17 +168,12 @@ def tolerance_error(
 
 @dataclass(frozen=True)
 class _Gather:
-    """The padded neighbourhoods of the held rows for one ``W_t``, slot-major.
-
-    Slot 0 is the node itself, slots ``1..D`` its in-neighbours (``D`` the largest
-    in-degree, padding where a node has fewer). ``flat`` (D m,) rows of ``Z`` slot by slot
-    (padding: row 0), ``weight`` (1 + D, m) (padding: 0), ``valid`` and ``byz``
-    (1 + D, m) masks, ``count`` (m,) ``c_i``, ``slots`` ``1 + D``. ``attacked`` (r,) the
-    honest held rows with a Byzantine in-neighbour; ``writes[s - 1]`` = (rows of the held
-    nodes, positions in ``attacked``) whose slot ``s`` holds a Byzantine sender.
-    ``colluders`` = (held rows, rows of ``Z``, weights) of the edges between Byzantine
-    nodes (a Byzantine receiver takes its own value in place of a colluder's message).
-    """
+    """The padded neighbourhoods of the held rows for one ``W_t``, slot-major: slot 0 the
+    node, slots ``1..D`` its in-neighbours. ``flat`` (D m,) rows of ``Z`` (padding: row 0),
+    ``weight`` (1 + D, m) (padding: 0), ``valid`` and ``byz`` masks, ``count`` (m,) ``c_i``;
+    ``attacked`` the honest held rows with a Byzantine in-neighbour, ``writes[s - 1]``
+    (held rows, positions in ``attacked``) whose slot ``s`` is Byzantine; ``colluders``
+    (held rows, rows of ``Z``, weights) of the edges between Byzantine nodes."""
 
     matrix: MixingMatrix
     flat: torch.Tensor
@@ -327,12 +283,11 @@ def _weighted(weight: torch.Tensor, v: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-class RobustCommunicator:
+class RobustCommunicator(Combiner):
     """Gossip with Byzantine senders and a robust aggregation rule (see the module docstring).
 
     Args:
-        inner: a :class:`~decent.comm.sim.SimCommunicator` (all rows held) or a
-            :class:`~decent.comm.dist.DistCommunicator` in synchronous mode.
+        inner: a synchronous transport (the simulator, synchronous ranks).
         byzantine: global ids of the Byzantine nodes.
         attack: one of :data:`ATTACKS`.
         aggregation: one of :data:`AGGREGATIONS`.
@@ -345,14 +300,13 @@ class RobustCommunicator:
         seed: seeds the ``noise`` attack (with ``t``).
 
     Attributes:
-        honest: ``(m,)`` bool, which held rows are honest; :func:`decent.metrics.evaluate`
-            evaluates only those.
-        num_honest: ``n - |B|``, honest nodes in the whole network.
+        honest: ``(m,)`` bool, the honest held rows (the only ones evaluated).
+        num_honest: ``n - |B|``.
 
     Raises:
-        ValueError: unknown attack or rule, bad parameters, a node out of range, a wrapped
-            communicator that is neither, or more Byzantine neighbours than the rule
-            tolerates on ``W_1`` (each new ``W_t`` is checked when it is first used).
+        ValueError: unknown attack or rule, bad parameters, a node out of range, a stale or
+            non-transport ``inner``, or more Byzantine neighbours than the rule tolerates
+            on ``W_1`` (each new ``W_t`` is checked when first used).
 
     Example:
         >>> import torch
@@ -363,6 +317,8 @@ class RobustCommunicator:
         >>> comm.mix(x, 1)[1].tolist()  # node 1 holds 1, 1 and -1 (from node 0): median 1
         [1.0, 1.0]
     """
+
+    inner: Transport
 
     def __init__(
         self,
@@ -389,15 +345,13 @@ class RobustCommunicator:
             raise ValueError(f"trim must be an integer >= 0, got {trim!r}")
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
-        self.inner = inner
         if not isinstance(inner, Transport) or (isinstance(inner, Stale) and inner.staleness):
             raise ValueError(
                 "Byzantine nodes run in the simulator (SimCommunicator) or on ranks with "
                 f"the synchronous DistCommunicator, got {inner!r}; use mode = 'sync'"
             )
+        super().__init__(inner)
         self.topology: Topology = inner.topology
-        self.num_nodes = int(inner.num_nodes)
-        self.node_ids = inner.node_ids
         n = self.num_nodes
         ids = np.unique(np.asarray(list(byzantine), dtype=np.int64))
         if ids.size and (ids.min() < 0 or ids.max() >= n):
@@ -417,9 +371,9 @@ class RobustCommunicator:
         self._byz_rank = np.full(n, -1, dtype=np.int64)  # position in the sorted Byzantine ids
         self._byz_rank[ids] = np.arange(ids.size)
         self._period = period_of(self.topology)
-        self._plans: dict[tuple[object, torch.dtype, torch.device], _Gather] = {}
-        self._checked: set[object] = set()
-        self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+        self._plans: dict[tuple[int, torch.dtype, torch.device], _Gather] = {}
+        self._checked: set[int] = set()
+        self._buffers = Buffers()  # reused slot buffers: a robust mix near its arithmetic
         self._check(inner.weights(1), 1)
 
     # -- checks and plans ----------------------------------------------------------------
@@ -429,36 +383,20 @@ class RobustCommunicator:
             raise ValueError(why if t == 1 else f"at round t={t}: {why}")
 
     def _gather(self, t: int, x: torch.Tensor) -> _Gather:
-        key: object = None if self._period is None else (t - 1) % self._period
-        w = self.inner.weights(t)
-        cache = (key, x.dtype, x.device)
-        plan = self._plans.get(cache) if key is not None else None
+        key = None if self._period is None else (t - 1) % self._period
+        plan = None if key is None else self._plans.get((key, x.dtype, x.device))
         if plan is None:
-            if key not in self._checked:
+            w = self.inner.weights(t)
+            if key is None or key not in self._checked:  # each matrix once
                 self._check(w, t)
-                if key is not None:
-                    self._checked.add(key)
             zpos = self.inner.layout(t)
             plan = _gather_plan(w, self._held, zpos, self._is_byz, x.dtype, x.device)
             if key is not None:
+                self._checked.add(key)
                 if len(self._plans) > 1024:
                     self._plans.clear()
-                self._plans[cache] = plan
+                self._plans[(key, x.dtype, x.device)] = plan
         return plan
-
-    def _workspace(self, name: str, slots: int, like: torch.Tensor) -> torch.Tensor:
-        """A reused ``(slots, m, k)`` buffer with ``like``'s dtype and device.
-
-        Fresh multi-MB temporaries are page-faulted in on first touch; reusing the slot
-        buffers keeps a robust mix near its arithmetic (see :mod:`decent.comm.dist`).
-        """
-        size = slots * like.numel()
-        key = (name, like.dtype, like.device)
-        flat = self._buffers.get(key)
-        if flat is None or flat.numel() < size:
-            flat = torch.empty(size, dtype=like.dtype, device=like.device)
-            self._buffers[key] = flat
-        return flat[:size].view(slots, *like.shape)
 
     # -- attacks -------------------------------------------------------------------------
     def _forge_sent(self, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -522,7 +460,7 @@ class RobustCommunicator:
                 big = torch.finfo(own.dtype).max
                 for slot in range(1, g.slots):
                     v[slot].masked_fill_(~g.valid[slot][:, None], big)
-            work = self._workspace("sort", 2, own)  # the node's own row and a spare
+            work = self._buffers.get("sort", (2, *own.shape), own)  # the node's own row and a spare
             work[0].copy_(own)
             ranked = _sort_slots_([work[0], *v[1:]], work[1])
             c = g.count
@@ -541,12 +479,6 @@ class RobustCommunicator:
         return robust
 
     # -- Communicator --------------------------------------------------------------------
-    @property
-    def stats(self) -> CommStats:
-        """The inner communicator's accounting (one gossip round per mix, as plain gossip)."""
-        stats: CommStats = self.inner.stats
-        return stats
-
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """One robust gossip step for the held rows (see the module docstring).
 
@@ -577,18 +509,11 @@ class RobustCommunicator:
         if self.aggregation == "mean" and (self.attack in _SENDER_SIDE or not g.any_byz):
             return plain
         m, k, d = x.shape[0], x.shape[1], g.slots - 1
-        got = self._workspace("slots", d, x)  # slot-major neighbour values (d, m, k)
+        got = self._buffers.get("slots", (d, m, k), x)  # slot-major neighbour values (d, m, k)
         torch.index_select(z, 0, g.flat, out=got.view(d * m, k))
         v = [x, *got.unbind(0)]  # (m, k) per slot: the node, then its neighbours
         self._forge_received(v, g)
         return self._aggregate(v, g, plain)
-
-    def all_reduce(
-        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
-    ) -> torch.Tensor:
-        """The inner communicator's exact reduction (over all nodes, Byzantine included)."""
-        out: torch.Tensor = self.inner.all_reduce(x, op, accounted=accounted)
-        return out
 
     def metrics(self) -> dict[str, float]:
         """The inner transport's metrics and ``byzantine/count``, ``byzantine/fraction``."""
@@ -596,10 +521,6 @@ class RobustCommunicator:
         out["byzantine/count"] = float(self.byzantine.size)
         out["byzantine/fraction"] = float(self.byzantine.size) / self.num_nodes
         return out
-
-    def close(self) -> None:
-        """Close the inner communicator."""
-        self.inner.close()
 
     def __repr__(self) -> str:
         return (

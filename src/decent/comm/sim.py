@@ -1,9 +1,8 @@
 """The simulator's communicator: all ``n`` nodes stacked in one tensor, mixing is ``W_t @ X``.
 
-The kernel is chosen from the matrix, measured on a 2-core CPU (``benchmarks/``): sparse CSR
-beats dense ``W @ X`` for every sparse graph from 128 nodes on (a ring of 1024 nodes with
-``d = 650``: 0.5 ms CSR vs 10 ms dense), so dense is used only for small dense matrices,
-and the exact average ``W = J`` (complete graph) is a mean and a broadcast.
+The kernel follows the matrix (measured on 2 cores, ``benchmarks/``): CSR for sparse graphs
+(ring of 1024 nodes, ``d = 650``: 0.5 ms against 10 ms dense), dense for small dense ones,
+a mean and a broadcast for the exact average ``W = J``.
 """
 
 from __future__ import annotations
@@ -52,16 +51,14 @@ class SimCommunicator:
 
     Args:
         topology: who talks to whom at round ``t`` (``weights(t)`` gives ``W_t``).
-        kernel: ``"auto"`` (default) picks per matrix: ``"mean"`` for ``W = J``, ``"dense"``
-            when ``n <= 256`` and at least a quarter of the entries are nonzero, otherwise
-            ``"sparse"`` (CSR), except that a sparse ``W`` with ``n <= 128`` is applied
-            densely whenever ``n^2 k <= 2^17`` (a small dense product costs less than the
-            sparse kernel's set-up: ring(64), ``k = 20``: 4.5 us against 8.1 us).
+        kernel: ``"auto"`` (default): ``"mean"`` for ``W = J``, ``"dense"`` when ``n <= 256``
+            and a quarter of the entries are nonzero, else ``"sparse"`` (CSR), applied
+            densely when ``n <= 128`` and ``n^2 k <= 2^17`` (ring(64), ``k = 20``: 4.5 us
+            against 8.1 us).
         device: where the mixing matrix lives (the node tensors' device).
 
     Raises:
-        TypeError: ``topology`` is not a topology (e.g. the name ``"ring"``); pass one
-            such as ``decent.topology.ring(8)``.
+        TypeError: ``topology`` is not a topology (e.g. the name ``"ring"``).
 
     Example:
         >>> import torch
@@ -94,7 +91,7 @@ class SimCommunicator:
         self.num_nodes = topology.num_nodes
         self.node_ids = torch.arange(self.num_nodes, dtype=torch.int64, device=self.device)
         self.stats = CommStats(num_nodes=self.num_nodes)
-        self._plans: dict[tuple[object, torch.dtype], _Plan] = {}
+        self._plans: dict[tuple[int, torch.dtype], _Plan] = {}
         self._period = period_of(topology)
 
     # -- kernels -------------------------------------------------------------------------
@@ -109,64 +106,56 @@ class SimCommunicator:
 
     def _build(self, w: MixingMatrix, dtype: torch.dtype) -> _Plan:
         kind = self._choose(w)
-        weights: torch.Tensor | None
-        if kind == "mean":
-            if not _is_exact_average(w):
-                raise ValueError(f"kernel='mean' needs W = J (every entry 1/n); {w.name} is not")
+        if kind == "mean" and not _is_exact_average(w):
+            raise ValueError(f"kernel='mean' needs W = J (every entry 1/n); {w.name} is not")
+        if kind != "sparse":
             weights = None
-        elif kind == "dense":
-            weights = torch.as_tensor(w.dense(), dtype=dtype, device=self.device)
-        else:
-            csr = w.csr
-            if self.kernel == "auto" and w.n <= _SMALL_N:
-                small = torch.as_tensor(w.dense(), dtype=dtype, device=self.device)
-            else:
-                small = None
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                weights = torch.sparse_csr_tensor(
-                    torch.as_tensor(csr.indptr, dtype=torch.int64),
-                    torch.as_tensor(csr.indices, dtype=torch.int64),
-                    torch.as_tensor(csr.data, dtype=dtype),
-                    size=csr.shape,
-                    device=self.device,
-                    check_invariants=False,
-                )
-            return _Plan(kind=kind, matrix=w, weights=weights, dense=small)
-        return _Plan(kind=kind, matrix=w, weights=weights)
+            if kind == "dense":
+                weights = torch.as_tensor(w.dense(), dtype=dtype, device=self.device)
+            return _Plan(kind=kind, matrix=w, weights=weights)
+        csr = w.csr
+        small = None
+        if self.kernel == "auto" and w.n <= _SMALL_N:
+            small = torch.as_tensor(w.dense(), dtype=dtype, device=self.device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            weights = torch.sparse_csr_tensor(
+                torch.as_tensor(csr.indptr, dtype=torch.int64),
+                torch.as_tensor(csr.indices, dtype=torch.int64),
+                torch.as_tensor(csr.data, dtype=dtype),
+                size=csr.shape,
+                device=self.device,
+                check_invariants=False,
+            )
+        return _Plan(kind=kind, matrix=w, weights=weights, dense=small)
 
     def _plan(self, t: int, dtype: torch.dtype) -> _Plan:
-        key: object = None if self._period is None else (t - 1) % self._period
-        if key is None:
-            return self._build(self.topology.weights(t), dtype)
-        plan = self._plans.get((key, dtype))
+        key = None if self._period is None else ((t - 1) % self._period, dtype)
+        plan = None if key is None else self._plans.get(key)
         if plan is None:
             plan = self._build(self.topology.weights(t), dtype)
-            self._plans[(key, dtype)] = plan
+            if key is not None:
+                self._plans[key] = plan
         return plan
 
     def weights(self, t: int) -> MixingMatrix:
-        """``W_t`` as used by :meth:`mix` (cached for static and periodic topologies)."""
+        """``W_t`` as used by :meth:`mix` (cached for periodic topologies)."""
         return self._plan(t, torch.float64).matrix
 
     # -- Communicator --------------------------------------------------------------------
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """Return ``W_t @ x`` for ``x`` of shape ``(n, k)``; counts one gossip round."""
+        return self._mix(x, t, x.shape[1] * x.element_size())
+
+    def _mix(self, x: NodeTensor, t: int, nbytes: int) -> NodeTensor:
         plan = self.checked_plan(x, t)
-        self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
+        self.stats.add_gossip(plan.matrix.out_degree, nbytes)
         return self.apply_plan(plan, x)
 
     def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
-        """``W_t @ payload.dense``; counts one gossip round of ``payload.nbytes`` per message.
-
-        The simulator mixes the values every receiver reconstructs; the distributed runtime
-        sends the encoded messages (:meth:`decent.comm.dist.DistCommunicator.mix_compressed`)
-        and gets the same numbers.
-        """
-        x = payload.dense
-        plan = self.checked_plan(x, t)
-        self.stats.add_gossip(plan.matrix.out_degree, int(payload.nbytes))
-        return self.apply_plan(plan, x)
+        """``W_t @ payload.dense`` (what every receiver reconstructs); counts one gossip round
+        of ``payload.nbytes`` per message."""
+        return self._mix(payload.dense, t, int(payload.nbytes))
 
     # -- Transport: every row is here, nothing moves ------------------------------------
     def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Held:
@@ -202,15 +191,11 @@ class SimCommunicator:
     def apply_plan(plan: _Plan, x: NodeTensor, replicas: int = 1) -> NodeTensor:
         """``W @ x``; ``x`` of shape ``(n, replicas * k)`` holds ``replicas`` side by side.
 
-        Neither product is column-invariant: a dense BLAS product's blocking, and so its
-        summation order, depends on the width (on an AVX2 EPYC ``W @ x[:, :5]`` differs
-        from ``(W @ x)[:, :5]`` in the last bit), a batched ``bmm``/``matmul`` takes yet
-        another kernel for small matrices, and MKL's CSR product treats the columns past
-        the last full vector register differently (on an AVX-512 Xeon a width of 20
-        differs from the same columns inside a width of 40). So replicas keep the single
-        run's width ``k``: a sparse ``W`` mixes all of them in one CSR product of
-        ``W ⊗ I_R`` on the ``(n R, k)`` rows (each row computed as the single run computes
-        it, without transposes), and a small dense ``W`` takes one product per replica.
+        Neither product is column-invariant (a dense BLAS product's summation order depends
+        on the width; MKL's CSR product treats the columns past the last full vector
+        register differently), so replicas keep the single run's width ``k``: a sparse
+        ``W`` mixes them in one CSR product of ``W ⊗ I_R`` on the ``(n R, k)`` rows, a small
+        dense ``W`` takes one product per replica.
         """
         if plan.kind == "mean":
             return x.mean(dim=0, keepdim=True).expand_as(x).clone()
@@ -265,23 +250,13 @@ class SimCommunicator:
         return f"SimCommunicator({self.topology.name}, n={self.num_nodes}, kernel={self.kernel!r})"
 
 
-# -- replica batches ------------------------------------------------------------------
-# R independent runs on one graph, mixed in one product: the replica-batched communicator.
-#
-# A replica batch holds ``R`` runs of ``n`` nodes as one ``(n * R, k)`` tensor in
-# **node-major** order: row ``i * R + r`` is node ``i`` of replica ``r``. Then
-# ``x.view(n, R * k)`` puts every replica's copy of a node on one row, and one sparse product
-# ``W_t @ x.view(n, R * k)`` mixes all replicas at once: ``W`` acts on the node axis only, so
-# the result is block-diagonal mixing (replica ``r`` sees only replica ``r``) without ever
-# building an ``(nR, nR)`` matrix, and with no copy in or out. A replica's columns never
-# meet another's, so a diverged replica cannot contaminate the others.
-#
-# Accounting is per replica: each replica's run is the single run it stands for, so
-# :attr:`stats` counts one replica's traffic (every replica's is the same).
-
-
 class ReplicatedCommunicator:
     """Mix ``R`` replicas of a simulated network, stacked node-major in ``(n * R, k)``.
+
+    Row ``i * R + r`` is node ``i`` of replica ``r``, so ``x.view(n, R * k)`` puts every
+    replica's copy of a node on one row and ``W_t`` acts on the node axis only: replica
+    ``r`` sees only replica ``r`` (a diverged replica cannot contaminate the others), and
+    no ``(nR, nR)`` matrix is built. :attr:`stats` counts one replica's traffic.
 
     Args:
         inner: the simulator communicator of one replica (``n`` nodes).
@@ -339,17 +314,13 @@ class ReplicatedCommunicator:
 
     def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
         """Every replica's ``W_t @ dense_r``; counts one replica's round of ``payload.nbytes``."""
-        out = self._mix(payload.dense, t, int(payload.nbytes))
-        return out
+        return self._mix(payload.dense, t, int(payload.nbytes))
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
     ) -> torch.Tensor:
-        """Each replica's reduction over its nodes, broadcast back to its rows ``(n * R, k)``.
-
-        A single run returns ``(k,)``; a replica's rows need their own replica's value, so
-        the result has one row per stacked row.
-        """
+        """Each replica's reduction over its nodes, broadcast back to its rows ``(n * R, k)``
+        (a single run returns ``(k,)``)."""
         self._check(x, "all_reduce")
         n, r, k = self.num_nodes, self.replicas, x.shape[1]
         if accounted:

@@ -12,20 +12,22 @@ from typing import Literal
 
 import numpy as np
 
+from decent.comm.base import per_matrix
 from decent.comm.network.models import ComputeModel, LinkModel, NetworkError
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["edges", "simulate_clock", "tick_all_reduce", "tick_gossip"]
 
 
-def edges(w: MixingMatrix) -> tuple[np.ndarray, ...]:
-    """``(rows, cols, off-diagonal, rows[off], cols[off], data[off], diagonal)`` of the
-    entries of ``W``."""
+@per_matrix
+def edges(w: MixingMatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(dst, src, weight, diagonal)``: the off-diagonal entries ``dst <- src`` of ``W`` in
+    CSR order, their weights, and ``W``'s diagonal (cached per matrix)."""
     csr = w.csr
     rows = np.repeat(np.arange(w.n), np.diff(csr.indptr))
     cols = csr.indices.astype(np.int64)
     off = rows != cols
-    return (rows, cols, off, rows[off], cols[off], csr.data[off], csr.diagonal())
+    return rows[off], cols[off], csr.data[off], csr.diagonal()
 
 
 def tick_gossip(
@@ -61,11 +63,10 @@ def simulate_clock(
 ) -> np.ndarray:
     """``(rounds,)`` ``time/sim`` after each round, from the clock alone (no training).
 
-    The clock of a fault-free network does not depend on the values exchanged, so the time
-    a method needs for ``t`` rounds is this function's ``[t - 1]``: what a training run with
-    a :class:`NetworkCommunicator` of the same models records (tested), at the cost of a few
-    numpy operations per round. ``pattern`` is one gossip of ``message_bytes`` per round
-    (D-SGD, DAT-SGD) or one ring all-reduce of it (minibatch SGD).
+    A fault-free clock does not depend on the values exchanged, so ``[t - 1]`` is what a
+    training run with a :class:`NetworkCommunicator` of the same models records at round
+    ``t`` (tested). ``pattern``: one gossip of ``message_bytes`` per round (D-SGD, DAT-SGD)
+    or one ring all-reduce of it (minibatch SGD).
 
     Raises:
         NetworkError: ``rounds < 1``, ``message_bytes < 0`` or an unknown ``pattern``.
@@ -83,7 +84,7 @@ def simulate_clock(
     for t in range(1, rounds + 1):
         clock += compute.draw(seed, t, n)
         if pattern == "gossip":
-            _, _, _, dst, src, *_ = edges(topology.weights(t))
+            dst, src, _, _ = edges(topology.weights(t))
             clock = tick_gossip(clock, dst, src, link.time(message_bytes), None)
         else:
             clock = tick_all_reduce(clock, everyone, link, message_bytes)

@@ -1,12 +1,9 @@
-"""The simulated network's communicator: the simulator's mixing under a clock and faults.
-
-See :mod:`decent.comm.network` for the model; the pieces live by concern in
-:mod:`.models` (what is simulated), :mod:`.clock`, :mod:`.faults`, :mod:`.delays` and
-:mod:`.events` (AD-PSGD).
-"""
+"""The simulated network's communicator: the simulator's mixing under a clock and faults
+(the model: :mod:`decent.comm.network`)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,7 +14,7 @@ from decent.comm.base import CommStats, ReduceOp, reduce_rows
 from decent.comm.network.clock import edges, tick_all_reduce, tick_gossip
 from decent.comm.network.delays import History
 from decent.comm.network.events import PairwiseClock, PairwiseRound, event_layers, reverse_edges
-from decent.comm.network.faults import Losses
+from decent.comm.network.faults import Losses, churn
 from decent.comm.network.models import (
     DELAY_STREAM,
     PAIR_STREAM,
@@ -41,14 +38,13 @@ class NetworkCommunicator:
         inner: the simulator communicator, or a topology to build one.
         compute: per-node compute times (default: 1 s per round, every node alike).
         link: per-message times (default: free).
-        faults: drops, link failures and crashes (default: none).
-        delays: bounded-delay gossip (default: none, every node waits for its neighbours).
-        seed: seeds every draw of the clock and the faults (the run's seed by default when
-            built from a config).
+        faults: drops, link failures and churn (default: none).
+        delays: bounded-delay gossip (default: none).
+        seed: seeds every draw of the clock and the faults (a config passes the run's).
 
     Raises:
-        NetworkError: a crash of a node the network does not have, or a fault schedule that
-            crashes every node.
+        NetworkError: a node the network does not have, or a fault schedule that leaves
+            no node alive or no link among the live ones, or a joining node nobody to pull from.
 
     Example:
         >>> import torch
@@ -83,21 +79,17 @@ class NetworkCommunicator:
                 "delays.max_delay > 0 with faults needs a static topology (a lost message is "
                 f"remembered per link), got time-varying {self.topology.name!r}"
             )
-        for name in ("crashes", "leaves", "joins"):
-            for node in getattr(self.faults, name):
+        named = {f"faults.{k}": getattr(self.faults, k) for k in ("crashes", "leaves", "joins")}
+        for name, nodes in {**named, "compute.slow_nodes": self.compute.slow_nodes}.items():
+            for node in nodes:
                 if not 0 <= node < n:
                     raise NetworkError(
-                        f"faults.{name} names node {node}, but the network has nodes 0..{n - 1}"
+                        f"{name} names node {node}, but the network has nodes 0..{n - 1}"
                     )
         if len(self.faults.crashes) >= n:
             raise NetworkError(
                 f"faults.crashes crashes all {n} nodes; at least one node must stay alive"
             )
-        for node in self.compute.slow_nodes:
-            if not 0 <= node < n:
-                raise NetworkError(
-                    f"compute.slow_nodes names node {node}, but the network has nodes 0..{n - 1}"
-                )
         self.stats = CommStats(num_nodes=n)
         self.clock = np.zeros(n)
         """``(n,)`` simulated seconds at which each node finished its latest step."""
@@ -116,7 +108,6 @@ class NetworkCommunicator:
         self._dead_t: torch.Tensor | None = None
         self._live: tuple[int, MixingMatrix, tuple[np.ndarray, ...]] | None = None
         self._alive_version = 0  # bumped whenever the live set changes
-        self._edge_cache: dict[int, tuple[MixingMatrix, tuple[np.ndarray, ...]]] = {}
         self._histories: list[History] = []  # one per mix call of a round (slot)
         self._slot = 0
         self._slot_round = 0
@@ -125,9 +116,6 @@ class NetworkCommunicator:
         self.delay_count = 0
         self.delay_max = 0
         self._pair: PairwiseClock | None = None
-        self._reverse: dict[
-            int, tuple[MixingMatrix, tuple[np.ndarray, np.ndarray, np.ndarray]]
-        ] = {}
         if self.faults.churn:
             self._check_schedule()
 
@@ -140,21 +128,9 @@ class NetworkCommunicator:
         """Before training: some node is alive at every round, live nodes keep at least one
         link among them, and every joining node has a neighbour to pull its state from."""
         alive = self.alive.copy()
-        schedule = [1, *self.faults.change_rounds()]
-        for t in schedule:
-            gone, joining = self.faults.events(t)
-            before = alive.copy()
-            alive[gone] = False
-            before[gone] = False
-            w = self.inner.weights(t)
-            _, _, _, dst, src, *_ = self._edges(w)
-            for node in joining:
-                if self._pull_source(w, node, before) is None:
-                    raise NetworkError(
-                        f"faults.joins[{node}] = {t}: none of node {node}'s neighbours in the "
-                        f"round-{t} graph is alive then to pull its state from"
-                    )
-            alive[joining] = True
+        for t in [1, *self.faults.change_rounds()]:
+            churn(self.faults, alive, t, partial(self.inner.weights, t))
+            dst, src, _, _ = edges(self.inner.weights(t))
             live = int(alive.sum())
             if live == 0:
                 raise NetworkError(
@@ -181,70 +157,33 @@ class NetworkCommunicator:
             self.clock += times
 
     def _churn(self, t: int) -> None:
-        """Apply round ``t``'s crashes, leaves and joins; a joining node starts at the clock
-        of the neighbour it pulls from."""
-        gone, joining = self.faults.events(t)
-        if not gone and not joining:
+        """Apply round ``t``'s churn; a joining node starts at its source's clock."""
+        if self.faults.events(t) == ([], []):
             return
-        before = self.alive.copy()
-        self.alive[gone] = False
-        before[gone] = False
-        if joining:
-            w = self.inner.weights(t)
-            for node in joining:
-                source = self._pull_source(w, node, before)
-                assert source is not None  # _check_schedule refused the schedule otherwise
-                self.pulled[node] = source
-                self.clock[node] = self.clock[source]
-                self._joins.append((node, source))
-            self.alive[joining] = True
+        for node, source in churn(self.faults, self.alive, t, lambda: self.inner.weights(t)):
+            self.pulled[node] = source
+            self.clock[node] = self.clock[source]
+            self._joins.append((node, source))
         self._alive_t = self._dead_t = None
         self._alive_version += 1
 
-    def _pull_source(self, w: MixingMatrix, node: int, eligible: np.ndarray) -> int | None:
-        """Whom a joining ``node`` pulls its state from: its in-neighbour in ``w`` of
-        largest weight among the ``eligible`` (alive the round before and not leaving now),
-        ties to the smallest id; ``None`` if there is none."""
-        _, _, _, dst, src, weights, _ = self._edges(w)
-        cand = (dst == node) & eligible[src]
-        if not cand.any():
-            return None
-        ids, wts = src[cand], weights[cand]
-        return int(ids[np.lexsort((ids, -wts))[0]])
-
     def begin_round(self, t: int) -> list[tuple[int, int]]:
         """The engine's hook before round ``t``: the nodes compute its gradients (a round
-        without communication, as in local SGD, still takes its compute time).
-
-        Returns:
-            ``(node, source)`` per node that joins at round ``t``: the engine copies row
-            ``source`` of every node-stacked state tensor into row ``node`` before the
-            round's gradients.
-        """
+        without communication still takes its compute time). Returns ``(node, source)`` per
+        node joining at ``t``: the engine copies row ``source`` of every node-stacked state
+        tensor into row ``node`` before the round's gradients."""
         self._joins = []
         self._advance(t)
         return self._joins
 
     # -- Communicator --------------------------------------------------------------------
-    def _edges(self, w: MixingMatrix) -> tuple[np.ndarray, ...]:
-        """``(rows, cols, off-diagonal, rows[off], cols[off], data[off], diagonal)`` of the
-        entries of ``W``, cached per matrix."""
-        found = self._edge_cache.get(id(w))
-        if found is not None and found[0] is w:
-            return found[1]
-        found = (w, edges(w))
-        if len(self._edge_cache) > 64:
-            self._edge_cache.clear()
-        self._edge_cache[id(w)] = found
-        return found[1]
-
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """One gossip step under the round's faults; advances the clock."""
         self._advance(t)
         plan = self.inner.checked_plan(x, t)
         w = plan.matrix
         nbytes = x.shape[1] * x.element_size()
-        _, _, _, dst, src, weights, _ = self._edges(w)
+        dst, src, weights, _ = edges(w)
         if self.delays.max_delay > 0:
             return self._mix_delayed(x, t, w, nbytes)
         if not self.faults.any:
@@ -311,7 +250,7 @@ class NetworkCommunicator:
         hist = self._histories[slot]
         ready = self.clock.copy()  # s_i(t): computed, ready to send and mix
         hist.push(t, x, ready)
-        _, _, _, dst, src, weight, diagonal = self._edges(w)
+        dst, src, weight, diagonal = edges(w)
         oldest = min(self.delays.max_delay, hist.rounds - 1)  # never before the first round
         kind = self.delays.kind
         link = self.link.time(nbytes)
@@ -389,13 +328,11 @@ class NetworkCommunicator:
     def pairwise(self, x: NodeTensor, t: int) -> PairwiseRound:
         """Round ``t`` of asynchronous pairwise averaging (see :class:`PairwiseRound`).
 
-        A round is half a mean step (:meth:`mean_step`) of simulated time, so about half
-        the nodes finish a gradient in each. A node that finishes twice in one slice takes
-        its second event in the next round. The exchange costs the initiator a message
-        each way; the partner does not wait (it averages in place while it computes, which
-        is where AD-PSGD's staleness comes from). A lost message (a drop, a link down)
-        cancels the exchange: the node steps alone. Crashed, left and not yet joined nodes
-        take no part.
+        A round is half a mean step (:meth:`mean_step`), so about half the nodes finish a
+        gradient in each (a second finish in one slice waits for the next round). The
+        initiator pays a message each way; the partner averages in place while it computes
+        (AD-PSGD's staleness). A lost message cancels the exchange: the node steps alone.
+        Absent nodes take no part.
 
         Raises:
             NetworkError: delays (``delays.max_delay > 0``), or a graph that is not
@@ -420,8 +357,8 @@ class NetworkCommunicator:
         p.alive = self.alive.copy()
         p.now = t * p.slice
         w = self.inner.weights(t)
-        _, _, _, dst, src, *_ = self._edges(w)
-        rev, first_entry, end_entry = self._reverse_edges(w, dst, src)
+        dst, src, _, _ = edges(w)
+        rev, first_entry, end_entry = reverse_edges(w, self.topology.name)
         nodes = np.flatnonzero(self.alive & (p.next <= p.now))
         nodes = nodes[np.argsort(p.next[nodes], kind="stable")]  # time order, ties by id
         # a partner drawn uniformly among the live neighbours: off-diagonal entries are in
@@ -458,18 +395,6 @@ class NetworkCommunicator:
         alive = self.alive if self.faults.churn else None
         self.clock = tick_gossip(self.clock, dst, src, self.link.time(nbytes), alive)
 
-    def _reverse_edges(
-        self, w: MixingMatrix, dst: np.ndarray, src: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:func:`~decent.comm.network.events.reverse_edges`, cached per matrix."""
-        found = self._reverse.get(id(w))
-        if found is not None and found[0] is w:
-            return found[1]
-        if len(self._reverse) > 64:
-            self._reverse.clear()
-        self._reverse[id(w)] = (w, reverse_edges(w, dst, src, self.topology.name))
-        return self._reverse[id(w)][1]
-
     def _apply_live(
         self,
         plan: Any,
@@ -481,16 +406,10 @@ class NetworkCommunicator:
         to_dead: np.ndarray,
         w_dead: np.ndarray,
     ) -> NodeTensor:
-        """``W'_t x`` while some node is away: a dead node's row is ``e_i`` (it keeps its
-        value), and a live row's weights on dead nodes and on ``lost`` messages go to its
-        diagonal.
-
-        ``W (x with the dead rows zeroed)`` plus ``W_ij x_i`` for each live ``i`` whose ``j``
-        is dead or whose message from ``j`` was lost, minus ``W_ij x_j`` for the lost ones:
-        the dead rows enter as exact zeros, never as ``0 * x_j``, so a dead node's value,
-        NaN included, cannot reach anyone; and the work is the plain product's plus the
-        entries that changed.
-        """
+        """``W'_t x`` while some node is away: a dead row keeps its value, a live row's
+        weights on dead nodes and ``lost`` messages go to its diagonal. Computed as ``W`` (x
+        with dead rows zeroed: a dead value, NaN included, reaches nobody) plus ``W_ij x_i``
+        per live ``i`` whose ``j`` is dead or lost, minus ``W_ij x_j`` per lost one."""
         dead = self._dead_rows(x)
         y = self.inner.apply_plan(plan, x.index_fill(0, dead, 0.0))
         # one gather and one scatter: + W_ij x_i per entry whose sender is dead (``to_dead``,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from decent.comm.base import per_matrix
+from decent.comm.network.clock import edges
 from decent.comm.network.models import NetworkError
 from decent.topology._matrix import MixingMatrix
 
@@ -19,10 +21,9 @@ class PairwiseRound:
 
     A round is a slice of simulated time. Each live node whose gradient finishes in it is an
     *event*: it averages with one live neighbour drawn uniformly (``(x_i + x_j) / 2`` into
-    both, atomically), then takes its gradient step, then starts its next gradient from
-    its new model. Events are applied in the order of their times; ``passes`` groups them
-    into layers of events that touch disjoint nodes, in which order does not matter, so
-    applying the passes in turn is exactly applying the events one by one in time order.
+    both), takes its gradient step and starts its next gradient. ``passes`` groups the
+    events, in time order, into layers on disjoint nodes: applying the passes in turn is
+    applying the events one by one.
 
     Attributes:
         passes: per layer, ``(i, j, solo)`` device index tensors: the events whose exchange
@@ -76,12 +77,12 @@ def event_layers(
     return out
 
 
-def reverse_edges(
-    w: MixingMatrix, dst: np.ndarray, src: np.ndarray, name: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per off-diagonal entry ``(i <- j)`` the index of ``(j <- i)``; per node the first
-    and one past the last of its entries (they are one run: CSR order)."""
+@per_matrix
+def reverse_edges(w: MixingMatrix, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per off-diagonal entry ``(i <- j)`` of :func:`~.clock.edges` the index of ``(j <- i)``;
+    per node the first and one past the last of its entries (one run: CSR order)."""
     n = w.n
+    dst, src, _, _ = edges(w)
     keys = dst * n + src
     order = np.argsort(keys, kind="stable")
     want = src * n + dst

@@ -1,18 +1,55 @@
-"""Lost messages: drops and link failures, drawn per round from the run's seed.
+"""What goes wrong: lost messages and churn, drawn per round from the run's seed.
 
 Each message is dropped with probability ``drop``; each undirected link is a two-state
 Markov chain (fails with ``link_fail``, recovers with ``link_recover`` per round), shared
-by both directions. Churn (crashes, leaves, joins) is the communicator's live set.
+by both directions. Churn (:func:`churn`) changes the set of live nodes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from decent.comm.network.models import FAULT_STREAM, LINK_STREAM, Draws, FaultModel
+from decent.comm.network.clock import edges
+from decent.comm.network.models import FAULT_STREAM, LINK_STREAM, Draws, FaultModel, NetworkError
 from decent.topology._matrix import MixingMatrix
 
-__all__ = ["Losses"]
+__all__ = ["Losses", "churn"]
+
+
+def churn(
+    faults: FaultModel, alive: np.ndarray, t: int, weights: Callable[[], MixingMatrix]
+) -> list[tuple[int, int]]:
+    """Apply round ``t``'s crashes, leaves and joins to ``alive`` in place.
+
+    A joining node pulls its state from its in-neighbour in ``W_t = weights()`` of largest
+    weight among those alive the round before and not leaving now (ties: the smallest id).
+
+    Returns:
+        ``(node, source)`` per joining node.
+
+    Raises:
+        NetworkError: a joining node has no such neighbour.
+    """
+    gone, joining = faults.events(t)
+    eligible = alive.copy()
+    eligible[gone] = False
+    alive[gone] = False
+    pairs = []
+    if joining:
+        dst, src, weight, _ = edges(weights())
+        for node in joining:
+            cand = (dst == node) & eligible[src]
+            if not cand.any():
+                raise NetworkError(
+                    f"faults.joins[{node}] = {t}: none of node {node}'s neighbours in the "
+                    f"round-{t} graph is alive then to pull its state from"
+                )
+            ids, wts = src[cand], weight[cand]
+            pairs.append((node, int(ids[np.lexsort((ids, -wts))[0]])))
+        alive[joining] = True
+    return pairs
 
 
 class Losses:

@@ -1,9 +1,5 @@
-"""The simulated network's models, checked at the edge, and its seeded draws.
-
-:class:`ComputeModel` and :class:`LinkModel` drive the clock (:mod:`.clock`),
-:class:`FaultModel` the drops, link failures and churn (:mod:`.faults`), :class:`DelayModel`
-bounded-delay gossip (:mod:`.delays`). Every random choice is a pure function of
-``(seed, stream, t)`` (:func:`generator`, :class:`Draws`).
+"""The simulated network's models (compute and link times, faults, delays), checked at the
+edge, and its seeded draws: every random choice is a pure function of ``(seed, stream, t)``.
 """
 
 from __future__ import annotations
@@ -38,18 +34,19 @@ class NetworkError(ValueError):
     """A network model outside its range; the message names the field and the rule."""
 
 
-def _check_probability(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise NetworkError(f"{name} must be a probability in [0, 1], got {value!r}")
-    return float(value)
+_RULES: dict[str, Callable[[float], bool]] = {
+    ">= 0": lambda v: v >= 0,
+    "> 0": lambda v: v > 0,
+    ">= 1": lambda v: v >= 1,
+    "probability": lambda v: 0 <= v <= 1,
+}
 
 
-def _check_nonnegative(name: str, value: float, *, positive: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if not ok or value < 0 or (positive and value == 0):
-        rule = "> 0" if positive else ">= 0"
-        raise NetworkError(f"{name} must be a number {rule}, got {value!r}")
-    return float(value)
+def _check(name: str, value: float, rule: str) -> None:
+    """Raise unless ``value`` is a number obeying ``rule`` (NaN obeys none)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _RULES[rule](value):
+        what = "a probability in [0, 1]" if rule == "probability" else f"a number {rule}"
+        raise NetworkError(f"{name} must be {what}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -57,16 +54,14 @@ class ComputeModel:
     """Seconds each node spends on one round's gradient.
 
     Args:
-        kind: ``"constant"`` (every node ``mean`` seconds), ``"lognormal"`` (``mean`` times
-            ``exp(sigma Z - sigma^2 / 2)``, so the mean stays ``mean``), or ``"straggler"``
-            (``mean``, and with probability ``p`` per node per round ``slowdown`` times
-            that).
+        kind: ``"constant"`` (``mean`` seconds), ``"lognormal"`` (``mean`` times
+            ``exp(sigma Z - sigma^2 / 2)``: the mean stays ``mean``) or ``"straggler"``
+            (``slowdown`` times ``mean`` with probability ``p`` per node and round).
         mean: seconds per round of a typical node, ``> 0``.
         sigma: the lognormal's log-standard deviation, ``>= 0``.
         p: straggler probability per node per round, in ``[0, 1]``.
         slowdown: a straggler's factor, ``>= 1``.
-        slow_nodes: nodes that are always ``slow_factor`` times slower (any kind).
-        slow_factor: ``>= 1``.
+        slow_nodes: nodes always ``slow_factor`` (``>= 1``) times slower (any kind).
 
     Raises:
         NetworkError: a field outside its range.
@@ -86,21 +81,16 @@ class ComputeModel:
             raise NetworkError(
                 f"compute.kind must be one of {', '.join(COMPUTE_KINDS)}, got {self.kind!r}"
             )
-        _check_nonnegative("compute.mean", self.mean, positive=True)
-        _check_nonnegative("compute.sigma", self.sigma)
-        _check_probability("compute.p", self.p)
-        for name in ("slowdown", "slow_factor"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 1:
-                raise NetworkError(f"compute.{name} must be a number >= 1, got {value!r}")
+        _check("compute.mean", self.mean, "> 0")
+        _check("compute.sigma", self.sigma, ">= 0")
+        _check("compute.p", self.p, "probability")
+        _check("compute.slowdown", self.slowdown, ">= 1")
+        _check("compute.slow_factor", self.slow_factor, ">= 1")
         object.__setattr__(self, "slow_nodes", tuple(int(i) for i in self.slow_nodes))
 
     def draw(self, seed: int, t: int, n: int) -> np.ndarray:
-        """``(n,)`` seconds of round ``t``: a pure function of ``(seed, t)``.
-
-        Random kinds draw :data:`AHEAD` rounds per generator call (round ``t`` is row
-        ``(t - 1) % AHEAD`` of block ``(t - 1) // AHEAD``), so a round costs a slice.
-        """
+        """``(n,)`` seconds of round ``t``, a pure function of ``(seed, t)`` (random kinds
+        draw :data:`AHEAD` rounds per generator call: round ``t`` is a row of its block)."""
         times = np.full(n, self.mean)
         if self.kind == "lognormal" or (self.kind == "straggler" and self.p > 0):
             block, row = divmod(t - 1, AHEAD)
@@ -132,11 +122,8 @@ class ComputeModel:
 
 @dataclass(frozen=True)
 class LinkModel:
-    """How long a message takes: ``latency + bytes / bandwidth`` seconds.
-
-    Args:
-        latency: seconds per message, ``>= 0``.
-        bandwidth: bytes per second of a node's link, ``> 0`` (``inf``: size is free).
+    """How long a message takes: ``latency`` (seconds, ``>= 0``) ``+ bytes / bandwidth``
+    (bytes per second of a node's link, ``> 0``; ``inf``: size is free).
 
     Raises:
         NetworkError: a field outside its range.
@@ -146,8 +133,8 @@ class LinkModel:
     bandwidth: float = math.inf
 
     def __post_init__(self) -> None:
-        _check_nonnegative("link.latency", self.latency)
-        _check_nonnegative("link.bandwidth", self.bandwidth, positive=True)
+        _check("link.latency", self.latency, ">= 0")
+        _check("link.bandwidth", self.bandwidth, "> 0")
 
     def time(self, nbytes: float) -> float:
         """Seconds one message of ``nbytes`` bytes takes."""
@@ -167,25 +154,20 @@ class FaultModel:
     """What goes wrong: dropped messages, failing links and crashing nodes.
 
     Args:
-        drop: probability that a message is lost, per message, in ``[0, 1]``.
-        link_fail: probability per round that an up link goes down, in ``[0, 1]``.
-        link_recover: probability per round that a down link comes back, in ``[0, 1]``.
-        crashes: ``{node: round}``: the node crashes (crash-stop) before that round's
-            gradient; rounds ``>= 1``. It never comes back.
-        leaves: ``{node: round}``: the node leaves before that round's gradient. For the
-            iterates and the clock this is a crash, except that the node may come back with
-            a ``joins`` entry of a later round.
+        drop: probability that a message is lost, per message.
+        link_fail: probability per round that an up link goes down.
+        link_recover: probability per round that a down link comes back.
+        crashes: ``{node: round >= 1}``: crash-stop before that round's gradient.
+        leaves: ``{node: round}``: a crash that a later ``joins`` entry may undo.
         joins: ``{node: round}``: the node (re)joins before that round's gradient and pulls
-            its state (every node-stacked tensor of the method's state) from its live
-            in-neighbour of largest weight in ``W_round`` (ties: the smallest id), which
-            was alive the round before. A node with a ``joins`` entry and no earlier
-            ``leaves`` entry is absent from round 1 until it joins.
+            its state from its live in-neighbour of largest weight in ``W_round`` (ties:
+            the smallest id), alive the round before; without an earlier ``leaves`` entry
+            it is absent from round 1 until then.
 
     Raises:
-        NetworkError: a field outside its range, a node that both crashes and leaves or
-            joins, a leave and a join in the same round (node ids and whether a joining node
-            has a neighbour to pull from are checked against the network by
-            :class:`NetworkCommunicator`).
+        NetworkError: a field outside its range, a node that crashes and leaves or joins,
+            a leave and a join in the same round (node ids and the pull sources are
+            checked by :class:`NetworkCommunicator`).
     """
 
     drop: float = 0.0
@@ -199,9 +181,8 @@ class FaultModel:
     )
 
     def __post_init__(self) -> None:
-        _check_probability("faults.drop", self.drop)
-        _check_probability("faults.link_fail", self.link_fail)
-        _check_probability("faults.link_recover", self.link_recover)
+        for name in ("drop", "link_fail", "link_recover"):
+            _check(f"faults.{name}", getattr(self, name), "probability")
         if self.link_fail > 0 and self.link_recover == 0:
             raise NetworkError(
                 "faults.link_recover must be > 0 when faults.link_fail > 0 (links that never "
@@ -274,27 +255,23 @@ class DelayModel:
         max_delay: ``D >= 0`` rounds; ``0`` is synchronous gossip.
         kind: where the delays come from.
 
-            * ``"clock"`` (bounded staleness): a node does not wait for a message younger
-              than ``D`` rounds. It mixes the newest message of each neighbour that has
-              arrived when it is ready, and waits only for the one of round ``t - D``. The
-              delays follow from the compute and link models, and stragglers stop holding
-              up their neighbours.
-            * ``"uniform"``: ``tau_ij(t)`` uniform on ``0 .. D``, drawn from the run's
-              seed. No node waits: the clock charges compute only.
-            * ``"constant"``: ``tau_ij(t) = D``, the simulator twin of a transport that is
-              ``D`` exchanges behind (:class:`~decent.comm.delay.DelayedCommunicator`).
-              Nodes wait for the message of round ``t - D``.
+            * ``"clock"`` (bounded staleness): a node mixes the newest message of each
+              neighbour that has arrived when it is ready and waits only for the one of
+              round ``t - D``: stragglers stop holding up their neighbours.
+            * ``"uniform"``: ``tau_ij(t)`` uniform on ``0 .. D`` from the run's seed; no
+              node waits.
+            * ``"constant"``: ``tau_ij(t) = D``, the twin of a transport ``D`` exchanges
+              behind (:class:`~decent.comm.delay.DelayedCommunicator`); nodes wait for
+              round ``t - D``'s message.
             * ``"given"``: ``tau = schedule(t, dst, src)``, e.g. the pattern a real run
-              recorded (:attr:`~decent.comm.gossip.GossipCommunicator.versions`), so the
-              simulator replays the iterates of the distributed bounded-staleness mode.
-              No node waits.
-        schedule: for ``kind = "given"``: ``(t, dst, src) -> tau``, integer delays of the
-            messages ``dst <- src`` (arrays of the off-diagonal entries of ``W_t``).
+              recorded (:attr:`~decent.comm.gossip.GossipCommunicator.versions`) to replay
+              the distributed bounded-staleness mode; no node waits.
+        schedule: for ``"given"``: integer delays of the messages ``dst <- src`` (arrays
+            of the off-diagonal entries of ``W_t``).
 
     Raises:
-        NetworkError: ``max_delay`` below 0 or not an integer, an unknown ``kind``, a
-            ``"given"`` kind without a schedule (or a schedule with another kind); during
-            the run, a schedule that returns delays outside ``0 .. min(D, t - 1)``.
+        NetworkError: a bad ``max_delay`` or ``kind``, a schedule without kind ``"given"``
+            or the reverse; during the run, delays outside ``0 .. min(D, t - 1)``.
     """
 
     max_delay: int = 0
