@@ -36,7 +36,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -119,19 +119,22 @@ MAX_STORE_TIMEOUT = 86_400.0
 """The longest ``DECENT_STORE_TIMEOUT`` accepted, in seconds (one day)."""
 
 
-def _busy_timeout_ms() -> int:
-    """How long a writer waits for another writer's lock (``DECENT_STORE_TIMEOUT`` seconds).
+def store_timeout() -> float:
+    """Seconds a writer waits for another writer's lock, from ``DECENT_STORE_TIMEOUT``.
 
     Unset means 60 s. The value must be a number of seconds with
     ``0 < seconds <= MAX_STORE_TIMEOUT``; it is rounded to whole milliseconds (at least 1).
+    A launcher calls it before starting processes, so a bad value is refused once.
 
     Raises:
         StoreError: for anything else (``abc``, ``-5``, ``0``, ``nan``, ``inf``), one line
             naming the variable, its value and the accepted range.
+
+    Example:
+        >>> store_timeout() > 0
+        True
     """
-    text = os.environ.get("DECENT_STORE_TIMEOUT")
-    if text is None:
-        return 60_000
+    text = os.environ.get("DECENT_STORE_TIMEOUT", "60")
     try:
         seconds = float(text)
     except ValueError:
@@ -141,22 +144,7 @@ def _busy_timeout_ms() -> int:
             f"DECENT_STORE_TIMEOUT={shown(text)} is not a number of seconds in "
             f"(0, {MAX_STORE_TIMEOUT:g}]; set it to e.g. 60 (the default) or unset it"
         )
-    return max(1, round(seconds * 1000))
-
-
-def store_timeout() -> float:
-    """Seconds a writer waits for another writer's lock, from ``DECENT_STORE_TIMEOUT``.
-
-    A launcher calls it before starting processes, so a bad value is refused once.
-
-    Raises:
-        StoreError: when ``DECENT_STORE_TIMEOUT`` is not a number of seconds in (0, 86400].
-
-    Example:
-        >>> store_timeout() > 0
-        True
-    """
-    return _busy_timeout_ms() / 1000
+    return max(1, round(seconds * 1000)) / 1000
 
 
 # Connections inherited through fork() must never be used or closed by the child (closing
@@ -243,7 +231,7 @@ def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
     if "locked" in low or "busy" in low:
         return StoreError(
             f"the results store {path} stayed locked by another writer for "
-            f"{_busy_timeout_ms() / 1000:g} s ({text}); wait for that process to finish, or "
+            f"{store_timeout():g} s ({text}); wait for that process to finish, or "
             "pass another --out"
         )
     if "full" in low or (isinstance(err, OSError) and getattr(err, "errno", None) == 28):
@@ -266,14 +254,6 @@ def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
     return StoreError(f"the results store {path} failed: {text}")
 
 
-def error_line(error: str | None) -> str:
-    """The line of a stored ``error`` that says what happened (a traceback's last line)."""
-    lines = [line.strip() for line in str(error or "").strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -292,15 +272,10 @@ def package_version() -> str | None:
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """Return ``git rev-parse HEAD`` of the source tree of ``decent``, or ``None``."""
+    here = Path(__file__).resolve().parent
     try:
-        here = Path(__file__).resolve().parent
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
         )
     except Exception:
         return None
@@ -323,6 +298,10 @@ def _check_status(status: str, allowed: Sequence[str], arg: str = "status") -> s
             f"{arg} must be one of {list(allowed)}, got {status!r}; pick one of those names"
         )
     return status
+
+
+_STUDY = "(?1 IS NULL OR study = ?1)"
+"""The condition of a query of one study's runs (``?1``), or of all (``?1`` is ``NULL``)."""
 
 
 class Store:
@@ -389,35 +368,29 @@ class Store:
     def _open(self) -> sqlite3.Connection:
         try:
             return self._open_readonly() if self.readonly else self._open_for_writing()
-        except sqlite3.Error as err:
-            raise explain(self.path, err, writing=not self.readonly) from err
-        except OSError as err:
+        except (sqlite3.Error, OSError) as err:
             raise explain(self.path, err, writing=not self.readonly) from err
 
     def _open_readonly(self) -> sqlite3.Connection:
         from urllib.parse import quote
 
-        base = "file:" + quote(str(self.path.resolve()))
-        try:
-            conn = sqlite3.connect(
-                base + "?mode=ro",
-                uri=True,
-                timeout=_busy_timeout_ms() / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            found = self._schema_version(conn)
-        except sqlite3.OperationalError as err:
-            if "unable to open" not in str(err).lower() and "readonly" not in str(err).lower():
-                raise
-            # a WAL store on read-only media: nothing can change it, read it as immutable
-            conn = sqlite3.connect(
-                base + "?mode=ro&immutable=1",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            found = self._schema_version(conn)
+        uri = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
+        # mode=ro fails on a WAL store on read-only media; nothing can change it: immutable
+        for immutable in (False, True):
+            try:
+                conn = sqlite3.connect(
+                    uri + ("&immutable=1" if immutable else ""),
+                    uri=True,
+                    timeout=store_timeout(),
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                found = self._schema_version(conn)
+                break
+            except sqlite3.OperationalError as err:
+                low = str(err).lower()
+                if immutable or ("unable to open" not in low and "readonly" not in low):
+                    raise
         self._check_version(conn, found)
         self._has_owner = _has_column(conn, "runs", "owner")
         self._has_info = _has_column(conn, "runs", "info_json")
@@ -452,15 +425,15 @@ class Store:
                 f"{SCHEMA_VERSION}; upgrade decent to read it (pip install -U decent)"
             )
 
-    def _refuse_foreign_or_newer(self, conn: sqlite3.Connection) -> None:
+    def _found_version(self, conn: sqlite3.Connection) -> int:
+        """The schema version of the store (0: an empty database); refuses a foreign one."""
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         if tables and "meta" not in tables:
             raise StoreError(
                 f"{self.path} is an SQLite database but not a decent results store (no meta "
                 "table); it was left untouched: pass --out another directory"
             )
-        if "meta" in tables:
-            self._check_version(conn, self._schema_version(conn))
+        return self._schema_version(conn) if "meta" in tables else 0
 
     def _open_for_writing(self) -> sqlite3.Connection:
         if self.create:
@@ -476,18 +449,18 @@ class Store:
                 )
         conn = sqlite3.connect(
             self.path,
-            timeout=_busy_timeout_ms() / 1000,
+            timeout=store_timeout(),
             isolation_level=None,  # explicit BEGIN/COMMIT only
             check_same_thread=False,
         )
-        conn.execute(f"PRAGMA busy_timeout = {_busy_timeout_ms()}")
+        conn.execute(f"PRAGMA busy_timeout = {round(store_timeout() * 1000)}")
         # look before writing anything (even the journal mode changes the file's header)
         try:
-            self._refuse_foreign_or_newer(conn)
+            self._check_version(conn, self._found_version(conn))
         except BaseException:
             conn.close()
             raise
-        deadline = time.monotonic() + _busy_timeout_ms() / 1000
+        deadline = time.monotonic() + store_timeout()
         while True:  # switching to WAL needs a brief exclusive lock; retry while contended
             try:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -502,13 +475,7 @@ class Store:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if tables and "meta" not in tables:
-                raise StoreError(
-                    f"{self.path} is an SQLite database but not a decent results store (no "
-                    "meta table); it was left untouched: pass --out another directory"
-                )
-            found = self._schema_version(conn) if "meta" in tables else 0
+            found = self._found_version(conn)
             if found <= SCHEMA_VERSION:
                 for stmt in _SCHEMA:
                     conn.execute(stmt)
@@ -650,12 +617,7 @@ class Store:
             raise ResultsError(f"flush_every must be an int >= 1, got {flush_every!r}")
         if not flush_seconds >= 0:
             raise ResultsError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
-        plain = to_plain(config)
-        if not isinstance(plain, dict):
-            raise ResultsError(
-                f"config must be a mapping (or pydantic model), got {type(config).__name__}"
-            )
-        config_json = canonical_json(plain)
+        plain, config_json = _plain_config(config)
         info_json = None if info is None else canonical_json(to_plain(info, where="info"))
         rid = run_id if run_id is not None else content_hash(f"{study}\0{config_json}")
         if not isinstance(rid, str) or not rid:
@@ -717,12 +679,8 @@ class Store:
         Raises:
             RunExistsError: the run already finished or diverged.
         """
-        plain = to_plain(config)
-        if not isinstance(plain, dict):
-            raise ResultsError(
-                f"config must be a mapping (or pydantic model), got {type(config).__name__}"
-            )
-        rid = content_hash(f"{study}\0{canonical_json(plain)}")
+        plain, config_json = _plain_config(config)
+        rid = content_hash(f"{study}\0{config_json}")
         status = self.status(rid)
         if status is None:
             return self.start_run(
@@ -771,14 +729,9 @@ class Store:
         Returns:
             The deleted run ids, sorted.
         """
-        marks = ",".join("?" * len(UNFINISHED_STATUSES))
-        sql = f"SELECT id FROM runs WHERE status IN ({marks})"
-        params: list[Any] = list(UNFINISHED_STATUSES)
-        if study is not None:
-            sql += " AND study = ?"
-            params.append(study)
+        sql = f"SELECT id FROM runs WHERE {_STUDY} AND status IN {UNFINISHED_STATUSES}"
         with self._transaction() as conn:
-            ids = sorted(r[0] for r in conn.execute(sql, params).fetchall())
+            ids = sorted(r[0] for r in conn.execute(sql, (study,)).fetchall())
             conn.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in ids])
         return ids
 
@@ -811,12 +764,8 @@ class Store:
         """
         with self._reading() as conn:
             owner = "owner" if self._has_owner else "NULL"
-            sql = f"SELECT id, {owner} FROM runs WHERE status = 'running'"
-            params: tuple[Any, ...] = ()
-            if study is not None:
-                sql += " AND study = ?"
-                params = (study,)
-            rows = conn.execute(sql, params).fetchall()
+            sql = f"SELECT id, {owner} FROM runs WHERE {_STUDY} AND status = 'running'"
+            rows = conn.execute(sql, (study,)).fetchall()
         stale = sorted(rid for rid, tok in rows if owner_is_gone(tok))
         if stale:
             with self._transaction() as conn:
@@ -869,13 +818,9 @@ class Store:
 
     def configs(self, study: str | None = None) -> dict[str, dict[str, Any]]:
         """Return ``{run_id: config}`` with each run's config as stored (nested dicts)."""
-        sql = "SELECT id, config_json FROM runs"
-        params: tuple[Any, ...] = ()
-        if study is not None:
-            sql += " WHERE study = ?"
-            params = (study,)
+        sql = f"SELECT id, config_json FROM runs WHERE {_STUDY} ORDER BY created_at, id"
         with self._reading() as conn:
-            rows = conn.execute(sql + " ORDER BY created_at, id", params).fetchall()
+            rows = conn.execute(sql, (study,)).fetchall()
         return {rid: self._json(text, rid, "config_json") for rid, text in rows}
 
     def _json(self, text: Any, run_id: str, column: str) -> Any:
@@ -902,47 +847,33 @@ class Store:
         Args:
             study: Only this study; ``None`` for all.
         """
-        params: tuple[Any, ...] = ()
+        sql = (
+            "SELECT id, study, name, status, config_hash, package_version, git_commit,"
+            " created_at, started_at, finished_at, wall_s, error,"
+            f" {'owner' if self._has_owner else 'NULL'}, config_json, final_json,"
+            f" {'info_json' if self._has_info else 'NULL'}"
+            f" FROM runs WHERE {_STUDY} ORDER BY study, created_at, id"
+        )
         with self._reading() as conn:
-            sql = (
-                "SELECT id, study, name, status, config_hash, package_version, git_commit,"
-                " created_at, started_at, finished_at, wall_s, error, config_json, final_json,"
-                f" {'owner' if self._has_owner else 'NULL'},"
-                f" {'info_json' if self._has_info else 'NULL'} FROM runs"
-            )
-            if study is not None:
-                sql += " WHERE study = ?"
-                params = (study,)
-            sql += " ORDER BY study, created_at, id"
-            rows = conn.execute(sql, params).fetchall()
+            rows = conn.execute(sql, (study,)).fetchall()
         reserved = set(RUN_COLUMNS) | {"round", "metric", "value"}
         out: list[dict[str, Any]] = []
-        config_cols: dict[str, None] = {}
-        final_cols: dict[str, None] = {}
-        info_cols: dict[str, None] = {}
+        columns: dict[str, dict[str, None]] = {"": {}, "final.": {}, "info.": {}}
         for row in rows:
             rec = dict(zip(RUN_COLUMNS, row[:12], strict=True))
-            if rec["status"] == "running" and owner_is_gone(row[14]):
+            if rec["status"] == "running" and owner_is_gone(row[12]):
                 rec["status"] = "interrupted"
                 rec["error"] = rec["error"] or "its process ended without closing the run"
-            rid = row[0]
-            for key, value in flatten(self._json(row[12], rid, "config_json")).items():
-                col = f"config.{key}" if key in reserved else key
-                config_cols[col] = None
-                rec[col] = value
-            if row[13]:
-                final = self._json(row[13], rid, "final_json")
-                for key, value in flatten(final, prefix="final.").items():
-                    final_cols[key] = None
-                    rec[key] = value
-            if row[15]:
-                info = self._json(row[15], rid, "info_json")
-                for key, value in flatten(info, prefix="info.").items():
-                    info_cols[key] = None
-                    rec[key] = value
+            for (prefix, seen), text, cell in zip(
+                columns.items(), row[13:], ("config_json", "final_json", "info_json"), strict=True
+            ):
+                if not prefix or text:  # the config always, final and info when stored
+                    for key, value in flatten(self._json(text, row[0], cell), prefix).items():
+                        key = f"config.{key}" if key in reserved else key
+                        seen[key] = None
+                        rec[key] = value
             out.append(rec)
-        columns = [*RUN_COLUMNS, *config_cols, *final_cols, *info_cols]
-        df = pd.DataFrame(out, columns=columns)
+        df = pd.DataFrame(out, columns=[*RUN_COLUMNS, *(c for s in columns.values() for c in s)])
         df["wall_s"] = df["wall_s"].astype("float64")
         return df
 
@@ -1003,9 +934,7 @@ class Store:
                 "pass another --out"
             )
         rec["value"] = numeric.astype("float64")
-        runs = self.runs(study)
-        keep = [c for c in runs.columns if c != "error" and not c.startswith("final.")]
-        df = rec.merge(runs[keep], on="run_id", how="inner")
+        df = rec.merge(_without_final(self.runs(study)), on="run_id", how="inner")
         df = df.sort_values(["study", "run_id", "metric", "round"], kind="stable")
         return df.reset_index(drop=True)
 
@@ -1022,21 +951,18 @@ class Store:
             if len(rec)
             else rec
         )
-        values = {
-            (r, m): v for r, m, v in zip(last["run_id"], last["metric"], last["value"], strict=True)
-        }
-        for _, row in runs.iterrows():
-            for col in runs.columns:
-                if col.startswith("final.") and pd.notna(row[col]):
-                    try:
-                        values[(row["run_id"], col[len("final.") :])] = float(row[col])
-                    except (TypeError, ValueError):
-                        continue
+        keys = zip(last["run_id"], last["metric"], strict=True)
+        values = dict(zip(keys, last["value"], strict=True))
+        finals = [c for c in runs.columns if c.startswith("final.")]
+        for rid, *stored in runs[["run_id", *finals]].itertuples(index=False):
+            for col, value in zip(finals, stored, strict=True):
+                if pd.notna(value):
+                    with suppress(TypeError, ValueError):
+                        values[(rid, col.removeprefix("final."))] = float(value)
         df = pd.DataFrame(
             [(r, m, v) for (r, m), v in values.items()], columns=["run_id", "metric", "value"]
         )
-        keep = [c for c in runs.columns if c != "error" and not c.startswith("final.")]
-        df = df.merge(runs[keep], on="run_id", how="inner")
+        df = df.merge(_without_final(runs), on="run_id", how="inner")
         return df.sort_values(["run_id", "metric"], kind="stable").reset_index(drop=True)
 
 
@@ -1225,6 +1151,21 @@ class RunWriter:
 
     def __repr__(self) -> str:
         return f"RunWriter(run_id={self.run_id!r}, study={self.study!r}, status={self.status!r})"
+
+
+def _without_final(runs: pd.DataFrame) -> pd.DataFrame:
+    """The run columns that records and final metrics are joined with."""
+    return runs[[c for c in runs.columns if c != "error" and not c.startswith("final.")]]
+
+
+def _plain_config(config: Any) -> tuple[dict[str, Any], str]:
+    """A run's config as plain JSON data and its canonical JSON text."""
+    plain = to_plain(config)
+    if not isinstance(plain, dict):
+        raise ResultsError(
+            f"config must be a mapping (or pydantic model), got {type(config).__name__}"
+        )
+    return plain, canonical_json(plain)
 
 
 def _check_round(round: Any) -> int:
