@@ -300,6 +300,16 @@ def _check_status(status: str, allowed: Sequence[str], arg: str = "status") -> s
     return status
 
 
+@contextmanager
+def opened(store: Store | str | os.PathLike[str]) -> Iterator[Store]:
+    """``store`` itself, or the store at that path opened read-only (and closed after)."""
+    if isinstance(store, Store):
+        yield store
+    else:
+        with Store(store, readonly=True) as s:
+            yield s
+
+
 _STUDY = "(?1 IS NULL OR study = ?1)"
 """The condition of a query of one study's runs (``?1``), or of all (``?1`` is ``NULL``)."""
 
