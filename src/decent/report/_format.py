@@ -79,16 +79,12 @@ def is_size(column: str) -> bool:
     return "bytes" in column.lower()
 
 
-def is_ratio(column: str) -> bool:
-    """Whether a column holds ratios, by its name (``× reference``)."""
-    return column.lstrip().startswith("×")
-
-
 def cell(column: str, value: Any) -> str:
-    """``value`` of ``column`` as the report writes it."""
+    """``value`` of ``column`` as the report writes it: a size where the column's name says
+    bytes, a ratio where it starts with ``×`` (``× reference``), else a number or text."""
     if is_size(column):
         return size(value)
-    if is_ratio(column):
+    if column.lstrip().startswith("×"):
         return ratio(value)
     if _numeric(value) or _missing(value):
         return number(value)

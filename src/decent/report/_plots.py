@@ -141,14 +141,11 @@ def aggregate(
     _check_columns(df, facet_cols, "facet")
     data = _series(df, metric, x)
     _warn_mixed(data, hue_cols + facet_cols, seed_col)
-    data = data.assign(
-        facet=[_label(v, facet_cols) for v in data[facet_cols].itertuples(index=False)]
-        if facet_cols
-        else "",
-        hue=[_label(v, hue_cols) for v in data[hue_cols].itertuples(index=False)]
-        if hue_cols
-        else "",  # one line; the same label for every metric, so metrics can be joined
-    )
+
+    def names(cols: list[str]) -> list[str] | str:  # "": one line (or subplot) of them all
+        return [_label(v, cols) for v in data[cols].itertuples(index=False)] if cols else ""
+
+    data = data.assign(facet=names(facet_cols), hue=names(hue_cols))
     g = data.groupby(["facet", "hue", "round"], sort=True)
     out = g.agg(x=("_x", "mean"), mean=("_y", "mean"), std=("_y", "std"), n=("_y", "count"))
     out = out.reset_index()
@@ -200,19 +197,15 @@ def _grid(n: int, ncols: int, width: float = 4.6, height: float = 3.4) -> tuple[
     return fig, axes
 
 
-def _auto_logy(metric: str, logy: bool | None, values: Any = None) -> bool:
+def _auto_logy(metric: str, logy: bool | None, values: Any) -> bool:
     """Log where asked; else for errors and distances, and for any positive quantity
     whose values span two decades or more."""
     if logy is not None:
         return logy
-    if metric.startswith(LOG_Y_PREFIXES):
-        return True
-    return _spans_decades(values)
+    return metric.startswith(LOG_Y_PREFIXES) or _spans_decades(values)
 
 
 def _spans_decades(values: Any, decades: float = 2.0) -> bool:
-    if values is None:
-        return False
     v = np.asarray(values, dtype="float64")
     v = v[np.isfinite(v)]
     return bool(v.size and (v > 0).all() and v.max() / v.min() >= 10**decades)

@@ -278,7 +278,6 @@ def headline(
         [tuple(v) for v in keys.itertuples(index=False)] if context_cols else [()] * len(data)
     )
     rows: list[dict[str, Any]] = []
-    sign = 1.0 if judged.lower_is_better else -1.0
     for (context, method), g in data.groupby(["_context", "_method"], sort=False):
         ok = g[g["status"] == "finished"]
         done = g[g["status"].isin(DONE_STATUSES)]

@@ -1,27 +1,9 @@
 """The embedded results store: one SQLite database per results directory.
 
-Layout (schema version 3; older stores are upgraded in place when opened for writing)::
-
-    meta(key TEXT PRIMARY KEY, value TEXT)           -- 'schema_version' -> '1'
-    runs(id TEXT PRIMARY KEY, study, name, config_json, config_hash,
-         status CHECK IN ('running','finished','failed','diverged','interrupted'),
-         package_version, git_commit, created_at, started_at, finished_at,
-         wall_s REAL, error, final_json,
-         owner,                                 -- v2: host:pid:start of the writing process
-         info_json)                             -- v3: what the run says of itself (objective)
-    records(run_id -> runs.id ON DELETE CASCADE, round INTEGER, metric TEXT, value REAL,
-            PRIMARY KEY (run_id, round, metric))   -- WITHOUT ROWID
-    index records_metric ON records(metric, run_id); index runs_study ON runs(study)
-
-Concurrency: WAL journal, ``busy_timeout``, every write an ``IMMEDIATE`` transaction. A
-process holds one connection, opened lazily and reopened after ``fork``; threads share it
-under a lock. Committed batches survive a ``SIGKILL`` of the writer, and a run whose writer
-is gone (its ``owner`` process no longer exists) reads back as ``interrupted``.
-
-Readers open the database read-only (``mode=ro``, no journal change; ``immutable`` on
-read-only media), so a report or an export never modifies a store. Every SQLite failure
-becomes one :class:`StoreError` naming the file and what to do; a damaged file is never
-written to.
+The schema (:data:`_SCHEMA`, version 3; older stores are upgraded in place when opened for
+writing), the concurrency model and the failures it words are in ``docs/results.md``. A
+run whose writer is gone (its ``owner`` process no longer exists) reads back as
+``interrupted``; a damaged file is never written to.
 """
 
 from __future__ import annotations
@@ -300,6 +282,13 @@ def _check_status(status: str, allowed: Sequence[str], arg: str = "status") -> s
     return status
 
 
+def _connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
+    """A connection shared by the process's threads, with explicit BEGIN/COMMIT only."""
+    return sqlite3.connect(
+        target, uri=uri, timeout=store_timeout(), isolation_level=None, check_same_thread=False
+    )
+
+
 @contextmanager
 def opened(store: Store | str | os.PathLike[str]) -> Iterator[Store]:
     """``store`` itself, or the store at that path opened read-only (and closed after)."""
@@ -317,10 +306,8 @@ _STUDY = "(?1 IS NULL OR study = ?1)"
 class Store:
     """An embedded results store: ``<dir>/decent.sqlite`` (no server).
 
-    Safe to share between threads (one connection per process, guarded by a lock) and between
-    processes (WAL journal, ``busy_timeout``, short ``IMMEDIATE`` write transactions). A store
-    object can be pickled to ``spawn``-ed workers and survives ``fork``: the connection is
-    opened lazily and reopened in a child process.
+    Safe to share between threads and processes, to pickle to ``spawn``-ed workers and to
+    use after ``fork`` (the connection is reopened in a child; ``docs/results.md``).
 
     Args:
         path: A results directory (the database is ``path/decent.sqlite``) or a path ending in
@@ -356,7 +343,7 @@ class Store:
                 f"no results store at {self.path} (it {what}); run `decent run` or "
                 "`decent sweep` first, or pass --out the results directory a run wrote to"
             )
-        self._has_owner = self._has_info = False
+        self._owner = self._info = "NULL"  # the column, or NULL in an old store
         self._reset_process_state()
         self._connection()  # create the database (and surface path errors) now
 
@@ -388,22 +375,20 @@ class Store:
         # mode=ro fails on a WAL store on read-only media; nothing can change it: immutable
         for immutable in (False, True):
             try:
-                conn = sqlite3.connect(
-                    uri + ("&immutable=1" if immutable else ""),
-                    uri=True,
-                    timeout=store_timeout(),
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
+                conn = _connect(uri + ("&immutable=1" if immutable else ""), uri=True)
                 found = self._schema_version(conn)
                 break
             except sqlite3.OperationalError as err:
                 low = str(err).lower()
                 if immutable or ("unable to open" not in low and "readonly" not in low):
                     raise
-        self._check_version(conn, found)
-        self._has_owner = _has_column(conn, "runs", "owner")
-        self._has_info = _has_column(conn, "runs", "info_json")
+        try:
+            self._check_version(found)
+        except StoreVersionError:
+            conn.close()
+            raise
+        self._owner = "owner" if _has_column(conn, "runs", "owner") else "NULL"
+        self._info = "info_json" if _has_column(conn, "runs", "info_json") else "NULL"
         return conn
 
     def _schema_version(self, conn: sqlite3.Connection) -> int:
@@ -427,23 +412,25 @@ class Store:
                 f"{self.path}.damaged) or pass another --out"
             ) from None
 
-    def _check_version(self, conn: sqlite3.Connection, found: int) -> None:
+    def _check_version(self, found: int) -> None:
         if found > SCHEMA_VERSION:
-            conn.close()
             raise StoreVersionError(
                 f"{self.path} has schema version {found}, this decent knows up to "
                 f"{SCHEMA_VERSION}; upgrade decent to read it (pip install -U decent)"
             )
 
     def _found_version(self, conn: sqlite3.Connection) -> int:
-        """The schema version of the store (0: an empty database); refuses a foreign one."""
+        """The schema version of the store (0: an empty database); refuses a foreign one
+        and a newer one."""
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         if tables and "meta" not in tables:
             raise StoreError(
                 f"{self.path} is an SQLite database but not a decent results store (no meta "
                 "table); it was left untouched: pass --out another directory"
             )
-        return self._schema_version(conn) if "meta" in tables else 0
+        found = self._schema_version(conn) if "meta" in tables else 0
+        self._check_version(found)
+        return found
 
     def _open_for_writing(self) -> sqlite3.Connection:
         if self.create:
@@ -457,16 +444,11 @@ class Store:
                     f"was left untouched: move it aside (mv {self.path} {self.path}.damaged) "
                     "or pass another --out"
                 )
-        conn = sqlite3.connect(
-            self.path,
-            timeout=store_timeout(),
-            isolation_level=None,  # explicit BEGIN/COMMIT only
-            check_same_thread=False,
-        )
+        conn = _connect(self.path)
         conn.execute(f"PRAGMA busy_timeout = {round(store_timeout() * 1000)}")
         # look before writing anything (even the journal mode changes the file's header)
         try:
-            self._check_version(conn, self._found_version(conn))
+            self._found_version(conn)
         except BaseException:
             conn.close()
             raise
@@ -486,24 +468,22 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             found = self._found_version(conn)
-            if found <= SCHEMA_VERSION:
-                for stmt in _SCHEMA:
-                    conn.execute(stmt)
-                if found == 1:  # v1 -> v2: who writes each run
-                    conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
-                if found in (1, 2):  # v2 -> v3: what each run says of itself
-                    conn.execute("ALTER TABLE runs ADD COLUMN info_json TEXT")
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(max(found, SCHEMA_VERSION)),),
-                )
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            if found == 1:  # v1 -> v2: who writes each run
+                conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+            if found in (1, 2):  # v2 -> v3: what each run says of itself
+                conn.execute("ALTER TABLE runs ADD COLUMN info_json TEXT")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
         except BaseException:
             conn.execute("ROLLBACK")
             conn.close()
             raise
         conn.execute("COMMIT")
-        self._check_version(conn, found)
-        self._has_owner = self._has_info = True
+        self._owner, self._info = "owner", "info_json"
         return conn
 
     @contextmanager
@@ -560,12 +540,7 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -575,7 +550,7 @@ class Store:
         self.path = state["path"]
         self.create = state["create"]
         self.readonly = state.get("readonly", False)
-        self._has_owner = self._has_info = False
+        self._owner = self._info = "NULL"  # the column, or NULL in an old store
         self._reset_process_state()
 
     def __repr__(self) -> str:
@@ -753,9 +728,8 @@ class Store:
         ``interrupted`` (``stored=True``: the value as stored).
         """
         with self._reading() as conn:
-            owner = "owner" if self._has_owner else "NULL"
             row = conn.execute(
-                f"SELECT status, {owner} FROM runs WHERE id = ?", (run_id,)
+                f"SELECT status, {self._owner} FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
         if row is None:
             return None
@@ -773,8 +747,7 @@ class Store:
             The run ids marked, sorted.
         """
         with self._reading() as conn:
-            owner = "owner" if self._has_owner else "NULL"
-            sql = f"SELECT id, {owner} FROM runs WHERE {_STUDY} AND status = 'running'"
+            sql = f"SELECT id, {self._owner} FROM runs WHERE {_STUDY} AND status = 'running'"
             rows = conn.execute(sql, (study,)).fetchall()
         stale = sorted(rid for rid, tok in rows if owner_is_gone(tok))
         if stale:
@@ -804,11 +777,10 @@ class Store:
             row = conn.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None or row[0] not in UNFINISHED_STATUSES:
                 return False
-            error = reason
             conn.execute(
                 "UPDATE runs SET status = ?, error = ?, finished_at = COALESCE(finished_at, ?)"
                 " WHERE id = ?",
-                (status, error, _now(), run_id),
+                (status, reason, _now(), run_id),
             )
         return True
 
@@ -857,14 +829,13 @@ class Store:
         Args:
             study: Only this study; ``None`` for all.
         """
-        sql = (
-            "SELECT id, study, name, status, config_hash, package_version, git_commit,"
-            " created_at, started_at, finished_at, wall_s, error,"
-            f" {'owner' if self._has_owner else 'NULL'}, config_json, final_json,"
-            f" {'info_json' if self._has_info else 'NULL'}"
-            f" FROM runs WHERE {_STUDY} ORDER BY study, created_at, id"
-        )
-        with self._reading() as conn:
+        with self._reading() as conn:  # opened first: which columns an old store has
+            sql = (
+                "SELECT id, study, name, status, config_hash, package_version, git_commit,"
+                " created_at, started_at, finished_at, wall_s, error,"
+                f" {self._owner}, config_json, final_json, {self._info}"
+                f" FROM runs WHERE {_STUDY} ORDER BY study, created_at, id"
+            )
             rows = conn.execute(sql, (study,)).fetchall()
         reserved = set(RUN_COLUMNS) | {"round", "metric", "value"}
         out: list[dict[str, Any]] = []
@@ -913,24 +884,16 @@ class Store:
             where.append(f"metric IN ({','.join('?' * len(mlist))})")
             params.extend(mlist)
         ids = None if run_ids is None else sorted(set(run_ids))
-        chunks: list[list[str] | None] = (
-            [None] if ids is None else [ids[i : i + 500] for i in range(0, len(ids), 500)]
-        )
-        frames: list[pd.DataFrame] = []
+        chunks = [None] if ids is None else [ids[i : i + 500] for i in range(0, len(ids), 500)]
+        rows: list[Any] = []
         with self._reading() as conn:
-            for chunk in chunks:
-                w, p = list(where), list(params)
-                if chunk is not None:
-                    w.append(f"run_id IN ({','.join('?' * len(chunk))})")
-                    p.extend(chunk)
-                sql = "SELECT run_id, round, metric, value FROM records"
-                if w:
-                    sql += " WHERE " + " AND ".join(w)
-                rows = conn.execute(sql, p).fetchall()
-                frames.append(pd.DataFrame(rows, columns=list(RECORD_COLUMNS)))
-        if not frames:
-            frames.append(pd.DataFrame([], columns=list(RECORD_COLUMNS)))
-        rec = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            for chunk in chunks:  # at most 500 ids a query, well under SQLite's limit
+                w = where + ([] if chunk is None else [f"run_id IN ({','.join('?' * len(chunk))})"])
+                sql = "SELECT run_id, round, metric, value FROM records WHERE "
+                rows += conn.execute(
+                    sql + (" AND ".join(w) or "1"), params + (chunk or [])
+                ).fetchall()
+        rec = pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
         rec["round"] = rec["round"].astype("int64")
         numeric = pd.to_numeric(rec["value"], errors="coerce")
         bad = numeric.isna() & rec["value"].notna()
@@ -1050,10 +1013,8 @@ class RunWriter:
         rows = [(self.run_id, r, _check_metric(k), _to_float(k, v)) for k, v in metrics.items()]
         self._buffer.extend(rows)
         self._pending_logs += 1
-        if (
-            self._pending_logs >= self.flush_every
-            or time.monotonic() - self._last_flush >= self.flush_seconds
-        ):
+        waited = time.monotonic() - self._last_flush
+        if self._pending_logs >= self.flush_every or waited >= self.flush_seconds:
             self.flush()
 
     def _write_buffer(self, conn: sqlite3.Connection) -> None:
@@ -1072,11 +1033,9 @@ class RunWriter:
 
         On failure nothing of the batch is stored and the buffer is kept for a retry.
         """
-        if not self._buffer:
-            self._last_flush = time.monotonic()
-            return
-        with self.store._transaction() as conn:
-            self._write_buffer(conn)
+        if self._buffer:
+            with self.store._transaction() as conn:
+                self._write_buffer(conn)
         self._written()
 
     def _close(self, status: str, final: Mapping[str, Any] | None, error: str | None) -> None:
