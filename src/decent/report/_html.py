@@ -11,7 +11,9 @@ import os
 import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from importlib.resources import files
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import numpy as np
@@ -52,24 +54,6 @@ TABLE_ORDER = (
     "time/wall_s",
     "time/sim",
 )
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;
-color:#222;max-width:1400px}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.scroll{overflow-x:auto}
-.status-finished{color:#1a7f37}.status-diverged{color:#9a6700}
-.status-running,.status-failed,.status-interrupted{color:#cf222e;font-weight:bold}
-figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
-img{max-width:100%}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.8em}
-.meta td:first-child{font-weight:bold}
-th{cursor:pointer}tr.best td{background:#eef7ee}
-.sentence{font-size:1.1em;font-weight:500}.ran{font-size:.9em;color:#444;max-width:70em}
-summary{cursor:pointer;color:#0550ae}.caption{font-size:.85em;color:#555;max-width:60em}
-"""
 
 
 def _e(value: Any) -> str:
@@ -482,27 +466,18 @@ def write_report(
     ]
     meta = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta_rows)
     n_groups = len(runs[group_cols].astype(str).drop_duplicates()) if group_cols else 1
-    body = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{_e(page_title)}</title><style>{_CSS}</style></head>
-<body>
-<h1>{_e(page_title)}</h1>
-{warn}
-<h2 id="answer">The answer</h2>
-{top}
-<h2>Figures</h2>
-{fig_html}
-<h2>Final metrics per configuration</h2>
-{_details(f"{n_groups} configurations", _final_table(wide, runs, group_cols), n_groups <= 12)}
-<h2>Runs</h2>
-{_details(f"{len(runs)} runs", _status_table(runs, shown), len(runs) <= 12)}
-<h2>Configurations</h2>
-{_configs_section(configs, seed_col)}
-<h2>About this report</h2>
-<table class="meta">{meta}</table>
-<script>{story.SORT_JS}</script>
-</body></html>
-"""
+    final_table = _final_table(wide, runs, group_cols)
+    page = Template((files("decent.report") / "page.html").read_text(encoding="utf-8"))
+    body = page.substitute(
+        title=_e(page_title),
+        warn=warn,
+        answer=top,
+        figures=fig_html,
+        final=_details(f"{n_groups} configurations", final_table, n_groups <= 12),
+        runs=_details(f"{len(runs)} runs", _status_table(runs, shown), len(runs) <= 12),
+        configs=_configs_section(configs, seed_col),
+        meta=meta,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.html").write_text(body, encoding="utf-8")

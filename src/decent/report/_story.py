@@ -448,30 +448,3 @@ def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[st
         )
     table_html = fmt.table(header, rows, kinds, classes="sortable headline")
     return f'<p class="caption">{caption}</p>{table_html}'
-
-
-SORT_JS = """
-document.querySelectorAll('table.sortable').forEach(function (t) {
-  t.querySelectorAll('th').forEach(function (th, i) {
-    th.title = (th.title ? th.title + ' ' : '') + '(click to sort)';
-    th.addEventListener('click', function () {
-      var body = t.tBodies[0], rows = Array.from(body.rows), up = th.dataset.up !== '1';
-      t.querySelectorAll('th').forEach(function (o) { delete o.dataset.up; });
-      th.dataset.up = up ? '1' : '0';
-      function key(r) {
-        var c = r.cells[i]; if (!c) return '';
-        return c.dataset.v !== undefined ? parseFloat(c.dataset.v) : c.textContent.trim();
-      }
-      rows.sort(function (a, b) {
-        var x = key(a), y = key(b), d;
-        if (typeof x === 'number' && typeof y === 'number') d = x - y;
-        else if (typeof x === 'number') d = -1; else if (typeof y === 'number') d = 1;
-        else d = String(x).localeCompare(String(y), undefined, {numeric: true});
-        return up ? d : -d;
-      });
-      rows.forEach(function (r) { body.appendChild(r); });
-    });
-  });
-});
-"""
-"""Click a header to sort a table by it (numbers by their value, not their text)."""
