@@ -334,17 +334,14 @@ class Store:
     def __init__(
         self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False
     ) -> None:
-        self.path = resolve_db_path(path)
-        self.readonly = readonly
-        self.create = create and not readonly
-        if not self.create and not self.path.is_file():
-            what = "is a directory" if self.path.is_dir() else "does not exist"
+        p = resolve_db_path(path)
+        self.__setstate__({"path": p, "create": create and not readonly, "readonly": readonly})
+        if not self.create and not p.is_file():
+            what = "is a directory" if p.is_dir() else "does not exist"
             raise StoreNotFoundError(
-                f"no results store at {self.path} (it {what}); run `decent run` or "
+                f"no results store at {p} (it {what}); run `decent run` or "
                 "`decent sweep` first, or pass --out the results directory a run wrote to"
             )
-        self._owner = self._info = "NULL"  # the column, or NULL in an old store
-        self._reset_process_state()
         self._connection()  # create the database (and surface path errors) now
 
     # -- connection management --------------------------------------------------------------
