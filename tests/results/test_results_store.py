@@ -447,3 +447,24 @@ def test_results_load_after_a_plain_import_decent(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_an_unpickled_store_reads_the_owner_and_info_columns(tmp_path: Path) -> None:
+    """A Store sent to a worker (pickled: its connection opens on first use) reads what the
+    runs said of themselves and sees a run whose writer is gone as interrupted."""
+    import pickle
+    import socket
+
+    with Store(tmp_path) as store:
+        with store.start_run("s", _config(), info={"objective": {"metric": "x"}}) as run:
+            run.log(0, {"x": 1.0})
+        store.start_run("s", _config(seed=1))  # left running
+    conn = sqlite3.connect(tmp_path / "decent.sqlite")
+    with conn:  # its writer is a process that no longer exists
+        gone = f"{socket.gethostname()}:999999999:"
+        conn.execute("UPDATE runs SET owner = ? WHERE status = 'running'", (gone,))
+    conn.close()
+    for readonly in (False, True):
+        runs = pickle.loads(pickle.dumps(Store(tmp_path, readonly=readonly))).runs("s")
+        assert runs["info.objective.metric"].tolist()[0] == "x"
+        assert sorted(runs["status"]) == ["finished", "interrupted"]

@@ -79,42 +79,70 @@ def is_size(column: str) -> bool:
     return "bytes" in column.lower()
 
 
-def is_ratio(column: str) -> bool:
-    """Whether a column holds ratios, by its name (``× reference``)."""
-    return column.lstrip().startswith("×")
-
-
 def cell(column: str, value: Any) -> str:
-    """``value`` of ``column`` as the report writes it."""
+    """``value`` of ``column`` as the report writes it: a size where the column's name says
+    bytes, a ratio where it starts with ``×`` (``× reference``), else a number or text."""
     if is_size(column):
         return size(value)
-    if is_ratio(column):
+    if column.lstrip().startswith("×"):
         return ratio(value)
     if _numeric(value) or _missing(value):
         return number(value)
     return str(value)
 
 
-def table_html(
-    table: pd.DataFrame, classes: str = "sortable", row_class: str = "", columns: Sequence[str] = ()
+def td(text: Any, cls: str = "") -> str:
+    """A table cell holding ``text`` (``None``: empty), escaped."""
+    attr = f' class="{cls}"' if cls else ""
+    return f"<td{attr}>{html.escape('' if text is None else str(text))}</td>"
+
+
+def num_td(value: Any, text: str) -> str:
+    """A right-aligned cell showing ``text`` that sorts by ``value`` (``data-v``; none when
+    ``value`` is missing or not a number)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    data = "" if math.isnan(v) else f' data-v="{v!r}"'
+    return f'<td class="num"{data}>{html.escape(text)}</td>'
+
+
+def table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    row_class: str | Sequence[str] = "",
+    classes: str = "sortable",
+    titles: Sequence[str] = (),
 ) -> str:
-    """A study's own table as HTML, numbers written by :func:`cell` and kept sortable by
-    value (``data-v``); ``columns`` orders and selects the columns (default: all)."""
-    cols = list(columns) or list(table.columns)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    rows = []
-    tr = f'<tr class="{row_class}">' if row_class else "<tr>"
-    for rec in table[cols].to_dict("records"):
-        cells = []
-        for c in cols:
-            v = rec[c]
-            if _numeric(v):
-                data = "" if _missing(v) else f' data-v="{float(v)!r}"'
-                cells.append(f'<td class="num"{data}>{html.escape(cell(str(c), v))}</td>')
-            else:
-                cells.append(f"<td>{html.escape(cell(str(c), v))}</td>")
-        rows.append(tr + "".join(cells) + "</tr>")
+    """A table of ``rows`` of cells (:func:`td`, :func:`num_td`) that sorts by a click on a
+    header; ``row_class`` is one class for every row or one per row, ``titles`` the
+    headers' tooltips."""
+    tips = list(titles) or [""] * len(header)
+    head = "".join(
+        f'<th title="{html.escape(t)}">{html.escape(h)}</th>' if t else f"<th>{html.escape(h)}</th>"
+        for h, t in zip(header, tips, strict=True)
+    )
+    kinds = [row_class] * len(rows) if isinstance(row_class, str) else list(row_class)
+    body = "".join(
+        (f'<tr class="{k}">' if k else "<tr>") + "".join(r) + "</tr>"
+        for k, r in zip(kinds, rows, strict=True)
+    )
     return (
         f'<div class="scroll"><table class="{classes}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        f"<tbody>{body}</tbody></table></div>"
     )
+
+
+def table_html(frame: pd.DataFrame, classes: str = "sortable") -> str:
+    """A study's own table as HTML, numbers written by :func:`cell` and kept sortable by
+    value (``data-v``)."""
+    cols = [str(c) for c in frame.columns]
+    rows = [
+        [
+            num_td(v, cell(c, v)) if _numeric(v) else td(cell(c, v))
+            for c, v in zip(cols, r, strict=True)
+        ]
+        for r in frame.itertuples(index=False)
+    ]
+    return table(cols, rows, classes=classes)

@@ -11,8 +11,10 @@ import os
 import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from importlib.resources import files
 from pathlib import Path
-from typing import Any, NamedTuple
+from string import Template
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ from matplotlib.figure import Figure
 from decent.metrics import metric_label
 from decent.report import _format as fmt
 from decent.report import _story as story
+from decent.report._format import num_td, td
 from decent.report._plots import (
     ReportError,
     _label,
@@ -32,7 +35,7 @@ from decent.report._plots import (
 )
 from decent.report._story import Judged
 from decent.results import DONE_STATUSES, Store
-from decent.results._store import package_version
+from decent.results._store import opened, package_version
 
 X_AXES = ("grad_evals", "comm/bytes", "time/wall_s", "time/sim", "privacy/epsilon")
 TABLE_ORDER = (
@@ -52,27 +55,13 @@ TABLE_ORDER = (
     "time/sim",
 )
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;
-color:#222;max-width:1400px}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.scroll{overflow-x:auto}
-.status-finished{color:#1a7f37}.status-diverged{color:#9a6700}
-.status-running,.status-failed,.status-interrupted{color:#cf222e;font-weight:bold}
-figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
-img{max-width:100%}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.8em}
-.meta td:first-child{font-weight:bold}
-th{cursor:pointer}tr.best td{background:#eef7ee}
-.sentence{font-size:1.1em;font-weight:500}.ran{font-size:.9em;color:#444;max-width:70em}
-summary{cursor:pointer;color:#0550ae}.caption{font-size:.85em;color:#555;max-width:60em}
-"""
-
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
+
+
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def figure_to_data_uri(fig: Figure, dpi: int = 100) -> str:
@@ -80,7 +69,7 @@ def figure_to_data_uri(fig: Figure, dpi: int = 100) -> str:
     title or a legend outside the axes is never cut off)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return _png_uri(buf.getvalue())
 
 
 def points(fig: Figure) -> int:
@@ -103,6 +92,10 @@ MIN_POINTS = 3
 """A figure whose every line holds fewer points is not drawn: a table says it better."""
 
 
+def _too_few(caption: str) -> str:
+    return f"{caption}: fewer than {MIN_POINTS} points (not drawn; see the tables)"
+
+
 def _mean_std(values: pd.Series, metric: str = "") -> str:
     v = values.dropna() if values.notna().any() else values
     show = fmt.size if fmt.is_size(metric) else fmt.number
@@ -113,69 +106,33 @@ def _mean_std(values: pd.Series, metric: str = "") -> str:
     return f"{show(float(v.mean()))} ± {show(float(v.std(ddof=1)))}"
 
 
-def _metric_order(metrics: Sequence[str]) -> list[str]:
-    known = [m for m in TABLE_ORDER if m in metrics]
-    return known + sorted(m for m in metrics if m not in TABLE_ORDER)
-
-
 def _status_summary(statuses: pd.Series) -> str:
     counts = statuses.value_counts()
     return ", ".join(f"{int(n)} {s}" for s, n in counts.sort_index().items())
 
 
-def _table(
-    header: Sequence[str],
-    rows: Sequence[Sequence[str]],
-    row_class: str,
-    titles: Sequence[str] | None = None,
-) -> str:
-    """A sortable table (click a header); ``titles`` are the headers' tooltips."""
-    tips = list(titles) if titles is not None else [""] * len(header)
-    head = "".join(
-        f'<th title="{_e(t)}">{_e(h)}</th>' if t else f"<th>{_e(h)}</th>"
-        for h, t in zip(header, tips, strict=True)
-    )
-    body = "\n".join(f'<tr class="{row_class}">' + "".join(r) + "</tr>" for r in rows)
-    return (
-        f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>\n'
-        f"<tbody>{body}</tbody></table></div>"
-    )
-
-
-def _final_wide(store: Store, study: str) -> pd.DataFrame:
-    """Every run's final metrics, one row per run id and one column per metric."""
-    final = store.final(study)
-    if not len(final):
-        return pd.DataFrame(index=pd.Index([], name="run_id"))
-    return final.pivot_table(index="run_id", columns="metric", values="value", dropna=False)
-
-
 def _final_table(wide: pd.DataFrame, runs: pd.DataFrame, group_cols: list[str]) -> str:
-    metrics = _metric_order(sorted(wide.columns))
+    metrics = [m for m in TABLE_ORDER if m in wide.columns]
+    metrics += sorted(m for m in wide.columns if m not in TABLE_ORDER)
     runs = runs.set_index("run_id").join(wide, how="left")
     # a column a method lacks (topology.lazy of a ring, algorithm.variant of DAT-SGD) is
     # missing, not a reason to drop the row: group on text with an explicit placeholder
     raw = runs[group_cols].astype(object)
     keys = raw.where(raw.notna(), "—").astype(str) if group_cols else pd.DataFrame(index=runs.index)
     shown = [c for c in group_cols if keys[c].nunique() > 1] or group_cols[:3]
-    header = [*shown, "seeds", "runs (status)", *(metric_label(m) for m in metrics)]
-    titles = [*shown, "", "", *metrics]
-    rows: list[list[str]] = []
     groups = (
         keys.groupby(group_cols, sort=True, dropna=False).groups if group_cols else {"": runs.index}
     )
-    for _, idx in groups.items():
+    rows: list[list[str]] = []
+    for idx in groups.values():
         grp = runs.loc[list(idx)]
         done = grp[grp["status"].isin(DONE_STATUSES)]
-        cells = [f"<td>{_e(keys.loc[grp.index[0], c])}</td>" for c in shown]
         seeds = sorted(grp["seed"].dropna().tolist()) if "seed" in grp.columns else []
-        cells.append(f"<td>{_e(', '.join(str(s) for s in seeds))}</td>")
-        cells.append(f"<td>{_e(_status_summary(grp['status']))}</td>")
+        cells = [td(keys.loc[grp.index[0], c]) for c in shown]
+        cells += [td(", ".join(str(s) for s in seeds)), td(_status_summary(grp["status"]))]
         for m in metrics:
             mean = done[m].mean() if len(done) and done[m].notna().any() else math.nan
-            data = "" if pd.isna(mean) else f' data-v="{float(mean)!r}"'
-            text = _mean_std(done[m], m) if len(done) else "—"
-            cells.append(f'<td class="num"{data}>{_e(text)}</td>')
+            cells.append(num_td(mean, _mean_std(done[m], m) if len(done) else "—"))
         rows.append(cells)
     note = (
         "<p>Mean ± sample std over the finished or diverged runs (seeds) of each "
@@ -183,56 +140,47 @@ def _final_table(wide: pd.DataFrame, runs: pd.DataFrame, group_cols: list[str]) 
         "Unfinished runs are counted in the status column but not averaged. Hover a "
         "header for the record's name; click it to sort.</p>"
     )
-    return note + _table(header, rows, "final-row", titles)
+    header = [*shown, "seeds", "runs (status)", *(metric_label(m) for m in metrics)]
+    return note + fmt.table(header, rows, "final-row", titles=[*shown, "", "", *metrics])
 
 
 def _status_table(runs: pd.DataFrame, shown: list[str]) -> str:
-    header = [
-        "run id",
-        "name",
-        *shown,
-        "seed",
-        "status",
-        "started",
-        "finished",
-        "wall (s)",
-        "error",
-    ]
     rows = []
     for _, r in runs.iterrows():
         err = str(r["error"]).strip().splitlines()[-1] if r["error"] else ""
-        wall = "" if pd.isna(r["wall_s"]) else f"{r['wall_s']:.1f}"
-        cells = [
-            f"<td><code>{_e(r['run_id'])}</code></td>",
-            f"<td>{_e(r['name'])}</td>",
-            *(f"<td>{_e(r[c])}</td>" for c in shown),
-            f"<td>{_e(r['seed'] if 'seed' in r else '')}</td>",
-            f'<td class="status status-{_e(r["status"])}">{_e(r["status"])}</td>',
-            f"<td>{_e(r['started_at'])}</td>",
-            f"<td>{_e(r['finished_at'])}</td>",
-            f'<td class="num">{_e(wall)}</td>',
-            f"<td>{_e(err[:200])}</td>",
-        ]
-        rows.append(cells)
-    return _table(header, rows, "run-row")
+        rows.append(
+            [
+                f"<td><code>{_e(r['run_id'])}</code></td>",
+                td(r["name"]),
+                *(td(r[c]) for c in shown),
+                td(r["seed"] if "seed" in r else ""),
+                td(r["status"], f"status status-{_e(r['status'])}"),
+                td(r["started_at"]),
+                td(r["finished_at"]),
+                td("" if pd.isna(r["wall_s"]) else f"{r['wall_s']:.1f}", "num"),
+                td(err[:200]),
+            ]
+        )
+    header = ["run id", "name", *shown, "seed", "status", "started", "finished", "wall (s)"]
+    return fmt.table([*header, "error"], rows, "run-row")
 
 
-def _configs_section(store: Store, study: str, seed_col: str) -> str:
+def _configs_section(configs: dict[str, dict[str, Any]], seed_col: str) -> str:
     groups: dict[str, list[tuple[str, Any]]] = {}
-    for rid, cfg in store.configs(study).items():
+    for rid, cfg in configs.items():
         rest = {k: v for k, v in cfg.items() if k != seed_col}
         text = json.dumps(rest, indent=2, sort_keys=True)
         groups.setdefault(text, []).append((rid, cfg.get(seed_col)))
-    parts = []
-    for i, (text, members) in enumerate(groups.items()):
-        seeds = ", ".join(str(s) for _, s in members)
-        ids = ", ".join(r for r, _ in members)
-        parts.append(
-            f"<details{' open' if i == 0 else ''}><summary>configuration {i + 1}: "
-            f"{seed_col} = {_e(seeds)} ({len(members)} runs)</summary>"
-            f"<p>run ids: <code>{_e(ids)}</code></p><pre>{_e(text)}</pre></details>"
+    return "\n".join(
+        _details(
+            f"configuration {i + 1}: {seed_col} = {', '.join(str(s) for _, s in members)} "
+            f"({len(members)} runs)",
+            f"<p>run ids: <code>{_e(', '.join(r for r, _ in members))}</code></p>"
+            f"<pre>{_e(text)}</pre>",
+            i == 0,
         )
-    return "\n".join(parts)
+        for i, (text, members) in enumerate(groups.items())
+    )
 
 
 def _varies(df: pd.DataFrame, metric: str) -> bool:
@@ -265,80 +213,48 @@ def report_figures(
     instead of drawn.
     """
     present = set(df["metric"].unique())
-    figs: list[tuple[str, Figure]] = []
     notes = notes if notes is not None else []
     main = judged.metric if judged is not None and judged.metric in present else None
-    if metrics is not None:
-        chosen = list(metrics)
-    else:
+    if metrics is None:
         averaged = ("mean", "tail", "weighted")  # the network's model, not one node's
-        rest = sorted(
+        metrics = ([main] if main else []) + sorted(
             m
             for m in present
             if m != main
             and (m == "train/loss" or (m.startswith("eval/") and m.rsplit("@", 1)[-1] in averaged))
         )
-        chosen = ([main] if main else []) + [m for m in rest if m != main]
-    band_txt = {"std": "mean ± std", "ci95": "mean with 95% t-interval", None: "mean"}[band]
-    common: dict[str, Any] = {"band": band, "styles": styles}
+    over = {"std": "mean ± std", "ci95": "mean with 95% t-interval", None: "mean"}[band]
+    over += " over seeds"
     log = judged.log_scale if judged is not None else None
+    figs: list[tuple[str, Figure]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        for m in chosen:
-            if m not in present:
-                continue
+        for m in [m for m in metrics if m in present]:
+            name = metric_label(m)
             if not _varies(df, m):
                 v = df.loc[df["metric"] == m, "value"]
-                notes.append(f"{metric_label(m)} stays at {v.iloc[0]:.4g} in every run (not drawn)")
+                notes.append(f"{name} stays at {v.iloc[0]:.4g} in every run (not drawn)")
                 continue
             logy = log if m == main else None
-            figs.append(
-                (
-                    f"{metric_label(m)} per round ({band_txt} over seeds)",
-                    plot_metric(df, m, "round", hue, facet, logy=logy, **common),
-                )
-            )
-            if m != main:
-                continue
-            for x in X_AXES:
-                if x in present and _varies(df, x):
-                    figs.append(
-                        (
-                            f"{metric_label(m)} against {metric_label(x)} ({band_txt} over seeds)",
-                            plot_metric(df, m, x, hue, facet, logy=logy, **common),
-                        )
+            for x in ("round", *(X_AXES if m == main else ())):
+                if x == "round" or (x in present and _varies(df, x)):
+                    cap = (
+                        f"{name} per round" if x == "round" else f"{name} against {metric_label(x)}"
                     )
-            if "topology.num_nodes" in df.columns and df["topology.num_nodes"].nunique() > 1:
-                figs.append(
-                    (
-                        f"{metric_label(m)} at the last round against the number of nodes M "
-                        f"({band_txt} over seeds)",
-                        plot_against_nodes(df, m, hue, facet, judged=judged, styles=styles),
-                    )
-                )
+                    fig = plot_metric(df, m, x, hue, facet, logy=logy, band=band, styles=styles)
+                    figs.append((f"{cap} ({over})", fig))
+            if m == main and "topology.num_nodes" in df and df["topology.num_nodes"].nunique() > 1:
+                cap = f"{name} at the last round against the number of nodes M ({over})"
+                figs.append((cap, plot_against_nodes(df, m, hue, facet, judged, styles)))
         if "consensus/dist2" in present and _varies(df, "consensus/dist2"):
-            figs.append(
-                (
-                    "consensus distance per round",
-                    plot_consensus(df, "round", hue, facet, band=band, styles=styles),
-                )
-            )
-        if {"eval/loss@node_min", "eval/loss@node_max"} <= present and _varies(
-            df, "eval/loss@node_max"
-        ):
-            figs.append(
-                (
-                    "best (dashed) and worst (solid) node, mean over seeds",
-                    plot_node_spread(df, "eval/loss", "round", hue, facet, styles=styles),
-                )
-            )
-    kept = []
-    for cap, fig in figs:
-        if points(fig) < MIN_POINTS:
-            notes.append(f"{cap}: fewer than {MIN_POINTS} points (not drawn; see the tables)")
-        else:
-            kept.append((cap, fig))
-    return kept
+            fig = plot_consensus(df, "round", hue, facet, band=band, styles=styles)
+            figs.append(("consensus distance per round", fig))
+        spread = {"eval/loss@node_min", "eval/loss@node_max"}
+        if spread <= present and _varies(df, "eval/loss@node_max"):
+            fig = plot_node_spread(df, "eval/loss", "round", hue, facet, styles=styles)
+            figs.append(("best (dashed) and worst (solid) node, mean over seeds", fig))
+    notes += [_too_few(cap) for cap, fig in figs if points(fig) < MIN_POINTS]
+    return [(cap, fig) for cap, fig in figs if points(fig) >= MIN_POINTS]
 
 
 def plot_against_nodes(
@@ -346,24 +262,19 @@ def plot_against_nodes(
     metric: str,
     hue: str | list[str] | None,
     facet: str | None,
-    *,
     judged: Judged | None = None,
     styles: dict[str, dict[str, Any]] | None = None,
 ) -> Figure:
     """The last round's ``metric`` against ``M`` (``topology.num_nodes``), log-log."""
     last = df[df["metric"] == metric]
     last = last[last["round"] == last.groupby("run_id")["round"].transform("max")]
-    hue_cols = [
-        c for c in ([hue] if isinstance(hue, str) else hue or []) if c != "topology.num_nodes"
-    ]
-    frame = last.assign(metric=metric, round=last["topology.num_nodes"].astype("int64"))
-    facet_use = facet if facet != "topology.num_nodes" else None
+    hues = [c for c in ([hue] if isinstance(hue, str) else hue or []) if c != "topology.num_nodes"]
     fig = plot_metric(
-        frame,
+        last.assign(round=last["topology.num_nodes"].astype("int64")),
         metric,
         "round",
-        hue_cols or None,
-        facet_use,
+        hues or None,
+        facet if facet != "topology.num_nodes" else None,
         logy=judged.log_scale if judged is not None and metric == judged.metric else None,
         logx=True,
         band="ci95",
@@ -373,9 +284,8 @@ def plot_against_nodes(
     for ax in fig.axes:
         ax.set_xlabel("number of nodes M")
         for line in ax.get_lines():
-            line.set_marker(
-                line.get_marker() if line.get_marker() not in (None, "None", "") else "o"
-            )
+            if line.get_marker() in (None, "None", ""):
+                line.set_marker("o")
     return fig
 
 
@@ -442,81 +352,38 @@ def write_report(
         ReportError: If the study has no runs.
         FileNotFoundError: If there is no results database at the path.
     """
-    opts = _Options(
-        metrics,
-        facet,
-        band,
-        seed_col,
-        title,
-        answer,
-        lead_table,
-        lead_caption,
-        full_table,
-        tuple(lead),
-        figures,
+    with opened(store_or_path) as store:
+        runs = store.runs(study)
+        if runs.empty:
+            raise ReportError(
+                f"study {study!r} has no runs in {store.path}; studies present: {store.studies()}"
+            )
+        df = store.records(study)
+        final = store.final(study)
+        configs = store.configs(study)
+        where = store.path
+    wide = (
+        final.pivot_table(index="run_id", columns="metric", values="value", dropna=False)
+        if len(final)
+        else pd.DataFrame(index=pd.Index([], name="run_id"))
     )
-    if isinstance(store_or_path, Store):
-        return _write(store_or_path, study, Path(out_dir), opts)
-    with Store(store_or_path, readonly=True) as store:
-        return _write(store, study, Path(out_dir), opts)
-
-
-class _Options(NamedTuple):
-    metrics: Sequence[str] | None
-    facet: str | None
-    band: str | None
-    seed_col: str
-    title: str | None
-    answer: str | None
-    lead_table: pd.DataFrame | None
-    lead_caption: str | None
-    full_table: pd.DataFrame | None
-    lead: tuple[Lead, ...]
-    figures: bool
-
-
-def _figure_html(caption: str, image: str | os.PathLike[str] | Figure) -> str:
-    if isinstance(image, Figure):
-        src = figure_to_data_uri(image)
-    else:
-        src = "data:image/png;base64," + base64.b64encode(Path(image).read_bytes()).decode()
-    return (
-        f'<figure><img src="{src}" alt="{_e(caption)}">'
-        f"<figcaption>{_e(caption)}</figcaption></figure>"
-    )
-
-
-def _details(summary: str, content: str, open_: bool = False) -> str:
-    return f"<details{' open' if open_ else ''}><summary>{_e(summary)}</summary>{content}</details>"
-
-
-def _write(store: Store, study: str, out_dir: Path, o: _Options) -> Path:
-    runs = store.runs(study)
-    if runs.empty:
-        raise ReportError(
-            f"study {study!r} has no runs in {store.path}; studies present: {store.studies()}"
-        )
-    df = store.records(study)
     cfg_cols = config_columns(runs)
     varying = [c for c in cfg_cols if runs[c].astype(str).nunique() > 1]
-    use_facet = o.facet if o.facet in varying else None
-    group_cols = [c for c in cfg_cols if c != o.seed_col]
-    shown = [c for c in varying if c != o.seed_col]
+    use_facet = facet if facet in varying else None
+    group_cols = [c for c in cfg_cols if c != seed_col]
+    shown = [c for c in varying if c != seed_col]
     judged = story.objective(runs, set(df["metric"].unique()) if len(df) else set())
     methods = story.Methods.of(runs)
 
-    wide = _final_wide(store, study)
-
     # lines are named by the algorithm's own label ("D-SGD"), coloured per method and
     # dashed per variant, the same in every figure
-    hue_cols = [c for c in varying if c not in (o.seed_col, use_facet, "algorithm.kind")]
+    hue_cols = [c for c in varying if c not in (seed_col, use_facet, "algorithm.kind")]
     if "algorithm.kind" in runs.columns:
         hue_cols = ["method", *hue_cols]
-    shown_df = df
     styles: dict[str, dict[str, Any]] = {}
     if len(df) and "algorithm.kind" in df.columns:
-        shown_df = df.assign(method=df["algorithm.kind"].map(methods.label))
-        per_run = shown_df.drop_duplicates("run_id")
+        df = df.assign(method=df["algorithm.kind"].map(methods.label))
+        per_run = df.drop_duplicates("run_id")
         order = sorted(per_run["method"].unique(), key=str)
         for cols in (hue_cols, [c for c in hue_cols if c != "topology.num_nodes"]):
             if not cols:
@@ -524,54 +391,51 @@ def _write(store: Store, study: str, out_dir: Path, o: _Options) -> Path:
             names = per_run[cols].apply(lambda r, c=cols: _label(list(r), c), axis=1)
             pairs = sorted(set(zip(names, per_run["method"], strict=True)), key=str)
             styles |= line_styles([n for n, _ in pairs], [g for _, g in pairs], order)
-    hue: str | list[str] | None = (
-        None if not hue_cols else hue_cols[0] if len(hue_cols) == 1 else hue_cols
-    )
+    hue = None if not hue_cols else hue_cols[0] if len(hue_cols) == 1 else hue_cols
     notes: list[str] = []
     figs = (
-        report_figures(
-            shown_df,
-            hue,
-            use_facet,
-            o.metrics,
-            o.band,
-            judged=judged,
-            styles=styles,
-            notes=notes,
-        )
-        if len(df) and o.figures
+        report_figures(df, hue, use_facet, metrics, band, judged=judged, styles=styles, notes=notes)
+        if len(df) and figures
         else []
     )
-    own = o.lead_table is not None or o.answer is not None or bool(o.lead)
+
+    own = lead_table is not None or answer is not None or bool(lead)
     in_answer = bool(figs) and not own  # the objective's figure beside the ranking
-    fig_html = "\n".join(_figure_html(cap, fig) for cap, fig in figs[1 if in_answer else 0 :])
     ran = f"<p class='ran'>What was run: {_e(story.sentence(runs, cfg_cols, methods))}</p>"
     if own:  # a study's own answer (e.g. M* per method and graph)
-        answer = f"<p class='sentence'>{_e(o.answer)}</p>" if o.answer else ""
-        if o.lead_table is not None:
-            answer += fmt.table_html(o.lead_table, classes="sortable headline")
-        if o.lead_caption:
-            answer += f"<p class='caption'>{_e(o.lead_caption)}</p>"
-        answer += ran
-        if o.full_table is not None:
-            answer += _details(
-                f"Full table ({len(o.full_table)} rows)", fmt.table_html(o.full_table)
-            )
-        for cap, image in o.lead:
+        top = f"<p class='sentence'>{_e(answer)}</p>" if answer else ""
+        if lead_table is not None:
+            top += fmt.table_html(lead_table, classes="sortable headline")
+        if lead_caption:
+            top += f"<p class='caption'>{_e(lead_caption)}</p>"
+        top += ran
+        if full_table is not None:
+            top += _details(f"Full table ({len(full_table)} rows)", fmt.table_html(full_table))
+        for cap, image in lead:
             if isinstance(image, Figure) and points(image) < MIN_POINTS:
-                notes.append(f"{cap}: fewer than {MIN_POINTS} points (not drawn; see the tables)")
-                continue
-            answer += _figure_html(cap, image)
+                notes.append(_too_few(cap))
+            else:
+                top += _figure_html(cap, image)
+    elif judged is not None:
+        table = story.headline(runs, wide, judged, cfg_cols, methods)
+        context_cols = story.axes_of(runs, cfg_cols)[1]
+        verdict = story.verdict(table, judged, context_cols)
+        top = f"<p class='sentence'>{_e(verdict)}</p>" if verdict else ""
+        top += story.headline_html(table, judged, context_cols) + ran
     else:
-        answer = ran
-        if judged is not None:
-            table = story.headline(runs, wide, judged, cfg_cols, methods)
-            _, context_cols = story.axes_of(runs, cfg_cols)
-            verdict = story.verdict(table, judged, context_cols)
-            answer = f"<p class='sentence'>{_e(verdict)}</p>" if verdict else ""
-            answer += story.headline_html(table, judged, context_cols) + ran
-        if in_answer:  # the objective's own figure beside the ranking, not again below
-            answer += _figure_html(*figs[0])
+        top = ran
+    if in_answer:  # the objective's own figure beside the ranking, not again below
+        top += _figure_html(*figs[0])
+    fig_html = "\n".join(_figure_html(cap, fig) for cap, fig in figs[1 if in_answer else 0 :])
+    if notes:
+        fig_html += "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+    if not fig_html:
+        fig_html = (
+            "<p>No records.</p>"
+            if figures
+            else "<p>The study's own figures are under The answer.</p>"
+        )
+
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     versions = sorted({str(v) for v in runs["package_version"].dropna()})
     commits = sorted({str(v) for v in runs["git_commit"].dropna()})
@@ -583,10 +447,10 @@ def _write(store: Store, study: str, out_dir: Path, o: _Options) -> Path:
         if len(unfinished)
         else ""
     )
-    page_title = o.title or f"decent report: {study}"
+    page_title = title or f"decent report: {study}"
     meta_rows = [
         ("study", study),
-        ("store", str(store.path)),
+        ("store", str(where)),
         ("runs", f"{len(runs)} ({_status_summary(runs['status'])})"),
         ("varying config", ", ".join(shown) or "none"),
         (
@@ -601,37 +465,36 @@ def _write(store: Store, study: str, out_dir: Path, o: _Options) -> Path:
         ("git commits", ", ".join(commits) or "unknown"),
     ]
     meta = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta_rows)
-    if notes:
-        fig_html += "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
-    if not fig_html:
-        fig_html = (
-            "<p>No records.</p>"
-            if o.figures
-            else "<p>The study's own figures are under The answer.</p>"
-        )
     n_groups = len(runs[group_cols].astype(str).drop_duplicates()) if group_cols else 1
-    body = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{_e(page_title)}</title><style>{_CSS}</style></head>
-<body>
-<h1>{_e(page_title)}</h1>
-{warn}
-<h2 id="answer">The answer</h2>
-{answer}
-<h2>Figures</h2>
-{fig_html}
-<h2>Final metrics per configuration</h2>
-{_details(f"{n_groups} configurations", _final_table(wide, runs, group_cols), n_groups <= 12)}
-<h2>Runs</h2>
-{_details(f"{len(runs)} runs", _status_table(runs, shown), len(runs) <= 12)}
-<h2>Configurations</h2>
-{_configs_section(store, study, o.seed_col)}
-<h2>About this report</h2>
-<table class="meta">{meta}</table>
-<script>{story.SORT_JS}</script>
-</body></html>
-"""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "report.html"
-    out.write_text(body, encoding="utf-8")
-    return out
+    final_table = _final_table(wide, runs, group_cols)
+    page = Template((files("decent.report") / "page.html").read_text(encoding="utf-8"))
+    body = page.substitute(
+        title=_e(page_title),
+        warn=warn,
+        answer=top,
+        figures=fig_html,
+        final=_details(f"{n_groups} configurations", final_table, n_groups <= 12),
+        runs=_details(f"{len(runs)} runs", _status_table(runs, shown), len(runs) <= 12),
+        configs=_configs_section(configs, seed_col),
+        meta=meta,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.html").write_text(body, encoding="utf-8")
+    return out / "report.html"
+
+
+def _figure_html(caption: str, image: str | os.PathLike[str] | Figure) -> str:
+    src = (
+        figure_to_data_uri(image)
+        if isinstance(image, Figure)
+        else _png_uri(Path(image).read_bytes())
+    )
+    return (
+        f'<figure><img src="{src}" alt="{_e(caption)}">'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+    )
+
+
+def _details(summary: str, content: str, open_: bool = False) -> str:
+    return f"<details{' open' if open_ else ''}><summary>{_e(summary)}</summary>{content}</details>"

@@ -141,14 +141,11 @@ def aggregate(
     _check_columns(df, facet_cols, "facet")
     data = _series(df, metric, x)
     _warn_mixed(data, hue_cols + facet_cols, seed_col)
-    data = data.assign(
-        facet=[_label(v, facet_cols) for v in data[facet_cols].itertuples(index=False)]
-        if facet_cols
-        else "",
-        hue=[_label(v, hue_cols) for v in data[hue_cols].itertuples(index=False)]
-        if hue_cols
-        else "",  # one line; the same label for every metric, so metrics can be joined
-    )
+
+    def names(cols: list[str]) -> list[str] | str:  # "": one line (or subplot) of them all
+        return [_label(v, cols) for v in data[cols].itertuples(index=False)] if cols else ""
+
+    data = data.assign(facet=names(facet_cols), hue=names(hue_cols))
     g = data.groupby(["facet", "hue", "round"], sort=True)
     out = g.agg(x=("_x", "mean"), mean=("_y", "mean"), std=("_y", "std"), n=("_y", "count"))
     out = out.reset_index()
@@ -200,26 +197,15 @@ def _grid(n: int, ncols: int, width: float = 4.6, height: float = 3.4) -> tuple[
     return fig, axes
 
 
-def _colors(hues: Sequence[str]) -> dict[str, Any]:
-    from matplotlib import rcParams
-
-    cycle = rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    return {h: cycle[i % len(cycle)] for i, h in enumerate(hues)}
-
-
-def _auto_logy(metric: str, logy: bool | None, values: Any = None) -> bool:
+def _auto_logy(metric: str, logy: bool | None, values: Any) -> bool:
     """Log where asked; else for errors and distances, and for any positive quantity
     whose values span two decades or more."""
     if logy is not None:
         return logy
-    if metric.startswith(LOG_Y_PREFIXES):
-        return True
-    return _spans_decades(values)
+    return metric.startswith(LOG_Y_PREFIXES) or _spans_decades(values)
 
 
 def _spans_decades(values: Any, decades: float = 2.0) -> bool:
-    if values is None:
-        return False
     v = np.asarray(values, dtype="float64")
     v = v[np.isfinite(v)]
     return bool(v.size and (v > 0).all() and v.max() / v.min() >= 10**decades)
@@ -267,8 +253,15 @@ def line_styles(
     return out
 
 
-def _set_logy(ax: Axes) -> None:
-    ax.set_yscale("log", nonpositive="mask")
+def _finish(ax: Axes, xlabel: str, ylabel: str, facet: str | None, value: Any, logy: bool) -> None:
+    """Label, title (the facet's value) and grid one subplot; a log y axis masks values <= 0."""
+    if logy:
+        ax.set_yscale("log", nonpositive="mask")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if facet is not None:
+        ax.set_title(f"{SETTING_NAMES.get(facet, facet)} = {value}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def plot_metric(
@@ -352,9 +345,8 @@ def plot_metric(
             if twin is not None:  # on top of an earlier line: markers, and say so
                 # every tenth point (an integer step: matplotlib's fractional markevery
                 # fails on a line with no drawable point)
-                kw |= {"marker": style[h].get("marker", "o"), "ms": 5}
+                kw |= {"marker": style[h].get("marker", "o"), "ms": 5, "markerfacecolor": "none"}
                 kw |= {"markevery": max(1, len(xs) // 10)}
-                kw |= {"markerfacecolor": "none"}
                 name = f"{h} (identical to {twin})"
             (handle,) = ax.plot(xs, mean, label=name, lw=1.6, **kw)
             handles.setdefault(name, handle)
@@ -363,15 +355,10 @@ def plot_metric(
                 if use_log:  # a band reaching <= 0 is drawn one-sided on a log axis
                     lo = np.where(lo > 0, lo, mean)
                 ax.fill_between(xs, lo, hi, color=kw.get("color"), alpha=0.2, lw=0)
-        if use_log:
-            _set_logy(ax)
         if use_logx:
             ax.set_xscale("log")
-        ax.set_xlabel(_X_LABELS.get(x, metric_label(x)))
-        ax.set_ylabel(ylabel if ylabel is not None else metric_label(metric))
-        if facet is not None:
-            ax.set_title(f"{SETTING_NAMES.get(facet, facet)} = {fv}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        label = ylabel if ylabel is not None else metric_label(metric)
+        _finish(ax, _X_LABELS.get(x, metric_label(x)), label, facet, fv, use_log)
     if hue is not None and handles:
         fig.legend(
             list(handles.values()),
@@ -397,17 +384,9 @@ def plot_consensus(
     styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Figure:
     r"""Plot the consensus distance :math:`\frac1n\sum_i \|x_i - \bar x\|^2` on a log axis."""
+    title = "consensus distance: how far the nodes are from their average"
     return plot_metric(
-        df,
-        metric,
-        x,
-        hue,
-        facet,
-        logy=True,
-        band=band,
-        ncols=ncols,
-        title="consensus distance: how far the nodes are from their average",
-        styles=styles,
+        df, metric, x, hue, facet, logy=True, band=band, ncols=ncols, title=title, styles=styles
     )
 
 
@@ -440,7 +419,7 @@ def plot_node_spread(
     hues = sorted(both["hue"].unique(), key=str)
     colors = {h: (styles or {}).get(h, {}).get("color") for h in hues}
     if any(c is None for c in colors.values()):
-        colors = _colors(hues)
+        colors = {h: s["color"] for h, s in line_styles(hues).items()}
     fig, axes = _grid(len(facets), ncols)
     use_log = _auto_logy(base, logy, pd.concat([both["mean_lo"], both["mean_hi"]]))
     for ax, fv in zip(axes, facets, strict=True):
@@ -453,13 +432,8 @@ def plot_node_spread(
             ax.plot(xs, line["mean_hi"], color=colors[h], lw=1.5, label=f"{h} (worst node)")
             ax.plot(xs, line["mean_lo"], color=colors[h], lw=1.2, ls="--", label=f"{h} (best)")
             ax.fill_between(xs, line["mean_lo"], line["mean_hi"], color=colors[h], alpha=0.15)
-        if use_log:
-            _set_logy(ax)
-        ax.set_xlabel(_X_LABELS.get(x, x))
-        ax.set_ylabel(metric_label(f"{base}@node_max").replace(" at the worst node", ""))
-        if facet is not None:
-            ax.set_title(f"{SETTING_NAMES.get(facet, facet)} = {fv}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        label = metric_label(f"{base}@node_max").replace(" at the worst node", "")
+        _finish(ax, _X_LABELS.get(x, x), label, facet, fv, use_log)
     if axes:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
     fig.suptitle(f"best and worst node: {metric_label(base + '@mean')}", fontsize=11)

@@ -278,7 +278,6 @@ def headline(
         [tuple(v) for v in keys.itertuples(index=False)] if context_cols else [()] * len(data)
     )
     rows: list[dict[str, Any]] = []
-    sign = 1.0 if judged.lower_is_better else -1.0
     for (context, method), g in data.groupby(["_context", "_method"], sort=False):
         ok = g[g["status"] == "finished"]
         done = g[g["status"].isin(DONE_STATUSES)]
@@ -391,8 +390,9 @@ def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[st
     if table.empty:
         return "<p>No finished runs to rank.</p>"
     way = "lower is better" if judged.lower_is_better else "higher is better"
+    num = fmt.num_td
     columns: list[tuple[str, Any]] = [
-        ("rank", lambda r: _num(r["rank"], str(r["rank"]) if pd.notna(r["rank"]) else "—")),
+        ("rank", lambda r: num(r["rank"], str(r["rank"]) if pd.notna(r["rank"]) else "—")),
         (
             "method",
             lambda r: (
@@ -402,18 +402,18 @@ def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[st
         ),
         (
             f"{judged.label} (mean ± 95% CI)",
-            lambda r: _num(
+            lambda r: num(
                 r["mean"],
                 fmt.number(r["mean"])
                 + ("" if math.isnan(r["ci95"]) else f" ± {fmt.number(r['ci95'])}"),
             ),
         ),
-        ("seeds", lambda r: _num(r["seeds"], str(r["seeds"]))),
-        ("× best", lambda r: _num(r["vs_best"], fmt.ratio(r["vs_best"]))),
-        ("× centralized", lambda r: _num(r["vs_central"], fmt.ratio(r["vs_central"]))),
-        ("worst node", lambda r: _num(r["worst_node"], fmt.number(r["worst_node"]))),
-        ("bytes / node", lambda r: _num(r["bytes_per_node"], fmt.size(r["bytes_per_node"]))),
-        ("runs", lambda r: f"<td>{html.escape(r['runs'])}</td>"),
+        ("seeds", lambda r: num(r["seeds"], str(r["seeds"]))),
+        ("× best", lambda r: num(r["vs_best"], fmt.ratio(r["vs_best"]))),
+        ("× centralized", lambda r: num(r["vs_central"], fmt.ratio(r["vs_central"]))),
+        ("worst node", lambda r: num(r["worst_node"], fmt.number(r["worst_node"]))),
+        ("bytes / node", lambda r: num(r["bytes_per_node"], fmt.size(r["bytes_per_node"]))),
+        ("runs", lambda r: fmt.td(r["runs"])),
     ]
     empty = {  # a column with no value in any row says nothing
         name
@@ -426,13 +426,11 @@ def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[st
     }
     columns = [(h, f) for h, f in columns if h not in empty]
     header = [*(_short(c) for c in context_cols), *(h for h, _ in columns)]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for r in table.to_dict("records"):
-        cells = [f"<td>{html.escape(_fmt(r[c]))}</td>" for c in context_cols]
-        cells += [f(r) for _, f in columns]
-        first = ' class="headline-row best"' if r["rank"] == 1 else ' class="headline-row"'
-        body.append(f"<tr{first}>{''.join(cells)}</tr>")
+    records = table.to_dict("records")
+    rows = [
+        [fmt.td(_fmt(r[c])) for c in context_cols] + [f(r) for _, f in columns] for r in records
+    ]
+    kinds = ["headline-row best" if r["rank"] == 1 else "headline-row" for r in records]
     caption = (
         f"Ranked by {html.escape(judged.label)} (<code>{html.escape(judged.metric)}</code>, "
         f"{way}) at the last round, over the seeds that finished; 95% Student-t interval. "
@@ -448,43 +446,5 @@ def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[st
             " These runs were written before runs recorded their objective (store schema 3);"
             " the objective was read from the metrics they recorded."
         )
-    return (
-        f'<p class="caption">{caption}</p><div class="scroll"><table class="sortable headline">'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-    )
-
-
-def _num(value: Any, text: str) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    data = "" if math.isnan(v) else f' data-v="{v!r}"'
-    return f'<td class="num"{data}>{html.escape(text)}</td>'
-
-
-SORT_JS = """
-document.querySelectorAll('table.sortable').forEach(function (t) {
-  t.querySelectorAll('th').forEach(function (th, i) {
-    th.title = (th.title ? th.title + ' ' : '') + '(click to sort)';
-    th.addEventListener('click', function () {
-      var body = t.tBodies[0], rows = Array.from(body.rows), up = th.dataset.up !== '1';
-      t.querySelectorAll('th').forEach(function (o) { delete o.dataset.up; });
-      th.dataset.up = up ? '1' : '0';
-      function key(r) {
-        var c = r.cells[i]; if (!c) return '';
-        return c.dataset.v !== undefined ? parseFloat(c.dataset.v) : c.textContent.trim();
-      }
-      rows.sort(function (a, b) {
-        var x = key(a), y = key(b), d;
-        if (typeof x === 'number' && typeof y === 'number') d = x - y;
-        else if (typeof x === 'number') d = -1; else if (typeof y === 'number') d = 1;
-        else d = String(x).localeCompare(String(y), undefined, {numeric: true});
-        return up ? d : -d;
-      });
-      rows.forEach(function (r) { body.appendChild(r); });
-    });
-  });
-});
-"""
-"""Click a header to sort a table by it (numbers by their value, not their text)."""
+    table_html = fmt.table(header, rows, kinds, classes="sortable headline")
+    return f'<p class="caption">{caption}</p>{table_html}'

@@ -11,7 +11,7 @@ import pandas as pd
 
 from decent.results._errors import MissingDependencyError, ResultsError
 from decent.results._files import open_for_writing
-from decent.results._store import Store
+from decent.results._store import Store, opened
 
 EXPORT_FORMATS = ("csv", "parquet")
 EXPORT_TABLES = ("records", "runs", "final")
@@ -41,9 +41,7 @@ def load(
         >>> df[df.metric == "eval/loss@mean"].groupby(["algorithm.kind", "round"]).value.mean()
         ... # doctest: +SKIP
     """
-    if isinstance(path, Store):
-        return path.records(study=study, metrics=metrics)
-    with Store(path, readonly=True) as store:
+    with opened(path) as store:
         return store.records(study=study, metrics=metrics)
 
 
@@ -83,18 +81,8 @@ def export(
             "exporting to Parquet needs pyarrow, which is not installed; "
             "run `pip install 'decent[parquet]'` (pyarrow) or use format='csv'"
         )
-    owned = not isinstance(store, Store)
-    s = Store(store, readonly=True) if not isinstance(store, Store) else store
-    try:
-        if table == "records":
-            df = s.records(study=study)
-        elif table == "runs":
-            df = s.runs(study=study)
-        else:
-            df = s.final(study=study)
-    finally:
-        if owned:
-            s.close()
+    with opened(store) as s:
+        df = getattr(s, table)(study=study)  # Store.records, .runs or .final
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     if format == "csv":

@@ -1,27 +1,9 @@
 """The embedded results store: one SQLite database per results directory.
 
-Layout (schema version 3; older stores are upgraded in place when opened for writing)::
-
-    meta(key TEXT PRIMARY KEY, value TEXT)           -- 'schema_version' -> '1'
-    runs(id TEXT PRIMARY KEY, study, name, config_json, config_hash,
-         status CHECK IN ('running','finished','failed','diverged','interrupted'),
-         package_version, git_commit, created_at, started_at, finished_at,
-         wall_s REAL, error, final_json,
-         owner,                                 -- v2: host:pid:start of the writing process
-         info_json)                             -- v3: what the run says of itself (objective)
-    records(run_id -> runs.id ON DELETE CASCADE, round INTEGER, metric TEXT, value REAL,
-            PRIMARY KEY (run_id, round, metric))   -- WITHOUT ROWID
-    index records_metric ON records(metric, run_id); index runs_study ON runs(study)
-
-Concurrency: WAL journal, ``busy_timeout``, every write an ``IMMEDIATE`` transaction. A
-process holds one connection, opened lazily and reopened after ``fork``; threads share it
-under a lock. Committed batches survive a ``SIGKILL`` of the writer, and a run whose writer
-is gone (its ``owner`` process no longer exists) reads back as ``interrupted``.
-
-Readers open the database read-only (``mode=ro``, no journal change; ``immutable`` on
-read-only media), so a report or an export never modifies a store. Every SQLite failure
-becomes one :class:`StoreError` naming the file and what to do; a damaged file is never
-written to.
+The schema (:data:`_SCHEMA`, version 3; older stores are upgraded in place when opened for
+writing), the concurrency model and the failures it words are in ``docs/results.md``. A
+run whose writer is gone (its ``owner`` process no longer exists) reads back as
+``interrupted``; a damaged file is never written to.
 """
 
 from __future__ import annotations
@@ -36,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -119,19 +101,22 @@ MAX_STORE_TIMEOUT = 86_400.0
 """The longest ``DECENT_STORE_TIMEOUT`` accepted, in seconds (one day)."""
 
 
-def _busy_timeout_ms() -> int:
-    """How long a writer waits for another writer's lock (``DECENT_STORE_TIMEOUT`` seconds).
+def store_timeout() -> float:
+    """Seconds a writer waits for another writer's lock, from ``DECENT_STORE_TIMEOUT``.
 
     Unset means 60 s. The value must be a number of seconds with
     ``0 < seconds <= MAX_STORE_TIMEOUT``; it is rounded to whole milliseconds (at least 1).
+    A launcher calls it before starting processes, so a bad value is refused once.
 
     Raises:
         StoreError: for anything else (``abc``, ``-5``, ``0``, ``nan``, ``inf``), one line
             naming the variable, its value and the accepted range.
+
+    Example:
+        >>> store_timeout() > 0
+        True
     """
-    text = os.environ.get("DECENT_STORE_TIMEOUT")
-    if text is None:
-        return 60_000
+    text = os.environ.get("DECENT_STORE_TIMEOUT", "60")
     try:
         seconds = float(text)
     except ValueError:
@@ -141,22 +126,7 @@ def _busy_timeout_ms() -> int:
             f"DECENT_STORE_TIMEOUT={shown(text)} is not a number of seconds in "
             f"(0, {MAX_STORE_TIMEOUT:g}]; set it to e.g. 60 (the default) or unset it"
         )
-    return max(1, round(seconds * 1000))
-
-
-def store_timeout() -> float:
-    """Seconds a writer waits for another writer's lock, from ``DECENT_STORE_TIMEOUT``.
-
-    A launcher calls it before starting processes, so a bad value is refused once.
-
-    Raises:
-        StoreError: when ``DECENT_STORE_TIMEOUT`` is not a number of seconds in (0, 86400].
-
-    Example:
-        >>> store_timeout() > 0
-        True
-    """
-    return _busy_timeout_ms() / 1000
+    return max(1, round(seconds * 1000)) / 1000
 
 
 # Connections inherited through fork() must never be used or closed by the child (closing
@@ -243,7 +213,7 @@ def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
     if "locked" in low or "busy" in low:
         return StoreError(
             f"the results store {path} stayed locked by another writer for "
-            f"{_busy_timeout_ms() / 1000:g} s ({text}); wait for that process to finish, or "
+            f"{store_timeout():g} s ({text}); wait for that process to finish, or "
             "pass another --out"
         )
     if "full" in low or (isinstance(err, OSError) and getattr(err, "errno", None) == 28):
@@ -266,14 +236,6 @@ def explain(path: Path, err: BaseException, *, writing: bool) -> StoreError:
     return StoreError(f"the results store {path} failed: {text}")
 
 
-def error_line(error: str | None) -> str:
-    """The line of a stored ``error`` that says what happened (a traceback's last line)."""
-    lines = [line.strip() for line in str(error or "").strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -292,15 +254,10 @@ def package_version() -> str | None:
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """Return ``git rev-parse HEAD`` of the source tree of ``decent``, or ``None``."""
+    here = Path(__file__).resolve().parent
     try:
-        here = Path(__file__).resolve().parent
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
         )
     except Exception:
         return None
@@ -325,13 +282,32 @@ def _check_status(status: str, allowed: Sequence[str], arg: str = "status") -> s
     return status
 
 
+def _connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
+    """A connection shared by the process's threads, with explicit BEGIN/COMMIT only."""
+    return sqlite3.connect(
+        target, uri=uri, timeout=store_timeout(), isolation_level=None, check_same_thread=False
+    )
+
+
+@contextmanager
+def opened(store: Store | str | os.PathLike[str]) -> Iterator[Store]:
+    """``store`` itself, or the store at that path opened read-only (and closed after)."""
+    if isinstance(store, Store):
+        yield store
+    else:
+        with Store(store, readonly=True) as s:
+            yield s
+
+
+_STUDY = "(?1 IS NULL OR study = ?1)"
+"""The condition of a query of one study's runs (``?1``), or of all (``?1`` is ``NULL``)."""
+
+
 class Store:
     """An embedded results store: ``<dir>/decent.sqlite`` (no server).
 
-    Safe to share between threads (one connection per process, guarded by a lock) and between
-    processes (WAL journal, ``busy_timeout``, short ``IMMEDIATE`` write transactions). A store
-    object can be pickled to ``spawn``-ed workers and survives ``fork``: the connection is
-    opened lazily and reopened in a child process.
+    Safe to share between threads and processes, to pickle to ``spawn``-ed workers and to
+    use after ``fork`` (the connection is reopened in a child; ``docs/results.md``).
 
     Args:
         path: A results directory (the database is ``path/decent.sqlite``) or a path ending in
@@ -358,17 +334,14 @@ class Store:
     def __init__(
         self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False
     ) -> None:
-        self.path = resolve_db_path(path)
-        self.readonly = readonly
-        self.create = create and not readonly
-        if not self.create and not self.path.is_file():
-            what = "is a directory" if self.path.is_dir() else "does not exist"
+        p = resolve_db_path(path)
+        self.__setstate__({"path": p, "create": create and not readonly, "readonly": readonly})
+        if not self.create and not p.is_file():
+            what = "is a directory" if p.is_dir() else "does not exist"
             raise StoreNotFoundError(
-                f"no results store at {self.path} (it {what}); run `decent run` or "
+                f"no results store at {p} (it {what}); run `decent run` or "
                 "`decent sweep` first, or pass --out the results directory a run wrote to"
             )
-        self._has_owner = self._has_info = False
-        self._reset_process_state()
         self._connection()  # create the database (and surface path errors) now
 
     # -- connection management --------------------------------------------------------------
@@ -389,38 +362,30 @@ class Store:
     def _open(self) -> sqlite3.Connection:
         try:
             return self._open_readonly() if self.readonly else self._open_for_writing()
-        except sqlite3.Error as err:
-            raise explain(self.path, err, writing=not self.readonly) from err
-        except OSError as err:
+        except (sqlite3.Error, OSError) as err:
             raise explain(self.path, err, writing=not self.readonly) from err
 
     def _open_readonly(self) -> sqlite3.Connection:
         from urllib.parse import quote
 
-        base = "file:" + quote(str(self.path.resolve()))
+        uri = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
+        # mode=ro fails on a WAL store on read-only media; nothing can change it: immutable
+        for immutable in (False, True):
+            try:
+                conn = _connect(uri + ("&immutable=1" if immutable else ""), uri=True)
+                found = self._schema_version(conn)
+                break
+            except sqlite3.OperationalError as err:
+                low = str(err).lower()
+                if immutable or ("unable to open" not in low and "readonly" not in low):
+                    raise
         try:
-            conn = sqlite3.connect(
-                base + "?mode=ro",
-                uri=True,
-                timeout=_busy_timeout_ms() / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            found = self._schema_version(conn)
-        except sqlite3.OperationalError as err:
-            if "unable to open" not in str(err).lower() and "readonly" not in str(err).lower():
-                raise
-            # a WAL store on read-only media: nothing can change it, read it as immutable
-            conn = sqlite3.connect(
-                base + "?mode=ro&immutable=1",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            found = self._schema_version(conn)
-        self._check_version(conn, found)
-        self._has_owner = _has_column(conn, "runs", "owner")
-        self._has_info = _has_column(conn, "runs", "info_json")
+            self._check_version(found)
+        except StoreVersionError:
+            conn.close()
+            raise
+        self._owner = "owner" if _has_column(conn, "runs", "owner") else "NULL"
+        self._info = "info_json" if _has_column(conn, "runs", "info_json") else "NULL"
         return conn
 
     def _schema_version(self, conn: sqlite3.Connection) -> int:
@@ -444,23 +409,25 @@ class Store:
                 f"{self.path}.damaged) or pass another --out"
             ) from None
 
-    def _check_version(self, conn: sqlite3.Connection, found: int) -> None:
+    def _check_version(self, found: int) -> None:
         if found > SCHEMA_VERSION:
-            conn.close()
             raise StoreVersionError(
                 f"{self.path} has schema version {found}, this decent knows up to "
                 f"{SCHEMA_VERSION}; upgrade decent to read it (pip install -U decent)"
             )
 
-    def _refuse_foreign_or_newer(self, conn: sqlite3.Connection) -> None:
+    def _found_version(self, conn: sqlite3.Connection) -> int:
+        """The schema version of the store (0: an empty database); refuses a foreign one
+        and a newer one."""
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         if tables and "meta" not in tables:
             raise StoreError(
                 f"{self.path} is an SQLite database but not a decent results store (no meta "
                 "table); it was left untouched: pass --out another directory"
             )
-        if "meta" in tables:
-            self._check_version(conn, self._schema_version(conn))
+        found = self._schema_version(conn) if "meta" in tables else 0
+        self._check_version(found)
+        return found
 
     def _open_for_writing(self) -> sqlite3.Connection:
         if self.create:
@@ -474,20 +441,15 @@ class Store:
                     f"was left untouched: move it aside (mv {self.path} {self.path}.damaged) "
                     "or pass another --out"
                 )
-        conn = sqlite3.connect(
-            self.path,
-            timeout=_busy_timeout_ms() / 1000,
-            isolation_level=None,  # explicit BEGIN/COMMIT only
-            check_same_thread=False,
-        )
-        conn.execute(f"PRAGMA busy_timeout = {_busy_timeout_ms()}")
+        conn = _connect(self.path)
+        conn.execute(f"PRAGMA busy_timeout = {round(store_timeout() * 1000)}")
         # look before writing anything (even the journal mode changes the file's header)
         try:
-            self._refuse_foreign_or_newer(conn)
+            self._found_version(conn)
         except BaseException:
             conn.close()
             raise
-        deadline = time.monotonic() + _busy_timeout_ms() / 1000
+        deadline = time.monotonic() + store_timeout()
         while True:  # switching to WAL needs a brief exclusive lock; retry while contended
             try:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -502,31 +464,23 @@ class Store:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if tables and "meta" not in tables:
-                raise StoreError(
-                    f"{self.path} is an SQLite database but not a decent results store (no "
-                    "meta table); it was left untouched: pass --out another directory"
-                )
-            found = self._schema_version(conn) if "meta" in tables else 0
-            if found <= SCHEMA_VERSION:
-                for stmt in _SCHEMA:
-                    conn.execute(stmt)
-                if found == 1:  # v1 -> v2: who writes each run
-                    conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
-                if found in (1, 2):  # v2 -> v3: what each run says of itself
-                    conn.execute("ALTER TABLE runs ADD COLUMN info_json TEXT")
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(max(found, SCHEMA_VERSION)),),
-                )
+            found = self._found_version(conn)
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            if found == 1:  # v1 -> v2: who writes each run
+                conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+            if found in (1, 2):  # v2 -> v3: what each run says of itself
+                conn.execute("ALTER TABLE runs ADD COLUMN info_json TEXT")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
         except BaseException:
             conn.execute("ROLLBACK")
             conn.close()
             raise
         conn.execute("COMMIT")
-        self._check_version(conn, found)
-        self._has_owner = self._has_info = True
+        self._owner, self._info = "owner", "info_json"
         return conn
 
     @contextmanager
@@ -583,12 +537,7 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -598,7 +547,7 @@ class Store:
         self.path = state["path"]
         self.create = state["create"]
         self.readonly = state.get("readonly", False)
-        self._has_owner = self._has_info = False
+        self._owner = self._info = "NULL"  # the column, or NULL in an old store
         self._reset_process_state()
 
     def __repr__(self) -> str:
@@ -650,12 +599,7 @@ class Store:
             raise ResultsError(f"flush_every must be an int >= 1, got {flush_every!r}")
         if not flush_seconds >= 0:
             raise ResultsError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
-        plain = to_plain(config)
-        if not isinstance(plain, dict):
-            raise ResultsError(
-                f"config must be a mapping (or pydantic model), got {type(config).__name__}"
-            )
-        config_json = canonical_json(plain)
+        plain, config_json = _plain_config(config)
         info_json = None if info is None else canonical_json(to_plain(info, where="info"))
         rid = run_id if run_id is not None else content_hash(f"{study}\0{config_json}")
         if not isinstance(rid, str) or not rid:
@@ -717,12 +661,8 @@ class Store:
         Raises:
             RunExistsError: the run already finished or diverged.
         """
-        plain = to_plain(config)
-        if not isinstance(plain, dict):
-            raise ResultsError(
-                f"config must be a mapping (or pydantic model), got {type(config).__name__}"
-            )
-        rid = content_hash(f"{study}\0{canonical_json(plain)}")
+        plain, config_json = _plain_config(config)
+        rid = content_hash(f"{study}\0{config_json}")
         status = self.status(rid)
         if status is None:
             return self.start_run(
@@ -771,14 +711,9 @@ class Store:
         Returns:
             The deleted run ids, sorted.
         """
-        marks = ",".join("?" * len(UNFINISHED_STATUSES))
-        sql = f"SELECT id FROM runs WHERE status IN ({marks})"
-        params: list[Any] = list(UNFINISHED_STATUSES)
-        if study is not None:
-            sql += " AND study = ?"
-            params.append(study)
+        sql = f"SELECT id FROM runs WHERE {_STUDY} AND status IN {UNFINISHED_STATUSES}"
         with self._transaction() as conn:
-            ids = sorted(r[0] for r in conn.execute(sql, params).fetchall())
+            ids = sorted(r[0] for r in conn.execute(sql, (study,)).fetchall())
             conn.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in ids])
         return ids
 
@@ -790,9 +725,8 @@ class Store:
         ``interrupted`` (``stored=True``: the value as stored).
         """
         with self._reading() as conn:
-            owner = "owner" if self._has_owner else "NULL"
             row = conn.execute(
-                f"SELECT status, {owner} FROM runs WHERE id = ?", (run_id,)
+                f"SELECT status, {self._owner} FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
         if row is None:
             return None
@@ -810,13 +744,8 @@ class Store:
             The run ids marked, sorted.
         """
         with self._reading() as conn:
-            owner = "owner" if self._has_owner else "NULL"
-            sql = f"SELECT id, {owner} FROM runs WHERE status = 'running'"
-            params: tuple[Any, ...] = ()
-            if study is not None:
-                sql += " AND study = ?"
-                params = (study,)
-            rows = conn.execute(sql, params).fetchall()
+            sql = f"SELECT id, {self._owner} FROM runs WHERE {_STUDY} AND status = 'running'"
+            rows = conn.execute(sql, (study,)).fetchall()
         stale = sorted(rid for rid, tok in rows if owner_is_gone(tok))
         if stale:
             with self._transaction() as conn:
@@ -845,11 +774,10 @@ class Store:
             row = conn.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None or row[0] not in UNFINISHED_STATUSES:
                 return False
-            error = reason
             conn.execute(
                 "UPDATE runs SET status = ?, error = ?, finished_at = COALESCE(finished_at, ?)"
                 " WHERE id = ?",
-                (status, error, _now(), run_id),
+                (status, reason, _now(), run_id),
             )
         return True
 
@@ -869,13 +797,9 @@ class Store:
 
     def configs(self, study: str | None = None) -> dict[str, dict[str, Any]]:
         """Return ``{run_id: config}`` with each run's config as stored (nested dicts)."""
-        sql = "SELECT id, config_json FROM runs"
-        params: tuple[Any, ...] = ()
-        if study is not None:
-            sql += " WHERE study = ?"
-            params = (study,)
+        sql = f"SELECT id, config_json FROM runs WHERE {_STUDY} ORDER BY created_at, id"
         with self._reading() as conn:
-            rows = conn.execute(sql + " ORDER BY created_at, id", params).fetchall()
+            rows = conn.execute(sql, (study,)).fetchall()
         return {rid: self._json(text, rid, "config_json") for rid, text in rows}
 
     def _json(self, text: Any, run_id: str, column: str) -> Any:
@@ -902,47 +826,32 @@ class Store:
         Args:
             study: Only this study; ``None`` for all.
         """
-        params: tuple[Any, ...] = ()
-        with self._reading() as conn:
+        with self._reading() as conn:  # opened first: which columns an old store has
             sql = (
                 "SELECT id, study, name, status, config_hash, package_version, git_commit,"
-                " created_at, started_at, finished_at, wall_s, error, config_json, final_json,"
-                f" {'owner' if self._has_owner else 'NULL'},"
-                f" {'info_json' if self._has_info else 'NULL'} FROM runs"
+                " created_at, started_at, finished_at, wall_s, error,"
+                f" {self._owner}, config_json, final_json, {self._info}"
+                f" FROM runs WHERE {_STUDY} ORDER BY study, created_at, id"
             )
-            if study is not None:
-                sql += " WHERE study = ?"
-                params = (study,)
-            sql += " ORDER BY study, created_at, id"
-            rows = conn.execute(sql, params).fetchall()
+            rows = conn.execute(sql, (study,)).fetchall()
         reserved = set(RUN_COLUMNS) | {"round", "metric", "value"}
         out: list[dict[str, Any]] = []
-        config_cols: dict[str, None] = {}
-        final_cols: dict[str, None] = {}
-        info_cols: dict[str, None] = {}
+        columns: dict[str, dict[str, None]] = {"": {}, "final.": {}, "info.": {}}
         for row in rows:
             rec = dict(zip(RUN_COLUMNS, row[:12], strict=True))
-            if rec["status"] == "running" and owner_is_gone(row[14]):
+            if rec["status"] == "running" and owner_is_gone(row[12]):
                 rec["status"] = "interrupted"
                 rec["error"] = rec["error"] or "its process ended without closing the run"
-            rid = row[0]
-            for key, value in flatten(self._json(row[12], rid, "config_json")).items():
-                col = f"config.{key}" if key in reserved else key
-                config_cols[col] = None
-                rec[col] = value
-            if row[13]:
-                final = self._json(row[13], rid, "final_json")
-                for key, value in flatten(final, prefix="final.").items():
-                    final_cols[key] = None
-                    rec[key] = value
-            if row[15]:
-                info = self._json(row[15], rid, "info_json")
-                for key, value in flatten(info, prefix="info.").items():
-                    info_cols[key] = None
-                    rec[key] = value
+            for (prefix, seen), text, cell in zip(
+                columns.items(), row[13:], ("config_json", "final_json", "info_json"), strict=True
+            ):
+                if not prefix or text:  # the config always, final and info when stored
+                    for key, value in flatten(self._json(text, row[0], cell), prefix).items():
+                        key = f"config.{key}" if key in reserved else key
+                        seen[key] = None
+                        rec[key] = value
             out.append(rec)
-        columns = [*RUN_COLUMNS, *config_cols, *final_cols, *info_cols]
-        df = pd.DataFrame(out, columns=columns)
+        df = pd.DataFrame(out, columns=[*RUN_COLUMNS, *(c for s in columns.values() for c in s)])
         df["wall_s"] = df["wall_s"].astype("float64")
         return df
 
@@ -972,24 +881,16 @@ class Store:
             where.append(f"metric IN ({','.join('?' * len(mlist))})")
             params.extend(mlist)
         ids = None if run_ids is None else sorted(set(run_ids))
-        chunks: list[list[str] | None] = (
-            [None] if ids is None else [ids[i : i + 500] for i in range(0, len(ids), 500)]
-        )
-        frames: list[pd.DataFrame] = []
+        chunks = [None] if ids is None else [ids[i : i + 500] for i in range(0, len(ids), 500)]
+        rows: list[Any] = []
         with self._reading() as conn:
-            for chunk in chunks:
-                w, p = list(where), list(params)
-                if chunk is not None:
-                    w.append(f"run_id IN ({','.join('?' * len(chunk))})")
-                    p.extend(chunk)
-                sql = "SELECT run_id, round, metric, value FROM records"
-                if w:
-                    sql += " WHERE " + " AND ".join(w)
-                rows = conn.execute(sql, p).fetchall()
-                frames.append(pd.DataFrame(rows, columns=list(RECORD_COLUMNS)))
-        if not frames:
-            frames.append(pd.DataFrame([], columns=list(RECORD_COLUMNS)))
-        rec = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            for chunk in chunks:  # at most 500 ids a query, well under SQLite's limit
+                w = where + ([] if chunk is None else [f"run_id IN ({','.join('?' * len(chunk))})"])
+                sql = "SELECT run_id, round, metric, value FROM records WHERE "
+                rows += conn.execute(
+                    sql + (" AND ".join(w) or "1"), params + (chunk or [])
+                ).fetchall()
+        rec = pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
         rec["round"] = rec["round"].astype("int64")
         numeric = pd.to_numeric(rec["value"], errors="coerce")
         bad = numeric.isna() & rec["value"].notna()
@@ -1003,9 +904,7 @@ class Store:
                 "pass another --out"
             )
         rec["value"] = numeric.astype("float64")
-        runs = self.runs(study)
-        keep = [c for c in runs.columns if c != "error" and not c.startswith("final.")]
-        df = rec.merge(runs[keep], on="run_id", how="inner")
+        df = rec.merge(_without_final(self.runs(study)), on="run_id", how="inner")
         df = df.sort_values(["study", "run_id", "metric", "round"], kind="stable")
         return df.reset_index(drop=True)
 
@@ -1022,21 +921,18 @@ class Store:
             if len(rec)
             else rec
         )
-        values = {
-            (r, m): v for r, m, v in zip(last["run_id"], last["metric"], last["value"], strict=True)
-        }
-        for _, row in runs.iterrows():
-            for col in runs.columns:
-                if col.startswith("final.") and pd.notna(row[col]):
-                    try:
-                        values[(row["run_id"], col[len("final.") :])] = float(row[col])
-                    except (TypeError, ValueError):
-                        continue
+        keys = zip(last["run_id"], last["metric"], strict=True)
+        values = dict(zip(keys, last["value"], strict=True))
+        finals = [c for c in runs.columns if c.startswith("final.")]
+        for rid, *stored in runs[["run_id", *finals]].itertuples(index=False):
+            for col, value in zip(finals, stored, strict=True):
+                if pd.notna(value):
+                    with suppress(TypeError, ValueError):
+                        values[(rid, col.removeprefix("final."))] = float(value)
         df = pd.DataFrame(
             [(r, m, v) for (r, m), v in values.items()], columns=["run_id", "metric", "value"]
         )
-        keep = [c for c in runs.columns if c != "error" and not c.startswith("final.")]
-        df = df.merge(runs[keep], on="run_id", how="inner")
+        df = df.merge(_without_final(runs), on="run_id", how="inner")
         return df.sort_values(["run_id", "metric"], kind="stable").reset_index(drop=True)
 
 
@@ -1114,10 +1010,8 @@ class RunWriter:
         rows = [(self.run_id, r, _check_metric(k), _to_float(k, v)) for k, v in metrics.items()]
         self._buffer.extend(rows)
         self._pending_logs += 1
-        if (
-            self._pending_logs >= self.flush_every
-            or time.monotonic() - self._last_flush >= self.flush_seconds
-        ):
+        waited = time.monotonic() - self._last_flush
+        if self._pending_logs >= self.flush_every or waited >= self.flush_seconds:
             self.flush()
 
     def _write_buffer(self, conn: sqlite3.Connection) -> None:
@@ -1136,11 +1030,9 @@ class RunWriter:
 
         On failure nothing of the batch is stored and the buffer is kept for a retry.
         """
-        if not self._buffer:
-            self._last_flush = time.monotonic()
-            return
-        with self.store._transaction() as conn:
-            self._write_buffer(conn)
+        if self._buffer:
+            with self.store._transaction() as conn:
+                self._write_buffer(conn)
         self._written()
 
     def _close(self, status: str, final: Mapping[str, Any] | None, error: str | None) -> None:
@@ -1225,6 +1117,21 @@ class RunWriter:
 
     def __repr__(self) -> str:
         return f"RunWriter(run_id={self.run_id!r}, study={self.study!r}, status={self.status!r})"
+
+
+def _without_final(runs: pd.DataFrame) -> pd.DataFrame:
+    """The run columns that records and final metrics are joined with."""
+    return runs[[c for c in runs.columns if c != "error" and not c.startswith("final.")]]
+
+
+def _plain_config(config: Any) -> tuple[dict[str, Any], str]:
+    """A run's config as plain JSON data and its canonical JSON text."""
+    plain = to_plain(config)
+    if not isinstance(plain, dict):
+        raise ResultsError(
+            f"config must be a mapping (or pydantic model), got {type(config).__name__}"
+        )
+    return plain, canonical_json(plain)
 
 
 def _check_round(round: Any) -> int:
