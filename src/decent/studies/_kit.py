@@ -13,7 +13,11 @@
   several outputs (e.g. output averaging) on separate tuning seeds. What differs between
   studies (the factor, which edges, how often, whether cells share a grid) is a
   :class:`GridPolicy`; what a point costs (running it) is the ``measure`` argument.
-* **Figures**: band plots through :func:`decent.report._plots.band_plot`.
+* **Runs**: :func:`run_and_score` runs a tuning round's points as one sweep and scores them;
+  :func:`write_tables` writes a study's tables and spec; :func:`markdown_table` for
+  ``tables.md``.
+* **Figures**: band plots through :func:`decent.report._plots.band_plot`; the panels every
+  study figure is made of in :mod:`decent.studies.figures`.
 """
 
 from __future__ import annotations

@@ -482,21 +482,20 @@ def collect(spec: RobustnessSpec, out: Path) -> dict[str, pd.DataFrame]:
     return {e: curves[curves["experiment"] == e] for e in ("compression", "privacy", "byzantine")}
 
 
-def _last(curves: pd.DataFrame) -> pd.DataFrame:
-    return kit.final_rows(curves)
-
-
-def _metric_value(row: pd.Series) -> float:
-    return float(row[METRICS[row["task"]]])
+def _finals(curves: pd.DataFrame) -> pd.DataFrame:
+    """The last record of each run, with its task's metric (:data:`METRICS`) as ``metric``."""
+    last = kit.final_rows(curves).copy()
+    if not last.empty:
+        last["metric"] = last.apply(lambda row: float(row[METRICS[row["task"]]]), axis=1)
+    return last
 
 
 def compression_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Final metric and bytes per node per (task, method, compressor), mean over seeds, and
     the bytes and the metric relative to the uncompressed method."""
-    last = _last(curves).copy()
+    last = _finals(curves)
     if last.empty:
         return pd.DataFrame()
-    last["metric"] = last.apply(_metric_value, axis=1)
     keys = ["task", "method", "compressor"]
     table = (
         last.groupby(keys)
@@ -522,7 +521,7 @@ def compression_table(curves: pd.DataFrame) -> pd.DataFrame:
 def privacy_table(curves: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Final test accuracy and epsilon per (method, noise multiplier); the non-private
     accuracy of the same method beside it."""
-    last = _last(curves)
+    last = _finals(curves)
     if last.empty:
         return pd.DataFrame()
     table = (
@@ -535,7 +534,7 @@ def privacy_table(curves: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
         )
         .reset_index()
     )
-    ref = _last(reference)
+    ref = _finals(reference)
     ref = ref[(ref["task"] == "digits") & (ref["compressor"] == "none")]
     plain = ref.groupby("method")[METRICS["digits"]].mean()
     table["non_private_accuracy"] = table["method"].map(plain)
@@ -544,10 +543,9 @@ def privacy_table(curves: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
 
 def byzantine_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Final metric per (task, attack, rule, fraction); the attack-free run is fraction 0."""
-    last = _last(curves).copy()
+    last = _finals(curves)
     if last.empty:
         return pd.DataFrame()
-    last["metric"] = last.apply(_metric_value, axis=1)
     if "byzantine/fraction" in last:
         last["fraction"] = last["byzantine/fraction"].fillna(0.0)
     else:
