@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from decent.studies import scaling_figures as sf
+from decent.studies import figures as sf
 from decent.studies import thresholds as th
+from decent.studies._kit import method_styles
 
 REF = "minibatch_sgd"
 GRID = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -364,7 +365,9 @@ def test_figures_write_png_files(tmp_path):
 def test_method_styles_are_fixed_and_deterministic():
     a = sf.method_styles(["dsgd", "zeta", "alpha", "dat_sgd"])
     b = sf.method_styles(["alpha", "zeta", "minibatch_sgd"])
-    assert a["dsgd"]["color"] == sf.METHOD_COLORS["dsgd"] == sf.method_style("dsgd")["color"]
+    assert (
+        a["dsgd"]["color"] == sf.METHOD_COLORS["dsgd"] == method_styles(["dsgd"])["dsgd"]["color"]
+    )
     assert a["alpha"] == b["alpha"] and a["zeta"] == b["zeta"]
     assert a["alpha"]["color"] != a["zeta"]["color"]
     assert not {a["alpha"]["color"], a["zeta"]["color"]} & set(sf.METHOD_COLORS.values())

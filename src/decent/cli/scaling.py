@@ -77,40 +77,18 @@ def render(table, labels: dict[str, str]) -> Table:  # type: ignore[no-untyped-d
 
 
 def render_critical(critical, slopes, labels: dict[str, str], spec) -> Table:  # type: ignore[no-untyped-def]
-    """M* per (method, topology) and budget, with the fitted exponent and the theory's."""
+    """M* per (method, topology) and budget, with the fitted exponent and the theory's
+    (:func:`decent.studies.scaling.m_star_table`)."""
+    from decent.studies.scaling import m_star_table
+
     out = Table(
         title=f"M*: the largest M within (1 + {spec.delta:g}) x the best single-machine error"
     )
-    budgets = sorted(critical["N"].unique())
-    out.add_column("method", justify="left")
-    out.add_column("topology", justify="left")
-    for n in budgets:
-        out.add_column(f"N={n}", justify="right")
-    out.add_column("slope [95% CI]", justify="right")
-    out.add_column("theory", justify="right")
-    methods = [m.name for m in spec.methods]
-    for (method, topology), g in critical[critical["method"].isin(methods)].groupby(
-        ["method", "topology"], sort=False
-    ):
-        if (g["m_max"] <= 1).all():
-            continue  # the method does not run on this graph (only its M = 1 cell)
-        row = [labels.get(method, method), topology]
-        for n in budgets:
-            hit = g[g["N"] == n]
-            if hit.empty:
-                row.append("")
-                continue
-            h = hit.iloc[0]
-            text = "none" if h["below_grid"] else f"{int(h['m_star'])}"
-            row.append(text + ("+" if h["censored"] else ""))
-        s = slopes[(slopes["method"] == method) & (slopes["topology"] == topology)]
-        if len(s) and s.iloc[0]["slope"] == s.iloc[0]["slope"]:
-            r = s.iloc[0]
-            row.append(f"{r['slope']:.2f} [{r['slope_low']:.2f}, {r['slope_high']:.2f}]")
-        else:
-            row.append("n/a")
-        theory = s.iloc[0]["theory"] if len(s) else float("nan")
-        row.append(f"{theory:.3f}" if theory == theory else "")
+    table = m_star_table(spec, critical, slopes, below="none")
+    for col in table.columns:
+        name = {"graph": "topology"}.get(col, col.replace("N = ", "N="))
+        out.add_column(name, justify="left" if col in ("method", "graph") else "right")
+    for row in table.itertuples(index=False):
         out.add_row(*row)
     out.caption = "+: every M of the grid passes (M* is at least this); none: the smallest M fails."
     return out

@@ -13,7 +13,11 @@
   several outputs (e.g. output averaging) on separate tuning seeds. What differs between
   studies (the factor, which edges, how often, whether cells share a grid) is a
   :class:`GridPolicy`; what a point costs (running it) is the ``measure`` argument.
-* **Figures**: band plots through :func:`decent.report._plots.band_plot`.
+* **Runs**: :func:`run_and_score` runs a tuning round's points as one sweep and scores them;
+  :func:`write_tables` writes a study's tables and spec; :func:`markdown_table` for
+  ``tables.md``.
+* **Figures**: band plots through :func:`decent.report._plots.band_plot`; the panels every
+  study figure is made of in :mod:`decent.studies.figures`.
 """
 
 from __future__ import annotations
@@ -104,40 +108,21 @@ METHOD_COLORS: dict[str, str] = {
 }
 """Fixed tab10 colours of the methods every study draws (others take the free colours)."""
 
-_MARKERS = {
-    "minibatch_sgd": "s",
-    "anytime_sgd": "D",
-    "dsgd": "o",
-    "gradient_tracking": "P",
-    "dat_sgd": "*",
-}
+_MARKERS = dict(zip(METHOD_COLORS, "sDoP*", strict=True))
 _SPARE_COLORS = [f"C{i}" for i in range(10) if f"C{i}" not in METHOD_COLORS.values()]
 _SPARE_MARKERS = ["X", "h", "p", "<", ">"]
 
 
-def _is_centralized(name: str) -> bool:
+def method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{method: {"color", "marker", "linestyle"}}``: the methods of :data:`METHOD_COLORS`
+    keep their colour; other names take the tab10 colours left free, in their sorted order
+    (cycling); centralized methods (the class says so) are dotted.
+
+    >>> method_styles(["dsgd", "zeta", "alpha"])["alpha"]["color"]
+    'C4'
+    """
     from decent.algorithms import ALGORITHMS
 
-    return name in ALGORITHMS and centralized(name)
-
-
-def method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Return a line style per method: fixed for the known ones, deterministic otherwise.
-
-    The methods of :data:`METHOD_COLORS` keep their colour; unknown names take the tab10
-    colours the known ones leave free, in sorted order of the unknown names (cycling).
-    Centralized methods (the class says so) are dotted.
-
-    Args:
-        methods: Method names.
-
-    Returns:
-        ``{method: {"color", "marker", "linestyle"}}``.
-
-    Example:
-        >>> method_styles(["dsgd", "zeta", "alpha"])["alpha"]["color"]
-        'C4'
-    """
     names = sorted({str(m) for m in methods})
     unknown = [m for m in names if m not in METHOD_COLORS]
     out: dict[str, dict[str, Any]] = {}
@@ -151,7 +136,7 @@ def method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
         out[m] = {
             "color": color,
             "marker": marker,
-            "linestyle": ":" if _is_centralized(m) else "-",
+            "linestyle": ":" if m in ALGORITHMS and centralized(m) else "-",
         }
     return out
 

@@ -1,16 +1,14 @@
 """The comparison study: what does decentralization cost each method at one network size?
 
-DAT-SGD and D-SGD and gradient tracking on a ring and a 2-D torus of 64 nodes, each next to
-its centralized counterpart (Anytime SGD for DAT-SGD, minibatch SGD for D-SGD and gradient
-tracking; both use an exact all-reduce), on streaming logistic regression whose nodes see
-shifted feature distributions. Logistic, not least squares: with a shared feature
-covariance, the network average of every linear method on least squares evolves exactly
-like the centralized method, so the topology would not show (see ``docs/design.md``).
+DAT-SGD, D-SGD and gradient tracking on a ring and a 2-D torus of 64 nodes, each next to its
+centralized counterpart (Anytime SGD, minibatch SGD: exact all-reduce), on streaming logistic
+regression with shifted feature distributions per node (on least squares with a shared
+feature covariance the network average of a linear method is the centralized method, so the
+topology would not show; see ``docs/design.md``).
 
-Protocol: each (method, topology) gets its step size from a log grid on a separate tuning
-seed, then runs with 3 seeds. Both stages are sweeps (:func:`decent.run.run_sweep`):
-parallel workers, every finished run committed to the results store at once, a rerun skips
-finished runs. The table, the figure and the HTML report are made from the store.
+Protocol: each (method, topology)'s step size from a fixed log grid on a separate tuning seed,
+then 3 seeds; both stages are resumable sweeps (:func:`decent.run.run_sweep`) into the
+results store, from which the table, the figure and the HTML report are made.
 """
 
 from __future__ import annotations

@@ -1,30 +1,26 @@
 """The network study: what decentralization buys in *time* when machines straggle, links are
 slow and lossy, and nodes crash (issue 7; ``docs/results/async.md``).
 
-Three questions, on streaming least squares with node-specific Hessians and optima (the
-excess risk in closed form), all-reduce minibatch SGD against synchronous D-SGD and DAT-SGD,
-their bounded-staleness variants and asynchronous AD-PSGD, on a ring, a 2-D torus and an
-exponential graph of ``M`` nodes:
+Streaming least squares with node-specific Hessians and optima (excess risk in closed form):
+all-reduce minibatch SGD against synchronous D-SGD and DAT-SGD, their bounded-staleness
+variants and asynchronous AD-PSGD, on a ring, a 2-D torus and an exponential graph:
 
-1. **Time to a target under stragglers.** Every node takes one time unit per gradient and,
-   with probability ``p`` per round, ``slowdown`` times that; a message takes ``latency``.
-   All-reduce waits for the slowest node and pays ``2 (M - 1)`` latency steps per round;
-   gossip waits for the neighbours only. The target at each ``M`` is ``target_factor``
-   times the best final error a synchronous method reaches there in ``rounds``; a run's
-   time to target is its ``time/sim`` at the first evaluation at or below it.
-2. **Error under message drops and node churn** (D-SGD and DAT-SGD at the tuned step
-   sizes): a lost message's weight stays with its receiver, so ``W_t`` stays row- but not
-   column-stochastic and the network average drifts; crashed nodes take their data with
-   them.
-3. **The crossover**: as the latency grows, where gossip overtakes all-reduce in time to
-   target. The fault-free clock does not depend on the values, so the time to target at
-   another latency is the clock of :func:`decent.comm.network.simulate_clock` at the
-   rounds each run needed (the same seeds; tested equal to the clock inside a run).
+1. **Time to a target under stragglers.** A gradient takes one time unit, with probability
+   ``p`` per round ``slowdown`` times that; a message takes ``latency``. All-reduce waits for
+   the slowest node and pays ``2 (M - 1)`` latencies a round, gossip waits for the
+   neighbours. The target at each ``M`` is ``target_factor`` times the best final error of a
+   synchronous method; a run's time to target is its ``time/sim`` at the first evaluation
+   at or below it.
+2. **Error under message drops, crashes and churn**: a lost message's weight stays with its
+   receiver (``W_t`` row- but not column-stochastic: the average drifts); crashed nodes take
+   their data with them.
+3. **The crossover** in latency where gossip overtakes all-reduce: the fault-free clock does
+   not depend on the values, so the time to target at another latency is the clock of
+   :func:`decent.comm.network.simulate_clock` at the rounds each run needed (tested equal to
+   the clock inside a run).
 
-Step sizes are tuned per (method, topology, M) on a separate seed by the final error
-without a network (the iterates of a fault-free network do not depend on its clock);
-``seeds`` are then evaluated. Every stage is a sweep into the results store; a rerun skips
-finished runs.
+Step sizes are tuned per (cell, topology, M) on separate seeds (:func:`tune`); every stage is
+a resumable sweep into the results store.
 """
 
 from __future__ import annotations
@@ -42,14 +38,23 @@ from decent.config import validate
 from decent.results import load
 from decent.run import run_points
 from decent.studies import _kit as kit
-from decent.studies.network_figures import (
-    LABELS,
-    METHODS,
-    METRIC,
-    TOPOLOGY_LABELS,
-    label,
-    plot_all,
-)
+from decent.studies import figures
+
+METRIC = "eval/subopt@mean"
+METHODS = ("minibatch_sgd", "dsgd", "dat_sgd", "ad_psgd")
+"""The methods the study can run (its clock replay knows their communication patterns)."""
+LABELS = {m: kit.label(m, role="transport") for m in METHODS}
+"""Names in tables and figures, from the algorithm classes: ``D-SGD (gossip)``, ..."""
+TOPOLOGY_LABELS = {"ring": "ring", "torus": "2-D torus", "exponential": "exponential"}
+
+
+def label(method: str) -> str:
+    """The display name of a study cell: ``dsgd@stale4`` is D-SGD with staleness <= 4."""
+    base, _, variant = method.partition("@stale")
+    if not variant:
+        return kit.label(base, role="transport")
+    return f"{kit.label(base)} (async, staleness <= {variant}, experimental)"
+
 
 STUDY = "network"
 TUNING_STUDY = "network-tuning"
@@ -235,12 +240,11 @@ round (the first topology at an edge decides), at most 4 times."""
 def tune(
     spec: NetworkSpec, out: Path, *, progress: bool = True
 ) -> tuple[dict[tuple[str, str, int], float], list[str]]:
-    """Each (cell, topology, M)'s step size: the best mean final error over the tuning
-    seeds (a step counts only if it finished on all of them). Synchronous methods are
-    tuned without a network (their iterates do not depend on a fault-free clock);
-    AD-PSGD and the bounded-staleness variants on the straggler network, with their
-    delays, for their own number of rounds. A grid whose best value is at an edge is
-    extended (:data:`POLICY`); cells still at an edge are returned as notes."""
+    """Each (cell, topology, M)'s step size by the mean final error over the tuning seeds (a
+    step counts only if it finished on all), and notes on the cells still at a grid edge
+    (:data:`POLICY`). Synchronous methods are tuned without a network (a fault-free clock
+    does not change their iterates); AD-PSGD and the stale variants on the straggler
+    network, with their delays, for their own number of rounds."""
     cells = [
         (cell, kind, m)
         for cell in spec.cells()
@@ -588,20 +592,9 @@ def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
         for m, t in zip(ttt["M"], ttt["time_to_target"], strict=True)
     ]
     ttt["method"] = ttt["method"].map(label)
-    ttt = ttt[
-        [
-            "M",
-            "topology",
-            "method",
-            "final_error",
-            "target",
-            "reached",
-            "steps_to_target",
-            "time_per_step",
-            "time_to_target",
-            "speed-up vs all-reduce",
-        ]
-    ].sort_values(["M", "topology", "method"])
+    columns = "M topology method final_error target reached steps_to_target time_per_step"
+    ttt = ttt[[*columns.split(), "time_to_target", "speed-up vs all-reduce"]]
+    ttt = ttt.sort_values(["M", "topology", "method"])
     faults = result.faults.copy()
     faults["method"] = faults["method"].map(label)
     cross = crossover_latency(spec, result.crossover)
@@ -674,3 +667,139 @@ def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- figures
+
+_DASHES = {"ring": "-", "torus": "--", "exponential": ":"}
+_MARKERS = {"ring": "o", "torus": "s", "exponential": "^"}
+
+
+COLORS = {m: style["color"] for m, style in kit.method_styles(METHODS).items()}
+
+
+def plot_error_vs_time(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path:
+    """The network study's excess risk against simulated time, one panel per (M, topology),
+    stragglers on, no faults; mean over seeds."""
+    curves = result.curves[(result.curves["fault"] == "none") & (result.curves["round"] > 0)]
+    stale = sorted(k for k in curves["algorithm.kind"].unique() if "@" in k)
+    rows = len(spec.machines)
+    fig, axes = figures.figure(rows, len(spec.topologies), 4.2, 3.3, 3.6, sharey="row")
+    for i, m in enumerate(spec.machines):
+        for j, kind in enumerate(spec.topologies):
+            ax = axes[i][j]
+            for method in [*spec.methods, *stale]:
+                on = kind if method != "minibatch_sgd" else spec.topologies[0]
+                g = curves[
+                    (curves["topology.num_nodes"] == m)
+                    & (curves["algorithm.kind"] == method)
+                    & (curves["topology.kind"] == on)
+                ]
+                if g.empty:
+                    continue
+                mean = g.groupby("round")[[METRIC, "time/sim"]].mean()
+                ax.plot(
+                    mean["time/sim"],
+                    mean[METRIC],
+                    ":" if "@" in method else "-",
+                    color=COLORS[method.partition("@")[0]],
+                    label=label(method),
+                )
+            if m in result.targets:
+                ax.axhline(result.targets[m], color="k", lw=0.8, ls="--", label="target")
+            figures.panel(
+                ax,
+                f"{TOPOLOGY_LABELS[kind]}, M = {m}",
+                "simulated time (1 = one gradient)" if i == rows - 1 else None,
+                "excess risk f(x̄) − f*" if j == 0 else None,
+            )
+    title = (
+        f"Stragglers (p = {spec.straggler_p}, {spec.slowdown:g}x slower), latency "
+        f"{spec.latency:g} per message; mean over {len(spec.seeds)} seeds"
+    )
+    return figures.save(fig, axes, path, title, "right")
+
+
+def plot_faults(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path:
+    """The network study's final excess risk against the drop rate, one panel per M (mean
+    ± 1 std over seeds)."""
+    table = result.faults
+    fig, axes = figures.figure(1, len(spec.machines), 4.6, 3.0, 2.4)
+    for ax, m in zip(axes[0], spec.machines, strict=True):
+        for method in [x for x in spec.methods if x != "minibatch_sgd"]:
+            for kind in spec.topologies:
+                g = table[
+                    (table["M"] == m) & (table["method"] == method) & (table["topology"] == kind)
+                ]
+                drops = []
+                for _, row in g.iterrows():
+                    std = row["std"] if row["std"] == row["std"] else 0.0
+                    if row["fault"] == "none":
+                        drops.append((0.0, row["mean"], std))
+                    elif row["fault"].startswith("drop"):
+                        rate = float(row["fault"].split()[1].rstrip("%")) / 100
+                        drops.append((rate, row["mean"], std))
+                if not drops:
+                    continue
+                frame = pd.DataFrame(drops, columns=["drop", "error", "std"]).sort_values("drop")
+                shift = 0.004 * (spec.topologies.index(kind) - 1)  # keep the bars apart
+                name = f"{LABELS[method].split(' (')[0]}, {TOPOLOGY_LABELS[kind]}"
+                ax.errorbar(
+                    frame["drop"] + shift,
+                    frame["error"],
+                    yerr=frame["std"],
+                    fmt=_DASHES[kind],
+                    marker=_MARKERS[kind],
+                    color=COLORS[method],
+                    capsize=2,
+                    elinewidth=0.7,
+                    label=name,
+                )
+        title = (
+            f"M = {m}, {spec.rounds} gradients per node: mean ± 1 std over {len(spec.seeds)} seeds"
+        )
+        figures.panel(ax, title, "probability a message is lost", "final excess risk", logx=False)
+    return figures.save(fig, axes, path, where="right")
+
+
+def plot_crossover(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path:
+    """The network study's time to target against the latency per message: one panel per
+    (compute model, M)."""
+    cross = result.crossover
+    scenarios = [c for c in ("stragglers", "no stragglers") if c in set(cross["compute"])]
+    fig, axes = figures.figure(len(scenarios), len(spec.machines), 4.6, 3.5, 2.6)
+    for i, scenario in enumerate(scenarios):
+        for j, m in enumerate(spec.machines):
+            ax = axes[i][j]
+            for method in spec.methods:
+                central = method == "minibatch_sgd"
+                for kind in spec.topologies_of(method):
+                    g = cross[
+                        (cross["compute"] == scenario)
+                        & (cross["M"] == m)
+                        & (cross["method"] == method)
+                        & (cross["topology"] == kind)
+                    ]
+                    if g.empty:
+                        continue
+                    name = LABELS[method]
+                    if not central:
+                        name = f"{name.split(' (')[0]}, {TOPOLOGY_LABELS[kind]}"
+                    ax.plot(
+                        g["latency"],
+                        g["time_to_target"],
+                        "-" if central else _DASHES[kind],
+                        color=COLORS[method],
+                        lw=2.0 if central else 1.2,
+                        label=name,
+                    )
+            what = f"stragglers p = {spec.straggler_p}" if scenario == "stragglers" else scenario
+            xlabel = "latency per message (1 = one gradient)" if i == len(scenarios) - 1 else None
+            figures.panel(ax, f"M = {m}, {what}", xlabel, "time to target")
+    return figures.save(fig, axes, path, where="right")
+
+
+def plot_all(spec: NetworkSpec, result: NetworkResult, folder: Path) -> list[Path]:
+    """Every figure of the study into ``folder``."""
+    draw = (plot_error_vs_time, plot_faults, plot_crossover)
+    return [f(spec, result, folder / f"{f.__name__[5:]}.png") for f in draw]

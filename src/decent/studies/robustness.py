@@ -1,25 +1,22 @@
 """The robustness study: fewer bytes, less leakage, no trust in peers (issue 8;
 ``docs/results/robustness.md``).
 
-Three questions, on softmax regression over scikit-learn's digits split with Dirichlet label
-skew (``digits``: test accuracy) and on streaming least squares with node-specific
-Hessians and optima (``stream``: the excess risk in closed form):
+Softmax regression on scikit-learn's digits with Dirichlet label skew (``digits``: test
+accuracy) and streaming least squares with node-specific Hessians and optima (``stream``:
+excess risk in closed form):
 
-1. **Accuracy against bytes sent.** D-SGD, DAT-SGD and gradient tracking against their
-   CHOCO-compressed forms with each compressor (top-k, random-k, QSGD, scaled sign), on a
-   ring. The bytes are each node's sent bytes from the real message encoding
-   (``comm/bytes_per_node_mean``).
-2. **Accuracy against epsilon** (DP-SGD per node: per-sample clipping and Gaussian noise,
-   epsilon from Opacus's accountant), on the dataset task.
-3. **Error against the fraction of Byzantine nodes**, with plain gossip and with each robust
-   rule, under a sign-flip and an ALIE attack, on a torus.
+1. **Accuracy against bytes sent** (each node's, from the real message encoding): D-SGD,
+   DAT-SGD and gradient tracking against their CHOCO-compressed forms with each compressor
+   (top-k, random-k, QSGD, scaled sign), on a ring.
+2. **Accuracy against epsilon** of DP-SGD per node (per-sample clipping, Gaussian noise,
+   Opacus's accountant), on the dataset task.
+3. **Error against the fraction of Byzantine nodes**, plain gossip and each robust rule,
+   under a sign-flip and an ALIE attack, on a torus.
 
-Tuning, on a separate seed: each uncompressed method's step size on a factor-2 grid
-(extended while the best value is at an edge), then each compressed cell's consensus step
-``gamma`` on its own grid at that step size. DP and Byzantine runs use the tuned
-uncompressed step size (what a user would start from: the privacy and attack settings are
-the study's variables, not tuned away). Every stage is a sweep into the results store; a
-rerun skips finished runs.
+Tuning on a separate seed (:func:`tune`): each uncompressed method's step size, then each
+compressed cell's consensus step ``gamma`` at that step size. DP and Byzantine runs use the
+tuned uncompressed step size (the privacy and attack settings are the study's variables, not
+tuned away). Every stage is a resumable sweep into the results store.
 """
 
 from __future__ import annotations
@@ -36,14 +33,45 @@ from decent.config import validate
 from decent.results import load
 from decent.run import run_points
 from decent.studies import _kit as kit
-from decent.studies.robustness_figures import (
-    LABELS,
-    METRICS,
-    TUNE_METRICS,
-    compressor_label,
-    plot_all,
-    tables_markdown,
-)
+from decent.studies import figures
+
+LABELS = {m: kit.label(m) for m in ("dsgd", "dat_sgd", "gradient_tracking")}
+"""Names of the study's methods, from the algorithm classes."""
+METRICS = {"digits": "eval/test_accuracy@mean", "stream": "eval/subopt@mean"}
+"""What each task reports: test accuracy (higher is better) or excess risk (lower)."""
+TUNE_METRICS = {"digits": "eval/loss@mean", "stream": "eval/subopt@mean"}
+"""What tuning minimizes (a loss, lower is better, for both tasks)."""
+COMPRESSOR_LABELS = {
+    "none": "uncompressed",
+    "identity": "identity",
+    "top_k": "top-k",
+    "random_k": "random-k",
+    "qsgd": "QSGD",
+    "sign": "scaled sign",
+}
+RULE_LABELS = {
+    "mean": "plain gossip (mean)",
+    "trimmed_mean": "trimmed mean (b = 1)",
+    "median": "coordinate-wise median",
+    "clipping": "self-centered clipping",
+}
+
+
+def compressor_label(text: str) -> str:
+    """``"top_k:0.1"`` -> ``"top-k 10%"``, ``"qsgd:2"`` -> ``"QSGD 2 bit"``."""
+    kind, _, arg = text.partition(":")
+    name = COMPRESSOR_LABELS.get(kind, kind)
+    if kind in ("top_k", "random_k"):
+        return f"{name} {float(arg):.0%}"
+    return f"{name} {arg} bit" if kind == "qsgd" else name
+
+
+def rule_label(rule: str) -> str:
+    """``"clipping:0.1"`` -> ``"self-centered clipping, τ = 0.1"``."""
+    name, _, tau = rule.partition(":")
+    text = RULE_LABELS.get(name, name)
+    return f"{text}, τ = {tau}" if tau else text
+
 
 STUDY = "robustness"
 TUNING = "robustness-tuning"
@@ -454,21 +482,20 @@ def collect(spec: RobustnessSpec, out: Path) -> dict[str, pd.DataFrame]:
     return {e: curves[curves["experiment"] == e] for e in ("compression", "privacy", "byzantine")}
 
 
-def _last(curves: pd.DataFrame) -> pd.DataFrame:
-    return kit.final_rows(curves)
-
-
-def _metric_value(row: pd.Series) -> float:
-    return float(row[METRICS[row["task"]]])
+def _finals(curves: pd.DataFrame) -> pd.DataFrame:
+    """The last record of each run, with its task's metric (:data:`METRICS`) as ``metric``."""
+    last = kit.final_rows(curves).copy()
+    if not last.empty:
+        last["metric"] = last.apply(lambda row: float(row[METRICS[row["task"]]]), axis=1)
+    return last
 
 
 def compression_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Final metric and bytes per node per (task, method, compressor), mean over seeds, and
     the bytes and the metric relative to the uncompressed method."""
-    last = _last(curves).copy()
+    last = _finals(curves)
     if last.empty:
         return pd.DataFrame()
-    last["metric"] = last.apply(_metric_value, axis=1)
     keys = ["task", "method", "compressor"]
     table = (
         last.groupby(keys)
@@ -494,7 +521,7 @@ def compression_table(curves: pd.DataFrame) -> pd.DataFrame:
 def privacy_table(curves: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Final test accuracy and epsilon per (method, noise multiplier); the non-private
     accuracy of the same method beside it."""
-    last = _last(curves)
+    last = _finals(curves)
     if last.empty:
         return pd.DataFrame()
     table = (
@@ -507,7 +534,7 @@ def privacy_table(curves: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
         )
         .reset_index()
     )
-    ref = _last(reference)
+    ref = _finals(reference)
     ref = ref[(ref["task"] == "digits") & (ref["compressor"] == "none")]
     plain = ref.groupby("method")[METRICS["digits"]].mean()
     table["non_private_accuracy"] = table["method"].map(plain)
@@ -516,10 +543,9 @@ def privacy_table(curves: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
 
 def byzantine_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Final metric per (task, attack, rule, fraction); the attack-free run is fraction 0."""
-    last = _last(curves).copy()
+    last = _finals(curves)
     if last.empty:
         return pd.DataFrame()
-    last["metric"] = last.apply(_metric_value, axis=1)
     if "byzantine/fraction" in last:
         last["fraction"] = last["byzantine/fraction"].fillna(0.0)
     else:
@@ -566,3 +592,180 @@ def run(
     (folder / "tables.md").write_text(tables_markdown(spec, result))
     plot_all(spec, result, folder)
     return result
+
+
+def _md(df: pd.DataFrame) -> str:
+    return kit.markdown_table(df, missing=None) + "\n" if not df.empty else "(no runs)\n"
+
+
+def tables_markdown(spec: RobustnessSpec, result: RobustnessResult) -> str:
+    """Every table of the study as markdown, with the tuned steps and the notes."""
+    labels, comp_label = LABELS, compressor_label
+    comp = result.compression.copy()
+    if not comp.empty:
+        comp["method"] = comp["method"].map(labels)
+        comp["compressor"] = comp["compressor"].map(comp_label)
+    parts = [
+        "# Robustness study tables\n",
+        f"Wall time {result.wall_s:.0f} s.\n",
+        "## Compression: final metric (digits: test accuracy; stream: excess risk) and bytes "
+        "per node\n",
+        _md(comp),
+        "## Privacy: DP-SGD per node on digits\n",
+        _md(result.privacy),
+        "## Byzantine nodes: final metric of the honest nodes\n",
+        _md(result.byzantine),
+        "## Tuned step sizes\n",
+    ]
+    parts += [f"- {labels[m]} on {t}: lr = {lr:g}" for (t, m), lr in result.step_sizes.items()]
+    parts.append("\n## Tuned consensus steps\n")
+    parts += [
+        f"- {labels[m]} with {comp_label(c)} on {t}: gamma = {g:g}"
+        for (t, m, c), g in result.consensus_steps.items()
+    ]
+    if result.notes:
+        parts.append("\n## Tuning notes\n")
+        parts += [f"- {n}" for n in result.notes]
+    return "\n".join(parts) + "\n"
+
+
+# -------------------------------------------------------------------------------- figures
+
+_Y_LABELS = {"digits": "test accuracy at the mean", "stream": "excess risk f(x̄) − f*"}
+
+
+def plot_compression(spec: RobustnessSpec, result: RobustnessResult, path: Path) -> Path:
+    """The robustness study's metric against bytes sent per node, one panel per (task,
+    method), one line per compressor (mean over seeds, every evaluation round)."""
+    curves = result.compression_curves
+    rows = len(spec.tasks)
+    fig, axes = figures.figure(rows, len(spec.methods), 4.2, 3.3, 2.6)
+    for i, task in enumerate(spec.tasks):
+        metric = METRICS[task]
+        for j, method in enumerate(spec.methods):
+            ax = axes[i][j]
+            for k, comp in enumerate(["none", *spec.compressors]):
+                g = curves[
+                    (curves["task"] == task)
+                    & (curves["method"] == method)
+                    & (curves["compressor"] == comp)
+                    & (curves["round"] > 0)
+                ]
+                if g.empty:
+                    continue
+                mean = g.groupby("round")[[metric, "comm/bytes_per_node_mean"]].mean()
+                plain = comp == "none"
+                ax.plot(
+                    mean["comm/bytes_per_node_mean"],
+                    mean[metric],
+                    "-",
+                    color="k" if plain else f"C{k}",
+                    lw=2.0 if plain else 1.2,
+                    label=compressor_label(comp),
+                )
+            figures.panel(
+                ax,
+                f"{LABELS[method]}, {task}",
+                "bytes sent per node" if i == rows - 1 else None,
+                _Y_LABELS[task] if j == 0 else None,
+                logy=task == "stream",
+            )
+    title = (
+        f"Compressed gossip (CHOCO) on a {spec.topology} of {spec.nodes} nodes: each curve "
+        f"runs {'/'.join(str(spec.rounds[t]) for t in spec.tasks)} rounds; "
+        f"mean over {len(spec.seeds)} seeds"
+    )
+    return figures.save(fig, axes, path, title, "right")
+
+
+def plot_privacy(spec: RobustnessSpec, result: RobustnessResult, path: Path) -> Path:
+    """The robustness study's final test accuracy against epsilon (delta fixed), one line
+    per method, its non-private accuracy dashed."""
+    table = result.privacy
+    fig, axes = figures.figure(1, 1, 6.0, 3.1)
+    ax = axes[0][0]
+    for k, method in enumerate(spec.privacy_methods):
+        g = table[table["method"] == method].sort_values("epsilon")
+        if g.empty:
+            continue
+        name = LABELS[method]
+        ax.errorbar(
+            g["epsilon"],
+            g["accuracy"],
+            yerr=g["accuracy_sd"].fillna(0.0),
+            marker="o",
+            color=f"C{k}",
+            label=f"{name} (DP-SGD)",
+            capsize=3,
+        )
+        ax.axhline(
+            float(g["non_private_accuracy"].iloc[0]),
+            color=f"C{k}",
+            ls="--",
+            lw=0.9,
+            label=f"{name}, no privacy",
+        )
+        for _, row in g.iterrows():
+            ax.annotate(
+                f"σ={row['privacy.noise_multiplier']:g}",
+                (row["epsilon"], row["accuracy"]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+            )
+    title = (
+        f"DP-SGD per node, clip C = {spec.clip:g}, {spec.topology} of {spec.nodes}, digits "
+        f"({spec.rounds['digits']} rounds)"
+    )
+    xlabel = f"ε per node (δ = {spec.delta:g}, Opacus RDP accountant)"
+    figures.panel(ax, title, xlabel, "test accuracy at the mean", logy=False)
+    return figures.save(fig, axes, path)
+
+
+def plot_byzantine(spec: RobustnessSpec, result: RobustnessResult, path: Path) -> Path:
+    """The robustness study's final metric against the fraction of Byzantine nodes, one
+    panel per (task, attack), one line per aggregation rule; fraction 0 is the attack-free
+    run of plain gossip."""
+    table = result.byzantine
+    rows = len(spec.tasks)
+    fig, axes = figures.figure(rows, len(spec.attacks), 4.2, 3.3, 2.8)
+    for i, task in enumerate(spec.tasks):
+        clean = table[(table["task"] == task) & (table["attack"] == "none")]
+        for j, attack in enumerate(spec.attacks):
+            ax = axes[i][j]
+            for k, rule in enumerate(spec.rules):
+                g = table[
+                    (table["task"] == task) & (table["attack"] == attack) & (table["rule"] == rule)
+                ].sort_values("fraction")
+                if g.empty:
+                    continue
+                ys = [float(clean["metric"].mean()) if not clean.empty else math.nan]
+                ax.plot(
+                    [0.0, *g["fraction"]],
+                    [*ys, *g["metric"]],
+                    marker="o",
+                    color=f"C{k}",
+                    label=rule_label(rule),
+                )
+            figures.panel(
+                ax,
+                f"{attack} attack, {task}",
+                "fraction of Byzantine nodes" if i == rows - 1 else None,
+                _Y_LABELS[task] + " (honest nodes)" if j == 0 else None,
+                logx=False,
+                logy=task == "stream",
+            )
+    title = (
+        f"D-SGD on a {spec.byzantine_topology} of {spec.nodes} nodes; fraction 0: no attack; "
+        f"mean over {len(spec.seeds)} seeds"
+    )
+    return figures.save(fig, axes, path, title, "right")
+
+
+def plot_all(spec: RobustnessSpec, result: RobustnessResult, folder: Path) -> list[Path]:
+    """Every figure of the study into ``folder`` (an experiment with no table has none)."""
+    paths = [plot_compression(spec, result, folder / "compression.png")]
+    for name, draw in (("privacy", plot_privacy), ("byzantine", plot_byzantine)):
+        if not getattr(result, name).empty:
+            paths.append(draw(spec, result, folder / f"{name}.png"))
+    return paths

@@ -1,34 +1,28 @@
 """The scaling study: how many machines before it hurts, and does DAT-SGD raise that?
 
-For a fixed sample budget ``N = M * T * B`` (``M`` machines, ``T`` rounds, ``B`` samples per
-machine and round) the study runs every method on every topology for ``M`` in powers of two,
-on one global problem split over the machines (:class:`~decent.tasks.LeastSquares` with
-``components``: node-specific Hessians and optima, the same objective for every ``M``), and
-reports the excess population risk ``f(x) - f*`` in closed form. From the results store it
-computes, per (method, topology, N), the critical number of machines ``M*`` against the
-best single-machine error (and against the method's own ``M = 1``), the decentralization
-penalty ``err(graph, M) / err(complete, M)``, and the exponents of ``M*`` in ``N`` with
-bootstrap intervals beside the theory's (:mod:`decent.studies.thresholds`).
+At a fixed sample budget ``N = M * T * B`` (``M`` machines, ``T`` rounds, ``B`` samples per
+machine and round) every method runs on every topology for ``M`` in powers of two, on one
+global problem split over the machines (:class:`~decent.tasks.LeastSquares` with
+``components``: the same objective for every ``M``), measuring ``f(x) - f*`` in closed form.
+:mod:`decent.studies.thresholds` then gives per (method, topology, N) the critical ``M*``
+against the best single machine (and the method's own ``M = 1``), the penalty
+``err(graph, M) / err(complete, M)`` and the exponent of ``M*`` in ``N`` beside the theory's.
 
 Protocol (what makes the comparison fair):
 
-* **Step sizes** per (method, topology, M, N) on the tuning seeds (mean error over them;
-  with one seed, steps at the edge of stability got picked by luck): a factor-2 log grid that
-  extends itself while the best value sits on its edge (an edge that diverged bounds the
-  grid), then a factor-sqrt(2) refinement around the best. The anytime methods are tuned in
-  ``gamma = lr * T^p`` (their step on ``w`` grows like ``lr * t^p``, ``alpha_t = t^p``).
-* **Output averaging** is chosen with the step size: every run records the last iterate,
-  the uniform tail average and the t-weighted average (no extra communication), and each
-  cell keeps the (step size, averaging) pair that was best on the tuning seed.
+* **Step sizes** per cell, by the mean error over the tuning seeds (one seed picks steps at
+  the edge of stability by luck): a factor-2 grid extended while its best sits on an edge
+  (a diverged edge bounds it), then refined by sqrt(2) (:data:`POLICY`); the anytime methods
+  in ``gamma = lr * T^p`` (their step on ``w`` grows like ``lr * t^p``).
+* **Output averaging** (last iterate, uniform tail, t-weighted; no extra communication) is
+  chosen with the step size on the tuning seeds.
 * **Evaluation** on separate seeds at the chosen pair; 95% Student-t intervals.
-* ``M = 1``: the references (single-machine SGD and Anytime SGD) are run there; a method
-  that *is* a reference at ``M = 1`` (D-SGD is SGD and DAT-SGD Anytime SGD bit for bit;
-  gradient tracking is SGD up to rounding) borrows those runs instead of repeating them,
-  and gradient tracking borrows D-SGD's complete-graph runs (with exact averaging both are
-  minibatch SGD).
+* ``M = 1``: the references (single-machine SGD and Anytime SGD) run there; a method equal
+  to a reference at ``M = 1`` (D-SGD is SGD, DAT-SGD Anytime SGD, bit for bit; gradient
+  tracking SGD up to rounding) borrows its runs, and gradient tracking borrows D-SGD's
+  complete-graph runs (with exact averaging both are minibatch SGD).
 
-Every stage is one :func:`~decent.run.run_points` call (parallel workers, replica batches,
-longest batches first, resumable: a rerun skips finished runs).
+Every stage is one resumable :func:`~decent.run.run_points` call.
 """
 
 from __future__ import annotations
@@ -44,9 +38,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from decent.config import ExperimentConfig
-from decent.results import Store, run_id_for
+from decent.results import run_id_for
 from decent.run import run_points
 from decent.studies import _kit as kit
+from decent.studies import figures as figs
 from decent.studies import thresholds
 from decent.studies._kit import (
     Choice,
@@ -69,37 +64,29 @@ _MIN_NODES = {"ring": 3, "torus": 9, "exponential": 2, "complete": 1}
 class MethodSpec(BaseModel):
     """One method of the study: an algorithm with fixed hyperparameters (not the step)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    name: str = Field(description="Name in tables and figures (unique in the study).")
-    kind: str = Field(description="The algorithm kind (decent.algorithms.ALGORITHMS).")
-    label: str | None = Field(default=None, description="Human label (default: the algorithm's).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Other hyperparameters.")
-    same_at_one: str | None = Field(
-        default=None,
-        description=(
-            "A reference method this one equals exactly at M = 1 (its M = 1 runs are reused)."
-        ),
-    )
-    same_on_complete: str | None = Field(
-        default=None,
-        description=(
-            "A method this one equals exactly on the complete graph (gradient tracking with "
-            "exact averaging is D-SGD there); its complete-graph runs are reused."
-        ),
-    )
-    chebyshev_steps: int = Field(
-        default=1, ge=1, description="Accelerated gossip: K mixing steps per round (and batch K)."
-    )
-    experimental: bool = Field(
-        default=False, description="Labelled experimental in tables/figures."
-    )
-    topologies: list[str] | None = Field(
-        default=None, description="Only these of the study's topologies (None: all)."
-    )
-    budgets: list[int] | None = Field(
-        default=None, description="Only these of the study's budgets N (None: all)."
-    )
+    name: str
+    """Name in tables and figures (unique in the study)."""
+    kind: str
+    """The algorithm kind (decent.algorithms.ALGORITHMS)."""
+    label: str | None = None
+    """Human label (default: the algorithm's)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Other hyperparameters."""
+    same_at_one: str | None = None
+    """A reference method this one equals exactly at M = 1 (its M = 1 runs are reused)."""
+    same_on_complete: str | None = None
+    """A method this one equals exactly on the complete graph (gradient tracking with exact
+    averaging is D-SGD there); its complete-graph runs are reused."""
+    chebyshev_steps: int = Field(default=1, ge=1)
+    """Accelerated gossip: K mixing steps per round (and batch K)."""
+    experimental: bool = False
+    """Labelled experimental in tables/figures."""
+    topologies: list[str] | None = None
+    """Only these of the study's topologies (None: all)."""
+    budgets: list[int] | None = None
+    """Only these of the study's budgets N (None: all)."""
 
     @property
     def horizon_scaled(self) -> bool:
@@ -124,25 +111,24 @@ def _default_references() -> list[MethodSpec]:
 class ScalingSpec(BaseModel):
     """What a scaling study runs; the defaults are the study of ``docs/results/scaling.md``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    study: str = Field(
-        default="scaling", description="Study name in the store (tuning: <study>-tune)."
-    )
-    budgets: list[int] = Field(
-        default_factory=lambda: [2**10, 2**12, 2**14, 2**16],
-        description="Sample budgets N = M * T * B.",
-    )
-    max_machines: int = Field(default=4096, ge=2, description="Largest M (a power of two).")
-    min_machines: int = Field(
-        default=2, ge=2, description="Smallest M > 1 (a power of two; M = 1 always runs)."
-    )
-    min_rounds: int = Field(default=4, ge=1, description="Smallest T = N / (M B) a cell may have.")
+    study: str = "scaling"
+    """Study name in the store (tuning: <study>-tune)."""
+    budgets: list[int] = Field(default_factory=lambda: [2**10, 2**12, 2**14, 2**16])
+    """Sample budgets N = M * T * B."""
+    max_machines: int = Field(default=4096, ge=2)
+    """Largest M (a power of two)."""
+    min_machines: int = Field(default=2, ge=2)
+    """Smallest M > 1 (a power of two; M = 1 always runs)."""
+    min_rounds: int = Field(default=4, ge=1)
+    """Smallest T = N / (M B) a cell may have."""
     topologies: list[str] = Field(
-        default_factory=lambda: ["ring", "torus", "random_regular", "exponential", "complete"],
-        description="ring, torus, random_regular (an expander), exponential, complete.",
+        default_factory=lambda: ["ring", "torus", "random_regular", "exponential", "complete"]
     )
-    expander_degree: int = Field(default=4, ge=2, description="Degree of the random regular graph.")
+    """ring, torus, random_regular (an expander), exponential, complete."""
+    expander_degree: int = Field(default=4, ge=2)
+    """Degree of the random regular graph."""
     methods: list[MethodSpec] = Field(default_factory=_default_methods)
     references: list[MethodSpec] = Field(default_factory=_default_references)
     task: dict[str, Any] = Field(
@@ -155,37 +141,28 @@ class ScalingSpec(BaseModel):
             "spectrum": "power",
             "power": 1.0,
             "seed": 0,
-        },
-        description="The least-squares task (num_nodes, components, batch_size are set).",
+        }
     )
+    """The least-squares task (num_nodes, components, batch_size are set)."""
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
-    tune_seeds: list[int] = Field(
-        default_factory=lambda: [1000, 1001],
-        min_length=1,
-        description="Seeds the step size and averaging are chosen on (mean error over them).",
-    )
+    tune_seeds: list[int] = Field(default_factory=lambda: [1000, 1001], min_length=1)
+    """Seeds the step size and averaging are chosen on (mean error over them)."""
+    lr_grid: list[float] = Field(default_factory=lambda: [2.0**k for k in range(-9, 2)])
+    """First step sizes tried (factor 2 apart)."""
+    gamma_grid: list[float] = Field(default_factory=lambda: [2.0**k for k in range(-4, 7)])
+    """First gamma = lr * T tried for the anytime methods."""
+    max_extensions: int = Field(default=8, ge=0)
+    """Grid extensions at most per cell."""
+    evals_per_run: int = Field(default=4, ge=1)
+    """Evaluations per run (the last is used)."""
+    delta: float = Field(default=1.0, gt=0.0)
+    """Tolerance: within (1 + delta) of the reference."""
+    workers: int | None = Field(default=None, ge=1)
 
     @property
     def tune_seed(self) -> str:
         """The tuning seeds, as printed."""
         return ", ".join(str(s) for s in self.tune_seeds)
-
-    lr_grid: list[float] = Field(
-        default_factory=lambda: [2.0**k for k in range(-9, 2)],
-        description="First step sizes tried (factor 2 apart).",
-    )
-    gamma_grid: list[float] = Field(
-        default_factory=lambda: [2.0**k for k in range(-4, 7)],
-        description="First gamma = lr * T tried for the anytime methods.",
-    )
-    max_extensions: int = Field(default=8, ge=0, description="Grid extensions at most per cell.")
-    evals_per_run: int = Field(
-        default=4, ge=1, description="Evaluations per run (the last is used)."
-    )
-    delta: float = Field(
-        default=1.0, gt=0.0, description="Tolerance: within (1 + delta) of the reference."
-    )
-    workers: int | None = Field(default=None, ge=1)
 
     @field_validator("budgets")
     @classmethod
@@ -495,8 +472,6 @@ def analyse(
 
 def write_outputs(spec: ScalingSpec, result: ScalingResult, folder: Path) -> list[Path]:
     """CSV tables and the figures of ``docs/results/scaling.md`` into ``folder``."""
-    from decent.studies import scaling_figures as figs
-
     labels = spec.labels()
     names = ("cells", "summary", "critical", "critical_own", "curve", "penalty", "slopes")
     paths = kit.write_tables(folder, spec, {name: getattr(result, name) for name in names})
@@ -545,27 +520,7 @@ def write_markdown(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path
             f"\n**M\\* against the {name}** (largest M with every M' <= M within "
             f"(1 + {spec.delta:g}) x it; `+`: the whole grid passes; `-`: M = 2 fails)\n"
         )
-        budgets = sorted(crit["N"].unique())
-        rows = []
-        for (method, topology), g in crit[crit["method"].isin(methods)].groupby(
-            ["method", "topology"], sort=False
-        ):
-            if (g["m_max"] <= 1).all():
-                continue  # only the borrowed M = 1 cell: the method does not run on this graph
-            row = [labels.get(method, method), topology]
-            for n in budgets:
-                h = g[g["N"] == n]
-                if h.empty:
-                    row.append("")
-                else:
-                    r = h.iloc[0]
-                    row.append(
-                        "-"
-                        if r["below_grid"]
-                        else f"{int(r['m_star'])}" + ("+" if r["censored"] else "")
-                    )
-            rows.append(row)
-        out.append(_md(["method", "graph", *[f"N = {n}" for n in budgets]], rows))
+        out.append(kit.markdown_table(m_star_table(spec, crit)))
     out.append(
         "\n**Exponent of M\\* in N** (least squares on log-log over uncensored budgets, "
         "95% seed-bootstrap interval; theory: Eisen et al. 2025, and the Kluger-Attia-Koren "
@@ -621,56 +576,45 @@ def write_markdown(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path
     return path
 
 
-def m_star_vs_delta(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path:
-    """M* against the tolerance delta at the largest budget, one panel per graph."""
-    from matplotlib.figure import Figure
+def m_star_text(row: Any, below: str = "-") -> str:
+    """A row of :func:`~decent.studies.thresholds.critical_m` as text: ``M*``, ``+`` when the
+    whole grid passes (censored), ``below`` when even the smallest M fails."""
+    if row["below_grid"]:
+        return below
+    return f"{int(row['m_star'])}" + ("+" if row["censored"] else "")
 
-    from decent.studies.scaling_figures import method_styles
 
-    n = spec.budgets[-1]
-    methods = [m.name for m in spec.methods]
-    curve = result.curve[(result.curve["N"] == n) & result.curve["method"].isin(methods)]
-    graphs = list(spec.topologies)
-    styles = method_styles(methods)
+def m_star_table(
+    spec: ScalingSpec, critical: pd.DataFrame, slopes: pd.DataFrame | None = None, below: str = "-"
+) -> pd.DataFrame:
+    """M* per (method, graph) and budget (columns ``N = <n>``) as text (:func:`m_star_text`),
+    for the study's methods on the graphs they run on; with ``slopes``
+    (:func:`~decent.studies.thresholds.fit_slopes`) also the fitted exponent with its
+    interval and the theory's."""
     labels = spec.labels()
-    fig = Figure(figsize=(3.2 * len(graphs), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(graphs), squeeze=False, sharey=True)[0]
-    for ax, graph in zip(axes, graphs, strict=True):
-        for method in methods:
-            g = curve[(curve["method"] == method) & (curve["topology"] == graph)]
-            if g.empty:
-                continue
-            ax.plot(
-                g["delta"],
-                g["m_star"],
-                **({"marker": "o"} | styles[method]),
-                label=labels.get(method, method),
-            )
-            cens = g[g["censored"]]
-            ax.scatter(
-                cens["delta"],
-                cens["m_star"],
-                marker="^",
-                s=60,
-                facecolors="none",
-                edgecolors=styles[method].get("color", "k"),
-            )
-        ax.set_xscale("log")
-        ax.set_yscale("log", base=2)
-        ax.set_title(graph)
-        ax.set_xlabel("tolerance δ")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel(f"M* at N = {n}")
-    handles, names = axes[0].get_legend_handles_labels()
-    for ax in axes[1:]:
-        for h, nm in zip(*ax.get_legend_handles_labels(), strict=True):
-            if nm not in names:
-                handles.append(h)
-                names.append(nm)
-    fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), fontsize=8)
-    fig.suptitle("M*: largest M within (1 + δ) x the best single-machine error (^: grid edge)")
-    fig.savefig(path, dpi=110)
-    return path
+    budgets = sorted(critical["N"].unique())
+    mine = critical[critical["method"].isin([m.name for m in spec.methods])]
+    rows = []
+    for (method, topology), g in mine.groupby(["method", "topology"], sort=False):
+        if (g["m_max"] <= 1).all():
+            continue  # only the borrowed M = 1 cell: the method does not run on this graph
+        row = {"method": labels.get(method, method), "graph": topology}
+        for n in budgets:
+            h = g[g["N"] == n]
+            row[f"N = {n}"] = "" if h.empty else m_star_text(h.iloc[0], below)
+        if slopes is not None:
+            fit = slopes[(slopes["method"] == method) & (slopes["topology"] == topology)]
+            r: Any = fit.iloc[0] if len(fit) else None
+            good = r is not None and r["slope"] == r["slope"]
+            low_high = f"[{r['slope_low']:.2f}, {r['slope_high']:.2f}]" if good else ""
+            row["slope [95% CI]"] = f"{r['slope']:.2f} {low_high}" if good else "n/a"
+            theory = r["theory"] if r is not None else math.nan
+            row["theory"] = f"{theory:.3f}" if theory == theory else ""
+        rows.append(row)
+    columns = ["method", "graph", *[f"N = {n}" for n in budgets]]
+    return pd.DataFrame(
+        rows, columns=columns + (["slope [95% CI]", "theory"] if slopes is not None else [])
+    )
 
 
 def round_cell(spec: ScalingSpec, result: ScalingResult) -> tuple[str, int, int]:
@@ -685,67 +629,86 @@ def round_cell(spec: ScalingSpec, result: ScalingResult) -> tuple[str, int, int]
     return topology, max(long_enough), n
 
 
-def error_vs_round(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path:
-    """Error against rounds for one cell (:func:`round_cell`), every method at its tuned
-    step with its chosen averaging, mean over seeds: the anytime behaviour in time."""
-    from matplotlib.figure import Figure
+def m_star_vs_delta(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path:
+    """A scaling study's M* against the tolerance delta at its largest budget, one panel
+    per graph (hollow carets: censored at the grid's edge)."""
+    n = spec.budgets[-1]
+    methods = [m.name for m in spec.methods]
+    curve = result.curve[(result.curve["N"] == n) & result.curve["method"].isin(methods)]
+    styles, labels = kit.method_styles(methods), spec.labels()
+    fig, axes = figs.figure(1, len(spec.topologies), 3.2, 2.9, sharey=True)
+    for ax, graph in zip(axes[0], spec.topologies, strict=True):
+        for method in methods:
+            g = curve[(curve["method"] == method) & (curve["topology"] == graph)]
+            if g.empty:
+                continue
+            style = {"marker": "o"} | styles[method]
+            ax.plot(g["delta"], g["m_star"], **style, label=labels.get(method, method))
+            cens = g[g["censored"]]
+            ax.scatter(
+                cens["delta"],
+                cens["m_star"],
+                marker="^",
+                s=60,
+                facecolors="none",
+                edgecolors=styles[method].get("color", "k"),
+            )
+        ax.set_yscale("log", base=2)
+        figs.panel(ax, graph, "tolerance δ", logy=False)
+    axes[0][0].set_ylabel(f"M* at N = {n}")
+    title = "M*: largest M within (1 + δ) x the best single-machine error (^: grid edge)"
+    return figs.save(fig, axes, path, title)
 
-    from decent.studies.scaling_figures import method_styles
+
+def error_vs_round(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path:
+    """A scaling study's error against the samples used for one cell
+    (:func:`round_cell`), every method at its tuned step with its
+    chosen averaging, mean over seeds: the anytime behaviour in time."""
+    from decent.results import Store
 
     assert result.store is not None
     topology, machines, budget = round_cell(spec, result)
     labels = spec.labels()
-    rows = result.cells[
-        (result.cells["N"] == budget)
-        & (
-            ((result.cells["topology"] == topology) & (result.cells["M"] == machines))
-            | (result.cells["M"] == 1)
-        )
-    ]
+    cells = result.cells
+    here = (cells["topology"] == topology) & (cells["M"] == machines)
+    rows = cells[(cells["N"] == budget) & (here | (cells["M"] == 1))]
     with Store(result.store, readonly=True) as store:
         records = store.records(spec.study)
-    styles = method_styles(sorted(set(rows["method"])))
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
-    ax = fig.subplots()
+    styles = kit.method_styles(sorted(set(rows["method"])))
+    fig, axes = figs.figure(1, 1, 7.5, 3.9)
+    ax = axes[0][0]
     for method, g in rows.groupby("method", sort=False):
-        cell = Cell(
-            str(method), topology if g["M"].iloc[0] > 1 else "complete", int(g["M"].iloc[0]), budget
-        )
-        if cell.machines == 1 and method not in [r.name for r in spec.references]:
+        m = int(g["M"].iloc[0])
+        cell = Cell(str(method), topology if m > 1 else "complete", m, budget)
+        if m == 1 and method not in [r.name for r in spec.references]:
             continue  # a borrowed M = 1 row: drawn as its reference
-        metric = AVERAGING[str(g["averaging"].iloc[0])]
+        avg, step = str(g["averaging"].iloc[0]), float(g["step"].iloc[0])
         ids = {
-            run_id_for(
-                spec.study,
-                config_of(spec, cell, float(g["step"].iloc[0]), int(seed), spec.study).run_dict(),
-            )
-            for seed in g["seed"]
+            run_id_for(spec.study, config_of(spec, cell, step, int(s), spec.study).run_dict())
+            for s in g["seed"]
         }
-        rec = records[records["run_id"].isin(ids) & (records["metric"] == metric)]
+        rec = records[records["run_id"].isin(ids) & (records["metric"] == AVERAGING[avg])]
         if rec.empty:
             continue
         curve = rec.groupby("round")["value"].mean()
         curve = curve[curve.index > 0]
-        where = f"M = {cell.machines}" + (f", {topology}" if cell.machines > 1 else "")
-        avg = str(g["averaging"].iloc[0])
+        where = f"M = {m}" + (f", {topology}" if m > 1 else "")
         ax.plot(
-            curve.index * cell.machines,
+            curve.index * m,
             curve.values,
             **({"marker": "o"} | styles[str(method)]),
             label=f"{labels.get(str(method), method)} ({where}, {avg} iterate)",
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("samples used so far, t M (every curve ends at N)")
-    ax.set_ylabel("f(x) − f*  (mean over seeds)")
-    ax.set_title(
+    title = (
         f"N = {budget}: error as the samples are used (M = {machines}: {budget // machines} rounds)"
     )
-    ax.grid(True, which="both", alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    figs.panel(
+        ax,
+        title,
+        "samples used so far, t M (every curve ends at N)",
+        "f(x) − f*  (mean over seeds)",
+    )
+    return figs.save(fig, axes, path)
 
 
 def write_report(spec: ScalingSpec, result: ScalingResult, folder: Path) -> Path:
@@ -828,7 +791,7 @@ def answer(
     for r in crit.itertuples():
         if r.m_max <= 1:
             continue  # the method does not run on this graph (only its M = 1 cell)
-        m_star = "none" if r.below_grid else f"{int(r.m_star)}" + ("+" if r.censored else "")
+        m_star = m_star_text(r._asdict(), "none")
         cell = s[(s["method"] == r.method) & (s["topology"] == r.topology) & (s["M"] == r.m_max)]
         err = float(cell["mean"].iloc[0]) if len(cell) else math.nan
         key = (r.method, r.topology, r.m_max)
@@ -876,37 +839,28 @@ _HEADLINE_NAMES = {
 def headline(spec: ScalingSpec, result: ScalingResult, budget: int | None = None) -> pd.DataFrame:
     """The printed table: per (topology, method) at the largest M of one budget."""
     n = budget or spec.budgets[-1]
+    keys = ["method", "topology", "M"]
     s = result.summary[result.summary["N"] == n]
-    pen = result.penalty[result.penalty["N"] == n].set_index(["method", "topology", "M"])
+    s = s[(s["M"] > 1) | s["method"].isin([x.name for x in spec.references])]
+    at = pd.MultiIndex.from_frame(s[keys])
+    pen = result.penalty[result.penalty["N"] == n].set_index(keys)["penalty"]
     cells_n = result.cells[result.cells["N"] == n]
-    extra = cells_n.groupby(["method", "topology", "M"])[["worst_node", "bytes_per_node"]].mean()
+    extra = cells_n.groupby(keys)[["worst_node", "bytes_per_node"]].mean().reindex(at)
     ref = float(result.reference.loc[n])
-    rows = []
-    for r in s.itertuples():
-        if r.M == 1 and r.method not in [x.name for x in spec.references]:
-            continue
-        key = (r.method, r.topology, r.M)
-        rows.append(
-            {
-                "N": n,
-                "M": r.M,
-                "topology": r.topology,
-                "method": r.method,
-                "error": r.mean,
-                "ci": (r.ci_high - r.ci_low) / 2,
-                "vs_reference": r.mean / ref,
-                "penalty_vs_complete": float(pen.loc[key, "penalty"])
-                if key in pen.index
-                else math.nan,
-                "worst_node": float(extra.loc[key, "worst_node"])
-                if key in extra.index
-                else math.nan,
-                "bytes_per_node": float(extra.loc[key, "bytes_per_node"])
-                if key in extra.index
-                else math.nan,
-            }
-        )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(
+        {
+            "N": n,
+            "M": s["M"].to_numpy(),
+            "topology": s["topology"].to_numpy(),
+            "method": s["method"].to_numpy(),
+            "error": s["mean"].to_numpy(),
+            "ci": ((s["ci_high"] - s["ci_low"]) / 2).to_numpy(),
+            "vs_reference": (s["mean"] / ref).to_numpy(),
+            "penalty_vs_complete": pen.reindex(at).to_numpy(),
+            "worst_node": extra["worst_node"].to_numpy(),
+            "bytes_per_node": extra["bytes_per_node"].to_numpy(),
+        }
+    )
 
 
 def run(

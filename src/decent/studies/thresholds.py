@@ -1,10 +1,9 @@
 """How many machines can a decentralized method use? Critical M from a scaling study's table.
 
-A scaling study fixes the sample budget ``N = M * T`` (``M`` machines, ``T`` samples each)
-and asks up to which ``M`` a method's final excess risk still matches the best single-machine
-error: the critical number of machines ``M*(N)``. Theory predicts ``M* ~ N^a`` with an
-exponent ``a`` set by the method and the graph (:data:`THEORY_SLOPES`); this module turns
-the runs into that number and its exponent, with no training and no torch:
+At a fixed sample budget ``N = M * T``, the critical number of machines ``M*(N)`` is the
+largest ``M`` whose final excess risk still matches the best single-machine error; theory
+predicts ``M* ~ N^a`` (:data:`THEORY_SLOPES`). This module computes both from the runs, with
+no training and no torch:
 
 * :func:`summarize` - mean and Student-t interval over seeds per (method, topology, N, M);
 * :func:`reference` - the best single-machine error per budget ``N``;
@@ -15,7 +14,7 @@ the runs into that number and its exponent, with no training and no torch:
 
 The input everywhere is a tidy table ``cells``, one row per run: ``method`` (str),
 ``topology`` (str), ``N`` (int), ``M`` (int), ``seed`` (int), ``error`` (float; NaN or
-infinite for a diverged run). Figures are :mod:`decent.studies.scaling_figures`.
+infinite for a diverged run). Figures are in :mod:`decent.studies.figures`.
 
 Example:
     >>> cells = pd.DataFrame({
@@ -77,34 +76,25 @@ THEORY_SLOPES: dict[tuple[str, str], float] = {
 }
 """Theoretical exponent ``a`` in ``M* ~ N^a``, keyed by ``(method, topology)``.
 
-From the DAT-SGD analysis: with spectral gap ``rho`` of the gossip matrix, the largest
-number of machines that keeps the centralized rate is
+With spectral gap ``rho`` of the gossip matrix, the DAT-SGD analysis keeps the centralized
+rate up to ``M* ~ sqrt(rho) N^(1/4)`` for D-SGD and ``M* ~ rho sqrt(N)`` for DAT-SGD; the
+accelerated method of Kluger, Attia and Koren 2026 (our reading) up to
+``M* ~ sqrt(rho) N^(3/4)``. With ``rho = rho(M)``, ``M*`` solves that fixed point:
 
-* D-SGD (``"dsgd"``): ``M* ~ sqrt(rho) N^(1/4)``;
-* DAT-SGD (``"dat_sgd"``): ``M* ~ rho sqrt(N)``;
-* the accelerated method of Kluger, Attia and Koren 2026 (``"accelerated_dat_sgd"``, our
-  reading of it): ``M* ~ sqrt(rho) N^(3/4)``: ring ``3/8``, torus ``1/2``, expander ``3/4``.
-
-On a graph whose gap shrinks with its size, ``rho = rho(M)``, and ``M*`` solves the fixed
-point ``M = c sqrt(rho(M)) N^(1/4)`` (D-SGD) or ``M = c rho(M) sqrt(N)`` (DAT-SGD):
-
-* complete graph and expander (``"random_regular"``): ``rho`` is a constant, so
-  ``M* ~ N^(1/4)`` (D-SGD) and ``M* ~ N^(1/2)`` (DAT-SGD);
-* ring, ``rho ~ 1/M^2``: D-SGD ``M^2 ~ N^(1/4)`` gives ``1/8``; DAT-SGD ``M^3 ~ N^(1/2)``
-  gives ``1/6``;
-* 2-D torus, ``rho ~ 1/M``: D-SGD ``M^(3/2) ~ N^(1/4)`` gives ``1/6``; DAT-SGD
-  ``M^2 ~ N^(1/2)`` gives ``1/4``;
-* exponential graph, ``rho ~ 1/log M``: constant up to logarithms, so the expander's
-  exponents (the fitted slope on a finite grid will sit slightly below them).
+* complete graph and expander (``"random_regular"``): constant ``rho``: ``1/4``, ``1/2``,
+  ``3/4``;
+* ring, ``rho ~ 1/M^2``: ``M^2 ~ N^(1/4)`` gives ``1/8`` (D-SGD), ``M^3 ~ N^(1/2)`` ``1/6``
+  (DAT-SGD), ``3/8`` (accelerated);
+* 2-D torus, ``rho ~ 1/M``: ``1/6``, ``1/4``, ``1/2``;
+* exponential graph, ``rho ~ 1/log M``: the expander's exponents up to logarithms (the fit
+  on a finite grid sits slightly below them).
 
 Reference: DAT-SGD, decentralized anytime SGD; D-SGD as in Lian et al. 2017,
 https://arxiv.org/abs/1705.09056 and Koloskova et al. 2020, https://arxiv.org/abs/2003.10422.
 """
 
 
-# ----------------------------------------------------------------------------------------
-# summary per cell
-# ----------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------- summary per cell
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,7 @@ class _Cells:
     count: np.ndarray  # (K,) runs per cell (seeds + diverged)
 
 
-def _check_columns(df: pd.DataFrame, needed: Sequence[str], name: str) -> None:
+def check_columns(df: pd.DataFrame, needed: Sequence[str], name: str) -> None:
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in needed if c not in df.columns]
@@ -130,7 +120,7 @@ def _check_columns(df: pd.DataFrame, needed: Sequence[str], name: str) -> None:
 
 
 def _pack(cells: pd.DataFrame) -> _Cells:
-    _check_columns(cells, CELL_COLUMNS, "cells")
+    check_columns(cells, CELL_COLUMNS, "cells")
     df = cells.loc[:, list(CELL_COLUMNS)].copy()
     df["method"] = df["method"].astype(str)
     df["topology"] = df["topology"].astype(str)
@@ -167,22 +157,18 @@ def _means(values: np.ndarray, count: np.ndarray) -> np.ndarray:
 def summarize(cells: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Average the runs of each (method, topology, N, M) cell over seeds.
 
-    For a cell with ``n`` runs of errors ``e_1..e_n``: ``mean = (1/n) sum_i e_i`` and the
-    Student-t interval ``mean -/+ t_{(1+confidence)/2, n-1} s / sqrt(n)``, ``s`` the sample
-    standard deviation (``ddof = 1``); with one run both ends equal the mean.
-
-    A diverged run (error NaN or +-inf) counts as ``+inf``: a method that diverges at its
-    tuned step size is within no tolerance, so one diverged seed makes the cell's ``mean``,
-    ``ci_low`` and ``ci_high`` all ``+inf``.
+    ``mean = (1/n) sum_i e_i`` over the cell's ``n`` runs, and the Student-t interval
+    ``mean -/+ t_{(1+confidence)/2, n-1} s / sqrt(n)`` (``s`` with ``ddof = 1``; one run: both
+    ends the mean). A diverged run (NaN or +-inf) counts as ``+inf``: it is within no
+    tolerance, so ``mean``, ``ci_low`` and ``ci_high`` of its cell are ``+inf``.
 
     Args:
         cells: One row per run with columns :data:`CELL_COLUMNS` (others are ignored).
         confidence: Coverage of the interval, in ``(0, 1)``.
 
     Returns:
-        One row per (method, topology, N, M), sorted by those keys, with columns ``method,
-        topology, N, M, mean, ci_low, ci_high, seeds`` (runs with a finite error) and
-        ``diverged`` (runs with a non-finite one).
+        One row per (method, topology, N, M), sorted by those keys: ``method, topology, N,
+        M, mean, ci_low, ci_high, seeds`` (finite runs) and ``diverged`` (the others).
 
     Raises:
         ValueError: If a column is missing, the table is empty, ``N`` or ``M`` is below 1,
@@ -217,9 +203,8 @@ def summarize(cells: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     return out
 
 
-# ----------------------------------------------------------------------------------------
-# reference and critical M: one array core shared by the point estimate and the bootstrap
-# ----------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------- reference and M*
+# one array core, shared by the point estimate and the bootstrap
 
 
 @dataclass(frozen=True)
@@ -308,25 +293,23 @@ def _reference_index(keys: pd.DataFrame, methods: Sequence[str]) -> dict[int, np
 
 
 def reference(summary: pd.DataFrame, methods: Sequence[str]) -> pd.Series:
-    """Return the best single-machine error per budget: ``min`` over methods at ``M == 1``.
-
-    ``ref[N] = min_{method in methods} mean(method, N, M=1)``, over every topology (M = 1
-    is the same run on every graph). E.g. ``methods=["minibatch_sgd", "anytime_sgd"]``: the
-    best of single-machine SGD with and without its averaging.
+    """The best single-machine error per budget, ``ref[N] = min_{method in methods}
+    mean(method, N, M=1)`` over every topology (M = 1 is the same run on every graph), e.g.
+    of ``["minibatch_sgd", "anytime_sgd"]``.
 
     Args:
         summary: The output of :func:`summarize`.
         methods: The reference methods; each must have an M = 1 cell.
 
     Returns:
-        Series of the reference error indexed by ``N`` (every budget of ``summary``), named
+        The reference error indexed by ``N`` (every budget of ``summary``), named
         ``"reference"``.
 
     Raises:
         ValueError: If ``methods`` is empty, a method has no M = 1 cell, a budget ``N`` has
             no M = 1 cell of any of them, or every reference run diverged at some ``N``.
     """
-    _check_columns(summary, [*_KEYS, "mean"], "summary")
+    check_columns(summary, [*_KEYS, "mean"], "summary")
     summary = summary.sort_values(_KEYS, kind="stable").reset_index(drop=True)
     by_n = _reference_index(summary[_KEYS], methods)
     mean = summary["mean"].to_numpy(dtype="float64")
@@ -359,18 +342,9 @@ def _check_delta(delta: float) -> float:
 def _thresholds(
     means: np.ndarray, baseline: np.ndarray, layout: _Layout, delta: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Count each group's leading passing grid points.
-
-    Args:
-        means: ``(B, K)`` cell means (``B`` replicates).
-        baseline: ``(B, G)`` baseline error per group.
-        layout: The grid layout.
-        delta: Relative tolerance.
-
-    Returns:
-        ``(m_star, lead)``, both ``(B, G)``: the largest M before the first failing grid
-        point (NaN when the first fails) and the number of leading passes.
-    """
+    """``(m_star, lead)``, both ``(B, G)``, from ``(B, K)`` cell means of ``B`` replicates and
+    a ``(B, G)`` baseline per group: the largest M before the first failing grid point (NaN
+    when the first fails) and the number of leading passes."""
     vals = np.where(layout.index >= 0, means[:, np.maximum(layout.index, 0)], np.inf)
     base = baseline[:, :, None]
     ok = np.isfinite(vals) & np.isfinite(base) & (vals <= (1.0 + delta) * base)
@@ -393,19 +367,13 @@ def critical_m(summary: pd.DataFrame, ref: pd.Series | None, delta: float = 1.0)
     """Find the critical number of machines ``M*`` of each (method, topology, N).
 
     ``M*`` is the largest ``M`` of the grid such that every grid point ``M' <= M`` passes:
-    ``mean(M') <= (1 + delta) * baseline`` with ``mean(M')`` finite. The test is on the
-    mean over seeds (not its interval). A failure stops the scan: a dip back under the
-    tolerance at a larger ``M`` does not extend ``M*`` (``m_fail`` is the first failing M).
-
-    The grid of (method, topology, N) is the M values of its cells. M = 1 is one machine
-    and no communication, the same run on every graph, so a topology with no M = 1 cell
-    (a ring needs 3 nodes) borrows the same method's M = 1 cell at the same N from the
-    ``"complete"`` topology, or else from the first other topology in sorted order; the
-    borrowed cell joins the grid as its first point.
-
-    The baseline is ``ref[N]`` when ``ref`` is given (e.g. :func:`reference`), else the
-    method's own M = 1 error at that N (own or borrowed as above), so with ``ref=None``
-    M = 1 passes unless it diverged and ``M* >= 1``.
+    a finite mean over seeds (not its interval) ``mean(M') <= (1 + delta) * baseline``. The
+    first failure (``m_fail``) stops the scan. The grid of (method, topology, N) is the M of
+    its cells; a topology with no M = 1 cell (a ring needs 3 nodes) borrows the method's
+    M = 1 cell at that N (one machine: the same run on every graph) from ``"complete"``, else
+    from the first other topology in sorted order. The baseline is ``ref[N]`` (e.g.
+    :func:`reference`), or with ``ref=None`` the method's own M = 1 error (so ``M* >= 1``
+    unless M = 1 diverged).
 
     Args:
         summary: The output of :func:`summarize`.
@@ -424,7 +392,7 @@ def critical_m(summary: pd.DataFrame, ref: pd.Series | None, delta: float = 1.0)
             ``ref=None`` a method has no M = 1 cell at some N.
     """
     delta = _check_delta(delta)
-    _check_columns(summary, [*_KEYS, "mean"], "summary")
+    check_columns(summary, [*_KEYS, "mean"], "summary")
     summary = summary.sort_values(_KEYS, kind="stable").reset_index(drop=True)
     layout = _layout(summary[_KEYS])
     means = summary["mean"].to_numpy(dtype="float64")[None, :]
@@ -459,15 +427,8 @@ def critical_m(summary: pd.DataFrame, ref: pd.Series | None, delta: float = 1.0)
 def critical_m_curve(
     summary: pd.DataFrame, ref: pd.Series | None, deltas: Sequence[float]
 ) -> pd.DataFrame:
-    """Run :func:`critical_m` for each tolerance in ``deltas``.
-
-    Args:
-        summary: The output of :func:`summarize`.
-        ref: Baseline per ``N`` or ``None`` (see :func:`critical_m`).
-        deltas: Tolerances, each ``> 0``.
-
-    Returns:
-        The tables of :func:`critical_m` stacked, with a leading ``delta`` column.
+    """The tables of :func:`critical_m` for each tolerance in ``deltas`` (each ``> 0``),
+    stacked, with a leading ``delta`` column.
 
     Raises:
         ValueError: If ``deltas`` is empty, or as :func:`critical_m`.
@@ -483,32 +444,24 @@ def critical_m_curve(
     return pd.concat(tables, ignore_index=True)
 
 
-# ----------------------------------------------------------------------------------------
-# penalty of a graph against the complete graph
-# ----------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------- penalty
 
 
 def penalty(summary: pd.DataFrame, against: str = "complete") -> pd.DataFrame:
     """Divide each cell's error by the same (method, N, M) on the ``against`` topology.
 
-    ``penalty = mean / mean_against``. The interval ``[ci_low, ci_high] / mean_against``
-    treats the denominator as exact, so it is approximate (too narrow by the denominator's
-    own noise). Rows of ``against`` itself get exactly 1.0 (all three columns). A diverged
-    numerator gives ``inf``; a diverged denominator gives 0 or NaN (both diverged).
-
-    Args:
-        summary: The output of :func:`summarize`.
-        against: The topology to compare with.
+    ``penalty = mean / mean_against``; ``[ci_low, ci_high] / mean_against`` treats the
+    denominator as exact (approximate: too narrow by its own noise). Rows of ``against``
+    get exactly 1.0; a diverged numerator gives ``inf``, a diverged denominator 0 or NaN.
 
     Returns:
-        One row per (method, topology, N, M) that has a matching ``against`` cell (others
-        are dropped): ``method, topology, N, M, mean, mean_against, penalty, penalty_low,
-        penalty_high``.
+        One row per (method, topology, N, M) with a matching ``against`` cell: ``method,
+        topology, N, M, mean, mean_against, penalty, penalty_low, penalty_high``.
 
     Raises:
         ValueError: If ``summary`` has no cell on the topology ``against``.
     """
-    _check_columns(summary, [*_KEYS, "mean", "ci_low", "ci_high"], "summary")
+    check_columns(summary, [*_KEYS, "mean", "ci_low", "ci_high"], "summary")
     base = summary[summary["topology"] == against]
     if base.empty:
         raise ValueError(
@@ -532,24 +485,16 @@ def penalty(summary: pd.DataFrame, against: str = "complete") -> pd.DataFrame:
     return out.sort_values(_KEYS, kind="stable").reset_index(drop=True)
 
 
-# ----------------------------------------------------------------------------------------
-# slope of M* in N, with a seed bootstrap
-# ----------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------- slope of M* in N
 
 
 def _slopes(
     m_star: np.ndarray, lead: np.ndarray, layout: _Layout, pairs: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Least-squares fit of ``log2 M*`` on ``log2 N`` per (method, topology).
-
-    Args:
-        m_star: ``(B, G)``; lead: ``(B, G)`` from :func:`_thresholds`.
-        layout: The grid layout.
-        pairs: ``(P, J)`` group indices of each pair by increasing N, -1 pads.
-
-    Returns:
-        ``(slope, intercept, points)``, each ``(B, P)``; NaN slope with under 2 points.
-    """
+    """Least-squares fit of ``log2 M*`` on ``log2 N`` per (method, topology): ``m_star`` and
+    ``lead`` ``(B, G)`` from :func:`_thresholds`, ``pairs`` ``(P, J)`` the group indices of
+    each pair by increasing N (-1 pads). Returns ``(slope, intercept, points)``, each
+    ``(B, P)``; NaN slope with under 2 points."""
     x_all = np.log2(layout.groups["N"].to_numpy(dtype="float64"))
     g = np.maximum(pairs, 0)
     usable = (pairs >= 0)[None] & (lead < layout.length[None, :])[:, g] & (lead > 0)[:, g]
@@ -592,16 +537,13 @@ def fit_slopes(
 ) -> pd.DataFrame:
     """Fit the exponent ``a`` of ``M* ~ N^a`` per (method, topology), with a bootstrap.
 
-    Point estimate: ``M*`` from :func:`critical_m` on :func:`summarize` (``cells``), then
-    the least-squares slope of ``log2 M*`` against ``log2 N`` over the budgets whose ``M*``
-    is finite and uncensored (a censored ``M*`` is only a lower bound; a below-grid one is
-    undefined). Fewer than 2 such budgets: slope NaN.
-
-    Bootstrap: each replicate resamples the seeds of every (method, topology, N, M) cell
-    with replacement, independently per cell (``numpy.random.Generator(PCG64(seed))``),
-    and recomputes the means, the reference, ``M*`` and the slope. The interval is the
-    2.5 and 97.5 percentiles of the replicates' slopes that had at least 2 usable budgets
-    (``boot_used`` of them). Identical seeds give a zero-width interval.
+    Point estimate: the least-squares slope of ``log2 M*`` (:func:`critical_m`) against
+    ``log2 N`` over the budgets whose ``M*`` is finite and uncensored (a censored ``M*`` is
+    a lower bound, a below-grid one undefined); under 2 such budgets: NaN. Bootstrap: each
+    replicate resamples every cell's seeds with replacement
+    (``numpy.random.Generator(PCG64(seed))``) and recomputes means, reference, ``M*`` and
+    slope; the interval is the 2.5 and 97.5 percentiles over the ``boot_used`` replicates
+    with at least 2 usable budgets (identical seeds: zero width).
 
     Args:
         cells: One row per run (see :func:`summarize`).
@@ -693,9 +635,7 @@ def fit_slopes(
     return out
 
 
-# ----------------------------------------------------------------------------------------
-# the input table from a results store
-# ----------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------- from a store
 
 
 def from_store(
@@ -704,21 +644,13 @@ def from_store(
     metric: str = "eval/subopt@mean",
     method_key: Callable[[pd.Series], str] | None = None,
 ) -> pd.DataFrame:
-    """Build ``cells`` from the runs of ``study`` in a results store.
+    """Build ``cells`` from the runs of ``study`` in a results store (directory or file).
 
-    Per run: ``error`` is the value of ``metric`` at its last recorded round, or ``+inf``
-    for a run whose status is ``"diverged"`` (its last record predates the divergence).
-    ``M = topology.num_nodes``, ``N = M * rounds * task.batch_size`` (batch size 1 when
-    the config has none), ``topology = topology.kind`` and ``method = algorithm.kind``, or
-    ``method_key(row)`` on the run's row of :meth:`decent.results.Store.runs` (dotted
-    config columns, e.g. to append the averaging mode or the step size). Runs that did not
-    end (``running``, ``failed``, ``interrupted``) are left out.
-
-    Args:
-        path: A results directory (or its ``.sqlite`` file).
-        study: The study to read.
-        metric: The record used as the error.
-        method_key: Optional method name built from a run's row.
+    Per run: ``error`` is ``metric`` at its last recorded round, or ``+inf`` for a
+    ``"diverged"`` run; ``M = topology.num_nodes``, ``N = M * rounds * task.batch_size``
+    (default batch 1), ``topology = topology.kind``, ``method = algorithm.kind`` or
+    ``method_key(row)`` on the run's row of :meth:`decent.results.Store.runs`. Runs that did
+    not end (``running``, ``failed``, ``interrupted``) are left out.
 
     Returns:
         ``cells`` with :data:`CELL_COLUMNS` plus ``run_id`` and ``status``.
