@@ -37,6 +37,10 @@ def test_tiny_study_tables_agree_with_the_store_and_complete_dsgd_is_minibatch_s
     table = deep.run(TINY, tmp_path, progress=False)
     assert len(table) == 3  # D-SGD on ring and complete, minibatch SGD on complete
     assert set(table["seeds"]) == {2}
+    # 3 cells x 2 steps tuned on their own seed; no grid extension allowed here
+    tuning = kit.store_finals(tmp_path, deep.TUNING_STUDY)
+    assert len(tuning) == 6 and {s for s, _ in tuning.values()} == {"finished"}
+    assert set(table["step"]) <= {0.1, 0.3}
     # D-SGD's exact average on the complete graph is minibatch SGD, draw for draw
     rows = table.set_index(["method", "graph"])
     dsgd, sgd = rows.loc[("dsgd", "complete")], rows.loc[("minibatch_sgd", "complete")]
@@ -59,6 +63,7 @@ def test_tiny_study_tables_agree_with_the_store_and_complete_dsgd_is_minibatch_s
     assert rows.loc[("dsgd", "complete"), "penalty_pts"] == 0.0
     for name in (
         "final.csv",
+        "tables.md",
         "spec.json",
         "accuracy_vs_m_digits_mlp.png",
         "training_digits_mlp.png",

@@ -88,7 +88,7 @@ class DeepSpec:
         return self.samples[task] // (m * self.batch_size)
 
     def cells(self) -> list[Cell]:
-        graphs = (*self.topologies, "complete")
+        graphs = dict.fromkeys((*self.topologies, "complete"))
         return [
             (task, method, graph, m, alpha)
             for task in self.tasks
@@ -173,7 +173,7 @@ def execute(
     return ids
 
 
-def tune(spec: DeepSpec, out: Path, progress: bool = True) -> dict[Cell, float]:
+def tune(spec: DeepSpec, out: Path, progress: bool = True) -> dict[Cell, kit.Choice]:
     """Each cell's step (gamma for the anytime methods) by the final training loss of the
     network average on ``tune_seed``; a cell every step of which diverged is left out."""
 
@@ -189,7 +189,7 @@ def tune(spec: DeepSpec, out: Path, progress: bool = True) -> dict[Cell, float]:
 
     policy = kit.GridPolicy(factor=3.0, max_extensions=spec.extensions)
     choices = kit.tune(spec.cells(), spec.grid, measure, policy)
-    return {c: ch.step for c, ch in choices.items() if math.isfinite(ch.error)}
+    return {c: ch for c, ch in choices.items() if math.isfinite(ch.error)}
 
 
 def run(spec: DeepSpec, out: str | Path = "results", *, progress: bool = True) -> pd.DataFrame:
@@ -197,16 +197,19 @@ def run(spec: DeepSpec, out: str | Path = "results", *, progress: bool = True) -
     and the figures; return the final table (:func:`summarize`)."""
     out = Path(out)
     best = tune(spec, out, progress)
-    runs = [(c, step, seed, STUDY) for c, step in best.items() for seed in spec.seeds]
+    runs = [(c, ch.step, seed, STUDY) for c, ch in best.items() for seed in spec.seeds]
     ids = execute(spec, out, runs, progress)
     cells = {ids[r]: r[0] for r in runs}
     records = load(out, study=STUDY)
     records = records[records["run_id"].isin(list(cells))].copy()
     for i, name in enumerate(("task", "method", "graph", "M", "alpha")):
         records[name] = records["run_id"].map(lambda rid, i=i: cells[rid][i])
-    table = summarize(records, best, spec)
+    table = summarize(records, best)
     folder = out / STUDY
     kit.write_tables(folder, spec, {"final": table})
+    shown = table.drop(columns=["task", "seeds", "consensus"])
+    text = [f"## {t}\n\n{kit.markdown_table(shown[table['task'] == t])}\n" for t in spec.tasks]
+    (folder / "tables.md").write_text("\n".join(text))
     for task in spec.tasks:
         if task in set(table["task"]):
             plot_accuracy(table[table["task"] == task], folder / f"accuracy_vs_m_{task}.png")
@@ -224,11 +227,11 @@ def _ci95(values: pd.Series) -> float:
     return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
-def summarize(records: pd.DataFrame, best: dict[Cell, float], spec: DeepSpec) -> pd.DataFrame:
+def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFrame:
     """One row per cell: tuned step, test accuracy of the network average and of the worst
     node (mean and 95% half-width over seeds), training loss, final consensus distance, and
     the penalty against the complete graph (the same method's accuracy there minus here,
-    in accuracy points)."""
+    in accuracy points); ``edge`` marks a step still on an edge of its grid."""
     metrics = {
         "eval/test_accuracy@mean": "acc",
         "eval/test_accuracy@node_min": "worst_node_acc",
@@ -240,7 +243,8 @@ def summarize(records: pd.DataFrame, best: dict[Cell, float], spec: DeepSpec) ->
     rows = []
     for cell, g in final.groupby(keys):
         row: dict[str, Any] = dict(zip(keys, cell, strict=True))
-        row["step"] = best[cell]  # type: ignore[index]
+        row["step"] = best[cell].step  # type: ignore[index]
+        row["edge"] = best[cell].edge  # type: ignore[index]
         row["seeds"] = g["run_id"].nunique()
         for metric, name in metrics.items():
             values = g[g["metric"] == metric]["value"]
