@@ -61,6 +61,9 @@ def test_tiny_study_tables_agree_with_the_store_and_complete_dsgd_is_minibatch_s
     assert rows.loc[("dsgd", "ring"), "acc_ci95"] == pytest.approx(half, rel=1e-6)
     assert rows.loc[("dsgd", "ring"), "penalty_pts"] == pytest.approx(100 * (dsgd["acc"] - mean))
     assert rows.loc[("dsgd", "complete"), "penalty_pts"] == 0.0
+    assert rows.loc[("dsgd", "complete"), "loss_ratio"] == 1.0
+    ring_loss = rows.loc[("dsgd", "ring"), "train_loss"]
+    assert rows.loc[("dsgd", "ring"), "loss_ratio"] == pytest.approx(ring_loss / dsgd["train_loss"])
     for name in (
         "final.csv",
         "tables.md",

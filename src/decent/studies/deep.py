@@ -230,8 +230,9 @@ def _ci95(values: pd.Series) -> float:
 def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFrame:
     """One row per cell: tuned step, test accuracy of the network average and of the worst
     node (mean and 95% half-width over seeds), training loss, final consensus distance, and
-    the penalty against the complete graph (the same method's accuracy there minus here,
-    in accuracy points); ``edge`` marks a step still on an edge of its grid."""
+    the penalties against the complete graph (the same method's accuracy there minus here,
+    in accuracy points; its training loss here over there, as the convex studies' ratio);
+    ``edge`` marks a step still on an edge of its grid."""
     metrics = {
         "eval/test_accuracy@mean": "acc",
         "eval/test_accuracy@node_min": "worst_node_acc",
@@ -254,11 +255,13 @@ def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFra
         rows.append(row)
     table = pd.DataFrame(rows)
     complete = table[table["graph"] == "complete"].set_index(["task", "method", "M", "alpha"])
-    ref = table.apply(
-        lambda r: complete["acc"].get((r["task"], r["method"], r["M"], r["alpha"]), math.nan),
-        axis=1,
-    )
-    table["penalty_pts"] = 100 * (ref - table["acc"])
+    for name in ("acc", "train_loss"):
+        table[f"complete_{name}"] = table.apply(
+            lambda r, c=name: complete[c].get((r["task"], r["method"], r["M"], r["alpha"])),
+            axis=1,
+        )
+    table["penalty_pts"] = 100 * (table.pop("complete_acc") - table["acc"])
+    table["loss_ratio"] = table["train_loss"] / table.pop("complete_train_loss")
     table["_order"] = table["method"].map(kit.order(table["method"]))
     table = table.sort_values(["task", "alpha", "M", "_order", "graph"])
     return table.drop(columns="_order").reset_index(drop=True)
@@ -318,22 +321,24 @@ def plot_accuracy(table: pd.DataFrame, path: Path) -> Path:
 
 def plot_training(records: pd.DataFrame, path: Path) -> Path:
     """Test accuracy and consensus distance over training at the largest M and smallest
-    alpha, one column per graph (mean over seeds ± 1 std,
-    :func:`decent.report._plots.band_plot`)."""
+    alpha, one column per sparse graph (else the complete one), the all-reduce methods
+    drawn in each (mean over seeds ± 1 std, :func:`decent.report._plots.band_plot`)."""
     from decent.report._plots import band_plot
 
     m, alpha = records["M"].max(), records["alpha"].min()
     rows = records[(records["M"] == m) & (records["alpha"] == alpha) & (records["round"] > 0)]
+    graphs = sorted(set(rows["graph"]) - {"complete"})
+    if graphs:  # the complete graph only when no sparse one was run
+        central = rows[rows["method"].map(kit.centralized)]
+        sparse = rows[rows["graph"] != "complete"]
+        rows = pd.concat([sparse, *(central.assign(graph=g) for g in graphs)])
     rank = kit.order(rows["method"])
     methods = sorted(set(rows["method"]), key=lambda k: rank[k])
-    consensus = rows[(rows["metric"] == "consensus/dist2") & (rows["graph"] != "complete")]
+    accuracy = rows[rows["metric"] == "eval/test_accuracy@mean"]
+    consensus = rows[(rows["metric"] == "consensus/dist2") & ~rows["method"].map(kit.centralized)]
     return band_plot(
         [
-            (
-                "eval/test_accuracy@mean",
-                "test accuracy of the average",
-                rows[rows["metric"] == "eval/test_accuracy@mean"],
-            ),
+            ("eval/test_accuracy@mean", "test accuracy of the average", accuracy),
             ("consensus/dist2", r"$\frac{1}{M}\sum_i\|x_i-\bar x\|^2$", consensus),
         ],
         path,
