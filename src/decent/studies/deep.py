@@ -217,22 +217,14 @@ def run(spec: DeepSpec, out: str | Path = "results", *, progress: bool = True) -
     return table
 
 
-def _ci95(values: pd.Series) -> float:
-    """Half-width of the 95% Student-t interval of the mean (0 for one value)."""
-    from scipy import stats
-
-    n = len(values)
-    if n < 2:
-        return 0.0
-    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
-
-
 def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFrame:
     """One row per cell: tuned step, test accuracy of the network average and of the worst
     node (mean and 95% half-width over seeds), training loss, final consensus distance, and
     the penalties against the complete graph (the same method's accuracy there minus here,
     in accuracy points; its training loss here over there, as the convex studies' ratio);
     ``edge`` marks a step still on an edge of its grid."""
+    from scipy import stats
+
     metrics = {
         "eval/test_accuracy@mean": "acc",
         "eval/test_accuracy@node_min": "worst_node_acc",
@@ -250,8 +242,9 @@ def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFra
         for metric, name in metrics.items():
             values = g[g["metric"] == metric]["value"]
             row[name] = float(values.mean()) if len(values) else math.nan
-            if name.endswith("acc"):
-                row[f"{name}_ci95"] = _ci95(values)
+            if name.endswith("acc"):  # half-width of the 95% Student-t interval
+                half = stats.t.ppf(0.975, len(values) - 1) * stats.sem(values)
+                row[f"{name}_ci95"] = float(half) if len(values) > 1 else 0.0
         rows.append(row)
     table = pd.DataFrame(rows)
     complete = table[table["graph"] == "complete"].set_index(["task", "method", "M", "alpha"])
