@@ -140,3 +140,10 @@ def test_a_missing_spec_is_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["deep", str(tmp_path / "nope.toml"), "--no-progress"])
     assert res.exit_code == 2
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_the_committed_specs_load_and_the_full_one_is_the_default() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs" / "studies"
+    assert kit.load_spec(deep.DeepSpec, root / "deep.toml") == deep.DeepSpec()
+    quick = kit.load_spec(deep.DeepSpec, root / "deep_quick.toml")
+    assert len(quick.cells()) == 40 and quick.rounds("digits_mlp", 32) == 300
