@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "compare",
     "network",
     "robustness",
+    "deep",
     "config_docs",
 )
 """Command modules under ``decent.cli``, registered in this order."""

@@ -1,0 +1,49 @@
+"""``decent deep``: the deep-learning study of issue 29 (:mod:`decent.studies.deep`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from decent.cli._common import console, fail, os_error_text, user_errors
+
+
+def deep(
+    config: Path | None = typer.Argument(
+        None, help="A study spec (TOML; default configs/studies/deep.toml's values)."
+    ),
+    out: Path = typer.Option(Path("results"), help="Results directory (store + figures)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+    workers: int | None = typer.Option(None, min=1, help="Worker processes (default: cores)."),
+) -> None:
+    """Neural networks on graphs: test accuracy per method, graph, M and Dirichlet alpha.
+
+    Example: decent deep configs/studies/deep_quick.toml --out results
+    """
+    import dataclasses
+
+    from decent.studies import _kit as kit
+    from decent.studies import deep as ds
+
+    with user_errors():
+        try:
+            spec = kit.load_spec(ds.DeepSpec, config) if config is not None else ds.DeepSpec()
+        except OSError as err:  # a CONFIG path that is missing, a folder or unreadable
+            raise fail(f"invalid study spec: {os_error_text(err)}") from None
+        if workers is not None:
+            spec = dataclasses.replace(spec, workers=workers)
+        console.print(
+            f"[bold]decent deep[/]: {', '.join(kit.label(m, role='centralized') for m in spec.methods)} "
+            f"on {', '.join(spec.tasks)}; graphs {', '.join(spec.topologies)} and complete; "
+            f"M in {list(spec.num_nodes)}; Dirichlet alpha in {list(spec.alphas)}; "
+            f"{len(spec.cells())} cells, step tuned on seed {spec.tune_seed}, seeds {list(spec.seeds)}."
+        )
+        ds.run(spec, out, progress=progress)
+    console.print(f"store: {out / 'decent.sqlite'}")
+    console.print(f"[bold]table and figures: {out / ds.STUDY}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``decent deep`` to ``app``."""
+    app.command()(deep)

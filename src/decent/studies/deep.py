@@ -1,0 +1,345 @@
+"""The deep-learning study (issue 29): does DAT-SGD's topology robustness carry over to
+neural networks?
+
+Cells are (task, method, graph, M nodes, Dirichlet alpha). Every cell trains on the same
+number of samples, ``samples[task]``, so a run has ``samples // (M * batch_size)`` rounds
+and accuracy against M is read at a fixed sample budget. Each cell's step size (in
+``gamma = lr * T`` for the anytime methods) is tuned on ``tune_seed`` by the final training
+loss of the network average (:func:`decent.studies._kit.tune`, the grid extended at its
+edges), then the cell runs with every evaluation seed. The all-reduce methods do not see the
+graph: they run once per (task, M, alpha), on the complete graph.
+
+Tasks: ``digits_mlp`` (scikit-learn's digits, an MLP) runs from an ordinary config through
+the sweep runner (workers, replica batches, resume). ``mnist1d_cnn`` (:mod:`decent.tasks.nets`)
+has no section in the config schema: its config carries a placeholder task and the stored
+config (from which the run id is made) the real one, and the task is built here
+(:func:`decent.run.single.run_config` with ``experiment``), one run at a time, resumable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from decent.config import validate
+from decent.results import Store, load, run_id_for
+from decent.run import run_points
+from decent.studies import _kit as kit
+
+STUDY, TUNING_STUDY = "deep", "deep-tuning"
+TASKS = ("digits_mlp", "mnist1d_cnn")
+Cell = tuple[str, str, str, int, float]
+"""(task, method, topology, num_nodes, alpha)."""
+
+
+@dataclass(frozen=True)
+class DeepSpec:
+    """What the study runs (``configs/studies/deep.toml`` is the issue's full study,
+    ``deep_quick.toml`` the reduced one the results page shows)."""
+
+    tasks: tuple[str, ...] = TASKS
+    methods: tuple[str, ...] = ("minibatch_sgd", "dsgd", "dat_sgd", "schedule_free_dsgd")
+    topologies: tuple[str, ...] = ("ring", "torus", "exponential", "one_peer_exponential")
+    num_nodes: tuple[int, ...] = (4, 16, 64)
+    alphas: tuple[float, ...] = (0.1, 1.0, 10.0)
+    samples: dict[str, int] = field(
+        default_factory=lambda: {"digits_mlp": 409_600, "mnist1d_cnn": 2_048_000}
+    )
+    """Training samples per run (all nodes together), per task."""
+    batch_size: int = 16
+    evals: int = 20
+    """Evaluations per run (``eval_every = rounds // evals``)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    tune_seed: int = 100
+    lr_grid: tuple[float, ...] = (0.03, 0.1, 0.3)
+    gamma_grid: tuple[float, ...] = (0.3, 1.0, 3.0)
+    """Anytime methods' grid in gamma = lr * T."""
+    extensions: int = 3
+    """Times a grid may grow (by 3x) at the edge where its best value sits."""
+    beta: float = 0.9
+    hidden: tuple[int, ...] = (32,)
+    channels: int = 16
+    mnist1d_samples: int = 40_000
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.tasks) - set(TASKS))
+        if bad:
+            raise ValueError(f"tasks: {bad} are not among {list(TASKS)}")
+        for task in self.tasks:
+            if task not in self.samples:
+                raise ValueError(f"samples: give the sample budget of task {task!r}")
+            if self.samples[task] < max(self.num_nodes) * self.batch_size * self.evals:
+                raise ValueError(
+                    f"samples: {task}'s budget gives fewer than `evals` rounds at M = "
+                    f"{max(self.num_nodes)}; raise it to at least "
+                    f"{max(self.num_nodes) * self.batch_size * self.evals}"
+                )
+        for m in self.methods:
+            kit.method_class(m)  # names the registered methods if m is not one
+
+    def rounds(self, task: str, m: int) -> int:
+        return self.samples[task] // (m * self.batch_size)
+
+    def cells(self) -> list[Cell]:
+        graphs = dict.fromkeys((*self.topologies, "complete"))
+        return [
+            (task, method, graph, m, alpha)
+            for task in self.tasks
+            for m in self.num_nodes
+            for alpha in self.alphas
+            for method in self.methods
+            for graph in (("complete",) if kit.centralized(method) else graphs)
+        ]
+
+    def grid(self, cell: Cell) -> tuple[float, ...]:
+        return self.gamma_grid if kit.horizon_scaled(cell[1]) else self.lr_grid
+
+    def config(self, cell: Cell, step: float, seed: int, study: str) -> tuple[Any, dict]:
+        """The validated config of one run and the config stored for it."""
+        task, method, graph, m, alpha = cell
+        rounds = self.rounds(task, m)
+        algorithm: dict[str, Any] = {"kind": method, "lr": step}
+        if kit.horizon_scaled(method):
+            algorithm["lr"] = step / rounds
+        if "beta" in {f.name for f in dataclasses.fields(kit.method_class(method))}:
+            algorithm["beta"] = self.beta
+        partition = {"kind": "dirichlet", "alpha": alpha}
+        digits = {"kind": "digits", "test_fraction": 0.2}
+        mlp = {"kind": "mlp", "hidden": list(self.hidden), "batch_size": self.batch_size}
+        raw = {
+            "study": study,
+            "seed": seed,
+            "rounds": rounds,
+            "eval_every": max(1, rounds // (self.evals if study == STUDY else 2)),
+            "per_node_eval": "final" if study == STUDY else "none",
+            "topology": {"kind": graph, "num_nodes": m},
+            "algorithm": algorithm,
+            "task": {**mlp, "dataset": digits, "partition": partition},
+        }
+        config = validate(raw, f"deep {cell}")
+        stored = config.run_dict()
+        if task == "mnist1d_cnn":  # the placeholder task above is never built
+            stored["task"] = {
+                "kind": "cnn1d",
+                "channels": self.channels,
+                "batch_size": self.batch_size,
+                "dataset": {"kind": "mnist1d", "num_samples": self.mnist1d_samples},
+                "partition": partition,
+            }
+        return config, stored
+
+
+def execute(
+    spec: DeepSpec, out: Path, runs: list[tuple[Cell, float, int, str]], progress: bool
+) -> dict[tuple[Cell, float, int, str], str]:
+    """Run what the store lacks: digits runs as one sweep, CNN runs here one by one.
+
+    Returns ``{(cell, step, seed, study): run_id}``."""
+    from decent.config import build
+    from decent.config._build import Experiment
+    from decent.run.single import run_config
+    from decent.tasks.models import TaskWarning
+    from decent.tasks.nets import cnn1d, mnist1d
+
+    made = {r: spec.config(*r) for r in runs}
+    ids = {r: run_id_for(r[3], stored) for r, (_, stored) in made.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TaskWarning)  # small shards at alpha = 0.1 are the point
+        plain = [cfg for r, (cfg, _) in made.items() if r[0][0] != "mnist1d_cnn"]
+        if plain:
+            run_points(plain, out, workers=spec.workers, progress=progress, desc="deep")
+        cnn = [r for r in runs if r[0][0] == "mnist1d_cnn"]
+        with Store(out) as store:
+            for r in cnn:
+                (_, _, _, m, alpha), (cfg, stored) = r[0], made[r]
+                if store.is_finished(ids[r]):
+                    continue
+                data = mnist1d(num_samples=spec.mnist1d_samples)
+                base = build(cfg)
+                task = cnn1d(
+                    data, m, alpha=alpha, channels=spec.channels, batch_size=spec.batch_size
+                )
+                exp = Experiment(cfg, base.topology, base.algorithm, task, base.comm)
+                outcome = run_config(cfg, store, resolved=stored, experiment=exp)
+                if progress:
+                    print(f"deep cnn {r[0]} step={r[1]:.3g} seed={r[2]}: {outcome.status}")
+    return ids
+
+
+def tune(spec: DeepSpec, out: Path, progress: bool = True) -> dict[Cell, kit.Choice]:
+    """Each cell's step (gamma for the anytime methods) by the final training loss of the
+    network average on ``tune_seed``; a cell every step of which diverged is left out."""
+
+    def measure(points: list[tuple[Cell, float]]) -> dict[tuple[Cell, float], dict[str, float]]:
+        runs = {(c, s, spec.tune_seed, TUNING_STUDY): (c, s) for c, s in points}
+        ids = execute(spec, out, list(runs), progress)
+        finals = kit.store_finals(out, TUNING_STUDY)
+        scores = {}
+        for run, point in runs.items():
+            status, final = finals.get(ids[run], ("missing", {}))
+            scores[point] = {"loss": kit.finite_or_inf(status, final.get("eval/loss@mean"))}
+        return scores
+
+    policy = kit.GridPolicy(factor=3.0, max_extensions=spec.extensions)
+    choices = kit.tune(spec.cells(), spec.grid, measure, policy)
+    return {c: ch for c, ch in choices.items() if math.isfinite(ch.error)}
+
+
+def run(spec: DeepSpec, out: str | Path = "results", *, progress: bool = True) -> pd.DataFrame:
+    """Tune, run every cell with every seed, write ``<out>/deep/final.csv``, ``spec.json``
+    and the figures; return the final table (:func:`summarize`)."""
+    out = Path(out)
+    best = tune(spec, out, progress)
+    runs = [(c, ch.step, seed, STUDY) for c, ch in best.items() for seed in spec.seeds]
+    ids = execute(spec, out, runs, progress)
+    cells = {ids[r]: r[0] for r in runs}
+    records = load(out, study=STUDY)
+    records = records[records["run_id"].isin(list(cells))].copy()
+    for i, name in enumerate(("task", "method", "graph", "M", "alpha")):
+        records[name] = records["run_id"].map(lambda rid, i=i: cells[rid][i])
+    table = summarize(records, best)
+    folder = out / STUDY
+    kit.write_tables(folder, spec, {"final": table})
+    shown = table.drop(columns=["task", "seeds", "consensus"])
+    text = [f"## {t}\n\n{kit.markdown_table(shown[table['task'] == t])}\n" for t in spec.tasks]
+    (folder / "tables.md").write_text("\n".join(text))
+    for task in spec.tasks:
+        if task in set(table["task"]):
+            plot_accuracy(table[table["task"] == task], folder / f"accuracy_vs_m_{task}.png")
+            plot_training(records[records["task"] == task], folder / f"training_{task}.png")
+    return table
+
+
+def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFrame:
+    """One row per cell: tuned step, test accuracy of the network average and of the worst
+    node (mean and 95% half-width over seeds), training loss, final consensus distance, and
+    the penalties against the complete graph (the same method's accuracy there minus here,
+    in accuracy points; its training loss here over there, as the convex studies' ratio);
+    ``edge`` marks a step still on an edge of its grid."""
+    from scipy import stats
+
+    metrics = {
+        "eval/test_accuracy@mean": "acc",
+        "eval/test_accuracy@node_min": "worst_node_acc",
+        "eval/loss@mean": "train_loss",
+        "consensus/dist2": "consensus",
+    }
+    keys = ["task", "method", "graph", "M", "alpha"]
+    final = pd.concat([kit.final_rows(records, metric) for metric in metrics])
+    rows = []
+    for cell, g in final.groupby(keys):
+        row: dict[str, Any] = dict(zip(keys, cell, strict=True))
+        row["step"] = best[cell].step  # type: ignore[index]
+        row["edge"] = best[cell].edge  # type: ignore[index]
+        row["seeds"] = g["run_id"].nunique()
+        for metric, name in metrics.items():
+            values = g[g["metric"] == metric]["value"]
+            row[name] = float(values.mean()) if len(values) else math.nan
+            if name.endswith("acc"):  # half-width of the 95% Student-t interval
+                half = stats.t.ppf(0.975, len(values) - 1) * stats.sem(values)
+                row[f"{name}_ci95"] = float(half) if len(values) > 1 else 0.0
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    complete = table[table["graph"] == "complete"].set_index(["task", "method", "M", "alpha"])
+    for name in ("acc", "train_loss"):
+        table[f"complete_{name}"] = table.apply(
+            lambda r, c=name: complete[c].get((r["task"], r["method"], r["M"], r["alpha"])),
+            axis=1,
+        )
+    table["penalty_pts"] = 100 * (table.pop("complete_acc") - table["acc"])
+    table["loss_ratio"] = table["train_loss"] / table.pop("complete_train_loss")
+    table["_order"] = table["method"].map(kit.order(table["method"]))
+    table = table.sort_values(["task", "alpha", "M", "_order", "graph"])
+    return table.drop(columns="_order").reset_index(drop=True)
+
+
+def plot_accuracy(table: pd.DataFrame, path: Path) -> Path:
+    """Test accuracy of the network average against M (mean and 95% interval), one row per
+    alpha and one column per graph; the all-reduce methods are drawn in every column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    alphas = sorted(set(table["alpha"]))
+    graphs = [g for g in dict.fromkeys(table["graph"]) if g != "complete"] + ["complete"]
+    rank = kit.order(table["method"])
+    methods = sorted(set(table["method"]), key=lambda k: rank[k])
+    styles = kit.method_styles(methods)
+    fig, axes = plt.subplots(
+        len(alphas),
+        len(graphs),
+        figsize=(3.2 * len(graphs), 2.8 * len(alphas)),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for (i, alpha), (j, graph) in ((a, g) for a in enumerate(alphas) for g in enumerate(graphs)):
+        ax = axes[i][j]
+        for method in methods:
+            shown = "complete" if kit.centralized(method) else graph
+            rows = table[(table["alpha"] == alpha) & (table["graph"] == shown)]
+            rows = rows[rows["method"] == method].sort_values("M")
+            if len(rows):
+                ax.errorbar(
+                    rows["M"],
+                    rows["acc"],
+                    yerr=rows["acc_ci95"],
+                    capsize=3,
+                    label=kit.label(method, role="centralized"),
+                    **styles[method],
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{graph}, alpha = {alpha:g}", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("nodes M (same samples in all)")
+    for row in axes:
+        row[0].set_ylabel("test accuracy of the average")
+    axes[0][-1].legend(fontsize=7)
+    task = table["task"].iloc[0]
+    fig.suptitle(f"{task}: accuracy against M at a fixed sample budget, mean ± 95% CI")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_training(records: pd.DataFrame, path: Path) -> Path:
+    """Test accuracy and consensus distance over training at the largest M and smallest
+    alpha, one column per sparse graph (else the complete one), the all-reduce methods
+    drawn in each (mean over seeds ± 1 std, :func:`decent.report._plots.band_plot`)."""
+    from decent.report._plots import band_plot
+
+    m, alpha = records["M"].max(), records["alpha"].min()
+    rows = records[(records["M"] == m) & (records["alpha"] == alpha) & (records["round"] > 0)]
+    graphs = sorted(set(rows["graph"]) - {"complete"})
+    if graphs:  # the complete graph only when no sparse one was run
+        central = rows[rows["method"].map(kit.centralized)]
+        sparse = rows[rows["graph"] != "complete"]
+        rows = pd.concat([sparse, *(central.assign(graph=g) for g in graphs)])
+    rank = kit.order(rows["method"])
+    methods = sorted(set(rows["method"]), key=lambda k: rank[k])
+    accuracy = rows[rows["metric"] == "eval/test_accuracy@mean"]
+    consensus = rows[(rows["metric"] == "consensus/dist2") & ~rows["method"].map(kit.centralized)]
+    return band_plot(
+        [
+            ("eval/test_accuracy@mean", "test accuracy of the average", accuracy),
+            ("consensus/dist2", r"$\frac{1}{M}\sum_i\|x_i-\bar x\|^2$", consensus),
+        ],
+        path,
+        column="graph",
+        hue="method",
+        hues=methods,
+        labels={k: kit.label(k, role="centralized") for k in methods},
+        styles=kit.method_styles(methods),
+        suptitle=f"{records['task'].iloc[0]}, M = {m}, alpha = {alpha:g}: mean over seeds ± 1 std",
+        logx=False,
+    )
