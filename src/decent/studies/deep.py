@@ -243,8 +243,9 @@ def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFra
             values = g[g["metric"] == metric]["value"]
             row[name] = float(values.mean()) if len(values) else math.nan
             if name.endswith("acc"):  # half-width of the 95% Student-t interval
-                half = stats.t.ppf(0.975, len(values) - 1) * stats.sem(values)
-                row[f"{name}_ci95"] = float(half) if len(values) > 1 else 0.0
+                n = len(values)  # one seed has no interval (NaN), never a zero-width one
+                half = stats.t.ppf(0.975, n - 1) * stats.sem(values) if n > 1 else math.nan
+                row[f"{name}_ci95"] = float(half)
         rows.append(row)
     table = pd.DataFrame(rows)
     complete = table[table["graph"] == "complete"].set_index(["task", "method", "M", "alpha"])
