@@ -167,3 +167,35 @@ def test_band_plot_draws_mean_and_band_and_refuses_nothing(tmp_path) -> None:
             [("m", "error", rows.iloc[:0])], tmp_path / "g.png", column="topology.kind",
             hue="algorithm.kind", hues=["dsgd"],
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("band", "low", "high"), [("range", [1.0, 0.5], [3.0, 1.5]), ("std", None, None)]
+)
+def test_band_plot_range_band_spans_the_measured_runs(
+    tmp_path, monkeypatch, band, low, high
+) -> None:
+    from matplotlib.axes import Axes
+
+    seen: list[tuple[list[float], list[float]]] = []
+    real = Axes.fill_between
+
+    def spy(self, x, y1, y2, **kw):  # records the band's edges, then draws it for real
+        seen.append((list(y1), list(y2)))
+        return real(self, x, y1, y2, **kw)
+
+    monkeypatch.setattr(Axes, "fill_between", spy)
+    rows = pd.DataFrame(
+        {"round": [1, 1, 2, 2], "value": [1.0, 3.0, 0.5, 1.5], "metric": "m",
+         "algorithm.kind": "dsgd", "topology.kind": "ring"}
+    )  # fmt: skip
+    band_plot(
+        [("m", "error", rows)], tmp_path / "f.png", column="topology.kind",
+        hue="algorithm.kind", hues=["dsgd"], band=band,
+    )  # fmt: skip
+    std = [2**0.5, 0.5**0.5]  # sample std of (1, 3) and (0.5, 1.5)
+    expected = (
+        (low, high) if band == "range" else ([2 - std[0], 1 - std[1]], [2 + std[0], 1 + std[1]])
+    )
+    assert len(seen) == 1
+    assert seen[0][0] == pytest.approx(expected[0]) and seen[0][1] == pytest.approx(expected[1])

@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
@@ -520,32 +520,36 @@ def band_plot(
     x: str = "round",
     logx: bool = True,
     logy: bool = True,
+    band: Literal["std", "range"] = "std",
     dpi: int = 120,
 ) -> Path:
-    """Draw the mean over runs with a band of one standard deviation, per hue, to a PNG.
+    """Draw the mean over runs with a band (one standard deviation, or the runs' range), per
+        hue, to a PNG.
 
-    One row per panel ``(metric, ylabel, records)`` (long records, as
-    :func:`decent.results.load` gives, already filtered to that metric), one column per
-    value of ``column`` (sorted); the runs of one (column, hue) are averaged at each ``x``
-    (a single run draws no band). The band's lower edge is clipped above 0 on a log axis.
+        One row per panel ``(metric, ylabel, records)`` (long records, as
+        :func:`decent.results.load` gives, already filtered to that metric), one column per
+        value of ``column`` (sorted); the runs of one (column, hue) are averaged at each ``x``
+        (a single run draws no band). A ``"std"`` band's lower edge is clipped above 0 on a log
+    axis; a ``"range"`` band spans the lowest to the highest run, so both edges were measured.
 
-    Args:
-        panels: ``(metric, ylabel, records)`` per row.
-        path: The PNG to write.
-        column: The config column that splits the figure into columns (e.g. ``topology.kind``).
-        hue: The config column of one line (e.g. ``algorithm.kind``).
-        hues: The lines to draw, in legend order (absent ones are skipped).
-        labels: Legend text per hue (default: the value).
-        styles: Matplotlib line keywords per hue (``color``, ``linestyle``, ...).
-        titles: Title per column value (default: the value).
-        suptitle: The figure's title.
-        x: The record column on the x axis.
-        logx: Log x axis.
-        logy: Log y axis.
-        dpi: Resolution of the PNG.
+        Args:
+            panels: ``(metric, ylabel, records)`` per row.
+            path: The PNG to write.
+            column: The config column that splits the figure into columns (e.g. ``topology.kind``).
+            hue: The config column of one line (e.g. ``algorithm.kind``).
+            hues: The lines to draw, in legend order (absent ones are skipped).
+            labels: Legend text per hue (default: the value).
+            styles: Matplotlib line keywords per hue (``color``, ``linestyle``, ...).
+            titles: Title per column value (default: the value).
+            suptitle: The figure's title.
+            x: The record column on the x axis.
+            logx: Log x axis.
+            logy: Log y axis.
+            band: ``"std"`` (mean ± 1 std) or ``"range"`` (min to max over runs).
+            dpi: Resolution of the PNG.
 
-    Returns:
-        The path written.
+        Returns:
+            The path written.
     """
     columns = sorted({v for _, _, df in panels for v in df[column].unique()})
     if not columns:
@@ -561,16 +565,20 @@ def band_plot(
                 m = sub[sub[hue] == h]
                 if m.empty:
                     continue
-                stats = m.groupby(x)["value"].agg(["mean", "std"]).reset_index()
-                band = stats["std"].fillna(0.0)
+                stats = m.groupby(x)["value"].agg(["mean", "std", "min", "max"]).reset_index()
+                spread = stats["std"].fillna(0.0)
                 style = dict((styles or {}).get(h, {}))
                 style.pop("marker", None)
                 ax.plot(stats[x], stats["mean"], label=(labels or {}).get(h, str(h)), **style)
-                low = stats["mean"] - band
+                low, high = stats["mean"] - spread, stats["mean"] + spread
+                if band == "range":
+                    low, high = stats["min"], stats["max"]
+                elif logy:
+                    low = low.clip(lower=1e-300)
                 ax.fill_between(
                     stats[x],
-                    low.clip(lower=1e-300) if logy else low,
-                    stats["mean"] + band,
+                    low,
+                    high,
                     color=style.get("color"),
                     alpha=0.15,
                 )

@@ -316,7 +316,7 @@ def plot_accuracy(table: pd.DataFrame, path: Path) -> Path:
 def plot_training(records: pd.DataFrame, path: Path) -> Path:
     """Test accuracy and consensus distance over training at the largest M and smallest
     alpha, one column per sparse graph (else the complete one), the all-reduce methods
-    drawn in each (mean over seeds ± 1 std, :func:`decent.report._plots.band_plot`)."""
+    drawn in each (mean over seeds, band from the lowest to the highest seed, :func:`decent.report._plots.band_plot`)."""
     from decent.report._plots import band_plot
 
     m, alpha = records["M"].max(), records["alpha"].min()
@@ -341,6 +341,7 @@ def plot_training(records: pd.DataFrame, path: Path) -> Path:
         hues=methods,
         labels={k: kit.label(k, role="centralized") for k in methods},
         styles=kit.method_styles(methods),
-        suptitle=f"{records['task'].iloc[0]}, M = {m}, alpha = {alpha:g}: mean over seeds ± 1 std",
+        suptitle=f"{records['task'].iloc[0]}, M = {m}, alpha = {alpha:g}: mean over seeds, band = range of seeds",
         logx=False,
+        band="range",
     )
