@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,9 +163,9 @@ def warn_odd(config: m.ExperimentConfig) -> None:
             ConfigWarning,
             stacklevel=3,
         )
-    faults = config.network.faults if config.network is not None else None
+    faults: Any = config.network.faults if config.network is not None else None
     for node, joined in (faults.joins if faults is not None else {}).items():
-        left = faults.leaves.get(node) if faults is not None else None
+        left = faults.leaves.get(node)
         if left is not None and left > joined:
             warnings.warn(
                 f"network.faults.leaves: node {node} joins at round {joined} and leaves at "
@@ -317,29 +316,15 @@ def build_byzantine(config: m.ExperimentConfig, comm: Any) -> Any:
         if node >= n:
             why = f"the network has nodes 0..{n - 1} only"
             raise ConfigError([Issue("byzantine.nodes", node, why)])
-    ids = choose_byzantine(
-        w, nodes=byz.nodes, fraction=byz.fraction, seed=byz.seed, placement=byz.placement
-    )
+    placement = {k: getattr(byz, k) for k in ("nodes", "fraction", "seed", "placement")}
+    ids = choose_byzantine(w, **placement)
     bound = tolerance_error(w, ids, byz.aggregation, byz.trim)
     if bound is not None:
         field = "byzantine.trim" if "trim b=" in bound else "byzantine.aggregation"
         raise ConfigError([Issue(field, getattr(byz, field.split(".")[1]), bound)])
+    rule = _fields(byz, "nodes", "fraction", "placement")
     return _guard(
-        "byzantine",
-        "the byzantine section",
-        lambda: RobustCommunicator(
-            comm,
-            ids,
-            byz.attack,
-            byz.aggregation,
-            trim=byz.trim,
-            tau=byz.tau,
-            scale=byz.scale,
-            sigma=byz.sigma,
-            z=byz.z,
-            epsilon=byz.epsilon,
-            seed=byz.seed,
-        ),
+        "byzantine", "the byzantine section", lambda: RobustCommunicator(comm, ids, **rule)
     )
 
 
@@ -404,14 +389,10 @@ def build_network(config: m.ExperimentConfig, comm: Any) -> Any:
         "the network section",
         lambda: NetworkCommunicator(
             comm,
-            compute=ComputeModel(
-                c.kind, c.mean, c.sigma, c.p, c.slowdown, tuple(c.slow_nodes), c.slow_factor
-            ),
-            link=LinkModel(net.latency, math.inf if net.bandwidth is None else net.bandwidth),
-            faults=FaultModel(
-                f.drop, f.link_fail, f.link_recover, dict(f.crashes), dict(f.leaves), dict(f.joins)
-            ),
-            delays=DelayModel(net.delays.max_delay, net.delays.kind),
+            compute=ComputeModel(kind=c.kind, **_fields(c)),
+            link=LinkModel(**_fields(net, "compute", "faults", "delays")),
+            faults=FaultModel(**_fields(f)),
+            delays=DelayModel(kind=net.delays.kind, **_fields(net.delays)),
             seed=config.seed,
         ),
     )

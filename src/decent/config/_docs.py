@@ -84,11 +84,13 @@ def _default(field: Any) -> str:
 
 
 def _metadata(field: Any) -> list[Any]:
-    """The field's rules, with those on the non-None part of an optional field."""
-    out = list(field.metadata)
-    for arg in typing.get_args(field.annotation):
-        if typing.get_origin(arg) is typing.Annotated:
-            out.extend(flat_rules(arg.__metadata__))
+    """The field's rules, with those on the non-None part of an optional field and on the
+    entries of a list."""
+    out = flat_rules(field.metadata)
+    if typing.get_origin(field.annotation) in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(field.annotation):
+            if typing.get_origin(arg) is typing.Annotated:
+                out.extend(flat_rules(arg.__metadata__))
     return out
 
 
