@@ -382,7 +382,7 @@ else:
 
 # --------------------------------------------------------------------------- experiment
 
-GridValues = list[Any]
+GridValues = Annotated[list[Any], Field(min_length=1)]
 
 
 class SweepConfig(Section):
@@ -400,24 +400,19 @@ class SweepConfig(Section):
             'replaces the whole sub-table: algorithm = [{kind = "dsgd", lr = 0.1}, ...].'
         ),
     )
-    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = Field(
         None, description="Values of the top-level seed to cross with the grid (None: seed)."
     )
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:
-        for key, values in self.grid.items():
+        for key in self.grid:
             if not key or any(not part for part in key.split(".")):
                 raise ValueError(f"grid key {key!r} must be a dotted field path like algorithm.lr")
             if key.split(".")[0] == "sweep":
                 raise ValueError(f"grid key {key!r}: a sweep cannot vary its own sweep section")
-            if not values:
-                raise ValueError(f"grid key {key!r} has an empty list of values")
-        if self.seeds is not None:
-            if not self.seeds:
-                raise ValueError("seeds is an empty list; remove it or list at least one seed")
-            if "seed" in self.grid:
-                raise ValueError("give the seeds either in sweep.seeds or in grid.seed, not both")
+        if self.seeds is not None and "seed" in self.grid:
+            raise ValueError("give the seeds either in sweep.seeds or in grid.seed, not both")
         return self
 
 
