@@ -81,6 +81,25 @@ def build_algorithm(cfg: Any, rounds: int) -> Any:
     return _guard("algorithm", cfg, lambda: ALGORITHMS[cfg.kind](**kwargs))
 
 
+def build_method(config: m.ExperimentConfig) -> Any:
+    """The config's algorithm with its ``transforms`` in front (:func:`with_transforms`)."""
+    from decent.algorithms.transforms import with_transforms
+
+    algorithm = build_algorithm(config.algorithm, config.rounds)
+    chain = config.transforms
+    return _guard(
+        "transforms",
+        [t.kind for t in chain],
+        lambda: with_transforms(algorithm, [_transform(t) for t in chain]),
+    )
+
+
+def _transform(section: Any) -> Any:
+    from decent.algorithms import transforms
+
+    return getattr(transforms, section.kind)(**_fields(section))
+
+
 def _torch_dtype(name: str) -> torch.dtype:
     import torch
 
@@ -237,7 +256,7 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
         )
     topology = build_topology(config.topology)
     task = build_task(config.task, topology.num_nodes, config.dtype)
-    algorithm = build_algorithm(config.algorithm, config.rounds)
+    algorithm = build_method(config)
     check_static(algorithm, topology, config)
     check_mixing(algorithm, topology, config)
     build_privacy(config, task)

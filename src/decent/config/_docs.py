@@ -299,6 +299,15 @@ def reference_markdown(plugins: bool = False) -> str:
         "The training method. `lr` is a number or a schedule table (below).",
     )
     lines += _family(
+        "`transforms` (top level)",
+        m.TRANSFORM_MODELS,
+        "Gradient transforms that turn each node's stochastic gradient into the direction its "
+        "algorithm steps along, in list order (optax's chain; `docs/concepts.md`): "
+        '`transforms = [{ kind = "weight_decay", decay = 1e-4 }, { kind = "momentum", '
+        "beta = 0.9 }]` is SGD with L2 inside the momentum, the reverse order is SGDW, and "
+        "`adam` then `weight_decay` is AdamW. The step size stays `algorithm.lr`.",
+    )
+    lines += _family(
         "Learning-rate schedules (`algorithm.lr`)",
         m.SCHEDULE_MODELS,
         "`lr = 0.05` is a constant step size; a table picks a schedule of the round `t`: "

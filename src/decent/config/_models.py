@@ -27,7 +27,8 @@ from pydantic import (
 
 from decent._names import is_safe_name
 from decent._params import ROUNDS_MAX, SIZE_MAX, declared, number_problem
-from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup, hparams
+from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup
+from decent.algorithms.transforms import Adam, Momentum, QuasiGlobalMomentum, WeightDecay
 from decent.comm.network.models import ComputeModel, DelayModel, FaultModel, LinkModel
 from decent.comm.robust import RobustCommunicator, choose_byzantine
 from decent.config._errors import ConfigWarning, Issue
@@ -135,13 +136,16 @@ def derive(
         base: the model to extend (default :class:`Section`).
         name: the model's class name (default from ``target``).
         defaults: defaults a config gives where the Python API has none (``seed = 0``).
-        narrow: types a config restricts further (choices only the Python API can use).
+        narrow: types (with their rules) a config gives instead of the declared ones: fewer
+            choices (some only the Python API can use), or a table for a callable.
         doc_line: the model's docstring (default: the first line of the target's).
     """
     fields: dict[str, Any] = {} if kind is None else {"kind": (Literal[kind], ...)}
     base = base or Section
-    for p in declared(target, skip=(*skip, *base.model_fields)):
-        hint = _data_hint((narrow or {}).get(p.name, p.hint), p.rules)
+    narrow = narrow or {}
+    inherited = [k for k in base.model_fields if k not in narrow]
+    for p in declared(target, skip=(*skip, *inherited)):
+        hint = narrow[p.name] if p.name in narrow else _data_hint(p.hint, p.rules)
         if p.default is dataclasses.MISSING and p.name in (defaults or {}):
             info = Field((defaults or {})[p.name], description=p.doc)
         elif p.default is dataclasses.MISSING:
@@ -247,26 +251,19 @@ _ALGORITHM_TABLES: dict[type, type[AlgorithmSection]] = {}
 
 
 def algorithm_model(cls: type) -> type[AlgorithmSection]:
-    """The ``[algorithm]`` table of one algorithm, derived from its dataclass.
+    """The ``[algorithm]`` table of one algorithm, derived from its dataclass (:func:`derive`).
 
-    Every hyperparameter declared with :func:`decent.algorithms.hparam` becomes a field
-    with the same name, default, rules (``annotated_types``, read by pydantic) and
-    description; ``lr`` takes a number or a schedule table. The model's docstring is the
-    first line of the algorithm's.
+    ``lr`` takes a number or a schedule table.
     """
-    if cls in _ALGORITHM_TABLES:
-        return _ALGORITHM_TABLES[cls]
-    hints = typing.get_type_hints(cls)
-    fields: dict[str, Any] = {"kind": (Literal[cls.name], ...)}  # type: ignore[attr-defined]
-    for f in hparams(cls):
-        hint = LearningRateConfig if f.name == "lr" else hints[f.name]
-        rules = f.metadata.get("rules", ())
-        annotation = Annotated[(hint, *rules)] if rules else hint  # type: ignore[valid-type]
-        default = ... if f.default is dataclasses.MISSING else f.default
-        fields[f.name] = (annotation, Field(default, description=f.metadata.get("doc", "")))
-    doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
-    made = create_model(f"{cls.__name__}Config", __base__=AlgorithmSection, __doc__=doc, **fields)
-    return _ALGORITHM_TABLES.setdefault(cls, made)
+    if cls not in _ALGORITHM_TABLES:
+        _ALGORITHM_TABLES[cls] = derive(  # type: ignore[assignment]
+            cls,
+            cls.name,  # type: ignore[attr-defined]
+            base=AlgorithmSection,
+            name=f"{cls.__name__}Config",
+            narrow={"lr": LearningRateConfig},
+        )
+    return _ALGORITHM_TABLES[cls]
 
 
 ALGORITHM_MODELS: tuple[type[AlgorithmSection], ...] = tuple(
@@ -277,6 +274,15 @@ if typing.TYPE_CHECKING:  # the union is built at import time; type checkers see
 else:
     AlgorithmConfig = Annotated[Union[ALGORITHM_MODELS], Field(discriminator="kind")]  # noqa: UP007
 """The ``[algorithm]`` table: one model per entry of :data:`decent.algorithms.ALGORITHMS`."""
+
+TRANSFORM_MODELS: tuple[type[Section], ...] = tuple(
+    derive(cls, cls.name, name=f"{cls.__name__}Transform")
+    for cls in (Momentum, WeightDecay, Adam, QuasiGlobalMomentum)
+)
+if typing.TYPE_CHECKING:
+    TransformConfig = Any
+else:
+    TransformConfig = Annotated[Union[TRANSFORM_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 # --------------------------------------------------------------------------- data
 
@@ -588,6 +594,16 @@ class ExperimentConfig(Section):
             "every evaluation, the final one, or none (true = every, false = none)."
         ),
     )
+    transforms: list[TransformConfig] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Gradient transforms in front of the algorithm's step, applied in order (optax's "
+            "chain): momentum (nesterov = true: Nesterov), weight_decay, adam, "
+            'quasi_global_momentum; e.g. transforms = [{kind = "weight_decay", decay = 1e-4}, '
+            '{kind = "momentum", beta = 0.9}]. Step sizes stay algorithm.lr.'
+        ),
+    )
     averages: list[Literal["tail", "weighted"]] = Field(
         default_factory=list,
         description=(
@@ -708,12 +724,14 @@ class ExperimentConfig(Section):
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``).
 
-        ``averages``, ``chebyshev_steps``, ``network`` and ``privacy`` appear only when they
-        are not their defaults, so runs recorded before the fields existed keep their ids.
+        ``averages``, ``transforms``, ``chebyshev_steps``, ``network`` and ``privacy`` appear
+        only when they are not their defaults, so runs recorded before the fields existed
+        keep their ids.
         """
         data = self.model_dump(mode="json", exclude={"sweep"})
-        if not data["averages"]:
-            del data["averages"]
+        for key in ("averages", "transforms"):
+            if not data[key]:
+                del data[key]
         if data["chebyshev_steps"] == 1:
             del data["chebyshev_steps"]
         if data["network"] is None:
@@ -734,6 +752,7 @@ UNIONS: dict[str, tuple[type[Section], ...]] = {
     "partition": PARTITION_MODELS,
     "dataset": DATASET_MODELS,
     "schedule": SCHEDULE_MODELS,
+    "transform": TRANSFORM_MODELS,
 }
 """The kind-discriminated families, for error messages and the generated reference."""
 
