@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -61,7 +62,10 @@ class Param(NamedTuple):
 
 
 def hparam(
-    default: Any = dataclasses.MISSING, *rules: at.BaseMetadata | at.GroupedMetadata, doc: str
+    default: Any = dataclasses.MISSING,
+    *rules: at.BaseMetadata | at.GroupedMetadata,
+    doc: str,
+    factory: Callable[[], Any] | None = None,
 ) -> Any:
     """Declare a dataclass field as a parameter: its default, its rules and its one-line doc.
 
@@ -73,8 +77,12 @@ def hparam(
         default: the default value (none: the field is required).
         *rules: ``annotated_types`` constraints, e.g. ``Ge(0.0)``, ``Interval(ge=0, lt=1)``.
         doc: what the field means, for the config reference.
+        factory: makes the default instead (a mutable one: ``factory=dict``).
     """
-    return dataclasses.field(default=default, metadata={"doc": doc, "rules": tuple(rules)})
+    metadata = {"doc": doc, "rules": tuple(rules)}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def declared_as(owner: type, name: str) -> Any:
@@ -103,18 +111,17 @@ def declared(target: Any, skip: Sequence[str] = ()) -> list[Param]:
     gives the type, the rules and the doc.
     """
     if dataclasses.is_dataclass(target) and isinstance(target, type):
-        hints = typing.get_type_hints(target)
-        return [
-            Param(
-                f.name,
-                hints[f.name],
-                tuple(f.metadata.get("rules", ())),
-                f.metadata.get("doc", ""),
-                f.default,
-            )
-            for f in dataclasses.fields(target)
-            if f.init and f.name not in skip
-        ]
+        hints = typing.get_type_hints(target, include_extras=True)
+        out = []
+        for f in dataclasses.fields(target):
+            if f.init and f.name not in skip:
+                base, rules, doc = _split(hints[f.name])
+                rules = (*rules, *f.metadata.get("rules", ()))
+                default = f.default
+                if f.default_factory is not dataclasses.MISSING:
+                    default = f.default_factory()
+                out.append(Param(f.name, base, rules, f.metadata.get("doc", doc), default))
+        return out
     fn = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
     hints = typing.get_type_hints(fn, include_extras=True)
     out = []
@@ -183,8 +190,27 @@ def check_value(
     """Raise ``error("owner.name must be ..., got value")`` if ``value`` breaks its declaration.
 
     Checks ``Literal`` choices, booleans, integers and finite numbers with their rules and
-    the rule set of :func:`number_problem`; other types are checked where they are used.
+    the rule set of :func:`number_problem` (``None`` where the hint allows it); other types
+    are checked where they are used.
     """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        base, extra, _ = _split(hint)
+        return check_value(owner, name, base, (*rules, *extra), value, error)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        kept = [a for a in args if a is not type(None)]
+        hint = kept[0] if len(kept) == 1 else hint
+    if origin in (Mapping, dict) and isinstance(value, Mapping) and args:
+        for key, item in value.items():
+            check_value(owner, f"{name} key", args[0], (), key, error)
+            check_value(owner, f"{name}[{key!r}]", args[1], (), item, error)
+        return
+    if origin in (Sequence, tuple, list) and isinstance(value, (list, tuple)) and args:
+        for i, item in enumerate(value):
+            check_value(owner, f"{name}[{i}]", args[0], (), item, error)
+        return
     if typing.get_origin(hint) is typing.Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:
@@ -221,6 +247,12 @@ def check_value(
         raise error(f"{owner}.{name} must be {rule}, got {value!r}")
 
 
+def check_declared(obj: Any, owner: str, error: type[Exception]) -> None:
+    """Check every :func:`hparam` field of dataclass instance ``obj`` (:func:`check_value`)."""
+    for p in declared(type(obj)):
+        check_value(owner, p.name, p.hint, p.rules, getattr(obj, p.name), error)
+
+
 class Checked:
     """A dataclass whose :func:`hparam` fields are checked when an instance is made.
 
@@ -231,7 +263,4 @@ class Checked:
     error: typing.ClassVar[type[Exception]] = ValueError
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for p in declared(type(self)):
-            value = getattr(self, p.name)
-            check_value(self.kind, p.name, hints[p.name], p.rules, value, self.error)
+        check_declared(self, self.kind, self.error)

@@ -217,7 +217,10 @@ def test_sweep_errors_point_at_the_grid_entry():
     assert lines(err.value) == ['  sweep.grid."algorithm.lr"[1]: -1 -> must be >= 0.0']
     with pytest.raises(ConfigError) as err:
         loads_config(BASE, ['sweep.grid."algorithm.lr"=[]'])
-    assert "empty list" in str(err.value)
+    assert lines(err.value) == ['  sweep.grid."algorithm.lr": [] -> must not be empty']
+    with pytest.raises(ConfigError) as err:
+        loads_config(BASE, ["sweep.seeds=[]"])
+    assert lines(err.value) == ["  sweep.seeds: [] -> must not be empty"]
 
 
 def test_run_dict_round_trips_and_excludes_sweep():

@@ -213,14 +213,23 @@ def test_the_prv_accountant_and_a_streaming_task_each_sample_used_once() -> None
 @pytest.mark.parametrize(
     ("fields", "needle"),
     [
-        (dict(clip=0.0, noise_multiplier=1.0), "clip must be > 0"),
-        (dict(clip=-1.0, noise_multiplier=1.0), "clip must be > 0"),
-        (dict(clip=1.0, noise_multiplier=-0.5), "noise_multiplier must be >= 0"),
-        (dict(clip=1.0, noise_multiplier=1.0, delta=0.0), "delta must be in (0, 1)"),
-        (dict(clip=1.0, noise_multiplier=1.0, delta=1.0), "delta must be in (0, 1)"),
-        (dict(clip=1.0, noise_multiplier=1.0, accountant="gdp"), "['rdp', 'prv']"),
-        (dict(clip=math.inf, noise_multiplier=1.0), "clip must be finite"),
-        (dict(clip="1", noise_multiplier=1.0), "clip must be a number"),
+        (dict(clip=0.0, noise_multiplier=1.0), "privacy.clip must be a finite number > 0"),
+        (dict(clip=-1.0, noise_multiplier=1.0), "privacy.clip must be a finite number > 0"),
+        (
+            dict(clip=1.0, noise_multiplier=-0.5),
+            "privacy.noise_multiplier must be a finite number >= 0",
+        ),
+        (
+            dict(clip=1.0, noise_multiplier=1.0, delta=0.0),
+            "privacy.delta must be a finite number > 0.0, < 1.0",
+        ),
+        (
+            dict(clip=1.0, noise_multiplier=1.0, delta=1.0),
+            "privacy.delta must be a finite number > 0.0, < 1.0",
+        ),
+        (dict(clip=1.0, noise_multiplier=1.0, accountant="gdp"), "'rdp' or 'prv'"),
+        (dict(clip=math.inf, noise_multiplier=1.0), "privacy.clip: a number must be finite"),
+        (dict(clip="1", noise_multiplier=1.0), "privacy.clip must be a finite number"),
     ],
 )
 def test_bad_privacy_parameters_are_refused_naming_the_field(fields, needle) -> None:

@@ -3,14 +3,12 @@
 Each command lives in its own module of this package with a ``register(app)`` function;
 :data:`COMMAND_MODULES` lists them in help order. To add a command, write
 ``src/decent/cli/<name>.py`` with ``def register(app: typer.Typer) -> None`` (decorate your
-function with ``app.command(...)`` there) and add ``"<name>"`` to the tuple. A listed module
-that does not exist yet is skipped, so ``launch`` can land independently.
+function with ``app.command(...)`` there) and add ``"<name>"`` to the tuple.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import Any
 
 import typer
@@ -100,15 +98,8 @@ def _main() -> None:
     show_warnings_as_lines()
 
 
-def _register_all() -> None:
-    for name in COMMAND_MODULES:
-        full = f"{__name__}.{name}"
-        if importlib.util.find_spec(full) is None:
-            continue
-        importlib.import_module(full).register(app)
-
-
-_register_all()
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"{__name__}.{_name}").register(app)
 
 from decent.cli.compare import render_summary  # noqa: E402  (kept for compatibility)
 

@@ -32,11 +32,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
+from typing import Annotated, Literal
 
+import annotated_types as at
 import numpy as np
 import torch
 
+from decent._params import SEED, SIZE_MAX, Doc
 from decent._types import NodeTensor
 from decent.comm.base import Buffers, Combiner, Stale, Transport, period_of
 from decent.topology._matrix import MixingMatrix, Topology
@@ -55,7 +57,9 @@ Attack = Literal["sign_flip", "noise", "alie", "dissensus"]
 Aggregation = Literal["mean", "trimmed_mean", "median", "clipping"]
 ATTACKS: tuple[str, ...] = ("sign_flip", "noise", "alie", "dissensus")
 AGGREGATIONS: tuple[str, ...] = ("mean", "trimmed_mean", "median", "clipping")
+Placement = Literal["random", "bottleneck"]
 PLACEMENTS: tuple[str, ...] = ("random", "bottleneck")
+NodeId = Annotated[int, at.Interval(ge=0, le=SIZE_MAX)]
 _SENDER_SIDE = ("sign_flip", "noise")
 
 
@@ -75,10 +79,21 @@ def alie_z(num_nodes: int, num_byzantine: int) -> float:
 def choose_byzantine(
     w: MixingMatrix,
     *,
-    nodes: Sequence[int] | None = None,
-    fraction: float | None = None,
-    seed: int = 0,
-    placement: str = "random",
+    nodes: Annotated[
+        Sequence[NodeId] | None,
+        at.MaxLen(SIZE_MAX),
+        Doc("Explicit Byzantine node ids, distinct (give nodes or fraction, not both)."),
+    ] = None,
+    fraction: Annotated[
+        float | None,
+        at.Interval(ge=0.0, lt=1.0),
+        Doc("Fraction of nodes that are Byzantine, in [0, 1)."),
+    ] = None,
+    seed: Annotated[int, SEED, Doc("Seed of the random placement and the noise attack.")] = 0,
+    placement: Annotated[
+        Placement,
+        Doc("With fraction: random nodes, or the highest-betweenness (bottleneck) ones."),
+    ] = "random",
 ) -> np.ndarray:
     """Return the sorted ids of the Byzantine nodes: ``nodes``, or ``round(fraction * n)``
     nodes placed at random from ``seed`` or on the bottlenecks (``"bottleneck"``: highest
@@ -324,16 +339,33 @@ class RobustCommunicator(Combiner):
         self,
         inner: Transport,
         byzantine: Sequence[int] | np.ndarray,
-        attack: str = "sign_flip",
-        aggregation: str = "mean",
+        attack: Annotated[
+            Attack,
+            Doc(
+                "sign_flip: send -scale x; noise: x + sigma N(0, I); alie: mean - z std of the "
+                "receiver's honest values; dissensus: undo the receiver's honest gossip (epsilon)."
+            ),
+        ] = "sign_flip",
+        aggregation: Annotated[
+            Aggregation,
+            Doc(
+                "How honest nodes combine their values: mean (plain gossip), trimmed_mean (trim "
+                "per side), median (coordinate-wise), clipping (self-centred, radius tau)."
+            ),
+        ] = "mean",
         *,
-        trim: int = 1,
-        tau: float = 1.0,
-        scale: float = 1.0,
-        sigma: float = 10.0,
-        z: float | None = None,
-        epsilon: float = 1.0,
-        seed: int = 0,
+        trim: Annotated[
+            int, at.Interval(ge=0, le=SIZE_MAX), Doc("b: values trimmed per side by trimmed_mean.")
+        ] = 1,
+        tau: Annotated[float, at.Gt(0.0), Doc("Clipping radius of clipping.")] = 1.0,
+        scale: Annotated[float, at.Ge(0.0), Doc("s of sign_flip: the attacker sends -s x.")] = 1.0,
+        sigma: Annotated[float, at.Ge(0.0), Doc("Noise level of the noise attack.")] = 10.0,
+        z: Annotated[
+            float | None,
+            Doc("ALIE's z (None: Baruch et al.'s z from n and the Byzantine count)."),
+        ] = None,
+        epsilon: Annotated[float, at.Ge(0.0), Doc("Strength of the dissensus attack.")] = 1.0,
+        seed: Annotated[int, SEED, Doc("Seed of the noise attack (with t).")] = 0,
     ) -> None:
         if attack not in ATTACKS:
             raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +79,25 @@ def build_algorithm(cfg: Any, rounds: int) -> Any:
     kwargs = _fields(cfg)
     kwargs["lr"] = build_schedule(cfg.lr, rounds)
     return _guard("algorithm", cfg, lambda: ALGORITHMS[cfg.kind](**kwargs))
+
+
+def build_method(config: m.ExperimentConfig) -> Any:
+    """The config's algorithm with its ``transforms`` in front (:func:`with_transforms`)."""
+    from decent.algorithms.transforms import with_transforms
+
+    algorithm = build_algorithm(config.algorithm, config.rounds)
+    chain = config.transforms
+    return _guard(
+        "transforms",
+        [t.kind for t in chain],
+        lambda: with_transforms(algorithm, [_transform(t) for t in chain]),
+    )
+
+
+def _transform(section: Any) -> Any:
+    from decent.algorithms import transforms
+
+    return getattr(transforms, section.kind)(**_fields(section))
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -164,9 +182,9 @@ def warn_odd(config: m.ExperimentConfig) -> None:
             ConfigWarning,
             stacklevel=3,
         )
-    faults = config.network.faults if config.network is not None else None
+    faults: Any = config.network.faults if config.network is not None else None
     for node, joined in (faults.joins if faults is not None else {}).items():
-        left = faults.leaves.get(node) if faults is not None else None
+        left = faults.leaves.get(node)
         if left is not None and left > joined:
             warnings.warn(
                 f"network.faults.leaves: node {node} joins at round {joined} and leaves at "
@@ -238,7 +256,7 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
         )
     topology = build_topology(config.topology)
     task = build_task(config.task, topology.num_nodes, config.dtype)
-    algorithm = build_algorithm(config.algorithm, config.rounds)
+    algorithm = build_method(config)
     check_static(algorithm, topology, config)
     check_mixing(algorithm, topology, config)
     build_privacy(config, task)
@@ -317,29 +335,15 @@ def build_byzantine(config: m.ExperimentConfig, comm: Any) -> Any:
         if node >= n:
             why = f"the network has nodes 0..{n - 1} only"
             raise ConfigError([Issue("byzantine.nodes", node, why)])
-    ids = choose_byzantine(
-        w, nodes=byz.nodes, fraction=byz.fraction, seed=byz.seed, placement=byz.placement
-    )
+    placement = {k: getattr(byz, k) for k in ("nodes", "fraction", "seed", "placement")}
+    ids = choose_byzantine(w, **placement)
     bound = tolerance_error(w, ids, byz.aggregation, byz.trim)
     if bound is not None:
         field = "byzantine.trim" if "trim b=" in bound else "byzantine.aggregation"
         raise ConfigError([Issue(field, getattr(byz, field.split(".")[1]), bound)])
+    rule = _fields(byz, "nodes", "fraction", "placement")
     return _guard(
-        "byzantine",
-        "the byzantine section",
-        lambda: RobustCommunicator(
-            comm,
-            ids,
-            byz.attack,
-            byz.aggregation,
-            trim=byz.trim,
-            tau=byz.tau,
-            scale=byz.scale,
-            sigma=byz.sigma,
-            z=byz.z,
-            epsilon=byz.epsilon,
-            seed=byz.seed,
-        ),
+        "byzantine", "the byzantine section", lambda: RobustCommunicator(comm, ids, **rule)
     )
 
 
@@ -404,14 +408,10 @@ def build_network(config: m.ExperimentConfig, comm: Any) -> Any:
         "the network section",
         lambda: NetworkCommunicator(
             comm,
-            compute=ComputeModel(
-                c.kind, c.mean, c.sigma, c.p, c.slowdown, tuple(c.slow_nodes), c.slow_factor
-            ),
-            link=LinkModel(net.latency, math.inf if net.bandwidth is None else net.bandwidth),
-            faults=FaultModel(
-                f.drop, f.link_fail, f.link_recover, dict(f.crashes), dict(f.leaves), dict(f.joins)
-            ),
-            delays=DelayModel(net.delays.max_delay, net.delays.kind),
+            compute=ComputeModel(kind=c.kind, **_fields(c)),
+            link=LinkModel(**_fields(net, "compute", "faults", "delays")),
+            faults=FaultModel(**_fields(f)),
+            delays=DelayModel(kind=net.delays.kind, **_fields(net.delays)),
             seed=config.seed,
         ),
     )

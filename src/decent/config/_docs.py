@@ -84,11 +84,13 @@ def _default(field: Any) -> str:
 
 
 def _metadata(field: Any) -> list[Any]:
-    """The field's rules, with those on the non-None part of an optional field."""
-    out = list(field.metadata)
-    for arg in typing.get_args(field.annotation):
-        if typing.get_origin(arg) is typing.Annotated:
-            out.extend(flat_rules(arg.__metadata__))
+    """The field's rules, with those on the non-None part of an optional field and on the
+    entries of a list."""
+    out = flat_rules(field.metadata)
+    if typing.get_origin(field.annotation) in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(field.annotation):
+            if typing.get_origin(arg) is typing.Annotated:
+                out.extend(flat_rules(arg.__metadata__))
     return out
 
 
@@ -295,6 +297,15 @@ def reference_markdown(plugins: bool = False) -> str:
         "`[algorithm]`",
         ours(m.ALGORITHM_MODELS, m.ALGORITHMS),
         "The training method. `lr` is a number or a schedule table (below).",
+    )
+    lines += _family(
+        "`transforms` (top level)",
+        m.TRANSFORM_MODELS,
+        "Gradient transforms that turn each node's stochastic gradient into the direction its "
+        "algorithm steps along, in list order (optax's chain; `docs/concepts.md`): "
+        '`transforms = [{ kind = "weight_decay", decay = 1e-4 }, { kind = "momentum", '
+        "beta = 0.9 }]` is SGD with L2 inside the momentum, the reverse order is SGDW, and "
+        "`adam` then `weight_decay` is AdamW. The step size stays `algorithm.lr`.",
     )
     lines += _family(
         "Learning-rate schedules (`algorithm.lr`)",

@@ -108,10 +108,6 @@ def _kind_choices(ctx: dict[str, Any] | None) -> list[str]:
     return [t for t in tags if t != "number"]
 
 
-def _fields_of(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     """Every BaseModel class reachable in ``annotation`` (through Union/Annotated/Optional)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -148,6 +144,7 @@ def _walk(
     path: list[str | int] = []
     current: Any = data
     model: type[BaseModel] | None = root
+    field: Any = None
     for part in loc:
         if isinstance(current, dict) and part in current:
             field = model.model_fields.get(str(part)) if model is not None else None
@@ -157,7 +154,8 @@ def _walk(
         elif isinstance(current, (list, tuple)) and isinstance(part, int) and part < len(current):
             current = current[part]
             path.append(part)
-            model = None
+            item = typing.get_args(field.annotation) if field is not None else ()
+            model = _model_for(item[0], current) if item else None
         elif isinstance(current, dict) and model is not None and part in model.model_fields:
             # a missing field: the path names it, the value is missing
             path.append(part)
@@ -229,7 +227,7 @@ def issues_from_validation(
         if kind == "extra_forbidden":
             key = str(path[-1]) if path else ""
             parent_model = _walk(root, data, e["loc"][:-1])[2]
-            allowed_fields = _fields_of(parent_model) if parent_model is not None else []
+            allowed_fields = list(parent_model.model_fields) if parent_model is not None else []
             rule = "unknown field"
             if allowed_fields:
                 rule += f"{closest(key, allowed_fields)} (allowed: {', '.join(allowed_fields)})"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,8 @@ from pydantic import ValidationError
 from decent._names import safe_name
 from decent.config._errors import MISSING, ConfigError, Issue, issues_from_validation
 from decent.config._models import ExperimentConfig, sync
-from decent.config._overrides import TOO_DEEP, apply_overrides, check_depth
+from decent.config._overrides import TOO_DEEP, apply_overrides, check_depth, tomllib
 from decent.config._sweep import expand
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 def parse_toml(text: str, source: str = "<string>") -> dict[str, Any]:

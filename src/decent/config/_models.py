@@ -26,10 +26,14 @@ from pydantic import (
 )
 
 from decent._names import is_safe_name
-from decent._params import ROUNDS_MAX, SIZE_MAX, Doc, declared, number_problem
-from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup, hparams
+from decent._params import ROUNDS_MAX, SIZE_MAX, declared, number_problem
+from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup
+from decent.algorithms.transforms import Adam, Momentum, QuasiGlobalMomentum, WeightDecay
+from decent.comm.network.models import ComputeModel, DelayModel, FaultModel, LinkModel
+from decent.comm.robust import RobustCommunicator, choose_byzantine
 from decent.config._errors import ConfigWarning, Issue
 from decent.engine.loop import EVALUATIONS
+from decent.engine.privacy import Privacy
 from decent.tasks import (
     LeastSquares,
     LogisticPopulation,
@@ -78,27 +82,29 @@ class Section(BaseModel):
 
 def _is_data(hint: Any) -> bool:
     origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return _is_data(typing.get_args(hint)[0])
     if hint in (int, float, bool, str, type(None)) or origin in (typing.Literal, list, dict):
         return True
-    if origin in (Union, types.UnionType, typing.Annotated, Mapping, Sequence):
-        return all(_is_data(a) for a in typing.get_args(hint) if not isinstance(a, Doc))
+    if origin in (Union, types.UnionType, Mapping, Sequence, tuple):
+        return all(_is_data(a) for a in typing.get_args(hint) if a is not Ellipsis)
     return isinstance(hint, type) and issubclass(hint, BaseModel)
 
 
-def _data_hint(hint: Any, rules: tuple[Any, ...]) -> Any:
+def _data_hint(hint: Any, rules: tuple[Any, ...] = ()) -> Any:
     """The part of a declared type a config can hold, with the rules on its non-None part.
 
     Union members a file cannot express (callables, objects) are dropped: they stay open to
-    the Python API only. ``Mapping``/``Sequence`` become ``dict``/``list``.
+    the Python API only. ``Mapping``/``Sequence``/``tuple[T, ...]`` become ``dict``/``list``.
     """
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is Mapping:
         hint = dict[args]  # type: ignore[valid-type,misc]
-    elif origin is Sequence:
-        hint = list[args]  # type: ignore[valid-type]
+    elif origin in (Sequence, tuple):
+        hint = list[args[0]]  # type: ignore[misc,valid-type]
     elif origin in (Union, types.UnionType):
-        kept = [a for a in args if _is_data(a) and a is not type(None)]
+        kept = [_data_hint(a) for a in args if _is_data(a) and a is not type(None)]
         inner = Union[tuple(kept)] if len(kept) > 1 else kept[0]  # noqa: UP007
         inner = Annotated[(inner, *rules)] if rules else inner
         return inner | None if type(None) in args else inner
@@ -107,12 +113,14 @@ def _data_hint(hint: Any, rules: tuple[Any, ...]) -> Any:
 
 def derive(
     target: Any,
-    kind: str,
+    kind: str | None,
     *,
     skip: tuple[str, ...] = (),
     base: type[Section] | None = None,
     name: str | None = None,
     defaults: Mapping[str, Any] | None = None,
+    narrow: Mapping[str, Any] | None = None,
+    doc_line: str | None = None,
 ) -> type[Section]:
     """The config table of ``target``, derived from its declared parameters.
 
@@ -123,16 +131,21 @@ def derive(
 
     Args:
         target: the class or function the table builds.
-        kind: the table's ``kind``.
+        kind: the table's ``kind`` (``None``: a table of no family, without ``kind``).
         skip: arguments the config supplies otherwise (``n``, ``dtype``, ...).
         base: the model to extend (default :class:`Section`).
         name: the model's class name (default from ``target``).
         defaults: defaults a config gives where the Python API has none (``seed = 0``).
+        narrow: types (with their rules) a config gives instead of the declared ones: fewer
+            choices (some only the Python API can use), or a table for a callable.
+        doc_line: the model's docstring (default: the first line of the target's).
     """
-    fields: dict[str, Any] = {"kind": (Literal[kind], ...)}
+    fields: dict[str, Any] = {} if kind is None else {"kind": (Literal[kind], ...)}
     base = base or Section
-    for p in declared(target, skip=(*skip, *base.model_fields)):
-        hint = _data_hint(p.hint, p.rules)
+    narrow = narrow or {}
+    inherited = [k for k in base.model_fields if k not in narrow]
+    for p in declared(target, skip=(*skip, *inherited)):
+        hint = narrow[p.name] if p.name in narrow else _data_hint(p.hint, p.rules)
         if p.default is dataclasses.MISSING and p.name in (defaults or {}):
             info = Field((defaults or {})[p.name], description=p.doc)
         elif p.default is dataclasses.MISSING:
@@ -145,8 +158,8 @@ def derive(
             info = Field(p.default, description=p.doc)
         fields[p.name] = (hint, info)
     doc = (target.__doc__ or target.__name__).strip().splitlines()[0]
-    title = name or "".join(w.title() for w in kind.split("_")) + "Config"
-    return create_model(title, __base__=base, __doc__=doc, **fields)  # type: ignore[no-any-return]
+    title = name or "".join(w.title() for w in str(kind).split("_")) + "Config"
+    return create_model(title, __base__=base, __doc__=doc_line or doc, **fields)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- topologies
@@ -238,26 +251,19 @@ _ALGORITHM_TABLES: dict[type, type[AlgorithmSection]] = {}
 
 
 def algorithm_model(cls: type) -> type[AlgorithmSection]:
-    """The ``[algorithm]`` table of one algorithm, derived from its dataclass.
+    """The ``[algorithm]`` table of one algorithm, derived from its dataclass (:func:`derive`).
 
-    Every hyperparameter declared with :func:`decent.algorithms.hparam` becomes a field
-    with the same name, default, rules (``annotated_types``, read by pydantic) and
-    description; ``lr`` takes a number or a schedule table. The model's docstring is the
-    first line of the algorithm's.
+    ``lr`` takes a number or a schedule table.
     """
-    if cls in _ALGORITHM_TABLES:
-        return _ALGORITHM_TABLES[cls]
-    hints = typing.get_type_hints(cls)
-    fields: dict[str, Any] = {"kind": (Literal[cls.name], ...)}  # type: ignore[attr-defined]
-    for f in hparams(cls):
-        hint = LearningRateConfig if f.name == "lr" else hints[f.name]
-        rules = f.metadata.get("rules", ())
-        annotation = Annotated[(hint, *rules)] if rules else hint  # type: ignore[valid-type]
-        default = ... if f.default is dataclasses.MISSING else f.default
-        fields[f.name] = (annotation, Field(default, description=f.metadata.get("doc", "")))
-    doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
-    made = create_model(f"{cls.__name__}Config", __base__=AlgorithmSection, __doc__=doc, **fields)
-    return _ALGORITHM_TABLES.setdefault(cls, made)
+    if cls not in _ALGORITHM_TABLES:
+        _ALGORITHM_TABLES[cls] = derive(  # type: ignore[assignment]
+            cls,
+            cls.name,  # type: ignore[attr-defined]
+            base=AlgorithmSection,
+            name=f"{cls.__name__}Config",
+            narrow={"lr": LearningRateConfig},
+        )
+    return _ALGORITHM_TABLES[cls]
 
 
 ALGORITHM_MODELS: tuple[type[AlgorithmSection], ...] = tuple(
@@ -268,6 +274,15 @@ if typing.TYPE_CHECKING:  # the union is built at import time; type checkers see
 else:
     AlgorithmConfig = Annotated[Union[ALGORITHM_MODELS], Field(discriminator="kind")]  # noqa: UP007
 """The ``[algorithm]`` table: one model per entry of :data:`decent.algorithms.ALGORITHMS`."""
+
+TRANSFORM_MODELS: tuple[type[Section], ...] = tuple(
+    derive(cls, cls.name, name=f"{cls.__name__}Transform")
+    for cls in (Momentum, WeightDecay, Adam, QuasiGlobalMomentum)
+)
+if typing.TYPE_CHECKING:
+    TransformConfig = Any
+else:
+    TransformConfig = Annotated[Union[TRANSFORM_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 # --------------------------------------------------------------------------- data
 
@@ -373,7 +388,7 @@ else:
 
 # --------------------------------------------------------------------------- experiment
 
-GridValues = list[Any]
+GridValues = Annotated[list[Any], Field(min_length=1)]
 
 
 class SweepConfig(Section):
@@ -391,91 +406,24 @@ class SweepConfig(Section):
             'replaces the whole sub-table: algorithm = [{kind = "dsgd", lr = 0.1}, ...].'
         ),
     )
-    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = Field(
         None, description="Values of the top-level seed to cross with the grid (None: seed)."
     )
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:
-        for key, values in self.grid.items():
+        for key in self.grid:
             if not key or any(not part for part in key.split(".")):
                 raise ValueError(f"grid key {key!r} must be a dotted field path like algorithm.lr")
             if key.split(".")[0] == "sweep":
                 raise ValueError(f"grid key {key!r}: a sweep cannot vary its own sweep section")
-            if not values:
-                raise ValueError(f"grid key {key!r} has an empty list of values")
-        if self.seeds is not None:
-            if not self.seeds:
-                raise ValueError("seeds is an empty list; remove it or list at least one seed")
-            if "seed" in self.grid:
-                raise ValueError("give the seeds either in sweep.seeds or in grid.seed, not both")
+        if self.seeds is not None and "seed" in self.grid:
+            raise ValueError("give the seeds either in sweep.seeds or in grid.seed, not both")
         return self
 
 
-class ComputeSection(Section):
-    """Seconds each node spends on one round's gradient (the simulated clock)."""
-
-    kind: Literal["constant", "lognormal", "straggler"] = Field(
-        "constant",
-        description=(
-            "constant: every node `mean` s; lognormal: mean times exp(sigma Z - sigma^2/2); "
-            "straggler: `mean`, and `slowdown` times that with probability p per node per round."
-        ),
-    )
-    mean: float = Field(1.0, gt=0.0, description="Seconds per round of a typical node.")
-    sigma: float = Field(
-        0.5, ge=0.0, le=10.0, description="Log-standard deviation (lognormal), at most 10."
-    )
-    p: float = Field(0.0, ge=0.0, le=1.0, description="Straggler probability per node per round.")
-    slowdown: float = Field(10.0, ge=1.0, description="A straggler's slow-down factor.")
-    slow_nodes: list[Annotated[int, Field(ge=0, le=SIZE_MAX)]] = Field(
-        max_length=SIZE_MAX,
-        default_factory=list,
-        description="Nodes that are always slow_factor times slower.",
-    )
-    slow_factor: float = Field(1.0, ge=1.0, description="The slow nodes' factor.")
-
-
-class FaultsSection(Section):
-    """Dropped messages, failing links, crashing, leaving and joining nodes (seeded)."""
-
-    drop: float = Field(0.0, ge=0.0, le=1.0, description="Probability a message is lost.")
-    link_fail: float = Field(
-        0.0, ge=0.0, le=1.0, description="Probability per round that an up link goes down."
-    )
-    link_recover: float = Field(
-        1.0, ge=0.0, le=1.0, description="Probability per round that a down link comes back."
-    )
-    crashes: dict[
-        Annotated[int, Field(ge=0, le=SIZE_MAX)], Annotated[int, Field(ge=1, le=ROUNDS_MAX)]
-    ] = Field(
-        default_factory=dict,
-        description=(
-            "node -> round: the node crashes (crash-stop) before that round's exchange, e.g. "
-            '{"5" = 100}.'
-        ),
-    )
-
-    leaves: dict[
-        Annotated[int, Field(ge=0, le=SIZE_MAX)], Annotated[int, Field(ge=1, le=ROUNDS_MAX)]
-    ] = Field(
-        default_factory=dict,
-        description=(
-            "node -> round: the node leaves before that round's gradient (and may rejoin "
-            "with joins)."
-        ),
-    )
-    joins: dict[
-        Annotated[int, Field(ge=0, le=SIZE_MAX)], Annotated[int, Field(ge=1, le=ROUNDS_MAX)]
-    ] = Field(
-        default_factory=dict,
-        description=(
-            "node -> round: the node (re)joins before that round's gradient, pulling its state "
-            "from its live neighbour of largest weight; absent until then unless it left first."
-        ),
-    )
-
-    @field_validator("crashes", "leaves", "joins", mode="before")
+class _FaultsBase(Section):
+    @field_validator("crashes", "leaves", "joins", mode="before", check_fields=False)
     @classmethod
     def _node_keys(cls, value: Any) -> Any:
         # TOML and JSON keys are strings: "5" names node 5
@@ -486,51 +434,55 @@ class FaultsSection(Section):
         return value
 
 
-class DelaysSection(Section):
-    """Bounded-delay gossip: neighbours' values up to max_delay rounds old."""
-
-    max_delay: int = Field(
-        0, ge=0, le=1000, description="D: the oldest a mixed value may be (rounds), at most 1000."
-    )
-    kind: Literal["clock", "uniform", "constant"] = Field(
-        "clock",
-        description=(
-            "clock: bounded staleness, mix the newest message that has arrived, wait only for "
-            "the one D rounds old; uniform: tau uniform on 0..D, no waiting; constant: tau = D."
-        ),
-    )
+ComputeSection = derive(ComputeModel, None, name="ComputeSection")
+FaultsSection = derive(FaultModel, None, base=_FaultsBase, name="FaultsSection")
+DelaysSection = derive(
+    DelayModel,
+    None,
+    skip=("schedule",),
+    narrow={"kind": Literal["clock", "uniform", "constant"]},  # "given": Python API only
+    name="DelaysSection",
+    doc_line="Bounded-delay gossip: neighbours' values up to max_delay rounds old.",
+)
 
 
-class NetworkSection(Section):
-    """A simulated network: virtual clock, message times and faults (simulator only)."""
+if typing.TYPE_CHECKING:  # derived models: type checkers see Any
+    ComputeTable = Any
+    FaultsTable = Any
+    DelaysTable = Any
+    NetworkTable = Any
+    PrivacyTable = Any
+    ByzantineTable = Any
+else:
+    ComputeTable, FaultsTable, DelaysTable = ComputeSection, FaultsSection, DelaysSection
 
-    latency: float = Field(0.0, ge=0.0, le=1e6, description="Seconds per message.")
-    bandwidth: float | None = Field(
-        None,
-        ge=1.0,
-        description="Bytes per second of a node's link, at least 1 (None: size is free).",
-    )
-    compute: ComputeSection = Field(
+
+class _NetworkBase(Section):
+    compute: ComputeTable = Field(
         default_factory=lambda: ComputeSection.model_validate({}),
         description="Per-node compute time per round.",
     )
-    faults: FaultsSection = Field(
+    faults: FaultsTable = Field(
         default_factory=lambda: FaultsSection.model_validate({}),
         description="Drops, link failures, crashes, leaves and joins.",
     )
-    delays: DelaysSection = Field(
+    delays: DelaysTable = Field(
         default_factory=lambda: DelaysSection.model_validate({}),
         description="Bounded-delay gossip (asynchronous; max_delay = 0: synchronous).",
     )
 
 
-class PrivacySection(Section):
-    """Differential privacy per node: DP-SGD (per-sample clipping, Gaussian noise), and
-    every node's (epsilon, delta) from Opacus's accountant (see docs/privacy.md)."""
+NetworkSection = derive(
+    LinkModel,
+    None,
+    base=_NetworkBase,
+    name="NetworkSection",
+    doc_line="A simulated network: virtual clock, message times and faults (simulator only).",
+)
 
-    clip: float = Field(gt=0.0, description="C: every per-sample gradient is clipped to L2 norm C.")
 
-    @field_validator("noise_multiplier")
+class _PrivacyBase(Section):
+    @field_validator("noise_multiplier", check_fields=False)
     @classmethod
     def _meaningful_noise(cls, value: float) -> float:
         if 0.0 < value < 0.01:
@@ -540,85 +492,53 @@ class PrivacySection(Section):
             )
         return value
 
-    noise_multiplier: float = Field(
-        ge=0.0,
-        le=1e3,
-        description=(
-            "sigma: Gaussian noise of standard deviation sigma C is added to the sum of the "
-            "clipped gradients (0: clipping only, no privacy)."
-        ),
-    )
-    delta: float = Field(
-        1e-5, gt=0.0, lt=1.0, description="The delta of the reported (epsilon, delta)."
-    )
-    accountant: Literal["rdp", "prv"] = Field(
-        "rdp",
-        description=(
-            "Opacus's accountant: rdp (Renyi DP, fast) or prv (privacy random variables, "
-            "tighter, about a second per distinct sampling rate and evaluation)."
-        ),
-    )
+
+PrivacySection = derive(
+    Privacy,
+    None,
+    base=_PrivacyBase,
+    name="PrivacySection",
+    doc_line=(
+        "Differential privacy per node: DP-SGD (per-sample clipping, Gaussian noise), and "
+        "every node's (epsilon, delta) from Opacus's accountant (see docs/privacy.md)."
+    ),
+)
 
 
-class ByzantineSection(Section):
-    """Byzantine nodes and the robust rule honest nodes aggregate with (sim and dist)."""
-
-    nodes: list[Annotated[int, Field(ge=0, le=SIZE_MAX)]] | None = Field(
-        None,
-        max_length=SIZE_MAX,
-        description="Explicit Byzantine node ids, distinct (give nodes or fraction, not both).",
-    )
-    fraction: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Fraction of nodes that are Byzantine, in [0, 1)."
-    )
-    seed: int = Field(0, ge=0, description="Seed of the random placement and the noise attack.")
-    placement: Literal["random", "bottleneck"] = Field(
-        "random",
-        description="With fraction: random nodes, or the highest-betweenness (bottleneck) ones.",
-    )
-    attack: Literal["sign_flip", "noise", "alie", "dissensus"] = Field(
-        "sign_flip",
-        description=(
-            "sign_flip: send -scale x; noise: x + sigma N(0, I); alie: mean - z std of the "
-            "receiver's honest values; dissensus: undo the receiver's honest gossip (epsilon)."
-        ),
-    )
-    aggregation: Literal["mean", "trimmed_mean", "median", "clipping"] = Field(
-        "mean",
-        description=(
-            "How honest nodes combine their values: mean (plain gossip), trimmed_mean (trim "
-            "per side), median (coordinate-wise), clipping (self-centred, radius tau)."
-        ),
-    )
-    trim: int = Field(
-        1, ge=0, le=SIZE_MAX, description="b: values trimmed per side by trimmed_mean."
-    )
-    tau: float = Field(1.0, gt=0.0, description="Clipping radius of clipping.")
-    scale: float = Field(1.0, ge=0.0, description="s of sign_flip: the attacker sends -s x.")
-    sigma: float = Field(10.0, ge=0.0, description="Noise level of the noise attack.")
-    z: float | None = Field(
-        None, description="ALIE's z (None: Baruch et al.'s z from n and the Byzantine count)."
-    )
-    epsilon: float = Field(1.0, ge=0.0, description="Strength of the dissensus attack.")
-
+class _ByzantineChecks(Section):
     @model_validator(mode="after")
-    def _one_choice(self) -> ByzantineSection:
-        if (self.nodes is None) == (self.fraction is None):
+    def _one_choice(self) -> Any:
+        nodes, fraction = getattr(self, "nodes", None), getattr(self, "fraction", None)
+        if (nodes is None) == (fraction is None):
             raise ValueError(
                 "give either nodes = [ids] or fraction = f (with seed), not both; "
                 "nodes = [] runs without Byzantine nodes"
             )
-        if self.placement == "bottleneck" and self.nodes is not None:
+        if getattr(self, "placement", None) == "bottleneck" and nodes is not None:
             raise ValueError('placement = "bottleneck" chooses nodes from fraction; drop nodes')
         return self
 
-    @field_validator("nodes")
+    @field_validator("nodes", check_fields=False)
     @classmethod
     def _distinct(cls, nodes: list[int] | None) -> list[int] | None:
         if nodes is not None and len(set(nodes)) < len(nodes):
             twice = sorted({v for v in nodes if nodes.count(v) > 1})
             raise ValueError(f"lists node {twice[0]} more than once; list each node once")
         return nodes
+
+
+ByzantineSection = derive(
+    RobustCommunicator,
+    None,
+    skip=("inner", "byzantine"),
+    base=derive(choose_byzantine, None, skip=("w",), base=_ByzantineChecks, name="_Placement"),
+    name="ByzantineSection",
+    doc_line="Byzantine nodes and the robust rule honest nodes aggregate with (sim and dist).",
+)
+
+
+if not typing.TYPE_CHECKING:
+    NetworkTable, PrivacyTable, ByzantineTable = NetworkSection, PrivacySection, ByzantineSection
 
 
 class DistSection(Section):
@@ -674,6 +594,16 @@ class ExperimentConfig(Section):
             "every evaluation, the final one, or none (true = every, false = none)."
         ),
     )
+    transforms: list[TransformConfig] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Gradient transforms in front of the algorithm's step, applied in order (optax's "
+            "chain): momentum (nesterov = true: Nesterov), weight_decay, adam, "
+            'quasi_global_momentum; e.g. transforms = [{kind = "weight_decay", decay = 1e-4}, '
+            '{kind = "momentum", beta = 0.9}]. Step sizes stay algorithm.lr.'
+        ),
+    )
     averages: list[Literal["tail", "weighted"]] = Field(
         default_factory=list,
         description=(
@@ -713,21 +643,21 @@ class ExperimentConfig(Section):
     topology: TopologyConfig = Field(description="Who talks to whom (and num_nodes).")
     algorithm: AlgorithmConfig = Field(description="The training method.")
     task: TaskConfig = Field(description="The learning problem.")
-    network: NetworkSection | None = Field(
+    network: NetworkTable | None = Field(
         None,
         description=(
             "Simulate time and faults: compute times, message latency and bandwidth, drops, "
             "link failures, crashes; records gain time/sim (simulator only)."
         ),
     )
-    privacy: PrivacySection | None = Field(
+    privacy: PrivacyTable | None = Field(
         None,
         description=(
             "Differential privacy per node: DP-SGD gradients; records gain privacy/epsilon "
             "(worst node) and privacy/epsilon_mean."
         ),
     )
-    byzantine: ByzantineSection | None = Field(
+    byzantine: ByzantineTable | None = Field(
         None,
         description=(
             "Byzantine nodes that forge what they send, and the robust rule honest nodes "
@@ -794,12 +724,14 @@ class ExperimentConfig(Section):
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``).
 
-        ``averages``, ``chebyshev_steps``, ``network`` and ``privacy`` appear only when they
-        are not their defaults, so runs recorded before the fields existed keep their ids.
+        ``averages``, ``transforms``, ``chebyshev_steps``, ``network`` and ``privacy`` appear
+        only when they are not their defaults, so runs recorded before the fields existed
+        keep their ids.
         """
         data = self.model_dump(mode="json", exclude={"sweep"})
-        if not data["averages"]:
-            del data["averages"]
+        for key in ("averages", "transforms"):
+            if not data[key]:
+                del data[key]
         if data["chebyshev_steps"] == 1:
             del data["chebyshev_steps"]
         if data["network"] is None:
@@ -820,6 +752,7 @@ UNIONS: dict[str, tuple[type[Section], ...]] = {
     "partition": PARTITION_MODELS,
     "dataset": DATASET_MODELS,
     "schedule": SCHEDULE_MODELS,
+    "transform": TRANSFORM_MODELS,
 }
 """The kind-discriminated families, for error messages and the generated reference."""
 

@@ -18,6 +18,7 @@ over ``T`` steps (a streaming task's fresh samples: one unsubsampled step). See
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import warnings
@@ -25,11 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import annotated_types as at
 import numpy as np
 import torch
 from torch.func import grad_and_value, vmap
 
 from decent import _stream
+from decent._params import check_declared, hparam
 from decent._types import Batch, NodeTensor
 from decent.tasks.base import Task
 
@@ -50,7 +53,7 @@ class Privacy:
 
     Attributes:
         clip: ``C > 0``, the L2 norm every per-sample gradient is clipped to.
-        noise_multiplier: ``sigma >= 0``; the noise added to the clipped sum has standard
+        noise_multiplier: ``sigma`` in ``[0, 1000]``; the noise added to the clipped sum has standard
             deviation ``sigma C`` per coordinate (``0``: clipping only, no privacy).
         delta: the ``delta`` of the reported ``(epsilon, delta)``, in ``(0, 1)``; take it
             well below ``1 / n_i`` (e.g. ``1e-5``).
@@ -66,28 +69,32 @@ class Privacy:
         Privacy(clip=1.0, noise_multiplier=1.1, delta=1e-05, accountant='rdp')
     """
 
-    clip: float
-    noise_multiplier: float
-    delta: float = 1e-5
-    accountant: Accountant = "rdp"
+    clip: float = hparam(
+        dataclasses.MISSING,
+        at.Gt(0.0),
+        doc="C: every per-sample gradient is clipped to L2 norm C.",
+    )
+    noise_multiplier: float = hparam(
+        dataclasses.MISSING,
+        at.Interval(ge=0.0, le=1e3),
+        doc=(
+            "sigma: Gaussian noise of standard deviation sigma C is added to the sum of the "
+            "clipped gradients (0: clipping only, no privacy)."
+        ),
+    )
+    delta: float = hparam(
+        1e-5, at.Interval(gt=0.0, lt=1.0), doc="The delta of the reported (epsilon, delta)."
+    )
+    accountant: Accountant = hparam(
+        "rdp",
+        doc=(
+            "Opacus's accountant: rdp (Renyi DP, fast) or prv (privacy random variables, "
+            "tighter, about a second per distinct sampling rate and evaluation)."
+        ),
+    )
 
     def __post_init__(self) -> None:
-        for name, holds, rule, fix in (
-            ("clip", lambda v: v > 0, "> 0 (the per-sample L2 clipping norm C)", "; try 1.0"),
-            ("noise_multiplier", lambda v: v >= 0, ">= 0 (sigma; 0 clips without noise)", ""),
-            ("delta", lambda v: 0 < v < 1, "in (0, 1) (open interval)", "; try 1e-5"),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise PrivacyError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise PrivacyError(f"{name} must be finite, got {value!r}")
-            if not holds(value):
-                raise PrivacyError(f"{name} must be {rule}, got {value!r}{fix}")
-        if self.accountant not in ACCOUNTANTS:
-            raise PrivacyError(
-                f"accountant must be one of {list(ACCOUNTANTS)}, got {self.accountant!r}"
-            )
+        check_declared(self, "privacy", PrivacyError)
 
 
 # ------------------------------------------------------------------------ gradients

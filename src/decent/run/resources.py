@@ -48,22 +48,14 @@ class Estimate:
         return self.state + self.work + self.batch + self.evaluation
 
 
+def _sizes(tree: Any) -> list[int]:
+    """Bytes of every tensor in a pytree (tuples, lists, dicts, named tuples)."""
+    leaves = torch.utils._pytree.tree_leaves(tree)
+    return [t.numel() * t.element_size() for t in leaves if isinstance(t, torch.Tensor)]
+
+
 def _nbytes(tree: Any) -> int:
-    if isinstance(tree, torch.Tensor):
-        return tree.numel() * tree.element_size()
-    if isinstance(tree, (tuple, list)):
-        return sum(_nbytes(t) for t in tree)
-    if isinstance(tree, dict):
-        return sum(_nbytes(t) for t in tree.values())
-    return 0
-
-
-def _largest(tree: Any) -> int:
-    if isinstance(tree, torch.Tensor):
-        return tree.numel() * tree.element_size()
-    if isinstance(tree, (tuple, list)):
-        return max((_largest(t) for t in tree), default=0)
-    return 0
+    return sum(_sizes(tree))
 
 
 _PROBE = 64
@@ -92,7 +84,7 @@ def estimate(algorithm: Any, task: Any, comm: Any) -> Estimate:
     meta = torch.empty((m, d), dtype=task.dtype, device="meta")
     try:
         state = algorithm.init(meta)
-        state_bytes, biggest = _nbytes(state), _largest(state)
+        state_bytes, biggest = _nbytes(state), max(_sizes(state), default=0)
     except Exception:  # an algorithm that cannot run on meta tensors: assume two copies
         state_bytes, biggest = 2 * m * d * item, 2 * m * d * item
     # gradients, the query point, the mixing output (as large as the largest message)

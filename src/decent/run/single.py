@@ -62,8 +62,9 @@ def run_label(config: ExperimentConfig) -> str:
     else:
         lr = config.algorithm.lr
         lr_text = f"{lr:.3g}" if isinstance(lr, float) else lr.kind
+        method = "+".join([config.algorithm.kind, *(t.kind for t in config.transforms)])
         base = (
-            f"{config.algorithm.kind} lr={lr_text} {config.topology.kind}"
+            f"{method} lr={lr_text} {config.topology.kind}"
             f"(n={config.topology.num_nodes}) {config.task.kind}"
         )
         byz = config.byzantine
@@ -79,22 +80,30 @@ def train_experiment(
 
     ``kwargs`` go to :func:`decent.engine.train` (e.g. ``autograd=True``).
     """
-    cfg = experiment.config
+    e = experiment
     return train(
-        experiment.algorithm,
-        experiment.task,
-        experiment.comm,
-        rounds=cfg.rounds,
-        seed=cfg.seed,
-        eval_every=cfg.eval_every,
-        per_node_eval=cfg.per_node_eval,
-        divergence_factor=cfg.divergence_factor,
-        averages=cfg.averages,
+        e.algorithm,
+        e.task,
+        e.comm,
+        seed=e.config.seed,
         callbacks=callbacks,
-        topology_name=experiment.topology.name,
-        privacy=build_privacy(cfg),
+        **_settings(e),
         **kwargs,
     )
+
+
+def _settings(experiment: Experiment) -> dict[str, Any]:
+    """The training settings of a config that every replica of a batch shares."""
+    cfg = experiment.config
+    return {
+        "rounds": cfg.rounds,
+        "eval_every": cfg.eval_every,
+        "per_node_eval": cfg.per_node_eval,
+        "divergence_factor": cfg.divergence_factor,
+        "averages": cfg.averages,
+        "topology_name": experiment.topology.name,
+        "privacy": build_privacy(cfg),
+    }
 
 
 def run_config(
@@ -189,20 +198,13 @@ def _train_recorded(
         if single:
             results = [train_experiment(experiments[0], every[0])]
         else:
-            first = experiments[0].config
             results = train_replicas(
                 [e.algorithm for e in experiments],
                 [e.task for e in experiments],
                 comm,
-                rounds=first.rounds,
                 seeds=[e.config.seed for e in experiments],
-                eval_every=first.eval_every,
                 callbacks=every,
-                per_node_eval=first.per_node_eval,
-                divergence_factor=first.divergence_factor,
-                averages=first.averages,
-                topology_name=experiments[0].topology.name,
-                privacy=build_privacy(first),
+                **_settings(experiments[0]),
             )
     except BaseException as err:
         for rec in recorders:
@@ -230,21 +232,16 @@ def replica_key(config: ExperimentConfig) -> str:
     seed, the step size and, for the streaming tasks, every task field but the shapes the
     task family requires replicas to share (``replica_fields``).
     """
+    from decent.config._models import STREAMING_TASKS
     from decent.results._canon import canonical_json
-    from decent.tasks import LeastSquares, LogisticPopulation, LogisticRegressionStream
 
     data = config.run_dict()
-    if config.network is not None or config.byzantine is not None:  # one replica at a time
+    if config.network or config.byzantine or config.transforms:  # one replica at a time
         return canonical_json(data)
     for key in ("seed", "name", "study"):
         data.pop(key, None)
     data["algorithm"] = {k: v for k, v in data["algorithm"].items() if k != "lr"}
-    families: dict[str, Any] = {
-        "least_squares": LeastSquares,
-        "logistic_stream": LogisticRegressionStream,
-        "logistic_population": LogisticPopulation,
-    }
-    family = families.get(data["task"]["kind"])
+    family: Any = STREAMING_TASKS.get(data["task"]["kind"])
     if family is not None:
         shared = set(family.replica_fields) | {"kind"}
         data["task"] = {k: v for k, v in data["task"].items() if k in shared}
@@ -254,7 +251,7 @@ def replica_key(config: ExperimentConfig) -> str:
 def _build_batch(configs: Sequence[ExperimentConfig]) -> list[Experiment]:
     """Build a replica batch: one topology and communicator, and each distinct task once
     (a grid of step sizes shares one task; a large one takes a noticeable time to draw)."""
-    from decent.config import build_algorithm, build_task
+    from decent.config import build_method, build_task
 
     first = build(configs[0])
     tasks = {(configs[0].task.model_dump_json(), configs[0].dtype): first.task}
@@ -264,7 +261,7 @@ def _build_batch(configs: Sequence[ExperimentConfig]) -> list[Experiment]:
         task = tasks.get(key)
         if task is None:
             task = tasks[key] = build_task(c.task, first.topology.num_nodes, c.dtype)
-        algorithm = build_algorithm(c.algorithm, c.rounds)
+        algorithm = build_method(c)
         out.append(Experiment(c, first.topology, algorithm, task, first.comm))
     return out
 

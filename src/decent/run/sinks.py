@@ -109,17 +109,11 @@ def _default_run_name(info: RunInfo) -> str:
     return f"{info.algorithm}_{info.topology}_n{info.num_nodes}_seed{info.seed}"
 
 
+_INFO = ("algorithm", "task", "topology", "num_nodes", "dim", "rounds", "eval_every", "seed")
+
+
 def _info_params(info: RunInfo) -> dict[str, Any]:
-    return {
-        "algorithm": info.algorithm,
-        "task": info.task,
-        "topology": info.topology,
-        "num_nodes": info.num_nodes,
-        "dim": info.dim,
-        "rounds": info.rounds,
-        "eval_every": info.eval_every,
-        "seed": info.seed,
-    }
+    return {k: getattr(info, k) for k in _INFO}
 
 
 def _check_config(config: Mapping[str, Any] | None, who: str) -> dict[str, Any] | None:

@@ -176,13 +176,6 @@ def _worker_env(n_workers: int) -> Iterator[None]:
             os.environ[SWEEP_WORKERS_ENV] = saved
 
 
-def _mark_interrupted(store: Store, study: str, run_id: str, config: dict[str, Any]) -> None:
-    from decent.results import RunWriter
-
-    if store.status(run_id, stored=True) == "running":
-        RunWriter(store, run_id, study, config).fail("interrupted", "sweep stopped (Ctrl-C)")
-
-
 def default_workers() -> int:
     """The number of usable CPU cores (:func:`decent._threads.affinity_cores`)."""
     return affinity_cores()
@@ -267,49 +260,26 @@ def run_points(
     """
     if not points:
         raise ValueError("run_points needs at least one config")
-    return _run_points(
-        [p if isinstance(p, SweepPoint) else SweepPoint(p, {}) for p in points],
-        out,
-        workers=workers,
-        progress=progress,
-        on_done=on_done,
-        sinks=(
-            None if tensorboard is None else os.fspath(tensorboard),
-            None if mlflow is None else os.fspath(mlflow),
-        ),
-        replicas=replicas,
-        desc=desc,
-        longest_first=longest_first,
+    grid = [p if isinstance(p, SweepPoint) else SweepPoint(p, {}) for p in points]
+    sinks: SinkOptions = (
+        None if tensorboard is None else os.fspath(tensorboard),
+        None if mlflow is None else os.fspath(mlflow),
     )
-
-
-def _run_points(
-    points: list[SweepPoint],
-    out: str | os.PathLike[str],
-    *,
-    workers: int | None,
-    progress: bool,
-    on_done: Event | None,
-    sinks: SinkOptions,
-    replicas: int | None,
-    desc: str | None,
-    longest_first: bool,
-) -> SweepSummary:
     if sinks != (None, None):  # fail before anything runs when an extra is missing
         from decent.run.sinks import make_sinks
 
         make_sinks(*sinks)
-    study = points[0].config.study
-    _prebuild(points)
+    study = grid[0].config.study
+    _prebuild(grid)
     store = Store(out)
-    for name in sorted({p.config.study for p in points}):
+    for name in sorted({p.config.study for p in grid}):
         store.mark_stale(name)  # runs left "running" by killed processes read as interrupted
-    labels = [p.label() or run_label(p.config) for p in points]
+    labels = [p.label() or run_label(p.config) for p in grid]
     labels = [
         f"{lab} seed={p.config.seed}" if "seed=" not in lab else lab
-        for lab, p in zip(labels, points, strict=False)
+        for lab, p in zip(labels, grid, strict=False)
     ]
-    ids = [run_id_for(p.config.study, p.config.run_dict()) for p in points]
+    ids = [run_id_for(p.config.study, p.config.run_dict()) for p in grid]
     outcomes: dict[int, RunOutcome] = {}
     pending: list[int] = []
     seen: set[str] = set()
@@ -323,12 +293,12 @@ def _run_points(
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=len(points),
+        total=len(grid),
         desc=desc or f"sweep {study}",
         unit="run",
         disable=not progress,
         dynamic_ncols=True,
-        initial=len(points) - len(pending),
+        initial=len(grid) - len(pending),
     )
     for i in sorted(outcomes):
         if on_done is not None:
@@ -340,37 +310,38 @@ def _run_points(
         if on_done is not None:
             on_done(outcome)
 
-    groups = batches(points, pending, replicas)
+    groups = batches(grid, pending, replicas)
     if longest_first:
-        groups.sort(key=lambda g: -_work(points[g[0]].config, len(g)))
+        groups.sort(key=lambda g: -_work(grid[g[0]].config, len(g)))
     n_workers = max(1, min(workers or default_workers(), len(groups)))
     interrupted = False
     try:
         if n_workers == 1:
-            interrupted = _run_inline(points, groups, ids, labels, store, done, sinks)
+            interrupted = _run_inline(grid, groups, ids, labels, store, done, sinks)
         else:
-            interrupted = _run_pool(points, groups, ids, labels, store, out, n_workers, done, sinks)
+            interrupted = _run_pool(grid, groups, ids, labels, store, out, n_workers, done, sinks)
     finally:
         bar.close()
         store.close()
     ordered = [
-        outcomes.get(i, RunOutcome(ids[i], labels[i], "interrupted")) for i in range(len(points))
+        outcomes.get(i, RunOutcome(ids[i], labels[i], "interrupted")) for i in range(len(grid))
     ]
     return SweepSummary(study, ordered, interrupted)
 
 
 def _prebuild(points: list[SweepPoint]) -> None:
     """Build every distinct topology and algorithm once, so a bad point fails before running."""
-    from decent.config import build_algorithm, build_topology
+    from decent.config import build_method, build_topology
 
     seen: set[str] = set()
     issues: list[Issue] = []
     for p in points:
         for section, fn in (
             ("topology", lambda c: build_topology(c.topology)),
-            ("algorithm", lambda c: build_algorithm(c.algorithm, c.rounds)),
+            ("algorithm", build_method),
         ):
             key = section + repr(getattr(p.config, section))
+            key += repr(p.config.transforms) if section == "algorithm" else ""
             if key in seen:
                 continue
             seen.add(key)
@@ -458,7 +429,7 @@ def _run_pool(
                     if proc.exitcode != 0:
                         why = f"worker died (exit code {proc.exitcode})"
                         for index in sorted(in_flight.pop(proc.pid, set())):
-                            _mark_failed(store, points[index], ids[index], why)
+                            _close_running(store, points[index].config, ids[index], "failed", why)
                             remaining.discard(index)
                             done(
                                 index, RunOutcome(ids[index], labels[index], "failed", message=why)
@@ -482,8 +453,8 @@ def _run_pool(
                     in_flight.get(msg[1], set()).discard(msg[2])
                     done(msg[2], msg[3])
         for index in sorted(i for indices in in_flight.values() for i in indices):
-            config = points[index].config
-            _mark_interrupted(store, config.study, ids[index], config.run_dict())
+            why = "sweep stopped (Ctrl-C)"
+            _close_running(store, points[index].config, ids[index], "interrupted", why)
         return True
     finally:
         for q in (tasks, results):
@@ -491,13 +462,14 @@ def _run_pool(
             q.close()
 
 
-def _mark_failed(store: Store, point: SweepPoint, run_id: str, message: str) -> None:
+def _close_running(
+    store: Store, config: ExperimentConfig, run_id: str, status: str, message: str
+) -> None:
+    """End a run its worker left ``running`` with ``status`` and ``message``."""
     from decent.results import RunWriter
 
     if store.status(run_id, stored=True) == "running":
-        RunWriter(store, run_id, point.config.study, point.config.run_dict()).fail(
-            "failed", message
-        )
+        RunWriter(store, run_id, config.study, config.run_dict()).fail(status, message)
 
 
 def _stop(procs: list[Any]) -> None:

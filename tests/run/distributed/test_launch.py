@@ -264,3 +264,21 @@ def test_a_local_launch_listens_on_loopback_only(tmp_path: Path, config_file: Pa
         (hold / "release").touch()
         out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out
+
+
+def test_the_rank_and_torchrun_command_lines() -> None:
+    from decent.run.distributed.launch import torchrun_command, worker_command
+
+    rank = [
+        "c.toml", "--out", "res", "--mode", "stale", "--staleness", "3",
+        "--failure-timeout", "10.0", "--set", "rounds=5", "--study", "s",
+    ]  # fmt: skip
+    options = dict(overrides=["rounds=5"], out="res", mode="stale", staleness=3, study="s")
+    assert worker_command("c.toml", **options) == [
+        sys.executable, "-m", "decent.run.distributed.worker", *rank, "--no-force"
+    ]  # fmt: skip
+    assert torchrun_command(4, "c.toml", port=29500, force=True, **options) == [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+        "4", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:29500", "--local-addr",
+        "127.0.0.1", "-m", "decent.run.distributed.worker", *rank,
+    ]  # fmt: skip

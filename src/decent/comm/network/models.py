@@ -7,9 +7,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import numpy as np
+
+from decent._params import PROBABILITY, ROUNDS_MAX, SIZE_MAX, check_declared, hparam
 
 ComputeKind = Literal["constant", "lognormal", "straggler"]
 COMPUTE_KINDS: tuple[str, ...] = ("constant", "lognormal", "straggler")
@@ -34,19 +37,8 @@ class NetworkError(ValueError):
     """A network model outside its range; the message names the field and the rule."""
 
 
-_RULES: dict[str, Callable[[float], bool]] = {
-    ">= 0": lambda v: v >= 0,
-    "> 0": lambda v: v > 0,
-    ">= 1": lambda v: v >= 1,
-    "probability": lambda v: 0 <= v <= 1,
-}
-
-
-def _check(name: str, value: float, rule: str) -> None:
-    """Raise unless ``value`` is a number obeying ``rule`` (NaN obeys none)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _RULES[rule](value):
-        what = "a probability in [0, 1]" if rule == "probability" else f"a number {rule}"
-        raise NetworkError(f"{name} must be {what}, got {value!r}")
+NodeId = Annotated[int, at.Interval(ge=0, le=SIZE_MAX)]
+Round = Annotated[int, at.Interval(ge=1, le=ROUNDS_MAX)]
 
 
 @dataclass(frozen=True)
@@ -67,25 +59,27 @@ class ComputeModel:
         NetworkError: a field outside its range.
     """
 
-    kind: ComputeKind = "constant"
-    mean: float = 1.0
-    sigma: float = 0.5
-    p: float = 0.0
-    slowdown: float = 10.0
-    slow_nodes: tuple[int, ...] = ()
-    slow_factor: float = 1.0
+    kind: ComputeKind = hparam(
+        "constant",
+        doc=(
+            "constant: every node `mean` s; lognormal: mean times exp(sigma Z - sigma^2/2); "
+            "straggler: `mean`, and `slowdown` times that with probability p per node per round."
+        ),
+    )
+    mean: float = hparam(1.0, at.Gt(0.0), doc="Seconds per round of a typical node.")
+    sigma: float = hparam(
+        0.5, at.Interval(ge=0.0, le=10.0), doc="Log-standard deviation (lognormal), at most 10."
+    )
+    p: float = hparam(0.0, PROBABILITY, doc="Straggler probability per node per round.")
+    slowdown: float = hparam(10.0, at.Ge(1.0), doc="A straggler's slow-down factor.")
+    slow_nodes: tuple[NodeId, ...] = hparam(
+        (), at.MaxLen(SIZE_MAX), doc="Nodes that are always slow_factor times slower."
+    )
+    slow_factor: float = hparam(1.0, at.Ge(1.0), doc="The slow nodes' factor.")
     _ahead: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in COMPUTE_KINDS:
-            raise NetworkError(
-                f"compute.kind must be one of {', '.join(COMPUTE_KINDS)}, got {self.kind!r}"
-            )
-        _check("compute.mean", self.mean, "> 0")
-        _check("compute.sigma", self.sigma, ">= 0")
-        _check("compute.p", self.p, "probability")
-        _check("compute.slowdown", self.slowdown, ">= 1")
-        _check("compute.slow_factor", self.slow_factor, ">= 1")
+        check_declared(self, "compute", NetworkError)
         object.__setattr__(self, "slow_nodes", tuple(int(i) for i in self.slow_nodes))
 
     def draw(self, seed: int, t: int, n: int) -> np.ndarray:
@@ -122,23 +116,27 @@ class ComputeModel:
 
 @dataclass(frozen=True)
 class LinkModel:
-    """How long a message takes: ``latency`` (seconds, ``>= 0``) ``+ bytes / bandwidth``
-    (bytes per second of a node's link, ``> 0``; ``inf``: size is free).
+    """How long a message takes: ``latency + bytes / bandwidth`` seconds.
+
+    Args:
+        latency: seconds per message, ``0 .. 1e6``.
+        bandwidth: bytes per second of a node's link, ``>= 1`` (``None``: size is free).
 
     Raises:
         NetworkError: a field outside its range.
     """
 
-    latency: float = 0.0
-    bandwidth: float = math.inf
+    latency: float = hparam(0.0, at.Interval(ge=0.0, le=1e6), doc="Seconds per message.")
+    bandwidth: float | None = hparam(
+        None, at.Ge(1.0), doc="Bytes per second of a node's link, at least 1 (None: size is free)."
+    )
 
     def __post_init__(self) -> None:
-        _check("link.latency", self.latency, ">= 0")
-        _check("link.bandwidth", self.bandwidth, "> 0")
+        check_declared(self, "link", NetworkError)
 
     def time(self, nbytes: float) -> float:
         """Seconds one message of ``nbytes`` bytes takes."""
-        return self.latency + nbytes / self.bandwidth
+        return self.latency + nbytes / (math.inf if self.bandwidth is None else self.bandwidth)
 
     def all_reduce_time(self, nbytes: float, nodes: int) -> float:
         """A ring all-reduce of ``nbytes`` per node among ``nodes``: ``2 (M - 1)`` steps of
@@ -146,7 +144,8 @@ class LinkModel:
         if nodes <= 1:
             return 0.0
         steps = 2 * (nodes - 1)
-        return steps * self.latency + steps / nodes * nbytes / self.bandwidth
+        bandwidth = math.inf if self.bandwidth is None else self.bandwidth
+        return steps * self.latency + steps / nodes * nbytes / bandwidth
 
 
 @dataclass(frozen=True)
@@ -170,33 +169,47 @@ class FaultModel:
             checked by :class:`NetworkCommunicator`).
     """
 
-    drop: float = 0.0
-    link_fail: float = 0.0
-    link_recover: float = 1.0
-    crashes: Mapping[int, int] = field(default_factory=dict)
-    leaves: Mapping[int, int] = field(default_factory=dict)
-    joins: Mapping[int, int] = field(default_factory=dict)
+    drop: float = hparam(0.0, PROBABILITY, doc="Probability a message is lost.")
+    link_fail: float = hparam(
+        0.0, PROBABILITY, doc="Probability per round that an up link goes down."
+    )
+    link_recover: float = hparam(
+        1.0, PROBABILITY, doc="Probability per round that a down link comes back."
+    )
+    crashes: Mapping[NodeId, Round] = hparam(
+        factory=dict,
+        doc=(
+            "node -> round: the node crashes (crash-stop) before that round's exchange, e.g. "
+            '{"5" = 100}.'
+        ),
+    )
+    leaves: Mapping[NodeId, Round] = hparam(
+        factory=dict,
+        doc=(
+            "node -> round: the node leaves before that round's gradient (and may rejoin "
+            "with joins)."
+        ),
+    )
+    joins: Mapping[NodeId, Round] = hparam(
+        factory=dict,
+        doc=(
+            "node -> round: the node (re)joins before that round's gradient, pulling its state "
+            "from its live neighbour of largest weight; absent until then unless it left first."
+        ),
+    )
     _by_round: dict[int, tuple[list[int], list[int]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        for name in ("drop", "link_fail", "link_recover"):
-            _check(f"faults.{name}", getattr(self, name), "probability")
+        check_declared(self, "faults", NetworkError)
         if self.link_fail > 0 and self.link_recover == 0:
             raise NetworkError(
                 "faults.link_recover must be > 0 when faults.link_fail > 0 (links that never "
                 "recover disconnect the graph); use crashes for permanent failures"
             )
         for name in ("crashes", "leaves", "joins"):
-            rounds = {}
-            for node, at in dict(getattr(self, name)).items():
-                if isinstance(at, bool) or not isinstance(at, int) or at < 1:
-                    raise NetworkError(f"faults.{name}[{node!r}] must be a round >= 1, got {at!r}")
-                if isinstance(node, bool) or not isinstance(node, int) or node < 0:
-                    raise NetworkError(f"faults.{name} keys must be node ids >= 0, got {node!r}")
-                rounds[int(node)] = at
-            object.__setattr__(self, name, rounds)
+            object.__setattr__(self, name, dict(getattr(self, name)))
         for node in self.crashes:
             if node in self.leaves or node in self.joins:
                 raise NetworkError(
@@ -204,16 +217,16 @@ class FaultModel:
                     "names too: a crashed node never comes back (use leaves and joins for a "
                     "node that does)"
                 )
-        for node, at in self.joins.items():
-            if self.leaves.get(node) == at:
+        for node, when in self.joins.items():
+            if self.leaves.get(node) == when:
                 raise NetworkError(
-                    f"faults.joins[{node}] and faults.leaves[{node}] are both round {at}; a "
+                    f"faults.joins[{node}] and faults.leaves[{node}] are both round {when}; a "
                     "node cannot leave and join in the same round"
                 )
         # round -> (gone, joining), built once: the engine asks every round
         for name in ("crashes", "leaves", "joins"):
-            for node, at in getattr(self, name).items():
-                gone, joining = self._by_round.setdefault(at, ([], []))
+            for node, when in getattr(self, name).items():
+                gone, joining = self._by_round.setdefault(when, ([], []))
                 (joining if name == "joins" else gone).append(node)
 
     @property
@@ -252,7 +265,7 @@ class DelayModel:
     rounds ago, ``0 <= tau_ij(t) <= max_delay`` (and never before round 1).
 
     Args:
-        max_delay: ``D >= 0`` rounds; ``0`` is synchronous gossip.
+        max_delay: ``D`` rounds, ``0 .. 1000``; ``0`` is synchronous gossip.
         kind: where the delays come from.
 
             * ``"clock"`` (bounded staleness): a node mixes the newest message of each
@@ -274,18 +287,20 @@ class DelayModel:
             or the reverse; during the run, delays outside ``0 .. min(D, t - 1)``.
     """
 
-    max_delay: int = 0
-    kind: DelayKind = "clock"
+    max_delay: int = hparam(
+        0, at.Interval(ge=0, le=1000), doc="D: the oldest a mixed value may be (rounds)."
+    )
+    kind: DelayKind = hparam(
+        "clock",
+        doc=(
+            "clock: bounded staleness, mix the newest message that has arrived, wait only for "
+            "the one D rounds old; uniform: tau uniform on 0..D, no waiting; constant: tau = D."
+        ),
+    )
     schedule: DelaySchedule | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        d = self.max_delay
-        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
-            raise NetworkError(f"delays.max_delay must be an integer >= 0 (rounds), got {d!r}")
-        if self.kind not in DELAY_KINDS:
-            raise NetworkError(
-                f"delays.kind must be one of {', '.join(DELAY_KINDS)}, got {self.kind!r}"
-            )
+        check_declared(self, "delays", NetworkError)
         if (self.kind == "given") != (self.schedule is not None):
             raise NetworkError(
                 "delays.schedule is needed by kind 'given' and only by it, got kind "

@@ -3,26 +3,16 @@
 ``decent launch --nproc N CONFIG`` checks what it can before starting anything (the config
 validates and builds, ``N`` ranks fit the topology, the port is free), then starts the ranks
 itself, without torchrun's elastic agent: this process hosts the c10d ``TCPStore`` on
-``127.0.0.1:PORT`` and runs ``N`` times::
+``127.0.0.1:PORT`` and runs :func:`worker_command` ``N`` times with the environment torchrun
+would set (``TORCHELASTIC_USE_AGENT_STORE=True``: every rank is a store client, so any rank
+may die without taking the store with it) and gloo on the loopback (``DECENT_LOOPBACK=1``).
 
-    python -m decent.run.distributed.worker CONFIG [--set ...] --out OUT --mode MODE ...
-
-with the environment torchrun would set (``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT``,
-``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK=0``,
-``OMP_NUM_THREADS=1`` unless set, ``TORCHELASTIC_USE_AGENT_STORE=True`` so every rank is a
-store client) and gloo bound to the loopback interface (``DECENT_LOOPBACK=1``).
-
-Why not torchrun: its agent tears down every local worker as soon as one fails, so a
-SIGKILLed rank would end a ``--mode fault_tolerant`` run. Here the policy depends on the
-mode: ``fault_tolerant`` lets the survivors finish (a dead rank is reported, not
-propagated; a rank still stopped or hung once the others have exited is killed); every other
-mode fails fast like torchrun (the first rank that fails ends the others, after
-:data:`FAIL_FAST_GRACE` seconds in which they may record the run and exit by themselves).
-The store lives in the launcher, so any rank, rank 0 included, may die without taking the
-store with it; the ranks die with the launcher (SIGTERM, ``PR_SET_PDEATHSIG``) and record
-the run ``failed``. Once the ranks have exited, a run no rank could close is closed by the
-launcher with the cause (:func:`record_leftover`).
-:func:`torchrun_command` remains the command line for torchrun (several machines).
+Failure policy (torchrun's agent would end a ``fault_tolerant`` run at the first SIGKILL):
+``fault_tolerant`` lets the survivors finish, every other mode fails fast after
+:data:`FAIL_FAST_GRACE` seconds; the ranks die with the launcher (``PR_SET_PDEATHSIG``), and
+a run no rank could close is closed by the launcher with the cause (:func:`record_leftover`).
+``docs/distributed.md`` has the whole story; :func:`torchrun_command` is the command line
+for several machines.
 """
 
 from __future__ import annotations
@@ -95,84 +85,6 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def _worker_args(
-    config: str | Path,
-    *,
-    overrides: Sequence[str],
-    out: str | Path,
-    mode: str,
-    staleness: int,
-    failure_timeout: float,
-    study: str | None,
-    force: bool,
-) -> list[str]:
-    args = [
-        str(config),
-        "--out",
-        str(out),
-        "--mode",
-        mode,
-        "--staleness",
-        str(staleness),
-        "--failure-timeout",
-        str(failure_timeout),
-    ]
-    for item in overrides:
-        args += ["--set", item]
-    if study:
-        args += ["--study", study]
-    if not force:
-        args += ["--no-force"]
-    return args
-
-
-def torchrun_command(
-    nproc: int,
-    config: str | Path,
-    *,
-    overrides: Sequence[str] = (),
-    out: str | Path = "results",
-    port: int,
-    mode: str = "sync",
-    staleness: int = 2,
-    failure_timeout: float = 10.0,
-    study: str | None = None,
-    force: bool = False,
-) -> list[str]:
-    """The torchrun command line of a local run (a list for ``subprocess``).
-
-    ``decent launch`` does not use it (see the module docstring); it is the reference for
-    runs on several machines (``docs/distributed.md``).
-    """
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        str(nproc),
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        f"127.0.0.1:{port}",
-        "--local-addr",
-        "127.0.0.1",
-        "-m",
-        "decent.run.distributed.worker",
-        *_worker_args(
-            config,
-            overrides=overrides,
-            out=out,
-            mode=mode,
-            staleness=staleness,
-            failure_timeout=failure_timeout,
-            study=study,
-            force=force,
-        ),
-    ]
-
-
 def worker_command(
     config: str | Path,
     *,
@@ -185,21 +97,25 @@ def worker_command(
     force: bool = False,
 ) -> list[str]:
     """The command line of one rank, ``python -m decent.run.distributed.worker CONFIG ...``."""
-    return [
-        sys.executable,
-        "-m",
-        "decent.run.distributed.worker",
-        *_worker_args(
-            config,
-            overrides=overrides,
-            out=out,
-            mode=mode,
-            staleness=staleness,
-            failure_timeout=failure_timeout,
-            study=study,
-            force=force,
-        ),
-    ]
+    args = [sys.executable, "-m", "decent.run.distributed.worker", str(config), "--out", str(out)]
+    args += ["--mode", mode, "--staleness", str(staleness)]
+    args += ["--failure-timeout", str(failure_timeout)]
+    for item in overrides:
+        args += ["--set", item]
+    return args + (["--study", study] if study else []) + ([] if force else ["--no-force"])
+
+
+def torchrun_command(nproc: int, config: str | Path, *, port: int, **options: Any) -> list[str]:
+    """The torchrun command line of a local run (a list for ``subprocess``); ``options`` as
+    :func:`worker_command`.
+
+    ``decent launch`` does not use it (see the module docstring); it is the reference for
+    runs on several machines (``docs/distributed.md``).
+    """
+    agent = ["--nnodes", "1", "--nproc-per-node", str(nproc), "--rdzv-backend", "c10d"]
+    agent += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--local-addr", "127.0.0.1"]
+    rank = worker_command(config, **options)
+    return [sys.executable, "-m", "torch.distributed.run", *agent, *rank[1:]]
 
 
 @dataclass(frozen=True)
@@ -413,6 +329,15 @@ def run_local(
     procs: dict[int, subprocess.Popen[bytes]] = {}
     exits: dict[int, RankExit] = {}
     start = time.monotonic()
+
+    def note(why: str = "", ended: bool = True) -> bool:
+        """Record the ranks that exited; ``ended``: all the others too, ended by ``why``."""
+        now = time.monotonic()
+        new = [r for r, p in procs.items() if r not in exits and (ended or p.poll() is not None)]
+        for r in new:
+            exits[r] = RankExit(r, int(procs[r].returncode), now - start, why)
+        return bool(new)
+
     previous_term: Any = None
     try:
         previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -436,23 +361,14 @@ def run_local(
         last_exit = None
         while len(exits) < nproc:
             now = time.monotonic()
-            for rank, p in procs.items():
-                if rank not in exits and p.poll() is not None:
-                    exits[rank] = RankExit(rank, int(p.returncode), now - start)
-                    last_exit = now
-            failed = [e for e in exits.values() if e.returncode != 0]
-            if failed and not fault_tolerant:
+            if note(ended=False):
+                last_exit = now
+            if any(e.returncode != 0 for e in exits.values()) and not fault_tolerant:
                 # the others see the lost peer and record the run; give them a moment
                 _wait_all(procs, FAIL_FAST_GRACE)
-                for rank, p in procs.items():
-                    if rank not in exits and p.poll() is not None:
-                        exits[rank] = RankExit(rank, int(p.returncode), time.monotonic() - start)
+                note(ended=False)
                 _end(procs, 5.0)
-                for rank, p in procs.items():
-                    if rank not in exits:
-                        exits[rank] = RankExit(
-                            rank, int(p.returncode), time.monotonic() - start, "fail-fast"
-                        )
+                note("fail-fast")
                 break
             running = [r for r in procs if r not in exits]
             if fault_tolerant and exits and running and last_exit is not None:
@@ -472,11 +388,7 @@ def run_local(
         # a terminal's Ctrl-C reached the ranks too: let them record "interrupted" first
         _wait_all(procs, 2.0)
         _end(procs, 5.0)
-        for rank, p in procs.items():
-            if rank not in exits:
-                exits[rank] = RankExit(
-                    rank, int(p.returncode), time.monotonic() - start, "interrupted"
-                )
+        note("interrupted")
         raise
     finally:
         if previous_term is not None:

@@ -25,7 +25,7 @@ from decent.comm._exchange import DistConfigError, block_placement
 from decent.comm.base import AliveRanks
 from decent.config import build
 from decent.engine import Callback, RunResult
-from decent.results import Store, run_id_for
+from decent.results import Store, flatten, run_id_for
 from decent.run.single import run_config, run_label
 
 if TYPE_CHECKING:
@@ -89,15 +89,6 @@ def config_digest(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def check_same_config(resolved: dict[str, Any], group: dist.ProcessGroup | None = None) -> str:
     """All-gather the digest of ``resolved`` and fail on every rank if two ranks differ.
 
@@ -118,10 +109,10 @@ def check_same_config(resolved: dict[str, Any], group: dist.ProcessGroup | None 
     bad = [r for r, (h, _) in enumerate(gathered) if h != gathered[0][0]]
     if not bad:
         return digest
-    ref = _flatten(gathered[0][1])
+    ref = flatten(gathered[0][1])
     lines = []
     for r in bad:
-        other = _flatten(gathered[r][1])
+        other = flatten(gathered[r][1])
         keys = sorted(k for k in set(ref) | set(other) if ref.get(k) != other.get(k))
         fields = ", ".join(
             f"{k} (rank 0: {ref.get(k)!r}, rank {r}: {other.get(k)!r})" for k in keys
