@@ -55,6 +55,7 @@ from torch import nn
 
 from decent.algorithms import DATSGD, DSGD
 from decent.comm import SimCommunicator
+from decent.comm.robust import Aggregation, Attack
 from decent.engine import GradientOracle
 from decent.tasks import ModuleTask, digits, logistic_regression, mlp, random_classification
 from decent.tasks.data import Dataset
@@ -613,7 +614,7 @@ def run_gossip(cfg: Config, report: Report) -> None:
 
 
 ROBUST_DIM = 650  # softmax regression on digits: 64 * 10 + 10 parameters
-ROBUST_CASES = (
+ROBUST_CASES: tuple[tuple[Aggregation, Attack], ...] = (
     ("mean", "sign_flip"),
     ("mean", "alie"),
     ("clipping", "sign_flip"),
@@ -636,7 +637,7 @@ def run_robust(cfg: Config, report: Report) -> None:
     byz = list(range(0, m, 10))
     x = torch.randn(m, ROBUST_DIM, generator=torch.manual_seed(SEED))
 
-    def robust(rule: str, attack: str) -> RobustCommunicator:
+    def robust(rule: Aggregation, attack: Attack) -> RobustCommunicator:
         return RobustCommunicator(SimCommunicator(topo), byz, attack, rule, tau=0.1)
 
     def mixer(comm: Any) -> Callable[[], object]:

@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -273,7 +274,9 @@ def test_the_rank_and_torchrun_command_lines() -> None:
         "c.toml", "--out", "res", "--mode", "stale", "--staleness", "3",
         "--failure-timeout", "10.0", "--set", "rounds=5", "--study", "s",
     ]  # fmt: skip
-    options = dict(overrides=["rounds=5"], out="res", mode="stale", staleness=3, study="s")
+    options: dict[str, Any] = dict(
+        overrides=["rounds=5"], out="res", mode="stale", staleness=3, study="s"
+    )
     assert worker_command("c.toml", **options) == [
         sys.executable, "-m", "decent.run.distributed.worker", *rank, "--no-force"
     ]  # fmt: skip

@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from dist_harness import run_group
 
+from decent.comm.robust import Aggregation, Attack
+
 pytestmark = pytest.mark.dist
 
 TOL = 1e-12
-ATTACKS = ("sign_flip", "noise", "alie", "dissensus")
-RULES = ("mean", "clipping", "trimmed_mean", "median")
+ATTACKS: tuple[Attack, ...] = ("sign_flip", "noise", "alie", "dissensus")
+RULES: tuple[Aggregation, ...] = ("mean", "clipping", "trimmed_mean", "median")
 LAYOUTS = {"ring4": (4, 1, [1]), "ring8": (8, 2, [0, 1, 5])}  # n, nodes per rank, Byzantine
 KW: dict[str, Any] = {"tau": 0.3, "trim": 1, "sigma": 2.0, "seed": 7, "epsilon": 1.5, "scale": 1.5}
 ROUNDS = 3
@@ -86,7 +88,7 @@ def ranks() -> list[dict[str, Any]]:
     return run_group(_worker, 4, timeout=120)
 
 
-def _simulate(n: int, byz: list[int], attack: str, rule: str) -> list[Any]:
+def _simulate(n: int, byz: list[int], attack: Attack, rule: Aggregation) -> list[Any]:
     from decent.comm import SimCommunicator
     from decent.comm.robust import RobustCommunicator
     from decent.topology import ring
@@ -99,7 +101,7 @@ def _simulate(n: int, byz: list[int], attack: str, rule: str) -> list[Any]:
 @pytest.mark.parametrize("attack", ATTACKS)
 @pytest.mark.parametrize("rule", RULES)
 def test_every_rule_and_attack_on_ranks_equals_the_simulator(
-    ranks: list[dict[str, Any]], layout: str, attack: str, rule: str
+    ranks: list[dict[str, Any]], layout: str, attack: Attack, rule: Aggregation
 ) -> None:
     n, _, byz = LAYOUTS[layout]
     want = _simulate(n, byz, attack, rule)
