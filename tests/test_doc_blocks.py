@@ -104,7 +104,7 @@ SKIP: list[tuple[str, str]] = [
         "the README's two set-up commands: CI runs test.sh, tests/studies runs the flagship",
     ),
     (
-        r"^decent (scaling|compare|network)\b",
+        r"^decent (scaling|compare|network|deep)\b",
         "a study of minutes to an hour; tests/studies runs each on a tiny spec",
     ),
     (r"^pip install ", "installs packages"),

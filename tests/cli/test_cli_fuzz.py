@@ -178,12 +178,12 @@ def test_every_option_of_the_core_commands_takes_every_edge_value_cleanly(
     assert not bad, "\n".join(bad)
 
 
-# The study commands (flagship, scaling, compare, network, robustness) start a study of
+# The study commands (flagship, scaling, compare, network, robustness, deep) start a study of
 # minutes to hours on any value their options accept, so only values they must refuse before
 # running are driven; every (command, option, value) they would accept is in STUDY_SKIPPED,
 # with the reason, and counted. config-docs writes one file (--dest inside --out) and
 # --check writes nothing, so every value is driven there.
-STUDIES = ["flagship", "scaling", "compare", "network", "robustness"]
+STUDIES = ["flagship", "scaling", "compare", "network", "robustness", "deep"]
 STUDY_SKIPPED: list[tuple[str, str, str]] = [
     *((s, "--workers", "1000000000") for s in STUDIES),
     ("compare", "--rounds", "1000000000"),
@@ -205,7 +205,7 @@ def _other_commands(out: Path) -> list[tuple[str, list[str], str]]:
     cases = [(s, [s, "--out", str(out), "--no-progress"], "--workers") for s in STUDIES]
     cases += [
         (s, [s, "--out", str(out), "--no-progress"], "")
-        for s in ("scaling", "network", "robustness")
+        for s in ("scaling", "network", "robustness", "deep")
     ]
     cases += [
         ("flagship", ["flagship", "--out", str(out), "--no-progress"], "--config"),
