@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python -m benchmarks.ddp [--ranks 4 8] [--steps 12] [--quick]
 
-For each model (a ResNet-style CNN, ~1.2M parameters, and a small transformer, ~0.8M) and
+For each model (a ResNet-style CNN, 1.9M parameters, and a small transformer, 0.8M) and
 each world size, every variant runs in a fresh gloo group on localhost (one process per rank,
 one thread each) for ``--steps`` timed steps after two warm-up steps:
 
@@ -11,7 +11,8 @@ one thread each) for ``--steps`` timed steps after two warm-up steps:
   with backward) and SGD;
 * ``dsgd``, ``dsgd+overlap``: ``DecentralizedDataParallel`` with D-SGD on a ring, without
   and with the one-step-stale exchange (``overlap=True``);
-* ``dat_sgd``: DAT-SGD on a ring (twice the message: ``[w | x]``).
+* ``dat_sgd``, ``dat_sgd+overlap``: DAT-SGD on a ring (twice the message: ``[w | x]``),
+  without and with overlap.
 
 Reported per model and world size: median seconds per step on rank 0 (the slowest rank's
 median would be similar: every step ends in a collective), the ratio to ``local`` and to
@@ -32,7 +33,7 @@ from typing import Any
 
 from benchmarks.distributed import spawn
 
-VARIANTS = ("local", "ddp", "dsgd", "dsgd+overlap", "dat_sgd")
+VARIANTS = ("local", "ddp", "dsgd", "dsgd+overlap", "dat_sgd", "dat_sgd+overlap")
 MODELS = ("resnet", "transformer")
 
 
@@ -64,10 +65,13 @@ def _model(kind: str) -> tuple[Any, Any]:
             nn.BatchNorm2d(128),
             nn.ReLU(),
             Block(128),
-            Block(128),
+            nn.Conv2d(128, 256, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(256),
+            nn.ReLU(),
+            Block(256),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Linear(128, 10),
+            nn.Linear(256, 10),
         )
 
         def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +121,7 @@ def _rank(rank: int, world: int, kind: str, variant: str, steps: int) -> tuple[f
             opt.step()
 
     else:
-        algo = decent.DATSGD(lr=0.001) if variant == "dat_sgd" else decent.DSGD(lr=0.01)
+        algo = decent.DATSGD(lr=0.001) if variant.startswith("dat") else decent.DSGD(lr=0.01)
         model = DecentralizedDataParallel(net, algo, "ring", overlap=variant.endswith("overlap"))
         step = model.step
     gen = torch.Generator().manual_seed(rank)

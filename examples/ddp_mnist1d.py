@@ -1,8 +1,9 @@
 """A CNN on MNIST-1D trained by N ranks with DecentralizedDataParallel (or all-reduce).
 
-    decent launch --nproc 8 examples/ddp_mnist1d.py --algorithm dat_sgd
+    python -m torch.distributed.run --nproc_per_node 8 examples/ddp_mnist1d.py --algorithm dat_sgd
     python -m torch.distributed.run --nproc_per_node 8 examples/ddp_mnist1d.py --algorithm dsgd
-    decent launch --nproc 8 examples/ddp_mnist1d.py --algorithm allreduce
+    python -m torch.distributed.run --nproc_per_node 8 examples/ddp_mnist1d.py --algorithm allreduce
+    decent launch --nproc 8 examples/ddp_mnist1d.py  # the defaults (dat_sgd); it passes no arguments
 
 MNIST-1D is generated procedurally by ``mnist1d.data.make_dataset`` (no download). Each rank
 trains on its own shard (samples ``rank::world``) with momentum and weight decay; the test

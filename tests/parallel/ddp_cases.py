@@ -121,6 +121,15 @@ def _ddp_net(seed: int) -> DecentralizedDataParallel:
     return DecentralizedDataParallel(Net(), algo, "ring")
 
 
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    """Every tensor in a (nested) algorithm/transform state, in order."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, tuple):
+        return [t for v in tree for t in _tensors(v)]
+    return []
+
+
 def features_worker(rank: int, world: int, path: str) -> dict[str, Any]:
     """Uninterrupted vs checkpoint+resume; tied weights; averaged(); buffers stay local."""
     out: dict[str, Any] = {}
@@ -130,6 +139,8 @@ def features_worker(rank: int, world: int, path: str) -> dict[str, Any]:
     model.train()
     _loop(model, 1, 9)
     out["full"] = [p.detach().clone().numpy() for p in model.module.parameters()]
+    out["full_buffers"] = [b.clone().numpy() for b in model.module.buffers()]
+    out["full_state"] = [s.clone().numpy() for s in _tensors(model._state)]
     out["tied"] = model.module.head.weight is model.module.embed.weight  # type: ignore[union-attr]
     out["frozen"] = model.module.frozen.weight.detach().clone().numpy()  # type: ignore[operator,union-attr]
     out["running_mean"] = model.module.bn.running_mean.clone().numpy()  # type: ignore[operator,union-attr]
@@ -152,6 +163,8 @@ def features_worker(rank: int, world: int, path: str) -> dict[str, Any]:
     second.train()
     _loop(second, 5, 9)
     out["resumed"] = [p.detach().clone().numpy() for p in second.module.parameters()]
+    out["resumed_buffers"] = [b.clone().numpy() for b in second.module.buffers()]
+    out["resumed_state"] = [s.clone().numpy() for s in _tensors(second._state)]
     out["resumed_step"] = second.step_count
     return out
 

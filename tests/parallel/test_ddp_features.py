@@ -21,6 +21,11 @@ def test_resume_tied_weights_and_averaged(tmp_path):
         assert r["resumed_step"] == 8
         for full, resumed in zip(r["full"], r["resumed"], strict=True):
             np.testing.assert_array_equal(full, resumed)  # bit for bit
+        # BatchNorm statistics, DAT-SGD's [w | x], momentum and Adam moments: all resumed
+        for name in ("buffers", "state"):
+            assert len(r[f"full_{name}"]) == len(r[f"resumed_{name}"]) > 1
+            for full, resumed in zip(r[f"full_{name}"], r[f"resumed_{name}"], strict=True):
+                np.testing.assert_array_equal(full, resumed)
         for after, full in zip(r["after_avg"], r["full"], strict=True):
             np.testing.assert_array_equal(after, full)  # averaged() restores
         np.testing.assert_array_equal(r["running_mean_after"], r["running_mean"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,3 +74,30 @@ def test_mnist1d_example_runs_tiny(algorithm):
     )
     line = next(x for x in out.splitlines() if x.startswith("{"))
     assert '"world_size": 3' in line and '"test_accuracy"' in line
+
+
+@pytest.mark.parametrize("algorithm", ["dat_sgd", "dsgd", "allreduce"])
+def test_charlm_example_runs_tiny(algorithm):
+    out = _run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "3",
+            str(ROOT / "examples" / "ddp_charlm.py"),
+            "--algorithm",
+            algorithm,
+            "--steps",
+            "3",
+            "--context",
+            "16",
+            "--max-chars",
+            "2000",
+            "--test-windows",
+            "8",
+        ]
+    )
+    line = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
+    assert line["world_size"] == 3 and line["steps"] == 3
+    # 3 steps from a random init: the test loss is finite and near log(128) = 4.85 nats
+    assert 3.0 < line["test_loss"] < 6.0
