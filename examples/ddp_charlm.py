@@ -3,7 +3,7 @@
     python -m torch.distributed.run --nproc_per_node 8 examples/ddp_charlm.py --algorithm dat_sgd
     python -m torch.distributed.run --nproc_per_node 8 examples/ddp_charlm.py --algorithm dsgd
     python -m torch.distributed.run --nproc_per_node 8 examples/ddp_charlm.py --algorithm allreduce
-    decent launch --nproc 8 examples/ddp_charlm.py  # the defaults (dat_sgd); it passes no arguments
+    decent launch --nproc 8 examples/ddp_charlm.py -- --algorithm dsgd  # the same, decent's launcher
 
 The text ships with every Python: the standard library's top-level ``.py`` files (in
 ``sysconfig.get_paths()["stdlib"]``, sorted by name; no download). Every tenth file is held

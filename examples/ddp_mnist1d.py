@@ -3,7 +3,7 @@
     python -m torch.distributed.run --nproc_per_node 8 examples/ddp_mnist1d.py --algorithm dat_sgd
     python -m torch.distributed.run --nproc_per_node 8 examples/ddp_mnist1d.py --algorithm dsgd
     python -m torch.distributed.run --nproc_per_node 8 examples/ddp_mnist1d.py --algorithm allreduce
-    decent launch --nproc 8 examples/ddp_mnist1d.py  # the defaults (dat_sgd); it passes no arguments
+    decent launch --nproc 8 examples/ddp_mnist1d.py -- --algorithm dsgd  # the same, decent's launcher
 
 MNIST-1D is generated procedurally by ``mnist1d.data.make_dataset`` (no download). Each rank
 trains on its own shard (samples ``rank::world``) with momentum and weight decay; the test

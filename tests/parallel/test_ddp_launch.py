@@ -101,3 +101,20 @@ def test_charlm_example_runs_tiny(algorithm):
     assert line["world_size"] == 3 and line["steps"] == 3
     # 3 steps from a random init: the test loss is finite and near log(128) = 4.85 nats
     assert 3.0 < line["test_loss"] < 6.0
+
+
+def test_decent_launch_passes_the_arguments_after_the_double_dash(tmp_path):
+    script = tmp_path / "echo.py"
+    script.write_text(
+        "import json, os, sys\nprint(json.dumps([os.environ['RANK'], sys.argv[1:]]))\n"
+    )
+    out = _run(["-m", "decent.cli", "launch", "--nproc", "2", str(script), "--", "--lr", "0.1"])
+    seen = sorted(json.loads(line) for line in out.splitlines() if line.startswith("["))
+    assert seen == [["0", ["--lr", "0.1"]], ["1", ["--lr", "0.1"]]]
+
+
+def test_a_config_takes_no_script_arguments():
+    from decent.run.distributed.launch import LaunchError, launch
+
+    with pytest.raises(LaunchError, match="only a .py script takes arguments"):
+        launch(2, ROOT / "configs" / "dsgd.toml", script_args=["--lr", "0.1"])

@@ -30,12 +30,14 @@ Examples:
   decent launch --nproc 4 configs/dsgd.toml --mode overlap          # one-step-stale mixing
   decent launch --nproc 4 configs/dsgd.toml --mode stale --staleness 3
   decent launch --nproc 4 configs/dsgd.toml --mode fault_tolerant  # a dead rank is dropped
+  decent launch --nproc 8 train.py -- --lr 0.1     # your own script; its arguments after --
 
 Several machines: see docs/distributed.md (torchrun --nnodes, --rdzv-endpoint).
 """
 
 
 def launch(
+    ctx: typer.Context,
     config: Path = typer.Argument(..., help="Experiment config (TOML).", show_default=False),
     nproc: int = typer.Option(..., "--nproc", "-n", help="Number of local processes (ranks)."),
     set_: list[str] = set_option(),
@@ -69,6 +71,7 @@ def launch(
             proc = _launch(
                 nproc,
                 config,
+                script_args=ctx.args,
                 overrides=set_,
                 out=out,
                 port=port,
@@ -106,4 +109,4 @@ def launch(
 
 def register(app: typer.Typer) -> None:
     """Add ``decent launch`` to ``app``."""
-    app.command("launch", help=LAUNCH_HELP)(launch)
+    app.command("launch", help=LAUNCH_HELP, context_settings={"allow_extra_args": True})(launch)

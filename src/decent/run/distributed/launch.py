@@ -438,6 +438,7 @@ def launch(
     study: str | None = None,
     force: bool = False,
     capture: bool = False,
+    script_args: Sequence[str] = (),
 ) -> LaunchResult:
     """Check the run, then start ``nproc`` local ranks (:func:`run_local`) and wait for them.
 
@@ -457,6 +458,8 @@ def launch(
         study: the study name (default: the config's).
         force: re-run a run the store has finished (default: skip it, as ``decent run``).
         capture: collect the ranks' output in the result instead of printing it.
+        script_args: arguments for a ``.py`` script (``decent launch ... script.py -- ARGS``);
+            a TOML config takes none.
 
     Returns:
         The :class:`LaunchResult` (``returncode`` 0 when the run finished and was recorded).
@@ -477,8 +480,12 @@ def launch(
     if Path(config).suffix == ".py":  # a user's own script (DecentralizedDataParallel): as torchrun
         if not Path(config).is_file():
             raise LaunchError(f"script {str(config)!r} not found; pass the path of a .py file")
-        return run_local(
-            nproc, [sys.executable, str(config)], port=port or free_port(), capture=capture
+        cmd = [sys.executable, str(config), *script_args]
+        return run_local(nproc, cmd, port=port or free_port(), capture=capture)
+    if script_args:
+        raise LaunchError(
+            f"unexpected arguments {' '.join(script_args)[:80]!r}: only a .py script takes "
+            "arguments (after --); a config takes --set KEY=VALUE"
         )
     flags = {"mode": mode, "staleness": staleness, "failure_timeout": failure_timeout}
     overrides = [*overrides, *(f"dist.{k}={v!r}" for k, v in flags.items() if v is not None)]
