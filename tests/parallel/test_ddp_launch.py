@@ -116,5 +116,5 @@ def test_decent_launch_passes_the_arguments_after_the_double_dash(tmp_path):
 def test_a_config_takes_no_script_arguments():
     from decent.run.distributed.launch import LaunchError, launch
 
-    with pytest.raises(LaunchError, match="only a .py script takes arguments"):
+    with pytest.raises(LaunchError, match=r"only a \.py script takes arguments"):
         launch(2, ROOT / "configs" / "dsgd.toml", script_args=["--lr", "0.1"])
