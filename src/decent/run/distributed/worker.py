@@ -84,6 +84,16 @@ def _stop_on_sigterm(rank: int) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _say(line: str) -> None:
+    """Write ``line`` and its newline to stderr in one ``write``, so the lines of ranks that
+    share the stream never interleave (``print`` may write the newline separately)."""
+    sys.stderr.flush()
+    try:
+        os.write(sys.stderr.fileno(), (line + "\n").encode(errors="replace"))
+    except (AttributeError, OSError, ValueError):  # a stream with no descriptor (captured)
+        sys.stderr.write(line + "\n")
+
+
 def _one_line(err: BaseException) -> str:
     """``RuntimeError: Connection closed by peer [127.0.0.1]:1234``: the first sentence of
     an error's first line, without a C++ source location."""
@@ -119,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return INTERRUPTED
     except Exception as err:  # the launcher's store is gone, a peer never came
-        print(f"{where}: error: could not join the run: {_one_line(err)}", file=sys.stderr)
+        _say(f"{where}: error: could not join the run: {_one_line(err)}")
         return 1
     code = 0
     try:
@@ -139,17 +149,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = 1
     except (ConfigError, ValueError) as err:  # LaunchError, DistConfigError, StoreError...
         if rank == 0 or "differs between ranks" not in str(err):
-            print(f"{where}: error: {shown(err, keep_newlines=True)}", file=sys.stderr, flush=True)
+            _say(f"{where}: error: {shown(err, keep_newlines=True)}")
         code = USER_ERROR
     except KeyboardInterrupt:  # the run is recorded "interrupted"
-        print(f"{where}: interrupted", file=sys.stderr, flush=True)
+        _say(f"{where}: interrupted")
         code = INTERRUPTED
     except RunStopped as err:  # the run is recorded; nothing of the group can be left
-        print(f"{where}: {err}", file=sys.stderr, flush=True)
+        _say(f"{where}: {err}")
         sys.stdout.flush()
         os._exit(1)  # a clean exit would abort in torch's store threads ("terminate called")
     except Exception as err:  # a peer that died mid-collective, a lost store: one line
-        print(f"{where}: stopped: {_one_line(err)}", file=sys.stderr, flush=True)
+        _say(f"{where}: stopped: {_one_line(err)}")
         code = 1
     finally:
         if code == 0 and args.mode != "fault_tolerant":  # a lost peer would fail or hang it
