@@ -46,7 +46,6 @@ from decent.studies import thresholds
 from decent.studies._kit import (
     Choice,
     GridPolicy,
-    finite_or_inf,
     run_and_score,
     store_finals,
 )
@@ -318,11 +317,6 @@ def config_of(
 # ---------------------------------------------------------------------- tuning
 
 
-def _score(cell: Cell, status: str, final: dict[str, float]) -> dict[str, float]:
-    """Each averaging's final error (inf for a diverged or missing run)."""
-    return {avg: finite_or_inf(status, final.get(metric)) for avg, metric in AVERAGING.items()}
-
-
 POLICY = GridPolicy(factor=2.0, edges="both", lower_if_diverged=True, refine=math.sqrt(2))
 """Factor-2 extension at both edges (and below a grid that diverged), then a factor-sqrt(2)
 refinement around the best (``max_extensions`` comes from the spec)."""
@@ -341,7 +335,7 @@ def tune(spec: ScalingSpec, out: Path, *, progress: bool = True) -> dict[Cell, C
             out,
             points,
             lambda c, step: [config_of(spec, c, step, seed, study) for seed in spec.tune_seeds],
-            _score,
+            AVERAGING,
             workers=spec.workers,
             progress=progress,
             desc=f"{spec.study} {stage[0]}",
@@ -389,7 +383,7 @@ def evaluate_choices(
     rows = []
     for (c, seed), cfg in zip(keys, configs, strict=True):
         status, final = finals.get(run_id_for(spec.study, cfg.run_dict()), ("missing", {}))
-        score = _score(c, status, final)
+        score = kit.scores(AVERAGING, status, final)
         choice = choices[c]
         rows.append(
             {
