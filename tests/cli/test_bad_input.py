@@ -295,6 +295,21 @@ def test_user_mistakes_are_one_line_and_exit_2(
     _clean_error(proc, 2, needle)
 
 
+@pytest.mark.parametrize("command", ["network", "robustness"])
+@pytest.mark.parametrize(
+    "text, needle",
+    [("latncy = 0.1\n", "latncy"), ("seeds = []\n", "seeds must not be empty")],
+)
+def test_a_bad_study_spec_is_one_line_and_exit_2(
+    command: str, text: str, needle: str, tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(text)
+    proc = _decent(command, spec, "--out", tmp_path / "res", "--no-progress")
+    _clean_error(proc, 2, needle, "spec.toml")
+    assert not (tmp_path / "res").exists()
+
+
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [

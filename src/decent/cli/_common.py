@@ -155,6 +155,32 @@ def user_errors() -> Iterator[None]:
         raise fail(f"error: {os_error_text(err)}") from None
 
 
+def study_spec(
+    load: Any, default: Any, error: type[Exception], config: Path | None, workers: int | None
+) -> Any:
+    """A dataclass study spec: ``load(config)`` or ``default()``, ``workers`` set if given.
+
+    Raises:
+        typer.Exit: code 2 after one line for a spec outside its range (``error``), a
+            CONFIG file with an unknown field or a value its checks refuse, or a CONFIG path
+            that is missing, a folder or unreadable.
+    """
+    import dataclasses
+
+    from decent.config import ConfigError
+
+    try:
+        spec = load(config) if config is not None else default()
+    except error as err:  # the message names the field
+        console.print(f"[red]invalid study spec[/]: {err}")
+        raise typer.Exit(USER_ERROR) from None
+    except ConfigError as err:
+        raise fail(str(err)) from None
+    except OSError as err:
+        raise fail(f"invalid study spec: {os_error_text(err)}") from None
+    return spec if workers is None else dataclasses.replace(spec, workers=workers)
+
+
 def os_error_text(err: OSError) -> str:
     """One line for a file-system error (:func:`decent.results._errors.os_error_text`)."""
     from decent.results._errors import os_error_text as text

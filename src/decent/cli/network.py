@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from decent.cli._common import console, fail, os_error_text
+from decent.cli._common import console, study_spec
 
 
 def network(
@@ -24,19 +24,9 @@ def network(
 
     Example: decent network configs/studies/network.toml --out results
     """
-    import dataclasses
-
     from decent.studies import network as ns
 
-    try:
-        spec = ns.load_spec(config) if config is not None else ns.NetworkSpec()
-    except ns.NetworkSpecError as err:
-        console.print(f"[red]invalid study spec[/]: {err}")
-        raise typer.Exit(2) from None
-    except OSError as err:  # a CONFIG path that is missing, a folder or unreadable
-        raise fail(f"invalid study spec: {os_error_text(err)}") from None
-    if workers is not None:
-        spec = dataclasses.replace(spec, workers=workers)
+    spec = study_spec(ns.load_spec, ns.NetworkSpec, ns.NetworkSpecError, config, workers)
     console.print(
         f"[bold]decent network[/]: {', '.join(ns.LABELS[m] for m in spec.methods)} on "
         f"{', '.join(spec.topologies)} at M = {', '.join(map(str, spec.machines))}, T = "
@@ -64,9 +54,8 @@ def network(
             else "—",
         )
     wide.print(table)
-    folder = out / ns.STUDY
     console.print(f"wall time {result.wall_s:.0f} s; store: {out / 'decent.sqlite'}")
-    console.print(f"[bold]tables and figures: {folder} (tables.md)[/]")
+    console.print(f"[bold]tables and figures: {out / ns.STUDY} (tables.md)[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from decent.cli._common import console, fail, os_error_text
+from decent.cli._common import console, study_spec
 
 
 def robustness(
@@ -22,19 +22,9 @@ def robustness(
 
     Example: decent robustness configs/studies/robustness.toml --out results
     """
-    import dataclasses
-
     from decent.studies import robustness as rs
 
-    try:
-        spec = rs.load_spec(config) if config is not None else rs.RobustnessSpec()
-    except rs.RobustnessSpecError as err:
-        console.print(f"[red]invalid study spec[/]: {err}")
-        raise typer.Exit(2) from None
-    except OSError as err:  # a CONFIG path that is missing, a folder or unreadable
-        raise fail(f"invalid study spec: {os_error_text(err)}") from None
-    if workers is not None:
-        spec = dataclasses.replace(spec, workers=workers)
+    spec = study_spec(rs.load_spec, rs.RobustnessSpec, rs.RobustnessSpecError, config, workers)
     console.print(
         f"[bold]decent robustness[/]: {', '.join(rs.LABELS[m] for m in spec.methods)} on "
         f"{spec.topology}({spec.nodes}) with {', '.join(spec.compressors)}; DP-SGD with noise "
@@ -43,9 +33,8 @@ def robustness(
         f"{', '.join(spec.attacks)}; tasks {', '.join(spec.tasks)}; {len(spec.seeds)} seeds."
     )
     result = rs.run(spec, out, progress=progress)
-    folder = out / rs.STUDY
     console.print(f"wall time {result.wall_s:.0f} s; store: {out / 'decent.sqlite'}")
-    console.print(f"[bold]tables and figures: {folder} (tables.md)[/]")
+    console.print(f"[bold]tables and figures: {out / rs.STUDY} (tables.md)[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -111,6 +111,16 @@ def _doc(model: type[BaseModel]) -> str:
     return " ".join((model.__doc__ or "").split("\n\n")[0].split())
 
 
+def _section(heading: str, model: type[BaseModel], intro: str = "", *example: str) -> list[str]:
+    """A fixed section: its heading, what it does, a TOML example, and its fields."""
+    lines = [heading, ""]
+    if intro:
+        lines += [intro, ""]
+    if example:
+        lines += ["```toml", *example, "```", ""]
+    return [*lines, *_table(model, skip=()), ""]
+
+
 def _family(title: str, models: tuple[type[m.Section], ...], intro: str) -> list[str]:
     kinds = ", ".join(f"`{m.kind_of(x)}`" for x in models)
     lines = [f"## {title}", "", intro, "", f"Kinds: {kinds}.", ""]
@@ -174,16 +184,16 @@ def reference_markdown(plugins: bool = False) -> str:
         "",
         *_table(m.ExperimentConfig, skip=()),
         "",
+    ]
+    lines += _section(
         "## `[sweep]`",
-        "",
+        m.SweepConfig,
         "Used by `decent sweep` (ignored by `decent run`). Every combination of the `grid` "
         "values is crossed with every seed of `seeds`; each combination is one run. A grid "
         "value that is a table replaces the whole sub-table, so a method and its step size "
         "vary together; a scalar value is set like `--set`. Entries apply in the order "
         "written. The rest of the file is the base every run starts from, and must be valid "
         "on its own.",
-        "",
-        "```toml",
         "[sweep]",
         "seeds = [0, 1, 2]",
         "[sweep.grid]",
@@ -192,18 +202,14 @@ def reference_markdown(plugins: bool = False) -> str:
         '  { kind = "dat_sgd", lr = 0.0005 },',
         '  { kind = "dsgd", lr = 0.05 },',
         "]",
-        "```",
-        "",
-        *_table(m.SweepConfig, skip=()),
-        "",
+    )
+    lines += _section(
         "## `[network]`",
-        "",
+        m.NetworkSection,
         "A simulated network for the simulator (see `docs/network.md`): a virtual clock "
         "(records gain `time/sim`, simulated seconds) from per-node compute times and "
         "per-message latency and bandwidth, and faults drawn from the run's seed. Training "
         "stays in synchronous rounds; a lost message's weight stays with its receiver.",
-        "",
-        "```toml",
         "[network]",
         "latency = 0.01",
         "bandwidth = 1e6",
@@ -216,75 +222,54 @@ def reference_markdown(plugins: bool = False) -> str:
         'crashes = { "5" = 200 }',
         'leaves = { "7" = 100 }',
         'joins = { "7" = 300 }',
-        "```",
-        "",
-        *_table(m.NetworkSection, skip=()),
-        "",
-        "### `[network.compute]`",
-        "",
-        *_table(m.ComputeSection, skip=()),
-        "",
-        "### `[network.faults]`",
-        "",
-        *_table(m.FaultsSection, skip=()),
-        "",
-        "### `[network.delays]`",
-        "",
-        *_table(m.DelaysSection, skip=()),
-        "",
+    )
+    subsections = {
+        "compute": m.ComputeSection,
+        "faults": m.FaultsSection,
+        "delays": m.DelaysSection,
+    }
+    for name, model in subsections.items():
+        lines += _section(f"### `[network.{name}]`", model)
+    lines += _section(
         "## `[privacy]`",
-        "",
+        m.PrivacySection,
         "Differential privacy per node (see `docs/privacy.md`): every gradient is DP-SGD's "
         "(each per-sample gradient clipped to norm `clip`, Gaussian noise of standard "
         "deviation `noise_multiplier * clip` on their sum, divided by the batch size), and "
         "every evaluation records `privacy/epsilon` (the worst node's epsilon at `delta`, "
         "from Opacus's accountant) and `privacy/epsilon_mean`. A dataset task must set "
         '`sampling = "without_replacement"`.',
-        "",
-        "```toml",
         "[privacy]",
         "clip = 1.0",
         "noise_multiplier = 1.1",
         "delta = 1e-5",
         'accountant = "rdp"',
-        "```",
-        "",
-        *_table(m.PrivacySection, skip=()),
-        "",
+    )
+    lines += _section(
         "## `[byzantine]`",
-        "",
+        m.ByzantineSection,
         "Byzantine nodes and robust aggregation (see `docs/concepts.md`), in the simulator "
         "and on ranks (`decent launch`, synchronous mode): the chosen nodes forge what they "
         "send, honest nodes combine their values with `aggregation`. A rule's bound on "
         "Byzantine in-neighbours is checked before training; metrics cover honest nodes "
         "only and records gain `byzantine/count`.",
-        "",
-        "```toml",
         "[byzantine]",
         "fraction = 0.125",
         "seed = 0",
         'attack = "alie"',
         'aggregation = "trimmed_mean"',
         "trim = 1",
-        "```",
-        "",
-        *_table(m.ByzantineSection, skip=()),
-        "",
+    )
+    lines += _section(
         "## `[dist]`",
-        "",
+        m.DistSection,
         "How `decent launch` runs the experiment on ranks (see `docs/distributed.md`); "
         "`--mode`, `--staleness` and `--failure-timeout` override these fields. A simulator "
         "run ignores the section (and its run id does not depend on it).",
-        "",
-        "```toml",
         "[dist]",
         'mode = "stale"',
         "staleness = 3",
-        "```",
-        "",
-        *_table(m.DistSection, skip=()),
-        "",
-    ]
+    )
     lines += _family(
         "`[topology]`",
         ours(m.TOPOLOGY_MODELS, m.TOPOLOGY_KINDS),

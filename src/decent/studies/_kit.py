@@ -432,7 +432,7 @@ def run_and_score(
     out: str | Path,
     points: Sequence[tuple[K, float]],
     configs: Callable[[K, float], list[Any]],
-    score: Callable[[K, str, dict[str, float]], dict[str, float]],
+    metrics: Mapping[str, str] | Callable[[K], Mapping[str, str]],
     *,
     workers: int | None = None,
     progress: bool = True,
@@ -441,8 +441,8 @@ def run_and_score(
 ) -> dict[tuple[K, float], dict[str, float]]:
     """A :data:`Measure` of runs: each point's configs (one per tuning seed) run as one
     sweep (:func:`decent.run.run_points`: workers, replica batches, resume), then each
-    run's ``score(cell, status, final metrics)`` averaged over its seeds
-    (:func:`mean_scores`)."""
+    run's error per output, ``{output: final metric}`` by ``metrics`` (or ``metrics(cell)``)
+    through :func:`finite_or_inf`, averaged over its seeds (:func:`mean_scores`)."""
     from decent.results import run_id_for
     from decent.run import run_points
 
@@ -464,8 +464,14 @@ def run_and_score(
         status, final = finals[cfg.study].get(
             run_id_for(cfg.study, cfg.run_dict()), ("missing", {})
         )
-        per.setdefault(point, []).append(score(point[0], status, final))
+        names = metrics(point[0]) if callable(metrics) else metrics
+        per.setdefault(point, []).append(scores(names, status, final))
     return {point: mean_scores(runs) for point, runs in per.items()}
+
+
+def scores(metrics: Mapping[str, str], status: str, final: Mapping[str, float]) -> dict[str, float]:
+    """A run's error per output: ``{output: finite_or_inf(status, final[metric])}``."""
+    return {out: finite_or_inf(status, final.get(metric)) for out, metric in metrics.items()}
 
 
 def finite_or_inf(status: str, value: float | None) -> float:
@@ -492,6 +498,7 @@ __all__ = [
     "needs_clock",
     "order",
     "run_and_score",
+    "scores",
     "store_finals",
     "tune",
     "write_tables",

@@ -94,12 +94,10 @@ def tune(spec: CompareSpec, out: Path, *, progress: bool = True) -> dict[tuple[s
         raw["algorithm"] = {"kind": cell[0], "lr": lr}
         return [validate(raw, "compare tuning")]
 
-    def score(cell: tuple[str, str], status: str, final: dict[str, float]) -> dict[str, float]:
-        return {"last": kit.finite_or_inf(status, final.get("eval/subopt@mean"))}
-
     def measure(points: list[tuple[tuple[str, str], float]]) -> Any:
+        metric = {"last": "eval/subopt@mean"}
         return kit.run_and_score(
-            out, points, configs, score, workers=spec.workers, progress=progress
+            out, points, configs, metric, workers=spec.workers, progress=progress
         )
 
     cells = [(m, t) for t in spec.topologies for m in spec.methods]

@@ -269,12 +269,9 @@ def tune(
             out.append(validate(raw, "network tuning"))
         return out
 
-    def score(key: tuple[str, str, int], status: str, final: dict[str, float]) -> dict[str, float]:
-        return {"last": kit.finite_or_inf(status, final.get(METRIC))}
-
     def measure(points: list[tuple[tuple[str, str, int], float]]) -> Any:
         return kit.run_and_score(
-            out, points, configs, score, workers=spec.workers, progress=progress,
+            out, points, configs, {"last": METRIC}, workers=spec.workers, progress=progress,
             desc="network tuning",
         )  # fmt: skip
 

@@ -271,12 +271,12 @@ def tune(
     cells, on ``tune_seed`` by the final loss; returns ``(lr[(task, method)],
     gamma[(task, method, compressor)], notes)``."""
 
-    def score(cell: Any, status: str, final: dict[str, float]) -> dict[str, float]:
-        return {"last": kit.finite_or_inf(status, final.get(TUNE_METRICS[cell[0]]))}
+    def metric(cell: Any) -> dict[str, str]:
+        return {"last": TUNE_METRICS[cell[0]]}
 
     def measure(configs: Any, desc: str) -> Any:
         return lambda points: kit.run_and_score(
-            out, points, configs, score, workers=spec.workers, progress=progress, desc=desc
+            out, points, configs, metric, workers=spec.workers, progress=progress, desc=desc
         )
 
     def lr_configs(cell: tuple[str, str], x: float) -> list[Any]:

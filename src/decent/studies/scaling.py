@@ -46,7 +46,6 @@ from decent.studies import thresholds
 from decent.studies._kit import (
     Choice,
     GridPolicy,
-    finite_or_inf,
     run_and_score,
     store_finals,
 )
@@ -318,11 +317,6 @@ def config_of(
 # ---------------------------------------------------------------------- tuning
 
 
-def _score(cell: Cell, status: str, final: dict[str, float]) -> dict[str, float]:
-    """Each averaging's final error (inf for a diverged or missing run)."""
-    return {avg: finite_or_inf(status, final.get(metric)) for avg, metric in AVERAGING.items()}
-
-
 POLICY = GridPolicy(factor=2.0, edges="both", lower_if_diverged=True, refine=math.sqrt(2))
 """Factor-2 extension at both edges (and below a grid that diverged), then a factor-sqrt(2)
 refinement around the best (``max_extensions`` comes from the spec)."""
@@ -341,7 +335,7 @@ def tune(spec: ScalingSpec, out: Path, *, progress: bool = True) -> dict[Cell, C
             out,
             points,
             lambda c, step: [config_of(spec, c, step, seed, study) for seed in spec.tune_seeds],
-            _score,
+            AVERAGING,
             workers=spec.workers,
             progress=progress,
             desc=f"{spec.study} {stage[0]}",
@@ -389,7 +383,7 @@ def evaluate_choices(
     rows = []
     for (c, seed), cfg in zip(keys, configs, strict=True):
         status, final = finals.get(run_id_for(spec.study, cfg.run_dict()), ("missing", {}))
-        score = _score(c, status, final)
+        score = kit.scores(AVERAGING, status, final)
         choice = choices[c]
         rows.append(
             {
@@ -529,20 +523,15 @@ def write_markdown(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path
     rows = []
     ran = result.critical[result.critical["m_max"] > 1][["method", "topology"]].drop_duplicates()
     slopes = result.slopes.merge(ran, on=["method", "topology"])
-    for r in slopes[slopes["method"].isin(methods)].itertuples():
-        fit = (
-            f"{r.slope:.2f} [{r.slope_low:.2f}, {r.slope_high:.2f}]"
-            if r.slope == r.slope
-            else "n/a"
-        )
-        theory = f"{r.theory:.3f}" if r.theory == r.theory else ""
+    for r in slopes[slopes["method"].isin(methods)].to_dict("records"):
+        fit, theory = _fit_text(r)
         rows.append(
             [
-                labels.get(r.method, r.method),
-                r.topology,
+                labels.get(r["method"], r["method"]),
+                r["topology"],
                 fit,
-                str(int(r.points)),
-                str(int(r.censored_points)),
+                str(int(r["points"])),
+                str(int(r["censored_points"])),
                 theory,
             ]
         )
@@ -576,6 +565,15 @@ def write_markdown(spec: ScalingSpec, result: ScalingResult, path: Path) -> Path
     return path
 
 
+def _fit_text(r: Any) -> tuple[str, str]:
+    """A row of :func:`~decent.studies.thresholds.fit_slopes` (or ``None``) as text: the
+    exponent with its interval (``n/a`` unfitted), and the theory's (``""`` if none)."""
+    good = r is not None and r["slope"] == r["slope"]
+    fit = f"{r['slope']:.2f} [{r['slope_low']:.2f}, {r['slope_high']:.2f}]" if good else "n/a"
+    theory = r["theory"] if r is not None else math.nan
+    return fit, f"{theory:.3f}" if theory == theory else ""
+
+
 def m_star_text(row: Any, below: str = "-") -> str:
     """A row of :func:`~decent.studies.thresholds.critical_m` as text: ``M*``, ``+`` when the
     whole grid passes (censored), ``below`` when even the smallest M fails."""
@@ -604,12 +602,7 @@ def m_star_table(
             row[f"N = {n}"] = "" if h.empty else m_star_text(h.iloc[0], below)
         if slopes is not None:
             fit = slopes[(slopes["method"] == method) & (slopes["topology"] == topology)]
-            r: Any = fit.iloc[0] if len(fit) else None
-            good = r is not None and r["slope"] == r["slope"]
-            low_high = f"[{r['slope_low']:.2f}, {r['slope_high']:.2f}]" if good else ""
-            row["slope [95% CI]"] = f"{r['slope']:.2f} {low_high}" if good else "n/a"
-            theory = r["theory"] if r is not None else math.nan
-            row["theory"] = f"{theory:.3f}" if theory == theory else ""
+            row["slope [95% CI]"], row["theory"] = _fit_text(fit.iloc[0] if len(fit) else None)
         rows.append(row)
     columns = ["method", "graph", *[f"N = {n}" for n in budgets]]
     return pd.DataFrame(
