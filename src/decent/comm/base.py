@@ -270,7 +270,8 @@ class Transport(Communicator, Protocol):
         ...
 
     def combine(self, z: NodeTensor, t: int) -> NodeTensor:
-        """``(m, k)``: row ``i`` is ``sum_j W_t[i, j] z_j`` over ``Z``'s rows (held ``i``)."""
+        """``(m, k)``: row ``i`` is ``sum_j W_t[i, j] z_j`` over ``Z``'s rows (held ``i``); a
+        fresh tensor, which callers may update in place."""
         ...
 
     def self_weights(self, t: int) -> np.ndarray:

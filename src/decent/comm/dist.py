@@ -53,7 +53,7 @@ class _Posted:
 
     def wait(self) -> torch.Tensor:
         if not self._done:
-            if self._z is not self.x:  # copied while the messages are in flight
+            if self._z.data_ptr() != self.x.data_ptr():  # copied while messages are in flight
                 self._z[: self.x.shape[0]].copy_(self.x)
             for work in self._works:
                 work.wait()
@@ -241,8 +241,11 @@ class DistCommunicator:
         self.check_rows(x, "mix")
         plan = self.plan(t)
         m = x.shape[0]
-        if keep:
-            own = self._buffers.get(f"own{slot}", (m, x.shape[1]), x)
+        z = None
+        if plan.recv:
+            z = self._buffers.get(f"z{slot}", (m + plan.num_received, x.shape[1]), x)
+        if keep:  # the private copy is Z's own rows when there are any: one buffer, not two
+            own = z[:m] if z is not None else self._buffers.get(f"own{slot}", x.shape, x)
             own.copy_(x)
             x = own
         ops: list[dist.P2POp] = []
@@ -263,8 +266,7 @@ class DistCommunicator:
                 buf = x[rows]
             ops.append(dist.P2POp(dist.isend, buf, self._global_rank[p], self.group))
             self.wire_bytes += buf.numel() * buf.element_size()
-        if plan.recv:
-            z = self._buffers.get(f"z{slot}", (m + plan.num_received, x.shape[1]), x)
+        if z is not None:
             offset = m
             for p in sorted(plan.recv):
                 size = plan.recv[p].size
