@@ -230,16 +230,12 @@ def _grid_shape(
                 f"pass rows= and cols= explicitly, or use ring({n}) or grid({n})"
             )
         return shape
-    if rows is None:
-        c = check_int(cols, who=who, arg="cols", minimum=minimum)
-        if n % c:
-            raise TopologyError(f"{who}: cols={c} does not divide num_nodes={n}; pick a divisor")
-        rows = n // c
-    if cols is None:
-        r = check_int(rows, who=who, arg="rows", minimum=minimum)
-        if n % r:
-            raise TopologyError(f"{who}: rows={r} does not divide num_nodes={n}; pick a divisor")
-        cols = n // r
+    if rows is None or cols is None:  # one side given: the other is n // side
+        arg, side = ("cols", cols) if rows is None else ("rows", rows)
+        k = check_int(side, who=who, arg=arg, minimum=minimum)
+        if n % k:
+            raise TopologyError(f"{who}: {arg}={k} does not divide num_nodes={n}; pick a divisor")
+        rows, cols = (n // k, k) if rows is None else (k, n // k)
     r = check_int(rows, who=who, arg="rows", minimum=minimum)
     c = check_int(cols, who=who, arg="cols", minimum=minimum)
     if r * c != n:
@@ -451,25 +447,10 @@ def star(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None)
 # ---- random generators (seeded; the same seed gives the same graph)
 
 
-def _from_nx_edges(
-    n: int,
-    g: nx.Graph,
-    *,
-    name: str,
-    weights: str | WeightRule,
-    lazy_alpha: float | None,
-    directed: bool = False,
-) -> StaticTopology:
+def _from_nx_edges(n: int, g: nx.Graph, **build: Any) -> StaticTopology:
+    """:func:`_build` on the edges of the networkx graph ``g`` (nodes ``0..n-1``)."""
     edges = np.asarray(list(g.edges()), dtype=np.int64).reshape(-1, 2)
-    return _build(
-        n,
-        edges[:, 0],
-        edges[:, 1],
-        name=name,
-        weights=weights,
-        lazy_alpha=lazy_alpha,
-        directed=directed,
-    )
+    return _build(n, edges[:, 0], edges[:, 1], **build)
 
 
 def erdos_renyi(
