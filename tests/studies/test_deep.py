@@ -147,3 +147,60 @@ def test_the_committed_specs_load_and_the_full_one_is_the_default() -> None:
     assert kit.load_spec(deep.DeepSpec, root / "deep.toml") == deep.DeepSpec()
     quick = kit.load_spec(deep.DeepSpec, root / "deep_quick.toml")
     assert len(quick.cells()) == 40 and quick.rounds("digits_mlp", 32) == 300
+
+
+CNN_TOML = """
+study = "cnn"
+rounds = 4
+eval_every = 2
+[topology]
+kind = "ring"
+num_nodes = 3
+[algorithm]
+kind = "dsgd"
+lr = 0.1
+[task]
+kind = "cnn1d"
+channels = 4
+groups = 2
+batch_size = 4
+[task.dataset]
+kind = "mnist1d"
+num_samples = 120
+[task.partition]
+kind = "dirichlet"
+alpha = 0.5
+"""
+
+
+def test_the_cnn_is_a_config_task_that_round_trips_and_runs_from_toml(tmp_path: Path) -> None:
+    from decent.config import build, loads_config, validate
+    from decent.run import run_points
+
+    config = loads_config(CNN_TOML)
+    again = validate(config.run_dict(), "round trip")
+    assert again.run_dict() == config.run_dict()
+    task = build(config).task
+    direct = cnn1d(mnist1d(num_samples=120), 3, alpha=0.5, channels=4, groups=2, batch_size=4)
+    assert task.name == direct.name == "mnist1d_cnn4" and task.dim == direct.dim
+    run_points([config], tmp_path, workers=1, progress=False)
+    stored = load(tmp_path, study="cnn")
+    assert set(stored["task.kind"]) == {"cnn1d"} and set(stored["task.groups"]) == {2}
+    finals = kit.store_finals(tmp_path, "cnn")
+    assert [s for s, _ in finals.values()] == ["finished"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        ("channels = 4", "channels = 0"),
+        ("groups = 2", "groups = 3"),
+        ("channels = 4", "chanels = 4"),
+    ],
+)
+def test_a_bad_cnn_field_is_one_line_naming_it(edit: str, field: str) -> None:
+    from decent.config import build, loads_config
+
+    with pytest.raises(ConfigError) as err:
+        build(loads_config(CNN_TOML.replace(edit, field)))
+    assert field.split()[0] in str(err.value) and "Traceback" not in str(err.value)

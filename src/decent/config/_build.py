@@ -109,11 +109,14 @@ def _torch_dtype(name: str) -> torch.dtype:
 def build_dataset(cfg: Any, dtype: torch.dtype) -> Any:
     """Load the dataset of a dataset section as a ``DatasetSplit``."""
     from decent import tasks
+    from decent.tasks import nets
 
     split = {k: v for k, v in _fields(cfg).items() if k in ("test_fraction", "standardize")}
     loaded = {k: v for k, v in _fields(cfg).items() if k not in split}
     if cfg.kind in ("digits", "breast_cancer"):
         return getattr(tasks, cfg.kind)(**_fields(cfg), dtype=dtype)
+    if cfg.kind == "mnist1d":
+        return nets.mnist1d(**_fields(cfg), dtype=dtype)
     if cfg.kind == "libsvm":
         seed = loaded.pop("seed")
         data = tasks.load_libsvm(**loaded, dtype=dtype)
@@ -130,6 +133,7 @@ def _partition_kwargs(cfg: Any) -> dict[str, Any]:
 def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
     """Build the task of a task section for ``num_nodes`` nodes."""
     from decent import tasks
+    from decent.tasks import nets
 
     tdtype = _torch_dtype(dtype)
 
@@ -139,7 +143,7 @@ def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
             return streaming(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
         data = build_dataset(cfg.dataset, tdtype)
         kwargs = _fields(cfg, "dataset", "partition") | _partition_kwargs(cfg.partition)
-        return getattr(tasks, cfg.kind)(data, num_nodes, **kwargs)
+        return getattr(nets if cfg.kind == "cnn1d" else tasks, cfg.kind)(data, num_nodes, **kwargs)
 
     return _guard("task", cfg, make)  # type: ignore[no-any-return]
 

@@ -40,6 +40,7 @@ from decent.tasks import (
     LogisticRegressionStream,
     data,
     models,
+    nets,
     partition,
 )
 from decent.topology._registry import TOPOLOGY_KINDS
@@ -321,7 +322,14 @@ LibsvmData = derive(
 RandomData = derive(
     data.random_classification, "random", skip=_LOADER, base=_Split, name="RandomData"
 )
-DATASET_MODELS: tuple[type[Section], ...] = (DigitsData, BreastCancerData, LibsvmData, RandomData)
+MNIST1dData = derive(nets.mnist1d, "mnist1d", skip=("dtype",), name="MNIST1dData")
+DATASET_MODELS: tuple[type[Section], ...] = (
+    DigitsData,
+    BreastCancerData,
+    LibsvmData,
+    RandomData,
+    MNIST1dData,
+)
 if not typing.TYPE_CHECKING:
     DatasetConfig = Annotated[Union[DATASET_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
@@ -372,6 +380,9 @@ SoftmaxRegressionTask = derive(
     name="SoftmaxRegressionTask",
 )
 MLPTask = derive(models.mlp, "mlp", skip=_FROM_TABLES, base=_DatasetTask, name="MLPTask")
+CNN1dTask = derive(
+    nets.cnn1d, "cnn1d", skip=("data", *_FROM_TABLES), base=_DatasetTask, name="CNN1dTask"
+)
 
 TASK_MODELS: tuple[type[Section], ...] = (
     LeastSquaresTask,
@@ -380,6 +391,7 @@ TASK_MODELS: tuple[type[Section], ...] = (
     LogisticRegressionTask,
     SoftmaxRegressionTask,
     MLPTask,
+    CNN1dTask,
 )
 if typing.TYPE_CHECKING:
     TaskConfig = Any

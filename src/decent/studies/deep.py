@@ -9,11 +9,9 @@ loss of the network average (:func:`decent.studies._kit.tune`, the grid extended
 edges), then the cell runs with every evaluation seed. The all-reduce methods do not see the
 graph: they run once per (task, M, alpha), on the complete graph.
 
-Tasks: ``digits_mlp`` (scikit-learn's digits, an MLP) runs from an ordinary config through
-the sweep runner (workers, replica batches, resume). ``mnist1d_cnn`` (:mod:`decent.tasks.nets`)
-has no section in the config schema: its config carries a placeholder task and the stored
-config (from which the run id is made) the real one, and the task is built here
-(:func:`decent.run.single.run_config` with ``experiment``), one run at a time, resumable.
+Tasks: ``digits_mlp`` (scikit-learn's digits, an MLP) and ``mnist1d_cnn`` (MNIST-1D, the
+``cnn1d`` task of :mod:`decent.tasks.nets`); both run from ordinary configs through the
+sweep runner (workers, replica batches, resume).
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from decent.config import validate
-from decent.results import Store, load, run_id_for
+from decent.results import load, run_id_for
 from decent.run import run_points
 from decent.studies import _kit as kit
 
@@ -101,8 +99,8 @@ class DeepSpec:
     def grid(self, cell: Cell) -> tuple[float, ...]:
         return self.gamma_grid if kit.horizon_scaled(cell[1]) else self.lr_grid
 
-    def config(self, cell: Cell, step: float, seed: int, study: str) -> tuple[Any, dict]:
-        """The validated config of one run and the config stored for it."""
+    def config(self, cell: Cell, step: float, seed: int, study: str) -> Any:
+        """The validated config of one run."""
         task, method, graph, m, alpha = cell
         rounds = self.rounds(task, m)
         algorithm: dict[str, Any] = {"kind": method, "lr": step}
@@ -110,9 +108,11 @@ class DeepSpec:
             algorithm["lr"] = step / rounds
         if "beta" in {f.name for f in dataclasses.fields(kit.method_class(method))}:
             algorithm["beta"] = self.beta
-        partition = {"kind": "dirichlet", "alpha": alpha}
-        digits = {"kind": "digits", "test_fraction": 0.2}
-        mlp = {"kind": "mlp", "hidden": list(self.hidden), "batch_size": self.batch_size}
+        data: dict[str, Any] = {"kind": "digits", "test_fraction": 0.2}
+        model: dict[str, Any] = {"kind": "mlp", "hidden": list(self.hidden)}
+        if task == "mnist1d_cnn":
+            data = {"kind": "mnist1d", "num_samples": self.mnist1d_samples}
+            model = {"kind": "cnn1d", "channels": self.channels}
         raw = {
             "study": study,
             "seed": seed,
@@ -121,56 +121,27 @@ class DeepSpec:
             "per_node_eval": "final" if study == STUDY else "none",
             "topology": {"kind": graph, "num_nodes": m},
             "algorithm": algorithm,
-            "task": {**mlp, "dataset": digits, "partition": partition},
-        }
-        config = validate(raw, f"deep {cell}")
-        stored = config.run_dict()
-        if task == "mnist1d_cnn":  # the placeholder task above is never built
-            stored["task"] = {
-                "kind": "cnn1d",
-                "channels": self.channels,
+            "task": {
+                **model,
                 "batch_size": self.batch_size,
-                "dataset": {"kind": "mnist1d", "num_samples": self.mnist1d_samples},
-                "partition": partition,
-            }
-        return config, stored
+                "dataset": data,
+                "partition": {"kind": "dirichlet", "alpha": alpha},
+            },
+        }
+        return validate(raw, f"deep {cell}")
 
 
 def execute(
     spec: DeepSpec, out: Path, runs: list[tuple[Cell, float, int, str]], progress: bool
 ) -> dict[tuple[Cell, float, int, str], str]:
-    """Run what the store lacks: digits runs as one sweep, CNN runs here one by one.
-
-    Returns ``{(cell, step, seed, study): run_id}``."""
-    from decent.config import build
-    from decent.config._build import Experiment
-    from decent.run.single import run_config
+    """Run what the store lacks as one sweep; return ``{(cell, step, seed, study): run_id}``."""
     from decent.tasks.models import TaskWarning
-    from decent.tasks.nets import cnn1d, mnist1d
 
     made = {r: spec.config(*r) for r in runs}
-    ids = {r: run_id_for(r[3], stored) for r, (_, stored) in made.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TaskWarning)  # small shards at alpha = 0.1 are the point
-        plain = [cfg for r, (cfg, _) in made.items() if r[0][0] != "mnist1d_cnn"]
-        if plain:
-            run_points(plain, out, workers=spec.workers, progress=progress, desc="deep")
-        cnn = [r for r in runs if r[0][0] == "mnist1d_cnn"]
-        with Store(out) as store:
-            for r in cnn:
-                (_, _, _, m, alpha), (cfg, stored) = r[0], made[r]
-                if store.is_finished(ids[r]):
-                    continue
-                data = mnist1d(num_samples=spec.mnist1d_samples)
-                base = build(cfg)
-                task = cnn1d(
-                    data, m, alpha=alpha, channels=spec.channels, batch_size=spec.batch_size
-                )
-                exp = Experiment(cfg, base.topology, base.algorithm, task, base.comm)
-                outcome = run_config(cfg, store, resolved=stored, experiment=exp)
-                if progress:
-                    print(f"deep cnn {r[0]} step={r[1]:.3g} seed={r[2]}: {outcome.status}")
-    return ids
+        run_points(list(made.values()), out, workers=spec.workers, progress=progress, desc="deep")
+    return {r: run_id_for(r[3], cfg.run_dict()) for r, cfg in made.items()}
 
 
 def tune(spec: DeepSpec, out: Path, progress: bool = True) -> dict[Cell, kit.Choice]:

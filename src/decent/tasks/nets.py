@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from decent._params import Doc
-from decent.tasks._checks import TaskError, check_int
+from decent._params import SIZE, Doc
+from decent.tasks._checks import BatchSize, PartitionSeed, TaskError, check_int
 from decent.tasks.data import DatasetSplit, from_numpy
 from decent.tasks.models import ModuleTask
 from decent.tasks.partition import PARTITIONERS
@@ -90,14 +90,16 @@ def cnn1d(
     *,
     partition: Literal["iid", "dirichlet"] = "dirichlet",
     alpha: float = 0.5,
-    channels: Annotated[int, Doc("Channels of every convolution.")] = 16,
-    groups: Annotated[int, Doc("GroupNorm groups (must divide channels).")] = 4,
-    batch_size: int = 32,
-    seed: Annotated[int, Doc("Seed of the partition.")] = 0,
+    channels: Annotated[int, SIZE, Doc("Channels of every convolution.")] = 16,
+    groups: Annotated[int, SIZE, Doc("GroupNorm groups (must divide channels).")] = 4,
+    batch_size: BatchSize = 32,
+    seed: PartitionSeed = 0,
 ) -> ModuleTask:
-    """A :class:`ConvNet1d` with cross-entropy on ``data`` split over ``num_nodes`` nodes
-    (i.i.d. or Dirichlet label skew with concentration ``alpha``); each training seed
-    starts from its own initialisation (``init="reset"``).
+    """A 1-D CNN (:class:`ConvNet1d`) with cross-entropy, GroupNorm, no buffers.
+
+    ``data`` is split over ``num_nodes`` nodes (i.i.d. or Dirichlet label skew with
+    concentration ``alpha``); each training seed starts from its own initialisation
+    (``init="reset"``).
 
     Raises:
         TaskError: ``groups`` does not divide ``channels``, or a bad size.
