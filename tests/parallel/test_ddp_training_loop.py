@@ -21,4 +21,4 @@ def test_compiled_forward_under_bf16_autocast_tracks_eager_float32():
     for r in run_group(compile_bf16_worker, 2, timeout=240.0):
         assert r["dtype"] == "torch.float32"
         assert r["moved"] > 0.05  # the steps matter at the tolerance below
-        assert r["err"] <= 2e-2
+        assert r["err"] <= 2e-3

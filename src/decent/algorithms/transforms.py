@@ -45,7 +45,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -311,8 +311,9 @@ class Transformed:
     An :class:`~decent.algorithms.base.Algorithm` itself: ``query`` and ``output`` are the
     algorithm's, ``update`` runs the chain on the gradients (at the point the algorithm
     steps, before its step), then the algorithm's own ``update``, then lets observing
-    transforms see the round's model change. Any other attribute (``lr``, ``label``,
-    ``assumes``, ...) is the algorithm's.
+    transforms see the round's model change. ``label``, ``lr``, ``eta``, ``assumes``,
+    ``centralized``, ``reference``, ``horizon_scaled``, ``divergence_hint``, ``needs_clock``
+    and ``compressed`` are the algorithm's.
 
     Example:
         >>> import torch
@@ -358,10 +359,46 @@ class Transformed:
     def observes(self) -> bool:
         return any(tr.observes for tr in self.transforms)
 
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__") or attr in ("algorithm", "transforms"):
-            raise AttributeError(attr)
-        return getattr(self.algorithm, attr)
+    # what callers read of an algorithm (runners, configs, reports): the algorithm's own
+    @property
+    def label(self) -> str:
+        return str(getattr(self.algorithm, "label", ""))
+
+    @property
+    def lr(self) -> Any:
+        return self.algorithm.lr  # type: ignore[attr-defined]
+
+    @property
+    def eta(self) -> Callable[[int], Any]:
+        return self.algorithm.eta  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def assumes(self) -> Any:
+        return self.algorithm.assumes  # type: ignore[attr-defined]
+
+    @property
+    def centralized(self) -> bool:
+        return bool(getattr(self.algorithm, "centralized", False))
+
+    @property
+    def reference(self) -> str | None:
+        return getattr(self.algorithm, "reference", None)
+
+    @property
+    def horizon_scaled(self) -> bool:
+        return bool(getattr(self.algorithm, "horizon_scaled", False))
+
+    @property
+    def divergence_hint(self) -> str:
+        return str(getattr(self.algorithm, "divergence_hint", ""))
+
+    @property
+    def needs_clock(self) -> bool:
+        return bool(getattr(self.algorithm, "needs_clock", False))
+
+    @property
+    def compressed(self) -> bool:
+        return bool(getattr(self.algorithm, "compressed", False))
 
     def init(self, params: NodeTensor) -> TransformedState:
         inner = self.algorithm.init(params)
