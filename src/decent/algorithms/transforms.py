@@ -45,7 +45,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -304,6 +304,11 @@ class TransformedState(NamedTuple):
     transforms: tuple[Any, ...]
 
 
+def _inner(attr: str) -> Any:
+    """A read-only property: the wrapped algorithm's ``attr`` (AttributeError if it has none)."""
+    return property(lambda self: getattr(self.algorithm, attr))
+
+
 @dataclass(frozen=True)
 class Transformed:
     """``algorithm`` stepping along the output of a chain of gradient transforms.
@@ -360,45 +365,16 @@ class Transformed:
         return any(tr.observes for tr in self.transforms)
 
     # what callers read of an algorithm (runners, configs, reports): the algorithm's own
-    @property
-    def label(self) -> str:
-        return str(getattr(self.algorithm, "label", ""))
-
-    @property
-    def lr(self) -> Any:
-        return self.algorithm.lr  # type: ignore[attr-defined]
-
-    @property
-    def eta(self) -> Callable[[int], Any]:
-        return self.algorithm.eta  # type: ignore[attr-defined,no-any-return]
-
-    @property
-    def assumes(self) -> Any:
-        return self.algorithm.assumes  # type: ignore[attr-defined]
-
-    @property
-    def centralized(self) -> bool:
-        return bool(getattr(self.algorithm, "centralized", False))
-
-    @property
-    def reference(self) -> str | None:
-        return getattr(self.algorithm, "reference", None)
-
-    @property
-    def horizon_scaled(self) -> bool:
-        return bool(getattr(self.algorithm, "horizon_scaled", False))
-
-    @property
-    def divergence_hint(self) -> str:
-        return str(getattr(self.algorithm, "divergence_hint", ""))
-
-    @property
-    def needs_clock(self) -> bool:
-        return bool(getattr(self.algorithm, "needs_clock", False))
-
-    @property
-    def compressed(self) -> bool:
-        return bool(getattr(self.algorithm, "compressed", False))
+    label = _inner("label")
+    lr = _inner("lr")
+    eta = _inner("eta")
+    assumes = _inner("assumes")
+    centralized = _inner("centralized")
+    reference = _inner("reference")
+    horizon_scaled = _inner("horizon_scaled")
+    divergence_hint = _inner("divergence_hint")
+    needs_clock = _inner("needs_clock")
+    compressed = _inner("compressed")
 
     def init(self, params: NodeTensor) -> TransformedState:
         inner = self.algorithm.init(params)
