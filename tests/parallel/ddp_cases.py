@@ -203,3 +203,78 @@ def gossip_buffers_worker(rank: int, world: int) -> dict[str, Any]:
     before = net[1].running_mean.clone().numpy()  # type: ignore[operator]
     model.step()
     return {"before": before, "after": net[1].running_mean.clone().numpy()}  # type: ignore[operator]
+
+
+def _warmup(t: int) -> float:
+    """A linear warm-up over 3 steps, then a decay: the step size the wrapper's algorithm gets."""
+    return 0.3 * min(t, 3) / 3 / (1 + 0.1 * max(t - 3, 0))
+
+
+class _Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2, dtype=torch.float64)
+        self.unused = nn.Linear(3, 2, dtype=torch.float64)  # never in the graph: no .grad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+def accumulation_worker(rank: int, world: int) -> dict[str, Any]:
+    """MinibatchSGD with a warm-up schedule, two accumulated half-batches per step under
+    ``no_sync`` and a parameter without gradient, against plain SGD on a local copy fed
+    every rank's full batch (``x -= lr(t) * mean_i grad_i``)."""
+    torch.manual_seed(0)
+    model = DecentralizedDataParallel(_Branchy(), decent.MinibatchSGD(lr=_warmup), "complete")
+    torch.manual_seed(0)
+    ref = _Branchy()
+    unused_start = ref.unused.weight.detach().clone()
+    for t in range(1, 7):
+        batches = [torch.Generator().manual_seed(100 * t + r) for r in range(world)]
+        data = [torch.randn(8, 3, generator=g, dtype=torch.float64) for g in batches]
+        x = data[rank]
+        model.zero_grad()
+        with model.no_sync():
+            (model(x[:4]).sin().sum() / 8).backward()
+        (model(x[4:]).sin().sum() / 8).backward()
+        model.step()
+        ref.zero_grad()
+        for xr in data:
+            (ref(xr).sin().sum() / 8 / world).backward()
+        with torch.no_grad():
+            for p in ref.parameters():
+                if p.grad is not None:
+                    p.sub_(_warmup(t) * p.grad)
+    got = [p.detach().clone() for p in model.module.parameters()]
+    want = [p.detach().clone() for p in ref.parameters()]
+    return {
+        "err": max(float((a - b).abs().max()) for a, b in zip(got, want, strict=True)),
+        "unused_same": bool(torch.equal(model.module.unused.weight, unused_start)),  # type: ignore[union-attr,arg-type]
+    }
+
+
+def compile_bf16_worker(rank: int, world: int) -> dict[str, Any]:
+    """DAT-SGD with a ``torch.compile``-d forward under bf16 autocast vs the same run eager
+    in float32: final parameters of both, on this rank."""
+    finals = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+        start = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+        if compiled:
+            net.forward = torch.compile(net.forward)  # type: ignore[method-assign]
+        model = DecentralizedDataParallel(net, decent.DATSGD(lr=0.1), "complete")
+        gen = torch.Generator().manual_seed(rank)
+        for _ in range(5):
+            x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+            model.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=compiled):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            model.step()
+        finals.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
+    return {
+        "err": float((finals[0] - finals[1]).abs().max()),
+        "moved": float((finals[0] - start).abs().max()),
+        "dtype": str(finals[1].dtype),
+    }

@@ -304,6 +304,11 @@ class TransformedState(NamedTuple):
     transforms: tuple[Any, ...]
 
 
+def _inner(attr: str) -> Any:
+    """A read-only property: the wrapped algorithm's ``attr`` (AttributeError if it has none)."""
+    return property(lambda self: getattr(self.algorithm, attr))
+
+
 @dataclass(frozen=True)
 class Transformed:
     """``algorithm`` stepping along the output of a chain of gradient transforms.
@@ -311,8 +316,9 @@ class Transformed:
     An :class:`~decent.algorithms.base.Algorithm` itself: ``query`` and ``output`` are the
     algorithm's, ``update`` runs the chain on the gradients (at the point the algorithm
     steps, before its step), then the algorithm's own ``update``, then lets observing
-    transforms see the round's model change. Any other attribute (``lr``, ``label``,
-    ``assumes``, ...) is the algorithm's.
+    transforms see the round's model change. ``label``, ``lr``, ``eta``, ``assumes``,
+    ``centralized``, ``reference``, ``horizon_scaled``, ``divergence_hint``, ``needs_clock``
+    and ``compressed`` are the algorithm's.
 
     Example:
         >>> import torch
@@ -358,10 +364,17 @@ class Transformed:
     def observes(self) -> bool:
         return any(tr.observes for tr in self.transforms)
 
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__") or attr in ("algorithm", "transforms"):
-            raise AttributeError(attr)
-        return getattr(self.algorithm, attr)
+    # what callers read of an algorithm (runners, configs, reports): the algorithm's own
+    label = _inner("label")
+    lr = _inner("lr")
+    eta = _inner("eta")
+    assumes = _inner("assumes")
+    centralized = _inner("centralized")
+    reference = _inner("reference")
+    horizon_scaled = _inner("horizon_scaled")
+    divergence_hint = _inner("divergence_hint")
+    needs_clock = _inner("needs_clock")
+    compressed = _inner("compressed")
 
     def init(self, params: NodeTensor) -> TransformedState:
         inner = self.algorithm.init(params)
