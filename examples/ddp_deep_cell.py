@@ -90,7 +90,7 @@ def run_cell(
             samples={"digits_mlp": rounds * world * spec.batch_size},
         )
     cell = ("digits_mlp", method, "complete" if kit.centralized(method) else graph, world, alpha)
-    config, _ = spec.config(cell, step, seed, STUDY)
+    config = spec.config(cell, step, seed, STUDY)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TaskWarning)  # shards under one batch at alpha = 0.1
         exp = build(config)

@@ -43,7 +43,7 @@ def test_ranks_equal_the_simulator_on_its_draws() -> None:
         SPEC, num_nodes=(WORLD,), evals=1, samples={"digits_mlp": ROUNDS * WORLD * 16}
     )
     for method, step in STEPS.items():
-        config, _ = spec.config(("digits_mlp", method, "ring", WORLD, 0.1), step, 1, STUDY)
+        config = spec.config(("digits_mlp", method, "ring", WORLD, 0.1), step, 1, STUDY)
         output = train_experiment(build(config)).output
         assert output is not None
         expected = output.mean(0)
