@@ -14,7 +14,9 @@ from decent.config import ConfigError
 from decent.results import Store, load
 from decent.studies import _kit as kit
 from decent.studies import deep
+from decent.tasks import ModuleTask, TaskError
 from decent.tasks.nets import ConvNet1d, cnn1d, mnist1d
+from decent.tasks.partition import PARTITIONERS
 
 TINY = deep.DeepSpec(
     tasks=("digits_mlp",),
@@ -204,3 +206,15 @@ def test_a_bad_cnn_field_is_one_line_naming_it(edit: str, field: str) -> None:
     with pytest.raises(ConfigError) as err:
         build(loads_config(CNN_TOML.replace(edit, field)))
     assert field.split()[0] in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_the_cnn_takes_every_partition_the_mlp_takes() -> None:
+    from decent.config import build, loads_config
+
+    shards = 'kind = "shards"\nclasses_per_node = 2'
+    task = build(loads_config(CNN_TOML.replace('kind = "dirichlet"\nalpha = 0.5', shards))).task
+    assert isinstance(task, ModuleTask)
+    expected = PARTITIONERS["shards"](task.train.labels, 3, 2, seed=0)
+    assert [p.tolist() for p in task.partition] == [list(e) for e in expected]
+    with pytest.raises(TaskError, match="partition must be one of"):
+        cnn1d(mnist1d(num_samples=120), 3, partition="bogus")

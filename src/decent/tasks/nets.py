@@ -10,7 +10,8 @@ stateless and every node's gradient depends on its own minibatch only.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -18,9 +19,8 @@ from torch import nn
 
 from decent._params import SIZE, Doc
 from decent.tasks._checks import BatchSize, PartitionSeed, TaskError, check_int
-from decent.tasks.data import DatasetSplit, from_numpy
-from decent.tasks.models import ModuleTask
-from decent.tasks.partition import PARTITIONERS
+from decent.tasks.data import Dataset, DatasetSplit, from_numpy
+from decent.tasks.models import ModuleTask, _task
 
 
 @functools.lru_cache(maxsize=2)
@@ -88,8 +88,9 @@ def cnn1d(
     data: DatasetSplit,
     num_nodes: int,
     *,
-    partition: Literal["iid", "dirichlet"] = "dirichlet",
+    partition: str | Sequence[Any] = "dirichlet",
     alpha: float = 0.5,
+    classes_per_node: int = 1,
     channels: Annotated[int, SIZE, Doc("Channels of every convolution.")] = 16,
     groups: Annotated[int, SIZE, Doc("GroupNorm groups (must divide channels).")] = 4,
     batch_size: BatchSize = 32,
@@ -97,34 +98,24 @@ def cnn1d(
 ) -> ModuleTask:
     """A 1-D CNN (:class:`ConvNet1d`) with cross-entropy, GroupNorm, no buffers.
 
-    ``data`` is split over ``num_nodes`` nodes (i.i.d. or Dirichlet label skew with
-    concentration ``alpha``); each training seed starts from its own initialisation
-    (``init="reset"``).
+    ``data`` is split over ``num_nodes`` nodes as :func:`~decent.tasks.mlp` splits it
+    (``"iid"``, ``"dirichlet"`` with concentration ``alpha``, ``"shards"`` with
+    ``classes_per_node``, or one index array per node); each training seed starts from its
+    own initialisation (``init="reset"``).
 
     Raises:
-        TaskError: ``groups`` does not divide ``channels``, or a bad size.
+        TaskError: ``groups`` does not divide ``channels``, an unknown partition, or a bad
+            size.
     """
-    n = check_int("num_nodes", num_nodes, minimum=1)
     c = check_int("channels", channels, minimum=1)
     if c % check_int("groups", groups, minimum=1):
         raise TaskError(f"groups must divide channels, got groups={groups}, channels={c}")
-    train = data.train
-    if partition == "dirichlet":
-        part = PARTITIONERS["dirichlet"](train.labels, n, alpha, seed=seed)
-    else:
-        part = PARTITIONERS["iid"](train.labels, n, seed=seed)
-    with torch.random.fork_rng(devices=[]):  # construction must not move the global RNG
-        module = ConvNet1d(c, groups, train.num_classes)
-    return ModuleTask(
-        module,
-        train,
-        part,
-        batch_size=batch_size,
-        init="reset",
-        test=data.test,
-        seed=seed,
-        name=f"{train.name}_cnn{c}",
-    )
+
+    def build(train: Dataset) -> tuple[nn.Module, str, str]:
+        return ConvNet1d(c, groups, train.num_classes), "cross_entropy", f"cnn{c}"
+
+    args = (num_nodes, partition, alpha, classes_per_node, batch_size, 0.0, seed)
+    return _task(data, None, (*args, "with_replacement"), build)
 
 
 __all__ = ["ConvNet1d", "cnn1d", "mnist1d"]
