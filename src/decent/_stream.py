@@ -82,6 +82,7 @@ def key(seed: int, stream: int, t: int, block: int) -> int:
     return keys([seed], stream, t, [block])[0]
 
 
+@functools.lru_cache(maxsize=1024)  # called on every draw of every round
 def block_size(num_nodes: int, width: int = 1) -> int:
     """Node ids per generator key for a network of ``num_nodes`` nodes drawing ``width`` each.
 
