@@ -466,5 +466,24 @@ def test_an_unpickled_store_reads_the_owner_and_info_columns(tmp_path: Path) -> 
     conn.close()
     for readonly in (False, True):
         runs = pickle.loads(pickle.dumps(Store(tmp_path, readonly=readonly))).runs("s")
-        assert runs["info.objective.metric"].tolist()[0] == "x"
+        assert runs["info.objective.metric"].tolist()[0] == "x"  # started first, listed first
         assert sorted(runs["status"]) == ["finished", "interrupted"]
+
+
+def test_runs_started_in_the_same_millisecond_list_in_the_order_they_started(
+    tmp_path: Path,
+) -> None:
+    """``created_at`` has millisecond resolution; runs that share it are listed in the order
+    they were started, not in the order of their content hashes."""
+    seeds = [7, 3, 9, 0, 5]
+    with Store(tmp_path) as store:
+        for seed in seeds:
+            with store.start_run("s", _config(seed=seed)) as run:
+                run.log(0, {"x": float(seed)})
+    conn = sqlite3.connect(tmp_path / "decent.sqlite")
+    with conn:
+        conn.execute("UPDATE runs SET created_at = '2026-01-01T00:00:00.000+00:00'")
+    conn.close()
+    store = Store(tmp_path, readonly=True)
+    assert store.runs("s")["seed"].tolist() == seeds
+    assert store.runs()["seed"].tolist() == seeds

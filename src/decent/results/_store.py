@@ -797,7 +797,7 @@ class Store:
 
     def configs(self, study: str | None = None) -> dict[str, dict[str, Any]]:
         """Return ``{run_id: config}`` with each run's config as stored (nested dicts)."""
-        sql = f"SELECT id, config_json FROM runs WHERE {_STUDY} ORDER BY created_at, id"
+        sql = f"SELECT id, config_json FROM runs WHERE {_STUDY} ORDER BY created_at, rowid"
         with self._reading() as conn:
             rows = conn.execute(sql, (study,)).fetchall()
         return {rid: self._json(text, rid, "config_json") for rid, text in rows}
@@ -831,7 +831,7 @@ class Store:
                 "SELECT id, study, name, status, config_hash, package_version, git_commit,"
                 " created_at, started_at, finished_at, wall_s, error,"
                 f" {self._owner}, config_json, final_json, {self._info}"
-                f" FROM runs WHERE {_STUDY} ORDER BY study, created_at, id"
+                f" FROM runs WHERE {_STUDY} ORDER BY study, created_at, rowid"
             )
             rows = conn.execute(sql, (study,)).fetchall()
         reserved = set(RUN_COLUMNS) | {"round", "metric", "value"}
