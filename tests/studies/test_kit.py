@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -199,3 +200,61 @@ def test_band_plot_range_band_spans_the_measured_runs(
     )
     assert len(seen) == 1
     assert seen[0][0] == pytest.approx(expected[0]) and seen[0][1] == pytest.approx(expected[1])
+
+
+def test_a_failed_run_stops_the_study_with_its_error_not_as_a_divergence(tmp_path) -> None:
+    """A run that raises is not a step size that diverged: tuning on it would call every
+    step size diverged. The study stops with one line naming the run and its error, and
+    the CLI turns that into exit 1."""
+    import typer
+
+    from decent.algorithms import DSGD, register
+    from decent.cli._common import user_errors
+    from decent.config import loads_config
+    from decent.run import SweepFailedError
+
+    @dataclasses.dataclass(frozen=True)
+    class Breaks(DSGD):
+        name: ClassVar[str] = "breaks_at_round_3"
+
+        def update(self, state, grads, comm, t):  # type: ignore[no-untyped-def]
+            if t == 3:
+                raise RuntimeError("boom at round 3")
+            return super().update(state, grads, comm, t)
+
+    register(Breaks)
+    try:
+
+        def configs(cell: str, lr: float) -> list:
+            text = f"""
+            study = "breaks"
+            rounds = 8
+            [topology]
+            kind = "ring"
+            num_nodes = 4
+            [algorithm]
+            kind = "{cell}"
+            lr = {lr}
+            [task]
+            kind = "least_squares"
+            dim = 3
+            """
+            return [loads_config(text)]
+
+        points = [("dsgd", 0.01), ("breaks_at_round_3", 0.01)]
+        with pytest.raises(SweepFailedError, match=r"1 of 2 runs .* failed: .*boom at round 3"):
+            kit.run_and_score(
+                tmp_path, points, configs, {"err": "eval/subopt@mean"}, workers=1, progress=False
+            )
+        # the finished run is kept: rerunning scores it from the store
+        scored = kit.run_and_score(
+            tmp_path, points[:1], configs, {"err": "eval/subopt@mean"}, workers=1, progress=False
+        )
+        assert math.isfinite(scored[points[0]]["err"])
+        with pytest.raises(typer.Exit) as exit_, user_errors():
+            kit.run_and_score(
+                tmp_path, points, configs, {"err": "eval/subopt@mean"}, workers=1, progress=False
+            )
+        assert exit_.value.exit_code == 1
+    finally:
+        del ALGORITHMS["breaks_at_round_3"]

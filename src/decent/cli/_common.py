@@ -138,11 +138,14 @@ def user_errors() -> Iterator[None]:
     """Turn user mistakes (bad configs, unknown studies, missing extras) into exit code 2."""
     from decent.config import ConfigError
     from decent.results import MissingDependencyError, ResultsError
+    from decent.run import SweepFailedError
 
     try:
         yield
     except ConfigError as err:
         raise fail(str(err)) from None
+    except SweepFailedError as err:  # a run failed: not the user's input, exit 1
+        raise fail(f"error: {err}", code=1) from None
     except (ResultsError, MissingDependencyError) as err:
         raise fail(f"error: {err}") from None
     except ValueError as err:  # ReportError, TopologyError, ...: messages name the fix

@@ -21,6 +21,7 @@ from decent.run.single import (
 )
 from decent.run.sweep import (
     DEFAULT_REPLICAS,
+    SweepFailedError,
     SweepSummary,
     batches,
     default_workers,
@@ -33,6 +34,7 @@ __all__ = [
     "HEADLINE",
     "RunOutcome",
     "StoreRecorder",
+    "SweepFailedError",
     "SweepSummary",
     "batches",
     "default_workers",

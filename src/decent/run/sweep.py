@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from decent._names import shown
 from decent._threads import SWEEP_WORKERS_ENV, affinity_cores, intra_op_threads
 from decent.config import ConfigError, ExperimentConfig, Issue, SweepPoint, expand
 from decent.results import Store, run_id_for
@@ -48,6 +49,30 @@ class SweepSummary:
         return not self.interrupted and all(
             o.status in ("finished", "diverged", "skipped") for o in self.outcomes
         )
+
+    def raise_if_not_ok(self, out: str | os.PathLike[str]) -> None:
+        """Stop a study whose runs did not all end: it would otherwise score a failed or
+        never-run run as diverged and build its tables on what is missing.
+
+        Raises:
+            KeyboardInterrupt: the sweep was interrupted (finished runs are kept).
+            SweepFailedError: a run failed; the message names the first and its error.
+        """
+        if self.interrupted:
+            raise KeyboardInterrupt
+        failed = [o for o in self.outcomes if o.status not in ("finished", "diverged", "skipped")]
+        if failed:
+            first = failed[0]
+            raise SweepFailedError(
+                f"{len(failed)} of {len(self.outcomes)} runs of study {shown(self.study)!r} "
+                f"did not finish; the first, {shown(first.label)!r}, {first.status}: "
+                f"{shown(first.message or 'no message')}; finished runs are kept in "
+                f"{shown(os.fspath(out))}: fix the cause and rerun the same command to resume"
+            )
+
+
+class SweepFailedError(RuntimeError):
+    """A study's sweep ended with runs that failed (:meth:`SweepSummary.raise_if_not_ok`)."""
 
 
 # ----------------------------------------------------------------------------- workers

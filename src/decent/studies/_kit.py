@@ -455,7 +455,7 @@ def run_and_score(
             progress=progress,
             desc=desc,
             longest_first=longest_first,
-        )
+        ).raise_if_not_ok(out)
     finals: dict[str, dict[str, tuple[str, dict[str, float]]]] = {}
     per: dict[tuple[K, float], list[dict[str, float]]] = {}
     for point, cfg in made:

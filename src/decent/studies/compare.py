@@ -140,7 +140,7 @@ def run(
         wanted |= {(m, topology, best[(m, topology)]) for m in spec.methods}
         run_sweep(
             validate(raw, f"compare {topology}"), out, workers=spec.workers, progress=progress
-        )
+        ).raise_if_not_ok(out)
     df = load(out, study=STUDY)
     keys = list(zip(df["algorithm.kind"], df["topology.kind"], df["algorithm.lr"], strict=True))
     df = df[[k in wanted for k in keys]]

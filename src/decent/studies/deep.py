@@ -140,7 +140,9 @@ def execute(
     made = {r: spec.config(*r) for r in runs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TaskWarning)  # small shards at alpha = 0.1 are the point
-        run_points(list(made.values()), out, workers=spec.workers, progress=progress, desc="deep")
+        run_points(
+            list(made.values()), out, workers=spec.workers, progress=progress, desc="deep"
+        ).raise_if_not_ok(out)
     return {r: run_id_for(r[3], cfg.run_dict()) for r, cfg in made.items()}
 
 

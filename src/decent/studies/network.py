@@ -332,7 +332,7 @@ def evaluate(
     # the largest networks first, so that two workers finish together
     run_points(
         configs, out, workers=spec.workers, progress=progress, desc="network", longest_first=True
-    )
+    ).raise_if_not_ok(out)
 
 
 # -------------------------------------------------------------------------------- results

@@ -574,7 +574,9 @@ def run(
     configs = compression_configs(spec, lr, gamma)
     configs += privacy_configs(spec, lr)
     configs += byzantine_configs(spec, lr)
-    run_points(configs, out, workers=spec.workers, progress=progress, desc="robustness")
+    run_points(
+        configs, out, workers=spec.workers, progress=progress, desc="robustness"
+    ).raise_if_not_ok(out)
     parts = collect(spec, out)
     result = RobustnessResult(
         compression=compression_table(parts["compression"]),

@@ -378,7 +378,7 @@ def evaluate_choices(
         progress=progress,
         longest_first=True,
         desc=f"{spec.study} evaluation",
-    )
+    ).raise_if_not_ok(out)
     finals = store_finals(out, spec.study)
     rows = []
     for (c, seed), cfg in zip(keys, configs, strict=True):
