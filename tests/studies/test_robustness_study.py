@@ -143,3 +143,31 @@ def test_the_shipped_spec_loads(tmp_path) -> None:
     bad.write_text("nodez = 3\n")
     with pytest.raises(ConfigError, match="unknown field"):
         load_spec(bad)
+
+
+def test_the_command_runs_a_spec_file(tmp_path) -> None:
+    """``decent robustness SPEC --out DIR`` end to end on a tiny spec file (the README's
+    command with the shipped spec is an hour; tests/test_doc_blocks.py skips it)."""
+    from typer.testing import CliRunner
+
+    from decent.cli import app
+
+    spec = tmp_path / "tiny.toml"
+    text = (
+        'tasks = ["stream"]\nnodes = 9\nrounds = {stream = 12}\neval_every = 6\nseeds = [0]\n'
+        'methods = ["dsgd"]\ncompressors = ["top_k:0.2"]\nlr_grid = [0.05, 0.1]\n'
+        'consensus_grid = [0.4]\nprivacy_methods = ["dsgd"]\nnoise_multipliers = [1.0]\n'
+        'byzantine_fractions = [0.125]\nattacks = ["sign_flip"]\nrules = ["mean"]\n'
+    )
+    spec.write_text(text)
+    out = tmp_path / "out"
+    args = ["robustness", str(spec), "--out", str(out), "--workers", "1", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("compression", "privacy", "byzantine"):
+        assert (out / "robustness" / f"{name}.csv").exists()
+    # a spec whose Byzantine torus cannot be built is one line naming it, not a traceback
+    spec.write_text(text.replace("nodes = 9", "nodes = 8"))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "torus(8): no factorization" in result.output

@@ -42,7 +42,8 @@ def flagship(
         f"{spec.tune_seed}."
     )
     folder = out / spec.study
-    result = sc.run(spec, out, folder=folder, progress=progress)
+    with user_errors():  # a run that failed, a store that cannot be written: one line
+        result = sc.run(spec, out, folder=folder, progress=progress)
     wide = Console(width=max(console.width, 120), highlight=False)
     wide.print(render(sc.headline(spec, result), labels))
     wide.print(render_critical(result.critical, result.slopes, labels, spec))

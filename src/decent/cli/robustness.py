@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from decent.cli._common import console, study_spec
+from decent.cli._common import console, study_spec, user_errors
 
 
 def robustness(
@@ -32,7 +32,8 @@ def robustness(
         f"{list(spec.byzantine_fractions)} on {spec.byzantine_topology}({spec.nodes}) under "
         f"{', '.join(spec.attacks)}; tasks {', '.join(spec.tasks)}; {len(spec.seeds)} seeds."
     )
-    result = rs.run(spec, out, progress=progress)
+    with user_errors():  # a run that failed, a store that cannot be written: one line
+        result = rs.run(spec, out, progress=progress)
     console.print(f"wall time {result.wall_s:.0f} s; store: {out / 'decent.sqlite'}")
     console.print(f"[bold]tables and figures: {out / rs.STUDY} (tables.md)[/]")
 
