@@ -87,6 +87,8 @@ def _python_module(args: list[str], work: Path, env: dict[str, str]) -> None:
         args[args.index("--nproc_per_node") + 1] = "2"
         if any(a.endswith("ddp_mnist1d.py") for a in args):
             args = [*args, "--steps", "3", "--samples", "120"]
+        if any(a.endswith("ddp_charlm.py") for a in args):
+            args = [*args, "--steps", "3", "--test-windows", "8", "--max-chars", "4000"]
     proc = subprocess.run(
         [sys.executable, *args[1:]],
         cwd=ROOT,
