@@ -14,7 +14,7 @@ import decent
 from decent.algorithms.transforms import adam, momentum, quasi_global_momentum, weight_decay
 from decent.parallel import DecentralizedDataParallel
 from decent.tasks import ModuleTask, from_numpy
-from decent.topology import ring
+from decent.topology import OnePeerExponential, RandomMatching, ring
 
 N, ROUNDS, BATCH, SEED = 4, 6, 5, 3
 
@@ -35,6 +35,14 @@ TRANSFORMED: dict[str, Callable[[], Any]] = {
     ),
     "dsgd+adam": lambda: decent.with_transforms(decent.DSGD(lr=0.01), [adam()]),
     "dsgd+qgm": lambda: decent.with_transforms(decent.DSGD(lr=0.05), [quasi_global_momentum(0.8)]),
+}
+
+
+TOPOLOGIES: dict[str, Callable[[], Any]] = {
+    "ring": lambda: ring(N),
+    # time-varying: each rank posts only round t's pairs, in an order that cannot deadlock
+    "one_peer_exponential": lambda: OnePeerExponential(N),
+    "random_matching": lambda: RandomMatching(ring(N), seed=5),
 }
 
 
@@ -62,9 +70,9 @@ def simulate(algo: Any, comm: Any) -> np.ndarray:
     return result.output.numpy()
 
 
-def _train_rank(rank: int, algo: Any, overlap: bool) -> np.ndarray:
+def _train_rank(rank: int, algo: Any, overlap: bool, topology: str) -> np.ndarray:
     task = make_task()
-    model = DecentralizedDataParallel(make_net(), algo, ring(N), overlap=overlap)
+    model = DecentralizedDataParallel(make_net(), algo, TOPOLOGIES[topology](), overlap=overlap)
     node = torch.tensor([rank])
     for t in range(1, ROUNDS + 1):
         x, y = task.sample(node, t, SEED)  # the simulator's data order
@@ -75,9 +83,11 @@ def _train_rank(rank: int, algo: Any, overlap: bool) -> np.ndarray:
     return torch.cat([p.detach().reshape(-1) for p in model.module.parameters()]).numpy()
 
 
-def equivalence_worker(rank: int, world: int, names: list[str], overlap: bool) -> dict[str, Any]:
+def equivalence_worker(
+    rank: int, world: int, names: list[str], overlap: bool, topology: str = "ring"
+) -> dict[str, Any]:
     table = {**METHODS, **TRANSFORMED}
-    return {name: _train_rank(rank, table[name](), overlap) for name in names}
+    return {name: _train_rank(rank, table[name](), overlap, topology) for name in names}
 
 
 class Net(nn.Module):
