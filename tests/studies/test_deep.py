@@ -218,3 +218,37 @@ def test_the_cnn_takes_every_partition_the_mlp_takes() -> None:
     assert [p.tolist() for p in task.partition] == [list(e) for e in expected]
     with pytest.raises(TaskError, match="partition must be one of"):
         cnn1d(mnist1d(num_samples=120), 3, partition="bogus")
+
+
+def test_time_to_target_is_the_clock_at_the_first_evaluation_on_target() -> None:
+    """Without stragglers a gossip round takes one gradient plus one latency and an
+    all-reduce round one gradient plus 2 (M - 1) latencies, so the times are closed forms;
+    a seed that never reaches the target counts as infinitely slow (median of the seeds)."""
+    import pandas as pd
+
+    spec = deep.DeepSpec(
+        tasks=("digits_mlp",), targets={"digits_mlp": 0.9}, straggler_p=0.0, latency=0.01
+    )
+    curves = {  # (method, graph, seed): accuracy at rounds 0, 2, 4, 6
+        ("dsgd", "ring", 0): [0.1, 0.5, 0.92, 0.95],
+        ("dsgd", "ring", 1): [0.1, 0.91, 0.93, 0.95],
+        ("dsgd", "ring", 2): [0.1, 0.5, 0.6, 0.7],
+        ("minibatch_sgd", "complete", 0): [0.1, 0.8, 0.85, 0.9],
+        ("dat_sgd", "ring", 0): [0.1, 0.2, 0.3, 0.4],
+    }
+    rows = [
+        {"run_id": f"{m}-{g}-{s}", "round": r, "metric": "eval/test_accuracy@mean", "value": v}
+        | {"task": "digits_mlp", "method": m, "graph": g, "M": 4, "alpha": 1.0, "seed": s}
+        for (m, g, s), values in curves.items()
+        for r, v in zip((0, 2, 4, 6), values, strict=True)
+    ]
+    table = deep.time_to_target(spec, pd.DataFrame(rows)).set_index(["method", "graph"])
+    ring = table.loc[("dsgd", "ring")]
+    assert ring["reached"] == "2/3" and ring["rounds"] == 3.0  # median of rounds 4 and 2
+    assert ring["time"] == pytest.approx(4 * 1.01)  # median of 4.04, 2.02 and inf
+    allreduce = table.loc[("minibatch_sgd", "complete")]
+    assert allreduce["time"] == pytest.approx(6 * (1 + 2 * 3 * 0.01))
+    assert table.loc[("dat_sgd", "ring")]["reached"] == "0/1"
+    assert math.isinf(table.loc[("dat_sgd", "ring")]["time"])
+    with pytest.raises(ValueError, match="targets: give task 'digits_mlp'"):
+        deep.DeepSpec(tasks=("digits_mlp",), targets={})
