@@ -252,3 +252,11 @@ def test_time_to_target_is_the_clock_at_the_first_evaluation_on_target() -> None
     assert math.isinf(table.loc[("dat_sgd", "ring")]["time"])
     with pytest.raises(ValueError, match="targets: give task 'digits_mlp'"):
         deep.DeepSpec(tasks=("digits_mlp",), targets={})
+
+
+def test_a_graph_that_cannot_be_built_at_some_m_is_left_out_and_named() -> None:
+    spec = deep.DeepSpec(tasks=("digits_mlp",), topologies=("torus",), num_nodes=(4, 9))
+    graphs = {(c[2], c[3]) for c in spec.cells()}
+    assert ("torus", 9) in graphs and ("torus", 4) not in graphs and ("complete", 4) in graphs
+    assert list(spec.unbuilt()) == [("torus", 4)]
+    assert "no factorization" in spec.unbuilt()[("torus", 4)]
