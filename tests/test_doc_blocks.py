@@ -4,8 +4,9 @@ Python blocks of a page run in order in one namespace, in a scratch directory th
 repository's ``configs/``. Shell blocks are split into commands; each command must match a
 rule below: run it (``decent`` in-process through its CLI, with overrides that keep it
 short, or ``python -m ...`` as a subprocess), or skip it for a stated reason. A command no
-rule knows fails the test, so a new block cannot slip in untested. Blocks in other
-languages (``toml``, ``sql``, ``text``, layouts) are data, not commands.
+rule knows fails the test, so a new block cannot slip in untested. ``toml`` blocks
+must parse, and one that is a whole experiment (it sets ``rounds``) runs through ``decent
+run``, shortened. Blocks in other languages (``sql``, ``text``, layouts) are data.
 """
 
 from __future__ import annotations
@@ -192,6 +193,22 @@ def test_python_blocks_run(page: Path, work: Path, monkeypatch: pytest.MonkeyPat
         runs = Store(work / "results", readonly=True).runs("momentum")
         assert list(runs["status"]) == ["finished"]
         assert runs["algorithm.kind"].tolist() == ["dsgd_momentum"]
+
+
+TOML_PAGES = [p for p in PAGES if blocks(p, {"toml"})]
+
+
+@pytest.mark.parametrize("page", TOML_PAGES, ids=[p.name for p in TOML_PAGES])
+def test_toml_blocks_parse_and_whole_experiments_run(page: Path, work: Path) -> None:
+    from decent.config._overrides import tomllib
+
+    ran = 0
+    for i, block in enumerate(blocks(page, {"toml"})):
+        if "rounds" in tomllib.loads(block):  # a fragment of a section only has to parse
+            (work / f"block{i}.toml").write_text(block)
+            _decent(["run", f"block{i}.toml"], work)
+            ran += 1
+    assert ran or page.name not in ("config.md", "concepts.md")
 
 
 SH_BLOCKS = [

@@ -201,6 +201,7 @@ def test_sweep_expands_grid_in_order_times_seeds():
     assert points[0].config.algorithm.model_dump() == {
         "kind": "dsgd",
         "lr": 0.1,
+        "transforms": [],
         "variant": "atc",
         "local_steps": 1,
     }

@@ -57,6 +57,7 @@ from decent.algorithms.base import Algorithm, AlgorithmError, Method, hparam
 from decent.comm.base import Communicator
 
 __all__ = [
+    "TRANSFORMS",
     "Adam",
     "GradientTransform",
     "Momentum",
@@ -246,6 +247,12 @@ class QuasiGlobalMomentum(GradientTransform):
         return MomentumState(buf=state.buf * self.beta + change * (1.0 - self.beta))
 
 
+TRANSFORMS: dict[str, type[GradientTransform]] = {
+    cls.name: cls for cls in (Momentum, WeightDecay, Adam, QuasiGlobalMomentum)
+}
+"""The transforms by ``kind``: what a config's ``algorithm.transforms`` tables name."""
+
+
 def momentum(beta: float = 0.9, *, nesterov: bool = False) -> Momentum:
     """Heavy-ball (or Nesterov) momentum; see :class:`Momentum`."""
     return Momentum(beta=beta, nesterov=nesterov)
@@ -343,8 +350,8 @@ class Transformed:
         for i, tr in enumerate(self.transforms):
             if not isinstance(tr, GradientTransform):
                 raise AlgorithmError(
-                    f"transforms[{i}] must be a gradient transform (momentum, weight_decay, "
-                    f"adam, quasi_global_momentum), got {type(tr).__name__}"
+                    f"transforms[{i}] must be a gradient transform ({', '.join(TRANSFORMS)}), "
+                    f"got {type(tr).__name__}"
                 )
         if isinstance(self.algorithm, Transformed):
             raise AlgorithmError(

@@ -42,7 +42,7 @@ def describe(config: Any) -> str:
     t, a, k = config.topology, config.algorithm, config.task
     lr = a.lr if isinstance(a.lr, float) else a.lr.model_dump(exclude_defaults=True)
     line = (
-        f"[bold]{config.study}[/]: {a.kind} (lr={lr}) on {t.kind} with n={t.num_nodes}, "
+        f"[bold]{config.study}[/]: {a.method} (lr={lr}) on {t.kind} with n={t.num_nodes}, "
         f"task {k.kind}, T={config.rounds}, seed={config.seed}, {config.dtype}"
     )
     p = getattr(config, "privacy", None)

@@ -73,31 +73,21 @@ def build_schedule(lr: Any, rounds: int) -> Any:
 
 
 def build_algorithm(cfg: Any, rounds: int) -> Any:
-    """Build the algorithm of an algorithm section; ``rounds`` completes schedules."""
+    """Build the algorithm of an algorithm section with its ``transforms`` in front
+    (:func:`~decent.algorithms.transforms.with_transforms`); ``rounds`` completes schedules."""
     from decent.algorithms import ALGORITHMS
+    from decent.algorithms.transforms import TRANSFORMS, with_transforms
 
-    kwargs = _fields(cfg)
+    kwargs = _fields(cfg, "transforms")
     kwargs["lr"] = build_schedule(cfg.lr, rounds)
-    return _guard("algorithm", cfg, lambda: ALGORITHMS[cfg.kind](**kwargs))
-
-
-def build_method(config: m.ExperimentConfig) -> Any:
-    """The config's algorithm with its ``transforms`` in front (:func:`with_transforms`)."""
-    from decent.algorithms.transforms import with_transforms
-
-    algorithm = build_algorithm(config.algorithm, config.rounds)
-    chain = config.transforms
+    algorithm = _guard("algorithm", cfg, lambda: ALGORITHMS[cfg.kind](**kwargs))
     return _guard(
-        "transforms",
-        [t.kind for t in chain],
-        lambda: with_transforms(algorithm, [_transform(t) for t in chain]),
+        "algorithm.transforms",
+        cfg.transforms,
+        lambda: with_transforms(
+            algorithm, [TRANSFORMS[t.kind](**_fields(t)) for t in cfg.transforms]
+        ),
     )
-
-
-def _transform(section: Any) -> Any:
-    from decent.algorithms import transforms
-
-    return getattr(transforms, section.kind)(**_fields(section))
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -260,7 +250,7 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
         )
     topology = build_topology(config.topology)
     task = build_task(config.task, topology.num_nodes, config.dtype)
-    algorithm = build_method(config)
+    algorithm = build_algorithm(config.algorithm, config.rounds)
     check_static(algorithm, topology, config)
     check_mixing(algorithm, topology, config)
     build_privacy(config, task)

@@ -124,10 +124,11 @@ def _section(heading: str, model: type[BaseModel], intro: str = "", *example: st
 def _family(title: str, models: tuple[type[m.Section], ...], intro: str) -> list[str]:
     kinds = ", ".join(f"`{m.kind_of(x)}`" for x in models)
     lines = [f"## {title}", "", intro, "", f"Kinds: {kinds}.", ""]
+    shared = ("kind", "transforms")  # every algorithm table's transforms: their own section
     for model in models:
         lines += [f'### `kind = "{m.kind_of(model)}"`', "", _doc(model), ""]
         if len(model.model_fields) > 1:
-            lines += [*_table(model), ""]
+            lines += [*_table(model, skip=shared), ""]
         else:
             lines += ["No other fields.", ""]
     return lines
@@ -281,16 +282,18 @@ def reference_markdown(plugins: bool = False) -> str:
     lines += _family(
         "`[algorithm]`",
         ours(m.ALGORITHM_MODELS, m.ALGORITHMS),
-        "The training method. `lr` is a number or a schedule table (below).",
+        "The training method. `lr` is a number or a schedule table (below); every kind also "
+        "takes `transforms`, a list of gradient transforms (below).",
     )
     lines += _family(
-        "`transforms` (top level)",
+        "`[[algorithm.transforms]]`",
         m.TRANSFORM_MODELS,
         "Gradient transforms that turn each node's stochastic gradient into the direction its "
-        "algorithm steps along, in list order (optax's chain; `docs/concepts.md`): "
-        '`transforms = [{ kind = "weight_decay", decay = 1e-4 }, { kind = "momentum", '
-        "beta = 0.9 }]` is SGD with L2 inside the momentum, the reverse order is SGDW, and "
-        "`adam` then `weight_decay` is AdamW. The step size stays `algorithm.lr`.",
+        "algorithm steps along, one table per transform in list order (optax's chain; "
+        "`docs/concepts.md` has a whole config): weight decay before momentum is SGD with L2 "
+        "inside the momentum (`torch.optim.SGD`), after it SGDW, and `adam` then "
+        "`weight_decay` is AdamW. The step size stays `algorithm.lr`; the method is named "
+        "`dat_sgd+momentum+weight_decay`.",
     )
     lines += _family(
         "Learning-rate schedules (`algorithm.lr`)",

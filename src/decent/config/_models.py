@@ -28,7 +28,7 @@ from pydantic import (
 from decent._names import is_safe_name
 from decent._params import ROUNDS_MAX, SIZE_MAX, declared, number_problem
 from decent.algorithms import ALGORITHMS, Constant, Cosine, InverseSqrt, Warmup
-from decent.algorithms.transforms import Adam, Momentum, QuasiGlobalMomentum, WeightDecay
+from decent.algorithms.transforms import TRANSFORMS
 from decent.comm.network.models import ComputeModel, DelayModel, FaultModel, LinkModel
 from decent.comm.robust import RobustCommunicator, choose_byzantine
 from decent.config._errors import ConfigWarning, Issue
@@ -241,11 +241,34 @@ WarmupLR.model_rebuild()
 # --------------------------------------------------------------------------- algorithms
 
 
+TRANSFORM_MODELS: tuple[type[Section], ...] = tuple(
+    derive(cls, kind, name=f"{cls.__name__}Transform") for kind, cls in TRANSFORMS.items()
+)
+if typing.TYPE_CHECKING:
+    TransformConfig = Any
+else:
+    TransformConfig = Annotated[Union[TRANSFORM_MODELS], Field(discriminator="kind")]  # noqa: UP007
+
+
 class AlgorithmSection(Section):
-    """What every ``[algorithm]`` table has: its ``kind`` and its step size ``lr``."""
+    """What every ``[algorithm]`` table has: ``kind``, the step size ``lr``, ``transforms``."""
 
     kind: str
     lr: LearningRateConfig
+    transforms: list[TransformConfig] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Gradient transforms in front of the algorithm's step, applied in order (optax's "
+            "chain): momentum (nesterov = true: Nesterov), weight_decay, adam, "
+            "quasi_global_momentum. The step size stays lr."
+        ),
+    )
+
+    @property
+    def method(self) -> str:
+        """``kind`` and the transforms' kinds, as the built algorithm's name: ``dsgd+momentum``."""
+        return "+".join([self.kind, *(t.kind for t in self.transforms)])
 
 
 _ALGORITHM_TABLES: dict[type, type[AlgorithmSection]] = {}
@@ -276,14 +299,6 @@ else:
     AlgorithmConfig = Annotated[Union[ALGORITHM_MODELS], Field(discriminator="kind")]  # noqa: UP007
 """The ``[algorithm]`` table: one model per entry of :data:`decent.algorithms.ALGORITHMS`."""
 
-TRANSFORM_MODELS: tuple[type[Section], ...] = tuple(
-    derive(cls, cls.name, name=f"{cls.__name__}Transform")
-    for cls in (Momentum, WeightDecay, Adam, QuasiGlobalMomentum)
-)
-if typing.TYPE_CHECKING:
-    TransformConfig = Any
-else:
-    TransformConfig = Annotated[Union[TRANSFORM_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 # --------------------------------------------------------------------------- data
 
@@ -606,16 +621,6 @@ class ExperimentConfig(Section):
             "every evaluation, the final one, or none (true = every, false = none)."
         ),
     )
-    transforms: list[TransformConfig] = Field(
-        default_factory=list,
-        max_length=64,
-        description=(
-            "Gradient transforms in front of the algorithm's step, applied in order (optax's "
-            "chain): momentum (nesterov = true: Nesterov), weight_decay, adam, "
-            'quasi_global_momentum; e.g. transforms = [{kind = "weight_decay", decay = 1e-4}, '
-            '{kind = "momentum", beta = 0.9}]. Step sizes stay algorithm.lr.'
-        ),
-    )
     averages: list[Literal["tail", "weighted"]] = Field(
         default_factory=list,
         description=(
@@ -736,14 +741,14 @@ class ExperimentConfig(Section):
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``).
 
-        ``averages``, ``transforms``, ``chebyshev_steps``, ``network`` and ``privacy`` appear
-        only when they are not their defaults, so runs recorded before the fields existed
-        keep their ids.
+        ``averages``, ``algorithm.transforms``, ``chebyshev_steps``, ``network`` and
+        ``privacy`` appear only when they are not their defaults, so runs recorded before the
+        fields existed keep their ids.
         """
         data = self.model_dump(mode="json", exclude={"sweep"})
-        for key in ("averages", "transforms"):
-            if not data[key]:
-                del data[key]
+        for table, key in ((data, "averages"), (data["algorithm"], "transforms")):
+            if not table[key]:
+                del table[key]
         if data["chebyshev_steps"] == 1:
             del data["chebyshev_steps"]
         if data["network"] is None:

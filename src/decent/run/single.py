@@ -62,9 +62,8 @@ def run_label(config: ExperimentConfig) -> str:
     else:
         lr = config.algorithm.lr
         lr_text = f"{lr:.3g}" if isinstance(lr, float) else lr.kind
-        method = "+".join([config.algorithm.kind, *(t.kind for t in config.transforms)])
         base = (
-            f"{method} lr={lr_text} {config.topology.kind}"
+            f"{config.algorithm.method} lr={lr_text} {config.topology.kind}"
             f"(n={config.topology.num_nodes}) {config.task.kind}"
         )
         byz = config.byzantine
@@ -236,7 +235,7 @@ def replica_key(config: ExperimentConfig) -> str:
     from decent.results._canon import canonical_json
 
     data = config.run_dict()
-    if config.network or config.byzantine or config.transforms:  # one replica at a time
+    if config.network or config.byzantine or config.algorithm.transforms:  # one replica at a time
         return canonical_json(data)
     for key in ("seed", "name", "study"):
         data.pop(key, None)
@@ -251,7 +250,7 @@ def replica_key(config: ExperimentConfig) -> str:
 def _build_batch(configs: Sequence[ExperimentConfig]) -> list[Experiment]:
     """Build a replica batch: one topology and communicator, and each distinct task once
     (a grid of step sizes shares one task; a large one takes a noticeable time to draw)."""
-    from decent.config import build_method, build_task
+    from decent.config import build_algorithm, build_task
 
     first = build(configs[0])
     tasks = {(configs[0].task.model_dump_json(), configs[0].dtype): first.task}
@@ -261,7 +260,7 @@ def _build_batch(configs: Sequence[ExperimentConfig]) -> list[Experiment]:
         task = tasks.get(key)
         if task is None:
             task = tasks[key] = build_task(c.task, first.topology.num_nodes, c.dtype)
-        algorithm = build_method(c)
+        algorithm = build_algorithm(c.algorithm, c.rounds)
         out.append(Experiment(c, first.topology, algorithm, task, first.comm))
     return out
 

@@ -356,17 +356,16 @@ def run_points(
 
 def _prebuild(points: list[SweepPoint]) -> None:
     """Build every distinct topology and algorithm once, so a bad point fails before running."""
-    from decent.config import build_method, build_topology
+    from decent.config import build_algorithm, build_topology
 
     seen: set[str] = set()
     issues: list[Issue] = []
     for p in points:
         for section, fn in (
             ("topology", lambda c: build_topology(c.topology)),
-            ("algorithm", build_method),
+            ("algorithm", lambda c: build_algorithm(c.algorithm, c.rounds)),
         ):
             key = section + repr(getattr(p.config, section))
-            key += repr(p.config.transforms) if section == "algorithm" else ""
             if key in seen:
                 continue
             seen.add(key)
