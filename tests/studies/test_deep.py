@@ -260,3 +260,22 @@ def test_a_graph_that_cannot_be_built_at_some_m_is_left_out_and_named() -> None:
     assert ("torus", 9) in graphs and ("torus", 4) not in graphs and ("complete", 4) in graphs
     assert list(spec.unbuilt()) == [("torus", 4)]
     assert "no factorization" in spec.unbuilt()[("torus", 4)]
+
+
+def test_a_method_outside_its_analysis_on_a_graph_runs_with_a_warning_and_is_named() -> None:
+    """DAT-SGD assumes a symmetric W; one-peer exponential's W_t is not: that cell runs with
+    mixing_check = "warn" (D-SGD's does not need it) and tables.md names it."""
+    spec = deep.DeepSpec(
+        tasks=("digits_mlp",),
+        methods=("dsgd", "dat_sgd"),
+        topologies=("one_peer_exponential",),
+        num_nodes=(8,),
+        alphas=(1.0,),
+        samples={"digits_mlp": 8 * 16 * 20},
+    )
+    assert list(spec.outside()) == [("dat_sgd", "one_peer_exponential", 8)]
+    assert "not symmetric" in spec.outside()[("dat_sgd", "one_peer_exponential", 8)]
+    cell = ("digits_mlp", "dat_sgd", "one_peer_exponential", 8, 1.0)
+    assert spec.config(cell, 1.0, 0, deep.STUDY).mixing_check == "warn"
+    plain = ("digits_mlp", "dsgd", "one_peer_exponential", 8, 1.0)
+    assert spec.config(plain, 0.1, 0, deep.STUDY).mixing_check == "error"
