@@ -40,6 +40,7 @@ References:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -404,6 +405,9 @@ def compressed_refusal(comm: object, name: str) -> str | None:
     return None
 
 
+_CARRIERS: weakref.WeakSet[object] = weakref.WeakSet()
+
+
 def mix_compressed(comm: object, payload: Payload, t: int, name: str) -> torch.Tensor:
     """``W_t @ payload.dense`` for the held rows over any transport; counts one gossip round
     of ``payload.nbytes`` per message.
@@ -415,9 +419,11 @@ def mix_compressed(comm: object, payload: Payload, t: int, name: str) -> torch.T
     Raises:
         TypeError: ``comm`` cannot carry method ``name``'s compressed gossip (says why).
     """
-    why = compressed_refusal(comm, name)
-    if why is not None:
-        raise TypeError(why)
+    if comm not in _CARRIERS:  # the protocol checks cost 40 us: once per communicator
+        why = compressed_refusal(comm, name)
+        if why is not None:
+            raise TypeError(why)
+        _CARRIERS.add(comm)
     comm = cast(Exchange, comm)
     m = payload.dense.shape[0]
     every = comm.node_ids.numel() == comm.num_nodes
