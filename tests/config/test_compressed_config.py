@@ -106,3 +106,15 @@ def test_a_faulty_network_is_refused_on_the_api_path_too():
 def test_compressed_gossip_does_not_combine_with_chebyshev():
     text = _error(BASE, "chebyshev_steps=3")
     assert "ChebyshevCommunicator lacks" in text and "dense W^k q" in text
+
+
+def test_compressed_gossip_refuses_the_overlap_mode_saying_why():
+    """The ranks' overlap mode is the delay-1 combiner over the exchange (here over the
+    simulator's, which the launcher's factory would build over the ranks')."""
+    from decent.comm import DelayedCommunicator
+
+    with pytest.raises(ConfigError) as info:
+        build(loads_config(BASE), comm_factory=lambda topo: DelayedCommunicator(topo, delay=1))
+    text = str(info.value)
+    assert "algorithm.kind" in text and "DelayedCommunicator mixes stale values" in text
+    assert "stale copies are a method CHOCO is not derived for" in text
