@@ -21,7 +21,7 @@ from decent.comm import (
     chebyshev_contraction,
     chebyshev_steps_for,
 )
-from decent.comm.base import CompressedMixing, Replicable, Topological
+from decent.comm.base import Replicable, Topological, Transport
 from decent.comm.sim import ReplicatedCommunicator
 from decent.topology import (
     OnePeerExponential,
@@ -192,7 +192,7 @@ def test_the_wrapper_declares_what_it_keeps_and_forwards_nothing_else() -> None:
     comm = accelerate(inner, 3)
     assert comm.num_nodes == 8 and comm.node_ids is inner.node_ids
     assert isinstance(comm, Topological) and comm.topology is inner.topology
-    assert isinstance(comm, Replicable) and not isinstance(comm, CompressedMixing)
+    assert isinstance(comm, Replicable) and not isinstance(comm, Transport)
     assert comm.metrics() == {}
     comm.close()
     for plain_step in ("weights", "kernel", "apply"):

@@ -2,7 +2,7 @@ r"""Compressed gossip: CHOCO-SGD, and DAT-SGD and gradient tracking in the same 
 
 CHOCO-Gossip (see ``docs/concepts.md``, "Compressed gossip") keeps per node a public copy
 ``\hat v_i`` and ``s_i = sum_j W[i, j] \hat v_j`` and sends only ``q_i = Q(v_i - \hat v_i)``
-(:func:`choco_gossip`). The state of every method here is its uncompressed method's state
+(:meth:`CompressedMethod.gossip`). The state of every method here is its uncompressed method's state
 plus ``hat`` and ``s``, both ``(m, k)`` with ``k`` the gossiped width, starting at zero.
 ``W`` must stay fixed (``s`` accumulates ``W q``), so these methods need a static topology;
 a node that joins late would pull ``hat`` and ``s`` from a neighbour, which is exact only
@@ -39,8 +39,8 @@ from decent.algorithms.base import (
 from decent.algorithms.dat_sgd import ANYTIME_HINT, DATSGDState, anytime_step
 from decent.algorithms.dsgd import LR_DOC
 from decent.algorithms.gradient_tracking import tracking_step
-from decent.comm.base import Communicator, CompressedMixing
-from decent.comm.compress import Compressor, CompressorKind, Payload, row_nodes
+from decent.comm.base import Communicator
+from decent.comm.compress import Compressor, CompressorKind, Payload, mix_compressed, row_nodes
 
 __all__ = [
     "ChocoSGD",
@@ -49,7 +49,6 @@ __all__ = [
     "CompressedDATSGDState",
     "CompressedGradientTracking",
     "CompressedGradientTrackingState",
-    "choco_gossip",
 ]
 
 
@@ -89,18 +88,25 @@ class CompressedMethod(Method):
     def gossip(
         self, v: NodeTensor, state: Any, comm: Communicator, t: int, gamma: float
     ) -> NodeTensor:
-        """One CHOCO-Gossip step of ``v`` with the state's ``hat`` and ``s`` (in place)."""
-        return choco_gossip(
-            v,
-            state.hat,
-            state.s,
-            comm,
-            t,
-            self.compressor,
-            gamma,
-            blocks=self.blocks,
-            name=self.name,
-        )
+        """One CHOCO-Gossip step, in place on ``v`` and the state's ``hat`` and ``s``;
+        returns ``v``.
+
+        ``q = Q(v - hat)``, ``hat += q``, ``s += W_t q`` (the round's only message,
+        :func:`~decent.comm.compress.mix_compressed`), ``v += gamma (s - hat)``. With the
+        identity ``Q`` and ``gamma = 1`` this is plain gossip ``v <- W v`` (``s = W hat``,
+        ``hat = v``); with ``W`` doubly stochastic the consensus step keeps the network mean
+        of ``v``. With ``blocks > 1`` the ``blocks`` equal parts of each row are compressed
+        on their own (DAT-SGD's ``[w | x]``) and sent as one message.
+
+        Raises:
+            TypeError: ``comm`` cannot carry compressed gossip (the message says why).
+        """
+        hat, s = state.hat, state.s
+        nodes = row_nodes(comm.node_ids, v.shape[0])
+        payload = _payload(self.compressor, v - hat, t, nodes, comm.num_nodes, self.blocks)
+        s.add_(mix_compressed(comm, payload, t, self.name))  # raises before any state changes
+        hat.add_(payload.dense)
+        return add_scaled_(v, s - hat, gamma)
 
 
 GAMMA_DOC = "Consensus step gamma of CHOCO-Gossip, in (0, 1]; 1 with identity is plain gossip."
@@ -129,41 +135,6 @@ def _payload(
         )
 
     return Payload(torch.cat([p.dense for p in parts], dim=1), bounds[-1], encode, decode)
-
-
-def choco_gossip(
-    v: NodeTensor,
-    hat: NodeTensor,
-    s: NodeTensor,
-    comm: Communicator,
-    t: int,
-    compressor: Compressor,
-    gamma: float,
-    *,
-    blocks: int = 1,
-    name: str = "choco",
-) -> NodeTensor:
-    """One CHOCO-Gossip step, in place on ``v``, ``hat`` and ``s``; returns ``v``.
-
-    ``q = Q(v - hat)``, ``hat += q``, ``s += W_t q`` (the round's only message),
-    ``v += gamma (s - hat)``. With the identity ``Q`` and ``gamma = 1`` this is plain gossip
-    ``v <- W v`` (``s = W hat``, ``hat = v``); with ``W`` doubly stochastic the consensus
-    step keeps the network mean of ``v``. ``blocks > 1`` compresses the ``blocks`` equal
-    parts of each row on their own (DAT-SGD's ``[w | x]``), sent as one message.
-
-    Raises:
-        TypeError: ``comm`` cannot send compressed messages.
-    """
-    if not isinstance(comm, CompressedMixing):
-        raise TypeError(
-            f"{name} sends compressed messages, which {type(comm).__name__} cannot: run it in "
-            "the simulator (SimCommunicator) or on ranks with the synchronous DistCommunicator"
-        )
-    nodes = row_nodes(comm.node_ids, v.shape[0])
-    payload = _payload(compressor, v - hat, t, nodes, comm.num_nodes, blocks)
-    hat.add_(payload.dense)
-    s.add_(comm.mix_compressed(payload, t))
-    return add_scaled_(v, s - hat, gamma)
 
 
 class ChocoState(NamedTuple):

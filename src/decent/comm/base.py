@@ -166,18 +166,6 @@ class Communicator(Protocol):
         ...
 
 
-@runtime_checkable
-class CompressedMixing(Protocol):
-    """A communicator that sends compressed messages (compressed gossip, CHOCO-SGD): the
-    simulator mixes the reconstructions and counts the size, synchronous ranks send the
-    encoded messages and decode them; the numbers are the same."""
-
-    def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
-        """``W_t @ payload.dense`` for a :class:`~decent.comm.compress.Payload` of the held
-        rows, sending (or counting) ``payload.nbytes`` per message."""
-        ...
-
-
 class Buffers:
     """Reused flat buffers, one per ``(name, dtype, device)``, grown to the largest size asked
     for. Fresh multi-MB tensors are page-faulted in on first touch, which made a gossip step
@@ -251,17 +239,11 @@ class Held:
 
 
 @runtime_checkable
-class Transport(Communicator, Protocol):
-    """A communicator's ground floor: who sends which rows to whom for ``W_t``, and
-    receiving them (the simulator moves nothing, ``Z = x``; ranks swap exactly the rows each
-    neighbour needs). Plain gossip is ``combine(post(x, t).wait(), t)``; the combiners are
-    built from these members."""
-
-    topology: Topology
-
-    def weights(self, t: int) -> MixingMatrix:
-        """``W_t`` as the exchange uses it."""
-        ...
+class Exchange(Communicator, Protocol):
+    """The exchange of ``W_t``'s rows: who sends which rows to whom, and receiving them (the
+    simulator moves nothing, ``Z = x``; ranks swap exactly the rows each neighbour needs).
+    Plain gossip is ``combine(post(x, t).wait(), t)`` and ``count``; the combiners are built
+    from these members."""
 
     def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Posted:
         """Start sending each neighbour its rows of ``x`` for ``W_t`` and receiving theirs
@@ -274,6 +256,23 @@ class Transport(Communicator, Protocol):
         fresh tensor, which callers may update in place."""
         ...
 
+    def count(self, t: int, nbytes: int) -> None:
+        """Account one gossip round of ``W_t`` with ``nbytes`` per message (a simulated
+        network also puts it on its clock)."""
+        ...
+
+
+@runtime_checkable
+class Transport(Exchange, Protocol):
+    """A communicator's ground floor: the exchange, and where each node's row is in it
+    (the per-node combiners, stale mixing and robust rules, need it)."""
+
+    topology: Topology
+
+    def weights(self, t: int) -> MixingMatrix:
+        """``W_t`` as the exchange uses it."""
+        ...
+
     def self_weights(self, t: int) -> np.ndarray:
         """``(m,)`` ``W_t[i, i]`` of the held rows ``i``."""
         ...
@@ -282,6 +281,34 @@ class Transport(Communicator, Protocol):
         """``(n,)`` the row of ``Z`` that holds each node's value at round ``t`` (``-1``:
         neither held nor received here)."""
         ...
+
+
+class BaseTransport:
+    """What transports share: plain gossip from the exchange, the accounting of a round, no
+    metrics, nothing to close."""
+
+    stats: CommStats
+    weights: Callable[[int], MixingMatrix]
+    post: Callable[..., Posted]
+    combine: Callable[[NodeTensor, int], NodeTensor]
+
+    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
+        """One gossip step of the held rows ``(m, k)``: post, wait, count, combine (on ranks
+        a collective over the neighbours: every rank calls it with the same ``t``)."""
+        z = self.post(x, t).wait()
+        self.count(t, x.shape[1] * x.element_size())
+        return self.combine(z, t)
+
+    def count(self, t: int, nbytes: int) -> None:
+        """Count one gossip round of ``W_t``, ``nbytes`` per message."""
+        self.stats.add_gossip(self.weights(t).out_degree, nbytes)
+
+    def metrics(self) -> dict[str, float]:
+        """Nothing beyond :attr:`stats`."""
+        return {}
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 # -- optional capabilities, asked for with isinstance; a wrapper offers one only where it

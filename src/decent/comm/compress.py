@@ -40,15 +40,17 @@ References:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import annotated_types as at
 import torch
 
 from decent import _stream
 from decent._params import hparam
+from decent.comm.base import Exchange, Stale
 
 CompressorKind = Literal["identity", "top_k", "random_k", "qsgd", "sign"]
 COMPRESSORS: tuple[str, ...] = ("identity", "top_k", "random_k", "qsgd", "sign")
@@ -386,12 +388,59 @@ def row_nodes(node_ids: torch.Tensor, rows: int) -> torch.Tensor:
     return node_ids.repeat_interleave(rows // m)
 
 
+def compressed_refusal(comm: object, name: str) -> str | None:
+    """Why ``comm`` cannot carry method ``name``'s compressed gossip, or ``None``."""
+    if isinstance(comm, Stale) and comm.staleness:
+        return (
+            f"{name} adds each message q to s = sum_j W_ij hat_j once, in its round; "
+            f"{type(comm).__name__} mixes stale values (staleness {comm.staleness}): stale "
+            "copies are a method CHOCO is not derived for, and a varying delay skips or repeats q"
+        )
+    if not isinstance(comm, Exchange):
+        return (
+            f"{name} sends q through one exchange of W_t per round, which {type(comm).__name__} "
+            "lacks (Chebyshev's P_K(W) would send dense W^k q after its first exchange; "
+            "fault-tolerant ranks change W when a rank dies); use the simulator or sync ranks"
+        )
+    return None
+
+
+_CARRIERS: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+def mix_compressed(comm: object, payload: Payload, t: int, name: str) -> torch.Tensor:
+    """``W_t @ payload.dense`` for the held rows over any transport; counts one gossip round
+    of ``payload.nbytes`` per message.
+
+    Ranks send each neighbour the encoded messages it needs (``payload.wire()``) and decode
+    what arrives; a process that holds every node moves nothing and encodes nothing. As
+    ``decode(wire())`` is ``dense`` bit for bit, every transport mixes the same values.
+
+    Raises:
+        TypeError: ``comm`` cannot carry method ``name``'s compressed gossip (says why).
+    """
+    if comm not in _CARRIERS:  # the protocol checks cost 40 us: once per communicator
+        why = compressed_refusal(comm, name)
+        if why is not None:
+            raise TypeError(why)
+        _CARRIERS.add(comm)
+    comm = cast(Exchange, comm)
+    m = payload.dense.shape[0]
+    every = comm.node_ids.numel() == comm.num_nodes
+    z = comm.post(payload.dense if every else payload.wire(), t).wait()
+    comm.count(t, payload.nbytes)
+    z = torch.cat([payload.dense, payload.decode(z[m:])]) if z.shape[0] > m else payload.dense
+    return comm.combine(z, t)
+
+
 __all__ = [
     "COMPRESSORS",
     "Compressor",
     "CompressorError",
     "CompressorKind",
     "Payload",
+    "compressed_refusal",
+    "mix_compressed",
     "pack_bits",
     "row_nodes",
     "unpack_bits",

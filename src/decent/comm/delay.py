@@ -87,7 +87,7 @@ class DelayedCommunicator(Combiner):
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """Return row ``i`` = ``W_ii x_i + sum_{j != i} W_ij x_j`` (``x_j`` ``delay`` calls old)."""
         inner = self.inner
-        inner.stats.add_gossip(inner.weights(t).out_degree, x.shape[1] * x.element_size())
+        inner.count(t, x.shape[1] * x.element_size())
         if self.delay == 0:
             return inner.combine(inner.post(x, t).wait(), t)
         self._calls += 1

@@ -37,8 +37,7 @@ from decent.comm._exchange import (
     local_layout,
     resolve_placement,
 )
-from decent.comm.base import Buffers, CommStats, ReduceOp, period_of, reduce_rows
-from decent.comm.delay import DelayedCommunicator
+from decent.comm.base import BaseTransport, Buffers, CommStats, ReduceOp, period_of, reduce_rows
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["DistCommunicator", "DistConfigError", "block_placement"]
@@ -65,7 +64,7 @@ _PLAN_CACHE_SIZE = 1024
 _DEFAULT_DENSE_LIMIT = 1 << 16
 
 
-class DistCommunicator:
+class DistCommunicator(BaseTransport):
     """Mix the rows held by this rank with its graph neighbours over ``torch.distributed``.
 
     Rank ``r`` holds the nodes ``node_ids`` (``m >= 1`` rows) of an initialized process
@@ -82,10 +81,9 @@ class DistCommunicator:
             NCCL warm-up collective here.
         dense_limit: the most entries of ``A`` (held rows by ``Z``'s rows) for which
             ``A @ Z`` is a dense product rather than a sparse gather.
-        overlap: ``mix`` posts the exchange of its input and returns at once with the
-            neighbours' values of the *previous* call, so the exchange runs during the next
-            gradients: :class:`~decent.comm.delay.DelayedCommunicator` (delay 1) over this
-            transport. Needs a static topology; call :meth:`close` after the last mix.
+
+    The overlap mode (the exchange runs during the next gradients) is
+    ``DelayedCommunicator(DistCommunicator(...), delay=1)``.
 
     Raises:
         DistConfigError: no process group, this process not in ``group``, or a placement
@@ -107,7 +105,6 @@ class DistCommunicator:
         group: dist.ProcessGroup | None = None,
         device: torch.device | str | None = None,
         dense_limit: int = _DEFAULT_DENSE_LIMIT,
-        overlap: bool = False,
     ) -> None:
         if not (dist.is_available() and dist.is_initialized()):
             raise DistConfigError(
@@ -147,15 +144,6 @@ class DistCommunicator:
         self._plans: OrderedDict[int, ExchangePlan] = OrderedDict()
         self._latest: tuple[int, ExchangePlan] | None = None
         self._warm: set[torch.device] = set()
-        self.overlap = bool(overlap)
-        if self.overlap and not topology.is_static:
-            raise DistConfigError(
-                f"overlap=True needs a static topology, got time-varying {topology.name!r}: a "
-                "rank posts round t's values before it knows the neighbours of the next "
-                "round it mixes in; use overlap=False (or a static topology)"
-            )
-        # overlap mode: the stale-mixing combiner over this transport
-        self._stale = DelayedCommunicator(self, delay=1) if self.overlap else None
         self._buffers = Buffers()  # reused message buffers, see the module docstring
         if self.device is not None and self.device.type != "cpu":
             self._warm_up(self.device)
@@ -239,6 +227,9 @@ class DistCommunicator:
         next exchange on the same ``slot``; ``x`` (or its ``keep`` copy) must stay untouched
         until ``wait`` returns."""
         self.check_rows(x, "mix")
+        if x.device.type != "cpu":
+            self._warm_up(x.device)
+        x = x.contiguous()
         plan = self.plan(t)
         m = x.shape[0]
         z = None
@@ -278,11 +269,6 @@ class DistCommunicator:
         works = list(dist.batch_isend_irecv(ops)) if ops else []
         return _Posted(x, z, works)
 
-    def exchange(self, x: NodeTensor, t: int) -> NodeTensor:
-        """``Z = [x; received]`` for ``W_t``: :meth:`post` and wait (``x`` is copied into
-        ``Z`` while the messages are in flight)."""
-        return self.post(x, t).wait()
-
     def combine(self, z: NodeTensor, t: int) -> NodeTensor:
         """``A @ Z``: the held rows of ``W_t`` applied to ``Z = [x; received]``."""
         return self.plan(t).apply(z, self.num_local)
@@ -302,71 +288,6 @@ class DistCommunicator:
             zpos[got] = np.arange(offset, offset + got.size)
             offset += got.size
         return zpos
-
-    # -- Communicator --------------------------------------------------------------------
-    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
-        """One gossip step for the held rows ``(m, k)`` (in :attr:`node_ids` order).
-
-        A collective over the neighbours: every rank calls it with the same ``t``. Counts
-        one gossip round with the global numbers of ``W_t`` (every rank's stats equal the
-        simulator's). In overlap mode the stale-mixing combiner runs instead.
-
-        Raises:
-            ValueError: ``x`` has the wrong shape or device.
-            DistConfigError: the device does not match the process group's backend.
-        """
-        self.check_rows(x, "mix")
-        if x.device.type != "cpu":
-            self._warm_up(x.device)
-        x = x.contiguous()
-        if self._stale is not None:
-            return self._stale.mix(x, t)
-        self.stats.add_gossip(self.plan(t).matrix.out_degree, x.shape[1] * x.element_size())
-        return self.combine(self.exchange(x, t), t)
-
-    def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
-        """``x_i <- sum_j W_t[i, j] dense_j``: sends the encoded messages the neighbours need
-        (``payload.wire()``), decodes the received ones, mixes them with the held rows' own
-        reconstructions; counts ``payload.nbytes`` per message (what :attr:`wire_bytes` sees).
-
-        Raises:
-            DistConfigError: in overlap mode (compressed gossip keeps exact reconstructions
-                on both ends and does not mix stale values).
-        """
-        if self.overlap:
-            raise DistConfigError(
-                "compressed gossip needs overlap=False: it mixes this round's messages"
-            )
-        dense = payload.dense
-        self.check_rows(dense, "mix_compressed")
-        if dense.device.type != "cpu":
-            self._warm_up(dense.device)
-        plan = self.plan(t)
-        self.stats.add_gossip(plan.matrix.out_degree, int(payload.nbytes))
-        m = self.num_local
-        if not plan.recv and not plan.send:
-            return plan.apply(dense.contiguous(), m)
-        z_wire = self.exchange(payload.wire(), t)
-        if not plan.recv:
-            return plan.apply(dense.contiguous(), m)
-        z = self._buffers.get("zc", (m + plan.num_received, dense.shape[1]), dense)
-        z[:m].copy_(dense)
-        z[m:].copy_(payload.decode(z_wire[m:]))
-        return plan.apply(z, m)
-
-    @property
-    def staleness(self) -> int:
-        """``1`` in overlap mode (neighbours' values one call old), else ``0``."""
-        return int(self.overlap)
-
-    def metrics(self) -> dict[str, float]:
-        """Nothing beyond :attr:`stats` (this transport has no failure handling)."""
-        return {}
-
-    def close(self) -> None:
-        """Complete the exchange still in flight (overlap mode; every rank, after its last mix)."""
-        if self._stale is not None:
-            self._stale.close()
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True

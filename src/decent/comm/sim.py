@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 from decent._types import NodeTensor
 from decent.comm.base import (
+    BaseTransport,
     CommStats,
     Communicator,
     Held,
@@ -46,7 +47,7 @@ def _is_exact_average(w: MixingMatrix) -> bool:
     return w.csr.nnz == n * n and bool(np.allclose(w.csr.data, 1.0 / n, rtol=0, atol=1e-15))
 
 
-class SimCommunicator:
+class SimCommunicator(BaseTransport):
     """Mix stacked node values with ``W_t`` in one process.
 
     Args:
@@ -145,17 +146,9 @@ class SimCommunicator:
     # -- Communicator --------------------------------------------------------------------
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """Return ``W_t @ x`` for ``x`` of shape ``(n, k)``; counts one gossip round."""
-        return self._mix(x, t, x.shape[1] * x.element_size())
-
-    def _mix(self, x: NodeTensor, t: int, nbytes: int) -> NodeTensor:
         plan = self.checked_plan(x, t)
-        self.stats.add_gossip(plan.matrix.out_degree, nbytes)
+        self.stats.add_gossip(plan.matrix.out_degree, x.shape[1] * x.element_size())
         return self.apply_plan(plan, x)
-
-    def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
-        """``W_t @ payload.dense`` (what every receiver reconstructs); counts one gossip round
-        of ``payload.nbytes`` per message."""
-        return self._mix(payload.dense, t, int(payload.nbytes))
 
     # -- Transport: every row is here, nothing moves ------------------------------------
     def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Held:
@@ -239,18 +232,11 @@ class SimCommunicator:
             self.stats.add_all_reduce(x.shape[1] * x.element_size())
         return out
 
-    def metrics(self) -> dict[str, float]:
-        """Nothing beyond :attr:`stats` (the simulator has no faults)."""
-        return {}
-
-    def close(self) -> None:
-        """Nothing to release."""
-
     def __repr__(self) -> str:
         return f"SimCommunicator({self.topology.name}, n={self.num_nodes}, kernel={self.kernel!r})"
 
 
-class ReplicatedCommunicator:
+class ReplicatedCommunicator(BaseTransport):
     """Mix ``R`` replicas of a simulated network, stacked node-major in ``(n * R, k)``.
 
     Row ``i * R + r`` is node ``i`` of replica ``r``, so ``x.view(n, R * k)`` puts every
@@ -298,11 +284,25 @@ class ReplicatedCommunicator:
         """Every replica's ``W_t @ x_r`` in one product; counts one replica's gossip round."""
         return self._mix(x, t, x.shape[1] * x.element_size())
 
-    def _mix(self, x: NodeTensor, t: int, nbytes: int) -> NodeTensor:
+    # -- Exchange: every row is here, nothing moves -------------------------------------
+    def weights(self, t: int) -> MixingMatrix:
+        """``W_t`` of one replica."""
+        return self.inner.weights(t)
+
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Held:
+        """Nothing to move, ``Z = x`` (a copy with ``keep``)."""
+        return Held(x.clone() if keep else x)
+
+    def combine(self, z: NodeTensor, t: int) -> NodeTensor:
+        """Every replica's ``W_t @ z_r`` without counting it."""
+        return self._mix(z, t, None)
+
+    def _mix(self, x: NodeTensor, t: int, nbytes: int | None) -> NodeTensor:
         self._check(x, "mix")
         n, k = self.num_nodes, x.shape[1]
         plan = self.inner.checked_plan(x.view(n, self.replicas * k), t)
-        self.stats.add_gossip(plan.matrix.out_degree, nbytes)
+        if nbytes is not None:
+            self.stats.add_gossip(plan.matrix.out_degree, nbytes)
         if n == 1:  # W = [[1]]: every replica's row is its own average, exactly
             return x.clone()
         if plan.kind == "mean":  # the exact average: per replica, summed as a single run sums
@@ -311,10 +311,6 @@ class ReplicatedCommunicator:
             return means.expand(n, self.replicas * k).reshape(self.rows, k)
         mixed = self.inner.apply_plan(plan, x.view(n, self.replicas * k), self.replicas)
         return mixed.view(self.rows, k)
-
-    def mix_compressed(self, payload: Any, t: int) -> NodeTensor:
-        """Every replica's ``W_t @ dense_r``; counts one replica's round of ``payload.nbytes``."""
-        return self._mix(payload.dense, t, int(payload.nbytes))
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
@@ -336,13 +332,6 @@ class ReplicatedCommunicator:
     def replica_rows(self, x: NodeTensor, r: int) -> NodeTensor:
         """Replica ``r``'s ``(n, k)`` rows of a stacked tensor (a strided view)."""
         return x.view(self.num_nodes, self.replicas, -1)[:, r, :]
-
-    def metrics(self) -> dict[str, float]:
-        """Nothing beyond :attr:`stats`."""
-        return {}
-
-    def close(self) -> None:
-        """Nothing to release."""
 
     def __repr__(self) -> str:
         return f"ReplicatedCommunicator({self.inner!r}, replicas={self.replicas})"

@@ -281,7 +281,7 @@ def build(config: m.ExperimentConfig, comm_factory: CommFactory | None = None) -
             lambda: accelerate(inner, config.chebyshev_steps),
         )
     if getattr(algorithm, "compressed", False):
-        check_compressed(config, topology, comm)
+        check_compressed(config, comm)
     if getattr(algorithm, "needs_clock", False) and config.network is not None:
         if config.network.delays.max_delay > 0:
             why = "its staleness comes from the clock: remove [network.delays] or set 0"
@@ -305,24 +305,28 @@ def build_byzantine(config: m.ExperimentConfig, comm: Any) -> Any:
 
     byz = config.byzantine
     assert byz is not None
-    clash = {
-        "network": config.network is not None,
-        "chebyshev_steps": config.chebyshev_steps > 1,
-        "algorithm.kind": "compressor_kind" in type(config.algorithm).model_fields,
+    clash = {  # field: (refused, value, why)
+        "network": (
+            config.network is not None,
+            "set",
+            "robust rules take this round's value of every in-neighbour; a simulated network's "
+            "lost and late messages are outside their tolerance bounds (not modelled)",
+        ),
+        "chebyshev_steps": (
+            config.chebyshev_steps > 1,
+            config.chebyshev_steps,
+            "P_K(W) is a polynomial in the linear step W_t, and a robust rule is not linear",
+        ),
+        "algorithm.kind": (
+            "compressor_kind" in type(config.algorithm).model_fields,
+            config.algorithm.kind,
+            "the rules would screen compressed corrections q, not values: another method",
+        ),
     }
-    values = {
-        "network": "set",
-        "chebyshev_steps": config.chebyshev_steps,
-        "algorithm.kind": config.algorithm.kind,
-    }
-    for field, bad in clash.items():
+    for field, (bad, value, why) in clash.items():
         if bad:
-            why = (
-                "Byzantine nodes and robust aggregation run on plain synchronous gossip; "
-                f"drop [byzantine] or {field} (a simulated network, accelerated or "
-                "compressed gossip do not combine with it yet)"
-            )
-            raise ConfigError([Issue(field, values[field], why)])
+            why = f"drop [byzantine] or {field}: {why}"
+            raise ConfigError([Issue(field, value, why)])
     w = comm.weights(1)
     n = w.n
     for node in byz.nodes or []:
@@ -354,17 +358,20 @@ def check_static(algorithm: Any, topology: Topology, config: m.ExperimentConfig)
         raise ConfigError([Issue("topology", config.topology, why)])
 
 
-def check_compressed(config: m.ExperimentConfig, topology: Any, comm: Any) -> None:
-    """Compressed gossip needs a transport that sends compressed messages of this round."""
-    from decent.comm.base import CompressedMixing, Stale
+def check_compressed(config: m.ExperimentConfig, comm: Any) -> None:
+    """Compressed gossip needs an exact exchange of ``W_t`` every round."""
+    from decent.comm.compress import compressed_refusal
+    from decent.comm.network import FaultModel
 
-    kind = config.algorithm.kind
-    if not isinstance(comm, CompressedMixing) or (isinstance(comm, Stale) and comm.staleness):
+    kind, net = config.algorithm.kind, config.network
+    why = compressed_refusal(comm, kind)
+    if why is None and net is not None and FaultModel(**_fields(net.faults)).any:
         why = (
-            f"{kind} sends compressed messages, which {type(comm).__name__} does not (a "
-            "simulated [network], chebyshev_steps > 1, overlap and bounded-staleness ranks mix "
-            "uncompressed values); run it in the simulator or on synchronous ranks"
+            f"{kind} needs the same W every round (s = sum_t W q_t = W hat), but lost messages "
+            "and absent nodes change the effective W'_t from round to round; remove the faults"
         )
+        raise ConfigError([Issue("network.faults", "set", why)])
+    if why is not None:
         raise ConfigError([Issue("algorithm.kind", kind, why)])
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from decent.algorithms.base import Algorithm
 from decent.algorithms.transforms import GradientTransform, with_transforms
-from decent.comm.base import Communicator
+from decent.comm.base import Communicator, Stale
 from decent.topology import Topology, make
 
 BUFFER_MODES: tuple[str, ...] = ("local", "gossip")
@@ -58,8 +58,8 @@ class DecentralizedDataParallel(nn.Module):
         transforms: gradient transforms in front of the update
             (``[momentum(0.9), weight_decay(5e-4)]``); see :mod:`decent.algorithms.transforms`.
         overlap: ``True``: one-step-stale gossip, the exchange of step ``t`` runs during the
-            forward and backward of step ``t + 1`` (``DistCommunicator(overlap=True)``;
-            static topologies only).
+            forward and backward of step ``t + 1``
+            (``DelayedCommunicator(DistCommunicator(...), delay=1)``; static topologies only).
         buffers: ``"local"`` (default): buffers such as BatchNorm's running statistics stay
             each rank's own (averaged only inside :meth:`averaged`); ``"gossip"``: floating
             buffers are also mixed with the neighbours every step.
@@ -108,7 +108,8 @@ class DecentralizedDataParallel(nn.Module):
             )
         if comm is None:
             comm = _build_comm(topology, overlap)
-        if buffers == "gossip" and getattr(comm, "overlap", False):
+        stale = comm.staleness if isinstance(comm, Stale) else 0
+        if buffers == "gossip" and stale:
             raise ParallelError(
                 "buffers='gossip' needs overlap=False: the stale exchange carries one message "
                 "shape; keep buffers='local' (they are averaged in averaged())"
@@ -122,7 +123,7 @@ class DecentralizedDataParallel(nn.Module):
         self.comm = comm
         self.algorithm = with_transforms(algorithm, list(transforms))
         self.buffer_mode = buffers
-        self.overlap = bool(getattr(comm, "overlap", False))
+        self.overlap = stale  # neighbours' values this many steps old (0: synchronous)
         self._params = [p for p in module.parameters() if p.requires_grad]
         if not self._params:
             raise ParallelError("module has no trainable parameters; nothing to train")
@@ -161,7 +162,7 @@ class DecentralizedDataParallel(nn.Module):
             "topology": str(getattr(topo, "name", "?")),
             "world_size": int(self.comm.num_nodes),
             "dim": self.dim,
-            "overlap": "stale-1" if self.overlap else "none",
+            "overlap": f"stale-{self.overlap}" if self.overlap else "none",
             "buffers": self.buffer_mode,
         }
 
@@ -331,6 +332,7 @@ class DecentralizedDataParallel(nn.Module):
 
 
 def _build_comm(topology: str | Topology, overlap: bool) -> Communicator:
+    from decent.comm import DelayedCommunicator
     from decent.comm.dist import DistCommunicator
 
     if not (dist.is_available() and dist.is_initialized()):
@@ -346,7 +348,8 @@ def _build_comm(topology: str | Topology, overlap: bool) -> Communicator:
             f"topology {topo.name!r} has {topo.num_nodes} nodes but the world has {n} ranks; "
             "build it with num_nodes = world_size (or pass its kind as a string)"
         )
-    return DistCommunicator(topo, overlap=overlap)
+    comm = DistCommunicator(topo)
+    return DelayedCommunicator(comm, delay=1) if overlap else comm
 
 
 def _as_flat_views(params: Sequence[nn.Parameter]) -> torch.Tensor:

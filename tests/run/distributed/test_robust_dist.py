@@ -52,6 +52,7 @@ def _mixes(comm: Any, x: Any) -> list[Any]:
 
 
 def _worker(rank: int, world_size: int) -> dict[str, Any]:
+    from decent.comm import DelayedCommunicator
     from decent.comm.dist import DistCommunicator
     from decent.comm.robust import RobustCommunicator
     from decent.config import ExperimentConfig
@@ -69,7 +70,7 @@ def _worker(rank: int, world_size: int) -> dict[str, Any]:
                 out[f"{layout}/{attack}/{rule}"] = _mixes(comm, _start(n)[ids])
         out[f"{layout}/stats"] = dist_comm.stats.summary()
     try:
-        RobustCommunicator(DistCommunicator(ring(4), overlap=True), [1], "alie", "median")
+        RobustCommunicator(DelayedCommunicator(DistCommunicator(ring(4))), [1], "alie", "median")
         out["overlap"] = "accepted"
     except ValueError as err:
         out["overlap"] = str(err)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from decent._types import NodeTensor
-from decent.comm.base import CommStats, ReduceOp, reduce_rows
+from decent.comm.base import BaseTransport, CommStats, Posted, ReduceOp, reduce_rows
 from decent.comm.network.clock import edges, tick_all_reduce, tick_gossip
 from decent.comm.network.delays import History
 from decent.comm.network.events import PairwiseClock, PairwiseRound, event_layers, reverse_edges
@@ -31,7 +31,7 @@ from decent.topology._matrix import MixingMatrix, Topology
 __all__ = ["NetworkCommunicator"]
 
 
-class NetworkCommunicator:
+class NetworkCommunicator(BaseTransport):
     """The simulator's communicator on a simulated network (see the module docstring).
 
     Args:
@@ -175,6 +175,32 @@ class NetworkCommunicator:
         self._joins = []
         self._advance(t)
         return self._joins
+
+    # -- Exchange: the simulator's, exact without faults and delays ----------------------
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Posted:
+        """The simulator's exchange (nothing moves)."""
+        return self.inner.post(x, t, slot=slot, keep=keep)
+
+    def combine(self, z: NodeTensor, t: int) -> NodeTensor:
+        """``W_t @ z``, uncounted."""
+        return self.inner.combine(z, t)
+
+    def count(self, t: int, nbytes: int) -> None:
+        """One gossip round of ``W_t`` on the clock, ``nbytes`` per message.
+
+        Raises:
+            NetworkError: faults or delays, under which a round's exchange is not ``W_t``.
+        """
+        if self.faults.any or self.delays.max_delay > 0:
+            raise NetworkError(
+                "this needs the exact exchange of W_t, but lost messages, absent nodes and "
+                "delays change the mixing from round to round; remove faults and delays"
+            )
+        self._advance(t)
+        w = self.inner.weights(t)
+        self.stats.add_gossip(w.out_degree, nbytes)
+        dst, src, _, _ = edges(w)
+        self._tick(dst, src, nbytes)
 
     # -- Communicator --------------------------------------------------------------------
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:

@@ -153,11 +153,11 @@ def make_comm_factory(
 
     def factory(topology: Any) -> Any:
         if mode in ("sync", "overlap"):
+            from decent.comm import DelayedCommunicator
             from decent.comm.dist import DistCommunicator
 
-            return DistCommunicator(
-                topology, placement=placement, device=device, overlap=mode == "overlap"
-            )
+            comm = DistCommunicator(topology, placement=placement, device=device)
+            return DelayedCommunicator(comm, delay=1) if mode == "overlap" else comm
         from decent.comm.gossip import GossipCommunicator
 
         return GossipCommunicator(
