@@ -80,6 +80,7 @@ def test_compressed_gossip_on_a_fault_free_network_is_the_simulator_on_a_clock()
     on_net = train_experiment(build(loads_config(BASE + net)))
     in_sim = train_experiment(build(loads_config(BASE)))
     assert on_net.status == "finished"
+    assert on_net.output is not None and in_sim.output is not None
     assert torch.equal(on_net.output, in_sim.output)
     last = on_net.records[-1]
     assert last["comm/bytes"] == in_sim.records[-1]["comm/bytes"] == 20 * 16 * 10
