@@ -98,6 +98,42 @@ def test_decent_launch_lets_a_scripts_survivors_finish(tmp_path):
     _check(records, victim, tmp_path)
 
 
+def _big_worker(rank: int, world: int) -> dict[str, Any]:
+    import torch
+
+    import decent
+    from decent.comm.gossip import STORE_CHUNK
+
+    torch.manual_seed(rank)  # and no broadcast: every rank its own parameters
+    # over 8 MiB of float64, the store's limit for one value: 3 chunks
+    net = torch.nn.Linear(1024, STORE_CHUNK // 512 + 1, dtype=torch.float64)
+    model = decent.DecentralizedDataParallel(
+        net, decent.DSGD(lr=0.1), "ring", mode="fault_tolerant", broadcast=False
+    )
+    own = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().copy()
+    averages, keys = [], []
+    for _ in range(6):
+        with model.averaged() as avg:
+            averages.append(torch.cat([p.detach().reshape(-1) for p in avg.parameters()]).numpy())
+        keys.append(model.comm._store.num_keys())  # type: ignore[attr-defined]
+    model.close()
+    return {"own": own, "averages": averages, "keys": keys}
+
+
+def test_averaged_of_a_model_larger_than_one_store_payload():
+    """The store's server refuses a value over 8 MiB: the reduce posts chunks, and deletes
+    its keys of two reduces ago, so the store does not grow with every averaged()."""
+    results = run_group(_big_worker, N, timeout=120)
+    mean = np.mean([r["own"] for r in results], axis=0)
+    assert mean.size * 8 > 2**23
+    for r in results:
+        for avg in r["averages"]:
+            np.testing.assert_allclose(avg, mean, rtol=0, atol=1e-12)
+        # from the 2nd reduce on, each rank holds the 3 chunks of 2 or 3 reduces (this one
+        # of 2); without the deletion every reduce would add 12 (4 ranks x 3 chunks)
+        assert max(r["keys"][1:]) - min(r["keys"][1:]) <= 9, r["keys"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "env", "message"),
     [
