@@ -1,70 +1,180 @@
-"""A killed rank's neighbours continue: the wrapper on the fault-tolerant gossip transport.
+"""A killed rank's neighbours continue: ``DecentralizedDataParallel(mode="fault_tolerant")``.
 
-4 gloo ranks on a ring train D-SGD through ``DecentralizedDataParallel(...,
-comm=GossipCommunicator(ring(4), failure_timeout=...))``; the victim SIGKILLs itself before
-its step ``CRASH_STEP``. The survivors detect it, drop its edges and finish every step; their
-``averaged()`` is one network average over the survivors, the same on each of them.
+4 gloo ranks on a ring train D-SGD (adapt then combine, ``x_i <- sum_j W_ij (x_j - eta g_j)``)
+in the wrapper's fault-tolerant mode, the vector runtime's transport; the victim SIGKILLs
+itself before its step 4 of 10. Each survivor's every step is replayed from the recorded
+query points and gradients: while the victim's value is mixed, with the ring's weights
+(1/3 each); once it is not, with the Metropolis-Hastings weights of the surviving path
+``a - b - c`` written out by hand (ends 2/3 self and 1/3 to the middle, the middle 1/3 each).
+So the survivors keep training by exactly gossip over the re-weighted graph; the victim's
+edges are used up to its last step and dropped from its death on, and ``averaged()`` is one
+average of the survivors' own parameters.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from ddp_ft_script import CRASH_STEP, LR, STEPS, train
 from dist_harness import run_group
 
 pytestmark = pytest.mark.dist
 
 N = 4
-STEPS = 10
-CRASH_STEP = 4
 TIMEOUT_S = 2.0
+SCRIPT = Path(__file__).resolve().parent / "ddp_ft_script.py"
 
 
-def _worker(rank: int, world: int, victim: int) -> dict[str, Any]:
+def _worker(rank: int, world: int, victim: int, path: str) -> dict[str, Any]:
+    return train(rank, world, victim, path, mode="fault_tolerant", timeout=TIMEOUT_S)
+
+
+def _check(records: dict[int, dict[str, Any]], victim: int, path: Path) -> None:
+    survivors = [i for i in range(N) if i != victim]
+    assert sorted(records) == survivors
+    dead = json.loads((path / "victim.json").read_text())
+    assert len(dead["before"]) == CRASH_STEP - 1
+    a, b, c = (victim - 1) % N, (victim + 2) % N, (victim + 1) % N  # the path a - b - c
+    ring = {i: {i: 1 / 3, (i - 1) % N: 1 / 3, (i + 1) % N: 1 / 3} for i in range(N)}
+    path_w = {a: {a: 2 / 3, b: 1 / 3}, b: {a: 1 / 3, b: 1 / 3, c: 1 / 3}, c: {c: 2 / 3, b: 1 / 3}}
+    # y_j(t) = x_j(t-1) - eta g_j(t): what node j sends in round t
+    y = {j: np.array(r["before"]) - LR * np.array(r["grad"]) for j, r in records.items()}
+    y[victim] = np.array(dead["before"]) - LR * np.array(dead["grad"])
+    for i in survivors:
+        r = records[i]
+        assert r["step"] == STEPS and r["mode"] == "fault_tolerant"
+        assert r["alive"] == survivors
+        for t in range(1, STEPS + 1):
+            used = dict(r["versions"][t - 1])
+            assert set(used.values()) == {t}  # synchronous: round t's values only
+            assert set(ring[i]) - {i, victim} <= set(used) <= set(ring[i]) - {i}
+            if victim in ring[i] and t <= CRASH_STEP - 2:
+                assert victim in used  # it sent them before it died
+            if t >= CRASH_STEP:
+                assert victim not in used
+            row = ring[i] if victim in used else path_w[i]
+            expected = sum(w * y[j][t - 1] for j, w in row.items())
+            np.testing.assert_allclose(r["after"][t - 1], expected, rtol=0, atol=1e-12)
+        assert np.isfinite(r["own"]).all()
+        # one network average of the survivors' own parameters, the same on each of them
+        mean = np.mean([records[j]["own"] for j in survivors], axis=0)
+        np.testing.assert_allclose(r["averaged"], mean, rtol=0, atol=1e-12)
+        assert r["averaged"] == records[survivors[0]]["averaged"]
+
+
+@pytest.mark.parametrize("victim", [0, 2])
+def test_survivors_of_a_killed_rank_train_on_the_reweighted_ring(victim, tmp_path):
+    results = run_group(_worker, N, victim, str(tmp_path), may_die=[victim], timeout=120)
+    assert results[victim] is None
+    _check({i: r for i, r in enumerate(results) if i != victim}, victim, tmp_path)
+
+
+def test_decent_launch_lets_a_scripts_survivors_finish(tmp_path):
+    """The launcher's --mode reaches the script's wrapper, and its policy keeps the others."""
+    victim = 1
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["--nproc", str(N), str(SCRIPT), "--mode", "fault_tolerant"]
+    args += ["--failure-timeout", str(TIMEOUT_S), "--", str(victim), str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "decent.cli", "launch", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"rank {victim} died (SIGKILL)" in proc.stderr
+    assert "3 of 4 ranks survived (mode fault_tolerant)" in proc.stdout
+    assert not (tmp_path / f"rank-{victim}.json").exists()
+    survivors = [i for i in range(N) if i != victim]
+    records = {i: json.loads((tmp_path / f"rank-{i}.json").read_text()) for i in survivors}
+    _check(records, victim, tmp_path)
+
+
+def _big_worker(rank: int, world: int) -> dict[str, Any]:
     import torch
-    from torch import nn
 
     import decent
-    from decent.comm.gossip import GossipCommunicator
-    from decent.topology import ring
+    from decent.comm.gossip import STORE_CHUNK
 
-    torch.manual_seed(0)
-    net = nn.Linear(3, 2).to(torch.float64)
-    comm = GossipCommunicator(ring(world), failure_timeout=TIMEOUT_S)
-    model = decent.DecentralizedDataParallel(net, decent.DSGD(lr=0.1), comm=comm)
-    torch.manual_seed(rank)
-    target = torch.randn(2, dtype=torch.float64) + rank  # heterogeneous data
-    for t in range(1, STEPS + 1):
-        if rank == victim and t == CRASH_STEP:
-            os.kill(os.getpid(), signal.SIGKILL)
-        x = torch.randn(4, 3, dtype=torch.float64)
-        model.zero_grad()
-        (model(x) - target).square().mean().backward()
-        model.step()
-    with model.averaged() as avg:
-        averaged = [p.detach().clone().numpy() for p in avg.parameters()]
-    own = [p.detach().clone().numpy() for p in model.parameters()]
-    alive = comm.alive_ranks()
+    torch.manual_seed(rank)  # and no broadcast: every rank its own parameters
+    # over 8 MiB of float64, the store's limit for one value: 3 chunks
+    net = torch.nn.Linear(1024, STORE_CHUNK // 512 + 1, dtype=torch.float64)
+    model = decent.DecentralizedDataParallel(
+        net, decent.DSGD(lr=0.1), "ring", mode="fault_tolerant", broadcast=False
+    )
+    own = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().copy()
+    averages, keys = [], []
+    for _ in range(6):
+        with model.averaged() as avg:
+            averages.append(torch.cat([p.detach().reshape(-1) for p in avg.parameters()]).numpy())
+        keys.append(model.comm._store.num_keys())  # type: ignore[attr-defined]
     model.close()
-    return {"step": model.step_count, "averaged": averaged, "own": own, "alive": alive}
+    return {"own": own, "averages": averages, "keys": keys}
 
 
-@pytest.mark.parametrize("victim", range(N))
-def test_survivors_of_a_killed_rank_finish(victim: int) -> None:
-    results = run_group(_worker, N, victim, may_die=[victim], timeout=120)
-    assert results[victim] is None
-    survivors = [r for i, r in enumerate(results) if i != victim]
-    for r in survivors:
-        assert r["step"] == STEPS
-        assert sorted(r["alive"]) == [i for i in range(N) if i != victim]
-        assert all(np.isfinite(p).all() for p in r["own"])
-        for a, b in zip(r["averaged"], survivors[0]["averaged"], strict=True):
-            np.testing.assert_array_equal(a, b)
-    # the average is of the survivors' own parameters (the dead rank's are not in it)
-    for k in range(len(survivors[0]["own"])):
-        mean = np.mean([r["own"][k] for r in survivors], axis=0)
-        np.testing.assert_allclose(survivors[0]["averaged"][k], mean, rtol=0, atol=1e-12)
+def test_averaged_of_a_model_larger_than_one_store_payload():
+    """The store's server refuses a value over 8 MiB: the reduce posts chunks, and deletes
+    its keys of two reduces ago, so the store does not grow with every averaged()."""
+    results = run_group(_big_worker, N, timeout=120)
+    mean = np.mean([r["own"] for r in results], axis=0)
+    assert mean.size * 8 > 2**23
+    for r in results:
+        for avg in r["averages"]:
+            np.testing.assert_allclose(avg, mean, rtol=0, atol=1e-12)
+        # from the 2nd reduce on, each rank holds the 3 chunks of 2 or 3 reduces (this one
+        # of 2); without the deletion every reduce would add 12 (4 ranks x 3 chunks)
+        assert max(r["keys"][1:]) - min(r["keys"][1:]) <= 9, r["keys"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "env", "message"),
+    [
+        ({"mode": "stale"}, {}, "mode must be one of sync, overlap, fault_tolerant, got 'stale'"),
+        ({}, {"DECENT_DIST_MODE": "ft"}, "mode (from $DECENT_DIST_MODE, set by decent launch"),
+        ({"overlap": True, "mode": "fault_tolerant"}, {}, "overlap=True contradicts mode="),
+        ({"failure_timeout": 2.0}, {}, "failure_timeout applies to mode='fault_tolerant' only"),
+        (
+            {"mode": "fault_tolerant"},
+            {"DECENT_FAILURE_TIMEOUT": "soon"},
+            "$DECENT_FAILURE_TIMEOUT must be a number of seconds, got 'soon'",
+        ),
+        ({"buffers": "gossip"}, {"DECENT_DIST_MODE": "fault_tolerant"}, "needs mode 'sync'"),
+        ({"choco": True, "mode": "fault_tolerant"}, {}, "which only mode 'sync' carries"),
+    ],
+)
+def test_fault_tolerant_mode_refuses_what_it_cannot_run(kwargs, env, message, monkeypatch):
+    import torch
+
+    import decent
+    from decent.parallel import ParallelError
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    algo = decent.ChocoSGD(lr=0.1) if kwargs.pop("choco", False) else decent.DSGD(lr=0.1)
+    with pytest.raises(ParallelError) as err:  # before any process group is needed
+        decent.DecentralizedDataParallel(torch.nn.Linear(2, 1), algo, **kwargs)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "stale"}, "--mode stale and --staleness apply to configs"),
+        ({"failure_timeout": 2.0}, "--failure-timeout must be in (0, 3600] seconds with --mode"),
+        ({"mode": "fault_tolerant", "failure_timeout": 0.0}, "got 0.0 with --mode fault_tolerant"),
+    ],
+)
+def test_decent_launch_refuses_script_flags_it_cannot_apply(kwargs, message):
+    from decent.run.distributed.launch import LaunchError, launch
+
+    with pytest.raises(LaunchError) as err:
+        launch(N, SCRIPT, **kwargs)
+    assert message in str(err.value)

@@ -31,6 +31,7 @@ Examples:
   decent launch --nproc 4 configs/dsgd.toml --mode stale --staleness 3
   decent launch --nproc 4 configs/dsgd.toml --mode fault_tolerant  # a dead rank is dropped
   decent launch --nproc 8 train.py -- --lr 0.1     # your own script; its arguments after --
+  decent launch --nproc 4 train.py --mode fault_tolerant   # its survivors of a dead rank go on
 
 Several machines: see docs/distributed.md (torchrun --nnodes, --rdzv-endpoint).
 """
@@ -104,7 +105,7 @@ def launch(
             markup=False,
         )
         raise typer.Exit(2 if proc.returncode == 2 else 1)
-    console.print(f"launch finished: {proc.summary()} (mode {mode}), results in {out}")
+    console.print(f"launch finished: {proc.summary()} (mode {proc.mode}), results in {out}")
 
 
 def register(app: typer.Typer) -> None:

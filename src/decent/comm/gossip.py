@@ -41,6 +41,8 @@ from decent.topology._matrix import MixingMatrix, Topology
 __all__ = ["GossipCommunicator", "surviving_metropolis"]
 
 _KEY = "decent/ft"
+STORE_CHUNK = 1 << 19
+"""float64 values per store key of a fault-tolerant all-reduce (4 MiB; the limit is 8 MiB)."""
 
 
 def _rank_edges(w: MixingMatrix, owner: np.ndarray) -> list[tuple[int, int]]:
@@ -174,6 +176,7 @@ class GossipCommunicator:
         self._receivers: dict[int, threading.Thread] = {}  # peer rank -> its receiving thread
         self._closed = False
         self._ar_seq = 0
+        self._ar_chunks: dict[int, int] = {}  # reduce -> chunks this rank posted (to delete)
         self._start = time.monotonic()
 
         self._store: Any = None
@@ -399,11 +402,22 @@ class GossipCommunicator:
         return self._store_reduce(local, op)
 
     def _store_reduce(self, local: torch.Tensor, op: str) -> torch.Tensor:
-        """All-reduce through the rendezvous store among the ranks not declared dead."""
+        """All-reduce through the rendezvous store among the ranks not declared dead.
+
+        Each rank posts its partial in chunks of :data:`STORE_CHUNK` values (the store's
+        server refuses a payload over 8 MiB) and deletes its own keys of two reduces ago:
+        every survivor has read them, since it posted the last reduce only after that.
+        """
         self._ar_seq += 1
         seq = self._ar_seq
-        arr = local.detach().to(torch.float64).numpy()
-        self._store.set(f"{self._key}/ar/{seq}/{self.rank}", arr.tobytes())
+        arr = local.detach().to(torch.float64).numpy().reshape(-1)
+        chunks = range(max(1, -(-arr.size // STORE_CHUNK)))
+        for k in chunks:
+            part = arr[k * STORE_CHUNK : (k + 1) * STORE_CHUNK]
+            self._store.set(f"{self._key}/ar/{seq}/{self.rank}/{k}", part.tobytes())
+        for k in range(self._ar_chunks.pop(seq - 2, 0)):
+            self._store.delete_key(f"{self._key}/ar/{seq - 2}/{self.rank}/{k}")
+        self._ar_chunks[seq] = len(chunks)
         parts: list[np.ndarray] = []
         count = 0
         for r in range(self.world_size):
@@ -413,8 +427,9 @@ class GossipCommunicator:
                 continue
             key = f"{self._key}/ar/{seq}/{r}"
             while True:
-                if self._store.check([key]):
-                    parts.append(np.frombuffer(self._store.get(key), dtype=np.float64))
+                if self._store.check([f"{key}/{chunks[-1]}"]):  # posted in order: all there
+                    got = [self._store.get(f"{key}/{k}") for k in chunks]
+                    parts.append(np.frombuffer(b"".join(got), dtype=np.float64))
                     count += len(self.placement[r])
                     break
                 if r in self.dead:

@@ -11,6 +11,7 @@ the parameters. No update rule is implemented here.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -26,6 +27,10 @@ from decent.comm.base import Communicator, Stale
 from decent.topology import Topology, make
 
 BUFFER_MODES: tuple[str, ...] = ("local", "gossip")
+MODES: tuple[str, ...] = ("sync", "overlap", "fault_tolerant")
+"""Transports of the wrapper, named as the ``[dist]`` section's ``mode``."""
+MODE_ENV, TIMEOUT_ENV = "DECENT_DIST_MODE", "DECENT_FAILURE_TIMEOUT"
+"""Set by ``decent launch --mode/--failure-timeout`` for a script: the wrapper's defaults."""
 
 
 class ParallelError(ValueError):
@@ -59,12 +64,21 @@ class DecentralizedDataParallel(nn.Module):
             (``[momentum(0.9), weight_decay(5e-4)]``); see :mod:`decent.algorithms.transforms`.
         overlap: ``True``: one-step-stale gossip, the exchange of step ``t`` runs during the
             forward and backward of step ``t + 1``
-            (``DelayedCommunicator(DistCommunicator(...), delay=1)``; static topologies only).
+            (``DelayedCommunicator(DistCommunicator(...), delay=1)``; static topologies
+            only); the same as ``mode="overlap"``.
+        mode: ``"sync"``, ``"overlap"`` or ``"fault_tolerant"``: the vector runtime's
+            :class:`~decent.comm.gossip.GossipCommunicator` with failure detection, so a
+            rank that dies is dropped, ``W`` is re-weighted on the survivors and they go on
+            (static topologies only; call :meth:`close` at the end). Default: the
+            ``DECENT_DIST_MODE`` that ``decent launch --mode`` sets, else ``"sync"``.
+        failure_timeout: seconds of heartbeat silence that declare a rank dead
+            (``"fault_tolerant"`` only). Default: ``DECENT_FAILURE_TIMEOUT`` (``decent
+            launch --failure-timeout``), else 10.
         buffers: ``"local"`` (default): buffers such as BatchNorm's running statistics stay
             each rank's own (averaged only inside :meth:`averaged`); ``"gossip"``: floating
             buffers are also mixed with the neighbours every step.
-        comm: use this communicator instead of building one (then ``topology`` and
-            ``overlap`` are ignored).
+        comm: use this communicator instead of building one (then ``topology``,
+            ``overlap``, ``mode`` and ``failure_timeout`` are ignored).
         broadcast: copy rank 0's parameters and buffers to every rank first (default), so
             all ranks start identical.
 
@@ -92,6 +106,8 @@ class DecentralizedDataParallel(nn.Module):
         *,
         transforms: Sequence[GradientTransform] = (),
         overlap: bool = False,
+        mode: str | None = None,
+        failure_timeout: float | None = None,
         buffers: str = "local",
         comm: Communicator | None = None,
         broadcast: bool = True,
@@ -106,14 +122,24 @@ class DecentralizedDataParallel(nn.Module):
                 f"{algorithm.name} runs only on a simulated network's clock; pick a "
                 "synchronous algorithm (DATSGD, DSGD, GradientTracking, ChocoSGD, ...)"
             )
+        self.mode: str | None = None
+        timeout = None
         if comm is None:
-            comm = _build_comm(topology, overlap)
-        stale = comm.staleness if isinstance(comm, Stale) else 0
-        if buffers == "gossip" and stale:
+            self.mode, timeout = _resolve_mode(mode, overlap, failure_timeout)
+        stale = comm.staleness if isinstance(comm, Stale) else int(self.mode == "overlap")
+        if buffers == "gossip" and (stale or self.mode == "fault_tolerant"):
             raise ParallelError(
-                "buffers='gossip' needs overlap=False: the stale exchange carries one message "
-                "shape; keep buffers='local' (they are averaged in averaged())"
+                "buffers='gossip' needs mode 'sync': the overlap and fault_tolerant exchanges "
+                "carry one message shape per step; keep buffers='local' (they are averaged "
+                "in averaged())"
             )
+        if self.mode not in (None, "sync") and getattr(algorithm, "compressed", False):
+            raise ParallelError(
+                f"{algorithm.name} sends compressed messages, which only mode 'sync' carries, "
+                f"got mode {self.mode!r}"
+            )
+        if comm is None:
+            comm = _build_comm(topology, self.mode or "sync", timeout)
         if int(comm.node_ids.shape[0]) != 1:
             raise ParallelError(
                 f"DecentralizedDataParallel runs one node per rank, the communicator holds "
@@ -155,13 +181,14 @@ class DecentralizedDataParallel(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        """What runs, for logs and records: algorithm, topology, overlap mode, buffers."""
+        """What runs, for logs and records: algorithm, topology, mode, overlap, buffers."""
         topo = getattr(self.comm, "topology", None)
         return {
             "algorithm": self.algorithm.name,
             "topology": str(getattr(topo, "name", "?")),
             "world_size": int(self.comm.num_nodes),
             "dim": self.dim,
+            "mode": self.mode or "given comm",
             "overlap": f"stale-{self.overlap}" if self.overlap else "none",
             "buffers": self.buffer_mode,
         }
@@ -271,7 +298,9 @@ class DecentralizedDataParallel(nn.Module):
         return result
 
     def close(self) -> None:
-        """Complete the exchange still in flight (overlap mode); call on every rank at the end."""
+        """Complete the exchange still in flight (overlap mode), or, fault tolerant, tell the
+        others this rank is done and wait (at most ``2 * failure_timeout``) until each has
+        finished or is known dead; call on every rank at the end."""
         self.comm.close()
 
     # -- internals ---------------------------------------------------------------------
@@ -331,9 +360,41 @@ class DecentralizedDataParallel(nn.Module):
                 tensor.copy_(total.view_as(tensor).to(tensor.dtype))
 
 
-def _build_comm(topology: str | Topology, overlap: bool) -> Communicator:
+def _resolve_mode(
+    mode: str | None, overlap: bool, failure_timeout: float | None
+) -> tuple[str, float | None]:
+    """The transport mode and failure timeout: the arguments, else ``decent launch``'s env."""
+    if mode is None:
+        mode = "overlap" if overlap else os.environ.get(MODE_ENV) or "sync"
+        where = f"mode (from ${MODE_ENV}, set by decent launch --mode)"
+    else:
+        where = "mode"
+    if mode not in MODES:
+        raise ParallelError(f"{where} must be one of {', '.join(MODES)}, got {mode!r}")
+    if overlap and mode != "overlap":
+        raise ParallelError(f"overlap=True contradicts mode={mode!r}; pass one of them")
+    if mode != "fault_tolerant":
+        if failure_timeout is not None:
+            raise ParallelError(
+                f"failure_timeout applies to mode='fault_tolerant' only, got mode={mode!r}"
+            )
+        return mode, None
+    if failure_timeout is None:
+        text = os.environ.get(TIMEOUT_ENV) or "10"
+        try:
+            failure_timeout = float(text)
+        except ValueError:
+            raise ParallelError(
+                f"${TIMEOUT_ENV} must be a number of seconds, got {text!r}"
+            ) from None
+    return mode, failure_timeout
+
+
+def _build_comm(topology: str | Topology, mode: str, failure_timeout: float | None) -> Communicator:
+    """The runtime's transport of ``mode`` (as ``make_comm_factory`` builds it), one node per rank."""
     from decent.comm import DelayedCommunicator
     from decent.comm.dist import DistCommunicator
+    from decent.comm.gossip import GossipCommunicator
 
     if not (dist.is_available() and dist.is_initialized()):
         raise ParallelError(
@@ -348,8 +409,10 @@ def _build_comm(topology: str | Topology, overlap: bool) -> Communicator:
             f"topology {topo.name!r} has {topo.num_nodes} nodes but the world has {n} ranks; "
             "build it with num_nodes = world_size (or pass its kind as a string)"
         )
+    if mode == "fault_tolerant":
+        return GossipCommunicator(topo, failure_timeout=failure_timeout)
     comm = DistCommunicator(topo)
-    return DelayedCommunicator(comm, delay=1) if overlap else comm
+    return DelayedCommunicator(comm, delay=1) if mode == "overlap" else comm
 
 
 def _as_flat_views(params: Sequence[nn.Parameter]) -> torch.Tensor:

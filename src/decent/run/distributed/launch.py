@@ -445,7 +445,9 @@ def launch(
     Args:
         nproc: number of local ranks.
         config: the experiment config (TOML), or a Python script (``.py``) to start on every
-            rank as torchrun would (env:// rendezvous; overrides and mode do not apply).
+            rank as torchrun would (env:// rendezvous; overrides do not apply; ``mode`` and
+            ``failure_timeout`` become its ``DecentralizedDataParallel``'s defaults and set
+            the failure policy, so ``fault_tolerant`` lets the survivors of a dead rank finish).
         overrides: ``KEY=VALUE`` overrides, as ``--set``.
         out: the results directory (rank 0 writes it).
         port: the store's port on 127.0.0.1 (default: a free one).
@@ -481,7 +483,17 @@ def launch(
         if not Path(config).is_file():
             raise LaunchError(f"script {str(config)!r} not found; pass the path of a .py file")
         cmd = [sys.executable, str(config), *script_args]
-        return run_local(nproc, cmd, port=port or free_port(), capture=capture)
+        env = _script_env(mode, staleness, failure_timeout)
+        grace = max(10.0, 2 * float(env.get("DECENT_FAILURE_TIMEOUT", 10.0)))
+        return run_local(
+            nproc,
+            cmd,
+            port=port or free_port(),
+            mode=mode or "sync",
+            hang_grace=grace,
+            env=env,
+            capture=capture,
+        )
     if script_args:
         raise LaunchError(
             f"unexpected arguments {' '.join(script_args)[:80]!r}: only a .py script takes "
@@ -537,6 +549,30 @@ def launch(
     if result.returncode != 0:
         record_leftover(out, run_id, "failed", result.reason())
     return result
+
+
+def _script_env(
+    mode: str | None, staleness: int | None, failure_timeout: float | None
+) -> dict[str, str]:
+    """The environment of a script's ranks: ``--mode`` and ``--failure-timeout`` become the
+    defaults of ``DecentralizedDataParallel`` (``DECENT_DIST_MODE``,
+    ``DECENT_FAILURE_TIMEOUT``); the launcher applies the same mode's failure policy."""
+    if mode == "stale" or staleness is not None:
+        raise LaunchError(
+            "--mode stale and --staleness apply to configs; a script's "
+            "DecentralizedDataParallel runs mode sync, overlap or fault_tolerant"
+        )
+    env = dict(os.environ)
+    if mode is not None:
+        env["DECENT_DIST_MODE"] = mode
+    if failure_timeout is not None:
+        if mode != "fault_tolerant" or not 0 < failure_timeout <= 3600:
+            raise LaunchError(
+                f"--failure-timeout must be in (0, 3600] seconds with --mode fault_tolerant, "
+                f"got {failure_timeout!r} with --mode {mode or 'sync'}"
+            )
+        env["DECENT_FAILURE_TIMEOUT"] = repr(float(failure_timeout))
+    return env
 
 
 def record_leftover(out: str | Path, run_id: str, status: str, reason: str) -> bool:
