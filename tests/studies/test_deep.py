@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -126,12 +130,15 @@ def test_mnist1d_and_the_cnn() -> None:
         ('tasks = ["digits_mlp"]\n[samples]\ndigits_mlp = 10\n', "samples"),
         ("lr_grids = [0.1]\n", "lr_grids"),
         ('methods = ["sgd"]\n', "sgd"),
+        ('methods = ["dsgd+qgm"]\n', "methods: method 'dsgd+qgm'"),
+        ('methods = ["dsgd+weight_decay"]\n', "weight_decay needs more"),
+        ('methods = ["dsgd+momentum"]\nbeta = 1.0\n', "beta: 'dsgd+momentum' takes"),
     ],
 )
 def test_bad_specs_name_the_field(tmp_path: Path, text: str, field: str) -> None:
     path = tmp_path / "spec.toml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=field):
+    with pytest.raises(ConfigError, match=re.escape(field)):
         kit.load_spec(deep.DeepSpec, path)
     res = CliRunner().invoke(app, ["deep", str(path), "--out", str(tmp_path), "--no-progress"])
     assert res.exit_code == 2 and "Traceback" not in res.output
@@ -279,3 +286,60 @@ def test_a_method_outside_its_analysis_on_a_graph_runs_with_a_warning_and_is_nam
     assert spec.config(cell, 1.0, 0, deep.STUDY).mixing_check == "warn"
     plain = ("digits_mlp", "dsgd", "one_peer_exponential", 8, 1.0)
     assert spec.config(plain, 0.1, 0, deep.STUDY).mixing_check == "error"
+
+
+def test_a_momentum_cell_with_beta_zero_is_the_plain_dsgd_cell_record_for_record(
+    tmp_path: Path,
+) -> None:
+    """Heavy-ball momentum with beta = 0 steps along the gradient itself, so the variant's
+    tuning and runs must repeat plain D-SGD's to the last bit, while the store records the
+    transform the variant ran with."""
+    spec = dataclasses.replace(TINY, methods=("dsgd", "dsgd+momentum"), beta=0.0)
+    table = deep.run(spec, tmp_path, progress=False).set_index(["method", "graph"])
+    assert len(table) == 4
+    records = load(tmp_path, study=deep.STUDY)
+    records = records[~records["metric"].str.startswith("time/")]  # wall clock: not a result
+    chains = records.groupby("run_id")["algorithm.transforms"].first()
+    assert chains.isna().sum() == 4  # plain D-SGD: ring and complete, two seeds
+    assert [json.loads(c) for c in chains.dropna()] == [
+        [{"kind": "momentum", "beta": 0.0, "nesterov": False}]
+    ] * 4
+    keys = ["topology.kind", "seed", "round", "metric"]
+    plain = records["algorithm.transforms"].isna()
+    ours = records[~plain].set_index(keys)["value"].sort_index()
+    theirs = records[plain].set_index(keys)["value"].sort_index()
+    assert len(ours) > 0 and ours.index.equals(theirs.index)
+    assert ours.to_numpy().tobytes() == theirs.to_numpy().tobytes()
+    for graph in ("ring", "complete"):
+        assert table.loc[("dsgd+momentum", graph), "step"] == table.loc[("dsgd", graph), "step"]
+
+
+def test_transformed_methods_run_from_a_spec_file_with_their_labels_and_stored_chain(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spec.toml"
+    path.write_text(
+        'tasks = ["digits_mlp"]\nmethods = ["minibatch_sgd+momentum", '
+        '"dsgd+quasi_global_momentum"]\ntopologies = ["ring"]\nnum_nodes = [4]\n'
+        "alphas = [1.0]\nevals = 2\nseeds = [0]\nextensions = 0\nlr_grid = [0.03]\n"
+        "beta = 0.5\n[samples]\ndigits_mlp = 1280\n"
+    )
+    res = CliRunner().invoke(
+        app, ["deep", str(path), "--out", str(tmp_path), "--no-progress", "--workers", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "Minibatch SGD + momentum (centralized), D-SGD + QGM on digits_mlp" in res.output
+    assert kit.label("dat_sgd+momentum") == "DAT-SGD + momentum"
+    final = pd.read_csv(tmp_path / "deep" / "final.csv")
+    assert list(zip(final["method"], final["graph"], strict=True)) == [
+        ("dsgd+quasi_global_momentum", "complete"),
+        ("dsgd+quasi_global_momentum", "ring"),
+        ("minibatch_sgd+momentum", "complete"),
+    ]
+    stored = load(tmp_path, study=deep.STUDY).groupby("run_id").first()
+    chains = zip(stored["algorithm.kind"], stored["algorithm.transforms"], strict=True)
+    assert {kind: json.loads(chain) for kind, chain in chains} == {
+        "minibatch_sgd": [{"kind": "momentum", "beta": 0.5, "nesterov": False}],
+        "dsgd": [{"kind": "quasi_global_momentum", "beta": 0.5}],
+    }
+    assert {s for s, _ in kit.store_finals(tmp_path, deep.STUDY).values()} == {"finished"}

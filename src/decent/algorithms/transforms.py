@@ -131,6 +131,7 @@ class Momentum(GradientTransform):
     nesterov: bool = hparam(False, doc="Nesterov's look-ahead: u = g + beta * m.")
 
     name: ClassVar[str] = "momentum"
+    label: ClassVar[str] = "momentum"
 
     def init(self, params: NodeTensor) -> MomentumState:
         return MomentumState(buf=torch.zeros_like(params))
@@ -160,6 +161,7 @@ class WeightDecay(GradientTransform):
     decay: float = hparam(dataclasses.MISSING, Ge(0.0), doc="Weight decay coefficient lambda.")
 
     name: ClassVar[str] = "weight_decay"
+    label: ClassVar[str] = "weight decay"
 
     def update(
         self, updates: NodeTensor, state: Any, params: NodeTensor, t: int
@@ -191,6 +193,7 @@ class Adam(GradientTransform):
     eps: float = hparam(1e-8, Ge(0.0), doc="Added to the root of the second moment.")
 
     name: ClassVar[str] = "adam"
+    label: ClassVar[str] = "Adam"
 
     def init(self, params: NodeTensor) -> AdamState:
         return AdamState(mu=torch.zeros_like(params), nu=torch.zeros_like(params))
@@ -228,6 +231,7 @@ class QuasiGlobalMomentum(GradientTransform):
     beta: float = hparam(0.9, Ge(0.0), Lt(1.0), doc="Momentum coefficient (also mu).")
 
     name: ClassVar[str] = "quasi_global_momentum"
+    label: ClassVar[str] = "QGM"
     observes: ClassVar[bool] = True
 
     def init(self, params: NodeTensor) -> MomentumState:

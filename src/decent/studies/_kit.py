@@ -27,9 +27,12 @@ import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from decent.algorithms.base import Method
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -37,18 +40,38 @@ K = TypeVar("K", bound=Hashable)
 # ---------------------------------------------------------------------- methods
 
 
-def method_class(kind: str) -> type:
-    """The algorithm class registered under config ``kind``.
+def split_method(name: str) -> tuple[type[Method], list[type[Method]]]:
+    """A method's algorithm class and its transform classes, in chain order: a method is a
+    registered algorithm ``kind``, or ``kind+transform+...`` (``dsgd+momentum``,
+    ``dsgd+quasi_global_momentum``) as a config's
+    :attr:`~decent.config.AlgorithmSection.method` names a transformed algorithm.
 
     Raises:
-        ValueError: ``kind`` is not a registered algorithm (the message lists them).
+        ValueError: ``kind`` is not a registered algorithm or a part after it not a
+            transform (the message lists them).
     """
     from decent.algorithms import ALGORITHMS
+    from decent.algorithms.transforms import TRANSFORMS
 
-    try:
-        return ALGORITHMS[kind]
-    except KeyError:
-        raise ValueError(f"method {kind!r} is not one of {sorted(ALGORITHMS)}") from None
+    kind, *parts = name.split("+")
+    if kind not in ALGORITHMS:
+        raise ValueError(f"method {kind!r} is not one of {sorted(ALGORITHMS)}")
+    bad = [p for p in parts if p not in TRANSFORMS]
+    if bad:
+        raise ValueError(
+            f"method {name!r}: {', '.join(map(repr, bad))} after '+' is not a gradient "
+            f"transform; use one of {sorted(TRANSFORMS)}"
+        )
+    return ALGORITHMS[kind], [TRANSFORMS[p] for p in parts]
+
+
+def method_class(kind: str) -> type[Method]:
+    """The algorithm class of a method (the registered ``kind``, transforms or not).
+
+    Raises:
+        ValueError: ``kind`` is not a method (:func:`split_method`).
+    """
+    return split_method(kind)[0]
 
 
 def label(kind: str, *, role: Literal["", "short", "centralized", "transport"] = "") -> str:
@@ -58,11 +81,15 @@ def label(kind: str, *, role: Literal["", "short", "centralized", "transport"] =
     all-reduce references, ``"short"`` `` (C)``; ``"transport"`` appends ``(all-reduce)``,
     ``(async pairwise)`` (methods on a clock) or ``(gossip)``.
 
+    A transformed method is the algorithm's label and its transforms': ``D-SGD + QGM``.
+
     >>> label("dsgd"), label("anytime_sgd", role="centralized"), label("ad_psgd", role="transport")
     ('D-SGD', 'Anytime SGD (centralized)', 'AD-PSGD (async pairwise)')
+    >>> label("minibatch_sgd+momentum", role="centralized")
+    'Minibatch SGD + momentum (centralized)'
     """
-    cls = method_class(kind)
-    text = str(getattr(cls, "label", "") or kind)
+    cls, transforms = split_method(kind)
+    text = " + ".join(str(c.label or c.name) for c in (cls, *transforms))
     central = bool(getattr(cls, "centralized", False))
     if role == "centralized" and central:
         return f"{text} (centralized)"
@@ -91,12 +118,17 @@ def centralized(kind: str) -> bool:
 
 
 def order(kinds: Iterable[str]) -> dict[str, int]:
-    """A method's place in tables: the registry's order (unknown names last, sorted)."""
+    """A method's place in tables: the registry's order, a transformed method right after
+    its algorithm (sorted by name), unknown names last (sorted)."""
     from decent.algorithms import ALGORITHMS
 
     known = list(ALGORITHMS)
-    rest = sorted(k for k in set(kinds) if k not in ALGORITHMS)
-    return {k: i for i, k in enumerate([*known, *rest])}
+
+    def key(k: str) -> tuple[int, str]:
+        base = k.split("+")[0]
+        return (known.index(base) if base in ALGORITHMS else len(known), k)
+
+    return {k: i for i, k in enumerate(sorted({*known, *kinds}, key=key))}
 
 
 METHOD_COLORS: dict[str, str] = {
@@ -115,8 +147,8 @@ _SPARE_MARKERS = ["X", "h", "p", "<", ">"]
 
 def method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``{method: {"color", "marker", "linestyle"}}``: the methods of :data:`METHOD_COLORS`
-    keep their colour; other names take the tab10 colours left free, in their sorted order
-    (cycling); centralized methods (the class says so) are dotted.
+    keep their colour; other names (transformed methods too) take the tab10 colours left
+    free, in their sorted order (cycling); centralized methods (the class says so) are dotted.
 
     >>> method_styles(["dsgd", "zeta", "alpha"])["alpha"]["color"]
     'C4'
@@ -136,7 +168,7 @@ def method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
         out[m] = {
             "color": color,
             "marker": marker,
-            "linestyle": ":" if m in ALGORITHMS and centralized(m) else "-",
+            "linestyle": ":" if m.split("+")[0] in ALGORITHMS and centralized(m) else "-",
         }
     return out
 
@@ -499,6 +531,7 @@ __all__ = [
     "order",
     "run_and_score",
     "scores",
+    "split_method",
     "store_finals",
     "tune",
     "write_tables",

@@ -16,7 +16,6 @@ sweep runner (workers, replica batches, resume).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import warnings
@@ -26,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from decent.algorithms.base import hparams
 from decent.config import validate
 from decent.results import load, run_id_for
 from decent.run import run_points
@@ -44,6 +44,8 @@ class DeepSpec:
 
     tasks: tuple[str, ...] = TASKS
     methods: tuple[str, ...] = ("minibatch_sgd", "dsgd", "dat_sgd", "schedule_free_dsgd")
+    """Algorithm kinds, or a kind with gradient transforms in front as a config names the
+    method (``dsgd+momentum``, ``dsgd+quasi_global_momentum``; :meth:`transforms`)."""
     topologies: tuple[str, ...] = ("ring", "torus", "exponential", "one_peer_exponential")
     num_nodes: tuple[int, ...] = (4, 16, 64)
     alphas: tuple[float, ...] = (0.1, 1.0, 10.0)
@@ -62,6 +64,8 @@ class DeepSpec:
     extensions: int = 3
     """Times a grid may grow (by 3x) at the edge where its best value sits."""
     beta: float = 0.9
+    """Schedule-free D-SGD's interpolation and the momentum coefficient of every transform
+    with a ``beta`` (``dsgd+momentum``, ``dsgd+quasi_global_momentum``)."""
     hidden: tuple[int, ...] = (32,)
     channels: int = 16
     mnist1d_samples: int = 40_000
@@ -91,10 +95,38 @@ class DeepSpec:
                     f"{max(self.num_nodes) * self.batch_size * self.evals}"
                 )
         for m in self.methods:
-            kit.method_class(m)  # names the registered methods if m is not one
+            try:
+                kit.split_method(m)
+            except ValueError as err:  # an unknown algorithm or transform
+                raise ValueError(f"methods: {err}") from None
+            self.transforms(m)
         for task in self.tasks:
             if not 0.0 < self.targets.get(task, -1.0) <= 1.0:
                 raise ValueError(f"targets: give task {task!r} a test accuracy in (0, 1]")
+
+    def transforms(self, method: str) -> list[dict[str, Any]]:
+        """The ``[[algorithm.transforms]]`` tables of a method named ``kind+transform+...``
+        (:func:`decent.studies._kit.split_method`): a transform's ``beta`` is the spec's
+        :attr:`beta`, its other hyperparameters their defaults; a transform with one that
+        has none (``weight_decay``'s ``decay``) is refused."""
+        tables = []
+        for cls in kit.split_method(method)[1]:
+            table = self._beta(cls)
+            try:
+                cls(**table)
+            except TypeError as err:
+                raise ValueError(
+                    f"methods: {method!r}: a deep spec sets only a transform's beta, and "
+                    f"{cls.name} needs more ({err})"
+                ) from None
+            except ValueError as err:
+                raise ValueError(f"beta: {method!r} takes the spec's beta, and {err}") from None
+            tables.append({"kind": cls.name, **table})
+        return tables
+
+    def _beta(self, cls: type) -> dict[str, float]:
+        """``{"beta": beta}`` for a class with a ``beta`` hyperparameter, else ``{}``."""
+        return {"beta": self.beta} if "beta" in {f.name for f in hparams(cls)} else {}
 
     def rounds(self, task: str, m: int) -> int:
         return self.samples[task] // (m * self.batch_size)
@@ -140,11 +172,12 @@ class DeepSpec:
         """The validated config of one run."""
         task, method, graph, m, alpha = cell
         rounds = self.rounds(task, m)
-        algorithm: dict[str, Any] = {"kind": method, "lr": step}
+        cls = kit.method_class(method)
+        algorithm: dict[str, Any] = {"kind": cls.name, "lr": step, **self._beta(cls)}
         if kit.horizon_scaled(method):
             algorithm["lr"] = step / rounds
-        if "beta" in {f.name for f in dataclasses.fields(kit.method_class(method))}:
-            algorithm["beta"] = self.beta
+        if transforms := self.transforms(method):
+            algorithm["transforms"] = transforms
         data: dict[str, Any] = {"kind": "digits", "test_fraction": 0.2}
         model: dict[str, Any] = {"kind": "mlp", "hidden": list(self.hidden)}
         if task == "mnist1d_cnn":
