@@ -156,6 +156,8 @@ def test_the_committed_specs_load_and_the_full_one_is_the_default() -> None:
     assert kit.load_spec(deep.DeepSpec, root / "deep.toml") == deep.DeepSpec()
     quick = kit.load_spec(deep.DeepSpec, root / "deep_quick.toml")
     assert len(quick.cells()) == 40 and quick.rounds("digits_mlp", 32) == 300
+    momentum = kit.load_spec(deep.DeepSpec, root / "deep_momentum.toml")
+    assert len(momentum.cells()) == 2 + 5 * 3  # all-reduce on complete; gossip on 3 graphs
 
 
 CNN_TOML = """
