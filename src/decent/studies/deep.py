@@ -383,7 +383,8 @@ def time_to_target(spec: DeepSpec, records: pd.DataFrame) -> pd.DataFrame:
 
 def plot_accuracy(table: pd.DataFrame, path: Path) -> Path:
     """Test accuracy of the network average against M (mean and 95% interval), one row per
-    alpha and one column per graph; the all-reduce methods are drawn in every column."""
+    alpha and one column per graph; the all-reduce methods are drawn in every column, each
+    method a little to the side of M so that the intervals stay apart."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -404,13 +405,13 @@ def plot_accuracy(table: pd.DataFrame, path: Path) -> Path:
     )
     for (i, alpha), (j, graph) in ((a, g) for a in enumerate(alphas) for g in enumerate(graphs)):
         ax = axes[i][j]
-        for method in methods:
+        for k, method in enumerate(methods):
             shown = "complete" if kit.centralized(method) else graph
             rows = table[(table["alpha"] == alpha) & (table["graph"] == shown)]
             rows = rows[rows["method"] == method].sort_values("M")
             if len(rows):
                 ax.errorbar(
-                    rows["M"],
+                    rows["M"] * 2 ** (0.03 * (k - (len(methods) - 1) / 2)),  # dodged
                     rows["acc"],
                     yerr=rows["acc_ci95"],
                     capsize=3,
@@ -418,6 +419,8 @@ def plot_accuracy(table: pd.DataFrame, path: Path) -> Path:
                     **styles[method],
                 )
         ax.set_xscale("log", base=2)
+        ax.set_xlim(table["M"].min() / 1.4, table["M"].max() * 1.4)  # one M is a range too
+        ax.set_xticks(sorted(set(table["M"])), [str(m) for m in sorted(set(table["M"]))])
         ax.set_title(f"{graph}, alpha = {alpha:g}", fontsize=9)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
