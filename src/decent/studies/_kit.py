@@ -65,7 +65,7 @@ def split_method(name: str) -> tuple[type[Method], list[type[Method]]]:
     return ALGORITHMS[kind], [TRANSFORMS[p] for p in parts]
 
 
-def method_class(kind: str) -> type[Method]:
+def method_class(kind: str) -> type[Any]:
     """The algorithm class of a method (the registered ``kind``, transforms or not).
 
     Raises:
