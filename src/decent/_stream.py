@@ -199,7 +199,10 @@ def _draw(
     unique = list(dict.fromkeys(seeds))
     if len(unique) < len(seeds):  # replicas sharing a seed share its draw (e.g. a step grid)
         shared = _draw(fill, buffer_dtype, unique, stream, ts, nodes, width, dtype, num_nodes)
-        return shared.index_select(1, _positions(tuple(seeds), nodes.device))
+        # gathered node-major, (rounds, m, R, width), and handed back as a (rounds, R, m,
+        # width) view: _node_major's transpose and reshape are then free (one copy, not two)
+        where = _positions(tuple(seeds), nodes.device)
+        return shared.transpose(1, 2).index_select(2, where).transpose(1, 2)
     device = nodes.device
     layout = _layout(nodes, num_nodes, width)
     block = layout.block
