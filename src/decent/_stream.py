@@ -285,17 +285,14 @@ def _ahead(values_per_round: int) -> int:
 
 
 class _Reader:
-    """Round ``t`` of one keyed draw, ``draw: rounds -> one item per round``, as ``reader(t)``.
+    """``reader(t)``: round ``t`` of one keyed draw (``draw: rounds -> an item per round``).
 
-    When the simulator (all node ids, in order) asks for the rounds in order, the rounds
-    ``first .. first + len(items) - 1`` are drawn together (a large draw: chunks of one round,
-    drawn ahead only with a second core free). Only a sequential reader (each round the one
-    after the last) is served from a chunk, so each item is handed out once and a caller may
-    write into it; any other request draws its round alone. With a second core free
-    (:func:`decent._threads.draw_threads`) the next chunk is drawn on a background thread
-    meanwhile. The numbers are the same either way. A reader kept per node-id tensor
-    (:func:`_cached`) is given its ``draw`` on every call instead: holding it would hold the
-    tensor its entry is keyed by.
+    For the simulator's node ids asked in order, rounds ``first .. first + len(items) - 1``
+    are drawn together (a large draw: one round, ahead only with a second core free, which
+    draws the next chunk on a background thread). Any other request draws its round alone,
+    so each item is handed out once and a caller may write into it; the numbers are the same
+    either way. A reader kept per node-id tensor (:func:`_cached`) gets its ``draw`` with
+    every call: holding it would hold the tensor.
     """
 
     __slots__ = ("ahead", "draw", "first", "items", "last", "pending", "pin", "rounds")
@@ -429,14 +426,12 @@ def reader(
     dtype: torch.dtype = torch.float32,
     post: Callable[[torch.Tensor], Sequence[Any]] | None = None,
 ) -> Callable[[int], Any]:
-    """``t ->`` :func:`normal` (or :func:`uniform`) of round ``t``, for a caller that draws
-    every round (a task's sampler in the round loop): what those look up on every call is
-    looked up once, and the read-ahead belongs to the returned function.
+    """``t ->`` :func:`normal` (or :func:`uniform`) of round ``t`` for a caller that draws
+    every round (a task's sampler in the loop): their per-call lookups are done once.
 
-    ``post`` turns each chunk of rounds ``(rounds, rows, width)`` as it is drawn into one
-    item per round, which the reader then returns (a task makes its samples from raw
-    normals once per chunk, on the background thread that draws ahead); it must treat
-    every ``(round, row)`` alike, so that the items do not depend on the chunking.
+    ``post`` turns each chunk of rounds ``(rounds, rows, width)`` into one item per round,
+    which the reader returns (samples made once per chunk); it must treat every ``(round,
+    row)`` alike, so that the items do not depend on the chunking.
     """
     fill = _normal_ if kind == "normal" else _uniform_
     return _floats(fill, seed, stream, None, nodes, width, num_nodes, dtype, post)  # type: ignore[no-any-return]
