@@ -47,7 +47,7 @@ def scalar(value: float) -> torch.Tensor:
     compute type), so ``x * scalar(v)`` is ``x * v`` bit for bit, without the 2-4 us of
     wrapping the number into a tensor on every call (a round of small kernels has several).
     """
-    found = _SCALARS.get(value)
+    found = _SCALARS.get(value) if value else None  # -0.0 == 0.0 as a key: zeros not kept
     if found is None:
         if len(_SCALARS) > 64:
             _SCALARS.clear()
