@@ -297,12 +297,17 @@ def section_overhead(blocks: int, rounds: int, results: dict[str, float]) -> lis
         results[f"overhead {n}"] = n / rate * 1e6
     rows += [
         "",
-        "What is left on the round's thread is about a dozen small kernels (gradient: product, "
-        "residual, scaling, loss; step; mix; loss accumulation) at 2-5 us of dispatch each, "
-        "plus the algorithm's and communicator's Python; the draws and the sampling come "
-        "ready from the read-ahead (a chunk of up to 64 rounds at a time). Fusing the rest "
-        "into one kernel would need `torch.compile` of the whole round, whose generated "
-        "kernels round differently from eager (the committed tables must reproduce) and "
+        "What is left on the round's thread at n = 64 (one thread): the draw itself, torch's "
+        "mt19937 reseeded for the round's block and 1,344 normals (the committed draws; a "
+        "second free core draws it ahead), and nine kernels (the residual's batched product "
+        "and subtraction, the gradient product, square and half of the loss, its float64 "
+        "accumulation, the step's product and sum, the mix) plus a few views, at 1.5-5 us of "
+        "dispatch each; the batch comes as views of the read-ahead chunk, numbers enter "
+        "kernels as cached 0-dim tensors, a minibatch of one skips its mean. Each of the "
+        "nine fixes the rounding of the committed tables, so none can be merged or reordered. "
+        "Fusing them into one kernel would need `torch.compile` of the whole round, whose "
+        "generated kernels round differently from eager (the committed tables must "
+        "reproduce) and "
         "which was slower than eager at every M for the oracle alone: `compile` is removed.",
         "",
     ]
@@ -551,6 +556,7 @@ def section_grid(rounds: int, results: dict[str, float]) -> list[str]:
         base = [sys.executable, "-m", "decent.cli", "sweep", str(cfg), "--no-progress"]
         batched = _timed([*base, "--out", "b", "--replicas", "40", "--workers", "1"], work)
         separate = _timed([*base, "--out", "a", "--replicas", "1"], work)
+        imports = _timed([sys.executable, "-c", "import decent.cli"], work)
         from decent.results import Store
 
         with Store(work / "a", readonly=True) as a, Store(work / "b", readonly=True) as b:
@@ -573,11 +579,14 @@ def section_grid(rounds: int, results: dict[str, float]) -> list[str]:
         f"Records of the two stores identical (every metric but wall time and the training "
         f"loss's summation order): **{'yes' if same else 'NO'}**. Whole processes, start-up "
         "and the store included; streaming least squares with node-specific Hessians, ring. "
-        "What bounds the ratio: the separate runs are not 40 process starts but 40 runs in "
-        "long-lived workers, each 64 nodes x 2000 rounds at the fixed per-round overhead "
-        "above; the batch pays about 2 s of start-up (importing torch and decent, the store) "
-        "plus 2000 rounds of 2,560 rows. 10x would need the separate runs' per-round overhead "
-        "to be 10x the batch's whole round, while both are dispatch-bound at these sizes.",
+        f"What bounds the ratio: process start-up. Importing torch and decent took "
+        f"{imports:.1f} s in this run (torch alone more than half); the batch pays it once "
+        f"(everything else, {batched - imports:.1f} s, is building, {rounds} rounds of 2,560 "
+        "rows, 440 evaluations and the store), the separate runs pay it in the sweep process "
+        f"and again in its spawned workers before their first run, and then 40 runs of {rounds} "
+        "rounds at the per-round cost above, shared by the workers. 10x would need the 40 "
+        "runs' rounds to take about 10x a start-up; the faster a single round, the lower "
+        "the ratio.",
         "",
     ]
 

@@ -37,4 +37,22 @@ def positionless(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) ->
     return out[:n].view(x.shape)
 
 
-__all__ = ["positionless"]
+_SCALARS: dict[float, torch.Tensor] = {}
+
+
+def scalar(value: float) -> torch.Tensor:
+    """``value`` as a cached 0-dim float64 CPU tensor, for the number in an elementwise op.
+
+    A kernel reads a 0-dim operand as it reads a Python number (cast to the other operand's
+    compute type), so ``x * scalar(v)`` is ``x * v`` bit for bit, without the 2-4 us of
+    wrapping the number into a tensor on every call (a round of small kernels has several).
+    """
+    found = _SCALARS.get(value) if value else None  # -0.0 == 0.0 as a key: zeros not kept
+    if found is None:
+        if len(_SCALARS) > 64:
+            _SCALARS.clear()
+        found = _SCALARS[value] = torch.scalar_tensor(value, dtype=torch.float64)
+    return found
+
+
+__all__ = ["positionless", "scalar"]

@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -199,7 +199,10 @@ def _draw(
     unique = list(dict.fromkeys(seeds))
     if len(unique) < len(seeds):  # replicas sharing a seed share its draw (e.g. a step grid)
         shared = _draw(fill, buffer_dtype, unique, stream, ts, nodes, width, dtype, num_nodes)
-        return shared.index_select(1, _positions(tuple(seeds), nodes.device))
+        # gathered node-major, (rounds, m, R, width), and handed back as a (rounds, R, m,
+        # width) view: _node_major's transpose and reshape are then free (one copy, not two)
+        where = _positions(tuple(seeds), nodes.device)
+        return shared.transpose(1, 2).index_select(2, where).transpose(1, 2)
     device = nodes.device
     layout = _layout(nodes, num_nodes, width)
     block = layout.block
@@ -281,42 +284,53 @@ def _ahead(values_per_round: int) -> int:
     return max(1, min(_AHEAD_ROUNDS, _AHEAD_VALUES // max(1, values_per_round)))
 
 
-class _Ahead:
-    """The rounds ``first .. first + len(chunk) - 1`` of one draw, drawn together.
+class _Reader:
+    """``reader(t)``: round ``t`` of one keyed draw (``draw: rounds -> an item per round``).
 
-    Only a sequential reader (each round the one after the last) is served from a chunk, so
-    each slice is handed out once and a caller may write into it; any other request draws
-    its round alone. With a second core free (:func:`decent._threads.draw_threads`) the next
-    chunk is drawn on a background thread meanwhile. The numbers are the same either way.
+    For the simulator's node ids asked in order, rounds ``first .. first + len(items) - 1``
+    are drawn together (a large draw: one round, ahead only with a second core free, which
+    draws the next chunk on a background thread). Any other request draws its round alone,
+    so each item is handed out once and a caller may write into it; the numbers are the same
+    either way. A reader kept per node-id tensor (:func:`_cached`) gets its ``draw`` with
+    every call: holding it would hold the tensor.
     """
 
-    __slots__ = ("chunk", "first", "last", "pending", "pin")
+    __slots__ = ("ahead", "draw", "first", "items", "last", "pending", "pin", "rounds")
 
-    def __init__(self, pin: object = None) -> None:
-        self.chunk: torch.Tensor | None = None
+    def __init__(
+        self,
+        draw: Callable[[Sequence[int]], Sequence[Any]] | None,
+        nodes: torch.Tensor,
+        values: int,
+        pin: object = None,
+    ) -> None:
+        self.draw = draw
+        self.rounds = _ahead(values)
+        self.ahead = is_range(nodes)
+        self.items: Sequence[Any] = ()
         self.first = 0
         self.last = -2
-        self.pin = pin  # keeps alive an object whose id is part of the key
-        self.pending: tuple[int, Future[torch.Tensor]] | None = None
+        self.pin = pin  # keeps alive an object whose id is part of a cache key
+        self.pending: tuple[int, Future[Sequence[Any]]] | None = None
 
-    def get(
-        self, t: int, rounds: int, draw: Callable[[Sequence[int]], torch.Tensor]
-    ) -> torch.Tensor:
+    def __call__(self, t: int, draw: Callable[[Sequence[int]], Sequence[Any]] | None = None) -> Any:
+        draw = draw or self.draw
+        assert draw is not None
         sequential, self.last = t == self.last + 1, t
-        if not sequential:
+        if not (sequential and self.ahead) or (self.rounds == 1 and _threads.draw_threads() < 2):
             return draw([t])[0]
-        chunk = self.chunk
-        if chunk is None or not self.first <= t < self.first + chunk.shape[0]:
+        items, rounds = self.items, self.rounds
+        if not self.first <= t < self.first + len(items):
             pending, self.pending = self.pending, None
             if pending is not None and pending[0] == t:
-                chunk = pending[1].result()
+                items = pending[1].result()
             else:
-                chunk = draw(range(t, t + rounds))
-            self.chunk, self.first = chunk, t
+                items = draw(range(t, t + rounds))
+            self.items, self.first = items, t
             if _threads.draw_threads() > 1:  # the next chunk, while this one is used
                 after = t + rounds
                 self.pending = (after, _prefetcher().submit(draw, range(after, after + rounds)))
-        return chunk[t - self.first]
+        return items[t - self.first]
 
 
 @functools.cache
@@ -328,31 +342,25 @@ def _prefetcher() -> ThreadPoolExecutor:
     )
 
 
-def _read(
+def _cached(
     nodes: torch.Tensor,
     ident: tuple[object, ...],
     t: int,
     values: int,
-    draw: Callable[[Sequence[int]], torch.Tensor],
+    draw: Callable[[Sequence[int]], Sequence[Any]],
     pin: object = None,
-) -> torch.Tensor:
-    """Round ``t`` of ``draw`` (``ts -> (len(ts), rows, width)``), read ahead in chunks
-    when the simulator (all node ids, in order) asks for the rounds in order (a large draw:
-    chunks of one round, drawn ahead only with a second core free)."""
-    if not is_range(nodes):
-        return draw([t])[0]
-    rounds = _ahead(values)
-    if rounds == 1 and _threads.draw_threads() < 2:
-        return draw([t])[0]
+) -> Any:
+    """Round ``t`` of the draw ``ident`` through a reader kept per node-id tensor and thread,
+    so that calling :func:`normal` round after round reads ahead too."""
     per = _layouts_of(nodes)
     entry_key = ("ahead", threading.get_ident(), *ident)
-    ahead = per.get(entry_key)
-    if ahead is None:
+    found = per.get(entry_key)
+    if found is None:
         stale = [k for k in per if isinstance(k, tuple) and k[:1] == ("ahead",)]
         for k in stale[: max(0, len(stale) - _AHEAD_ENTRIES + 1)]:  # the oldest go
             del per[k]
-        ahead = per[entry_key] = _Ahead(pin)
-    return ahead.get(t, rounds, draw)  # type: ignore[no-any-return]
+        found = per[entry_key] = _Reader(None, nodes, values, pin)
+    return found(t, draw)
 
 
 @functools.cache
@@ -376,7 +384,6 @@ def normal(
     width: int,
     num_nodes: int,
     dtype: torch.dtype = torch.float32,
-    post: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Standard normal draws ``(len(nodes), width)`` (float32 resolution, cast to ``dtype``).
 
@@ -388,15 +395,11 @@ def normal(
         width: draws per node.
         num_nodes: ``n`` of the network (fixes the block size, the same on every process).
         dtype: the output dtype.
-        post: an in-place transform ``(rounds, rows, width) -> same`` that treats every
-            ``(round, row)`` alike, applied to each chunk of rounds as it is drawn (a task
-            turns raw normals into samples once per chunk); it is part of the read-ahead's
-            key (and kept alive by it), so pass the same object every round.
 
     The result is the caller's (it may write into it). Rounds asked for in order by the
     simulator are drawn ahead, several at once (small draws only); the numbers are the same.
     """
-    return _floats(_normal_, seed, stream, t, nodes, width, num_nodes, dtype, post)
+    return _floats(_normal_, seed, stream, t, nodes, width, num_nodes, dtype)  # type: ignore[no-any-return]
 
 
 def uniform(
@@ -410,31 +413,56 @@ def uniform(
 ) -> torch.Tensor:
     """Uniform draws in ``[0, 1)``, ``(len(nodes), width)`` (float32 resolution; a sequence of
     seeds as in :func:`normal`)."""
-    return _floats(_uniform_, seed, stream, t, nodes, width, num_nodes, dtype)
+    return _floats(_uniform_, seed, stream, t, nodes, width, num_nodes, dtype)  # type: ignore[no-any-return]
+
+
+def reader(
+    kind: Literal["normal", "uniform"],
+    seed: int | Sequence[int],
+    stream: int,
+    nodes: torch.Tensor,
+    width: int,
+    num_nodes: int,
+    dtype: torch.dtype = torch.float32,
+    post: Callable[[torch.Tensor], Sequence[Any]] | None = None,
+) -> Callable[[int], Any]:
+    """``t ->`` :func:`normal` (or :func:`uniform`) of round ``t`` for a caller that draws
+    every round (a task's sampler in the loop): their per-call lookups are done once.
+
+    ``post`` turns each chunk of rounds ``(rounds, rows, width)`` into one item per round,
+    which the reader returns (samples made once per chunk); it must treat every ``(round,
+    row)`` alike, so that the items do not depend on the chunking.
+    """
+    fill = _normal_ if kind == "normal" else _uniform_
+    return _floats(fill, seed, stream, None, nodes, width, num_nodes, dtype, post)  # type: ignore[no-any-return]
 
 
 def _floats(
     fill: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     seed: int | Sequence[int],
     stream: int,
-    t: int,
+    t: int | None,
     nodes: torch.Tensor,
     width: int,
     num_nodes: int,
     dtype: torch.dtype,
-    post: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """:func:`normal` or :func:`uniform` (by ``fill``): float32 draws, read ahead."""
+    post: Callable[[torch.Tensor], Sequence[Any]] | None = None,
+) -> Any:
+    """Round ``t`` of :func:`normal` or :func:`uniform` (by ``fill``: float32 draws), or
+    with ``t = None`` its reader (:func:`reader`)."""
     seeds = _seeds(seed)
 
-    def draw(ts: Sequence[int]) -> torch.Tensor:
+    def draw(ts: Sequence[int]) -> Sequence[Any]:
         out = _node_major(
             _draw(fill, torch.float32, seeds, stream, ts, nodes, width, dtype, num_nodes)
         )
-        return out if post is None else post(out)
+        return out.unbind(0) if post is None else post(out)
 
-    ident = (fill.__name__, tuple(seeds), stream, width, num_nodes, dtype, id(post))
-    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw, pin=post)
+    values = len(seeds) * int(nodes.numel()) * width
+    if t is None:
+        return _Reader(draw, nodes, values)
+    ident = (fill.__name__, tuple(seeds), stream, width, num_nodes, dtype)
+    return _cached(nodes, ident, t, values, draw)
 
 
 def integers(
@@ -450,19 +478,30 @@ def integers(
     sequence of seeds as in :func:`normal`; ``high`` is per row of ``nodes``)."""
     seeds = _seeds(seed)
 
-    def draw(ts: Sequence[int]) -> torch.Tensor:
+    def draw(ts: Sequence[int]) -> Sequence[torch.Tensor]:
         u = _draw(
             _uniform_, torch.float64, seeds, stream, ts, nodes, width, torch.float64, num_nodes
         )
         h = high.to(device=u.device)[:, None]
-        return _node_major(torch.minimum((u * h).to(torch.int64), h - 1))
+        return _node_major(torch.minimum((u * h).to(torch.int64), h - 1)).unbind(0)
 
     ident = ("integers", tuple(seeds), stream, width, num_nodes, id(high), high._version)
-    return _read(nodes, ident, t, len(seeds) * int(nodes.numel()) * width, draw, pin=high)
+    values = len(seeds) * int(nodes.numel()) * width
+    return _cached(nodes, ident, t, values, draw, pin=high)  # type: ignore[no-any-return]
 
 
 def _seeds(seed: int | Sequence[int]) -> Sequence[int]:
     return list(seed) if isinstance(seed, Sequence) else [int(seed)]
 
 
-__all__ = ["NODE_BLOCK", "block_size", "integers", "is_range", "key", "keys", "normal", "uniform"]
+__all__ = [
+    "NODE_BLOCK",
+    "block_size",
+    "integers",
+    "is_range",
+    "key",
+    "keys",
+    "normal",
+    "reader",
+    "uniform",
+]

@@ -301,9 +301,9 @@ def test_samples_made_per_chunk_of_rounds_equal_the_per_round_samples(
 
     n = 16
     task = LeastSquares(n, dim=5, batch_size=b, heterogeneity=1.0, noise=0.7, dtype=dtype)
-    nodes = torch.arange(n)
+    sample = LeastSquares.replica_sampler([task], [4], torch.arange(n))  # the loop's sampler
     for t in range(1, 3 * streaming._stream._ahead(n * b * 6) + 2):
-        a, y = task.sample(nodes, t, 4)
+        a, y = sample(t)
         raw = task._raw(torch.arange(n), t, 4)
         ra, ry = streaming._ls_batch(raw, *task._row_params(torch.arange(n)), b, 5)
         assert torch.equal(a, ra) and torch.equal(y, ry), t

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import annotated_types as at
 import torch
 
+from decent._elementwise import scalar
 from decent._params import ROUNDS_MAX, Checked, check_value, hparam
 from decent._params import rule_text as rule_text
 from decent._types import NodeTensor
@@ -294,12 +295,17 @@ def add_scaled_(x: NodeTensor, g: torch.Tensor, scale: Scale) -> NodeTensor:
     body but not in their scalar tail, so which elements get which rounding would depend on
     the tensor's size. This way a replica of a replica-batched run (one step size per row,
     more rows) computes bit for bit what its single run computes. The factor is rounded to
-    ``x``'s dtype from float64 in both forms. The product goes to a reused scratch buffer
-    (fresh multi-megabyte temporaries cost page faults).
+    ``x``'s dtype from float64 in both forms (a number goes in as a cached 0-dim float64
+    tensor, which the kernel reads as it reads a Python number, without wrapping one every
+    call). The product goes to a reused scratch buffer (fresh multi-megabyte temporaries
+    cost page faults).
     """
-    factor = scale.to(dtype=x.dtype, device=x.device) if isinstance(scale, torch.Tensor) else scale
+    if isinstance(scale, torch.Tensor):
+        factor = scale.to(dtype=x.dtype, device=x.device)
+    else:
+        factor = scalar(scale)
     work = scratch(g.shape, x.dtype, x.device)
-    torch.mul(g, factor, out=work)  # a Python number is rounded to x's dtype, as a column is
+    torch.mul(g, factor, out=work)
     return x.add_(work)
 
 
@@ -308,7 +314,7 @@ _SCRATCH: dict[tuple[torch.Size, torch.dtype, torch.device], torch.Tensor] = {}
 
 def scratch(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A reused buffer of ``shape`` (one per shape, dtype and device; contents undefined)."""
-    key = (torch.Size(shape), dtype, torch.device(device))
+    key = (shape, dtype, device)
     buf = _SCRATCH.get(key)
     if buf is None:
         if len(_SCRATCH) > 16:

@@ -57,7 +57,7 @@ def anytime_step(
     """
     prev, total = state.weight_sum, state.weight_sum + alpha
     w, x = state.w, state.x
-    add_scaled_(w, grads, -eta * alpha)  # w_{t+1/2}
+    add_scaled_(w, grads, eta * -alpha)  # w_{t+1/2} (one product for a column eta)
     x.mul_(prev / total)  # x_{t+1/2} = (A_{t-1} / A_t) x + (alpha_t / A_t) w_{t+1/2}
     add_scaled_(x, w, alpha / total)
     return state.z, total

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 
 from decent import _threads
-from decent._types import Batch
 from decent.algorithms.base import Algorithm, static_violation
 from decent.comm.base import Clocked, Communicator, Replicable, Topological
 from decent.engine import replicas
@@ -284,14 +283,9 @@ def train_replicas(
         for algo, task, seed in zip(algorithms, tasks, seeds, strict=True)
     ]
     starts = [_start_rows(task, s, x, nodes) for task, s, x in zip(tasks, seeds, x0s, strict=True)]
-    sample: Callable[[int], Batch]
+    sample = replicas.stacked_sampler(tasks, seeds, nodes)  # t -> every row's minibatch
     if R == 1:
         algorithm, loop_comm, eval_comm = algorithms[0], comm, comm
-        task0, seed0 = tasks[0], seeds[0]
-
-        def sample(t: int) -> Batch:  # type: ignore[misc]
-            return task0.sample(nodes, t, seed0)
-
         state = algorithm.init(starts[0])
     else:
         if not isinstance(comm, Replicable):
@@ -302,7 +296,6 @@ def train_replicas(
         loop_comm = comm.replicated(R)  # a wrapper (ChebyshevCommunicator) re-wraps its own
         eval_comm = comm
         algorithm = replicas.replicate(algorithms, n, device=nodes.device)
-        sample = replicas.stacked_sampler(tasks, seeds, nodes)
         state = algorithm.init(replicas.interleave(starts))
 
     def rows_of(x: torch.Tensor, r: int) -> torch.Tensor:

@@ -116,17 +116,22 @@ def stop_replica(algorithm: Any, replicas: int, num_nodes: int, r: int) -> Any:
 def stacked_sampler(
     tasks: Sequence[Any], seeds: Sequence[int], nodes: torch.Tensor
 ) -> Callable[[int], Batch]:
-    """``t -> batch`` for all ``n * R`` rows, node-major.
+    """``t -> batch`` for all ``n * R`` rows, node-major: the round loop's sampler, ``R = 1``
+    included.
 
     A task family with ``replica_sampler(tasks, seeds, nodes)`` (the streaming tasks and
     ``ModuleTask``) draws each replica's raw numbers from its own seed and transforms all
-    rows at once, with the same code as its single run; any other task is sampled replica
-    by replica and interleaved.
+    rows at once, with the same code as its single run, and sets up once what each round
+    would otherwise look up; any other task is sampled replica by replica and interleaved.
     """
+    nodes = nodes.to(torch.int64)
     family = type(tasks[0])
     batched = getattr(family, "replica_sampler", None)
     if batched is not None:
         return batched(tasks, seeds, nodes)  # type: ignore[no-any-return]
+    if len(tasks) == 1:
+        task, seed = tasks[0], seeds[0]
+        return lambda t: task.sample(nodes, t, seed)
 
     def generic(t: int) -> Batch:
         batches = [task.sample(nodes, t, seed) for task, seed in zip(tasks, seeds, strict=True)]

@@ -3,9 +3,10 @@
 A run of ``n`` nodes holds its algorithm's state (one or two ``(n, d)`` tensors), the
 gradients and query points, one round's minibatches, the mixing output and, at
 evaluation rounds, per-node evaluation temporaries. :func:`estimate` adds these up from
-the built objects (the state is measured by running ``algorithm.init`` on meta tensors,
-so no memory is touched); :func:`check` refuses a run that cannot fit, with the estimate,
-what is available and what to change, before anything is allocated.
+the built objects (the state is measured by running ``algorithm.init`` on one and two rows
+and scaling to ``n``, so no ``(n, d)`` memory is touched; meta tensors would cost the import
+of ``torch._dynamo``, seconds in every process); :func:`check` refuses a run that cannot
+fit, with the estimate, what is available and what to change, before anything is allocated.
 """
 
 from __future__ import annotations
@@ -81,11 +82,11 @@ def estimate(algorithm: Any, task: Any, comm: Any) -> Estimate:
     m = int(comm.node_ids.shape[0])
     d = int(task.dim)
     item = torch.empty((), dtype=task.dtype).element_size()
-    meta = torch.empty((m, d), dtype=task.dtype, device="meta")
-    try:
-        state = algorithm.init(meta)
-        state_bytes, biggest = _nbytes(state), max(_sizes(state), default=0)
-    except Exception:  # an algorithm that cannot run on meta tensors: assume two copies
+    try:  # a state is linear in its rows: measured on one and two rows, scaled to m
+        one, two = (_sizes(algorithm.init(torch.zeros(k, d, dtype=task.dtype))) for k in (1, 2))
+        sizes = [a + (b - a) * (m - 1) for a, b in zip(one, two, strict=True)]
+        state_bytes, biggest = sum(sizes), max(sizes, default=0)
+    except Exception:  # an algorithm that cannot start from two rows: assume two copies
         state_bytes, biggest = 2 * m * d * item, 2 * m * d * item
     # gradients, the query point, the mixing output (as large as the largest message)
     work = 2 * m * d * item + biggest

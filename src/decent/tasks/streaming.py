@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from decent import _rng, _stream
-from decent._elementwise import positionless
+from decent._elementwise import positionless, scalar
 from decent._params import SEED, SIZE, SIZE_MAX, Doc
 from decent._stack import check_family, interleave
 from decent._types import Batch, Params
@@ -309,7 +309,6 @@ class LeastSquares(_Stream):
         self._all_rows: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._tables_nodes: torch.Tensor | None = None
-        self._posts: dict[torch.device, _LsSamples] = {}
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
         """Mean of ``(1/2) (a^T x - y)^2`` over one node's minibatch ``(a (B, d), y (B,))``."""
@@ -324,11 +323,6 @@ class LeastSquares(_Stream):
             tables = self._component_tables([self], nodes)
             return self._mixture_batch(self._raw(nodes, t, seed), nodes, seed, t, tables)
         rows = self._row_params(nodes)
-        if rows[0] is self._all_rows.get(nodes.device, (None,))[0]:  # the simulator's rows
-            post = self._posts.get(nodes.device)
-            if post is None:
-                post = self._posts[nodes.device] = _LsSamples(*rows, self.batch_size, self.dim)
-            return post.batch(self._raw(nodes, t, seed, post))
         return _ls_batch(self._raw(nodes, t, seed), *rows, self.batch_size, self.dim)
 
     def _stacked(
@@ -365,17 +359,9 @@ class LeastSquares(_Stream):
         y = (a * local).sum(dim=2).add_(raw[:, b * d :] * noise)
         return a, y
 
-    def _raw(
-        self,
-        nodes: torch.Tensor,
-        t: int,
-        seed: int | Sequence[int],
-        post: _LsSamples | None = None,
-    ) -> torch.Tensor:
+    def _raw(self, nodes: torch.Tensor, t: int, seed: int | Sequence[int]) -> torch.Tensor:
         width = self.batch_size * (self.dim + 1)
-        return _stream.normal(
-            seed, _LS_SAMPLES, t, nodes, width, self.num_nodes, self.dtype, post=post
-        )
+        return _stream.normal(seed, _LS_SAMPLES, t, nodes, width, self.num_nodes, self.dtype)
 
     def _row_params(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(sqrt(Sigma_i) (m, d), x*_i (m, d), noise (1, 1))`` for the rows of ``nodes``."""
@@ -396,10 +382,12 @@ class LeastSquares(_Stream):
     def replica_sampler(
         cls, tasks: Sequence[LeastSquares], seeds: Sequence[int], nodes: torch.Tensor
     ) -> Callable[[int], Batch]:
-        """All replicas' batches for the simulator's rows, node-major, from one closure.
+        """``t ->`` all replicas' batches for the held rows, node-major (the round loop's
+        sampler, of a single run too).
 
         Each replica's raw normals come from its own seed; scaling by ``sqrt(Sigma_i)``
-        and the labels are computed once for all ``n * R`` rows with the single run's code.
+        and the labels are computed once for all ``n * R`` rows with the single run's code,
+        a chunk of rounds at a time when the rounds are read ahead.
         """
         check_family(tasks, cls.replica_fields)
         first = tasks[0]
@@ -416,11 +404,9 @@ class LeastSquares(_Stream):
         local = interleave([p[1] for p in params])
         noise = interleave([p[2].expand(nodes.shape[0], 1) for p in params])
         post = _LsSamples(sqrt_rows, local, noise, first.batch_size, first.dim)
-
-        def sample(t: int) -> Batch:
-            return post.batch(first._raw(nodes, t, seeds, post))  # node-major rows
-
-        return sample
+        width = first.batch_size * (first.dim + 1)
+        n = first.num_nodes
+        return _stream.reader("normal", seeds, _LS_SAMPLES, nodes, width, n, first.dtype, post)
 
     def grad_and_loss(
         self, params: torch.Tensor, batch: Batch
@@ -431,7 +417,7 @@ class LeastSquares(_Stream):
         """
         a, y = batch
         r = torch.bmm(a, params.unsqueeze(2)).squeeze(2).sub_(y)  # (m, B)
-        return _rows_times(a, r).div_(r.shape[1]), 0.5 * r.square().mean(dim=1)
+        return _rows_mean(a, r), _mean_rows(r.square()).mul_(scalar(0.5))
 
     def evaluate(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Closed-form ``f`` and squared distance to ``x*`` for ``k`` models ``(k, d)``."""
@@ -475,23 +461,29 @@ def _logistic_grad_and_loss(
     """
     a, y = batch
     z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
-    losses = (F.softplus(z) - y * z).mean(dim=1)
+    losses = _mean_rows(F.softplus(z) - y * z)
     residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
-    grads = _rows_times(a, residual).div_(z.shape[1])
+    grads = _rows_mean(a, residual)
     if l2:
         grads.add_(params * l2)  # not add(alpha=): see add_scaled_
         losses = losses + 0.5 * l2 * params.square().sum(dim=1)
     return grads, losses
 
 
-def _rows_times(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """``a^T r`` per row: ``(m, B, d), (m, B) -> (m, d)`` (an elementwise product for B = 1).
+def _rows_mean(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``a^T r / B`` per row: ``(m, B, d), (m, B) -> (m, d)`` (an elementwise product for B = 1).
 
     Both forms are row-independent, so a replica batch's rows get their single run's sums.
     """
-    if a.shape[1] == 1:  # a batched (1, 1) x (1, d) product is 4x slower than this
-        return a[:, 0, :] * r
-    return torch.bmm(r.unsqueeze(1), a).squeeze(1)
+    if a.shape[1] == 1:  # a batched (1, 1) x (1, d) product is 4x slower; / 1 changes nothing
+        return a.squeeze(1) * r
+    return torch.bmm(r.unsqueeze(1), a).squeeze(1).div_(a.shape[1])
+
+
+def _mean_rows(v: torch.Tensor) -> torch.Tensor:
+    """``v.mean(dim=1)`` for ``(m, B)``: for ``B = 1`` the column itself, the same numbers (a
+    sum of one value, divided by 1) without the reduction kernel, 5-10 us a round."""
+    return v.squeeze(1) if v.shape[1] == 1 else v.mean(dim=1)
 
 
 def _ls_batch(
@@ -511,14 +503,15 @@ def _ls_batch(
 
 
 class _LsSamples:
-    """:func:`_ls_batch` for whole chunks of rounds, in place: ``[a | y]`` from raw normals.
+    """:func:`_ls_batch` for whole chunks of rounds, in place: ``(a, y)`` per round.
 
-    Given to :func:`decent._stream.normal` as its ``post``, it turns every chunk of rounds
+    Given to :func:`decent._stream.reader` as its ``post``, it turns every chunk of rounds
     read ahead into features and labels with a handful of kernels per chunk (on the
-    background thread that draws ahead), instead of per round. Every ``(round, row)`` goes
-    through the very operations of :func:`_ls_batch` (the same elementwise products and one
-    batched product per row, whose sums do not depend on how many rows are batched), so a
-    round's samples are the same bits either way.
+    background thread that draws ahead), instead of per round, and hands out each round's
+    ``(a (m, b, d), y (m, b))`` as views. Every ``(round, row)`` goes through the very
+    operations of :func:`_ls_batch` (the same elementwise products and one batched product
+    per row, whose sums do not depend on how many rows are batched), so a round's samples
+    are the same bits either way.
     """
 
     def __init__(
@@ -527,7 +520,7 @@ class _LsSamples:
         self.sqrt_rows, self.local, self.noise, self.b, self.d = sqrt_rows, local, noise, b, d
         self._local: dict[int, torch.Tensor] = {}
 
-    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+    def __call__(self, chunk: torch.Tensor) -> list[Batch]:
         nt, rows, _ = chunk.shape
         b, d = self.b, self.d
         a = chunk[..., : b * d].view(nt, rows, b, d).mul_(self.sqrt_rows[:, None, :])
@@ -537,13 +530,9 @@ class _LsSamples:
             self._local[nt] = local
         y = torch.bmm(a.view(nt * rows, b, d), local).squeeze(2)
         y.add_((chunk[..., b * d :] * self.noise).view(nt * rows, b))
-        chunk[..., b * d :] = y.view(nt, rows, b)
-        return chunk
-
-    def batch(self, raw: torch.Tensor) -> Batch:
-        """``(a (m, b, d), y (m, b))``: views of one round's ``[a | y]`` rows."""
-        m, b, d = raw.shape[0], self.b, self.d
-        return raw[:, : b * d].view(m, b, d), raw[:, b * d :]
+        labels = chunk[..., b * d :]
+        labels.copy_(y.view(nt, rows, b))
+        return list(zip(a.unbind(0), labels.unbind(0), strict=True))
 
 
 def _balanced_signs(seed: int, stream: int, n: int, d: int) -> torch.Tensor:
@@ -693,10 +682,12 @@ class LogisticRegressionStream(_Logistic):
         means = interleave([p[0] for p in params])
         theta = interleave([p[1] for p in params])
         first = tasks[0]
+        b, d, n, dtype = first.batch_size, first.dim, first.num_nodes, first.dtype
+        features = _stream.reader("normal", seeds, _LR_SAMPLES, nodes, b * d, n, dtype)
+        labels = _stream.reader("uniform", seeds, _LR_LABELS, nodes, b, n, dtype)
 
-        def sample(t: int) -> Batch:
-            raw, u = first._raw(nodes, t, seeds)  # node-major
-            return _logistic_batch(raw, u, means, theta, first.batch_size, first.dim)
+        def sample(t: int) -> Batch:  # node-major
+            return _logistic_batch(features(t), labels(t), means, theta, b, d)
 
         return sample
 
