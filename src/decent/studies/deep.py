@@ -64,6 +64,9 @@ class DeepSpec:
     hidden: tuple[int, ...] = (32,)
     channels: int = 16
     mnist1d_samples: int = 40_000
+    dtype: str = "float64"
+    """Every run's floating dtype (``"float32"``: the CNN trains 1.5x and evaluates ~10x
+    faster on a CPU than in float64)."""
     workers: int | None = None
 
     def __post_init__(self) -> None:
@@ -116,6 +119,7 @@ class DeepSpec:
         raw = {
             "study": study,
             "seed": seed,
+            "dtype": self.dtype,
             "rounds": rounds,
             "eval_every": max(1, rounds // (self.evals if study == STUDY else 2)),
             "per_node_eval": "final" if study == STUDY else "none",
