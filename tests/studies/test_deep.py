@@ -101,12 +101,15 @@ def test_cnn_cells_run_and_are_stored_as_the_cnn(tmp_path: Path) -> None:
         lr_grid=(0.1,),
         channels=4,
         mnist1d_samples=200,
+        dtype="float32",
     )
     table = deep.run(spec, tmp_path, progress=False)
     assert len(table) == 1 and 0.0 <= table["acc"].iloc[0] <= 1.0
-    stored = load(tmp_path, study=deep.STUDY)
-    assert set(stored["task.kind"]) == {"cnn1d"}
-    assert set(stored["task.dataset.kind"]) == {"mnist1d"}
+    for study in (deep.STUDY, deep.TUNING_STUDY):
+        stored = load(tmp_path, study=study)
+        assert set(stored["task.kind"]) == {"cnn1d"}
+        assert set(stored["task.dataset.kind"]) == {"mnist1d"}
+        assert set(stored["dtype"]) == {"float32"}  # the spec's dtype is what ran
 
 
 def test_mnist1d_and_the_cnn() -> None:
@@ -158,6 +161,9 @@ def test_the_committed_specs_load_and_the_full_one_is_the_default() -> None:
     assert len(quick.cells()) == 40 and quick.rounds("digits_mlp", 32) == 300
     momentum = kit.load_spec(deep.DeepSpec, root / "deep_momentum.toml")
     assert len(momentum.cells()) == 2 + 5 * 3  # all-reduce on complete; gossip on 3 graphs
+    cnn = kit.load_spec(deep.DeepSpec, root / "deep_cnn.toml")
+    assert len(cnn.cells()) == 20 and cnn.rounds("mnist1d_cnn", 16) == 800
+    assert cnn.config(cnn.cells()[0], 0.1, 0, deep.STUDY).dtype == "float32"
 
 
 CNN_TOML = """
