@@ -158,6 +158,21 @@ def user_errors() -> Iterator[None]:
         raise fail(f"error: {os_error_text(err)}") from None
 
 
+@contextlib.contextmanager
+def study_run(out: Path) -> Iterator[None]:
+    """A study command's runs: user errors and failed runs as one line (:func:`user_errors`),
+    and Ctrl-C or SIGTERM as one line and exit 130, the runs marked interrupted."""
+    try:
+        with user_errors(), sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt:
+        raise fail(
+            f"interrupted: finished runs are kept in {shown(str(out))}; rerun the same command "
+            "to resume",
+            INTERRUPTED,
+        ) from None
+
+
 def study_spec(
     load: Any, default: Any, error: type[Exception], config: Path | None, workers: int | None
 ) -> Any:

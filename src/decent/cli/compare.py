@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from decent.cli._common import console, user_errors
+from decent.cli._common import console, study_run
 
 
 def compare(
@@ -34,7 +34,7 @@ def compare(
         f"(d={spec.dim}, heterogeneity={spec.heterogeneity}, batch {spec.batch_size}), "
         f"T={spec.rounds}, seeds {list(spec.seeds)}; step sizes tuned on seed {spec.tune_seed}."
     )
-    with user_errors():  # a run that failed, a store that cannot be written: one line
+    with study_run(out):  # a failed run or Ctrl-C: one line, nothing lost
         table = fs.run(out, spec, progress=progress)
     # at least 112 columns, so the table does not wrap in logs (rich assumes 80 off a TTY)
     Console(width=max(console.width, 112), highlight=False).print(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from decent.cli._common import console, fail, os_error_text, user_errors
+from decent.cli._common import console, fail, os_error_text, study_run
 
 
 def deep(
@@ -26,7 +26,7 @@ def deep(
     from decent.studies import _kit as kit
     from decent.studies import deep as ds
 
-    with user_errors():
+    with study_run(out):
         try:
             spec = kit.load_spec(ds.DeepSpec, config) if config is not None else ds.DeepSpec()
         except OSError as err:  # a CONFIG path that is missing, a folder or unreadable

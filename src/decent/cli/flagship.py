@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from decent.cli._common import console, user_errors
+from decent.cli._common import console, study_run, user_errors
 
 
 def flagship(
@@ -42,7 +42,7 @@ def flagship(
         f"{spec.tune_seed}."
     )
     folder = out / spec.study
-    with user_errors():  # a run that failed, a store that cannot be written: one line
+    with study_run(out):  # a failed run or Ctrl-C: one line, nothing lost
         result = sc.run(spec, out, folder=folder, progress=progress)
     wide = Console(width=max(console.width, 120), highlight=False)
     wide.print(render(sc.headline(spec, result), labels))

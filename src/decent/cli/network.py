@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from decent.cli._common import console, study_spec, user_errors
+from decent.cli._common import console, study_run, study_spec
 
 
 def network(
@@ -36,7 +36,7 @@ def network(
         f"{[f'{f:.0%}' for f in spec.churn_fractions]}; bounded staleness "
         f"{list(spec.max_delays)}; {len(spec.seeds)} seeds."
     )
-    with user_errors():  # a run that failed, a store that cannot be written: one line
+    with study_run(out):  # a failed run or Ctrl-C: one line, nothing lost
         result = ns.run(spec, out, progress=progress)
     wide = Console(width=max(console.width, 120), highlight=False)
     table = Table(title="time to target under stragglers (simulated time; 1 = one gradient)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from decent.cli._common import console, study_spec, user_errors
+from decent.cli._common import console, study_run, study_spec
 
 
 def robustness(
@@ -32,7 +32,7 @@ def robustness(
         f"{list(spec.byzantine_fractions)} on {spec.byzantine_topology}({spec.nodes}) under "
         f"{', '.join(spec.attacks)}; tasks {', '.join(spec.tasks)}; {len(spec.seeds)} seeds."
     )
-    with user_errors():  # a run that failed, a store that cannot be written: one line
+    with study_run(out):  # a failed run or Ctrl-C: one line, nothing lost
         result = rs.run(spec, out, progress=progress)
     console.print(f"wall time {result.wall_s:.0f} s; store: {out / 'decent.sqlite'}")
     console.print(f"[bold]tables and figures: {out / rs.STUDY} (tables.md)[/]")

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from decent.cli._common import console, user_errors
+from decent.cli._common import console, study_run, user_errors
 
 
 def scaling(
@@ -37,7 +37,7 @@ def scaling(
         f"{len(sc.cells(spec))} cells x {len(spec.seeds)} seeds, step sizes tuned on seeds "
         f"{spec.tune_seed}."
     )
-    with user_errors():  # a run that failed, a store that cannot be written: one line
+    with study_run(out):  # a failed run or Ctrl-C: one line, nothing lost
         result = sc.run(spec, out, folder=folder, progress=progress)
     wide = Console(width=max(console.width, 120), highlight=False)
     wide.print(render(sc.headline(spec, result), labels))
