@@ -257,3 +257,29 @@ def test_an_interrupted_replica_batch_resumes(small_config, tmp_path, monkeypatc
     assert proc.returncode == 130 and "Traceback" not in output, output
     assert sorted(statuses(out, "hold").values()) == ["interrupted"] * 6
     _check_resume(cfg, out, {}, monkeypatch)
+
+
+@pytest.mark.parametrize("ignore", [True, False])
+def test_workers_keep_the_warnings_the_caller_ignores(ignore, tmp_path, capfd) -> None:
+    """A study that silences a warning category (TaskWarning for its small shards) is not
+    flooded by the same warning from every spawned worker; without the filter it shows."""
+    import warnings
+
+    from decent.config import loads_config
+    from decent.run import run_points
+    from decent.tasks.models import TaskWarning
+
+    configs = [
+        loads_config(
+            f'study = "w"\nseed = {seed}\nrounds = 2\n[topology]\nkind = "ring"\n'
+            'num_nodes = 64\n[algorithm]\nkind = "dsgd"\nlr = 0.1\n[task]\nkind = "mlp"\n'
+            'batch_size = 64\n[task.dataset]\nkind = "digits"\n'
+        )
+        for seed in (0, 1)
+    ]
+    with warnings.catch_warnings():
+        if ignore:
+            warnings.simplefilter("ignore", TaskWarning)
+        summary = run_points(configs, tmp_path, workers=2, progress=False, replicas=1)
+    assert summary.ok
+    assert ("TaskWarning" in capfd.readouterr().err) is not ignore

@@ -102,15 +102,23 @@ def _sink_callbacks(config: ExperimentConfig, label: str, sinks: SinkOptions) ->
 
 
 def _worker(
-    out: str, tasks: Any, results: Any, parent_pid: int, sinks: SinkOptions = (None, None)
+    out: str,
+    tasks: Any,
+    results: Any,
+    parent_pid: int,
+    sinks: SinkOptions = (None, None),
+    ignored: Sequence[type[Warning]] = (),
 ) -> None:
-    """Worker process: take (index, config) items until ``None``; report start/end."""
+    """Worker process: take (index, config) items until ``None``; report start/end;
+    ``ignored``: the warning categories the parent ignores."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     signal.signal(signal.SIGTERM, _raise_interrupt)  # parent's terminate(): stop the run
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     pid = os.getpid()
     # one line per worker, repeated for every worker, is noise in a sweep's output
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    for category in ignored:
+        warnings.simplefilter("ignore", category)
     try:
         import torch
 
@@ -419,10 +427,15 @@ def _run_pool(
     for _ in range(n_workers):
         tasks.put(None)
     out_str = str(Path(out))
+    # the caller's "ignore this category" filters (a study silencing TaskWarning): a spawned
+    # worker starts with the default filters and would print what the caller asked to hide
+    ignored = [f[2] for f in warnings.filters if f[0] == "ignore" and f[1] is None and not f[3]]
 
     def spawn() -> Any:
         proc = ctx.Process(
-            target=_worker, args=(out_str, tasks, results, os.getpid(), sinks), daemon=True
+            target=_worker,
+            args=(out_str, tasks, results, os.getpid(), sinks, ignored),
+            daemon=True,
         )
         with _worker_env(n_workers):
             proc.start()
