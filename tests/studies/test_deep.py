@@ -338,7 +338,7 @@ def test_transformed_methods_run_from_a_spec_file_with_their_labels_and_stored_c
     assert res.exit_code == 0, res.output
     assert "Minibatch SGD + momentum (centralized), D-SGD + QGM on digits_mlp" in res.output
     assert kit.label("dat_sgd+momentum") == "DAT-SGD + momentum"
-    final = pd.read_csv(tmp_path / "deep" / "final.csv")
+    final = pd.read_csv(tmp_path / "spec" / "final.csv")  # OUT/<the spec file's name>
     assert list(zip(final["method"], final["graph"], strict=True)) == [
         ("dsgd+quasi_global_momentum", "complete"),
         ("dsgd+quasi_global_momentum", "ring"),

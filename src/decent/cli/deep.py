@@ -16,6 +16,9 @@ def deep(
     out: Path = typer.Option(Path("results"), help="Results directory (store + figures)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     workers: int | None = typer.Option(None, min=1, help="Worker processes (default: cores)."),
+    folder: Path | None = typer.Option(
+        None, help="Tables and figures (default OUT/<the spec file's name>, or OUT/deep)."
+    ),
 ) -> None:
     """Neural networks on graphs: test accuracy per method, graph, M and Dirichlet alpha.
 
@@ -39,9 +42,11 @@ def deep(
             f"M in {list(spec.num_nodes)}; Dirichlet alpha in {list(spec.alphas)}; "
             f"{len(spec.cells())} cells, step tuned on seed {spec.tune_seed}, seeds {list(spec.seeds)}."
         )
-        ds.run(spec, out, progress=progress)
+        # one folder per spec: two specs sharing a store do not overwrite each other's tables
+        where = folder or out / (config.stem if config is not None else ds.STUDY)
+        ds.run(spec, out, folder=where, progress=progress)
     console.print(f"store: {out / 'decent.sqlite'}")
-    console.print(f"[bold]table and figures: {out / ds.STUDY}[/]")
+    console.print(f"[bold]table and figures: {where}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -252,9 +252,16 @@ def tune(spec: DeepSpec, out: Path, progress: bool = True) -> dict[Cell, kit.Cho
     return {c: ch for c, ch in choices.items() if math.isfinite(ch.error)}
 
 
-def run(spec: DeepSpec, out: str | Path = "results", *, progress: bool = True) -> pd.DataFrame:
-    """Tune, run every cell with every seed, write ``<out>/deep/final.csv``, ``spec.json``
-    and the figures; return the final table (:func:`summarize`)."""
+def run(
+    spec: DeepSpec,
+    out: str | Path = "results",
+    *,
+    folder: str | Path | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Tune, run every cell with every seed, write ``final.csv``, ``spec.json``, the tables
+    and the figures to ``folder`` (default ``<out>/deep``); return the final table
+    (:func:`summarize`)."""
     out = Path(out)
     best = tune(spec, out, progress)
     runs = [(c, ch.step, seed, STUDY) for c, ch in best.items() for seed in spec.seeds]
@@ -266,7 +273,7 @@ def run(spec: DeepSpec, out: str | Path = "results", *, progress: bool = True) -
         records[name] = records["run_id"].map(lambda rid, i=i: cells[rid][i])
     table = summarize(records, best)
     ttt = time_to_target(spec, records)
-    folder = out / STUDY
+    folder = Path(folder) if folder is not None else out / STUDY
     kit.write_tables(folder, spec, {"final": table, "time_to_target": ttt})
     shown = table.drop(columns=["task", "seeds", "consensus"])
     text = [
