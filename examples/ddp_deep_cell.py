@@ -3,8 +3,10 @@
     OMP_NUM_THREADS=1 python -m torch.distributed.run --nproc_per_node 8 \\
         examples/ddp_deep_cell.py --out deep_ddp.jsonl
 
-The cell is the study's digits MLP on a ring of M = world size nodes with Dirichlet
-alpha = 0.1 (``configs/studies/deep_quick.toml``). Each method runs with the step size the
+The cell is the first task of ``--spec`` (default the digits MLP of
+``configs/studies/deep_quick.toml``; ``--spec configs/studies/deep_cnn.toml --table
+docs/results/deep_cnn/final.csv`` runs the MNIST-1D CNN) on a ring of M = world size nodes
+with Dirichlet alpha = 0.1. Each method runs with the step size the
 reduced study tuned for the cell (``docs/results/deep/final.csv``), on the same config the
 simulator ran (task, shards, init, topology weights, algorithm and its step size all come from
 :meth:`decent.studies.deep.DeepSpec.config`), for the same number of rounds, so the same
@@ -45,13 +47,13 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("minibatch_sgd", "dsgd", "dat_sgd")
 
 
-def tuned_step(table: Path, method: str, graph: str, m: int, alpha: float) -> float:
+def tuned_step(table: Path, task: str, method: str, graph: str, m: int, alpha: float) -> float:
     """The step (gamma = lr T for DAT-SGD) the study tuned for the cell, from its final.csv."""
     graph = "complete" if kit.centralized(method) else graph
     with table.open() as f:
         for row in csv.DictReader(f):
             key = (row["task"], row["method"], row["graph"], int(row["M"]), float(row["alpha"]))
-            if key == ("digits_mlp", method, graph, m, alpha):
+            if key == (task, method, graph, m, alpha):
                 return float(row["step"])
     raise SystemExit(f"{table}: no tuned step for {method} on {graph}, M = {m}, alpha = {alpha}")
 
@@ -87,9 +89,10 @@ def run_cell(
             spec,
             num_nodes=(world,),
             evals=1,
-            samples={"digits_mlp": rounds * world * spec.batch_size},
+            samples={spec.tasks[0]: rounds * world * spec.batch_size},
         )
-    cell = ("digits_mlp", method, "complete" if kit.centralized(method) else graph, world, alpha)
+    graph = "complete" if kit.centralized(method) else graph
+    cell = (spec.tasks[0], method, graph, world, alpha)
     config = spec.config(cell, step, seed, STUDY)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TaskWarning)  # shards under one batch at alpha = 0.1
@@ -165,7 +168,8 @@ def main() -> None:
     spec = kit.load_spec(DeepSpec, args.spec)
     world = dist.get_world_size()
     for method in args.methods:
-        step = args.step or tuned_step(args.table, method, args.graph, world, args.alpha)
+        task = spec.tasks[0]
+        step = args.step or tuned_step(args.table, task, method, args.graph, world, args.alpha)
         for seed in args.seeds:
             record, _ = run_cell(spec, method, args.graph, args.alpha, step, seed, args.rounds)
             if dist.get_rank() == 0:
