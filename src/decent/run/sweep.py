@@ -30,6 +30,9 @@ from decent.results import Store, run_id_for
 from decent.run import faults
 from decent.run.single import RunOutcome, replica_key, run_batch, run_label
 
+ENDED = ("finished", "diverged", "skipped")
+"""Statuses of a sweep's runs that ended with a result (``skipped``: one already stored)."""
+
 
 @dataclass
 class SweepSummary:
@@ -46,9 +49,7 @@ class SweepSummary:
     @property
     def ok(self) -> bool:
         """True when no run failed and the sweep was not interrupted."""
-        return not self.interrupted and all(
-            o.status in ("finished", "diverged", "skipped") for o in self.outcomes
-        )
+        return not self.interrupted and all(o.status in ENDED for o in self.outcomes)
 
     def raise_if_not_ok(self, out: str | os.PathLike[str]) -> None:
         """Stop a study whose runs did not all end: it would otherwise score a failed or
@@ -60,7 +61,7 @@ class SweepSummary:
         """
         if self.interrupted:
             raise KeyboardInterrupt
-        failed = [o for o in self.outcomes if o.status not in ("finished", "diverged", "skipped")]
+        failed = [o for o in self.outcomes if o.status not in ENDED]
         if failed:
             first = failed[0]
             raise SweepFailedError(

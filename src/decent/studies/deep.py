@@ -35,6 +35,8 @@ STUDY, TUNING_STUDY = "deep", "deep-tuning"
 TASKS = ("digits_mlp", "mnist1d_cnn")
 Cell = tuple[str, str, str, int, float]
 """(task, method, topology, num_nodes, alpha)."""
+CELL_KEYS = ("task", "method", "graph", "M", "alpha")
+"""A :data:`Cell`'s columns in the records and tables."""
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,7 @@ def run(
     cells = {ids[r]: r[0] for r in runs}
     records = load(out, study=STUDY)
     records = records[records["run_id"].isin(list(cells))].copy()
-    for i, name in enumerate(("task", "method", "graph", "M", "alpha")):
+    for i, name in enumerate(CELL_KEYS):
         records[name] = records["run_id"].map(lambda rid, i=i: cells[rid][i])
     table = summarize(records, best)
     ttt = time_to_target(spec, records)
@@ -310,7 +312,7 @@ def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFra
         "eval/loss@mean": "train_loss",
         "consensus/dist2": "consensus",
     }
-    keys = ["task", "method", "graph", "M", "alpha"]
+    keys = list(CELL_KEYS)
     final = pd.concat([kit.final_rows(records, metric) for metric in metrics])
     rows = []
     for cell, g in final.groupby(keys):
@@ -335,6 +337,11 @@ def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFra
         )
     table["penalty_pts"] = 100 * (table.pop("complete_acc") - table["acc"])
     table["loss_ratio"] = table["train_loss"] / table.pop("complete_train_loss")
+    return _in_order(table)
+
+
+def _in_order(table: pd.DataFrame) -> pd.DataFrame:
+    """A per-cell table sorted by task, alpha, M, method (the registry's order) and graph."""
     table["_order"] = table["method"].map(kit.order(table["method"]))
     table = table.sort_values(["task", "alpha", "M", "_order", "graph"])
     return table.drop(columns="_order").reset_index(drop=True)
@@ -358,8 +365,9 @@ def time_to_target(spec: DeepSpec, records: pd.DataFrame) -> pd.DataFrame:
     link = LinkModel(latency=spec.latency)
     acc = records[(records["metric"] == "eval/test_accuracy@mean") & (records["round"] > 0)]
     rows = []
-    for cell, g in acc.groupby(["task", "method", "graph", "M", "alpha"]):
+    for cell, g in acc.groupby(list(CELL_KEYS)):
         task, method, graph, m, _ = cell
+        topology = make(graph, int(m))
         times, needed = [], []
         for _, run in g.sort_values("round").groupby("run_id"):
             hit = run[run["value"] >= spec.targets[task]]
@@ -368,7 +376,7 @@ def time_to_target(spec: DeepSpec, records: pd.DataFrame) -> pd.DataFrame:
                 continue
             t = int(hit["round"].iloc[0])
             clock = simulate_clock(
-                make(graph, int(m)),
+                topology,
                 t,
                 0,  # links of unlimited bandwidth: a message costs its latency
                 pattern="all_reduce" if kit.centralized(method) else "gossip",
@@ -379,7 +387,7 @@ def time_to_target(spec: DeepSpec, records: pd.DataFrame) -> pd.DataFrame:
             times.append(float(clock[-1]))
             needed.append(t)
         rows.append(
-            dict(zip(("task", "method", "graph", "M", "alpha"), cell, strict=True))
+            dict(zip(CELL_KEYS, cell, strict=True))
             | {
                 "reached": f"{len(needed)}/{len(times)}",
                 "rounds": float(np.median(needed)) if needed else math.inf,
@@ -387,9 +395,7 @@ def time_to_target(spec: DeepSpec, records: pd.DataFrame) -> pd.DataFrame:
             }
         )
     table = pd.DataFrame(rows)
-    table["_order"] = table["method"].map(kit.order(table["method"]))
-    table = table.sort_values(["task", "alpha", "M", "_order", "graph"])
-    return table.drop(columns="_order").reset_index(drop=True)
+    return _in_order(table)
 
 
 def plot_accuracy(table: pd.DataFrame, path: Path) -> Path:
