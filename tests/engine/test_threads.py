@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 import pytest
 import torch
 
@@ -72,3 +73,42 @@ def test_a_run_holds_its_thread_count_and_restores_the_callers(no_env: pytest.Mo
     )
     assert seen[5:] == [2] * 5
     assert torch.equal(out.output, again.output)  # type: ignore[arg-type]
+
+
+class _Threads(Callback):
+    """Records the torch thread count the round loop runs with."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def on_round(self, t: int) -> None:
+        self.seen.add(torch.get_num_threads())
+
+
+@pytest.mark.parametrize("num_nodes", [1, 4])
+def test_the_thread_count_never_changes_a_number(
+    no_env: pytest.MonkeyPatch, num_nodes: int
+) -> None:
+    """The policy moves the thread count with the machine's load, so every record must be
+    the same bits on 1 and on 2 threads: gradients, mixing and every metric reduction, on
+    an MLP large enough (about 0.3-1.1M parameters per node) that torch splits kernels."""
+    from decent.tasks import data, models
+    from decent.topology import complete
+
+    hidden = (1024, 1024) if num_nodes == 1 else (512, 512)
+    task = models.mlp(data.digits(), num_nodes, hidden=hidden, seed=0)
+    topology = ring(num_nodes) if num_nodes >= 3 else complete(num_nodes)
+    frames = []
+    for threads in (1, 2):
+        no_env.setenv("OMP_NUM_THREADS", str(threads))
+        for algorithm in (decent.DSGD(lr=0.05), decent.DATSGD(lr=0.001)):
+            seen = _Threads()
+            res = decent.train(
+                algorithm, task, SimCommunicator(topology), rounds=4, eval_every=2,
+                callbacks=[seen], per_node_eval="final",
+            )  # fmt: skip
+            assert seen.seen == {threads}
+            frame = res.to_frame()
+            frames.append(frame.drop(columns=[c for c in frame.columns if "wall" in c]))
+    for one, two in zip(frames[:2], frames[2:], strict=True):
+        pd.testing.assert_frame_equal(one, two, check_exact=True)
