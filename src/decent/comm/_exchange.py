@@ -15,6 +15,8 @@ import torch.distributed as dist
 from decent.topology._matrix import MixingMatrix
 
 __all__ = [
+    "MODE_ENV",
+    "TIMEOUT_ENV",
     "DistConfigError",
     "ExchangePlan",
     "block_placement",
@@ -23,6 +25,11 @@ __all__ = [
     "local_layout",
     "resolve_placement",
 ]
+
+
+MODE_ENV, TIMEOUT_ENV = "DECENT_DIST_MODE", "DECENT_FAILURE_TIMEOUT"
+"""Set by ``decent launch --mode/--failure-timeout`` for a user's script; read by
+:class:`~decent.parallel.DecentralizedDataParallel` as its defaults."""
 
 
 class DistConfigError(ValueError):

@@ -23,14 +23,13 @@ from torch import nn
 
 from decent.algorithms.base import Algorithm
 from decent.algorithms.transforms import GradientTransform, with_transforms
+from decent.comm._exchange import MODE_ENV, TIMEOUT_ENV
 from decent.comm.base import Communicator, Stale
 from decent.topology import Topology, make
 
 BUFFER_MODES: tuple[str, ...] = ("local", "gossip")
 MODES: tuple[str, ...] = ("sync", "overlap", "fault_tolerant")
 """Transports of the wrapper, named as the ``[dist]`` section's ``mode``."""
-MODE_ENV, TIMEOUT_ENV = "DECENT_DIST_MODE", "DECENT_FAILURE_TIMEOUT"
-"""Set by ``decent launch --mode/--failure-timeout`` for a script: the wrapper's defaults."""
 
 
 class ParallelError(ValueError):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from decent.comm._exchange import MODE_ENV, TIMEOUT_ENV
 from decent.results import run_id_for
 from decent.run.distributed.runtime import MODES, LaunchError, check_world, dist_run_dict
 
@@ -484,7 +485,7 @@ def launch(
             raise LaunchError(f"script {str(config)!r} not found; pass the path of a .py file")
         cmd = [sys.executable, str(config), *script_args]
         env = _script_env(mode, staleness, failure_timeout)
-        grace = max(10.0, 2 * float(env.get("DECENT_FAILURE_TIMEOUT", 10.0)))
+        grace = max(10.0, 2 * float(env.get(TIMEOUT_ENV, 10.0)))
         return run_local(
             nproc,
             cmd,
@@ -564,14 +565,14 @@ def _script_env(
         )
     env = dict(os.environ)
     if mode is not None:
-        env["DECENT_DIST_MODE"] = mode
+        env[MODE_ENV] = mode
     if failure_timeout is not None:
         if mode != "fault_tolerant" or not 0 < failure_timeout <= 3600:
             raise LaunchError(
                 f"--failure-timeout must be in (0, 3600] seconds with --mode fault_tolerant, "
                 f"got {failure_timeout!r} with --mode {mode or 'sync'}"
             )
-        env["DECENT_FAILURE_TIMEOUT"] = repr(float(failure_timeout))
+        env[TIMEOUT_ENV] = repr(float(failure_timeout))
     return env
 
 
