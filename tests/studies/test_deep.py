@@ -133,9 +133,9 @@ def test_mnist1d_and_the_cnn() -> None:
         ('tasks = ["digits_mlp"]\n[samples]\ndigits_mlp = 10\n', "samples"),
         ("lr_grids = [0.1]\n", "lr_grids"),
         ('methods = ["sgd"]\n', "sgd"),
-        ('methods = ["dsgd+qgm"]\n', "methods: method 'dsgd+qgm'"),
+        ('methods = ["dsgd+qgm"]\n', "methods[0]: \"dsgd+qgm\" -> method 'dsgd+qgm'"),
         ('methods = ["dsgd+weight_decay"]\n', "weight_decay needs more"),
-        ('methods = ["dsgd+momentum"]\nbeta = 1.0\n', "beta: 'dsgd+momentum' takes"),
+        ('methods = ["dsgd+momentum"]\nbeta = 1.0\n', "beta: 1.0 -> 'dsgd+momentum' takes"),
     ],
 )
 def test_bad_specs_name_the_field(tmp_path: Path, text: str, field: str) -> None:

@@ -3,8 +3,8 @@
 * **Methods**: labels, capabilities and styles read from the algorithm classes of
   :data:`decent.algorithms.ALGORITHMS` (:func:`label`, :func:`horizon_scaled`,
   :func:`needs_clock`, :func:`centralized`, :func:`method_styles`), never a table per study.
-* **Specs**: :func:`load_spec` reads a TOML file into a spec class (a pydantic model or a
-  dataclass, both validated by pydantic); errors name the field
+* **Specs**: a study spec is a frozen pydantic model (:class:`Spec`); :func:`load_spec` reads
+  a TOML file into one, every error one line naming the field
   (:class:`~decent.config.ConfigError`).
 * **Finals**: :func:`final_rows` is the last record of each run (of one metric), from the
   long records table; :func:`store_finals` the final metrics the store keeps per run.
@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 if TYPE_CHECKING:
     from decent.algorithms.base import Method
 
-T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
 # ---------------------------------------------------------------------- methods
@@ -176,43 +175,43 @@ def method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------------- specs
 
 
-def load_spec(cls: type[T], path: str | Path) -> T:
-    """Read a study spec from TOML into ``cls`` (a pydantic model or a dataclass).
+class Spec(BaseModel):
+    """Base of the study specs: frozen, no unknown fields, each field's docstring its
+    description.
 
-    Unknown keys are errors; lists become the tuples a dataclass declares; the spec's own
-    checks (validators, ``__post_init__``) run. Every problem names its field.
+    Ranges are field constraints and ``Literal`` types; a check across fields is a
+    ``model_validator`` raising ``ValueError("<field>: <rule>")``, which :func:`load_spec`
+    reports on that field.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+S = TypeVar("S", bound=Spec)
+
+
+def load_spec(cls: type[S], path: str | Path) -> S:
+    """Read a study spec from TOML into ``cls``; every problem is one line naming its field.
 
     Raises:
         ConfigError: the file does not fit ``cls``; one issue per offending field.
     """
     import tomllib
-    from pydantic import BaseModel, TypeAdapter, ValidationError
 
     from decent.config import ConfigError, Issue
+    from decent.config._errors import MISSING, issues_from_validation
 
     with open(path, "rb") as f:
         raw = tomllib.load(f)
     try:
-        if isinstance(cls, type) and issubclass(cls, BaseModel):
-            return cls.model_validate(raw)  # type: ignore[return-value]
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(
-                [Issue(k, raw[k], f"unknown field; known: {sorted(known)}") for k in unknown],
-                source=str(path),
-            )
-        adapter = TypeAdapter(cls)
-        return adapter.validate_python(raw)
+        return cls.model_validate(raw)
     except ValidationError as err:
-        issues = [
-            Issue(
-                ".".join(str(p) for p in e["loc"]) or "spec",
-                e.get("input"),
-                e["msg"].removeprefix("Value error, "),
-            )
-            for e in err.errors()
-        ]
+        issues = []
+        for issue in issues_from_validation(err, cls, raw):
+            name, colon, rule = issue.rule.partition(": ")
+            if not issue.path and colon and name in cls.model_fields:  # a check across fields
+                issue = Issue(name, raw.get(name, MISSING), rule)
+            issues.append(issue)
         raise ConfigError(issues, source=str(path)) from None
 
 
@@ -245,22 +244,16 @@ def store_finals(out: str | Path, study: str) -> dict[str, tuple[str, dict[str, 
     return result
 
 
-def write_tables(folder: Path, spec: Any, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
+def write_tables(folder: Path, spec: Spec, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
     """Write each table as ``<folder>/<name>.csv`` and the spec as ``spec.json``."""
     import json
-
-    from pydantic import BaseModel
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False)
         paths.append(folder / f"{name}.csv")
-    if isinstance(spec, BaseModel):
-        text = json.dumps(spec.model_dump(), indent=2)
-    else:
-        text = str(pd.Series(dataclasses.asdict(spec)).to_json(indent=2))
-    (folder / "spec.json").write_text(text)
+    (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
     return paths
 
 
@@ -517,6 +510,7 @@ __all__ = [
     "METHOD_COLORS",
     "Choice",
     "GridPolicy",
+    "Spec",
     "centralized",
     "final_rows",
     "finite_or_inf",
