@@ -193,7 +193,7 @@ def study_spec(
 
     with user_errors():
         spec = kit.load_spec(cls, config) if config is not None else (default or cls)()
-    return spec if workers is None else spec.model_copy(update={"workers": workers})
+    return spec if workers is None else spec.replace(workers=workers)
 
 
 def os_error_text(err: OSError) -> str:

@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -185,6 +185,10 @@ class Spec(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes``, validated as the spec was (``model_copy`` is not)."""
+        return self.model_validate(self.model_dump() | changes)
 
 
 S = TypeVar("S", bound=Spec)
