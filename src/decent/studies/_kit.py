@@ -7,7 +7,8 @@
   a TOML file into one, every error one line naming the field
   (:class:`~decent.config.ConfigError`).
 * **Finals**: :func:`final_rows` is the last record of each run (of one metric), from the
-  long records table; :func:`store_finals` the final metrics the store keeps per run.
+  long records table; :func:`store_finals` the final metrics the store keeps per run;
+  :func:`curves` the records as one row per run and round.
 * **Tuning**: :func:`tune` is the one step-size loop: a first grid per cell, extended at its
   edges while the best value sits there, optionally refined around the best, choosing among
   several outputs (e.g. output averaging) on separate tuning seeds. What differs between
@@ -229,6 +230,14 @@ def final_rows(records: pd.DataFrame, metric: str | None = None) -> pd.DataFrame
     return rows.sort_values("round").groupby("run_id").tail(1)
 
 
+def curves(records: pd.DataFrame, metrics: Iterable[str], runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, evaluation round) of the long ``records``: the ``metrics`` as
+    columns, beside the columns ``runs`` holds for each ``run_id``."""
+    wanted = records[records["metric"].isin(list(metrics))]
+    wide = wanted.pivot_table(index=["run_id", "round"], columns="metric", values="value")
+    return wide.reset_index().merge(runs, on="run_id")
+
+
 def store_finals(out: str | Path, study: str) -> dict[str, tuple[str, dict[str, float]]]:
     """run id -> (status, final metrics) of a study's runs, as the store keeps them."""
     from decent.results import Store
@@ -248,8 +257,11 @@ def store_finals(out: str | Path, study: str) -> dict[str, tuple[str, dict[str, 
     return result
 
 
-def write_tables(folder: Path, spec: Spec, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
-    """Write each table as ``<folder>/<name>.csv`` and the spec as ``spec.json``."""
+def write_tables(
+    folder: Path, spec: Spec, tables: Mapping[str, pd.DataFrame], markdown: str | None = None
+) -> list[Path]:
+    """Write each table as ``<folder>/<name>.csv``, the spec as ``spec.json`` and
+    ``markdown``, if given, as ``tables.md``."""
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -258,6 +270,8 @@ def write_tables(folder: Path, spec: Spec, tables: Mapping[str, pd.DataFrame]) -
         table.to_csv(folder / f"{name}.csv", index=False)
         paths.append(folder / f"{name}.csv")
     (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
+    if markdown is not None:
+        (folder / "tables.md").write_text(markdown)
     return paths
 
 
@@ -333,6 +347,28 @@ class Choice:
     error: float
     tried: list[float]
     edge: bool  # the best stayed on an edge of the grid after every extension
+
+
+def chosen(
+    choices: Mapping[K, Choice], name: Callable[[K], str]
+) -> tuple[dict[K, float], list[str]]:
+    """Each cell's tuned step, and a note per cell whose step stayed at an edge of its grid.
+
+    Raises:
+        RuntimeError: every step of a cell diverged (``name(cell)`` names the cell).
+    """
+    for cell, c in choices.items():
+        if not math.isfinite(c.error):
+            raise RuntimeError(
+                f"every step size diverged for {name(cell)} (tried {c.tried}); widen lr_grid / "
+                "gamma_grid"
+            )
+    notes = [
+        f"{name(k)}: step size {c.step:g} is at the edge of its grid"
+        for k, c in choices.items()
+        if c.edge
+    ]
+    return {cell: c.step for cell, c in choices.items()}, notes
 
 
 Measure = Callable[[list[tuple[K, float]]], Mapping[tuple[K, float], Mapping[str, float]]]
@@ -516,6 +552,8 @@ __all__ = [
     "GridPolicy",
     "Spec",
     "centralized",
+    "chosen",
+    "curves",
     "final_rows",
     "finite_or_inf",
     "horizon_scaled",

@@ -108,14 +108,8 @@ def tune(spec: CompareSpec, out: Path, *, progress: bool = True) -> dict[tuple[s
 
     cells = [(m, t) for t in spec.topologies for m in spec.methods]
     policy = kit.GridPolicy(max_extensions=0)
-    best: dict[tuple[str, str], float] = {}
-    for (method, topology), choice in kit.tune(
-        cells, lambda c: spec.grid(c[0]), measure, policy
-    ).items():
-        if choice.error == float("inf"):
-            raise RuntimeError(f"every step size diverged for {method} on {topology}")
-        best[(method, topology)] = choice.step
-    return best
+    choices = kit.tune(cells, lambda c: spec.grid(c[0]), measure, policy)
+    return kit.chosen(choices, lambda c: f"{c[0]} on {c[1]}")[0]
 
 
 def run(

@@ -279,7 +279,6 @@ def run(
     table = summarize(records, best)
     ttt = time_to_target(spec, records)
     folder = Path(folder) if folder is not None else out / STUDY
-    kit.write_tables(folder, spec, {"final": table, "time_to_target": ttt})
     shown = table.drop(columns=["task", "seeds", "consensus"])
     text = [
         f"## {t}\n\n{kit.markdown_table(shown[table['task'] == t])}\n\n"
@@ -293,7 +292,7 @@ def run(
         f"M = {m} ({why})\n"
         for (method, g, m), why in spec.outside().items()
     ]
-    (folder / "tables.md").write_text("\n".join(text))
+    kit.write_tables(folder, spec, {"final": table, "time_to_target": ttt}, "\n".join(text))
     for task in spec.tasks:
         if task in set(table["task"]):
             plot_accuracy(table[table["task"] == task], folder / f"accuracy_vs_m_{task}.png")

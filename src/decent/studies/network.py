@@ -259,17 +259,7 @@ def tune(
         POLICY,
         group=lambda key: (key[0], key[2]),
     )
-    best: dict[tuple[str, str, int], float] = {}
-    for (cell, kind, m), choice in choices.items():
-        if not math.isfinite(choice.error):
-            raise RuntimeError(f"every step size diverged for {cell} on {kind}({m})")
-        best[(cell, kind, m)] = choice.step
-    notes = [
-        f"{label(cell)} on {kind}({m}): best step size {choice.step:g} is at the edge of its grid"
-        for (cell, kind, m), choice in choices.items()
-        if choice.edge
-    ]
-    return best, notes
+    return kit.chosen(choices, lambda key: f"{label(key[0])} on {key[1]}({key[2]})")
 
 
 def evaluate(
@@ -361,11 +351,7 @@ def collect(spec: NetworkSpec, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["fault"] = runs.apply(_fault_label, axis=1)
     keep = ["run_id", "algorithm.kind", "topology.kind", "topology.num_nodes", "seed"]
     runs = runs[[*keep, "network.latency", "fault", "crashes", "network.faults.drop", "status"]]
-    wide = df[df["metric"].isin([METRIC, "time/sim", "grad_evals"])].pivot_table(
-        index=["run_id", "round"], columns="metric", values="value"
-    )
-    curves = wide.reset_index().merge(runs, on="run_id")
-    return runs, curves
+    return runs, kit.curves(df, [METRIC, "time/sim", "grad_evals"], runs)
 
 
 def time_to_target(
@@ -508,8 +494,8 @@ def run(
         ttt, faults, cross, curves, targets, time.perf_counter() - start, best, notes
     )
     folder = out / STUDY
-    kit.write_tables(folder, spec, {"time_to_target": ttt, "faults": faults, "crossover": cross})
-    (folder / "tables.md").write_text(tables_markdown(spec, result))
+    tables = {"time_to_target": ttt, "faults": faults, "crossover": cross}
+    kit.write_tables(folder, spec, tables, tables_markdown(spec, result))
     plot_all(spec, result, folder)
     return result
 

@@ -279,20 +279,11 @@ def tune(
         t, m = cell
         return [validate(spec.base(TUNING, t, m, x, spec.tune_seed), "robustness tuning")]
 
-    plain = [(t, m) for t in spec.tasks for m in spec.methods]
+    plain: list[tuple[str, str]] = [(t, m) for t in spec.tasks for m in spec.methods]
     found = kit.tune(
         plain, lambda c: spec.grid(*c), measure(lr_configs, "tune step sizes"), LR_POLICY
     )
-    lr: dict[tuple[str, str], float] = {}
-    notes = []
-    for (t, m), choice in found.items():
-        if not math.isfinite(choice.error):
-            raise RuntimeError(f"every step size of {m} on {t} diverged ({choice.tried})")
-        lr[(t, m)] = choice.step
-        if choice.edge:
-            notes.append(
-                f"{LABELS[m]} on {t}: step size {choice.step:g} is at the edge of its grid"
-            )
+    lr, notes = kit.chosen(found, lambda cell: f"{LABELS[cell[1]]} on {cell[0]}")
 
     def gamma_configs(cell: tuple[str, str, str], g: float) -> list[Any]:
         t, m, comp = cell
@@ -471,10 +462,7 @@ def collect(spec: RobustnessSpec, out: Path) -> dict[str, pd.DataFrame]:
             keep.append(col)
     wanted = [*METRICS.values(), "comm/bytes_per_node_mean", "privacy/epsilon"]
     wanted += [c for c in df["metric"].unique() if str(c).startswith("byzantine/")]
-    wide = df[df["metric"].isin(wanted)].pivot_table(
-        index=["run_id", "round"], columns="metric", values="value"
-    )
-    curves = wide.reset_index().merge(runs[keep], on="run_id")
+    curves = kit.curves(df, wanted, runs[keep])
     return {e: curves[curves["experiment"] == e] for e in ("compression", "privacy", "byzantine")}
 
 
@@ -585,9 +573,8 @@ def run(
         notes=notes,
     )
     folder = out / STUDY
-    tables = ("compression", "privacy", "byzantine")
-    kit.write_tables(folder, spec, {name: getattr(result, name) for name in tables})
-    (folder / "tables.md").write_text(tables_markdown(spec, result))
+    tables = {name: getattr(result, name) for name in ("compression", "privacy", "byzantine")}
+    kit.write_tables(folder, spec, tables, tables_markdown(spec, result))
     plot_all(spec, result, folder)
     return result
 

@@ -346,12 +346,7 @@ def tune(spec: ScalingSpec, out: Path, *, progress: bool = True) -> dict[Cell, C
 
     policy = dataclasses.replace(POLICY, max_extensions=spec.max_extensions)
     choices = kit.tune(cells(spec), first_grid, measure, policy, on_round=on_round)
-    for c, choice in choices.items():
-        if not math.isfinite(choice.error):
-            raise RuntimeError(
-                f"every step size diverged for {c.method} on {c.topology} (M={c.machines}, "
-                f"N={c.budget}); widen lr_grid / gamma_grid"
-            )
+    kit.chosen(choices, lambda c: f"{c.method} on {c.topology} (M={c.machines}, N={c.budget})")
     return choices
 
 
