@@ -204,7 +204,7 @@ def load_spec(cls: type[S], path: str | Path) -> S:
     import tomllib
 
     from decent.config import ConfigError, Issue
-    from decent.config._errors import MISSING, issues_from_validation
+    from decent.config._errors import issues_from_validation
 
     with open(path, "rb") as f:
         raw = tomllib.load(f)
@@ -215,7 +215,8 @@ def load_spec(cls: type[S], path: str | Path) -> S:
         for issue in issues_from_validation(err, cls, raw):
             name, colon, rule = issue.rule.partition(": ")
             if not issue.path and colon and name in cls.model_fields:  # a check across fields
-                issue = Issue(name, raw.get(name, MISSING), rule)
+                value = raw.get(name, cls.model_fields[name].get_default(call_default_factory=True))
+                issue = Issue(name, value, rule)
             issues.append(issue)
         raise ConfigError(issues, source=str(path)) from None
 
