@@ -24,6 +24,12 @@ SPECS = [NetworkSpec, RobustnessSpec, CompareSpec, DeepSpec, ScalingSpec]
     [
         (NetworkSpec, "straggler_p = 1.5\n", "straggler_p: 1.5 -> must be <= 1.0"),
         (NetworkSpec, "max_delays = [4, 0]\n", "max_delays[1]: 0 -> must be >= 1"),
+        (  # every item refused: not also "must not be empty"
+            NetworkSpec,
+            'methods = ["adam"]\n',
+            "methods[0]: \"adam\" -> must be one of 'minibatch_sgd', 'dsgd', 'dat_sgd' or 'ad_psgd'",
+        ),
+        (CompareSpec, "seeds = []\n", "seeds: [] -> must not be empty"),
         (
             RobustnessSpec,
             'compressors = ["sign", "qsgd:0"]\n',

@@ -27,10 +27,10 @@ import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 if TYPE_CHECKING:
     from decent.algorithms.base import Method
@@ -195,6 +195,16 @@ class Spec(BaseModel):
 S = TypeVar("S", bound=Spec)
 
 
+def _method_name(name: str) -> str:
+    split_method(name)  # an unknown algorithm or transform: the ValueError lists them
+    return name
+
+
+MethodName = Annotated[str, AfterValidator(_method_name)]
+"""A spec's method: a registered algorithm ``kind``, transforms after ``+`` allowed
+(:func:`split_method`)."""
+
+
 def load_spec(cls: type[S], path: str | Path) -> S:
     """Read a study spec from TOML into ``cls``; every problem is one line naming its field.
 
@@ -218,6 +228,9 @@ def load_spec(cls: type[S], path: str | Path) -> S:
                 value = raw.get(name, cls.model_fields[name].get_default(call_default_factory=True))
                 issue = Issue(name, value, rule)
             issues.append(issue)
+        # a list whose every item is refused is also "too short" (counted after its items)
+        refused = {i.path.partition("[")[0] for i in issues if "[" in i.path}
+        issues = [i for i in issues if i.path not in refused or "[" in i.path]
         raise ConfigError(issues, source=str(path)) from None
 
 
@@ -551,6 +564,7 @@ __all__ = [
     "METHOD_COLORS",
     "Choice",
     "GridPolicy",
+    "MethodName",
     "Spec",
     "centralized",
     "chosen",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import pandas as pd
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from decent.algorithms.base import hparams
 from decent.config import validate
@@ -40,17 +40,12 @@ CELL_KEYS = ("task", "method", "graph", "M", "alpha")
 """A :data:`Cell`'s columns in the records and tables."""
 
 
-def _method(name: str) -> str:
-    kit.split_method(name)  # an unknown algorithm or transform: ValueError lists them
-    return name
-
-
 class DeepSpec(kit.Spec):
     """What the study runs (``configs/studies/deep.toml`` is the issue's full study,
     ``deep_quick.toml`` the reduced one the results page shows)."""
 
     tasks: tuple[Task, ...] = Field(default=TASKS, min_length=1)
-    methods: tuple[Annotated[str, AfterValidator(_method)], ...] = Field(
+    methods: tuple[kit.MethodName, ...] = Field(
         default=("minibatch_sgd", "dsgd", "dat_sgd", "schedule_free_dsgd"), min_length=1
     )
     """Algorithm kinds, or a kind with gradient transforms in front as a config names the
