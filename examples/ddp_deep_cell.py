@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import dataclasses
 import json
 import os
 import time
@@ -85,8 +84,7 @@ def run_cell(
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     if rounds:  # a shorter run: its own sample budget, so DAT-SGD's lr = gamma / rounds
-        spec = dataclasses.replace(
-            spec,
+        spec = spec.replace(
             num_nodes=(world,),
             evals=1,
             samples={spec.tasks[0]: rounds * world * spec.batch_size},

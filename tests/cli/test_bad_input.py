@@ -295,10 +295,13 @@ def test_user_mistakes_are_one_line_and_exit_2(
     _clean_error(proc, 2, needle)
 
 
-@pytest.mark.parametrize("command", ["network", "robustness"])
+@pytest.mark.parametrize("command", ["network", "robustness", "deep", "scaling"])
 @pytest.mark.parametrize(
     "text, needle",
-    [("latncy = 0.1\n", "latncy"), ("seeds = []\n", "seeds must not be empty")],
+    [
+        ("latncy = 0.1\n", "latncy: 0.1 -> unknown field"),
+        ("seeds = []\n", "seeds: [] -> must not be empty"),
+    ],
 )
 def test_a_bad_study_spec_is_one_line_and_exit_2(
     command: str, text: str, needle: str, tmp_path: Path

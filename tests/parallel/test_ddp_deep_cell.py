@@ -39,9 +39,7 @@ def _worker(rank: int, world: int, draws: str, rounds: int) -> dict[str, Any]:
 
 def test_ranks_equal_the_simulator_on_its_draws() -> None:
     ranks = run_group(_worker, WORLD, "simulator", ROUNDS, timeout=240.0)
-    spec = cell.dataclasses.replace(
-        SPEC, num_nodes=(WORLD,), evals=1, samples={"digits_mlp": ROUNDS * WORLD * 16}
-    )
+    spec = SPEC.replace(num_nodes=(WORLD,), evals=1, samples={"digits_mlp": ROUNDS * WORLD * 16})
     for method, step in STEPS.items():
         config = spec.config(("digits_mlp", method, "ring", WORLD, 0.1), step, 1, STUDY)
         output = train_experiment(build(config)).output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -133,9 +132,9 @@ def test_mnist1d_and_the_cnn() -> None:
         ('tasks = ["digits_mlp"]\n[samples]\ndigits_mlp = 10\n', "samples"),
         ("lr_grids = [0.1]\n", "lr_grids"),
         ('methods = ["sgd"]\n', "sgd"),
-        ('methods = ["dsgd+qgm"]\n', "methods: method 'dsgd+qgm'"),
+        ('methods = ["dsgd+qgm"]\n', "methods[0]: \"dsgd+qgm\" -> method 'dsgd+qgm'"),
         ('methods = ["dsgd+weight_decay"]\n', "weight_decay needs more"),
-        ('methods = ["dsgd+momentum"]\nbeta = 1.0\n', "beta: 'dsgd+momentum' takes"),
+        ('methods = ["dsgd+momentum"]\nbeta = 1.0\n', "beta: 1.0 -> 'dsgd+momentum' takes"),
     ],
 )
 def test_bad_specs_name_the_field(tmp_path: Path, text: str, field: str) -> None:
@@ -302,7 +301,7 @@ def test_a_momentum_cell_with_beta_zero_is_the_plain_dsgd_cell_record_for_record
     """Heavy-ball momentum with beta = 0 steps along the gradient itself, so the variant's
     tuning and runs must repeat plain D-SGD's to the last bit, while the store records the
     transform the variant ran with."""
-    spec = dataclasses.replace(TINY, methods=("dsgd", "dsgd+momentum"), beta=0.0)
+    spec = TINY.replace(methods=("dsgd", "dsgd+momentum"), beta=0.0)
     table = deep.run(spec, tmp_path, progress=False).set_index(["method", "graph"])
     assert len(table) == 4
     records = load(tmp_path, study=deep.STUDY)

@@ -6,16 +6,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from pydantic import ValidationError
 
 from decent.config import ConfigError
-from decent.studies.robustness import (
-    RobustnessSpec,
-    RobustnessSpecError,
-    load_spec,
-    parse_compressor,
-    run,
-    spread_nodes,
-)
+from decent.studies import _kit as kit
+from decent.studies.robustness import RobustnessSpec, parse_compressor, run, spread_nodes
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +93,7 @@ def test_spread_nodes_never_share_a_neighbour() -> None:
         for b in nodes:
             if a < b:
                 assert nx.shortest_path_length(graph, a, b) >= 3
-    with pytest.raises(RobustnessSpecError, match="cannot be placed"):
+    with pytest.raises(ValueError, match="cannot be placed"):
         spread_nodes("ring", 8, 3)
 
 
@@ -120,16 +115,18 @@ def test_compressor_names(text, want) -> None:
         ({"compressors": ("top_k",)}, "needs a ratio"),
         ({"compressors": ("qsgd:0",)}, "needs bits in 1..16"),
         ({"compressors": ("zip",)}, "is not one of"),
-        ({"tasks": ("mnist",)}, "tasks may hold"),
-        ({"byzantine_fractions": (0.6,)}, "byzantine_fractions must lie in"),
-        ({"noise_multipliers": (-1.0,)}, "noise_multipliers must be >= 0"),
-        ({"delta": 1.0}, "delta must lie in"),
-        ({"rules": ("clipping:-1",)}, "rules may hold"),
-        ({"rules": ("median:2",)}, "rules may hold"),
+        ({"tasks": ("mnist",)}, "tasks.0"),
+        ({"byzantine_fractions": (0.6,)}, "byzantine_fractions.0"),
+        ({"byzantine_fractions": (0.4,)}, "byzantine_fractions: 6 of the 16 nodes of torus cannot"),
+        ({"noise_multipliers": (-1.0,)}, "noise_multipliers.0"),
+        ({"delta": 1.0}, "delta"),
+        ({"rules": ("clipping:-1",)}, "must be one of mean, trimmed_mean, median, clipping"),
+        ({"rules": ("median:2",)}, "must be one of mean, trimmed_mean, median, clipping"),
+        ({"rounds": {"digits": 10}}, "rounds: give task 'stream' a number of rounds >= 1"),
     ],
 )
 def test_bad_specs_name_the_field(kwargs, match) -> None:
-    with pytest.raises(RobustnessSpecError, match=match):
+    with pytest.raises(ValidationError, match=match):
         RobustnessSpec(**kwargs)
 
 
@@ -137,12 +134,12 @@ def test_the_shipped_spec_loads(tmp_path) -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    spec = load_spec(root / "configs" / "studies" / "robustness.toml")
+    spec = kit.load_spec(RobustnessSpec, root / "configs" / "studies" / "robustness.toml")
     assert spec == RobustnessSpec()
     bad = tmp_path / "bad.toml"
     bad.write_text("nodez = 3\n")
     with pytest.raises(ConfigError, match="unknown field"):
-        load_spec(bad)
+        kit.load_spec(RobustnessSpec, bad)
 
 
 def test_the_command_runs_a_spec_file(tmp_path) -> None:

@@ -6,9 +6,9 @@ import contextlib
 import math
 import signal
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from decent._names import shown
+
+if TYPE_CHECKING:
+    from decent.studies._kit import Spec
+
+S = TypeVar("S", bound="Spec")
 
 
 class _Terminal(Console):
@@ -174,29 +179,21 @@ def study_run(out: Path) -> Iterator[None]:
 
 
 def study_spec(
-    load: Any, default: Any, error: type[Exception], config: Path | None, workers: int | None
-) -> Any:
-    """A dataclass study spec: ``load(config)`` or ``default()``, ``workers`` set if given.
+    cls: type[S], config: Path | None, workers: int | None, default: Callable[[], S] | None = None
+) -> S:
+    """A study spec: CONFIG read into ``cls`` (:func:`decent.studies._kit.load_spec`), else
+    ``default()`` (or ``cls()``), ``workers`` set if given.
 
     Raises:
-        typer.Exit: code 2 after one line for a spec outside its range (``error``), a
-            CONFIG file with an unknown field or a value its checks refuse, or a CONFIG path
-            that is missing, a folder or unreadable.
+        typer.Exit: code 2 after one line per problem for a CONFIG file with an unknown field
+            or a value out of range, or one line for a CONFIG path that is missing, a folder
+            or unreadable.
     """
-    import dataclasses
+    from decent.studies import _kit as kit
 
-    from decent.config import ConfigError
-
-    try:
-        spec = load(config) if config is not None else default()
-    except error as err:  # the message names the field
-        console.print(f"[red]invalid study spec[/]: {err}")
-        raise typer.Exit(USER_ERROR) from None
-    except ConfigError as err:
-        raise fail(str(err)) from None
-    except OSError as err:
-        raise fail(f"invalid study spec: {os_error_text(err)}") from None
-    return spec if workers is None else dataclasses.replace(spec, workers=workers)
+    with user_errors():
+        spec = kit.load_spec(cls, config) if config is not None else (default or cls)()
+    return spec if workers is None else spec.replace(workers=workers)
 
 
 def os_error_text(err: OSError) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from decent.cli._common import console, fail, os_error_text, study_run
+from decent.cli._common import console, study_run, study_spec
 
 
 def deep(
@@ -24,18 +24,11 @@ def deep(
 
     Example: decent deep configs/studies/deep_quick.toml --out results
     """
-    import dataclasses
-
     from decent.studies import _kit as kit
     from decent.studies import deep as ds
 
+    spec = study_spec(ds.DeepSpec, config, workers)
     with study_run(out):
-        try:
-            spec = kit.load_spec(ds.DeepSpec, config) if config is not None else ds.DeepSpec()
-        except OSError as err:  # a CONFIG path that is missing, a folder or unreadable
-            raise fail(f"invalid study spec: {os_error_text(err)}") from None
-        if workers is not None:
-            spec = dataclasses.replace(spec, workers=workers)
         console.print(
             f"[bold]decent deep[/]: {', '.join(kit.label(m, role='centralized') for m in spec.methods)} "
             f"on {', '.join(spec.tasks)}; graphs {', '.join(spec.topologies)} and complete; "

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from decent.cli._common import console, study_run, user_errors
+from decent.cli._common import console, study_run, study_spec
 
 
 def flagship(
@@ -27,10 +27,7 @@ def flagship(
     from decent.cli.scaling import render, render_critical
     from decent.studies import scaling as sc
 
-    with user_errors():  # a --config path that is missing, a folder or unreadable: one line
-        spec = sc.load_spec(config) if config is not None else sc.flagship_spec()
-    if workers is not None:
-        spec = spec.model_copy(update={"workers": workers})
+    spec = study_spec(sc.ScalingSpec, config, workers, sc.flagship_spec)
     labels = spec.labels()
     n = spec.budgets[-1]
     console.print(

@@ -26,7 +26,7 @@ def network(
     """
     from decent.studies import network as ns
 
-    spec = study_spec(ns.load_spec, ns.NetworkSpec, ns.NetworkSpecError, config, workers)
+    spec = study_spec(ns.NetworkSpec, config, workers)
     console.print(
         f"[bold]decent network[/]: {', '.join(ns.LABELS[m] for m in spec.methods)} on "
         f"{', '.join(spec.topologies)} at M = {', '.join(map(str, spec.machines))}, T = "

@@ -24,7 +24,7 @@ def robustness(
     """
     from decent.studies import robustness as rs
 
-    spec = study_spec(rs.load_spec, rs.RobustnessSpec, rs.RobustnessSpecError, config, workers)
+    spec = study_spec(rs.RobustnessSpec, config, workers)
     console.print(
         f"[bold]decent robustness[/]: {', '.join(rs.LABELS[m] for m in spec.methods)} on "
         f"{spec.topology}({spec.nodes}) with {', '.join(spec.compressors)}; DP-SGD with noise "

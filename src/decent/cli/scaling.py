@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from decent.cli._common import console, study_run, user_errors
+from decent.cli._common import console, study_run, study_spec
 
 
 def scaling(
@@ -26,10 +26,7 @@ def scaling(
     """
     from decent.studies import scaling as sc
 
-    with user_errors():  # a CONFIG path that is missing, a folder or unreadable: one line
-        spec = sc.load_spec(config)
-    if workers is not None:
-        spec = spec.model_copy(update={"workers": workers})
+    spec = study_spec(sc.ScalingSpec, config, workers)
     labels = spec.labels()
     console.print(
         f"[bold]decent scaling[/] {config}: {', '.join(labels[m.name] for m in spec.methods)} "

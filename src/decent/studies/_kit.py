@@ -3,11 +3,12 @@
 * **Methods**: labels, capabilities and styles read from the algorithm classes of
   :data:`decent.algorithms.ALGORITHMS` (:func:`label`, :func:`horizon_scaled`,
   :func:`needs_clock`, :func:`centralized`, :func:`method_styles`), never a table per study.
-* **Specs**: :func:`load_spec` reads a TOML file into a spec class (a pydantic model or a
-  dataclass, both validated by pydantic); errors name the field
+* **Specs**: a study spec is a frozen pydantic model (:class:`Spec`); :func:`load_spec` reads
+  a TOML file into one, every error one line naming the field
   (:class:`~decent.config.ConfigError`).
 * **Finals**: :func:`final_rows` is the last record of each run (of one metric), from the
-  long records table; :func:`store_finals` the final metrics the store keeps per run.
+  long records table; :func:`store_finals` the final metrics the store keeps per run;
+  :func:`curves` the records as one row per run and round.
 * **Tuning**: :func:`tune` is the one step-size loop: a first grid per cell, extended at its
   edges while the best value sits there, optionally refined around the best, choosing among
   several outputs (e.g. output averaging) on separate tuning seeds. What differs between
@@ -22,19 +23,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
 
 import pandas as pd
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 if TYPE_CHECKING:
     from decent.algorithms.base import Method
 
-T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
 # ---------------------------------------------------------------------- methods
@@ -176,43 +176,61 @@ def method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------------- specs
 
 
-def load_spec(cls: type[T], path: str | Path) -> T:
-    """Read a study spec from TOML into ``cls`` (a pydantic model or a dataclass).
+class Spec(BaseModel):
+    """Base of the study specs: frozen, no unknown fields, each field's docstring its
+    description.
 
-    Unknown keys are errors; lists become the tuples a dataclass declares; the spec's own
-    checks (validators, ``__post_init__``) run. Every problem names its field.
+    Ranges are field constraints and ``Literal`` types; a check across fields is a
+    ``model_validator`` raising ``ValueError("<field>: <rule>")``, which :func:`load_spec`
+    reports on that field.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes``, validated as the spec was (``model_copy`` is not)."""
+        return self.model_validate(self.model_dump() | changes)
+
+
+S = TypeVar("S", bound=Spec)
+
+
+def _method_name(name: str) -> str:
+    split_method(name)  # an unknown algorithm or transform: the ValueError lists them
+    return name
+
+
+MethodName = Annotated[str, AfterValidator(_method_name)]
+"""A spec's method: a registered algorithm ``kind``, transforms after ``+`` allowed
+(:func:`split_method`)."""
+
+
+def load_spec(cls: type[S], path: str | Path) -> S:
+    """Read a study spec from TOML into ``cls``; every problem is one line naming its field.
 
     Raises:
         ConfigError: the file does not fit ``cls``; one issue per offending field.
     """
     import tomllib
-    from pydantic import BaseModel, TypeAdapter, ValidationError
 
     from decent.config import ConfigError, Issue
+    from decent.config._errors import issues_from_validation
 
     with open(path, "rb") as f:
         raw = tomllib.load(f)
     try:
-        if isinstance(cls, type) and issubclass(cls, BaseModel):
-            return cls.model_validate(raw)  # type: ignore[return-value]
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(
-                [Issue(k, raw[k], f"unknown field; known: {sorted(known)}") for k in unknown],
-                source=str(path),
-            )
-        adapter = TypeAdapter(cls)
-        return adapter.validate_python(raw)
+        return cls.model_validate(raw)
     except ValidationError as err:
-        issues = [
-            Issue(
-                ".".join(str(p) for p in e["loc"]) or "spec",
-                e.get("input"),
-                e["msg"].removeprefix("Value error, "),
-            )
-            for e in err.errors()
-        ]
+        issues = []
+        for issue in issues_from_validation(err, cls, raw):
+            name, colon, rule = issue.rule.partition(": ")
+            if not issue.path and colon and name in cls.model_fields:  # a check across fields
+                value = raw.get(name, cls.model_fields[name].get_default(call_default_factory=True))
+                issue = Issue(name, value, rule)
+            issues.append(issue)
+        # a list whose every item is refused is also "too short" (counted after its items)
+        refused = {i.path.partition("[")[0] for i in issues if "[" in i.path}
+        issues = [i for i in issues if i.path not in refused or "[" in i.path]
         raise ConfigError(issues, source=str(path)) from None
 
 
@@ -224,6 +242,14 @@ def final_rows(records: pd.DataFrame, metric: str | None = None) -> pd.DataFrame
     (``run_id``, ``round``, ``metric``, ``value``, ... as :func:`decent.results.load` gives)."""
     rows = records if metric is None else records[records["metric"] == metric]
     return rows.sort_values("round").groupby("run_id").tail(1)
+
+
+def curves(records: pd.DataFrame, metrics: Iterable[str], runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, evaluation round) of the long ``records``: the ``metrics`` as
+    columns, beside the columns ``runs`` holds for each ``run_id``."""
+    wanted = records[records["metric"].isin(list(metrics))]
+    wide = wanted.pivot_table(index=["run_id", "round"], columns="metric", values="value")
+    return wide.reset_index().merge(runs, on="run_id")
 
 
 def store_finals(out: str | Path, study: str) -> dict[str, tuple[str, dict[str, float]]]:
@@ -245,22 +271,21 @@ def store_finals(out: str | Path, study: str) -> dict[str, tuple[str, dict[str, 
     return result
 
 
-def write_tables(folder: Path, spec: Any, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
-    """Write each table as ``<folder>/<name>.csv`` and the spec as ``spec.json``."""
+def write_tables(
+    folder: Path, spec: Spec, tables: Mapping[str, pd.DataFrame], markdown: str | None = None
+) -> list[Path]:
+    """Write each table as ``<folder>/<name>.csv``, the spec as ``spec.json`` and
+    ``markdown``, if given, as ``tables.md``."""
     import json
-
-    from pydantic import BaseModel
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False)
         paths.append(folder / f"{name}.csv")
-    if isinstance(spec, BaseModel):
-        text = json.dumps(spec.model_dump(), indent=2)
-    else:
-        text = str(pd.Series(dataclasses.asdict(spec)).to_json(indent=2))
-    (folder / "spec.json").write_text(text)
+    (folder / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
+    if markdown is not None:
+        (folder / "tables.md").write_text(markdown)
     return paths
 
 
@@ -336,6 +361,28 @@ class Choice:
     error: float
     tried: list[float]
     edge: bool  # the best stayed on an edge of the grid after every extension
+
+
+def chosen(
+    choices: Mapping[K, Choice], name: Callable[[K], str]
+) -> tuple[dict[K, float], list[str]]:
+    """Each cell's tuned step, and a note per cell whose step stayed at an edge of its grid.
+
+    Raises:
+        RuntimeError: every step of a cell diverged (``name(cell)`` names the cell).
+    """
+    for cell, c in choices.items():
+        if not math.isfinite(c.error):
+            raise RuntimeError(
+                f"every step size diverged for {name(cell)} (tried {c.tried}); widen lr_grid / "
+                "gamma_grid"
+            )
+    notes = [
+        f"{name(k)}: step size {c.step:g} is at the edge of its grid"
+        for k, c in choices.items()
+        if c.edge
+    ]
+    return {cell: c.step for cell, c in choices.items()}, notes
 
 
 Measure = Callable[[list[tuple[K, float]]], Mapping[tuple[K, float], Mapping[str, float]]]
@@ -517,7 +564,11 @@ __all__ = [
     "METHOD_COLORS",
     "Choice",
     "GridPolicy",
+    "MethodName",
+    "Spec",
     "centralized",
+    "chosen",
+    "curves",
     "final_rows",
     "finite_or_inf",
     "horizon_scaled",

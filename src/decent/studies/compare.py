@@ -13,11 +13,11 @@ results store, from which the table, the figure and the HTML report are made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import Field
 
 from decent.config import validate
 from decent.results import load
@@ -31,27 +31,26 @@ METHODS = ("dat_sgd", "anytime_sgd", "dsgd", "gradient_tracking", "minibatch_sgd
 """The default methods, in the order of the table (each next to its centralized reference)."""
 
 
-@dataclass(frozen=True)
-class CompareSpec:
+class CompareSpec(kit.Spec):
     """What the comparison runs; the defaults finish in a few minutes on 2 cores."""
 
-    num_nodes: int = 64
-    topologies: tuple[str, ...] = ("ring", "torus")
-    methods: tuple[str, ...] = METHODS
-    rounds: int = 2000
-    eval_every: int = 50
-    seeds: tuple[int, ...] = (0, 1, 2)
+    num_nodes: int = Field(default=64, ge=2)
+    topologies: tuple[str, ...] = Field(default=("ring", "torus"), min_length=1)
+    methods: tuple[kit.MethodName, ...] = Field(default=METHODS, min_length=1)
+    rounds: int = Field(default=2000, ge=1)
+    eval_every: int = Field(default=50, ge=1)
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), min_length=1)
     tune_seed: int = 1000
-    dim: int = 20
-    heterogeneity: float = 2.0
-    batch_size: int = 1
-    l2: float = 0.0
-    eval_samples: int = 2**13
-    # Step-size grids. The anytime methods step w by lr * alpha_t with alpha_t = t, so
-    # their grid is in gamma = lr * T (the largest step), which transfers across horizons.
-    lr_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-    gamma_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-    workers: int | None = None
+    dim: int = Field(default=20, ge=1)
+    heterogeneity: float = Field(default=2.0, ge=0.0)
+    batch_size: int = Field(default=1, ge=1)
+    l2: float = Field(default=0.0, ge=0.0)
+    eval_samples: int = Field(default=2**13, ge=1)
+    lr_grid: tuple[float, ...] = Field(default=(0.01, 0.03, 0.1, 0.3, 1.0), min_length=1)
+    gamma_grid: tuple[float, ...] = Field(default=(0.01, 0.03, 0.1, 0.3, 1.0), min_length=1)
+    """The anytime methods step w by lr * alpha_t with alpha_t = t, so their grid is in
+    gamma = lr * T (the largest step), which transfers across horizons."""
+    workers: int | None = Field(default=None, ge=1)
 
     def grid(self, method: str) -> list[float]:
         if kit.horizon_scaled(method):
@@ -102,14 +101,8 @@ def tune(spec: CompareSpec, out: Path, *, progress: bool = True) -> dict[tuple[s
 
     cells = [(m, t) for t in spec.topologies for m in spec.methods]
     policy = kit.GridPolicy(max_extensions=0)
-    best: dict[tuple[str, str], float] = {}
-    for (method, topology), choice in kit.tune(
-        cells, lambda c: spec.grid(c[0]), measure, policy
-    ).items():
-        if choice.error == float("inf"):
-            raise RuntimeError(f"every step size diverged for {method} on {topology}")
-        best[(method, topology)] = choice.step
-    return best
+    choices = kit.tune(cells, lambda c: spec.grid(c[0]), measure, policy)
+    return kit.chosen(choices, lambda c: f"{c[0]} on {c[1]}")[0]
 
 
 def run(

@@ -19,11 +19,11 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import pandas as pd
+from pydantic import Field, model_validator
 
 from decent.algorithms.base import hparams
 from decent.config import validate
@@ -32,82 +32,80 @@ from decent.run import run_points
 from decent.studies import _kit as kit
 
 STUDY, TUNING_STUDY = "deep", "deep-tuning"
-TASKS = ("digits_mlp", "mnist1d_cnn")
+Task = Literal["digits_mlp", "mnist1d_cnn"]
+TASKS: tuple[Task, ...] = get_args(Task)
 Cell = tuple[str, str, str, int, float]
 """(task, method, topology, num_nodes, alpha)."""
 CELL_KEYS = ("task", "method", "graph", "M", "alpha")
 """A :data:`Cell`'s columns in the records and tables."""
 
 
-@dataclass(frozen=True)
-class DeepSpec:
+class DeepSpec(kit.Spec):
     """What the study runs (``configs/studies/deep.toml`` is the issue's full study,
     ``deep_quick.toml`` the reduced one the results page shows)."""
 
-    tasks: tuple[str, ...] = TASKS
-    methods: tuple[str, ...] = ("minibatch_sgd", "dsgd", "dat_sgd", "schedule_free_dsgd")
+    tasks: tuple[Task, ...] = Field(default=TASKS, min_length=1)
+    methods: tuple[kit.MethodName, ...] = Field(
+        default=("minibatch_sgd", "dsgd", "dat_sgd", "schedule_free_dsgd"), min_length=1
+    )
     """Algorithm kinds, or a kind with gradient transforms in front as a config names the
     method (``dsgd+momentum``, ``dsgd+quasi_global_momentum``; :meth:`transforms`)."""
     topologies: tuple[str, ...] = ("ring", "torus", "exponential", "one_peer_exponential")
-    num_nodes: tuple[int, ...] = (4, 16, 64)
-    alphas: tuple[float, ...] = (0.1, 1.0, 10.0)
-    samples: dict[str, int] = field(
+    num_nodes: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(4, 16, 64), min_length=1)
+    alphas: tuple[Annotated[float, Field(gt=0.0)], ...] = Field(
+        default=(0.1, 1.0, 10.0), min_length=1
+    )
+    samples: dict[str, int] = Field(
         default_factory=lambda: {"digits_mlp": 409_600, "mnist1d_cnn": 2_048_000}
     )
     """Training samples per run (all nodes together), per task."""
-    batch_size: int = 16
-    evals: int = 20
+    batch_size: int = Field(default=16, ge=1)
+    evals: int = Field(default=20, ge=1)
     """Evaluations per run (``eval_every = rounds // evals``)."""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), min_length=1)
     tune_seed: int = 100
-    lr_grid: tuple[float, ...] = (0.03, 0.1, 0.3)
-    gamma_grid: tuple[float, ...] = (0.3, 1.0, 3.0)
+    lr_grid: tuple[float, ...] = Field(default=(0.03, 0.1, 0.3), min_length=1)
+    gamma_grid: tuple[float, ...] = Field(default=(0.3, 1.0, 3.0), min_length=1)
     """Anytime methods' grid in gamma = lr * T."""
-    extensions: int = 3
+    extensions: int = Field(default=3, ge=0)
     """Times a grid may grow (by 3x) at the edge where its best value sits."""
     beta: float = 0.9
     """Schedule-free D-SGD's interpolation and the momentum coefficient of every transform
     with a ``beta`` (``dsgd+momentum``, ``dsgd+quasi_global_momentum``)."""
-    hidden: tuple[int, ...] = (32,)
-    channels: int = 16
-    mnist1d_samples: int = 40_000
-    targets: dict[str, float] = field(
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = (32,)
+    channels: int = Field(default=16, ge=1)
+    mnist1d_samples: int = Field(default=40_000, ge=1)
+    targets: dict[str, float] = Field(
         default_factory=lambda: {"digits_mlp": 0.95, "mnist1d_cnn": 0.9}
     )
     """Test accuracy of the network average that counts as reached (time to target)."""
-    straggler_p: float = 0.05
+    straggler_p: float = Field(default=0.05, ge=0.0, le=1.0)
     """Time to target's clock, as the network study's: a gradient takes one time unit, ten
     (``slowdown``) with probability ``straggler_p`` per node and round; a message takes
     ``latency``. All-reduce waits for the slowest node, gossip for the neighbours."""
-    slowdown: float = 10.0
-    latency: float = 0.01
-    dtype: str = "float64"
+    slowdown: float = Field(default=10.0, ge=1.0)
+    latency: float = Field(default=0.01, ge=0.0)
+    dtype: Literal["float32", "float64"] = "float64"
     """Every run's floating dtype (``"float32"``: the CNN trains 1.5x and evaluates ~10x
     faster on a CPU than in float64)."""
-    workers: int | None = None
+    workers: int | None = Field(default=None, ge=1)
 
-    def __post_init__(self) -> None:
-        bad = sorted(set(self.tasks) - set(TASKS))
-        if bad:
-            raise ValueError(f"tasks: {bad} are not among {list(TASKS)}")
+    @model_validator(mode="after")
+    def _across_fields(self) -> DeepSpec:
+        least = max(self.num_nodes) * self.batch_size * self.evals
         for task in self.tasks:
             if task not in self.samples:
                 raise ValueError(f"samples: give the sample budget of task {task!r}")
-            if self.samples[task] < max(self.num_nodes) * self.batch_size * self.evals:
+            if self.samples[task] < least:
                 raise ValueError(
                     f"samples: {task}'s budget gives fewer than `evals` rounds at M = "
-                    f"{max(self.num_nodes)}; raise it to at least "
-                    f"{max(self.num_nodes) * self.batch_size * self.evals}"
+                    f"{max(self.num_nodes)}; raise it to at least {least}"
                 )
-        for m in self.methods:
-            try:
-                kit.split_method(m)
-            except ValueError as err:  # an unknown algorithm or transform
-                raise ValueError(f"methods: {err}") from None
-            self.transforms(m)
-        for task in self.tasks:
             if not 0.0 < self.targets.get(task, -1.0) <= 1.0:
                 raise ValueError(f"targets: give task {task!r} a test accuracy in (0, 1]")
+        for m in self.methods:
+            self.transforms(m)
+        return self
 
     def transforms(self, method: str) -> list[dict[str, Any]]:
         """The ``[[algorithm.transforms]]`` tables of a method named ``kind+transform+...``
@@ -276,7 +274,6 @@ def run(
     table = summarize(records, best)
     ttt = time_to_target(spec, records)
     folder = Path(folder) if folder is not None else out / STUDY
-    kit.write_tables(folder, spec, {"final": table, "time_to_target": ttt})
     shown = table.drop(columns=["task", "seeds", "consensus"])
     text = [
         f"## {t}\n\n{kit.markdown_table(shown[table['task'] == t])}\n\n"
@@ -290,7 +287,7 @@ def run(
         f"M = {m} ({why})\n"
         for (method, g, m), why in spec.outside().items()
     ]
-    (folder / "tables.md").write_text("\n".join(text))
+    kit.write_tables(folder, spec, {"final": table, "time_to_target": ttt}, "\n".join(text))
     for task in spec.tasks:
         if task in set(table["task"]):
             plot_accuracy(table[table["task"] == task], folder / f"accuracy_vs_m_{task}.png")

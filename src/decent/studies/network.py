@@ -29,10 +29,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from decent.config import validate
 from decent.results import load
@@ -41,10 +42,12 @@ from decent.studies import _kit as kit
 from decent.studies import figures
 
 METRIC = "eval/subopt@mean"
-METHODS = ("minibatch_sgd", "dsgd", "dat_sgd", "ad_psgd")
+Method = Literal["minibatch_sgd", "dsgd", "dat_sgd", "ad_psgd"]
+METHODS: tuple[Method, ...] = get_args(Method)
 """The methods the study can run (its clock replay knows their communication patterns)."""
-LABELS = {m: kit.label(m, role="transport") for m in METHODS}
+LABELS: dict[str, str] = {m: kit.label(m, role="transport") for m in METHODS}
 """Names in tables and figures, from the algorithm classes: ``D-SGD (gossip)``, ..."""
+Topology = Literal["ring", "torus", "exponential"]
 TOPOLOGY_LABELS = {"ring": "ring", "torus": "2-D torus", "exponential": "exponential"}
 
 
@@ -67,23 +70,23 @@ ASYNC = tuple(m for m in METHODS if kit.needs_clock(m))
 on the clock), and are left out of the latency sweep (their clock is not a replay of
 :func:`~decent.comm.network.simulate_clock`)."""
 
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""A probability or a share of the nodes, in [0, 1)."""
 
-class NetworkSpecError(ValueError):
-    """A network study spec outside its range; the message names the field."""
 
-
-@dataclass(frozen=True)
-class NetworkSpec:
+class NetworkSpec(kit.Spec):
     """What the network study runs; the defaults take about 13 minutes on 2 cores."""
 
-    machines: tuple[int, ...] = (64, 1024)
-    topologies: tuple[str, ...] = ("ring", "torus", "exponential")
-    methods: tuple[str, ...] = ("minibatch_sgd", "dsgd", "dat_sgd", "ad_psgd")
-    rounds: int = 600
-    eval_every: int = 10
-    seeds: tuple[int, ...] = (0, 1, 2)
-    tune_seeds: tuple[int, ...] = (1000, 1001)
-    task: dict[str, Any] = field(
+    machines: tuple[Annotated[int, Field(strict=True, ge=4)], ...] = Field(
+        default=(64, 1024), min_length=1
+    )
+    topologies: tuple[Topology, ...] = Field(default=("ring", "torus", "exponential"), min_length=1)
+    methods: tuple[Method, ...] = Field(default=METHODS, min_length=1)
+    rounds: int = Field(default=600, ge=1)
+    eval_every: int = Field(default=10, ge=1)
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), min_length=1)
+    tune_seeds: tuple[int, ...] = Field(default=(1000, 1001), min_length=1)
+    task: dict[str, Any] = Field(
         default_factory=lambda: {
             "kind": "least_squares",
             "dim": 20,
@@ -93,50 +96,29 @@ class NetworkSpec:
             "noise": 0.5,
         }
     )
-    lr_grid: tuple[float, ...] = (0.0125, 0.025, 0.05, 0.1, 0.2)
-    gamma_grid: tuple[float, ...] = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
+    lr_grid: tuple[float, ...] = Field(default=(0.0125, 0.025, 0.05, 0.1, 0.2), min_length=1)
+    gamma_grid: tuple[float, ...] = Field(
+        default=(0.0125, 0.025, 0.05, 0.1, 0.2, 0.4), min_length=1
+    )
     """DAT-SGD's grid in gamma = lr * T (its step on w grows like lr * t)."""
-    straggler_p: float = 0.05
+    straggler_p: float = Field(default=0.05, ge=0.0, le=1.0)
     slowdown: float = 10.0
     latency: float = 0.01
     """Seconds per message, against one second per gradient."""
-    target_factor: float = 2.0
-    drops: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
-    crash_fractions: tuple[float, ...] = (0.1, 0.25)
-    churn_fractions: tuple[float, ...] = (0.25,)
+    target_factor: float = Field(default=2.0, ge=1.0)
+    drops: tuple[Fraction, ...] = Field(default=(0.0, 0.1, 0.2, 0.3), min_length=1)
+    crash_fractions: tuple[Fraction, ...] = (0.1, 0.25)
+    churn_fractions: tuple[Fraction, ...] = (0.25,)
     """Node churn: this fraction of the nodes (every ``1 / f``-th node) leaves during the
     second quarter of the run and rejoins, pulling its state from a neighbour, during the
     fourth."""
-    max_delays: tuple[int, ...] = (4,)
+    max_delays: tuple[Annotated[int, Field(strict=True, ge=1)], ...] = (4,)
     """Bounded staleness ``D`` of the asynchronous gossip variants (``[network.delays]``,
     kind ``clock``); each adds an experimental ``<method>@stale<D>`` cell."""
-    latencies: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
-    workers: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("machines", "topologies", "methods", "seeds", "drops", "latencies"):
-            if not getattr(self, name):
-                raise NetworkSpecError(f"{name} must not be empty")
-        for m in self.machines:
-            if not isinstance(m, int) or m < 4:
-                raise NetworkSpecError(f"machines must be integers >= 4, got {m!r}")
-        for method in self.methods:
-            if method not in METHODS:
-                raise NetworkSpecError(f"methods may hold {list(METHODS)}, got {method!r}")
-        for kind in self.topologies:
-            if kind not in TOPOLOGY_LABELS:
-                raise NetworkSpecError(f"topologies may hold {list(TOPOLOGY_LABELS)}, got {kind!r}")
-        for name in ("drops", "crash_fractions", "churn_fractions"):
-            for p in getattr(self, name):
-                if not 0.0 <= p < 1.0:
-                    raise NetworkSpecError(f"{name} must lie in [0, 1), got {p!r}")
-        for d in self.max_delays:
-            if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-                raise NetworkSpecError(f"max_delays must be integers >= 1, got {d!r}")
-        if not 0.0 <= self.straggler_p <= 1.0:
-            raise NetworkSpecError(f"straggler_p must lie in [0, 1], got {self.straggler_p!r}")
-        if self.target_factor < 1.0:
-            raise NetworkSpecError(f"target_factor must be >= 1, got {self.target_factor!r}")
+    latencies: tuple[float, ...] = Field(
+        default=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), min_length=1
+    )
+    workers: int | None = Field(default=None, ge=1)
 
     # -- configs ------------------------------------------------------------------------
     def rounds_of(self, cell: str) -> int:
@@ -211,11 +193,6 @@ class NetworkSpec:
         }
 
 
-def load_spec(path: str | Path) -> NetworkSpec:
-    """A spec from a TOML file of :class:`NetworkSpec` fields (errors name the field)."""
-    return kit.load_spec(NetworkSpec, path)
-
-
 # -------------------------------------------------------------------------------- stages
 
 
@@ -282,17 +259,7 @@ def tune(
         POLICY,
         group=lambda key: (key[0], key[2]),
     )
-    best: dict[tuple[str, str, int], float] = {}
-    for (cell, kind, m), choice in choices.items():
-        if not math.isfinite(choice.error):
-            raise RuntimeError(f"every step size diverged for {cell} on {kind}({m})")
-        best[(cell, kind, m)] = choice.step
-    notes = [
-        f"{label(cell)} on {kind}({m}): best step size {choice.step:g} is at the edge of its grid"
-        for (cell, kind, m), choice in choices.items()
-        if choice.edge
-    ]
-    return best, notes
+    return kit.chosen(choices, lambda key: f"{label(key[0])} on {key[1]}({key[2]})")
 
 
 def evaluate(
@@ -384,11 +351,7 @@ def collect(spec: NetworkSpec, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["fault"] = runs.apply(_fault_label, axis=1)
     keep = ["run_id", "algorithm.kind", "topology.kind", "topology.num_nodes", "seed"]
     runs = runs[[*keep, "network.latency", "fault", "crashes", "network.faults.drop", "status"]]
-    wide = df[df["metric"].isin([METRIC, "time/sim", "grad_evals"])].pivot_table(
-        index=["run_id", "round"], columns="metric", values="value"
-    )
-    curves = wide.reset_index().merge(runs, on="run_id")
-    return runs, curves
+    return runs, kit.curves(df, [METRIC, "time/sim", "grad_evals"], runs)
 
 
 def time_to_target(
@@ -531,8 +494,8 @@ def run(
         ttt, faults, cross, curves, targets, time.perf_counter() - start, best, notes
     )
     folder = out / STUDY
-    kit.write_tables(folder, spec, {"time_to_target": ttt, "faults": faults, "crossover": cross})
-    (folder / "tables.md").write_text(tables_markdown(spec, result))
+    tables = {"time_to_target": ttt, "faults": faults, "crossover": cross}
+    kit.write_tables(folder, spec, tables, tables_markdown(spec, result))
     plot_all(spec, result, folder)
     return result
 

@@ -25,9 +25,10 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
+from pydantic import AfterValidator, Field, model_validator
 
 from decent.config import validate
 from decent.results import load
@@ -82,8 +83,8 @@ COMPRESSED_OF = {
 }
 
 
-class RobustnessSpecError(ValueError):
-    """A robustness study spec outside its range; the message names the field."""
+Task = Literal["digits", "stream"]
+Method = Literal["dsgd", "dat_sgd", "gradient_tracking"]
 
 
 def parse_compressor(text: str) -> dict[str, Any]:
@@ -91,62 +92,88 @@ def parse_compressor(text: str) -> dict[str, Any]:
     ``bits``; ``"sign"`` has no parameter.
 
     Raises:
-        RobustnessSpecError: an unknown compressor or a missing or bad parameter.
+        ValueError: an unknown compressor or a missing or bad parameter.
     """
     kind, _, arg = text.partition(":")
     if kind in ("top_k", "random_k"):
         try:
             ratio = float(arg)
         except ValueError:
-            raise RobustnessSpecError(
-                f"compressors: {text!r} needs a ratio in (0, 1], e.g. '{kind}:0.1'"
-            ) from None
+            raise ValueError(f"{text!r} needs a ratio in (0, 1], e.g. '{kind}:0.1'") from None
         if not 0 < ratio <= 1:
-            raise RobustnessSpecError(f"compressors: {text!r}: ratio must lie in (0, 1]")
+            raise ValueError(f"{text!r}: ratio must lie in (0, 1]")
         return {"compressor_kind": kind, "ratio": ratio}
     if kind == "qsgd":
         if not arg.isdigit() or not 1 <= int(arg) <= 16:
-            raise RobustnessSpecError(f"compressors: {text!r} needs bits in 1..16, e.g. 'qsgd:2'")
+            raise ValueError(f"{text!r} needs bits in 1..16, e.g. 'qsgd:2'")
         return {"compressor_kind": kind, "bits": int(arg)}
     if kind in ("sign", "identity") and not arg:
         return {"compressor_kind": kind}
-    raise RobustnessSpecError(
-        f"compressors: {text!r} is not one of top_k:<ratio>, random_k:<ratio>, qsgd:<bits>, "
-        "sign, identity"
+    raise ValueError(
+        f"{text!r} is not one of top_k:<ratio>, random_k:<ratio>, qsgd:<bits>, sign, identity"
     )
 
 
-@dataclass(frozen=True)
-class RobustnessSpec:
+def _compressor(text: str) -> str:
+    parse_compressor(text)
+    return text
+
+
+def _rule(text: str) -> str:
+    name, _, tau = text.partition(":")
+    if name not in RULE_LABELS or (tau and (name != "clipping" or not _positive(tau))):
+        raise ValueError("must be one of mean, trimmed_mean, median, clipping:<tau > 0>")
+    return text
+
+
+def _positive(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+class RobustnessSpec(kit.Spec):
     """What the robustness study runs; the defaults take about 4.5 minutes on 2 cores."""
 
-    tasks: tuple[str, ...] = ("digits", "stream")
-    nodes: int = 16
+    tasks: tuple[Task, ...] = Field(default=("digits", "stream"), min_length=1)
+    nodes: int = Field(default=16, ge=4)
     topology: str = "ring"
     byzantine_topology: str = "torus"
-    rounds: dict[str, int] = field(default_factory=lambda: {"digits": 300, "stream": 600})
-    eval_every: int = 20
-    seeds: tuple[int, ...] = (0, 1)
+    rounds: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: {"digits": 300, "stream": 600}
+    )
+    """Rounds per task."""
+    eval_every: int = Field(default=20, ge=1)
+    seeds: tuple[int, ...] = Field(default=(0, 1), min_length=1)
     tune_seed: int = 100
-    methods: tuple[str, ...] = ("dsgd", "dat_sgd", "gradient_tracking")
-    compressors: tuple[str, ...] = ("identity", "top_k:0.1", "random_k:0.1", "qsgd:2", "sign")
+    methods: tuple[Method, ...] = Field(
+        default=("dsgd", "dat_sgd", "gradient_tracking"), min_length=1
+    )
+    compressors: tuple[Annotated[str, AfterValidator(_compressor)], ...] = (
+        "identity", "top_k:0.1", "random_k:0.1", "qsgd:2", "sign",
+    )  # fmt: skip
     """``identity`` is CHOCO without compression: its tuned consensus step is the reference
     that separates what compression costs from what the extra step gamma buys."""
-    lr_grid: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4)
-    gamma_grid: tuple[float, ...] = (0.4, 0.8, 1.6, 3.2, 6.4)
+    lr_grid: tuple[float, ...] = Field(default=(0.025, 0.05, 0.1, 0.2, 0.4), min_length=1)
+    gamma_grid: tuple[float, ...] = Field(default=(0.4, 0.8, 1.6, 3.2, 6.4), min_length=1)
     """DAT-SGD's grid in gamma = lr * T."""
-    consensus_grid: tuple[float, ...] = (0.02, 0.05, 0.15, 0.4, 1.0)
+    consensus_grid: tuple[float, ...] = Field(default=(0.02, 0.05, 0.15, 0.4, 1.0), min_length=1)
     """CHOCO's consensus step; extended downwards (by 2.5x) while the best is the lowest."""
-    privacy_methods: tuple[str, ...] = ("dsgd", "dat_sgd")
-    noise_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    privacy_methods: tuple[Method, ...] = ("dsgd", "dat_sgd")
+    noise_multipliers: tuple[Annotated[float, Field(ge=0.0)], ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
     clip: float = 1.0
-    delta: float = 1e-5
-    byzantine_methods: tuple[str, ...] = ("dsgd",)
-    byzantine_fractions: tuple[float, ...] = (0.0625, 0.125)
+    delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    byzantine_methods: tuple[Method, ...] = ("dsgd",)
+    byzantine_fractions: tuple[Annotated[float, Field(gt=0.0, lt=0.5)], ...] = (0.0625, 0.125)
+    """Shares of Byzantine nodes, placed at distance >= 3 from each other
+    (:func:`spread_nodes`)."""
     attacks: tuple[str, ...] = ("sign_flip", "alie")
-    rules: tuple[str, ...] = ("mean", "trimmed_mean", "median", "clipping:0.1", "clipping:1")
+    rules: tuple[Annotated[str, AfterValidator(_rule)], ...] = (
+        "mean", "trimmed_mean", "median", "clipping:0.1", "clipping:1",
+    )  # fmt: skip
     """Aggregation rules; ``clipping:<tau>`` is self-centred clipping of radius ``tau``."""
-    digits: dict[str, Any] = field(
+    digits: dict[str, Any] = Field(
         default_factory=lambda: {
             "kind": "softmax_regression",
             "batch_size": 16,
@@ -155,7 +182,7 @@ class RobustnessSpec:
             "partition": {"kind": "dirichlet", "alpha": 0.5},
         }
     )
-    stream: dict[str, Any] = field(
+    stream: dict[str, Any] = Field(
         default_factory=lambda: {
             "kind": "least_squares",
             "dim": 50,
@@ -165,43 +192,20 @@ class RobustnessSpec:
             "noise": 0.5,
         }
     )
-    workers: int | None = None
+    workers: int | None = Field(default=None, ge=1)
 
-    def __post_init__(self) -> None:
-        for name in ("tasks", "methods", "seeds"):
-            if not getattr(self, name):
-                raise RobustnessSpecError(f"{name} must not be empty")
+    @model_validator(mode="after")
+    def _across_fields(self) -> RobustnessSpec:
         for task in self.tasks:
-            if task not in METRICS:
-                raise RobustnessSpecError(f"tasks may hold {list(METRICS)}, got {task!r}")
-            if task not in self.rounds or self.rounds[task] < 1:
-                raise RobustnessSpecError(f"rounds must give {task!r} a number of rounds >= 1")
-        for name in ("methods", "privacy_methods", "byzantine_methods"):
-            for method in getattr(self, name):
-                if method not in COMPRESSED_OF:
-                    raise RobustnessSpecError(
-                        f"{name} may hold {list(COMPRESSED_OF)}, got {method!r}"
-                    )
-        for text in self.compressors:
-            parse_compressor(text)
-        if self.nodes < 4:
-            raise RobustnessSpecError(f"nodes must be >= 4, got {self.nodes!r}")
-        for f in self.byzantine_fractions:
-            if not 0.0 < f < 0.5:
-                raise RobustnessSpecError(f"byzantine_fractions must lie in (0, 0.5), got {f!r}")
-        for s in self.noise_multipliers:
-            if s < 0:
-                raise RobustnessSpecError(f"noise_multipliers must be >= 0, got {s!r}")
-        for rule in self.rules:
-            name, _, tau = rule.partition(":")
-            if name not in ("mean", "trimmed_mean", "median", "clipping") or (
-                tau and (name != "clipping" or not _positive(tau))
-            ):
-                raise RobustnessSpecError(
-                    f"rules may hold mean, trimmed_mean, median, clipping:<tau > 0>; got {rule!r}"
-                )
-        if not 0 < self.delta < 1:
-            raise RobustnessSpecError(f"delta must lie in (0, 1), got {self.delta!r}")
+            if task not in self.rounds:
+                raise ValueError(f"rounds: give task {task!r} a number of rounds >= 1")
+        if self.byzantine_methods:
+            for f in self.byzantine_fractions:
+                try:
+                    spread_nodes(self.byzantine_topology, self.nodes, self.byzantine_count(f))
+                except ValueError as err:
+                    raise ValueError(f"byzantine_fractions: {err}") from None
+        return self
 
     # -- configs ------------------------------------------------------------------------
     def task(self, name: str) -> dict[str, Any]:
@@ -226,24 +230,16 @@ class RobustnessSpec:
             "task": self.task(task),
         }
 
+    def byzantine_count(self, fraction: float) -> int:
+        """Byzantine nodes at ``fraction`` of :attr:`nodes`: at least one."""
+        return max(1, round(fraction * self.nodes))
+
     def compressed(
         self, task: str, method: str, comp: str, lr: float, gamma: float, seed: int
     ) -> dict[str, Any]:
         raw = self.base(STUDY, task, COMPRESSED_OF[method], lr, seed)
         raw["algorithm"].update(parse_compressor(comp), consensus_lr=gamma)
         return raw
-
-
-def _positive(text: str) -> bool:
-    try:
-        return float(text) > 0
-    except ValueError:
-        return False
-
-
-def load_spec(path: str | Path) -> RobustnessSpec:
-    """A spec from a TOML file of :class:`RobustnessSpec` fields (errors name the field)."""
-    return kit.load_spec(RobustnessSpec, path)
 
 
 # -------------------------------------------------------------------------------- stages
@@ -283,20 +279,11 @@ def tune(
         t, m = cell
         return [validate(spec.base(TUNING, t, m, x, spec.tune_seed), "robustness tuning")]
 
-    plain = [(t, m) for t in spec.tasks for m in spec.methods]
+    plain: list[tuple[str, str]] = [(t, m) for t in spec.tasks for m in spec.methods]
     found = kit.tune(
         plain, lambda c: spec.grid(*c), measure(lr_configs, "tune step sizes"), LR_POLICY
     )
-    lr: dict[tuple[str, str], float] = {}
-    notes = []
-    for (t, m), choice in found.items():
-        if not math.isfinite(choice.error):
-            raise RuntimeError(f"every step size of {m} on {t} diverged ({choice.tried})")
-        lr[(t, m)] = choice.step
-        if choice.edge:
-            notes.append(
-                f"{LABELS[m]} on {t}: step size {choice.step:g} is at the edge of its grid"
-            )
+    lr, notes = kit.chosen(found, lambda cell: f"{LABELS[cell[1]]} on {cell[0]}")
 
     def gamma_configs(cell: tuple[str, str, str], g: float) -> list[Any]:
         t, m, comp = cell
@@ -364,7 +351,7 @@ def spread_nodes(kind: str, n: int, count: int, seed: int = 0) -> list[int]:
     median, clipping) tolerates on a graph of degree >= 2. Greedy over a seeded order.
 
     Raises:
-        RobustnessSpecError: the graph has no such set of ``count`` nodes.
+        ValueError: the graph has no such set of ``count`` nodes.
     """
     import networkx as nx
     import numpy as np
@@ -387,8 +374,8 @@ def spread_nodes(kind: str, n: int, count: int, seed: int = 0) -> list[int]:
         blocked |= set(nx.single_source_shortest_path_length(graph, node, cutoff=2))
         if len(chosen) == count:
             return sorted(chosen)
-    raise RobustnessSpecError(
-        f"byzantine_fractions: {count} of the {n} nodes of {kind} cannot be placed at distance "
+    raise ValueError(
+        f"{count} of the {n} nodes of {kind} cannot be placed at distance "
         f">= 3 from each other (at most {len(chosen)} found); use a smaller fraction or more nodes"
     )
 
@@ -407,7 +394,7 @@ def byzantine_configs(spec: RobustnessSpec, lr: dict[tuple[str, str], float]) ->
                         for text in spec.rules:
                             rule, _, tau = text.partition(":")
                             raw = spec.base(STUDY, t, m, lr[(t, m)], seed, spec.byzantine_topology)
-                            count = max(1, round(f * spec.nodes))
+                            count = spec.byzantine_count(f)
                             nodes = spread_nodes(spec.byzantine_topology, spec.nodes, count)
                             raw["byzantine"] = {
                                 "nodes": nodes,
@@ -475,10 +462,7 @@ def collect(spec: RobustnessSpec, out: Path) -> dict[str, pd.DataFrame]:
             keep.append(col)
     wanted = [*METRICS.values(), "comm/bytes_per_node_mean", "privacy/epsilon"]
     wanted += [c for c in df["metric"].unique() if str(c).startswith("byzantine/")]
-    wide = df[df["metric"].isin(wanted)].pivot_table(
-        index=["run_id", "round"], columns="metric", values="value"
-    )
-    curves = wide.reset_index().merge(runs[keep], on="run_id")
+    curves = kit.curves(df, wanted, runs[keep])
     return {e: curves[curves["experiment"] == e] for e in ("compression", "privacy", "byzantine")}
 
 
@@ -589,9 +573,8 @@ def run(
         notes=notes,
     )
     folder = out / STUDY
-    tables = ("compression", "privacy", "byzantine")
-    kit.write_tables(folder, spec, {name: getattr(result, name) for name in tables})
-    (folder / "tables.md").write_text(tables_markdown(spec, result))
+    tables = {name: getattr(result, name) for name in ("compression", "privacy", "byzantine")}
+    kit.write_tables(folder, spec, tables, tables_markdown(spec, result))
     plot_all(spec, result, folder)
     return result
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from decent.config import ExperimentConfig
 from decent.results import run_id_for
@@ -60,10 +60,8 @@ AVERAGING = {
 _MIN_NODES = {"ring": 3, "torus": 9, "exponential": 2, "complete": 1}
 
 
-class MethodSpec(BaseModel):
+class MethodSpec(kit.Spec):
     """One method of the study: an algorithm with fixed hyperparameters (not the step)."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str
     """Name in tables and figures (unique in the study)."""
@@ -107,10 +105,8 @@ def _default_references() -> list[MethodSpec]:
     ]
 
 
-class ScalingSpec(BaseModel):
+class ScalingSpec(kit.Spec):
     """What a scaling study runs; the defaults are the study of ``docs/results/scaling.md``."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     study: str = "scaling"
     """Study name in the store (tuning: <study>-tune)."""
@@ -186,23 +182,26 @@ class ScalingSpec(BaseModel):
         for name in ("max_machines", "min_machines"):
             value = getattr(self, name)
             if value & (value - 1):
-                raise ValueError(f"{name} must be a power of two, got {value}")
+                raise ValueError(f"{name}: must be a power of two")
         names = [m.name for m in [*self.methods, *self.references]]
         if len(set(names)) != len(names):
-            raise ValueError(f"method names must be unique, got {names}")
-        for m in [*self.methods, *self.references]:
+            raise ValueError(f"methods: names must be unique, got {names}")
+        refs = [r.name for r in self.references]
+        for group, m in [(g, m) for g in ("methods", "references") for m in getattr(self, g)]:
             if m.kind not in ALGORITHMS:
-                raise ValueError(f"methods: kind {m.kind!r} is not one of {sorted(ALGORITHMS)}")
-            if m.same_at_one is not None and m.same_at_one not in [r.name for r in self.references]:
-                raise ValueError(f"{m.name}.same_at_one = {m.same_at_one!r} is not a reference")
+                raise ValueError(f"{group}: kind {m.kind!r} is not one of {sorted(ALGORITHMS)}")
+            if m.same_at_one is not None and m.same_at_one not in refs:
+                raise ValueError(
+                    f"{group}: {m.name}.same_at_one = {m.same_at_one!r} is not a reference"
+                )
             if m.budgets is not None and not set(m.budgets) <= set(self.budgets):
                 raise ValueError(
-                    f"{m.name}.budgets = {m.budgets} must be among the study's budgets "
-                    f"{self.budgets}"
+                    f"{group}: {m.name}.budgets = {m.budgets} must be among the study's "
+                    f"budgets {self.budgets}"
                 )
             if m.same_on_complete is not None and m.same_on_complete not in names:
                 raise ValueError(
-                    f"{m.name}.same_on_complete = {m.same_on_complete!r} is not a method"
+                    f"{group}: {m.name}.same_on_complete = {m.same_on_complete!r} is not a method"
                 )
         return self
 
@@ -347,12 +346,7 @@ def tune(spec: ScalingSpec, out: Path, *, progress: bool = True) -> dict[Cell, C
 
     policy = dataclasses.replace(POLICY, max_extensions=spec.max_extensions)
     choices = kit.tune(cells(spec), first_grid, measure, policy, on_round=on_round)
-    for c, choice in choices.items():
-        if not math.isfinite(choice.error):
-            raise RuntimeError(
-                f"every step size diverged for {c.method} on {c.topology} (M={c.machines}, "
-                f"N={c.budget}); widen lr_grid / gamma_grid"
-            )
+    kit.chosen(choices, lambda c: f"{c.method} on {c.topology} (M={c.machines}, N={c.budget})")
     return choices
 
 
