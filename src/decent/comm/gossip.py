@@ -4,7 +4,15 @@ Each pair of neighbouring ranks gets its own two-rank gloo group, so a failure p
 that edge. Per neighbour one thread sends (blocking ``send`` fed by a queue) and one
 receives (blocking ``recv`` in a loop): on gloo, ``is_completed()`` of ``isend``/``irecv``
 turns true only inside ``wait()`` and a timed-out ``wait`` closes the connection, so
-polling does not work. Every message carries its version (the sender's mix-call count).
+polling does not work. Every message carries its version (the sender's count of posted
+exchanges) in its first 8 bytes, ahead of the rows' bytes, so any dtype travels.
+
+It is a transport (:class:`~decent.comm.base.Transport`): :meth:`GossipCommunicator.post`
+hands the rows to the sending threads, ``wait()`` gives ``Z = [x; received]`` once every
+(surviving) neighbour's freshest value within the bound has arrived, and ``combine``,
+``weights``, ``self_weights`` and ``layout`` read the exchange plan that ``Z`` was
+gathered for: ``W``, or ``W`` rebuilt on the survivors. So the combiners (Chebyshev,
+robust rules) stand on it as on the synchronous ranks.
 
 With ``failure_timeout`` set, each rank beats a heartbeat counter in the rendezvous store
 and watches everyone's; a rank whose counter stalls for ``failure_timeout`` seconds
@@ -29,6 +37,8 @@ import torch.distributed as dist
 from decent._types import NodeTensor
 from decent.comm._exchange import (
     DistConfigError,
+    ExchangePlan,
+    PlannedTransport,
     block_placement,
     build_plan,
     dist_reduce_op,
@@ -78,14 +88,31 @@ def surviving_metropolis(w: MixingMatrix, dead_nodes: Sequence[int]) -> MixingMa
     return MixingMatrix.from_array(out, name=f"{w.name}-survivors")
 
 
-class GossipCommunicator:
+class _Posted:
+    """An exchange in flight on the threads (see :meth:`GossipCommunicator.post`)."""
+
+    def __init__(self, comm: GossipCommunicator, x: torch.Tensor, version: int) -> None:
+        self.x, self._comm, self._version = x, comm, version
+        self._z: torch.Tensor | None = None
+
+    def wait(self) -> torch.Tensor:
+        if self._z is None:
+            self._z = self._comm._gather(self.x, self._version)
+        return self._z
+
+
+class GossipCommunicator(PlannedTransport):
     """Mix with the freshest neighbour values (bounded staleness), optionally fault tolerant.
 
-    Row ``i`` at the rank's ``c``-th call is ``sum_j W[i, j] x_j(v_j)`` with ``x_j(v)`` the
-    value node ``j`` passed to its ``v``-th call, ``v_i = c`` and ``v_j`` the newest version
-    that has arrived with ``c - s <= v_j <= c`` (waiting only when there is none; ``s = 0``
-    is the synchronous mix). Needs a static topology and one ``mix`` per round with a
-    fixed number of columns (every method of decent packs its state into one call).
+    Row ``i`` at the rank's ``c``-th exchange is ``sum_j W[i, j] x_j(v_j)`` with ``x_j(v)``
+    the value node ``j`` posted in its ``v``-th exchange, ``v_i = c`` and ``v_j`` the newest
+    version that has arrived with ``c - s <= v_j <= c`` (waiting only when there is none;
+    ``s = 0`` is the synchronous mix). ``W`` is the topology's, or after a rank is declared
+    dead :func:`surviving_metropolis` on the survivors: :meth:`weights` and the rest give
+    the one the latest completed exchange used. Needs a static topology and messages of a
+    fixed number of columns and dtype (every method of decent packs its state into one
+    call per round; Chebyshev's ``K`` calls carry the same shape); exchanges complete in
+    the order they were posted.
 
     Args:
         topology: a static topology.
@@ -147,7 +174,8 @@ class GossipCommunicator:
         self.dense_limit = dense_limit
         self._w = topology.weights(1)
         self._base_plan = build_plan(self._w, self._my_nodes, self._owner, self.rank, dense_limit)
-        self._plan = self._base_plan
+        self._plan = self._base_plan  # the current one: W, or W on the survivors
+        self._mixing = self._base_plan  # the one the latest completed exchange used
         self._out_peers = sorted(self._base_plan.send)
         self._in_peers = sorted(self._base_plan.recv)
         # one two-rank group per edge of the rank graph; new_group is collective, so every
@@ -167,7 +195,8 @@ class GossipCommunicator:
         self.versions: list[dict[int, int]] = []
         """Per ``mix`` call, the version of each neighbour rank's value it mixed (the pattern
         the simulator replays: :class:`~decent.comm.network.DelayModel` kind ``"given"``)."""
-        self._calls = 0
+        self._calls = 0  # exchanges posted: the version of the next one is _calls + 1
+        self._round = 0  # the round t of the latest exchange posted
         self._k: int | None = None
         self._dtype: torch.dtype | None = None
         self._queues: dict[int, queue.Queue[torch.Tensor | None]] = {}
@@ -239,8 +268,8 @@ class GossipCommunicator:
                 {
                     "rank": r,
                     "nodes": list(self.placement[r]),
-                    "round": self._calls,  # this rank's round when it learned
-                    "left_round": self._calls if left_round is None else left_round,
+                    "round": self._round,  # this rank's round when it learned
+                    "left_round": self._round if left_round is None else left_round,
                     "detected_by": how,
                     "silent_s": round(float(silent_s), 3),
                     "wall_s": round(time.monotonic() - self._start, 3),
@@ -252,7 +281,7 @@ class GossipCommunicator:
             self._cond.notify_all()
         if self._store is not None and how != "store":
             with contextlib.suppress(Exception):  # the store may be gone already
-                self._store.set(f"{self._key}/dead/{r}", str(self._calls))
+                self._store.set(f"{self._key}/dead/{r}", str(self._round))
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for the records: nodes alive, and per lost rank when it was seen gone."""
@@ -269,7 +298,7 @@ class GossipCommunicator:
     def _start_threads(self, k: int, dtype: torch.dtype) -> None:
         self._k, self._dtype = k, dtype
         for p in self._in_peers:
-            size = int(self._base_plan.recv[p].size) * k + 1
+            size = 8 + int(self._base_plan.recv[p].size) * k * dtype.itemsize
             th = threading.Thread(
                 target=self._receive, args=(p, size), name=f"decent-recv-{p}", daemon=True
             )
@@ -287,20 +316,20 @@ class GossipCommunicator:
         rows = int(self._base_plan.recv[p].size)
         assert self._dtype is not None and self._k is not None
         while True:
-            buf = torch.empty(size, dtype=self._dtype)
+            buf = torch.empty(size, dtype=torch.uint8)
             try:
                 dist.recv(buf, src=p, group=self._edge[p])
             except Exception:
                 if not self._closed:
                     self._declare_dead(p, "connection", 0.0)
                 return
-            version = int(buf[-1].item())
+            version = int(buf[:8].view(torch.int64).item())
             with self._cond:
                 if version < 0:
                     self._peer_done.add(p)
                     self._cond.notify_all()
                     return
-                self._inbox[p][version] = buf[:-1].view(rows, self._k)
+                self._inbox[p][version] = buf[8:].view(self._dtype).view(rows, self._k)
                 self._cond.notify_all()
 
     def _send(self, q: int) -> None:
@@ -317,14 +346,19 @@ class GossipCommunicator:
                 if not self._closed:
                     self._declare_dead(q, "connection", 0.0)
 
-    # -- Communicator ------------------------------------------------------------------
-    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
-        """Mix the held rows with the freshest neighbour values within the staleness bound.
+    # -- Transport ---------------------------------------------------------------------
+    def plan(self, t: int) -> ExchangePlan:
+        """The exchange plan of the latest completed exchange (``W`` or ``W`` on the survivors;
+        the topology is static, so ``t`` does not matter)."""
+        return self._mixing
+
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> _Posted:
+        """Queue each alive neighbour its rows of ``x`` (with this exchange's version) for the
+        sending threads; ``wait()`` returns ``Z = [x; received]`` (see the class docstring).
 
         Raises:
             ValueError: a wrongly shaped ``x``, or a different number of columns or dtype
                 than the first call.
-            RuntimeError: a neighbour stays silent and failure handling is off.
         """
         if x.ndim != 2 or x.shape[0] != self.num_local or x.device.type != "cpu":
             raise ValueError(
@@ -339,14 +373,23 @@ class GossipCommunicator:
                 f"k={self._k} {self._dtype}, now k={x.shape[1]} {x.dtype}"
             )
         self._calls += 1
-        c = self._calls
-        self.stats.add_gossip(self._w.out_degree, x.shape[1] * x.element_size())
-        x = x.contiguous()
-        version = torch.tensor([float(c)], dtype=x.dtype)
+        self._round = t
+        x = x.clone() if keep else x.contiguous()
+        version = torch.tensor([self._calls], dtype=torch.int64).view(torch.uint8)
         index = self._base_plan.send_index(x.device)
         for q in self._out_peers:
             if q not in self.dead:
-                self._queues[q].put(torch.cat([x.index_select(0, index[q]).reshape(-1), version]))
+                rows = x.index_select(0, index[q]).reshape(-1).view(torch.uint8)
+                self._queues[q].put(torch.cat([version, rows]))
+        return _Posted(self, x, self._calls)
+
+    def _gather(self, x: torch.Tensor, c: int) -> torch.Tensor:
+        """``Z = [x; received]`` of exchange ``c``: wait until every neighbour of the current
+        plan that is not dead has a version in ``c - s .. c``, take the newest of each.
+
+        Raises:
+            RuntimeError: a neighbour stays silent and failure handling is off.
+        """
         lo = c - self.staleness
         deadline = time.monotonic() + 300.0
         with self._cond:
@@ -381,8 +424,8 @@ class GossipCommunicator:
                     pos = np.searchsorted(self._base_plan.recv[p], want)
                     rows = rows[torch.as_tensor(pos)]
                 received.append(rows)
-        z = torch.cat([x, *received], dim=0) if received else x
-        return plan.apply(z, self.num_local)
+        self._mixing = plan
+        return torch.cat([x, *received], dim=0) if received else x
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
@@ -455,11 +498,11 @@ class GossipCommunicator:
             return
         limit = time.monotonic() + 2 * (self.failure_timeout or 60.0)
         if self._k is not None:
-            end = torch.full((1,), -1.0, dtype=self._dtype)
+            assert self._dtype is not None
+            end = torch.tensor([-1], dtype=torch.int64).view(torch.uint8)
             for q in self._out_peers:
-                size = int(self._base_plan.send[q].size) * self._k + 1
-                msg = torch.cat([torch.zeros(size - 1, dtype=self._dtype), end])
-                self._queues[q].put(msg)
+                size = int(self._base_plan.send[q].size) * self._k * self._dtype.itemsize
+                self._queues[q].put(torch.cat([end, torch.zeros(size, dtype=torch.uint8)]))
                 self._queues[q].put(None)
             # senders flush; receivers end with the peer's last message; the heartbeat still
             # runs meanwhile, so a peer that fails now ends the wait for it

@@ -404,7 +404,6 @@ class RobustCommunicator(Combiner):
         self._byz_rank[ids] = np.arange(ids.size)
         self._period = period_of(self.topology)
         self._plans: dict[tuple[int, torch.dtype, torch.device], _Gather] = {}
-        self._checked: set[int] = set()
         self._buffers = Buffers()  # reused slot buffers: a robust mix near its arithmetic
         self._check(inner.weights(1), 1)
 
@@ -415,19 +414,19 @@ class RobustCommunicator(Combiner):
             raise ValueError(why if t == 1 else f"at round t={t}: {why}")
 
     def _gather(self, t: int, x: torch.Tensor) -> _Gather:
-        key = None if self._period is None else (t - 1) % self._period
-        plan = None if key is None else self._plans.get((key, x.dtype, x.device))
-        if plan is None:
-            w = self.inner.weights(t)
-            if key is None or key not in self._checked:  # each matrix once
-                self._check(w, t)
+        """The neighbourhoods for ``W_t`` as the exchange just used it (cached per matrix of a
+        periodic topology, rebuilt when the transport's ``W`` changes: survivors)."""
+        w = self.inner.weights(t)
+        key = None if self._period is None else ((t - 1) % self._period, x.dtype, x.device)
+        plan = None if key is None else self._plans.get(key)
+        if plan is None or plan.matrix is not w:
+            self._check(w, t)
             zpos = self.inner.layout(t)
             plan = _gather_plan(w, self._held, zpos, self._is_byz, x.dtype, x.device)
             if key is not None:
-                self._checked.add(key)
                 if len(self._plans) > 1024:
                     self._plans.clear()
-                self._plans[(key, x.dtype, x.device)] = plan
+                self._plans[key] = plan
         return plan
 
     # -- attacks -------------------------------------------------------------------------
@@ -525,10 +524,10 @@ class RobustCommunicator(Combiner):
                 f"mix expects a (m, k) = ({self._held.size}, k) tensor, got {tuple(x.shape)}"
             )
         x = x.contiguous()
-        g = self._gather(t, x)
         sent = self._forge_sent(x, t)
         self.inner.count(t, x.shape[1] * x.element_size())
         z = self.inner.post(sent.contiguous(), t).wait()
+        g = self._gather(t, x)  # after the wait: the W that Z was gathered for
         plain = self.inner.combine(z, t)
         rows = self._byz_rows.to(x.device)
         if sent is not x and rows.numel():  # a forging Byzantine node keeps its own value
