@@ -343,11 +343,14 @@ class PairwiseEvents(Protocol):
 
 @runtime_checkable
 class HonestRows(Protocol):
-    """Some nodes are Byzantine: metrics are over the ``honest`` ``(m,)`` held rows only
-    (``num_honest`` in the whole network)."""
+    """Some nodes are Byzantine: metrics are over the ``honest`` ``(m,)`` held rows only."""
 
     honest: torch.Tensor
-    num_honest: int
+
+    @property
+    def num_honest(self) -> int:
+        """Honest nodes whose rows the latest ``all_reduce`` summed (all, without failures)."""
+        ...
 
 
 @runtime_checkable
@@ -367,6 +370,10 @@ class AliveRanks(Protocol):
 
     def alive_ranks(self) -> list[int]:
         """Group ranks not declared dead, ascending."""
+        ...
+
+    def counted_nodes(self) -> np.ndarray:
+        """Node ids whose rows the latest ``all_reduce`` summed."""
         ...
 
 

@@ -50,7 +50,7 @@ import torch
 
 from decent import _stream
 from decent._params import hparam
-from decent.comm.base import Exchange, Stale
+from decent.comm.base import AliveRanks, Exchange, Stale
 
 CompressorKind = Literal["identity", "top_k", "random_k", "qsgd", "sign"]
 COMPRESSORS: tuple[str, ...] = ("identity", "top_k", "random_k", "qsgd", "sign")
@@ -399,8 +399,14 @@ def compressed_refusal(comm: object, name: str) -> str | None:
     if not isinstance(comm, Exchange):
         return (
             f"{name} sends q through one exchange of W_t per round, which {type(comm).__name__} "
-            "lacks (Chebyshev's P_K(W) would send dense W^k q after its first exchange; "
-            "fault-tolerant ranks change W when a rank dies); use the simulator or sync ranks"
+            "lacks (Chebyshev's P_K(W) would send dense W^k q after its first exchange); use "
+            "the simulator or sync ranks"
+        )
+    if isinstance(comm, AliveRanks):
+        return (
+            f"{name} needs the same W every round (s = sum_t W q_t = W hat), but "
+            f"{type(comm).__name__} rebuilds W on the survivors when a rank is lost; use the "
+            "simulator or sync ranks"
         )
     return None
 

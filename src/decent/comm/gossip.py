@@ -206,6 +206,7 @@ class GossipCommunicator(PlannedTransport):
         self._closed = False
         self._ar_seq = 0
         self._ar_chunks: dict[int, int] = {}  # reduce -> chunks this rank posted (to delete)
+        self._counted = list(range(self.world_size))  # ranks whose rows the last reduce summed
         self._start = time.monotonic()
 
         self._store: Any = None
@@ -462,24 +463,25 @@ class GossipCommunicator(PlannedTransport):
             self._store.delete_key(f"{self._key}/ar/{seq - 2}/{self.rank}/{k}")
         self._ar_chunks[seq] = len(chunks)
         parts: list[np.ndarray] = []
-        count = 0
+        self._counted = []
         for r in range(self.world_size):
             if r == self.rank:
                 parts.append(arr)
-                count += self.num_local
+                self._counted.append(r)
                 continue
             key = f"{self._key}/ar/{seq}/{r}"
             while True:
                 if self._store.check([f"{key}/{chunks[-1]}"]):  # posted in order: all there
                     got = [self._store.get(f"{key}/{k}") for k in chunks]
                     parts.append(np.frombuffer(b"".join(got), dtype=np.float64))
-                    count += len(self.placement[r])
+                    self._counted.append(r)
                     break
                 if r in self.dead:
                     break
                 time.sleep(0.001)
         stack = np.stack(parts)
         res = {"min": stack.min, "max": stack.max}.get(op, stack.sum)(axis=0)
+        count = self.counted_nodes().size
         return torch.as_tensor(res / count if op == "mean" else res, dtype=local.dtype)
 
     def close(self) -> None:
@@ -527,6 +529,13 @@ class GossipCommunicator(PlannedTransport):
             th.join(timeout=grace)
         for peer, th in self._receivers.items():
             th.join(timeout=0.1 if peer in self.dead else grace)
+
+    def counted_nodes(self) -> np.ndarray:
+        """The node ids whose rows the latest :meth:`all_reduce` summed (all of them, unless a
+        rank was lost before posting its share)."""
+        return np.concatenate(
+            [np.asarray(self.placement[r], dtype=np.int64) for r in self._counted]
+        )
 
     def alive_ranks(self) -> list[int]:
         """The ranks not declared dead, ascending (all of them without failure handling)."""

@@ -40,7 +40,7 @@ import torch
 
 from decent._params import SEED, SIZE_MAX, Doc
 from decent._types import NodeTensor
-from decent.comm.base import Buffers, Combiner, Stale, Transport, period_of
+from decent.comm.base import AliveRanks, Buffers, Combiner, Stale, Transport, period_of
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = [
@@ -140,7 +140,8 @@ def tolerance_error(
 
     ``trimmed_mean`` needs ``f_i <= b`` and ``2b < c_i`` at every honest node ``i``
     (``f_i`` its Byzantine in-neighbours, ``c_i`` = in-degree + 1 values, ``b = trim``);
-    ``median`` needs ``2 f_i < c_i``. ``mean`` and ``clipping`` have no count bound.
+    ``median`` needs ``2 f_i < c_i``. ``mean`` and ``clipping`` have no count bound. A node
+    without in-neighbours (a lost rank's, cut off in the survivors' ``W``) is not checked.
     """
     n = w.n
     is_byz = np.zeros(n, dtype=bool)
@@ -150,7 +151,7 @@ def tolerance_error(
     f = np.bincount(rows, weights=is_byz[off.indices].astype(np.float64), minlength=n)
     f = f.astype(np.int64)
     c = w.in_degree + 1
-    honest = np.flatnonzero(~is_byz)
+    honest = np.flatnonzero(~is_byz & (c > 1))
     if aggregation == "trimmed_mean":
         over = honest[f[honest] > trim]
         if over.size:
@@ -302,7 +303,8 @@ class RobustCommunicator(Combiner):
     """Gossip with Byzantine senders and a robust aggregation rule (see the module docstring).
 
     Args:
-        inner: a synchronous transport (the simulator, synchronous ranks).
+        inner: a synchronous transport (the simulator, synchronous or fault-tolerant ranks;
+            a lost rank's nodes leave the survivors' ``W`` and the honest count).
         byzantine: global ids of the Byzantine nodes.
         attack: one of :data:`ATTACKS`.
         aggregation: one of :data:`AGGREGATIONS`.
@@ -316,7 +318,8 @@ class RobustCommunicator(Combiner):
 
     Attributes:
         honest: ``(m,)`` bool, the honest held rows (the only ones evaluated).
-        num_honest: ``n - |B|``.
+        num_honest: ``n - |B|``; over a fault-tolerant transport, the honest nodes whose
+            rows its latest ``all_reduce`` summed (a lost rank's are not).
 
     Raises:
         ValueError: unknown attack or rule, bad parameters, a node out of range, a stale or
@@ -379,8 +382,10 @@ class RobustCommunicator(Combiner):
             raise ValueError(f"tau must be > 0, got {tau!r}")
         if not isinstance(inner, Transport) or (isinstance(inner, Stale) and inner.staleness):
             raise ValueError(
-                "Byzantine nodes run in the simulator (SimCommunicator) or on ranks with "
-                f"the synchronous DistCommunicator, got {inner!r}; use mode = 'sync'"
+                "Byzantine nodes need a synchronous transport: the simulator, or ranks with "
+                "the synchronous DistCommunicator or GossipCommunicator(staleness=0); robust "
+                f"rules take this round's value of every in-neighbour, got {inner!r}; use "
+                "mode = 'sync' or 'fault_tolerant'"
             )
         super().__init__(inner)
         self.topology: Topology = inner.topology
@@ -398,14 +403,21 @@ class RobustCommunicator(Combiner):
         held = inner.node_ids.cpu().numpy().astype(np.int64)
         self._held = held
         self.honest = torch.as_tensor(~self._is_byz[held], device=inner.node_ids.device)
-        self.num_honest = n - int(ids.size)
         self._byz_rows = torch.as_tensor(np.flatnonzero(self._is_byz[held]), dtype=torch.int64)
         self._byz_rank = np.full(n, -1, dtype=np.int64)  # position in the sorted Byzantine ids
         self._byz_rank[ids] = np.arange(ids.size)
+        self._alive = inner if isinstance(inner, AliveRanks) else None
         self._period = period_of(self.topology)
         self._plans: dict[tuple[int, torch.dtype, torch.device], _Gather] = {}
         self._buffers = Buffers()  # reused slot buffers: a robust mix near its arithmetic
         self._check(inner.weights(1), 1)
+
+    @property
+    def num_honest(self) -> int:
+        """Honest nodes whose rows the latest ``all_reduce`` summed (see Attributes)."""
+        if self._alive is not None:
+            return int(np.count_nonzero(~self._is_byz[self._alive.counted_nodes()]))
+        return self.num_nodes - int(self.byzantine.size)
 
     # -- checks and plans ----------------------------------------------------------------
     def _check(self, w: MixingMatrix, t: int) -> None:

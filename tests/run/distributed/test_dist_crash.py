@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from dist_harness import run_group
 
 from decent.results import Store
@@ -37,7 +38,18 @@ def _raw(study: str) -> dict[str, Any]:
     }
 
 
-def _crash_worker(rank: int, world_size: int, out: str, sig: int, study: str) -> Any:
+COMBINERS: dict[str, dict[str, Any]] = {
+    "chebyshev": {"chebyshev_steps": 2},
+    "byzantine": {
+        "byzantine": {"nodes": [0], "attack": "sign_flip", "aggregation": "clipping", "tau": 0.5}
+    },
+}
+"""Combiners over the fault-tolerant transport: Chebyshev's 2 exchanges a round, a robust rule."""
+
+
+def _crash_worker(
+    rank: int, world_size: int, out: str, sig: int, study: str, combiner: str = ""
+) -> Any:
     import time
 
     from decent.config import ExperimentConfig
@@ -52,7 +64,7 @@ def _crash_worker(rank: int, world_size: int, out: str, sig: int, study: str) ->
 
     start = time.monotonic()
     result = run_rank(
-        ExperimentConfig.model_validate(_raw(study)),
+        ExperimentConfig.model_validate({**_raw(study), **COMBINERS.get(combiner, {})}),
         out=out,
         mode="fault_tolerant",
         failure_timeout=TIMEOUT_S,
@@ -109,3 +121,45 @@ def test_survivors_finish_and_record_who_left(tmp_path: Path, sig: int) -> None:
     records = store.records(study)
     alive = records[records["metric"] == "dist/alive_nodes"].sort_values("round")
     assert next(iter(alive["value"])) == 4.0 and list(alive["value"])[-1] == 3.0
+
+
+@pytest.mark.parametrize("combiner", list(COMBINERS))
+def test_combiners_carry_on_over_the_survivors(tmp_path: Path, combiner: str) -> None:
+    """Chebyshev and a robust rule over the fault-tolerant transport: rank 2 is killed, the
+    survivors finish on the re-weighted W, the lowest of them records (through the combiner),
+    and the metrics are over the survivors, checked against the task at their outputs: the
+    honest ones only with Byzantine node 0 (nodes 1 and 3: 2 honest, not the 3 of the start)."""
+    from decent.config import ExperimentConfig, build
+
+    study = f"crash-{combiner}"
+    results = run_group(
+        _crash_worker,
+        4,
+        str(tmp_path),
+        int(signal.SIGKILL),
+        study,
+        combiner,
+        may_die=[VICTIM],
+        timeout=90,
+    )
+    assert results[VICTIM] is None
+    counted = [1, 3] if combiner == "byzantine" else [0, 1, 3]
+    task = build(ExperimentConfig.model_validate({**_raw(study), **COMBINERS[combiner]})).task
+    x = np.concatenate([results[i]["output"] for i in counted])
+    want_mean = float(task.evaluate(torch.as_tensor(x.mean(axis=0))[None])["loss"][0])
+    want_nodes = float(task.evaluate(torch.as_tensor(x))["loss"].mean())
+    for rank, r in enumerate(results):
+        if rank == VICTIM:
+            continue
+        assert r["status"] == "finished"
+        (event,) = r["events"]
+        assert event["rank"] == VICTIM
+        assert CRASH_ROUND <= event["round"] <= 20, (rank, event)  # rounds, not exchanges
+        assert np.all(np.isfinite(r["output"]))
+        assert r["final"]["eval/loss@mean"] == pytest.approx(want_mean, rel=1e-12)
+        assert r["final"]["eval/loss@node_mean"] == pytest.approx(want_nodes, rel=1e-12)
+    store = Store(tmp_path)
+    assert list(store.runs(study)["status"]) == ["finished"]
+    final = dict(zip(store.final(study)["metric"], store.final(study)["value"], strict=True))
+    assert final["dist/alive_nodes"] == 3.0
+    assert final["eval/loss@mean"] == pytest.approx(want_mean, rel=1e-12)

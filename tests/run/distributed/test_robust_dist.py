@@ -2,7 +2,8 @@
 
 One spawn of 4 ranks mixes every attack x rule for a few rounds, with one node per rank
 (ring(4)) and two nodes per rank (ring(8): a rank mixes a local neighbour and a received
-one), and trains one config with a ``[byzantine]`` section through ``run_rank`` (the path
+one), over the synchronous ranks and over the fault-tolerant thread transport (no failure),
+and trains one config with a ``[byzantine]`` section through ``run_rank`` (the path
 ``decent launch`` takes), whose honest-only metrics must match the simulator's too.
 """
 
@@ -24,6 +25,7 @@ RULES: tuple[Aggregation, ...] = ("mean", "clipping", "trimmed_mean", "median")
 LAYOUTS = {"ring4": (4, 1, [1]), "ring8": (8, 2, [0, 1, 5])}  # n, nodes per rank, Byzantine
 KW: dict[str, Any] = {"tau": 0.3, "trim": 1, "sigma": 2.0, "seed": 7, "epsilon": 1.5, "scale": 1.5}
 ROUNDS = 3
+TRANSPORTS = ("sync", "fault_tolerant")  # DistCommunicator; GossipCommunicator, no failure
 
 TRAIN = {
     "study": "byz-dist",
@@ -53,7 +55,8 @@ def _mixes(comm: Any, x: Any) -> list[Any]:
 
 def _worker(rank: int, world_size: int) -> dict[str, Any]:
     from decent.comm import DelayedCommunicator
-    from decent.comm.dist import DistCommunicator
+    from decent.comm.dist import DistCommunicator, block_placement
+    from decent.comm.gossip import GossipCommunicator
     from decent.comm.robust import RobustCommunicator
     from decent.config import ExperimentConfig
     from decent.run.distributed.runtime import run_rank
@@ -61,14 +64,22 @@ def _worker(rank: int, world_size: int) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for layout, (n, per, byz) in LAYOUTS.items():
-        dist_comm = DistCommunicator(ring(n), nodes_per_rank=per)
-        ids = dist_comm.node_ids
-        out[f"{layout}/ids"] = ids.tolist()
-        for attack in ATTACKS:
-            for rule in RULES:
-                comm = RobustCommunicator(dist_comm, byz, attack, rule, **KW)
-                out[f"{layout}/{attack}/{rule}"] = _mixes(comm, _start(n)[ids])
-        out[f"{layout}/stats"] = dist_comm.stats.summary()
+        for transport in TRANSPORTS:
+            inner = (
+                DistCommunicator(ring(n), nodes_per_rank=per)
+                if transport == "sync"
+                else GossipCommunicator(
+                    ring(n), placement=block_placement(n, world_size), failure_timeout=30.0
+                )
+            )
+            ids = inner.node_ids
+            out[f"{layout}/ids"] = ids.tolist()
+            for attack in ATTACKS:
+                for rule in RULES:
+                    comm = RobustCommunicator(inner, byz, attack, rule, **KW)
+                    out[f"{layout}/{transport}/{attack}/{rule}"] = _mixes(comm, _start(n)[ids])
+            out[f"{layout}/{transport}/stats"] = inner.stats.summary()
+            inner.close()
     try:
         stale = DelayedCommunicator(DistCommunicator(ring(4)))
         RobustCommunicator(stale, [1], "alie", "median")  # type: ignore[arg-type]
@@ -99,17 +110,18 @@ def _simulate(n: int, byz: list[int], attack: Attack, rule: Aggregation) -> list
     return _mixes(comm, _start(n))
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("attack", ATTACKS)
 @pytest.mark.parametrize("rule", RULES)
 def test_every_rule_and_attack_on_ranks_equals_the_simulator(
-    ranks: list[dict[str, Any]], layout: str, attack: Attack, rule: Aggregation
+    ranks: list[dict[str, Any]], transport: str, layout: str, attack: Attack, rule: Aggregation
 ) -> None:
     n, _, byz = LAYOUTS[layout]
     want = _simulate(n, byz, attack, rule)
     for r in ranks:
         ids = r[f"{layout}/ids"]
-        for got, sim in zip(r[f"{layout}/{attack}/{rule}"], want, strict=True):
+        for got, sim in zip(r[f"{layout}/{transport}/{attack}/{rule}"], want, strict=True):
             np.testing.assert_allclose(got, sim[ids], rtol=0, atol=TOL)
     # an attack changes the outcome (the test could fail): honest rows differ from plain
     if attack != "dissensus" or rule == "mean":
@@ -119,13 +131,14 @@ def test_every_rule_and_attack_on_ranks_equals_the_simulator(
 
 def test_the_overlapped_transport_is_refused(ranks: list[dict[str, Any]]) -> None:
     for r in ranks:
-        assert "synchronous DistCommunicator" in r["overlap"] and "mode = 'sync'" in r["overlap"]
+        assert "synchronous transport" in r["overlap"] and "mode = 'sync'" in r["overlap"]
 
 
 def test_ranks_count_the_traffic_of_plain_gossip(ranks: list[dict[str, Any]]) -> None:
     for r in ranks:
-        messages = r["ring4/stats"]["comm/messages"]
-        assert messages == 8 * ROUNDS * len(ATTACKS) * len(RULES)  # 8 directed edges
+        for transport in TRANSPORTS:
+            messages = r[f"ring4/{transport}/stats"]["comm/messages"]
+            assert messages == 8 * ROUNDS * len(ATTACKS) * len(RULES)  # 8 directed edges
 
 
 def test_a_byzantine_config_trains_on_ranks_as_in_the_simulator(

@@ -49,8 +49,13 @@ THREAD_CASES: dict[str, dict[str, Any]] = {
     "dat_sgd": CASES["dat_sgd"],
     "minibatch_sgd": CASES["minibatch_sgd"],
     "gradient_tracking": CASES["gradient_tracking"],
+    "chebyshev3": base(chebyshev_steps=3),
+    "byzantine": base(
+        byzantine={"nodes": [2], "attack": "alie", "aggregation": "trimmed_mean", "trim": 1}
+    ),
 }
-"""Per-edge thread transport with staleness 0 (stale and fault_tolerant modes)."""
+"""Per-edge thread transport with staleness 0 (stale and fault_tolerant modes), alone and
+under the combiners: Chebyshev's ``K`` exchanges per round, a robust rule."""
 
 
 def train_worker(rank: int, world_size: int, cases: dict[str, dict[str, Any]], mode: str) -> Any:

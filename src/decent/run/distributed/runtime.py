@@ -219,9 +219,13 @@ def run_rank(
         extra["staleness"] = staleness
     resolved = dist_run_dict(config, world, mode, **extra)
     check_same_config(resolved)
-    factory = make_comm_factory(
-        placement, mode, staleness=staleness, failure_timeout=failure_timeout
-    )
+    make = make_comm_factory(placement, mode, staleness=staleness, failure_timeout=failure_timeout)
+    transports: list[Any] = []  # kept: the combiners over it (Chebyshev, robust) hide its members
+
+    def factory(topology: Any) -> Any:
+        transports.append(make(topology))
+        return transports[-1]
+
     fault_tolerant = mode == "fault_tolerant"
     # every rank of a fault-tolerant run holds a recorder: one writes, the others stand by
     store = Store(out) if out is not None and (rank == recorder_rank or fault_tolerant) else None
@@ -231,10 +235,10 @@ def run_rank(
     if finished[0] and not force:
         return None
     experiment = build(config, factory)
-    comm = experiment.comm
+    comm, transport = experiment.comm, transports[0]
     recording: Callable[[], bool] | None = None
     if fault_tolerant:
-        recording = functools.partial(_is_lowest_alive, comm, rank)
+        recording = functools.partial(_is_lowest_alive, transport, rank)
     elif rank != recorder_rank:
         store = None
     outcome = run_config(
@@ -250,12 +254,12 @@ def run_rank(
     result = outcome.result
     assert result is not None
     result.extra["node_ids"] = [int(i) for i in comm.node_ids.tolist()]
-    if isinstance(comm, AliveRanks):
-        result.extra["events"] = list(comm.events)
+    if isinstance(transport, AliveRanks):
+        result.extra["events"] = list(transport.events)
     return result
 
 
-def _is_lowest_alive(comm: Any, rank: int) -> bool:
+def _is_lowest_alive(transport: Any, rank: int) -> bool:
     """Whether ``rank`` is the lowest rank the fault-tolerant transport still counts alive."""
-    alive = comm.alive_ranks() if isinstance(comm, AliveRanks) else []
+    alive = transport.alive_ranks() if isinstance(transport, AliveRanks) else []
     return bool(alive) and alive[0] == rank
