@@ -1,10 +1,9 @@
 """Placement of nodes on ranks and the exchange plan one rank derives from ``W_t``, shared
-by the torch.distributed transports (and what they read from it, :class:`PlannedTransport`);
-nothing here talks to a process group."""
+by the torch.distributed transports; nothing here talks to a process group."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +12,6 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from decent._types import NodeTensor
-from decent.comm.base import BaseTransport
 from decent.topology._matrix import MixingMatrix
 
 __all__ = [
@@ -22,7 +19,6 @@ __all__ = [
     "TIMEOUT_ENV",
     "DistConfigError",
     "ExchangePlan",
-    "PlannedTransport",
     "block_placement",
     "build_plan",
     "dist_reduce_op",
@@ -119,41 +115,6 @@ class ExchangePlan:
         rows, cols, vals = cached
         out = torch.zeros((m, z.shape[1]), dtype=z.dtype, device=z.device)
         return out.index_add_(0, rows, z.index_select(0, cols) * vals[:, None])
-
-
-class PlannedTransport(BaseTransport):
-    """A transport of ranks whose exchange for ``W_t`` is :meth:`plan` ``(t)``: ``W_t``, the
-    held rows' self weights, where each node's row is in ``Z = [x; received]`` and
-    ``combine`` (``A_t Z``) are all read from it."""
-
-    num_nodes: int
-    num_local: int
-    _my_nodes: np.ndarray
-    plan: Callable[[int], ExchangePlan]
-
-    def weights(self, t: int) -> MixingMatrix:
-        """``W_t`` as the exchange uses it."""
-        return self.plan(t).matrix
-
-    def combine(self, z: NodeTensor, t: int) -> NodeTensor:
-        """``A_t Z``: the held rows of ``W_t`` applied to ``Z = [x; received]``."""
-        return self.plan(t).apply(z, self.num_local)
-
-    def self_weights(self, t: int) -> np.ndarray:
-        """``(m,)`` ``W_t[i, i]`` of the held rows."""
-        return np.asarray(self.plan(t).matrix.csr.diagonal()[self._my_nodes])
-
-    def layout(self, t: int) -> np.ndarray:
-        """``(n,)`` each node's row in ``Z = [x; received]`` (``-1``: not here)."""
-        plan = self.plan(t)
-        zpos = np.full(self.num_nodes, -1, dtype=np.int64)
-        zpos[self._my_nodes] = np.arange(self.num_local)
-        offset = self.num_local
-        for p in sorted(plan.recv):
-            got = plan.recv[p]
-            zpos[got] = np.arange(offset, offset + got.size)
-            offset += got.size
-        return zpos
 
 
 def build_plan(

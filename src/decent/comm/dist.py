@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -30,15 +31,22 @@ from decent._types import NodeTensor
 from decent.comm._exchange import (
     DistConfigError,
     ExchangePlan,
-    PlannedTransport,
     block_placement,
     build_plan,
     dist_reduce_op,
     local_layout,
     resolve_placement,
 )
-from decent.comm.base import Buffers, CommStats, ReduceOp, period_of, reduce_rows
-from decent.topology._matrix import Topology
+from decent.comm.base import (
+    BaseTransport,
+    Buffers,
+    CommStats,
+    Posted,
+    ReduceOp,
+    period_of,
+    reduce_rows,
+)
+from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["DistCommunicator", "DistConfigError", "block_placement"]
 
@@ -64,7 +72,7 @@ _PLAN_CACHE_SIZE = 1024
 _DEFAULT_DENSE_LIMIT = 1 << 16
 
 
-class DistCommunicator(PlannedTransport):
+class DistCommunicator(BaseTransport):
     """Mix the rows held by this rank with its graph neighbours over ``torch.distributed``.
 
     Rank ``r`` holds the nodes ``node_ids`` (``m >= 1`` rows) of an initialized process
@@ -210,13 +218,17 @@ class DistCommunicator(PlannedTransport):
             self._latest = (t, plan)
         return plan
 
+    def weights(self, t: int) -> MixingMatrix:
+        """``W_t`` as used by :meth:`mix` (cached for static and periodic topologies)."""
+        return self.plan(t).matrix
+
     def peers(self, t: int) -> tuple[list[int], list[int]]:
         """Group ranks this rank sends to and receives from at round ``t`` (ascending)."""
         plan = self.plan(t)
         return sorted(plan.send), sorted(plan.recv)
 
     # -- Transport -----------------------------------------------------------------------
-    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> _Posted:
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Posted:
         """Post the exchange of ``x`` for ``W_t`` in one ``batch_isend_irecv`` (the only
         transport code; see :class:`~decent.comm.base.Transport`). ``Z`` is valid until the
         next exchange on the same ``slot``; ``x`` (or its ``keep`` copy) must stay untouched
@@ -263,6 +275,26 @@ class DistCommunicator(PlannedTransport):
             z = x
         works = list(dist.batch_isend_irecv(ops)) if ops else []
         return _Posted(x, z, works)
+
+    def combine(self, z: NodeTensor, t: int) -> NodeTensor:
+        """``A @ Z``: the held rows of ``W_t`` applied to ``Z = [x; received]``."""
+        return self.plan(t).apply(z, self.num_local)
+
+    def self_weights(self, t: int) -> np.ndarray:
+        """``(m,)`` ``W_t[i, i]`` of the held rows."""
+        return np.asarray(self.plan(t).matrix.csr.diagonal()[self._my_nodes])
+
+    def layout(self, t: int) -> np.ndarray:
+        """``(n,)`` each node's row in ``Z = [x; received]`` (``-1``: not here)."""
+        plan = self.plan(t)
+        zpos = np.full(self.num_nodes, -1, dtype=np.int64)
+        zpos[self._my_nodes] = np.arange(self.num_local)
+        offset = self.num_local
+        for p in sorted(plan.recv):
+            got = plan.recv[p]
+            zpos[got] = np.arange(offset, offset + got.size)
+            offset += got.size
+        return zpos
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True

@@ -7,12 +7,8 @@ turns true only inside ``wait()`` and a timed-out ``wait`` closes the connection
 polling does not work. Every message carries its version (the sender's count of posted
 exchanges) in its first 8 bytes, ahead of the rows' bytes, so any dtype travels.
 
-It is a transport (:class:`~decent.comm.base.Transport`): :meth:`GossipCommunicator.post`
-hands the rows to the sending threads, ``wait()`` gives ``Z = [x; received]`` once every
-(surviving) neighbour's freshest value within the bound has arrived, and ``combine``,
-``weights``, ``self_weights`` and ``layout`` read the exchange plan that ``Z`` was
-gathered for: ``W``, or ``W`` rebuilt on the survivors. So the combiners (Chebyshev,
-robust rules) stand on it as on the synchronous ranks.
+It is the ranks' transport (:class:`~decent.comm.dist.DistCommunicator`) with this
+exchange, so the combiners (Chebyshev, robust rules) stand on it.
 
 With ``failure_timeout`` set, each rank beats a heartbeat counter in the rendezvous store
 and watches everyone's; a rank whose counter stalls for ``failure_timeout`` seconds
@@ -35,17 +31,9 @@ import torch
 import torch.distributed as dist
 
 from decent._types import NodeTensor
-from decent.comm._exchange import (
-    DistConfigError,
-    ExchangePlan,
-    PlannedTransport,
-    block_placement,
-    build_plan,
-    dist_reduce_op,
-    local_layout,
-    resolve_placement,
-)
-from decent.comm.base import CommStats, ReduceOp, reduce_rows
+from decent.comm._exchange import DistConfigError, ExchangePlan, block_placement, build_plan
+from decent.comm.base import ReduceOp, reduce_rows
+from decent.comm.dist import DistCommunicator
 from decent.topology._matrix import MixingMatrix, Topology
 
 __all__ = ["GossipCommunicator", "surviving_metropolis"]
@@ -101,18 +89,17 @@ class _Posted:
         return self._z
 
 
-class GossipCommunicator(PlannedTransport):
+class GossipCommunicator(DistCommunicator):
     """Mix with the freshest neighbour values (bounded staleness), optionally fault tolerant.
 
     Row ``i`` at the rank's ``c``-th exchange is ``sum_j W[i, j] x_j(v_j)`` with ``x_j(v)``
     the value node ``j`` posted in its ``v``-th exchange, ``v_i = c`` and ``v_j`` the newest
     version that has arrived with ``c - s <= v_j <= c`` (waiting only when there is none;
     ``s = 0`` is the synchronous mix). ``W`` is the topology's, or after a rank is declared
-    dead :func:`surviving_metropolis` on the survivors: :meth:`weights` and the rest give
-    the one the latest completed exchange used. Needs a static topology and messages of a
-    fixed number of columns and dtype (every method of decent packs its state into one
-    call per round; Chebyshev's ``K`` calls carry the same shape); exchanges complete in
-    the order they were posted.
+    dead :func:`surviving_metropolis` on the survivors: ``combine``, :meth:`weights` and
+    ``layout`` give the one the latest completed exchange used. Needs a static topology
+    and messages of one shape and dtype (every method of decent packs its state into one
+    call per round); exchanges complete in the order they were posted.
 
     Args:
         topology: a static topology.
@@ -138,11 +125,6 @@ class GossipCommunicator(PlannedTransport):
         heartbeat_interval: float | None = None,
         dense_limit: int = 1 << 16,
     ) -> None:
-        if not (dist.is_available() and dist.is_initialized()):
-            raise DistConfigError(
-                "GossipCommunicator needs an initialized torch.distributed process group; "
-                "launch with torchrun or `decent launch`"
-            )
         if not topology.is_static:
             raise DistConfigError(
                 f"the stale and fault_tolerant modes need a static topology, got time-varying "
@@ -152,26 +134,11 @@ class GossipCommunicator(PlannedTransport):
             raise DistConfigError(f"staleness must be an integer >= 0 (rounds), got {staleness!r}")
         if failure_timeout is not None and not failure_timeout > 0:
             raise DistConfigError(f"failure_timeout must be > 0 seconds, got {failure_timeout!r}")
-        self.topology = topology
-        self.rank = dist.get_rank()
-        self.world_size = dist.get_world_size()
-        self.num_nodes = int(topology.num_nodes)
-        blocks = resolve_placement(
-            topology.name,
-            self.num_nodes,
-            self.world_size,
-            None,
-            block_placement(self.num_nodes, self.world_size) if placement is None else placement,
-        )
-        self.placement, self._owner, self._my_nodes = local_layout(
-            blocks, self.rank, self.num_nodes
-        )
-        self.num_local = int(self._my_nodes.size)
-        self.node_ids = torch.as_tensor(self._my_nodes, dtype=torch.int64)
-        self.stats = CommStats(num_nodes=self.num_nodes)
+        if placement is None and dist.is_available() and dist.is_initialized():
+            placement = block_placement(int(topology.num_nodes), dist.get_world_size())
+        super().__init__(topology, placement=placement, device="cpu", dense_limit=dense_limit)
         self.staleness = staleness
         self.failure_timeout = failure_timeout
-        self.dense_limit = dense_limit
         self._w = topology.weights(1)
         self._base_plan = build_plan(self._w, self._my_nodes, self._owner, self.rank, dense_limit)
         self._plan = self._base_plan  # the current one: W, or W on the survivors
@@ -188,7 +155,6 @@ class GossipCommunicator(PlannedTransport):
 
         self._cond = threading.Condition()
         self._inbox: dict[int, dict[int, torch.Tensor]] = {p: {} for p in self._in_peers}
-        self._peer_done: set[int] = set()
         self.dead: set[int] = set()  # ranks
         self.events: list[dict[str, Any]] = []
         self.max_staleness_seen = 0
@@ -325,11 +291,9 @@ class GossipCommunicator(PlannedTransport):
                     self._declare_dead(p, "connection", 0.0)
                 return
             version = int(buf[:8].view(torch.int64).item())
+            if version < 0:  # the peer closed
+                return
             with self._cond:
-                if version < 0:
-                    self._peer_done.add(p)
-                    self._cond.notify_all()
-                    return
                 self._inbox[p][version] = buf[8:].view(self._dtype).view(rows, self._k)
                 self._cond.notify_all()
 
@@ -361,11 +325,7 @@ class GossipCommunicator(PlannedTransport):
             ValueError: a wrongly shaped ``x``, or a different number of columns or dtype
                 than the first call.
         """
-        if x.ndim != 2 or x.shape[0] != self.num_local or x.device.type != "cpu":
-            raise ValueError(
-                f"mix expects a CPU tensor of shape (m, k) = ({self.num_local}, k), got "
-                f"{tuple(x.shape)} on {x.device}"
-            )
+        self.check_rows(x, "mix")
         if self._k is None:
             self._start_threads(int(x.shape[1]), x.dtype)
         elif x.shape[1] != self._k or x.dtype != self._dtype:
@@ -432,18 +392,12 @@ class GossipCommunicator(PlannedTransport):
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
     ) -> torch.Tensor:
         """Reduce over all (surviving) nodes; through the store when failures are handled."""
-        if x.ndim != 2 or x.shape[0] != self.num_local:
-            raise ValueError(
-                f"all_reduce expects (m, k) = ({self.num_local}, k), got {tuple(x.shape)}"
-            )
-        local = reduce_rows(x, op)
+        if self._store is None:
+            return super().all_reduce(x, op, accounted=accounted)
+        self.check_rows(x, "all_reduce")
         if accounted:
             self.stats.add_all_reduce(x.shape[1] * x.element_size())
-        if self._store is None:
-            local = local.contiguous()
-            dist.all_reduce(local, op=dist_reduce_op(op))
-            return local / self.num_nodes if op == "mean" else local
-        return self._store_reduce(local, op)
+        return self._store_reduce(reduce_rows(x, op), op)
 
     def _store_reduce(self, local: torch.Tensor, op: str) -> torch.Tensor:
         """All-reduce through the rendezvous store among the ranks not declared dead.
