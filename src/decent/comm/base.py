@@ -228,14 +228,18 @@ class Posted(Protocol):
         ...
 
 
-class Held:
-    """A :class:`Posted` exchange that moves nothing: every row it needs is already here."""
+class Pending:
+    """A :class:`Posted` exchange whose ``Z`` is ``finish()``, called by the first
+    :meth:`wait` (without ``finish``: ``x``, every row it needs is already here)."""
 
-    def __init__(self, x: NodeTensor) -> None:
-        self.x = x
+    def __init__(self, x: NodeTensor, finish: Callable[[], NodeTensor] | None = None) -> None:
+        self.x, self._finish = x, finish or (lambda: x)
+        self._z: NodeTensor | None = None
 
     def wait(self) -> NodeTensor:
-        return self.x
+        if self._z is None:
+            self._z = self._finish()
+        return self._z
 
 
 @runtime_checkable

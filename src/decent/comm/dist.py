@@ -19,6 +19,7 @@ into a reused buffer, and rows received straight into a reused ``Z = [x; receive
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +42,7 @@ from decent.comm.base import (
     BaseTransport,
     Buffers,
     CommStats,
+    Pending,
     Posted,
     ReduceOp,
     period_of,
@@ -51,21 +53,13 @@ from decent.topology._matrix import MixingMatrix, Topology
 __all__ = ["DistCommunicator", "DistConfigError", "block_placement"]
 
 
-class _Posted:
-    """An exchange in flight on ranks (see :meth:`DistCommunicator.post`)."""
-
-    def __init__(self, x: torch.Tensor, z: torch.Tensor, works: list[Any]) -> None:
-        self.x, self._z, self._works = x, z, works
-        self._done = False
-
-    def wait(self) -> torch.Tensor:
-        if not self._done:
-            if self._z.data_ptr() != self.x.data_ptr():  # copied while messages are in flight
-                self._z[: self.x.shape[0]].copy_(self.x)
-            for work in self._works:
-                work.wait()
-            self._done = True
-        return self._z
+def _complete(x: torch.Tensor, z: torch.Tensor, works: list[Any]) -> torch.Tensor:
+    """Finish an exchange posted on ranks (see :meth:`DistCommunicator.post`): ``Z``."""
+    if z.data_ptr() != x.data_ptr():  # copied into Z's own rows while messages are in flight
+        z[: x.shape[0]].copy_(x)
+    for work in works:
+        work.wait()
+    return z
 
 
 _PLAN_CACHE_SIZE = 1024
@@ -274,7 +268,7 @@ class DistCommunicator(BaseTransport):
         else:
             z = x
         works = list(dist.batch_isend_irecv(ops)) if ops else []
-        return _Posted(x, z, works)
+        return Pending(x, functools.partial(_complete, x, z, works))
 
     def combine(self, z: NodeTensor, t: int) -> NodeTensor:
         """``A @ Z``: the held rows of ``W_t`` applied to ``Z = [x; received]``."""

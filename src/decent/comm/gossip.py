@@ -20,6 +20,7 @@ reduce metrics through the store over the survivors (the world group is unusable
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 import time
@@ -32,7 +33,7 @@ import torch.distributed as dist
 
 from decent._types import NodeTensor
 from decent.comm._exchange import DistConfigError, ExchangePlan, block_placement, build_plan
-from decent.comm.base import ReduceOp, reduce_rows
+from decent.comm.base import Pending, ReduceOp, reduce_rows
 from decent.comm.dist import DistCommunicator
 from decent.topology._matrix import MixingMatrix, Topology
 
@@ -74,19 +75,6 @@ def surviving_metropolis(w: MixingMatrix, dead_nodes: Sequence[int]) -> MixingMa
     out = np.where(s, 1.0 / (1.0 + np.maximum(deg[:, None], deg[None, :])), 0.0)
     np.fill_diagonal(out, 1.0 - out.sum(axis=1))
     return MixingMatrix.from_array(out, name=f"{w.name}-survivors")
-
-
-class _Posted:
-    """An exchange in flight on the threads (see :meth:`GossipCommunicator.post`)."""
-
-    def __init__(self, comm: GossipCommunicator, x: torch.Tensor, version: int) -> None:
-        self.x, self._comm, self._version = x, comm, version
-        self._z: torch.Tensor | None = None
-
-    def wait(self) -> torch.Tensor:
-        if self._z is None:
-            self._z = self._comm._gather(self.x, self._version)
-        return self._z
 
 
 class GossipCommunicator(DistCommunicator):
@@ -317,7 +305,7 @@ class GossipCommunicator(DistCommunicator):
         the topology is static, so ``t`` does not matter)."""
         return self._mixing
 
-    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> _Posted:
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Pending:
         """Queue each alive neighbour its rows of ``x`` (with this exchange's version) for the
         sending threads; ``wait()`` returns ``Z = [x; received]`` (see the class docstring).
 
@@ -342,7 +330,7 @@ class GossipCommunicator(DistCommunicator):
             if q not in self.dead:
                 rows = x.index_select(0, index[q]).reshape(-1).view(torch.uint8)
                 self._queues[q].put(torch.cat([version, rows]))
-        return _Posted(self, x, self._calls)
+        return Pending(x, functools.partial(self._gather, x, self._calls))
 
     def _gather(self, x: torch.Tensor, c: int) -> torch.Tensor:
         """``Z = [x; received]`` of exchange ``c``: wait until every neighbour of the current

@@ -19,7 +19,7 @@ from decent.comm.base import (
     BaseTransport,
     CommStats,
     Communicator,
-    Held,
+    Pending,
     ReduceOp,
     period_of,
     reduce_rows,
@@ -151,10 +151,10 @@ class SimCommunicator(BaseTransport):
         return self.apply_plan(plan, x)
 
     # -- Transport: every row is here, nothing moves ------------------------------------
-    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Held:
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Pending:
         """The exchange for ``W_t``: nothing to move, ``Z = x`` (a copy with ``keep``)."""
         self.checked_plan(x, t)
-        return Held(x.clone() if keep else x)
+        return Pending(x.clone() if keep else x)
 
     def combine(self, z: NodeTensor, t: int) -> NodeTensor:
         """``W_t @ z`` without counting it (callers count what they send)."""
@@ -289,9 +289,9 @@ class ReplicatedCommunicator(BaseTransport):
         """``W_t`` of one replica."""
         return self.inner.weights(t)
 
-    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Held:
+    def post(self, x: NodeTensor, t: int, *, slot: int = 0, keep: bool = False) -> Pending:
         """Nothing to move, ``Z = x`` (a copy with ``keep``)."""
-        return Held(x.clone() if keep else x)
+        return Pending(x.clone() if keep else x)
 
     def combine(self, z: NodeTensor, t: int) -> NodeTensor:
         """Every replica's ``W_t @ z_r`` without counting it."""
