@@ -76,6 +76,49 @@ def test_survivors_of_a_killed_rank_train_on_the_reweighted_ring(victim, tmp_pat
     _check({i: r for i, r in enumerate(results) if i != victim}, victim, tmp_path)
 
 
+def _cheb_worker(rank: int, world: int, victim: int, path: str) -> dict[str, Any]:
+    return train(rank, world, victim, path, timeout=TIMEOUT_S, chebyshev=2)
+
+
+def test_chebyshev_over_the_survivors_replays_step_by_step(tmp_path):
+    """Chebyshev (K = 2) over the fault-tolerant transport: every survivor's every step is
+    ``y_2 = omega W_b y_1 + (1 - omega) y_0``, ``y_1 = W_a y_0``, ``y_0 = x - eta g``, with
+    ``omega = 2 / (2 - lambda^2)`` of the ring (``lambda = 1/3``) and each exchange's row
+    ``W_a``, ``W_b`` the ring's or the surviving path's as that exchange's versions say,
+    the neighbours' ``y_1`` replayed the same way: the survivors run ``P_2`` of the
+    re-weighted ``W`` with the ring's ``omega`` (a contraction, ``|P_2(mu)| < 1``)."""
+    victim, k = 2, 2
+    results = run_group(_cheb_worker, N, victim, str(tmp_path), may_die=[victim], timeout=120)
+    assert results[victim] is None
+    records = {i: r for i, r in enumerate(results) if i != victim}
+    dead = json.loads((tmp_path / "victim.json").read_text())
+    a, b, c = (victim - 1) % N, (victim + 2) % N, (victim + 1) % N
+    ring = {i: {i: 1 / 3, (i - 1) % N: 1 / 3, (i + 1) % N: 1 / 3} for i in range(N)}
+    path_w = {a: {a: 2 / 3, b: 1 / 3}, b: {a: 1 / 3, b: 1 / 3, c: 1 / 3}, c: {c: 2 / 3, b: 1 / 3}}
+    omega = 2 / (2 - (1 / 3) ** 2)
+    y0 = {j: np.array(r["before"]) - LR * np.array(r["grad"]) for j, r in records.items()}
+    y0[victim] = np.array(dead["before"]) - LR * np.array(dead["grad"])
+
+    def row(i: int, t: int, e: int) -> dict[int, float]:
+        if i == victim:
+            return ring[i]
+        used = dict(records[i]["versions"][(t - 1) * k + e])
+        assert set(used.values()) == {(t - 1) * k + e + 1}  # synchronous: this exchange's
+        return ring[i] if victim in used else path_w[i]
+
+    for t in range(1, STEPS + 1):
+        alive = [*records, victim] if t < CRASH_STEP else list(records)
+        y1 = {i: sum(w * y0[j][t - 1] for j, w in row(i, t, 0).items()) for i in alive}
+        for i in records:
+            if t >= CRASH_STEP:
+                assert victim not in dict(records[i]["versions"][(t - 1) * k + 1])
+            mixed = sum(w * y1[j] for j, w in row(i, t, 1).items())
+            want = omega * mixed + (1 - omega) * y0[i][t - 1]
+            np.testing.assert_allclose(records[i]["after"][t - 1], want, rtol=0, atol=1e-12)
+    for r in records.values():
+        assert r["alive"] == sorted(records) and np.isfinite(r["own"]).all()
+
+
 def test_decent_launch_lets_a_scripts_survivors_finish(tmp_path):
     """The launcher's --mode reaches the script's wrapper, and its policy keeps the others."""
     victim = 1
