@@ -69,7 +69,8 @@ def train(
     with model.averaged() as avg:
         rec["averaged"] = flat(avg.parameters())
     rec["own"] = flat(model.parameters())
-    transport: Any = model.comm.inner if chebyshev else model.comm  # type: ignore[union-attr]
+    wrapped: Any = model.comm
+    transport = wrapped.inner if chebyshev else wrapped
     rec["alive"] = transport.alive_ranks()
     rec["versions"] = [sorted(used.items()) for used in transport.versions]
     rec["step"] = model.step_count

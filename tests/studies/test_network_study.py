@@ -106,7 +106,7 @@ def test_the_shipped_spec_is_the_default_and_bad_specs_name_the_field(tmp_path) 
     with pytest.raises(ValidationError, match="drops"):
         NetworkSpec(drops=(1.5,))
     with pytest.raises(ValidationError, match="methods"):
-        NetworkSpec(methods=("adam",))
+        NetworkSpec(methods=("adam",))  # type: ignore[arg-type]
     bad = tmp_path / "bad.toml"
     bad.write_text("rounds = 10\nlatncy = 0.1\n")
     with pytest.raises(ConfigError, match=r"latncy: 0\.1 -> unknown field"):

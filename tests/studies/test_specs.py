@@ -4,6 +4,7 @@ naming the field, a check across fields too."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -63,7 +64,7 @@ def test_a_bad_field_is_one_line_naming_it(tmp_path: Path, cls: type, text: str,
 
 
 @pytest.mark.parametrize("cls", SPECS)
-def test_a_spec_is_frozen_and_refuses_unknown_fields(cls: type) -> None:
+def test_a_spec_is_frozen_and_refuses_unknown_fields(cls: Any) -> None:
     spec = cls()
     with pytest.raises(ValidationError, match="frozen"):
         spec.seeds = (7,)
