@@ -357,7 +357,9 @@ def char_lm(
     seed: PartitionSeed = 0,
     dtype: torch.dtype = torch.float64,
 ) -> ModuleTask:
-    """Character-level language modelling: a :class:`CharTransformer` on text files.
+    """Character-level language modelling: a causal byte-level transformer on text files.
+
+    The model is :class:`CharTransformer`.
 
     The files (default: the standard library's top-level ``.py`` files, sorted by name) are
     read as bytes and cut by :func:`char_windows` into ``(N, L)`` windows with ``(N, L)``
