@@ -9,9 +9,15 @@ loss of the network average (:func:`decent.studies._kit.tune`, the grid extended
 edges), then the cell runs with every evaluation seed. The all-reduce methods do not see the
 graph: they run once per (task, M, alpha), on the complete graph.
 
-Tasks: ``digits_mlp`` (scikit-learn's digits, an MLP) and ``mnist1d_cnn`` (MNIST-1D, the
-``cnn1d`` task of :mod:`decent.tasks.nets`); both run from ordinary configs through the
-sweep runner (workers, replica batches, resume).
+Tasks: ``digits_mlp`` (scikit-learn's digits, an MLP), ``mnist1d_cnn`` (MNIST-1D, the
+``cnn1d`` task of :mod:`decent.tasks.nets`) and ``stdlib_charlm`` (a byte-level causal
+transformer on the standard library's source files, the ``char_lm`` task, whose "accuracy"
+is the share of next bytes predicted right and whose loss is in nats per byte; its
+Dirichlet alpha spreads each *file's* windows over the nodes, so alpha = 0.1 is close to
+every node holding its own files); all run from ordinary configs through the sweep runner
+(workers, replica batches, resume). Methods with Adam preconditioning (``dsgd+adamw``)
+take their steps from their own grids (``adaptive_lr_grid``, ``adaptive_gamma_grid``):
+Adam's step is in parameter units, not gradient units.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from decent.run import run_points
 from decent.studies import _kit as kit
 
 STUDY, TUNING_STUDY = "deep", "deep-tuning"
-TASKS = ("digits_mlp", "mnist1d_cnn")
+TASKS = ("digits_mlp", "mnist1d_cnn", "stdlib_charlm")
 Cell = tuple[str, str, str, int, float]
 """(task, method, topology, num_nodes, alpha)."""
 CELL_KEYS = ("task", "method", "graph", "M", "alpha")
@@ -52,7 +58,11 @@ class DeepSpec:
     num_nodes: tuple[int, ...] = (4, 16, 64)
     alphas: tuple[float, ...] = (0.1, 1.0, 10.0)
     samples: dict[str, int] = field(
-        default_factory=lambda: {"digits_mlp": 409_600, "mnist1d_cnn": 2_048_000}
+        default_factory=lambda: {
+            "digits_mlp": 409_600,
+            "mnist1d_cnn": 2_048_000,
+            "stdlib_charlm": 409_600,
+        }
     )
     """Training samples per run (all nodes together), per task."""
     batch_size: int = 16
@@ -63,6 +73,10 @@ class DeepSpec:
     lr_grid: tuple[float, ...] = (0.03, 0.1, 0.3)
     gamma_grid: tuple[float, ...] = (0.3, 1.0, 3.0)
     """Anytime methods' grid in gamma = lr * T."""
+    adaptive_lr_grid: tuple[float, ...] = (0.001, 0.003, 0.01)
+    """The grid of methods with an ``adam`` or ``adamw`` transform."""
+    adaptive_gamma_grid: tuple[float, ...] = (0.003, 0.01, 0.03)
+    """The grid in gamma = lr * T of the anytime methods with ``adam`` or ``adamw``."""
     extensions: int = 3
     """Times a grid may grow (by 3x) at the edge where its best value sits."""
     beta: float = 0.9
@@ -71,8 +85,17 @@ class DeepSpec:
     hidden: tuple[int, ...] = (32,)
     channels: int = 16
     mnist1d_samples: int = 40_000
+    text_files: int | None = 60
+    """``stdlib_charlm``: files of the standard library used (evenly spaced; every fifth
+    held out as the test text; None: all)."""
+    text_chars: int | None = 4096
+    """``stdlib_charlm``: bytes read from the start of each file (None: all)."""
+    context: int = 32
+    """``stdlib_charlm``: window length in bytes."""
+    width: int = 32
+    """``stdlib_charlm``: transformer width (2 blocks of 2 heads)."""
     targets: dict[str, float] = field(
-        default_factory=lambda: {"digits_mlp": 0.95, "mnist1d_cnn": 0.9}
+        default_factory=lambda: {"digits_mlp": 0.95, "mnist1d_cnn": 0.9, "stdlib_charlm": 0.5}
     )
     """Test accuracy of the network average that counts as reached (time to target)."""
     straggler_p: float = 0.05
@@ -171,7 +194,10 @@ class DeepSpec:
         return out
 
     def grid(self, cell: Cell) -> tuple[float, ...]:
-        return self.gamma_grid if kit.horizon_scaled(cell[1]) else self.lr_grid
+        adaptive = any(cls.name in ("adam", "adamw") for cls in kit.split_method(cell[1])[1])
+        if kit.horizon_scaled(cell[1]):
+            return self.adaptive_gamma_grid if adaptive else self.gamma_grid
+        return self.adaptive_lr_grid if adaptive else self.lr_grid
 
     def config(self, cell: Cell, step: float, seed: int, study: str) -> Any:
         """The validated config of one run."""
@@ -188,6 +214,19 @@ class DeepSpec:
         if task == "mnist1d_cnn":
             data = {"kind": "mnist1d", "num_samples": self.mnist1d_samples}
             model = {"kind": "cnn1d", "channels": self.channels}
+        split = {"dataset": data, "partition": {"kind": "dirichlet", "alpha": alpha}}
+        if task == "stdlib_charlm":  # reads its own text; alpha spreads each file's windows
+            split = {}
+            model = {
+                "kind": "char_lm",
+                "max_files": self.text_files,
+                "max_chars": self.text_chars,
+                "context": self.context,
+                "width": self.width,
+                "test_every": 5,
+                "partition": "dirichlet",
+                "alpha": alpha,
+            }
         raw = {
             "study": study,
             "seed": seed,
@@ -198,12 +237,7 @@ class DeepSpec:
             "per_node_eval": "final" if study == STUDY else "none",
             "topology": {"kind": graph, "num_nodes": m},
             "algorithm": algorithm,
-            "task": {
-                **model,
-                "batch_size": self.batch_size,
-                "dataset": data,
-                "partition": {"kind": "dirichlet", "alpha": alpha},
-            },
+            "task": {**model, "batch_size": self.batch_size, **split},
         }
         return validate(raw, f"deep {cell}")
 
@@ -277,9 +311,8 @@ def run(
     ttt = time_to_target(spec, records)
     folder = Path(folder) if folder is not None else out / STUDY
     kit.write_tables(folder, spec, {"final": table, "time_to_target": ttt})
-    shown = table.drop(columns=["task", "seeds", "consensus"])
     text = [
-        f"## {t}\n\n{kit.markdown_table(shown[table['task'] == t])}\n\n"
+        f"## {t}\n\n{kit.markdown_table(_shown(table[table['task'] == t], t))}\n\n"
         f"### Time to test accuracy {spec.targets[t]:g} under stragglers\n\n"
         f"{kit.markdown_table(ttt[ttt['task'] == t].drop(columns='task'))}\n"
         for t in spec.tasks
@@ -298,9 +331,20 @@ def run(
     return table
 
 
+def _shown(table: pd.DataFrame, task: str) -> pd.DataFrame:
+    """A task's rows as ``tables.md`` shows them: the text task's test loss in bits per
+    byte (``test_bpc``), the others without it."""
+    shown = table.drop(columns=["task", "seeds", "consensus"])
+    test_loss = shown.pop("test_loss")
+    if task == "stdlib_charlm":
+        shown.insert(shown.columns.get_loc("train_loss") + 1, "test_bpc", test_loss / math.log(2))
+    return shown
+
+
 def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFrame:
     """One row per cell: tuned step, test accuracy of the network average and of the worst
-    node (mean and 95% half-width over seeds), training loss, final consensus distance, and
+    node (mean and 95% half-width over seeds), training loss, final consensus distance, the
+    test loss of the network average, and
     the penalties against the complete graph (the same method's accuracy there minus here,
     in accuracy points; its training loss here over there, as the convex studies' ratio);
     ``edge`` marks a step still on an edge of its grid."""
@@ -311,6 +355,7 @@ def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFra
         "eval/test_accuracy@node_min": "worst_node_acc",
         "eval/loss@mean": "train_loss",
         "consensus/dist2": "consensus",
+        "eval/test_loss@mean": "test_loss",
     }
     keys = list(CELL_KEYS)
     final = pd.concat([kit.final_rows(records, metric) for metric in metrics])
