@@ -397,8 +397,8 @@ def test_charlm_cells_run_with_adamw_from_the_adaptive_grid_and_show_bits_per_by
 def test_the_charlm_spec_loads_with_its_cells() -> None:
     root = Path(__file__).resolve().parents[2] / "configs" / "studies"
     spec = kit.load_spec(deep.DeepSpec, root / "deep_charlm.toml")
-    # all-reduce plain and with AdamW on complete, four gossip methods on ring and complete
-    assert len(spec.cells()) == 2 + 4 * 2
-    assert spec.rounds("stdlib_charlm", 16) == 128
+    # per M: all-reduce plain and with AdamW on complete, four gossip methods on ring and complete
+    assert len(spec.cells()) == 2 * (2 + 4 * 2)
+    assert spec.rounds("stdlib_charlm", 4) == 512 and spec.rounds("stdlib_charlm", 16) == 128
     cfg = spec.config(("stdlib_charlm", "dsgd+adamw", "ring", 16, 0.1), 0.03, 0, deep.STUDY)
     assert cfg.task.kind == "char_lm" and cfg.algorithm.transforms[0].kind == "adamw"
