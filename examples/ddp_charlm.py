@@ -6,13 +6,14 @@
     decent launch --nproc 8 examples/ddp_charlm.py -- --algorithm dsgd  # the same, decent's launcher
 
 The text ships with every Python: the standard library's top-level ``.py`` files (in
-``sysconfig.get_paths()["stdlib"]``, sorted by name; no download). Every tenth file is held
-out as the test text; rank ``r`` trains on the files ``r::world`` of the rest, so the ranks'
-data differ (one module's style is not another's). Characters are ASCII codes (anything else
-becomes ``?``). The model is a small causal transformer (2 layers, width 64, context 64),
-trained with Adam preconditioning in front of the decentralized update; rank 0 prints the
-test loss (nats per character) of the exact network average as one JSON line. The numbers
-depend on the Python version, whose standard library is the data.
+``sysconfig.get_paths()["stdlib"]``, sorted by name; no download), read as bytes (a
+256-symbol vocabulary). Every tenth file is held out as the test text; rank ``r`` trains on
+the files ``r::world`` of the rest, so the ranks' data differ (one module's style is not
+another's). The model is the simulator's :class:`decent.tasks.nets.CharTransformer` (2
+layers, width 64, context 64; ``decent.tasks.nets.char_lm`` trains the same model in the
+simulator), trained with Adam preconditioning in front of the decentralized update; rank 0
+prints the test loss (nats per character) of the exact network average as one JSON line.
+The numbers depend on the Python version, whose standard library is the data.
 """
 
 from __future__ import annotations
@@ -20,21 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sysconfig
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
 import decent
 from decent.algorithms import Cosine, Warmup
+from decent.tasks.nets import CharTransformer, read_texts, stdlib_sources
 
-VOCAB = 128  # ASCII
 ALGORITHMS: dict[str, Callable[[float, int], Any]] = {
     # DAT-SGD's step on w is eta * t: eta = 2 lr / steps makes the average step lr; its
     # default lr is 3e-3 (eta * steps = 0.006): 0.01 and 0.02 did worse, 0.06 diverged here
@@ -44,39 +42,9 @@ ALGORITHMS: dict[str, Callable[[float, int], Any]] = {
 }
 
 
-class CharTransformer(nn.Module):
-    """Embedding + learned positions, pre-norm causal transformer layers, linear head."""
-
-    def __init__(self, width: int = 64, layers: int = 2, heads: int = 4, context: int = 64):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, width)
-        self.pos = nn.Embedding(context, width)
-        layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, VOCAB)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(batch, L)`` character codes -> ``(batch, L, VOCAB)`` next-character logits."""
-        length = tokens.shape[1]
-        h = self.embed(tokens) + self.pos(torch.arange(length, device=tokens.device))
-        mask = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device)
-        return self.head(self.norm(self.body(h, mask=mask, is_causal=True)))
-
-
 def stdlib_text(max_chars: int | None) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The standard library's top-level files as ASCII code tensors: (train files, test text)."""
-    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
-    codes = [
-        torch.frombuffer(
-            bytearray(f.read_text("utf-8", "replace").encode("ascii", "replace")), dtype=torch.uint8
-        )
-        for f in files
-    ]
-    if max_chars is not None:
-        codes = [c[:max_chars] for c in codes]
+    """The standard library's top-level files as byte tensors: (train files, test text)."""
+    codes = read_texts(stdlib_sources(), max_chars)
     train = [c for i, c in enumerate(codes) if i % 10 != 0]
     test = torch.cat([c for i, c in enumerate(codes) if i % 10 == 0])
     return train, test

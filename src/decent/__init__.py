@@ -27,6 +27,7 @@ from decent.algorithms import (
 )
 from decent.algorithms.transforms import (
     adam,
+    adamw,
     momentum,
     quasi_global_momentum,
     weight_decay,
@@ -58,6 +59,7 @@ __all__ = [
     "SimCommunicator",
     "__version__",
     "adam",
+    "adamw",
     "algorithms",
     "comm",
     "engine",

@@ -13,6 +13,7 @@ from decent.algorithms import DATSGD, DSGD, GradientTracking, MinibatchSGD
 from decent.algorithms.base import AlgorithmError, Cosine
 from decent.algorithms.transforms import (
     adam,
+    adamw,
     momentum,
     quasi_global_momentum,
     weight_decay,
@@ -185,6 +186,34 @@ def test_centralized_chain_equals_torch_adamw():
         with_transforms(MinibatchSGD(lr=0.05), [adam(0.9, 0.99, 1e-6), weight_decay(0.1)]),
     )
     np.testing.assert_allclose(ours.numpy(), theirs.expand(2, -1).numpy(), rtol=0, atol=1e-12)
+
+
+def test_adamw_transform_equals_torch_adamw_on_one_node():
+    """One node, D-SGD on the one-node graph (mixing is the identity): ``dsgd+adamw`` takes
+    torch.optim.AdamW's steps to 1e-12 in float64 on a random linear least-squares problem."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 5, generator=gen, dtype=torch.float64)
+    b = torch.randn(8, generator=gen, dtype=torch.float64)
+    p = torch.nn.Parameter(torch.randn(5, generator=gen, dtype=torch.float64))
+    opt = torch.optim.AdamW([p], lr=0.03, betas=(0.8, 0.95), eps=1e-7, weight_decay=0.05)
+    algo = with_transforms(DSGD(lr=0.03), [adamw(0.8, 0.95, 1e-7, decay=0.05)])
+    assert algo.name == "dsgd+adamw"
+    comm = SimCommunicator(complete(1))
+    state = algo.init(p.detach().clone()[None])
+    for t in range(1, 31):
+        q = algo.query(state, t)[0]
+        state = algo.update(state, (a.T @ (a @ q - b))[None], comm, t)
+        opt.zero_grad()
+        (0.5 * (a @ p - b).square().sum()).backward()
+        opt.step()
+    np.testing.assert_allclose(
+        algo.output(state)[0].numpy(), p.detach().numpy(), rtol=0, atol=1e-12
+    )
+    chain = _quadratic_steps(
+        lambda ps: torch.optim.AdamW(ps, lr=0.05, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.1),
+        with_transforms(MinibatchSGD(lr=0.05), [adamw(0.9, 0.99, 1e-6, 0.1)]),
+    )
+    np.testing.assert_allclose(chain[0].numpy(), chain[1].expand(2, -1).numpy(), rtol=0, atol=1e-12)
 
 
 def test_zero_step_size_changes_nothing():

@@ -163,7 +163,7 @@ def _error(toml: str) -> str:
         (  # unknown kind
             '[[algorithm.transforms]]\nkind = "momentm"',
             'algorithm.transforms[0].kind: "momentm" -> unknown kind; allowed: momentum, '
-            "weight_decay, adam, quasi_global_momentum; did you mean 'momentum'?",
+            "weight_decay, adam, adamw, quasi_global_momentum; did you mean 'momentum'?",
         ),
         (  # no kind
             "[[algorithm.transforms]]\nbeta = 0.9",

@@ -350,3 +350,54 @@ def test_transformed_methods_run_from_a_spec_file_with_their_labels_and_stored_c
         "dsgd": [{"kind": "quasi_global_momentum", "beta": 0.5}],
     }
     assert {s for s, _ in kit.store_finals(tmp_path, deep.STUDY).values()} == {"finished"}
+
+
+def test_charlm_cells_run_with_adamw_from_the_adaptive_grid_and_show_bits_per_byte(
+    tmp_path: Path,
+) -> None:
+    spec = deep.DeepSpec(
+        tasks=("stdlib_charlm",),
+        methods=("dsgd", "dat_sgd+adamw"),
+        topologies=(),
+        num_nodes=(2,),
+        alphas=(0.5,),
+        samples={"stdlib_charlm": 2 * 4 * 4},
+        evals=2,
+        seeds=(0,),
+        extensions=0,
+        lr_grid=(0.3,),
+        adaptive_gamma_grid=(0.02,),
+        text_files=12,
+        text_chars=300,
+        context=8,
+        width=8,
+        batch_size=4,
+        dtype="float32",
+        workers=1,
+    )
+    assert spec.grid(("stdlib_charlm", "dsgd+adamw", "ring", 4, 1.0)) == spec.adaptive_lr_grid
+    assert spec.grid(("stdlib_charlm", "dat_sgd", "ring", 4, 1.0)) == spec.gamma_grid
+    table = deep.run(spec, tmp_path, progress=False)
+    assert dict(zip(table["method"], table["step"], strict=True)) == {
+        "dat_sgd+adamw": 0.02,
+        "dsgd": 0.3,
+    }
+    stored = load(tmp_path, study=deep.STUDY).groupby("run_id").first()
+    assert set(stored["task.kind"]) == {"char_lm"} and set(stored["task.alpha"]) == {0.5}
+    assert set(stored["task.partition"]) == {"dirichlet"}
+    shown = (tmp_path / "deep" / "tables.md").read_text()
+    assert "| test_bpc |" in shown and "| test_loss |" not in shown
+    final = pd.read_csv(tmp_path / "deep" / "final.csv")
+    bpc = final["test_loss"] / math.log(2)
+    assert all(f"| {v:.3g} |" in shown for v in bpc)
+    assert (final["test_loss"] > 0).all() and ((final["acc"] >= 0) & (final["acc"] <= 1)).all()
+
+
+def test_the_charlm_spec_loads_with_its_cells() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs" / "studies"
+    spec = kit.load_spec(deep.DeepSpec, root / "deep_charlm.toml")
+    # per M: all-reduce plain and with AdamW on complete, four gossip methods on ring and complete
+    assert len(spec.cells()) == 2 * (2 + 4 * 2)
+    assert spec.rounds("stdlib_charlm", 4) == 512 and spec.rounds("stdlib_charlm", 16) == 128
+    cfg = spec.config(("stdlib_charlm", "dsgd+adamw", "ring", 16, 0.1), 0.03, 0, deep.STUDY)
+    assert cfg.task.kind == "char_lm" and cfg.algorithm.transforms[0].kind == "adamw"

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from decent.tasks import PARTITIONERS, TaskError, dirichlet, iid, shards
+from decent.tasks.partition import by_group
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -134,3 +135,37 @@ def test_bad_arguments_raise_task_error(call, needle: str) -> None:  # type: ign
 
 def test_registry_names() -> None:
     assert set(PARTITIONERS) == {"iid", "dirichlet", "shards"}
+
+
+@st.composite
+def grouped(draw: st.DrawFn) -> tuple[np.ndarray, int, int]:
+    num_groups = draw(st.integers(1, 12))
+    n_samples = draw(st.integers(num_groups, 150))
+    extra = draw(st.lists(st.integers(0, num_groups - 1), min_size=n_samples - num_groups))
+    groups = np.asarray([*range(num_groups), *extra])[
+        np.random.default_rng(draw(st.integers(0, 99))).permutation(n_samples)
+    ]
+    num_nodes = draw(st.integers(1, num_groups))
+    return groups, num_nodes, draw(st.integers(0, 2**31 - 1))
+
+
+@SETTINGS
+@given(grouped())
+def test_by_group_keeps_groups_whole_and_balances(case: tuple[np.ndarray, int, int]) -> None:
+    groups, num_nodes, seed = case
+    parts = by_group(groups, num_nodes, seed=seed)
+    _check_exact_cover(parts, groups.size, num_nodes)
+    owners = [set(groups[p.numpy()].tolist()) for p in parts]
+    for i in range(num_nodes):  # no group on two nodes
+        for j in range(i + 1, num_nodes):
+            assert not owners[i] & owners[j]
+    # largest first to the least loaded: the spread is at most the largest group
+    sizes = [p.numel() for p in parts]
+    assert max(sizes) - min(sizes) <= np.bincount(groups).max()
+    again = by_group(groups, num_nodes, seed=seed)
+    assert all(torch.equal(a, b) for a, b in zip(parts, again, strict=True))
+
+
+def test_by_group_needs_a_group_per_node() -> None:
+    with pytest.raises(TaskError, match=r"num_nodes=3 needs at least 3 groups .* only 2"):
+        by_group([0, 0, 1], 3, seed=0)

@@ -45,6 +45,7 @@ from decent.algorithms.gradient_tracking import GradientTracking, GradientTracki
 from decent.algorithms.schedule_free import ScheduleFreeDSGD, ScheduleFreeSGD, ScheduleFreeState
 from decent.algorithms.transforms import (
     Adam,
+    AdamW,
     GradientTransform,
     Momentum,
     QuasiGlobalMomentum,
@@ -52,6 +53,7 @@ from decent.algorithms.transforms import (
     TransformedState,
     WeightDecay,
     adam,
+    adamw,
     momentum,
     quasi_global_momentum,
     weight_decay,
@@ -129,6 +131,7 @@ __all__ = [
     "AcceleratedDATSGD",
     "AcceleratedState",
     "Adam",
+    "AdamW",
     "Algorithm",
     "AlgorithmError",
     "AnytimeSGD",
@@ -163,6 +166,7 @@ __all__ = [
     "Warmup",
     "WeightDecay",
     "adam",
+    "adamw",
     "hparam",
     "hparams",
     "mixing_violations",

@@ -59,6 +59,7 @@ from decent.comm.base import Communicator
 __all__ = [
     "TRANSFORMS",
     "Adam",
+    "AdamW",
     "GradientTransform",
     "Momentum",
     "QuasiGlobalMomentum",
@@ -66,6 +67,7 @@ __all__ = [
     "TransformedState",
     "WeightDecay",
     "adam",
+    "adamw",
     "momentum",
     "quasi_global_momentum",
     "step_scale",
@@ -209,6 +211,40 @@ class Adam(GradientTransform):
 
 
 @dataclass(frozen=True)
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay in one transform (``torch.optim.AdamW`` without its
+    learning rate): ``u_t = adam(g_t) + lambda p_t``.
+
+    The same step as the chain ``[adam(b1, b2, eps), weight_decay(decay)]``, with torch's
+    default ``decay = 0.01`` so that a method can be named ``dsgd+adamw`` without a table
+    (``p_t`` is the point the algorithm steps; torch's ``p <- (1 - lr lambda) p`` followed by
+    the Adam step is ``p <- p - lr u_t``).
+
+    Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
+    https://arxiv.org/abs/1711.05101.
+
+    Example:
+        >>> import torch
+        >>> g = torch.tensor([[2.0, -3.0]], dtype=torch.float64)
+        >>> p = torch.full((1, 2), 10.0, dtype=torch.float64)
+        >>> u, _ = AdamW(eps=0.0, decay=0.1).update(g, AdamW().init(p), p, 1)
+        >>> u.tolist()
+        [[2.0, 0.0]]
+    """
+
+    decay: float = hparam(0.01, Ge(0.0), doc="Decoupled weight decay coefficient lambda.")
+
+    name: ClassVar[str] = "adamw"
+    label: ClassVar[str] = "AdamW"
+
+    def update(
+        self, updates: NodeTensor, state: AdamState, params: NodeTensor, t: int
+    ) -> tuple[NodeTensor, AdamState]:
+        u, state = super().update(updates, state, params, t)
+        return u + params * self.decay, state
+
+
+@dataclass(frozen=True)
 class QuasiGlobalMomentum(GradientTransform):
     r"""Quasi-global momentum (QG-DSGDm): momentum built from the model change after gossip.
 
@@ -252,7 +288,7 @@ class QuasiGlobalMomentum(GradientTransform):
 
 
 TRANSFORMS: dict[str, type[GradientTransform]] = {
-    cls.name: cls for cls in (Momentum, WeightDecay, Adam, QuasiGlobalMomentum)
+    cls.name: cls for cls in (Momentum, WeightDecay, Adam, AdamW, QuasiGlobalMomentum)
 }
 """The transforms by ``kind``: what a config's ``algorithm.transforms`` tables name."""
 
@@ -270,6 +306,11 @@ def weight_decay(decay: float) -> WeightDecay:
 def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Adam:
     """Adam preconditioning; see :class:`Adam`."""
     return Adam(b1=b1, b2=b2, eps=eps)
+
+
+def adamw(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, decay: float = 0.01) -> AdamW:
+    """Adam preconditioning with decoupled weight decay; see :class:`AdamW`."""
+    return AdamW(b1=b1, b2=b2, eps=eps, decay=decay)
 
 
 def quasi_global_momentum(beta: float = 0.9) -> QuasiGlobalMomentum:

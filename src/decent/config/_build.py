@@ -131,6 +131,8 @@ def build_task(cfg: Any, num_nodes: int, dtype: str = "float64") -> Task:
         streaming = m.STREAMING_TASKS.get(cfg.kind)
         if streaming is not None:
             return streaming(num_nodes=num_nodes, **_fields(cfg), dtype=tdtype)
+        if cfg.kind == "char_lm":  # reads its own text: no dataset or partition table
+            return nets.char_lm(num_nodes, **_fields(cfg), dtype=tdtype)
         data = build_dataset(cfg.dataset, tdtype)
         kwargs = _fields(cfg, "dataset", "partition") | _partition_kwargs(cfg.partition)
         return getattr(nets if cfg.kind == "cnn1d" else tasks, cfg.kind)(data, num_nodes, **kwargs)

@@ -292,7 +292,8 @@ def reference_markdown(plugins: bool = False) -> str:
         "algorithm steps along, one table per transform in list order (optax's chain; "
         "`docs/concepts.md` has a whole config): weight decay before momentum is SGD with L2 "
         "inside the momentum (`torch.optim.SGD`), after it SGDW, and `adam` then "
-        "`weight_decay` is AdamW. The step size stays `algorithm.lr`; the method is named "
+        "`weight_decay` is AdamW, as is `adamw` alone (decay 0.01 by default). The step size "
+        "stays `algorithm.lr`; the method is named "
         "`dat_sgd+momentum+weight_decay`.",
     )
     lines += _family(

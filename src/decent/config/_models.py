@@ -398,6 +398,7 @@ MLPTask = derive(models.mlp, "mlp", skip=_FROM_TABLES, base=_DatasetTask, name="
 CNN1dTask = derive(
     nets.cnn1d, "cnn1d", skip=("data", *_FROM_TABLES), base=_DatasetTask, name="CNN1dTask"
 )
+CharLMTask = derive(nets.char_lm, "char_lm", skip=("num_nodes", "dtype"), name="CharLMTask")
 
 TASK_MODELS: tuple[type[Section], ...] = (
     LeastSquaresTask,
@@ -407,6 +408,7 @@ TASK_MODELS: tuple[type[Section], ...] = (
     SoftmaxRegressionTask,
     MLPTask,
     CNN1dTask,
+    CharLMTask,
 )
 if typing.TYPE_CHECKING:
     TaskConfig = Any

@@ -9,9 +9,15 @@ loss of the network average (:func:`decent.studies._kit.tune`, the grid extended
 edges), then the cell runs with every evaluation seed. The all-reduce methods do not see the
 graph: they run once per (task, M, alpha), on the complete graph.
 
-Tasks: ``digits_mlp`` (scikit-learn's digits, an MLP) and ``mnist1d_cnn`` (MNIST-1D, the
-``cnn1d`` task of :mod:`decent.tasks.nets`); both run from ordinary configs through the
-sweep runner (workers, replica batches, resume).
+Tasks: ``digits_mlp`` (scikit-learn's digits, an MLP), ``mnist1d_cnn`` (MNIST-1D, the
+``cnn1d`` task of :mod:`decent.tasks.nets`) and ``stdlib_charlm`` (a byte-level causal
+transformer on the standard library's source files, the ``char_lm`` task, whose "accuracy"
+is the share of next bytes predicted right and whose loss is in nats per byte; its
+Dirichlet alpha spreads each *file's* windows over the nodes, so alpha = 0.1 is close to
+every node holding its own files); all run from ordinary configs through the sweep runner
+(workers, replica batches, resume). Methods with Adam preconditioning (``dsgd+adamw``)
+take their steps from their own grids (``adaptive_lr_grid``, ``adaptive_gamma_grid``):
+Adam's step is in parameter units, not gradient units.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from decent.run import run_points
 from decent.studies import _kit as kit
 
 STUDY, TUNING_STUDY = "deep", "deep-tuning"
-Task = Literal["digits_mlp", "mnist1d_cnn"]
+Task = Literal["digits_mlp", "mnist1d_cnn", "stdlib_charlm"]
 TASKS: tuple[Task, ...] = get_args(Task)
 Cell = tuple[str, str, str, int, float]
 """(task, method, topology, num_nodes, alpha)."""
@@ -56,7 +62,11 @@ class DeepSpec(kit.Spec):
         default=(0.1, 1.0, 10.0), min_length=1
     )
     samples: dict[str, int] = Field(
-        default_factory=lambda: {"digits_mlp": 409_600, "mnist1d_cnn": 2_048_000}
+        default_factory=lambda: {
+            "digits_mlp": 409_600,
+            "mnist1d_cnn": 2_048_000,
+            "stdlib_charlm": 409_600,
+        }
     )
     """Training samples per run (all nodes together), per task."""
     batch_size: int = Field(default=16, ge=1)
@@ -67,6 +77,10 @@ class DeepSpec(kit.Spec):
     lr_grid: tuple[float, ...] = Field(default=(0.03, 0.1, 0.3), min_length=1)
     gamma_grid: tuple[float, ...] = Field(default=(0.3, 1.0, 3.0), min_length=1)
     """Anytime methods' grid in gamma = lr * T."""
+    adaptive_lr_grid: tuple[float, ...] = Field(default=(0.001, 0.003, 0.01), min_length=1)
+    """The grid of methods with an ``adam`` or ``adamw`` transform."""
+    adaptive_gamma_grid: tuple[float, ...] = Field(default=(0.003, 0.01, 0.03), min_length=1)
+    """The grid in gamma = lr * T of the anytime methods with ``adam`` or ``adamw``."""
     extensions: int = Field(default=3, ge=0)
     """Times a grid may grow (by 3x) at the edge where its best value sits."""
     beta: float = 0.9
@@ -75,8 +89,17 @@ class DeepSpec(kit.Spec):
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = (32,)
     channels: int = Field(default=16, ge=1)
     mnist1d_samples: int = Field(default=40_000, ge=1)
+    text_files: int | None = Field(default=60, ge=1)
+    """``stdlib_charlm``: files of the standard library used (evenly spaced; every fifth
+    held out as the test text; None: all)."""
+    text_chars: int | None = Field(default=4096, ge=1)
+    """``stdlib_charlm``: bytes read from the start of each file (None: all)."""
+    context: int = Field(default=32, ge=1)
+    """``stdlib_charlm``: window length in bytes."""
+    width: int = Field(default=32, ge=1)
+    """``stdlib_charlm``: transformer width (2 blocks of 2 heads)."""
     targets: dict[str, float] = Field(
-        default_factory=lambda: {"digits_mlp": 0.95, "mnist1d_cnn": 0.9}
+        default_factory=lambda: {"digits_mlp": 0.95, "mnist1d_cnn": 0.9, "stdlib_charlm": 0.5}
     )
     """Test accuracy of the network average that counts as reached (time to target)."""
     straggler_p: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -169,7 +192,10 @@ class DeepSpec(kit.Spec):
         return out
 
     def grid(self, cell: Cell) -> tuple[float, ...]:
-        return self.gamma_grid if kit.horizon_scaled(cell[1]) else self.lr_grid
+        adaptive = any(cls.name in ("adam", "adamw") for cls in kit.split_method(cell[1])[1])
+        if kit.horizon_scaled(cell[1]):
+            return self.adaptive_gamma_grid if adaptive else self.gamma_grid
+        return self.adaptive_lr_grid if adaptive else self.lr_grid
 
     def config(self, cell: Cell, step: float, seed: int, study: str) -> Any:
         """The validated config of one run."""
@@ -186,6 +212,19 @@ class DeepSpec(kit.Spec):
         if task == "mnist1d_cnn":
             data = {"kind": "mnist1d", "num_samples": self.mnist1d_samples}
             model = {"kind": "cnn1d", "channels": self.channels}
+        split = {"dataset": data, "partition": {"kind": "dirichlet", "alpha": alpha}}
+        if task == "stdlib_charlm":  # reads its own text; alpha spreads each file's windows
+            split = {}
+            model = {
+                "kind": "char_lm",
+                "max_files": self.text_files,
+                "max_chars": self.text_chars,
+                "context": self.context,
+                "width": self.width,
+                "test_every": 5,
+                "partition": "dirichlet",
+                "alpha": alpha,
+            }
         raw = {
             "study": study,
             "seed": seed,
@@ -196,12 +235,7 @@ class DeepSpec(kit.Spec):
             "per_node_eval": "final" if study == STUDY else "none",
             "topology": {"kind": graph, "num_nodes": m},
             "algorithm": algorithm,
-            "task": {
-                **model,
-                "batch_size": self.batch_size,
-                "dataset": data,
-                "partition": {"kind": "dirichlet", "alpha": alpha},
-            },
+            "task": {**model, "batch_size": self.batch_size, **split},
         }
         return validate(raw, f"deep {cell}")
 
@@ -274,9 +308,8 @@ def run(
     table = summarize(records, best)
     ttt = time_to_target(spec, records)
     folder = Path(folder) if folder is not None else out / STUDY
-    shown = table.drop(columns=["task", "seeds", "consensus"])
     text = [
-        f"## {t}\n\n{kit.markdown_table(shown[table['task'] == t])}\n\n"
+        f"## {t}\n\n{kit.markdown_table(_shown(table[table['task'] == t], t))}\n\n"
         f"### Time to test accuracy {spec.targets[t]:g} under stragglers\n\n"
         f"{kit.markdown_table(ttt[ttt['task'] == t].drop(columns='task'))}\n"
         for t in spec.tasks
@@ -295,9 +328,20 @@ def run(
     return table
 
 
+def _shown(table: pd.DataFrame, task: str) -> pd.DataFrame:
+    """A task's rows as ``tables.md`` shows them: the text task's test loss in bits per
+    byte (``test_bpc``), the others without it."""
+    shown = table.drop(columns=["task", "seeds", "consensus"])
+    test_loss = shown.pop("test_loss")
+    if task == "stdlib_charlm":
+        shown.insert(shown.columns.get_loc("train_loss") + 1, "test_bpc", test_loss / math.log(2))
+    return shown
+
+
 def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFrame:
     """One row per cell: tuned step, test accuracy of the network average and of the worst
-    node (mean and 95% half-width over seeds), training loss, final consensus distance, and
+    node (mean and 95% half-width over seeds), training loss, final consensus distance, the
+    test loss of the network average, and
     the penalties against the complete graph (the same method's accuracy there minus here,
     in accuracy points; its training loss here over there, as the convex studies' ratio);
     ``edge`` marks a step still on an edge of its grid."""
@@ -308,6 +352,7 @@ def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFra
         "eval/test_accuracy@node_min": "worst_node_acc",
         "eval/loss@mean": "train_loss",
         "consensus/dist2": "consensus",
+        "eval/test_loss@mean": "test_loss",
     }
     keys = list(CELL_KEYS)
     final = pd.concat([kit.final_rows(records, metric) for metric in metrics])

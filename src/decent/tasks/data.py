@@ -34,7 +34,9 @@ class Dataset:
 
     Attributes:
         features: ``(N, f)`` floating tensor, all finite.
-        labels: ``(N,)`` int64 tensor with values in ``[0, num_classes)``.
+        labels: ``(N,)`` int64 tensor with values in ``[0, num_classes)``, or ``(N, L)``
+            sequence targets (one class per position: the next token of a window of text,
+            :func:`decent.tasks.nets.char_windows`).
         num_classes: number of classes ``C >= 1``.
         name: short identifier used in task names.
 
@@ -55,9 +57,9 @@ class Dataset:
                 f"features must be a 2-D floating tensor (N, f), got "
                 f"{getattr(x, 'shape', type(x).__name__)} of dtype {getattr(x, 'dtype', None)}"
             )
-        if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.dtype != torch.int64:
+        if not isinstance(y, torch.Tensor) or y.ndim not in (1, 2) or y.dtype != torch.int64:
             raise TaskError(
-                f"labels must be a 1-D int64 tensor (N,), got "
+                f"labels must be an int64 tensor (N,) or (N, L) (sequence targets), got "
                 f"{getattr(y, 'shape', type(y).__name__)} of dtype {getattr(y, 'dtype', None)}"
             )
         if x.shape[0] != y.shape[0]:

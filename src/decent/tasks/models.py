@@ -175,10 +175,20 @@ def _state_buffer_names(module: nn.Module) -> list[str]:
     return names
 
 
+def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy ``(B,)``: of logits ``(B, C)`` and labels ``(B,)``, or, for
+    sequence targets ``y (B, L)`` and logits ``(B, L, C)``, each sample's mean over its ``L``
+    positions (token-level cross-entropy; every window has the same ``L``, so the mean over
+    samples is the mean over tokens)."""
+    if y.ndim == 2:
+        return F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(dim=1)
+    return F.cross_entropy(out, y, reduction="none")
+
+
 def _per_sample(loss: str | LossFn) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Return ``(outputs (B, ...), labels (B,)) -> (B,)`` per-sample losses."""
     if loss == "cross_entropy":
-        return lambda out, y: F.cross_entropy(out, y, reduction="none")
+        return _cross_entropy
     if loss == "bce":
 
         def bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -196,8 +206,9 @@ def _per_sample(loss: str | LossFn) -> Callable[[torch.Tensor, torch.Tensor], to
 
 
 def _correct(loss: str | LossFn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-    if loss == "cross_entropy":
-        return (out.argmax(dim=-1) == y).to(out.dtype)
+    if loss == "cross_entropy":  # sequence targets: the share of positions right per sample
+        right = (out.argmax(dim=-1) == y).to(out.dtype)
+        return right.mean(dim=-1) if y.ndim == 2 else right
     if loss == "bce":
         logits = out.reshape(out.shape[0], -1)  # (k, B): one logit per sample
         return ((logits > 0).to(torch.int64) == y).to(out.dtype)
@@ -217,8 +228,8 @@ class TaskWarning(UserWarning):
 class ModuleTask:
     """A ``torch.nn.Module`` and a loss over data partitioned across nodes.
 
-    Batches are tuples ``(x (m, B, f), y (m, B))`` (see :meth:`sample` for what else they
-    may carry). The module is deep-copied and cast to the dataset's dtype. Training uses a
+    Batches are tuples ``(x (m, B, f), y (m, B))``, or ``y (m, B, L)`` for a dataset of
+    sequence targets (see :meth:`sample` for what else they may carry). The module is deep-copied and cast to the dataset's dtype. Training uses a
     ``train()``-mode copy, evaluation an ``eval()``-mode one, so the simulator trains what
     the ranks train:
 
@@ -246,8 +257,10 @@ class ModuleTask:
         dataset: training data; ``dataset.features`` are the module's inputs.
         partition: ``n`` index tensors into ``dataset``, node ``i``'s shard ``S_i``; none may
             be empty. Shards may overlap (each node still weighs its own shard equally).
-        loss: ``"cross_entropy"`` (logits ``(B, C)``), ``"bce"`` (one logit per sample) or a
-            callable ``(outputs, labels) -> scalar`` mean loss.
+        loss: ``"cross_entropy"`` (logits ``(B, C)``; for sequence targets ``(B, L)``
+            logits ``(B, L, C)``, the loss and accuracy of a sample being its mean over the
+            ``L`` positions), ``"bce"`` (one logit per sample) or a callable
+            ``(outputs, labels) -> scalar`` mean loss.
         batch_size: samples per node per round.
         sampling: ``"with_replacement"`` (default): ``batch_size`` indices drawn uniformly
             from the shard, independently; ``"without_replacement"``: ``min(batch_size,
@@ -541,6 +554,8 @@ class ModuleTask:
         """
         if self._loss_kind not in ("bce", "cross_entropy") or self._mlp_plan is None:
             return None
+        if self.train.labels.ndim != 1:  # sequence targets: vmap(grad(loss))
+            return None
         return self._mlp_grad_and_loss
 
     def _plan_mlp(self) -> list[tuple[str, int, int, int, int]] | None:
@@ -735,7 +750,8 @@ class ModuleTask:
         flat = index.view(-1)  # index_select: 3-4x faster than advanced indexing here
         features = self.train.features
         x = features.index_select(0, flat).view(*index.shape, *features.shape[1:])
-        y = self.train.labels.index_select(0, flat).view(index.shape)
+        labels = self.train.labels  # (N,) or sequence targets (N, L)
+        y = labels.index_select(0, flat).view(*index.shape, *labels.shape[1:])
         return (x, y) if weights is None else (x, y, weights)
 
     @classmethod

@@ -163,6 +163,47 @@ def shards(
     return _to_tensors([np.concatenate(g) for g in groups])
 
 
+def by_group(groups: Any, num_nodes: int, *, seed: int) -> Partition:
+    """Whole groups to nodes: every sample of a group (a source file, a writer, a client)
+    goes to the same node, and the nodes' sample counts are balanced.
+
+    Groups are dealt largest first (ties in a seeded random order) to the node that holds
+    the fewest samples so far (ties to the lowest node), the longest-processing-time rule.
+    This is the natural non-iid split of text: each node holds its own files.
+
+    Args:
+        groups: ``(N,)`` integer group of each sample.
+        num_nodes: ``n``, at most the number of groups.
+        seed: seed of the order among groups of equal size.
+
+    Raises:
+        TaskError: when there are fewer groups than nodes, or an argument is malformed.
+
+    Example:
+        >>> [p.tolist() for p in by_group([0, 0, 0, 1, 2, 2], 2, seed=0)]
+        [[0, 1, 2], [3, 4, 5]]
+    """
+    y = _labels(groups)
+    ids, counts = np.unique(y, return_counts=True)
+    n = check_int("num_nodes", num_nodes, minimum=1)
+    if ids.size < n:
+        raise TaskError(
+            f"num_nodes={n} needs at least {n} groups (one per node) but there are only "
+            f"{ids.size}; use fewer nodes or more groups (files)"
+        )
+    seed = check_int("seed", seed, minimum=0)
+    tie = np.random.default_rng(seed).permutation(ids.size)
+    order = tie[np.argsort(-counts[tie], kind="stable")]
+    load = np.zeros(n, dtype=np.int64)
+    owner = np.empty(ids.size, dtype=np.int64)
+    for g in order:
+        node = int(np.argmin(load))  # the first of the least loaded
+        owner[g] = node
+        load[node] += counts[g]
+    node_of = owner[np.searchsorted(ids, y)]
+    return _to_tensors([np.flatnonzero(node_of == i) for i in range(n)])
+
+
 PARTITIONERS: dict[str, Callable[..., Partition]] = {
     "iid": iid,
     "dirichlet": dirichlet,
@@ -171,4 +212,4 @@ PARTITIONERS: dict[str, Callable[..., Partition]] = {
 """Partitioners by name; call as ``PARTITIONERS[name](labels, num_nodes, ..., seed=seed)``."""
 
 
-__all__ = ["PARTITIONERS", "Partition", "dirichlet", "iid", "shards"]
+__all__ = ["PARTITIONERS", "Partition", "by_group", "dirichlet", "iid", "shards"]
