@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,10 +24,10 @@ from decent.tasks.nets import (
     stdlib_sources,
 )
 
-SMALL = {"context": 8, "width": 8, "layers": 2, "heads": 2, "batch_size": 4}
+SMALL: dict[str, Any] = {"context": 8, "width": 8, "layers": 2, "heads": 2, "batch_size": 4}
 
 
-def _write_files(folder: Path, count: int = 9, size: int = 90) -> list[str]:
+def _write_files(folder: Path, count: int = 9, size: int = 90) -> tuple[str, ...]:
     """``count`` files of different text (file ``i`` repeats its own pattern)."""
     paths = []
     for i in range(count):
@@ -34,7 +35,7 @@ def _write_files(folder: Path, count: int = 9, size: int = 90) -> list[str]:
         line = f"def f{i}(x):\n    return x * {i} + {i * i}  # file {i}\n"
         path.write_bytes((line * (size // len(line) + 1)).encode()[: size + 7 * i])
         paths.append(str(path))
-    return paths
+    return tuple(paths)
 
 
 def test_char_windows_are_the_next_byte_targets_of_non_overlapping_spans():
@@ -44,6 +45,7 @@ def test_char_windows_are_the_next_byte_targets_of_non_overlapping_spans():
     ]
     split = char_windows(texts, 3, names=["a", "b", "c", "d"], test_every=3)
     train, test = split.data
+    assert train is not None and test is not None
     as_text = lambda rows: ["".join(map(chr, r)) for r in rows.long().tolist()]  # noqa: E731
     # text 0 and 3 are held out; text 2 is too short for one window of 3 + 1 bytes
     assert as_text(train.features) == ["abc", "def"]
@@ -69,6 +71,7 @@ def test_loss_and_evaluation_equal_torch_cross_entropy_on_the_module_logits(tmp_
     assert abs(float(got) - float(expected)) < 1e-12
     # evaluation: test loss in nats per byte and next-byte accuracy over every test token
     test = task.test
+    assert test is not None
     out = net(test.features.long())
     ev = task.evaluate(params[None])
     want = F.cross_entropy(out.reshape(-1, BYTES), test.labels.reshape(-1))
@@ -133,13 +136,14 @@ def test_standard_library_default_is_sorted_and_read_as_bytes():
     task = char_lm(2, max_files=6, max_chars=300, test_every=3, **SMALL)
     first = read_texts(paths[:1], 300)[0]
     # file 0 is held out: the test set starts with its first window
+    assert task.test is not None
     assert torch.equal(task.test.features[0].long(), first[:8].long())
     assert task.dim == sum(p.numel() for p in CharTransformer(8, 2, 2, 8).parameters())
 
 
 def test_bad_input_is_one_line_naming_the_field(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"files: '.*nope.txt' is not a file"):
-        char_lm(2, files=[str(tmp_path / "nope.txt")], **SMALL)
+        char_lm(2, files=(str(tmp_path / "nope.txt"),), **SMALL)
     files = _write_files(tmp_path, count=3)
     with pytest.raises(TaskError, match=r"num_nodes=5 needs at least 5 groups"):
         char_lm(5, files=files, test_every=0, **SMALL)
@@ -151,15 +155,15 @@ def test_bad_input_is_one_line_naming_the_field(tmp_path):
 
 def test_config_kind_char_lm_builds_the_task(tmp_path):
     files = _write_files(tmp_path, count=6)
-    raw = {
+    raw: dict[str, Any] = {
         "study": "t",
         "rounds": 2,
         "topology": {"kind": "ring", "num_nodes": 3},
         "algorithm": {"kind": "dsgd", "lr": 0.01, "transforms": [{"kind": "adamw"}]},
-        "task": {"kind": "char_lm", "files": files, "test_every": 3, **SMALL},
+        "task": {"kind": "char_lm", "files": list(files), "test_every": 3, **SMALL},
     }
     cfg = validate(raw, "test")
-    task = build_task(cfg.task, 3, "float64")
+    task: Any = build_task(cfg.task, 3, "float64")
     assert task.num_nodes == 3 and task.train.labels.shape[1] == 8
     assert math.isclose(
         float(task.evaluate(task.init_params(0)[None])["test_loss"][0]),
