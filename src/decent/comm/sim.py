@@ -209,9 +209,13 @@ class SimCommunicator(BaseTransport):
             if wide is None:
                 wide = plan.kron[replicas] = _kron_rows(dense, replicas)
             return (wide @ x.view(n * replicas, k)).view(n, replicas * k)
-        parts = x.view(n, replicas, k).transpose(0, 1).contiguous()  # (R, n, k)
+        # each replica's (n, k) block starts on a 64-byte boundary, as a fresh tensor does:
+        # a BLAS product into an output at another offset may round differently (measured:
+        # torus(3x3), k = 3, an output 216 bytes in)
+        parts = _aligned_blocks(replicas, n, k, x)
+        parts.copy_(x.view(n, replicas, k).transpose(0, 1))  # (R, n, k)
         if dense.layout == torch.strided:
-            per = torch.empty_like(parts)
+            per = _aligned_blocks(replicas, n, k, x)
             for r in range(replicas):
                 torch.mm(dense, parts[r], out=per[r])
         else:
@@ -335,6 +339,19 @@ class ReplicatedCommunicator(BaseTransport):
 
     def __repr__(self) -> str:
         return f"ReplicatedCommunicator({self.inner!r}, replicas={self.replicas})"
+
+
+_ALIGN = 64  # bytes: where a fresh tensor of the CPU allocator starts
+
+
+def _aligned_blocks(count: int, n: int, k: int, like: torch.Tensor) -> torch.Tensor:
+    """An empty ``(count, n, k)`` view whose every ``(n, k)`` block is contiguous and starts
+    on a 64-byte boundary (blocks padded to a multiple of 64 bytes)."""
+    per = max(1, _ALIGN // like.element_size())
+    stride = -(-(n * k) // per) * per
+    flat = torch.empty(count * stride + per, dtype=like.dtype, device=like.device)
+    skip = (-flat.data_ptr() % _ALIGN) // like.element_size()
+    return flat[skip : skip + count * stride].view(count, stride)[:, : n * k].view(count, n, k)
 
 
 def _kron_rows(w: torch.Tensor, replicas: int) -> torch.Tensor:
