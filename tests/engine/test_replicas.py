@@ -31,11 +31,18 @@ from decent.algorithms import (
     MinibatchSGD,
 )
 from decent.comm import SimCommunicator
-from decent.comm.sim import ReplicatedCommunicator
+from decent.comm.sim import MixedReplicatedCommunicator, ReplicatedCommunicator
 from decent.engine import DivergenceWarning, History, train, train_replicas
 from decent.engine.replicas import ReplicaError
 from decent.tasks import LeastSquares, LogisticPopulation, LogisticRegressionStream, digits, mlp
-from decent.topology import OnePeerExponential, exponential, ring, torus
+from decent.topology import (
+    OnePeerExponential,
+    complete,
+    exponential,
+    random_regular,
+    ring,
+    torus,
+)
 
 N, ROUNDS = 8, 30
 
@@ -59,10 +66,14 @@ def _equal(a: torch.Tensor, b: torch.Tensor, exact: bool) -> None:
 
 
 def _check(algorithms, tasks, seeds, topology, exact=True, **kw):
+    """``topology``: every replica's, or a list of each replica's (replicas on one graph
+    share its communicator)."""
+    topologies = topology if isinstance(topology, list) else [topology] * len(algorithms)
+    comms = {id(t): SimCommunicator(t) for t in topologies}
     batched = train_replicas(
         algorithms,
         tasks,
-        SimCommunicator(topology),
+        [comms[id(t)] for t in topologies] if isinstance(topology, list) else comms[id(topology)],
         rounds=ROUNDS,
         seeds=seeds,
         eval_every=10,
@@ -70,11 +81,13 @@ def _check(algorithms, tasks, seeds, topology, exact=True, **kw):
         **kw,
     )
     assert len(batched) == len(algorithms)
-    for algo, task, seed, got in zip(algorithms, tasks, seeds, batched, strict=True):
+    for algo, task, seed, topo, got in zip(
+        algorithms, tasks, seeds, topologies, batched, strict=True
+    ):
         alone = train(
             algo,
             task,
-            SimCommunicator(topology),
+            SimCommunicator(topo),
             rounds=ROUNDS,
             seed=seed,
             eval_every=10,
@@ -91,6 +104,8 @@ def _check(algorithms, tasks, seeds, topology, exact=True, **kw):
                 assert mine == theirs
         if exact:
             _same_records(got.records, alone.records)
+        assert got.info is not None and alone.info is not None
+        assert got.info.topology == alone.info.topology == topo.name
     return batched
 
 
@@ -264,3 +279,64 @@ def test_component_tasks_and_output_averages_replica_equals_single_run() -> None
     algorithms = [DATSGD(lr=0.05 / ROUNDS), DATSGD(lr=0.1 / ROUNDS), DATSGD(lr=0.02 / ROUNDS)]
     got = _check(algorithms, tasks, [3, 4, 5], ring(N), averages=("tail", "weighted"))
     assert "eval/subopt@tail" in got[0].records[-1]
+
+
+def _graphs(n: int) -> list[Any]:
+    """Every static graph kind of the scaling studies at ``n`` nodes (kernels: mean for the
+    complete graph, dense or CSR for the others, by size)."""
+    return [ring(n), torus(n), random_regular(n, 4, seed=0), exponential(n), complete(n)]
+
+
+@pytest.mark.parametrize("kind", ["dsgd", "dat_sgd", "gradient_tracking", "minibatch_sgd"])
+def test_replicas_on_different_graphs_equal_their_single_runs(kind: str) -> None:
+    """One batch over every graph of a size, in an interleaved order: each replica's state,
+    output and records (per-node evaluation, consensus distance, its own graph's traffic)
+    equal its single run on its own graph, bit for bit."""
+    cls: Any = ALGORITHMS[kind]
+    scale = 1.0 / ROUNDS if cls.horizon_scaled else 1.0
+    for n, dim in ((16, 5), (144, 3)):  # 144: CSR products; 16: dense and mean
+        ring_, torus_, regular, expo, full = _graphs(n)
+        topologies = [ring_, full, torus_, ring_, regular, expo, full, torus_]
+        lrs = [0.01, 0.05, 0.03, 0.05, 0.02, 0.04, 0.01, 0.05]
+        task = LeastSquares(n, dim=dim, heterogeneity=1.0, hessian_heterogeneity=0.5, batch_size=3)
+        got = _check(
+            [cls(lr=lr * scale) for lr in lrs],
+            [task] * len(lrs),
+            [0, 1, 2, 3, 4, 5, 6, 7],
+            topologies,
+            averages=("tail", "weighted"),
+        )
+        last = got[0].records[-1]
+        assert {"consensus/dist2", "eval/subopt@node_max", "comm/bytes"} <= set(last), sorted(last)
+        if kind != "minibatch_sgd":  # gossip: each graph's own traffic, not a shared count
+            assert got[0].records[-1]["comm/bytes"] != got[1].records[-1]["comm/bytes"]
+
+
+def test_mixed_topology_mixing_is_each_single_mix_bit_for_bit() -> None:
+    for n in (9, 64, 300):
+        graphs = [g for g in _graphs(n) if g.name.split("(")[0] != "torus" or n != 300]
+        order = [graphs[i % len(graphs)] for i in (0, 3, 1, 0, 2, 4, 1)]
+        comms = {id(g): SimCommunicator(g) for g in graphs}
+        comm = MixedReplicatedCommunicator([comms[id(g)] for g in order])
+        for width in (1, 3, 20):
+            x = torch.randn(n * len(order), width, dtype=torch.float64)
+            mixed = comm.mix(x, 1).view(n, len(order), width)
+            mean = comm.all_reduce(x, accounted=False).view(n, len(order), width)
+            for r, g in enumerate(order):
+                rows = x.view(n, len(order), width)[:, r].contiguous()
+                assert torch.equal(mixed[:, r], SimCommunicator(g).mix(rows, 1)), (n, g.name)
+                assert torch.equal(mean[:, r], rows.mean(0).expand(n, width))
+        assert comm.replica_stats(0) is comm.replica_stats(3)  # the same graph: one count
+        alone = SimCommunicator(order[0])
+        for width in (1, 3, 20):
+            alone.mix(torch.zeros(n, width, dtype=torch.float64), 1)
+        assert comm.replica_stats(0).bytes == alone.stats.bytes
+
+
+def test_mixed_topologies_need_static_graphs_of_one_size() -> None:
+    with pytest.raises(ValueError, match="same num_nodes"):
+        MixedReplicatedCommunicator([SimCommunicator(ring(8)), SimCommunicator(ring(9))])
+    with pytest.raises(ValueError, match="time-varying"):
+        MixedReplicatedCommunicator(
+            [SimCommunicator(ring(8)), SimCommunicator(OnePeerExponential(8))]
+        )
