@@ -322,3 +322,33 @@ def test_static_graphs_of_one_size_share_a_replica_key() -> None:
         }
     )
     assert mixes_any_topology(cfg)
+
+
+def test_batches_split_evenly_and_fill_small_graphs() -> None:
+    """A key's runs split into equal batches (never 64 + 2); a streaming task on a small
+    graph fills up to SMALL_VALUES node-dimensions, a large one keeps DEFAULT_REPLICAS."""
+    from decent.config import ExperimentConfig, SweepPoint
+    from decent.run import DEFAULT_REPLICAS, batches
+    from decent.run.sweep import SMALL_VALUES, batch_limit
+
+    def points(n: int, count: int, dim: int = 100) -> list[SweepPoint]:
+        raw = {
+            "study": "split",
+            "rounds": 5,
+            "topology": {"kind": "ring", "num_nodes": n},
+            "algorithm": {"kind": "dsgd", "lr": 0.1},
+            "task": {"kind": "least_squares", "dim": dim},
+        }
+        return [
+            SweepPoint(ExperimentConfig.model_validate({**raw, "seed": s}), {})
+            for s in range(count)
+        ]
+
+    small = points(4, 1500)
+    assert batch_limit(small[0].config) == SMALL_VALUES // 400
+    assert sorted(len(g) for g in batches(small, list(range(1500)), None)) == [750, 750]
+    large = points(4096, 66, dim=3)
+    assert batch_limit(large[0].config) == DEFAULT_REPLICAS
+    assert [len(g) for g in batches(large, list(range(66)), None)] == [33, 33]
+    assert [len(g) for g in batches(large, list(range(66)), 30)] == [22, 22, 22]
+    assert len(batches(large, list(range(66)), 1)) == 66

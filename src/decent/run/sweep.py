@@ -170,23 +170,47 @@ def _run_group(
 def batches(points: list[SweepPoint], pending: list[int], replicas: int | None) -> list[list[int]]:
     """Group the pending points that can share one replica batch (grid order kept).
 
-    Points with one :func:`~decent.run.single.replica_key` (they differ in seed, step size
-    or the task's scalars) form batches of at most ``replicas`` runs; ``replicas = 1``
-    runs every point alone.
+    Points with one :func:`~decent.run.single.replica_key` (they differ in seed, step size,
+    the task's scalars or a static graph) form batches of at most ``replicas`` runs
+    (default :func:`batch_limit`), split into equal parts; ``replicas = 1`` runs every
+    point alone.
     """
-    limit = DEFAULT_REPLICAS if replicas is None else max(1, int(replicas))
     groups: dict[str, list[int]] = {}
     for i in pending:
-        key = replica_key(points[i].config) if limit > 1 else str(i)
+        alone = replicas is not None and int(replicas) <= 1
+        key = str(i) if alone else replica_key(points[i].config)
         groups.setdefault(key, []).append(i)
     out: list[list[int]] = []
     for members in groups.values():
-        out += [members[k : k + limit] for k in range(0, len(members), limit)]
+        limit = batch_limit(points[members[0]].config, replicas)
+        parts = -(-len(members) // limit)
+        size = -(-len(members) // parts)  # 66 runs, limit 64: two batches of 33, not 64 + 2
+        out += [members[k : k + size] for k in range(0, len(members), size)]
     return sorted(out, key=lambda g: g[0])
 
 
 DEFAULT_REPLICAS = 64
-"""Runs per replica batch unless ``replicas`` says otherwise."""
+"""Runs per replica batch unless ``replicas`` says otherwise (or the graph is small)."""
+
+SMALL_VALUES = 1 << 19
+"""Values per state tensor (``num_nodes * replicas * dim``, 4 MB in float64) a batch of a
+streaming task on a small graph may fill beyond :data:`DEFAULT_REPLICAS` runs: its round
+costs little more than the loop's fixed overhead, which a batch pays once for all its
+replicas (the scaling studies' 5 graphs x 11 step sizes x 2 seeds at M <= 64)."""
+
+
+def batch_limit(config: ExperimentConfig, replicas: int | None = None) -> int:
+    """The most runs one replica batch of ``config``'s key holds: ``replicas`` if given,
+    else :data:`DEFAULT_REPLICAS`, or up to ``SMALL_VALUES / (num_nodes dim)`` for a
+    streaming task (e.g. 1310 runs of 4 nodes in 100 dimensions)."""
+    from decent.config._models import STREAMING_TASKS
+
+    if replicas is not None:
+        return max(1, int(replicas))
+    if config.task.kind in STREAMING_TASKS:
+        rows = config.topology.num_nodes * int(getattr(config.task, "dim", 1))
+        return max(DEFAULT_REPLICAS, SMALL_VALUES // rows)
+    return DEFAULT_REPLICAS
 
 
 def _work(config: ExperimentConfig, replicas: int) -> float:
