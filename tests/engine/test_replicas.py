@@ -243,7 +243,9 @@ def test_centralized_methods_reduce_per_replica() -> None:
 
 
 @pytest.mark.parametrize(
-    "topo", [ring(8), torus(9), torus(16), exponential(64), ring(300)], ids=lambda t: t.name
+    "topo",
+    [ring(8), torus(9), torus(16), exponential(64), ring(300), complete(7), complete(1024)],
+    ids=lambda t: t.name,
 )
 @pytest.mark.parametrize("width", [1, 3, 20])
 @pytest.mark.parametrize("replicas", [2, 5])
@@ -340,3 +342,26 @@ def test_mixed_topologies_need_static_graphs_of_one_size() -> None:
         MixedReplicatedCommunicator(
             [SimCommunicator(ring(8)), SimCommunicator(OnePeerExponential(8))]
         )
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_replicated_means_are_each_single_mean_bit_for_bit(threads: int) -> None:
+    """The exact average (W = J) and the mean all-reduce of R replicas reduce one
+    (R, n, k) copy at once; every replica's mean equals its single run's, bit for bit."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n, k, r in ((2, 1, 3), (4, 100, 22), (64, 200, 7), (1024, 3, 5), (4096, 100, 2)):
+            x = torch.randn(
+                n * r, k, dtype=torch.float64, generator=torch.Generator().manual_seed(n)
+            )
+            comm = ReplicatedCommunicator(SimCommunicator(complete(n)), replicas=r)
+            mixed, mean = comm.mix(x, 1), comm.all_reduce(x, accounted=False)
+            for i in range(r):
+                rows = comm.replica_rows(x, i).contiguous()
+                assert torch.equal(
+                    comm.replica_rows(mixed, i), SimCommunicator(complete(n)).mix(rows, 1)
+                )
+                assert torch.equal(comm.replica_rows(mean, i), rows.mean(dim=0).expand(n, k))
+    finally:
+        torch.set_num_threads(saved)

@@ -324,31 +324,41 @@ def test_static_graphs_of_one_size_share_a_replica_key() -> None:
     assert mixes_any_topology(cfg)
 
 
-def test_batches_split_evenly_and_fill_small_graphs() -> None:
-    """A key's runs split into equal batches (never 64 + 2); a streaming task on a small
-    graph fills up to SMALL_VALUES node-dimensions, a large one keeps DEFAULT_REPLICAS."""
+def test_batches_split_evenly_and_share_small_graphs() -> None:
+    """A key's runs split into equal batches (never 64 + 2); runs on different graphs share
+    a batch only where it makes fewer batches of a small state (SMALL_VALUES)."""
     from decent.config import ExperimentConfig, SweepPoint
-    from decent.run import DEFAULT_REPLICAS, batches
-    from decent.run.sweep import SMALL_VALUES, batch_limit
+    from decent.run import batches
+    from decent.run.sweep import SMALL_VALUES, shared_size
 
-    def points(n: int, count: int, dim: int = 100) -> list[SweepPoint]:
-        raw = {
-            "study": "split",
-            "rounds": 5,
-            "topology": {"kind": "ring", "num_nodes": n},
-            "algorithm": {"kind": "dsgd", "lr": 0.1},
-            "task": {"kind": "least_squares", "dim": dim},
-        }
+    def points(n: int, count: int, kinds: tuple[str, ...] = ("ring",)) -> list[SweepPoint]:
         return [
-            SweepPoint(ExperimentConfig.model_validate({**raw, "seed": s}), {})
+            SweepPoint(
+                ExperimentConfig.model_validate(
+                    {
+                        "study": "split",
+                        "seed": s,
+                        "rounds": 5,
+                        "topology": {"kind": kind, "num_nodes": n},
+                        "algorithm": {"kind": "dsgd", "lr": 0.1},
+                        "task": {"kind": "least_squares", "dim": 100},
+                    }
+                ),
+                {},
+            )
+            for kind in kinds
             for s in range(count)
         ]
 
-    small = points(4, 1500)
-    assert batch_limit(small[0].config) == SMALL_VALUES // 400
-    assert sorted(len(g) for g in batches(small, list(range(1500)), None)) == [750, 750]
-    large = points(4096, 66, dim=3)
-    assert batch_limit(large[0].config) == DEFAULT_REPLICAS
-    assert [len(g) for g in batches(large, list(range(66)), None)] == [33, 33]
-    assert [len(g) for g in batches(large, list(range(66)), 30)] == [22, 22, 22]
-    assert len(batches(large, list(range(66)), 1)) == 66
+    def sizes(pts: list[SweepPoint], replicas: int | None = None) -> list[int]:
+        return [len(g) for g in batches(pts, list(range(len(pts))), replicas)]
+
+    assert sizes(points(4096, 66)) == [33, 33]
+    assert sizes(points(4096, 66), 30) == [22, 22, 22]
+    assert len(sizes(points(4096, 66), 1)) == 66
+    three = ("ring", "exponential", "complete")
+    assert shared_size(points(4, 1)[0].config) == SMALL_VALUES // 400
+    assert sizes(points(4, 22, three)) == [66]  # one batch of three graphs
+    groups = batches(points(16, 22, (*three, "torus")), list(range(88)), None)
+    assert [len(g) for g in groups] == [30, 30, 28]  # 40 x 16 x 100 values at most: 3, not 4
+    assert sizes(points(64, 22, three)) == [22, 22, 22]  # too big to share: one per graph
