@@ -31,11 +31,18 @@ from decent.algorithms import (
     MinibatchSGD,
 )
 from decent.comm import SimCommunicator
-from decent.comm.sim import ReplicatedCommunicator
+from decent.comm.sim import MixedReplicatedCommunicator, ReplicatedCommunicator
 from decent.engine import DivergenceWarning, History, train, train_replicas
 from decent.engine.replicas import ReplicaError
 from decent.tasks import LeastSquares, LogisticPopulation, LogisticRegressionStream, digits, mlp
-from decent.topology import OnePeerExponential, exponential, ring, torus
+from decent.topology import (
+    OnePeerExponential,
+    complete,
+    exponential,
+    random_regular,
+    ring,
+    torus,
+)
 
 N, ROUNDS = 8, 30
 
@@ -59,10 +66,14 @@ def _equal(a: torch.Tensor, b: torch.Tensor, exact: bool) -> None:
 
 
 def _check(algorithms, tasks, seeds, topology, exact=True, **kw):
+    """``topology``: every replica's, or a list of each replica's (replicas on one graph
+    share its communicator)."""
+    topologies = topology if isinstance(topology, list) else [topology] * len(algorithms)
+    comms = {id(t): SimCommunicator(t) for t in topologies}
     batched = train_replicas(
         algorithms,
         tasks,
-        SimCommunicator(topology),
+        [comms[id(t)] for t in topologies] if isinstance(topology, list) else comms[id(topology)],
         rounds=ROUNDS,
         seeds=seeds,
         eval_every=10,
@@ -70,11 +81,13 @@ def _check(algorithms, tasks, seeds, topology, exact=True, **kw):
         **kw,
     )
     assert len(batched) == len(algorithms)
-    for algo, task, seed, got in zip(algorithms, tasks, seeds, batched, strict=True):
+    for algo, task, seed, topo, got in zip(
+        algorithms, tasks, seeds, topologies, batched, strict=True
+    ):
         alone = train(
             algo,
             task,
-            SimCommunicator(topology),
+            SimCommunicator(topo),
             rounds=ROUNDS,
             seed=seed,
             eval_every=10,
@@ -91,6 +104,8 @@ def _check(algorithms, tasks, seeds, topology, exact=True, **kw):
                 assert mine == theirs
         if exact:
             _same_records(got.records, alone.records)
+        assert got.info is not None and alone.info is not None
+        assert got.info.topology == alone.info.topology == topo.name
     return batched
 
 
@@ -228,14 +243,17 @@ def test_centralized_methods_reduce_per_replica() -> None:
 
 
 @pytest.mark.parametrize(
-    "topo", [ring(8), torus(16), exponential(64), ring(300)], ids=lambda t: t.name
+    "topo",
+    [ring(8), torus(9), torus(16), exponential(64), ring(300), complete(7), complete(1024)],
+    ids=lambda t: t.name,
 )
 @pytest.mark.parametrize("width", [1, 3, 20])
 @pytest.mark.parametrize("replicas", [2, 5])
 def test_replicated_mixing_is_each_single_mix_bit_for_bit(topo, width, replicas) -> None:
     """Dense BLAS products are not column-invariant (nor is bmm the same kernel as mm): a
-    stacked ``W @ x`` may differ from a replica's own product in the last bit. The
-    replicated mix must not, on any kernel (dense for small graphs, CSR for large)."""
+    stacked ``W @ x`` may differ from a replica's own product in the last bit, and so may a
+    product written at an offset not 64-byte aligned (torus(3x3), width 3). The replicated
+    mix must not, on any kernel (dense for small graphs, CSR for large)."""
     n = topo.num_nodes
     comm = ReplicatedCommunicator(SimCommunicator(topo), replicas=replicas)
     gen = torch.Generator().manual_seed(width)
@@ -263,3 +281,87 @@ def test_component_tasks_and_output_averages_replica_equals_single_run() -> None
     algorithms = [DATSGD(lr=0.05 / ROUNDS), DATSGD(lr=0.1 / ROUNDS), DATSGD(lr=0.02 / ROUNDS)]
     got = _check(algorithms, tasks, [3, 4, 5], ring(N), averages=("tail", "weighted"))
     assert "eval/subopt@tail" in got[0].records[-1]
+
+
+def _graphs(n: int) -> list[Any]:
+    """Every static graph kind of the scaling studies at ``n`` nodes (kernels: mean for the
+    complete graph, dense or CSR for the others, by size)."""
+    return [ring(n), torus(n), random_regular(n, 4, seed=0), exponential(n), complete(n)]
+
+
+@pytest.mark.parametrize("kind", ["dsgd", "dat_sgd", "gradient_tracking", "minibatch_sgd"])
+def test_replicas_on_different_graphs_equal_their_single_runs(kind: str) -> None:
+    """One batch over every graph of a size, in an interleaved order: each replica's state,
+    output and records (per-node evaluation, consensus distance, its own graph's traffic)
+    equal its single run on its own graph, bit for bit."""
+    cls: Any = ALGORITHMS[kind]
+    scale = 1.0 / ROUNDS if cls.horizon_scaled else 1.0
+    for n, dim in ((16, 5), (144, 3)):  # 144: CSR products; 16: dense and mean
+        ring_, torus_, regular, expo, full = _graphs(n)
+        topologies = [ring_, full, torus_, ring_, regular, expo, full, torus_]
+        lrs = [0.01, 0.05, 0.03, 0.05, 0.02, 0.04, 0.01, 0.05]
+        task = LeastSquares(n, dim=dim, heterogeneity=1.0, hessian_heterogeneity=0.5, batch_size=3)
+        got = _check(
+            [cls(lr=lr * scale) for lr in lrs],
+            [task] * len(lrs),
+            [0, 1, 2, 3, 4, 5, 6, 7],
+            topologies,
+            averages=("tail", "weighted"),
+        )
+        last = got[0].records[-1]
+        assert {"consensus/dist2", "eval/subopt@node_max", "comm/bytes"} <= set(last), sorted(last)
+        if kind != "minibatch_sgd":  # gossip: each graph's own traffic, not a shared count
+            assert got[0].records[-1]["comm/bytes"] != got[1].records[-1]["comm/bytes"]
+
+
+def test_mixed_topology_mixing_is_each_single_mix_bit_for_bit() -> None:
+    for n in (9, 64, 300):
+        graphs = [g for g in _graphs(n) if g.name.split("(")[0] != "torus" or n != 300]
+        order = [graphs[i % len(graphs)] for i in (0, 3, 1, 0, 2, 4, 1)]
+        comms = {id(g): SimCommunicator(g) for g in graphs}
+        comm = MixedReplicatedCommunicator([comms[id(g)] for g in order])
+        for width in (1, 3, 20):
+            x = torch.randn(n * len(order), width, dtype=torch.float64)
+            mixed = comm.mix(x, 1).view(n, len(order), width)
+            mean = comm.all_reduce(x, accounted=False).view(n, len(order), width)
+            for r, g in enumerate(order):
+                rows = x.view(n, len(order), width)[:, r].contiguous()
+                assert torch.equal(mixed[:, r], SimCommunicator(g).mix(rows, 1)), (n, g.name)
+                assert torch.equal(mean[:, r], rows.mean(0).expand(n, width))
+        assert comm.replica_stats(0) is comm.replica_stats(3)  # the same graph: one count
+        alone = SimCommunicator(order[0])
+        for width in (1, 3, 20):
+            alone.mix(torch.zeros(n, width, dtype=torch.float64), 1)
+        assert comm.replica_stats(0).bytes == alone.stats.bytes
+
+
+def test_mixed_topologies_need_static_graphs_of_one_size() -> None:
+    with pytest.raises(ValueError, match="same num_nodes"):
+        MixedReplicatedCommunicator([SimCommunicator(ring(8)), SimCommunicator(ring(9))])
+    with pytest.raises(ValueError, match="time-varying"):
+        MixedReplicatedCommunicator(
+            [SimCommunicator(ring(8)), SimCommunicator(OnePeerExponential(8))]
+        )
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_replicated_means_are_each_single_mean_bit_for_bit(threads: int) -> None:
+    """The exact average (W = J) and the mean all-reduce of R replicas reduce one
+    (R, n, k) copy at once; every replica's mean equals its single run's, bit for bit."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n, k, r in ((2, 1, 3), (4, 100, 22), (64, 200, 7), (1024, 3, 5), (4096, 100, 2)):
+            x = torch.randn(
+                n * r, k, dtype=torch.float64, generator=torch.Generator().manual_seed(n)
+            )
+            comm = ReplicatedCommunicator(SimCommunicator(complete(n)), replicas=r)
+            mixed, mean = comm.mix(x, 1), comm.all_reduce(x, accounted=False)
+            for i in range(r):
+                rows = comm.replica_rows(x, i).contiguous()
+                assert torch.equal(
+                    comm.replica_rows(mixed, i), SimCommunicator(complete(n)).mix(rows, 1)
+                )
+                assert torch.equal(comm.replica_rows(mean, i), rows.mean(dim=0).expand(n, k))
+    finally:
+        torch.set_num_threads(saved)

@@ -202,23 +202,26 @@ seeds = [0, 1, 2]
 [sweep.grid]
 "algorithm.lr" = [0.02, 0.05]
 "task.heterogeneity" = [0.0, 1.0]
-"topology.kind" = ["ring", "complete"]
+"topology.kind" = ["ring", "complete", "random_matching"]
 """
 
 
 def test_a_replica_batched_sweep_stores_what_separate_runs_store(small_config, tmp_path):
-    """24 points in 2 batches (one per topology) give the 24 runs of 24 separate processes."""
+    """36 points in 2 batches (the two static graphs share one, the time-varying one has its
+    own) give the 36 runs of 36 separate processes."""
     from decent.run import batches
     from decent.run.single import replica_key
 
     cfg = load_config(small_config("batch", BATCH_GRID, rounds=30, eval_every=10))
     points = expand(cfg)
     groups = batches(points, list(range(len(points))), None)
-    assert sorted(len(g) for g in groups) == [12, 12]
+    assert sorted(len(g) for g in groups) == [12, 24]
     assert len({replica_key(points[g[0]].config) for g in groups}) == 2
+    mixed = next(g for g in groups if len(g) == 24)
+    assert {points[i].config.topology.kind for i in mixed} == {"ring", "complete"}
     batched = run_sweep(cfg, tmp_path / "b", workers=1, progress=False)
     alone = run_sweep(cfg, tmp_path / "a", workers=1, progress=False, replicas=1)
-    assert batched.count("finished") == alone.count("finished") == 24
+    assert batched.count("finished") == alone.count("finished") == 36
     with Store(tmp_path / "b", readonly=True) as b, Store(tmp_path / "a", readonly=True) as a:
         rb, ra = b.records("batch"), a.records("batch")
         assert sorted(b.runs("batch")["run_id"]) == sorted(a.runs("batch")["run_id"])
@@ -232,7 +235,7 @@ def test_a_replica_batched_sweep_stores_what_separate_runs_store(small_config, t
     assert (left == right).all()  # every recorded metric, bit for bit
     # a rerun skips every replica
     again = run_sweep(cfg, tmp_path / "b", workers=1, progress=False)
-    assert again.count("skipped") == 24
+    assert again.count("skipped") == 36
 
 
 @pytest.mark.slow
@@ -283,3 +286,79 @@ def test_workers_keep_the_warnings_the_caller_ignores(ignore, tmp_path, capfd) -
         summary = run_points(configs, tmp_path, workers=2, progress=False, replicas=1)
     assert summary.ok
     assert ("TaskWarning" in capfd.readouterr().err) is not ignore
+
+
+def test_static_graphs_of_one_size_share_a_replica_key() -> None:
+    """Plain gossip on static graphs of one size may share a batch; Chebyshev gossip,
+    time-varying graphs, compressed methods and other sizes keep one graph per batch."""
+    from decent.config import ExperimentConfig
+    from decent.run.single import mixes_any_topology, replica_key
+
+    def key(kind: str, n: int = 16, method: str = "dsgd", **extra: object) -> str:
+        raw = {
+            "study": "keys",
+            "rounds": 5,
+            "topology": {"kind": kind, "num_nodes": n},
+            "algorithm": {"kind": method, "lr": 0.1},
+            "task": {"kind": "least_squares", "dim": 3},
+            **extra,
+        }
+        return replica_key(ExperimentConfig.model_validate(raw))
+
+    static = {key(k) for k in ("ring", "torus", "exponential", "complete")}
+    assert len(static) == 1
+    assert key("ring", 32) not in static
+    assert key("one_peer_exponential") not in static
+    assert key("ring", chebyshev_steps=2) != key("torus", chebyshev_steps=2)
+    assert key("ring", method="choco_sgd") != key("torus", method="choco_sgd")
+    assert key("ring", method="dat_sgd") == key("complete", method="dat_sgd")
+    cfg = ExperimentConfig.model_validate(
+        {
+            "study": "keys",
+            "rounds": 5,
+            "topology": {"kind": "ring", "num_nodes": 8},
+            "algorithm": {"kind": "dsgd", "lr": 0.1},
+            "task": {"kind": "least_squares", "dim": 3},
+        }
+    )
+    assert mixes_any_topology(cfg)
+
+
+def test_batches_split_evenly_and_share_small_graphs() -> None:
+    """A key's runs split into equal batches (never 64 + 2); runs on different graphs share
+    a batch only where it makes fewer batches of a small state (SMALL_VALUES)."""
+    from decent.config import ExperimentConfig, SweepPoint
+    from decent.run import batches
+    from decent.run.sweep import SMALL_VALUES, shared_size
+
+    def points(n: int, count: int, kinds: tuple[str, ...] = ("ring",)) -> list[SweepPoint]:
+        return [
+            SweepPoint(
+                ExperimentConfig.model_validate(
+                    {
+                        "study": "split",
+                        "seed": s,
+                        "rounds": 5,
+                        "topology": {"kind": kind, "num_nodes": n},
+                        "algorithm": {"kind": "dsgd", "lr": 0.1},
+                        "task": {"kind": "least_squares", "dim": 100},
+                    }
+                ),
+                {},
+            )
+            for kind in kinds
+            for s in range(count)
+        ]
+
+    def sizes(pts: list[SweepPoint], replicas: int | None = None) -> list[int]:
+        return [len(g) for g in batches(pts, list(range(len(pts))), replicas)]
+
+    assert sizes(points(4096, 66)) == [33, 33]
+    assert sizes(points(4096, 66), 30) == [22, 22, 22]
+    assert len(sizes(points(4096, 66), 1)) == 66
+    three = ("ring", "exponential", "complete")
+    assert shared_size(points(4, 1)[0].config) == SMALL_VALUES // 400
+    assert sizes(points(4, 22, three)) == [66]  # one batch of three graphs
+    groups = batches(points(16, 22, (*three, "torus")), list(range(88)), None)
+    assert [len(g) for g in groups] == [30, 30, 28]  # 40 x 16 x 100 values at most: 3, not 4
+    assert sizes(points(64, 22, three)) == [22, 22, 22]  # too big to share: one per graph

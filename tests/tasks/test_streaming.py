@@ -307,3 +307,27 @@ def test_samples_made_per_chunk_of_rounds_equal_the_per_round_samples(
         raw = task._raw(torch.arange(n), t, 4)
         ra, ry = streaming._ls_batch(raw, *task._row_params(torch.arange(n)), b, 5)
         assert torch.equal(a, ra) and torch.equal(y, ry), t
+
+
+def test_the_problem_is_built_once_and_never_written() -> None:
+    """Tasks with the same problem share its tensors (a scaling study builds the same
+    K-component problem for every n and batch); training and evaluating on them leaves the
+    shared tensors equal to a fresh build."""
+    from decent import train
+    from decent.algorithms import DATSGD
+    from decent.comm import SimCommunicator
+    from decent.tasks import streaming
+    from decent.topology import ring
+
+    args = {"dim": 6, "heterogeneity": 1.0, "hessian_heterogeneity": 0.5, "components": 32}
+    a, b = LeastSquares(4, **args), LeastSquares(8, **args, noise=0.1, batch_size=3)
+    assert a.node_sigma is b.node_sigma and a.local_optima is b.local_optima
+    assert LeastSquares(8, **{**args, "seed": 1}).node_sigma is not a.node_sigma
+    for task in (a, b, LeastSquares(8, dim=6, heterogeneity=1.0)):
+        train(DATSGD(lr=0.01), task, SimCommunicator(ring(task.num_nodes)), rounds=5, seed=0)
+    streaming._ls_problem.cache_clear()
+    fresh = LeastSquares(8, **args, noise=0.1, batch_size=3)
+    assert fresh.node_sigma is not b.node_sigma
+    for name in ("sigma_diag", "node_sigma", "local_optima", "x_star", "_sqrt_rows", "_xstar64"):
+        assert torch.equal(getattr(fresh, name), getattr(b, name)), name
+    assert fresh.optimum == b.optimum

@@ -8,6 +8,7 @@ a mean and a broadcast for the exact average ``W = J``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -209,9 +210,13 @@ class SimCommunicator(BaseTransport):
             if wide is None:
                 wide = plan.kron[replicas] = _kron_rows(dense, replicas)
             return (wide @ x.view(n * replicas, k)).view(n, replicas * k)
-        parts = x.view(n, replicas, k).transpose(0, 1).contiguous()  # (R, n, k)
+        # each replica's (n, k) block starts on a 64-byte boundary, as a fresh tensor does:
+        # a BLAS product into an output at another offset may round differently (measured:
+        # torus(3x3), k = 3, an output 216 bytes in)
+        parts = _aligned_blocks(replicas, n, k, x)
+        parts.copy_(x.view(n, replicas, k).transpose(0, 1))  # (R, n, k)
         if dense.layout == torch.strided:
-            per = torch.empty_like(parts)
+            per = _aligned_blocks(replicas, n, k, x)
             for r in range(replicas):
                 torch.mm(dense, parts[r], out=per[r])
         else:
@@ -305,9 +310,8 @@ class ReplicatedCommunicator(BaseTransport):
             self.stats.add_gossip(plan.matrix.out_degree, nbytes)
         if n == 1:  # W = [[1]]: every replica's row is its own average, exactly
             return x.clone()
-        if plan.kind == "mean":  # the exact average: per replica, summed as a single run sums
-            parts = [self.replica_rows(x, r).contiguous() for r in range(self.replicas)]
-            means = torch.stack([p.mean(dim=0) for p in parts]).view(1, self.replicas * k)
+        if plan.kind == "mean":  # the exact average, per replica as a single run sums it
+            means = _block_means(x, n, self.replicas).view(1, self.replicas * k)
             return means.expand(n, self.replicas * k).reshape(self.rows, k)
         mixed = self.inner.apply_plan(plan, x.view(n, self.replicas * k), self.replicas)
         return mixed.view(self.rows, k)
@@ -325,8 +329,12 @@ class ReplicatedCommunicator(BaseTransport):
             return x.clone()
         # each replica's reduction on its own contiguous rows: the single run's kernel on
         # the single run's shape, so the sums come out in the same order, bit for bit
-        parts = [self.replica_rows(x, i).contiguous() for i in range(r)]
-        per = torch.stack([p.mean(dim=0) if op == "mean" else reduce_rows(p, op) for p in parts])
+        if op == "mean":
+            per = _block_means(x, n, r)
+        else:
+            per = torch.stack(
+                [reduce_rows(self.replica_rows(x, i).contiguous(), op) for i in range(r)]
+            )
         return per.view(1, r * k).expand(n, r * k).reshape(self.rows, k)
 
     def replica_rows(self, x: NodeTensor, r: int) -> NodeTensor:
@@ -335,6 +343,152 @@ class ReplicatedCommunicator(BaseTransport):
 
     def __repr__(self) -> str:
         return f"ReplicatedCommunicator({self.inner!r}, replicas={self.replicas})"
+
+
+class MixedReplicatedCommunicator:
+    """Mix ``R`` replicas stacked node-major in ``(n * R, k)``, replica ``r`` with its own
+    static topology's ``W`` (``comms[r]``, all of ``n`` nodes).
+
+    Replicas that share a communicator are a group, mixed as
+    :class:`ReplicatedCommunicator` mixes them: gathered to their own node-major
+    ``(n R_g, k)`` rows, mixed with their topology's kernel (mean, dense or CSR, as the
+    single run chooses), scattered back. So replica ``r`` computes bit for bit what its single
+    run on ``comms[r]`` computes, and sees only its own rows. Each group counts its own
+    traffic (:meth:`replica_stats`); a time-varying topology or a wrapped communicator
+    (Chebyshev, a network, Byzantine nodes) runs one topology per batch instead.
+
+    Args:
+        comms: replica ``r``'s simulator communicator, ``R >= 1`` of them; replicas with
+            the same object share a group.
+
+    Raises:
+        ValueError: a communicator that is not a plain :class:`SimCommunicator`, a
+            time-varying topology, or different node counts.
+
+    Example:
+        >>> import torch
+        >>> from decent.topology import complete, ring
+        >>> a, b = SimCommunicator(ring(4)), SimCommunicator(complete(4))
+        >>> comm = MixedReplicatedCommunicator([a, b, a])
+        >>> x = torch.arange(12.0, dtype=torch.float64)[:, None]  # node i, replica r: 3 i + r
+        >>> mixed = comm.mix(x, 1).view(4, 3)
+        >>> torch.equal(mixed[:, 1:2], b.mix(x.view(4, 3)[:, 1:2].contiguous(), 1))
+        True
+    """
+
+    def __init__(self, comms: Sequence[SimCommunicator]) -> None:
+        if not comms:
+            raise ValueError("comms must hold one communicator per replica, got none")
+        for c in comms:
+            if type(c) is not SimCommunicator:
+                raise ValueError(
+                    "replicas with different topologies need plain SimCommunicators, got "
+                    f"{type(c).__name__}; run one topology per batch"
+                )
+            if not getattr(c.topology, "is_static", False):
+                raise ValueError(
+                    f"replicas with different topologies need static ones, but "
+                    f"{c.topology.name} is time-varying; run one topology per batch"
+                )
+        n = comms[0].num_nodes
+        if any(c.num_nodes != n for c in comms):
+            sizes = sorted({c.num_nodes for c in comms})
+            raise ValueError(f"every replica's topology needs the same num_nodes, got {sizes}")
+        self.comms = list(comms)
+        self.replicas = len(comms)
+        self.num_nodes = n
+        self.node_ids = comms[0].node_ids
+        members: dict[int, list[int]] = {}
+        for r, c in enumerate(comms):
+            members.setdefault(id(c), []).append(r)
+        self._groups = [
+            (
+                torch.tensor(idx, device=self.node_ids.device),
+                ReplicatedCommunicator(comms[idx[0]], len(idx)),
+            )
+            for idx in members.values()
+        ]
+        self._of = [0] * self.replicas
+        for g, idx in enumerate(members.values()):
+            for r in idx:
+                self._of[r] = g
+
+    @property
+    def stats(self) -> CommStats:
+        """The first replica's accounting (each replica's: :meth:`replica_stats`)."""
+        return self.replica_stats(0)
+
+    def replica_stats(self, r: int) -> CommStats:
+        """Replica ``r``'s accounting: its group's, one replica's traffic on its topology."""
+        return self._groups[self._of[r]][1].stats
+
+    @property
+    def rows(self) -> int:
+        """``n * R``, the rows of every stacked node tensor."""
+        return self.num_nodes * self.replicas
+
+    def _each(
+        self, x: NodeTensor, apply: Callable[[ReplicatedCommunicator, NodeTensor], NodeTensor]
+    ) -> NodeTensor:
+        if x.ndim != 2 or x.shape[0] != self.rows:
+            raise ValueError(
+                f"mix expects a (num_nodes * replicas, k) = ({self.rows}, k) tensor, "
+                f"got {tuple(x.shape)}"
+            )
+        n, r, k = self.num_nodes, self.replicas, x.shape[1]
+        stacked = x.view(n, r, k)
+        out = torch.empty_like(stacked)
+        for idx, group in self._groups:
+            rows = stacked.index_select(1, idx).view(n * idx.numel(), k)
+            out.index_copy_(1, idx, apply(group, rows).view(n, idx.numel(), k))
+        return out.view(self.rows, k)
+
+    def mix(self, x: NodeTensor, t: int) -> NodeTensor:
+        """Every replica's ``W^(r) @ x_r``, one product per topology; counts each group's round."""
+        return self._each(x, lambda group, rows: group.mix(rows, t))
+
+    def all_reduce(
+        self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
+    ) -> torch.Tensor:
+        """Each replica's reduction over its nodes, broadcast back to its rows ``(n * R, k)``."""
+        return self._each(x, lambda group, rows: group.all_reduce(rows, op, accounted=accounted))
+
+    def metrics(self) -> dict[str, float]:
+        """Nothing beyond the accounting."""
+        return {}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        names = [self.comms[int(idx[0])].topology.name for idx, _ in self._groups]
+        return f"MixedReplicatedCommunicator({names}, n={self.num_nodes}, replicas={self.replicas})"
+
+
+def _block_means(x: NodeTensor, n: int, replicas: int) -> torch.Tensor:
+    """``(R, k)`` each replica's mean over its ``n`` node-major rows of ``x`` ``(n R, k)``.
+
+    The rows go to one ``(R, n, k)`` copy whose ``mean(dim=1)`` reduces every ``(n, k)``
+    block as ``x_r.mean(dim=0)`` reduces it alone, in the same order (the kernel splits
+    work over the outputs, never along a column: checked bit for bit on 1 and 2 threads
+    for n up to 4096 and k up to 200, ``tests/engine/test_replicas.py``), in 2 kernels
+    instead of 2 per replica.
+    """
+    k = x.shape[1]
+    return x.view(n, replicas, k).transpose(0, 1).contiguous().mean(dim=1)
+
+
+_ALIGN = 64  # bytes: where a fresh tensor of the CPU allocator starts
+
+
+def _aligned_blocks(count: int, n: int, k: int, like: torch.Tensor) -> torch.Tensor:
+    """An empty ``(count, n, k)`` view whose every ``(n, k)`` block is contiguous and starts
+    on a 64-byte boundary (blocks padded to a multiple of 64 bytes)."""
+    per = max(1, _ALIGN // like.element_size())
+    stride = -(-(n * k) // per) * per
+    flat = torch.empty(count * stride + per, dtype=like.dtype, device=like.device)
+    skip = (-flat.data_ptr() % _ALIGN) // like.element_size()
+    return flat[skip : skip + count * stride].view(count, stride)[:, : n * k].view(count, n, k)
 
 
 def _kron_rows(w: torch.Tensor, replicas: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from decent import _threads
 from decent.algorithms.base import Algorithm, static_violation
 from decent.comm.base import Clocked, Communicator, Replicable, Topological
+from decent.comm.sim import MixedReplicatedCommunicator
 from decent.engine import replicas
 from decent.engine.callbacks import Callback
 from decent.engine.oracle import GradientOracle
@@ -170,7 +171,7 @@ def train(
 def train_replicas(
     algorithms: Sequence[Algorithm[Any]],
     tasks: Sequence[Task],
-    comm: Communicator,
+    comm: Communicator | Sequence[Communicator],
     *,
     rounds: int,
     seeds: Sequence[int],
@@ -199,8 +200,13 @@ def train_replicas(
     replica is recorded as diverged and stopped (step size 0, state zeroed), the others go
     on. With ``R > 1``, ``comm`` must be the simulator's (one replica's network).
 
+    ``comm`` may also be a list, replica ``r``'s communicator: replicas may then run on
+    different static topologies with the same number of nodes (plain simulator
+    communicators, see :class:`~decent.comm.sim.MixedReplicatedCommunicator`), each mixed,
+    accounted and named with its own.
+
     Args: as :func:`train`, with one entry per replica in ``algorithms``, ``tasks``,
-    ``seeds``, ``callbacks`` and ``x0s``.
+    ``seeds``, ``callbacks`` and ``x0s`` (and ``comm``, optionally).
 
     Returns:
         One :class:`RunResult` per replica, in order.
@@ -212,13 +218,17 @@ def train_replicas(
         _require(algo, "algorithm", ("init", "query", "update", "output", "name"), _ALGORITHM)
     for task in tasks:
         _require(task, "task", ("sample", "dim", "num_nodes", "dtype"), _TASK)
-    _require(comm, "comm", ("mix", "all_reduce", "node_ids", "num_nodes"), _COMM)
     R = len(algorithms)
-    if R < 1 or len(tasks) != R or len(seeds) != R:
+    comms = list(comm) if isinstance(comm, Sequence) else [comm] * R
+    for c in comms:
+        _require(c, "comm", ("mix", "all_reduce", "node_ids", "num_nodes"), _COMM)
+    if R < 1 or len(tasks) != R or len(seeds) != R or len(comms) != R:
         raise ValueError(
-            f"a replica batch needs as many tasks and seeds as algorithms, got {R} algorithms, "
-            f"{len(tasks)} tasks, {len(seeds)} seeds"
+            f"a replica batch needs as many tasks, seeds (and comms) as algorithms, got {R} "
+            f"algorithms, {len(tasks)} tasks, {len(seeds)} seeds, {len(comms)} comms"
         )
+    comm = comms[0]
+    mixed = len({id(c) for c in comms}) > 1  # replicas on different topologies
     callbacks = [list(c) for c in callbacks] if callbacks is not None else [[] for _ in tasks]
     x0s = list(x0s) if x0s is not None else [None] * R
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
@@ -244,10 +254,10 @@ def train_replicas(
     for avg in averages:
         if avg not in AVERAGES:
             raise ValueError(f"averages may hold {list(AVERAGES)}, got {avg!r}")
-    for task in tasks:
-        if comm.num_nodes != task.num_nodes:
+    for c, task in zip(comms, tasks, strict=True):
+        if c.num_nodes != task.num_nodes:
             raise ValueError(
-                f"the topology has {comm.num_nodes} nodes but the task was built for "
+                f"the topology has {c.num_nodes} nodes but the task was built for "
                 f"{task.num_nodes}; build both with the same num_nodes"
             )
     nodes = comm.node_ids
@@ -263,11 +273,14 @@ def train_replicas(
     if privacy is not None:  # DP-SGD gradients, and every node's budget at evaluations
         accountant = PrivacyAccountant(privacy, sampling_rates(tasks[0]))
         private = PrivateOracle(tasks[0], privacy, seeds=seeds, nodes=nodes, num_nodes=n)
-    if isinstance(comm, Topological):
-        refused = static_violation(algorithms[0], comm.topology)
-        if refused is not None:
-            raise ValueError(refused)
-    topo_name = topology_name or (comm.topology.name if isinstance(comm, Topological) else "?")
+    for c in {id(c): c for c in comms}.values():
+        if isinstance(c, Topological):
+            refused = static_violation(algorithms[0], c.topology)
+            if refused is not None:
+                raise ValueError(refused)
+    topo_names = [
+        topology_name or (c.topology.name if isinstance(c, Topological) else "?") for c in comms
+    ]
     infos = [
         RunInfo(
             algorithm=algo.name,
@@ -280,21 +293,24 @@ def train_replicas(
             seed=seed,
             objective=objective_of(task),
         )
-        for algo, task, seed in zip(algorithms, tasks, seeds, strict=True)
+        for algo, task, seed, topo_name in zip(algorithms, tasks, seeds, topo_names, strict=True)
     ]
     starts = [_start_rows(task, s, x, nodes) for task, s, x in zip(tasks, seeds, x0s, strict=True)]
     sample = replicas.stacked_sampler(tasks, seeds, nodes)  # t -> every row's minibatch
+    loop_comm: Communicator
     if R == 1:
-        algorithm, loop_comm, eval_comm = algorithms[0], comm, comm
+        algorithm, loop_comm = algorithms[0], comm
         state = algorithm.init(starts[0])
     else:
-        if not isinstance(comm, Replicable):
+        if mixed:
+            loop_comm = MixedReplicatedCommunicator(comms)  # type: ignore[arg-type]
+        elif isinstance(comm, Replicable):
+            loop_comm = comm.replicated(R)  # a wrapper (ChebyshevCommunicator) re-wraps its own
+        else:
             raise ValueError(
                 f"a replica batch runs in the simulator: comm must be a SimCommunicator, got "
                 f"{type(comm).__name__}"
             )
-        loop_comm = comm.replicated(R)  # a wrapper (ChebyshevCommunicator) re-wraps its own
-        eval_comm = comm
         algorithm = replicas.replicate(algorithms, n, device=nodes.device)
         state = algorithm.init(replicas.interleave(starts))
 
@@ -334,7 +350,7 @@ def train_replicas(
         nonlocal loss_count
         nodes_too = per_node == "every" or (per_node == "final" and t == rounds)
         output = algorithm.output(state)
-        stats = loop_comm.stats.summary()
+        stats = _replica_summaries(loop_comm, R)
         transport = loop_comm.metrics()  # a simulated network's clock and faults, alive ranks
         loss_sum = loss_rows.view(m, R).mean(dim=0)  # per replica: mean over its rows
         train_loss = (loss_sum / loss_count).tolist() if loss_count and R > 1 else None
@@ -342,11 +358,11 @@ def train_replicas(
         for r in list(active):
             bufs = None if oracle.buffers is None else rows_of(oracle.buffers, r)
             metrics = evaluate(
-                tasks[r], rows_of(output, r), eval_comm, per_node=nodes_too, buffers=bufs
+                tasks[r], rows_of(output, r), comms[r], per_node=nodes_too, buffers=bufs
             )
             for avg, x in means.items():
                 rows = rows_of(x, r).to(tasks[r].dtype)
-                at_avg = evaluate(tasks[r], rows, eval_comm, per_node=False, buffers=bufs)
+                at_avg = evaluate(tasks[r], rows, comms[r], per_node=False, buffers=bufs)
                 for key, at in at_avg.items():
                     if key.startswith("eval/") and key.endswith("@mean"):
                         metrics[key.removesuffix("@mean") + "@" + avg] = at
@@ -360,7 +376,7 @@ def train_replicas(
             metrics["grad_evals"] = float(t * n)
             if accountant is not None:
                 metrics.update(accountant.metrics(t))
-            metrics.update(stats)
+            metrics.update(stats[r])
             metrics.update(transport)
             metrics["time/wall_s"] = time.perf_counter() - start
             records[r].append({"round": float(t), **metrics})
@@ -480,6 +496,23 @@ def train_replicas(
     for r in list(active):
         finish(r, "finished", rounds, None)
     return [res for res in results if res is not None]
+
+
+def _replica_summaries(comm: Communicator, R: int) -> list[dict[str, float]]:
+    """Each replica's traffic metrics: its own topology's with mixed topologies
+    (:meth:`~decent.comm.sim.MixedReplicatedCommunicator.replica_stats`), else the one
+    replica's accounting every replica shares."""
+    if isinstance(comm, MixedReplicatedCommunicator):
+        summaries: dict[int, dict[str, float]] = {}
+        out = []
+        for r in range(R):
+            stats = comm.replica_stats(r)
+            summary = summaries.get(id(stats))
+            if summary is None:
+                summary = summaries[id(stats)] = stats.summary()
+            out.append(summary)
+        return out
+    return [comm.stats.summary()] * R
 
 
 def _pull_rows(tensors: Sequence[Any], joins: Sequence[tuple[int, int]], rows: int) -> None:

@@ -174,6 +174,7 @@ def _train_recorded(
     from decent.engine import train_replicas
 
     comm = experiments[0].comm
+    comms = list({id(e.comm): e.comm for e in experiments}.values())
     single = len(experiments) == 1
     recorders = [
         None
@@ -197,22 +198,27 @@ def _train_recorded(
         if single:
             results = [train_experiment(experiments[0], every[0])]
         else:
+            settings = _settings(experiments[0])
+            if len(comms) > 1:  # replicas on different static topologies: each names its own
+                settings["topology_name"] = None
             results = train_replicas(
                 [e.algorithm for e in experiments],
                 [e.task for e in experiments],
-                comm,
+                [e.comm for e in experiments] if len(comms) > 1 else comm,
                 seeds=[e.config.seed for e in experiments],
                 callbacks=every,
-                **_settings(experiments[0]),
+                **settings,
             )
     except BaseException as err:
         for rec in recorders:
             if rec is not None:
                 rec.abort(err)
-        with contextlib.suppress(Exception):  # the error above is the one to report
-            comm.close()
+        for c in comms:
+            with contextlib.suppress(Exception):  # the error above is the one to report
+                c.close()
         raise
-    comm.close()
+    for c in comms:
+        c.close()
     outcomes = []
     for e, res, label, rec, result in zip(
         experiments, resolved, labels, recorders, results, strict=True
@@ -228,8 +234,9 @@ def replica_key(config: ExperimentConfig) -> str:
     """Runs with equal keys can share one replica batch (:func:`run_batch`).
 
     The key is the resolved config without what replicas may differ in: the training
-    seed, the step size and, for the streaming tasks, every task field but the shapes the
-    task family requires replicas to share (``replica_fields``).
+    seed, the step size, for the streaming tasks every task field but the shapes the
+    task family requires replicas to share (``replica_fields``), and the graph of a static
+    topology (:func:`mixes_any_topology`) but its number of nodes.
     """
     from decent.config._models import STREAMING_TASKS
     from decent.results._canon import canonical_json
@@ -240,6 +247,8 @@ def replica_key(config: ExperimentConfig) -> str:
     for key in ("seed", "name", "study"):
         data.pop(key, None)
     data["algorithm"] = {k: v for k, v in data["algorithm"].items() if k != "lr"}
+    if mixes_any_topology(config):
+        data["topology"] = {"num_nodes": config.topology.num_nodes}
     family: Any = STREAMING_TASKS.get(data["task"]["kind"])
     if family is not None:
         shared = set(family.replica_fields) | {"kind"}
@@ -247,13 +256,42 @@ def replica_key(config: ExperimentConfig) -> str:
     return canonical_json(data)
 
 
+def mixes_any_topology(config: ExperimentConfig) -> bool:
+    """Whether ``config``'s replicas may share a batch with other static graphs of its size.
+
+    True for a built-in static topology kind on the plain simulator (no network, Byzantine
+    nodes, Chebyshev gossip or transforms) with a method that only mixes and reduces (not
+    compressed, not on a network's clock): each replica then mixes with its own ``W``
+    (:class:`~decent.comm.sim.MixedReplicatedCommunicator`).
+    """
+    from typing import get_args
+
+    from decent.algorithms import ALGORITHMS
+    from decent.topology._registry import StaticKind
+
+    if config.network or config.byzantine or config.algorithm.transforms:
+        return False
+    if config.chebyshev_steps > 1 or config.backend != "sim":
+        return False
+    if config.topology.kind not in get_args(StaticKind):
+        return False
+    method = ALGORITHMS.get(config.algorithm.kind)
+    return method is not None and not (
+        getattr(method, "compressed", False) or getattr(method, "needs_clock", False)
+    )
+
+
 def _build_batch(configs: Sequence[ExperimentConfig]) -> list[Experiment]:
-    """Build a replica batch: one topology and communicator, and each distinct task once
-    (a grid of step sizes shares one task; a large one takes a noticeable time to draw)."""
-    from decent.config import build_algorithm, build_task
+    """Build a replica batch: each distinct topology with its communicator and each distinct
+    task once (a grid of step sizes shares one task; a large one takes a noticeable time to
+    draw; replicas on one graph share its communicator, see :func:`mixes_any_topology`)."""
+    from decent.comm import SimCommunicator
+    from decent.config import build_algorithm, build_task, build_topology
+    from decent.config._build import check_mixing, check_static
 
     first = build(configs[0])
     tasks = {(configs[0].task.model_dump_json(), configs[0].dtype): first.task}
+    graphs = {configs[0].topology.model_dump_json(): (first.topology, first.comm)}
     out = [first]
     for c in configs[1:]:
         key = (c.task.model_dump_json(), c.dtype)
@@ -261,7 +299,13 @@ def _build_batch(configs: Sequence[ExperimentConfig]) -> list[Experiment]:
         if task is None:
             task = tasks[key] = build_task(c.task, first.topology.num_nodes, c.dtype)
         algorithm = build_algorithm(c.algorithm, c.rounds)
-        out.append(Experiment(c, first.topology, algorithm, task, first.comm))
+        graph = graphs.get(c.topology.model_dump_json())
+        if graph is None:  # another static graph on the plain simulator: build's checks
+            topology = build_topology(c.topology)
+            check_static(algorithm, topology, c)
+            check_mixing(algorithm, topology, c)
+            graph = graphs[c.topology.model_dump_json()] = (topology, SimCommunicator(topology))
+        out.append(Experiment(c, graph[0], algorithm, task, graph[1]))
     return out
 
 
@@ -289,7 +333,9 @@ def run_batch(
         return [run_config(configs[0], store, label=labels[0], callbacks=extra[0])]
     keys = {replica_key(c) for c in configs}
     if len(keys) != 1:
-        raise ValueError("run_batch needs configs that differ only in seed, lr and task scalars")
+        raise ValueError(
+            "run_batch needs configs that differ only in seed, lr, task scalars and static graph"
+        )
     for c in configs:
         resources.check_config(c)
     experiments = _build_batch(configs)
@@ -305,6 +351,7 @@ def run_batch(
 __all__ = [
     "HEADLINE",
     "RunOutcome",
+    "mixes_any_topology",
     "replica_key",
     "run_batch",
     "run_config",

@@ -15,8 +15,9 @@ engine uses instead of autograd; tests check it against ``vmap(grad(loss))``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import annotated_types as at
 import torch
@@ -276,35 +277,33 @@ class LeastSquares(_Stream):
         n, d = self.num_nodes, self.dim
         kc = n if components is None else components
         self._per_node = kc // n
-        k = torch.arange(d, dtype=torch.float64)
-        if spectrum == "power":
-            lam = (k + 1.0) ** (-self.power)
-        else:
-            lam = self.condition ** (-(k / (d - 1) if d > 1 else k))
-        signs = _balanced_signs(self.seed, _LS_SIGNS, kc, d)
-        node_sigma = lam[None, :] * (1.0 + self.hessian_heterogeneity * signs)  # (K, d)
-        center = _unit_vector(self.seed, _LS_XSTAR, d)
-        u = _centered_directions(self.seed, _LS_HETERO, kc, d, torch.float64)
-        local = center[None, :] + self.heterogeneity * u
-        hess = node_sigma.mean(dim=0)  # = lam up to rounding
-        b = (node_sigma * local).mean(dim=0)
-        x_star = b / hess
-        const = 0.5 * (node_sigma * local.square()).sum(dim=1).mean()
+        problem = _ls_problem(
+            self.seed,
+            kc,
+            d,
+            spectrum,
+            self.power,
+            self.condition,
+            self.hessian_heterogeneity,
+            self.heterogeneity,
+            dtype,
+        )
+        hess, x_star, const = problem.hess, problem.x_star, problem.const
 
-        self.sigma_diag: torch.Tensor = hess.to(dtype)
+        self.sigma_diag: torch.Tensor = problem.sigma_diag
         """``(d,)`` the global Hessian ``H = (1/n) sum_i Sigma_i`` (diagonal)."""
-        self.node_sigma: torch.Tensor = node_sigma.to(dtype)
+        self.node_sigma: torch.Tensor = problem.node_sigma
         """``(K, d)`` each component's feature covariance ``Sigma_c`` (diagonal; ``K = n``
         without ``components``: one per node)."""
-        self.local_optima: torch.Tensor = local.to(dtype)
+        self.local_optima: torch.Tensor = problem.local_optima
         """``(K, d)`` each component's minimizer ``x*_c``."""
-        self.x_star: torch.Tensor = x_star.to(dtype)
+        self.x_star: torch.Tensor = problem.x_star_dtype
         """``(d,)`` minimizer of the global objective."""
         self._hess64, self._xstar64 = hess, x_star
         self._f_star = float(0.5 * self.noise**2 + const - 0.5 * (hess * x_star.square()).sum())
         self.optimum: float | None = self._f_star
         self.eval_size = 0  # evaluation is in closed form
-        self._sqrt_rows = node_sigma.sqrt().to(dtype)  # (K, d)
+        self._sqrt_rows = problem.sqrt_rows  # (K, d)
         self._noise = torch.tensor(self.noise, dtype=dtype)
         self._all_rows: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
@@ -533,6 +532,69 @@ class _LsSamples:
         labels = chunk[..., b * d :]
         labels.copy_(y.view(nt, rows, b))
         return list(zip(a.unbind(0), labels.unbind(0), strict=True))
+
+
+class _LsProblem(NamedTuple):
+    """What a :class:`LeastSquares` problem is, shared read-only by every task built with
+    the same arguments (see :func:`_ls_problem`)."""
+
+    hess: torch.Tensor  # (d,) float64
+    x_star: torch.Tensor  # (d,) float64
+    const: torch.Tensor  # () float64
+    sigma_diag: torch.Tensor  # (d,) dtype
+    node_sigma: torch.Tensor  # (K, d) dtype
+    local_optima: torch.Tensor  # (K, d) dtype
+    x_star_dtype: torch.Tensor  # (d,) dtype
+    sqrt_rows: torch.Tensor  # (K, d) dtype
+
+
+@functools.lru_cache(maxsize=16)
+def _ls_problem(
+    seed: int,
+    components: int,
+    dim: int,
+    spectrum: str,
+    power: float,
+    condition: float,
+    hessian_heterogeneity: float,
+    heterogeneity: float,
+    dtype: torch.dtype,
+) -> _LsProblem:
+    """The covariances, optima and signs of ``K = components`` components, built once per
+    process for each set of arguments.
+
+    A scaling study builds the same ``K``-component problem for every ``n`` dividing ``K``
+    and every replica batch (the draws of ``K = 4096`` signs and directions take ~90 ms);
+    none of it depends on ``n``. The tensors are shared by every task built from them, so
+    nothing may write into them: the tasks only read them (index, multiply into fresh
+    tensors, copy to a device), and ``tests/tasks`` checks that a trained task's problem
+    still equals a fresh build.
+    """
+    d = dim
+    k = torch.arange(d, dtype=torch.float64)
+    if spectrum == "power":
+        lam = (k + 1.0) ** (-power)
+    else:
+        lam = condition ** (-(k / (d - 1) if d > 1 else k))
+    signs = _balanced_signs(seed, _LS_SIGNS, components, d)
+    node_sigma = lam[None, :] * (1.0 + hessian_heterogeneity * signs)  # (K, d)
+    center = _unit_vector(seed, _LS_XSTAR, d)
+    u = _centered_directions(seed, _LS_HETERO, components, d, torch.float64)
+    local = center[None, :] + heterogeneity * u
+    hess = node_sigma.mean(dim=0)  # = lam up to rounding
+    b = (node_sigma * local).mean(dim=0)
+    x_star = b / hess
+    const = 0.5 * (node_sigma * local.square()).sum(dim=1).mean()
+    return _LsProblem(
+        hess=hess,
+        x_star=x_star,
+        const=const,
+        sigma_diag=hess.to(dtype),
+        node_sigma=node_sigma.to(dtype),
+        local_optima=local.to(dtype),
+        x_star_dtype=x_star.to(dtype),
+        sqrt_rows=node_sigma.sqrt().to(dtype),
+    )
 
 
 def _balanced_signs(seed: int, stream: int, n: int, d: int) -> torch.Tensor:
