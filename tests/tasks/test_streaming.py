@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -319,7 +320,12 @@ def test_the_problem_is_built_once_and_never_written() -> None:
     from decent.tasks import streaming
     from decent.topology import ring
 
-    args = {"dim": 6, "heterogeneity": 1.0, "hessian_heterogeneity": 0.5, "components": 32}
+    args: dict[str, Any] = {
+        "dim": 6,
+        "heterogeneity": 1.0,
+        "hessian_heterogeneity": 0.5,
+        "components": 32,
+    }
     a, b = LeastSquares(4, **args), LeastSquares(8, **args, noise=0.1, batch_size=3)
     assert a.node_sigma is b.node_sigma and a.local_optima is b.local_optima
     assert LeastSquares(8, **{**args, "seed": 1}).node_sigma is not a.node_sigma
