@@ -62,13 +62,15 @@ class ExchangePlan:
     """What one rank sends, receives and computes for ``W_t``: ``send[p]`` local row
     positions sent to group rank ``p``, ``recv[p]`` the global ids received from ``p``
     (ascending), and ``out = A @ Z`` with ``Z = [x; recv[p_1]; recv[p_2]; ...]`` (peers
-    ascending) and ``A = weights`` the held rows of ``W_t``, columns renumbered into ``Z``."""
+    ascending) and ``A = weights`` the held rows of ``W_t``, columns renumbered into ``Z``;
+    ``layout`` ``(n,)`` each node's row of ``Z`` (``-1``: neither held nor received)."""
 
     matrix: MixingMatrix
     send: dict[int, np.ndarray]
     recv: dict[int, np.ndarray]
     weights: sp.csr_array  # (m, m + r)
     dense: bool
+    layout: np.ndarray
     _torch: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = field(
         default_factory=dict
     )
@@ -163,6 +165,7 @@ def build_plan(
         recv=recv,
         weights=a,
         dense=m * offset <= dense_limit,
+        layout=col_of,
     )
 
 

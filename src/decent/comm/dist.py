@@ -280,15 +280,7 @@ class DistCommunicator(BaseTransport):
 
     def layout(self, t: int) -> np.ndarray:
         """``(n,)`` each node's row in ``Z = [x; received]`` (``-1``: not here)."""
-        plan = self.plan(t)
-        zpos = np.full(self.num_nodes, -1, dtype=np.int64)
-        zpos[self._my_nodes] = np.arange(self.num_local)
-        offset = self.num_local
-        for p in sorted(plan.recv):
-            got = plan.recv[p]
-            zpos[got] = np.arange(offset, offset + got.size)
-            offset += got.size
-        return zpos
+        return self.plan(t).layout
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True

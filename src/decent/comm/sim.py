@@ -241,7 +241,26 @@ class SimCommunicator(BaseTransport):
         return f"SimCommunicator({self.topology.name}, n={self.num_nodes}, kernel={self.kernel!r})"
 
 
-class ReplicatedCommunicator(BaseTransport):
+class _Stacked(BaseTransport):
+    """``R`` replicas of ``n`` nodes stacked node-major in ``(n * R, k)`` rows."""
+
+    num_nodes: int
+    replicas: int
+
+    @property
+    def rows(self) -> int:
+        """``n * R``, the rows of every stacked node tensor."""
+        return self.num_nodes * self.replicas
+
+    def _check(self, x: NodeTensor, what: str) -> None:
+        if x.ndim != 2 or x.shape[0] != self.rows:
+            raise ValueError(
+                f"{what} expects a (num_nodes * replicas, k) = ({self.rows}, k) tensor, "
+                f"got {tuple(x.shape)}"
+            )
+
+
+class ReplicatedCommunicator(_Stacked):
     """Mix ``R`` replicas of a simulated network, stacked node-major in ``(n * R, k)``.
 
     Row ``i * R + r`` is node ``i`` of replica ``r``, so ``x.view(n, R * k)`` puts every
@@ -272,18 +291,6 @@ class ReplicatedCommunicator(BaseTransport):
         self.num_nodes = inner.num_nodes
         self.node_ids = inner.node_ids
         self.stats = CommStats(num_nodes=self.num_nodes)
-
-    @property
-    def rows(self) -> int:
-        """``n * R``, the rows of every stacked node tensor."""
-        return self.num_nodes * self.replicas
-
-    def _check(self, x: NodeTensor, what: str) -> None:
-        if x.ndim != 2 or x.shape[0] != self.rows:
-            raise ValueError(
-                f"{what} expects a (num_nodes * replicas, k) = ({self.rows}, k) tensor, "
-                f"got {tuple(x.shape)}"
-            )
 
     def mix(self, x: NodeTensor, t: int) -> NodeTensor:
         """Every replica's ``W_t @ x_r`` in one product; counts one replica's gossip round."""
@@ -345,7 +352,7 @@ class ReplicatedCommunicator(BaseTransport):
         return f"ReplicatedCommunicator({self.inner!r}, replicas={self.replicas})"
 
 
-class MixedReplicatedCommunicator:
+class MixedReplicatedCommunicator(_Stacked):
     """Mix ``R`` replicas stacked node-major in ``(n * R, k)``, replica ``r`` with its own
     static topology's ``W`` (``comms[r]``, all of ``n`` nodes).
 
@@ -412,29 +419,16 @@ class MixedReplicatedCommunicator:
         for g, idx in enumerate(members.values()):
             for r in idx:
                 self._of[r] = g
-
-    @property
-    def stats(self) -> CommStats:
-        """The first replica's accounting (each replica's: :meth:`replica_stats`)."""
-        return self.replica_stats(0)
+        self.stats = self.replica_stats(0)  # the first replica's (each one's: replica_stats)
 
     def replica_stats(self, r: int) -> CommStats:
         """Replica ``r``'s accounting: its group's, one replica's traffic on its topology."""
         return self._groups[self._of[r]][1].stats
 
-    @property
-    def rows(self) -> int:
-        """``n * R``, the rows of every stacked node tensor."""
-        return self.num_nodes * self.replicas
-
     def _each(
         self, x: NodeTensor, apply: Callable[[ReplicatedCommunicator, NodeTensor], NodeTensor]
     ) -> NodeTensor:
-        if x.ndim != 2 or x.shape[0] != self.rows:
-            raise ValueError(
-                f"mix expects a (num_nodes * replicas, k) = ({self.rows}, k) tensor, "
-                f"got {tuple(x.shape)}"
-            )
+        self._check(x, "mix")
         n, r, k = self.num_nodes, self.replicas, x.shape[1]
         stacked = x.view(n, r, k)
         out = torch.empty_like(stacked)
@@ -452,13 +446,6 @@ class MixedReplicatedCommunicator:
     ) -> torch.Tensor:
         """Each replica's reduction over its nodes, broadcast back to its rows ``(n * R, k)``."""
         return self._each(x, lambda group, rows: group.all_reduce(rows, op, accounted=accounted))
-
-    def metrics(self) -> dict[str, float]:
-        """Nothing beyond the accounting."""
-        return {}
-
-    def close(self) -> None:
-        """Nothing to release."""
 
     def __repr__(self) -> str:
         names = [self.comms[int(idx[0])].topology.name for idx, _ in self._groups]
