@@ -49,7 +49,7 @@ import annotated_types as at
 import torch
 
 from decent import _stream
-from decent._params import hparam
+from decent._params import check_declared, hparam
 from decent.comm.base import AliveRanks, Exchange, Stale
 
 CompressorKind = Literal["identity", "top_k", "random_k", "qsgd", "sign"]
@@ -204,16 +204,7 @@ class Compressor:
     contractive: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in COMPRESSORS:
-            raise CompressorError(
-                f"compressor must be one of {', '.join(COMPRESSORS)}; got {self.kind!r}"
-            )
-        r = self.ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
-            raise CompressorError(f"ratio must be a number in (0, 1], got {r!r}")
-        b = self.bits
-        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= _MAX_BITS:
-            raise CompressorError(f"bits must be an integer in [1, {_MAX_BITS}], got {b!r}")
+        check_declared(self, "compressor", CompressorError)
 
     @property
     def exact(self) -> bool:
