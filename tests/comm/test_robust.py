@@ -283,14 +283,18 @@ def test_a_time_varying_graph_is_checked_on_each_new_matrix() -> None:
 
 
 def test_bad_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match="attack must be one of sign_flip, noise, alie"):
+    with pytest.raises(ValueError, match=r"byzantine\.attack must be 'sign_flip' or 'noise'"):
         make(ring(4), [0], "flip", "mean")
-    with pytest.raises(ValueError, match="aggregation must be one of mean, trimmed_mean"):
+    with pytest.raises(ValueError, match=r"byzantine\.aggregation must be 'mean' or"):
         make(ring(4), [0], "sign_flip", "krum")
     with pytest.raises(ValueError, match=r"ids must be in 0\.\.3"):
         make(ring(4), [4], "sign_flip", "mean")
-    with pytest.raises(ValueError, match="tau must be > 0"):
+    with pytest.raises(ValueError, match=r"byzantine.tau must be a finite number > 0\.0"):
         make(ring(4), [0], "sign_flip", "clipping", tau=0.0)
+    with pytest.raises(ValueError, match=r"byzantine\.trim must be an integer >= 0"):
+        make(ring(4), [0], "sign_flip", "trimmed_mean", trim=-1)
+    with pytest.raises(ValueError, match=r"byzantine\.sigma must be a finite number >= 0"):
+        make(ring(4), [0], "noise", "mean", sigma=-1.0)
 
 
 # -------------------------------------------------------------------- metrics and config

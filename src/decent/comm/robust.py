@@ -38,7 +38,7 @@ import annotated_types as at
 import numpy as np
 import torch
 
-from decent._params import SEED, SIZE_MAX, Doc
+from decent._params import SEED, SIZE_MAX, Doc, check_value, declared
 from decent._types import NodeTensor
 from decent.comm.base import AliveRanks, Buffers, Combiner, Stale, Transport, period_of
 from decent.topology._matrix import MixingMatrix, Topology
@@ -370,16 +370,9 @@ class RobustCommunicator(Combiner):
         epsilon: Annotated[float, at.Ge(0.0), Doc("Strength of the dissensus attack.")] = 1.0,
         seed: Annotated[int, SEED, Doc("Seed of the noise attack (with t).")] = 0,
     ) -> None:
-        if attack not in ATTACKS:
-            raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}"
-            )
-        if isinstance(trim, bool) or not isinstance(trim, int) or trim < 0:
-            raise ValueError(f"trim must be an integer >= 0, got {trim!r}")
-        if not tau > 0:
-            raise ValueError(f"tau must be > 0, got {tau!r}")
+        given = locals()
+        for p in declared(RobustCommunicator, skip=("inner", "byzantine")):
+            check_value("byzantine", p.name, p.hint, p.rules, given[p.name], ValueError)
         if not isinstance(inner, Transport) or (isinstance(inner, Stale) and inner.staleness):
             raise ValueError(
                 "Byzantine nodes need a synchronous transport: the simulator, or ranks with "
