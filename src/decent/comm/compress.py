@@ -264,7 +264,8 @@ class Compressor:
             u = _stream.uniform(key, _STREAM, t, uniq.to(torch.int64), d, num_nodes)
             return u if uniq.shape[0] == nodes.shape[0] else u[inverse]
 
-        payload: Payload = getattr(self, "_" + self.kind)(v, draw)
+        sparse = self.kind in ("top_k", "random_k")
+        payload: Payload = getattr(self, "_sparse" if sparse else "_" + self.kind)(v, draw)
         return payload
 
     def _identity(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
@@ -277,10 +278,15 @@ class Compressor:
             decode=lambda wire: _from_bytes(wire, dtype),
         )
 
-    def _sparse(self, v: torch.Tensor, idx: torch.Tensor) -> Payload:
+    def _sparse(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
         d = v.shape[1]
         dtype, itype = v.dtype, _index_dtype(d)
-        k = idx.shape[1]
+        k = self.kept(d)
+        # top_k: the largest magnitudes; random_k: k distinct coordinates, uniform over the
+        # subsets of size k, as the k largest of d independent uniforms (ties have
+        # probability ~2^-24 per pair and are broken by index)
+        score = v.abs() if self.kind == "top_k" else draw().to(v.device)
+        idx = score.topk(k, dim=1, sorted=False).indices
         vals = v.gather(1, idx)
         dense = torch.zeros_like(v).scatter_(1, idx, vals)
         vb = k * v.element_size()
@@ -295,20 +301,6 @@ class Compressor:
             return out.scatter_(1, where, got)
 
         return Payload(dense, self.message_bytes(d, dtype), encode, decode)
-
-    def _top_k(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
-        k = self.kept(v.shape[1])
-        idx = v.abs().topk(k, dim=1, sorted=False).indices
-        return self._sparse(v, idx)
-
-    def _random_k(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
-        d = v.shape[1]
-        k = self.kept(d)
-        u = draw().to(v.device)
-        # k distinct coordinates, uniform over the subsets of size k: the k largest of d
-        # independent uniforms (ties have probability ~2^-24 per pair and are broken by index)
-        idx = u.topk(k, dim=1, sorted=False).indices
-        return self._sparse(v, idx)
 
     def _qsgd(self, v: torch.Tensor, draw: Callable[[], torch.Tensor]) -> Payload:
         d = v.shape[1]
