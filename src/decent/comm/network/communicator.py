@@ -104,8 +104,7 @@ class NetworkCommunicator(BaseTransport):
         self._joins: list[tuple[int, int]] = []
         self.draws = Draws(self.seed)
         self.losses = Losses(self.faults, self.draws, n)
-        self._alive_t: torch.Tensor | None = None
-        self._dead_t: torch.Tensor | None = None
+        self._rows_t: dict[tuple[bool, torch.device], torch.Tensor] = {}  # see _rows
         self._live: tuple[int, MixingMatrix, tuple[np.ndarray, ...]] | None = None
         self._alive_version = 0  # bumped whenever the live set changes
         self._histories: list[History] = []  # one per mix call of a round (slot)
@@ -164,7 +163,7 @@ class NetworkCommunicator(BaseTransport):
             self.pulled[node] = source
             self.clock[node] = self.clock[source]
             self._joins.append((node, source))
-        self._alive_t = self._dead_t = None
+        self._rows_t = {}
         self._alive_version += 1
 
     def begin_round(self, t: int) -> list[tuple[int, int]]:
@@ -436,7 +435,7 @@ class NetworkCommunicator(BaseTransport):
         weights on dead nodes and ``lost`` messages go to its diagonal. Computed as ``W`` (x
         with dead rows zeroed: a dead value, NaN included, reaches nobody) plus ``W_ij x_i``
         per live ``i`` whose ``j`` is dead or lost, minus ``W_ij x_j`` per lost one."""
-        dead = self._dead_rows(x)
+        dead = self._rows(False, x.device)
         y = self.inner.apply_plan(plan, x.index_fill(0, dead, 0.0))
         # one gather and one scatter: + W_ij x_i per entry whose sender is dead (``to_dead``,
         # ``w_dead``) or whose message was lost, - W_ij x_j per lost one
@@ -450,24 +449,20 @@ class NetworkCommunicator(BaseTransport):
             y.index_put_((torch.as_tensor(to, device=x.device),), rows, accumulate=True)
         return y.index_copy_(0, dead, x.index_select(0, dead))
 
-    def _dead_rows(self, x: NodeTensor) -> torch.Tensor:
-        if self._dead_t is None or self._dead_t.device != x.device:
-            self._dead_t = torch.as_tensor(np.flatnonzero(~self.alive), device=x.device)
-        return self._dead_t
-
-    def _live_rows(self, x: NodeTensor) -> NodeTensor:
-        if bool(self.alive.all()):
-            return x
-        if self._alive_t is None or self._alive_t.device != x.device:
-            self._alive_t = torch.as_tensor(np.flatnonzero(self.alive), device=x.device)
-        return x.index_select(0, self._alive_t)
+    def _rows(self, alive: bool, device: torch.device) -> torch.Tensor:
+        """The ids of the live (``alive``) or absent nodes on ``device``, until churn."""
+        found = self._rows_t.get((alive, device))
+        if found is None:
+            ids = np.flatnonzero(self.alive == alive)
+            found = self._rows_t[(alive, device)] = torch.as_tensor(ids, device=device)
+        return found
 
     def all_reduce(
         self, x: NodeTensor, op: ReduceOp = "mean", *, accounted: bool = True
     ) -> torch.Tensor:
         """Reduce over the live nodes; an accounted call waits for every live node and
         costs a ring all-reduce on the clock."""
-        live = self._live_rows(x)
+        live = x if bool(self.alive.all()) else x.index_select(0, self._rows(True, x.device))
         out = live.mean(dim=0) if op == "mean" else reduce_rows(live, op)
         if accounted:
             nbytes = x.shape[1] * x.element_size()
