@@ -99,3 +99,18 @@ def test_replicas_through_one_kron_product_match_each_replica_alone(topo, width,
     for r in range(replicas):
         alone = SimCommunicator(topo).mix(x.view(n, replicas, -1)[:, r].contiguous(), 1)
         assert torch.equal(got[:, r], alone)
+
+
+def test_delayed_communicator_closes_the_one_it_wraps() -> None:
+    from decent.comm import DelayedCommunicator
+
+    closed: list[bool] = []
+
+    class Closing(SimCommunicator):
+        def close(self) -> None:
+            closed.append(True)
+
+    c = DelayedCommunicator(Closing(ring(4)), delay=1)
+    c.mix(torch.ones(4, 2, dtype=torch.float64), 1)
+    c.close()
+    assert closed == [True]

@@ -115,9 +115,11 @@ class DelayedCommunicator(Combiner):
         return out
 
     def close(self) -> None:
-        """Complete the exchanges still in flight (every rank calls it after its last mix)."""
+        """Complete the exchanges still in flight (every rank calls it after its last mix),
+        then close the inner communicator, as every other combiner does."""
         while self._posted:
             self._posted.popleft().wait()
+        self.inner.close()
 
     def __repr__(self) -> str:
         return f"DelayedCommunicator({self.inner!r}, delay={self.delay})"

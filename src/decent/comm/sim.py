@@ -415,10 +415,7 @@ class MixedReplicatedCommunicator(_Stacked):
             )
             for idx in members.values()
         ]
-        self._of = [0] * self.replicas
-        for g, idx in enumerate(members.values()):
-            for r in idx:
-                self._of[r] = g
+        self._of = {r: g for g, idx in enumerate(members.values()) for r in idx}
         self.stats = self.replica_stats(0)  # the first replica's (each one's: replica_stats)
 
     def replica_stats(self, r: int) -> CommStats:
