@@ -31,17 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from decent import _stream
-from decent._params import SIZE, Doc
+from decent._params import SEED, SIZE, Doc, check_value, checked_args
 from decent._stack import ReplicaError, check_family, interleave
 from decent._types import Batch, Params
-from decent.tasks._checks import (
-    L2,
-    BatchSize,
-    PartitionSeed,
-    SamplingArg,
-    check_float,
-    check_int,
-)
+from decent.tasks._checks import L2, BatchSize, Nodes, PartitionSeed, SamplingArg
 from decent.tasks._optim import minimize_convex, newton_minimize
 from decent.tasks.base import SUBOPTIMALITY, Objective, TaskError
 from decent.tasks.data import Dataset, DatasetSplit
@@ -215,12 +208,6 @@ def _correct(loss: str | LossFn, out: torch.Tensor, y: torch.Tensor) -> torch.Te
     return None
 
 
-Sampling = Literal["with_replacement", "without_replacement"]
-SAMPLINGS: tuple[str, ...] = ("with_replacement", "without_replacement")
-Init = Literal["module", "reset"]
-INITS: tuple[str, ...] = ("module", "reset")
-
-
 class TaskWarning(UserWarning):
     """A task that works but probably not as meant (the message says why and what to do)."""
 
@@ -289,6 +276,7 @@ class ModuleTask:
             out-of-range shard, or a bad argument.
     """
 
+    @checked_args("ModuleTask", TaskError)
     def __init__(
         self,
         module: nn.Module,
@@ -296,13 +284,13 @@ class ModuleTask:
         partition: Sequence[torch.Tensor | np.ndarray | Sequence[int]],
         *,
         loss: str | LossFn = "cross_entropy",
-        batch_size: int = 32,
-        sampling: Sampling = "with_replacement",
-        init: Init = "module",
+        batch_size: BatchSize = 32,
+        sampling: SamplingArg = "with_replacement",
+        init: Literal["module", "reset"] = "module",
         test: Dataset | None = None,
-        seed: int = 0,
+        seed: PartitionSeed = 0,
         optimum: float | None = None,
-        l2: float = 0.0,
+        l2: L2 = 0.0,
         name: str | None = None,
         device: torch.device | str | None = None,
         augment: Augment | None = None,
@@ -317,18 +305,11 @@ class ModuleTask:
         _check_module(module)
         self._per_sample_loss = _per_sample(loss)
         self._loss_kind = loss
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        if sampling not in SAMPLINGS:
-            raise TaskError(f"sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
-        if init not in INITS:
-            raise TaskError(
-                f"init must be 'module' (keep the module's parameters) or 'reset' "
-                f"(re-initialise under the seed), got {init!r}"
-            )
-        self.sampling: Sampling = sampling
-        self.init: Init = init
-        self.seed = check_int("seed", seed, minimum=0)
-        self.l2 = check_float("l2", l2, minimum=0.0)
+        self.batch_size = batch_size
+        self.sampling = sampling
+        self.init = init
+        self.seed = seed
+        self.l2 = float(l2)
         self.dtype: torch.dtype = dataset.features.dtype
         self.device = torch.device(device) if device is not None else dataset.features.device
         self.name = name or f"{dataset.name}_{type(module).__name__.lower()}"
@@ -394,7 +375,7 @@ class ModuleTask:
                 "'without_replacement' to use each node's min(batch_size, shard) distinct "
                 "samples instead",
                 TaskWarning,
-                stacklevel=3,
+                stacklevel=4,  # past __init__ and its argument check
             )
         # w_j = (1/n) sum_i [j in S_i] / |S_i|, so f = sum_j w_j l_j + ridge.
         weights = torch.zeros(n_data, dtype=torch.float64)
@@ -494,7 +475,7 @@ class ModuleTask:
         ``init="reset"`` the module re-initialised under ``torch.manual_seed(seed)`` (the
         global RNG state is restored afterwards).
         """
-        seed = check_int("seed", seed, minimum=0)
+        check_value("ModuleTask", "seed", int, (SEED,), seed, TaskError)
         if self.init == "module":
             return self.flatten()
         fresh = copy.deepcopy(self.module)
@@ -975,7 +956,7 @@ def _task(
     train = dataset.train if isinstance(dataset, DatasetSplit) else dataset
     if test is None and isinstance(dataset, DatasetSplit):
         test = dataset.test
-    n = check_int("num_nodes", num_nodes, minimum=1)
+    n = num_nodes
     with torch.random.fork_rng(devices=[]):
         module, loss, suffix = build(train)
     if isinstance(partition, str):
@@ -1006,9 +987,10 @@ def _task(
     )
 
 
+@checked_args("logistic_regression", TaskError)
 def logistic_regression(
     dataset: Dataset | DatasetSplit,
-    num_nodes: int,
+    num_nodes: Nodes,
     partition: str | Sequence[Any] = "iid",
     *,
     alpha: float = 0.5,
@@ -1049,9 +1031,10 @@ def logistic_regression(
     return task
 
 
+@checked_args("softmax_regression", TaskError)
 def softmax_regression(
     dataset: Dataset | DatasetSplit,
-    num_nodes: int,
+    num_nodes: Nodes,
     partition: str | Sequence[Any] = "iid",
     *,
     alpha: float = 0.5,
@@ -1085,9 +1068,10 @@ def softmax_regression(
     return task
 
 
+@checked_args("mlp", TaskError)
 def mlp(
     dataset: Dataset | DatasetSplit,
-    num_nodes: int,
+    num_nodes: Nodes,
     partition: str | Sequence[Any] = "iid",
     *,
     hidden: Annotated[Sequence[Annotated[int, SIZE]], Doc("Widths of the hidden layers.")] = (64,),
@@ -1119,12 +1103,9 @@ def mlp(
         sampling: ``"with_replacement"`` or ``"without_replacement"`` (see
             :class:`ModuleTask`).
     """
-    if activation not in _ACTIVATIONS:
-        raise TaskError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    widths = [check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden)]
 
     def build(train: Dataset) -> tuple[nn.Module, str, str]:
-        sizes = [train.num_features, *widths, train.num_classes]
+        sizes = [train.num_features, *hidden, train.num_classes]
         layers: list[nn.Module] = []
         for fan_in, width in itertools.pairwise(sizes):
             layers += [nn.Linear(fan_in, width), _ACTIVATIONS[activation]()]
@@ -1135,8 +1116,6 @@ def mlp(
 
 
 __all__ = [
-    "INITS",
-    "SAMPLINGS",
     "Augment",
     "KeyedDropout",
     "LossFn",

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from decent import _rng, _stream
 from decent._elementwise import positionless, scalar
-from decent._params import SEED, SIZE, SIZE_MAX, Doc
+from decent._params import SEED, SIZE, SIZE_MAX, Doc, checked_args
 from decent._stack import check_family, interleave
 from decent._types import Batch, Params
 from decent.tasks._checks import (
@@ -33,9 +33,8 @@ from decent.tasks._checks import (
     SPREAD,
     BatchSize,
     Dim,
+    Nodes,
     check_components,
-    check_float,
-    check_int,
 )
 from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
@@ -87,8 +86,8 @@ class _Stream:
     _tables: dict[torch.device, tuple[torch.Tensor, ...]]
     _tables_nodes: torch.Tensor | None
 
-    def _check(self, num_nodes: Any, dtype: Any) -> None:
-        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+    def _check(self, num_nodes: int, dtype: torch.dtype) -> None:
+        self.num_nodes = num_nodes
         if not dtype.is_floating_point:
             raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
         self.dtype = dtype
@@ -210,9 +209,10 @@ class LeastSquares(_Stream):
     replica_fields = ("num_nodes", "dim", "batch_size", "dtype", "components")
     """What every replica of a replica batch must share (the rest may differ)."""
 
+    @checked_args("least_squares", TaskError)
     def __init__(
         self,
-        num_nodes: int,
+        num_nodes: Nodes,
         dim: Dim = 20,
         noise: Annotated[
             float, at.Interval(ge=0.0, le=1e6), Doc("Label noise standard deviation.")
@@ -252,27 +252,16 @@ class LeastSquares(_Stream):
         ] = None,
     ) -> None:
         self._check(num_nodes, dtype)
-        self.components = check_components(components, self.num_nodes)
-        self.dim = check_int("dim", dim, minimum=1)
-        self.noise = check_float("noise", noise, minimum=0.0)
-        self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.condition = check_float(
-            "condition", condition, minimum=1.0, fix="use condition=1.0 for isotropic features"
-        )
-        self.seed = check_int("seed", seed, minimum=0)
-        self.hessian_heterogeneity = check_float(
-            "hessian_heterogeneity", hessian_heterogeneity, minimum=0.0
-        )
-        if self.hessian_heterogeneity >= 1.0:
-            raise TaskError(
-                f"hessian_heterogeneity must be in [0, 1) (covariances stay positive), got "
-                f"{hessian_heterogeneity!r}"
-            )
-        if spectrum not in ("geometric", "power"):
-            raise TaskError(f"spectrum must be 'geometric' or 'power', got {spectrum!r}")
+        self.components = check_components(components, num_nodes)
+        self.dim = dim
+        self.noise = float(noise)
+        self.heterogeneity = float(heterogeneity)
+        self.batch_size = batch_size
+        self.condition = float(condition)
+        self.seed = seed
+        self.hessian_heterogeneity = float(hessian_heterogeneity)
         self.spectrum = spectrum
-        self.power = check_float("power", power, minimum=0.0)
+        self.power = float(power)
 
         n, d = self.num_nodes, self.dim
         kc = n if components is None else components
@@ -640,9 +629,10 @@ class LogisticRegressionStream(_Logistic):
     replica_fields = ("num_nodes", "dim", "batch_size", "l2", "dtype")
     """What every replica of a replica batch must share (the rest may differ)."""
 
+    @checked_args("logistic_stream", TaskError)
     def __init__(
         self,
-        num_nodes: int,
+        num_nodes: Nodes,
         dim: Dim = 20,
         heterogeneity: Annotated[float, SPREAD, Doc("Spread of the node feature means.")] = 0.0,
         batch_size: BatchSize = 1,
@@ -652,12 +642,12 @@ class LogisticRegressionStream(_Logistic):
         dtype: torch.dtype = torch.float64,
     ) -> None:
         self._check(num_nodes, dtype)
-        self.dim = check_int("dim", dim, minimum=1)
-        self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.l2 = check_float("l2", l2, minimum=0.0)
-        self.eval_samples = check_int("eval_samples", eval_samples, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
+        self.dim = dim
+        self.heterogeneity = float(heterogeneity)
+        self.batch_size = batch_size
+        self.l2 = float(l2)
+        self.eval_samples = eval_samples
+        self.seed = seed
 
         self.theta_true: torch.Tensor = (2.0 * _unit_vector(self.seed, _LR_THETA, self.dim)).to(
             dtype
