@@ -248,14 +248,17 @@ def check_value(
         raise error(f"{owner}.{name} must be {rule}, got {value!r}")
 
 
-def checked_args(owner: str, error: type[Exception]) -> Callable[[Any], Any]:
+_F = typing.TypeVar("_F", bound=Callable[..., Any])
+
+
+def checked_args(owner: str, error: type[Exception]) -> Callable[[_F], _F]:
     """Decorate a function or ``__init__`` to check its declared arguments on every call.
 
     Every argument given (defaults are trusted) is checked against its annotation by
     :func:`check_value`: ``error("owner.name must be ..., got value")``.
     """
 
-    def wrap(fn: Any) -> Any:
+    def wrap(fn: _F) -> _F:
         signature = inspect.signature(fn)
         params = functools.cache(lambda: declared(fn))
 
@@ -270,7 +273,7 @@ def checked_args(owner: str, error: type[Exception]) -> Callable[[Any], Any]:
                     check_value(owner, p.name, p.hint, p.rules, given[p.name], error)
             return fn(*args, **kwargs)
 
-        return call
+        return typing.cast(_F, call)
 
     return wrap
 
