@@ -507,12 +507,7 @@ class ModuleTask:
         Pure and vmappable: ``vmap(grad_and_value(task.loss_and_buffers, has_aux=True))``
         gives every node's gradient, loss and new statistics in one call.
         """
-        return self.loss_named(self.unflatten(params), buffers, batch)
-
-    def loss_named(
-        self, named: dict[str, torch.Tensor], buffers: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`loss_and_buffers` with the parameters split by name (:meth:`unflatten`)."""
+        named = self.unflatten(params)
         key = batch[-1] if self.stochastic else None
         fields = len(batch) - (1 if self.stochastic else 0)
         x, y = batch[0], batch[1]
@@ -948,10 +943,12 @@ def _task(
     test: Dataset | None,
     args: tuple[Any, ...],
     build: Callable[[Dataset], tuple[nn.Module, str, str]],
+    compute_optimum: bool = False,
 ) -> ModuleTask:
     """The builders' common part: ``args`` are their shared arguments in signature order,
     ``build(train)`` gives the module (built without moving the global RNG), the loss and
-    the name's suffix. ``init="reset"``: each seed starts from its own initialisation."""
+    the name's suffix. ``init="reset"``: each seed starts from its own initialisation.
+    ``compute_optimum``: compute ``f*`` when ``l2 > 0``."""
     num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling = args
     train = dataset.train if isinstance(dataset, DatasetSplit) else dataset
     if test is None and isinstance(dataset, DatasetSplit):
@@ -972,7 +969,7 @@ def _task(
             f"partition has {len(partition)} index arrays but num_nodes={n}; "
             "pass one array per node"
         )
-    return ModuleTask(
+    task = ModuleTask(
         module,
         train,
         partition,
@@ -985,6 +982,9 @@ def _task(
         l2=l2,
         name=f"{train.name}_{suffix}",
     )
+    if compute_optimum and task.l2 > 0:
+        task.compute_optimum()
+    return task
 
 
 @checked_args("logistic_regression", TaskError)
@@ -1024,11 +1024,12 @@ def logistic_regression(
             f"logistic_regression needs a two-class dataset, {train.name!r} has "
             f"{train.num_classes} classes; use softmax_regression or dataset.binarize(...)"
         )
+
+    def build(train: Dataset) -> tuple[nn.Module, str, str]:
+        return nn.Linear(train.num_features, 1), "bce", "logreg"
+
     args = (num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling)
-    task = _task(dataset, test, args, lambda t: (nn.Linear(t.num_features, 1), "bce", "logreg"))
-    if compute_optimum and task.l2 > 0:
-        task.compute_optimum()
-    return task
+    return _task(dataset, test, args, build, compute_optimum)
 
 
 @checked_args("softmax_regression", TaskError)
@@ -1062,10 +1063,7 @@ def softmax_regression(
         return nn.Linear(train.num_features, train.num_classes), "cross_entropy", "softmax"
 
     args = (num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling)
-    task = _task(dataset, test, args, build)
-    if compute_optimum and task.l2 > 0:
-        task.compute_optimum()
-    return task
+    return _task(dataset, test, args, build, compute_optimum)
 
 
 @checked_args("mlp", TaskError)
@@ -1090,18 +1088,12 @@ def mlp(
 
     Args:
         dataset: a dataset or a ``DatasetSplit`` (its test part is used).
-        num_nodes: ``n``.
         partition: ``"iid"``, ``"dirichlet"``, ``"shards"`` or a list of index arrays.
         hidden: widths of the hidden layers (may be empty: softmax regression).
-        activation: one of ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``silu``, ``elu``.
         alpha: Dirichlet concentration (for ``"dirichlet"``).
         classes_per_node: shards per node (for ``"shards"``).
-        batch_size: samples per node per round.
-        l2: ridge coefficient.
         test: held-out set (overrides a split's test part).
-        seed: seed of the partition.
-        sampling: ``"with_replacement"`` or ``"without_replacement"`` (see
-            :class:`ModuleTask`).
+        others: as declared in the signature; ``sampling`` as :class:`ModuleTask`.
     """
 
     def build(train: Dataset) -> tuple[nn.Module, str, str]:

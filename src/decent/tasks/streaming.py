@@ -129,14 +129,16 @@ class _Stream:
 
 
 class _Logistic(_Stream):
-    """The logistic loss, per node and in closed form for every row (see
-    :func:`_logistic_grad_and_loss`)."""
+    """The logistic loss, per node and in closed form for every row."""
 
     l2: float
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
-        return _logistic_loss(params, batch, self.l2)
+        """Mean of ``softplus(a^T x) - y a^T x`` over one node's minibatch ``(a (B, d), y
+        (B,))``, plus the ridge."""
+        a, y = batch
+        z = a @ params
+        return (F.softplus(z) - y * z).mean() + 0.5 * self.l2 * params.square().sum()
 
     def grad_and_loss(
         self, params: torch.Tensor, batch: Batch
@@ -146,7 +148,16 @@ class _Logistic(_Stream):
         ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
         ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
         """
-        return _logistic_grad_and_loss(params, batch, self.l2)
+        a, y = batch
+        l2 = self.l2
+        z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
+        losses = _mean_rows(F.softplus(z) - y * z)
+        residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
+        grads = _rows_mean(a, residual)
+        if l2:
+            grads.add_(params * l2)  # not add(alpha=): see add_scaled_
+            losses = losses + 0.5 * l2 * params.square().sum(dim=1)
+        return grads, losses
 
 
 class LeastSquares(_Stream):
@@ -430,32 +441,6 @@ class LeastSquares(_Stream):
         if self._per_node == 1:
             return per
         return per.view(params.shape[0], self._per_node, self.num_nodes).mean(dim=1)
-
-
-def _logistic_loss(params: Params, batch: Batch, l2: float) -> torch.Tensor:
-    """Mean of ``softplus(a^T x) - y a^T x`` over one node's minibatch, plus the ridge."""
-    a, y = batch
-    z = a @ params
-    return (F.softplus(z) - y * z).mean() + 0.5 * l2 * params.square().sum()
-
-
-def _logistic_grad_and_loss(
-    params: torch.Tensor, batch: Batch, l2: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form logistic gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``.
-
-    ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
-    ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
-    """
-    a, y = batch
-    z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
-    losses = _mean_rows(F.softplus(z) - y * z)
-    residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
-    grads = _rows_mean(a, residual)
-    if l2:
-        grads.add_(params * l2)  # not add(alpha=): see add_scaled_
-        losses = losses + 0.5 * l2 * params.square().sum(dim=1)
-    return grads, losses
 
 
 def _rows_mean(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
