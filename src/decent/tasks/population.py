@@ -143,7 +143,6 @@ class LogisticPopulation(_Logistic):
         "spectrum",
         "power",
     )
-    """What every replica of a replica batch must share (the rest may differ)."""
 
     @checked_args("logistic_population", TaskError)
     def __init__(
@@ -214,8 +213,6 @@ class LogisticPopulation(_Logistic):
             self._p[:, None] * self._means64 + self._q[:, None] * self._thetas64 * self._lam
         ).mean(0)
         self._mv, self._sv = mv, sv
-        self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
-        self._tables_nodes: torch.Tensor | None = None
 
         x_opt = newton_minimize(
             self._objective64,

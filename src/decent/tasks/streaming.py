@@ -83,11 +83,13 @@ class _Stream:
     dim: int
     dtype: torch.dtype
     _per_node: int
-    _tables: dict[torch.device, tuple[torch.Tensor, ...]]
-    _tables_nodes: torch.Tensor | None
+    replica_fields: tuple[str, ...]
+    """What every replica of a replica batch must share (the rest may differ)."""
 
     def _check(self, num_nodes: int, dtype: torch.dtype) -> None:
         self.num_nodes = num_nodes
+        self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+        self._tables_nodes: torch.Tensor | None = None
         if not dtype.is_floating_point:
             raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
         self.dtype = dtype
@@ -218,7 +220,6 @@ class LeastSquares(_Stream):
 
     name = "least_squares"
     replica_fields = ("num_nodes", "dim", "batch_size", "dtype", "components")
-    """What every replica of a replica batch must share (the rest may differ)."""
 
     @checked_args("least_squares", TaskError)
     def __init__(
@@ -306,8 +307,6 @@ class LeastSquares(_Stream):
         self._sqrt_rows = problem.sqrt_rows  # (K, d)
         self._noise = torch.tensor(self.noise, dtype=dtype)
         self._all_rows: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
-        self._tables_nodes: torch.Tensor | None = None
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
         """Mean of ``(1/2) (a^T x - y)^2`` over one node's minibatch ``(a (B, d), y (B,))``."""
@@ -612,7 +611,6 @@ class LogisticRegressionStream(_Logistic):
 
     name = "logistic_stream"
     replica_fields = ("num_nodes", "dim", "batch_size", "l2", "dtype")
-    """What every replica of a replica batch must share (the rest may differ)."""
 
     @checked_args("logistic_stream", TaskError)
     def __init__(

@@ -8,7 +8,7 @@ between calls, so ``weights(t)`` may be called in any order, any number of times
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import networkx as nx
 import numpy as np
@@ -158,15 +158,19 @@ def greedy_matching(num_nodes: int, u: np.ndarray, v: np.ndarray, rank: np.ndarr
     return chosen
 
 
+@dataclass(frozen=True, eq=False)
 class _OnBaseGraph:
     """Shared plumbing of the random topologies drawn on an undirected base graph."""
 
+    kind: ClassVar[str]
     base: StaticTopology | nx.Graph
-    _n: int
-    _edges: tuple[np.ndarray, np.ndarray]
+    seed: GraphSeed = field(kw_only=True)
+    _edges: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
+    _n: int = field(init=False, repr=False, compare=False)
 
-    def _set_base(self, who: str) -> None:
-        n, u, v = _base_edges(self.base, who)
+    def __post_init__(self) -> None:
+        check_declared(self, self.kind, TopologyError)
+        n, u, v = _base_edges(self.base, self.kind)
         object.__setattr__(self, "_n", n)
         object.__setattr__(self, "_edges", (u, v))
 
@@ -223,14 +227,7 @@ class RandomMatching(_OnBaseGraph):
         [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     """
 
-    base: StaticTopology | nx.Graph
-    seed: GraphSeed = field(kw_only=True)
-    _edges: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
-    _n: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        check_declared(self, "random_matching", TopologyError)
-        self._set_base("random_matching")
+    kind = "random_matching"
 
     @property
     def name(self) -> str:
@@ -291,16 +288,8 @@ class EdgeDropout(_OnBaseGraph):
         True
     """
 
-    base: StaticTopology | nx.Graph
+    kind = "edge_dropout"
     p: Annotated[float, PROBABILITY]
-    seed: GraphSeed = field(kw_only=True)
-    _edges: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
-    _n: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        check_declared(self, "edge_dropout", TopologyError)
-        object.__setattr__(self, "p", float(self.p))
-        self._set_base("edge_dropout")
 
     @property
     def name(self) -> str:
