@@ -115,12 +115,8 @@ class LogisticPopulation(_Logistic):
     ``E sigma'(u)``, ...). ``x*`` is found by Newton's method.
 
     Args:
-        num_nodes: ``n``; the other ranges are declared in the signature.
-        heterogeneity: the spread of the component feature means ``mu_c``.
-        label_heterogeneity: the spread of the component label parameters ``theta_c``.
-        theta_norm: ``||theta||`` (how separable the classes are).
-        components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
-        seed: fixes ``theta``, the means and shifts (the problem, not the samples).
+        num_nodes: ``n``; the other arguments are declared in the signature
+            (``theta_norm`` is ``||theta||``, ``components`` is ``K``).
         dtype: floating dtype of parameters and samples.
 
     Raises:

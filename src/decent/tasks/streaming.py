@@ -201,12 +201,9 @@ class LeastSquares(_Stream):
     ``components`` every node is one component (``K = n``).
 
     Args:
-        num_nodes: ``n``; the other ranges are declared in the signature.
-        noise: ``sigma``.
-        heterogeneity: the spread of the local optima around ``x_c``.
-        hessian_heterogeneity: ``h``.
-        components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
-        seed: fixes ``x_c``, the ``u_i`` and the signs (the problem, not the samples).
+        num_nodes: ``n``; the other arguments (``noise`` is ``sigma``,
+            ``hessian_heterogeneity`` is ``h``, ``components`` is ``K``) are declared in the
+            signature; ``seed`` fixes ``x_c``, the ``u_i`` and the signs.
         dtype: floating dtype of parameters and samples.
 
     Raises:
@@ -598,11 +595,10 @@ class LogisticRegressionStream(_Logistic):
     method with backtracking line search in float64 to about ``1e-13``.
 
     Args:
-        num_nodes: ``n``; the other ranges are declared in the signature.
-        heterogeneity: the size of the node mean shifts ``mu_i``.
-        eval_samples: the evaluation sample's size, split equally across nodes (at least
-            one each).
-        seed: fixes ``theta``, the ``u_i`` and the evaluation sample.
+        num_nodes: ``n``; the other arguments are declared in the signature
+            (``heterogeneity`` scales the ``mu_i``; ``eval_samples`` are split equally
+            across nodes, at least one each; ``seed`` fixes ``theta``, the ``u_i`` and the
+            evaluation sample).
         dtype: floating dtype of parameters and samples.
 
     Raises:
