@@ -327,7 +327,6 @@ def grid(
     Args:
         n: number of nodes, ``rows * cols``.
         rows: grid rows (default: most square factorization; a prime ``n`` gives a path).
-        cols: grid columns.
 
     Raises:
         TopologyError: ``rows * cols != n``.
@@ -394,9 +393,6 @@ def exponential(
 
     Args:
         n: number of nodes, ``>= 2`` (any ``n``, not only powers of 2).
-        directed: build the one-way circulant.
-        weights: a weight rule name or callable; default ``"metropolis_hastings"`` when
-            undirected, ``"uniform"`` when directed.
 
     Example:
         >>> exponential(8, directed=True).weights(1).dense()[0].tolist()
@@ -405,8 +401,8 @@ def exponential(
     check_min_nodes(n, 2, who="exponential", fix="use complete(1) for a single node")
     if weights is None:
         weights = "uniform" if directed else "metropolis_hastings"
-    tau = math.ceil(math.log2(n)) if n > 1 else 0
-    offsets = np.array([1 << k for k in range(tau)], dtype=np.int64) % max(n, 1)
+    tau = math.ceil(math.log2(n))
+    offsets = np.array([1 << k for k in range(tau)], dtype=np.int64) % n
     i = np.arange(n)
     recv = np.repeat(i, offsets.size)
     send = (recv + np.tile(offsets, n)) % n
