@@ -167,7 +167,7 @@ class LogisticPopulation(_Logistic):
         seed: ProblemSeed = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self._check(num_nodes, dtype)
+        self._set_up(num_nodes, dtype)
         self.components = check_components(components, num_nodes)
         self.dim = dim
         self.heterogeneity = float(heterogeneity)

@@ -76,8 +76,8 @@ def _unit_vector(seed: int, stream: int, dim: int) -> torch.Tensor:
 
 
 class _Stream:
-    """What the streaming convex tasks share: the origin as start point and the checks of
-    ``num_nodes`` and ``dtype``."""
+    """What the streaming convex tasks share: the origin as start point, the ``dtype``
+    check and the cache of component tables."""
 
     num_nodes: int
     dim: int
@@ -86,7 +86,7 @@ class _Stream:
     replica_fields: tuple[str, ...]
     """What every replica of a replica batch must share (the rest may differ)."""
 
-    def _check(self, num_nodes: int, dtype: torch.dtype) -> None:
+    def _set_up(self, num_nodes: int, dtype: torch.dtype) -> None:
         self.num_nodes = num_nodes
         self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._tables_nodes: torch.Tensor | None = None
@@ -260,7 +260,7 @@ class LeastSquares(_Stream):
             ),
         ] = None,
     ) -> None:
-        self._check(num_nodes, dtype)
+        self._set_up(num_nodes, dtype)
         self.components = check_components(components, num_nodes)
         self.dim = dim
         self.noise = float(noise)
@@ -620,7 +620,7 @@ class LogisticRegressionStream(_Logistic):
         seed: Annotated[int, SEED, Doc("Seed of the problem.")] = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self._check(num_nodes, dtype)
+        self._set_up(num_nodes, dtype)
         self.dim = dim
         self.heterogeneity = float(heterogeneity)
         self.batch_size = batch_size
