@@ -15,6 +15,7 @@ integer fits in int64, a float is finite with ``|x| <= 1e12`` and is ``0`` or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import types
@@ -245,6 +246,36 @@ def check_value(
         bounds = rule_text(rules)
         rule = what + (f" {bounds}" if bounds else "")
         raise error(f"{owner}.{name} must be {rule}, got {value!r}")
+
+
+_F = typing.TypeVar("_F", bound=Callable[..., Any])
+
+
+def checked_args(owner: str, error: type[Exception]) -> Callable[[_F], _F]:
+    """Decorate a function or ``__init__`` to check its declared arguments on every call.
+
+    Every argument given (defaults are trusted) is checked against its annotation by
+    :func:`check_value`: ``error("owner.name must be ..., got value")``.
+    """
+
+    def wrap(fn: _F) -> _F:
+        signature = inspect.signature(fn)
+        params = functools.cache(lambda: declared(fn))
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                given = signature.bind(*args, **kwargs).arguments
+            except TypeError:
+                return fn(*args, **kwargs)  # the call's own TypeError
+            for p in params():
+                if p.name in given:
+                    check_value(owner, p.name, p.hint, p.rules, given[p.name], error)
+            return fn(*args, **kwargs)
+
+        return typing.cast(_F, call)
+
+    return wrap
 
 
 def check_declared(obj: Any, owner: str, error: type[Exception]) -> None:

@@ -19,8 +19,8 @@ import annotated_types as at
 import numpy as np
 import torch
 
-from decent._params import SEED, SIZE, SIZE_MAX, Doc
-from decent.tasks._checks import SplitSeed, TestFraction, check_float, check_int
+from decent._params import SEED, SIZE, SIZE_MAX, Doc, check_value, checked_args
+from decent.tasks._checks import SplitSeed, TestFraction
 from decent.tasks.base import TaskError
 
 
@@ -69,7 +69,7 @@ class Dataset:
             )
         if x.shape[0] == 0:
             raise TaskError(f"dataset {self.name!r} is empty; it needs at least one sample")
-        check_int("num_classes", self.num_classes, minimum=1)
+        check_value("Dataset", "num_classes", int, (SIZE,), self.num_classes, TaskError)
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).any(dim=1).sum())
             raise TaskError(
@@ -133,8 +133,9 @@ class Dataset:
         mask = torch.isin(self.labels, torch.as_tensor(pos, dtype=torch.int64))
         return Dataset(self.features, mask.to(torch.int64), 2, f"{self.name}_binary")
 
+    @checked_args("train_test_split", TaskError)
     def train_test_split(
-        self, test_fraction: float = 0.2, *, seed: int = 0, standardize: bool = False
+        self, test_fraction: TestFraction = 0.2, *, seed: SplitSeed = 0, standardize: bool = False
     ) -> DatasetSplit:
         """Split rows by a seeded random permutation.
 
@@ -150,10 +151,7 @@ class Dataset:
         Raises:
             TaskError: when the fraction leaves an empty train or test part.
         """
-        frac = check_float("test_fraction", test_fraction, minimum=0.0)
-        if frac >= 1.0:
-            raise TaskError(f"test_fraction must be < 1, got {test_fraction}; try 0.2")
-        seed = check_int("seed", seed, minimum=0)
+        frac = float(test_fraction)
         n = len(self)
         n_test = round(frac * n)
         if frac > 0 and (n_test == 0 or n_test == n):
@@ -312,6 +310,7 @@ def _data_line(file: Path, sample: int) -> tuple[int, str]:
     return 0, "?"
 
 
+@checked_args("libsvm", TaskError)
 def load_libsvm(
     path: Annotated[
         str | os.PathLike[str],
@@ -348,8 +347,6 @@ def load_libsvm(
             f"LIBSVM file not found: {str(file)!r}; check the path (relative paths are "
             f"resolved from {os.getcwd()!r})"
         )
-    if num_features is not None:
-        num_features = check_int("num_features", num_features, minimum=1)
     try:
         x_sparse, y = load_svmlight_file(str(file), n_features=num_features)
     except ValueError as err:
@@ -384,6 +381,7 @@ def load_libsvm(
     )
 
 
+@checked_args("random_classification", TaskError)
 def random_classification(
     num_samples: Annotated[int, at.Interval(ge=2, le=SIZE_MAX), Doc("Samples N.")],
     num_features: Annotated[int, SIZE, Doc("Features f.")],
@@ -405,21 +403,12 @@ def random_classification(
     benchmark.
 
     Args:
-        num_samples: ``N >= 1``.
-        num_features: ``f >= 1``.
-        num_classes: ``C >= 1``.
-        seed: seed of the generator.
-        separation: typical distance between class centres (``>= 0``).
         name: dataset name; default ``"random_<f>x<C>"``.
         dtype: floating dtype of the features.
     """
-    n = check_int("num_samples", num_samples, minimum=1)
-    f = check_int("num_features", num_features, minimum=1)
-    c = check_int("num_classes", num_classes, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
-    sep = check_float("separation", separation, minimum=0.0)
+    n, f, c = num_samples, num_features, num_classes
     rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=sep / np.sqrt(2.0 * f), size=(c, f))
+    centres = rng.normal(scale=float(separation) / np.sqrt(2.0 * f), size=(c, f))
     labels = rng.permutation(np.arange(n) % c)
     x = centres[labels] + rng.standard_normal((n, f))
     return from_numpy(x, labels, name=name or f"random_{f}x{c}", num_classes=c, dtype=dtype)

@@ -31,17 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from decent import _stream
-from decent._params import SIZE, Doc
+from decent._params import SEED, SIZE, Doc, check_value, checked_args
 from decent._stack import ReplicaError, check_family, interleave
 from decent._types import Batch, Params
-from decent.tasks._checks import (
-    L2,
-    BatchSize,
-    PartitionSeed,
-    SamplingArg,
-    check_float,
-    check_int,
-)
+from decent.tasks._checks import L2, BatchSize, Nodes, PartitionSeed, SamplingArg
 from decent.tasks._optim import minimize_convex, newton_minimize
 from decent.tasks.base import SUBOPTIMALITY, Objective, TaskError
 from decent.tasks.data import Dataset, DatasetSplit
@@ -215,12 +208,6 @@ def _correct(loss: str | LossFn, out: torch.Tensor, y: torch.Tensor) -> torch.Te
     return None
 
 
-Sampling = Literal["with_replacement", "without_replacement"]
-SAMPLINGS: tuple[str, ...] = ("with_replacement", "without_replacement")
-Init = Literal["module", "reset"]
-INITS: tuple[str, ...] = ("module", "reset")
-
-
 class TaskWarning(UserWarning):
     """A task that works but probably not as meant (the message says why and what to do)."""
 
@@ -289,6 +276,7 @@ class ModuleTask:
             out-of-range shard, or a bad argument.
     """
 
+    @checked_args("ModuleTask", TaskError)
     def __init__(
         self,
         module: nn.Module,
@@ -296,13 +284,13 @@ class ModuleTask:
         partition: Sequence[torch.Tensor | np.ndarray | Sequence[int]],
         *,
         loss: str | LossFn = "cross_entropy",
-        batch_size: int = 32,
-        sampling: Sampling = "with_replacement",
-        init: Init = "module",
+        batch_size: BatchSize = 32,
+        sampling: SamplingArg = "with_replacement",
+        init: Literal["module", "reset"] = "module",
         test: Dataset | None = None,
-        seed: int = 0,
+        seed: PartitionSeed = 0,
         optimum: float | None = None,
-        l2: float = 0.0,
+        l2: L2 = 0.0,
         name: str | None = None,
         device: torch.device | str | None = None,
         augment: Augment | None = None,
@@ -317,18 +305,11 @@ class ModuleTask:
         _check_module(module)
         self._per_sample_loss = _per_sample(loss)
         self._loss_kind = loss
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        if sampling not in SAMPLINGS:
-            raise TaskError(f"sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
-        if init not in INITS:
-            raise TaskError(
-                f"init must be 'module' (keep the module's parameters) or 'reset' "
-                f"(re-initialise under the seed), got {init!r}"
-            )
-        self.sampling: Sampling = sampling
-        self.init: Init = init
-        self.seed = check_int("seed", seed, minimum=0)
-        self.l2 = check_float("l2", l2, minimum=0.0)
+        self.batch_size = batch_size
+        self.sampling = sampling
+        self.init = init
+        self.seed = seed
+        self.l2 = float(l2)
         self.dtype: torch.dtype = dataset.features.dtype
         self.device = torch.device(device) if device is not None else dataset.features.device
         self.name = name or f"{dataset.name}_{type(module).__name__.lower()}"
@@ -394,7 +375,7 @@ class ModuleTask:
                 "'without_replacement' to use each node's min(batch_size, shard) distinct "
                 "samples instead",
                 TaskWarning,
-                stacklevel=3,
+                stacklevel=4,  # past __init__ and its argument check
             )
         # w_j = (1/n) sum_i [j in S_i] / |S_i|, so f = sum_j w_j l_j + ridge.
         weights = torch.zeros(n_data, dtype=torch.float64)
@@ -494,7 +475,7 @@ class ModuleTask:
         ``init="reset"`` the module re-initialised under ``torch.manual_seed(seed)`` (the
         global RNG state is restored afterwards).
         """
-        seed = check_int("seed", seed, minimum=0)
+        check_value("ModuleTask", "seed", int, (SEED,), seed, TaskError)
         if self.init == "module":
             return self.flatten()
         fresh = copy.deepcopy(self.module)
@@ -526,12 +507,7 @@ class ModuleTask:
         Pure and vmappable: ``vmap(grad_and_value(task.loss_and_buffers, has_aux=True))``
         gives every node's gradient, loss and new statistics in one call.
         """
-        return self.loss_named(self.unflatten(params), buffers, batch)
-
-    def loss_named(
-        self, named: dict[str, torch.Tensor], buffers: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`loss_and_buffers` with the parameters split by name (:meth:`unflatten`)."""
+        named = self.unflatten(params)
         key = batch[-1] if self.stochastic else None
         fields = len(batch) - (1 if self.stochastic else 0)
         x, y = batch[0], batch[1]
@@ -967,15 +943,17 @@ def _task(
     test: Dataset | None,
     args: tuple[Any, ...],
     build: Callable[[Dataset], tuple[nn.Module, str, str]],
+    compute_optimum: bool = False,
 ) -> ModuleTask:
     """The builders' common part: ``args`` are their shared arguments in signature order,
     ``build(train)`` gives the module (built without moving the global RNG), the loss and
-    the name's suffix. ``init="reset"``: each seed starts from its own initialisation."""
+    the name's suffix. ``init="reset"``: each seed starts from its own initialisation.
+    ``compute_optimum``: compute ``f*`` when ``l2 > 0``."""
     num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling = args
     train = dataset.train if isinstance(dataset, DatasetSplit) else dataset
     if test is None and isinstance(dataset, DatasetSplit):
         test = dataset.test
-    n = check_int("num_nodes", num_nodes, minimum=1)
+    n = num_nodes
     with torch.random.fork_rng(devices=[]):
         module, loss, suffix = build(train)
     if isinstance(partition, str):
@@ -991,7 +969,7 @@ def _task(
             f"partition has {len(partition)} index arrays but num_nodes={n}; "
             "pass one array per node"
         )
-    return ModuleTask(
+    task = ModuleTask(
         module,
         train,
         partition,
@@ -1004,11 +982,15 @@ def _task(
         l2=l2,
         name=f"{train.name}_{suffix}",
     )
+    if compute_optimum and task.l2 > 0:
+        task.compute_optimum()
+    return task
 
 
+@checked_args("logistic_regression", TaskError)
 def logistic_regression(
     dataset: Dataset | DatasetSplit,
-    num_nodes: int,
+    num_nodes: Nodes,
     partition: str | Sequence[Any] = "iid",
     *,
     alpha: float = 0.5,
@@ -1042,16 +1024,18 @@ def logistic_regression(
             f"logistic_regression needs a two-class dataset, {train.name!r} has "
             f"{train.num_classes} classes; use softmax_regression or dataset.binarize(...)"
         )
+
+    def build(train: Dataset) -> tuple[nn.Module, str, str]:
+        return nn.Linear(train.num_features, 1), "bce", "logreg"
+
     args = (num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling)
-    task = _task(dataset, test, args, lambda t: (nn.Linear(t.num_features, 1), "bce", "logreg"))
-    if compute_optimum and task.l2 > 0:
-        task.compute_optimum()
-    return task
+    return _task(dataset, test, args, build, compute_optimum)
 
 
+@checked_args("softmax_regression", TaskError)
 def softmax_regression(
     dataset: Dataset | DatasetSplit,
-    num_nodes: int,
+    num_nodes: Nodes,
     partition: str | Sequence[Any] = "iid",
     *,
     alpha: float = 0.5,
@@ -1079,15 +1063,13 @@ def softmax_regression(
         return nn.Linear(train.num_features, train.num_classes), "cross_entropy", "softmax"
 
     args = (num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling)
-    task = _task(dataset, test, args, build)
-    if compute_optimum and task.l2 > 0:
-        task.compute_optimum()
-    return task
+    return _task(dataset, test, args, build, compute_optimum)
 
 
+@checked_args("mlp", TaskError)
 def mlp(
     dataset: Dataset | DatasetSplit,
-    num_nodes: int,
+    num_nodes: Nodes,
     partition: str | Sequence[Any] = "iid",
     *,
     hidden: Annotated[Sequence[Annotated[int, SIZE]], Doc("Widths of the hidden layers.")] = (64,),
@@ -1106,25 +1088,16 @@ def mlp(
 
     Args:
         dataset: a dataset or a ``DatasetSplit`` (its test part is used).
-        num_nodes: ``n``.
         partition: ``"iid"``, ``"dirichlet"``, ``"shards"`` or a list of index arrays.
         hidden: widths of the hidden layers (may be empty: softmax regression).
-        activation: one of ``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``silu``, ``elu``.
         alpha: Dirichlet concentration (for ``"dirichlet"``).
         classes_per_node: shards per node (for ``"shards"``).
-        batch_size: samples per node per round.
-        l2: ridge coefficient.
         test: held-out set (overrides a split's test part).
-        seed: seed of the partition.
-        sampling: ``"with_replacement"`` or ``"without_replacement"`` (see
-            :class:`ModuleTask`).
+        others: as declared in the signature; ``sampling`` as :class:`ModuleTask`.
     """
-    if activation not in _ACTIVATIONS:
-        raise TaskError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    widths = [check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden)]
 
     def build(train: Dataset) -> tuple[nn.Module, str, str]:
-        sizes = [train.num_features, *widths, train.num_classes]
+        sizes = [train.num_features, *hidden, train.num_classes]
         layers: list[nn.Module] = []
         for fan_in, width in itertools.pairwise(sizes):
             layers += [nn.Linear(fan_in, width), _ACTIVATIONS[activation]()]
@@ -1135,8 +1108,6 @@ def mlp(
 
 
 __all__ = [
-    "INITS",
-    "SAMPLINGS",
     "Augment",
     "KeyedDropout",
     "LossFn",

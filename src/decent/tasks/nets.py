@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from decent._params import SIZE, Doc
-from decent.tasks._checks import BatchSize, PartitionSeed, TaskError, check_float, check_int
+from decent._params import SEED, SIZE, SIZE_MAX, Doc, checked_args
+from decent.tasks._checks import BatchSize, Nodes, PartitionSeed, TaskError, TestFraction
 from decent.tasks.data import Dataset, DatasetNotFoundError, DatasetSplit, from_numpy
 from decent.tasks.models import ModuleTask, _task
 from decent.tasks.partition import by_group, dirichlet, iid
@@ -49,11 +49,14 @@ def _mnist1d_arrays(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
+@checked_args("mnist1d", TaskError)
 def mnist1d(
     *,
-    num_samples: Annotated[int, Doc("Samples generated (train and test together).")] = 40_000,
-    test_fraction: float = 0.2,
-    seed: Annotated[int, Doc("Seed of the generator and of the split.")] = 0,
+    num_samples: Annotated[
+        int, at.Interval(ge=10, le=SIZE_MAX), Doc("Samples generated (train and test together).")
+    ] = 40_000,
+    test_fraction: TestFraction = 0.2,
+    seed: Annotated[int, SEED, Doc("Seed of the generator and of the split.")] = 0,
     dtype: torch.dtype = torch.float64,
 ) -> DatasetSplit:
     """Generate MNIST-1D: ``num_samples`` sequences of 40 values, 10 classes.
@@ -64,8 +67,7 @@ def mnist1d(
     Raises:
         TaskError: ``num_samples`` below 10 or a bad ``test_fraction``.
     """
-    n = check_int("num_samples", num_samples, minimum=10)
-    x, y = _mnist1d_arrays(n, check_int("seed", seed, minimum=0))
+    x, y = _mnist1d_arrays(num_samples, seed)
     data = from_numpy(x, y, name="mnist1d", num_classes=10, dtype=dtype)
     return data.train_test_split(test_fraction, seed=seed, standardize=True)
 
@@ -96,9 +98,10 @@ class ConvNet1d(nn.Module):
         return self.head(self.features(x.unsqueeze(-2)).mean(-1))
 
 
+@checked_args("cnn1d", TaskError)
 def cnn1d(
     data: DatasetSplit,
-    num_nodes: int,
+    num_nodes: Nodes,
     *,
     partition: str | Sequence[Any] = "dirichlet",
     alpha: float = 0.5,
@@ -119,8 +122,8 @@ def cnn1d(
         TaskError: ``groups`` does not divide ``channels``, an unknown partition, or a bad
             size.
     """
-    c = check_int("channels", channels, minimum=1)
-    if c % check_int("groups", groups, minimum=1):
+    c = channels
+    if c % groups:
         raise TaskError(f"groups must divide channels, got groups={groups}, channels={c}")
 
     def build(train: Dataset) -> tuple[nn.Module, str, str]:
@@ -210,13 +213,17 @@ def stdlib_sources() -> list[Path]:
     return sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
 
 
-def read_texts(paths: Sequence[str | Path], max_chars: int | None = None) -> list[torch.Tensor]:
+@checked_args("read_texts", TaskError)
+def read_texts(
+    paths: Sequence[str | Path],
+    max_chars: Annotated[int | None, at.Ge(2), Doc("Bytes read per file.")] = None,
+) -> list[torch.Tensor]:
     """Each file's bytes as a ``uint8`` tensor (its first ``max_chars`` bytes if given).
 
     Raises:
         DatasetNotFoundError: a path that is not a readable file (the message names it).
     """
-    cap = None if max_chars is None else check_int("max_chars", max_chars, minimum=2)
+    cap = max_chars
     out = []
     for path in paths:
         file = Path(path)
@@ -242,12 +249,13 @@ class TextWindows(NamedTuple):
     """The training files' names, in the order of ``sources``."""
 
 
+@checked_args("char_windows", TaskError)
 def char_windows(
     texts: Sequence[torch.Tensor],
-    context: int,
+    context: Annotated[int, SIZE, Doc("Window length L.")],
     *,
     names: Sequence[str] | None = None,
-    test_every: int = 10,
+    test_every: Annotated[int, at.Ge(0), Doc("Hold out every this many texts.")] = 10,
     dtype: torch.dtype = torch.float64,
 ) -> TextWindows:
     """Cut texts into non-overlapping windows of ``context`` bytes with next-byte targets.
@@ -261,30 +269,28 @@ def char_windows(
     Raises:
         TaskError: no training window, or no test window when one is asked for.
     """
-    length = check_int("context", context, minimum=1)
-    every = check_int("test_every", test_every, minimum=0)
     names = list(names) if names is not None else [f"text{i}" for i in range(len(texts))]
     parts: dict[bool, list[tuple[torch.Tensor, int]]] = {True: [], False: []}
     train_names: list[str] = []
     for i, codes in enumerate(texts):
-        count = (codes.numel() - 1) // length
+        count = (codes.numel() - 1) // context
         if count <= 0:
             continue
-        body = codes[: count * length + 1].long()
-        idx = torch.arange(count)[:, None] * length + torch.arange(length + 1)
-        held = every > 0 and i % every == 0
+        body = codes[: count * context + 1].long()
+        idx = torch.arange(count)[:, None] * context + torch.arange(context + 1)
+        held = test_every > 0 and i % test_every == 0
         if not held:
             train_names.append(names[i])
         parts[held].append((body[idx], len(train_names) - 1))
     if not parts[False]:
         raise TaskError(
-            f"context={length}: no training file has more than {length} bytes; give longer "
+            f"context={context}: no training file has more than {context} bytes; give longer "
             "files, more files, or a shorter context"
         )
-    if every and not parts[True]:
+    if test_every and not parts[True]:
         raise TaskError(
-            f"test_every={every}: the held-out files (0, {every}, ...) give no window of "
-            f"{length + 1} bytes; give more files, or test_every=0 for no test set"
+            f"test_every={test_every}: the held-out files (0, {test_every}, ...) give no window of "
+            f"{context + 1} bytes; give more files, or test_every=0 for no test set"
         )
 
     def dataset(chunks: list[tuple[torch.Tensor, int]], name: str) -> Dataset:
@@ -318,8 +324,9 @@ def _text_windows(
     )
 
 
+@checked_args("char_lm", TaskError)
 def char_lm(
-    num_nodes: int,
+    num_nodes: Nodes,
     *,
     files: Annotated[
         tuple[str, ...],
@@ -384,35 +391,18 @@ def char_lm(
         >>> task.train.features.shape[1], task.train.labels.shape[1], task.num_nodes
         (16, 16, 4)
     """
-    n = check_int("num_nodes", num_nodes, minimum=1)
-    w, h = check_int("width", width, minimum=1), check_int("heads", heads, minimum=1)
-    if w % h:
-        raise TaskError(f"heads must divide width, got heads={h}, width={w}")
-    depth = check_int("layers", layers, minimum=1)
-    length = check_int("context", context, minimum=1)
-    if max_files is not None:
-        check_int("max_files", max_files, minimum=1)
-    text = _text_windows(
-        tuple(str(f) for f in files),
-        max_files,
-        max_chars,
-        length,
-        check_int("test_every", test_every, minimum=0),
-        dtype,
-    )
-    seed = check_int("seed", seed, minimum=0)
+    if width % heads:
+        raise TaskError(f"heads must divide width, got heads={heads}, width={width}")
+    files = tuple(str(f) for f in files)
+    text = _text_windows(files, max_files, max_chars, context, test_every, dtype)
     if partition == "by_file":
-        shards = by_group(text.sources, n, seed=seed)
+        shards = by_group(text.sources, num_nodes, seed=seed)
     elif partition == "dirichlet":
-        shards = dirichlet(
-            text.sources, n, check_float("alpha", alpha, minimum=0.0, strict=True), seed=seed
-        )
-    elif partition == "iid":
-        shards = iid(text.sources, n, seed=seed)
+        shards = dirichlet(text.sources, num_nodes, alpha, seed=seed)
     else:
-        raise TaskError(f"partition must be 'by_file', 'dirichlet' or 'iid', got {partition!r}")
+        shards = iid(text.sources, num_nodes, seed=seed)
     with torch.random.fork_rng(devices=[]):
-        module = CharTransformer(w, depth, h, length)
+        module = CharTransformer(width, layers, heads, context)
     train, test = text.data
     return ModuleTask(
         module,
@@ -423,7 +413,7 @@ def char_lm(
         init="reset",
         test=test,
         seed=seed,
-        name=f"text_chartransformer{w}x{depth}",
+        name=f"text_chartransformer{width}x{layers}",
     )
 
 

@@ -14,8 +14,8 @@ import annotated_types as at
 import numpy as np
 import torch
 
-from decent._params import SIZE, Doc
-from decent.tasks._checks import check_float, check_int
+from decent._params import SIZE, Doc, checked_args
+from decent.tasks._checks import Nodes, PartitionSeed
 from decent.tasks.base import TaskError
 
 Partition = list[torch.Tensor]
@@ -35,8 +35,7 @@ def _labels(labels: Any) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _nodes(num_nodes: Any, num_samples: int, per_node: int = 1) -> int:
-    n = check_int("num_nodes", num_nodes, minimum=1)
+def _nodes(n: int, num_samples: int, per_node: int = 1) -> int:
     if n * per_node > num_samples:
         raise TaskError(
             f"num_nodes={n} needs at least {n * per_node} samples "
@@ -50,7 +49,8 @@ def _to_tensors(groups: list[np.ndarray]) -> Partition:
     return [torch.as_tensor(np.sort(g).astype(np.int64)) for g in groups]
 
 
-def iid(labels: Any, num_nodes: int, *, seed: int) -> Partition:
+@checked_args("iid", TaskError)
+def iid(labels: Any, num_nodes: Nodes, *, seed: PartitionSeed) -> Partition:
     """Shuffle the samples and deal them out in near-equal contiguous blocks.
 
     Node sizes differ by at most one.
@@ -65,22 +65,22 @@ def iid(labels: Any, num_nodes: int, *, seed: int) -> Partition:
     """
     y = _labels(labels)
     n = _nodes(num_nodes, y.size)
-    seed = check_int("seed", seed, minimum=0)
     perm = np.random.default_rng(seed).permutation(y.size)
     return _to_tensors(np.array_split(perm, n))
 
 
+@checked_args("dirichlet", TaskError)
 def dirichlet(
     labels: Any,
-    num_nodes: int,
+    num_nodes: Nodes,
     alpha: Annotated[
         float,
         at.Interval(gt=0.0, le=1e3),
         Doc("Concentration: small = very skewed (0.1), large = iid (100 is nearly iid)."),
     ],
     *,
-    seed: int,
-    min_size: int = 1,
+    seed: PartitionSeed,
+    min_size: Annotated[int, at.Ge(0), Doc("Smallest shard.")] = 1,
 ) -> Partition:
     r"""Label-skewed split: class ``c``'s samples go to nodes in proportions ``p_c ~ Dir(alpha 1_n)``.
 
@@ -99,12 +99,8 @@ def dirichlet(
         TaskError: for ``alpha <= 0``, ``n * min_size > N`` or malformed arguments.
     """
     y = _labels(labels)
-    size = check_int("min_size", min_size, minimum=0)
-    n = _nodes(num_nodes, y.size, per_node=size)
-    a = check_float(
-        "alpha", alpha, minimum=0.0, strict=True, fix="use e.g. alpha=0.1 (skewed) or 100 (~iid)"
-    )
-    seed = check_int("seed", seed, minimum=0)
+    n = _nodes(num_nodes, y.size, per_node=min_size)
+    a = float(alpha)
     rng = np.random.default_rng(seed)
     groups: list[list[np.ndarray]] = [[] for _ in range(n)]
     for c in np.unique(y):
@@ -116,21 +112,22 @@ def dirichlet(
     shards = [np.concatenate(g) if g else np.zeros(0, np.int64) for g in groups]
     # Rebalance: move random samples from the largest shard to shards below min_size.
     for node in range(n):
-        while shards[node].size < size:
+        while shards[node].size < min_size:
             donor = int(np.argmax([s.size for s in shards]))
-            take = min(size - shards[node].size, shards[donor].size - size)
+            take = min(min_size - shards[node].size, shards[donor].size - min_size)
             pick = rng.permutation(shards[donor].size)
             shards[node] = np.concatenate([shards[node], shards[donor][pick[:take]]])
             shards[donor] = shards[donor][pick[take:]]
     return _to_tensors(shards)
 
 
+@checked_args("shards", TaskError)
 def shards(
     labels: Any,
-    num_nodes: int,
+    num_nodes: Nodes,
     classes_per_node: Annotated[int, SIZE, Doc("Shards (about classes) per node.")],
     *,
-    seed: int,
+    seed: PartitionSeed,
 ) -> Partition:
     """Pathological non-IID split: sort by label, cut into shards, give each node a few.
 
@@ -149,9 +146,8 @@ def shards(
         TaskError: when ``num_nodes * classes_per_node > N`` or an argument is malformed.
     """
     y = _labels(labels)
-    k = check_int("classes_per_node", classes_per_node, minimum=1)
+    k = classes_per_node
     n = _nodes(num_nodes, y.size, per_node=k)
-    seed = check_int("seed", seed, minimum=0)
     rng = np.random.default_rng(seed)
     tie = rng.permutation(y.size)
     order = tie[np.argsort(y[tie], kind="stable")]
@@ -163,7 +159,8 @@ def shards(
     return _to_tensors([np.concatenate(g) for g in groups])
 
 
-def by_group(groups: Any, num_nodes: int, *, seed: int) -> Partition:
+@checked_args("by_group", TaskError)
+def by_group(groups: Any, num_nodes: Nodes, *, seed: PartitionSeed) -> Partition:
     """Whole groups to nodes: every sample of a group (a source file, a writer, a client)
     goes to the same node, and the nodes' sample counts are balanced.
 
@@ -185,13 +182,12 @@ def by_group(groups: Any, num_nodes: int, *, seed: int) -> Partition:
     """
     y = _labels(groups)
     ids, counts = np.unique(y, return_counts=True)
-    n = check_int("num_nodes", num_nodes, minimum=1)
+    n = num_nodes
     if ids.size < n:
         raise TaskError(
             f"num_nodes={n} needs at least {n} groups (one per node) but there are only "
             f"{ids.size}; use fewer nodes or more groups (files)"
         )
-    seed = check_int("seed", seed, minimum=0)
     tie = np.random.default_rng(seed).permutation(ids.size)
     order = tie[np.argsort(-counts[tie], kind="stable")]
     load = np.zeros(n, dtype=np.int64)

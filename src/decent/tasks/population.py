@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from decent import _stream
 from decent._elementwise import positionless
-from decent._params import Doc
+from decent._params import Doc, checked_args
 from decent._stack import check_family
 from decent._types import Batch
 from decent.tasks._checks import (
@@ -34,10 +34,9 @@ from decent.tasks._checks import (
     BatchSize,
     Components,
     Dim,
+    Nodes,
     ProblemSeed,
     check_components,
-    check_float,
-    check_int,
 )
 from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
@@ -116,12 +115,8 @@ class LogisticPopulation(_Logistic):
     ``E sigma'(u)``, ...). ``x*`` is found by Newton's method.
 
     Args:
-        num_nodes: ``n``; the other ranges are declared in the signature.
-        heterogeneity: the spread of the component feature means ``mu_c``.
-        label_heterogeneity: the spread of the component label parameters ``theta_c``.
-        theta_norm: ``||theta||`` (how separable the classes are).
-        components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
-        seed: fixes ``theta``, the means and shifts (the problem, not the samples).
+        num_nodes: ``n``; the other arguments are declared in the signature
+            (``theta_norm`` is ``||theta||``, ``components`` is ``K``).
         dtype: floating dtype of parameters and samples.
 
     Raises:
@@ -144,11 +139,11 @@ class LogisticPopulation(_Logistic):
         "spectrum",
         "power",
     )
-    """What every replica of a replica batch must share (the rest may differ)."""
 
+    @checked_args("logistic_population", TaskError)
     def __init__(
         self,
-        num_nodes: int,
+        num_nodes: Nodes,
         dim: Dim = 20,
         heterogeneity: Annotated[
             float, SPREAD, Doc("Spread of the component feature means (feature skew).")
@@ -172,23 +167,17 @@ class LogisticPopulation(_Logistic):
         seed: ProblemSeed = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self._check(num_nodes, dtype)
-        self.components = check_components(components, self.num_nodes)
-        self.dim = check_int("dim", dim, minimum=1)
-        self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
-        self.label_heterogeneity = check_float(
-            "label_heterogeneity", label_heterogeneity, minimum=0.0
-        )
-        self.theta_norm = check_float("theta_norm", theta_norm, minimum=0.0)
-        if self.theta_norm == 0.0:
-            raise TaskError("theta_norm must be > 0 (0 makes every label a coin flip), got 0.0")
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.l2 = check_float("l2", l2, minimum=0.0)
-        if spectrum not in ("identity", "power"):
-            raise TaskError(f"spectrum must be 'identity' or 'power', got {spectrum!r}")
+        self._set_up(num_nodes, dtype)
+        self.components = check_components(components, num_nodes)
+        self.dim = dim
+        self.heterogeneity = float(heterogeneity)
+        self.label_heterogeneity = float(label_heterogeneity)
+        self.theta_norm = float(theta_norm)
+        self.batch_size = batch_size
+        self.l2 = float(l2)
         self.spectrum = spectrum
-        self.power = check_float("power", power, minimum=0.0)
-        self.seed = check_int("seed", seed, minimum=0)
+        self.power = float(power)
+        self.seed = seed
 
         n, d = self.num_nodes, self.dim
         kc = n if components is None else components
@@ -220,8 +209,6 @@ class LogisticPopulation(_Logistic):
             self._p[:, None] * self._means64 + self._q[:, None] * self._thetas64 * self._lam
         ).mean(0)
         self._mv, self._sv = mv, sv
-        self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
-        self._tables_nodes: torch.Tensor | None = None
 
         x_opt = newton_minimize(
             self._objective64,

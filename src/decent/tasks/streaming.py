@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from decent import _rng, _stream
 from decent._elementwise import positionless, scalar
-from decent._params import SEED, SIZE, SIZE_MAX, Doc
+from decent._params import SEED, SIZE, SIZE_MAX, Doc, checked_args
 from decent._stack import check_family, interleave
 from decent._types import Batch, Params
 from decent.tasks._checks import (
@@ -33,9 +33,8 @@ from decent.tasks._checks import (
     SPREAD,
     BatchSize,
     Dim,
+    Nodes,
     check_components,
-    check_float,
-    check_int,
 )
 from decent.tasks._optim import newton_minimize
 from decent.tasks.base import TaskError
@@ -77,18 +76,20 @@ def _unit_vector(seed: int, stream: int, dim: int) -> torch.Tensor:
 
 
 class _Stream:
-    """What the streaming convex tasks share: the origin as start point and the checks of
-    ``num_nodes`` and ``dtype``."""
+    """What the streaming convex tasks share: the origin as start point, the ``dtype``
+    check and the cache of component tables."""
 
     num_nodes: int
     dim: int
     dtype: torch.dtype
     _per_node: int
-    _tables: dict[torch.device, tuple[torch.Tensor, ...]]
-    _tables_nodes: torch.Tensor | None
+    replica_fields: tuple[str, ...]
+    """What every replica of a replica batch must share (the rest may differ)."""
 
-    def _check(self, num_nodes: Any, dtype: Any) -> None:
-        self.num_nodes = check_int("num_nodes", num_nodes, minimum=1)
+    def _set_up(self, num_nodes: int, dtype: torch.dtype) -> None:
+        self.num_nodes = num_nodes
+        self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+        self._tables_nodes: torch.Tensor | None = None
         if not dtype.is_floating_point:
             raise TaskError(f"dtype must be a floating dtype, got {dtype}; use torch.float64")
         self.dtype = dtype
@@ -130,14 +131,16 @@ class _Stream:
 
 
 class _Logistic(_Stream):
-    """The logistic loss, per node and in closed form for every row (see
-    :func:`_logistic_grad_and_loss`)."""
+    """The logistic loss, per node and in closed form for every row."""
 
     l2: float
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Mean logistic loss plus ridge over one node's minibatch ``(a (B, d), y (B,))``."""
-        return _logistic_loss(params, batch, self.l2)
+        """Mean of ``softplus(a^T x) - y a^T x`` over one node's minibatch ``(a (B, d), y
+        (B,))``, plus the ridge."""
+        a, y = batch
+        z = a @ params
+        return (F.softplus(z) - y * z).mean() + 0.5 * self.l2 * params.square().sum()
 
     def grad_and_loss(
         self, params: torch.Tensor, batch: Batch
@@ -147,7 +150,16 @@ class _Logistic(_Stream):
         ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
         ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
         """
-        return _logistic_grad_and_loss(params, batch, self.l2)
+        a, y = batch
+        l2 = self.l2
+        z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
+        losses = _mean_rows(F.softplus(z) - y * z)
+        residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
+        grads = _rows_mean(a, residual)
+        if l2:
+            grads.add_(params * l2)  # not add(alpha=): see add_scaled_
+            losses = losses + 0.5 * l2 * params.square().sum(dim=1)
+        return grads, losses
 
 
 class LeastSquares(_Stream):
@@ -189,12 +201,9 @@ class LeastSquares(_Stream):
     ``components`` every node is one component (``K = n``).
 
     Args:
-        num_nodes: ``n``; the other ranges are declared in the signature.
-        noise: ``sigma``.
-        heterogeneity: the spread of the local optima around ``x_c``.
-        hessian_heterogeneity: ``h``.
-        components: ``K``, a multiple of ``num_nodes`` (``None``: ``K = num_nodes``).
-        seed: fixes ``x_c``, the ``u_i`` and the signs (the problem, not the samples).
+        num_nodes: ``n``; the other arguments (``noise`` is ``sigma``,
+            ``hessian_heterogeneity`` is ``h``, ``components`` is ``K``) are declared in the
+            signature; ``seed`` fixes ``x_c``, the ``u_i`` and the signs.
         dtype: floating dtype of parameters and samples.
 
     Raises:
@@ -208,11 +217,11 @@ class LeastSquares(_Stream):
 
     name = "least_squares"
     replica_fields = ("num_nodes", "dim", "batch_size", "dtype", "components")
-    """What every replica of a replica batch must share (the rest may differ)."""
 
+    @checked_args("least_squares", TaskError)
     def __init__(
         self,
-        num_nodes: int,
+        num_nodes: Nodes,
         dim: Dim = 20,
         noise: Annotated[
             float, at.Interval(ge=0.0, le=1e6), Doc("Label noise standard deviation.")
@@ -251,28 +260,17 @@ class LeastSquares(_Stream):
             ),
         ] = None,
     ) -> None:
-        self._check(num_nodes, dtype)
-        self.components = check_components(components, self.num_nodes)
-        self.dim = check_int("dim", dim, minimum=1)
-        self.noise = check_float("noise", noise, minimum=0.0)
-        self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.condition = check_float(
-            "condition", condition, minimum=1.0, fix="use condition=1.0 for isotropic features"
-        )
-        self.seed = check_int("seed", seed, minimum=0)
-        self.hessian_heterogeneity = check_float(
-            "hessian_heterogeneity", hessian_heterogeneity, minimum=0.0
-        )
-        if self.hessian_heterogeneity >= 1.0:
-            raise TaskError(
-                f"hessian_heterogeneity must be in [0, 1) (covariances stay positive), got "
-                f"{hessian_heterogeneity!r}"
-            )
-        if spectrum not in ("geometric", "power"):
-            raise TaskError(f"spectrum must be 'geometric' or 'power', got {spectrum!r}")
+        self._set_up(num_nodes, dtype)
+        self.components = check_components(components, num_nodes)
+        self.dim = dim
+        self.noise = float(noise)
+        self.heterogeneity = float(heterogeneity)
+        self.batch_size = batch_size
+        self.condition = float(condition)
+        self.seed = seed
+        self.hessian_heterogeneity = float(hessian_heterogeneity)
         self.spectrum = spectrum
-        self.power = check_float("power", power, minimum=0.0)
+        self.power = float(power)
 
         n, d = self.num_nodes, self.dim
         kc = n if components is None else components
@@ -306,8 +304,6 @@ class LeastSquares(_Stream):
         self._sqrt_rows = problem.sqrt_rows  # (K, d)
         self._noise = torch.tensor(self.noise, dtype=dtype)
         self._all_rows: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
-        self._tables_nodes: torch.Tensor | None = None
 
     def loss(self, params: Params, batch: Batch) -> torch.Tensor:
         """Mean of ``(1/2) (a^T x - y)^2`` over one node's minibatch ``(a (B, d), y (B,))``."""
@@ -441,32 +437,6 @@ class LeastSquares(_Stream):
         if self._per_node == 1:
             return per
         return per.view(params.shape[0], self._per_node, self.num_nodes).mean(dim=1)
-
-
-def _logistic_loss(params: Params, batch: Batch, l2: float) -> torch.Tensor:
-    """Mean of ``softplus(a^T x) - y a^T x`` over one node's minibatch, plus the ridge."""
-    a, y = batch
-    z = a @ params
-    return (F.softplus(z) - y * z).mean() + 0.5 * l2 * params.square().sum()
-
-
-def _logistic_grad_and_loss(
-    params: torch.Tensor, batch: Batch, l2: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form logistic gradients and losses of every row's minibatch: ``(m, d)``, ``(m,)``.
-
-    ``z = a x``, ``loss = mean(softplus(z) - y z) + l2 ||x||^2 / 2``,
-    ``grad = a^T (sigmoid(z) - y) / B + l2 x`` per row.
-    """
-    a, y = batch
-    z = torch.bmm(a, params.unsqueeze(2)).squeeze(2)  # (m, B)
-    losses = _mean_rows(F.softplus(z) - y * z)
-    residual = positionless(torch.sigmoid, z).sub_(y)  # replicas: the same bits
-    grads = _rows_mean(a, residual)
-    if l2:
-        grads.add_(params * l2)  # not add(alpha=): see add_scaled_
-        losses = losses + 0.5 * l2 * params.square().sum(dim=1)
-    return grads, losses
 
 
 def _rows_mean(a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -625,11 +595,10 @@ class LogisticRegressionStream(_Logistic):
     method with backtracking line search in float64 to about ``1e-13``.
 
     Args:
-        num_nodes: ``n``; the other ranges are declared in the signature.
-        heterogeneity: the size of the node mean shifts ``mu_i``.
-        eval_samples: the evaluation sample's size, split equally across nodes (at least
-            one each).
-        seed: fixes ``theta``, the ``u_i`` and the evaluation sample.
+        num_nodes: ``n``; the other arguments are declared in the signature
+            (``heterogeneity`` scales the ``mu_i``; ``eval_samples`` are split equally
+            across nodes, at least one each; ``seed`` fixes ``theta``, the ``u_i`` and the
+            evaluation sample).
         dtype: floating dtype of parameters and samples.
 
     Raises:
@@ -638,11 +607,11 @@ class LogisticRegressionStream(_Logistic):
 
     name = "logistic_stream"
     replica_fields = ("num_nodes", "dim", "batch_size", "l2", "dtype")
-    """What every replica of a replica batch must share (the rest may differ)."""
 
+    @checked_args("logistic_stream", TaskError)
     def __init__(
         self,
-        num_nodes: int,
+        num_nodes: Nodes,
         dim: Dim = 20,
         heterogeneity: Annotated[float, SPREAD, Doc("Spread of the node feature means.")] = 0.0,
         batch_size: BatchSize = 1,
@@ -651,13 +620,13 @@ class LogisticRegressionStream(_Logistic):
         seed: Annotated[int, SEED, Doc("Seed of the problem.")] = 0,
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self._check(num_nodes, dtype)
-        self.dim = check_int("dim", dim, minimum=1)
-        self.heterogeneity = check_float("heterogeneity", heterogeneity, minimum=0.0)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.l2 = check_float("l2", l2, minimum=0.0)
-        self.eval_samples = check_int("eval_samples", eval_samples, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
+        self._set_up(num_nodes, dtype)
+        self.dim = dim
+        self.heterogeneity = float(heterogeneity)
+        self.batch_size = batch_size
+        self.l2 = float(l2)
+        self.eval_samples = eval_samples
+        self.seed = seed
 
         self.theta_true: torch.Tensor = (2.0 * _unit_vector(self.seed, _LR_THETA, self.dim)).to(
             dtype

@@ -2,58 +2,27 @@
 
 from __future__ import annotations
 
-import math
 import numbers
+from typing import Annotated
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from decent._params import SIZE, Doc
 from decent.topology._matrix import TopologyError
+
+Nodes = Annotated[int, SIZE, Doc("Number of nodes n.")]
+"""A generator's node count ``n``."""
 
 _SHOW_MEMBERS = 8
 
 
-def check_num_nodes(num_nodes: object, *, who: str, minimum: int = 1, hint: str = "") -> int:
-    """Return ``num_nodes`` as an ``int`` after checking it is an integer ``>= minimum``."""
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral):
-        raise TopologyError(
-            f"{who} needs an integer num_nodes, got {num_nodes!r} ({type(num_nodes).__name__})"
-        )
-    n = int(num_nodes)
+def check_min_nodes(n: int, minimum: int, *, who: str, fix: str) -> None:
+    """Raise unless ``n >= minimum``, suggesting ``fix`` (its declared range is checked
+    where it is declared: :data:`Nodes`)."""
     if n < minimum:
-        fix = f"; {hint}" if hint else ""
-        raise TopologyError(f"{who} needs num_nodes >= {minimum}, got {n}{fix}")
-    return n
-
-
-def check_int(value: object, *, who: str, arg: str, minimum: int | None = None) -> int:
-    """Return ``value`` as an ``int`` after checking it is an integer (``>= minimum``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TopologyError(f"{who}: {arg} must be an integer, got {value!r}")
-    v = int(value)
-    if minimum is not None and v < minimum:
-        raise TopologyError(f"{who}: {arg} must be >= {minimum}, got {v}")
-    return v
-
-
-def check_probability(p: object, *, who: str, arg: str = "p") -> float:
-    """Return ``p`` as a ``float`` after checking ``0 <= p <= 1``."""
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise TopologyError(f"{who}: {arg} must be a probability in [0, 1], got {p!r}")
-    value = float(p)
-    if not (0.0 <= value <= 1.0) or math.isnan(value):
-        raise TopologyError(
-            f"{who}: {arg} must be a probability in [0, 1], got {value!r}; clip it into [0, 1]"
-        )
-    return value
-
-
-def check_seed(seed: object, *, who: str) -> int:
-    """Return ``seed`` as a nonnegative ``int``."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise TopologyError(f"{who}: seed must be a nonnegative integer, got {seed!r}")
-    return int(seed)
+        raise TopologyError(f"{who} needs num_nodes >= {minimum}, got {n}; {fix}")
 
 
 def check_round(t: object, *, who: str) -> int:

@@ -8,21 +8,16 @@ between calls, so ``weights(t)`` may be called in any order, any number of times
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from decent.topology._checks import (
-    check_num_nodes,
-    check_power_of_two,
-    check_probability,
-    check_round,
-    check_seed,
-)
+from decent._params import PROBABILITY, check_declared
+from decent.topology._checks import Nodes, check_min_nodes, check_power_of_two, check_round
 from decent.topology._matrix import MixingMatrix, TopologyError
-from decent.topology._rules import _adjacency, metropolis_hastings
+from decent.topology._rules import GraphSeed, _adjacency, metropolis_hastings
 from decent.topology._static import StaticTopology
 
 
@@ -56,17 +51,15 @@ class OnePeerExponential:
         [0.5, 0.0, 0.5, 0.0]
     """
 
-    n: int
+    n: Nodes
     _cache: dict[int, MixingMatrix] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        n = check_num_nodes(
-            self.n, who="one_peer_exponential", minimum=2, hint="use complete(1) for one node"
-        )
-        check_power_of_two(n, who="one_peer_exponential")
-        object.__setattr__(self, "n", n)
+        check_declared(self, "one_peer_exponential", TopologyError)
+        check_min_nodes(self.n, 2, who="one_peer_exponential", fix="use complete(1) for one node")
+        check_power_of_two(self.n, who="one_peer_exponential")
 
     @property
     def num_nodes(self) -> int:
@@ -165,15 +158,19 @@ def greedy_matching(num_nodes: int, u: np.ndarray, v: np.ndarray, rank: np.ndarr
     return chosen
 
 
+@dataclass(frozen=True, eq=False)
 class _OnBaseGraph:
     """Shared plumbing of the random topologies drawn on an undirected base graph."""
 
+    kind: ClassVar[str]
     base: StaticTopology | nx.Graph
-    _n: int
-    _edges: tuple[np.ndarray, np.ndarray]
+    seed: GraphSeed = field(kw_only=True)
+    _edges: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
+    _n: int = field(init=False, repr=False, compare=False)
 
-    def _set_base(self, who: str) -> None:
-        n, u, v = _base_edges(self.base, who)
+    def __post_init__(self) -> None:
+        check_declared(self, self.kind, TopologyError)
+        n, u, v = _base_edges(self.base, self.kind)
         object.__setattr__(self, "_n", n)
         object.__setattr__(self, "_edges", (u, v))
 
@@ -230,14 +227,7 @@ class RandomMatching(_OnBaseGraph):
         [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     """
 
-    base: StaticTopology | nx.Graph
-    seed: int = field(kw_only=True)
-    _edges: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
-    _n: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seed", check_seed(self.seed, who="random_matching"))
-        self._set_base("random_matching")
+    kind = "random_matching"
 
     @property
     def name(self) -> str:
@@ -298,16 +288,8 @@ class EdgeDropout(_OnBaseGraph):
         True
     """
 
-    base: StaticTopology | nx.Graph
-    p: float
-    seed: int = field(kw_only=True)
-    _edges: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
-    _n: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "p", check_probability(self.p, who="edge_dropout"))
-        object.__setattr__(self, "seed", check_seed(self.seed, who="edge_dropout"))
-        self._set_base("edge_dropout")
+    kind = "edge_dropout"
+    p: Annotated[float, PROBABILITY]
 
     @property
     def name(self) -> str:

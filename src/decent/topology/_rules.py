@@ -22,7 +22,7 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from decent._params import SEED, Doc
+from decent._params import SEED, Doc, checked_args
 from decent.topology._matrix import MixingMatrix, TopologyError
 
 GraphLike: TypeAlias = "nx.Graph | nx.DiGraph | sp.sparray | sp.spmatrix | np.ndarray"
@@ -167,7 +167,10 @@ def uniform(graph: GraphLike) -> MixingMatrix:
     return _with_diagonal(sp.csr_array(off), "uniform")
 
 
-def lazy(matrix: MixingMatrix, alpha: float) -> MixingMatrix:
+@checked_args("lazy", TopologyError)
+def lazy(
+    matrix: MixingMatrix, alpha: Annotated[float, at.Interval(ge=0.0, lt=1.0)]
+) -> MixingMatrix:
     """Make a mixing matrix lazy: keep a fraction ``alpha`` of the own value.
 
     .. math::
@@ -180,7 +183,7 @@ def lazy(matrix: MixingMatrix, alpha: float) -> MixingMatrix:
         The lazy mixing matrix, named ``lazy(alpha)*<name>``.
 
     Raises:
-        TopologyError: ``alpha`` is outside ``[0, 1)``.
+        TopologyError: ``alpha`` is outside ``[0, 1)`` (``1`` would stop all communication).
 
     Example:
         >>> import numpy as np
@@ -188,14 +191,7 @@ def lazy(matrix: MixingMatrix, alpha: float) -> MixingMatrix:
         >>> lazy(w, 0.5).dense().tolist()
         [[0.5, 0.5], [0.5, 0.5]]
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)):
-        raise TopologyError(f"lazy: alpha must be a number in [0, 1), got {alpha!r}")
     a = float(alpha)
-    if not 0.0 <= a < 1.0:
-        raise TopologyError(
-            f"lazy: alpha must be in [0, 1), got {a!r}; alpha = 1 would stop all "
-            "communication (W = I)"
-        )
     n = matrix.n
     w = a * sp.eye_array(n, format="csr") + (1.0 - a) * matrix.csr
     return MixingMatrix.from_array(sp.csr_array(w), name=f"lazy({a:g})*{matrix.name}")

@@ -12,21 +12,19 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from decent._params import PROBABILITY, SIZE, Doc
+from decent._params import PROBABILITY, SIZE, Doc, checked_args
 from decent.topology._checks import (
-    check_int,
-    check_num_nodes,
+    Nodes,
+    check_min_nodes,
     check_power_of_two,
-    check_probability,
     check_round,
-    check_seed,
     require_connected,
 )
 from decent.topology._matrix import MixingMatrix, TopologyError
@@ -232,12 +230,16 @@ def _grid_shape(
         return shape
     if rows is None or cols is None:  # one side given: the other is n // side
         arg, side = ("cols", cols) if rows is None else ("rows", rows)
-        k = check_int(side, who=who, arg=arg, minimum=minimum)
-        if n % k:
-            raise TopologyError(f"{who}: {arg}={k} does not divide num_nodes={n}; pick a divisor")
-        rows, cols = (n // k, k) if rows is None else (k, n // k)
-    r = check_int(rows, who=who, arg="rows", minimum=minimum)
-    c = check_int(cols, who=who, arg="cols", minimum=minimum)
+        side = cast(int, side)  # the other one: not None
+        if n % side:
+            raise TopologyError(
+                f"{who}: {arg}={side} does not divide num_nodes={n}; pick a divisor"
+            )
+        r, c = (n // side, side) if rows is None else (side, n // side)
+    else:
+        r, c = rows, cols
+    if min(r, c) < minimum:
+        raise TopologyError(f"{who} needs rows, cols >= {minimum}, got rows={r}, cols={c}")
     if r * c != n:
         shape = _square_factors(n, minimum)
         hint = f"; for example rows={shape[0]}, cols={shape[1]}" if shape else ""
@@ -254,7 +256,10 @@ Side = Annotated[int | None, SIZE, Doc("Rows or columns (None: the most square f
 Degree = Annotated[int, SIZE, Doc("Degree of every node.")]
 
 
-def ring(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None) -> StaticTopology:
+@checked_args("ring", TopologyError)
+def ring(
+    n: Nodes, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None
+) -> StaticTopology:
     """Build the cycle graph: node ``i`` talks to ``i - 1`` and ``i + 1`` (mod ``n``).
 
     With Metropolis-Hastings weights every entry is ``1/3``; the gap is
@@ -270,15 +275,14 @@ def ring(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None)
         >>> ring(5).weights(1).dense()[0].round(4).tolist()
         [0.3333, 0.3333, 0.0, 0.0, 0.3333]
     """
-    n = check_num_nodes(n, who="ring", minimum=1, hint="a ring needs at least 3 nodes")
-    if n < 3:
-        raise TopologyError(f"ring needs num_nodes >= 3, got {n}; use complete({n})")
+    check_min_nodes(n, 3, who="ring", fix=f"use complete({n})")
     i = np.arange(n)
     return _build(n, i, (i + 1) % n, name=f"ring({n})", weights=weights, lazy_alpha=lazy)
 
 
+@checked_args("torus", TopologyError)
 def torus(
-    n: int,
+    n: Nodes,
     rows: Side = None,
     cols: Side = None,
     *,
@@ -299,7 +303,6 @@ def torus(
         >>> torus(12).name
         'torus(3x4)'
     """
-    n = check_num_nodes(n, who="torus")
     r, c = _grid_shape("torus", n, rows, cols, minimum=3)
     i = np.arange(n)
     row, col = i // c, i % c
@@ -310,8 +313,9 @@ def torus(
     return _build(n, u, v, name=f"torus({r}x{c})", weights=weights, lazy_alpha=lazy)
 
 
+@checked_args("grid", TopologyError)
 def grid(
-    n: int,
+    n: Nodes,
     rows: Side = None,
     cols: Side = None,
     *,
@@ -323,7 +327,6 @@ def grid(
     Args:
         n: number of nodes, ``rows * cols``.
         rows: grid rows (default: most square factorization; a prime ``n`` gives a path).
-        cols: grid columns.
 
     Raises:
         TopologyError: ``rows * cols != n``.
@@ -332,7 +335,6 @@ def grid(
         >>> grid(6).describe()["degree_max"]
         3
     """
-    n = check_num_nodes(n, who="grid")
     r, c = _grid_shape("grid", n, rows, cols, minimum=1)
     i = np.arange(n)
     row, col = i // c, i % c
@@ -343,8 +345,9 @@ def grid(
     return _build(n, u, v, name=f"grid({r}x{c})", weights=weights, lazy_alpha=lazy)
 
 
+@checked_args("hypercube", TopologyError)
 def hypercube(
-    n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None
+    n: Nodes, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None
 ) -> StaticTopology:
     """Build the hypercube on ``n = 2**d`` nodes: ``i`` talks to ``i XOR 2**b``, ``b < d``.
 
@@ -357,7 +360,6 @@ def hypercube(
         >>> round(hypercube(8, weights="uniform").spectral_gap, 6)
         0.5
     """
-    n = check_num_nodes(n, who="hypercube")
     check_power_of_two(n, who="hypercube")
     dim = n.bit_length() - 1
     i = np.arange(n)
@@ -366,8 +368,9 @@ def hypercube(
     return _build(n, u, v, name=f"hypercube({n})", weights=weights, lazy_alpha=lazy)
 
 
+@checked_args("exponential", TopologyError)
 def exponential(
-    n: int,
+    n: Nodes,
     directed: Annotated[bool, Doc("One-way edges i -> i + 2^k (uniform weights).")] = False,
     *,
     weights: Annotated[
@@ -390,19 +393,16 @@ def exponential(
 
     Args:
         n: number of nodes, ``>= 2`` (any ``n``, not only powers of 2).
-        directed: build the one-way circulant.
-        weights: a weight rule name or callable; default ``"metropolis_hastings"`` when
-            undirected, ``"uniform"`` when directed.
 
     Example:
         >>> exponential(8, directed=True).weights(1).dense()[0].tolist()
         [0.25, 0.25, 0.25, 0.0, 0.25, 0.0, 0.0, 0.0]
     """
-    n = check_num_nodes(n, who="exponential", minimum=2, hint="use complete(1) for a single node")
+    check_min_nodes(n, 2, who="exponential", fix="use complete(1) for a single node")
     if weights is None:
         weights = "uniform" if directed else "metropolis_hastings"
-    tau = math.ceil(math.log2(n)) if n > 1 else 0
-    offsets = np.array([1 << k for k in range(tau)], dtype=np.int64) % max(n, 1)
+    tau = math.ceil(math.log2(n))
+    offsets = np.array([1 << k for k in range(tau)], dtype=np.int64) % n
     i = np.arange(n)
     recv = np.repeat(i, offsets.size)
     send = (recv + np.tile(offsets, n)) % n
@@ -413,8 +413,9 @@ def exponential(
     )
 
 
+@checked_args("complete", TopologyError)
 def complete(
-    n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None
+    n: Nodes, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None
 ) -> StaticTopology:
     """Build the complete graph; Metropolis-Hastings weights give ``W = J = 11^T / n``.
 
@@ -422,12 +423,14 @@ def complete(
         >>> complete(4).weights(1).dense()[0].tolist()
         [0.25, 0.25, 0.25, 0.25]
     """
-    n = check_num_nodes(n, who="complete")
     u, v = np.triu_indices(n, k=1)
     return _build(n, u, v, name=f"complete({n})", weights=weights, lazy_alpha=lazy)
 
 
-def star(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None) -> StaticTopology:
+@checked_args("star", TopologyError)
+def star(
+    n: Nodes, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None
+) -> StaticTopology:
     """Build the star graph: node 0 is the hub, nodes ``1..n-1`` are leaves.
 
     Raises:
@@ -437,7 +440,7 @@ def star(n: int, *, weights: Weights = "metropolis_hastings", lazy: Lazy = None)
         >>> star(4).describe()["degree_max"]
         3
     """
-    n = check_num_nodes(n, who="star", minimum=2, hint="use complete(1) for a single node")
+    check_min_nodes(n, 2, who="star", fix="use complete(1) for a single node")
     leaves = np.arange(1, n)
     return _build(
         n, np.zeros_like(leaves), leaves, name=f"star({n})", weights=weights, lazy_alpha=lazy
@@ -453,8 +456,9 @@ def _from_nx_edges(n: int, g: nx.Graph, **build: Any) -> StaticTopology:
     return _build(n, edges[:, 0], edges[:, 1], **build)
 
 
+@checked_args("erdos_renyi", TopologyError)
 def erdos_renyi(
-    n: int,
+    n: Nodes,
     p: Annotated[float, PROBABILITY, Doc("Edge probability.")],
     *,
     seed: GraphSeed,
@@ -471,17 +475,16 @@ def erdos_renyi(
         >>> erdos_renyi(10, 0.6, seed=1).num_nodes
         10
     """
-    n = check_num_nodes(n, who="erdos_renyi")
-    p = check_probability(p, who="erdos_renyi")
-    seed = check_seed(seed, who="erdos_renyi")
+    p = float(p)
     g = nx.fast_gnp_random_graph(n, p, seed=seed) if p < 1 else nx.complete_graph(n)
     return _from_nx_edges(
         n, g, name=f"erdos_renyi({n}, p={p:g}, seed={seed})", weights=weights, lazy_alpha=lazy
     )
 
 
+@checked_args("random_regular", TopologyError)
 def random_regular(
-    n: int,
+    n: Nodes,
     k: Degree,
     *,
     seed: GraphSeed,
@@ -497,9 +500,6 @@ def random_regular(
         >>> random_regular(10, 3, seed=0).describe()["degree_min"]
         3
     """
-    n = check_num_nodes(n, who="random_regular")
-    k = check_int(k, who="random_regular", arg="k", minimum=1)
-    seed = check_seed(seed, who="random_regular")
     if k >= n:
         fix = f"use complete({n}) for k = n - 1" if k == n - 1 else f"use k <= {n - 1}"
         raise TopologyError(f"random_regular needs degree k < num_nodes, got k={k}, n={n}; {fix}")
@@ -514,8 +514,9 @@ def random_regular(
     )
 
 
+@checked_args("watts_strogatz", TopologyError)
 def watts_strogatz(
-    n: int,
+    n: Nodes,
     k: Annotated[int, SIZE, Doc("Degree of the ring lattice (even).")],
     p: Annotated[float, PROBABILITY, Doc("Rewiring probability.")],
     *,
@@ -536,10 +537,7 @@ def watts_strogatz(
         >>> watts_strogatz(12, 4, 0.2, seed=0).num_nodes
         12
     """
-    n = check_num_nodes(n, who="watts_strogatz", minimum=3, hint="use complete(n)")
-    k = check_int(k, who="watts_strogatz", arg="k", minimum=2)
-    p = check_probability(p, who="watts_strogatz")
-    seed = check_seed(seed, who="watts_strogatz")
+    check_min_nodes(n, 3, who="watts_strogatz", fix=f"use complete({n})")
     if k % 2 or k >= n:
         raise TopologyError(
             f"watts_strogatz needs an even k (k/2 neighbours per side) with k < num_nodes, "
@@ -589,7 +587,8 @@ def from_networkx(
             f"from_networkx needs a networkx Graph or DiGraph, got {type(graph).__name__}; "
             "use from_edges(n, edges) for an edge list or from_matrix(W) for a matrix"
         )
-    n = check_num_nodes(graph.number_of_nodes(), who="from_networkx", hint="the graph has no nodes")
+    n = graph.number_of_nodes()
+    check_min_nodes(n, 1, who="from_networkx", fix="the graph has no nodes")
     index = {node: pos for pos, node in enumerate(graph.nodes)}
     topo = _from_nx_edges(
         n,
@@ -604,8 +603,9 @@ def from_networkx(
     return topo
 
 
+@checked_args("from_edges", TopologyError)
 def from_edges(
-    n: int,
+    n: Nodes,
     edges: Iterable[tuple[int, int]] | np.ndarray,
     *,
     directed: bool = False,
@@ -625,7 +625,6 @@ def from_edges(
         >>> from_edges(3, [(0, 1), (1, 2)]).describe()["diameter"]
         2
     """
-    n = check_num_nodes(n, who="from_edges")
     try:
         arr = np.asarray(list(edges) if not isinstance(edges, np.ndarray) else edges)
     except (TypeError, ValueError) as err:
