@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 from decent.metrics import metric_label
 from decent.report import _format as fmt
 from decent.report import _story as story
+from decent.report._format import esc as _e
 from decent.report._format import num_td, td
 from decent.report._plots import (
     ReportError,
@@ -54,10 +54,6 @@ TABLE_ORDER = (
     "time/wall_s",
     "time/sim",
 )
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def _png_uri(png: bytes) -> str:

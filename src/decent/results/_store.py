@@ -274,12 +274,13 @@ def resolve_db_path(path: str | os.PathLike[str]) -> Path:
     return p / DB_NAME
 
 
-def _check_status(status: str, allowed: Sequence[str], arg: str = "status") -> str:
-    if status not in allowed:
+def check_choice(value: str, allowed: Sequence[str], arg: str = "status") -> str:
+    """``value`` if it is one of ``allowed``, else a :class:`ResultsError` naming ``arg``."""
+    if value not in allowed:
         raise ResultsError(
-            f"{arg} must be one of {list(allowed)}, got {status!r}; pick one of those names"
+            f"{arg} must be one of {list(allowed)}, got {value!r}; pick one of those names"
         )
-    return status
+    return value
 
 
 def _connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
@@ -754,7 +755,7 @@ class Store:
         Returns:
             Whether the run was updated.
         """
-        _check_status(status, ("failed", "interrupted"))
+        check_choice(status, ("failed", "interrupted"))
         with self._transaction() as conn:
             row = conn.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None or row[0] not in UNFINISHED_STATUSES:
@@ -1064,7 +1065,7 @@ class RunWriter:
             RunClosedError: If already closed.
         """
         self._check_open()
-        _check_status(status, STATUSES[1:])
+        check_choice(status, STATUSES[1:])
         self._close(status, final, message)
 
     def fail(self, status: str = "failed", error: str | BaseException | None = None) -> None:
@@ -1075,7 +1076,7 @@ class RunWriter:
             error: A message or exception (its traceback is stored).
         """
         self._check_open()
-        _check_status(status, ("failed", "interrupted", "diverged"))
+        check_choice(status, ("failed", "interrupted", "diverged"))
         if isinstance(error, BaseException):
             error = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         self._close(status, None, error)
