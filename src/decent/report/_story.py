@@ -219,11 +219,7 @@ def sentence(runs: pd.DataFrame, config_cols: Sequence[str], methods: Methods) -
         and runs[c].astype(str).nunique() == 1
     ]
     named = [c for c in FIXED_FIRST if c in fixed]
-    held = ", ".join(
-        f"{_short(c)} = "
-        + (methods.label(runs[c].iloc[0]) if c == "algorithm.kind" else _fmt(runs[c].iloc[0]))
-        for c in named
-    )
+    held = ", ".join(f"{_short(c)} = {_values(runs, c, methods)}" for c in named)
     rest = len(fixed) - len(named)
     tail = f" and {rest} other settings (under Configurations below)" if rest > 0 else ""
     side = "".join(f" {e}" for e in extra)
