@@ -66,6 +66,7 @@ EPILOG = "Docs: docs/concepts.md, docs/config.md (every config field), docs/resu
 
 USER_ERROR = 2
 INTERRUPTED = 130
+INTERRUPTED_RUN = "interrupted: the run is marked 'interrupted' in the store"
 
 SET_HELP = (
     "Override a config field, e.g. --set algorithm.lr=0.05 --set topology.num_nodes=64 "
@@ -143,6 +144,7 @@ def user_errors() -> Iterator[None]:
     """Turn user mistakes (bad configs, unknown studies, missing extras) into exit code 2."""
     from decent.config import ConfigError
     from decent.results import MissingDependencyError, ResultsError
+    from decent.results._errors import os_error_text
     from decent.run import SweepFailedError
 
     try:
@@ -164,18 +166,26 @@ def user_errors() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def interrupted_as(message: str) -> Iterator[None]:
+    """Ctrl-C inside the block ends the command with ``message`` on stderr and exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise fail(message, INTERRUPTED) from None
+
+
+def resume_hint(out: Path) -> str:
+    """The line that ends an interrupted sweep or study."""
+    where = shown(str(out))
+    return f"interrupted: finished runs are kept in {where}; rerun the same command to resume"
+
+
+@contextlib.contextmanager
 def study_run(out: Path) -> Iterator[None]:
     """A study command's runs: user errors and failed runs as one line (:func:`user_errors`),
     and Ctrl-C or SIGTERM as one line and exit 130, the runs marked interrupted."""
-    try:
-        with user_errors(), sigterm_as_interrupt():
-            yield
-    except KeyboardInterrupt:
-        raise fail(
-            f"interrupted: finished runs are kept in {shown(str(out))}; rerun the same command "
-            "to resume",
-            INTERRUPTED,
-        ) from None
+    with interrupted_as(resume_hint(out)), user_errors(), sigterm_as_interrupt():
+        yield
 
 
 def study_spec(
@@ -194,13 +204,6 @@ def study_spec(
     with user_errors():
         spec = kit.load_spec(cls, config) if config is not None else (default or cls)()
     return spec if workers is None else spec.replace(workers=workers)
-
-
-def os_error_text(err: OSError) -> str:
-    """One line for a file-system error (:func:`decent.results._errors.os_error_text`)."""
-    from decent.results._errors import os_error_text as text
-
-    return text(err)
 
 
 def summary_table(title: str, final: dict[str, float]) -> Table:

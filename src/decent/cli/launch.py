@@ -7,9 +7,10 @@ from pathlib import Path
 import typer
 
 from decent.cli._common import (
-    INTERRUPTED,
+    INTERRUPTED_RUN,
     console,
     err_console,
+    interrupted_as,
     out_option,
     set_option,
     summary_table,
@@ -66,25 +67,21 @@ def launch(
     from decent.results import Store, resolve_db_path, store_timeout
     from decent.run.distributed.launch import launch as _launch
 
-    try:
-        with user_errors():
-            store_timeout()  # a bad DECENT_STORE_TIMEOUT is one line here, not one per rank
-            proc = _launch(
-                nproc,
-                config,
-                script_args=ctx.args,
-                overrides=set_,
-                out=out,
-                port=port,
-                mode=mode,
-                staleness=staleness,
-                failure_timeout=failure_timeout,
-                study=study,
-                force=force,
-            )
-    except KeyboardInterrupt:
-        err_console.print("interrupted: the run is marked 'interrupted' in the store")
-        raise typer.Exit(INTERRUPTED) from None
+    with interrupted_as(INTERRUPTED_RUN), user_errors():
+        store_timeout()  # a bad DECENT_STORE_TIMEOUT is one line here, not one per rank
+        proc = _launch(
+            nproc,
+            config,
+            script_args=ctx.args,
+            overrides=set_,
+            out=out,
+            port=port,
+            mode=mode,
+            staleness=staleness,
+            failure_timeout=failure_timeout,
+            study=study,
+            force=force,
+        )
     for rank in proc.left:
         err_console.print(f"decent launch: {rank.describe()}", markup=False)
     survivors = len(proc.survivors)

@@ -32,14 +32,6 @@ def _open_store(out: Path):  # type: ignore[no-untyped-def]
     return Store(out, readonly=True)  # a reader never changes the store
 
 
-def latest_study(store) -> str | None:  # type: ignore[no-untyped-def]
-    """The study of the most recently created run, or ``None`` for an empty store."""
-    runs = store.runs()
-    if runs.empty:
-        return None
-    return str(runs.sort_values("created_at")["study"].iloc[-1])
-
-
 def _check_study(store, study: str) -> None:  # type: ignore[no-untyped-def]
     if study not in store.studies():
         raise fail(
@@ -60,10 +52,11 @@ def report(
     from decent.results._files import check_folder
 
     with user_errors(), _open_store(out) as store:
-        if study is None:
-            study = latest_study(store)
-            if study is None:
+        if study is None:  # the study of the most recently created run
+            runs = store.runs()
+            if runs.empty:
                 raise fail(f"error: the store {store.path} has no runs yet")
+            study = str(runs.sort_values("created_at")["study"].iloc[-1])
         else:
             _check_study(store, study)
         folder = dest or out / "report" / safe_name(study)

@@ -8,12 +8,12 @@ from typing import Any
 import typer
 
 from decent.cli._common import (
-    INTERRUPTED,
+    INTERRUPTED_RUN,
     console,
     err_console,
     fail,
+    interrupted_as,
     mlflow_option,
-    os_error_text,
     out_option,
     set_option,
     sigterm_as_interrupt,
@@ -67,6 +67,7 @@ def run(
     from decent.config import build, load_config
     from decent.engine import ProgressBar
     from decent.results import Store, StoreError, run_id_for
+    from decent.results._errors import os_error_text
     from decent.run import faults, run_config, run_label
     from decent.run.resources import check as check_resources
     from decent.run.resources import check_config as check_config_resources
@@ -103,7 +104,7 @@ def run(
                 per_node_eval=cfg.per_node_eval,
             )
     try:
-        with sigterm_as_interrupt():
+        with store, interrupted_as(INTERRUPTED_RUN), sigterm_as_interrupt():
             outcome = run_config(
                 cfg,
                 store,
@@ -111,16 +112,10 @@ def run(
                 force=force,
                 callbacks=[ProgressBar(disable=not progress), *sinks, *faults.from_env()],
             )
-    except KeyboardInterrupt:
-        err_console.print("interrupted: the run is marked 'interrupted' in the store")
-        raise typer.Exit(INTERRUPTED) from None
-    except BrokenPipeError:
-        raise
     except (StoreError, OSError) as err:  # a full disk, an unwritable sink: one line
-        text = str(err) if isinstance(err, StoreError) else os_error_text(err)
-        raise fail(f"error: {text}") from None
-    finally:
-        store.close()
+        if isinstance(err, BrokenPipeError):
+            raise
+        raise fail(f"error: {err if isinstance(err, StoreError) else os_error_text(err)}") from None
     if outcome.status == "skipped":
         console.print(
             f"already finished in {store.path} (run {outcome.run_id}); "

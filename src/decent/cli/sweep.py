@@ -11,9 +11,10 @@ from decent._names import shown
 from decent.cli._common import (
     INTERRUPTED,
     console,
-    err_console,
+    fail,
     mlflow_option,
     out_option,
+    resume_hint,
     set_option,
     sigterm_as_interrupt,
     tensorboard_option,
@@ -95,22 +96,14 @@ def sweep(
             replicas=replicas,
         )
     table = Table(title=shown(f"sweep {cfg.study}"))
-    for col in ("finished", "diverged", "skipped (already done)", "failed", "not run"):
+    columns = {"finished": "finished", "diverged": "diverged", "skipped": "skipped (already done)"}
+    columns |= {"failed": "failed", "interrupted": "not run"}
+    for col in columns.values():
         table.add_column(col, justify="right")
-    not_run = summary.count("interrupted")
-    table.add_row(
-        str(summary.count("finished")),
-        str(summary.count("diverged")),
-        str(summary.count("skipped")),
-        str(summary.count("failed")),
-        str(not_run),
-    )
+    table.add_row(*(str(summary.count(status)) for status in columns))
     console.print(table)
     if summary.interrupted:
-        err_console.print(
-            f"interrupted: finished runs are kept in {out}; rerun the same command to resume"
-        )
-        raise typer.Exit(INTERRUPTED)
+        raise fail(resume_hint(out), INTERRUPTED)
     console.print(f"next: decent report {cfg.study} --out {out}")
     if not summary.ok:
         raise typer.Exit(1)

@@ -91,10 +91,15 @@ def cell(column: str, value: Any) -> str:
     return str(value)
 
 
+def esc(text: Any) -> str:
+    """``text`` escaped for HTML (``None``: empty)."""
+    return html.escape("" if text is None else str(text))
+
+
 def td(text: Any, cls: str = "") -> str:
     """A table cell holding ``text`` (``None``: empty), escaped."""
     attr = f' class="{cls}"' if cls else ""
-    return f"<td{attr}>{html.escape('' if text is None else str(text))}</td>"
+    return f"<td{attr}>{esc(text)}</td>"
 
 
 def num_td(value: Any, text: str) -> str:

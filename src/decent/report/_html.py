@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 from decent.metrics import metric_label
 from decent.report import _format as fmt
 from decent.report import _story as story
+from decent.report._format import esc as _e
 from decent.report._format import num_td, td
 from decent.report._plots import (
     ReportError,
@@ -54,10 +54,6 @@ TABLE_ORDER = (
     "time/wall_s",
     "time/sim",
 )
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def _png_uri(png: bytes) -> str:
@@ -437,8 +433,6 @@ def write_report(
         )
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    versions = sorted({str(v) for v in runs["package_version"].dropna()})
-    commits = sorted({str(v) for v in runs["git_commit"].dropna()})
     unfinished = runs[~runs["status"].isin(DONE_STATUSES)]
     warn = (
         f'<p class="status-running">{len(unfinished)} of {len(runs)} runs are not finished '
@@ -448,21 +442,23 @@ def write_report(
         else ""
     )
     page_title = title or f"decent report: {study}"
+    ranked = "—"
+    if judged is not None:
+        way = "lower" if judged.lower_is_better else "higher"
+        ranked = f"{judged.label} ({judged.metric}, {way} is better)"
+
+    def listed(col: str) -> str:
+        return ", ".join(sorted({str(v) for v in runs[col].dropna()})) or "unknown"
+
     meta_rows = [
         ("study", study),
         ("store", str(where)),
         ("runs", f"{len(runs)} ({_status_summary(runs['status'])})"),
         ("varying config", ", ".join(shown) or "none"),
-        (
-            "ranked by",
-            "—"
-            if judged is None
-            else f"{judged.label} ({judged.metric}, "
-            f"{'lower' if judged.lower_is_better else 'higher'} is better)",
-        ),
+        ("ranked by", ranked),
         ("generated", f"{now} by decent {package_version() or 'unknown'}"),
-        ("runs written by decent", ", ".join(versions) or "unknown"),
-        ("git commits", ", ".join(commits) or "unknown"),
+        ("runs written by decent", listed("package_version")),
+        ("git commits", listed("git_commit")),
     ]
     meta = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta_rows)
     n_groups = len(runs[group_cols].astype(str).drop_duplicates()) if group_cols else 1

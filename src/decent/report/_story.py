@@ -219,11 +219,7 @@ def sentence(runs: pd.DataFrame, config_cols: Sequence[str], methods: Methods) -
         and runs[c].astype(str).nunique() == 1
     ]
     named = [c for c in FIXED_FIRST if c in fixed]
-    held = ", ".join(
-        f"{_short(c)} = "
-        + (methods.label(runs[c].iloc[0]) if c == "algorithm.kind" else _fmt(runs[c].iloc[0]))
-        for c in named
-    )
+    held = ", ".join(f"{_short(c)} = {_values(runs, c, methods)}" for c in named)
     rest = len(fixed) - len(named)
     tail = f" and {rest} other settings (under Configurations below)" if rest > 0 else ""
     side = "".join(f" {e}" for e in extra)
@@ -390,45 +386,36 @@ def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[st
     if table.empty:
         return "<p>No finished runs to rank.</p>"
     way = "lower is better" if judged.lower_is_better else "higher is better"
-    num = fmt.num_td
-    columns: list[tuple[str, Any]] = [
-        ("rank", lambda r: num(r["rank"], str(r["rank"]) if pd.notna(r["rank"]) else "—")),
-        (
-            "method",
-            lambda r: (
-                f"<td>{html.escape(r['method'])}"
-                f"{' <small>(centralized)</small>' if r['central'] else ''}</td>"
-            ),
-        ),
-        (
-            f"{judged.label} (mean ± 95% CI)",
-            lambda r: num(
-                r["mean"],
-                fmt.number(r["mean"])
-                + ("" if math.isnan(r["ci95"]) else f" ± {fmt.number(r['ci95'])}"),
-            ),
-        ),
-        ("seeds", lambda r: num(r["seeds"], str(r["seeds"]))),
-        ("× best", lambda r: num(r["vs_best"], fmt.ratio(r["vs_best"]))),
-        ("× centralized", lambda r: num(r["vs_central"], fmt.ratio(r["vs_central"]))),
-        ("worst node", lambda r: num(r["worst_node"], fmt.number(r["worst_node"]))),
-        ("bytes / node", lambda r: num(r["bytes_per_node"], fmt.size(r["bytes_per_node"]))),
-        ("runs", lambda r: fmt.td(r["runs"])),
+
+    def mean_ci(r: dict[str, Any]) -> str:
+        ci = "" if math.isnan(r["ci95"]) else f" ± {fmt.number(r['ci95'])}"
+        return fmt.number(r["mean"]) + ci
+
+    def method(r: dict[str, Any]) -> str:
+        central = " <small>(centralized)</small>" if r["central"] else ""
+        return f"<td>{html.escape(r['method'])}{central}</td>"
+
+    # (header, the column a cell sorts by, its text); a text cell is whole HTML
+    columns: list[tuple[str, str | None, Any]] = [
+        ("rank", "rank", lambda r: str(r["rank"]) if pd.notna(r["rank"]) else "—"),
+        ("method", None, method),
+        (f"{judged.label} (mean ± 95% CI)", "mean", mean_ci),
+        ("seeds", "seeds", lambda r: str(r["seeds"])),
+        ("× best", "vs_best", lambda r: fmt.ratio(r["vs_best"])),
+        ("× centralized", "vs_central", lambda r: fmt.ratio(r["vs_central"])),
+        ("worst node", "worst_node", lambda r: fmt.number(r["worst_node"])),
+        ("bytes / node", "bytes_per_node", lambda r: fmt.size(r["bytes_per_node"])),
+        ("runs", None, lambda r: fmt.td(r["runs"])),
     ]
-    empty = {  # a column with no value in any row says nothing
-        name
-        for name, col in (
-            ("× centralized", "vs_central"),
-            ("worst node", "worst_node"),
-            ("bytes / node", "bytes_per_node"),
-        )
-        if not table[col].notna().any()
-    }
-    columns = [(h, f) for h, f in columns if h not in empty]
-    header = [*(_short(c) for c in context_cols), *(h for h, _ in columns)]
+    optional = ("vs_central", "worst_node", "bytes_per_node")
+    # a column with no value in any row says nothing
+    columns = [c for c in columns if c[1] not in optional or table[c[1]].notna().any()]
+    header = [*(_short(c) for c in context_cols), *(h for h, _, _ in columns)]
     records = table.to_dict("records")
     rows = [
-        [fmt.td(_fmt(r[c])) for c in context_cols] + [f(r) for _, f in columns] for r in records
+        [fmt.td(_fmt(r[c])) for c in context_cols]
+        + [f(r) if col is None else fmt.num_td(r[col], f(r)) for _, col, f in columns]
+        for r in records
     ]
     kinds = ["headline-row best" if r["rank"] == 1 else "headline-row" for r in records]
     caption = (
@@ -436,7 +423,7 @@ def headline_html(table: pd.DataFrame, judged: Judged, context_cols: Sequence[st
         f"{way}) at the last round, over the seeds that finished; 95% Student-t interval. "
         "× best: the ratio to the best method of the same row block."
     )
-    if "× centralized" not in empty:
+    if table["vs_central"].notna().any():
         caption += (
             " × centralized: to the best centralized method (exact averaging) of the block,"
             " or of the same setting on any graph."

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from decent.results._errors import MissingDependencyError, ResultsError
+from decent.results._errors import MissingDependencyError
 from decent.results._files import open_for_writing
-from decent.results._store import Store, opened
+from decent.results._store import Store, check_choice, opened
 
 EXPORT_FORMATS = ("csv", "parquet")
 EXPORT_TABLES = ("records", "runs", "final")
@@ -72,10 +72,8 @@ def export(
         OSError: ``path`` is a symbolic link (it is never written through, see
             :mod:`decent.results._files`), or cannot be written.
     """
-    if format not in EXPORT_FORMATS:
-        raise ResultsError(f"format must be one of {list(EXPORT_FORMATS)}, got {format!r}")
-    if table not in EXPORT_TABLES:
-        raise ResultsError(f"table must be one of {list(EXPORT_TABLES)}, got {table!r}")
+    check_choice(format, EXPORT_FORMATS, "format")
+    check_choice(table, EXPORT_TABLES, "table")
     if format == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise MissingDependencyError(
             "exporting to Parquet needs pyarrow, which is not installed; "

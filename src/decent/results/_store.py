@@ -274,12 +274,13 @@ def resolve_db_path(path: str | os.PathLike[str]) -> Path:
     return p / DB_NAME
 
 
-def _check_status(status: str, allowed: Sequence[str], arg: str = "status") -> str:
-    if status not in allowed:
+def check_choice(value: str, allowed: Sequence[str], arg: str = "status") -> str:
+    """``value`` if it is one of ``allowed``, else a :class:`ResultsError` naming ``arg``."""
+    if value not in allowed:
         raise ResultsError(
-            f"{arg} must be one of {list(allowed)}, got {status!r}; pick one of those names"
+            f"{arg} must be one of {list(allowed)}, got {value!r}; pick one of those names"
         )
-    return status
+    return value
 
 
 def _connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
@@ -371,62 +372,47 @@ class Store:
         uri = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
         # mode=ro fails on a WAL store on read-only media; nothing can change it: immutable
         for immutable in (False, True):
+            conn = _connect(uri + ("&immutable=1" if immutable else ""), uri=True)
             try:
-                conn = _connect(uri + ("&immutable=1" if immutable else ""), uri=True)
-                found = self._schema_version(conn)
+                self._found_version(conn)
                 break
             except sqlite3.OperationalError as err:
+                conn.close()
                 low = str(err).lower()
                 if immutable or ("unable to open" not in low and "readonly" not in low):
                     raise
-        try:
-            self._check_version(found)
-        except StoreVersionError:
-            conn.close()
-            raise
+            except BaseException:
+                conn.close()
+                raise
         self._owner = "owner" if _has_column(conn, "runs", "owner") else "NULL"
         self._info = "info_json" if _has_column(conn, "runs", "info_json") else "NULL"
         return conn
 
-    def _schema_version(self, conn: sqlite3.Connection) -> int:
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.OperationalError as err:
-            if "no such table" in str(err):
-                raise StoreError(
-                    f"{self.path} is an SQLite database but not a decent results store (no "
-                    "meta table); it was left untouched: pass --out the directory a run wrote to"
-                ) from None
-            raise
-        if not row:
+    def _found_version(self, conn: sqlite3.Connection) -> int:
+        """The schema version of the store (0: an empty database, when writing); refuses a
+        foreign database, a damaged version and a newer one."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if "meta" not in tables and (tables or self.readonly):
+            raise StoreError(
+                f"{self.path} is an SQLite database but not a decent results store (no meta "
+                "table); it was left untouched: pass --out the directory a run wrote to"
+            )
+        if not tables:
             return 0
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         try:
-            return int(row[0])
+            found = int(row[0]) if row else 0
         except (TypeError, ValueError):
             raise StoreError(
                 f"{self.path} is damaged: meta.schema_version is {shown(repr(row[0]))}, not a "
                 f"whole number; it was left untouched: move it aside (mv {self.path} "
                 f"{self.path}.damaged) or pass another --out"
             ) from None
-
-    def _check_version(self, found: int) -> None:
         if found > SCHEMA_VERSION:
             raise StoreVersionError(
                 f"{self.path} has schema version {found}, this decent knows up to "
                 f"{SCHEMA_VERSION}; upgrade decent to read it (pip install -U decent)"
             )
-
-    def _found_version(self, conn: sqlite3.Connection) -> int:
-        """The schema version of the store (0: an empty database); refuses a foreign one
-        and a newer one."""
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        if tables and "meta" not in tables:
-            raise StoreError(
-                f"{self.path} is an SQLite database but not a decent results store (no meta "
-                "table); it was left untouched: pass --out another directory"
-            )
-        found = self._schema_version(conn) if "meta" in tables else 0
-        self._check_version(found)
         return found
 
     def _open_for_writing(self) -> sqlite3.Connection:
@@ -769,7 +755,7 @@ class Store:
         Returns:
             Whether the run was updated.
         """
-        _check_status(status, ("failed", "interrupted"))
+        check_choice(status, ("failed", "interrupted"))
         with self._transaction() as conn:
             row = conn.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None or row[0] not in UNFINISHED_STATUSES:
@@ -828,10 +814,8 @@ class Store:
         """
         with self._reading() as conn:  # opened first: which columns an old store has
             sql = (
-                "SELECT id, study, name, status, config_hash, package_version, git_commit,"
-                " created_at, started_at, finished_at, wall_s, error,"
-                f" {self._owner}, config_json, final_json, {self._info}"
-                f" FROM runs WHERE {_STUDY} ORDER BY study, created_at, rowid"
+                f"SELECT id, {', '.join(RUN_COLUMNS[1:])}, {self._owner}, config_json, final_json,"
+                f" {self._info} FROM runs WHERE {_STUDY} ORDER BY study, created_at, rowid"
             )
             rows = conn.execute(sql, (study,)).fetchall()
         reserved = set(RUN_COLUMNS) | {"round", "metric", "value"}
@@ -1081,7 +1065,7 @@ class RunWriter:
             RunClosedError: If already closed.
         """
         self._check_open()
-        _check_status(status, STATUSES[1:])
+        check_choice(status, STATUSES[1:])
         self._close(status, final, message)
 
     def fail(self, status: str = "failed", error: str | BaseException | None = None) -> None:
@@ -1092,7 +1076,7 @@ class RunWriter:
             error: A message or exception (its traceback is stored).
         """
         self._check_open()
-        _check_status(status, ("failed", "interrupted", "diverged"))
+        check_choice(status, ("failed", "interrupted", "diverged"))
         if isinstance(error, BaseException):
             error = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         self._close(status, None, error)
