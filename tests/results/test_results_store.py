@@ -487,3 +487,18 @@ def test_runs_started_in_the_same_millisecond_list_in_the_order_they_started(
     store = Store(tmp_path, readonly=True)
     assert store.runs("s")["seed"].tolist() == seeds
     assert store.runs()["seed"].tolist() == seeds
+
+
+@pytest.mark.parametrize("flush", [{"flush_every": 0}, {"flush_seconds": -1.0}])
+def test_bad_flush_settings_refused_before_any_row_changes(
+    tmp_path: Path, flush: dict[str, Any]
+) -> None:
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(ResultsError, match=next(iter(flush))):
+        store.start_run("s", _config(), **flush)
+    assert store.runs().empty
+    run = store.start_run("s", _config())
+    run.fail("interrupted", "stopped")
+    with pytest.raises(ResultsError, match=next(iter(flush))):
+        store.resume_run("s", _config(), **flush)
+    assert store.status(run.run_id) == "interrupted"

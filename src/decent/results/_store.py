@@ -581,10 +581,7 @@ class Store:
         """
         if not isinstance(study, str) or not study:
             raise ResultsError(f"study must be a non-empty string, got {study!r}")
-        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-            raise ResultsError(f"flush_every must be an int >= 1, got {flush_every!r}")
-        if not flush_seconds >= 0:
-            raise ResultsError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
+        _check_flush(flush_every, flush_seconds)
         plain, config_json = _plain_config(config)
         info_json = None if info is None else canonical_json(to_plain(info, where="info"))
         rid = run_id if run_id is not None else content_hash(f"{study}\0{config_json}")
@@ -647,6 +644,7 @@ class Store:
         Raises:
             RunExistsError: the run already finished or diverged.
         """
+        _check_flush(flush_every, flush_seconds)
         plain, config_json = _plain_config(config)
         rid = content_hash(f"{study}\0{config_json}")
         status = self.status(rid)
@@ -918,6 +916,14 @@ class Store:
         )
         df = df.merge(_without_final(runs), on="run_id", how="inner")
         return df.sort_values(["run_id", "metric"], kind="stable").reset_index(drop=True)
+
+
+def _check_flush(flush_every: Any, flush_seconds: Any) -> None:
+    """Refuse flush settings a writer cannot honour, before a run's row is touched."""
+    if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+        raise ResultsError(f"flush_every must be an int >= 1, got {flush_every!r}")
+    if not flush_seconds >= 0:
+        raise ResultsError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
 
 
 class RunWriter:
