@@ -45,14 +45,13 @@ METRIC = "eval/subopt@mean"
 Method = Literal["minibatch_sgd", "dsgd", "dat_sgd", "ad_psgd"]
 METHODS: tuple[Method, ...] = get_args(Method)
 """The methods the study can run (its clock replay knows their communication patterns)."""
-LABELS: dict[str, str] = {m: kit.label(m, role="transport") for m in METHODS}
-"""Names in tables and figures, from the algorithm classes: ``D-SGD (gossip)``, ..."""
 Topology = Literal["ring", "torus", "exponential"]
 TOPOLOGY_LABELS = {"ring": "ring", "torus": "2-D torus", "exponential": "exponential"}
 
 
 def label(method: str) -> str:
-    """The display name of a study cell: ``dsgd@stale4`` is D-SGD with staleness <= 4."""
+    """The display name of a study cell, from the algorithm classes: ``D-SGD (gossip)``;
+    ``dsgd@stale4`` is D-SGD with staleness <= 4."""
     base, _, variant = method.partition("@stale")
     if not variant:
         return kit.label(base, role="transport")
@@ -246,18 +245,17 @@ def tune(
             out.append(validate(raw, "network tuning"))
         return out
 
-    def measure(points: list[tuple[tuple[str, str, int], float]]) -> Any:
-        return kit.run_and_score(
-            out, points, configs, {"last": METRIC}, workers=spec.workers, progress=progress,
-            desc="network tuning",
-        )  # fmt: skip
-
-    choices = kit.tune(
+    choices = kit.tune_runs(
+        out,
         cells,
         lambda key: spec.grid(key[0]),
-        measure,
+        configs,
+        {"last": METRIC},
         POLICY,
         group=lambda key: (key[0], key[2]),
+        workers=spec.workers,
+        progress=progress,
+        desc="network tuning",
     )
     return kit.chosen(choices, lambda key: f"{label(key[0])} on {key[1]}({key[2]})")
 
@@ -432,7 +430,7 @@ def crossover(spec: NetworkSpec, hits: pd.DataFrame) -> pd.DataFrame:
     """Time to target against latency: for every run that reached the target, the clock
     alone (same seed) at the rounds it needed; the median over those runs."""
     from decent.comm.network import ComputeModel, LinkModel, simulate_clock
-    from decent.config import build_topology
+    from decent.topology import make
 
     scenarios = {
         "stragglers": ComputeModel("straggler", p=spec.straggler_p, slowdown=spec.slowdown),
@@ -442,8 +440,7 @@ def crossover(spec: NetworkSpec, hits: pd.DataFrame) -> pd.DataFrame:
     rows = []
     synchronous = hits[~hits["method"].str.contains("@") & ~hits["method"].isin(ASYNC)]
     for (m, method, kind), g in synchronous.groupby(["M", "method", "topology"]):
-        cfg = validate(spec.base("x", 0, int(m)) | {"topology": {"kind": kind, "num_nodes": m}})
-        topology = build_topology(cfg.topology)
+        topology = make(kind, int(m))
         message = dim * 8 * (2 if method == "dat_sgd" else 1)
         pattern: Literal["gossip", "all_reduce"] = (
             "all_reduce" if method == "minibatch_sgd" else "gossip"
@@ -540,7 +537,7 @@ def _md(frame: pd.DataFrame, formats: dict[str, str]) -> list[str]:
 def _short(cell: str) -> str:
     """``D-SGD``, ``D-SGD stale<=4``: a cell's name in a list."""
     method, _, stale = cell.partition("@stale")
-    return LABELS[method].split(" (")[0] + (f" stale<={stale}" if stale else "")
+    return kit.label(method) + (f" stale<={stale}" if stale else "")
 
 
 def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
@@ -703,7 +700,7 @@ def plot_faults(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path:
                     continue
                 frame = pd.DataFrame(drops, columns=["drop", "error", "std"]).sort_values("drop")
                 shift = 0.004 * (spec.topologies.index(kind) - 1)  # keep the bars apart
-                name = f"{LABELS[method].split(' (')[0]}, {TOPOLOGY_LABELS[kind]}"
+                name = f"{kit.label(method)}, {TOPOLOGY_LABELS[kind]}"
                 ax.errorbar(
                     frame["drop"] + shift,
                     frame["error"],
@@ -742,9 +739,9 @@ def plot_crossover(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path
                     ]
                     if g.empty:
                         continue
-                    name = LABELS[method]
+                    name = label(method)
                     if not central:
-                        name = f"{name.split(' (')[0]}, {TOPOLOGY_LABELS[kind]}"
+                        name = f"{kit.label(method)}, {TOPOLOGY_LABELS[kind]}"
                     ax.plot(
                         g["latency"],
                         g["time_to_target"],
