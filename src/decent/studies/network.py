@@ -142,16 +142,20 @@ class NetworkSpec(kit.Spec):
         """All-reduce ignores the graph: minibatch SGD runs on the first topology only."""
         return self.topologies[:1] if method == "minibatch_sgd" else self.topologies
 
-    def base(self, study: str, seed: int, m: int, cell: str | None = None) -> dict[str, Any]:
-        scale = self.rounds_of(cell) // self.rounds if cell else 1
+    def base(
+        self, study: str, seed: int, cell: str, kind: str, m: int, lr: float
+    ) -> dict[str, Any]:
+        """The config of one run of ``cell`` on the graph ``kind`` of ``m`` nodes at step
+        ``lr``, without a network (rounds and evaluations scaled by :meth:`rounds_of`)."""
+        scale = self.rounds_of(cell) // self.rounds
         return {
             "study": study,
             "seed": seed,
             "rounds": self.rounds * scale,
             "eval_every": self.eval_every * scale,
             "per_node_eval": "final",
-            "topology": {"kind": self.topologies[0], "num_nodes": m},
-            "algorithm": {"kind": self.methods[0], "lr": self.grid(self.methods[0])[0]},
+            "topology": {"kind": kind, "num_nodes": m},
+            "algorithm": {"kind": cell.partition("@")[0], "lr": lr},
             "task": dict(self.task),
         }
 
@@ -233,15 +237,13 @@ def tune(
         method, _, stale = cell.partition("@stale")
         out = []
         for seed in spec.tune_seeds:
-            raw = spec.base(TUNING_STUDY, seed, m, cell)
+            raw = spec.base(TUNING_STUDY, seed, cell, kind, m, lr)
             raw["eval_every"] = raw["rounds"]
             raw["per_node_eval"] = "none"
             if stale:  # its iterates follow the clock: tune on it
                 raw["network"] = spec.network(delay=int(stale))
             elif method in ASYNC:
                 raw["network"] = spec.network()
-            raw["topology"] = {"kind": kind, "num_nodes": m}
-            raw["algorithm"] = {"kind": method, "lr": lr}
             out.append(validate(raw, "network tuning"))
         return out
 
@@ -289,9 +291,7 @@ def evaluate(
                             )
                 for network in networks:
                     for seed in spec.seeds:
-                        raw = spec.base(STUDY, seed, m, cell)
-                        raw["topology"] = {"kind": kind, "num_nodes": m}
-                        raw["algorithm"] = {"kind": method, "lr": best[(cell, kind, m)]}
+                        raw = spec.base(STUDY, seed, cell, kind, m, best[(cell, kind, m)])
                         raw["network"] = network
                         configs.append(validate(raw, "network study"))
     # the largest networks first, so that two workers finish together

@@ -119,16 +119,13 @@ def _compressor(text: str) -> str:
 
 def _rule(text: str) -> str:
     name, _, tau = text.partition(":")
-    if name not in RULE_LABELS or (tau and (name != "clipping" or not _positive(tau))):
+    try:
+        known = name in RULE_LABELS and (not tau or (name == "clipping" and float(tau) > 0))
+    except ValueError:  # tau is not a number
+        known = False
+    if not known:
         raise ValueError("must be one of mean, trimmed_mean, median, clipping:<tau > 0>")
     return text
-
-
-def _positive(text: str) -> bool:
-    try:
-        return float(text) > 0
-    except ValueError:
-        return False
 
 
 class RobustnessSpec(kit.Spec):
