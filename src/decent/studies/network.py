@@ -688,17 +688,13 @@ def plot_faults(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path:
                 g = table[
                     (table["M"] == m) & (table["method"] == method) & (table["topology"] == kind)
                 ]
-                drops = []
-                for _, row in g.iterrows():
-                    std = row["std"] if row["std"] == row["std"] else 0.0
-                    if row["fault"] == "none":
-                        drops.append((0.0, row["mean"], std))
-                    elif row["fault"].startswith("drop"):
-                        rate = float(row["fault"].split()[1].rstrip("%")) / 100
-                        drops.append((rate, row["mean"], std))
-                if not drops:
+                g = g[(g["fault"] == "none") | g["fault"].str.startswith("drop")]
+                if g.empty:
                     continue
-                frame = pd.DataFrame(drops, columns=["drop", "error", "std"]).sort_values("drop")
+                rate = g["fault"].str.extract(r"drop (\d+)%", expand=False).astype(float) / 100
+                frame = pd.DataFrame(
+                    {"drop": rate.fillna(0.0), "error": g["mean"], "std": g["std"].fillna(0.0)}
+                ).sort_values("drop")
                 shift = 0.004 * (spec.topologies.index(kind) - 1)  # keep the bars apart
                 name = f"{kit.label(method)}, {TOPOLOGY_LABELS[kind]}"
                 ax.errorbar(
