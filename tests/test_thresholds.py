@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from decent.studies import _kit as kit
 from decent.studies import figures as sf
 from decent.studies import thresholds as th
 from decent.studies._kit import method_styles
@@ -363,14 +364,14 @@ def test_figures_write_png_files(tmp_path):
 
 
 def test_method_styles_are_fixed_and_deterministic():
-    a = sf.method_styles(["dsgd", "zeta", "alpha", "dat_sgd"])
-    b = sf.method_styles(["alpha", "zeta", "minibatch_sgd"])
+    a = method_styles(["dsgd", "zeta", "alpha", "dat_sgd"])
+    b = method_styles(["alpha", "zeta", "minibatch_sgd"])
     assert (
-        a["dsgd"]["color"] == sf.METHOD_COLORS["dsgd"] == method_styles(["dsgd"])["dsgd"]["color"]
+        a["dsgd"]["color"] == kit.METHOD_COLORS["dsgd"] == method_styles(["dsgd"])["dsgd"]["color"]
     )
     assert a["alpha"] == b["alpha"] and a["zeta"] == b["zeta"]
     assert a["alpha"]["color"] != a["zeta"]["color"]
-    assert not {a["alpha"]["color"], a["zeta"]["color"]} & set(sf.METHOD_COLORS.values())
+    assert not {a["alpha"]["color"], a["zeta"]["color"]} & set(kit.METHOD_COLORS.values())
 
 
 # --------------------------------------------------------------------------- the store

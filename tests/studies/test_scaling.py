@@ -18,6 +18,7 @@ from decent.comm import SimCommunicator
 from decent.config import ConfigError
 from decent.engine import train
 from decent.results import Store
+from decent.studies import _kit as kit
 from decent.studies import scaling as sc
 from decent.tasks import LeastSquares
 from decent.topology import complete
@@ -170,21 +171,23 @@ def test_bad_specs_name_the_field(tmp_path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("budgets = [1024]\ndelta = -1\n")
     with pytest.raises(ConfigError, match="delta"):
-        sc.load_spec(path)
+        kit.load_spec(sc.ScalingSpec, path)
 
 
 def test_shipped_specs_load_and_the_flagship_file_is_the_built_in_spec() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "configs" / "studies"
-    assert sc.load_spec(root / "flagship.toml") == sc.flagship_spec()
-    full = sc.load_spec(root / "scaling.toml")
+    assert kit.load_spec(sc.ScalingSpec, root / "flagship.toml") == sc.flagship_spec()
+    full = kit.load_spec(sc.ScalingSpec, root / "scaling.toml")
     # 2^10 .. 2^16 (64x, short of two decades: N = 2^17 did not fit a 2-core session)
     assert len(full.budgets) >= 4 and full.budgets[-1] / full.budgets[0] >= 64
     assert {"ring", "torus", "random_regular", "exponential", "complete"} <= set(full.topologies)
-    wide = sc.load_spec(root / "scaling_wide.toml")  # the budgets span more than two decades
+    wide = kit.load_spec(
+        sc.ScalingSpec, root / "scaling_wide.toml"
+    )  # the budgets span more than two decades
     assert wide.budgets[-1] / wide.budgets[0] >= 100 and wide.task == full.task
-    logistic = sc.load_spec(root / "scaling_logistic.toml")
+    logistic = kit.load_spec(sc.ScalingSpec, root / "scaling_logistic.toml")
     assert logistic.task["kind"] == "logistic_population"
     for spec in (wide, logistic):
         for cell in sc.cells(spec)[:: max(1, len(sc.cells(spec)) // 7)]:  # a few, validated

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from decent.cli._common import console, study_run, study_spec
+from decent.cli._common import console, study_spec
 
 
 def flagship(
@@ -24,7 +23,7 @@ def flagship(
 
     Example: decent flagship --out results
     """
-    from decent.cli.scaling import render, render_critical
+    from decent.cli.scaling import run_and_show
     from decent.studies import scaling as sc
 
     spec = study_spec(sc.ScalingSpec, config, workers, sc.flagship_spec)
@@ -36,16 +35,10 @@ def flagship(
         f"machines at a fixed budget of N = {n} samples (T = N / M rounds), streaming least "
         f"squares (d = {spec.task.get('dim')}, node-specific Hessians and optima), "
         f"{len(spec.seeds)} seeds; step size and output averaging tuned per cell on seed "
-        f"{spec.tune_seed}."
+        f"{', '.join(map(str, spec.tune_seeds))}."
     )
     folder = out / spec.study
-    with study_run(out):  # a failed run or Ctrl-C: one line, nothing lost
-        result = sc.run(spec, out, folder=folder, progress=progress)
-    wide = Console(width=max(console.width, 120), highlight=False)
-    wide.print(render(sc.headline(spec, result), labels))
-    wide.print(render_critical(result.critical, result.slopes, labels, spec))
-    sc.write_report(spec, result, folder)
-    console.print(f"wall time {result.wall_s:.0f} s; store: {out / 'decent.sqlite'}")
+    run_and_show(spec, out, folder, progress)
     console.print(f"figures: {folder / 'error_vs_m.png'}, {folder / 'penalty_vs_m.png'}")
     console.print(f"[bold]report: {folder / 'report.html'}[/]")
 

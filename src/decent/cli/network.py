@@ -28,7 +28,7 @@ def network(
 
     spec = study_spec(ns.NetworkSpec, config, workers)
     console.print(
-        f"[bold]decent network[/]: {', '.join(ns.LABELS[m] for m in spec.methods)} on "
+        f"[bold]decent network[/]: {', '.join(ns.label(m) for m in spec.methods)} on "
         f"{', '.join(spec.topologies)} at M = {', '.join(map(str, spec.machines))}, T = "
         f"{spec.rounds}; stragglers p = {spec.straggler_p} ({spec.slowdown:g}x), latency "
         f"{spec.latency:g}; drops {list(spec.drops)}, crashes of "

@@ -22,11 +22,12 @@ def robustness(
 
     Example: decent robustness configs/studies/robustness.toml --out results
     """
+    from decent.studies import _kit as kit
     from decent.studies import robustness as rs
 
     spec = study_spec(rs.RobustnessSpec, config, workers)
     console.print(
-        f"[bold]decent robustness[/]: {', '.join(rs.LABELS[m] for m in spec.methods)} on "
+        f"[bold]decent robustness[/]: {', '.join(kit.label(m) for m in spec.methods)} on "
         f"{spec.topology}({spec.nodes}) with {', '.join(spec.compressors)}; DP-SGD with noise "
         f"multipliers {list(spec.noise_multipliers)}; Byzantine fractions "
         f"{list(spec.byzantine_fractions)} on {spec.byzantine_topology}({spec.nodes}) under "

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from decent.cli._common import console, study_run, study_spec
+
+if TYPE_CHECKING:
+    from decent.studies.scaling import ScalingResult, ScalingSpec
 
 
 def scaling(
@@ -32,17 +36,25 @@ def scaling(
         f"[bold]decent scaling[/] {config}: {', '.join(labels[m.name] for m in spec.methods)} "
         f"on {', '.join(spec.topologies)}; N in {spec.budgets}, M up to {spec.max_machines}, "
         f"{len(sc.cells(spec))} cells x {len(spec.seeds)} seeds, step sizes tuned on seeds "
-        f"{spec.tune_seed}."
+        f"{', '.join(map(str, spec.tune_seeds))}."
     )
+    where = folder or out / spec.study
+    run_and_show(spec, out, where, progress)
+    console.print(f"[bold]tables and figures: {where}[/]")
+
+
+def run_and_show(spec: ScalingSpec, out: Path, folder: Path, progress: bool) -> None:
+    """Run a scaling study into ``out`` and ``folder``, print its headline and M* tables,
+    and write its HTML report (``decent scaling`` and ``decent flagship``)."""
+    from decent.studies import scaling as sc
+
     with study_run(out):  # a failed run or Ctrl-C: one line, nothing lost
         result = sc.run(spec, out, folder=folder, progress=progress)
     wide = Console(width=max(console.width, 120), highlight=False)
-    wide.print(render(sc.headline(spec, result), labels))
-    wide.print(render_critical(result.critical, result.slopes, labels, spec))
-    where = folder or out / spec.study
-    sc.write_report(spec, result, where)
+    wide.print(render(sc.headline(spec, result), spec.labels()))
+    wide.print(render_critical(spec, result))
+    sc.write_report(spec, result, folder)
     console.print(f"wall time {result.wall_s:.0f} s; store: {out / 'decent.sqlite'}")
-    console.print(f"[bold]tables and figures: {where}[/]")
 
 
 def render(table, labels: dict[str, str]) -> Table:  # type: ignore[no-untyped-def]
@@ -74,7 +86,7 @@ def render(table, labels: dict[str, str]) -> Table:  # type: ignore[no-untyped-d
     return out
 
 
-def render_critical(critical, slopes, labels: dict[str, str], spec) -> Table:  # type: ignore[no-untyped-def]
+def render_critical(spec: ScalingSpec, result: ScalingResult) -> Table:
     """M* per (method, topology) and budget, with the fitted exponent and the theory's
     (:func:`decent.studies.scaling.m_star_table`)."""
     from decent.studies.scaling import m_star_table
@@ -82,7 +94,7 @@ def render_critical(critical, slopes, labels: dict[str, str], spec) -> Table:  #
     out = Table(
         title=f"M*: the largest M within (1 + {spec.delta:g}) x the best single-machine error"
     )
-    table = m_star_table(spec, critical, slopes, below="none")
+    table = m_star_table(spec, result.critical, result.slopes, below="none")
     for col in table.columns:
         name = {"graph": "topology"}.get(col, col.replace("N = ", "N="))
         out.add_column(name, justify="left" if col in ("method", "graph") else "right")

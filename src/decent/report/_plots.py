@@ -524,32 +524,32 @@ def band_plot(
     dpi: int = 120,
 ) -> Path:
     """Draw the mean over runs with a band (one standard deviation, or the runs' range), per
-        hue, to a PNG.
+    hue, to a PNG.
 
-        One row per panel ``(metric, ylabel, records)`` (long records, as
-        :func:`decent.results.load` gives, already filtered to that metric), one column per
-        value of ``column`` (sorted); the runs of one (column, hue) are averaged at each ``x``
-        (a single run draws no band). A ``"std"`` band's lower edge is clipped above 0 on a log
-    axis; a ``"range"`` band spans the lowest to the highest run, so both edges were measured.
+    One row per panel ``(metric, ylabel, records)`` (long records, as
+    :func:`decent.results.load` gives, already filtered to that metric), one column per value
+    of ``column`` (sorted); the runs of one (column, hue) are averaged at each ``x`` (a single
+    run draws no band). A ``"std"`` band's lower edge is clipped above 0 on a log axis; a
+    ``"range"`` band spans the lowest to the highest run, so both edges were measured.
 
-        Args:
-            panels: ``(metric, ylabel, records)`` per row.
-            path: The PNG to write.
-            column: The config column that splits the figure into columns (e.g. ``topology.kind``).
-            hue: The config column of one line (e.g. ``algorithm.kind``).
-            hues: The lines to draw, in legend order (absent ones are skipped).
-            labels: Legend text per hue (default: the value).
-            styles: Matplotlib line keywords per hue (``color``, ``linestyle``, ...).
-            titles: Title per column value (default: the value).
-            suptitle: The figure's title.
-            x: The record column on the x axis.
-            logx: Log x axis.
-            logy: Log y axis.
-            band: ``"std"`` (mean ± 1 std) or ``"range"`` (min to max over runs).
-            dpi: Resolution of the PNG.
+    Args:
+        panels: ``(metric, ylabel, records)`` per row.
+        path: The PNG to write.
+        column: The config column that splits the figure into columns (``topology.kind``).
+        hue: The config column of one line (e.g. ``algorithm.kind``).
+        hues: The lines to draw, in legend order (absent ones are skipped).
+        labels: Legend text per hue (default: the value).
+        styles: Matplotlib line keywords per hue (``color``, ``linestyle``, ...).
+        titles: Title per column value (default: the value).
+        suptitle: The figure's title.
+        x: The record column on the x axis.
+        logx: Log x axis.
+        logy: Log y axis.
+        band: ``"std"`` (mean ± 1 std) or ``"range"`` (min to max over runs).
+        dpi: Resolution of the PNG.
 
-        Returns:
-            The path written.
+    Returns:
+        The path written.
     """
     columns = sorted({v for _, _, df in panels for v in df[column].unique()})
     if not columns:
@@ -575,13 +575,7 @@ def band_plot(
                     low, high = stats["min"], stats["max"]
                 elif logy:
                     low = low.clip(lower=1e-300)
-                ax.fill_between(
-                    stats[x],
-                    low,
-                    high,
-                    color=style.get("color"),
-                    alpha=0.15,
-                )
+                ax.fill_between(stats[x], low, high, color=style.get("color"), alpha=0.15)
             if logy:
                 ax.set_yscale("log")
             if logx:

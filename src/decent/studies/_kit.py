@@ -13,8 +13,10 @@
   edges while the best value sits there, optionally refined around the best, choosing among
   several outputs (e.g. output averaging) on separate tuning seeds. What differs between
   studies (the factor, which edges, how often, whether cells share a grid) is a
-  :class:`GridPolicy`; what a point costs (running it) is the ``measure`` argument.
-* **Runs**: :func:`run_and_score` runs a tuning round's points as one sweep and scores them;
+  :class:`GridPolicy`; what a point costs (running it) is the ``measure`` argument, or
+  :func:`tune_runs` runs each point's configs.
+* **Runs**: :func:`run_finals` runs configs as one sweep and reads their final metrics;
+  :func:`run_and_score` runs a tuning round's points as one sweep and scores them;
   :func:`write_tables` writes a study's tables and spec; :func:`markdown_table` for
   ``tables.md``.
 * **Figures**: band plots through :func:`decent.report._plots.band_plot`; the panels every
@@ -507,42 +509,67 @@ def tune(
     return choices
 
 
+def tune_runs(
+    out: str | Path,
+    cells: Sequence[K],
+    first_grid: Callable[[K], Iterable[float]],
+    configs: Callable[[K, float], list[Any]],
+    metrics: Mapping[str, str] | Callable[[K], Mapping[str, str]],
+    policy: GridPolicy = GridPolicy(),
+    *,
+    group: Callable[[K], Hashable] | None = None,
+    desc: str = "tuning",
+    **sweep: Any,
+) -> dict[K, Choice]:
+    """:func:`tune` measuring by runs (:func:`run_and_score`): ``configs(cell, value)`` are
+    a point's runs (one per tuning seed), ``metrics`` the final metric of each output. Each
+    measuring round is one sweep (``sweep``: keywords of :func:`decent.run.run_points`), its
+    progress bar labelled ``desc``, then ``desc, extension <i>`` and ``desc, refinement``."""
+    stage = [desc]
+
+    def measure(points: list[tuple[K, float]]) -> dict[tuple[K, float], dict[str, float]]:
+        return run_and_score(out, points, configs, metrics, desc=stage[0], **sweep)
+
+    def on_round(i: int) -> None:
+        stage[0] = {0: desc, -1: f"{desc}, refinement"}.get(i, f"{desc}, extension {i}")
+
+    return tune(cells, first_grid, measure, policy, group=group, on_round=on_round)
+
+
+def run_finals(
+    out: str | Path, configs: Sequence[Any], **sweep: Any
+) -> list[tuple[str, dict[str, float]]]:
+    """Run ``configs`` as one sweep (:func:`decent.run.run_points` with the keywords
+    ``sweep``: workers, replica batches, resume) and return each one's ``(status, final
+    metrics)`` as the store keeps them (``("missing", {})`` for a run it lacks)."""
+    from decent.results import run_id_for
+    from decent.run import run_points
+
+    if configs:
+        run_points(list(configs), out, **sweep).raise_if_not_ok(out)
+    finals: dict[str, dict[str, tuple[str, dict[str, float]]]] = {}
+    for cfg in configs:
+        if cfg.study not in finals:
+            finals[cfg.study] = store_finals(out, cfg.study)
+    missing: tuple[str, dict[str, float]] = ("missing", {})
+    return [finals[c.study].get(run_id_for(c.study, c.run_dict()), missing) for c in configs]
+
+
 def run_and_score(
     out: str | Path,
     points: Sequence[tuple[K, float]],
     configs: Callable[[K, float], list[Any]],
     metrics: Mapping[str, str] | Callable[[K], Mapping[str, str]],
-    *,
-    workers: int | None = None,
-    progress: bool = True,
-    desc: str | None = None,
-    longest_first: bool = False,
+    **sweep: Any,
 ) -> dict[tuple[K, float], dict[str, float]]:
     """A :data:`Measure` of runs: each point's configs (one per tuning seed) run as one
-    sweep (:func:`decent.run.run_points`: workers, replica batches, resume), then each
-    run's error per output, ``{output: final metric}`` by ``metrics`` (or ``metrics(cell)``)
-    through :func:`finite_or_inf`, averaged over its seeds (:func:`mean_scores`)."""
-    from decent.results import run_id_for
-    from decent.run import run_points
-
+    sweep (:func:`run_finals`), then each run's error per output, ``{output: final
+    metric}`` by ``metrics`` (or ``metrics(cell)``) through :func:`finite_or_inf`, averaged
+    over its seeds (:func:`mean_scores`)."""
     made = [(p, c) for p in points for c in configs(*p)]
-    if made:
-        run_points(
-            [c for _, c in made],
-            out,
-            workers=workers,
-            progress=progress,
-            desc=desc,
-            longest_first=longest_first,
-        ).raise_if_not_ok(out)
-    finals: dict[str, dict[str, tuple[str, dict[str, float]]]] = {}
+    finals = run_finals(out, [c for _, c in made], **sweep)
     per: dict[tuple[K, float], list[dict[str, float]]] = {}
-    for point, cfg in made:
-        if cfg.study not in finals:
-            finals[cfg.study] = store_finals(out, cfg.study)
-        status, final = finals[cfg.study].get(
-            run_id_for(cfg.study, cfg.run_dict()), ("missing", {})
-        )
+    for (point, _), (status, final) in zip(made, finals, strict=True):
         names = metrics(point[0]) if callable(metrics) else metrics
         per.setdefault(point, []).append(scores(names, status, final))
     return {point: mean_scores(runs) for point, runs in per.items()}
@@ -581,9 +608,11 @@ __all__ = [
     "needs_clock",
     "order",
     "run_and_score",
+    "run_finals",
     "scores",
     "split_method",
     "store_finals",
     "tune",
+    "tune_runs",
     "write_tables",
 ]

@@ -93,15 +93,17 @@ def tune(spec: CompareSpec, out: Path, *, progress: bool = True) -> dict[tuple[s
         raw["algorithm"] = {"kind": cell[0], "lr": lr}
         return [validate(raw, "compare tuning")]
 
-    def measure(points: list[tuple[tuple[str, str], float]]) -> Any:
-        metric = {"last": "eval/subopt@mean"}
-        return kit.run_and_score(
-            out, points, configs, metric, workers=spec.workers, progress=progress
-        )
-
-    cells = [(m, t) for t in spec.topologies for m in spec.methods]
-    policy = kit.GridPolicy(max_extensions=0)
-    choices = kit.tune(cells, lambda c: spec.grid(c[0]), measure, policy)
+    choices = kit.tune_runs(
+        out,
+        [(m, t) for t in spec.topologies for m in spec.methods],
+        lambda c: spec.grid(c[0]),
+        configs,
+        {"last": "eval/subopt@mean"},
+        kit.GridPolicy(max_extensions=0),
+        workers=spec.workers,
+        progress=progress,
+        desc="compare tuning",
+    )
     return kit.chosen(choices, lambda c: f"{c[0]} on {c[1]}")[0]
 
 

@@ -22,9 +22,11 @@ Adam's step is in parameter units, not gradient units.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -250,39 +252,35 @@ def _violations(method: str, graph: str, m: int, rounds: int) -> str:
     return "; ".join(found)
 
 
-def execute(
-    spec: DeepSpec, out: Path, runs: list[tuple[Cell, float, int, str]], progress: bool
-) -> dict[tuple[Cell, float, int, str], str]:
-    """Run what the store lacks as one sweep; return ``{(cell, step, seed, study): run_id}``."""
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the warnings the study expects: a graph outside a method's analysis (named
+    in ``tables.md``) and small shards at alpha = 0.1 (the point of the study)."""
     from decent.algorithms import MixingAssumptionWarning
     from decent.tasks.models import TaskWarning
 
-    made = {r: spec.config(*r) for r in runs}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MixingAssumptionWarning)  # named in tables.md
-        warnings.simplefilter("ignore", TaskWarning)  # small shards at alpha = 0.1 are the point
-        run_points(
-            list(made.values()), out, workers=spec.workers, progress=progress, desc="deep"
-        ).raise_if_not_ok(out)
-    return {r: run_id_for(r[3], cfg.run_dict()) for r, cfg in made.items()}
+        warnings.simplefilter("ignore", MixingAssumptionWarning)
+        warnings.simplefilter("ignore", TaskWarning)
+        yield
 
 
 def tune(spec: DeepSpec, out: Path, progress: bool = True) -> dict[Cell, kit.Choice]:
     """Each cell's step (gamma for the anytime methods) by the final training loss of the
     network average on ``tune_seed``; a cell every step of which diverged is left out."""
 
-    def measure(points: list[tuple[Cell, float]]) -> dict[tuple[Cell, float], dict[str, float]]:
-        runs = {(c, s, spec.tune_seed, TUNING_STUDY): (c, s) for c, s in points}
-        ids = execute(spec, out, list(runs), progress)
-        finals = kit.store_finals(out, TUNING_STUDY)
-        scores = {}
-        for run, point in runs.items():
-            status, final = finals.get(ids[run], ("missing", {}))
-            scores[point] = {"loss": kit.finite_or_inf(status, final.get("eval/loss@mean"))}
-        return scores
-
-    policy = kit.GridPolicy(factor=3.0, max_extensions=spec.extensions)
-    choices = kit.tune(spec.cells(), spec.grid, measure, policy)
+    with _quiet():
+        choices = kit.tune_runs(
+            out,
+            spec.cells(),
+            spec.grid,
+            lambda c, s: [spec.config(c, s, spec.tune_seed, TUNING_STUDY)],
+            {"loss": "eval/loss@mean"},
+            kit.GridPolicy(factor=3.0, max_extensions=spec.extensions),
+            workers=spec.workers,
+            progress=progress,
+            desc="deep tuning",
+        )
     return {c: ch for c, ch in choices.items() if math.isfinite(ch.error)}
 
 
@@ -298,9 +296,16 @@ def run(
     (:func:`summarize`)."""
     out = Path(out)
     best = tune(spec, out, progress)
-    runs = [(c, ch.step, seed, STUDY) for c, ch in best.items() for seed in spec.seeds]
-    ids = execute(spec, out, runs, progress)
-    cells = {ids[r]: r[0] for r in runs}
+    made = {
+        (c, seed): spec.config(c, ch.step, seed, STUDY)
+        for c, ch in best.items()
+        for seed in spec.seeds
+    }
+    with _quiet():
+        run_points(
+            list(made.values()), out, workers=spec.workers, progress=progress, desc="deep"
+        ).raise_if_not_ok(out)
+    cells = {run_id_for(STUDY, cfg.run_dict()): c for (c, _), cfg in made.items()}
     records = load(out, study=STUDY)
     records = records[records["run_id"].isin(list(cells))].copy()
     for i, name in enumerate(CELL_KEYS):
@@ -444,24 +449,15 @@ def plot_accuracy(table: pd.DataFrame, path: Path) -> Path:
     """Test accuracy of the network average against M (mean and 95% interval), one row per
     alpha and one column per graph; the all-reduce methods are drawn in every column, each
     method a little to the side of M so that the intervals stay apart."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from decent.studies import figures as figs
 
     alphas = sorted(set(table["alpha"]))
     graphs = [g for g in dict.fromkeys(table["graph"]) if g != "complete"] + ["complete"]
     rank = kit.order(table["method"])
     methods = sorted(set(table["method"]), key=lambda k: rank[k])
     styles = kit.method_styles(methods)
-    fig, axes = plt.subplots(
-        len(alphas),
-        len(graphs),
-        figsize=(3.2 * len(graphs), 2.8 * len(alphas)),
-        sharex=True,
-        sharey=True,
-        squeeze=False,
-    )
+    ms = sorted(set(table["M"]))
+    fig, axes = figs.figure(len(alphas), len(graphs), 3.2, 2.8, sharex=True, sharey=True)
     for (i, alpha), (j, graph) in ((a, g) for a in enumerate(alphas) for g in enumerate(graphs)):
         ax = axes[i][j]
         for k, method in enumerate(methods):
@@ -477,28 +473,25 @@ def plot_accuracy(table: pd.DataFrame, path: Path) -> Path:
                     label=kit.label(method, role="centralized"),
                     **styles[method],
                 )
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(table["M"].min() / 1.4, table["M"].max() * 1.4)  # one M is a range too
-        ax.set_xticks(sorted(set(table["M"])), [str(m) for m in sorted(set(table["M"]))])
-        ax.set_title(f"{graph}, alpha = {alpha:g}", fontsize=9)
-        ax.grid(alpha=0.3)
-    for ax in axes[-1]:
-        ax.set_xlabel("nodes M (same samples in all)")
-    for row in axes:
-        row[0].set_ylabel("test accuracy of the average")
-    axes[0][-1].legend(fontsize=7)
-    task = table["task"].iloc[0]
-    fig.suptitle(f"{task}: accuracy against M at a fixed sample budget, mean ± 95% CI")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        figs.panel(
+            ax,
+            f"{graph}, alpha = {alpha:g}",
+            "nodes M (same samples in all)" if i == len(alphas) - 1 else None,
+            "test accuracy of the average" if j == 0 else None,
+            logy=False,
+            base=2,
+        )
+        ax.set_xlim(ms[0] / 1.4, ms[-1] * 1.4)  # one M is a range too
+        ax.set_xticks(ms, [str(m) for m in ms])
+    title = "accuracy against M at a fixed sample budget, mean ± 95% CI"
+    return figs.save(fig, axes, path, f"{table['task'].iloc[0]}: {title}")
 
 
 def plot_training(records: pd.DataFrame, path: Path) -> Path:
     """Test accuracy and consensus distance over training at the largest M and smallest
     alpha, one column per sparse graph (else the complete one), the all-reduce methods
-    drawn in each (mean over seeds, band from the lowest to the highest seed, :func:`decent.report._plots.band_plot`)."""
+    drawn in each (mean over seeds, band from the lowest to the highest seed,
+    :func:`decent.report._plots.band_plot`)."""
     from decent.report._plots import band_plot
 
     m, alpha = records["M"].max(), records["alpha"].min()

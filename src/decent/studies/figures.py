@@ -23,15 +23,13 @@ import numpy as np
 import pandas as pd
 
 from decent.studies import _kit as kit
-from decent.studies._kit import METHOD_COLORS, method_styles
+from decent.studies._kit import method_styles
 from decent.studies.thresholds import check_columns
 
 __all__ = [
-    "METHOD_COLORS",
     "error_vs_m",
     "figure",
     "m_star_vs_n",
-    "method_styles",
     "panel",
     "penalty_heatmap",
     "penalty_vs_m",

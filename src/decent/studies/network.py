@@ -45,14 +45,13 @@ METRIC = "eval/subopt@mean"
 Method = Literal["minibatch_sgd", "dsgd", "dat_sgd", "ad_psgd"]
 METHODS: tuple[Method, ...] = get_args(Method)
 """The methods the study can run (its clock replay knows their communication patterns)."""
-LABELS: dict[str, str] = {m: kit.label(m, role="transport") for m in METHODS}
-"""Names in tables and figures, from the algorithm classes: ``D-SGD (gossip)``, ..."""
 Topology = Literal["ring", "torus", "exponential"]
 TOPOLOGY_LABELS = {"ring": "ring", "torus": "2-D torus", "exponential": "exponential"}
 
 
 def label(method: str) -> str:
-    """The display name of a study cell: ``dsgd@stale4`` is D-SGD with staleness <= 4."""
+    """The display name of a study cell, from the algorithm classes: ``D-SGD (gossip)``;
+    ``dsgd@stale4`` is D-SGD with staleness <= 4."""
     base, _, variant = method.partition("@stale")
     if not variant:
         return kit.label(base, role="transport")
@@ -143,16 +142,20 @@ class NetworkSpec(kit.Spec):
         """All-reduce ignores the graph: minibatch SGD runs on the first topology only."""
         return self.topologies[:1] if method == "minibatch_sgd" else self.topologies
 
-    def base(self, study: str, seed: int, m: int, cell: str | None = None) -> dict[str, Any]:
-        scale = self.rounds_of(cell) // self.rounds if cell else 1
+    def base(
+        self, study: str, seed: int, cell: str, kind: str, m: int, lr: float
+    ) -> dict[str, Any]:
+        """The config of one run of ``cell`` on the graph ``kind`` of ``m`` nodes at step
+        ``lr``, without a network (rounds and evaluations scaled by :meth:`rounds_of`)."""
+        scale = self.rounds_of(cell) // self.rounds
         return {
             "study": study,
             "seed": seed,
             "rounds": self.rounds * scale,
             "eval_every": self.eval_every * scale,
             "per_node_eval": "final",
-            "topology": {"kind": self.topologies[0], "num_nodes": m},
-            "algorithm": {"kind": self.methods[0], "lr": self.grid(self.methods[0])[0]},
+            "topology": {"kind": kind, "num_nodes": m},
+            "algorithm": {"kind": cell.partition("@")[0], "lr": lr},
             "task": dict(self.task),
         }
 
@@ -234,30 +237,27 @@ def tune(
         method, _, stale = cell.partition("@stale")
         out = []
         for seed in spec.tune_seeds:
-            raw = spec.base(TUNING_STUDY, seed, m, cell)
+            raw = spec.base(TUNING_STUDY, seed, cell, kind, m, lr)
             raw["eval_every"] = raw["rounds"]
             raw["per_node_eval"] = "none"
             if stale:  # its iterates follow the clock: tune on it
                 raw["network"] = spec.network(delay=int(stale))
             elif method in ASYNC:
                 raw["network"] = spec.network()
-            raw["topology"] = {"kind": kind, "num_nodes": m}
-            raw["algorithm"] = {"kind": method, "lr": lr}
             out.append(validate(raw, "network tuning"))
         return out
 
-    def measure(points: list[tuple[tuple[str, str, int], float]]) -> Any:
-        return kit.run_and_score(
-            out, points, configs, {"last": METRIC}, workers=spec.workers, progress=progress,
-            desc="network tuning",
-        )  # fmt: skip
-
-    choices = kit.tune(
+    choices = kit.tune_runs(
+        out,
         cells,
         lambda key: spec.grid(key[0]),
-        measure,
+        configs,
+        {"last": METRIC},
         POLICY,
         group=lambda key: (key[0], key[2]),
+        workers=spec.workers,
+        progress=progress,
+        desc="network tuning",
     )
     return kit.chosen(choices, lambda key: f"{label(key[0])} on {key[1]}({key[2]})")
 
@@ -291,9 +291,7 @@ def evaluate(
                             )
                 for network in networks:
                     for seed in spec.seeds:
-                        raw = spec.base(STUDY, seed, m, cell)
-                        raw["topology"] = {"kind": kind, "num_nodes": m}
-                        raw["algorithm"] = {"kind": method, "lr": best[(cell, kind, m)]}
+                        raw = spec.base(STUDY, seed, cell, kind, m, best[(cell, kind, m)])
                         raw["network"] = network
                         configs.append(validate(raw, "network study"))
     # the largest networks first, so that two workers finish together
@@ -432,7 +430,7 @@ def crossover(spec: NetworkSpec, hits: pd.DataFrame) -> pd.DataFrame:
     """Time to target against latency: for every run that reached the target, the clock
     alone (same seed) at the rounds it needed; the median over those runs."""
     from decent.comm.network import ComputeModel, LinkModel, simulate_clock
-    from decent.config import build_topology
+    from decent.topology import make
 
     scenarios = {
         "stragglers": ComputeModel("straggler", p=spec.straggler_p, slowdown=spec.slowdown),
@@ -442,8 +440,7 @@ def crossover(spec: NetworkSpec, hits: pd.DataFrame) -> pd.DataFrame:
     rows = []
     synchronous = hits[~hits["method"].str.contains("@") & ~hits["method"].isin(ASYNC)]
     for (m, method, kind), g in synchronous.groupby(["M", "method", "topology"]):
-        cfg = validate(spec.base("x", 0, int(m)) | {"topology": {"kind": kind, "num_nodes": m}})
-        topology = build_topology(cfg.topology)
+        topology = make(kind, int(m))
         message = dim * 8 * (2 if method == "dat_sgd" else 1)
         pattern: Literal["gossip", "all_reduce"] = (
             "all_reduce" if method == "minibatch_sgd" else "gossip"
@@ -540,7 +537,7 @@ def _md(frame: pd.DataFrame, formats: dict[str, str]) -> list[str]:
 def _short(cell: str) -> str:
     """``D-SGD``, ``D-SGD stale<=4``: a cell's name in a list."""
     method, _, stale = cell.partition("@stale")
-    return LABELS[method].split(" (")[0] + (f" stale<={stale}" if stale else "")
+    return kit.label(method) + (f" stale<={stale}" if stale else "")
 
 
 def tables_markdown(spec: NetworkSpec, result: NetworkResult) -> str:
@@ -691,19 +688,15 @@ def plot_faults(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path:
                 g = table[
                     (table["M"] == m) & (table["method"] == method) & (table["topology"] == kind)
                 ]
-                drops = []
-                for _, row in g.iterrows():
-                    std = row["std"] if row["std"] == row["std"] else 0.0
-                    if row["fault"] == "none":
-                        drops.append((0.0, row["mean"], std))
-                    elif row["fault"].startswith("drop"):
-                        rate = float(row["fault"].split()[1].rstrip("%")) / 100
-                        drops.append((rate, row["mean"], std))
-                if not drops:
+                g = g[(g["fault"] == "none") | g["fault"].str.startswith("drop")]
+                if g.empty:
                     continue
-                frame = pd.DataFrame(drops, columns=["drop", "error", "std"]).sort_values("drop")
+                rate = g["fault"].str.extract(r"drop (\d+)%", expand=False).astype(float) / 100
+                frame = pd.DataFrame(
+                    {"drop": rate.fillna(0.0), "error": g["mean"], "std": g["std"].fillna(0.0)}
+                ).sort_values("drop")
                 shift = 0.004 * (spec.topologies.index(kind) - 1)  # keep the bars apart
-                name = f"{LABELS[method].split(' (')[0]}, {TOPOLOGY_LABELS[kind]}"
+                name = f"{kit.label(method)}, {TOPOLOGY_LABELS[kind]}"
                 ax.errorbar(
                     frame["drop"] + shift,
                     frame["error"],
@@ -742,9 +735,9 @@ def plot_crossover(spec: NetworkSpec, result: NetworkResult, path: Path) -> Path
                     ]
                     if g.empty:
                         continue
-                    name = LABELS[method]
+                    name = label(method)
                     if not central:
-                        name = f"{name.split(' (')[0]}, {TOPOLOGY_LABELS[kind]}"
+                        name = f"{kit.label(method)}, {TOPOLOGY_LABELS[kind]}"
                     ax.plot(
                         g["latency"],
                         g["time_to_target"],

@@ -36,8 +36,6 @@ from decent.run import run_points
 from decent.studies import _kit as kit
 from decent.studies import figures
 
-LABELS = {m: kit.label(m) for m in ("dsgd", "dat_sgd", "gradient_tracking")}
-"""Names of the study's methods, from the algorithm classes."""
 METRICS = {"digits": "eval/test_accuracy@mean", "stream": "eval/subopt@mean"}
 """What each task reports: test accuracy (higher is better) or excess risk (lower)."""
 TUNE_METRICS = {"digits": "eval/loss@mean", "stream": "eval/subopt@mean"}
@@ -121,16 +119,13 @@ def _compressor(text: str) -> str:
 
 def _rule(text: str) -> str:
     name, _, tau = text.partition(":")
-    if name not in RULE_LABELS or (tau and (name != "clipping" or not _positive(tau))):
+    try:
+        known = name in RULE_LABELS and (not tau or (name == "clipping" and float(tau) > 0))
+    except ValueError:  # tau is not a number
+        known = False
+    if not known:
         raise ValueError("must be one of mean, trimmed_mean, median, clipping:<tau > 0>")
     return text
-
-
-def _positive(text: str) -> bool:
-    try:
-        return float(text) > 0
-    except ValueError:
-        return False
 
 
 class RobustnessSpec(kit.Spec):
@@ -270,20 +265,24 @@ def tune(
     def metric(cell: Any) -> dict[str, str]:
         return {"last": TUNE_METRICS[cell[0]]}
 
-    def measure(configs: Any, desc: str) -> Any:
-        return lambda points: kit.run_and_score(
-            out, points, configs, metric, workers=spec.workers, progress=progress, desc=desc
-        )
+    run: dict[str, Any] = {"workers": spec.workers, "progress": progress}
 
     def lr_configs(cell: tuple[str, str], x: float) -> list[Any]:
         t, m = cell
         return [validate(spec.base(TUNING, t, m, x, spec.tune_seed), "robustness tuning")]
 
     plain: list[tuple[str, str]] = [(t, m) for t in spec.tasks for m in spec.methods]
-    found = kit.tune(
-        plain, lambda c: spec.grid(*c), measure(lr_configs, "tune step sizes"), LR_POLICY
+    found = kit.tune_runs(
+        out,
+        plain,
+        lambda c: spec.grid(*c),
+        lr_configs,
+        metric,
+        LR_POLICY,
+        desc="tune step sizes",
+        **run,
     )
-    lr, notes = kit.chosen(found, lambda cell: f"{LABELS[cell[1]]} on {cell[0]}")
+    lr, notes = kit.chosen(found, lambda cell: f"{kit.label(cell[1])} on {cell[0]}")
 
     def gamma_configs(cell: tuple[str, str, str], g: float) -> list[Any]:
         t, m, comp = cell
@@ -292,15 +291,19 @@ def tune(
         return [validate(raw, "robustness tuning")]
 
     compressed = [(t, m, c) for t in spec.tasks for m in spec.methods for c in spec.compressors]
-    steps = kit.tune(
+    steps = kit.tune_runs(
+        out,
         compressed,
         lambda c: spec.consensus_grid,
-        measure(gamma_configs, "tune consensus"),
+        gamma_configs,
+        metric,
         CONSENSUS_POLICY,
+        desc="tune consensus",
+        **run,
     )
     gamma: dict[tuple[str, str, str], float] = {}
     for (t, m, comp), choice in steps.items():
-        name = f"{LABELS[m]} with {compressor_label(comp)} on {t}"
+        name = f"{kit.label(m)} with {compressor_label(comp)} on {t}"
         if not math.isfinite(choice.error):
             notes.append(f"{name}: every consensus step down to {min(choice.tried):g} diverged")
             continue
@@ -356,12 +359,9 @@ def spread_nodes(kind: str, n: int, count: int, seed: int = 0) -> list[int]:
     import networkx as nx
     import numpy as np
 
-    from decent.config import build_topology
+    from decent.topology import make
 
-    cfg = validate({"study": "x", "rounds": 1, "topology": {"kind": kind, "num_nodes": n},
-                    "algorithm": {"kind": "dsgd", "lr": 0.1},
-                    "task": {"kind": "least_squares", "dim": 2}})  # fmt: skip
-    w = build_topology(cfg.topology).weights(1).csr
+    w = make(kind, n).weights(1).csr
     graph = nx.from_scipy_sparse_array(w)
     graph.remove_edges_from(nx.selfloop_edges(graph))
     order = np.random.default_rng(seed).permutation(n)
@@ -585,11 +585,10 @@ def _md(df: pd.DataFrame) -> str:
 
 def tables_markdown(spec: RobustnessSpec, result: RobustnessResult) -> str:
     """Every table of the study as markdown, with the tuned steps and the notes."""
-    labels, comp_label = LABELS, compressor_label
     comp = result.compression.copy()
     if not comp.empty:
-        comp["method"] = comp["method"].map(labels)
-        comp["compressor"] = comp["compressor"].map(comp_label)
+        comp["method"] = comp["method"].map(kit.label)
+        comp["compressor"] = comp["compressor"].map(compressor_label)
     parts = [
         "# Robustness study tables\n",
         f"Wall time {result.wall_s:.0f} s.\n",
@@ -602,10 +601,10 @@ def tables_markdown(spec: RobustnessSpec, result: RobustnessResult) -> str:
         _md(result.byzantine),
         "## Tuned step sizes\n",
     ]
-    parts += [f"- {labels[m]} on {t}: lr = {lr:g}" for (t, m), lr in result.step_sizes.items()]
+    parts += [f"- {kit.label(m)} on {t}: lr = {lr:g}" for (t, m), lr in result.step_sizes.items()]
     parts.append("\n## Tuned consensus steps\n")
     parts += [
-        f"- {labels[m]} with {comp_label(c)} on {t}: gamma = {g:g}"
+        f"- {kit.label(m)} with {compressor_label(c)} on {t}: gamma = {g:g}"
         for (t, m, c), g in result.consensus_steps.items()
     ]
     if result.notes:
@@ -650,7 +649,7 @@ def plot_compression(spec: RobustnessSpec, result: RobustnessResult, path: Path)
                 )
             figures.panel(
                 ax,
-                f"{LABELS[method]}, {task}",
+                f"{kit.label(method)}, {task}",
                 "bytes sent per node" if i == rows - 1 else None,
                 _Y_LABELS[task] if j == 0 else None,
                 logy=task == "stream",
@@ -673,7 +672,7 @@ def plot_privacy(spec: RobustnessSpec, result: RobustnessResult, path: Path) -> 
         g = table[table["method"] == method].sort_values("epsilon")
         if g.empty:
             continue
-        name = LABELS[method]
+        name = kit.label(method)
         ax.errorbar(
             g["epsilon"],
             g["accuracy"],

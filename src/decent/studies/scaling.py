@@ -39,16 +39,10 @@ from pydantic import Field, field_validator, model_validator
 
 from decent.config import ExperimentConfig
 from decent.results import run_id_for
-from decent.run import run_points
 from decent.studies import _kit as kit
 from decent.studies import figures as figs
 from decent.studies import thresholds
-from decent.studies._kit import (
-    Choice,
-    GridPolicy,
-    run_and_score,
-    store_finals,
-)
+from decent.studies._kit import Choice, GridPolicy
 
 AVERAGING = {
     "last": "eval/subopt@mean",
@@ -84,10 +78,6 @@ class MethodSpec(kit.Spec):
     """Only these of the study's topologies (None: all)."""
     budgets: list[int] | None = None
     """Only these of the study's budgets N (None: all)."""
-
-    @property
-    def horizon_scaled(self) -> bool:
-        return kit.horizon_scaled(self.kind)
 
 
 def _default_methods() -> list[MethodSpec]:
@@ -153,11 +143,6 @@ class ScalingSpec(kit.Spec):
     delta: float = Field(default=1.0, gt=0.0)
     """Tolerance: within (1 + delta) of the reference."""
     workers: int | None = Field(default=None, ge=1)
-
-    @property
-    def tune_seed(self) -> str:
-        """The tuning seeds, as printed."""
-        return ", ".join(str(s) for s in self.tune_seeds)
 
     @field_validator("budgets")
     @classmethod
@@ -280,7 +265,7 @@ def lr_of(spec: ScalingSpec, cell: Cell, step: float) -> float:
     """The step size of a grid value: ``step`` itself, or ``gamma / T^p`` for the anytime
     methods, whose largest step on ``w`` is ``lr * T^p`` (weights ``alpha_t = t^p``)."""
     method = _method(spec, cell.method)
-    if not method.horizon_scaled:
+    if not kit.horizon_scaled(method.kind):
         return step
     power = float(method.params.get("weight_power", 1.0))
     return step / _rounds(cell, method) ** power
@@ -324,28 +309,22 @@ refinement around the best (``max_extensions`` comes from the spec)."""
 def tune(spec: ScalingSpec, out: Path, *, progress: bool = True) -> dict[Cell, Choice]:
     """Tune every cell's step size and averaging on the tuning seeds (see the module doc)."""
     study = f"{spec.study}-tune"
-    stage = ["tuning"]
 
     def first_grid(c: Cell) -> list[float]:
-        return spec.gamma_grid if _method(spec, c.method).horizon_scaled else spec.lr_grid
+        return spec.gamma_grid if kit.horizon_scaled(_method(spec, c.method).kind) else spec.lr_grid
 
-    def measure(points: list[tuple[Cell, float]]) -> dict[tuple[Cell, float], dict[str, float]]:
-        return run_and_score(
-            out,
-            points,
-            lambda c, step: [config_of(spec, c, step, seed, study) for seed in spec.tune_seeds],
-            AVERAGING,
-            workers=spec.workers,
-            progress=progress,
-            desc=f"{spec.study} {stage[0]}",
-            longest_first=True,
-        )
-
-    def on_round(i: int) -> None:
-        stage[0] = {0: "tuning", -1: "refinement"}.get(i, f"tuning, extension {i}")
-
-    policy = dataclasses.replace(POLICY, max_extensions=spec.max_extensions)
-    choices = kit.tune(cells(spec), first_grid, measure, policy, on_round=on_round)
+    choices = kit.tune_runs(
+        out,
+        cells(spec),
+        first_grid,
+        lambda c, step: [config_of(spec, c, step, seed, study) for seed in spec.tune_seeds],
+        AVERAGING,
+        dataclasses.replace(POLICY, max_extensions=spec.max_extensions),
+        workers=spec.workers,
+        progress=progress,
+        desc=f"{spec.study} tuning",
+        longest_first=True,
+    )
     kit.chosen(choices, lambda c: f"{c.method} on {c.topology} (M={c.machines}, N={c.budget})")
     return choices
 
@@ -360,23 +339,18 @@ def evaluate_choices(
     ``lr``, ``error_last``, ``error_tail``, ``error_weighted``, ``worst_node`` (the last
     iterate's worst node), ``consensus`` and ``bytes_per_node``.
     """
-    configs, keys = [], []
-    for c, choice in choices.items():
-        for seed in spec.seeds:
-            configs.append(config_of(spec, c, choice.step, seed, spec.study))
-            keys.append((c, seed))
-    run_points(
-        configs,
+    keys = [(c, seed) for c in choices for seed in spec.seeds]
+    configs = [config_of(spec, c, choices[c].step, seed, spec.study) for c, seed in keys]
+    finals = kit.run_finals(
         out,
+        configs,
         workers=spec.workers,
         progress=progress,
         longest_first=True,
         desc=f"{spec.study} evaluation",
-    ).raise_if_not_ok(out)
-    finals = store_finals(out, spec.study)
+    )
     rows = []
-    for (c, seed), cfg in zip(keys, configs, strict=True):
-        status, final = finals.get(run_id_for(spec.study, cfg.run_dict()), ("missing", {}))
+    for (c, seed), cfg, (status, final) in zip(keys, configs, finals, strict=True):
         score = kit.scores(AVERAGING, status, final)
         choice = choices[c]
         rows.append(
@@ -755,9 +729,7 @@ def answer(
     methods = [m.name for m in spec.methods]
     crit = result.critical[(result.critical["N"] == n) & result.critical["method"].isin(methods)]
     s = result.summary[result.summary["N"] == n]
-    pen = result.penalty[result.penalty["N"] == n].set_index(["method", "topology", "M"])
-    cells_n = result.cells[result.cells["N"] == n]
-    sent = cells_n.groupby(["method", "topology", "M"])["bytes_per_node"].mean()
+    head = headline(spec, result, n).set_index(["method", "topology", "M"])
     refs = s[(s["M"] == 1) & s["method"].isin([r.name for r in spec.references])]
     best = refs.loc[refs["mean"].idxmin()] if len(refs) else None
     rows: list[dict[str, Any]] = [
@@ -779,21 +751,19 @@ def answer(
         if r.m_max <= 1:
             continue  # the method does not run on this graph (only its M = 1 cell)
         m_star = m_star_text(r._asdict(), "none")
-        cell = s[(s["method"] == r.method) & (s["topology"] == r.topology) & (s["M"] == r.m_max)]
-        err = float(cell["mean"].iloc[0]) if len(cell) else math.nan
-        key = (r.method, r.topology, r.m_max)
+        h = head.reindex([(r.method, r.topology, r.m_max)]).iloc[0]  # NaN: the cell never ran
         rows.append(
             {
                 "method": labels.get(str(r.method), str(r.method)),
                 "graph": r.topology,
                 "M*": m_star,
                 "largest M": int(r.m_max),
-                "f(x̄) − f* at largest M": err,
-                "× reference": err / ref,
-                "× complete graph": float(pen.loc[key, "penalty"])
-                if key in pen.index and r.topology != "complete"
-                else math.nan,
-                "bytes / node": float(sent.loc[key]) if key in sent.index else math.nan,
+                "f(x̄) − f* at largest M": float(h["error"]),
+                "× reference": float(h["vs_reference"]),
+                "× complete graph": math.nan
+                if r.topology == "complete"
+                else float(h["penalty_vs_complete"]),
+                "bytes / node": float(h["bytes_per_node"]),
             }
         )
         said.setdefault(labels.get(str(r.method), str(r.method)), []).append(
@@ -896,11 +866,6 @@ FLAGSHIP_BUDGET = 2**16
 """The flagship's sample budget N."""
 
 
-def load_spec(path: str | Path) -> ScalingSpec:
-    """Read a study spec from TOML (``configs/studies/*.toml``); errors name the field."""
-    return kit.load_spec(ScalingSpec, path)
-
-
 __all__ = [
     "AVERAGING",
     "Cell",
@@ -915,7 +880,6 @@ __all__ = [
     "evaluate_choices",
     "flagship_spec",
     "headline",
-    "load_spec",
     "run",
     "tune",
     "write_outputs",
