@@ -516,8 +516,7 @@ def launch(
             "to use a free one"
         )
     cmd = worker_command(config, overrides=overrides, out=out, study=study, force=force)
-    extra = {"staleness": staleness} if mode == "stale" else {}
-    resolved = dist_run_dict(cfg.model_copy(update={"backend": "dist"}), nproc, mode, **extra)
+    resolved = dist_run_dict(cfg, nproc, mode, staleness)
     run_id = run_id_for(cfg.study, resolved)
     try:
         result = run_local(

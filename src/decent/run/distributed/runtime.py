@@ -127,16 +127,18 @@ def check_same_config(resolved: dict[str, Any], group: dist.ProcessGroup | None 
     )
 
 
-def dist_run_dict(config: ExperimentConfig, world_size: int, mode: str, **extra: Any) -> dict:
+def dist_run_dict(config: ExperimentConfig, world_size: int, mode: str, staleness: int = 0) -> dict:
     """The resolved config stored for a distributed run.
 
     It is ``config.run_dict()`` with ``backend = "dist"`` and a ``dist`` section
-    ``{"world_size": ..., "mode": ..., **extra}``, so a report groups it next to the
-    simulator run of the same experiment and tells them apart.
+    ``{"world_size": ..., "mode": ...}`` (and ``"staleness"`` in ``stale`` mode), so a
+    report groups it next to the simulator run of the same experiment and tells them apart.
     """
     out = config.run_dict()
     out["backend"] = "dist"
-    out["dist"] = {"world_size": int(world_size), "mode": mode, **extra}
+    out["dist"] = {"world_size": int(world_size), "mode": mode}
+    if mode == "stale":
+        out["dist"]["staleness"] = staleness
     return out
 
 
@@ -219,8 +221,7 @@ def run_rank(
     staleness = section.staleness if staleness is None else staleness
     staleness = staleness if mode == "stale" else 0
     failure_timeout = failure_timeout or section.failure_timeout
-    extra = {"staleness": staleness} if mode == "stale" else {}
-    resolved = dist_run_dict(config, world, mode, **extra)
+    resolved = dist_run_dict(config, world, mode, staleness)
     check_same_config(resolved)
     make = make_comm_factory(placement, mode, staleness=staleness, failure_timeout=failure_timeout)
     transports: list[Any] = []  # kept: the combiners over it (Chebyshev, robust) hide its members
