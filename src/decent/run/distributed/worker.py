@@ -26,8 +26,13 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from decent._names import shown
+
+if TYPE_CHECKING:
+    from decent.config import ExperimentConfig
+    from decent.engine import RunResult
 
 USER_ERROR = 2
 INTERRUPTED = 130
@@ -165,21 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _summary(cfg: object, result: object, out: str, mode: str) -> None:
+def _summary(cfg: ExperimentConfig, result: RunResult | None, out: str, mode: str) -> None:
     """One plain line on rank 0 (``decent launch`` prints the full table from the store)."""
-    from decent._names import shown as printable
     from decent.run.single import HEADLINE
 
     if result is None:
         print(f"already finished in {out} (use force to re-run)", flush=True)
         return
-    final = getattr(result, "final", {})
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    values = ", ".join(f"{k}={final[k]:.4e}" for k in HEADLINE if k in final)
-    status = getattr(result, "status", "?")
-    study = getattr(cfg, "study", "?")
-    line = f"{study} dist x{world} {mode} [{status}] {values}; store: {out}"
-    print(printable(line), flush=True)
+    values = ", ".join(f"{k}={result.final[k]:.4e}" for k in HEADLINE if k in result.final)
+    line = f"{cfg.study} dist x{world} {mode} [{result.status}] {values}; store: {out}"
+    print(shown(line), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
