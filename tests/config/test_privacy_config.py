@@ -10,7 +10,7 @@ from decent.config import ConfigError, build, build_privacy, loads_config
 from decent.engine.privacy import Privacy, epsilon, sampling_rates
 from decent.results import Store
 from decent.run import run_config
-from decent.run.single import replica_key, run_batch
+from decent.run.single import replica_key
 
 BASE = """
 study = "dp"
@@ -91,7 +91,7 @@ def test_without_a_privacy_section_nothing_changes_and_old_run_ids_stay() -> Non
 
 def test_private_seeds_run_as_one_replica_batch_each_recorded(tmp_path) -> None:
     configs = [loads_config(f"seed = {s}\n" + BASE + PRIVACY) for s in (0, 1)]
-    batch = run_batch(configs, Store(tmp_path / "a"))
+    batch = run_config(configs, Store(tmp_path / "a"))
     alone = [run_config(c, Store(tmp_path / "b")) for c in configs]
     for got, want in zip(batch, alone, strict=True):
         assert got.status == want.status == "finished"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from decent.config import CommFactory, Experiment, ExperimentConfig, build, build_privacy
 from decent.engine import Callback, RunResult, train
@@ -105,6 +105,7 @@ def _settings(experiment: Experiment) -> dict[str, Any]:
     }
 
 
+@overload
 def run_config(
     config: ExperimentConfig,
     store: Store | None,
@@ -116,11 +117,43 @@ def run_config(
     callbacks: Sequence[Callback] = (),
     recording: Callable[[], bool] | None = None,
     experiment: Experiment | None = None,
-) -> RunOutcome:
+) -> RunOutcome: ...
+
+
+@overload
+def run_config(
+    config: Sequence[ExperimentConfig],
+    store: Store | None,
+    *,
+    label: Sequence[str] | None = None,
+    force: bool = False,
+    callbacks: Sequence[Sequence[Callback]] = (),
+) -> list[RunOutcome]: ...
+
+
+def run_config(
+    config: ExperimentConfig | Sequence[ExperimentConfig],
+    store: Store | None,
+    *,
+    comm_factory: CommFactory | None = None,
+    resolved: dict[str, Any] | None = None,
+    label: Any = None,
+    force: bool = False,
+    callbacks: Sequence[Any] = (),
+    recording: Callable[[], bool] | None = None,
+    experiment: Experiment | None = None,
+) -> RunOutcome | list[RunOutcome]:
     """Build ``config``, train it and record it in ``store``; skip it if already done.
 
+    A list of configs with one :func:`replica_key` trains as one replica batch
+    (:func:`decent.engine.train_replicas`), each replica stored exactly as it would be
+    alone (its own run id, config, records and status), so reports, resume and export do
+    not know the difference; ``label`` and ``callbacks`` then hold one entry per config,
+    and a list of one config is a single run. This is the one place that starts, aborts and
+    closes recorders and closes the transport, however training ends.
+
     Args:
-        config: one run's config (its ``sweep`` section is ignored).
+        config: one run's config (its ``sweep`` section is ignored), or a list of them.
         store: the results store; ``None`` records nothing.
         comm_factory: makes the communicator from the topology (default: the simulator);
             the distributed runtime passes its transport here.
@@ -135,47 +168,50 @@ def run_config(
         experiment: ``build(config, comm_factory)`` if already built.
 
     Returns:
-        The :class:`RunOutcome`; ``status == "skipped"`` when the store already had it.
+        The :class:`RunOutcome` (a list of them for a list of configs); ``status ==
+        "skipped"`` when a single run's store already had it.
 
     Raises:
+        ValueError: configs with different replica keys.
         ConfigError: the config cannot be built (nothing is written then).
         ResourceError: the run cannot fit in memory (checked before anything is allocated).
-        KeyboardInterrupt: after the run is marked ``interrupted``.
+        KeyboardInterrupt: after every run is marked ``interrupted``.
     """
-    resolved = config.run_dict() if resolved is None else resolved
-    run_id = run_id_for(config.study, resolved)
-    label = label or run_label(config)
-    if store is not None and not force and store.is_finished(run_id):
-        return RunOutcome(run_id, label, "skipped", store.final_values(run_id))
-    if experiment is None:
-        resources.check_config(config)
-        experiment = build(config, comm_factory)
-    resources.check(
-        experiment.algorithm, experiment.task, experiment.comm, per_node_eval=config.per_node_eval
-    )
-    (outcome,) = _train_recorded(
-        [experiment], store, [resolved], [label], [list(callbacks)], force, recording
-    )
-    return outcome
-
-
-def _train_recorded(
-    experiments: Sequence[Experiment],
-    store: Store | None,
-    resolved: Sequence[dict[str, Any]],
-    labels: Sequence[str],
-    callbacks: Sequence[Sequence[Callback]],
-    force: bool = False,
-    recording: Callable[[], bool] | None = None,
-) -> list[RunOutcome]:
-    """Train built experiments (one run, or replicas sharing ``experiments[0].comm``) and
-    record each as its run: the one place that starts, aborts and closes recorders and
-    closes the transport, however training ends."""
     from decent.engine import train_replicas
 
-    comm = experiments[0].comm
+    batch = isinstance(config, Sequence)
+    configs = list(config) if isinstance(config, Sequence) else [config]
+    if batch:
+        labels = list(label) if label else [run_label(c) for c in configs]
+        extra = [list(c) for c in callbacks] if callbacks else [[] for _ in configs]
+    else:
+        labels, extra = [label or run_label(configs[0])], [list(callbacks)]
+    stored = [c.run_dict() if resolved is None or batch else resolved for c in configs]
+    if len(configs) == 1:
+        run_id = run_id_for(configs[0].study, stored[0])
+        if store is not None and not force and store.is_finished(run_id):
+            skipped = RunOutcome(run_id, labels[0], "skipped", store.final_values(run_id))
+            return [skipped] if batch else skipped
+        if experiment is None:
+            resources.check_config(configs[0])
+            experiment = build(configs[0], comm_factory)
+        experiments = [experiment]
+    else:
+        if len({replica_key(c) for c in configs}) != 1:
+            raise ValueError(
+                "a replica batch needs configs that differ only in seed, lr, task scalars "
+                "and static graph"
+            )
+        for c in configs:
+            resources.check_config(c)
+        experiments = _build_batch(configs)
+    first = experiments[0]
+    resources.check(  # one replica, its evaluation included
+        first.algorithm, first.task, first.comm, per_node_eval=first.config.per_node_eval
+    )
+    if len(configs) > 1:
+        resources.check_batch(first.algorithm, first.task, first.comm, len(configs))
     comms = list({id(e.comm): e.comm for e in experiments}.values())
-    single = len(experiments) == 1
     recorders = [
         None
         if store is None
@@ -183,28 +219,28 @@ def _train_recorded(
             store,
             e.config.study,
             res,
-            name=label,
+            name=lab,
             replace=force,
-            extra=comm.metrics if single else None,
+            extra=first.comm.metrics if len(configs) == 1 else None,
             active=recording,
         )
-        for e, res, label in zip(experiments, resolved, labels, strict=True)
+        for e, res, lab in zip(experiments, stored, labels, strict=True)
     ]
     every = [
         [*([rec] if rec is not None else []), *cbs]
-        for rec, cbs in zip(recorders, callbacks, strict=True)
+        for rec, cbs in zip(recorders, extra, strict=True)
     ]
     try:
-        if single:
-            results = [train_experiment(experiments[0], every[0])]
+        if len(configs) == 1:
+            results = [train_experiment(first, every[0])]
         else:
-            settings = _settings(experiments[0])
+            settings = _settings(first)
             if len(comms) > 1:  # replicas on different static topologies: each names its own
                 settings["topology_name"] = None
             results = train_replicas(
                 [e.algorithm for e in experiments],
                 [e.task for e in experiments],
-                [e.comm for e in experiments] if len(comms) > 1 else comm,
+                [e.comm for e in experiments] if len(comms) > 1 else first.comm,
                 seeds=[e.config.seed for e in experiments],
                 callbacks=every,
                 **settings,
@@ -213,25 +249,25 @@ def _train_recorded(
         for rec in recorders:
             if rec is not None:
                 rec.abort(err)
-        for c in comms:
+        for comm in comms:
             with contextlib.suppress(Exception):  # the error above is the one to report
-                c.close()
+                comm.close()
         raise
-    for c in comms:
-        c.close()
+    for comm in comms:
+        comm.close()
     outcomes = []
-    for e, res, label, rec, result in zip(
-        experiments, resolved, labels, recorders, results, strict=True
+    for e, res, lab, rec, result in zip(
+        experiments, stored, labels, recorders, results, strict=True
     ):
         if rec is not None:
             rec.close(result)
         rid = run_id_for(e.config.study, res)
-        outcomes.append(RunOutcome(rid, label, result.status, result.final, result.message, result))
-    return outcomes
+        outcomes.append(RunOutcome(rid, lab, result.status, result.final, result.message, result))
+    return outcomes if batch else outcomes[0]
 
 
 def replica_key(config: ExperimentConfig) -> str:
-    """Runs with equal keys can share one replica batch (:func:`run_batch`).
+    """Runs with equal keys can share one replica batch (:func:`run_config`).
 
     The key is the resolved config without what replicas may differ in: the training
     seed, the step size, for the streaming tasks every task field but the shapes the
@@ -309,51 +345,11 @@ def _build_batch(configs: Sequence[ExperimentConfig]) -> list[Experiment]:
     return out
 
 
-def run_batch(
-    configs: Sequence[ExperimentConfig],
-    store: Store | None,
-    *,
-    labels: Sequence[str] | None = None,
-    callbacks: Sequence[Sequence[Callback]] | None = None,
-) -> list[RunOutcome]:
-    """Run configs with one :func:`replica_key` as one replica batch, each recorded as its run.
-
-    Every replica is stored exactly as :func:`run_config` would store it (its own run id,
-    config, records and status), so reports, resume and export do not know the difference;
-    a single config is simply :func:`run_config`.
-
-    Raises:
-        ValueError: configs with different replica keys.
-        ConfigError / ResourceError: as :func:`run_config`.
-        KeyboardInterrupt: after every replica is marked ``interrupted``.
-    """
-    labels = list(labels) if labels is not None else [run_label(c) for c in configs]
-    extra = [list(c) for c in callbacks] if callbacks is not None else [[] for _ in configs]
-    if len(configs) == 1:
-        return [run_config(configs[0], store, label=labels[0], callbacks=extra[0])]
-    keys = {replica_key(c) for c in configs}
-    if len(keys) != 1:
-        raise ValueError(
-            "run_batch needs configs that differ only in seed, lr, task scalars and static graph"
-        )
-    for c in configs:
-        resources.check_config(c)
-    experiments = _build_batch(configs)
-    first = experiments[0]
-    resources.check(  # one replica, its evaluation included
-        first.algorithm, first.task, first.comm, per_node_eval=first.config.per_node_eval
-    )
-    resources.check_batch(first.algorithm, first.task, first.comm, len(configs))
-    resolved = [c.run_dict() for c in configs]
-    return _train_recorded(experiments, store, resolved, labels, extra)
-
-
 __all__ = [
     "HEADLINE",
     "RunOutcome",
     "mixes_any_topology",
     "replica_key",
-    "run_batch",
     "run_config",
     "run_label",
     "train_experiment",

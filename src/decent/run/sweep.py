@@ -28,7 +28,7 @@ from decent._threads import SWEEP_WORKERS_ENV, affinity_cores, intra_op_threads
 from decent.config import ConfigError, ExperimentConfig, Issue, SweepPoint, expand
 from decent.results import Store, run_id_for
 from decent.run import faults
-from decent.run.single import RunOutcome, replica_key, run_batch, run_label
+from decent.run.single import RunOutcome, replica_key, run_config, run_label
 
 ENDED = ("finished", "diverged", "skipped")
 """Statuses of a sweep's runs that ended with a result (``skipped``: one already stored)."""
@@ -154,7 +154,7 @@ def _run_group(
             [*_sink_callbacks(c, lab, sinks), *hooks]
             for c, lab in zip(configs, labels, strict=True)
         ]
-        return run_batch(configs, store, labels=labels, callbacks=callbacks)
+        return run_config(configs, store, label=labels, callbacks=callbacks)
     except KeyboardInterrupt:
         raise
     except ConfigError as err:

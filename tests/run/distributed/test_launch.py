@@ -271,11 +271,11 @@ def test_the_rank_and_torchrun_command_lines() -> None:
     from decent.run.distributed.launch import torchrun_command, worker_command
 
     rank = [
-        "c.toml", "--out", "res", "--mode", "stale", "--staleness", "3",
-        "--failure-timeout", "10.0", "--set", "rounds=5", "--study", "s",
+        "c.toml", "--out", "res", "--set", "rounds=5", "--set", "dist.mode='stale'",
+        "--study", "s",
     ]  # fmt: skip
     options: dict[str, Any] = dict(
-        overrides=["rounds=5"], out="res", mode="stale", staleness=3, study="s"
+        overrides=["rounds=5", "dist.mode='stale'"], out="res", study="s"
     )
     assert worker_command("c.toml", **options) == [
         sys.executable, "-m", "decent.run.distributed.worker", *rank, "--no-force"

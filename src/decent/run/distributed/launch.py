@@ -91,16 +91,12 @@ def worker_command(
     *,
     overrides: Sequence[str] = (),
     out: str | Path = "results",
-    mode: str = "sync",
-    staleness: int = 2,
-    failure_timeout: float = 10.0,
     study: str | None = None,
     force: bool = False,
 ) -> list[str]:
-    """The command line of one rank, ``python -m decent.run.distributed.worker CONFIG ...``."""
+    """The command line of one rank, ``python -m decent.run.distributed.worker CONFIG ...``
+    (the transport mode is the config's ``[dist]`` section: ``--set dist.mode=...``)."""
     args = [sys.executable, "-m", "decent.run.distributed.worker", str(config), "--out", str(out)]
-    args += ["--mode", mode, "--staleness", str(staleness)]
-    args += ["--failure-timeout", str(failure_timeout)]
     for item in overrides:
         args += ["--set", item]
     return args + (["--study", study] if study else []) + ([] if force else ["--no-force"])
@@ -519,18 +515,8 @@ def launch(
             f"--port {port} is in use on 127.0.0.1; pick another port or leave --port out "
             "to use a free one"
         )
-    cmd = worker_command(
-        config,
-        overrides=overrides,
-        out=out,
-        mode=mode,
-        staleness=staleness,
-        failure_timeout=failure_timeout,
-        study=study,
-        force=force,
-    )
-    extra = {"staleness": staleness} if mode == "stale" else {}
-    resolved = dist_run_dict(cfg.model_copy(update={"backend": "dist"}), nproc, mode, **extra)
+    cmd = worker_command(config, overrides=overrides, out=out, study=study, force=force)
+    resolved = dist_run_dict(cfg, nproc, mode, staleness)
     run_id = run_id_for(cfg.study, resolved)
     try:
         result = run_local(

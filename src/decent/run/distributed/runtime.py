@@ -24,6 +24,7 @@ import torch.distributed as dist
 from decent.comm._exchange import DistConfigError, block_placement
 from decent.comm.base import AliveRanks
 from decent.config import build
+from decent.config._models import DistSection
 from decent.engine import Callback, RunResult
 from decent.results import Store, flatten, run_id_for
 from decent.run.single import run_config, run_label
@@ -126,16 +127,18 @@ def check_same_config(resolved: dict[str, Any], group: dist.ProcessGroup | None 
     )
 
 
-def dist_run_dict(config: ExperimentConfig, world_size: int, mode: str, **extra: Any) -> dict:
+def dist_run_dict(config: ExperimentConfig, world_size: int, mode: str, staleness: int = 0) -> dict:
     """The resolved config stored for a distributed run.
 
     It is ``config.run_dict()`` with ``backend = "dist"`` and a ``dist`` section
-    ``{"world_size": ..., "mode": ..., **extra}``, so a report groups it next to the
-    simulator run of the same experiment and tells them apart.
+    ``{"world_size": ..., "mode": ...}`` (and ``"staleness"`` in ``stale`` mode), so a
+    report groups it next to the simulator run of the same experiment and tells them apart.
     """
     out = config.run_dict()
     out["backend"] = "dist"
-    out["dist"] = {"world_size": int(world_size), "mode": mode, **extra}
+    out["dist"] = {"world_size": int(world_size), "mode": mode}
+    if mode == "stale":
+        out["dist"]["staleness"] = staleness
     return out
 
 
@@ -174,8 +177,8 @@ def run_rank(
     config: ExperimentConfig,
     *,
     out: str | Path | None = None,
-    mode: str = "sync",
-    staleness: int = 0,
+    mode: str | None = None,
+    staleness: int | None = None,
     failure_timeout: float | None = None,
     force: bool = True,
     callbacks: Sequence[Callback] = (),
@@ -193,10 +196,11 @@ def run_rank(
     Args:
         config: the experiment (its ``backend`` is set to ``"dist"``).
         out: the results directory; ``None`` records nothing.
-        mode: one of :data:`MODES`.
-        staleness: bound of the ``stale`` mode (rounds).
+        mode: one of :data:`MODES`; ``mode``, ``staleness`` and ``failure_timeout`` override
+            the config's ``[dist]`` section (``None``: the section's value, or its default).
+        staleness: bound of the ``stale`` mode (rounds; other modes mix without staleness).
         failure_timeout: seconds without a heartbeat after which the ``fault_tolerant``
-            mode declares a rank dead (default 10).
+            mode declares a rank dead.
         force: re-run a config that the store already has finished; when ``False`` such a
             run is skipped on every rank and ``None`` is returned.
         callbacks: extra engine callbacks on this rank.
@@ -212,12 +216,12 @@ def run_rank(
     rank, world = dist.get_rank(), dist.get_world_size()
     config = config.model_copy(update={"backend": "dist"})
     placement = check_world(config.topology.num_nodes, world)
-    if mode == "fault_tolerant" and failure_timeout is None:
-        failure_timeout = 10.0
-    extra: dict[str, Any] = {}
-    if mode == "stale":
-        extra["staleness"] = staleness
-    resolved = dist_run_dict(config, world, mode, **extra)
+    section = config.dist or DistSection.model_validate({})
+    mode = mode or section.mode
+    staleness = section.staleness if staleness is None else staleness
+    staleness = staleness if mode == "stale" else 0
+    failure_timeout = failure_timeout or section.failure_timeout
+    resolved = dist_run_dict(config, world, mode, staleness)
     check_same_config(resolved)
     make = make_comm_factory(placement, mode, staleness=staleness, failure_timeout=failure_timeout)
     transports: list[Any] = []  # kept: the combiners over it (Chebyshev, robust) hide its members

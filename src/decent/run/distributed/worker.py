@@ -26,8 +26,13 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from decent._names import shown
+
+if TYPE_CHECKING:
+    from decent.config import ExperimentConfig
+    from decent.engine import RunResult
 
 USER_ERROR = 2
 INTERRUPTED = 130
@@ -40,9 +45,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default="results", help="results directory")
     p.add_argument("--study", default=None)
-    p.add_argument("--mode", default="sync", choices=["sync", "overlap", "stale", "fault_tolerant"])
-    p.add_argument("--staleness", type=int, default=2, help="bound of --mode stale (rounds)")
-    p.add_argument("--failure-timeout", type=float, default=10.0, help="seconds (fault_tolerant)")
     p.add_argument("--backend", default="gloo", choices=["gloo", "nccl"])
     p.add_argument("--timeout", type=float, default=300.0, help="collective timeout (s)")
     p.add_argument("--no-force", action="store_true", help="skip a run the store has finished")
@@ -131,20 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # the launcher's store is gone, a peer never came
         _say(f"{where}: error: could not join the run: {_one_line(err)}")
         return 1
-    code = 0
+    code, mode = 0, "sync"
     try:
         cfg = load_config(args.config, args.overrides, study=args.study)
+        mode = cfg.dist.mode if cfg.dist is not None else mode
         result = run_rank(
-            cfg,
-            out=args.out,
-            mode=args.mode,
-            staleness=args.staleness if args.mode == "stale" else 0,
-            failure_timeout=args.failure_timeout,
-            force=not args.no_force,
-            callbacks=faults.from_env(rank),
+            cfg, out=args.out, force=not args.no_force, callbacks=faults.from_env(rank)
         )
         if rank == 0:
-            _summary(cfg, result, args)
+            _summary(cfg, result, args.out, mode)
         if result is not None and result.status != "finished":
             code = 1
     except (ConfigError, ValueError) as err:  # LaunchError, DistConfigError, StoreError...
@@ -162,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"{where}: stopped: {_one_line(err)}")
         code = 1
     finally:
-        if code == 0 and args.mode != "fault_tolerant":  # a lost peer would fail or hang it
+        if code == 0 and mode != "fault_tolerant":  # a lost peer would fail or hang it
             with contextlib.suppress(Exception):
                 dist.barrier()
         with contextlib.suppress(Exception):
@@ -173,21 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _summary(cfg: object, result: object, args: argparse.Namespace) -> None:
+def _summary(cfg: ExperimentConfig, result: RunResult | None, out: str, mode: str) -> None:
     """One plain line on rank 0 (``decent launch`` prints the full table from the store)."""
-    from decent._names import shown as printable
     from decent.run.single import HEADLINE
 
     if result is None:
-        print(f"already finished in {args.out} (use force to re-run)", flush=True)
+        print(f"already finished in {out} (use force to re-run)", flush=True)
         return
-    final = getattr(result, "final", {})
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    values = ", ".join(f"{k}={final[k]:.4e}" for k in HEADLINE if k in final)
-    status = getattr(result, "status", "?")
-    study = getattr(cfg, "study", "?")
-    line = f"{study} dist x{world} {args.mode} [{status}] {values}; store: {args.out}"
-    print(printable(line), flush=True)
+    values = ", ".join(f"{k}={result.final[k]:.4e}" for k in HEADLINE if k in result.final)
+    line = f"{cfg.study} dist x{world} {mode} [{result.status}] {values}; store: {out}"
+    print(shown(line), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
