@@ -475,3 +475,21 @@ def test_a_one_value_beta_grid_is_the_spec_without_one(tmp_path: Path) -> None:
         ("digits_mlp", "schedule_free_dsgd", "ring", 4, 1.0), 0.3, 0, deep.STUDY, 0.3
     )
     assert sf.algorithm.beta == 0.3
+
+
+def test_the_schedule_free_charlm_spec_shares_deep_charlms_reference_runs() -> None:
+    """``deep_charlm_sf.toml`` keeps ``deep_charlm.toml``'s task settings, so the cells
+    both run are the same runs (same configs, so the same store rows and numbers)."""
+    root = Path(__file__).resolve().parents[2] / "configs" / "studies"
+    base = kit.load_spec(deep.DeepSpec, root / "deep_charlm.toml")
+    sf = kit.load_spec(deep.DeepSpec, root / "deep_charlm_sf.toml")
+    shared = [c for c in sf.cells() if c in base.cells()]
+    assert {c[1] for c in shared} == {"minibatch_sgd+adamw", "dat_sgd+adamw"}
+    for cell in shared:
+        assert sf.betas(cell) == (None,)
+        for seed, study in ((0, deep.STUDY), (100, deep.TUNING_STUDY)):
+            assert sf.config(cell, 0.02, seed, study) == base.config(cell, 0.02, seed, study)
+    cell = ("stdlib_charlm", "schedule_free_dsgd+adamw", "ring", 16, 0.1)
+    assert sf.betas(cell) == (0.5, 0.9, 0.98) and len(sf.cells()) == 7
+    cfg = sf.config(cell, 0.06, 0, deep.STUDY, 0.5)
+    assert cfg.algorithm.beta == 0.5 and cfg.algorithm.transforms[0].kind == "adamw"
