@@ -490,6 +490,6 @@ def test_the_schedule_free_charlm_spec_shares_deep_charlms_reference_runs() -> N
         for seed, study in ((0, deep.STUDY), (100, deep.TUNING_STUDY)):
             assert sf.config(cell, 0.02, seed, study) == base.config(cell, 0.02, seed, study)
     cell = ("stdlib_charlm", "schedule_free_dsgd+adamw", "ring", 16, 0.1)
-    assert sf.betas(cell) == (0.5, 0.9, 0.98) and len(sf.cells()) == 7
+    assert sf.betas(cell) == (0.2, 0.5, 0.9, 0.98) and len(sf.cells()) == 7
     cfg = sf.config(cell, 0.06, 0, deep.STUDY, 0.5)
     assert cfg.algorithm.beta == 0.5 and cfg.algorithm.transforms[0].kind == "adamw"
