@@ -135,6 +135,8 @@ def test_mnist1d_and_the_cnn() -> None:
         ('methods = ["dsgd+qgm"]\n', "methods[0]: \"dsgd+qgm\" -> method 'dsgd+qgm'"),
         ('methods = ["dsgd+weight_decay"]\n', "weight_decay needs more"),
         ('methods = ["dsgd+momentum"]\nbeta = 1.0\n', "beta: 1.0 -> 'dsgd+momentum' takes"),
+        ("beta_grid = [0.5, 1.5]\n", "beta_grid[1]: 1.5 -> must be <= 1.0"),
+        ("beta_grid = []\n", "beta_grid"),
     ],
 )
 def test_bad_specs_name_the_field(tmp_path: Path, text: str, field: str) -> None:
@@ -401,3 +403,93 @@ def test_the_charlm_spec_loads_with_its_cells() -> None:
     assert spec.rounds("stdlib_charlm", 4) == 512 and spec.rounds("stdlib_charlm", 16) == 128
     cfg = spec.config(("stdlib_charlm", "dsgd+adamw", "ring", 16, 0.1), 0.03, 0, deep.STUDY)
     assert cfg.task.kind == "char_lm" and cfg.algorithm.transforms[0].kind == "adamw"
+
+
+def test_beta_is_tuned_with_the_step_and_each_cell_takes_its_best_tuning_run(
+    tmp_path: Path,
+) -> None:
+    """Schedule-free D-SGD tunes (gamma, beta) jointly on the tuning seed: the chosen pair
+    must be the least final training loss over the stored tuning runs of the cell (ties to
+    the smaller beta, then the smaller step), recomputed here from the store; D-SGD has no
+    beta and tunes its step alone."""
+    spec = TINY.replace(
+        methods=("dsgd", "schedule_free_dsgd"),
+        beta_grid=(0.0, 0.5, 1.0),
+        gamma_grid=(0.3, 1.0),
+        extensions=1,
+        seeds=(0,),
+    )
+    table = deep.run(spec, tmp_path, progress=False).set_index(["method", "graph"])
+    rounds = spec.rounds("digits_mlp", 4)
+    runs = load(tmp_path, study=deep.TUNING_STUDY)
+    runs = runs[runs["metric"] == "eval/loss@mean"].sort_values("round").groupby("run_id").last()
+    assert set(runs["algorithm.beta"].dropna()) == {0.0, 0.5, 1.0}
+    folder = tmp_path / "deep"
+    per_beta = pd.read_csv(folder / "beta_tuning.csv")
+    assert len(per_beta) == 2 * 3 and per_beta.groupby("graph")["chosen"].sum().eq(1).all()
+    for graph in ("ring", "complete"):
+        mine = runs[(runs["algorithm.kind"] == "schedule_free_dsgd")]
+        mine = mine[mine["topology.kind"] == graph]
+        assert len(mine) >= 3 * 2  # every beta its own grid
+        points = zip(mine["value"], mine["algorithm.beta"], mine["algorithm.lr"], strict=True)
+        _, beta, lr = min(points)  # least loss; ties: smaller beta, then smaller step
+        row = table.loc[("schedule_free_dsgd", graph)]
+        assert row["beta"] == beta and row["step"] == pytest.approx(lr * rounds)
+        for b, g in mine.groupby("algorithm.beta"):  # each beta's own best, as tables show it
+            shown = per_beta[(per_beta["graph"] == graph) & (per_beta["beta"] == b)].iloc[0]
+            assert shown["tune_loss"] == pytest.approx(g["value"].min(), rel=1e-12)
+            assert bool(shown["chosen"]) == (b == beta)
+    assert math.isnan(table.loc[("dsgd", "ring"), "beta"])
+    # the evaluation runs ran with the chosen beta
+    stored = load(tmp_path, study=deep.STUDY).groupby("run_id").first()
+    sf = stored[stored["algorithm.kind"] == "schedule_free_dsgd"].set_index("topology.kind")
+    for graph in ("ring", "complete"):
+        assert sf.loc[graph, "algorithm.beta"] == table.loc[("schedule_free_dsgd", graph), "beta"]
+    assert "Each beta's tuning" in (folder / "tables.md").read_text()
+
+
+def test_a_one_value_beta_grid_is_the_spec_without_one(tmp_path: Path) -> None:
+    """``beta_grid = [beta]`` must generate today's configs (the shipped specs set none), so
+    a second run of the study finds every run in the store and writes the same table; a
+    transform's beta stays the spec's ``beta`` whatever the grid."""
+    plain = TINY.replace(methods=("schedule_free_dsgd", "dsgd+momentum"), beta=0.7, seeds=(0,))
+    one = plain.replace(beta_grid=(0.7,))
+    for cell in plain.cells():
+        beta = one.betas(cell)[0]
+        assert plain.betas(cell) == one.betas(cell)
+        for study in (deep.STUDY, deep.TUNING_STUDY):
+            assert one.config(cell, 0.3, 0, study, beta) == plain.config(cell, 0.3, 0, study)
+    first = deep.run(plain, tmp_path, folder=tmp_path / "plain", progress=False)
+    with Store(tmp_path) as store:
+        stored = store.configs()
+    second = deep.run(one, tmp_path, folder=tmp_path / "one", progress=False)
+    with Store(tmp_path) as store:
+        assert store.configs() == stored  # nothing new ran
+    pd.testing.assert_frame_equal(first, second)
+    assert not (tmp_path / "one" / "beta_tuning.csv").exists()
+    other = one.replace(beta_grid=(0.3,)).config(
+        ("digits_mlp", "dsgd+momentum", "ring", 4, 1.0), 0.3, 0, deep.STUDY
+    )
+    assert other.algorithm.transforms[0].beta == 0.7
+    sf = one.replace(beta_grid=(0.3,)).config(
+        ("digits_mlp", "schedule_free_dsgd", "ring", 4, 1.0), 0.3, 0, deep.STUDY, 0.3
+    )
+    assert sf.algorithm.beta == 0.3
+
+
+def test_the_schedule_free_charlm_spec_shares_deep_charlms_reference_runs() -> None:
+    """``deep_charlm_sf.toml`` keeps ``deep_charlm.toml``'s task settings, so the cells
+    both run are the same runs (same configs, so the same store rows and numbers)."""
+    root = Path(__file__).resolve().parents[2] / "configs" / "studies"
+    base = kit.load_spec(deep.DeepSpec, root / "deep_charlm.toml")
+    sf = kit.load_spec(deep.DeepSpec, root / "deep_charlm_sf.toml")
+    shared = [c for c in sf.cells() if c in base.cells()]
+    assert {c[1] for c in shared} == {"minibatch_sgd+adamw", "dat_sgd+adamw"}
+    for cell in shared:
+        assert sf.betas(cell) == (None,)
+        for seed, study in ((0, deep.STUDY), (100, deep.TUNING_STUDY)):
+            assert sf.config(cell, 0.02, seed, study) == base.config(cell, 0.02, seed, study)
+    cell = ("stdlib_charlm", "schedule_free_dsgd+adamw", "ring", 16, 0.1)
+    assert sf.betas(cell) == (0.2, 0.5, 0.9, 0.98) and len(sf.cells()) == 7
+    cfg = sf.config(cell, 0.06, 0, deep.STUDY, 0.5)
+    assert cfg.algorithm.beta == 0.5 and cfg.algorithm.transforms[0].kind == "adamw"

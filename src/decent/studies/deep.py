@@ -17,7 +17,8 @@ Dirichlet alpha spreads each *file's* windows over the nodes, so alpha = 0.1 is 
 every node holding its own files); all run from ordinary configs through the sweep runner
 (workers, replica batches, resume). Methods with Adam preconditioning (``dsgd+adamw``)
 take their steps from their own grids (``adaptive_lr_grid``, ``adaptive_gamma_grid``):
-Adam's step is in parameter units, not gradient units.
+Adam's step is in parameter units, not gradient units. A method whose algorithm has a
+``beta`` (schedule-free D-SGD's interpolation) tunes it with the step (``beta_grid``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import functools
 import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -88,6 +90,14 @@ class DeepSpec(kit.Spec):
     beta: float = 0.9
     """Schedule-free D-SGD's interpolation and the momentum coefficient of every transform
     with a ``beta`` (``dsgd+momentum``, ``dsgd+quasi_global_momentum``)."""
+    beta_grid: tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...] | None = Field(
+        default=None, min_length=1
+    )
+    """The ``beta`` values tuned with the step of a method whose algorithm has one
+    (schedule-free D-SGD, ``schedule_free_dsgd``): each beta's step grid is tuned (and
+    extended) as a cell's alone, and the cell takes the (step, beta) of least tuning loss
+    (ties: the smaller beta). None: the spec's :attr:`beta` alone. Transforms keep
+    :attr:`beta`."""
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = (32,)
     channels: int = Field(default=16, ge=1)
     mnist1d_samples: int = Field(default=40_000, ge=1)
@@ -152,9 +162,18 @@ class DeepSpec(kit.Spec):
             tables.append({"kind": cls.name, **table})
         return tables
 
-    def _beta(self, cls: type) -> dict[str, float]:
-        """``{"beta": beta}`` for a class with a ``beta`` hyperparameter, else ``{}``."""
-        return {"beta": self.beta} if "beta" in {f.name for f in hparams(cls)} else {}
+    def _beta(self, cls: type, beta: float | None = None) -> dict[str, float]:
+        """``{"beta": beta}`` (default the spec's) for a class with a ``beta``
+        hyperparameter, else ``{}``."""
+        value = self.beta if beta is None else beta
+        return {"beta": value} if "beta" in {f.name for f in hparams(cls)} else {}
+
+    def betas(self, cell: Cell) -> tuple[float | None, ...]:
+        """The algorithm betas a cell tunes: :attr:`beta_grid` (else the spec's ``beta``)
+        for a method whose algorithm class has a ``beta``; ``(None,)`` for the others."""
+        if not self._beta(kit.method_class(cell[1])):
+            return (None,)
+        return self.beta_grid or (self.beta,)
 
     def rounds(self, task: str, m: int) -> int:
         return self.samples[task] // (m * self.batch_size)
@@ -199,12 +218,14 @@ class DeepSpec(kit.Spec):
             return self.adaptive_gamma_grid if adaptive else self.gamma_grid
         return self.adaptive_lr_grid if adaptive else self.lr_grid
 
-    def config(self, cell: Cell, step: float, seed: int, study: str) -> Any:
-        """The validated config of one run."""
+    def config(
+        self, cell: Cell, step: float, seed: int, study: str, beta: float | None = None
+    ) -> Any:
+        """The validated config of one run (``beta``: the algorithm's, default the spec's)."""
         task, method, graph, m, alpha = cell
         rounds = self.rounds(task, m)
         cls = kit.method_class(method)
-        algorithm: dict[str, Any] = {"kind": cls.name, "lr": step, **self._beta(cls)}
+        algorithm: dict[str, Any] = {"kind": cls.name, "lr": step, **self._beta(cls, beta)}
         if kit.horizon_scaled(method):
             algorithm["lr"] = step / rounds
         if transforms := self.transforms(method):
@@ -252,6 +273,19 @@ def _violations(method: str, graph: str, m: int, rounds: int) -> str:
     return "; ".join(found)
 
 
+_Unit = tuple[Cell, float | None]
+"""One beta of a cell, its step tuned as a cell's alone."""
+
+
+@dataclass
+class Choice(kit.Choice):
+    """A cell's tuned step and, for a method with one, its algorithm's ``beta``;
+    ``by_beta`` holds every beta's own tuning (the step, its loss, its grid)."""
+
+    beta: float | None = None
+    by_beta: dict[float | None, kit.Choice] | None = None
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the warnings the study expects: a graph outside a method's analysis (named
@@ -265,23 +299,30 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def tune(spec: DeepSpec, out: Path, progress: bool = True) -> dict[Cell, kit.Choice]:
-    """Each cell's step (gamma for the anytime methods) by the final training loss of the
-    network average on ``tune_seed``; a cell every step of which diverged is left out."""
+def tune(spec: DeepSpec, out: Path, progress: bool = True) -> dict[Cell, Choice]:
+    """Each cell's step (gamma for the anytime methods), and beta where its algorithm has
+    one (:meth:`DeepSpec.betas`), by the final training loss of the network average on
+    ``tune_seed``; a cell every step of which diverged is left out."""
 
     with _quiet():
-        choices = kit.tune_runs(
+        units: list[_Unit] = [(c, b) for c in spec.cells() for b in spec.betas(c)]
+        found = kit.tune_runs(
             out,
-            spec.cells(),
-            spec.grid,
-            lambda c, s: [spec.config(c, s, spec.tune_seed, TUNING_STUDY)],
+            units,
+            lambda u: spec.grid(u[0]),
+            lambda u, s: [spec.config(u[0], s, spec.tune_seed, TUNING_STUDY, u[1])],
             {"loss": "eval/loss@mean"},
             kit.GridPolicy(factor=3.0, max_extensions=spec.extensions),
             workers=spec.workers,
             progress=progress,
             desc="deep tuning",
         )
-    return {c: ch for c, ch in choices.items() if math.isfinite(ch.error)}
+    best = {}
+    for c in spec.cells():
+        by_beta = {b: found[(c, b)] for b in spec.betas(c)}
+        b = min(by_beta, key=lambda b: (by_beta[b].error, b or 0.0))
+        best[c] = Choice(**vars(by_beta[b]), beta=b, by_beta=by_beta)
+    return {c: ch for c, ch in best.items() if math.isfinite(ch.error)}
 
 
 def run(
@@ -297,7 +338,7 @@ def run(
     out = Path(out)
     best = tune(spec, out, progress)
     made = {
-        (c, seed): spec.config(c, ch.step, seed, STUDY)
+        (c, seed): spec.config(c, ch.step, seed, STUDY, ch.beta)
         for c, ch in best.items()
         for seed in spec.seeds
     }
@@ -319,13 +360,20 @@ def run(
         f"{kit.markdown_table(ttt[ttt['task'] == t].drop(columns='task'))}\n"
         for t in spec.tasks
     ]
+    tables = {"final": table, "time_to_target": ttt}
+    if spec.beta_grid is not None and len(spec.beta_grid) > 1:
+        tables["beta_tuning"] = beta_tuning(best)
+        text += [
+            f"### Each beta's tuning on seed {spec.tune_seed} (tune_loss: final training "
+            f"loss of the network average)\n\n{kit.markdown_table(tables['beta_tuning'])}\n"
+        ]
     text += [f"Not run: {g} at M = {m} ({why})\n" for (g, m), why in spec.unbuilt().items()]
     text += [
         f"Run outside its analysis (mixing_check = 'warn'): {kit.label(method)} on {g}, "
         f"M = {m} ({why})\n"
         for (method, g, m), why in spec.outside().items()
     ]
-    kit.write_tables(folder, spec, {"final": table, "time_to_target": ttt}, "\n".join(text))
+    kit.write_tables(folder, spec, tables, "\n".join(text))
     for task in spec.tasks:
         if task in set(table["task"]):
             plot_accuracy(table[table["task"] == task], folder / f"accuracy_vs_m_{task}.png")
@@ -343,7 +391,7 @@ def _shown(table: pd.DataFrame, task: str) -> pd.DataFrame:
     return shown
 
 
-def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFrame:
+def summarize(records: pd.DataFrame, best: dict[Cell, Choice]) -> pd.DataFrame:
     """One row per cell: tuned step, test accuracy of the network average and of the worst
     node (mean and 95% half-width over seeds), training loss, final consensus distance, the
     test loss of the network average, and
@@ -365,6 +413,7 @@ def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFra
     for cell, g in final.groupby(keys):
         row: dict[str, Any] = dict(zip(keys, cell, strict=True))
         row["step"] = best[cell].step  # type: ignore[index]
+        row["beta"] = best[cell].beta  # type: ignore[index]
         row["edge"] = best[cell].edge  # type: ignore[index]
         row["seeds"] = g["run_id"].nunique()
         for metric, name in metrics.items():
@@ -384,7 +433,24 @@ def summarize(records: pd.DataFrame, best: dict[Cell, kit.Choice]) -> pd.DataFra
         )
     table["penalty_pts"] = 100 * (table.pop("complete_acc") - table["acc"])
     table["loss_ratio"] = table["train_loss"] / table.pop("complete_train_loss")
+    if table["beta"].isna().all():  # no method has a beta
+        table = table.drop(columns="beta")
     return _in_order(table)
+
+
+def beta_tuning(best: dict[Cell, Choice]) -> pd.DataFrame:
+    """Each beta's own tuning per cell whose method has one: the step it chose, whether
+    that stayed on its grid's edge, its tuning loss, and whether the cell took it."""
+    rows = [
+        dict(zip(CELL_KEYS, cell, strict=True))
+        | {"beta": b, "step": ch.step, "edge": ch.edge, "tune_loss": ch.error}
+        | {"chosen": b == best[cell].beta}
+        for cell, choice in best.items()
+        for b, ch in (choice.by_beta or {}).items()
+        if b is not None
+    ]
+    columns = [*CELL_KEYS, "beta", "step", "edge", "tune_loss", "chosen"]
+    return _in_order(pd.DataFrame(rows, columns=columns))
 
 
 def _in_order(table: pd.DataFrame) -> pd.DataFrame:
