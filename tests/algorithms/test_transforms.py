@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from decent.algorithms import DATSGD, DSGD, GradientTracking, MinibatchSGD
+from decent.algorithms import DATSGD, DSGD, GradientTracking, MinibatchSGD, ScheduleFreeDSGD
 from decent.algorithms.base import AlgorithmError, Cosine
 from decent.algorithms.transforms import (
     adam,
@@ -113,6 +113,33 @@ def test_dat_sgd_with_transform_equals_hand_unrolled(case):
         if case == "quasi_global_momentum":
             s = _qgm_observe(s, w_before, w, eta(t) * alpha)
     np.testing.assert_allclose(state.inner.w.numpy(), w, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(algo.output(state).numpy(), x, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_schedule_free_with_transform_equals_hand_unrolled(case):
+    """Schedule-free D-SGD (beta 0.5): gradient at y = (1 - beta) z + beta x, the transform
+    on the step to z (the deep study's schedule_free_dsgd+adamw is the adamw case)."""
+    transforms, hand = CASES[case]
+    eta, sf_beta = Cosine(0.05, total=ROUNDS), 0.5
+    algo = with_transforms(ScheduleFreeDSGD(lr=eta, beta=sf_beta), transforms)
+    comm = SimCommunicator(from_matrix(W))
+    state = algo.init(_t(X0))
+    z, x, a_prev, s = X0.copy(), X0.copy(), 0.0, {}  # type: ignore[var-annotated]
+    for t in range(1, ROUNDS + 1):
+        state = algo.update(state, _t(_grad(algo.query(state, t).numpy())), comm, t)
+        g = _grad((1 - sf_beta) * z + sf_beta * x)  # 1.-2. at the interpolation y
+        u, s = hand(g, z, t, s)  # the transform sees z, the point the step moves
+        alpha = float(t)
+        a_new = a_prev + alpha
+        z_before = z.copy()
+        z_half = z - eta(t) * alpha * u  # 3.
+        x_half = (a_prev / a_new) * x + (alpha / a_new) * z_half  # 4.
+        z, x = W @ z_half, W @ x_half  # 5.
+        a_prev = a_new
+        if case == "quasi_global_momentum":
+            s = _qgm_observe(s, z_before, z, eta(t) * alpha)
+    np.testing.assert_allclose(state.inner.w.numpy(), z, rtol=0, atol=1e-12)
     np.testing.assert_allclose(algo.output(state).numpy(), x, rtol=0, atol=1e-12)
 
 
