@@ -37,20 +37,40 @@ def _info(info: RunInfo) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends (this thread; POSIX), so that a store
-    commit in progress completes; a signal that came meanwhile is handled right after."""
-    import signal
+    """Hold SIGINT and SIGTERM until the block ends, so that a store commit in progress
+    completes; a signal that came meanwhile is handled right after, by the handler that was
+    in place.
 
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, OSError, ValueError):  # not POSIX
-        yield
+    On the main thread the Python-level handlers are swapped for one that only notes the
+    signal: blocking the signal there (``pthread_sigmask``) would not do, because the kernel
+    hands a process-directed signal to any thread that does not block it (the draws'
+    read-ahead thread, torch's workers) and CPython then runs the handler on the main thread
+    anyway. Other threads, which cannot set handlers, block the signals for themselves.
+    """
+    import signal
+    import threading
+
+    held = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        try:
+            before = signal.pthread_sigmask(signal.SIG_BLOCK, set(held))
+        except (AttributeError, OSError, ValueError):  # not POSIX
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
         return
+    came: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for sig, handler in previous.items():  # None: a handler set outside Python
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(came):  # once each, in order of arrival
+            signal.raise_signal(signum)
 
 
 class RunStopped(Exception):
