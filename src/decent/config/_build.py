@@ -50,12 +50,32 @@ def _guard(section: str, value: Any, fn: Callable[[], Any]) -> Any:
         raise ConfigError([Issue(section, value, str(err))]) from None
 
 
+_BUILT: dict[tuple[Any, ...], Topology] = {}
+"""The last few static topologies built from config sections, by their fields: a study builds
+the same graph for every run of a cell (``complete(4096)`` alone takes seconds: its 8.4M
+edges), and a static topology is immutable (its lazy properties are computed once)."""
+_BUILT_MAX = 4
+
+
 def build_topology(cfg: Any) -> Topology:
-    """Build the topology of a topology section (any of the ``kind`` models)."""
-    from decent.topology import make
+    """Build the topology of a topology section (any of the ``kind`` models); a static
+    topology built from the same fields moments ago is reused."""
+    from decent.topology import StaticTopology, make
 
     kwargs = {k: v for k, v in _fields(cfg, "num_nodes").items() if v is not None}
-    return _guard("topology", cfg, lambda: make(cfg.kind, cfg.num_nodes, **kwargs))
+    key = (cfg.kind, cfg.num_nodes, *sorted(kwargs.items()))
+    try:
+        found = _BUILT.get(key)
+    except TypeError:  # an unhashable field (a list): build it every time
+        key, found = (), None
+    if found is not None:
+        return found
+    built = _guard("topology", cfg, lambda: make(cfg.kind, cfg.num_nodes, **kwargs))
+    if key and isinstance(built, StaticTopology):
+        while len(_BUILT) >= _BUILT_MAX:
+            del _BUILT[next(iter(_BUILT))]  # the oldest goes
+        _BUILT[key] = built
+    return built  # type: ignore[no-any-return]
 
 
 def build_schedule(lr: Any, rounds: int) -> Any:
