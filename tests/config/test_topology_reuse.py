@@ -5,6 +5,7 @@ anything else is built fresh."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from decent.config import build_topology, loads_config
 from decent.topology import StaticTopology
@@ -57,3 +58,20 @@ def test_a_time_varying_topology_is_built_fresh() -> None:
     a = build_topology(_section("one_peer_exponential", 8))
     b = build_topology(_section("one_peer_exponential", 8))
     assert a is not b
+
+
+def test_the_kept_topologies_stay_within_their_entry_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from decent.config import _build
+
+    monkeypatch.setattr(_build, "_BUILT", {})
+    monkeypatch.setattr(_build, "_BUILT_NNZ", 100)
+    big = build_topology(_section("ring", 40))  # 120 entries: never kept
+    assert build_topology(_section("ring", 40)) is not big
+    ten = build_topology(_section("ring", 10))  # 30 entries
+    twelve = build_topology(_section("ring", 12))  # 36
+    assert build_topology(_section("ring", 10)) is ten  # now used after ring(12)
+    build_topology(_section("ring", 20))  # 60: ring(12), least recently used, goes
+    assert build_topology(_section("ring", 10)) is ten
+    assert build_topology(_section("ring", 12)) is not twelve

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from decent.comm.base import Communicator
     from decent.tasks.base import Task
-    from decent.topology import Topology
+    from decent.topology import StaticTopology, Topology
 
 CommFactory = Callable[["Topology"], "Communicator"]
 
@@ -50,11 +50,19 @@ def _guard(section: str, value: Any, fn: Callable[[], Any]) -> Any:
         raise ConfigError([Issue(section, value, str(err))]) from None
 
 
-_BUILT: dict[tuple[Any, ...], Topology] = {}
-"""The last few static topologies built from config sections, by their fields: a study builds
-the same graph for every run of a cell (``complete(4096)`` alone takes seconds: its 8.4M
-edges), and a static topology is immutable (its lazy properties are computed once)."""
-_BUILT_MAX = 4
+_BUILT: dict[tuple[Any, ...], StaticTopology] = {}
+"""The static topologies most recently used from config sections, by their fields: a study
+builds the same graphs over and over, one size after another (the flagship built
+``complete(4096)``, 6 s each, 8 times), and a static topology is immutable (its lazy
+properties are computed once). At most :data:`_BUILT_MAX` of them holding at most
+:data:`_BUILT_NNZ` matrix entries together (``complete(4096)`` has 16.8M); the least recently
+used go first."""
+_BUILT_MAX = 16
+_BUILT_NNZ = 1 << 25
+
+
+def _nnz(topology: StaticTopology) -> int:
+    return int(topology.matrix.csr.nnz)
 
 
 def build_topology(cfg: Any) -> Topology:
@@ -65,16 +73,17 @@ def build_topology(cfg: Any) -> Topology:
     kwargs = {k: v for k, v in _fields(cfg, "num_nodes").items() if v is not None}
     key = (cfg.kind, cfg.num_nodes, *sorted(kwargs.items()))
     try:
-        found = _BUILT.get(key)
+        found = _BUILT.pop(key, None)
     except TypeError:  # an unhashable field (a list): build it every time
         key, found = (), None
     if found is not None:
+        _BUILT[key] = found  # now the most recently used
         return found
     built = _guard("topology", cfg, lambda: make(cfg.kind, cfg.num_nodes, **kwargs))
-    if key and isinstance(built, StaticTopology):
-        while len(_BUILT) >= _BUILT_MAX:
-            del _BUILT[next(iter(_BUILT))]  # the oldest goes
+    if key and isinstance(built, StaticTopology) and _nnz(built) <= _BUILT_NNZ:
         _BUILT[key] = built
+        while len(_BUILT) > _BUILT_MAX or sum(map(_nnz, _BUILT.values())) > _BUILT_NNZ:
+            del _BUILT[next(iter(_BUILT))]  # the least recently used goes
     return built  # type: ignore[no-any-return]
 
 
