@@ -208,6 +208,24 @@ def test_the_cnn_is_a_config_task_that_round_trips_and_runs_from_toml(tmp_path: 
     assert [s for s, _ in finals.values()] == ["finished"]
 
 
+def test_the_committed_cnn_specs_keep_the_vmapped_path_and_new_runs_keep_their_ids() -> None:
+    """The CNN tables were made with vmap(grad(loss)): their specs ask for it
+    (``autograd = true``); a config without the switch keeps the id it had before it."""
+    from decent.config import build, loads_config
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "studies"
+    for name in ("deep_cnn.toml", "deep_cnn_wide.toml"):
+        spec = kit.load_spec(deep.DeepSpec, root / name)
+        cfg = spec.config(spec.cells()[0], 0.1, 0, deep.STUDY)
+        assert spec.autograd and cfg.run_dict()["task"]["autograd"] is True
+        fast = spec.model_copy(update={"autograd": False})
+        assert "autograd" not in fast.config(spec.cells()[0], 0.1, 0, deep.STUDY).run_dict()["task"]
+    slow = loads_config(CNN_TOML.replace("batch_size = 4", "batch_size = 4\nautograd = true"))
+    assert build(slow).task.grad_and_loss is None
+    assert build(loads_config(CNN_TOML)).task.grad_and_loss is not None
+    assert "autograd" not in loads_config(CNN_TOML).run_dict()["task"]
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [

@@ -743,9 +743,9 @@ class ExperimentConfig(Section):
     def run_dict(self) -> dict[str, Any]:
         """Return the resolved config of one run as plain JSON data (without ``sweep``).
 
-        ``averages``, ``algorithm.transforms``, ``chebyshev_steps``, ``network`` and
-        ``privacy`` appear only when they are not their defaults, so runs recorded before the
-        fields existed keep their ids.
+        ``averages``, ``algorithm.transforms``, ``chebyshev_steps``, ``network``,
+        ``privacy`` and ``task.autograd`` appear only when they are not their defaults, so
+        runs recorded before the fields existed keep their ids.
         """
         data = self.model_dump(mode="json", exclude={"sweep"})
         for table, key in ((data, "averages"), (data["algorithm"], "transforms")):
@@ -759,6 +759,8 @@ class ExperimentConfig(Section):
             del data["byzantine"]
         if data["privacy"] is None:
             del data["privacy"]
+        if data["task"].get("autograd") is False:
+            del data["task"]["autograd"]
         if data["dist"] is None or self.backend == "sim":  # a simulated run has no ranks
             del data["dist"]
         return data
