@@ -681,19 +681,21 @@ class ModuleTask:
         """Every row's minibatch loss and gradient for a 1-D CNN (:meth:`_plan_cnn`),
         batched over rows without autograd.
 
-        Activations are laid out ``h (m, C, B, L)``, so that a convolution is one product per
-        row, ``z = W cols(h) + b`` (``baddbmm``) with ``W (m, C', C k)`` read in place from
-        ``params`` and ``cols(h) (m, C k, B L')`` the padded input's windows (``unfold``,
-        copied once). GroupNorm is ``y = a (h - mu) + beta``, ``a = gamma / sigma``, with
-        each sample's and group's ``mu`` and ``sigma^2`` over its ``(C / G, L)`` values
-        (two passes: sums over the contiguous ``L``, then squares of ``h - mu``); ReLU; the mean over
-        ``L``; the linear head. Backward: ``grad W = delta cols^T`` and ``grad b = sum
-        delta`` written by ``bmm(out=...)`` into the rows of the ``(m, d)`` result; the
-        input's gradient ``W^T delta`` summed onto the padded input as ``k`` strided adds
-        (col2im); through GroupNorm, with ``g = gamma dy`` and ``xhat = (h - mu) / sigma``,
-        ``dh = (g - mean(g) - xhat mean(g xhat)) / sigma`` written as
-        ``a dy + p (h - mu) + q`` from the per-channel sums of ``dy`` and ``dy (h - mu)`` over
-        ``L``; ReLU masks by its output.
+        Activations are laid out ``h (m, C, L, B)``, the batch innermost, so that every
+        elementwise pass, reduction and copy runs along rows of ``B`` contiguous values. A
+        convolution is one product per row, ``z = W cols(h) + b`` (``baddbmm``), with
+        ``W (m, C', C k)`` read in place from ``params`` and ``cols(h) (m, C k, L' B)`` the
+        padded input's windows (``unfold``, copied once). GroupNorm is
+        ``y = a (h - mu) + beta``, ``a = gamma / sigma``, with each sample's and group's
+        ``mu`` and ``sigma^2`` over its ``(C / G, L)`` values (two passes); ReLU; the mean
+        over ``L``; the linear head. Backward: ``grad W = delta cols^T`` and
+        ``grad b = sum delta`` written by ``bmm(out=...)`` into the rows of the ``(m, d)``
+        result; the input's gradient ``W^T delta`` summed onto the padded input as ``k``
+        strided adds (col2im, no ``fold``); through GroupNorm, with ``g = gamma dy`` and
+        ``xhat = (h - mu) / sigma``, ``dh = (g - mean(g) - xhat mean(g xhat)) / sigma``
+        written as ``a dy + p (h - mu) + q`` from each channel's and sample's sums of ``dy``
+        and ``dy (h - mu)`` over ``L``; ReLU passes the gradient where its output is
+        positive (autograd's rule).
         """
         cnn = self._cnn_plan
         assert cnn is not None
@@ -705,37 +707,38 @@ class ModuleTask:
         def rows(of: torch.Tensor, start: int, *shape: int) -> torch.Tensor:
             return of[:, start : start + int(np.prod(shape))].view(m, *shape)
 
-        h = x.unsqueeze(1)  # (m, 1, B, L)
+        h = x.transpose(1, 2).unsqueeze(1)  # (m, 1, L, B)
         saved: list[Any] = []  # per step: what its backward reads
         for step in plan:
             if step[0] == "conv":
                 _, w0, out, inp, k, s, p, b0 = step
-                length = h.shape[3]
-                windows = F.pad(h, (p, p)).unfold(3, k, s)  # (m, C, B, L', k), a view
-                short = windows.shape[3]
-                cols = windows.permute(0, 1, 4, 2, 3).reshape(m, inp * k, size * short)
+                length = h.shape[2]
+                windows = F.pad(h, (0, 0, p, p)).unfold(2, k, s)  # (m, C, L', B, k), a view
+                short = windows.shape[2]
+                cols = windows.permute(0, 1, 4, 2, 3).reshape(m, inp * k, short * size)
                 weight = rows(params, w0, out, inp * k)
                 if b0 >= 0:
                     z = torch.baddbmm(rows(params, b0, out, 1), weight, cols)
                 else:
                     z = torch.bmm(weight, cols)
                 saved.append((cols, length))
-                h = z.view(m, out, size, short)
+                h = z.view(m, out, short, size)
             elif step[0] == "norm":
                 _, w0, c, g, eps, b0 = step
-                mean = h.mean(dim=3).view(m, g, c // g, size).mean(dim=2, keepdim=True)
-                centered = h.view(m, g, c // g, size, -1) - mean.unsqueeze(4)
-                centered = centered.view(h.shape)  # h - mu, (m, C, B, L)
-                var = torch.linalg.vecdot(centered, centered, dim=3).view(m, g, c // g, size)
-                rstd = var.sum(dim=2, keepdim=True).div_(c // g * h.shape[3]).add_(eps).rsqrt_()
-                a = (rows(params, w0, g, c // g, 1) * rstd).view(m, c, size, 1)
+                length = h.shape[2]
+                grouped = h.view(m, g, c // g * length, size)
+                centered = grouped - grouped.mean(dim=2, keepdim=True)  # h - mu
+                var = torch.linalg.vecdot(centered, centered, dim=2)  # (m, G, B)
+                rstd = var.div_(c // g * length).add_(eps).rsqrt_().view(m, g, 1, 1, size)
+                centered = centered.view(m, g, c // g, length, size)
+                a = rows(params, w0, g, c // g, 1, 1) * rstd  # (m, G, C / G, 1, B)
                 saved.append((centered, rstd, a))
-                h = (centered * a).add_(rows(params, b0, c, 1, 1))
+                h = (centered * a).add_(rows(params, b0, g, c // g, 1, 1)).view(m, c, length, size)
             else:
                 h = torch.relu_(h)
                 saved.append(h)
-        length = h.shape[3]
-        pooled = h.mean(dim=3).transpose(1, 2)  # (m, B, C)
+        length = h.shape[2]
+        pooled = h.mean(dim=2).transpose(1, 2)  # (m, B, C)
         head = rows(params, hw0, classes, width)
         logits = torch.baddbmm(rows(params, hb0, 1, classes), pooled, head.transpose(1, 2))
         losses, delta = self._losses_and_residual(logits, batch)  # (m, B, classes)
@@ -743,43 +746,43 @@ class ModuleTask:
         torch.bmm(delta.transpose(1, 2), pooled, out=rows(grads, hw0, classes, width))
         torch.sum(delta, dim=1, out=grads[:, hb0 : hb0 + classes])
         dpooled = torch.bmm(head.transpose(1, 2), delta.transpose(1, 2)).div_(length)
-        dh = dpooled.unsqueeze(3).expand(h.shape)  # (m, C, B, L)
+        dh = dpooled.unsqueeze(2).expand(h.shape)  # (m, C, L, B)
         for i in range(len(plan) - 1, -1, -1):
             step = plan[i]
             if step[0] == "relu":  # autograd's rule: the gradient where the output is > 0
                 dh = torch.ops.aten.threshold_backward(dh, saved[i], 0.0)
             elif step[0] == "norm":
                 _, w0, c, g, eps, b0 = step
-                centered, rstd, a = saved[i]
-                shape = (m, g, c // g, size)
-                s1 = dh.sum(dim=3).view(shape)  # per channel and sample: sum dy
-                s2 = torch.linalg.vecdot(dh, centered, dim=3).view(shape).mul_(rstd)  # dy xhat
+                centered, rstd, a = saved[i]  # (m, G, C / G, L, B), (m, G, 1, 1, B), a
+                dy = dh.view(centered.shape)
+                s1 = dy.sum(dim=3)  # (m, G, C / G, B): each channel's and sample's sum of dy
+                s2 = (dy * centered).sum(dim=3).mul_(rstd.squeeze(3))  # and of dy xhat
                 torch.sum(s2, dim=3, out=rows(grads, w0, g, c // g))
                 torch.sum(s1, dim=3, out=rows(grads, b0, g, c // g))
                 gamma = rows(params, w0, g, c // g, 1)
-                scale = 1.0 / (c // g * dh.shape[3])
+                scale = 1.0 / (c // g * dy.shape[3])
                 mean_g = (gamma * s1).sum(dim=2, keepdim=True).mul_(scale)  # (m, G, 1, B)
                 mean_gx = (gamma * s2).sum(dim=2, keepdim=True).mul_(scale)
-                slope = (rstd * rstd).mul_(mean_gx).neg_().expand(shape).reshape(m, c, size, 1)
-                offset = (rstd * mean_g).neg_().expand(shape).reshape(m, c, size, 1)
-                dx = (centered * slope).add_(offset)
-                dh = dx.addcmul_(dh, a)
+                slope = (rstd * rstd).mul_(mean_gx.unsqueeze(3)).neg_()  # (m, G, 1, 1, B)
+                offset = (rstd * mean_g.unsqueeze(3)).neg_()
+                dx = (centered * slope).add_(offset).addcmul_(dy, a)
+                dh = dx.view(m, c, -1, size)
             else:
                 _, w0, out, inp, k, s, p, b0 = step
                 cols, length = saved[i]
-                short = dh.shape[3]
-                dz = dh.reshape(m, out, size * short)
+                short = dh.shape[2]
+                dz = dh.reshape(m, out, short * size)
                 torch.bmm(dz, cols.transpose(1, 2), out=rows(grads, w0, out, inp * k))
                 if b0 >= 0:
                     torch.sum(dz, dim=2, out=grads[:, b0 : b0 + out])
                 if i == 0:  # the data's gradient is not needed
                     break
                 weight = rows(params, w0, out, inp * k)
-                dcols = torch.bmm(weight.transpose(1, 2), dz).view(m, inp, k, size, short)
-                dpad = dz.new_zeros(m, inp, size, length + 2 * p)
+                dcols = torch.bmm(weight.transpose(1, 2), dz).view(m, inp, k, short, size)
+                dpad = dz.new_zeros(m, inp, length + 2 * p, size)
                 for j in range(k):  # col2im: window j of output l read input l s + j
-                    dpad[..., j : j + s * (short - 1) + 1 : s].add_(dcols[:, :, j])
-                dh = dpad[..., p : p + length]
+                    dpad[:, :, j : j + s * (short - 1) + 1 : s].add_(dcols[:, :, j])
+                dh = dpad[:, :, p : p + length]
         if self.l2 > 0:
             grads.add_(params * self.l2)
             losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
