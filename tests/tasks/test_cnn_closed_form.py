@@ -16,7 +16,7 @@ from torch.nn.utils import vector_to_parameters
 
 from decent._types import Batch
 from decent.engine import GradientOracle
-from decent.tasks import ModuleTask, iid, random_classification
+from decent.tasks import ModuleTask, iid, models, random_classification
 from decent.tasks.nets import ConvNet1d, cnn1d, mnist1d
 
 
@@ -85,7 +85,10 @@ BUILDERS: dict[str, Callable[..., ModuleTask]] = {"study": _study_task, "other":
 
 @pytest.mark.parametrize("shape", ["study", "other"])
 @pytest.mark.parametrize(("m", "batch_size"), [(1, 1), (1, 5), (6, 1), (6, 8)])
-def test_closed_form_equals_vmap_grad_in_float64(shape: str, m: int, batch_size: int) -> None:
+def test_closed_form_equals_vmap_grad_in_float64(
+    shape: str, m: int, batch_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(models, "_CNN_ROWS", 4)  # m = 6: slices of 4 and 2 rows
     task = BUILDERS[shape](m, batch_size, torch.float64)
     assert task.grad_and_loss is not None
     params = _rows(task, m)
@@ -112,9 +115,10 @@ def test_closed_form_equals_backward_through_the_module() -> None:
         torch.testing.assert_close(losses[i], loss.detach(), rtol=1e-12, atol=0.0)
 
 
-def test_closed_form_with_ridge_and_without_replacement() -> None:
+def test_closed_form_with_ridge_and_without_replacement(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ridge term and the weighted batches of sampling without replacement (a node with
     fewer samples than the batch has zero-weight padding rows)."""
+    monkeypatch.setattr(models, "_CNN_ROWS", 2)
     m = 5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
