@@ -221,8 +221,9 @@ def test_the_committed_cnn_specs_keep_the_vmapped_path_and_new_runs_keep_their_i
         fast = spec.model_copy(update={"autograd": False})
         assert "autograd" not in fast.config(spec.cells()[0], 0.1, 0, deep.STUDY).run_dict()["task"]
     slow = loads_config(CNN_TOML.replace("batch_size = 4", "batch_size = 4\nautograd = true"))
-    assert build(slow).task.grad_and_loss is None
-    assert build(loads_config(CNN_TOML)).task.grad_and_loss is not None
+    vmapped, closed = build(slow).task, build(loads_config(CNN_TOML)).task
+    assert isinstance(vmapped, ModuleTask) and isinstance(closed, ModuleTask)
+    assert vmapped.grad_and_loss is None and closed.grad_and_loss is not None
     assert "autograd" not in loads_config(CNN_TOML).run_dict()["task"]
 
 
