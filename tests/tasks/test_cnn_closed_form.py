@@ -131,6 +131,20 @@ def test_closed_form_with_ridge_and_without_replacement(monkeypatch: pytest.Monk
     _close(losses, slow_l, 1e-10)
 
 
+def test_closed_form_with_one_logit_and_bce() -> None:
+    m = 4
+    data = random_classification(100, 23, 2, seed=2).to(dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        net = _other_cnn(1)
+    task = ModuleTask(net, data, iid(data.labels, m, seed=0), batch_size=7, loss="bce")
+    params = _rows(task, m)
+    batch = task.sample(torch.arange(m), t=0, seed=3)
+    grads, losses, slow_g, slow_l = _both(task, params, batch)
+    _close(grads, slow_g, 1e-10)
+    _close(losses, slow_l, 1e-10)
+
+
 @pytest.mark.parametrize("shape", ["study", "other"])
 def test_closed_form_equals_vmap_grad_in_float32(shape: str) -> None:
     """Float32 to rounding (a pre-activation within rounding of 0 could flip a ReLU mask;
