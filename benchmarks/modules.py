@@ -1,4 +1,5 @@
-"""The vmapped gradient path of ModuleTask against the machine's ``bmm`` ceiling, in one run.
+"""ModuleTask's gradient paths (batched closed form, vmap) against the machine's ``bmm``
+ceiling, in one run.
 
 Run from the repository root, in the project's virtual environment::
 
@@ -12,13 +13,17 @@ the machine's load hits them alike; the load average is printed with the table):
 
 * **ceiling**: ``torch.bmm`` of 8 pairs of 512 x 512 matrices, the machine's batched-matmul
   rate on shapes that suit it.
-* **own shapes**: the model's forward and backward products alone, as ``bmm`` on its
-  per-node shapes ((32 x 784) x (784 x 128) for the MLP's first layer, batched M times):
-  what the ceiling is for products this small.
-* **gradient oracle**: ``GradientOracle(task)(params, batch)``, all M nodes' gradients and
-  losses in one call, the way the round loop calls it (for the MLP the batched closed form
-  ``ModuleTask._mlp_grad_and_loss``; for the CNN ``vmap(grad(loss))``), and the previous
-  path for every module, ``vmap(grad(task.loss))`` on the flat ``(d,)`` vector.
+* **oracle (batched closed form)**: ``GradientOracle(task)(params, batch)``, all M nodes'
+  gradients and losses in one call, the way the round loop calls it: the MLP's
+  ``ModuleTask._mlp_grad_and_loss`` and the CNN's ``ModuleTask._cnn_grad_and_loss``
+  (the deep study's ``ConvNet1d``: 16 channels, GroupNorm(4), 40 features).
+* **vmap(grad(loss)) (autograd=True)**: the path without the closed forms,
+  ``vmap(grad(task.loss))`` on the flat ``(d,)`` vector (``GradientOracle(task,
+  autograd=True)``, and ``cnn1d(autograd=True)``).
+* **its products alone, as bmm**: the model's forward and backward products alone, as
+  ``bmm`` on its per-node shapes ((32 x 784) x (784 x 128) for the MLP's first layer,
+  (16 x 80) x (80 x 32 * 20) for the CNN's second convolution), batched M times: what the
+  ceiling is for products this small.
 
 FLOPs per node-step are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one
 node's forward and backward through the real module (the matmuls and convolutions; the
@@ -42,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from decent.engine import GradientOracle
 from decent.tasks import ModuleTask, iid, random_classification
+from decent.tasks.nets import ConvNet1d
 
 BATCH = 32
 
@@ -84,48 +90,50 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-class _CNN(nn.Module):
-    """A 3-layer Conv1d + GroupNorm CNN on 40 features, as issue 29's MNIST-1D pilot."""
+def _cnn() -> nn.Module:
+    """The deep study's MNIST-1D CNN: three Conv1d(k=5, padding=2) + GroupNorm(4) + ReLU
+    blocks of 16 channels (strides 1, 2, 2), mean pooling, a linear head."""
+    return ConvNet1d(16, 4, 10)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv1d(1, 32, 5, padding=2),
-            nn.GroupNorm(4, 32),
-            nn.ReLU(),
-            nn.Conv1d(32, 32, 3, padding=1, stride=2),
-            nn.GroupNorm(4, 32),
-            nn.ReLU(),
-            nn.Conv1d(32, 32, 3, padding=1, stride=2),
-            nn.GroupNorm(4, 32),
-            nn.ReLU(),
+
+def own_shapes(module: nn.Module, m: int, features: int) -> Callable[[], Any]:
+    """The model's products alone, as bmm on its per-node shapes, batched M times: for the
+    MLP ``(32 x 784) x (784 x 128)`` and the like; for the CNN each convolution's
+    ``(C' x C k) x (C k x 32 L')`` forward, weight-gradient and input-gradient products (no
+    input gradient for the first layer) and the head's."""
+    mats = []  # (left, right) operand pairs
+    if isinstance(module, ConvNet1d):
+        length = features
+        convs = [s for s in module.features if isinstance(s, nn.Conv1d)]
+        for i, conv in enumerate(convs):
+            (k,), (s,), (p,) = conv.kernel_size, conv.stride, tuple(map(int, conv.padding))
+            length = (length + 2 * p - k) // s + 1
+            rows, cols = conv.out_channels, conv.in_channels * k
+            w, x = torch.randn(m, rows, cols), torch.randn(m, cols, BATCH * length)
+            dz = torch.randn(m, rows, BATCH * length)
+            mats += [(w, x), (dz, x.transpose(1, 2))]
+            if i > 0:
+                mats.append((w.transpose(1, 2), dz))
+        head = module.head
+        w, x = (
+            torch.randn(m, head.out_features, head.in_features),
+            torch.randn(m, BATCH, head.in_features),
         )
-        self.head = nn.Linear(32 * 10, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(x.unsqueeze(-2))
-        return self.head(h.flatten(-2))
-
-
-def own_shapes(module: nn.Module, m: int) -> Callable[[], Any] | None:
-    """The MLP's products alone, as bmm on its per-node shapes (None for other models)."""
-    if any(isinstance(s, nn.modules.conv._ConvNd) for s in module.modules()):
-        return None
-    linears = [s for s in module.modules() if isinstance(s, nn.Linear)]
-    mats = []
-    for i, lin in enumerate(linears):
-        k, n = lin.in_features, lin.out_features
-        x = torch.randn(m, BATCH, k)
-        w = torch.randn(m, k, n)
-        dz = torch.randn(m, BATCH, n)
-        mats.append((x, w, dz, i > 0))
+        dz = torch.randn(m, BATCH, head.out_features)
+        mats += [(x, w.transpose(1, 2)), (dz.transpose(1, 2), x), (dz, w)]
+    else:
+        linears = [s for s in module.modules() if isinstance(s, nn.Linear)]
+        for i, lin in enumerate(linears):
+            k, n = lin.in_features, lin.out_features
+            x, w = torch.randn(m, BATCH, k), torch.randn(m, k, n)
+            dz = torch.randn(m, BATCH, n)
+            mats += [(x, w), (x.transpose(1, 2), dz)]  # forward, weight gradient
+            if i > 0:
+                mats.append((dz, w.transpose(1, 2)))  # input gradient
 
     def run() -> None:
-        for x, w, dz, input_grad in mats:
-            torch.bmm(x, w)  # forward
-            torch.bmm(x.transpose(1, 2), dz)  # weight gradient
-            if input_grad:
-                torch.bmm(dz, w.transpose(1, 2))  # input gradient
+        for left, right in mats:
+            torch.bmm(left, right)
 
     return run
 
@@ -135,6 +143,7 @@ def case(name: str, module: nn.Module, features: int, m: int, blocks: int, reps:
     data = data.to(dtype=torch.float32)
     task = ModuleTask(module, data, iid(data.labels, m, seed=0), batch_size=BATCH)
     oracle = GradientOracle(task)
+    assert oracle.closed_form, f"{name}: expected the batched closed form"
     flat = vmap(grad_and_value(task.loss))
     params = task.init_params(0).expand(m, -1).clone()
     batch = task.sample(torch.arange(m), 1, 0)
@@ -142,12 +151,10 @@ def case(name: str, module: nn.Module, features: int, m: int, blocks: int, reps:
     a, b = torch.randn(8, 512, 512), torch.randn(8, 512, 512)
     fns: dict[str, Callable[[], Any]] = {
         "ceiling": lambda: torch.bmm(a, b),
-        "oracle": lambda: oracle(params, batch),
-        "vmap(grad(loss)) (the previous path)": lambda: flat(params, batch),
+        "oracle (batched closed form)": lambda: oracle(params, batch),
+        "vmap(grad(loss)) (autograd=True)": lambda: flat(params, batch),
+        "its products alone, as bmm": own_shapes(task.module, m, features),
     }
-    shapes = own_shapes(module, m)
-    if shapes is not None:
-        fns["own shapes (bmm alone)"] = shapes
     secs = interleaved(fns, blocks, reps)
     ceiling = 2 * 8 * 512**3 / secs.pop("ceiling")
     rows = {}
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         results.append(case("MLP 784-128-10", _mlp(), 784, m, blocks, reps))
         torch.manual_seed(0)
-        results.append(case("CNN Conv1d+GroupNorm (40 features)", _CNN(), 40, m, blocks, reps))
+        results.append(case("CNN ConvNet1d 16 ch (40 features)", _cnn(), 40, m, blocks, reps))
     print()
     print(
         "| model | M | MFLOP per node-step | bmm ceiling GFLOP/s | path | node-steps/s | GFLOP/s | of ceiling |"

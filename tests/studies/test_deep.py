@@ -208,6 +208,30 @@ def test_the_cnn_is_a_config_task_that_round_trips_and_runs_from_toml(tmp_path: 
     assert [s for s, _ in finals.values()] == ["finished"]
 
 
+def test_the_committed_cnn_specs_keep_the_vmapped_path_and_its_run_ids() -> None:
+    """The CNN tables were made with vmap(grad(loss)): their specs ask for it
+    (``autograd = true``) and their runs keep the ids they had before the switch existed;
+    a closed-form run (the default), which rounds otherwise, gets an id of its own."""
+    from decent.config import build, loads_config
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "studies"
+    for name in ("deep_cnn.toml", "deep_cnn_wide.toml"):
+        spec = kit.load_spec(deep.DeepSpec, root / name)
+        cfg = spec.config(spec.cells()[0], 0.1, 0, deep.STUDY)
+        assert spec.autograd and "autograd" not in cfg.run_dict()["task"]
+        fast = spec.model_copy(update={"autograd": False})
+        task = fast.config(spec.cells()[0], 0.1, 0, deep.STUDY).run_dict()["task"]
+        assert task["autograd"] is False
+    slow = loads_config(CNN_TOML.replace("batch_size = 4", "batch_size = 4\nautograd = true"))
+    vmapped, closed = build(slow).task, build(loads_config(CNN_TOML)).task
+    assert isinstance(vmapped, ModuleTask) and isinstance(closed, ModuleTask)
+    assert vmapped.grad_and_loss is None and closed.grad_and_loss is not None
+    before = loads_config(CNN_TOML).run_dict()  # as recorded before the field existed
+    before["task"].pop("autograd")
+    assert slow.run_dict() == before
+    assert loads_config(CNN_TOML).run_dict()["task"]["autograd"] is False
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [

@@ -745,7 +745,9 @@ class ExperimentConfig(Section):
 
         ``averages``, ``algorithm.transforms``, ``chebyshev_steps``, ``network`` and
         ``privacy`` appear only when they are not their defaults, so runs recorded before the
-        fields existed keep their ids.
+        fields existed keep their ids; ``task.autograd`` only when false, for the same
+        reason: runs recorded before it existed took ``vmap(grad(loss))`` (true), so theirs
+        keep their ids and a closed-form run, which rounds otherwise, gets its own.
         """
         data = self.model_dump(mode="json", exclude={"sweep"})
         for table, key in ((data, "averages"), (data["algorithm"], "transforms")):
@@ -759,6 +761,8 @@ class ExperimentConfig(Section):
             del data["byzantine"]
         if data["privacy"] is None:
             del data["privacy"]
+        if data["task"].get("autograd") is True:
+            del data["task"]["autograd"]
         if data["dist"] is None or self.backend == "sim":  # a simulated run has no ranks
             del data["dist"]
         return data

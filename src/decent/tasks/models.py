@@ -61,6 +61,11 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+_CNN_ROWS = 32
+"""Rows per slice of the CNN's closed form (:meth:`ModuleTask._cnn_grad_and_loss`): 32 rows
+of the study's CNN (batch 32) keep a layer's float32 activations near 2.6 MB; all 256 rows
+at once ran 1.3x slower."""
+
 _UNKEYED_RANDOM = (nn.AlphaDropout, nn.FeatureAlphaDropout, nn.RReLU)
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _DROPOUT_STREAM = 0x0DA7_A003
@@ -266,6 +271,9 @@ class ModuleTask:
         device: where data lives and batches are produced; default the dataset's device.
         augment: optional ``(batch, generator) -> batch`` for one node's ``(x, y)`` (see
             above).
+        closed_form: give the batched closed-form gradients of :attr:`grad_and_loss` where
+            the module has them (default); ``False``: always ``vmap(grad(loss))`` (equal to
+            rounding; for results made that way to reproduce bit for bit).
 
     Attributes:
         buffer_dim: values per node of the running statistics (``0``: a stateless model).
@@ -294,6 +302,7 @@ class ModuleTask:
         name: str | None = None,
         device: torch.device | str | None = None,
         augment: Augment | None = None,
+        closed_form: bool = True,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TaskError(f"module must be a torch.nn.Module, got {type(module).__name__}")
@@ -330,11 +339,13 @@ class ModuleTask:
         self.dim = int(sum(self._numels))
         self._set_buffers()
         self._mlp_plan = self._plan_mlp()
+        self.closed_form = closed_form
 
         self.train = dataset.to(device=self.device)
         self.test = test.to(dtype=self.dtype, device=self.device) if test is not None else None
         self.eval_size = len(self.train) + (len(self.test) if self.test is not None else 0)
         self._build_partition(partition)
+        self._cnn_plan = self._plan_cnn()
 
     # ---------------------------------------------------------------- set-up
 
@@ -524,15 +535,20 @@ class ModuleTask:
         self,
     ) -> Callable[[torch.Tensor, Batch], tuple[torch.Tensor, torch.Tensor]] | None:
         """Closed-form minibatch gradients for a biased ``nn.Linear`` (logistic and softmax
-        regression) or an MLP of them (see :meth:`_plan_mlp`) with the ``"bce"`` or
-        ``"cross_entropy"`` loss, else ``None`` (the engine then uses ``vmap(grad(loss))``;
-        see :class:`decent.engine.GradientOracle`).
+        regression), an MLP of them (see :meth:`_plan_mlp`) or a 1-D CNN (see
+        :meth:`_plan_cnn`) with the ``"bce"`` or ``"cross_entropy"`` loss, else ``None``
+        (the engine then uses ``vmap(grad(loss))``; see :class:`decent.engine.GradientOracle`).
+        Also ``None`` with ``closed_form=False``.
         """
-        if self._loss_kind not in ("bce", "cross_entropy") or self._mlp_plan is None:
+        if not self.closed_form or self._loss_kind not in ("bce", "cross_entropy"):
             return None
         if self.train.labels.ndim != 1:  # sequence targets: vmap(grad(loss))
             return None
-        return self._mlp_grad_and_loss
+        if self._mlp_plan is not None:
+            return self._mlp_grad_and_loss
+        if self._cnn_plan is not None:
+            return self._cnn_grad_and_loss
+        return None
 
     def _plan_mlp(self) -> list[tuple[str, int, int, int, int]] | None:
         """The layers of a lone biased ``nn.Linear``, or of an ``nn.Sequential`` of them and
@@ -615,6 +631,184 @@ class ModuleTask:
             grads.add_(params * self.l2)
             losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
         return grads, losses
+
+    def _plan_cnn(self) -> tuple[list[tuple[Any, ...]], tuple[int, int, int, int]] | None:
+        """The layers of a :class:`~decent.tasks.nets.ConvNet1d` (its ``features`` an
+        ``nn.Sequential`` of ``Conv1d``, affine ``GroupNorm`` and ``ReLU`` in any order,
+        then the mean over length and a biased linear head) on ``(B, length)`` inputs, as
+        ``("conv", weight offset, out, in, kernel, stride, padding, bias offset or -1)``,
+        ``("norm", weight offset, channels, groups, eps, bias offset)`` and ``("relu",)``
+        steps and the head's ``(weight offset, out, in, bias offset)``; ``None`` for any
+        other module or input shape (a subclass, a dilated, grouped or non-zero-padded
+        convolution, dropout, running statistics)."""
+        from decent.tasks.nets import ConvNet1d  # nets builds on this module
+
+        module = self.module
+        if type(module) is not ConvNet1d or self.stochastic or self.buffer_dim:
+            return None
+        features, head = module.features, module.head
+        if not isinstance(features, nn.Sequential) or self.train.features.ndim != 2:
+            return None
+        if not isinstance(head, nn.Linear) or head.bias is None:
+            return None
+        offsets = dict(zip(self._names, np.cumsum([0, *self._numels]).tolist(), strict=False))
+        channels, length = 1, int(self.train.features.shape[1])
+        plan: list[tuple[Any, ...]] = []
+        for name, sub in features.named_children():
+            prefix = f"features.{name}."
+            if isinstance(sub, nn.Conv1d):
+                plain = sub.dilation == (1,) and sub.groups == 1 and sub.padding_mode == "zeros"
+                if not plain or isinstance(sub.padding, str) or sub.in_channels != channels:
+                    return None
+                (k,), (s,), (p,) = sub.kernel_size, sub.stride, sub.padding
+                length = (length + 2 * p - k) // s + 1
+                if length < 1:
+                    return None
+                b0 = offsets[f"{prefix}bias"] if sub.bias is not None else -1
+                plan.append(
+                    ("conv", offsets[f"{prefix}weight"], sub.out_channels, channels, k, s, p, b0)
+                )
+                channels = sub.out_channels
+            elif isinstance(sub, nn.GroupNorm) and sub.affine and sub.num_channels == channels:
+                w0, b0 = offsets[f"{prefix}weight"], offsets[f"{prefix}bias"]
+                plan.append(("norm", w0, channels, sub.num_groups, float(sub.eps), b0))
+            elif isinstance(sub, nn.ReLU):
+                plan.append(("relu",))
+            else:
+                return None
+        if not plan or plan[0][0] != "conv" or head.in_features != channels:
+            return None
+        return plan, (offsets["head.weight"], head.out_features, channels, offsets["head.bias"])
+
+    def _cnn_grad_and_loss(
+        self, params: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every row's minibatch loss and gradient for a 1-D CNN (:meth:`_plan_cnn`),
+        batched over rows without autograd.
+
+        Activations are laid out ``h (m, C, L, B)``, the batch innermost, so that every
+        elementwise pass, reduction and copy runs along rows of ``B`` contiguous values. A
+        convolution is one product per row, ``z = W cols(h) + b`` (``baddbmm``), with
+        ``W (m, C', C k)`` read in place from ``params`` and ``cols(h) (m, C k, L' B)`` the
+        padded input's windows (``unfold``, copied once). GroupNorm is
+        ``y = a (h - mu) + beta``, ``a = gamma / sigma``, with each sample's and group's
+        ``mu`` and ``sigma^2`` over its ``(C / G, L)`` values (two passes); ReLU; the mean
+        over ``L``; the linear head. Backward: ``grad W = delta cols^T`` and
+        ``grad b = sum delta`` written by ``bmm(out=...)`` into the rows of the ``(m, d)``
+        result; the input's gradient ``W^T delta`` summed onto the padded input as ``k``
+        strided adds (col2im, no ``fold``); through GroupNorm, with ``g = gamma dy`` and
+        ``xhat = (h - mu) / sigma``, ``dh = (g - mean(g) - xhat mean(g xhat)) / sigma``
+        written as ``a dy + p (h - mu) + q`` from each channel's and sample's sums of ``dy``
+        and ``dy (h - mu)`` over ``L``; ReLU passes the gradient where its output is
+        positive (autograd's rule).
+        """
+        m = params.shape[0]
+        grads = torch.empty(m, self.dim, dtype=params.dtype, device=params.device)
+        losses = torch.cat(  # rows in slices: a slice's activations stay in cache
+            [
+                self._cnn_rows(params[r : r + _CNN_ROWS], batch, r, grads[r : r + _CNN_ROWS])
+                for r in range(0, m, _CNN_ROWS)
+            ]
+        )
+        if self.l2 > 0:
+            grads.add_(params * self.l2)
+            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
+        return grads, losses
+
+    def _cnn_rows(
+        self, params: torch.Tensor, batch: Batch, first: int, grads: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_cnn_grad_and_loss` for the rows ``first, ...`` of ``batch`` at ``params``
+        (as many): writes their gradients into ``grads``, returns their losses."""
+        cnn = self._cnn_plan
+        assert cnn is not None
+        plan, (hw0, classes, width, hb0) = cnn
+        m = params.shape[0]
+        batch = tuple(field[first : first + m] for field in batch)
+        x = batch[0]
+        size = x.shape[1]
+
+        def rows(of: torch.Tensor, start: int, *shape: int) -> torch.Tensor:
+            return of[:, start : start + int(np.prod(shape))].view(m, *shape)
+
+        h = x.transpose(1, 2).unsqueeze(1)  # (m, 1, L, B)
+        saved: list[Any] = []  # per step: what its backward reads
+        for step in plan:
+            if step[0] == "conv":
+                _, w0, out, inp, k, s, p, b0 = step
+                length = h.shape[2]
+                windows = F.pad(h, (0, 0, p, p)).unfold(2, k, s)  # (m, C, L', B, k), a view
+                short = windows.shape[2]
+                cols = windows.permute(0, 1, 4, 2, 3).reshape(m, inp * k, short * size)
+                weight = rows(params, w0, out, inp * k)
+                if b0 >= 0:
+                    z = torch.baddbmm(rows(params, b0, out, 1), weight, cols)
+                else:
+                    z = torch.bmm(weight, cols)
+                saved.append((cols, length))
+                h = z.view(m, out, short, size)
+            elif step[0] == "norm":
+                _, w0, c, g, eps, b0 = step
+                length = h.shape[2]
+                grouped = h.view(m, g, c // g * length, size)
+                centered = grouped - grouped.mean(dim=2, keepdim=True)  # h - mu
+                var = torch.linalg.vecdot(centered, centered, dim=2)  # (m, G, B)
+                rstd = var.div_(c // g * length).add_(eps).rsqrt_().view(m, g, 1, 1, size)
+                centered = centered.view(m, g, c // g, length, size)
+                a = rows(params, w0, g, c // g, 1, 1) * rstd  # (m, G, C / G, 1, B)
+                saved.append((centered, rstd, a))
+                h = torch.addcmul(rows(params, b0, g, c // g, 1, 1), centered, a)
+                h = h.view(m, c, length, size)
+            else:
+                h = torch.relu_(h)
+                saved.append(h)
+        length = h.shape[2]
+        pooled = h.mean(dim=2).transpose(1, 2)  # (m, B, C)
+        head = rows(params, hw0, classes, width)
+        logits = torch.baddbmm(rows(params, hb0, 1, classes), pooled, head.transpose(1, 2))
+        losses, delta = self._losses_and_residual(logits, batch)  # (m, B, classes)
+
+        torch.bmm(delta.transpose(1, 2), pooled, out=rows(grads, hw0, classes, width))
+        torch.sum(delta, dim=1, out=grads[:, hb0 : hb0 + classes])
+        dpooled = torch.bmm(head.transpose(1, 2), delta.transpose(1, 2)).div_(length)
+        dh = dpooled.unsqueeze(2).expand(h.shape)  # (m, C, L, B)
+        for i in range(len(plan) - 1, -1, -1):
+            step = plan[i]
+            if step[0] == "relu":  # autograd's rule: the gradient where the output is > 0
+                dh = torch.ops.aten.threshold_backward(dh, saved[i], 0.0)
+            elif step[0] == "norm":
+                _, w0, c, g, eps, b0 = step
+                centered, rstd, a = saved[i]  # (m, G, C / G, L, B), (m, G, 1, 1, B), a
+                dy = dh.view(centered.shape)
+                s1 = dy.sum(dim=3)  # (m, G, C / G, B): each channel's and sample's sum of dy
+                s2 = (dy * centered).sum(dim=3).mul_(rstd.squeeze(3))  # and of dy xhat
+                torch.sum(s2, dim=3, out=rows(grads, w0, g, c // g))
+                torch.sum(s1, dim=3, out=rows(grads, b0, g, c // g))
+                gamma = rows(params, w0, g, c // g, 1)
+                scale = 1.0 / (c // g * dy.shape[3])
+                mean_g = (gamma * s1).sum(dim=2, keepdim=True).mul_(scale)  # (m, G, 1, B)
+                mean_gx = (gamma * s2).sum(dim=2, keepdim=True).mul_(scale)
+                slope = (rstd * rstd).mul_(mean_gx.unsqueeze(3)).neg_()  # (m, G, 1, 1, B)
+                offset = (rstd * mean_g.unsqueeze(3)).neg_()
+                dx = torch.addcmul(offset, centered, slope).addcmul_(dy, a)
+                dh = dx.view(m, c, -1, size)
+            else:
+                _, w0, out, inp, k, s, p, b0 = step
+                cols, length = saved[i]
+                short = dh.shape[2]
+                dz = dh.reshape(m, out, short * size)
+                torch.bmm(dz, cols.transpose(1, 2), out=rows(grads, w0, out, inp * k))
+                if b0 >= 0:
+                    torch.sum(dz, dim=2, out=grads[:, b0 : b0 + out])
+                if i == 0:  # the data's gradient is not needed
+                    break
+                weight = rows(params, w0, out, inp * k)
+                dcols = torch.bmm(weight.transpose(1, 2), dz).view(m, inp, k, short, size)
+                dpad = dz.new_zeros(m, inp, length + 2 * p, size)
+                for j in range(k):  # col2im: window j of output l read input l s + j
+                    dpad[:, :, j : j + s * (short - 1) + 1 : s].add_(dcols[:, :, j])
+                dh = dpad[:, :, p : p + length]
+        return losses
 
     def _losses_and_residual(
         self, z: torch.Tensor, batch: Batch
@@ -944,11 +1138,13 @@ def _task(
     args: tuple[Any, ...],
     build: Callable[[Dataset], tuple[nn.Module, str, str]],
     compute_optimum: bool = False,
+    closed_form: bool = True,
 ) -> ModuleTask:
     """The builders' common part: ``args`` are their shared arguments in signature order,
     ``build(train)`` gives the module (built without moving the global RNG), the loss and
     the name's suffix. ``init="reset"``: each seed starts from its own initialisation.
-    ``compute_optimum``: compute ``f*`` when ``l2 > 0``."""
+    ``compute_optimum``: compute ``f*`` when ``l2 > 0``; ``closed_form``: as
+    :class:`ModuleTask`'s."""
     num_nodes, partition, alpha, classes_per_node, batch_size, l2, seed, sampling = args
     train = dataset.train if isinstance(dataset, DatasetSplit) else dataset
     if test is None and isinstance(dataset, DatasetSplit):
@@ -981,6 +1177,7 @@ def _task(
         seed=seed,
         l2=l2,
         name=f"{train.name}_{suffix}",
+        closed_form=closed_form,
     )
     if compute_optimum and task.l2 > 0:
         task.compute_optimum()

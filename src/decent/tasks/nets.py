@@ -110,13 +110,22 @@ def cnn1d(
     groups: Annotated[int, SIZE, Doc("GroupNorm groups (must divide channels).")] = 4,
     batch_size: BatchSize = 32,
     seed: PartitionSeed = 0,
+    autograd: Annotated[
+        bool,
+        Doc(
+            "Take gradients by vmap(grad(loss)) instead of the batched closed form (equal to "
+            "rounding; results made before the closed form reproduce bit for bit only so)."
+        ),
+    ] = False,
 ) -> ModuleTask:
     """A 1-D CNN (:class:`ConvNet1d`) with cross-entropy, GroupNorm, no buffers.
 
     ``data`` is split over ``num_nodes`` nodes as :func:`~decent.tasks.mlp` splits it
     (``"iid"``, ``"dirichlet"`` with concentration ``alpha``, ``"shards"`` with
     ``classes_per_node``, or one index array per node); each training seed starts from its
-    own initialisation (``init="reset"``).
+    own initialisation (``init="reset"``). Gradients come from a batched closed form
+    (:meth:`ModuleTask._cnn_grad_and_loss`), or with ``autograd=True`` from
+    ``vmap(grad(loss))`` as before it existed.
 
     Raises:
         TaskError: ``groups`` does not divide ``channels``, an unknown partition, or a bad
@@ -130,7 +139,7 @@ def cnn1d(
         return ConvNet1d(c, groups, train.num_classes), "cross_entropy", f"cnn{c}"
 
     args = (num_nodes, partition, alpha, classes_per_node, batch_size, 0.0, seed)
-    return _task(data, None, (*args, "with_replacement"), build)
+    return _task(data, None, (*args, "with_replacement"), build, closed_form=not autograd)
 
 
 # --------------------------------------------------------------------------- text
