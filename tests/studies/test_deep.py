@@ -167,6 +167,23 @@ def test_the_committed_specs_load_and_the_full_one_is_the_default() -> None:
     assert cnn.config(cnn.cells()[0], 0.1, 0, deep.STUDY).dtype == "float32"
 
 
+def test_the_cnn_follow_up_specs_match_the_rounds_they_compare_with() -> None:
+    """``deep_cnn_rounds`` gives M = 32 as many rounds as ``deep_cnn``'s M = 16 (twice
+    ``deep_cnn_wide``'s), and ``deep_cnn_alpha`` runs ``deep_cnn``'s M = 16 cell at alpha 1
+    and 10: their tables compare only if these hold."""
+    root = Path(__file__).resolve().parents[2] / "configs" / "studies"
+    cnn, wide, rounds, alpha = (
+        kit.load_spec(deep.DeepSpec, root / f"deep_cnn{s}.toml")
+        for s in ("", "_wide", "_rounds", "_alpha")
+    )
+    assert rounds.rounds("mnist1d_cnn", 32) == cnn.rounds("mnist1d_cnn", 16) == 800
+    assert wide.rounds("mnist1d_cnn", 32) == 400
+    assert rounds.replace(num_nodes=(32, 64), samples=wide.samples) == wide
+    assert alpha.replace(num_nodes=(8, 16), topologies=cnn.topologies, alphas=(0.1,)) == cnn
+    # per alpha: all-reduce on complete, three gossip methods on ring and complete
+    assert len(rounds.cells()) == 7 and len(alpha.cells()) == 2 * 7
+
+
 CNN_TOML = """
 study = "cnn"
 rounds = 4
