@@ -232,7 +232,12 @@ def test_the_committed_cnn_specs_keep_the_vmapped_path_and_its_run_ids() -> None
     from decent.config import build, loads_config
 
     root = Path(__file__).resolve().parents[2] / "configs" / "studies"
-    for name in ("deep_cnn.toml", "deep_cnn_wide.toml"):
+    for name in (
+        "deep_cnn.toml",
+        "deep_cnn_wide.toml",
+        "deep_cnn_rounds.toml",
+        "deep_cnn_alpha.toml",
+    ):
         spec = kit.load_spec(deep.DeepSpec, root / name)
         cfg = spec.config(spec.cells()[0], 0.1, 0, deep.STUDY)
         assert spec.autograd and "autograd" not in cfg.run_dict()["task"]
