@@ -182,6 +182,10 @@ def test_the_cnn_follow_up_specs_match_the_rounds_they_compare_with() -> None:
     assert alpha.replace(num_nodes=(8, 16), topologies=cnn.topologies, alphas=(0.1,)) == cnn
     # per alpha: all-reduce on complete, three gossip methods on ring and complete
     assert len(rounds.cells()) == 7 and len(alpha.cells()) == 2 * 7
+    graphs = kit.load_spec(deep.DeepSpec, root / "deep_cnn_graphs.toml")
+    same = graphs.replace(num_nodes=(8, 16), topologies=cnn.topologies, autograd=True)
+    assert same == cnn and not graphs.autograd  # the closed form, its own references
+    assert len(graphs.cells()) == 1 + 3 * 3  # all-reduce; gossip on torus, one-peer, complete
 
 
 CNN_TOML = """
