@@ -186,6 +186,10 @@ def test_the_cnn_follow_up_specs_match_the_rounds_they_compare_with() -> None:
     same = graphs.replace(num_nodes=(8, 16), topologies=cnn.topologies, autograd=True)
     assert same == cnn and not graphs.autograd  # the closed form, its own references
     assert len(graphs.cells()) == 1 + 3 * 3  # all-reduce; gossip on torus, one-peer, complete
+    rounds64 = kit.load_spec(deep.DeepSpec, root / "deep_cnn_rounds64.toml")
+    assert rounds64.rounds("mnist1d_cnn", 64) == 800 == 4 * wide.rounds("mnist1d_cnn", 64)
+    same = rounds64.replace(num_nodes=(32, 64), samples=wide.samples, autograd=True, workers=1)
+    assert same == wide and not rounds64.autograd
 
 
 CNN_TOML = """
