@@ -35,6 +35,7 @@ from decent._params import SEED, SIZE, Doc, check_value, checked_args
 from decent._stack import ReplicaError, check_family, interleave
 from decent._types import Batch, Params
 from decent.tasks._checks import L2, BatchSize, Nodes, PartitionSeed, SamplingArg
+from decent.tasks._convnet import ConvNet1d
 from decent.tasks._optim import minimize_convex, newton_minimize
 from decent.tasks.base import SUBOPTIMALITY, Objective, TaskError
 from decent.tasks.data import Dataset, DatasetSplit
@@ -641,8 +642,6 @@ class ModuleTask:
         steps and the head's ``(weight offset, out, in, bias offset)``; ``None`` for any
         other module or input shape (a subclass, a dilated, grouped or non-zero-padded
         convolution, dropout, running statistics)."""
-        from decent.tasks.nets import ConvNet1d  # nets builds on this module
-
         module = self.module
         if type(module) is not ConvNet1d or self.stochastic or self.buffer_dim:
             return None

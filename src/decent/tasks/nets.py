@@ -30,6 +30,7 @@ from torch import nn
 
 from decent._params import SEED, SIZE, SIZE_MAX, Doc, checked_args
 from decent.tasks._checks import BatchSize, Nodes, PartitionSeed, TaskError, TestFraction
+from decent.tasks._convnet import ConvNet1d
 from decent.tasks.data import Dataset, DatasetNotFoundError, DatasetSplit, from_numpy
 from decent.tasks.models import ModuleTask, _task
 from decent.tasks.partition import by_group, dirichlet, iid
@@ -70,32 +71,6 @@ def mnist1d(
     x, y = _mnist1d_arrays(num_samples, seed)
     data = from_numpy(x, y, name="mnist1d", num_classes=10, dtype=dtype)
     return data.train_test_split(test_fraction, seed=seed, standardize=True)
-
-
-class ConvNet1d(nn.Module):
-    """Three ``Conv1d(k=5, padding=2) -> GroupNorm -> ReLU`` blocks (the last two with
-    stride 2), global average pooling and a linear head.
-
-    Input ``(B, length)`` (datasets are ``(N, f)``; one channel is added here), output
-    ``(B, classes)`` logits.
-    """
-
-    def __init__(self, channels: int, groups: int, classes: int) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 1
-        for stride in (1, 2, 2):
-            layers += [
-                nn.Conv1d(c_in, channels, 5, stride=stride, padding=2),
-                nn.GroupNorm(groups, channels),
-                nn.ReLU(),
-            ]
-            c_in = channels
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(channels, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x.unsqueeze(-2)).mean(-1))
 
 
 @checked_args("cnn1d", TaskError)
