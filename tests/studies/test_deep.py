@@ -190,6 +190,9 @@ def test_the_cnn_follow_up_specs_match_the_rounds_they_compare_with() -> None:
     assert rounds64.rounds("mnist1d_cnn", 64) == 800 == 4 * wide.rounds("mnist1d_cnn", 64)
     same = rounds64.replace(num_nodes=(32, 64), samples=wide.samples, autograd=True, workers=1)
     assert same == wide and not rounds64.autograd
+    long = kit.load_spec(deep.DeepSpec, root / "deep_cnn_rounds64_long.toml")
+    assert long.rounds("mnist1d_cnn", 64) == 1600
+    assert long.replace(samples=rounds64.samples) == rounds64
 
 
 CNN_TOML = """
