@@ -551,6 +551,19 @@ class ModuleTask:
             return self._cnn_grad_and_loss
         return None
 
+    def _offsets(self) -> dict[str, int]:
+        """Where each named parameter starts in a ``(d,)`` row (the closed forms' plans)."""
+        return dict(zip(self._names, np.cumsum([0, *self._numels]).tolist(), strict=False))
+
+    def _with_ridge(
+        self, params: torch.Tensor, grads: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A closed form's rows with the ridge ``l2 / 2 ||x||^2`` added, when ``l2 > 0``."""
+        if self.l2 > 0:
+            grads.add_(params * self.l2)
+            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
+        return grads, losses
+
     def _plan_mlp(self) -> list[tuple[str, int, int, int, int]] | None:
         """The layers of a lone biased ``nn.Linear``, or of an ``nn.Sequential`` of them and
         ReLU, Tanh, Sigmoid or Identity activations ending in a linear layer, as
@@ -561,7 +574,7 @@ class ModuleTask:
             return None
         if self.stochastic or self.buffer_dim:
             return None
-        offsets = dict(zip(self._names, np.cumsum([0, *self._numels]).tolist(), strict=False))
+        offsets = self._offsets()
         plan: list[tuple[str, int, int, int, int]] = []
         layers = [("", self.module)] if lone else list(self.module.named_children())
         for name, sub in layers:
@@ -628,10 +641,7 @@ class ModuleTask:
                 delta = delta * (1.0 - saved[i + 1] * saved[i + 1])
             elif kind == "sigmoid":
                 delta = delta * (saved[i + 1] * (1.0 - saved[i + 1]))
-        if self.l2 > 0:
-            grads.add_(params * self.l2)
-            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
-        return grads, losses
+        return self._with_ridge(params, grads, losses)
 
     def _plan_cnn(self) -> tuple[list[tuple[Any, ...]], tuple[int, int, int, int]] | None:
         """The layers of a :class:`~decent.tasks.nets.ConvNet1d` (its ``features`` an
@@ -650,7 +660,7 @@ class ModuleTask:
             return None
         if not isinstance(head, nn.Linear) or head.bias is None:
             return None
-        offsets = dict(zip(self._names, np.cumsum([0, *self._numels]).tolist(), strict=False))
+        offsets = self._offsets()
         channels, length = 1, int(self.train.features.shape[1])
         plan: list[tuple[Any, ...]] = []
         for name, sub in features.named_children():
@@ -709,10 +719,7 @@ class ModuleTask:
                 for r in range(0, m, _CNN_ROWS)
             ]
         )
-        if self.l2 > 0:
-            grads.add_(params * self.l2)
-            losses = losses + 0.5 * self.l2 * params.square().sum(dim=1)
-        return grads, losses
+        return self._with_ridge(params, grads, losses)
 
     def _cnn_rows(
         self, params: torch.Tensor, batch: Batch, first: int, grads: torch.Tensor
