@@ -20,6 +20,11 @@ the machine's load hits them alike; the load average is printed with the table):
 * **vmap(grad(loss)) (autograd=True)**: the path without the closed forms,
   ``vmap(grad(task.loss))`` on the flat ``(d,)`` vector (``GradientOracle(task,
   autograd=True)``, and ``cnn1d(autograd=True)``).
+* **torch's grouped convolution (oneDNN)**: the best baseline a user would write without a
+  closed form: the M nodes as the groups of one ``conv1d`` (input ``(B, M C, L)``, weights
+  ``(M C', C, k)``, ``groups=M``), GroupNorm with ``M G`` groups (each node's groups), and
+  the backward through ``aten.convolution_backward`` and ``aten.native_group_norm_backward``
+  (no autograd tape); its gradients are checked against the oracle's before timing.
 * **its products alone, as bmm**: the model's forward and backward products alone, as
   ``bmm`` on its per-node shapes ((32 x 784) x (784 x 128) for the MLP's first layer,
   (16 x 80) x (80 x 32 * 20) for the CNN's second convolution), batched M times: what the
@@ -96,6 +101,92 @@ def _cnn() -> nn.Module:
     return ConvNet1d(16, 4, 10)
 
 
+def grouped_conv(task: ModuleTask) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """Every node's gradient of a :class:`ConvNet1d` through torch's own kernels, the nodes
+    as the groups of one convolution per layer (see the module docstring); cross-entropy,
+    no ridge. Returns ``(m, d)`` gradients."""
+    module = task.module
+    assert isinstance(module, ConvNet1d) and task.l2 == 0
+    aten = torch.ops.aten
+    at = task._offsets()
+    layers = list(module.features.named_children())
+
+    def rows(params: torch.Tensor, name: str, numel: int) -> torch.Tensor:
+        return params[:, at[name] : at[name] + numel]
+
+    def run(params: torch.Tensor, batch: Any) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        m, size = x.shape[0], x.shape[1]
+        grads = torch.empty_like(params)
+        h = x.transpose(0, 1).contiguous()  # (B, m, L): node i's channels are group i
+        saved: list[Any] = []
+        for name, sub in layers:
+            if isinstance(sub, nn.Conv1d):
+                out, inp, k = sub.weight.shape
+                w = rows(params, f"features.{name}.weight", out * inp * k).reshape(m * out, inp, k)
+                b = rows(params, f"features.{name}.bias", out).reshape(m * out)
+                stride, pad = [int(sub.stride[0])], [int(sub.padding[0])]  # type: ignore[index]
+                saved.append((h, w, stride, pad))
+                h = aten.convolution(h, w, b, stride, pad, [1], False, [0], m)
+            elif isinstance(sub, nn.GroupNorm):
+                c = sub.num_channels
+                gamma = rows(params, f"features.{name}.weight", c).reshape(m * c)
+                beta = rows(params, f"features.{name}.bias", c).reshape(m * c)
+                groups, length = m * sub.num_groups, h.shape[2]
+                out_, mean, rstd = aten.native_group_norm(
+                    h, gamma, beta, size, m * c, length, groups, sub.eps
+                )
+                saved.append((h, mean, rstd, gamma, groups))
+                h = out_
+            else:
+                h = torch.relu(h)
+                saved.append(h)
+        length, width = h.shape[2], h.shape[1] // m
+        pooled = h.mean(dim=2).view(size, m, width).transpose(0, 1)  # (m, B, C)
+        classes = module.head.out_features
+        head = rows(params, "head.weight", classes * width).view(m, classes, width)
+        hb = rows(params, "head.bias", classes).view(m, 1, classes)
+        logits = torch.baddbmm(hb, pooled, head.transpose(1, 2))
+        delta = torch.softmax(logits, dim=2)
+        delta.scatter_add_(
+            2, y.unsqueeze(2), torch.full_like(y, -1, dtype=delta.dtype).unsqueeze(2)
+        )
+        delta.div_(size)
+        torch.bmm(
+            delta.transpose(1, 2),
+            pooled,
+            out=rows(grads, "head.weight", classes * width).view(m, classes, width),
+        )
+        torch.sum(delta, dim=1, out=rows(grads, "head.bias", classes))
+        dh = torch.bmm(delta, head).div_(length).transpose(0, 1).reshape(size, m * width, 1)
+        dh = dh.expand(size, m * width, length)
+        for i in range(len(layers) - 1, -1, -1):
+            name, sub = layers[i]
+            if isinstance(sub, nn.Conv1d):
+                h, w, stride, pad = saved[i]
+                out = sub.out_channels
+                dx, dw, db = aten.convolution_backward(
+                    dh, h, w, [m * out], stride, pad, [1], False, [0], m, [i > 0, True, True]
+                )
+                rows(grads, f"features.{name}.weight", w.numel() // m).copy_(dw.view(m, -1))
+                rows(grads, f"features.{name}.bias", out).copy_(db.view(m, out))
+                dh = dx
+            elif isinstance(sub, nn.GroupNorm):
+                h, mean, rstd, gamma, groups = saved[i]
+                c = sub.num_channels
+                dx, dg, db = aten.native_group_norm_backward(
+                    dh, h, mean, rstd, gamma, size, m * c, h.shape[2], groups, [True, True, True]
+                )
+                rows(grads, f"features.{name}.weight", c).copy_(dg.view(m, c))
+                rows(grads, f"features.{name}.bias", c).copy_(db.view(m, c))
+                dh = dx
+            else:
+                dh = aten.threshold_backward(dh, saved[i], 0.0)
+        return grads
+
+    return run
+
+
 def own_shapes(module: nn.Module, m: int, features: int) -> Callable[[], Any]:
     """The model's products alone, as bmm on its per-node shapes, batched M times: for the
     MLP ``(32 x 784) x (784 x 128)`` and the like; for the CNN each convolution's
@@ -155,6 +246,12 @@ def case(name: str, module: nn.Module, features: int, m: int, blocks: int, reps:
         "vmap(grad(loss)) (autograd=True)": lambda: flat(params, batch),
         "its products alone, as bmm": own_shapes(task.module, m, features),
     }
+    if isinstance(task.module, ConvNet1d):
+        baseline = grouped_conv(task)
+        mine = oracle(params, batch)[0]
+        theirs = baseline(params, batch)
+        assert torch.allclose(theirs, mine, rtol=1e-3, atol=1e-5), "grouped conv: wrong gradients"
+        fns["torch's grouped convolution (oneDNN)"] = lambda: baseline(params, batch)
     secs = interleaved(fns, blocks, reps)
     ceiling = 2 * 8 * 512**3 / secs.pop("ceiling")
     rows = {}
