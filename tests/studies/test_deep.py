@@ -69,10 +69,20 @@ def test_tiny_study_tables_agree_with_the_store_and_complete_dsgd_is_minibatch_s
     assert rows.loc[("dsgd", "complete"), "loss_ratio"] == 1.0
     ring_loss = rows.loc[("dsgd", "ring"), "train_loss"]
     assert rows.loc[("dsgd", "ring"), "loss_ratio"] == pytest.approx(ring_loss / dsgd["train_loss"])
+    # tuning.csv: every tuning run, the chosen one the least tuning loss of its cell
+    tuned = pd.read_csv(tmp_path / "deep" / "tuning.csv")
+    assert len(tuned) == 6 and set(tuned["status"]) == {"finished"}
+    by_id = {rid: final["eval/loss@mean"] for rid, (_, final) in tuning.items()}
+    assert sorted(tuned["tune_loss"]) == pytest.approx(sorted(by_id.values()), rel=1e-12)
+    for (method, graph), runs in tuned.groupby(["method", "graph"]):
+        assert runs["chosen"].sum() == 1
+        best = runs.loc[runs["tune_loss"].idxmin()]
+        assert best["chosen"] and best["step"] == rows.loc[(method, graph), "step"]
     for name in (
         "final.csv",
         "tables.md",
         "spec.json",
+        "tuning.csv",
         "accuracy_vs_m_digits_mlp.png",
         "training_digits_mlp.png",
     ):

@@ -337,9 +337,9 @@ def run(
     folder: str | Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Tune, run every cell with every seed, write ``final.csv``, ``spec.json``, the tables
-    and the figures to ``folder`` (default ``<out>/deep``); return the final table
-    (:func:`summarize`)."""
+    """Tune, run every cell with every seed, write ``final.csv``, ``tuning.csv`` (every
+    tuning run: :func:`tuning`), ``spec.json``, the tables and the figures to ``folder``
+    (default ``<out>/deep``); return the final table (:func:`summarize`)."""
     out = Path(out)
     best = tune(spec, out, progress)
     made = {
@@ -365,7 +365,7 @@ def run(
         f"{kit.markdown_table(ttt[ttt['task'] == t].drop(columns='task'))}\n"
         for t in spec.tasks
     ]
-    tables = {"final": table, "time_to_target": ttt}
+    tables = {"final": table, "time_to_target": ttt, "tuning": tuning(spec, out, best)}
     if spec.beta_grid is not None and len(spec.beta_grid) > 1:
         tables["beta_tuning"] = beta_tuning(best)
         text += [
@@ -384,6 +384,34 @@ def run(
             plot_accuracy(table[table["task"] == task], folder / f"accuracy_vs_m_{task}.png")
             plot_training(records[records["task"] == task], folder / f"training_{task}.png")
     return table
+
+
+def tuning(spec: DeepSpec, out: Path, best: dict[Cell, Choice]) -> pd.DataFrame:
+    """Every tuning run of the chosen cells, as ``tuning.csv`` keeps them: the cell, its
+    beta (where its method has one), the step, the run's status, the final training loss
+    of the network average (what the tuning minimizes) and its test accuracy, and whether
+    the cell took that step and beta."""
+    finals = kit.store_finals(out, TUNING_STUDY)
+    rows = []
+    for cell, choice in best.items():
+        for beta, own in (choice.by_beta or {choice.beta: choice}).items():
+            for step in sorted(own.tried):
+                cfg = spec.config(cell, step, spec.tune_seed, TUNING_STUDY, beta)
+                status, final = finals.get(run_id_for(TUNING_STUDY, cfg.run_dict()), ("", {}))
+                rows.append(
+                    {
+                        **dict(zip(CELL_KEYS, cell, strict=True)),
+                        "beta": beta,
+                        "step": step,
+                        "status": status or "missing",
+                        "tune_loss": final.get("eval/loss@mean", math.nan),
+                        "test_acc": final.get("eval/test_accuracy@mean", math.nan),
+                        "chosen": step == choice.step and beta == choice.beta,
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=[*CELL_KEYS, "beta", "step", "status", "tune_loss", "test_acc", "chosen"]
+    )
 
 
 def _shown(table: pd.DataFrame, task: str) -> pd.DataFrame:
