@@ -16,7 +16,8 @@ the machine's load hits them alike; the load average is printed with the table):
 * **oracle (batched closed form)**: ``GradientOracle(task)(params, batch)``, all M nodes'
   gradients and losses in one call, the way the round loop calls it: the MLP's
   ``ModuleTask._mlp_grad_and_loss`` and the CNN's ``ModuleTask._cnn_grad_and_loss``
-  (the deep study's ``ConvNet1d``: 16 channels, GroupNorm(4), 40 features).
+  (the deep study's ``ConvNet1d``: 16 channels, GroupNorm(4), 40 features; and with 32
+  channels, the width of issue 29's pilot, 4x the FLOPs per node-step).
 * **vmap(grad(loss)) (autograd=True)**: the path without the closed forms,
   ``vmap(grad(task.loss))`` on the flat ``(d,)`` vector (``GradientOracle(task,
   autograd=True)``, and ``cnn1d(autograd=True)``).
@@ -95,10 +96,11 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-def _cnn() -> nn.Module:
+def _cnn(channels: int = 16) -> nn.Module:
     """The deep study's MNIST-1D CNN: three Conv1d(k=5, padding=2) + GroupNorm(4) + ReLU
-    blocks of 16 channels (strides 1, 2, 2), mean pooling, a linear head."""
-    return ConvNet1d(16, 4, 10)
+    blocks of 16 channels (strides 1, 2, 2), mean pooling, a linear head; with 32 channels,
+    issue 29's pilot CNN (about 30 MFLOP per node-step)."""
+    return ConvNet1d(channels, 4, 10)
 
 
 def grouped_conv(task: ModuleTask) -> Callable[[torch.Tensor, Any], torch.Tensor]:
@@ -250,7 +252,10 @@ def case(name: str, module: nn.Module, features: int, m: int, blocks: int, reps:
         baseline = grouped_conv(task)
         mine = oracle(params, batch)[0]
         theirs = baseline(params, batch)
-        assert torch.allclose(theirs, mine, rtol=1e-3, atol=1e-5), "grouped conv: wrong gradients"
+        # oneDNN's float32 convolutions are the less accurate ones (3e-5 against float64 at
+        # 64 channels, where the closed form is within 1e-7), so the bound is relative
+        bound = 1e-4 * float(mine.abs().max())
+        assert torch.allclose(theirs, mine, rtol=1e-3, atol=bound), "grouped conv: wrong gradients"
         fns["torch's grouped convolution (oneDNN)"] = lambda: baseline(params, batch)
     secs = interleaved(fns, blocks, reps)
     ceiling = 2 * 8 * 512**3 / secs.pop("ceiling")
@@ -286,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         results.append(case("MLP 784-128-10", _mlp(), 784, m, blocks, reps))
         torch.manual_seed(0)
         results.append(case("CNN ConvNet1d 16 ch (40 features)", _cnn(), 40, m, blocks, reps))
+        torch.manual_seed(0)
+        results.append(case("CNN ConvNet1d 32 ch (the pilot's)", _cnn(32), 40, m, blocks, reps))
     print()
     print(
         "| model | M | MFLOP per node-step | bmm ceiling GFLOP/s | path | node-steps/s | GFLOP/s | of ceiling |"
