@@ -203,6 +203,11 @@ def test_the_cnn_follow_up_specs_match_the_rounds_they_compare_with() -> None:
     long = kit.load_spec(deep.DeepSpec, root / "deep_cnn_rounds64_long.toml")
     assert long.rounds("mnist1d_cnn", 64) == 1600
     assert long.replace(samples=rounds64.samples) == rounds64
+    graphs32 = kit.load_spec(deep.DeepSpec, root / "deep_cnn_graphs32.toml")
+    assert graphs32.rounds("mnist1d_cnn", 32) == 800 and not graphs32.autograd
+    same = graphs32.replace(topologies=("ring",), autograd=True)
+    assert same == rounds  # deep_cnn_rounds' cell, on four graphs, by the closed form
+    assert len(graphs32.cells()) == 1 + 3 * 5  # all-reduce; gossip on four graphs and complete
 
 
 CNN_TOML = """
