@@ -11,6 +11,9 @@ run``, shortened. Blocks in other languages (``sql``, ``text``, layouts) are dat
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import re
@@ -83,7 +86,8 @@ def _python_module(args: list[str], work: Path, env: dict[str, str]) -> None:
         # a benchmark takes minutes: here it only has to exist and parse its options
         # (tests/benchmarks/ runs the simulator benchmark on a tiny configuration; the
         # distributed one needs ~30 s even with --quick and is run by hand)
-        args = [*args, "--help"]
+        _benchmark_parses(module, args[args.index("-m") + 2 :])
+        return
     example = next((a for a in args if a.startswith("examples/")), "")
     # the two training examples' only runs under torchrun: their result line is checked below
     trains = example.endswith(("ddp_mnist1d.py", "ddp_charlm.py"))
@@ -107,6 +111,19 @@ def _python_module(args: list[str], work: Path, env: dict[str, str]) -> None:
     assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     if module == "torch.distributed.run" and trains:
         _example_result(example, proc.stdout)
+
+
+def _benchmark_parses(module: str, argv: list[str]) -> None:
+    """``python -m MODULE ARGV --help`` in this process: its ``main`` parses ``ARGV`` and
+    prints its usage (a fresh process would only import torch and decent again)."""
+    if str(ROOT) not in sys.path:  # the benchmarks package lives at the repository root
+        sys.path.insert(0, str(ROOT))
+    main = importlib.import_module(module).main
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown), pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code in (0, None), f"{module} {' '.join(argv)}: exit {exit_.value.code}"
+    assert "usage:" in shown.getvalue(), shown.getvalue()
 
 
 def _example_result(example: str, stdout: str) -> None:
