@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from decent._threads import affinity_cores
 from decent.cli import app
 
 # The DDP drop-in's tests (tests/parallel) spawn gloo ranks with the project's harness
@@ -20,8 +21,12 @@ for _dir in ("run/distributed", "parallel"):
         sys.path.insert(0, _path)
 
 torch.set_default_dtype(torch.float64)
-# Keep the suite predictable on 2 cores; spawned dist tests set their own.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Keep the suite predictable on 2 cores; spawned dist tests set their own. Under xdist the
+# workers share the cores (as decent._threads shares them among a sweep's workers): two
+# workers of two threads each on 2 cores spin at every OpenMP barrier while the other
+# worker holds the core, which made torch-heavy fixtures 3x slower.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, affinity_cores() // _workers)))
 
 # CI runs the same hypothesis examples every time (reproducible verdicts); local runs keep
 # exploring new ones. Any failure hypothesis finds is pinned as an explicit regression test.

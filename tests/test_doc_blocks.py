@@ -11,6 +11,10 @@ run``, shortened. Blocks in other languages (``sql``, ``text``, layouts) are dat
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import json
 import os
 import re
 import shlex
@@ -82,14 +86,20 @@ def _python_module(args: list[str], work: Path, env: dict[str, str]) -> None:
         # a benchmark takes minutes: here it only has to exist and parse its options
         # (tests/benchmarks/ runs the simulator benchmark on a tiny configuration; the
         # distributed one needs ~30 s even with --quick and is run by hand)
-        args = [*args, "--help"]
-    if module == "torch.distributed.run" and any(a.startswith("examples/") for a in args):
-        # an example trains 8 ranks for minutes: here 2 ranks and a few steps
-        args[args.index("--nproc_per_node") + 1] = "2"
-        if any(a.endswith("ddp_mnist1d.py") for a in args):
+        _benchmark_parses(module, args[args.index("-m") + 2 :])
+        return
+    example = next((a for a in args if a.startswith("examples/")), "")
+    # the two training examples' only runs under torchrun: their result line is checked below
+    trains = example.endswith(("ddp_mnist1d.py", "ddp_charlm.py"))
+    if module == "torch.distributed.run" and example:
+        # an example trains 8 ranks for minutes: here 2 ranks (3 for the training examples,
+        # each rank with two neighbours) and a few steps
+        args[args.index("--nproc_per_node") + 1] = "3" if trains else "2"
+        if example.endswith("ddp_mnist1d.py"):
             args = [*args, "--steps", "3", "--samples", "120"]
-        if any(a.endswith("ddp_charlm.py") for a in args):
-            args = [*args, "--steps", "3", "--test-windows", "8", "--max-chars", "4000"]
+        if example.endswith("ddp_charlm.py"):
+            args = [*args, "--steps", "3", "--context", "16", "--max-chars", "2000"]
+            args += ["--test-windows", "8"]
     proc = subprocess.run(
         [sys.executable, *args[1:]],
         cwd=ROOT,
@@ -99,6 +109,32 @@ def _python_module(args: list[str], work: Path, env: dict[str, str]) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    if module == "torch.distributed.run" and trains:
+        _example_result(example, proc.stdout)
+
+
+def _benchmark_parses(module: str, argv: list[str]) -> None:
+    """``python -m MODULE ARGV --help`` in this process: its ``main`` parses ``ARGV`` and
+    prints its usage (a fresh process would only import torch and decent again)."""
+    if str(ROOT) not in sys.path:  # the benchmarks package lives at the repository root
+        sys.path.insert(0, str(ROOT))
+    main = importlib.import_module(module).main
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown), pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code in (0, None), f"{module} {' '.join(argv)}: exit {exit_.value.code}"
+    assert "usage:" in shown.getvalue(), shown.getvalue()
+
+
+def _example_result(example: str, stdout: str) -> None:
+    """A DDP example's one JSON result line: 3 ranks, 3 steps, a test metric."""
+    line = json.loads(next(x for x in stdout.splitlines() if x.startswith("{")))
+    assert line["world_size"] == 3 and line["steps"] == 3, line
+    if example.endswith("ddp_mnist1d.py"):
+        assert "test_accuracy" in line, line
+    if example.endswith("ddp_charlm.py"):
+        # 3 steps from a random init: the test loss is finite and near log(128) = 4.85 nats
+        assert 3.0 < line["test_loss"] < 6.0, line
 
 
 SKIP: list[tuple[str, str]] = [

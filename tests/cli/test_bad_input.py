@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import sqlite3
@@ -50,18 +51,23 @@ def _digest(path: Path) -> str | None:
 
 
 def _decent(
-    *args: str | Path, unprivileged: bool = False, env: dict | None = None, fresh: bool = False
+    *args: str | Path,
+    unprivileged: bool = False,
+    env: dict | None = None,
+    fresh: bool = False,
+    module: bool = True,
 ) -> subprocess.CompletedProcess:
     """Run ``decent ARGS``: in this process (fast), or as a fresh process when it must be.
 
     A fresh process is needed to drop privileges (``unprivileged``) and to see the CLI's
-    own warning lines (pytest records warnings raised in-process).
+    own warning lines (pytest records warnings raised in-process). ``module=False`` runs
+    ``python ARGS`` instead of ``python -m decent.cli ARGS`` (for :func:`_decent_each`).
     """
     argv = [str(a) for a in args]
     if not (unprivileged or fresh):
         result = CliRunner().invoke(app, argv, env=env, catch_exceptions=False)
         return subprocess.CompletedProcess(argv, result.exit_code, result.output, "")
-    cmd = [sys.executable, "-m", "decent.cli", *argv]
+    cmd = [sys.executable, *(["-m", "decent.cli"] if module else []), *argv]
     if unprivileged and os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: cannot make permissions bind")
@@ -70,6 +76,35 @@ def _decent(
     full_env = dict(os.environ, **(env or {}))
     full_env.pop("PYTHONWARNINGS", None)  # the CLI's own warnings are part of what is checked
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
+
+
+_EACH = """
+import json, sys, traceback
+from typer.testing import CliRunner
+from decent.cli import app
+done = []
+for argv in json.loads(sys.argv[1]):
+    try:
+        result = CliRunner().invoke(app, argv, catch_exceptions=False)
+        done.append([result.exit_code, result.output])
+    except BaseException:
+        done.append([1, traceback.format_exc()])
+print(json.dumps(done))
+"""
+
+
+def _decent_each(*commands: list[str | Path]) -> list[subprocess.CompletedProcess]:
+    """Run each ``decent ARGS`` in turn in one fresh unprivileged process (as
+    :func:`_decent` drops privileges), each through the CLI as the in-process path runs it:
+    one Python start-up and import of decent for all of them instead of one each."""
+    argvs = [[str(a) for a in argv] for argv in commands]
+    proc = _decent("-c", _EACH, json.dumps(argvs), unprivileged=True, module=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    done = json.loads(proc.stdout.splitlines()[-1])
+    return [
+        subprocess.CompletedProcess(argv, code, output, "")
+        for argv, (code, output) in zip(argvs, done, strict=True)
+    ]
 
 
 @pytest.fixture
@@ -188,14 +223,12 @@ def test_readers_work_on_a_read_only_store(results: Path, tmp_path: Path) -> Non
     for p in [results, *results.iterdir()]:
         p.chmod(0o555 if p.is_dir() else 0o444)
     try:
-        proc = _decent(
-            "export", "tiny", "--out", results, "--dest", dest / "t.csv", unprivileged=True
+        export, report = _decent_each(
+            ["export", "tiny", "--out", results, "--dest", dest / "t.csv"],
+            ["report", "tiny", "--out", results, "--dest", dest / "rep"],
         )
-        _clean_error(proc, 0, "wrote")
-        proc = _decent(
-            "report", "tiny", "--out", results, "--dest", dest / "rep", unprivileged=True
-        )
-        _clean_error(proc, 0, "report:")
+        _clean_error(export, 0, "wrote")
+        _clean_error(report, 0, "report:")
         assert (dest / "rep" / "report.html").is_file()
     finally:
         for p in [results, *results.iterdir()]:
@@ -210,27 +243,18 @@ def test_writers_say_why_they_cannot_write(results: Path, cfg: Path, tmp_path: P
     results.chmod(0o555)
     (results / "decent.sqlite").chmod(0o444)
     try:
-        proc = _decent("run", cfg, "--out", results, "--no-progress", "--force", unprivileged=True)
-        _clean_error(proc, 2, "read-only", "--out")
-        proc = _decent("run", cfg, "--out", ro / "new", "--no-progress", unprivileged=True)
-        _clean_error(proc, 2, "error:", "new")
-        proc = _decent(
-            "export", "tiny", "--out", results, "--dest", ro / "x.csv", unprivileged=True
+        store, new, export, topology, tensorboard = _decent_each(
+            ["run", cfg, "--out", results, "--no-progress", "--force"],
+            ["run", cfg, "--out", ro / "new", "--no-progress"],
+            ["export", "tiny", "--out", results, "--dest", ro / "x.csv"],
+            ["topology", "ring", "--n", "6", "--png", ro / "r.png"],
+            ["run", cfg, "--out", tmp_path / "ok", "--no-progress", "--tensorboard", ro / "tb"],
         )
-        _clean_error(proc, 2, "cannot write", "x.csv")
-        proc = _decent("topology", "ring", "--n", "6", "--png", ro / "r.png", unprivileged=True)
-        _clean_error(proc, 2, "cannot write", "r.png")
-        proc = _decent(
-            "run",
-            cfg,
-            "--out",
-            tmp_path / "ok",
-            "--no-progress",
-            "--tensorboard",
-            ro / "tb",
-            unprivileged=True,
-        )
-        _clean_error(proc, 2, "error:", "tb")
+        _clean_error(store, 2, "read-only", "--out")
+        _clean_error(new, 2, "error:", "new")
+        _clean_error(export, 2, "cannot write", "x.csv")
+        _clean_error(topology, 2, "cannot write", "r.png")
+        _clean_error(tensorboard, 2, "error:", "tb")
     finally:
         ro.chmod(0o755)
         results.chmod(0o755)

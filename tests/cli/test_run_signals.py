@@ -47,7 +47,7 @@ def _held_run(tmp_path: Path, spawn) -> tuple[subprocess.Popen, Path, Path]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_a_signalled_run_reads_interrupted_and_a_rerun_restarts_it(tmp_path, sig, spawn):
+def test_a_signalled_run_reads_interrupted_and_a_rerun_restarts_it(tmp_path, sig, spawn, cli):
     proc, cfg, out = _held_run(tmp_path, spawn)
     proc.send_signal(sig)
     output = proc.communicate(timeout=60)[0].decode()
@@ -61,13 +61,8 @@ def test_a_signalled_run_reads_interrupted_and_a_rerun_restarts_it(tmp_path, sig
     assert runs["status"].tolist() == ["interrupted"]  # SIGKILL: its process is gone
     if sig != signal.SIGKILL:  # the handler committed every evaluation before exiting
         assert sorted(rec["round"]) == [0, 5, 10]
-    rerun = subprocess.run(
-        [sys.executable, "-m", "decent.cli", "run", str(cfg), "--out", str(out), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    rerun = cli("run", cfg, "--out", out, "--no-progress")  # in this process: no start-up
+    assert rerun.exit_code == 0, rerun.output
     with Store(out, readonly=True) as store:
         runs = store.runs("sig")
         rec = store.records("sig", metrics=["eval/loss@mean"])

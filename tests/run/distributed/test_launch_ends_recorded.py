@@ -19,7 +19,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from typer.testing import CliRunner
 
+from decent.cli import app
 from decent.results import Store
 from decent.run import faults
 
@@ -73,10 +75,11 @@ def _run(tmp_path: Path) -> tuple[str, str | None, list[int]]:
 
 
 def _rerun_finishes(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "decent.cli", "launch", "--nproc", "2"]
-    cmd += [str(tmp_path / "ends.toml"), "--out", str(tmp_path / "res")]
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    """``decent launch`` again, from this process (the ranks are fresh processes as ever):
+    the run restarts and finishes."""
+    args = ["launch", "--nproc", "2", str(tmp_path / "ends.toml"), "--out", str(tmp_path / "res")]
+    rerun = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert rerun.exit_code == 0, rerun.output
     status, _, rounds = _run(tmp_path)
     assert status == "finished" and rounds == list(range(0, 31, 5))
 

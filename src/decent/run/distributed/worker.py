@@ -184,4 +184,8 @@ def _summary(cfg: ExperimentConfig, result: RunResult | None, out: str, mode: st
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    code = main()
+    import gc
+
+    gc.freeze()  # the run is recorded: no last full collection at exit (0.5-0.9 s, as the CLI)
+    sys.exit(code)
