@@ -208,6 +208,9 @@ def test_the_cnn_follow_up_specs_match_the_rounds_they_compare_with() -> None:
     same = graphs32.replace(topologies=("ring",), autograd=True)
     assert same == rounds  # deep_cnn_rounds' cell, on four graphs, by the closed form
     assert len(graphs32.cells()) == 1 + 3 * 5  # all-reduce; gossip on four graphs and complete
+    graphs64 = kit.load_spec(deep.DeepSpec, root / "deep_cnn_graphs64.toml")
+    same = graphs64.replace(topologies=("ring",), workers=2)
+    assert same == rounds64  # its complete-graph runs are deep_cnn_rounds64's, found by id
 
 
 CNN_TOML = """
