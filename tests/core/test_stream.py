@@ -236,12 +236,16 @@ def test_drawing_ahead_on_a_background_thread_gives_each_rounds_own_draw(
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     n, seeds = 4, [3, 5]
     nodes = torch.arange(n)
+    # a fresh background drawer, so that its existence below is this test's doing (another
+    # test in the same process may have made one: the assertion held only in some orders)
+    _stream._prefetcher.cache_clear()
     with _threads.run_threads() as policy:
         assert policy.cores == 2 and _threads.draw_threads() == 2
         rounds = _stream._ahead(len(seeds) * n * width)
         for t in [*range(1, 2 * rounds + 3), 2, 3, 50]:
             got = _stream.normal(seeds, 13, t, nodes, width, n)
-            assert _stream._prefetcher.cache_info().currsize or rounds == 1
+            # round 1 of a new reader is drawn alone; the first sequential round reads ahead
+            assert _stream._prefetcher.cache_info().currsize or rounds == 1 or t == 1
             monkeypatch.setenv("OMP_NUM_THREADS", "1")
             with _threads.run_threads():  # no read-ahead: each round drawn alone
                 alone = _stream.normal(seeds, 13, t, torch.arange(n), width, n)
