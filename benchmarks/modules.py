@@ -105,8 +105,9 @@ def _cnn(channels: int = 16) -> nn.Module:
 
 def grouped_conv(task: ModuleTask) -> Callable[[torch.Tensor, Any], torch.Tensor]:
     """Every node's gradient of a :class:`ConvNet1d` through torch's own kernels, the nodes
-    as the groups of one convolution per layer (see the module docstring); cross-entropy,
-    no ridge. Returns ``(m, d)`` gradients."""
+    as the groups of one convolution per layer (see the module docstring); the task's loss
+    (its residual in the logits from ``ModuleTask._losses_and_residual``, as the closed form
+    takes it), no ridge. Returns ``(m, d)`` gradients."""
     module = task.module
     assert isinstance(module, ConvNet1d) and task.l2 == 0
     aten = torch.ops.aten
@@ -117,7 +118,7 @@ def grouped_conv(task: ModuleTask) -> Callable[[torch.Tensor, Any], torch.Tensor
         return params[:, at[name] : at[name] + numel]
 
     def run(params: torch.Tensor, batch: Any) -> torch.Tensor:
-        x, y = batch[0], batch[1]
+        x = batch[0]
         m, size = x.shape[0], x.shape[1]
         grads = torch.empty_like(params)
         h = x.transpose(0, 1).contiguous()  # (B, m, L): node i's channels are group i
@@ -149,11 +150,7 @@ def grouped_conv(task: ModuleTask) -> Callable[[torch.Tensor, Any], torch.Tensor
         head = rows(params, "head.weight", classes * width).view(m, classes, width)
         hb = rows(params, "head.bias", classes).view(m, 1, classes)
         logits = torch.baddbmm(hb, pooled, head.transpose(1, 2))
-        delta = torch.softmax(logits, dim=2)
-        delta.scatter_add_(
-            2, y.unsqueeze(2), torch.full_like(y, -1, dtype=delta.dtype).unsqueeze(2)
-        )
-        delta.div_(size)
+        _, delta = task._losses_and_residual(logits, batch)  # the loss's gradient in logits
         torch.bmm(
             delta.transpose(1, 2),
             pooled,

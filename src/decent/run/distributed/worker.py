@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import os
 import re
 import signal
@@ -185,7 +186,5 @@ def _summary(cfg: ExperimentConfig, result: RunResult | None, out: str, mode: st
 
 if __name__ == "__main__":  # pragma: no cover
     code = main()
-    import gc
-
     gc.freeze()  # the run is recorded: no last full collection at exit (0.5-0.9 s, as the CLI)
     sys.exit(code)
